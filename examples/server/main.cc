@@ -1,0 +1,283 @@
+// The `commcare` command: a host for libcommcare on the embedded default.
+// JSON on stdout; exit 0 on success, non-zero with {"error": ...} on failure.
+#include <commcare/engine.h>
+
+#include <boost/json.hpp>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace json = boost::json;
+using commcare::Engine;
+using commcare::EngineOptions;
+using commcare::Status;
+
+namespace {
+
+constexpr const char* kUsage = R"(usage:
+  commcare init --data DIR [--shards N] [--databases K]
+  commcare submit --data DIR --domain D [--user U] [--openrosa-version V] [--content-type T] FILE...
+  commcare form get --data DIR --domain D FORM_ID [--xml]
+  commcare form archive|unarchive --data DIR --domain D FORM_ID
+  commcare case get --data DIR --domain D CASE_ID
+  commcare case list --data DIR --domain D [--type T] [--owner O] [--closed true|false]
+  commcare case history --data DIR --domain D CASE_ID
+  commcare case rebuild --data DIR --domain D CASE_ID
+  commcare ledger get --data DIR --domain D CASE_ID
+  commcare check --data DIR)";
+
+struct Args {
+  std::map<std::string, std::string> opts;
+  std::vector<std::string> pos;
+  bool Has(const std::string& k) const { return opts.count(k) > 0; }
+  std::string Get(const std::string& k, const std::string& def = "") const {
+    auto it = opts.find(k);
+    return it == opts.end() ? def : it->second;
+  }
+};
+
+const std::vector<std::string> kFlags = {"--xml"};
+
+int Fail(const std::string& msg, int code = 1) {
+  std::cout << json::serialize(json::object{{"error", msg}}) << std::endl;
+  return code;
+}
+
+int FailStatus(const Status& s) {
+  int code = s.IsNotFound() ? 2 : s.code() == commcare::StatusCode::kFailedPrecondition ? 3 : 1;
+  return Fail(s.message(), code);
+}
+
+bool ParseArgs(int argc, char** argv, int start, Args* a, std::string* err) {
+  for (int i = start; i < argc; ++i) {
+    std::string s = argv[i];
+    if (s.rfind("--", 0) == 0 && s.size() > 2) {
+      if (std::find(kFlags.begin(), kFlags.end(), s) != kFlags.end()) {
+        a->opts[s] = "1";
+        continue;
+      }
+      if (i + 1 >= argc) {
+        *err = "option " + s + " needs a value";
+        return false;
+      }
+      a->opts[s] = argv[++i];
+    } else {
+      a->pos.push_back(s);
+    }
+  }
+  return true;
+}
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+commcare::Result<std::unique_ptr<Engine>> OpenEngine(const Args& a, bool read_only) {
+  if (!a.Has("--data")) return Status::InvalidArgument("--data DIR is required");
+  EngineOptions o;
+  o.data_dir = a.Get("--data");
+  o.read_only = read_only;
+  return Engine::Open(o);
+}
+
+bool NeedDomain(const Args& a, std::string* domain) {
+  *domain = a.Get("--domain");
+  return !domain->empty();
+}
+
+int CmdInit(const Args& a) {
+  commcare::InitOptions o;
+  o.data_dir = a.Get("--data");
+  try {
+    o.shards = std::stoi(a.Get("--shards", "1024"));
+    o.databases = std::stoi(a.Get("--databases", "1"));
+  } catch (const std::exception&) {
+    return Fail("--shards and --databases take whole numbers");
+  }
+  Status s = Engine::Init(o);
+  if (!s.ok()) return FailStatus(s);
+  std::cout << json::serialize(json::object{{"data", o.data_dir},
+                                            {"shards", o.shards},
+                                            {"databases", o.databases}})
+            << std::endl;
+  return 0;
+}
+
+int CmdSubmit(const Args& a) {
+  std::string domain;
+  if (!NeedDomain(a, &domain)) return Fail("--domain is required");
+  if (a.pos.empty()) return Fail("no FILE given to submit");
+  auto eng = OpenEngine(a, false);
+  if (!eng.ok()) return FailStatus(eng.status());
+  int rc = 0;
+  for (const auto& path : a.pos) {
+    commcare::SubmitRequest req;
+    req.domain = domain;
+    req.user_id = a.Get("--user");
+    req.openrosa_version = a.Get("--openrosa-version");
+    req.content_type = a.Get("--content-type", "text/xml");
+    if (!ReadFile(path, &req.body)) {
+      std::cout << json::serialize(json::object{{"file", path}, {"error", "cannot read file"}})
+                << std::endl;
+      rc = 1;
+      continue;
+    }
+    commcare::SubmitResponse r = (*eng)->Submit(req);
+    json::object o{{"file", path},
+                   {"status", r.http_status},
+                   {"nature", r.nature},
+                   {"message", r.message},
+                   {"form_id", r.form_id},
+                   {"state", r.state ? json::value(std::string(commcare::FormStateName(*r.state)))
+                                     : json::value(nullptr)}};
+    std::cout << json::serialize(o) << std::endl;  // endl flushes: the form is durable now
+  }
+  return rc;
+}
+
+int CmdForm(const std::string& verb, const Args& a) {
+  std::string domain;
+  if (!NeedDomain(a, &domain)) return Fail("--domain is required");
+  if (a.pos.size() != 1) return Fail("form " + verb + " takes one FORM_ID");
+  const std::string& id = a.pos[0];
+  if (verb == "get") {
+    auto eng = OpenEngine(a, true);
+    if (!eng.ok()) return FailStatus(eng.status());
+    if (a.Has("--xml")) {
+      auto x = (*eng)->GetFormXml(domain, id);
+      if (!x.ok()) return FailStatus(x.status());
+      std::cout << *x;
+      return 0;
+    }
+    auto f = (*eng)->GetForm(domain, id);
+    if (!f.ok()) return FailStatus(f.status());
+    std::cout << commcare::FormToJson(*f) << std::endl;
+    return 0;
+  }
+  if (verb == "archive" || verb == "unarchive") {
+    auto eng = OpenEngine(a, false);
+    if (!eng.ok()) return FailStatus(eng.status());
+    Status s = verb == "archive" ? (*eng)->ArchiveForm(domain, id) : (*eng)->UnarchiveForm(domain, id);
+    if (!s.ok()) return FailStatus(s);
+    auto f = (*eng)->GetForm(domain, id);
+    if (!f.ok()) return FailStatus(f.status());
+    std::cout << commcare::FormToJson(*f) << std::endl;
+    return 0;
+  }
+  return Fail("unknown form command '" + verb + "'");
+}
+
+int CmdCase(const std::string& verb, const Args& a) {
+  std::string domain;
+  if (!NeedDomain(a, &domain)) return Fail("--domain is required");
+  auto eng = OpenEngine(a, verb != "rebuild");
+  if (!eng.ok()) return FailStatus(eng.status());
+  if (verb == "list") {
+    commcare::storage::CaseFilter f;
+    f.domain = domain;
+    f.type = a.Get("--type");
+    f.owner_id = a.Get("--owner");
+    if (a.Has("--closed")) {
+      std::string c = a.Get("--closed");
+      if (c != "true" && c != "false") return Fail("--closed takes true or false");
+      f.closed = c == "true";
+    }
+    Status s = (*eng)->ListCases(f, [](const commcare::CaseRecord& c) {
+      std::cout << commcare::CaseToJson(c) << "\n";
+      return true;
+    });
+    std::cout.flush();
+    return s.ok() ? 0 : FailStatus(s);
+  }
+  if (a.pos.size() != 1) return Fail("case " + verb + " takes one CASE_ID");
+  const std::string& id = a.pos[0];
+  if (verb == "get") {
+    auto c = (*eng)->GetCase(domain, id);
+    if (!c.ok()) return FailStatus(c.status());
+    std::cout << commcare::CaseToJson(*c) << std::endl;
+    return 0;
+  }
+  if (verb == "history") {
+    auto h = (*eng)->CaseHistory(domain, id);
+    if (!h.ok()) return FailStatus(h.status());
+    for (const auto& t : *h) std::cout << commcare::CaseTransactionToJson(t) << "\n";
+    std::cout.flush();
+    return 0;
+  }
+  if (verb == "rebuild") {
+    Status s = (*eng)->RebuildCase(domain, id);
+    if (!s.ok()) return FailStatus(s);
+    auto c = (*eng)->GetCase(domain, id);
+    if (!c.ok()) return FailStatus(c.status());
+    std::cout << commcare::CaseToJson(*c) << std::endl;
+    return 0;
+  }
+  return Fail("unknown case command '" + verb + "'");
+}
+
+int CmdLedger(const Args& a) {
+  std::string domain;
+  if (!NeedDomain(a, &domain)) return Fail("--domain is required");
+  if (a.pos.size() != 1) return Fail("ledger get takes one CASE_ID");
+  auto eng = OpenEngine(a, true);
+  if (!eng.ok()) return FailStatus(eng.status());
+  auto l = (*eng)->GetLedger(domain, a.pos[0]);
+  if (!l.ok()) return FailStatus(l.status());
+  std::cout << commcare::LedgerToJson(*l) << std::endl;
+  return 0;
+}
+
+int CmdCheck(const Args& a) {
+  auto eng = OpenEngine(a, true);
+  if (!eng.ok()) return FailStatus(eng.status());
+  auto r = (*eng)->Check();
+  if (!r.ok()) return FailStatus(r.status());
+  json::array problems;
+  for (const auto& p : r->problems) problems.push_back(json::string(p));
+  json::object o{{"ok", r->problems.empty()},  {"forms", r->forms},
+                 {"cases", r->cases},           {"outbox_rows", r->outbox_rows},
+                 {"pending_intents", r->pending_intents}, {"problems", problems}};
+  std::cout << json::serialize(o) << std::endl;
+  return r->problems.empty() ? 0 : 4;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) {
+    std::cerr << kUsage << std::endl;
+    return argc < 2 ? 1 : 0;
+  }
+  std::string cmd = argv[1];
+  std::string verb;
+  int start = 2;
+  if ((cmd == "form" || cmd == "case" || cmd == "ledger") && argc >= 3) {
+    verb = argv[2];
+    start = 3;
+  }
+  Args a;
+  std::string err;
+  if (!ParseArgs(argc, argv, start, &a, &err)) return Fail(err);
+  if (cmd != "init" && !a.Has("--data")) return Fail("--data DIR is required");
+  try {
+    if (cmd == "init") return a.Has("--data") ? CmdInit(a) : Fail("--data DIR is required");
+    if (cmd == "submit") return CmdSubmit(a);
+    if (cmd == "form") return CmdForm(verb, a);
+    if (cmd == "case") return CmdCase(verb, a);
+    if (cmd == "ledger") return verb == "get" ? CmdLedger(a) : Fail("unknown ledger command");
+    if (cmd == "check") return CmdCheck(a);
+  } catch (const std::exception& e) {
+    return Fail(std::string("internal error: ") + e.what());
+  }
+  return Fail("unknown command '" + cmd + "'; run `commcare --help`");
+}

@@ -1,0 +1,132 @@
+// Engine: receives form submissions and processes them synchronously and atomically.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "commcare/records.h"
+#include "commcare/status.h"
+#include "commcare/storage/primary_store.h"
+
+namespace commcare {
+
+// Creating a data directory (`commcare init`).
+struct InitOptions {
+  std::string data_dir;
+  int shards = 1024;   // logical shards, a power of two, fixed for the life of the data
+  int databases = 1;   // physical SQLite files the shards are spread over (contiguous ranges)
+};
+
+// Opening an engine.
+struct EngineOptions {
+  std::string data_dir;     // an initialised data directory; empty with in_memory=true
+  bool in_memory = false;   // memory stores only (tests, experiments); shards/databases below apply
+  int memory_shards = 16;
+  int memory_databases = 1;
+  bool read_only = false;   // no writes, no lock: may run beside the writing process
+  bool durable = true;      // fsync each (group) commit
+  bool strict_case_updates = false;  // reject updates of unknown cases (mobile parser behaviour)
+  size_t max_xml_bytes = 10 * 1024 * 1024;         // HQ's MAX_UPLOAD_SIZE
+  size_t max_attachment_bytes = 100 * 1024 * 1024; // per attachment
+  size_t max_body_bytes = 150 * 1024 * 1024;       // a whole request body
+};
+
+// One submission as a host received it (the HTTP receiver, the CLI, the API).
+struct SubmitRequest {
+  std::string domain;
+  std::string user_id;           // the authenticated user, if any (auth_context)
+  std::string body;              // raw XML, or a multipart/form-data body
+  std::string content_type;      // the request's Content-Type ("" = raw XML)
+  std::string openrosa_version;  // X-OpenRosa-Version ("" = absent)
+  std::string last_sync_token;   // X-CommCareHQ-LastSyncToken
+  std::string app_id;
+  std::string build_id;
+  std::string submit_ip;
+  int64_t received_on = 0;       // X-Submit-Time override; 0 = now
+  int64_t date_header = 0;       // parsed Date header, 0 = absent
+};
+
+// The answer for the device: an OpenRosa response plus what happened.
+struct SubmitResponse {
+  int http_status = 201;
+  std::string nature;   // submit_success, submit_error, processing_failure, ...
+  std::string message;  // the OpenRosa message text
+  std::string form_id;  // the stored record's id ("" if nothing was stored)
+  std::optional<FormState> state;
+  std::string body;          // the OpenRosa XML response
+  std::string content_type;  // "text/xml; charset=utf-8"
+};
+
+// What `Check` found.
+struct CheckReport {
+  int64_t forms = 0;
+  int64_t cases = 0;
+  int64_t outbox_rows = 0;
+  int64_t pending_intents = 0;
+  std::vector<std::string> problems;  // empty when the store is consistent
+};
+
+// The engine. Thread safety: every method may be called from any number of threads.
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // Creates a data directory; AlreadyExists if it is initialised already.
+  static Status Init(const InitOptions& options);
+  // Opens an engine; a writer takes the directory's lock (FailedPrecondition names the holder)
+  // and rolls pending cross-database intents forward.
+  static Result<std::unique_ptr<Engine>> Open(const EngineOptions& options);
+
+  // Processes a submission and answers only once its rows are durable. Never throws.
+  virtual SubmitResponse Submit(const SubmitRequest& request) = 0;
+
+  // The form's metadata; NotFound if absent or in another domain.
+  virtual Result<FormRecord> GetForm(std::string_view domain, std::string_view form_id) = 0;
+  // The form's raw XML from the blob store.
+  virtual Result<std::string> GetFormXml(std::string_view domain, std::string_view form_id) = 0;
+  // Archives a normal form (its case and ledger changes are revoked and the cases rebuilt).
+  virtual Status ArchiveForm(std::string_view domain, std::string_view form_id) = 0;
+  // Restores an archived form and rebuilds its cases.
+  virtual Status UnarchiveForm(std::string_view domain, std::string_view form_id) = 0;
+
+  // The case; NotFound if absent or in another domain.
+  virtual Result<CaseRecord> GetCase(std::string_view domain, std::string_view case_id) = 0;
+  // Calls fn for each matching case across every database until it returns false.
+  virtual Status ListCases(const storage::CaseFilter& filter,
+                           const std::function<bool(const CaseRecord&)>& fn) = 0;
+  // The case's transactions in order.
+  virtual Result<std::vector<CaseTransaction>> CaseHistory(std::string_view domain,
+                                                           std::string_view case_id) = 0;
+  // Re-derives the case from its transactions (a user-requested rebuild).
+  virtual Status RebuildCase(std::string_view domain, std::string_view case_id) = 0;
+  // The case's ledger values.
+  virtual Result<std::vector<LedgerValue>> GetLedger(std::string_view domain,
+                                                     std::string_view case_id) = 0;
+
+  // Verifies the store: blobs of every form, an outbox row per form, no pending intent.
+  virtual Result<CheckReport> Check() = 0;
+
+  // Number of physical databases and their stores (the relay and tools read outboxes).
+  virtual int NumDatabases() const = 0;
+  virtual storage::PrimaryStore* Database(int index) = 0;
+  // The physical database that holds a document id.
+  virtual int DatabaseFor(std::string_view doc_id) const = 0;
+};
+
+// CommCare Case API v2 JSON for a case.
+std::string CaseToJson(const CaseRecord& c);
+// Form metadata JSON (form_id, domain, xmlns, state, user_id, received_on, ...).
+std::string FormToJson(const FormRecord& f);
+// A case transaction as JSON.
+std::string CaseTransactionToJson(const CaseTransaction& t);
+// Ledger values as {"section": {"entry": balance}} JSON.
+std::string LedgerToJson(const std::vector<LedgerValue>& values);
+// ISO-8601 UTC with microseconds, "2016-03-02T09:21:48.715000Z"; "" for 0.
+std::string FormatTime(int64_t micros);
+
+}  // namespace commcare

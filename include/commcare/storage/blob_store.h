@@ -1,0 +1,40 @@
+// BlobStore: raw form XML and attachments, by key (object storage's role).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "commcare/status.h"
+
+namespace commcare::storage {
+
+// Keys are printable ASCII without "..", e.g. "form/3f2a.../form.xml".
+// Thread safety: every method may be called concurrently.
+class BlobStore {
+ public:
+  virtual ~BlobStore() = default;
+  BlobStore() = default;
+  BlobStore(const BlobStore&) = delete;
+  BlobStore& operator=(const BlobStore&) = delete;
+
+  // Stores data under key, replacing any old value; readers see all of it or none.
+  // durable=true: on return it survives a crash; false: only after the next Sync().
+  virtual Status Put(std::string_view key, std::string_view data, bool durable) = 0;
+  // The blob's bytes; NotFound if there is none.
+  virtual Result<std::string> Get(std::string_view key) = 0;
+  // Removes the blob; Ok if it did not exist.
+  virtual Status Delete(std::string_view key) = 0;
+  // Whether a blob is stored under key.
+  virtual Result<bool> Exists(std::string_view key) = 0;
+  // Makes every earlier Put durable (one barrier for many puts: group commit).
+  virtual Status Sync() = 0;
+};
+
+// An in-memory BlobStore.
+std::unique_ptr<BlobStore> NewMemoryBlobStore();
+// A BlobStore in a directory: one file per blob, written to a temp file and renamed into place.
+// A writer (read_only=false) removes temp files a crashed writer left behind.
+Result<std::unique_ptr<BlobStore>> OpenFsBlobStore(const std::string& root, bool read_only = false);
+
+}  // namespace commcare::storage

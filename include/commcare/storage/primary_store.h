@@ -1,0 +1,82 @@
+// PrimaryStore: one physical database of the sharded primary SQL store.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "commcare/records.h"
+#include "commcare/status.h"
+#include "commcare/storage/write_batch.h"
+
+namespace commcare::storage {
+
+// Filters for scanning cases; empty strings and unset optionals match everything.
+struct CaseFilter {
+  std::string domain;
+  std::string type;
+  std::string owner_id;
+  std::optional<bool> closed;
+  bool include_deleted = false;
+};
+
+// A pending cross-database intent (see WriteBatch, PutIntent).
+struct Intent {
+  std::string intent_id;
+  std::string payload;
+};
+
+// One physical database: forms, cases, case transactions, ledgers, outbox and intents.
+// Thread safety: every method may be called from any thread; CommitGroup calls are serialized
+// by the caller (the engine's group committer), reads run beside them.
+// NotFound rule: getters return an empty optional for a missing row, never NotFound.
+class PrimaryStore {
+ public:
+  virtual ~PrimaryStore() = default;
+  PrimaryStore() = default;
+  PrimaryStore(const PrimaryStore&) = delete;
+  PrimaryStore& operator=(const PrimaryStore&) = delete;
+
+  // Applies each batch atomically and all of them in one durable commit. (*results)[i] is the
+  // outcome of batches[i]: Ok, or Aborted (a PutCase rev check failed; nothing of that batch is
+  // written). A non-ok return means nothing was committed.
+  virtual Status CommitGroup(std::span<WriteBatch* const> batches, std::vector<Status>* results) = 0;
+
+  // The form row with this id, if any.
+  virtual Result<std::optional<FormRecord>> GetForm(std::string_view form_id) = 0;
+  // The case row (with indices and attachments), if any.
+  virtual Result<std::optional<CaseRecord>> GetCase(std::string_view case_id) = 0;
+  // The case's transactions in insertion order.
+  virtual Result<std::vector<CaseTransaction>> GetCaseTransactions(std::string_view case_id) = 0;
+  // The case's ledger values, ordered by section and entry.
+  virtual Result<std::vector<LedgerValue>> GetLedgerValues(std::string_view case_id) = 0;
+  // The case's ledger transactions in (report_date, form, seq) order.
+  virtual Result<std::vector<LedgerTransaction>> GetLedgerTransactions(
+      std::string_view case_id) = 0;
+
+  // Calls fn for each matching case (ordered by case_id) until it returns false.
+  virtual Status ScanCases(const CaseFilter& filter,
+                           const std::function<bool(const CaseRecord&)>& fn) = 0;
+  // Calls fn for each form row (ordered by form_id) until it returns false.
+  virtual Status ScanForms(const std::function<bool(const FormRecord&)>& fn) = 0;
+  // Up to max outbox rows with seq > after_seq, in seq order.
+  virtual Result<std::vector<OutboxRow>> ReadOutbox(int64_t after_seq, size_t max) = 0;
+  // Intents written and not yet deleted.
+  virtual Result<std::vector<Intent>> PendingIntents() = 0;
+  // Removes applied markers that are not in keep (recovery housekeeping).
+  virtual Status PruneAppliedMarkers(const std::vector<std::string>& keep) = 0;
+};
+
+// An in-memory PrimaryStore (tests, embedding without persistence).
+std::unique_ptr<PrimaryStore> NewMemoryPrimaryStore();
+
+// A PrimaryStore on one SQLite file in WAL mode. durable=true: every commit is fsynced.
+Result<std::unique_ptr<PrimaryStore>> OpenSqlitePrimaryStore(const std::string& path, bool durable,
+                                                             bool read_only);
+
+}  // namespace commcare::storage

@@ -1,0 +1,47 @@
+// WriteBatch: the rows one form (or one maintenance step) writes to one physical database.
+#pragma once
+
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "commcare/records.h"
+
+namespace commcare::storage {
+
+// Insert or replace a form row (keyed by form_id).
+struct PutForm { FormRecord form; };
+// Delete a form row (a form moved to a new id deletes its old key).
+struct DeleteForm { std::string form_id; };
+// Write a case if its stored rev equals expected_rev (0 = the case must not exist); else Aborted.
+struct PutCase { CaseRecord record; int64_t expected_rev = 0; };
+// Insert or replace a case transaction: keyed by (case_id, form_id) when form_id is set.
+struct PutCaseTransaction { CaseTransaction tx; };
+// Insert or replace a ledger value, keyed by (case_id, section_id, entry_id).
+struct PutLedgerValue { LedgerValue value; };
+// Replace all of one form's ledger transactions on one case.
+struct ReplaceLedgerTransactions {
+  std::string form_id;
+  std::string case_id;
+  std::vector<LedgerTransaction> txs;
+};
+// Append a change record to the outbox.
+struct AddOutbox { ChangeMeta meta; };
+// Record a cross-database intent (payload: the serialized batches for the other databases).
+struct PutIntent { std::string intent_id; std::string payload; };
+// Remove an intent once every database has applied its part.
+struct DeleteIntent { std::string intent_id; };
+
+using WriteOp = std::variant<PutForm, DeleteForm, PutCase, PutCaseTransaction, PutLedgerValue,
+                             ReplaceLedgerTransactions, AddOutbox, PutIntent, DeleteIntent>;
+
+// Ops applied atomically, in order. If applied_marker is set, the batch is applied at most once:
+// the store records the marker with the rows and skips a batch whose marker it already holds.
+struct WriteBatch {
+  std::vector<WriteOp> ops;
+  std::string applied_marker;
+  // Filled in by the store: the outbox sequence numbers assigned to this batch's AddOutbox ops.
+  std::vector<int64_t> outbox_seqs;
+};
+
+}  // namespace commcare::storage

@@ -1,0 +1,74 @@
+// Group commit and the in-process lock table.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "commcare/storage/blob_store.h"
+#include "commcare/storage/primary_store.h"
+
+namespace commcare::processing {
+
+// Concurrent Commit calls on one database share one durable commit (LevelDB's writer queue):
+// the first waiting writer becomes the leader, makes earlier blob puts durable with one
+// BlobStore::Sync, commits every queued batch in one transaction and wakes the others.
+class GroupCommitter {
+ public:
+  GroupCommitter(storage::PrimaryStore* store, storage::BlobStore* blobs, size_t max_group = 512)
+      : store_(store), blobs_(blobs), max_group_(max_group) {}
+
+  // Applies the batch durably; returns its own outcome (Aborted if a rev check failed).
+  Status Commit(storage::WriteBatch* batch, bool sync_blobs);
+
+  // Sizes of the groups committed so far (for metrics and benchmarks).
+  uint64_t commits() const { return commits_; }
+  uint64_t batches() const { return batches_; }
+
+ private:
+  struct Writer {
+    storage::WriteBatch* batch;
+    bool sync_blobs;
+    bool done = false;
+    Status status;
+    std::condition_variable cv;
+  };
+  storage::PrimaryStore* store_;
+  storage::BlobStore* blobs_;
+  size_t max_group_;
+  std::mutex mu_;
+  std::deque<Writer*> queue_;
+  uint64_t commits_ = 0, batches_ = 0;
+};
+
+// Named locks taken all at once (so no two lock sets can deadlock).
+class LockTable {
+ public:
+  void Lock(const std::vector<std::string>& keys);
+  void Unlock(const std::vector<std::string>& keys);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<std::string, std::less<>> held_;
+};
+
+// RAII holder for a LockTable lock set.
+class LockSet {
+ public:
+  LockSet(LockTable* t, std::vector<std::string> keys) : t_(t), keys_(std::move(keys)) {
+    t_->Lock(keys_);
+  }
+  ~LockSet() { t_->Unlock(keys_); }
+  LockSet(const LockSet&) = delete;
+  LockSet& operator=(const LockSet&) = delete;
+
+ private:
+  LockTable* t_;
+  std::vector<std::string> keys_;
+};
+
+}  // namespace commcare::processing

@@ -1,0 +1,103 @@
+// The Engine implementation: submission processing, storage wiring, recovery.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "commcare/engine.h"
+#include "commcare/storage/blob_store.h"
+#include "processing/case_logic.h"
+#include "processing/commit.h"
+#include "xform/parser.h"
+
+namespace commcare::processing {
+
+// Logical shards onto physical databases in contiguous ranges (CommCare's shard map).
+struct ShardMap {
+  int shards = 1024;
+  int databases = 1;
+  int ShardOf(std::string_view id) const;
+  int DatabaseOfShard(int shard) const {
+    return static_cast<int>(static_cast<int64_t>(shard) * databases / shards);
+  }
+  int DatabaseFor(std::string_view id) const { return DatabaseOfShard(ShardOf(id)); }
+};
+
+class EngineImpl final : public Engine {
+ public:
+  explicit EngineImpl(EngineOptions o) : opts_(std::move(o)) {}
+  ~EngineImpl() override;
+  Status OpenStores();
+
+  SubmitResponse Submit(const SubmitRequest& request) override;
+  Result<FormRecord> GetForm(std::string_view domain, std::string_view form_id) override;
+  Result<std::string> GetFormXml(std::string_view domain, std::string_view form_id) override;
+  Status ArchiveForm(std::string_view domain, std::string_view form_id) override;
+  Status UnarchiveForm(std::string_view domain, std::string_view form_id) override;
+  Result<CaseRecord> GetCase(std::string_view domain, std::string_view case_id) override;
+  Status ListCases(const storage::CaseFilter& filter,
+                   const std::function<bool(const CaseRecord&)>& fn) override;
+  Result<std::vector<CaseTransaction>> CaseHistory(std::string_view domain,
+                                                   std::string_view case_id) override;
+  Status RebuildCase(std::string_view domain, std::string_view case_id) override;
+  Result<std::vector<LedgerValue>> GetLedger(std::string_view domain,
+                                             std::string_view case_id) override;
+  Result<CheckReport> Check() override;
+  int NumDatabases() const override { return static_cast<int>(dbs_.size()); }
+  storage::PrimaryStore* Database(int i) override { return dbs_[i].get(); }
+  int DatabaseFor(std::string_view id) const override { return map_.DatabaseFor(id); }
+
+ private:
+  // The rows one operation writes, per physical database.
+  struct Plan {
+    std::map<int, storage::WriteBatch> batches;
+    storage::WriteBatch& For(int db) { return batches[db]; }
+  };
+  struct Extracted {
+    std::string_view xml;
+    std::vector<xform::MultipartPart> attachments;
+  };
+
+  SubmitResponse SubmitImpl(const SubmitRequest& req);
+  Result<SubmitResponse> ProcessForm(const SubmitRequest& req, std::string_view xml,
+                                     const xform::ParsedForm& pf,
+                                     const std::vector<xform::MultipartPart>& parts,
+                                     int64_t received_on);
+  SubmitResponse SaveErrorLog(const SubmitRequest& req, std::string_view xml,
+                              const std::string& problem, int64_t received_on);
+  // Writes the plan atomically across databases (intent when it spans several).
+  Status CommitPlan(Plan* plan, int home_db);
+  Status RecoverIntents();
+  std::string NewIdInDatabase(int db) const;
+  Status PutBlobs(FormRecord* form, std::string_view xml,
+                  const std::vector<xform::MultipartPart>& parts);
+  // Re-derives a case from its transactions. override_form_id's content comes from override_pf
+  // (nullptr: that form is skipped). Sets *live to whether any transaction applied.
+  Result<CaseRecord> Replay(const std::string& case_id, const std::string& domain,
+                            std::vector<CaseTransaction> txs, const std::string& override_form_id,
+                            const xform::ParsedForm* override_pf, const FormContext& override_ctx,
+                            const std::map<std::string, const Attachment*>& override_atts,
+                            bool* live);
+  // Recomputes a case's ledger with form_id's transactions replaced by form_txs.
+  Status UpdateLedger(const std::string& case_id, const std::string& domain,
+                      const std::string& form_id, std::vector<LedgerTransaction> form_txs,
+                      Plan* plan, int64_t now);
+  Result<xform::ParsedForm> LoadParsed(const FormRecord& f);
+  Status SetArchived(std::string_view domain, std::string_view form_id, bool archived);
+  void AddFormChange(Plan* plan, int db, const FormRecord& f, int64_t now);
+  void AddCaseChange(Plan* plan, int db, const CaseRecord& c, const std::string& form_id,
+                     int64_t now);
+
+  EngineOptions opts_;
+  ShardMap map_;
+  std::vector<std::unique_ptr<storage::PrimaryStore>> dbs_;
+  std::vector<std::unique_ptr<GroupCommitter>> committers_;
+  std::unique_ptr<storage::BlobStore> blobs_;
+  LockTable locks_;
+  int lock_fd_ = -1;
+};
+
+}  // namespace commcare::processing

@@ -1,0 +1,123 @@
+// Public JSON renderings of records (Case API v2 and friends).
+#include <boost/json.hpp>
+#include <cmath>
+
+#include "commcare/engine.h"
+#include "util/time.h"
+
+namespace commcare {
+namespace {
+namespace json = boost::json;
+json::value TimeOrNull(int64_t t) {
+  if (t == 0) return nullptr;
+  return json::value(util::FormatIsoTime(t));
+}
+}  // namespace
+
+std::string FormatTime(int64_t micros) { return util::FormatIsoTime(micros); }
+
+std::string CaseToJson(const CaseRecord& c) {
+  json::object o;
+  o["domain"] = c.domain;
+  o["case_id"] = c.case_id;
+  o["case_type"] = c.type;
+  o["case_name"] = c.name;
+  o["external_id"] = c.external_id;
+  o["owner_id"] = c.owner_id;
+  o["date_opened"] = TimeOrNull(c.opened_on);
+  o["last_modified"] = TimeOrNull(c.modified_on);
+  o["server_last_modified"] = TimeOrNull(c.server_modified_on);
+  o["closed"] = c.closed;
+  o["date_closed"] = TimeOrNull(c.closed_on);
+  o["opened_by"] = c.opened_by;
+  o["modified_by"] = c.modified_by;
+  o["closed_by"] = c.closed_by;
+  o["location_id"] = c.location_id;
+  o["deleted"] = c.deleted;
+  json::object props;
+  for (const auto& [k, v] : c.properties) props[k] = v;
+  o["properties"] = std::move(props);
+  json::object idx;
+  for (const auto& i : c.indices)
+    idx[i.identifier] = json::object{{"case_id", i.referenced_id},
+                                     {"case_type", i.referenced_type},
+                                     {"relationship", i.relationship}};
+  o["indices"] = std::move(idx);
+  json::object atts;
+  for (const auto& a : c.attachments)
+    atts[a.name] = json::object{{"src", a.src}, {"from", a.from}, {"content_type", a.content_type}};
+  o["attachments"] = std::move(atts);
+  return json::serialize(o);
+}
+
+std::string FormToJson(const FormRecord& f) {
+  json::object o;
+  o["form_id"] = f.form_id;
+  o["domain"] = f.domain;
+  o["xmlns"] = f.xmlns;
+  o["state"] = std::string(FormStateName(f.state));
+  o["user_id"] = f.user_id;
+  o["username"] = f.username;
+  o["device_id"] = f.device_id;
+  o["received_on"] = TimeOrNull(f.received_on);
+  o["server_modified_on"] = TimeOrNull(f.server_modified_on);
+  o["orig_id"] = f.orig_id.empty() ? json::value(nullptr) : json::value(f.orig_id);
+  o["deprecated_form_id"] =
+      f.deprecated_form_id.empty() ? json::value(nullptr) : json::value(f.deprecated_form_id);
+  o["edited_on"] = TimeOrNull(f.edited_on);
+  o["problem"] = f.problem.empty() ? json::value(nullptr) : json::value(f.problem);
+  o["time_start"] = TimeOrNull(f.time_start);
+  o["time_end"] = TimeOrNull(f.time_end);
+  o["app_version"] = f.app_version;
+  o["app_id"] = f.app_id;
+  o["build_id"] = f.build_id;
+  o["md5"] = f.md5;
+  json::array atts;
+  for (const auto& a : f.attachments)
+    atts.push_back(json::object{{"name", a.name},
+                                {"content_type", a.content_type},
+                                {"length", a.length},
+                                {"md5", a.md5}});
+  o["attachments"] = std::move(atts);
+  return json::serialize(o);
+}
+
+std::string CaseTransactionToJson(const CaseTransaction& t) {
+  json::object o{{"case_id", t.case_id},
+                 {"form_id", t.form_id.empty() ? json::value(nullptr) : json::value(t.form_id)},
+                 {"server_date", TimeOrNull(t.server_date)},
+                 {"client_date", TimeOrNull(t.client_date)},
+                 {"type", t.type},
+                 {"revoked", t.revoked},
+                 {"sync_log_id", t.sync_log_id},
+                 {"xmlns", t.xmlns},
+                 {"reason", t.reason}};
+  json::array kinds;
+  static const std::pair<int, const char*> kBits[] = {
+      {kTxForm, "form"},           {kTxRebuildWithReason, "rebuild_with_reason"},
+      {kTxUserRequested, "user_requested"}, {kTxUserArchived, "user_archived"},
+      {kTxFormArchived, "form_archived"},   {kTxFormEdit, "form_edit"},
+      {kTxLedger, "ledger"},         {kTxCaseCreate, "case_create"},
+      {kTxCaseClose, "case_close"},  {kTxCaseIndex, "case_index"},
+      {kTxCaseAttachment, "case_attachment"}, {kTxFormReprocess, "form_reprocess"}};
+  for (const auto& [bit, name] : kBits)
+    if (t.type & bit) kinds.push_back(json::string(name));
+  o["types"] = std::move(kinds);
+  return json::serialize(o);
+}
+
+std::string LedgerToJson(const std::vector<LedgerValue>& values) {
+  json::object o;
+  for (const auto& v : values) {
+    auto& sec = o[v.section_id];
+    if (!sec.is_object()) sec = json::object{};
+    double whole;
+    if (std::modf(v.balance, &whole) == 0.0 && std::fabs(whole) < 9e15)
+      sec.get_object()[v.entry_id] = static_cast<int64_t>(whole);
+    else
+      sec.get_object()[v.entry_id] = v.balance;
+  }
+  return json::serialize(o);
+}
+
+}  // namespace commcare

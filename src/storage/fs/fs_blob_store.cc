@@ -1,0 +1,169 @@
+// BlobStore in a directory. Each blob is one file, written to tmp/ and renamed into a fan-out
+// directory, so readers see all of a blob or none. Durability: fsync of the file and its
+// directory (durable=true), or one syncfs() barrier for many puts (Sync()).
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "commcare/storage/blob_store.h"
+#include "util/hash.h"
+
+namespace commcare::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+Status Errno(const std::string& what) {
+  int e = errno;
+  std::string m = fmt::format("{}: {}", what, std::strerror(e));
+  if (e == ENOSPC || e == EDQUOT) return Status::ResourceExhausted(m);
+  return Status::Unavailable(m);
+}
+
+class FsBlobStore final : public BlobStore {
+ public:
+  FsBlobStore(std::string root, bool read_only) : root_(std::move(root)), read_only_(read_only) {}
+
+  Status Init() {
+    std::error_code ec;
+    if (!read_only_) fs::create_directories(root_ + "/tmp", ec);
+    if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", root_, ec.message()));
+    root_fd_ = ::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd_ < 0) return Errno("opening blob root " + root_);
+    // Stale temp files from a crash are orphans nobody points at.
+    if (!read_only_)
+      for (const auto& e : fs::directory_iterator(root_ + "/tmp", ec)) fs::remove(e.path(), ec);
+    return Status::Ok();
+  }
+  ~FsBlobStore() override {
+    if (root_fd_ >= 0) ::close(root_fd_);
+  }
+
+  Status Put(std::string_view key, std::string_view data, bool durable) override {
+    std::string path, dir;
+    CC_RETURN_IF_ERROR(PathFor(key, &path, &dir));
+    std::string tmp = fmt::format("{}/tmp/{}.{}", root_, util::NewUuidHex(), counter_++);
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return Errno("creating blob file " + tmp);
+    size_t off = 0;
+    while (off < data.size()) {
+      ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        Status s = Errno("writing blob file " + tmp);
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return s;
+      }
+      off += static_cast<size_t>(n);
+    }
+    if (durable && ::fdatasync(fd) != 0) {
+      Status s = Errno("syncing blob file " + tmp);
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return s;
+    }
+    ::close(fd);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+      if (errno != ENOENT || ::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST ||
+          ::rename(tmp.c_str(), path.c_str()) != 0) {
+        Status s = Errno("renaming blob into " + path);
+        ::unlink(tmp.c_str());
+        return s;
+      }
+    }
+    if (durable) {
+      int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (dfd < 0) return Errno("opening blob directory " + dir);
+      int rc = ::fsync(dfd);
+      ::close(dfd);
+      if (rc != 0) return Errno("syncing blob directory " + dir);
+    }
+    return Status::Ok();
+  }
+
+  Result<std::string> Get(std::string_view key) override {
+    std::string path, dir;
+    CC_RETURN_IF_ERROR(PathFor(key, &path, &dir));
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) return Status::NotFound(fmt::format("no blob '{}'", key));
+      return Errno("opening blob " + path);
+    }
+    std::string out;
+    char buf[65536];
+    while (true) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        Status s = Errno("reading blob " + path);
+        ::close(fd);
+        return s;
+      }
+      if (n == 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return out;
+  }
+
+  Status Delete(std::string_view key) override {
+    std::string path, dir;
+    CC_RETURN_IF_ERROR(PathFor(key, &path, &dir));
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return Errno("deleting blob " + path);
+    return Status::Ok();
+  }
+
+  Result<bool> Exists(std::string_view key) override {
+    std::string path, dir;
+    CC_RETURN_IF_ERROR(PathFor(key, &path, &dir));
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0) return true;
+    if (errno == ENOENT) return false;
+    return Errno("checking blob " + path);
+  }
+
+  Status Sync() override {
+    if (::syncfs(root_fd_) != 0) return Errno("syncing the blob file system");
+    return Status::Ok();
+  }
+
+ private:
+  Status PathFor(std::string_view key, std::string* path, std::string* dir) const {
+    if (key.empty() || key.size() > 1024 || key.find("..") != std::string_view::npos)
+      return Status::InvalidArgument(fmt::format("invalid blob key '{}'", key));
+    std::string name;
+    name.reserve(key.size() + 8);
+    for (char c : key) {
+      unsigned char u = static_cast<unsigned char>(c);
+      if (std::isalnum(u) || c == '.' || c == '-' || c == '_') name.push_back(c);
+      else if (c == '/') name.push_back('~');
+      else name += fmt::format("%{:02X}", u);
+    }
+    uint32_t h = util::ShardHash(key);
+    *dir = fmt::format("{}/{:02x}", root_, h & 0xff);
+    *path = *dir + "/" + name;
+    return Status::Ok();
+  }
+
+  std::string root_;
+  bool read_only_;
+  int root_fd_ = -1;
+  std::atomic<uint64_t> counter_{0};
+};
+
+}  // namespace
+
+Result<std::unique_ptr<BlobStore>> OpenFsBlobStore(const std::string& root, bool read_only) {
+  auto s = std::make_unique<FsBlobStore>(root, read_only);
+  CC_RETURN_IF_ERROR(s->Init());
+  return std::unique_ptr<BlobStore>(std::move(s));
+}
+
+}  // namespace commcare::storage

@@ -1,0 +1,231 @@
+// In-memory PrimaryStore and BlobStore: the same contracts as the durable ones, nothing on disk.
+#include <fmt/format.h>
+
+#include <map>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <tuple>
+
+#include "commcare/storage/blob_store.h"
+#include "commcare/storage/primary_store.h"
+
+namespace commcare::storage {
+namespace {
+
+struct Tables {
+  std::map<std::string, FormRecord, std::less<>> forms;
+  std::map<std::string, CaseRecord, std::less<>> cases;
+  std::map<std::string, std::vector<CaseTransaction>, std::less<>> case_txs;
+  std::map<std::tuple<std::string, std::string, std::string>, LedgerValue> ledger_values;
+  std::map<std::tuple<std::string, std::string, int64_t>, LedgerTransaction> ledger_txs;
+  std::map<int64_t, OutboxRow> outbox;
+  int64_t next_outbox = 1;
+  std::map<std::string, std::string> intents;
+  std::set<std::string> markers;
+};
+
+class MemoryPrimaryStore final : public PrimaryStore {
+ public:
+  Status CommitGroup(std::span<WriteBatch* const> batches, std::vector<Status>* results) override {
+    std::unique_lock lock(mu_);
+    results->assign(batches.size(), Status::Ok());
+    for (size_t i = 0; i < batches.size(); ++i) {
+      Tables saved = t_;  // savepoint (memory store: correctness over speed)
+      Status s = ApplyBatch(batches[i]);
+      if (!s.ok()) {
+        t_ = std::move(saved);
+        batches[i]->outbox_seqs.clear();
+        (*results)[i] = s;
+      }
+    }
+    return Status::Ok();
+  }
+
+  Result<std::optional<FormRecord>> GetForm(std::string_view id) override {
+    std::shared_lock lock(mu_);
+    auto it = t_.forms.find(id);
+    if (it == t_.forms.end()) return std::optional<FormRecord>();
+    return std::optional<FormRecord>(it->second);
+  }
+  Result<std::optional<CaseRecord>> GetCase(std::string_view id) override {
+    std::shared_lock lock(mu_);
+    auto it = t_.cases.find(id);
+    if (it == t_.cases.end()) return std::optional<CaseRecord>();
+    return std::optional<CaseRecord>(it->second);
+  }
+  Result<std::vector<CaseTransaction>> GetCaseTransactions(std::string_view id) override {
+    std::shared_lock lock(mu_);
+    auto it = t_.case_txs.find(id);
+    if (it == t_.case_txs.end()) return std::vector<CaseTransaction>();
+    return it->second;
+  }
+  Result<std::vector<LedgerValue>> GetLedgerValues(std::string_view id) override {
+    std::shared_lock lock(mu_);
+    std::vector<LedgerValue> out;
+    for (const auto& [k, v] : t_.ledger_values)
+      if (std::get<0>(k) == id) out.push_back(v);
+    return out;
+  }
+  Result<std::vector<LedgerTransaction>> GetLedgerTransactions(std::string_view id) override {
+    std::shared_lock lock(mu_);
+    std::vector<LedgerTransaction> out;
+    for (const auto& [k, v] : t_.ledger_txs)
+      if (std::get<0>(k) == id) out.push_back(v);
+    std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+      return std::tie(a.report_date, a.form_id, a.seq) < std::tie(b.report_date, b.form_id, b.seq);
+    });
+    return out;
+  }
+  Status ScanCases(const CaseFilter& f, const std::function<bool(const CaseRecord&)>& fn) override {
+    std::vector<CaseRecord> hits;
+    {
+      std::shared_lock lock(mu_);
+      for (const auto& [id, c] : t_.cases) {
+        if (!f.domain.empty() && c.domain != f.domain) continue;
+        if (!f.type.empty() && c.type != f.type) continue;
+        if (!f.owner_id.empty() && c.owner_id != f.owner_id) continue;
+        if (f.closed && c.closed != *f.closed) continue;
+        if (!f.include_deleted && c.deleted) continue;
+        hits.push_back(c);
+      }
+    }
+    for (const auto& c : hits)
+      if (!fn(c)) break;
+    return Status::Ok();
+  }
+  Status ScanForms(const std::function<bool(const FormRecord&)>& fn) override {
+    std::vector<FormRecord> all;
+    {
+      std::shared_lock lock(mu_);
+      for (const auto& [id, f] : t_.forms) all.push_back(f);
+    }
+    for (const auto& f : all)
+      if (!fn(f)) break;
+    return Status::Ok();
+  }
+  Result<std::vector<OutboxRow>> ReadOutbox(int64_t after, size_t max) override {
+    std::shared_lock lock(mu_);
+    std::vector<OutboxRow> out;
+    for (auto it = t_.outbox.upper_bound(after); it != t_.outbox.end() && out.size() < max; ++it)
+      out.push_back(it->second);
+    return out;
+  }
+  Result<std::vector<Intent>> PendingIntents() override {
+    std::shared_lock lock(mu_);
+    std::vector<Intent> out;
+    for (const auto& [k, v] : t_.intents) out.push_back({k, v});
+    return out;
+  }
+  Status PruneAppliedMarkers(const std::vector<std::string>& keep) override {
+    std::unique_lock lock(mu_);
+    std::set<std::string> k(keep.begin(), keep.end());
+    std::erase_if(t_.markers, [&](const std::string& m) { return !k.count(m); });
+    return Status::Ok();
+  }
+
+ private:
+  Status ApplyBatch(WriteBatch* b) {
+    b->outbox_seqs.clear();
+    if (!b->applied_marker.empty() && !t_.markers.insert(b->applied_marker).second)
+      return Status::Ok();
+    for (const auto& op : b->ops) CC_RETURN_IF_ERROR(std::visit([&](const auto& o) { return Apply(o, b); }, op));
+    return Status::Ok();
+  }
+  Status Apply(const PutForm& op, WriteBatch*) {
+    t_.forms[op.form.form_id] = op.form;
+    return Status::Ok();
+  }
+  Status Apply(const DeleteForm& op, WriteBatch*) {
+    t_.forms.erase(op.form_id);
+    return Status::Ok();
+  }
+  Status Apply(const PutCase& op, WriteBatch*) {
+    auto it = t_.cases.find(op.record.case_id);
+    int64_t current = it == t_.cases.end() ? 0 : it->second.rev;
+    if (current != op.expected_rev)
+      return Status::Aborted(fmt::format("case '{}' changed concurrently (rev {} != expected {})",
+                                         op.record.case_id, current, op.expected_rev));
+    t_.cases[op.record.case_id] = op.record;
+    return Status::Ok();
+  }
+  Status Apply(const PutCaseTransaction& op, WriteBatch*) {
+    auto& v = t_.case_txs[op.tx.case_id];
+    if (!op.tx.form_id.empty())
+      for (auto& t : v)
+        if (t.form_id == op.tx.form_id) {
+          int64_t seq = t.seq;
+          t = op.tx;
+          t.seq = seq;
+          return Status::Ok();
+        }
+    CaseTransaction t = op.tx;
+    t.seq = v.empty() ? 1 : v.back().seq + 1;
+    v.push_back(std::move(t));
+    return Status::Ok();
+  }
+  Status Apply(const PutLedgerValue& op, WriteBatch*) {
+    t_.ledger_values[{op.value.case_id, op.value.section_id, op.value.entry_id}] = op.value;
+    return Status::Ok();
+  }
+  Status Apply(const ReplaceLedgerTransactions& op, WriteBatch*) {
+    std::erase_if(t_.ledger_txs, [&](const auto& kv) {
+      return kv.second.case_id == op.case_id && kv.second.form_id == op.form_id;
+    });
+    for (const auto& t : op.txs) t_.ledger_txs[{t.case_id, t.form_id, t.seq}] = t;
+    return Status::Ok();
+  }
+  Status Apply(const AddOutbox& op, WriteBatch* b) {
+    int64_t seq = t_.next_outbox++;
+    t_.outbox[seq] = OutboxRow{seq, op.meta};
+    b->outbox_seqs.push_back(seq);
+    return Status::Ok();
+  }
+  Status Apply(const PutIntent& op, WriteBatch*) {
+    t_.intents[op.intent_id] = op.payload;
+    return Status::Ok();
+  }
+  Status Apply(const DeleteIntent& op, WriteBatch*) {
+    t_.intents.erase(op.intent_id);
+    return Status::Ok();
+  }
+
+  std::shared_mutex mu_;
+  Tables t_;
+};
+
+class MemoryBlobStore final : public BlobStore {
+ public:
+  Status Put(std::string_view key, std::string_view data, bool) override {
+    std::lock_guard l(mu_);
+    blobs_[std::string(key)] = std::string(data);
+    return Status::Ok();
+  }
+  Result<std::string> Get(std::string_view key) override {
+    std::lock_guard l(mu_);
+    auto it = blobs_.find(key);
+    if (it == blobs_.end()) return Status::NotFound(fmt::format("no blob '{}'", key));
+    return it->second;
+  }
+  Status Delete(std::string_view key) override {
+    std::lock_guard l(mu_);
+    blobs_.erase(std::string(key));
+    return Status::Ok();
+  }
+  Result<bool> Exists(std::string_view key) override {
+    std::lock_guard l(mu_);
+    return blobs_.find(key) != blobs_.end();
+  }
+  Status Sync() override { return Status::Ok(); }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::string, std::less<>> blobs_;
+};
+
+}  // namespace
+
+std::unique_ptr<PrimaryStore> NewMemoryPrimaryStore() { return std::make_unique<MemoryPrimaryStore>(); }
+std::unique_ptr<BlobStore> NewMemoryBlobStore() { return std::make_unique<MemoryBlobStore>(); }
+
+}  // namespace commcare::storage

@@ -1,0 +1,40 @@
+// Internal JSON encodings of records and write batches (storage rows, intents, outbox).
+#pragma once
+
+#include <boost/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "commcare/records.h"
+#include "commcare/status.h"
+#include "commcare/storage/write_batch.h"
+
+namespace commcare::codec {
+
+namespace json = boost::json;
+
+json::object EncodeForm(const FormRecord& f);
+Status DecodeForm(const json::value& v, FormRecord* f);
+json::object EncodeCase(const CaseRecord& c);
+Status DecodeCase(const json::value& v, CaseRecord* c);
+json::object EncodeChange(const ChangeMeta& m);
+Status DecodeChange(const json::value& v, ChangeMeta* m);
+json::object EncodeCaseTx(const CaseTransaction& t);
+Status DecodeCaseTx(const json::value& v, CaseTransaction* t);
+json::object EncodeLedgerValue(const LedgerValue& v);
+Status DecodeLedgerValue(const json::value& j, LedgerValue* v);
+json::object EncodeLedgerTx(const LedgerTransaction& t);
+Status DecodeLedgerTx(const json::value& j, LedgerTransaction* t);
+
+std::string EncodeBatch(const storage::WriteBatch& b);
+Status DecodeBatch(std::string_view text, storage::WriteBatch* b);
+
+// Parses JSON text; InvalidArgument naming the position on error.
+Result<json::value> ParseJson(std::string_view text);
+// Small accessors that tolerate missing keys.
+std::string GetStr(const json::object& o, std::string_view key);
+int64_t GetInt(const json::object& o, std::string_view key);
+double GetDouble(const json::object& o, std::string_view key);
+bool GetBool(const json::object& o, std::string_view key);
+
+}  // namespace commcare::codec

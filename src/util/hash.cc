@@ -1,0 +1,92 @@
+#include "util/hash.h"
+
+#include <openssl/evp.h>
+
+#include <array>
+#include <cstring>
+#include <random>
+
+namespace commcare::util {
+namespace {
+
+inline uint64_t Rotl(uint64_t x, int b) { return (x << b) | (x >> (64 - b)); }
+
+inline uint64_t Load64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);  // little-endian machine (x86_64, aarch64)
+  return v;
+}
+
+inline void Round(uint64_t& v0, uint64_t& v1, uint64_t& v2, uint64_t& v3) {
+  v0 += v1; v1 = Rotl(v1, 13); v1 ^= v0; v0 = Rotl(v0, 32);
+  v2 += v3; v3 = Rotl(v3, 16); v3 ^= v2;
+  v0 += v3; v3 = Rotl(v3, 21); v3 ^= v0;
+  v2 += v1; v1 = Rotl(v1, 17); v1 ^= v2; v2 = Rotl(v2, 32);
+}
+
+}  // namespace
+
+uint64_t SipHash24(const uint8_t key[16], std::string_view data) {
+  const uint64_t k0 = Load64(key), k1 = Load64(key + 8);
+  uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+  uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+  const auto* in = reinterpret_cast<const uint8_t*>(data.data());
+  const size_t len = data.size();
+  const size_t end = len - (len % 8);
+  for (size_t i = 0; i < end; i += 8) {
+    uint64_t m = Load64(in + i);
+    v3 ^= m;
+    Round(v0, v1, v2, v3);
+    Round(v0, v1, v2, v3);
+    v0 ^= m;
+  }
+  uint64_t b = static_cast<uint64_t>(len) << 56;
+  for (size_t i = 0; i < len % 8; ++i) b |= static_cast<uint64_t>(in[end + i]) << (8 * i);
+  v3 ^= b;
+  Round(v0, v1, v2, v3);
+  Round(v0, v1, v2, v3);
+  v0 ^= b;
+  v2 ^= 0xff;
+  for (int i = 0; i < 4; ++i) Round(v0, v1, v2, v3);
+  return v0 ^ v1 ^ v2 ^ v3;
+}
+
+uint32_t ShardHash(std::string_view id) {
+  static const uint8_t kZero[16] = {};
+  return static_cast<uint32_t>(SipHash24(kZero, id) & 0xffffffffULL);
+}
+
+void Md5Raw(std::string_view data, uint8_t out[16]) {
+  unsigned int n = 16;
+  EVP_Digest(data.data(), data.size(), out, &n, EVP_md5(), nullptr);
+}
+
+std::string Md5Hex(std::string_view data) {
+  uint8_t d[16];
+  Md5Raw(data, d);
+  static const char* kHex = "0123456789abcdef";
+  std::string s(32, '0');
+  for (int i = 0; i < 16; ++i) {
+    s[2 * i] = kHex[d[i] >> 4];
+    s[2 * i + 1] = kHex[d[i] & 15];
+  }
+  return s;
+}
+
+std::string NewUuidHex() {
+  thread_local std::mt19937_64 rng([] {
+    std::random_device rd;
+    std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
+    return std::mt19937_64(seq);
+  }());
+  uint64_t a = rng(), b = rng();
+  a = (a & ~0xf000ULL) | 0x4000ULL;                          // version 4
+  b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;   // variant
+  static const char* kHex = "0123456789abcdef";
+  std::string s(32, '0');
+  for (int i = 0; i < 16; ++i) s[i] = kHex[(a >> (60 - 4 * i)) & 15];
+  for (int i = 0; i < 16; ++i) s[16 + i] = kHex[(b >> (60 - 4 * i)) & 15];
+  return s;
+}
+
+}  // namespace commcare::util
