@@ -1,0 +1,244 @@
+// One conformance suite that every PrimaryStore and BlobStore implementation runs.
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+
+#include "commcare/storage/blob_store.h"
+#include "commcare/storage/primary_store.h"
+
+using namespace commcare;
+using namespace commcare::storage;
+
+namespace {
+
+std::string TempDir(const char* tag) {
+  auto p = std::filesystem::temp_directory_path() /
+           fmt::format("cc-conf-{}-{}-{}", tag, ::getpid(), rand());
+  std::filesystem::create_directories(p);
+  return p.string();
+}
+
+struct StoreFactory {
+  const char* name;
+  std::function<std::unique_ptr<PrimaryStore>()> make;
+};
+
+std::vector<StoreFactory> StoreFactories() {
+  return {
+      {"memory", [] { return NewMemoryPrimaryStore(); }},
+      {"sqlite",
+       [] {
+         auto r = OpenSqlitePrimaryStore(TempDir("sqlite") + "/p0.sqlite", false, false);
+         REQUIRE(r.ok());
+         return std::move(r).value();
+       }},
+  };
+}
+
+struct BlobFactory {
+  const char* name;
+  std::function<std::unique_ptr<BlobStore>()> make;
+};
+
+std::vector<BlobFactory> BlobFactories() {
+  return {
+      {"memory", [] { return NewMemoryBlobStore(); }},
+      {"fs",
+       [] {
+         auto r = OpenFsBlobStore(TempDir("fs"));
+         REQUIRE(r.ok());
+         return std::move(r).value();
+       }},
+  };
+}
+
+Status CommitOne(PrimaryStore* s, WriteBatch* b) {
+  std::vector<Status> results;
+  WriteBatch* arr[] = {b};
+  CC_RETURN_IF_ERROR(s->CommitGroup(arr, &results));
+  return results[0];
+}
+
+CaseRecord MakeCase(const std::string& id, int64_t rev) {
+  CaseRecord c;
+  c.case_id = id;
+  c.domain = "demo";
+  c.type = "person";
+  c.owner_id = "u1";
+  c.name = "N" + id;
+  c.properties["age"] = "3";
+  c.indices.push_back({"parent", "household", "h1", "child"});
+  c.rev = rev;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("PrimaryStore: forms and cases round-trip") {
+  for (const auto& f : StoreFactories()) {
+    CAPTURE(f.name);
+    auto s = f.make();
+    FormRecord form;
+    form.form_id = "f1";
+    form.domain = "demo";
+    form.xmlns = "x";
+    form.received_on = 123;
+    form.attachments.push_back({"form.xml", "text/xml", 4, "m", "k"});
+    WriteBatch b;
+    b.ops.emplace_back(PutForm{form});
+    b.ops.emplace_back(PutCase{MakeCase("c1", 1), 0});
+    REQUIRE(CommitOne(s.get(), &b).ok());
+    auto got = s->GetForm("f1");
+    REQUIRE(got.ok());
+    REQUIRE(got->has_value());
+    CHECK((*got)->received_on == 123);
+    CHECK((*got)->attachments.at(0).blob_key == "k");
+    CHECK_FALSE(s->GetForm("nope")->has_value());
+    auto c = s->GetCase("c1");
+    REQUIRE(c->has_value());
+    CHECK((*c)->properties.at("age") == "3");
+    CHECK((*c)->indices.at(0).referenced_id == "h1");
+    CHECK((*c)->rev == 1);
+  }
+}
+
+TEST_CASE("PrimaryStore: a failed rev check aborts only its own batch") {
+  for (const auto& f : StoreFactories()) {
+    CAPTURE(f.name);
+    auto s = f.make();
+    WriteBatch first;
+    first.ops.emplace_back(PutCase{MakeCase("c1", 1), 0});
+    REQUIRE(CommitOne(s.get(), &first).ok());
+    WriteBatch stale, fresh;
+    stale.ops.emplace_back(PutForm{FormRecord{.form_id = "stale", .domain = "d"}});
+    stale.ops.emplace_back(PutCase{MakeCase("c1", 2), 0});  // expects a new case: stale
+    fresh.ops.emplace_back(PutCase{MakeCase("c2", 1), 0});
+    std::vector<Status> results;
+    WriteBatch* arr[] = {&stale, &fresh};
+    REQUIRE(s->CommitGroup(arr, &results).ok());
+    CHECK(results[0].IsAborted());
+    CHECK(results[1].ok());
+    CHECK_FALSE(s->GetForm("stale")->has_value());  // nothing of the aborted batch
+    CHECK((*s->GetCase("c1"))->rev == 1);
+    CHECK(s->GetCase("c2")->has_value());
+  }
+}
+
+TEST_CASE("PrimaryStore: case transactions upsert by form and keep order") {
+  for (const auto& f : StoreFactories()) {
+    CAPTURE(f.name);
+    auto s = f.make();
+    WriteBatch b;
+    b.ops.emplace_back(PutCaseTransaction{CaseTransaction{.case_id = "c", .form_id = "f1", .type = 1}});
+    b.ops.emplace_back(PutCaseTransaction{CaseTransaction{.case_id = "c", .form_id = "f2", .type = 1}});
+    b.ops.emplace_back(PutCaseTransaction{CaseTransaction{.case_id = "c", .form_id = "f1", .type = 129, .revoked = true}});
+    b.ops.emplace_back(PutCaseTransaction{CaseTransaction{.case_id = "c", .type = 2, .reason = "r"}});
+    REQUIRE(CommitOne(s.get(), &b).ok());
+    auto txs = s->GetCaseTransactions("c");
+    REQUIRE(txs.ok());
+    REQUIRE(txs->size() == 3);
+    CHECK((*txs)[0].form_id == "f1");
+    CHECK((*txs)[0].type == 129);
+    CHECK((*txs)[0].revoked);
+    CHECK((*txs)[1].form_id == "f2");
+    CHECK((*txs)[2].reason == "r");
+    CHECK((*txs)[0].seq < (*txs)[1].seq);
+  }
+}
+
+TEST_CASE("PrimaryStore: ledgers, outbox order and scans") {
+  for (const auto& f : StoreFactories()) {
+    CAPTURE(f.name);
+    auto s = f.make();
+    WriteBatch b;
+    b.ops.emplace_back(PutLedgerValue{LedgerValue{.case_id = "c", .section_id = "s", .entry_id = "p", .balance = 4}});
+    b.ops.emplace_back(ReplaceLedgerTransactions{"f1", "c", {LedgerTransaction{.form_id = "f1", .case_id = "c", .section_id = "s", .entry_id = "p", .report_date = 2, .delta = 4, .seq = 1}}});
+    for (int i = 0; i < 5; ++i) {
+      ChangeMeta m;
+      m.topic = "case-sql";
+      m.document_id = fmt::format("doc{}", i);
+      b.ops.emplace_back(AddOutbox{m});
+    }
+    CaseRecord closed = MakeCase("z", 1);
+    closed.closed = true;
+    b.ops.emplace_back(PutCase{MakeCase("a", 1), 0});
+    b.ops.emplace_back(PutCase{closed, 0});
+    REQUIRE(CommitOne(s.get(), &b).ok());
+    CHECK(b.outbox_seqs.size() == 5);
+    CHECK((*s->GetLedgerValues("c")).at(0).balance == 4);
+    CHECK((*s->GetLedgerTransactions("c")).size() == 1);
+    WriteBatch replace;
+    replace.ops.emplace_back(ReplaceLedgerTransactions{"f1", "c", {}});
+    REQUIRE(CommitOne(s.get(), &replace).ok());
+    CHECK((*s->GetLedgerTransactions("c")).empty());
+    auto rows = s->ReadOutbox(0, 3);
+    REQUIRE(rows->size() == 3);
+    CHECK((*rows)[0].meta.document_id == "doc0");
+    auto rest = s->ReadOutbox((*rows)[2].seq, 100);
+    REQUIRE(rest->size() == 2);
+    CHECK((*rest)[1].meta.document_id == "doc4");
+    std::vector<std::string> open;
+    CaseFilter filter;
+    filter.domain = "demo";
+    filter.closed = false;
+    REQUIRE(s->ScanCases(filter, [&](const CaseRecord& c) { open.push_back(c.case_id); return true; }).ok());
+    CHECK(open == std::vector<std::string>{"a"});
+  }
+}
+
+TEST_CASE("PrimaryStore: a marked batch applies at most once; intents list until deleted") {
+  for (const auto& f : StoreFactories()) {
+    CAPTURE(f.name);
+    auto s = f.make();
+    WriteBatch b;
+    b.applied_marker = "intent-1";
+    ChangeMeta m;
+    m.document_id = "d";
+    b.ops.emplace_back(AddOutbox{m});
+    b.ops.emplace_back(PutIntent{"i9", "payload"});
+    REQUIRE(CommitOne(s.get(), &b).ok());
+    WriteBatch again = b;
+    REQUIRE(CommitOne(s.get(), &again).ok());
+    CHECK(s->ReadOutbox(0, 10)->size() == 1);
+    REQUIRE(s->PendingIntents()->size() == 1);
+    CHECK((*s->PendingIntents())[0].payload == "payload");
+    WriteBatch del;
+    del.ops.emplace_back(DeleteIntent{"i9"});
+    REQUIRE(CommitOne(s.get(), &del).ok());
+    CHECK(s->PendingIntents()->empty());
+    REQUIRE(s->PruneAppliedMarkers({}).ok());
+    WriteBatch third = b;
+    third.ops.pop_back();
+    REQUIRE(CommitOne(s.get(), &third).ok());
+    CHECK(s->ReadOutbox(0, 10)->size() == 2);  // the marker was pruned, so it applied again
+  }
+}
+
+TEST_CASE("BlobStore: put, get, overwrite, exists, delete") {
+  for (const auto& f : BlobFactories()) {
+    CAPTURE(f.name);
+    auto b = f.make();
+    REQUIRE(b->Put("form/abc/form.xml", "<x/>", false).ok());
+    REQUIRE(b->Sync().ok());
+    CHECK(*b->Get("form/abc/form.xml") == "<x/>");
+    REQUIRE(b->Put("form/abc/form.xml", std::string(100000, 'z'), true).ok());
+    CHECK(b->Get("form/abc/form.xml")->size() == 100000);
+    CHECK(*b->Exists("form/abc/form.xml"));
+    CHECK_FALSE(*b->Exists("form/other"));
+    CHECK(b->Get("form/other").status().IsNotFound());
+    REQUIRE(b->Delete("form/abc/form.xml").ok());
+    REQUIRE(b->Delete("form/abc/form.xml").ok());
+    CHECK_FALSE(*b->Exists("form/abc/form.xml"));
+  }
+}
+
+TEST_CASE("FsBlobStore refuses keys that escape its directory") {
+  auto b = OpenFsBlobStore(TempDir("fsbad"));
+  REQUIRE(b.ok());
+  CHECK((*b)->Put("../etc/passwd", "x", false).IsInvalidArgument());
+  CHECK((*b)->Put("", "x", false).IsInvalidArgument());
+}

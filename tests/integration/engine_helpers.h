@@ -1,0 +1,80 @@
+// Shared helpers for engine tests: temp data dirs and form builders.
+#pragma once
+
+#include <commcare/engine.h>
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace cctest {
+
+inline std::string TempDir(const char* tag) {
+  static int n = 0;
+  auto p = std::filesystem::temp_directory_path() /
+           fmt::format("cc-eng-{}-{}-{}-{}", tag, ::getpid(), n++, rand());
+  std::filesystem::remove_all(p);
+  return p.string();
+}
+
+// An engine on SQLite files in a fresh directory (databases physical DBs, 64 shards).
+inline std::unique_ptr<commcare::Engine> OpenSqlite(int databases = 1, std::string* dir_out = nullptr,
+                                                    bool strict = false) {
+  std::string dir = TempDir("sqlite");
+  commcare::InitOptions io;
+  io.data_dir = dir;
+  io.shards = 64;
+  io.databases = databases;
+  REQUIRE(commcare::Engine::Init(io).ok());
+  commcare::EngineOptions o;
+  o.data_dir = dir;
+  o.strict_case_updates = strict;
+  o.durable = false;
+  auto e = commcare::Engine::Open(o);
+  REQUIRE_MESSAGE(e.ok(), e.status().ToString());
+  if (dir_out) *dir_out = dir;
+  return std::move(e).value();
+}
+
+inline std::unique_ptr<commcare::Engine> OpenMemory(int databases = 1) {
+  commcare::EngineOptions o;
+  o.in_memory = true;
+  o.memory_databases = databases;
+  o.memory_shards = 64;
+  auto e = commcare::Engine::Open(o);
+  REQUIRE(e.ok());
+  return std::move(e).value();
+}
+
+inline commcare::SubmitResponse Submit(commcare::Engine* e, const std::string& xml,
+                                       const std::string& openrosa = "",
+                                       const std::string& domain = "demo") {
+  commcare::SubmitRequest r;
+  r.domain = domain;
+  r.body = xml;
+  r.openrosa_version = openrosa;
+  return e->Submit(r);
+}
+
+// A form with meta and one v2 case block; `actions` is the inner XML of <case>.
+inline std::string CaseForm(const std::string& form_id, const std::string& case_id,
+                            const std::string& actions, const std::string& user = "u1",
+                            const std::string& date = "2020-01-01T00:00:00Z") {
+  return fmt::format(
+      R"(<?xml version="1.0"?><data xmlns="http://example.org/form"><meta xmlns="http://openrosa.org/jr/xforms"><instanceID>{}</instanceID><userID>{}</userID><timeStart>2020-01-01T00:00:00Z</timeStart><timeEnd>2020-01-01T00:01:00Z</timeEnd></meta><q>1</q><case xmlns="http://commcarehq.org/case/transaction/v2" case_id="{}" date_modified="{}" user_id="{}">{}</case></data>)",
+      form_id, user, case_id, date, user, actions);
+}
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), "cannot read " << path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace cctest

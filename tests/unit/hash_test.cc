@@ -1,0 +1,38 @@
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "util/hash.h"
+
+using namespace commcare::util;
+
+TEST_CASE("SipHash24 matches the reference vectors of the SipHash paper") {
+  uint8_t key[16];
+  for (int i = 0; i < 16; ++i) key[i] = static_cast<uint8_t>(i);
+  std::string msg;
+  CHECK(SipHash24(key, msg) == 0x726fdb47dd0e0e31ULL);
+  for (int i = 0; i < 15; ++i) msg.push_back(static_cast<char>(i));
+  CHECK(SipHash24(key, msg) == 0xa129ca6149be45e5ULL);
+  msg.push_back(15);
+  CHECK(SipHash24(key, msg) == 0x3f2acc7f57c29bdbULL);
+}
+
+TEST_CASE("ShardHash is the low 32 bits of zero-key SipHash24") {
+  uint8_t zero[16] = {};
+  std::string id = "fbb69a88-1eca-463a-883e-1148b96fb03b";
+  CHECK(ShardHash(id) == static_cast<uint32_t>(SipHash24(zero, id)));
+  CHECK(ShardHash(id) != ShardHash("fbb69a88-1eca-463a-883e-1148b96fb03c"));
+}
+
+TEST_CASE("Md5Hex gives the lower-case hex digest") {
+  CHECK(Md5Hex("") == "d41d8cd98f00b204e9800998ecf8427e");
+  CHECK(Md5Hex("abc") == "900150983cd24fb0d6963f7d28e17f72");
+}
+
+TEST_CASE("NewUuidHex gives distinct 32-hex-digit version-4 ids") {
+  std::string a = NewUuidHex(), b = NewUuidHex();
+  CHECK(a.size() == 32);
+  CHECK(a != b);
+  CHECK(a[12] == '4');
+  CHECK(a.find_first_not_of("0123456789abcdef") == std::string::npos);
+}
