@@ -238,7 +238,11 @@ int CmdLedger(const Args& a) {
 }
 
 int CmdCheck(const Args& a) {
-  auto eng = OpenEngine(a, true);
+  // Open as the writer when nobody else is, so that a crashed writer's pending cross-database
+  // intents are rolled forward first; beside a running writer, check read-only.
+  auto eng = OpenEngine(a, false);
+  if (!eng.ok() && eng.status().code() == commcare::StatusCode::kFailedPrecondition)
+    eng = OpenEngine(a, true);
   if (!eng.ok()) return FailStatus(eng.status());
   auto r = (*eng)->Check();
   if (!r.ok()) return FailStatus(r.status());

@@ -1,6 +1,9 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
+#include <csignal>
+#include <cstdlib>
+#include <atomic>
 #include <unistd.h>
 
 #include <algorithm>
@@ -188,6 +191,17 @@ Status EngineImpl::OpenStores() {
 
 // ---- cross-database commits ----
 
+// Fault injection for the crash tests: COMMCARE_TEST_CRASH_AFTER_INTENT=N kills the process
+// (SIGKILL, as kill -9 would) right after the Nth cross-database intent is durable.
+static void MaybeCrashForTest() {
+  static const long limit = [] {
+    const char* v = std::getenv("COMMCARE_TEST_CRASH_AFTER_INTENT");
+    return v ? std::atol(v) : 0L;
+  }();
+  static std::atomic<long> seen{0};
+  if (limit > 0 && ++seen >= limit) ::kill(::getpid(), SIGKILL);
+}
+
 Status EngineImpl::CommitPlan(Plan* plan, int home_db) {
   if (plan->batches.empty()) return Status::Ok();
   if (plan->batches.size() == 1) {
@@ -206,6 +220,7 @@ Status EngineImpl::CommitPlan(Plan* plan, int home_db) {
   storage::WriteBatch& home = plan->For(home_db);
   home.ops.emplace_back(storage::PutIntent{intent_id, json::serialize(parts)});
   CC_RETURN_IF_ERROR(committers_[home_db]->Commit(&home, true));
+  MaybeCrashForTest();
   for (auto& [db, batch] : plan->batches) {
     if (db == home_db) continue;
     Status s = committers_[db]->Commit(&batch, false);

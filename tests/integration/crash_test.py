@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Crash test: kill -9 a submitting `commcare` process at random moments (and right after a
+cross-database intent is durable), then check that every acknowledged form is wholly there and
+that no form is half there. Single-database and multi-database data directories."""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+CC = sys.argv[1]
+SEED = int(os.environ.get("CRASH_TEST_SEED", str(random.randrange(1 << 30))))
+rng = random.Random(SEED)
+print(f"seed {SEED}")
+
+SHARED = [f"shared-{i}" for i in range(6)]
+FORMS = 240
+
+
+def form_xml(i):
+    """Form i creates case own-i, updates two shared cases and sets a ledger balance."""
+    a, b = SHARED[i % 6], SHARED[(i * 7 + 3) % 6]
+    if a == b:
+        b = SHARED[(i + 1) % 6]
+    blocks = [
+        f'<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="own-{i}" user_id="u1" '
+        f'date_modified="2020-01-01T00:00:00Z"><create><case_type>t</case_type><case_name>o{i}</case_name>'
+        f'</create><update><n>{i}</n></update></case>']
+    for s in (a, b):
+        blocks.append(
+            f'<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="{s}" user_id="u1" '
+            f'date_modified="2020-01-01T00:00:00Z"><update><p_{i}>1</p_{i}></update></case>')
+    ledger = (f'<balance xmlns="http://commcarehq.org/ledger/v1" entity-id="own-{i}" section-id="stock" '
+              f'date="2020-01-01"><entry id="p" quantity="{i}"/></balance>')
+    return (f'<?xml version="1.0"?><data xmlns="http://example.org/crash"><meta>'
+            f'<instanceID>form-{i}</instanceID><userID>u1</userID></meta>{"".join(blocks)}{ledger}</data>'), (a, b)
+
+
+def run(args, check=True):
+    p = subprocess.run([CC] + args, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args} exited {p.returncode}: {p.stdout} {p.stderr}")
+    return p
+
+
+def submit_round(data, files, env_extra=None, kill_after=None):
+    """Submits files; kills the process after kill_after seconds. Returns acked file paths."""
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    proc = subprocess.Popen([CC, "submit", "--data", data, "--domain", "demo"] + files,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    acked = []
+    start = time.time()
+    if kill_after is not None:
+        def killer():
+            time.sleep(kill_after)
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        import threading
+        threading.Thread(target=killer, daemon=True).start()
+    for line in proc.stdout:
+        r = json.loads(line)
+        if r.get("status") == 201:
+            acked.append(r["file"])
+    proc.wait()
+    return acked, proc.returncode, time.time() - start
+
+
+def verify(data, shared_of, acked_ids):
+    p = run(["check", "--data", data], check=False)
+    report = json.loads(p.stdout)
+    assert p.returncode == 0 and report["ok"], f"check failed: {report}"
+    assert report["pending_intents"] == 0, report
+    cases = {}
+    out = run(["case", "list", "--data", data, "--domain", "demo"]).stdout
+    for line in out.splitlines():
+        c = json.loads(line)
+        cases[c["case_id"]] = c
+    present = 0
+    for i, (a, b) in shared_of.items():
+        own = f"own-{i}" in cases
+        in_a = a in cases and f"p_{i}" in cases[a]["properties"]
+        in_b = b in cases and f"p_{i}" in cases[b]["properties"]
+        assert own == in_a == in_b, f"form-{i} is half there: own={own} {a}={in_a} {b}={in_b}"
+        if own:
+            present += 1
+            assert cases[f"own-{i}"]["properties"]["n"] == str(i)
+            led = json.loads(run(["ledger", "get", "--data", data, "--domain", "demo", f"own-{i}"]).stdout) \
+                if i % 20 == 0 else None
+            if led is not None:
+                assert led == {"stock": {"p": i}}, led
+        if i in acked_ids:
+            assert own, f"acknowledged form-{i} is missing after a crash"
+    return present
+
+
+def scenario(databases, tmp):
+    data = os.path.join(tmp, f"data-{databases}")
+    run(["init", "--data", data, "--shards", "64", "--databases", str(databases)])
+    formdir = os.path.join(tmp, f"forms-{databases}")
+    os.makedirs(formdir)
+    shared_of, files = {}, []
+    for i in range(FORMS):
+        xml, pair = form_xml(i)
+        shared_of[i] = pair
+        path = os.path.join(formdir, f"f{i}.xml")
+        with open(path, "w") as f:
+            f.write(xml)
+        files.append(path)
+    acked_ids = set()
+    pending = list(files)
+    rounds = kills = 0
+    if databases > 1:
+        # Deterministic crash right after a cross-database intent became durable.
+        for n in (1, 3):
+            acked, rc, _ = submit_round(data, pending[:20], {"COMMCARE_TEST_CRASH_AFTER_INTENT": str(n)})
+            assert rc == -signal.SIGKILL, f"expected the injected SIGKILL, got {rc}"
+            kills += 1
+            acked_ids.update(int(os.path.basename(f)[1:-4]) for f in acked)
+            verify(data, shared_of, acked_ids)
+    while pending and rounds < 40:
+        rounds += 1
+        kill_after = rng.uniform(0.02, 0.4) if rounds < 30 else None
+        acked, rc, _ = submit_round(data, pending, kill_after=kill_after)
+        if rc == -signal.SIGKILL:
+            kills += 1
+        acked_ids.update(int(os.path.basename(f)[1:-4]) for f in acked)
+        present = verify(data, shared_of, acked_ids)
+        pending = [f for f in files if int(os.path.basename(f)[1:-4]) not in acked_ids]
+    assert not pending, f"{len(pending)} forms never acknowledged"
+    present = verify(data, shared_of, acked_ids)
+    assert present == FORMS
+    assert kills >= 3, f"only {kills} kills happened; the test did not exercise crashes"
+    print(f"databases={databases}: {rounds} rounds, {kills} kills, all {FORMS} forms intact")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="cc-crash-")
+    try:
+        scenario(1, tmp)
+        scenario(4, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("1 passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
