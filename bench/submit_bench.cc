@@ -1,1 +1,272 @@
-int main() { return 0; }
+// Submission throughput benchmark (issue: core engine figures).
+//
+//   submit_bench [--forms N] [--threads T] [--dir DIR] [--warmup W] [--databases K]
+//
+// Prints, for ~3 KB forms with meta and one case create-or-update of 20 properties:
+//  * engine: forms/s through Engine::Submit with T submitters, durable group commits
+//  * floor:  Expat-only parse of the same bytes + raw SQLite inserts of equivalent rows
+//            (form, case, case transaction, 2 outbox rows) in 1,000-form transactions
+//  * single: forms/s with one submitter (one durable commit per form) beside the disk's raw
+//            SQLite commit rate (one-row durable transactions) measured in the same run
+//  * RSS after every 100k forms
+#include <commcare/engine.h>
+#include <expat.h>
+#include <fmt/format.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+long RssKb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+// Bytes this process has written through write(2)-family calls so far.
+long long WrittenBytes() {
+  std::ifstream in("/proc/self/io");
+  std::string k;
+  long long v;
+  while (in >> k >> v)
+    if (k == "wchar:") return v;
+  return -1;
+}
+
+long PeakRssKb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+// Form i: creates case i/2's case on even i... every case is created once and updated once.
+std::string MakeForm(long i, long ncases) {
+  long c = i % ncases;
+  bool create = i < ncases;
+  std::string props;
+  for (int p = 0; p < 20; ++p)
+    props += fmt::format("<prop_{0}>value {0} of form {1} with some padding text</prop_{0}>", p, i);
+  std::string filler(900, 'x');
+  return fmt::format(
+      R"(<?xml version="1.0"?><data xmlns="http://openrosa.org/formdesigner/bench" xmlns:jrm="http://dev.commcarehq.org/jr/xforms" uiVersion="1" version="12" name="Visit">)"
+      R"(<question1>yes</question1><question2>{4}</question2><group><q3>12</q3><q4>2020-05-01</q4></group><notes>{5}</notes>)"
+      R"(<n0:case xmlns:n0="http://commcarehq.org/case/transaction/v2" case_id="bench-case-{0}" date_modified="2020-05-01T10:00:00.000Z" user_id="bench-user">)"
+      R"({1}<n0:update>{2}</n0:update></n0:case>)"
+      R"(<n1:meta xmlns:n1="http://openrosa.org/jr/xforms"><n1:deviceID>bench-device</n1:deviceID><n1:timeStart>2020-05-01T09:55:00.000Z</n1:timeStart>)"
+      R"(<n1:timeEnd>2020-05-01T10:00:00.000Z</n1:timeEnd><n1:username>bench</n1:username><n1:userID>bench-user</n1:userID>)"
+      R"(<n1:instanceID>bench-form-{3}</n1:instanceID><n2:appVersion xmlns:n2="http://commcarehq.org/xforms">CommCare 2.53</n2:appVersion></n1:meta></data>)",
+      c,
+      create ? "<n0:create><n0:case_type>patient</n0:case_type><n0:case_name>Patient</n0:case_name><n0:owner_id>bench-user</n0:owner_id></n0:create>" : "",
+      props, i, i % 7, filler);
+}
+
+struct Args {
+  long forms = 100000;
+  long warmup = 10000;
+  int threads = 8;
+  int databases = 1;
+  long single_forms = 2000;
+  std::string dir;
+  bool skip_floor = false;
+  bool skip_single = false;
+};
+
+std::unique_ptr<commcare::Engine> OpenEngine(const std::string& dir, int databases) {
+  std::filesystem::remove_all(dir);
+  commcare::InitOptions io;
+  io.data_dir = dir;
+  io.databases = databases;
+  if (auto s = commcare::Engine::Init(io); !s.ok()) {
+    fmt::print(stderr, "init: {}\n", s.ToString());
+    std::exit(1);
+  }
+  commcare::EngineOptions o;
+  o.data_dir = dir;
+  o.durable = std::getenv("BENCH_NOT_DURABLE") == nullptr;
+  o.in_memory = std::getenv("BENCH_IN_MEMORY") != nullptr;
+  auto e = commcare::Engine::Open(o);
+  if (!e.ok()) {
+    fmt::print(stderr, "open: {}\n", e.status().ToString());
+    std::exit(1);
+  }
+  return std::move(e).value();
+}
+
+// Submits forms [from, to) with `threads` submitters; returns seconds.
+double RunEngine(commcare::Engine* e, long from, long to, long ncases, int threads,
+                 std::atomic<long>* failures, bool report_rss) {
+  std::atomic<long> next{from};
+  auto t0 = Clock::now();
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&] {
+      commcare::SubmitRequest r;
+      r.domain = "bench";
+      while (true) {
+        long i = next.fetch_add(1);
+        if (i >= to) break;
+        r.body = MakeForm(i, ncases);
+        auto resp = e->Submit(r);
+        if (resp.nature != "submit_success") {
+          if (failures->fetch_add(1) < 5) fmt::print(stderr, "form {}: {} {}\n", i, resp.http_status, resp.message);
+        }
+        if (report_rss && (i + 1) % 100000 == 0)
+          fmt::print("  rss after {:>8} forms: {:>7} KB\n", i + 1, RssKb());
+      }
+    });
+  for (auto& t : ts) t.join();
+  return Seconds(t0, Clock::now());
+}
+
+// The floor: Expat parse of the same bytes + raw SQLite inserts in 1,000-form transactions.
+double RunFloor(const std::string& dir, long n, long ncases) {
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  sqlite3* db;
+  sqlite3_open((dir + "/floor.sqlite").c_str(), &db);
+  sqlite3_exec(db,
+               "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+               "CREATE TABLE forms(form_id TEXT PRIMARY KEY, domain TEXT, xmlns TEXT, state INT, user_id TEXT, received_on INT, doc TEXT) WITHOUT ROWID;"
+               "CREATE TABLE cases(case_id TEXT PRIMARY KEY, domain TEXT, type TEXT, owner_id TEXT, closed INT, deleted INT, server_modified_on INT, rev INT, doc TEXT) WITHOUT ROWID;"
+               "CREATE TABLE case_transactions(case_id TEXT, seq INT, form_id TEXT, doc TEXT, PRIMARY KEY(case_id, seq)) WITHOUT ROWID;"
+               "CREATE TABLE outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT, meta TEXT);",
+               nullptr, nullptr, nullptr);
+  sqlite3_stmt *f, *c, *t, *o;
+  sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO forms VALUES(?,?,?,?,?,?,?)", -1, &f, nullptr);
+  sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO cases VALUES(?,?,?,?,?,?,?,?,?)", -1, &c, nullptr);
+  sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO case_transactions VALUES(?,?,?,?)", -1, &t, nullptr);
+  sqlite3_prepare_v2(db, "INSERT INTO outbox(doc_id, meta) VALUES(?,?)", -1, &o, nullptr);
+  std::string form_doc(700, 'f'), case_doc(1500, 'c'), tx_doc(250, 't'), meta(250, 'm');
+  auto bind = [](sqlite3_stmt* s, int i, const std::string& v) {
+    sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  };
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    if (i % 1000 == 0) sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+    std::string xml = MakeForm(i, ncases);
+    XML_Parser p = XML_ParserCreateNS(nullptr, '\x01');
+    XML_Parse(p, xml.data(), static_cast<int>(xml.size()), XML_TRUE);
+    XML_ParserFree(p);
+    std::string fid = fmt::format("bench-form-{}", i), cid = fmt::format("bench-case-{}", i % ncases);
+    bind(f, 1, fid); bind(f, 2, "bench"); bind(f, 3, "x"); sqlite3_bind_int(f, 4, 1);
+    bind(f, 5, "u"); sqlite3_bind_int64(f, 6, i); bind(f, 7, form_doc);
+    sqlite3_step(f); sqlite3_reset(f);
+    bind(c, 1, cid); bind(c, 2, "bench"); bind(c, 3, "patient"); bind(c, 4, "u");
+    sqlite3_bind_int(c, 5, 0); sqlite3_bind_int(c, 6, 0); sqlite3_bind_int64(c, 7, i);
+    sqlite3_bind_int64(c, 8, i); bind(c, 9, case_doc);
+    sqlite3_step(c); sqlite3_reset(c);
+    bind(t, 1, cid); sqlite3_bind_int64(t, 2, i); bind(t, 3, fid); bind(t, 4, tx_doc);
+    sqlite3_step(t); sqlite3_reset(t);
+    for (const auto& id : {fid, cid}) {
+      bind(o, 1, id); bind(o, 2, meta);
+      sqlite3_step(o); sqlite3_reset(o);
+    }
+    if (i % 1000 == 999 || i == n - 1) sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  }
+  double s = Seconds(t0, Clock::now());
+  for (auto* st : {f, c, t, o}) sqlite3_finalize(st);
+  sqlite3_close(db);
+  return s;
+}
+
+// One-row durable SQLite transactions: the disk's raw commit rate.
+double RawCommitRate(const std::string& dir, int n) {
+  std::filesystem::create_directories(dir);
+  sqlite3* db;
+  sqlite3_open((dir + "/commit.sqlite").c_str(), &db);
+  sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT);",
+               nullptr, nullptr, nullptr);
+  sqlite3_stmt* s;
+  sqlite3_prepare_v2(db, "INSERT INTO t(v) VALUES('row')", -1, &s, nullptr);
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+    sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  }
+  double secs = Seconds(t0, Clock::now());
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return n / secs;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  a.dir = (std::filesystem::temp_directory_path() / fmt::format("cc-bench-{}", ::getpid())).string();
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (k == "--forms") a.forms = std::stol(next());
+    else if (k == "--warmup") a.warmup = std::stol(next());
+    else if (k == "--threads") a.threads = std::stoi(next());
+    else if (k == "--databases") a.databases = std::stoi(next());
+    else if (k == "--single-forms") a.single_forms = std::stol(next());
+    else if (k == "--dir") a.dir = next();
+    else if (k == "--skip-floor") a.skip_floor = true;
+    else if (k == "--skip-single") a.skip_single = true;
+    else {
+      fmt::print(stderr, "unknown option {}\n", k);
+      return 2;
+    }
+  }
+  const long total = a.warmup + a.forms;
+  const long ncases = total / 2;  // every case is created once and updated once
+  fmt::print("form size: {} bytes; {} forms after {} warm-up; {} submitters; {} database(s)\n",
+             MakeForm(0, ncases).size(), a.forms, a.warmup, a.threads, a.databases);
+
+  std::atomic<long> failures{0};
+  auto eng = OpenEngine(a.dir + "/engine", a.databases);
+  RunEngine(eng.get(), 0, a.warmup, ncases, a.threads, &failures, false);
+  long long written0 = WrittenBytes();
+  double secs = RunEngine(eng.get(), a.warmup, total, ncases, a.threads, &failures, true);
+  long long written = WrittenBytes() - written0;
+  double engine_rate = a.forms / secs;
+  auto check = eng->Check();
+  eng.reset();
+  fmt::print("engine: {:.0f} forms/s ({} forms in {:.2f} s, {} failures, check {})\n", engine_rate,
+             a.forms, secs, failures.load(),
+             check.ok() && check->problems.empty() ? "ok" : "FAILED");
+  fmt::print("peak rss: {} KB; bytes written per form: {}\n", PeakRssKb(), written / a.forms);
+
+  if (!a.skip_floor) {
+    double fsecs = RunFloor(a.dir + "/floor", a.forms, ncases);
+    double floor_rate = a.forms / fsecs;
+    fmt::print("floor:  {:.0f} forms/s (Expat parse + raw SQLite rows, 1,000-form transactions)\n",
+               floor_rate);
+    fmt::print("ratio engine/floor: {:.2f}\n", engine_rate / floor_rate);
+  }
+  if (!a.skip_single) {
+    auto single = OpenEngine(a.dir + "/single", a.databases);
+    std::atomic<long> f2{0};
+    double ssecs = RunEngine(single.get(), 0, a.single_forms, a.single_forms, 1, &f2, false);
+    single.reset();
+    double raw = RawCommitRate(a.dir + "/raw", static_cast<int>(a.single_forms));
+    fmt::print("single submitter: {:.0f} forms/s; raw SQLite durable commits: {:.0f}/s\n",
+               a.single_forms / ssecs, raw);
+  }
+  std::filesystem::remove_all(a.dir);
+  return failures.load() == 0 ? 0 : 1;
+}

@@ -20,7 +20,7 @@ using commcare::Status;
 namespace {
 
 constexpr const char* kUsage = R"(usage:
-  commcare init --data DIR [--shards N] [--databases K]
+  commcare init --data DIR [--shards N] [--databases K] [--blob-store pack|files]
   commcare submit --data DIR --domain D [--user U] [--openrosa-version V] [--content-type T] FILE...
   commcare form get --data DIR --domain D FORM_ID [--xml]
   commcare form archive|unarchive --data DIR --domain D FORM_ID
@@ -101,6 +101,7 @@ int CmdInit(const Args& a) {
   try {
     o.shards = std::stoi(a.Get("--shards", "1024"));
     o.databases = std::stoi(a.Get("--databases", "1"));
+    o.blob_store = a.Get("--blob-store", "pack");
   } catch (const std::exception&) {
     return Fail("--shards and --databases take whole numbers");
   }
@@ -108,7 +109,8 @@ int CmdInit(const Args& a) {
   if (!s.ok()) return FailStatus(s);
   std::cout << json::serialize(json::object{{"data", o.data_dir},
                                             {"shards", o.shards},
-                                            {"databases", o.databases}})
+                                            {"databases", o.databases},
+                                            {"blob_store", o.blob_store}})
             << std::endl;
   return 0;
 }

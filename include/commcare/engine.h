@@ -20,6 +20,7 @@ struct InitOptions {
   std::string data_dir;
   int shards = 1024;   // logical shards, a power of two, fixed for the life of the data
   int databases = 1;   // physical SQLite files the shards are spread over (contiguous ranges)
+  std::string blob_store = "pack";  // "pack": append-only volumes; "files": one file per blob
 };
 
 // Opening an engine.

@@ -1,5 +1,9 @@
 #include "processing/commit.h"
 
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
 namespace commcare::processing {
 
 Status GroupCommitter::Commit(storage::WriteBatch* batch, bool sync_blobs) {
@@ -21,13 +25,17 @@ Status GroupCommitter::Commit(storage::WriteBatch* batch, bool sync_blobs) {
 
   Status st;
   std::vector<Status> results;
+  auto t0 = std::chrono::steady_clock::now();
   if (need_sync && blobs_) st = blobs_->Sync();
+  auto t1 = std::chrono::steady_clock::now();
+  sync_us_ += std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count();
   if (st.ok()) {
     std::vector<storage::WriteBatch*> batches;
     batches.reserve(group.size());
     for (Writer* x : group) batches.push_back(x->batch);
     st = store_->CommitGroup(batches, &results);
   }
+  commit_us_ += std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t1).count();
 
   lock.lock();
   ++commits_;
@@ -41,6 +49,13 @@ Status GroupCommitter::Commit(storage::WriteBatch* batch, bool sync_blobs) {
   }
   if (!queue_.empty()) queue_.front()->cv.notify_one();
   return w.status;
+}
+
+GroupCommitter::~GroupCommitter() {
+  if (std::getenv("COMMCARE_TRACE_COMMITS") && commits_)
+    std::fprintf(stderr, "group commit: %llu commits, %.1f batches/commit, sync %.0f us, commit %.0f us per group\n",
+                 (unsigned long long)commits_, double(batches_) / commits_, double(sync_us_) / commits_,
+                 double(commit_us_) / commits_);
 }
 
 void LockTable::Lock(const std::vector<std::string>& keys) {

@@ -156,6 +156,11 @@ Status EngineImpl::OpenStores() {
     if (!v.ok() || !v->is_object())
       return Status::DataLoss(fmt::format("{}/{} is not valid JSON", dir, kConfigName));
     map_.shards = static_cast<int>(codec::GetInt(v->get_object(), "shards"));
+    std::string blob_kind = codec::GetStr(v->get_object(), "blob_store");
+    if (blob_kind.empty()) blob_kind = "pack";
+    if (blob_kind != "pack" && blob_kind != "files")
+      return Status::DataLoss(fmt::format("{}/{} names an unknown blob store '{}'", dir,
+                                          kConfigName, blob_kind));
     map_.databases = static_cast<int>(codec::GetInt(v->get_object(), "databases"));
     if (map_.shards <= 0 || (map_.shards & (map_.shards - 1)) || map_.databases <= 0 ||
         map_.databases > map_.shards)
@@ -182,7 +187,10 @@ Status EngineImpl::OpenStores() {
                                        opts_.read_only));
       dbs_.push_back(std::move(db));
     }
-    CC_ASSIGN_OR_RETURN(blobs_, storage::OpenFsBlobStore(dir + "/blobs", opts_.read_only));
+    auto blobs = blob_kind == "pack" ? storage::OpenPackBlobStore(dir + "/blobs", opts_.read_only)
+                                     : storage::OpenFsBlobStore(dir + "/blobs", opts_.read_only);
+    if (!blobs.ok()) return blobs.status();
+    blobs_ = std::move(blobs).value();
   }
   for (auto& db : dbs_) committers_.push_back(std::make_unique<GroupCommitter>(db.get(), blobs_.get()));
   if (!opts_.read_only) CC_RETURN_IF_ERROR(RecoverIntents());
@@ -391,16 +399,15 @@ SubmitResponse EngineImpl::SubmitImpl(const SubmitRequest& req) {
 Status EngineImpl::PutBlobs(FormRecord* form, std::string_view xml,
                             const std::vector<xform::MultipartPart>& parts) {
   const std::string prefix = fmt::format("form/{}/", util::NewUuidHex());
-  Attachment x{"form.xml", "text/xml", static_cast<int64_t>(xml.size()), util::Md5Hex(xml),
-               prefix + "form.xml"};
-  CC_RETURN_IF_ERROR(blobs_->Put(x.blob_key, xml, false));
+  Attachment x{"form.xml", "text/xml", static_cast<int64_t>(xml.size()), form->md5, ""};
+  if (x.md5.empty()) x.md5 = util::Md5Hex(xml);
+  CC_ASSIGN_OR_RETURN(x.blob_key, blobs_->Put(prefix + "form.xml", xml, false));
   form->attachments.push_back(std::move(x));
   int n = 0;
   for (const auto& p : parts) {
     Attachment a{p.name, p.content_type.empty() ? "application/octet-stream" : p.content_type,
-                 static_cast<int64_t>(p.data.size()), util::Md5Hex(p.data),
-                 fmt::format("{}a{}", prefix, n++)};
-    CC_RETURN_IF_ERROR(blobs_->Put(a.blob_key, p.data, false));
+                 static_cast<int64_t>(p.data.size()), util::Md5Hex(p.data), ""};
+    CC_ASSIGN_OR_RETURN(a.blob_key, blobs_->Put(fmt::format("{}a{}", prefix, n++), p.data, false));
     form->attachments.push_back(std::move(a));
   }
   return Status::Ok();
@@ -1090,7 +1097,13 @@ Status Engine::Init(const InitOptions& o) {
   fs::create_directories(o.data_dir + "/db", ec);
   if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", o.data_dir, ec.message()));
   fs::create_directories(o.data_dir + "/blobs", ec);
-  boost::json::object cfg{{"format_version", 1}, {"shards", o.shards}, {"databases", o.databases}};
+  if (o.blob_store != "pack" && o.blob_store != "files")
+    return Status::InvalidArgument(
+        fmt::format("blob_store must be 'pack' or 'files' (got '{}')", o.blob_store));
+  boost::json::object cfg{{"format_version", 1},
+                          {"shards", o.shards},
+                          {"databases", o.databases},
+                          {"blob_store", o.blob_store}};
   std::string tmp = o.data_dir + "/commcare.json.tmp";
   {
     std::ofstream out(tmp);

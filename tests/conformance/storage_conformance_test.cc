@@ -5,7 +5,9 @@
 
 #include <filesystem>
 #include <functional>
+#include <fstream>
 #include <memory>
+#include <thread>
 
 #include "commcare/storage/blob_store.h"
 #include "commcare/storage/primary_store.h"
@@ -47,9 +49,15 @@ struct BlobFactory {
 std::vector<BlobFactory> BlobFactories() {
   return {
       {"memory", [] { return NewMemoryBlobStore(); }},
-      {"fs",
+      {"files",
        [] {
          auto r = OpenFsBlobStore(TempDir("fs"));
+         REQUIRE(r.ok());
+         return std::move(r).value();
+       }},
+      {"pack",
+       [] {
+         auto r = OpenPackBlobStore(TempDir("pack"));
          REQUIRE(r.ok());
          return std::move(r).value();
        }},
@@ -218,27 +226,87 @@ TEST_CASE("PrimaryStore: a marked batch applies at most once; intents list until
   }
 }
 
-TEST_CASE("BlobStore: put, get, overwrite, exists, delete") {
+TEST_CASE("BlobStore: put returns a key to get, check and delete the blob by") {
   for (const auto& f : BlobFactories()) {
     CAPTURE(f.name);
     auto b = f.make();
-    REQUIRE(b->Put("form/abc/form.xml", "<x/>", false).ok());
+    auto k1 = b->Put("form/abc/form.xml", "<x/>", false);
+    REQUIRE(k1.ok());
     REQUIRE(b->Sync().ok());
-    CHECK(*b->Get("form/abc/form.xml") == "<x/>");
-    REQUIRE(b->Put("form/abc/form.xml", std::string(100000, 'z'), true).ok());
-    CHECK(b->Get("form/abc/form.xml")->size() == 100000);
-    CHECK(*b->Exists("form/abc/form.xml"));
-    CHECK_FALSE(*b->Exists("form/other"));
-    CHECK(b->Get("form/other").status().IsNotFound());
-    REQUIRE(b->Delete("form/abc/form.xml").ok());
-    REQUIRE(b->Delete("form/abc/form.xml").ok());
-    CHECK_FALSE(*b->Exists("form/abc/form.xml"));
+    CHECK(*b->Get(*k1) == "<x/>");
+    auto k2 = b->Put("form/def/photo.jpg", std::string(100000, 'z'), true);
+    REQUIRE(k2.ok());
+    CHECK(*k2 != *k1);
+    CHECK(b->Get(*k2)->size() == 100000);
+    CHECK(*b->Get(*k1) == "<x/>");
+    auto empty = b->Put("form/ghi/empty", "", false);
+    REQUIRE(empty.ok());
+    CHECK(b->Get(*empty)->empty());
+    CHECK(*b->Exists(*k2));
+    REQUIRE(b->Delete(*k2).ok());
+    REQUIRE(b->Delete(*k2).ok());
+    CHECK_FALSE(*b->Exists(*k2));
+    CHECK(b->Get(*k2).status().IsNotFound());
+    CHECK(*b->Get(*k1) == "<x/>");
   }
+}
+
+TEST_CASE("BlobStore: many concurrent puts all read back") {
+  for (const auto& f : BlobFactories()) {
+    CAPTURE(f.name);
+    auto b = f.make();
+    std::vector<std::vector<std::string>> keys(4);
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 4; ++t)
+      ts.emplace_back([&, t] {
+        for (int i = 0; i < 300; ++i) {
+          auto k = b->Put(fmt::format("k/{}/{}", t, i), fmt::format("blob {} {}", t, i), false);
+          if (k.ok()) keys[t].push_back(*k);
+        }
+      });
+    for (auto& t : ts) t.join();
+    REQUIRE(b->Sync().ok());
+    for (int t = 0; t < 4; ++t) {
+      REQUIRE(keys[t].size() == 300);
+      for (int i = 0; i < 300; ++i) CHECK(*b->Get(keys[t][i]) == fmt::format("blob {} {}", t, i));
+    }
+  }
+}
+
+TEST_CASE("PackBlobStore: blobs survive a reopen, a new writer starts a new volume, damage is found") {
+  std::string dir = TempDir("pack-reopen");
+  std::string k1, k2;
+  {
+    auto b = OpenPackBlobStore(dir);
+    REQUIRE(b.ok());
+    k1 = *(*b)->Put("a", "first", true);
+  }
+  {
+    auto b = OpenPackBlobStore(dir);
+    REQUIRE(b.ok());
+    k2 = *(*b)->Put("b", "second", true);
+    CHECK(k1.substr(0, 7) != k2.substr(0, 7));  // another volume
+    CHECK(*(*b)->Get(k1) == "first");
+  }
+  auto ro = OpenPackBlobStore(dir, true);
+  REQUIRE(ro.ok());
+  CHECK(*(*ro)->Get(k2) == "second");
+  CHECK((*ro)->Put("c", "x", false).status().code() == StatusCode::kFailedPrecondition);
+  CHECK((*ro)->Get("pack/1/0/99").status().code() == StatusCode::kDataLoss);
+  CHECK((*ro)->Get("nonsense").status().IsInvalidArgument());
+  CHECK((*ro)->Get("pack/99/0/5").status().IsNotFound());
+  // Flip a byte of the first blob's data: the checksum catches it.
+  {
+    std::fstream f(dir + "/vol-000001.pack", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(32);
+    f.put('F');
+  }
+  CHECK((*ro)->Get(k1).status().code() == StatusCode::kDataLoss);
 }
 
 TEST_CASE("FsBlobStore refuses keys that escape its directory") {
   auto b = OpenFsBlobStore(TempDir("fsbad"));
   REQUIRE(b.ok());
-  CHECK((*b)->Put("../etc/passwd", "x", false).IsInvalidArgument());
-  CHECK((*b)->Put("", "x", false).IsInvalidArgument());
+  CHECK((*b)->Put("../etc/passwd", "x", false).status().IsInvalidArgument());
+  CHECK((*b)->Put("", "x", false).status().IsInvalidArgument());
 }

@@ -30,7 +30,7 @@ class CliTest(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="cc-cli-")
         self.data = os.path.join(self.tmp, "data")
         out = lines(cc("init", "--data", self.data, "--shards", "32", "--databases", "2"))
-        self.assertEqual(out, [{"data": self.data, "shards": 32, "databases": 2}])
+        self.assertEqual(out, [{"data": self.data, "shards": 32, "databases": 2, "blob_store": "pack"}])
 
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)

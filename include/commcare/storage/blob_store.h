@@ -9,7 +9,9 @@
 
 namespace commcare::storage {
 
-// Keys are printable ASCII without "..", e.g. "form/3f2a.../form.xml".
+// Keys are printable ASCII without "..". Put takes a name and returns the key to read the blob
+// back with: a file store returns the name itself, a volume store returns where the blob lies
+// (as Haystack does), so the caller keeps the returned key in its metadata row.
 // Thread safety: every method may be called concurrently.
 class BlobStore {
  public:
@@ -18,9 +20,10 @@ class BlobStore {
   BlobStore(const BlobStore&) = delete;
   BlobStore& operator=(const BlobStore&) = delete;
 
-  // Stores data under key, replacing any old value; readers see all of it or none.
-  // durable=true: on return it survives a crash; false: only after the next Sync().
-  virtual Status Put(std::string_view key, std::string_view data, bool durable) = 0;
+  // Stores data under a key derived from name (replacing an old blob of that key) and returns
+  // the key; readers see all of the blob or none of it. durable=true: on return it survives a
+  // crash; false: only after the next Sync().
+  virtual Result<std::string> Put(std::string_view name, std::string_view data, bool durable) = 0;
   // The blob's bytes; NotFound if there is none.
   virtual Result<std::string> Get(std::string_view key) = 0;
   // Removes the blob; Ok if it did not exist.
@@ -33,6 +36,10 @@ class BlobStore {
 
 // An in-memory BlobStore.
 std::unique_ptr<BlobStore> NewMemoryBlobStore();
+// A BlobStore in a directory of append-only volume files: each Put appends one checksummed
+// record to the current volume and returns "pack/<volume>/<offset>/<length>"; Sync is one
+// fdatasync per volume written; Delete punches a hole. The embedded default.
+Result<std::unique_ptr<BlobStore>> OpenPackBlobStore(const std::string& root, bool read_only = false);
 // A BlobStore in a directory: one file per blob, written to a temp file and renamed into place.
 // A writer (read_only=false) removes temp files a crashed writer left behind.
 Result<std::unique_ptr<BlobStore>> OpenFsBlobStore(const std::string& root, bool read_only = false);

@@ -32,51 +32,78 @@ class FsBlobStore final : public BlobStore {
 
   Status Init() {
     std::error_code ec;
-    if (!read_only_) fs::create_directories(root_ + "/tmp", ec);
+    if (!read_only_) fs::create_directories(root_, ec);
     if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", root_, ec.message()));
     root_fd_ = ::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root_fd_ < 0) return Errno("opening blob root " + root_);
-    // Stale temp files from a crash are orphans nobody points at.
+    // Named temp files (only on file systems without O_TMPFILE) left by a crash are orphans.
     if (!read_only_)
-      for (const auto& e : fs::directory_iterator(root_ + "/tmp", ec)) fs::remove(e.path(), ec);
+      for (const auto& d : fs::directory_iterator(root_, ec))
+        if (d.is_directory(ec))
+          for (const auto& e : fs::directory_iterator(d.path(), ec))
+            if (e.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove(e.path(), ec);
     return Status::Ok();
   }
   ~FsBlobStore() override {
     if (root_fd_ >= 0) ::close(root_fd_);
   }
 
-  Status Put(std::string_view key, std::string_view data, bool durable) override {
+  Result<std::string> Put(std::string_view key, std::string_view data, bool durable) override {
     std::string path, dir;
     CC_RETURN_IF_ERROR(PathFor(key, &path, &dir));
-    std::string tmp = fmt::format("{}/tmp/{}.{}", root_, util::NewUuidHex(), counter_++);
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return Errno("creating blob file " + tmp);
+    // An unnamed file in the blob's own directory (O_TMPFILE), linked in under its name once
+    // written: readers never see a partial blob and a crash leaves no temp file behind.
+    int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ENOENT) {
+      if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return Errno("creating " + dir);
+      fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    }
+    bool named_tmp = false;
+    std::string tmp;
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+      // File systems without O_TMPFILE: a named temp file beside the blob, then rename.
+      named_tmp = true;
+      tmp = fmt::format("{}/.tmp-{}", dir, util::NewUuidHex());
+      fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    }
+    if (fd < 0) return Errno("creating a blob file in " + dir);
+    auto fail = [&](const std::string& what) {
+      Status s = Errno(what);
+      ::close(fd);
+      if (named_tmp) ::unlink(tmp.c_str());
+      return s;
+    };
     size_t off = 0;
     while (off < data.size()) {
       ssize_t n = ::write(fd, data.data() + off, data.size() - off);
       if (n < 0) {
         if (errno == EINTR) continue;
-        Status s = Errno("writing blob file " + tmp);
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        return s;
+        return (Result<std::string>)fail("writing blob " + path);
       }
       off += static_cast<size_t>(n);
     }
-    if (durable && ::fdatasync(fd) != 0) {
-      Status s = Errno("syncing blob file " + tmp);
+    if (durable && ::fdatasync(fd) != 0) return (Result<std::string>)fail("syncing blob " + path);
+    if (named_tmp) {
       ::close(fd);
-      ::unlink(tmp.c_str());
-      return s;
-    }
-    ::close(fd);
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
-      if (errno != ENOENT || ::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST ||
-          ::rename(tmp.c_str(), path.c_str()) != 0) {
+      if (::rename(tmp.c_str(), path.c_str()) != 0) {
         Status s = Errno("renaming blob into " + path);
         ::unlink(tmp.c_str());
         return s;
       }
+    } else {
+      std::string proc = fmt::format("/proc/self/fd/{}", fd);
+      if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+        if (errno != EEXIST) return (Result<std::string>)fail("linking blob " + path);
+        // Replacing an existing blob: link under a temp name, then rename over it.
+        std::string t2 = fmt::format("{}/.tmp-{}", dir, util::NewUuidHex());
+        if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, t2.c_str(), AT_SYMLINK_FOLLOW) != 0)
+          return (Result<std::string>)fail("linking blob " + t2);
+        if (::rename(t2.c_str(), path.c_str()) != 0) {
+          ::unlink(t2.c_str());
+          return (Result<std::string>)fail("renaming blob into " + path);
+        }
+      }
+      ::close(fd);
     }
     if (durable) {
       int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -85,7 +112,7 @@ class FsBlobStore final : public BlobStore {
       ::close(dfd);
       if (rc != 0) return Errno("syncing blob directory " + dir);
     }
-    return Status::Ok();
+    return std::string(key);
   }
 
   Result<std::string> Get(std::string_view key) override {
@@ -147,7 +174,7 @@ class FsBlobStore final : public BlobStore {
       else name += fmt::format("%{:02X}", u);
     }
     uint32_t h = util::ShardHash(key);
-    *dir = fmt::format("{}/{:02x}", root_, h & 0xff);
+    *dir = fmt::format("{}/{:03x}", root_, h & 0xfff);
     *path = *dir + "/" + name;
     return Status::Ok();
   }
@@ -155,7 +182,6 @@ class FsBlobStore final : public BlobStore {
   std::string root_;
   bool read_only_;
   int root_fd_ = -1;
-  std::atomic<uint64_t> counter_{0};
 };
 
 }  // namespace

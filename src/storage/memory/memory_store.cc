@@ -31,10 +31,10 @@ class MemoryPrimaryStore final : public PrimaryStore {
     std::unique_lock lock(mu_);
     results->assign(batches.size(), Status::Ok());
     for (size_t i = 0; i < batches.size(); ++i) {
-      Tables saved = t_;  // savepoint (memory store: correctness over speed)
-      Status s = ApplyBatch(batches[i]);
+      // The only op that can fail is a PutCase rev check: check them all before applying any.
+      Status s = CheckRevs(*batches[i]);
+      if (s.ok()) s = ApplyBatch(batches[i]);
       if (!s.ok()) {
-        t_ = std::move(saved);
         batches[i]->outbox_seqs.clear();
         (*results)[i] = s;
       }
@@ -125,6 +125,27 @@ class MemoryPrimaryStore final : public PrimaryStore {
   }
 
  private:
+  Status CheckRevs(const WriteBatch& b) {
+    if (!b.applied_marker.empty() && t_.markers.count(b.applied_marker)) return Status::Ok();
+    std::map<std::string, int64_t> pending;  // revs written by earlier ops of this batch
+    for (const auto& op : b.ops) {
+      const auto* pc = std::get_if<PutCase>(&op);
+      if (!pc) continue;
+      auto pit = pending.find(pc->record.case_id);
+      int64_t current;
+      if (pit != pending.end()) {
+        current = pit->second;
+      } else {
+        auto it = t_.cases.find(pc->record.case_id);
+        current = it == t_.cases.end() ? 0 : it->second.rev;
+      }
+      if (current != pc->expected_rev)
+        return Status::Aborted(fmt::format("case '{}' changed concurrently (rev {} != expected {})",
+                                           pc->record.case_id, current, pc->expected_rev));
+      pending[pc->record.case_id] = pc->record.rev;
+    }
+    return Status::Ok();
+  }
   Status ApplyBatch(WriteBatch* b) {
     b->outbox_seqs.clear();
     if (!b->applied_marker.empty() && !t_.markers.insert(b->applied_marker).second)
@@ -141,12 +162,7 @@ class MemoryPrimaryStore final : public PrimaryStore {
     return Status::Ok();
   }
   Status Apply(const PutCase& op, WriteBatch*) {
-    auto it = t_.cases.find(op.record.case_id);
-    int64_t current = it == t_.cases.end() ? 0 : it->second.rev;
-    if (current != op.expected_rev)
-      return Status::Aborted(fmt::format("case '{}' changed concurrently (rev {} != expected {})",
-                                         op.record.case_id, current, op.expected_rev));
-    t_.cases[op.record.case_id] = op.record;
+    t_.cases[op.record.case_id] = op.record;  // revs were checked by CheckRevs
     return Status::Ok();
   }
   Status Apply(const PutCaseTransaction& op, WriteBatch*) {
@@ -196,10 +212,10 @@ class MemoryPrimaryStore final : public PrimaryStore {
 
 class MemoryBlobStore final : public BlobStore {
  public:
-  Status Put(std::string_view key, std::string_view data, bool) override {
+  Result<std::string> Put(std::string_view key, std::string_view data, bool) override {
     std::lock_guard l(mu_);
     blobs_[std::string(key)] = std::string(data);
-    return Status::Ok();
+    return std::string(key);
   }
   Result<std::string> Get(std::string_view key) override {
     std::lock_guard l(mu_);

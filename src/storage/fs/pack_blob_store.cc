@@ -1,0 +1,308 @@
+// BlobStore on append-only volume files (Haystack's design). A Put appends one record — a
+// 32-byte header (magic, length, MD5 of the data) and the data — at an offset reserved
+// atomically, so writers run in parallel; the key it returns says where the record lies.
+// Sync() is one fdatasync per volume written since the last Sync. Volumes are zero-filled ahead
+// of the writers by a background thread, so that fdatasync flushes data blocks only, without
+// extent metadata. A writer never appends to a volume an earlier process wrote: after a crash
+// the unsynced tail of the old volume is simply never referenced.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sys/uio.h>
+#include <vector>
+#include <thread>
+
+#include "commcare/storage/blob_store.h"
+#include "util/hash.h"
+
+namespace commcare::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kMagic[8] = {'C', 'C', 'B', 'L', 'O', 'B', '0', '1'};
+constexpr size_t kHeader = 32;                       // magic 8, length 8, md5 16
+constexpr uint64_t kVolumeBytes = 1ULL << 30;        // roll over to a new volume at 1 GiB
+constexpr uint64_t kZeroChunk = 8ULL << 20;          // zero-fill in 8 MiB steps
+constexpr uint64_t kZeroAhead = 32ULL << 20;         // keep this much zeroed beyond the tail
+
+Status Errno(const std::string& what) {
+  int e = errno;
+  std::string m = fmt::format("{}: {}", what, std::strerror(e));
+  if (e == ENOSPC || e == EDQUOT) return Status::ResourceExhausted(m);
+  return Status::Unavailable(m);
+}
+
+constexpr uint64_t kNone = ~0ULL;
+
+// A volume file. tail, zeroed and the zeroing range are guarded by the store's mutex.
+struct Volume {
+  uint32_t id = 0;
+  int fd = -1;
+  uint64_t tail = 0;     // next free offset
+  uint64_t zeroed = 0;   // [0, zeroed) has been zero-filled and synced (or written)
+  uint64_t zero_from = kNone, zero_to = kNone;  // range being zero-filled now
+  bool dirty = false;
+};
+
+bool ParseKey(std::string_view key, uint32_t* vol, uint64_t* off, uint64_t* len) {
+  if (key.substr(0, 5) != "pack/") return false;
+  key.remove_prefix(5);
+  auto num = [&](auto* out) {
+    auto r = std::from_chars(key.data(), key.data() + key.size(), *out);
+    if (r.ec != std::errc()) return false;
+    key.remove_prefix(static_cast<size_t>(r.ptr - key.data()));
+    return true;
+  };
+  if (!num(vol) || key.empty() || key[0] != '/') return false;
+  key.remove_prefix(1);
+  if (!num(off) || key.empty() || key[0] != '/') return false;
+  key.remove_prefix(1);
+  return num(len) && key.empty();
+}
+
+class PackBlobStore final : public BlobStore {
+ public:
+  PackBlobStore(std::string root, bool read_only) : root_(std::move(root)), read_only_(read_only) {}
+
+  ~PackBlobStore() override {
+    {
+      std::lock_guard l(mu_);
+      stop_ = true;
+    }
+    zero_cv_.notify_all();
+    if (zeroer_.joinable()) zeroer_.join();
+    for (auto& [id, fd] : read_fds_) ::close(fd);
+    if (cur_ && cur_->fd >= 0) {
+      // Give back the zero-filled space past the last record.
+      uint64_t tail = cur_->tail;
+      if (::ftruncate(cur_->fd, static_cast<off_t>(tail)) == 0) ::fdatasync(cur_->fd);
+      ::close(cur_->fd);
+    }
+    for (auto& v : old_) ::close(v->fd);
+  }
+
+  Status Init() {
+    std::error_code ec;
+    if (!read_only_) fs::create_directories(root_, ec);
+    if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", root_, ec.message()));
+    if (read_only_) return Status::Ok();
+    uint32_t max_id = 0;
+    for (const auto& e : fs::directory_iterator(root_, ec)) {
+      std::string n = e.path().filename().string();
+      uint32_t id;
+      if (n.size() == 15 && n.rfind("vol-", 0) == 0 &&
+          std::from_chars(n.data() + 4, n.data() + 10, id).ec == std::errc())
+        max_id = std::max(max_id, id);
+    }
+    CC_RETURN_IF_ERROR(NewVolume(max_id + 1));
+    zeroer_ = std::thread([this] { ZeroLoop(); });
+    return Status::Ok();
+  }
+
+  Result<std::string> Put(std::string_view name, std::string_view data, bool durable) override {
+    if (read_only_) return Status::FailedPrecondition("the blob store is open read-only");
+    const uint64_t size = kHeader + data.size();
+    if (size > kVolumeBytes) return Status::ResourceExhausted("blob larger than a volume (1 GiB)");
+    char header[kHeader];
+    std::memcpy(header, kMagic, 8);
+    uint64_t len = data.size();
+    std::memcpy(header + 8, &len, 8);
+    util::Md5Raw(data, reinterpret_cast<uint8_t*>(header + 16));
+    Volume* v;
+    uint64_t off;
+    {
+      std::unique_lock l(mu_);
+      while (true) {
+        v = cur_.get();
+        off = v->tail;
+        if (off + size > kVolumeBytes) {
+          CC_RETURN_IF_ERROR(NewVolume(v->id + 1));
+          continue;
+        }
+        // Never claim a range the zero-filler is writing right now.
+        if (v->zero_from != kNone && off + size > v->zero_from && off < v->zero_to) {
+          put_cv_.wait(l);
+          continue;
+        }
+        break;
+      }
+      v->tail = off + size;
+      v->dirty = true;
+      if (v->zeroed < v->tail + kZeroAhead) zero_cv_.notify_one();
+    }
+    struct iovec iov[2] = {{header, kHeader}, {const_cast<char*>(data.data()), data.size()}};
+    ssize_t n = ::pwritev(v->fd, iov, 2, static_cast<off_t>(off));
+    if (n != static_cast<ssize_t>(size)) {
+      if (n >= 0) errno = EIO;
+      return Errno(fmt::format("writing blob '{}' to volume {}", name, v->id));
+    }
+    if (durable && ::fdatasync(v->fd) != 0) return Errno("syncing a blob volume");
+    return fmt::format("pack/{}/{}/{}", v->id, off, data.size());
+  }
+
+  Result<std::string> Get(std::string_view key) override {
+    uint32_t vol;
+    uint64_t off, len;
+    if (!ParseKey(key, &vol, &off, &len))
+      return Status::InvalidArgument(fmt::format("'{}' is not a pack blob key", key));
+    CC_ASSIGN_OR_RETURN(int fd, ReadFd(vol));
+    std::string buf(kHeader + len, '\0');
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
+    if (n < 0) return Errno(fmt::format("reading blob {}", key));
+    if (static_cast<size_t>(n) < kHeader || std::memcmp(buf.data(), kMagic, 8) != 0)
+      return Status::NotFound(fmt::format("no blob '{}'", key));
+    uint64_t stored;
+    std::memcpy(&stored, buf.data() + 8, 8);
+    if (stored != len || static_cast<size_t>(n) != buf.size())
+      return Status::DataLoss(fmt::format("blob {} is truncated or its header is corrupt", key));
+    uint8_t md5[16];
+    util::Md5Raw(std::string_view(buf).substr(kHeader), md5);
+    if (std::memcmp(md5, buf.data() + 16, 16) != 0)
+      return Status::DataLoss(fmt::format("blob {} fails its checksum", key));
+    return buf.substr(kHeader);
+  }
+
+  Status Delete(std::string_view key) override {
+    uint32_t vol;
+    uint64_t off, len;
+    if (!ParseKey(key, &vol, &off, &len))
+      return Status::InvalidArgument(fmt::format("'{}' is not a pack blob key", key));
+    CC_ASSIGN_OR_RETURN(int fd, ReadFd(vol));
+    // Punching a hole zeroes the header (so the blob reads as absent) and frees the space.
+    if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                    static_cast<off_t>(kHeader + len)) != 0) {
+      char zero[kHeader] = {};
+      if (::pwrite(fd, zero, kHeader, static_cast<off_t>(off)) != static_cast<ssize_t>(kHeader))
+        return Errno(fmt::format("deleting blob {}", key));
+    }
+    return Status::Ok();
+  }
+
+  Result<bool> Exists(std::string_view key) override {
+    uint32_t vol;
+    uint64_t off, len;
+    if (!ParseKey(key, &vol, &off, &len)) return false;
+    auto fd = ReadFd(vol);
+    if (!fd.ok()) return fd.status().IsNotFound() ? Result<bool>(false) : Result<bool>(fd.status());
+    char header[kHeader];
+    ssize_t n = ::pread(*fd, header, kHeader, static_cast<off_t>(off));
+    if (n < 0) return Errno(fmt::format("reading blob {}", key));
+    uint64_t stored;
+    std::memcpy(&stored, header + 8, 8);
+    return n == static_cast<ssize_t>(kHeader) && std::memcmp(header, kMagic, 8) == 0 && stored == len;
+  }
+
+  Status Sync() override {
+    std::vector<int> fds;
+    {
+      std::lock_guard l(mu_);
+      if (cur_ && cur_->dirty) {
+        fds.push_back(cur_->fd);
+        cur_->dirty = false;
+      }
+      for (auto& v : old_)
+        if (v->dirty) {
+          fds.push_back(v->fd);
+          v->dirty = false;
+        }
+    }
+    for (int fd : fds)
+      if (::fdatasync(fd) != 0) return Errno("syncing a blob volume");
+    return Status::Ok();
+  }
+
+ private:
+  std::string PathOf(uint32_t id) const { return fmt::format("{}/vol-{:06}.pack", root_, id); }
+
+  // Opens a new volume; called with mu_ held (or before any writer exists).
+  Status NewVolume(uint32_t id) {
+    auto v = std::make_unique<Volume>();
+    v->id = id;
+    v->fd = ::open(PathOf(id).c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (v->fd < 0) return Errno("creating blob volume " + PathOf(id));
+    // Make the new volume's directory entry durable before any key points into it.
+    int dfd = ::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+    if (cur_) old_.push_back(std::move(cur_));
+    cur_ = std::move(v);
+    return Status::Ok();
+  }
+
+  // Keeps kZeroAhead bytes past the tail zero-filled and synced. The range being filled is
+  // published (zero_from, zero_to) so that no Put claims it until the zeros are down.
+  void ZeroLoop() {
+    std::string zeros(kZeroChunk, '\0');
+    std::unique_lock l(mu_);
+    while (!stop_) {
+      Volume* v = cur_.get();
+      uint64_t start = std::max(v->zeroed, v->tail);
+      if (start >= v->tail + kZeroAhead || start >= kVolumeBytes) {
+        zero_cv_.wait_for(l, std::chrono::milliseconds(200));
+        continue;
+      }
+      uint64_t end = std::min<uint64_t>(start + kZeroChunk, kVolumeBytes);
+      v->zero_from = start;
+      v->zero_to = end;
+      int fd = v->fd;
+      l.unlock();
+      bool ok = ::pwrite(fd, zeros.data(), end - start, static_cast<off_t>(start)) ==
+                    static_cast<ssize_t>(end - start) &&
+                ::fdatasync(fd) == 0;
+      l.lock();
+      v->zero_from = v->zero_to = kNone;
+      if (ok) v->zeroed = end;
+      put_cv_.notify_all();
+      if (!ok) zero_cv_.wait_for(l, std::chrono::seconds(1));
+    }
+  }
+
+  Result<int> ReadFd(uint32_t vol) {
+    std::lock_guard l(read_mu_);
+    auto it = read_fds_.find(vol);
+    if (it != read_fds_.end()) return it->second;
+    int fd = ::open(PathOf(vol).c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno == EACCES) fd = ::open(PathOf(vol).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) return Status::NotFound(fmt::format("blob volume {} does not exist", vol));
+      return Errno("opening blob volume " + PathOf(vol));
+    }
+    read_fds_[vol] = fd;
+    return fd;
+  }
+
+  std::string root_;
+  bool read_only_;
+  std::mutex mu_;
+  std::condition_variable zero_cv_;
+  std::condition_variable put_cv_;
+  bool stop_ = false;
+  std::unique_ptr<Volume> cur_;
+  std::vector<std::unique_ptr<Volume>> old_;
+  std::thread zeroer_;
+  std::mutex read_mu_;
+  std::map<uint32_t, int> read_fds_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<BlobStore>> OpenPackBlobStore(const std::string& root, bool read_only) {
+  auto s = std::make_unique<PackBlobStore>(root, read_only);
+  CC_RETURN_IF_ERROR(s->Init());
+  return std::unique_ptr<BlobStore>(std::move(s));
+}
+
+}  // namespace commcare::storage
