@@ -6,56 +6,73 @@
 
 namespace commcare::processing {
 
-Status GroupCommitter::Commit(storage::WriteBatch* batch, bool sync_blobs) {
-  Writer w{batch, sync_blobs};
+Status GroupCommitter::Commit(storage::WriteBatch* batch) {
+  store_->Prepare(batch);
+  Writer w{batch};
   std::unique_lock<std::mutex> lock(mu_);
   queue_.push_back(&w);
-  while (!w.done && &w != queue_.front()) w.cv.wait(lock);
+  while (!w.done && (queue_.empty() || &w != queue_.front())) w.cv.wait(lock);
   if (w.done) return w.status;
 
   // Leader: take the whole queue (up to max_group_) as one group.
   std::vector<Writer*> group;
-  bool need_sync = false;
   for (Writer* x : queue_) {
     if (group.size() >= max_group_) break;
     group.push_back(x);
-    need_sync |= x->sync_blobs;
   }
   lock.unlock();
 
-  Status st;
   std::vector<Status> results;
-  auto t0 = std::chrono::steady_clock::now();
-  if (need_sync && blobs_) st = blobs_->Sync();
   auto t1 = std::chrono::steady_clock::now();
-  sync_us_ += std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count();
-  if (st.ok()) {
-    std::vector<storage::WriteBatch*> batches;
-    batches.reserve(group.size());
-    for (Writer* x : group) batches.push_back(x->batch);
-    st = store_->CommitGroup(batches, &results);
-  }
+  std::vector<storage::WriteBatch*> batches;
+  batches.reserve(group.size());
+  for (Writer* x : group) batches.push_back(x->batch);
+  Status st = store_->CommitGroup(batches, &results);
   commit_us_ += std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t1).count();
 
   lock.lock();
   ++commits_;
   batches_ += group.size();
+  for (size_t i = 0; i < group.size(); ++i) queue_.pop_front();
+  const uint64_t my_commit = ++committed_;
+  // Hand leadership on before flushing: the next group commits while this one syncs.
+  if (!queue_.empty()) queue_.front()->cv.notify_one();
+  // Coalesced flushes: one Sync at a time, each covering every commit made before it began.
+  while (st.ok() && flushed_ < my_commit) {
+    if (flushing_) {
+      flush_cv_.wait(lock);
+      continue;
+    }
+    flushing_ = true;
+    const uint64_t target = committed_;
+    lock.unlock();
+    auto t2 = std::chrono::steady_clock::now();
+    Status fs = store_->Sync();
+    lock.lock();
+    flush_us_ += std::chrono::duration_cast<std::chrono::microseconds>(
+                     std::chrono::steady_clock::now() - t2).count();
+    ++flushes_;
+    flushing_ = false;
+    if (fs.ok()) flushed_ = std::max(flushed_, target);
+    else st = fs;
+    flush_cv_.notify_all();
+  }
   for (size_t i = 0; i < group.size(); ++i) {
-    Writer* x = queue_.front();
-    queue_.pop_front();
+    Writer* x = group[i];
     x->status = st.ok() ? results[i] : st;
     x->done = true;
     if (x != &w) x->cv.notify_one();
   }
-  if (!queue_.empty()) queue_.front()->cv.notify_one();
   return w.status;
 }
 
 GroupCommitter::~GroupCommitter() {
   if (std::getenv("COMMCARE_TRACE_COMMITS") && commits_)
-    std::fprintf(stderr, "group commit: %llu commits, %.1f batches/commit, sync %.0f us, commit %.0f us per group\n",
-                 (unsigned long long)commits_, double(batches_) / commits_, double(sync_us_) / commits_,
-                 double(commit_us_) / commits_);
+    std::fprintf(stderr, "group commit: %llu commits, %.1f batches/commit, commit %.0f us per group; "
+                 "%llu flushes of %.0f us\n",
+                 (unsigned long long)commits_, double(batches_) / commits_,
+                 double(commit_us_) / commits_, (unsigned long long)flushes_,
+                 flushes_ ? double(flush_us_) / flushes_ : 0.0);
 }
 
 void LockTable::Lock(const std::vector<std::string>& keys) {

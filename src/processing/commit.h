@@ -8,22 +8,22 @@
 #include <string>
 #include <vector>
 
-#include "commcare/storage/blob_store.h"
 #include "commcare/storage/primary_store.h"
 
 namespace commcare::processing {
 
 // Concurrent Commit calls on one database share one durable commit (LevelDB's writer queue):
-// the first waiting writer becomes the leader, makes earlier blob puts durable with one
-// BlobStore::Sync, commits every queued batch in one transaction and wakes the others.
+// the first waiting writer becomes the leader, commits every queued batch in one transaction,
+// hands leadership on, then flushes (PrimaryStore::Sync) and wakes its group. So one group's
+// flush overlaps the next group's commit.
 class GroupCommitter {
  public:
-  GroupCommitter(storage::PrimaryStore* store, storage::BlobStore* blobs, size_t max_group = 512)
-      : store_(store), blobs_(blobs), max_group_(max_group) {}
+  explicit GroupCommitter(storage::PrimaryStore* store, size_t max_group = 512)
+      : store_(store), max_group_(max_group) {}
   ~GroupCommitter();
 
   // Applies the batch durably; returns its own outcome (Aborted if a rev check failed).
-  Status Commit(storage::WriteBatch* batch, bool sync_blobs);
+  Status Commit(storage::WriteBatch* batch);
 
   // Sizes of the groups committed so far (for metrics and benchmarks).
   uint64_t commits() const { return commits_; }
@@ -32,18 +32,21 @@ class GroupCommitter {
  private:
   struct Writer {
     storage::WriteBatch* batch;
-    bool sync_blobs;
     bool done = false;
     Status status;
     std::condition_variable cv;
   };
   storage::PrimaryStore* store_;
-  storage::BlobStore* blobs_;
   size_t max_group_;
   std::mutex mu_;
   std::deque<Writer*> queue_;
   uint64_t commits_ = 0, batches_ = 0;
-  uint64_t sync_us_ = 0, commit_us_ = 0;  // time spent making blobs and rows durable
+  uint64_t commit_us_ = 0, flush_us_ = 0;  // time in row commits and in flushes
+  uint64_t committed_ = 0;  // groups committed so far
+  uint64_t flushed_ = 0;    // groups known durable
+  uint64_t flushes_ = 0;
+  bool flushing_ = false;
+  std::condition_variable flush_cv_;
 };
 
 // Named locks taken all at once (so no two lock sets can deadlock).

@@ -132,6 +132,15 @@ int ShardMap::ShardOf(std::string_view id) const {
 }
 
 EngineImpl::~EngineImpl() {
+  if (flusher_.joinable()) {
+    {
+      std::lock_guard l(flush_mu_);
+      stop_flusher_ = true;
+    }
+    flush_cv_.notify_all();
+    flusher_.join();
+    (void)FlushBlobs();
+  }
   committers_.clear();
   dbs_.clear();
   if (lock_fd_ >= 0) ::close(lock_fd_);
@@ -192,9 +201,70 @@ Status EngineImpl::OpenStores() {
     if (!blobs.ok()) return blobs.status();
     blobs_ = std::move(blobs).value();
   }
-  for (auto& db : dbs_) committers_.push_back(std::make_unique<GroupCommitter>(db.get(), blobs_.get()));
-  if (!opts_.read_only) CC_RETURN_IF_ERROR(RecoverIntents());
+  for (auto& db : dbs_) committers_.push_back(std::make_unique<GroupCommitter>(db.get()));
+  released_.assign(dbs_.size(), 0);
+  if (!opts_.read_only) {
+    CC_RETURN_IF_ERROR(RecoverIntents());
+    CC_RETURN_IF_ERROR(RecoverBlobs());
+    journal_blobs_ = opts_.durable && !opts_.in_memory;
+    if (journal_blobs_) flusher_ = std::thread([this] { FlushLoop(); });
+  }
   return Status::Ok();
+}
+
+// ---- the blob journal ----
+// A form's blobs are put without a sync and a copy of each is committed with the form's rows,
+// so one flush (the rows') makes a submission durable. Every 20 ms the flusher syncs the blob
+// store once and drops the copies it covers; after a crash, RecoverBlobs rewrites any blob the
+// blob store lost from its copy. No row ever points at a blob that cannot be read back.
+
+Status EngineImpl::FlushBlobs() {
+  std::vector<std::pair<int, int64_t>> todo;
+  for (size_t i = 0; i < dbs_.size(); ++i) {
+    CC_ASSIGN_OR_RETURN(int64_t max, dbs_[i]->MaxStagedBlobSeq());
+    if (max > released_[i]) todo.emplace_back(static_cast<int>(i), max);
+  }
+  if (todo.empty()) return Status::Ok();
+  CC_RETURN_IF_ERROR(blobs_->Sync());  // covers every blob journaled up to each max
+  for (auto [db, max] : todo) {
+    storage::WriteBatch b;
+    b.ops.emplace_back(storage::ReleaseBlobs{max});
+    CC_RETURN_IF_ERROR(committers_[db]->Commit(&b));
+    released_[db] = max;
+  }
+  return Status::Ok();
+}
+
+void EngineImpl::FlushLoop() {
+  std::unique_lock l(flush_mu_);
+  while (!stop_flusher_) {
+    flush_cv_.wait_for(l, std::chrono::milliseconds(20));
+    if (stop_flusher_) break;
+    l.unlock();
+    (void)FlushBlobs();  // a failure leaves the copies journaled; the next round retries
+    l.lock();
+  }
+}
+
+Status EngineImpl::RecoverBlobs() {
+  bool restored = false;
+  for (size_t i = 0; i < dbs_.size(); ++i) {
+    int64_t after = 0;
+    while (true) {
+      CC_ASSIGN_OR_RETURN(auto staged, dbs_[i]->ReadStagedBlobs(after, 256));
+      if (staged.empty()) break;
+      for (const auto& sb : staged) {
+        auto have = blobs_->Get(sb.key);
+        if (!have.ok() || *have != sb.data) {
+          CC_RETURN_IF_ERROR(blobs_->Restore(sb.key, sb.data));
+          restored = true;
+        }
+        after = sb.seq;
+      }
+    }
+  }
+  (void)restored;
+  return FlushBlobs();
 }
 
 // ---- cross-database commits ----
@@ -214,7 +284,7 @@ Status EngineImpl::CommitPlan(Plan* plan, int home_db) {
   if (plan->batches.empty()) return Status::Ok();
   if (plan->batches.size() == 1) {
     auto& [db, batch] = *plan->batches.begin();
-    return committers_[db]->Commit(&batch, true);
+    return committers_[db]->Commit(&batch);
   }
   // Several databases: write the intent (the other databases' batches) with the home batch,
   // then apply each other batch at most once (its applied marker), then drop the intent.
@@ -227,11 +297,11 @@ Status EngineImpl::CommitPlan(Plan* plan, int home_db) {
   }
   storage::WriteBatch& home = plan->For(home_db);
   home.ops.emplace_back(storage::PutIntent{intent_id, json::serialize(parts)});
-  CC_RETURN_IF_ERROR(committers_[home_db]->Commit(&home, true));
+  CC_RETURN_IF_ERROR(committers_[home_db]->Commit(&home));
   MaybeCrashForTest();
   for (auto& [db, batch] : plan->batches) {
     if (db == home_db) continue;
-    Status s = committers_[db]->Commit(&batch, false);
+    Status s = committers_[db]->Commit(&batch);
     if (!s.ok())
       return Status::Unavailable(fmt::format(
           "committed in database {} but not yet in {} ({}); it is rolled forward on restart",
@@ -239,7 +309,7 @@ Status EngineImpl::CommitPlan(Plan* plan, int home_db) {
   }
   storage::WriteBatch done;
   done.ops.emplace_back(storage::DeleteIntent{intent_id});
-  return committers_[home_db]->Commit(&done, false);
+  return committers_[home_db]->Commit(&done);
 }
 
 Status EngineImpl::RecoverIntents() {
@@ -397,17 +467,21 @@ SubmitResponse EngineImpl::SubmitImpl(const SubmitRequest& req) {
 }
 
 Status EngineImpl::PutBlobs(FormRecord* form, std::string_view xml,
-                            const std::vector<xform::MultipartPart>& parts) {
+                            const std::vector<xform::MultipartPart>& parts, Plan* plan, int home) {
   const std::string prefix = fmt::format("form/{}/", util::NewUuidHex());
   Attachment x{"form.xml", "text/xml", static_cast<int64_t>(xml.size()), form->md5, ""};
   if (x.md5.empty()) x.md5 = util::Md5Hex(xml);
   CC_ASSIGN_OR_RETURN(x.blob_key, blobs_->Put(prefix + "form.xml", xml, false));
+  if (journal_blobs_)
+    plan->For(home).ops.emplace_back(storage::StageBlob{x.blob_key, std::string(xml)});
   form->attachments.push_back(std::move(x));
   int n = 0;
   for (const auto& p : parts) {
     Attachment a{p.name, p.content_type.empty() ? "application/octet-stream" : p.content_type,
                  static_cast<int64_t>(p.data.size()), util::Md5Hex(p.data), ""};
     CC_ASSIGN_OR_RETURN(a.blob_key, blobs_->Put(fmt::format("{}a{}", prefix, n++), p.data, false));
+    if (journal_blobs_)
+      plan->For(home).ops.emplace_back(storage::StageBlob{a.blob_key, std::string(p.data)});
     form->attachments.push_back(std::move(a));
   }
   return Status::Ok();
@@ -428,10 +502,10 @@ SubmitResponse EngineImpl::SaveErrorLog(const SubmitRequest& req, std::string_vi
   f.submit_ip = req.submit_ip;
   f.last_sync_token = req.last_sync_token;
   const std::string message = "There was an error processing the form: " + problem;
-  Status s = PutBlobs(&f, xml, {});
+  Plan plan;
+  int db = map_.DatabaseFor(f.form_id);
+  Status s = PutBlobs(&f, xml, {}, &plan, db);
   if (s.ok()) {
-    Plan plan;
-    int db = map_.DatabaseFor(f.form_id);
     plan.For(db).ops.emplace_back(storage::PutForm{f});
     AddFormChange(&plan, db, f, f.server_modified_on);
     s = CommitPlan(&plan, db);
@@ -625,7 +699,7 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
     form.form_id = NewIdInDatabase(home);
     form.state = FormState::kDuplicate;
     form.problem = fmt::format("Form is a duplicate of another! ({})", form.orig_id);
-    CC_RETURN_IF_ERROR(PutBlobs(&form, xml, parts));
+    CC_RETURN_IF_ERROR(PutBlobs(&form, xml, parts, &plan, home));
     plan.For(home).ops.emplace_back(storage::PutForm{form});
     AddFormChange(&plan, home, form, now);
     CC_RETURN_IF_ERROR(CommitPlan(&plan, home));
@@ -633,7 +707,7 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
     return Respond(201, "submit_error", form.problem, form.form_id, form.state);
   }
 
-  CC_RETURN_IF_ERROR(PutBlobs(&form, xml, parts));
+  CC_RETURN_IF_ERROR(PutBlobs(&form, xml, parts, &plan, home));
   const auto attachments = AttachmentMap(form);
 
   // The previous version: deprecated (edit) or moved aside (replacing an error).

@@ -4,7 +4,10 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <condition_variable>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "commcare/engine.h"
@@ -72,8 +75,15 @@ class EngineImpl final : public Engine {
   Status CommitPlan(Plan* plan, int home_db);
   Status RecoverIntents();
   std::string NewIdInDatabase(int db) const;
+  // Puts the form's XML and attachments in the blob store (not yet durably) and journals a copy
+  // of each in the home database's batch, so the rows' commit makes them durable.
   Status PutBlobs(FormRecord* form, std::string_view xml,
-                  const std::vector<xform::MultipartPart>& parts);
+                  const std::vector<xform::MultipartPart>& parts, Plan* plan, int home);
+  // Syncs the blob store and releases the journal copies it now covers.
+  Status FlushBlobs();
+  // After a crash: rewrites journaled blobs the blob store lost, then releases them.
+  Status RecoverBlobs();
+  void FlushLoop();
   // Re-derives a case from its transactions. override_form_id's content comes from override_pf
   // (nullptr: that form is skipped). Sets *live to whether any transaction applied.
   Result<CaseRecord> Replay(const std::string& case_id, const std::string& domain,
@@ -98,6 +108,12 @@ class EngineImpl final : public Engine {
   std::unique_ptr<storage::BlobStore> blobs_;
   LockTable locks_;
   int lock_fd_ = -1;
+  bool journal_blobs_ = false;  // durable engines keep blob copies with the rows until synced
+  std::thread flusher_;
+  std::mutex flush_mu_;
+  std::condition_variable flush_cv_;
+  bool stop_flusher_ = false;
+  std::vector<int64_t> released_;  // per database: journal seqs released so far
 };
 
 }  // namespace commcare::processing

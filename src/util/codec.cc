@@ -317,6 +317,7 @@ Status DecodeLedgerTx(const json::value& j, LedgerTransaction* t) {
 namespace {
 
 struct OpEncoder {
+  std::vector<std::string_view>* blob_sink = nullptr;
   json::object operator()(const storage::PutForm& op) const {
     return {{"op", "put_form"}, {"form", EncodeForm(op.form)}};
   }
@@ -343,6 +344,23 @@ struct OpEncoder {
   json::object operator()(const storage::AddOutbox& op) const {
     return {{"op", "outbox"}, {"meta", EncodeChange(op.meta)}};
   }
+  json::object operator()(const storage::StageBlob& op) const {
+    if (blob_sink) {
+      blob_sink->push_back(op.data);
+      return {{"op", "stage_blob"}, {"key", op.key}, {"blob", blob_sink->size() - 1}};
+    }
+    static const char* kHex = "0123456789abcdef";
+    std::string hex;
+    hex.reserve(op.data.size() * 2);
+    for (unsigned char c : op.data) {
+      hex.push_back(kHex[c >> 4]);
+      hex.push_back(kHex[c & 15]);
+    }
+    return {{"op", "stage_blob"}, {"key", op.key}, {"data_hex", hex}};
+  }
+  json::object operator()(const storage::ReleaseBlobs& op) const {
+    return {{"op", "release_blobs"}, {"up_to_seq", op.up_to_seq}};
+  }
   json::object operator()(const storage::PutIntent& op) const {
     return {{"op", "put_intent"}, {"intent_id", op.intent_id}, {"payload", op.payload}};
   }
@@ -353,14 +371,16 @@ struct OpEncoder {
 
 }  // namespace
 
-std::string EncodeBatch(const storage::WriteBatch& b) {
+std::string EncodeBatch(const storage::WriteBatch& b, std::vector<std::string_view>* blob_sink) {
   json::array ops;
-  for (const auto& op : b.ops) ops.push_back(std::visit(OpEncoder{}, op));
+  OpEncoder enc{blob_sink};
+  for (const auto& op : b.ops) ops.push_back(std::visit(enc, op));
   json::object o{{"marker", b.applied_marker}, {"ops", std::move(ops)}};
   return json::serialize(o);
 }
 
-Status DecodeBatch(std::string_view text, storage::WriteBatch* b) {
+Status DecodeBatch(std::string_view text, storage::WriteBatch* b,
+                   const std::vector<std::string_view>* blobs) {
   CC_ASSIGN_OR_RETURN(json::value v, ParseJson(text));
   if (!v.is_object()) return NotObject("write batch");
   const auto& o = v.get_object();
@@ -411,6 +431,19 @@ Status DecodeBatch(std::string_view text, storage::WriteBatch* b) {
       storage::AddOutbox p;
       CC_RETURN_IF_ERROR(DecodeChange(sub("meta"), &p.meta));
       b->ops.emplace_back(std::move(p));
+    } else if (kind == "stage_blob" && op.contains("blob")) {
+      size_t idx = static_cast<size_t>(GetInt(op, "blob"));
+      if (!blobs || idx >= blobs->size()) return Status::DataLoss("stage_blob refers to a missing blob");
+      b->ops.emplace_back(storage::StageBlob{GetStr(op, "key"), std::string((*blobs)[idx])});
+    } else if (kind == "stage_blob") {
+      std::string hex = GetStr(op, "data_hex"), data;
+      if (hex.size() % 2) return Status::DataLoss("stage_blob data is not hex");
+      auto nib = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+      for (size_t i = 0; i < hex.size(); i += 2)
+        data.push_back(static_cast<char>(nib(hex[i]) * 16 + nib(hex[i + 1])));
+      b->ops.emplace_back(storage::StageBlob{GetStr(op, "key"), std::move(data)});
+    } else if (kind == "release_blobs") {
+      b->ops.emplace_back(storage::ReleaseBlobs{GetInt(op, "up_to_seq")});
     } else if (kind == "put_intent") {
       b->ops.emplace_back(storage::PutIntent{GetStr(op, "intent_id"), GetStr(op, "payload")});
     } else if (kind == "delete_intent") {

@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "commcare/records.h"
 #include "commcare/status.h"
@@ -26,8 +27,12 @@ Status DecodeLedgerValue(const json::value& j, LedgerValue* v);
 json::object EncodeLedgerTx(const LedgerTransaction& t);
 Status DecodeLedgerTx(const json::value& j, LedgerTransaction* t);
 
-std::string EncodeBatch(const storage::WriteBatch& b);
-Status DecodeBatch(std::string_view text, storage::WriteBatch* b);
+// A batch as JSON. With blob_sink, StageBlob data is not inlined (as hex) but appended to the
+// sink and referenced by index; DecodeBatch then takes the same blobs.
+std::string EncodeBatch(const storage::WriteBatch& b,
+                        std::vector<std::string_view>* blob_sink = nullptr);
+Status DecodeBatch(std::string_view text, storage::WriteBatch* b,
+                   const std::vector<std::string_view>* blobs = nullptr);
 
 // Parses JSON text; InvalidArgument naming the position on error.
 Result<json::value> ParseJson(std::string_view text);

@@ -18,7 +18,7 @@ rng = random.Random(SEED)
 print(f"seed {SEED}")
 
 SHARED = [f"shared-{i}" for i in range(6)]
-FORMS = 240
+FORMS = 400
 
 
 def form_xml(i):
@@ -126,7 +126,7 @@ def scenario(databases, tmp):
             verify(data, shared_of, acked_ids)
     while pending and rounds < 40:
         rounds += 1
-        kill_after = rng.uniform(0.02, 0.4) if rounds < 30 else None
+        kill_after = rng.uniform(0.005, 0.25) if rounds < 30 else None
         acked, rc, _ = submit_round(data, pending, kill_after=kill_after)
         if rc == -signal.SIGKILL:
             kills += 1

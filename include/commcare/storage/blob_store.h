@@ -32,6 +32,9 @@ class BlobStore {
   virtual Result<bool> Exists(std::string_view key) = 0;
   // Makes every earlier Put durable (one barrier for many puts: group commit).
   virtual Status Sync() = 0;
+  // Writes data under exactly this key, one that Put returned earlier, and makes it durable:
+  // repairs a blob lost in a crash from the copy the blob journal kept.
+  virtual Status Restore(std::string_view key, std::string_view data) = 0;
 };
 
 // An in-memory BlobStore.

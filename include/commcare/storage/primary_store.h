@@ -31,6 +31,13 @@ struct Intent {
   std::string payload;
 };
 
+// A blob copy kept in the blob journal (see StageBlob).
+struct StagedBlob {
+  int64_t seq = 0;
+  std::string key;
+  std::string data;
+};
+
 // One physical database: forms, cases, case transactions, ledgers, outbox and intents.
 // Thread safety: every method may be called from any thread; CommitGroup calls are serialized
 // by the caller (the engine's group committer), reads run beside them.
@@ -42,10 +49,18 @@ class PrimaryStore {
   PrimaryStore(const PrimaryStore&) = delete;
   PrimaryStore& operator=(const PrimaryStore&) = delete;
 
-  // Applies each batch atomically and all of them in one durable commit. (*results)[i] is the
-  // outcome of batches[i]: Ok, or Aborted (a PutCase rev check failed; nothing of that batch is
-  // written). A non-ok return means nothing was committed.
+  // Does the batch's encoding work ahead of CommitGroup, on the caller's thread, so that the
+  // group commit's critical section is short. Optional; thread-safe.
+  virtual void Prepare(WriteBatch* batch) {}
+
+  // Applies each batch atomically and all of them in one commit, durable once a Sync() that
+  // started after it returns. (*results)[i] is the outcome of batches[i]: Ok, or Aborted (a
+  // PutCase rev check failed; nothing of that batch is written). A non-ok return means nothing
+  // was committed.
   virtual Status CommitGroup(std::span<WriteBatch* const> batches, std::vector<Status>* results) = 0;
+  // Makes every commit that returned before this call durable. Thread-safe; may run beside the
+  // next CommitGroup, which is what lets group commits overlap their disk flushes.
+  virtual Status Sync() = 0;
 
   // The form row with this id, if any.
   virtual Result<std::optional<FormRecord>> GetForm(std::string_view form_id) = 0;
@@ -66,6 +81,10 @@ class PrimaryStore {
   virtual Status ScanForms(const std::function<bool(const FormRecord&)>& fn) = 0;
   // Up to max outbox rows with seq > after_seq, in seq order.
   virtual Result<std::vector<OutboxRow>> ReadOutbox(int64_t after_seq, size_t max) = 0;
+  // Up to max journaled blobs with seq > after_seq, in seq order.
+  virtual Result<std::vector<StagedBlob>> ReadStagedBlobs(int64_t after_seq, size_t max) = 0;
+  // The highest journaled blob seq (0 if the journal is empty).
+  virtual Result<int64_t> MaxStagedBlobSeq() = 0;
   // Intents written and not yet deleted.
   virtual Result<std::vector<Intent>> PendingIntents() = 0;
   // Removes applied markers that are not in keep (recovery housekeeping).

@@ -27,13 +27,18 @@ struct ReplaceLedgerTransactions {
 };
 // Append a change record to the outbox.
 struct AddOutbox { ChangeMeta meta; };
+// Keep a copy of a blob with the rows until the blob store has it durably (the blob journal).
+struct StageBlob { std::string key; std::string data; };
+// Drop journaled blob copies up to a sequence number (their blobs are durable now).
+struct ReleaseBlobs { int64_t up_to_seq = 0; };
 // Record a cross-database intent (payload: the serialized batches for the other databases).
 struct PutIntent { std::string intent_id; std::string payload; };
 // Remove an intent once every database has applied its part.
 struct DeleteIntent { std::string intent_id; };
 
 using WriteOp = std::variant<PutForm, DeleteForm, PutCase, PutCaseTransaction, PutLedgerValue,
-                             ReplaceLedgerTransactions, AddOutbox, PutIntent, DeleteIntent>;
+                             ReplaceLedgerTransactions, AddOutbox, StageBlob, ReleaseBlobs,
+                             PutIntent, DeleteIntent>;
 
 // Ops applied atomically, in order. If applied_marker is set, the batch is applied at most once:
 // the store records the marker with the rows and skips a batch whose marker it already holds.
@@ -42,6 +47,9 @@ struct WriteBatch {
   std::string applied_marker;
   // Filled in by the store: the outbox sequence numbers assigned to this batch's AddOutbox ops.
   std::vector<int64_t> outbox_seqs;
+  // Filled in by PrimaryStore::Prepare (outside the commit's critical section): the store's
+  // encoding of each op, e.g. serialized documents. Empty if the store prepares nothing.
+  std::vector<std::string> prepared;
 };
 
 }  // namespace commcare::storage

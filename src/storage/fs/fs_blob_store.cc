@@ -161,6 +161,10 @@ class FsBlobStore final : public BlobStore {
     return Status::Ok();
   }
 
+  Status Restore(std::string_view key, std::string_view data) override {
+    return Put(key, data, true).status();
+  }
+
  private:
   Status PathFor(std::string_view key, std::string* path, std::string* dir) const {
     if (key.empty() || key.size() > 1024 || key.find("..") != std::string_view::npos)

@@ -1,9 +1,8 @@
 // BlobStore on append-only volume files (Haystack's design). A Put appends one record — a
 // 32-byte header (magic, length, MD5 of the data) and the data — at an offset reserved
 // atomically, so writers run in parallel; the key it returns says where the record lies.
-// Sync() is one fdatasync per volume written since the last Sync. Volumes are zero-filled ahead
-// of the writers by a background thread, so that fdatasync flushes data blocks only, without
-// extent metadata. A writer never appends to a volume an earlier process wrote: after a crash
+// Sync() is one fdatasync per volume written since the last Sync (the engine calls it from a
+// background flusher, off the submission path: see the blob journal). A writer never appends to a volume an earlier process wrote: after a crash
 // the unsynced tail of the old volume is simply never referenced.
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -33,8 +32,6 @@ namespace fs = std::filesystem;
 constexpr char kMagic[8] = {'C', 'C', 'B', 'L', 'O', 'B', '0', '1'};
 constexpr size_t kHeader = 32;                       // magic 8, length 8, md5 16
 constexpr uint64_t kVolumeBytes = 1ULL << 30;        // roll over to a new volume at 1 GiB
-constexpr uint64_t kZeroChunk = 8ULL << 20;          // zero-fill in 8 MiB steps
-constexpr uint64_t kZeroAhead = 32ULL << 20;         // keep this much zeroed beyond the tail
 
 Status Errno(const std::string& what) {
   int e = errno;
@@ -43,15 +40,11 @@ Status Errno(const std::string& what) {
   return Status::Unavailable(m);
 }
 
-constexpr uint64_t kNone = ~0ULL;
-
-// A volume file. tail, zeroed and the zeroing range are guarded by the store's mutex.
+// A volume file; tail and dirty are guarded by the store's mutex.
 struct Volume {
   uint32_t id = 0;
   int fd = -1;
-  uint64_t tail = 0;     // next free offset
-  uint64_t zeroed = 0;   // [0, zeroed) has been zero-filled and synced (or written)
-  uint64_t zero_from = kNone, zero_to = kNone;  // range being zero-filled now
+  uint64_t tail = 0;  // next free offset
   bool dirty = false;
 };
 
@@ -76,17 +69,9 @@ class PackBlobStore final : public BlobStore {
   PackBlobStore(std::string root, bool read_only) : root_(std::move(root)), read_only_(read_only) {}
 
   ~PackBlobStore() override {
-    {
-      std::lock_guard l(mu_);
-      stop_ = true;
-    }
-    zero_cv_.notify_all();
-    if (zeroer_.joinable()) zeroer_.join();
     for (auto& [id, fd] : read_fds_) ::close(fd);
     if (cur_ && cur_->fd >= 0) {
-      // Give back the zero-filled space past the last record.
-      uint64_t tail = cur_->tail;
-      if (::ftruncate(cur_->fd, static_cast<off_t>(tail)) == 0) ::fdatasync(cur_->fd);
+      ::fdatasync(cur_->fd);
       ::close(cur_->fd);
     }
     for (auto& v : old_) ::close(v->fd);
@@ -106,7 +91,6 @@ class PackBlobStore final : public BlobStore {
         max_id = std::max(max_id, id);
     }
     CC_RETURN_IF_ERROR(NewVolume(max_id + 1));
-    zeroer_ = std::thread([this] { ZeroLoop(); });
     return Status::Ok();
   }
 
@@ -123,23 +107,15 @@ class PackBlobStore final : public BlobStore {
     uint64_t off;
     {
       std::unique_lock l(mu_);
-      while (true) {
+      v = cur_.get();
+      off = v->tail;
+      if (off + size > kVolumeBytes) {
+        CC_RETURN_IF_ERROR(NewVolume(v->id + 1));
         v = cur_.get();
-        off = v->tail;
-        if (off + size > kVolumeBytes) {
-          CC_RETURN_IF_ERROR(NewVolume(v->id + 1));
-          continue;
-        }
-        // Never claim a range the zero-filler is writing right now.
-        if (v->zero_from != kNone && off + size > v->zero_from && off < v->zero_to) {
-          put_cv_.wait(l);
-          continue;
-        }
-        break;
+        off = 0;
       }
       v->tail = off + size;
       v->dirty = true;
-      if (v->zeroed < v->tail + kZeroAhead) zero_cv_.notify_one();
     }
     struct iovec iov[2] = {{header, kHeader}, {const_cast<char*>(data.data()), data.size()}};
     ssize_t n = ::pwritev(v->fd, iov, 2, static_cast<off_t>(off));
@@ -203,6 +179,24 @@ class PackBlobStore final : public BlobStore {
     return n == static_cast<ssize_t>(kHeader) && std::memcmp(header, kMagic, 8) == 0 && stored == len;
   }
 
+  Status Restore(std::string_view key, std::string_view data) override {
+    if (read_only_) return Status::FailedPrecondition("the blob store is open read-only");
+    uint32_t vol;
+    uint64_t off, len;
+    if (!ParseKey(key, &vol, &off, &len) || len != data.size())
+      return Status::InvalidArgument(fmt::format("'{}' is not a pack key for {} bytes", key, data.size()));
+    CC_ASSIGN_OR_RETURN(int fd, ReadFd(vol));
+    char header[kHeader];
+    std::memcpy(header, kMagic, 8);
+    std::memcpy(header + 8, &len, 8);
+    util::Md5Raw(data, reinterpret_cast<uint8_t*>(header + 16));
+    struct iovec iov[2] = {{header, kHeader}, {const_cast<char*>(data.data()), data.size()}};
+    if (::pwritev(fd, iov, 2, static_cast<off_t>(off)) != static_cast<ssize_t>(kHeader + len) ||
+        ::fdatasync(fd) != 0)
+      return Errno(fmt::format("restoring blob {}", key));
+    return Status::Ok();
+  }
+
   Status Sync() override {
     std::vector<int> fds;
     {
@@ -242,34 +236,6 @@ class PackBlobStore final : public BlobStore {
     return Status::Ok();
   }
 
-  // Keeps kZeroAhead bytes past the tail zero-filled and synced. The range being filled is
-  // published (zero_from, zero_to) so that no Put claims it until the zeros are down.
-  void ZeroLoop() {
-    std::string zeros(kZeroChunk, '\0');
-    std::unique_lock l(mu_);
-    while (!stop_) {
-      Volume* v = cur_.get();
-      uint64_t start = std::max(v->zeroed, v->tail);
-      if (start >= v->tail + kZeroAhead || start >= kVolumeBytes) {
-        zero_cv_.wait_for(l, std::chrono::milliseconds(200));
-        continue;
-      }
-      uint64_t end = std::min<uint64_t>(start + kZeroChunk, kVolumeBytes);
-      v->zero_from = start;
-      v->zero_to = end;
-      int fd = v->fd;
-      l.unlock();
-      bool ok = ::pwrite(fd, zeros.data(), end - start, static_cast<off_t>(start)) ==
-                    static_cast<ssize_t>(end - start) &&
-                ::fdatasync(fd) == 0;
-      l.lock();
-      v->zero_from = v->zero_to = kNone;
-      if (ok) v->zeroed = end;
-      put_cv_.notify_all();
-      if (!ok) zero_cv_.wait_for(l, std::chrono::seconds(1));
-    }
-  }
-
   Result<int> ReadFd(uint32_t vol) {
     std::lock_guard l(read_mu_);
     auto it = read_fds_.find(vol);
@@ -287,12 +253,8 @@ class PackBlobStore final : public BlobStore {
   std::string root_;
   bool read_only_;
   std::mutex mu_;
-  std::condition_variable zero_cv_;
-  std::condition_variable put_cv_;
-  bool stop_ = false;
   std::unique_ptr<Volume> cur_;
   std::vector<std::unique_ptr<Volume>> old_;
-  std::thread zeroer_;
   std::mutex read_mu_;
   std::map<uint32_t, int> read_fds_;
 };

@@ -22,6 +22,8 @@ struct Tables {
   std::map<int64_t, OutboxRow> outbox;
   int64_t next_outbox = 1;
   std::map<std::string, std::string> intents;
+  std::map<int64_t, StagedBlob> staged;
+  int64_t next_staged = 1;
   std::set<std::string> markers;
 };
 
@@ -41,6 +43,8 @@ class MemoryPrimaryStore final : public PrimaryStore {
     }
     return Status::Ok();
   }
+
+  Status Sync() override { return Status::Ok(); }
 
   Result<std::optional<FormRecord>> GetForm(std::string_view id) override {
     std::shared_lock lock(mu_);
@@ -110,6 +114,17 @@ class MemoryPrimaryStore final : public PrimaryStore {
     for (auto it = t_.outbox.upper_bound(after); it != t_.outbox.end() && out.size() < max; ++it)
       out.push_back(it->second);
     return out;
+  }
+  Result<std::vector<StagedBlob>> ReadStagedBlobs(int64_t after, size_t max) override {
+    std::shared_lock lock(mu_);
+    std::vector<StagedBlob> out;
+    for (auto it = t_.staged.upper_bound(after); it != t_.staged.end() && out.size() < max; ++it)
+      out.push_back(it->second);
+    return out;
+  }
+  Result<int64_t> MaxStagedBlobSeq() override {
+    std::shared_lock lock(mu_);
+    return t_.staged.empty() ? int64_t{0} : t_.staged.rbegin()->first;
   }
   Result<std::vector<Intent>> PendingIntents() override {
     std::shared_lock lock(mu_);
@@ -197,6 +212,15 @@ class MemoryPrimaryStore final : public PrimaryStore {
     b->outbox_seqs.push_back(seq);
     return Status::Ok();
   }
+  Status Apply(const StageBlob& op, WriteBatch*) {
+    int64_t seq = t_.next_staged++;
+    t_.staged[seq] = StagedBlob{seq, op.key, op.data};
+    return Status::Ok();
+  }
+  Status Apply(const ReleaseBlobs& op, WriteBatch*) {
+    t_.staged.erase(t_.staged.begin(), t_.staged.upper_bound(op.up_to_seq));
+    return Status::Ok();
+  }
   Status Apply(const PutIntent& op, WriteBatch*) {
     t_.intents[op.intent_id] = op.payload;
     return Status::Ok();
@@ -233,6 +257,9 @@ class MemoryBlobStore final : public BlobStore {
     return blobs_.find(key) != blobs_.end();
   }
   Status Sync() override { return Status::Ok(); }
+  Status Restore(std::string_view key, std::string_view data) override {
+    return Put(key, data, true).status();
+  }
 
  private:
   std::mutex mu_;

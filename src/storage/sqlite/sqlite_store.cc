@@ -3,11 +3,23 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
 #include "commcare/storage/primary_store.h"
 #include "util/codec.h"
+#include "util/hash.h"
 
 namespace commcare::storage {
 namespace {
@@ -42,9 +54,32 @@ CREATE TABLE IF NOT EXISTS ledger_transactions(
   doc TEXT NOT NULL, PRIMARY KEY(case_id, form_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox(
   seq INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL, meta TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blob_journal(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS intents(intent_id TEXT PRIMARY KEY, payload TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS applied_markers(marker TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
 )SQL";
+
+// The redo log of a durable store: records of [magic u32][payload length u32][lsn u64]
+// [md5 of payload 16][payload]; payload = [batch count u32] then per batch [json length u32]
+// [json][blob count u32] and per blob [length u32][bytes].
+constexpr uint32_t kLogMagic = 0x474c4343;  // "CCLG"
+constexpr size_t kLogHeader = 32;
+constexpr uint64_t kCheckpointLogBytes = 12ULL << 20;
+// The log file is zero-filled to this size once and then reused from the start after each
+// checkpoint (as RocksDB recycles WAL files): appends overwrite allocated blocks, so a sync
+// flushes data only, not the file's size and extents. Replay stops at the first record that
+// is torn, zero, or not newer than the one before it.
+constexpr uint64_t kLogPreallocBytes = 16ULL << 20;
+
+void PutU32(std::string* s, uint32_t v) { s->append(reinterpret_cast<const char*>(&v), 4); }
+bool GetU32(std::string_view* s, uint32_t* v) {
+  if (s->size() < 4) return false;
+  std::memcpy(v, s->data(), 4);
+  s->remove_prefix(4);
+  return true;
+}
 
 // A connection with a cache of prepared statements.
 class Conn {
@@ -62,11 +97,15 @@ class Conn {
     sqlite3_busy_timeout(db_, 10000);
     if (!read_only) {
       CC_RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL"));
-      CC_RETURN_IF_ERROR(Exec(durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF"));
-      CC_RETURN_IF_ERROR(Exec("PRAGMA wal_autocheckpoint=16384"));
+      // A durable store is made durable by its redo log; SQLite commits without a sync
+      // (NORMAL: a checkpoint still syncs the database before the WAL is reused) and the store
+      // checkpoints explicitly before it truncates the log.
+      CC_RETURN_IF_ERROR(Exec(durable ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=OFF"));
+      CC_RETURN_IF_ERROR(Exec(durable ? "PRAGMA wal_autocheckpoint=0" : "PRAGMA wal_autocheckpoint=16384"));
     }
     CC_RETURN_IF_ERROR(Exec(read_only ? "PRAGMA cache_size=-16000" : "PRAGMA cache_size=-65536"));
     CC_RETURN_IF_ERROR(Exec("PRAGMA mmap_size=1073741824"));
+    CC_RETURN_IF_ERROR(Exec("PRAGMA temp_store=MEMORY"));
     return Status::Ok();
   }
   Status Exec(const char* sql) {
@@ -114,43 +153,307 @@ std::string_view Col(sqlite3_stmt* s, int i) {
   return p ? std::string_view(p, sqlite3_column_bytes(s, i)) : std::string_view();
 }
 
+// The JSON document each op stores ("" for ops without one).
+struct Encoder {
+  std::string operator()(const PutForm& op) const { return json::serialize(codec::EncodeForm(op.form)); }
+  std::string operator()(const PutCase& op) const { return json::serialize(codec::EncodeCase(op.record)); }
+  std::string operator()(const PutCaseTransaction& op) const {
+    return json::serialize(codec::EncodeCaseTx(op.tx));
+  }
+  std::string operator()(const PutLedgerValue& op) const {
+    return json::serialize(codec::EncodeLedgerValue(op.value));
+  }
+  std::string operator()(const AddOutbox& op) const { return json::serialize(codec::EncodeChange(op.meta)); }
+  template <typename T>
+  std::string operator()(const T&) const { return std::string(); }
+};
+
 class SqlitePrimaryStore final : public PrimaryStore {
  public:
   SqlitePrimaryStore(std::string path, bool durable, bool read_only)
       : path_(std::move(path)), durable_(durable), read_only_(read_only) {}
 
+  ~SqlitePrimaryStore() override {
+    if (sealer_.joinable()) {
+      {
+        std::lock_guard<std::recursive_mutex> lock(write_mu_);
+        stop_sealer_ = true;
+      }
+      seal_cv_.notify_all();
+      sealer_.join();
+    }
+    if (log_fd_ >= 0) {
+      std::lock_guard<std::mutex> log_lock(log_mu_);
+      std::lock_guard<std::recursive_mutex> lock(write_mu_);
+      (void)CheckpointLocked();  // leave a short log behind: the next open replays nothing
+      ::close(log_fd_);
+    }
+  }
+
   Status Init() {
     if (!read_only_) {
       CC_RETURN_IF_ERROR(writer_.Open(path_, false, durable_));
       CC_RETURN_IF_ERROR(writer_.Exec(kSchema));
+      if (durable_) {
+        log_path_ = path_ + ".log";
+        log_fd_ = ::open(log_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (log_fd_ < 0)
+          return Status::Unavailable(fmt::format("cannot open {}: {}", log_path_, std::strerror(errno)));
+        CC_RETURN_IF_ERROR(ReplayLog());
+        CC_RETURN_IF_ERROR(PreallocateLog());
+        sealer_ = std::thread([this] { SealLoop(); });
+      }
     }
     return Status::Ok();
   }
 
+  // Makes every group CommitGroup returned durable: one fdatasync of the redo log.
+  Status Sync() override {
+    if (log_fd_ < 0) return Status::Ok();
+    return SyncLog();
+  }
+
+  void Prepare(WriteBatch* b) override {
+    b->prepared.assign(b->ops.size(), std::string());
+    for (size_t i = 0; i < b->ops.size(); ++i) b->prepared[i] = std::visit(Encoder{}, b->ops[i]);
+  }
+
   Status CommitGroup(std::span<WriteBatch* const> batches, std::vector<Status>* results) override {
     if (read_only_) return Status::FailedPrecondition("the store is open read-only");
-    std::lock_guard<std::mutex> lock(write_mu_);
+    // The commit point is the group's record in the redo log, made durable by Sync() (the
+    // group committer coalesces those). SQLite is applied at once, in a transaction that is
+    // committed ("sealed") only after the log is synced past it, so no row can reach the
+    // database file ahead of its log record.
+    std::lock_guard<std::mutex> log_lock(log_mu_);
+    int64_t lsn = 0;
+    if (log_fd_ >= 0) {
+      lsn = next_lsn_++;
+      CC_RETURN_IF_ERROR(AppendLog(lsn, batches));
+    }
+    std::lock_guard<std::recursive_mutex> lock(write_mu_);
+    CC_RETURN_IF_ERROR(broken_);
+    Status s = ApplyGroup(batches, results, lsn);
+    if (!s.ok()) return s;
+    if (log_fd_ >= 0 && log_size_ >= kCheckpointLogBytes) (void)CheckpointLocked();
+    return Status::Ok();
+  }
+
+  Status SyncLog() {
+    const int64_t target = appended_lsn_.load();
+    if (synced_lsn_.load() >= target) return Status::Ok();
+    if (::fdatasync(log_fd_) != 0)
+      return Status::Unavailable(fmt::format("syncing {}: {}", log_path_, std::strerror(errno)));
+    int64_t prev = synced_lsn_.load();
+    while (prev < target && !synced_lsn_.compare_exchange_weak(prev, target)) {
+    }
+    return Status::Ok();
+  }
+
+ private:
+  // Applies a group (a savepoint per batch) and records lsn if set. With a redo log, the SQLite
+  // transaction stays open across groups and is committed at most kSealMillis later (by the
+  // next group or the sealer thread): one SQLite commit rewrites each touched page once for
+  // many groups. This store's own reads go through the writer connection, so they see every
+  // applied group at once; other processes see them once sealed.
+  Status ApplyGroup(std::span<WriteBatch* const> batches, std::vector<Status>* results, int64_t lsn) {
     results->assign(batches.size(), Status::Ok());
-    CC_RETURN_IF_ERROR(writer_.Exec("BEGIN IMMEDIATE"));
+    if (!txn_open_) {
+      CC_RETURN_IF_ERROR(writer_.Exec("BEGIN IMMEDIATE"));
+      txn_open_ = true;
+      txn_started_ = std::chrono::steady_clock::now();
+    }
     for (size_t i = 0; i < batches.size(); ++i) {
-      CC_RETURN_IF_ERROR(writer_.Exec("SAVEPOINT b"));
-      Status s = ApplyBatch(batches[i]);
-      if (!s.ok()) {
+      // A batch's only expected failure is a rev check, made before it writes anything, so no
+      // savepoint is needed (savepoints journal every page they touch). Any other failure
+      // abandons the whole group.
+      Status s = CheckRevs(*batches[i]);
+      if (s.ok()) s = ApplyBatch(batches[i]);
+      if (s.IsAborted()) {
         (*results)[i] = s;
         batches[i]->outbox_seqs.clear();
-        CC_RETURN_IF_ERROR(writer_.Exec("ROLLBACK TO b"));
+        continue;
       }
-      CC_RETURN_IF_ERROR(writer_.Exec("RELEASE b"));
+      if (!s.ok()) {
+        (void)writer_.Exec("ROLLBACK");
+        txn_open_ = false;
+        if (lsn > 0) broken_ = s;
+        return s;
+      }
     }
+    if (lsn > 0) {
+      sqlite3_stmt* m = writer_.Prep("INSERT OR REPLACE INTO meta(k, v) VALUES('applied_lsn', ?)");
+      Bind(m, 1, lsn);
+      if (sqlite3_step(m) != SQLITE_DONE) {
+        Status e = writer_.Err("recording the applied log position");
+        (void)writer_.Exec("ROLLBACK");
+        txn_open_ = false;
+        if (lsn > 0) broken_ = e;  // acknowledged groups are in the log: reopen replays them
+        return e;
+      }
+    }
+    if (lsn == 0 || std::chrono::steady_clock::now() - txn_started_ >= kSeal) return SealLocked();
+    seal_cv_.notify_one();
+    return Status::Ok();
+  }
+
+  static constexpr std::chrono::milliseconds kSeal{250};
+
+  // Commits the open SQLite transaction, if any, once the log holds all of it durably.
+  Status SealLocked() {
+    if (!txn_open_) return Status::Ok();
+    if (log_fd_ >= 0) CC_RETURN_IF_ERROR(SyncLog());
     writer_.ResetAll();
     Status c = writer_.Exec("COMMIT");
+    txn_open_ = false;
     if (!c.ok()) {
       (void)writer_.Exec("ROLLBACK");
+      if (log_fd_ >= 0) broken_ = c;  // the log still holds what was lost: reopen replays it
       return c;
     }
     return Status::Ok();
   }
 
+  void SealLoop() {
+    std::unique_lock<std::recursive_mutex> lock(write_mu_);
+    while (!stop_sealer_) {
+      seal_cv_.wait_for(lock, kSeal);
+      if (txn_open_ && std::chrono::steady_clock::now() - txn_started_ >= kSeal) (void)SealLocked();
+    }
+  }
+
+  Status AppendLog(int64_t lsn, std::span<WriteBatch* const> batches) {
+    std::string payload;
+    PutU32(&payload, static_cast<uint32_t>(batches.size()));
+    for (const WriteBatch* b : batches) {
+      std::vector<std::string_view> blobs;
+      std::string js = codec::EncodeBatch(*b, &blobs);
+      PutU32(&payload, static_cast<uint32_t>(js.size()));
+      payload += js;
+      PutU32(&payload, static_cast<uint32_t>(blobs.size()));
+      for (auto blob : blobs) {
+        PutU32(&payload, static_cast<uint32_t>(blob.size()));
+        payload.append(blob);
+      }
+    }
+    char header[kLogHeader];
+    uint32_t magic = kLogMagic, len = static_cast<uint32_t>(payload.size());
+    std::memcpy(header, &magic, 4);
+    std::memcpy(header + 4, &len, 4);
+    std::memcpy(header + 8, &lsn, 8);
+    util::Md5Raw(payload, reinterpret_cast<uint8_t*>(header + 16));
+    struct iovec iov[2] = {{header, kLogHeader}, {payload.data(), payload.size()}};
+    const ssize_t want = static_cast<ssize_t>(kLogHeader + payload.size());
+    if (::pwritev(log_fd_, iov, 2, static_cast<off_t>(log_size_)) != want) {
+      Status s = Status::Unavailable(fmt::format("writing {}: {}", log_path_, std::strerror(errno)));
+      // Cut off whatever part of the record reached the file, so it never replays.
+      if (::ftruncate(log_fd_, static_cast<off_t>(log_size_)) == 0) ::fdatasync(log_fd_);
+      return s;
+    }
+    log_size_ += static_cast<uint64_t>(want);
+    appended_lsn_.store(lsn);
+    return Status::Ok();
+  }
+
+  Status PreallocateLog() {
+    struct stat st;
+    if (::fstat(log_fd_, &st) != 0) return Status::Unavailable("cannot stat " + log_path_);
+    if (static_cast<uint64_t>(st.st_size) >= kLogPreallocBytes) return Status::Ok();
+    std::string zeros(1 << 20, '\0');
+    for (uint64_t off = static_cast<uint64_t>(st.st_size); off < kLogPreallocBytes; off += zeros.size())
+      if (::pwrite(log_fd_, zeros.data(), zeros.size(), static_cast<off_t>(off)) !=
+          static_cast<ssize_t>(zeros.size()))
+        return Status::Unavailable(fmt::format("preallocating {}: {}", log_path_, std::strerror(errno)));
+    if (::fsync(log_fd_) != 0) return Status::Unavailable("cannot sync " + log_path_);
+    return Status::Ok();
+  }
+
+  // Makes the database durable up to the last applied record, then reuses the log from the
+  // start (every record in it is now in the database and replay would skip it).
+  Status CheckpointLocked() {
+    CC_RETURN_IF_ERROR(SealLocked());
+    int log_frames = 0, ckpt_frames = 0;
+    int rc = sqlite3_wal_checkpoint_v2(writer_.db(), nullptr, SQLITE_CHECKPOINT_TRUNCATE,
+                                       &log_frames, &ckpt_frames);
+    if (rc != SQLITE_OK) {
+      // Readers pinned the WAL: a full checkpoint plus an explicit sync still makes it durable.
+      rc = sqlite3_wal_checkpoint_v2(writer_.db(), nullptr, SQLITE_CHECKPOINT_FULL, &log_frames,
+                                     &ckpt_frames);
+      if (rc != SQLITE_OK || ckpt_frames < log_frames) return writer_.Err("checkpointing");
+    }
+    log_size_ = 0;
+    synced_lsn_.store(appended_lsn_.load());
+    return Status::Ok();
+  }
+
+  // Applies the log's records the database does not have yet (after a crash), then checkpoints.
+  Status ReplayLog() {
+    int64_t applied = 0;
+    {
+      sqlite3_stmt* q = writer_.Prep("SELECT v FROM meta WHERE k='applied_lsn'");
+      if (sqlite3_step(q) == SQLITE_ROW) applied = sqlite3_column_int64(q, 0);
+      sqlite3_reset(q);
+    }
+    struct stat st;
+    if (::fstat(log_fd_, &st) != 0) return Status::Unavailable("cannot stat " + log_path_);
+    std::string log(static_cast<size_t>(st.st_size), '\0');
+    if (!log.empty() && ::pread(log_fd_, log.data(), log.size(), 0) != static_cast<ssize_t>(log.size()))
+      return Status::Unavailable("cannot read " + log_path_);
+    size_t off = 0;
+    int64_t last = applied, prev = 0;
+    while (off + kLogHeader <= log.size()) {
+      uint32_t magic, len;
+      int64_t lsn;
+      std::memcpy(&magic, log.data() + off, 4);
+      std::memcpy(&len, log.data() + off + 4, 4);
+      std::memcpy(&lsn, log.data() + off + 8, 8);
+      if (magic != kLogMagic || off + kLogHeader + len > log.size() || lsn <= prev) break;
+      std::string_view payload(log.data() + off + kLogHeader, len);
+      uint8_t md5[16];
+      util::Md5Raw(payload, md5);
+      if (std::memcmp(md5, log.data() + off + 16, 16) != 0) break;
+      off += kLogHeader + len;
+      prev = lsn;
+      last = std::max(last, lsn);
+      if (lsn <= applied) continue;
+      std::vector<WriteBatch> owned;
+      CC_RETURN_IF_ERROR(DecodeLogPayload(payload, &owned));
+      std::vector<WriteBatch*> ptrs;
+      for (auto& b : owned) ptrs.push_back(&b);
+      std::vector<Status> results;
+      CC_RETURN_IF_ERROR(ApplyGroup(ptrs, &results, lsn));
+      ++replayed_;
+    }
+    next_lsn_ = last + 1;
+    appended_lsn_.store(last);
+    synced_lsn_.store(last);
+    log_size_ = off;
+    return CheckpointLocked();
+  }
+
+  static Status DecodeLogPayload(std::string_view p, std::vector<WriteBatch>* out) {
+    uint32_t n;
+    if (!GetU32(&p, &n)) return Status::DataLoss("log record: no batch count");
+    for (uint32_t i = 0; i < n; ++i) {
+      uint32_t jl, nb;
+      if (!GetU32(&p, &jl) || p.size() < jl) return Status::DataLoss("log record: short batch");
+      std::string_view js = p.substr(0, jl);
+      p.remove_prefix(jl);
+      if (!GetU32(&p, &nb)) return Status::DataLoss("log record: no blob count");
+      std::vector<std::string_view> blobs;
+      for (uint32_t k = 0; k < nb; ++k) {
+        uint32_t bl;
+        if (!GetU32(&p, &bl) || p.size() < bl) return Status::DataLoss("log record: short blob");
+        blobs.push_back(p.substr(0, bl));
+        p.remove_prefix(bl);
+      }
+      WriteBatch b;
+      CC_RETURN_IF_ERROR(codec::DecodeBatch(js, &b, &blobs));
+      out->push_back(std::move(b));
+    }
+    return Status::Ok();
+  }
+
+ public:
   Result<std::optional<FormRecord>> GetForm(std::string_view form_id) override {
     auto r = Reader();
     sqlite3_stmt* s = r->Prep("SELECT doc FROM forms WHERE form_id=?");
@@ -277,6 +580,30 @@ class SqlitePrimaryStore final : public PrimaryStore {
     return out;
   }
 
+  Result<std::vector<StagedBlob>> ReadStagedBlobs(int64_t after_seq, size_t max) override {
+    auto r = Reader();
+    sqlite3_stmt* s =
+        r->Prep("SELECT seq, key, data FROM blob_journal WHERE seq>? ORDER BY seq LIMIT ?");
+    Bind(s, 1, after_seq);
+    Bind(s, 2, static_cast<int64_t>(max));
+    std::vector<StagedBlob> out;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      const auto* p = static_cast<const char*>(sqlite3_column_blob(s, 2));
+      out.push_back({sqlite3_column_int64(s, 0), std::string(Col(s, 1)),
+                     std::string(p ? p : "", static_cast<size_t>(sqlite3_column_bytes(s, 2)))});
+    }
+    if (rc != SQLITE_DONE) return r->Err("reading the blob journal");
+    return out;
+  }
+
+  Result<int64_t> MaxStagedBlobSeq() override {
+    auto r = Reader();
+    sqlite3_stmt* s = r->Prep("SELECT COALESCE(MAX(seq), 0) FROM blob_journal");
+    if (sqlite3_step(s) != SQLITE_ROW) return r->Err("reading the blob journal");
+    return static_cast<int64_t>(sqlite3_column_int64(s, 0));
+  }
+
   Result<std::vector<Intent>> PendingIntents() override {
     auto r = Reader();
     sqlite3_stmt* s = r->Prep("SELECT intent_id, payload FROM intents ORDER BY intent_id");
@@ -290,7 +617,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
 
   Status PruneAppliedMarkers(const std::vector<std::string>& keep) override {
     if (read_only_) return Status::FailedPrecondition("the store is open read-only");
-    std::lock_guard<std::mutex> lock(write_mu_);
+    std::lock_guard<std::recursive_mutex> lock(write_mu_);
+    CC_RETURN_IF_ERROR(SealLocked());
     CC_RETURN_IF_ERROR(writer_.Exec("BEGIN IMMEDIATE"));
     CC_RETURN_IF_ERROR(writer_.Exec("CREATE TEMP TABLE IF NOT EXISTS keep_markers(m TEXT PRIMARY KEY)"));
     CC_RETURN_IF_ERROR(writer_.Exec("DELETE FROM keep_markers"));
@@ -308,7 +636,12 @@ class SqlitePrimaryStore final : public PrimaryStore {
   // A pooled read connection, returned to the pool when the handle dies.
   struct ReaderDeleter {
     SqlitePrimaryStore* store;
+    bool is_writer = false;
     void operator()(Conn* c) const {
+      if (is_writer) {
+        store->write_mu_.unlock();
+        return;
+      }
       c->ResetAll();
       std::lock_guard<std::mutex> l(store->pool_mu_);
       store->pool_.emplace_back(c);
@@ -316,7 +649,13 @@ class SqlitePrimaryStore final : public PrimaryStore {
   };
   using ReaderHandle = std::unique_ptr<Conn, ReaderDeleter>;
 
+  // A connection to read with: with a redo log, the writer (it sees unsealed groups); else a
+  // pooled read-only connection. Callbacks of a scan must not scan the same store again.
   ReaderHandle Reader() {
+    if (log_fd_ >= 0) {
+      write_mu_.lock();
+      return ReaderHandle(&writer_, ReaderDeleter{this, true});
+    }
     {
       std::lock_guard<std::mutex> l(pool_mu_);
       if (!pool_.empty()) {
@@ -333,8 +672,10 @@ class SqlitePrimaryStore final : public PrimaryStore {
 
   template <typename T, typename F>
   static Status DecodeDoc(std::string_view text, T* out, F decode) {
+    unsigned char buf[8192];
+    json::monotonic_resource mr(buf, sizeof buf);
     boost::system::error_code ec;
-    json::value v = json::parse(text, ec);
+    json::value v = json::parse(text, ec, &mr);
     if (ec) return Status::DataLoss("a stored row is not valid JSON");
     return decode(v, out);
   }
@@ -346,6 +687,43 @@ class SqlitePrimaryStore final : public PrimaryStore {
     return Status::Ok();
   }
 
+  // Aborted if a PutCase of the batch expects another rev than the stored one (or an earlier
+  // PutCase of the same batch leaves). A batch whose applied marker is recorded passes.
+  Status CheckRevs(const WriteBatch& b) {
+    if (!b.applied_marker.empty()) {
+      sqlite3_stmt* q = writer_.Prep("SELECT 1 FROM applied_markers WHERE marker=?");
+      Bind(q, 1, b.applied_marker);
+      bool seen = sqlite3_step(q) == SQLITE_ROW;
+      sqlite3_reset(q);
+      if (seen) return Status::Ok();
+    }
+    std::vector<std::pair<std::string_view, int64_t>> pending;
+    for (const auto& op : b.ops) {
+      const auto* pc = std::get_if<PutCase>(&op);
+      if (!pc) continue;
+      const std::string& id = pc->record.case_id;
+      int64_t current = -1;
+      for (auto it = pending.rbegin(); it != pending.rend(); ++it)
+        if (it->first == id) {
+          current = it->second;
+          break;
+        }
+      if (current < 0) {
+        sqlite3_stmt* q = writer_.Prep("SELECT rev FROM cases WHERE case_id=?");
+        Bind(q, 1, id);
+        int rc = sqlite3_step(q);
+        current = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
+        sqlite3_reset(q);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return writer_.Err("reading a case rev");
+      }
+      if (current != pc->expected_rev)
+        return Status::Aborted(fmt::format("case '{}' changed concurrently (rev {} != expected {})",
+                                           id, current, pc->expected_rev));
+      pending.emplace_back(id, pc->record.rev);
+    }
+    return Status::Ok();
+  }
+
   Status ApplyBatch(WriteBatch* b) {
     b->outbox_seqs.clear();
     if (!b->applied_marker.empty()) {
@@ -354,8 +732,10 @@ class SqlitePrimaryStore final : public PrimaryStore {
       CC_RETURN_IF_ERROR(Step(s, "recording an applied marker"));
       if (sqlite3_changes(writer_.db()) == 0) return Status::Ok();  // applied before: skip
     }
-    for (const auto& op : b->ops) {
-      Status st = std::visit([&](const auto& o) { return Apply(o, b); }, op);
+    if (b->prepared.size() != b->ops.size()) Prepare(b);
+    for (size_t i = 0; i < b->ops.size(); ++i) {
+      doc_ = &b->prepared[i];
+      Status st = std::visit([&](const auto& o) { return Apply(o, b); }, b->ops[i]);
       CC_RETURN_IF_ERROR(st);
     }
     return Status::Ok();
@@ -363,7 +743,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
 
   Status Apply(const PutForm& op, WriteBatch*) {
     const FormRecord& f = op.form;
-    const std::string doc = json::serialize(codec::EncodeForm(f));
+    const std::string& doc = *doc_;
     sqlite3_stmt* u = writer_.Prep("UPDATE forms SET domain=?2, state=?3, doc=?4 WHERE form_id=?1");
     Bind(u, 1, f.form_id);
     Bind(u, 2, f.domain);
@@ -408,7 +788,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
     Bind(s, 5, static_cast<int64_t>(c.closed));
     Bind(s, 6, static_cast<int64_t>(c.deleted));
     Bind(s, 7, c.rev);
-    Bind(s, 8, json::serialize(codec::EncodeCase(c)));
+    Bind(s, 8, *doc_);
     CC_RETURN_IF_ERROR(Step(s, "writing a case"));
     if (rc == SQLITE_ROW || !c.indices.empty()) {
       sqlite3_stmt* d = writer_.Prep("DELETE FROM case_indices WHERE case_id=?");
@@ -439,9 +819,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
       if (sqlite3_step(q) == SQLITE_ROW) seq = sqlite3_column_int64(q, 0);
       sqlite3_reset(q);
     }
-    CaseTransaction copy = t;
-    copy.seq = seq;
-    const std::string doc = json::serialize(codec::EncodeCaseTx(copy));
+    const std::string& doc = *doc_;  // its seq field is not read back: the column is
     if (seq != 0) {
       sqlite3_stmt* u = writer_.Prep("UPDATE case_transactions SET doc=? WHERE seq=?");
       Bind(u, 1, doc);
@@ -462,7 +840,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
     Bind(s, 1, op.value.case_id);
     Bind(s, 2, op.value.section_id);
     Bind(s, 3, op.value.entry_id);
-    Bind(s, 4, json::serialize(codec::EncodeLedgerValue(op.value)));
+    Bind(s, 4, *doc_);
     return Step(s, "writing a ledger value");
   }
   Status Apply(const ReplaceLedgerTransactions& op, WriteBatch*) {
@@ -486,10 +864,21 @@ class SqlitePrimaryStore final : public PrimaryStore {
   Status Apply(const AddOutbox& op, WriteBatch* b) {
     sqlite3_stmt* s = writer_.Prep("INSERT INTO outbox(doc_id, meta) VALUES(?,?)");
     Bind(s, 1, op.meta.document_id);
-    Bind(s, 2, json::serialize(codec::EncodeChange(op.meta)));
+    Bind(s, 2, *doc_);
     CC_RETURN_IF_ERROR(Step(s, "writing an outbox row"));
     b->outbox_seqs.push_back(sqlite3_last_insert_rowid(writer_.db()));
     return Status::Ok();
+  }
+  Status Apply(const StageBlob& op, WriteBatch*) {
+    sqlite3_stmt* s = writer_.Prep("INSERT INTO blob_journal(key, data) VALUES(?,?)");
+    Bind(s, 1, op.key);
+    sqlite3_bind_blob(s, 2, op.data.data(), static_cast<int>(op.data.size()), SQLITE_STATIC);
+    return Step(s, "journaling a blob");
+  }
+  Status Apply(const ReleaseBlobs& op, WriteBatch*) {
+    sqlite3_stmt* s = writer_.Prep("DELETE FROM blob_journal WHERE seq<=?");
+    Bind(s, 1, op.up_to_seq);
+    return Step(s, "releasing journaled blobs");
   }
   Status Apply(const PutIntent& op, WriteBatch*) {
     sqlite3_stmt* s = writer_.Prep("INSERT OR REPLACE INTO intents(intent_id, payload) VALUES(?,?)");
@@ -503,10 +892,24 @@ class SqlitePrimaryStore final : public PrimaryStore {
     return Step(s, "deleting an intent");
   }
 
+  const std::string* doc_ = nullptr;  // the prepared document of the op being applied
+  bool txn_open_ = false;             // an unsealed SQLite transaction is open on writer_
+  std::chrono::steady_clock::time_point txn_started_;
+  Status broken_;                     // set when SQLite lost applied groups; reopen replays
+  std::thread sealer_;
+  std::condition_variable_any seal_cv_;
+  bool stop_sealer_ = false;
+  std::mutex log_mu_;                 // appends to (and truncation of) the redo log
+  std::atomic<int64_t> appended_lsn_{0}, synced_lsn_{0};
+  int log_fd_ = -1;                   // the redo log (durable stores only)
+  std::string log_path_;
+  uint64_t log_size_ = 0;
+  int64_t next_lsn_ = 1;
+  int replayed_ = 0;
   std::string path_;
   bool durable_;
   bool read_only_;
-  std::mutex write_mu_;
+  std::recursive_mutex write_mu_;
   Conn writer_;
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<Conn>> pool_;
