@@ -33,11 +33,14 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-long RssKb() {
+// A /proc/self/status figure in KB (VmRSS, RssAnon: heap and stacks, RssFile: mapped files).
+long StatusKb(const char* key) {
   std::ifstream in("/proc/self/status");
   std::string line;
+  const size_t n = std::strlen(key);
   while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    if (line.compare(0, n, key) == 0 && line.size() > n && line[n] == ':')
+      return std::stol(line.substr(n + 1));
   return -1;
 }
 
@@ -51,13 +54,6 @@ long long WrittenBytes() {
   return -1;
 }
 
-long PeakRssKb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
-  return -1;
-}
 
 // Form i: creates case i/2's case on even i... every case is created once and updated once.
 std::string MakeForm(long i, long ncases) {
@@ -131,7 +127,8 @@ double RunEngine(commcare::Engine* e, long from, long to, long ncases, int threa
           if (failures->fetch_add(1) < 5) fmt::print(stderr, "form {}: {} {}\n", i, resp.http_status, resp.message);
         }
         if (report_rss && (i + 1) % 100000 == 0)
-          fmt::print("  rss after {:>8} forms: {:>7} KB\n", i + 1, RssKb());
+          fmt::print("  rss after {:>8} forms: {:>7} KB (anon {} KB, mapped files {} KB)\n", i + 1,
+                     StatusKb("VmRSS"), StatusKb("RssAnon"), StatusKb("RssFile"));
       }
     });
   for (auto& t : ts) t.join();
@@ -249,12 +246,13 @@ int main(int argc, char** argv) {
   double secs = RunEngine(eng.get(), a.warmup, total, ncases, a.threads, &failures, true);
   long long written = WrittenBytes() - written0;
   double engine_rate = a.forms / secs;
+  fmt::print("rss at the end: {} KB (anon {} KB)\n", StatusKb("VmRSS"), StatusKb("RssAnon"));
   auto check = eng->Check();
   eng.reset();
   fmt::print("engine: {:.0f} forms/s ({} forms in {:.2f} s, {} failures, check {})\n", engine_rate,
              a.forms, secs, failures.load(),
              check.ok() && check->problems.empty() ? "ok" : "FAILED");
-  fmt::print("peak rss: {} KB; bytes written per form: {}\n", PeakRssKb(), written / a.forms);
+  fmt::print("bytes written per form: {}\n", written / a.forms);
 
   if (!a.skip_floor) {
     long long w0 = WrittenBytes();

@@ -35,6 +35,7 @@ struct EngineOptions {
   size_t max_xml_bytes = 10 * 1024 * 1024;         // HQ's MAX_UPLOAD_SIZE
   size_t max_attachment_bytes = 100 * 1024 * 1024; // per attachment
   size_t max_body_bytes = 150 * 1024 * 1024;       // a whole request body
+  int blob_flush_interval_ms = 20;  // how often blobs are synced and their journal copies dropped
 };
 
 // One submission as a host received it (the HTTP receiver, the CLI, the API).

@@ -238,7 +238,7 @@ Status EngineImpl::FlushBlobs() {
 void EngineImpl::FlushLoop() {
   std::unique_lock l(flush_mu_);
   while (!stop_flusher_) {
-    flush_cv_.wait_for(l, std::chrono::milliseconds(20));
+    flush_cv_.wait_for(l, std::chrono::milliseconds(std::max(1, opts_.blob_flush_interval_ms)));
     if (stop_flusher_) break;
     l.unlock();
     (void)FlushBlobs();  // a failure leaves the copies journaled; the next round retries

@@ -371,6 +371,11 @@ struct OpEncoder {
 
 }  // namespace
 
+json::object EncodeOp(const storage::WriteOp& op, std::vector<std::string_view>* blob_sink) {
+  OpEncoder enc{blob_sink};
+  return std::visit(enc, op);
+}
+
 std::string EncodeBatch(const storage::WriteBatch& b, std::vector<std::string_view>* blob_sink) {
   json::array ops;
   OpEncoder enc{blob_sink};

@@ -27,6 +27,8 @@ Status DecodeLedgerValue(const json::value& j, LedgerValue* v);
 json::object EncodeLedgerTx(const LedgerTransaction& t);
 Status DecodeLedgerTx(const json::value& j, LedgerTransaction* t);
 
+// One op as JSON (StageBlob data to blob_sink when given, else inline as hex).
+json::object EncodeOp(const storage::WriteOp& op, std::vector<std::string_view>* blob_sink);
 // A batch as JSON. With blob_sink, StageBlob data is not inlined (as hex) but appended to the
 // sink and referenced by index; DecodeBatch then takes the same blobs.
 std::string EncodeBatch(const storage::WriteBatch& b,

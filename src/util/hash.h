@@ -15,6 +15,8 @@ uint32_t ShardHash(std::string_view id);
 std::string Md5Hex(std::string_view data);
 // 16 raw MD5 bytes of data.
 void Md5Raw(std::string_view data, uint8_t out[16]);
+// CRC-32C (Castagnoli) of data, continuing from crc (0 to start); SSE4.2 where available.
+uint32_t Crc32c(std::string_view data, uint32_t crc = 0);
 // A random 32-hex-digit id (uuid4().hex).
 std::string NewUuidHex();
 

@@ -17,10 +17,19 @@ using namespace commcare::storage;
 
 namespace {
 
+// A fresh directory under the temp dir, removed when the test process exits.
 std::string TempDir(const char* tag) {
+  static struct Cleaner {
+    std::vector<std::filesystem::path> dirs;
+    ~Cleaner() {
+      std::error_code ec;
+      for (const auto& d : dirs) std::filesystem::remove_all(d, ec);
+    }
+  } cleaner;
   auto p = std::filesystem::temp_directory_path() /
            fmt::format("cc-conf-{}-{}-{}", tag, ::getpid(), rand());
   std::filesystem::create_directories(p);
+  cleaner.dirs.push_back(p);
   return p.string();
 }
 

@@ -47,29 +47,26 @@ def run(args, check=True):
     return p
 
 
-def submit_round(data, files, env_extra=None, kill_after=None):
-    """Submits files; kills the process after kill_after seconds. Returns acked file paths."""
+def submit_round(data, files, env_extra=None, kill_after_acks=None):
+    """Submits files; after kill_after_acks acknowledged forms (plus a random 0-3 ms, so the kill
+    lands anywhere in the next forms' processing) kills the process with SIGKILL.
+    Returns (acked file paths, exit code)."""
     env = dict(os.environ)
     env.update(env_extra or {})
     proc = subprocess.Popen([CC, "submit", "--data", data, "--domain", "demo"] + files,
                             stdout=subprocess.PIPE, text=True, env=env)
     acked = []
-    start = time.time()
-    if kill_after is not None:
-        def killer():
-            time.sleep(kill_after)
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        import threading
-        threading.Thread(target=killer, daemon=True).start()
+    killed = False
     for line in proc.stdout:
         r = json.loads(line)
         if r.get("status") == 201:
             acked.append(r["file"])
+        if kill_after_acks is not None and not killed and len(acked) >= kill_after_acks:
+            time.sleep(rng.uniform(0, 0.003))
+            proc.send_signal(signal.SIGKILL)
+            killed = True
     proc.wait()
-    return acked, proc.returncode, time.time() - start
+    return acked, proc.returncode
 
 
 def verify(data, shared_of, acked_ids):
@@ -119,15 +116,15 @@ def scenario(databases, tmp):
     if databases > 1:
         # Deterministic crash right after a cross-database intent became durable.
         for n in (1, 3):
-            acked, rc, _ = submit_round(data, pending[:20], {"COMMCARE_TEST_CRASH_AFTER_INTENT": str(n)})
+            acked, rc = submit_round(data, pending[:20], {"COMMCARE_TEST_CRASH_AFTER_INTENT": str(n)})
             assert rc == -signal.SIGKILL, f"expected the injected SIGKILL, got {rc}"
             kills += 1
             acked_ids.update(int(os.path.basename(f)[1:-4]) for f in acked)
             verify(data, shared_of, acked_ids)
     while pending and rounds < 40:
         rounds += 1
-        kill_after = rng.uniform(0.005, 0.25) if rounds < 30 else None
-        acked, rc, _ = submit_round(data, pending, kill_after=kill_after)
+        kill_at = rng.randint(1, 40) if rounds < 30 and len(pending) > 1 else None
+        acked, rc = submit_round(data, pending, kill_after_acks=kill_at)
         if rc == -signal.SIGKILL:
             kills += 1
         acked_ids.update(int(os.path.basename(f)[1:-4]) for f in acked)
@@ -136,7 +133,7 @@ def scenario(databases, tmp):
     assert not pending, f"{len(pending)} forms never acknowledged"
     present = verify(data, shared_of, acked_ids)
     assert present == FORMS
-    assert kills >= 3, f"only {kills} kills happened; the test did not exercise crashes"
+    assert kills >= 5, f"only {kills} kills happened; the test did not exercise crashes"
     print(f"databases={databases}: {rounds} rounds, {kills} kills, all {FORMS} forms intact")
 
 

@@ -24,6 +24,13 @@ TEST_CASE("ShardHash is the low 32 bits of zero-key SipHash24") {
   CHECK(ShardHash(id) != ShardHash("fbb69a88-1eca-463a-883e-1148b96fb03c"));
 }
 
+TEST_CASE("Crc32c matches the standard check value and continues across pieces") {
+  CHECK(Crc32c("123456789") == 0xE3069283U);
+  CHECK(Crc32c("") == 0U);
+  std::string long_text(1000, 'q');
+  CHECK(Crc32c(long_text.substr(500), Crc32c(long_text.substr(0, 500))) == Crc32c(long_text));
+}
+
 TEST_CASE("Md5Hex gives the lower-case hex digest") {
   CHECK(Md5Hex("") == "d41d8cd98f00b204e9800998ecf8427e");
   CHECK(Md5Hex("abc") == "900150983cd24fb0d6963f7d28e17f72");

@@ -50,6 +50,7 @@ struct WriteBatch {
   // Filled in by PrimaryStore::Prepare (outside the commit's critical section): the store's
   // encoding of each op, e.g. serialized documents. Empty if the store prepares nothing.
   std::vector<std::string> prepared;
+  std::string prepared_record;  // likewise: the batch as the store logs it
 };
 
 }  // namespace commcare::storage

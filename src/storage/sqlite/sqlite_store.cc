@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <climits>
 #include <unistd.h>
 
 #include <cerrno>
@@ -62,8 +63,8 @@ CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT 
 )SQL";
 
 // The redo log of a durable store: records of [magic u32][payload length u32][lsn u64]
-// [md5 of payload 16][payload]; payload = [batch count u32] then per batch [json length u32]
-// [json][blob count u32] and per blob [length u32][bytes].
+// [crc32c of payload u32][12 zero bytes][payload]; payload = [batch count u32] then per batch
+// [json length u32][json][blob count u32] and per blob [length u32][bytes].
 constexpr uint32_t kLogMagic = 0x474c4343;  // "CCLG"
 constexpr size_t kLogHeader = 32;
 constexpr uint64_t kCheckpointLogBytes = 12ULL << 20;
@@ -104,7 +105,7 @@ class Conn {
       CC_RETURN_IF_ERROR(Exec(durable ? "PRAGMA wal_autocheckpoint=0" : "PRAGMA wal_autocheckpoint=16384"));
     }
     CC_RETURN_IF_ERROR(Exec(read_only ? "PRAGMA cache_size=-16000" : "PRAGMA cache_size=-65536"));
-    CC_RETURN_IF_ERROR(Exec("PRAGMA mmap_size=1073741824"));
+    CC_RETURN_IF_ERROR(Exec("PRAGMA mmap_size=268435456"));
     CC_RETURN_IF_ERROR(Exec("PRAGMA temp_store=MEMORY"));
     return Status::Ok();
   }
@@ -216,6 +217,47 @@ class SqlitePrimaryStore final : public PrimaryStore {
   void Prepare(WriteBatch* b) override {
     b->prepared.assign(b->ops.size(), std::string());
     for (size_t i = 0; i < b->ops.size(); ++i) b->prepared[i] = std::visit(Encoder{}, b->ops[i]);
+    if (log_fd_ >= 0) b->prepared_record = LogChunk(*b);
+  }
+
+  // The batch as its redo-log chunk: [json length u32][json][blob count u32][(length u32, bytes)*].
+  // Documents already serialized by Prepare are spliced in rather than encoded again.
+  static std::string LogChunk(const WriteBatch& b) {
+    static const char* kDocKey[] = {"form", nullptr, "case", "tx", "value", nullptr, "meta"};
+    std::vector<std::string_view> blobs;
+    std::string js = "{\"marker\":";
+    js += json::serialize(json::value(b.applied_marker));
+    js += ",\"ops\":[";
+    for (size_t i = 0; i < b.ops.size(); ++i) {
+      if (i) js += ',';
+      const size_t kind = b.ops[i].index();
+      const bool splice = kind < 7 && kDocKey[kind] && i < b.prepared.size() && !b.prepared[i].empty();
+      if (!splice) {
+        js += json::serialize(codec::EncodeOp(b.ops[i], &blobs));
+        continue;
+      }
+      static const char* kOpName[] = {"put_form", nullptr, "put_case", "put_case_tx",
+                                      "put_ledger_value", nullptr, "outbox"};
+      js += "{\"op\":\"";
+      js += kOpName[kind];
+      js += "\",\"";
+      js += kDocKey[kind];
+      js += "\":";
+      js += b.prepared[i];
+      if (const auto* pc = std::get_if<PutCase>(&b.ops[i]))
+        js += fmt::format(",\"expected_rev\":{}", pc->expected_rev);
+      js += '}';
+    }
+    js += "]}";
+    std::string out;
+    PutU32(&out, static_cast<uint32_t>(js.size()));
+    out += js;
+    PutU32(&out, static_cast<uint32_t>(blobs.size()));
+    for (auto blob : blobs) {
+      PutU32(&out, static_cast<uint32_t>(blob.size()));
+      out.append(blob);
+    }
+    return out;
   }
 
   Status CommitGroup(std::span<WriteBatch* const> batches, std::vector<Status>* results) override {
@@ -322,28 +364,37 @@ class SqlitePrimaryStore final : public PrimaryStore {
   }
 
   Status AppendLog(int64_t lsn, std::span<WriteBatch* const> batches) {
-    std::string payload;
-    PutU32(&payload, static_cast<uint32_t>(batches.size()));
+    // Header [magic][payload length][lsn][crc32c of payload][12 zero bytes], then the batch
+    // count and each batch's chunk (prepared outside the lock by Prepare).
+    std::vector<std::string> fresh;
+    std::vector<struct iovec> iov;
+    char header[kLogHeader] = {};
+    char count[4];
+    uint32_t n = static_cast<uint32_t>(batches.size());
+    std::memcpy(count, &n, 4);
+    iov.push_back({header, kLogHeader});
+    iov.push_back({count, 4});
+    uint32_t crc = util::Crc32c(std::string_view(count, 4));
+    size_t len = 4;
+    fresh.reserve(batches.size());
     for (const WriteBatch* b : batches) {
-      std::vector<std::string_view> blobs;
-      std::string js = codec::EncodeBatch(*b, &blobs);
-      PutU32(&payload, static_cast<uint32_t>(js.size()));
-      payload += js;
-      PutU32(&payload, static_cast<uint32_t>(blobs.size()));
-      for (auto blob : blobs) {
-        PutU32(&payload, static_cast<uint32_t>(blob.size()));
-        payload.append(blob);
+      const std::string* chunk = &b->prepared_record;
+      if (chunk->empty()) {
+        fresh.push_back(LogChunk(*b));
+        chunk = &fresh.back();
       }
+      iov.push_back({const_cast<char*>(chunk->data()), chunk->size()});
+      crc = util::Crc32c(*chunk, crc);
+      len += chunk->size();
     }
-    char header[kLogHeader];
-    uint32_t magic = kLogMagic, len = static_cast<uint32_t>(payload.size());
+    uint32_t magic = kLogMagic, len32 = static_cast<uint32_t>(len);
     std::memcpy(header, &magic, 4);
-    std::memcpy(header + 4, &len, 4);
+    std::memcpy(header + 4, &len32, 4);
     std::memcpy(header + 8, &lsn, 8);
-    util::Md5Raw(payload, reinterpret_cast<uint8_t*>(header + 16));
-    struct iovec iov[2] = {{header, kLogHeader}, {payload.data(), payload.size()}};
-    const ssize_t want = static_cast<ssize_t>(kLogHeader + payload.size());
-    if (::pwritev(log_fd_, iov, 2, static_cast<off_t>(log_size_)) != want) {
+    std::memcpy(header + 16, &crc, 4);
+    const ssize_t want = static_cast<ssize_t>(kLogHeader + len);
+    if (iov.size() > IOV_MAX || ::pwritev(log_fd_, iov.data(), static_cast<int>(iov.size()),
+                                          static_cast<off_t>(log_size_)) != want) {
       Status s = Status::Unavailable(fmt::format("writing {}: {}", log_path_, std::strerror(errno)));
       // Cut off whatever part of the record reached the file, so it never replays.
       if (::ftruncate(log_fd_, static_cast<off_t>(log_size_)) == 0) ::fdatasync(log_fd_);
@@ -408,9 +459,9 @@ class SqlitePrimaryStore final : public PrimaryStore {
       std::memcpy(&lsn, log.data() + off + 8, 8);
       if (magic != kLogMagic || off + kLogHeader + len > log.size() || lsn <= prev) break;
       std::string_view payload(log.data() + off + kLogHeader, len);
-      uint8_t md5[16];
-      util::Md5Raw(payload, md5);
-      if (std::memcmp(md5, log.data() + off + 16, 16) != 0) break;
+      uint32_t crc;
+      std::memcpy(&crc, log.data() + off + 16, 4);
+      if (util::Crc32c(payload) != crc) break;
       off += kLogHeader + len;
       prev = lsn;
       last = std::max(last, lsn);
