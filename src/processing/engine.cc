@@ -914,7 +914,8 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
         tx.revoked = error.has_value();
         tx.sync_log_id = form.last_sync_token;
         tx.xmlns = form.xmlns;
-        batch.ops.emplace_back(storage::PutCaseTransaction{tx});
+        // A brand-new form has no transaction on any case yet: insert without looking.
+        batch.ops.emplace_back(storage::PutCaseTransaction{tx, mode != Mode::kNew});
       }
       if (rebuild) {
         CaseTransaction rtx;

@@ -328,7 +328,7 @@ struct OpEncoder {
     return {{"op", "put_case"}, {"case", EncodeCase(op.record)}, {"expected_rev", op.expected_rev}};
   }
   json::object operator()(const storage::PutCaseTransaction& op) const {
-    return {{"op", "put_case_tx"}, {"tx", EncodeCaseTx(op.tx)}};
+    return {{"op", "put_case_tx"}, {"tx", EncodeCaseTx(op.tx)}, {"upsert", op.upsert}};
   }
   json::object operator()(const storage::PutLedgerValue& op) const {
     return {{"op", "put_ledger_value"}, {"value", EncodeLedgerValue(op.value)}};
@@ -416,6 +416,7 @@ Status DecodeBatch(std::string_view text, storage::WriteBatch* b,
     } else if (kind == "put_case_tx") {
       storage::PutCaseTransaction p;
       CC_RETURN_IF_ERROR(DecodeCaseTx(sub("tx"), &p.tx));
+      p.upsert = !op.contains("upsert") || GetBool(op, "upsert");
       b->ops.emplace_back(std::move(p));
     } else if (kind == "put_ledger_value") {
       storage::PutLedgerValue p;

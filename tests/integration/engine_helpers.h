@@ -33,7 +33,7 @@ inline std::string TempDir(const char* tag) {
 
 // An engine on SQLite files in a fresh directory (databases physical DBs, 64 shards).
 inline std::unique_ptr<commcare::Engine> OpenSqlite(int databases = 1, std::string* dir_out = nullptr,
-                                                    bool strict = false) {
+                                                    bool strict = false, bool durable = false) {
   std::string dir = TempDir("sqlite");
   commcare::InitOptions io;
   io.data_dir = dir;
@@ -43,7 +43,7 @@ inline std::unique_ptr<commcare::Engine> OpenSqlite(int databases = 1, std::stri
   commcare::EngineOptions o;
   o.data_dir = dir;
   o.strict_case_updates = strict;
-  o.durable = false;
+  o.durable = durable;  // durable: redo log, blob journal, sealing, as in production
   auto e = commcare::Engine::Open(o);
   REQUIRE_MESSAGE(e.ok(), e.status().ToString());
   if (dir_out) *dir_out = dir;

@@ -12,7 +12,8 @@ namespace {
 std::vector<std::pair<const char*, std::function<std::unique_ptr<Engine>()>>> Engines() {
   return {{"memory", [] { return OpenMemory(); }},
           {"memory-4db", [] { return OpenMemory(4); }},
-          {"sqlite-3db", [] { return OpenSqlite(3); }}};
+          {"sqlite-3db", [] { return OpenSqlite(3); }},
+          {"sqlite-2db-durable", [] { return OpenSqlite(2, nullptr, false, true); }}};
 }
 }  // namespace
 
@@ -265,9 +266,10 @@ TEST_CASE("Engine: multipart submissions store attachments and case attachments 
 }
 
 TEST_CASE("Engine: concurrent updates of one case lose nothing") {
-  for (int dbs : {1, 3}) {
+  for (auto [dbs, durable] : {std::pair{1, false}, std::pair{3, false}, std::pair{1, true}, std::pair{2, true}}) {
     CAPTURE(dbs);
-    auto e = OpenSqlite(dbs);
+    CAPTURE(durable);
+    auto e = OpenSqlite(dbs, nullptr, false, durable);
     REQUIRE(Submit(e.get(), CaseForm("base", "shared", "<create><case_type>t</case_type><case_name>s</case_name></create>")).nature == "submit_success");
     constexpr int kThreads = 8, kPerThread = 25;
     std::vector<std::thread> ts;

@@ -16,7 +16,8 @@ struct DeleteForm { std::string form_id; };
 // Write a case if its stored rev equals expected_rev (0 = the case must not exist); else Aborted.
 struct PutCase { CaseRecord record; int64_t expected_rev = 0; };
 // Insert or replace a case transaction: keyed by (case_id, form_id) when form_id is set.
-struct PutCaseTransaction { CaseTransaction tx; };
+// upsert=false promises the (case, form) pair has no transaction yet (a plain insert).
+struct PutCaseTransaction { CaseTransaction tx; bool upsert = true; };
 // Insert or replace a ledger value, keyed by (case_id, section_id, entry_id).
 struct PutLedgerValue { LedgerValue value; };
 // Replace all of one form's ledger transactions on one case.

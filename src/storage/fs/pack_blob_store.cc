@@ -30,7 +30,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kMagic[8] = {'C', 'C', 'B', 'L', 'O', 'B', '0', '1'};
-constexpr size_t kHeader = 32;                       // magic 8, length 8, md5 16
+constexpr size_t kHeader = 32;                       // magic 8, length 8, crc32c 4, zero 12
 constexpr uint64_t kVolumeBytes = 1ULL << 30;        // roll over to a new volume at 1 GiB
 
 Status Errno(const std::string& what) {
@@ -98,11 +98,12 @@ class PackBlobStore final : public BlobStore {
     if (read_only_) return Status::FailedPrecondition("the blob store is open read-only");
     const uint64_t size = kHeader + data.size();
     if (size > kVolumeBytes) return Status::ResourceExhausted("blob larger than a volume (1 GiB)");
-    char header[kHeader];
+    char header[kHeader] = {};
     std::memcpy(header, kMagic, 8);
     uint64_t len = data.size();
     std::memcpy(header + 8, &len, 8);
-    util::Md5Raw(data, reinterpret_cast<uint8_t*>(header + 16));
+    uint32_t crc = util::Crc32c(data);
+    std::memcpy(header + 16, &crc, 4);
     Volume* v;
     uint64_t off;
     {
@@ -142,9 +143,9 @@ class PackBlobStore final : public BlobStore {
     std::memcpy(&stored, buf.data() + 8, 8);
     if (stored != len || static_cast<size_t>(n) != buf.size())
       return Status::DataLoss(fmt::format("blob {} is truncated or its header is corrupt", key));
-    uint8_t md5[16];
-    util::Md5Raw(std::string_view(buf).substr(kHeader), md5);
-    if (std::memcmp(md5, buf.data() + 16, 16) != 0)
+    uint32_t crc;
+    std::memcpy(&crc, buf.data() + 16, 4);
+    if (util::Crc32c(std::string_view(buf).substr(kHeader)) != crc)
       return Status::DataLoss(fmt::format("blob {} fails its checksum", key));
     return buf.substr(kHeader);
   }
@@ -186,10 +187,11 @@ class PackBlobStore final : public BlobStore {
     if (!ParseKey(key, &vol, &off, &len) || len != data.size())
       return Status::InvalidArgument(fmt::format("'{}' is not a pack key for {} bytes", key, data.size()));
     CC_ASSIGN_OR_RETURN(int fd, ReadFd(vol));
-    char header[kHeader];
+    char header[kHeader] = {};
     std::memcpy(header, kMagic, 8);
     std::memcpy(header + 8, &len, 8);
-    util::Md5Raw(data, reinterpret_cast<uint8_t*>(header + 16));
+    uint32_t crc = util::Crc32c(data);
+    std::memcpy(header + 16, &crc, 4);
     struct iovec iov[2] = {{header, kHeader}, {const_cast<char*>(data.data()), data.size()}};
     if (::pwritev(fd, iov, 2, static_cast<off_t>(off)) != static_cast<ssize_t>(kHeader + len) ||
         ::fdatasync(fd) != 0)

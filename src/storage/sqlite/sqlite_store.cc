@@ -17,6 +17,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "commcare/storage/primary_store.h"
 #include "util/codec.h"
@@ -67,12 +68,12 @@ CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT 
 // [json length u32][json][blob count u32] and per blob [length u32][bytes].
 constexpr uint32_t kLogMagic = 0x474c4343;  // "CCLG"
 constexpr size_t kLogHeader = 32;
-constexpr uint64_t kCheckpointLogBytes = 12ULL << 20;
+constexpr uint64_t kCheckpointLogBytes = 48ULL << 20;
 // The log file is zero-filled to this size once and then reused from the start after each
 // checkpoint (as RocksDB recycles WAL files): appends overwrite allocated blocks, so a sync
 // flushes data only, not the file's size and extents. Replay stops at the first record that
 // is torn, zero, or not newer than the one before it.
-constexpr uint64_t kLogPreallocBytes = 16ULL << 20;
+constexpr uint64_t kLogPreallocBytes = 64ULL << 20;
 
 void PutU32(std::string* s, uint32_t v) { s->append(reinterpret_cast<const char*>(&v), 4); }
 bool GetU32(std::string_view* s, uint32_t* v) {
@@ -246,6 +247,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
       js += b.prepared[i];
       if (const auto* pc = std::get_if<PutCase>(&b.ops[i]))
         js += fmt::format(",\"expected_rev\":{}", pc->expected_rev);
+      if (const auto* pt = std::get_if<PutCaseTransaction>(&b.ops[i]))
+        js += pt->upsert ? ",\"upsert\":true" : ",\"upsert\":false";
       js += '}';
     }
     js += "]}";
@@ -347,6 +350,10 @@ class SqlitePrimaryStore final : public PrimaryStore {
     writer_.ResetAll();
     Status c = writer_.Exec("COMMIT");
     txn_open_ = false;
+    {
+      std::lock_guard<std::mutex> l(unsealed_mu_);
+      unsealed_.clear();  // committed: pooled readers see these documents now
+    }
     if (!c.ok()) {
       (void)writer_.Exec("ROLLBACK");
       if (log_fd_ >= 0) broken_ = c;  // the log still holds what was lost: reopen replays it
@@ -506,7 +513,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
 
  public:
   Result<std::optional<FormRecord>> GetForm(std::string_view form_id) override {
-    auto r = Reader();
+    auto r = ReaderFor("f:", form_id);
     sqlite3_stmt* s = r->Prep("SELECT doc FROM forms WHERE form_id=?");
     Bind(s, 1, form_id);
     int rc = sqlite3_step(s);
@@ -518,7 +525,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
   }
 
   Result<std::optional<CaseRecord>> GetCase(std::string_view case_id) override {
-    auto r = Reader();
+    auto r = ReaderFor("c:", case_id);
     sqlite3_stmt* s = r->Prep("SELECT doc FROM cases WHERE case_id=?");
     Bind(s, 1, case_id);
     int rc = sqlite3_step(s);
@@ -530,7 +537,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
   }
 
   Result<std::vector<CaseTransaction>> GetCaseTransactions(std::string_view case_id) override {
-    auto r = Reader();
+    auto r = ReaderFor("c:", case_id);
     sqlite3_stmt* s = r->Prep("SELECT doc, seq FROM case_transactions WHERE case_id=? ORDER BY seq");
     Bind(s, 1, case_id);
     std::vector<CaseTransaction> out;
@@ -546,7 +553,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
   }
 
   Result<std::vector<LedgerValue>> GetLedgerValues(std::string_view case_id) override {
-    auto r = Reader();
+    auto r = ReaderFor("c:", case_id);
     sqlite3_stmt* s =
         r->Prep("SELECT doc FROM ledger_values WHERE case_id=? ORDER BY section_id, entry_id");
     Bind(s, 1, case_id);
@@ -562,7 +569,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
   }
 
   Result<std::vector<LedgerTransaction>> GetLedgerTransactions(std::string_view case_id) override {
-    auto r = Reader();
+    auto r = ReaderFor("c:", case_id);
     sqlite3_stmt* s = r->Prep(
         "SELECT doc FROM ledger_transactions WHERE case_id=? ORDER BY report_date, form_id, seq");
     Bind(s, 1, case_id);
@@ -707,6 +714,37 @@ class SqlitePrimaryStore final : public PrimaryStore {
       write_mu_.lock();
       return ReaderHandle(&writer_, ReaderDeleter{this, true});
     }
+    return PooledReader();
+  }
+
+  // For reads of one document: a pooled connection unless the document was written in the
+  // unsealed transaction (only the writer sees that yet), so readers rarely wait for writers.
+  ReaderHandle ReaderFor(std::string_view kind, std::string_view id) {
+    if (log_fd_ >= 0) {
+      std::string key(kind);
+      key += id;
+      bool unsealed;
+      {
+        std::lock_guard<std::mutex> l(unsealed_mu_);  // never held while taking write_mu_
+        unsealed = unsealed_.count(key) > 0;
+      }
+      if (unsealed) {
+        write_mu_.lock();
+        return ReaderHandle(&writer_, ReaderDeleter{this, true});
+      }
+    }
+    return PooledReader();
+  }
+
+  void MarkUnsealed(std::string_view kind, std::string_view id) {
+    if (log_fd_ < 0) return;
+    std::string key(kind);
+    key += id;
+    std::lock_guard<std::mutex> l(unsealed_mu_);
+    unsealed_.insert(std::move(key));
+  }
+
+  ReaderHandle PooledReader() {
     {
       std::lock_guard<std::mutex> l(pool_mu_);
       if (!pool_.empty()) {
@@ -794,16 +832,12 @@ class SqlitePrimaryStore final : public PrimaryStore {
 
   Status Apply(const PutForm& op, WriteBatch*) {
     const FormRecord& f = op.form;
+    MarkUnsealed("f:", f.form_id);
     const std::string& doc = *doc_;
-    sqlite3_stmt* u = writer_.Prep("UPDATE forms SET domain=?2, state=?3, doc=?4 WHERE form_id=?1");
-    Bind(u, 1, f.form_id);
-    Bind(u, 2, f.domain);
-    Bind(u, 3, static_cast<int64_t>(f.state));
-    Bind(u, 4, doc);
-    CC_RETURN_IF_ERROR(Step(u, "writing a form"));
-    if (sqlite3_changes(writer_.db()) > 0) return Status::Ok();
-    sqlite3_stmt* s =
-        writer_.Prep("INSERT INTO forms(form_id, domain, state, doc) VALUES(?1,?2,?3,?4)");
+    sqlite3_stmt* s = writer_.Prep(
+        "INSERT INTO forms(form_id, domain, state, doc) VALUES(?1,?2,?3,?4) "
+        "ON CONFLICT(form_id) DO UPDATE SET domain=excluded.domain, state=excluded.state, "
+        "doc=excluded.doc");
     Bind(s, 1, f.form_id);
     Bind(s, 2, f.domain);
     Bind(s, 3, static_cast<int64_t>(f.state));
@@ -811,23 +845,18 @@ class SqlitePrimaryStore final : public PrimaryStore {
     return Step(s, "writing a form");
   }
   Status Apply(const DeleteForm& op, WriteBatch*) {
+    MarkUnsealed("f:", op.form_id);
     sqlite3_stmt* s = writer_.Prep("DELETE FROM forms WHERE form_id=?");
     Bind(s, 1, op.form_id);
     return Step(s, "deleting a form");
   }
   Status Apply(const PutCase& op, WriteBatch*) {
+    // CheckRevs has verified the stored rev: 0 means the case does not exist yet.
     const CaseRecord& c = op.record;
-    sqlite3_stmt* q = writer_.Prep("SELECT rev FROM cases WHERE case_id=?");
-    Bind(q, 1, c.case_id);
-    const int rc = sqlite3_step(q);
-    int64_t current = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return writer_.Err("reading a case rev");
-    sqlite3_reset(q);
-    if (current != op.expected_rev)
-      return Status::Aborted(fmt::format("case '{}' changed concurrently (rev {} != expected {})",
-                                         c.case_id, current, op.expected_rev));
+    const bool exists = op.expected_rev != 0;
+    MarkUnsealed("c:", c.case_id);
     sqlite3_stmt* s = writer_.Prep(
-        rc == SQLITE_ROW
+        exists
             ? "UPDATE cases SET domain=?2, type=?3, owner_id=?4, closed=?5, deleted=?6, rev=?7, "
               "doc=?8 WHERE case_id=?1"
             : "INSERT INTO cases(case_id, domain, type, owner_id, closed, deleted, rev, doc) "
@@ -841,7 +870,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
     Bind(s, 7, c.rev);
     Bind(s, 8, *doc_);
     CC_RETURN_IF_ERROR(Step(s, "writing a case"));
-    if (rc == SQLITE_ROW || !c.indices.empty()) {
+    if (exists || !c.indices.empty()) {
       sqlite3_stmt* d = writer_.Prep("DELETE FROM case_indices WHERE case_id=?");
       Bind(d, 1, c.case_id);
       CC_RETURN_IF_ERROR(Step(d, "deleting case indices"));
@@ -861,8 +890,9 @@ class SqlitePrimaryStore final : public PrimaryStore {
   }
   Status Apply(const PutCaseTransaction& op, WriteBatch*) {
     const CaseTransaction& t = op.tx;
+    MarkUnsealed("c:", t.case_id);
     int64_t seq = 0;
-    if (!t.form_id.empty()) {
+    if (!t.form_id.empty() && op.upsert) {
       sqlite3_stmt* q =
           writer_.Prep("SELECT seq FROM case_transactions WHERE case_id=? AND form_id=?");
       Bind(q, 1, t.case_id);
@@ -886,6 +916,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
     return Step(s, "writing a case transaction");
   }
   Status Apply(const PutLedgerValue& op, WriteBatch*) {
+    MarkUnsealed("c:", op.value.case_id);
     sqlite3_stmt* s = writer_.Prep(
         "INSERT OR REPLACE INTO ledger_values(case_id, section_id, entry_id, doc) VALUES(?,?,?,?)");
     Bind(s, 1, op.value.case_id);
@@ -895,6 +926,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
     return Step(s, "writing a ledger value");
   }
   Status Apply(const ReplaceLedgerTransactions& op, WriteBatch*) {
+    MarkUnsealed("c:", op.case_id);
     sqlite3_stmt* d = writer_.Prep("DELETE FROM ledger_transactions WHERE case_id=? AND form_id=?");
     Bind(d, 1, op.case_id);
     Bind(d, 2, op.form_id);
@@ -951,6 +983,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
   std::condition_variable_any seal_cv_;
   bool stop_sealer_ = false;
   std::mutex log_mu_;                 // appends to (and truncation of) the redo log
+  std::mutex unsealed_mu_;
+  std::unordered_set<std::string> unsealed_;  // "f:"/"c:" ids written since the last seal
   std::atomic<int64_t> appended_lsn_{0}, synced_lsn_{0};
   int log_fd_ = -1;                   // the redo log (durable stores only)
   std::string log_path_;
