@@ -11,26 +11,17 @@
 
 #include "commcare/storage/blob_store.h"
 #include "commcare/storage/primary_store.h"
+#include "../test_util.h"
 
 using namespace commcare;
 using namespace commcare::storage;
 
 namespace {
 
-// A fresh directory under the temp dir, removed when the test process exits.
 std::string TempDir(const char* tag) {
-  static struct Cleaner {
-    std::vector<std::filesystem::path> dirs;
-    ~Cleaner() {
-      std::error_code ec;
-      for (const auto& d : dirs) std::filesystem::remove_all(d, ec);
-    }
-  } cleaner;
-  auto p = std::filesystem::temp_directory_path() /
-           fmt::format("cc-conf-{}-{}-{}", tag, ::getpid(), rand());
-  std::filesystem::create_directories(p);
-  cleaner.dirs.push_back(p);
-  return p.string();
+  std::string d = cctest::FreshTempDir("cc-conf", tag);
+  std::filesystem::create_directories(d);
+  return d;
 }
 
 struct StoreFactory {

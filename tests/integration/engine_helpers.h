@@ -12,24 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "../test_util.h"
+
 namespace cctest {
 
-// A fresh directory under the temp dir, removed when the test process exits.
-inline std::string TempDir(const char* tag) {
-  static int n = 0;
-  static struct Cleaner {
-    std::vector<std::filesystem::path> dirs;
-    ~Cleaner() {
-      std::error_code ec;
-      for (const auto& d : dirs) std::filesystem::remove_all(d, ec);
-    }
-  } cleaner;
-  auto p = std::filesystem::temp_directory_path() /
-           fmt::format("cc-eng-{}-{}-{}-{}", tag, ::getpid(), n++, rand());
-  std::filesystem::remove_all(p);
-  cleaner.dirs.push_back(p);
-  return p.string();
-}
+inline std::string TempDir(const char* tag) { return FreshTempDir("cc-eng", tag); }
 
 // An engine on SQLite files in a fresh directory (databases physical DBs, 64 shards).
 inline std::unique_ptr<commcare::Engine> OpenSqlite(int databases = 1, std::string* dir_out = nullptr,

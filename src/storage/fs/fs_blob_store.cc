@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "commcare/storage/blob_store.h"
+#include "util/errno_status.h"
 #include "util/hash.h"
 
 namespace commcare::storage {
@@ -19,12 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-Status Errno(const std::string& what) {
-  int e = errno;
-  std::string m = fmt::format("{}: {}", what, std::strerror(e));
-  if (e == ENOSPC || e == EDQUOT) return Status::ResourceExhausted(m);
-  return Status::Unavailable(m);
-}
+Status Errno(const std::string& what) { return util::ErrnoStatus(what); }
 
 class FsBlobStore final : public BlobStore {
  public:

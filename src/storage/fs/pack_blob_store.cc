@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "commcare/storage/blob_store.h"
+#include "util/errno_status.h"
 #include "util/hash.h"
 
 namespace commcare::storage {
@@ -33,12 +34,7 @@ constexpr char kMagic[8] = {'C', 'C', 'B', 'L', 'O', 'B', '0', '1'};
 constexpr size_t kHeader = 32;                       // magic 8, length 8, crc32c 4, zero 12
 constexpr uint64_t kVolumeBytes = 1ULL << 30;        // roll over to a new volume at 1 GiB
 
-Status Errno(const std::string& what) {
-  int e = errno;
-  std::string m = fmt::format("{}: {}", what, std::strerror(e));
-  if (e == ENOSPC || e == EDQUOT) return Status::ResourceExhausted(m);
-  return Status::Unavailable(m);
-}
+Status Errno(const std::string& what) { return util::ErrnoStatus(what); }
 
 // A volume file; tail and dirty are guarded by the store's mutex.
 struct Volume {
