@@ -54,7 +54,6 @@ long long WrittenBytes() {
   return -1;
 }
 
-
 // Form i: creates case i/2's case on even i... every case is created once and updated once.
 std::string MakeForm(long i, long ncases) {
   long c = i % ncases;
@@ -72,7 +71,9 @@ std::string MakeForm(long i, long ncases) {
       R"(<n1:timeEnd>2020-05-01T10:00:00.000Z</n1:timeEnd><n1:username>bench</n1:username><n1:userID>bench-user</n1:userID>)"
       R"(<n1:instanceID>bench-form-{3}</n1:instanceID><n2:appVersion xmlns:n2="http://commcarehq.org/xforms">CommCare 2.53</n2:appVersion></n1:meta></data>)",
       c,
-      create ? "<n0:create><n0:case_type>patient</n0:case_type><n0:case_name>Patient</n0:case_name><n0:owner_id>bench-user</n0:owner_id></n0:create>" : "",
+      create ? "<n0:create><n0:case_type>patient</n0:case_type><n0:case_name>Patient</"
+               "n0:case_name><n0:owner_id>bench-user</n0:owner_id></n0:create>"
+             : "",
       props, i, i % 7, filler);
 }
 
@@ -124,7 +125,8 @@ double RunEngine(commcare::Engine* e, long from, long to, long ncases, int threa
         r.body = MakeForm(i, ncases);
         auto resp = e->Submit(r);
         if (resp.nature != "submit_success") {
-          if (failures->fetch_add(1) < 5) fmt::print(stderr, "form {}: {} {}\n", i, resp.http_status, resp.message);
+          if (failures->fetch_add(1) < 5)
+            fmt::print(stderr, "form {}: {} {}\n", i, resp.http_status, resp.message);
         }
         if (report_rss && (i + 1) % 100000 == 0)
           fmt::print("  rss after {:>8} forms: {:>7} KB (anon {} KB, mapped files {} KB)\n", i + 1,
@@ -144,19 +146,30 @@ double RunFloor(const std::string& dir, long n, long ncases) {
   // The engine's schema for these rows (src/storage/sqlite/sqlite_store.cc).
   sqlite3_exec(db,
                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-               "CREATE TABLE forms(id INTEGER PRIMARY KEY, form_id TEXT NOT NULL, domain TEXT NOT NULL, state INTEGER NOT NULL, doc TEXT NOT NULL);"
+               "CREATE TABLE forms(id INTEGER PRIMARY KEY, form_id TEXT NOT NULL, domain TEXT NOT "
+               "NULL, state INTEGER NOT NULL, doc TEXT NOT NULL);"
                "CREATE UNIQUE INDEX forms_id ON forms(form_id);"
-               "CREATE TABLE cases(id INTEGER PRIMARY KEY, case_id TEXT NOT NULL, domain TEXT NOT NULL, type TEXT, owner_id TEXT, closed INTEGER, deleted INTEGER, rev INTEGER NOT NULL, doc TEXT NOT NULL);"
+               "CREATE TABLE cases(id INTEGER PRIMARY KEY, case_id TEXT NOT NULL, domain TEXT NOT "
+               "NULL, type TEXT, owner_id TEXT, closed INTEGER, deleted INTEGER, rev INTEGER NOT "
+               "NULL, doc TEXT NOT NULL);"
                "CREATE UNIQUE INDEX cases_id ON cases(case_id);"
                "CREATE INDEX cases_owner ON cases(domain, owner_id);"
-               "CREATE TABLE case_transactions(seq INTEGER PRIMARY KEY, case_id TEXT NOT NULL, form_id TEXT NOT NULL, doc TEXT NOT NULL);"
+               "CREATE TABLE case_transactions(seq INTEGER PRIMARY KEY, case_id TEXT NOT NULL, "
+               "form_id TEXT NOT NULL, doc TEXT NOT NULL);"
                "CREATE INDEX case_transactions_case ON case_transactions(case_id);"
-               "CREATE TABLE outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL, meta TEXT NOT NULL);",
+               "CREATE TABLE outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL, "
+               "meta TEXT NOT NULL);",
                nullptr, nullptr, nullptr);
   sqlite3_stmt *f, *c, *t, *o;
-  sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO forms(form_id, domain, state, doc) VALUES(?,?,?,?)", -1, &f, nullptr);
-  sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO cases(case_id, domain, type, owner_id, closed, deleted, rev, doc) VALUES(?,?,?,?,?,?,?,?)", -1, &c, nullptr);
-  sqlite3_prepare_v2(db, "INSERT INTO case_transactions(case_id, form_id, doc) VALUES(?,?,?)", -1, &t, nullptr);
+  sqlite3_prepare_v2(db,
+                     "INSERT OR REPLACE INTO forms(form_id, domain, state, doc) VALUES(?,?,?,?)",
+                     -1, &f, nullptr);
+  sqlite3_prepare_v2(db,
+                     "INSERT OR REPLACE INTO cases(case_id, domain, type, owner_id, closed, "
+                     "deleted, rev, doc) VALUES(?,?,?,?,?,?,?,?)",
+                     -1, &c, nullptr);
+  sqlite3_prepare_v2(db, "INSERT INTO case_transactions(case_id, form_id, doc) VALUES(?,?,?)", -1,
+                     &t, nullptr);
   sqlite3_prepare_v2(db, "INSERT INTO outbox(doc_id, meta) VALUES(?,?)", -1, &o, nullptr);
   // Document sizes as the engine writes them for these forms.
   std::string form_doc(1100, 'f'), case_doc(1900, 'c'), tx_doc(230, 't'), meta(260, 'm');
@@ -170,18 +183,34 @@ double RunFloor(const std::string& dir, long n, long ncases) {
     XML_Parser p = XML_ParserCreateNS(nullptr, '\x01');
     XML_Parse(p, xml.data(), static_cast<int>(xml.size()), XML_TRUE);
     XML_ParserFree(p);
-    std::string fid = fmt::format("bench-form-{}", i), cid = fmt::format("bench-case-{}", i % ncases);
-    bind(f, 1, fid); bind(f, 2, "bench"); sqlite3_bind_int(f, 3, 1); bind(f, 4, form_doc);
-    sqlite3_step(f); sqlite3_reset(f);
-    bind(c, 1, cid); bind(c, 2, "bench"); bind(c, 3, "patient"); bind(c, 4, "u");
-    sqlite3_bind_int(c, 5, 0); sqlite3_bind_int(c, 6, 0); sqlite3_bind_int64(c, 7, i);
+    std::string fid = fmt::format("bench-form-{}", i),
+                cid = fmt::format("bench-case-{}", i % ncases);
+    bind(f, 1, fid);
+    bind(f, 2, "bench");
+    sqlite3_bind_int(f, 3, 1);
+    bind(f, 4, form_doc);
+    sqlite3_step(f);
+    sqlite3_reset(f);
+    bind(c, 1, cid);
+    bind(c, 2, "bench");
+    bind(c, 3, "patient");
+    bind(c, 4, "u");
+    sqlite3_bind_int(c, 5, 0);
+    sqlite3_bind_int(c, 6, 0);
+    sqlite3_bind_int64(c, 7, i);
     bind(c, 8, case_doc);
-    sqlite3_step(c); sqlite3_reset(c);
-    bind(t, 1, cid); bind(t, 2, fid); bind(t, 3, tx_doc);
-    sqlite3_step(t); sqlite3_reset(t);
+    sqlite3_step(c);
+    sqlite3_reset(c);
+    bind(t, 1, cid);
+    bind(t, 2, fid);
+    bind(t, 3, tx_doc);
+    sqlite3_step(t);
+    sqlite3_reset(t);
     for (const auto& id : {fid, cid}) {
-      bind(o, 1, id); bind(o, 2, meta);
-      sqlite3_step(o); sqlite3_reset(o);
+      bind(o, 1, id);
+      bind(o, 2, meta);
+      sqlite3_step(o);
+      sqlite3_reset(o);
     }
     if (i % 1000 == 999 || i == n - 1) sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
   }
@@ -196,7 +225,9 @@ double RawCommitRate(const std::string& dir, int n) {
   std::filesystem::create_directories(dir);
   sqlite3* db;
   sqlite3_open((dir + "/commit.sqlite").c_str(), &db);
-  sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT);",
+  sqlite3_exec(db,
+               "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t(k INTEGER PRIMARY "
+               "KEY, v TEXT);",
                nullptr, nullptr, nullptr);
   sqlite3_stmt* s;
   sqlite3_prepare_v2(db, "INSERT INTO t(v) VALUES('row')", -1, &s, nullptr);
@@ -217,18 +248,27 @@ double RawCommitRate(const std::string& dir, int n) {
 
 int main(int argc, char** argv) {
   Args a;
-  a.dir = (std::filesystem::temp_directory_path() / fmt::format("cc-bench-{}", ::getpid())).string();
+  a.dir =
+      (std::filesystem::temp_directory_path() / fmt::format("cc-bench-{}", ::getpid())).string();
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    if (k == "--forms") a.forms = std::stol(next());
-    else if (k == "--warmup") a.warmup = std::stol(next());
-    else if (k == "--threads") a.threads = std::stoi(next());
-    else if (k == "--databases") a.databases = std::stoi(next());
-    else if (k == "--single-forms") a.single_forms = std::stol(next());
-    else if (k == "--dir") a.dir = next();
-    else if (k == "--skip-floor") a.skip_floor = true;
-    else if (k == "--skip-single") a.skip_single = true;
+    if (k == "--forms")
+      a.forms = std::stol(next());
+    else if (k == "--warmup")
+      a.warmup = std::stol(next());
+    else if (k == "--threads")
+      a.threads = std::stoi(next());
+    else if (k == "--databases")
+      a.databases = std::stoi(next());
+    else if (k == "--single-forms")
+      a.single_forms = std::stol(next());
+    else if (k == "--dir")
+      a.dir = next();
+    else if (k == "--skip-floor")
+      a.skip_floor = true;
+    else if (k == "--skip-single")
+      a.skip_single = true;
     else {
       fmt::print(stderr, "unknown option {}\n", k);
       return 2;
@@ -258,9 +298,10 @@ int main(int argc, char** argv) {
     long long w0 = WrittenBytes();
     double fsecs = RunFloor(a.dir + "/floor", a.forms, ncases);
     double floor_rate = a.forms / fsecs;
-    fmt::print("floor:  {:.0f} forms/s (Expat parse + raw SQLite rows, 1,000-form transactions; "
-               "{} bytes written per form)\n",
-               floor_rate, (WrittenBytes() - w0) / a.forms);
+    fmt::print(
+        "floor:  {:.0f} forms/s (Expat parse + raw SQLite rows, 1,000-form transactions; "
+        "{} bytes written per form)\n",
+        floor_rate, (WrittenBytes() - w0) / a.forms);
     fmt::print("ratio engine/floor: {:.2f}\n", engine_rate / floor_rate);
   }
   if (!a.skip_single) {

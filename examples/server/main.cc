@@ -169,7 +169,8 @@ int CmdForm(const std::string& verb, const Args& a) {
   if (verb == "archive" || verb == "unarchive") {
     auto eng = OpenEngine(a, false);
     if (!eng.ok()) return FailStatus(eng.status());
-    Status s = verb == "archive" ? (*eng)->ArchiveForm(domain, id) : (*eng)->UnarchiveForm(domain, id);
+    Status s =
+        verb == "archive" ? (*eng)->ArchiveForm(domain, id) : (*eng)->UnarchiveForm(domain, id);
     if (!s.ok()) return FailStatus(s);
     auto f = (*eng)->GetForm(domain, id);
     if (!f.ok()) return FailStatus(f.status());
@@ -250,9 +251,12 @@ int CmdCheck(const Args& a) {
   if (!r.ok()) return FailStatus(r.status());
   json::array problems;
   for (const auto& p : r->problems) problems.push_back(json::string(p));
-  json::object o{{"ok", r->problems.empty()},  {"forms", r->forms},
-                 {"cases", r->cases},           {"outbox_rows", r->outbox_rows},
-                 {"pending_intents", r->pending_intents}, {"problems", problems}};
+  json::object o{{"ok", r->problems.empty()},
+                 {"forms", r->forms},
+                 {"cases", r->cases},
+                 {"outbox_rows", r->outbox_rows},
+                 {"pending_intents", r->pending_intents},
+                 {"problems", problems}};
   std::cout << json::serialize(o) << std::endl;
   return r->problems.empty() ? 0 : 4;
 }

@@ -18,23 +18,23 @@ namespace commcare {
 // Creating a data directory (`commcare init`).
 struct InitOptions {
   std::string data_dir;
-  int shards = 1024;   // logical shards, a power of two, fixed for the life of the data
-  int databases = 1;   // physical SQLite files the shards are spread over (contiguous ranges)
+  int shards = 1024;  // logical shards, a power of two, fixed for the life of the data
+  int databases = 1;  // physical SQLite files the shards are spread over (contiguous ranges)
   std::string blob_store = "pack";  // "pack": append-only volumes; "files": one file per blob
 };
 
 // Opening an engine.
 struct EngineOptions {
-  std::string data_dir;     // an initialised data directory; empty with in_memory=true
-  bool in_memory = false;   // memory stores only (tests, experiments); shards/databases below apply
+  std::string data_dir;    // an initialised data directory; empty with in_memory=true
+  bool in_memory = false;  // memory stores only (tests, experiments); shards/databases below apply
   int memory_shards = 16;
   int memory_databases = 1;
-  bool read_only = false;   // no writes, no lock: may run beside the writing process
-  bool durable = true;      // fsync each (group) commit
+  bool read_only = false;            // no writes, no lock: may run beside the writing process
+  bool durable = true;               // fsync each (group) commit
   bool strict_case_updates = false;  // reject updates of unknown cases (mobile parser behaviour)
-  size_t max_xml_bytes = 10 * 1024 * 1024;         // HQ's MAX_UPLOAD_SIZE
-  size_t max_attachment_bytes = 100 * 1024 * 1024; // per attachment
-  size_t max_body_bytes = 150 * 1024 * 1024;       // a whole request body
+  size_t max_xml_bytes = 10 * 1024 * 1024;          // HQ's MAX_UPLOAD_SIZE
+  size_t max_attachment_bytes = 100 * 1024 * 1024;  // per attachment
+  size_t max_body_bytes = 150 * 1024 * 1024;        // a whole request body
   int blob_flush_interval_ms = 20;  // how often blobs are synced and their journal copies dropped
 };
 
@@ -49,8 +49,8 @@ struct SubmitRequest {
   std::string app_id;
   std::string build_id;
   std::string submit_ip;
-  int64_t received_on = 0;       // X-Submit-Time override; 0 = now
-  int64_t date_header = 0;       // parsed Date header, 0 = absent
+  int64_t received_on = 0;  // X-Submit-Time override; 0 = now
+  int64_t date_header = 0;  // parsed Date header, 0 = absent
 };
 
 // The answer for the device: an OpenRosa response plus what happened.

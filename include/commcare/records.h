@@ -44,7 +44,7 @@ struct FormRecord {
   std::string app_id;
   std::string build_id;
   std::string app_version;
-  std::string orig_id;             // duplicates and deprecated copies: the id they were submitted as
+  std::string orig_id;  // duplicates and deprecated copies: the id they were submitted as
   std::string deprecated_form_id;  // an edited form: the id its previous version moved to
   std::string problem;             // error text for ERROR / duplicate / error-log records
   std::string md5;                 // hex md5 of form.xml
@@ -70,10 +70,10 @@ struct CaseIndex {
 
 // A file attached to a case by a case block's <attachment> action.
 struct CaseAttachment {
-  std::string name;            // the attachment's identifier in the case block
-  std::string src;             // form attachment name it came from
-  std::string from;            // local | remote | inline
-  std::string blob_key;        // BlobStore key (empty if the form had no such attachment)
+  std::string name;      // the attachment's identifier in the case block
+  std::string src;       // form attachment name it came from
+  std::string from;      // local | remote | inline
+  std::string blob_key;  // BlobStore key (empty if the form had no such attachment)
   std::string content_type;
 };
 
@@ -126,9 +126,9 @@ struct CaseTransaction {
   int type = 0;             // OR of CaseTransactionType bits
   bool revoked = false;     // the form is archived, deprecated or in error
   std::string sync_log_id;
-  std::string xmlns;        // the form's xmlns (details)
-  std::string reason;       // rebuild reason
-  int64_t seq = 0;          // order of insertion in its case's history
+  std::string xmlns;   // the form's xmlns (details)
+  std::string reason;  // rebuild reason
+  int64_t seq = 0;     // order of insertion in its case's history
 };
 
 // The balance of one product (entry) in one section of a case's ledger.
@@ -159,12 +159,12 @@ struct LedgerTransaction {
 
 // CommCare's ChangeMeta: what changed, without the document body (consumers re-read it).
 struct ChangeMeta {
-  std::string topic;              // form-sql, case-sql, ledger, ...
+  std::string topic;  // form-sql, case-sql, ledger, ...
   std::string document_id;
   std::string data_source_type = "sql";
-  std::string data_source_name;   // form-sql, case-sql, ledger-v2
-  std::string document_type;      // XFormInstance, CommCareCase, ledger, ...
-  std::string document_subtype;   // xmlns or case type
+  std::string data_source_name;  // form-sql, case-sql, ledger-v2
+  std::string document_type;     // XFormInstance, CommCareCase, ledger, ...
+  std::string document_subtype;  // xmlns or case type
   std::string domain;
   bool is_deletion = false;
   int64_t publish_timestamp = 0;

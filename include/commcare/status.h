@@ -17,8 +17,8 @@ enum class StatusCode : int {
   kAlreadyExists = 2,
   kInvalidArgument = 3,
   kFailedPrecondition = 4,
-  kAborted = 5,       // a conflict; retrying the whole operation may succeed
-  kUnavailable = 6,   // a backend is down or busy; retryable
+  kAborted = 5,      // a conflict; retrying the whole operation may succeed
+  kUnavailable = 6,  // a backend is down or busy; retryable
   kDataLoss = 7,
   kUnimplemented = 8,
   kInternal = 9,
@@ -78,8 +78,8 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}          // NOLINT: implicit by design
-  Result(Status status) : v_(std::move(status)) {}   // NOLINT: must not be Ok
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT: must not be Ok
   bool ok() const { return std::holds_alternative<T>(v_); }
   const Status& status() const {
     static const Status kOk;
@@ -103,14 +103,15 @@ class [[nodiscard]] Result {
 #define CC_CONCAT_(a, b) CC_CONCAT_INNER_(a, b)
 
 // Returns the Status from the enclosing function if `expr` is not ok.
-#define CC_RETURN_IF_ERROR(expr)                     \
-  do {                                               \
-    ::commcare::Status cc_status_ = (expr);          \
-    if (!cc_status_.ok()) return cc_status_;         \
+#define CC_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::commcare::Status cc_status_ = (expr);  \
+    if (!cc_status_.ok()) return cc_status_; \
   } while (0)
 
 // `CC_ASSIGN_OR_RETURN(auto x, Call());` binds the value or returns the error.
-#define CC_ASSIGN_OR_RETURN(lhs, expr) CC_ASSIGN_OR_RETURN_IMPL_(CC_CONCAT_(cc_r_, __LINE__), lhs, expr)
+#define CC_ASSIGN_OR_RETURN(lhs, expr) \
+  CC_ASSIGN_OR_RETURN_IMPL_(CC_CONCAT_(cc_r_, __LINE__), lhs, expr)
 #define CC_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
   auto tmp = (expr);                              \
   if (!tmp.ok()) return tmp.status();             \

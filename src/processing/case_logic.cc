@@ -19,8 +19,9 @@ std::vector<CaseBlocks> GroupCaseBlocks(const xform::ParsedForm& form) {
     out[it->second].blocks.push_back(&b);
   }
   for (auto& g : out)
-    std::stable_sort(g.blocks.begin(), g.blocks.end(),
-                     [](const auto* a, const auto* b) { return a->LowestAction() < b->LowestAction(); });
+    std::stable_sort(g.blocks.begin(), g.blocks.end(), [](const auto* a, const auto* b) {
+      return a->LowestAction() < b->LowestAction();
+    });
   return out;
 }
 
@@ -56,13 +57,19 @@ bool SetDate(const std::string& v, int64_t* out) {
 
 void ApplyKnown(const std::string& k, const std::string& v, CaseRecord* c, bool* handled) {
   *handled = true;
-  if (k == "case_type") c->type = v;
-  else if (k == "case_name") c->name = v;
-  else if (k == "owner_id") c->owner_id = v;
-  else if (k == "external_id") c->external_id = v;
-  else if (k == "date_opened") SetDate(v, &c->opened_on);
-  else if (k == "user_id") {}
-  else *handled = false;
+  if (k == "case_type")
+    c->type = v;
+  else if (k == "case_name")
+    c->name = v;
+  else if (k == "owner_id")
+    c->owner_id = v;
+  else if (k == "external_id")
+    c->external_id = v;
+  else if (k == "date_opened")
+    SetDate(v, &c->opened_on);
+  else if (k == "user_id") {
+  } else
+    *handled = false;
 }
 
 }  // namespace
@@ -121,13 +128,14 @@ bool ApplyBlocks(const CaseBlocks& cb, const FormContext& ctx,
           continue;
         }
         if (!ia.has_case_type || ia.case_type.empty()) {
-          *err = {"InvalidCaseIndex",
-                  fmt::format("Index '{}' of case '{}' has no case_type", ia.identifier, cb.case_id)};
+          *err = {"InvalidCaseIndex", fmt::format("Index '{}' of case '{}' has no case_type",
+                                                  ia.identifier, cb.case_id)};
           return false;
         }
         if (ia.relationship != "child" && ia.relationship != "extension") {
-          *err = {"CaseValueError", fmt::format("Index '{}' of case '{}' has invalid relationship '{}'",
-                                                ia.identifier, cb.case_id, ia.relationship)};
+          *err = {"CaseValueError",
+                  fmt::format("Index '{}' of case '{}' has invalid relationship '{}'",
+                              ia.identifier, cb.case_id, ia.relationship)};
           return false;
         }
         if (ia.target == cb.case_id) {
@@ -135,8 +143,10 @@ bool ApplyBlocks(const CaseBlocks& cb, const FormContext& ctx,
           return false;
         }
         CaseIndex ci{ia.identifier, ia.case_type, ia.target, ia.relationship};
-        if (it != c->indices.end()) *it = ci;
-        else c->indices.push_back(ci);
+        if (it != c->indices.end())
+          *it = ci;
+        else
+          c->indices.push_back(ci);
       }
       std::sort(c->indices.begin(), c->indices.end(),
                 [](const CaseIndex& a, const CaseIndex& b) { return a.identifier < b.identifier; });
@@ -161,8 +171,10 @@ bool ApplyBlocks(const CaseBlocks& cb, const FormContext& ctx,
           ca.blob_key = f->second->blob_key;
           ca.content_type = f->second->content_type;
         }
-        if (it != c->attachments.end()) *it = ca;
-        else c->attachments.push_back(ca);
+        if (it != c->attachments.end())
+          *it = ca;
+        else
+          c->attachments.push_back(ca);
       }
     }
   }
@@ -224,8 +236,10 @@ bool ExtractLedgerChanges(const xform::ParsedForm& form, int64_t received_on,
       if (!lb.is_transfer) {
         out->push_back({lb.entity_id, e.section_id, e.entry_id, 1, q, date, lb.type});
       } else {
-        if (!lb.src.empty()) out->push_back({lb.src, e.section_id, e.entry_id, 2, -q, date, lb.type});
-        if (!lb.dest.empty()) out->push_back({lb.dest, e.section_id, e.entry_id, 2, q, date, lb.type});
+        if (!lb.src.empty())
+          out->push_back({lb.src, e.section_id, e.entry_id, 2, -q, date, lb.type});
+        if (!lb.dest.empty())
+          out->push_back({lb.dest, e.section_id, e.entry_id, 2, q, date, lb.type});
       }
     }
   }

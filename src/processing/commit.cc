@@ -28,7 +28,9 @@ Status GroupCommitter::Commit(storage::WriteBatch* batch) {
   batches.reserve(group.size());
   for (Writer* x : group) batches.push_back(x->batch);
   Status st = store_->CommitGroup(batches, &results);
-  commit_us_ += std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t1).count();
+  commit_us_ +=
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t1)
+          .count();
 
   lock.lock();
   ++commits_;
@@ -49,12 +51,15 @@ Status GroupCommitter::Commit(storage::WriteBatch* batch) {
     auto t2 = std::chrono::steady_clock::now();
     Status fs = store_->Sync();
     lock.lock();
-    flush_us_ += std::chrono::duration_cast<std::chrono::microseconds>(
-                     std::chrono::steady_clock::now() - t2).count();
+    flush_us_ +=
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t2)
+            .count();
     ++flushes_;
     flushing_ = false;
-    if (fs.ok()) flushed_ = std::max(flushed_, target);
-    else st = fs;
+    if (fs.ok())
+      flushed_ = std::max(flushed_, target);
+    else
+      st = fs;
     flush_cv_.notify_all();
   }
   for (size_t i = 0; i < group.size(); ++i) {
@@ -68,7 +73,8 @@ Status GroupCommitter::Commit(storage::WriteBatch* batch) {
 
 GroupCommitter::~GroupCommitter() {
   if (std::getenv("COMMCARE_TRACE_COMMITS") && commits_)
-    std::fprintf(stderr, "group commit: %llu commits, %.1f batches/commit, commit %.0f us per group; "
+    std::fprintf(stderr,
+                 "group commit: %llu commits, %.1f batches/commit, commit %.0f us per group; "
                  "%llu flushes of %.0f us\n",
                  (unsigned long long)commits_, double(batches_) / commits_,
                  double(commit_us_) / commits_, (unsigned long long)flushes_,

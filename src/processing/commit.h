@@ -42,8 +42,8 @@ class GroupCommitter {
   std::deque<Writer*> queue_;
   uint64_t commits_ = 0, batches_ = 0;
   uint64_t commit_us_ = 0, flush_us_ = 0;  // time in row commits and in flushes
-  uint64_t committed_ = 0;  // groups committed so far
-  uint64_t flushed_ = 0;    // groups known durable
+  uint64_t committed_ = 0;                 // groups committed so far
+  uint64_t flushed_ = 0;                   // groups known durable
   uint64_t flushes_ = 0;
   bool flushing_ = false;
   std::condition_variable flush_cv_;

@@ -1,13 +1,13 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
-#include <csignal>
-#include <cstdlib>
-#include <atomic>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -21,12 +21,18 @@ namespace commcare {
 
 std::string_view FormStateName(FormState s) {
   switch (s) {
-    case FormState::kNormal: return "normal";
-    case FormState::kArchived: return "archived";
-    case FormState::kDeprecated: return "deprecated";
-    case FormState::kDuplicate: return "duplicate";
-    case FormState::kError: return "error";
-    case FormState::kSubmissionErrorLog: return "submission_error_log";
+    case FormState::kNormal:
+      return "normal";
+    case FormState::kArchived:
+      return "archived";
+    case FormState::kDeprecated:
+      return "deprecated";
+    case FormState::kDuplicate:
+      return "duplicate";
+    case FormState::kError:
+      return "error";
+    case FormState::kSubmissionErrorLog:
+      return "submission_error_log";
   }
   return "unknown";
 }
@@ -45,11 +51,20 @@ std::string XmlEscape(std::string_view s) {
   o.reserve(s.size());
   for (char c : s) {
     switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      default: o.push_back(c);
+      case '&':
+        o += "&amp;";
+        break;
+      case '<':
+        o += "&lt;";
+        break;
+      case '>':
+        o += "&gt;";
+        break;
+      case '"':
+        o += "&quot;";
+        break;
+      default:
+        o.push_back(c);
     }
   }
   return o;
@@ -75,20 +90,26 @@ bool IsV3(const SubmitRequest& r) { return r.openrosa_version == "3.0"; }
 
 std::string FormDocType(FormState s) {
   switch (s) {
-    case FormState::kNormal: return "XFormInstance";
-    case FormState::kArchived: return "XFormArchived";
-    case FormState::kDeprecated: return "XFormDeprecated";
-    case FormState::kDuplicate: return "XFormDuplicate";
-    case FormState::kError: return "XFormError";
-    case FormState::kSubmissionErrorLog: return "SubmissionErrorLog";
+    case FormState::kNormal:
+      return "XFormInstance";
+    case FormState::kArchived:
+      return "XFormArchived";
+    case FormState::kDeprecated:
+      return "XFormDeprecated";
+    case FormState::kDuplicate:
+      return "XFormDuplicate";
+    case FormState::kError:
+      return "XFormError";
+    case FormState::kSubmissionErrorLog:
+      return "SubmissionErrorLog";
   }
   return "XFormInstance";
 }
 
 const std::set<std::string>& AllowedExtensions() {
-  static const std::set<std::string> k = {"jpg", "jpeg", "png",  "pdf",  "3ga",  "mp3", "wav",
-                                          "amr", "qcp",  "ogg",  "3gpp", "3gp",  "3gp2", "3g2",
-                                          "mp4", "mpg4", "mpeg4", "m4v", "mpg",  "mpeg"};
+  static const std::set<std::string> k = {"jpg", "jpeg", "png",   "pdf",  "3ga", "mp3",  "wav",
+                                          "amr", "qcp",  "ogg",   "3gpp", "3gp", "3gp2", "3g2",
+                                          "mp4", "mpg4", "mpeg4", "m4v",  "mpg", "mpeg"};
   return k;
 }
 
@@ -97,7 +118,8 @@ bool AttachmentAllowed(const xform::MultipartPart& p) {
   auto dot = name.rfind('.');
   if (dot != std::string::npos) {
     std::string ext = name.substr(dot + 1);
-    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+    std::transform(ext.begin(), ext.end(), ext.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
     if (AllowedExtensions().count(ext)) return true;
   }
   std::string ct = p.content_type;
@@ -168,8 +190,8 @@ Status EngineImpl::OpenStores() {
     std::string blob_kind = codec::GetStr(v->get_object(), "blob_store");
     if (blob_kind.empty()) blob_kind = "pack";
     if (blob_kind != "pack" && blob_kind != "files")
-      return Status::DataLoss(fmt::format("{}/{} names an unknown blob store '{}'", dir,
-                                          kConfigName, blob_kind));
+      return Status::DataLoss(
+          fmt::format("{}/{} names an unknown blob store '{}'", dir, kConfigName, blob_kind));
     map_.databases = static_cast<int>(codec::GetInt(v->get_object(), "databases"));
     if (map_.shards <= 0 || (map_.shards & (map_.shards - 1)) || map_.databases <= 0 ||
         map_.databases > map_.shards)
@@ -191,9 +213,9 @@ Status EngineImpl::OpenStores() {
         return Status::Unavailable("cannot write " + lock_path);
     }
     for (int i = 0; i < map_.databases; ++i) {
-      CC_ASSIGN_OR_RETURN(auto db, storage::OpenSqlitePrimaryStore(
-                                       fmt::format("{}/db/p{}.sqlite", dir, i), opts_.durable,
-                                       opts_.read_only));
+      CC_ASSIGN_OR_RETURN(auto db,
+                          storage::OpenSqlitePrimaryStore(fmt::format("{}/db/p{}.sqlite", dir, i),
+                                                          opts_.durable, opts_.read_only));
       dbs_.push_back(std::move(db));
     }
     auto blobs = blob_kind == "pack" ? storage::OpenPackBlobStore(dir + "/blobs", opts_.read_only)
@@ -387,8 +409,9 @@ SubmitResponse EngineImpl::Submit(const SubmitRequest& req) {
   try {
     return SubmitImpl(req);
   } catch (const std::exception& e) {
-    return Respond(500, "submit_error",
-                   fmt::format("There was an error processing the form: internal error: {}", e.what()));
+    return Respond(
+        500, "submit_error",
+        fmt::format("There was an error processing the form: internal error: {}", e.what()));
   }
 }
 
@@ -397,8 +420,9 @@ SubmitResponse EngineImpl::SubmitImpl(const SubmitRequest& req) {
     return Respond(503, "submit_error", "This engine is open read-only and cannot accept forms");
   const std::string& v = req.openrosa_version;
   if (!(v.empty() || v == "1.0" || v == "2.0" || v == "2.1" || v == "3.0"))
-    return Respond(400, "submit_error",
-                   fmt::format("Unsupported X-OpenRosa-Version '{}' (supported: 1.0, 2.0, 2.1, 3.0)", v));
+    return Respond(
+        400, "submit_error",
+        fmt::format("Unsupported X-OpenRosa-Version '{}' (supported: 1.0, 2.0, 2.1, 3.0)", v));
   if (!ValidDomain(req.domain))
     return Respond(400, "submit_error", fmt::format("Invalid domain name '{}'", req.domain));
   if (req.body.size() > opts_.max_body_bytes)
@@ -418,29 +442,34 @@ SubmitResponse EngineImpl::SubmitImpl(const SubmitRequest& req) {
       if (!p.has_filename)
         return Respond(400, "submit_error",
                        fmt::format("Unexpected non-file field '{}' in the multipart body", p.name));
-      if (p.name == "xml_submission_file") xml_part = &p;
-      else attachments.push_back(p);
+      if (p.name == "xml_submission_file")
+        xml_part = &p;
+      else
+        attachments.push_back(p);
     }
     if (!xml_part || xml_part->data.empty())
       return Respond(400, "submit_error",
                      "No XML submission found: the multipart body has no non-empty "
                      "'xml_submission_file' part");
     std::string fname = xml_part->filename;
-    std::transform(fname.begin(), fname.end(), fname.begin(), [](unsigned char c) { return std::tolower(c); });
+    std::transform(fname.begin(), fname.end(), fname.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
     if (fname.size() < 4 || fname.compare(fname.size() - 4, 4, ".xml") != 0)
-      return Respond(422, "processing_failure",
-                     fmt::format("The xml_submission_file part's filename '{}' does not end in .xml",
-                                 xml_part->filename));
+      return Respond(
+          422, "processing_failure",
+          fmt::format("The xml_submission_file part's filename '{}' does not end in .xml",
+                      xml_part->filename));
     xml = xml_part->data;
     for (const auto& a : attachments) {
       if (a.data.size() > opts_.max_attachment_bytes)
         return Respond(413, "submit_error",
-                       fmt::format("Attachment '{}' is {} bytes, over the limit of {} bytes", a.name,
-                                   a.data.size(), opts_.max_attachment_bytes));
+                       fmt::format("Attachment '{}' is {} bytes, over the limit of {} bytes",
+                                   a.name, a.data.size(), opts_.max_attachment_bytes));
       if (!AttachmentAllowed(a))
-        return Respond(422, "processing_failure",
-                       fmt::format("Attachment '{}' has an unsupported file type ('{}', {})", a.name,
-                                   a.filename, a.content_type.empty() ? "no content type" : a.content_type));
+        return Respond(
+            422, "processing_failure",
+            fmt::format("Attachment '{}' has an unsupported file type ('{}', {})", a.name,
+                        a.filename, a.content_type.empty() ? "no content type" : a.content_type));
     }
   } else if (xml.empty()) {
     return Respond(400, "submit_error", "The request body is empty: no XML submission found");
@@ -510,7 +539,9 @@ SubmitResponse EngineImpl::SaveErrorLog(const SubmitRequest& req, std::string_vi
     AddFormChange(&plan, db, f, f.server_modified_on);
     s = CommitPlan(&plan, db);
   }
-  if (!s.ok()) return Respond(500, "submit_error", message + " (and the error log was not saved: " + s.message() + ")");
+  if (!s.ok())
+    return Respond(500, "submit_error",
+                   message + " (and the error log was not saved: " + s.message() + ")");
   return Respond(500, "submit_error", message, f.form_id, f.state);
 }
 
@@ -532,9 +563,8 @@ Result<CaseRecord> EngineImpl::Replay(const std::string& case_id, const std::str
                                       const FormContext& override_ctx,
                                       const std::map<std::string, const Attachment*>& override_atts,
                                       bool* live) {
-  std::stable_sort(txs.begin(), txs.end(), [](const auto& a, const auto& b) {
-    return a.server_date < b.server_date;
-  });
+  std::stable_sort(txs.begin(), txs.end(),
+                   [](const auto& a, const auto& b) { return a.server_date < b.server_date; });
   CaseRecord c;
   *live = false;
   for (const auto& t : txs) {
@@ -586,7 +616,8 @@ Status EngineImpl::UpdateLedger(const std::string& case_id, const std::string& d
   std::erase_if(all, [&](const LedgerTransaction& t) { return t.form_id == form_id; });
   for (const auto& t : form_txs) all.push_back(t);
   std::stable_sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
-    return std::tie(a.report_date, a.server_date, a.seq) < std::tie(b.report_date, b.server_date, b.seq);
+    return std::tie(a.report_date, a.server_date, a.seq) <
+           std::tie(b.report_date, b.server_date, b.seq);
   });
   std::map<std::string, LedgerValue> values;
   CC_ASSIGN_OR_RETURN(auto old_values, dbs_[db]->GetLedgerValues(case_id));
@@ -644,8 +675,10 @@ std::vector<LedgerTransaction> LedgerTxsFor(const std::vector<LedgerChange>& cha
     t.report_date = ch.report_date;
     t.type = ch.type;
     t.user_defined_type = ch.user_defined_type;
-    if (ch.type == 1) t.updated_balance = ch.quantity;
-    else t.delta = ch.quantity;
+    if (ch.type == 1)
+      t.updated_balance = ch.quantity;
+    else
+      t.delta = ch.quantity;
     t.seq = seq;
     out.push_back(std::move(t));
   }
@@ -789,9 +822,9 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
         t.expected_rev = cur->rev;
         t.record = std::move(*cur);
       } else if (opts_.strict_case_updates && !g.blocks.front()->has_create) {
-        error = CaseError{"IllegalCaseId",
-                          fmt::format("Case '{}' does not exist and the form does not create it",
-                                      g.case_id)};
+        error = CaseError{
+            "IllegalCaseId",
+            fmt::format("Case '{}' does not exist and the form does not create it", g.case_id)};
         break;
       }
       if (mode == Mode::kEdit) {
@@ -815,7 +848,8 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
       int db = map_.DatabaseFor(id);
       CC_ASSIGN_OR_RETURN(auto cur, dbs_[db]->GetCase(id));
       CC_ASSIGN_OR_RETURN(auto txs, dbs_[db]->GetCaseTransactions(id));
-      bool has_tx = std::any_of(txs.begin(), txs.end(), [&](const auto& t) { return t.form_id == form.form_id; });
+      bool has_tx = std::any_of(txs.begin(), txs.end(),
+                                [&](const auto& t) { return t.form_id == form.form_id; });
       if (!has_tx) {
         CaseTransaction nt;
         nt.case_id = id;
@@ -857,12 +891,14 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
         if (it != touched.end()) {
           ok = !it->second.record.deleted;
         } else {
-          CC_ASSIGN_OR_RETURN(auto target, dbs_[map_.DatabaseFor(idx.referenced_id)]->GetCase(idx.referenced_id));
+          CC_ASSIGN_OR_RETURN(
+              auto target, dbs_[map_.DatabaseFor(idx.referenced_id)]->GetCase(idx.referenced_id));
           ok = target && target->domain == form.domain && !target->deleted;
         }
         if (!ok) {
-          error = CaseError{"InvalidCaseIndex",
-                            fmt::format("Case '{}' references non-existent case '{}'", id, idx.referenced_id)};
+          error = CaseError{
+              "InvalidCaseIndex",
+              fmt::format("Case '{}' references non-existent case '{}'", id, idx.referenced_id)};
           break;
         }
       }
@@ -953,7 +989,8 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
   CC_RETURN_IF_ERROR(CommitPlan(&plan, home));
 
   if (error) {
-    if (IsV3(req)) return Respond(422, "processing_failure", form.problem, form.form_id, form.state);
+    if (IsV3(req))
+      return Respond(422, "processing_failure", form.problem, form.form_id, form.state);
     return Respond(201, "submit_error", form.problem, form.form_id, form.state);
   }
   return Respond(201, "submit_success", kSuccessText, form.form_id, form.state);
@@ -971,8 +1008,8 @@ Status EngineImpl::SetArchived(std::string_view domain, std::string_view form_id
     return Status::NotFound(fmt::format("form '{}' not found in domain '{}'", form_id, domain));
   FormState want_from = archived ? FormState::kNormal : FormState::kArchived;
   if (f->state != want_from)
-    return Status::FailedPrecondition(fmt::format("form '{}' is {}, not {}", form_id,
-                                                  FormStateName(f->state), FormStateName(want_from)));
+    return Status::FailedPrecondition(fmt::format(
+        "form '{}' is {}, not {}", form_id, FormStateName(f->state), FormStateName(want_from)));
   CC_ASSIGN_OR_RETURN(auto pf, LoadParsed(*f));
   std::set<std::string> case_ids;
   for (const auto& b : pf.cases) case_ids.insert(b.case_id);
@@ -1022,7 +1059,8 @@ Status EngineImpl::SetArchived(std::string_view domain, std::string_view form_id
   for (const auto& id : ledger_cases) {
     auto txs = archived ? std::vector<LedgerTransaction>{}
                         : LedgerTxsFor(changes, id, f->form_id, f->received_on);
-    CC_RETURN_IF_ERROR(UpdateLedger(id, std::string(domain), f->form_id, std::move(txs), &plan, now));
+    CC_RETURN_IF_ERROR(
+        UpdateLedger(id, std::string(domain), f->form_id, std::move(txs), &plan, now));
   }
   return CommitPlan(&plan, home);
 }
@@ -1126,7 +1164,8 @@ Result<CheckReport> EngineImpl::Check() {
     CC_RETURN_IF_ERROR(dbs_[i]->ScanForms([&](const FormRecord& f) {
       ++r.forms;
       if (map_.DatabaseFor(f.form_id) != static_cast<int>(i))
-        r.problems.push_back(fmt::format("form {} is in database {}, not its shard's", f.form_id, i));
+        r.problems.push_back(
+            fmt::format("form {} is in database {}, not its shard's", f.form_id, i));
       bool has_xml = false;
       for (const auto& a : f.attachments) {
         has_xml |= a.name == "form.xml";
@@ -1189,7 +1228,8 @@ Status Engine::Init(const InitOptions& o) {
   if (ec) return Status::Unavailable("cannot write commcare.json: " + ec.message());
   // Create the databases now so that read-only tools can open them at once.
   for (int i = 0; i < o.databases; ++i) {
-    auto db = storage::OpenSqlitePrimaryStore(fmt::format("{}/db/p{}.sqlite", o.data_dir, i), true, false);
+    auto db = storage::OpenSqlitePrimaryStore(fmt::format("{}/db/p{}.sqlite", o.data_dir, i), true,
+                                              false);
     if (!db.ok()) return db.status();
   }
   return Status::Ok();

@@ -1,11 +1,11 @@
 // The Engine implementation: submission processing, storage wiring, recovery.
 #pragma once
 
+#include <condition_variable>
 #include <map>
 #include <memory>
-#include <set>
-#include <condition_variable>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>

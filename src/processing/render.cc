@@ -74,10 +74,8 @@ std::string FormToJson(const FormRecord& f) {
   o["md5"] = f.md5;
   json::array atts;
   for (const auto& a : f.attachments)
-    atts.push_back(json::object{{"name", a.name},
-                                {"content_type", a.content_type},
-                                {"length", a.length},
-                                {"md5", a.md5}});
+    atts.push_back(json::object{
+        {"name", a.name}, {"content_type", a.content_type}, {"length", a.length}, {"md5", a.md5}});
   o["attachments"] = std::move(atts);
   return json::serialize(o);
 }
@@ -93,13 +91,18 @@ std::string CaseTransactionToJson(const CaseTransaction& t) {
                  {"xmlns", t.xmlns},
                  {"reason", t.reason}};
   json::array kinds;
-  static const std::pair<int, const char*> kBits[] = {
-      {kTxForm, "form"},           {kTxRebuildWithReason, "rebuild_with_reason"},
-      {kTxUserRequested, "user_requested"}, {kTxUserArchived, "user_archived"},
-      {kTxFormArchived, "form_archived"},   {kTxFormEdit, "form_edit"},
-      {kTxLedger, "ledger"},         {kTxCaseCreate, "case_create"},
-      {kTxCaseClose, "case_close"},  {kTxCaseIndex, "case_index"},
-      {kTxCaseAttachment, "case_attachment"}, {kTxFormReprocess, "form_reprocess"}};
+  static const std::pair<int, const char*> kBits[] = {{kTxForm, "form"},
+                                                      {kTxRebuildWithReason, "rebuild_with_reason"},
+                                                      {kTxUserRequested, "user_requested"},
+                                                      {kTxUserArchived, "user_archived"},
+                                                      {kTxFormArchived, "form_archived"},
+                                                      {kTxFormEdit, "form_edit"},
+                                                      {kTxLedger, "ledger"},
+                                                      {kTxCaseCreate, "case_create"},
+                                                      {kTxCaseClose, "case_close"},
+                                                      {kTxCaseIndex, "case_index"},
+                                                      {kTxCaseAttachment, "case_attachment"},
+                                                      {kTxFormReprocess, "form_reprocess"}};
   for (const auto& [bit, name] : kBits)
     if (t.type & bit) kinds.push_back(json::string(name));
   o["types"] = std::move(kinds);

@@ -41,7 +41,9 @@ Result<json::value> ParseJson(std::string_view text) {
 }
 
 namespace {
-const json::object* AsObject(const json::value& v) { return v.is_object() ? &v.get_object() : nullptr; }
+const json::object* AsObject(const json::value& v) {
+  return v.is_object() ? &v.get_object() : nullptr;
+}
 Status NotObject(const char* what) {
   return Status::DataLoss(fmt::format("stored {} is not a JSON object", what));
 }
@@ -237,11 +239,16 @@ Status DecodeChange(const json::value& v, ChangeMeta* m) {
 }
 
 json::object EncodeCaseTx(const CaseTransaction& t) {
-  return json::object{{"case_id", t.case_id},         {"form_id", t.form_id},
-                      {"server_date", t.server_date}, {"client_date", t.client_date},
-                      {"type", t.type},               {"revoked", t.revoked},
-                      {"sync_log_id", t.sync_log_id}, {"xmlns", t.xmlns},
-                      {"reason", t.reason},           {"seq", t.seq}};
+  return json::object{{"case_id", t.case_id},
+                      {"form_id", t.form_id},
+                      {"server_date", t.server_date},
+                      {"client_date", t.client_date},
+                      {"type", t.type},
+                      {"revoked", t.revoked},
+                      {"sync_log_id", t.sync_log_id},
+                      {"xmlns", t.xmlns},
+                      {"reason", t.reason},
+                      {"seq", t.seq}};
 }
 
 Status DecodeCaseTx(const json::value& v, CaseTransaction* t) {
@@ -439,7 +446,8 @@ Status DecodeBatch(std::string_view text, storage::WriteBatch* b,
       b->ops.emplace_back(std::move(p));
     } else if (kind == "stage_blob" && op.contains("blob")) {
       size_t idx = static_cast<size_t>(GetInt(op, "blob"));
-      if (!blobs || idx >= blobs->size()) return Status::DataLoss("stage_blob refers to a missing blob");
+      if (!blobs || idx >= blobs->size())
+        return Status::DataLoss("stage_blob refers to a missing blob");
       b->ops.emplace_back(storage::StageBlob{GetStr(op, "key"), std::string((*blobs)[idx])});
     } else if (kind == "stage_blob") {
       std::string hex = GetStr(op, "data_hex"), data;

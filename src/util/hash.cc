@@ -18,10 +18,20 @@ inline uint64_t Load64(const uint8_t* p) {
 }
 
 inline void Round(uint64_t& v0, uint64_t& v1, uint64_t& v2, uint64_t& v3) {
-  v0 += v1; v1 = Rotl(v1, 13); v1 ^= v0; v0 = Rotl(v0, 32);
-  v2 += v3; v3 = Rotl(v3, 16); v3 ^= v2;
-  v0 += v3; v3 = Rotl(v3, 21); v3 ^= v0;
-  v2 += v1; v1 = Rotl(v1, 17); v1 ^= v2; v2 = Rotl(v2, 32);
+  v0 += v1;
+  v1 = Rotl(v1, 13);
+  v1 ^= v0;
+  v0 = Rotl(v0, 32);
+  v2 += v3;
+  v3 = Rotl(v3, 16);
+  v3 ^= v2;
+  v0 += v3;
+  v3 = Rotl(v3, 21);
+  v3 ^= v0;
+  v2 += v1;
+  v1 = Rotl(v1, 17);
+  v1 ^= v2;
+  v2 = Rotl(v2, 32);
 }
 
 }  // namespace
@@ -91,7 +101,8 @@ uint32_t Crc32cSoftware(const uint8_t* p, size_t n, uint32_t crc) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) uint32_t Crc32cHardware(const uint8_t* p, size_t n, uint32_t crc) {
+__attribute__((target("sse4.2"))) uint32_t Crc32cHardware(const uint8_t* p, size_t n,
+                                                          uint32_t crc) {
   uint64_t c = ~crc & 0xffffffffULL;
   while (n >= 8) {
     uint64_t v;
@@ -124,8 +135,8 @@ std::string NewUuidHex() {
     return std::mt19937_64(seq);
   }());
   uint64_t a = rng(), b = rng();
-  a = (a & ~0xf000ULL) | 0x4000ULL;                          // version 4
-  b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;   // variant
+  a = (a & ~0xf000ULL) | 0x4000ULL;                         // version 4
+  b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant
   static const char* kHex = "0123456789abcdef";
   std::string s(32, '0');
   for (int i = 0; i < 16; ++i) s[i] = kHex[(a >> (60 - 4 * i)) & 15];

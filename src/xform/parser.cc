@@ -62,7 +62,7 @@ struct ParseState {
   int depth = 0;
   std::string error;
   Capture capture = Capture::kNone;
-  int capture_depth = 0;  // depth of the captured subtree's root
+  int capture_depth = 0;      // depth of the captured subtree's root
   std::vector<XNode*> stack;  // open nodes of the capture
   XNode root_capture;
   bool meta_seen = false;
@@ -104,10 +104,14 @@ bool HasCaseId(const XNode& n) { return n.Attr("case_id") || n.Child("case_id");
 void ConvertCase(const XNode& n, int order, CaseBlock* b) {
   b->order = order;
   b->v1 = n.ns != kCaseV2Ns;
-  if (const auto* a = n.Attr("case_id")) b->case_id = Trim(*a);
-  else if (const auto* c = n.Child("case_id")) b->case_id = Trim(c->text);
-  if (const auto* a = n.Attr("date_modified")) b->date_modified_raw = Trim(*a);
-  else if (const auto* c = n.Child("date_modified")) b->date_modified_raw = Trim(c->text);
+  if (const auto* a = n.Attr("case_id"))
+    b->case_id = Trim(*a);
+  else if (const auto* c = n.Child("case_id"))
+    b->case_id = Trim(c->text);
+  if (const auto* a = n.Attr("date_modified"))
+    b->date_modified_raw = Trim(*a);
+  else if (const auto* c = n.Child("date_modified"))
+    b->date_modified_raw = Trim(c->text);
   if (const auto* a = n.Attr("user_id")) b->user_id = Trim(*a);
   for (const auto& c : n.children) {
     if (c.name == "create") {
@@ -131,9 +135,12 @@ void ConvertCase(const XNode& n, int order, CaseBlock* b) {
           ia.case_type = *t;
           ia.has_case_type = true;
         }
-        if (const auto* r = f.Attr("relationship")) ia.relationship = Trim(*r);
-        else if (const auto* rc = f.Child("relationship")) ia.relationship = Trim(rc->text);
-        else ia.relationship = "child";
+        if (const auto* r = f.Attr("relationship"))
+          ia.relationship = Trim(*r);
+        else if (const auto* rc = f.Child("relationship"))
+          ia.relationship = Trim(rc->text);
+        else
+          ia.relationship = "child";
         b->indices.push_back(std::move(ia));
       }
     } else if (c.name == "attachment") {
@@ -207,8 +214,10 @@ void XMLCALL OnStart(void* ud, const XML_Char* name, const XML_Char** atts) {
   }
   if (st->capture == Capture::kNone) {
     Capture c = Capture::kNone;
-    if (local == "case" && !st->out->device_report) c = Capture::kCase;
-    else if (ns == kLedgerNs && (local == "balance" || local == "transfer")) c = Capture::kLedger;
+    if (local == "case" && !st->out->device_report)
+      c = Capture::kCase;
+    else if (ns == kLedgerNs && (local == "balance" || local == "transfer"))
+      c = Capture::kLedger;
     else if (st->depth == 2 && !st->meta_seen && (local == "meta" || local == "Meta"))
       c = Capture::kMeta;
     if (c == Capture::kNone) return;
@@ -334,9 +343,8 @@ bool HeaderParam(std::string_view header, std::string_view key, std::string* out
   size_t pos = 0;
   while (pos < header.size()) {
     size_t semi = header.find(';', pos);
-    std::string_view item = TrimView(header.substr(pos, semi == std::string_view::npos
-                                                            ? std::string_view::npos
-                                                            : semi - pos));
+    std::string_view item = TrimView(
+        header.substr(pos, semi == std::string_view::npos ? std::string_view::npos : semi - pos));
     size_t eq = item.find('=');
     if (eq != std::string_view::npos && IEquals(TrimView(item.substr(0, eq)), key)) {
       std::string_view v = TrimView(item.substr(eq + 1));

@@ -19,7 +19,7 @@ inline constexpr std::string_view kDeviceReportNs = "http://code.javarosa.org/de
 // A small element tree, built only for the parts of a form the engine reads.
 struct XNode {
   std::string ns;
-  std::string name;  // local name
+  std::string name;                                        // local name
   std::vector<std::pair<std::string, std::string>> attrs;  // local name -> value
   std::string text;
   std::vector<XNode> children;
@@ -30,7 +30,7 @@ struct XNode {
 struct IndexAction {
   std::string identifier;
   std::string case_type;
-  std::string target;  // empty: delete the index
+  std::string target;        // empty: delete the index
   std::string relationship;  // "child" (default) or "extension"
   bool has_case_type = false;
 };

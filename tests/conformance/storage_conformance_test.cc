@@ -4,14 +4,14 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <thread>
 
+#include "../test_util.h"
 #include "commcare/storage/blob_store.h"
 #include "commcare/storage/primary_store.h"
-#include "../test_util.h"
 
 using namespace commcare;
 using namespace commcare::storage;
@@ -141,10 +141,14 @@ TEST_CASE("PrimaryStore: case transactions upsert by form and keep order") {
     CAPTURE(f.name);
     auto s = f.make();
     WriteBatch b;
-    b.ops.emplace_back(PutCaseTransaction{CaseTransaction{.case_id = "c", .form_id = "f1", .type = 1}});
-    b.ops.emplace_back(PutCaseTransaction{CaseTransaction{.case_id = "c", .form_id = "f2", .type = 1}});
-    b.ops.emplace_back(PutCaseTransaction{CaseTransaction{.case_id = "c", .form_id = "f1", .type = 129, .revoked = true}});
-    b.ops.emplace_back(PutCaseTransaction{CaseTransaction{.case_id = "c", .type = 2, .reason = "r"}});
+    b.ops.emplace_back(
+        PutCaseTransaction{CaseTransaction{.case_id = "c", .form_id = "f1", .type = 1}});
+    b.ops.emplace_back(
+        PutCaseTransaction{CaseTransaction{.case_id = "c", .form_id = "f2", .type = 1}});
+    b.ops.emplace_back(PutCaseTransaction{
+        CaseTransaction{.case_id = "c", .form_id = "f1", .type = 129, .revoked = true}});
+    b.ops.emplace_back(
+        PutCaseTransaction{CaseTransaction{.case_id = "c", .type = 2, .reason = "r"}});
     REQUIRE(CommitOne(s.get(), &b).ok());
     auto txs = s->GetCaseTransactions("c");
     REQUIRE(txs.ok());
@@ -163,8 +167,17 @@ TEST_CASE("PrimaryStore: ledgers, outbox order and scans") {
     CAPTURE(f.name);
     auto s = f.make();
     WriteBatch b;
-    b.ops.emplace_back(PutLedgerValue{LedgerValue{.case_id = "c", .section_id = "s", .entry_id = "p", .balance = 4}});
-    b.ops.emplace_back(ReplaceLedgerTransactions{"f1", "c", {LedgerTransaction{.form_id = "f1", .case_id = "c", .section_id = "s", .entry_id = "p", .report_date = 2, .delta = 4, .seq = 1}}});
+    b.ops.emplace_back(PutLedgerValue{
+        LedgerValue{.case_id = "c", .section_id = "s", .entry_id = "p", .balance = 4}});
+    b.ops.emplace_back(ReplaceLedgerTransactions{"f1",
+                                                 "c",
+                                                 {LedgerTransaction{.form_id = "f1",
+                                                                    .case_id = "c",
+                                                                    .section_id = "s",
+                                                                    .entry_id = "p",
+                                                                    .report_date = 2,
+                                                                    .delta = 4,
+                                                                    .seq = 1}}});
     for (int i = 0; i < 5; ++i) {
       ChangeMeta m;
       m.topic = "case-sql";
@@ -193,7 +206,10 @@ TEST_CASE("PrimaryStore: ledgers, outbox order and scans") {
     CaseFilter filter;
     filter.domain = "demo";
     filter.closed = false;
-    REQUIRE(s->ScanCases(filter, [&](const CaseRecord& c) { open.push_back(c.case_id); return true; }).ok());
+    REQUIRE(s->ScanCases(filter, [&](const CaseRecord& c) {
+               open.push_back(c.case_id);
+               return true;
+             }).ok());
     CHECK(open == std::vector<std::string>{"a"});
   }
 }
@@ -273,7 +289,8 @@ TEST_CASE("BlobStore: many concurrent puts all read back") {
   }
 }
 
-TEST_CASE("PackBlobStore: blobs survive a reopen, a new writer starts a new volume, damage is found") {
+TEST_CASE(
+    "PackBlobStore: blobs survive a reopen, a new writer starts a new volume, damage is found") {
   std::string dir = TempDir("pack-reopen");
   std::string k1, k2;
   {

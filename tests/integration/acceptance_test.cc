@@ -20,37 +20,36 @@ SubmitResponse SubmitSample(Engine* e, const std::string& name, const std::strin
 }
 
 // The samples the tests below exercise (each test runs in its own process under ctest).
-const std::set<std::string> kCovered = {
-    "case-bugs__duplicate_case_properties.xml",
-    "case-bugs__empty_id.xml",
-    "case-bugs__multiple_case_blocks.xml",
-    "case-multicase__case_in_repeats.xml",
-    "case-multicase__mixed_cases.xml",
-    "case-multicase__parallel_cases.xml",
-    "case-ordering__create_oo.xml",
-    "case-ordering__update_oo.xml",
-    "case-v2__basic_close.xml",
-    "case-v2__basic_create.xml",
-    "case-v2__basic_noop.xml",
-    "case-v2__basic_update.xml",
-    "case-v2__index_update.xml",
-    "case-v2__named_namespace.xml",
-    "case__create.xml",
-    "couchforms-deprecation__edit.xml",
-    "couchforms-deprecation__original.xml",
-    "couchforms-posts__duplicate.xml",
-    "couchforms-posts__meta.xml",
-    "couchforms-posts__namespaces.xml",
-    "phone-dependent-case-conflicts__cf.xml",
-    "receiverwrapper__case_ledger_form.xml",
-    "receiverwrapper__case_ledger_form_2.xml",
-    "receiverwrapper__device_log.xml",
-    "receiverwrapper__form_with_case.xml",
-    "receiverwrapper__invalid_form_xml.xml",
-    "receiverwrapper__missing_xmlns.xml",
-    "receiverwrapper__namespace_in_meta.xml",
-    "receiverwrapper__simple_form.xml",
-    "receiverwrapper__simple_form_edited.xml"};
+const std::set<std::string> kCovered = {"case-bugs__duplicate_case_properties.xml",
+                                        "case-bugs__empty_id.xml",
+                                        "case-bugs__multiple_case_blocks.xml",
+                                        "case-multicase__case_in_repeats.xml",
+                                        "case-multicase__mixed_cases.xml",
+                                        "case-multicase__parallel_cases.xml",
+                                        "case-ordering__create_oo.xml",
+                                        "case-ordering__update_oo.xml",
+                                        "case-v2__basic_close.xml",
+                                        "case-v2__basic_create.xml",
+                                        "case-v2__basic_noop.xml",
+                                        "case-v2__basic_update.xml",
+                                        "case-v2__index_update.xml",
+                                        "case-v2__named_namespace.xml",
+                                        "case__create.xml",
+                                        "couchforms-deprecation__edit.xml",
+                                        "couchforms-deprecation__original.xml",
+                                        "couchforms-posts__duplicate.xml",
+                                        "couchforms-posts__meta.xml",
+                                        "couchforms-posts__namespaces.xml",
+                                        "phone-dependent-case-conflicts__cf.xml",
+                                        "receiverwrapper__case_ledger_form.xml",
+                                        "receiverwrapper__case_ledger_form_2.xml",
+                                        "receiverwrapper__device_log.xml",
+                                        "receiverwrapper__form_with_case.xml",
+                                        "receiverwrapper__invalid_form_xml.xml",
+                                        "receiverwrapper__missing_xmlns.xml",
+                                        "receiverwrapper__namespace_in_meta.xml",
+                                        "receiverwrapper__simple_form.xml",
+                                        "receiverwrapper__simple_form_edited.xml"};
 void Cover(const std::string& name) { CHECK_MESSAGE(kCovered.count(name), name); }
 
 }  // namespace
@@ -94,7 +93,8 @@ TEST_CASE("Acceptance: cases and ledgers (receiverwrapper)") {
 
   Cover("receiverwrapper__case_ledger_form.xml");
   Cover("receiverwrapper__case_ledger_form_2.xml");
-  REQUIRE(SubmitSample(e.get(), "receiverwrapper__case_ledger_form.xml").nature == "submit_success");
+  REQUIRE(SubmitSample(e.get(), "receiverwrapper__case_ledger_form.xml").nature ==
+          "submit_success");
   auto a = e->GetCase("demo", "fbb69a88-1eca-463a-883e-1148b96fb03b");
   CHECK(a->closed);
   CHECK(a->owner_id == "91cadfa4cb957cf021c76dfe31d206a6");
@@ -109,7 +109,8 @@ TEST_CASE("Acceptance: cases and ledgers (receiverwrapper)") {
   REQUIRE(led->size() == 1);
   CHECK(led->at(0).section_id == "stock");
   CHECK(led->at(0).balance == 10);
-  REQUIRE(SubmitSample(e.get(), "receiverwrapper__case_ledger_form_2.xml").nature == "submit_success");
+  REQUIRE(SubmitSample(e.get(), "receiverwrapper__case_ledger_form_2.xml").nature ==
+          "submit_success");
   CHECK(e->GetCase("demo", a->case_id)->properties.at("entrepreneur") == "ben");
 
   Cover("receiverwrapper__namespace_in_meta.xml");
@@ -127,7 +128,8 @@ TEST_CASE("Acceptance: bad XML, missing xmlns and device logs (receiverwrapper)"
   auto m = SubmitSample(e.get(), "receiverwrapper__missing_xmlns.xml");
   CHECK(m.http_status == 500);
   CHECK(m.nature == "submit_error");
-  CHECK(m.message == "There was an error processing the form: Form is missing a required field: XMLNS");
+  CHECK(m.message ==
+        "There was an error processing the form: Form is missing a required field: XMLNS");
   CHECK(e->GetForm("demo", m.form_id)->state == FormState::kSubmissionErrorLog);
   Cover("receiverwrapper__invalid_form_xml.xml");
   auto inv = SubmitSample(e.get(), "receiverwrapper__invalid_form_xml.xml", "3.0");
@@ -138,7 +140,10 @@ TEST_CASE("Acceptance: bad XML, missing xmlns and device logs (receiverwrapper)"
   auto d = SubmitSample(e.get(), "receiverwrapper__device_log.xml");
   CHECK(d.nature == "submit_success");
   int n = 0;
-  REQUIRE(e->ListCases({}, [&](const CaseRecord&) { ++n; return true; }).ok());
+  REQUIRE(e->ListCases({}, [&](const CaseRecord&) {
+             ++n;
+             return true;
+           }).ok());
   CHECK(n == 0);  // the device report's <case> is not a case block
 }
 
@@ -162,7 +167,8 @@ TEST_CASE("Acceptance: couchforms posts and deprecation") {
   auto orig = SubmitSample(e.get(), "couchforms-deprecation__original.xml");
   REQUIRE(orig.form_id == "7H46J37FGH3");
   std::string edit = Sample("couchforms-deprecation__edit.xml");
-  edit = std::regex_replace(edit, std::regex("<instanceID>[^<]*</instanceID>"), "<instanceID>7H46J37FGH3</instanceID>");
+  edit = std::regex_replace(edit, std::regex("<instanceID>[^<]*</instanceID>"),
+                            "<instanceID>7H46J37FGH3</instanceID>");
   auto ed = Submit(e.get(), edit);
   CHECK(ed.nature == "submit_success");
   CHECK(ed.form_id == "7H46J37FGH3");
@@ -203,7 +209,8 @@ TEST_CASE("Acceptance: v2 case blocks (casexml v2)") {
   auto nn = e->GetCase("demo", "14cc2770-2d1c-49c2-b252-22d6ecce385a");
   CHECK(nn->type == "cc_bihar_pregnancy");
   CHECK(FormatTime(nn->opened_on) == "2011-12-27T00:00:00.000000Z");
-  CHECK(e->GetForm("demo", "05f9c90f-8e2e-4e3f-b392-002058c46b00")->user_id == "d5ce3a980b5b69e793445ec0e3b2138e");
+  CHECK(e->GetForm("demo", "05f9c90f-8e2e-4e3f-b392-002058c46b00")->user_id ==
+        "d5ce3a980b5b69e793445ec0e3b2138e");
   Cover("case__create.xml");
   std::string tmpl = Sample("case__create.xml");
   tmpl = std::regex_replace(tmpl, std::regex("REPLACE_UID"), "tmpl-form-1");
@@ -229,7 +236,10 @@ TEST_CASE("Acceptance: v1 and nested case blocks (casexml multicase)") {
   Cover("case-multicase__mixed_cases.xml");
   REQUIRE(SubmitSample(e2.get(), "case-multicase__mixed_cases.xml").nature == "submit_success");
   int n = 0;
-  REQUIRE(e2->ListCases({}, [&](const CaseRecord&) { ++n; return true; }).ok());
+  REQUIRE(e2->ListCases({}, [&](const CaseRecord&) {
+              ++n;
+              return true;
+            }).ok());
   CHECK(n == 4);
   Cover("case-multicase__case_in_repeats.xml");
   REQUIRE(SubmitSample(e2.get(), "case-multicase__case_in_repeats.xml").nature == "submit_success");
@@ -245,9 +255,11 @@ TEST_CASE("Acceptance: casexml bug regressions and ordering") {
   Cover("case-bugs__multiple_case_blocks.xml");
   REQUIRE(SubmitSample(e.get(), "case-bugs__multiple_case_blocks.xml").nature == "submit_success");
   CHECK(e->CaseHistory("demo", "MCLPZ69ON942EKNIBR5WF1G2L")->size() == 1);
-  CHECK(e->GetCase("demo", "MCLPZ69ON942EKNIBR5WF1G2L")->properties.at("community_name") == "TAMERLO");
+  CHECK(e->GetCase("demo", "MCLPZ69ON942EKNIBR5WF1G2L")->properties.at("community_name") ==
+        "TAMERLO");
   Cover("case-bugs__duplicate_case_properties.xml");
-  REQUIRE(SubmitSample(e.get(), "case-bugs__duplicate_case_properties.xml").nature == "submit_success");
+  REQUIRE(SubmitSample(e.get(), "case-bugs__duplicate_case_properties.xml").nature ==
+          "submit_success");
   auto dp = e->GetCase("demo", "061ecbae-d9be-4bb5-bdd4-e62abd5eaf7b");
   CHECK(dp->properties.at("foo") == "");
   CHECK(dp->properties.at("date_next_eb") == "2012-05-27");
@@ -266,9 +278,11 @@ TEST_CASE("Acceptance: casexml bug regressions and ordering") {
   CHECK(oo->properties.at("pupdate") == "from the update form");
   CHECK(oo->properties.at("pcreate") == "from the create form");
   Cover("phone-dependent-case-conflicts__cf.xml");
-  REQUIRE(SubmitSample(e.get(), "phone-dependent-case-conflicts__cf.xml").nature == "submit_success");
-  for (const char* id : {"9dbce942-0163-438b-b3e5-67b473d2f719", "7b58fd8f-1bb8-4978-99a6-7b5d9826c1f9",
-                         "17e36de1-b9de-423c-a6a6-605d291ec976"})
+  REQUIRE(SubmitSample(e.get(), "phone-dependent-case-conflicts__cf.xml").nature ==
+          "submit_success");
+  for (const char* id :
+       {"9dbce942-0163-438b-b3e5-67b473d2f719", "7b58fd8f-1bb8-4978-99a6-7b5d9826c1f9",
+        "17e36de1-b9de-423c-a6a6-605d291ec976"})
     CHECK(e->GetCase("demo", id)->owner_id == "67bffa913b38e7901851d863ededa475");
 }
 

@@ -19,7 +19,8 @@ namespace cctest {
 inline std::string TempDir(const char* tag) { return FreshTempDir("cc-eng", tag); }
 
 // An engine on SQLite files in a fresh directory (databases physical DBs, 64 shards).
-inline std::unique_ptr<commcare::Engine> OpenSqlite(int databases = 1, std::string* dir_out = nullptr,
+inline std::unique_ptr<commcare::Engine> OpenSqlite(int databases = 1,
+                                                    std::string* dir_out = nullptr,
                                                     bool strict = false, bool durable = false) {
   std::string dir = TempDir("sqlite");
   commcare::InitOptions io;

@@ -21,14 +21,23 @@ TEST_CASE("Engine: create, update, index and close a case across forms") {
   for (auto& [name, make] : Engines()) {
     CAPTURE(name);
     auto e = make();
-    auto r = Submit(e.get(), CaseForm("f1", "h1", "<create><case_type>household</case_type><case_name>H</case_name><owner_id>o1</owner_id></create>"));
+    auto r = Submit(e.get(), CaseForm("f1", "h1",
+                                      "<create><case_type>household</case_type><case_name>H</"
+                                      "case_name><owner_id>o1</owner_id></create>"));
     CHECK(r.http_status == 201);
     CHECK(r.nature == "submit_success");
     CHECK(r.content_type == "text/xml; charset=utf-8");
     CHECK(r.body.find("<message nature=\"submit_success\">") != std::string::npos);
-    r = Submit(e.get(), CaseForm("f2", "p1", "<create><case_type>person</case_type><case_name>P</case_name></create><update><age>4</age></update><index><parent case_type=\"household\">h1</parent></index>"));
+    r = Submit(
+        e.get(),
+        CaseForm(
+            "f2", "p1",
+            "<create><case_type>person</case_type><case_name>P</case_name></create><update><age>4</"
+            "age></update><index><parent case_type=\"household\">h1</parent></index>"));
     REQUIRE(r.nature == "submit_success");
-    r = Submit(e.get(), CaseForm("f3", "p1", "<update><age>5</age><case_name>Pat</case_name></update><close/>", "u2", "2020-02-01T00:00:00Z"));
+    r = Submit(e.get(), CaseForm("f3", "p1",
+                                 "<update><age>5</age><case_name>Pat</case_name></update><close/>",
+                                 "u2", "2020-02-01T00:00:00Z"));
     REQUIRE(r.nature == "submit_success");
     auto c = e->GetCase("demo", "p1");
     REQUIRE(c.ok());
@@ -48,7 +57,9 @@ TEST_CASE("Engine: create, update, index and close a case across forms") {
     REQUIRE(f.ok());
     CHECK(f->state == FormState::kNormal);
     CHECK(f->user_id == "u2");
-    CHECK(*e->GetFormXml("demo", "f3") == CaseForm("f3", "p1", "<update><age>5</age><case_name>Pat</case_name></update><close/>", "u2", "2020-02-01T00:00:00Z"));
+    CHECK(*e->GetFormXml("demo", "f3") ==
+          CaseForm("f3", "p1", "<update><age>5</age><case_name>Pat</case_name></update><close/>",
+                   "u2", "2020-02-01T00:00:00Z"));
     auto check = e->Check();
     REQUIRE(check.ok());
     CHECK(check->problems.empty());
@@ -58,7 +69,8 @@ TEST_CASE("Engine: create, update, index and close a case across forms") {
 
 TEST_CASE("Engine: duplicates answer per OpenRosa version and store a DUPLICATE record") {
   auto e = OpenMemory();
-  std::string xml = CaseForm("dup1", "c1", "<create><case_type>t</case_type><case_name>n</case_name></create>");
+  std::string xml =
+      CaseForm("dup1", "c1", "<create><case_type>t</case_type><case_name>n</case_name></create>");
   REQUIRE(Submit(e.get(), xml).nature == "submit_success");
   auto r2 = Submit(e.get(), xml);
   CHECK(r2.http_status == 201);
@@ -78,11 +90,20 @@ TEST_CASE("Engine: an edit deprecates the old version and rebuilds its cases") {
   for (auto& [name, make] : Engines()) {
     CAPTURE(name);
     auto e = make();
-    REQUIRE(Submit(e.get(), CaseForm("e1", "a", "<create><case_type>t</case_type><case_name>A</case_name></create><update><x>1</x></update>")).nature == "submit_success");
-    REQUIRE(Submit(e.get(), CaseForm("e2", "a", "<update><y>2</y></update>")).nature == "submit_success");
+    REQUIRE(Submit(e.get(), CaseForm("e1", "a",
+                                     "<create><case_type>t</case_type><case_name>A</case_name></"
+                                     "create><update><x>1</x></update>"))
+                .nature == "submit_success");
+    REQUIRE(Submit(e.get(), CaseForm("e2", "a", "<update><y>2</y></update>")).nature ==
+            "submit_success");
     // The edit of e1 drops x, sets z, and now creates case b instead of nothing.
-    std::string edited = CaseForm("e1", "a", "<create><case_type>t</case_type><case_name>A2</case_name></create><update><z>3</z></update>");
-    edited.replace(edited.find("</data>"), 7, "<case xmlns=\"http://commcarehq.org/case/transaction/v2\" case_id=\"b\"><create><case_type>t</case_type><case_name>B</case_name></create></case></data>");
+    std::string edited = CaseForm("e1", "a",
+                                  "<create><case_type>t</case_type><case_name>A2</case_name></"
+                                  "create><update><z>3</z></update>");
+    edited.replace(edited.find("</data>"), 7,
+                   "<case xmlns=\"http://commcarehq.org/case/transaction/v2\" "
+                   "case_id=\"b\"><create><case_type>t</case_type><case_name>B</case_name></"
+                   "create></case></data>");
     auto r = Submit(e.get(), edited);
     REQUIRE(r.nature == "submit_success");
     CHECK(r.form_id == "e1");
@@ -114,8 +135,12 @@ TEST_CASE("Engine: archive revokes a form's changes and unarchive restores them"
   for (auto& [name, make] : Engines()) {
     CAPTURE(name);
     auto e = make();
-    REQUIRE(Submit(e.get(), CaseForm("a1", "c", "<create><case_type>t</case_type><case_name>C</case_name></create><update><p>1</p></update>")).nature == "submit_success");
-    REQUIRE(Submit(e.get(), CaseForm("a2", "c", "<update><p>2</p></update><close/>")).nature == "submit_success");
+    REQUIRE(Submit(e.get(), CaseForm("a1", "c",
+                                     "<create><case_type>t</case_type><case_name>C</case_name></"
+                                     "create><update><p>1</p></update>"))
+                .nature == "submit_success");
+    REQUIRE(Submit(e.get(), CaseForm("a2", "c", "<update><p>2</p></update><close/>")).nature ==
+            "submit_success");
     REQUIRE(e->ArchiveForm("demo", "a2").ok());
     CHECK(e->GetForm("demo", "a2")->state == FormState::kArchived);
     auto c = e->GetCase("demo", "c");
@@ -136,11 +161,23 @@ TEST_CASE("Engine: archive revokes a form's changes and unarchive restores them"
 
 TEST_CASE("Engine: ledger balances and transfers, rebuilt on archive") {
   auto e = OpenSqlite(2);
-  REQUIRE(Submit(e.get(), CaseForm("l0", "store", "<create><case_type>supply-point</case_type><case_name>S</case_name></create>")).nature == "submit_success");
-  REQUIRE(Submit(e.get(), CaseForm("l0b", "clinic", "<create><case_type>supply-point</case_type><case_name>C</case_name></create>")).nature == "submit_success");
-  std::string bal = R"(<data xmlns="http://example.org/l"><meta><instanceID>l1</instanceID></meta><balance xmlns="http://commcarehq.org/ledger/v1" entity-id="store" date="2020-01-01" section-id="stock"><entry id="amox" quantity="100"/><entry id="ors" quantity="20"/></balance></data>)";
+  REQUIRE(
+      Submit(
+          e.get(),
+          CaseForm("l0", "store",
+                   "<create><case_type>supply-point</case_type><case_name>S</case_name></create>"))
+          .nature == "submit_success");
+  REQUIRE(
+      Submit(
+          e.get(),
+          CaseForm("l0b", "clinic",
+                   "<create><case_type>supply-point</case_type><case_name>C</case_name></create>"))
+          .nature == "submit_success");
+  std::string bal =
+      R"(<data xmlns="http://example.org/l"><meta><instanceID>l1</instanceID></meta><balance xmlns="http://commcarehq.org/ledger/v1" entity-id="store" date="2020-01-01" section-id="stock"><entry id="amox" quantity="100"/><entry id="ors" quantity="20"/></balance></data>)";
   REQUIRE(Submit(e.get(), bal).nature == "submit_success");
-  std::string tr = R"(<data xmlns="http://example.org/l"><meta><instanceID>l2</instanceID></meta><transfer xmlns="http://commcarehq.org/ledger/v1" src="store" dest="clinic" date="2020-01-02" section-id="stock" type="ship"><entry id="amox" quantity="30"/></transfer></data>)";
+  std::string tr =
+      R"(<data xmlns="http://example.org/l"><meta><instanceID>l2</instanceID></meta><transfer xmlns="http://commcarehq.org/ledger/v1" src="store" dest="clinic" date="2020-01-02" section-id="stock" type="ship"><entry id="amox" quantity="30"/></transfer></data>)";
   REQUIRE(Submit(e.get(), tr).nature == "submit_success");
   auto store = e->GetLedger("demo", "store");
   REQUIRE(store->size() == 2);
@@ -152,7 +189,8 @@ TEST_CASE("Engine: ledger balances and transfers, rebuilt on archive") {
   REQUIRE(e->ArchiveForm("demo", "l2").ok());
   CHECK((*e->GetLedger("demo", "store"))[0].balance == 100);
   CHECK((*e->GetLedger("demo", "clinic"))[0].balance == 0);
-  std::string missing = R"(<data xmlns="http://example.org/l"><meta><instanceID>l3</instanceID></meta><balance xmlns="http://commcarehq.org/ledger/v1" entity-id="nope" section-id="stock"><entry id="amox" quantity="1"/></balance></data>)";
+  std::string missing =
+      R"(<data xmlns="http://example.org/l"><meta><instanceID>l3</instanceID></meta><balance xmlns="http://commcarehq.org/ledger/v1" entity-id="nope" section-id="stock"><entry id="amox" quantity="1"/></balance></data>)";
   auto r = Submit(e.get(), missing);
   CHECK(r.nature == "submit_error");
   CHECK(r.message.find("IllegalCaseId") == 0);
@@ -160,18 +198,25 @@ TEST_CASE("Engine: ledger balances and transfers, rebuilt on archive") {
 
 TEST_CASE("Engine: known case errors save an ERROR form, 201 or 422 by OpenRosa version") {
   auto e = OpenMemory(2);
-  auto r = Submit(e.get(), CaseForm("x1", "c", "<index><parent case_type=\"t\">ghost</parent></index>"));
+  auto r =
+      Submit(e.get(), CaseForm("x1", "c", "<index><parent case_type=\"t\">ghost</parent></index>"));
   CHECK(r.http_status == 201);
   CHECK(r.nature == "submit_error");
   CHECK(r.message == "InvalidCaseIndex: Case 'c' references non-existent case 'ghost'");
   CHECK(e->GetForm("demo", "x1")->state == FormState::kError);
   CHECK(e->GetCase("demo", "c").status().IsNotFound());  // no half-written case
-  auto r3 = Submit(e.get(), CaseForm("x2", "c", "<create><case_type>t</case_type><case_name>" + std::string(300, 'n') + "</case_name></create>"), "3.0");
+  auto r3 = Submit(e.get(),
+                   CaseForm("x2", "c",
+                            "<create><case_type>t</case_type><case_name>" + std::string(300, 'n') +
+                                "</case_name></create>"),
+                   "3.0");
   CHECK(r3.http_status == 422);
   CHECK(r3.nature == "processing_failure");
   CHECK(r3.message.find("CaseValueError") == 0);
   // Resubmitting a fixed version of an ERROR form replaces it.
-  auto fixed = Submit(e.get(), CaseForm("x2", "c", "<create><case_type>t</case_type><case_name>ok</case_name></create>"));
+  auto fixed = Submit(
+      e.get(),
+      CaseForm("x2", "c", "<create><case_type>t</case_type><case_name>ok</case_name></create>"));
   CHECK(fixed.nature == "submit_success");
   CHECK(e->GetForm("demo", "x2")->state == FormState::kNormal);
   CHECK(e->GetCase("demo", "c")->name == "ok");
@@ -183,7 +228,8 @@ TEST_CASE("Engine: known case errors save an ERROR form, 201 or 422 by OpenRosa 
 
 TEST_CASE("Engine: lenient implicit create by default, strict mode refuses") {
   auto lenient = OpenMemory();
-  REQUIRE(Submit(lenient.get(), CaseForm("s1", "new", "<update><p>1</p></update>", "u7")).nature == "submit_success");
+  REQUIRE(Submit(lenient.get(), CaseForm("s1", "new", "<update><p>1</p></update>", "u7")).nature ==
+          "submit_success");
   auto c = lenient->GetCase("demo", "new");
   CHECK(c->owner_id == "u7");
   CHECK(c->opened_on != 0);
@@ -205,7 +251,8 @@ TEST_CASE("Engine: bad input gets a clear error and writes nothing") {
   CHECK(bad_xml.message.find("There was an error processing the form: Invalid XML") == 0);
   CHECK(bad_xml.state == FormState::kSubmissionErrorLog);
   auto no_ns = Submit(e.get(), "<data><a/></data>");
-  CHECK(no_ns.message == "There was an error processing the form: Form is missing a required field: XMLNS");
+  CHECK(no_ns.message ==
+        "There was an error processing the form: Form is missing a required field: XMLNS");
   SubmitRequest big;
   big.domain = "demo";
   big.body = "<data xmlns='x'>" + std::string(11 * 1024 * 1024, ' ') + "</data>";
@@ -215,7 +262,9 @@ TEST_CASE("Engine: bad input gets a clear error and writes nothing") {
   SubmitRequest no_part;
   no_part.domain = "demo";
   no_part.content_type = "multipart/form-data; boundary=XX";
-  no_part.body = "--XX\r\nContent-Disposition: form-data; name=\"other.jpg\"; filename=\"other.jpg\"\r\nContent-Type: image/jpeg\r\n\r\nJ\r\n--XX--\r\n";
+  no_part.body =
+      "--XX\r\nContent-Disposition: form-data; name=\"other.jpg\"; "
+      "filename=\"other.jpg\"\r\nContent-Type: image/jpeg\r\n\r\nJ\r\n--XX--\r\n";
   auto np = e->Submit(no_part);
   CHECK(np.http_status == 400);
   CHECK(np.message.find("xml_submission_file") != std::string::npos);
@@ -223,15 +272,23 @@ TEST_CASE("Engine: bad input gets a clear error and writes nothing") {
   field.body = "--XX\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--XX--\r\n";
   CHECK(e->Submit(field).http_status == 400);
   SubmitRequest badname = no_part;
-  badname.body = "--XX\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; filename=\"f.txt\"\r\n\r\n<a xmlns='x'/>\r\n--XX--\r\n";
+  badname.body =
+      "--XX\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; "
+      "filename=\"f.txt\"\r\n\r\n<a xmlns='x'/>\r\n--XX--\r\n";
   CHECK(e->Submit(badname).http_status == 422);
   SubmitRequest badatt = no_part;
-  badatt.body = "--XX\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; filename=\"f.xml\"\r\n\r\n<a xmlns='x'/>\r\n--XX\r\nContent-Disposition: form-data; name=\"evil.exe\"; filename=\"evil.exe\"\r\nContent-Type: application/x-msdownload\r\n\r\nMZ\r\n--XX--\r\n";
+  badatt.body =
+      "--XX\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; "
+      "filename=\"f.xml\"\r\n\r\n<a xmlns='x'/>\r\n--XX\r\nContent-Disposition: form-data; "
+      "name=\"evil.exe\"; filename=\"evil.exe\"\r\nContent-Type: "
+      "application/x-msdownload\r\n\r\nMZ\r\n--XX--\r\n";
   auto ba = e->Submit(badatt);
   CHECK(ba.http_status == 422);
   CHECK(ba.message.find("evil.exe") != std::string::npos);
   SubmitRequest truncated = no_part;
-  truncated.body = "--XX\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; filename=\"f.xml\"\r\n\r\n<a xmlns='x'/>";
+  truncated.body =
+      "--XX\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; "
+      "filename=\"f.xml\"\r\n\r\n<a xmlns='x'/>";
   CHECK(e->Submit(truncated).http_status == 400);
   SubmitRequest bad_domain;
   bad_domain.domain = "no spaces/allowed";
@@ -246,12 +303,19 @@ TEST_CASE("Engine: bad input gets a clear error and writes nothing") {
 
 TEST_CASE("Engine: multipart submissions store attachments and case attachments point at them") {
   auto e = OpenSqlite(1);
-  std::string xml = CaseForm("m1", "c", "<create><case_type>t</case_type><case_name>n</case_name></create><attachment><photo src=\"photo.jpg\" from=\"local\"/></attachment>");
+  std::string xml =
+      CaseForm("m1", "c",
+               "<create><case_type>t</case_type><case_name>n</case_name></"
+               "create><attachment><photo src=\"photo.jpg\" from=\"local\"/></attachment>");
   SubmitRequest r;
   r.domain = "demo";
   r.content_type = "multipart/form-data; boundary=BB";
-  r.body = "--BB\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; filename=\"form.xml\"\r\nContent-Type: text/xml\r\n\r\n" + xml +
-           "\r\n--BB\r\nContent-Disposition: form-data; name=\"photo.jpg\"; filename=\"photo.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8JPEGDATA\r\n--BB--\r\n";
+  r.body =
+      "--BB\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; "
+      "filename=\"form.xml\"\r\nContent-Type: text/xml\r\n\r\n" +
+      xml +
+      "\r\n--BB\r\nContent-Disposition: form-data; name=\"photo.jpg\"; "
+      "filename=\"photo.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8JPEGDATA\r\n--BB--\r\n";
   auto resp = e->Submit(r);
   REQUIRE(resp.nature == "submit_success");
   auto f = e->GetForm("demo", "m1");
@@ -266,22 +330,29 @@ TEST_CASE("Engine: multipart submissions store attachments and case attachments 
 }
 
 TEST_CASE("Engine: concurrent updates of one case lose nothing") {
-  for (auto [dbs, durable] : {std::pair{1, false}, std::pair{3, false}, std::pair{1, true}, std::pair{2, true}}) {
+  for (auto [dbs, durable] :
+       {std::pair{1, false}, std::pair{3, false}, std::pair{1, true}, std::pair{2, true}}) {
     CAPTURE(dbs);
     CAPTURE(durable);
     auto e = OpenSqlite(dbs, nullptr, false, durable);
-    REQUIRE(Submit(e.get(), CaseForm("base", "shared", "<create><case_type>t</case_type><case_name>s</case_name></create>")).nature == "submit_success");
+    REQUIRE(Submit(e.get(),
+                   CaseForm("base", "shared",
+                            "<create><case_type>t</case_type><case_name>s</case_name></create>"))
+                .nature == "submit_success");
     constexpr int kThreads = 8, kPerThread = 25;
     std::vector<std::thread> ts;
     std::atomic<int> failures{0};
     for (int t = 0; t < kThreads; ++t)
       ts.emplace_back([&, t] {
         for (int i = 0; i < kPerThread; ++i) {
-          auto r = Submit(e.get(), CaseForm(fmt::format("t{}-{}", t, i), "shared",
-                                            fmt::format("<update><p{}_{}>v</p{}_{}></update>", t, i, t, i)));
+          auto r = Submit(e.get(),
+                          CaseForm(fmt::format("t{}-{}", t, i), "shared",
+                                   fmt::format("<update><p{}_{}>v</p{}_{}></update>", t, i, t, i)));
           if (r.nature != "submit_success") ++failures;
-          auto own = Submit(e.get(), CaseForm(fmt::format("o{}-{}", t, i), fmt::format("own{}-{}", t, i),
-                                              "<create><case_type>t</case_type><case_name>o</case_name></create>"));
+          auto own =
+              Submit(e.get(),
+                     CaseForm(fmt::format("o{}-{}", t, i), fmt::format("own{}-{}", t, i),
+                              "<create><case_type>t</case_type><case_name>o</case_name></create>"));
           if (own.nature != "submit_success") ++failures;
         }
       });
@@ -303,13 +374,18 @@ TEST_CASE("Engine: a second writer is refused while read-only opens succeed") {
   auto second = Engine::Open(o);
   REQUIRE_FALSE(second.ok());
   CHECK(second.status().code() == StatusCode::kFailedPrecondition);
-  CHECK(second.status().message().find("locked by another writing process (pid") != std::string::npos);
+  CHECK(second.status().message().find("locked by another writing process (pid") !=
+        std::string::npos);
   o.read_only = true;
   auto reader = Engine::Open(o);
   REQUIRE(reader.ok());
-  REQUIRE(Submit(e.get(), CaseForm("r1", "c", "<create><case_type>t</case_type><case_name>n</case_name></create>")).nature == "submit_success");
+  REQUIRE(
+      Submit(e.get(), CaseForm("r1", "c",
+                               "<create><case_type>t</case_type><case_name>n</case_name></create>"))
+          .nature == "submit_success");
   CHECK((*reader)->GetCase("demo", "c")->name == "n");
-  CHECK((*reader)->Submit(SubmitRequest{.domain = "demo", .body = "<a xmlns='x'/>"}).http_status == 503);
+  CHECK((*reader)->Submit(SubmitRequest{.domain = "demo", .body = "<a xmlns='x'/>"}).http_status ==
+        503);
   e.reset();
   o.read_only = false;
   CHECK(Engine::Open(o).ok());  // the lock is released with the writer
@@ -345,7 +421,8 @@ TEST_CASE("Engine: a blob lost in a crash is restored from the journal kept with
   o.blob_flush_interval_ms = 3600 * 1000;  // no background blob sync during the test
   auto e = Engine::Open(o);
   REQUIRE(e.ok());
-  std::string xml = CaseForm("j1", "jc", "<create><case_type>t</case_type><case_name>n</case_name></create>");
+  std::string xml =
+      CaseForm("j1", "jc", "<create><case_type>t</case_type><case_name>n</case_name></create>");
   REQUIRE(Submit(e->get(), xml).nature == "submit_success");
   auto form = (*e)->GetForm("demo", "j1");
   REQUIRE(form.ok());

@@ -1,6 +1,7 @@
+#include "processing/case_logic.h"
+
 #include <doctest/doctest.h>
 
-#include "processing/case_logic.h"
 #include "util/time.h"
 
 using namespace commcare;
@@ -16,8 +17,9 @@ constexpr const char* kNs = "xmlns=\"http://commcarehq.org/case/transaction/v2\"
 }  // namespace
 
 TEST_CASE("GroupCaseBlocks merges a case's blocks and puts create first") {
-  auto f = Parse(std::string("<d xmlns=\"x\"><case ") + kNs + " case_id=\"a\"><update><p>1</p></update></case>" +
-                 "<case " + kNs + " case_id=\"b\"/><case " + kNs +
+  auto f = Parse(std::string("<d xmlns=\"x\"><case ") + kNs +
+                 " case_id=\"a\"><update><p>1</p></update></case>" + "<case " + kNs +
+                 " case_id=\"b\"/><case " + kNs +
                  " case_id=\"a\"><create><case_type>t</case_type></create></case></d>");
   auto groups = GroupCaseBlocks(f);
   REQUIRE(groups.size() == 2);
@@ -28,11 +30,12 @@ TEST_CASE("GroupCaseBlocks merges a case's blocks and puts create first") {
 }
 
 TEST_CASE("ApplyBlocks creates, updates, indexes and closes in one transaction") {
-  auto f = Parse(std::string("<d xmlns=\"x\"><case ") + kNs +
-                 " case_id=\"c\" date_modified=\"2020-01-02T00:00:00Z\" user_id=\"u\">"
-                 "<create><case_type>person</case_type><case_name>Ann</case_name></create>"
-                 "<update><age>3</age><case_name>Anna</case_name><location_id>L</location_id></update>"
-                 "<index><parent case_type=\"household\">h</parent></index><close/></case></d>");
+  auto f =
+      Parse(std::string("<d xmlns=\"x\"><case ") + kNs +
+            " case_id=\"c\" date_modified=\"2020-01-02T00:00:00Z\" user_id=\"u\">"
+            "<create><case_type>person</case_type><case_name>Ann</case_name></create>"
+            "<update><age>3</age><case_name>Anna</case_name><location_id>L</location_id></update>"
+            "<index><parent case_type=\"household\">h</parent></index><close/></case></d>");
   auto groups = GroupCaseBlocks(f);
   CaseRecord c;
   int type = 0;
@@ -55,8 +58,9 @@ TEST_CASE("ApplyBlocks creates, updates, indexes and closes in one transaction")
 }
 
 TEST_CASE("ApplyBlocks rejects a bad relationship and a self index") {
-  auto f = Parse(std::string("<d xmlns=\"x\"><case ") + kNs +
-                 " case_id=\"c\"><index><p case_type=\"t\" relationship=\"\">x</p></index></case></d>");
+  auto f =
+      Parse(std::string("<d xmlns=\"x\"><case ") + kNs +
+            " case_id=\"c\"><index><p case_type=\"t\" relationship=\"\">x</p></index></case></d>");
   auto groups = GroupCaseBlocks(f);
   CaseRecord c;
   int type;
@@ -75,7 +79,8 @@ TEST_CASE("ValidateBlocks names empty ids, bad dates and referrals") {
   auto f = Parse(std::string("<d xmlns=\"x\"><case ") + kNs + " case_id=\"\"/></d>");
   CHECK_FALSE(ValidateBlocks(GroupCaseBlocks(f)[0], &err));
   CHECK(err.Text() == "IllegalCaseId: case_id must not be empty");
-  auto g = Parse(std::string("<d xmlns=\"x\"><case ") + kNs + " case_id=\"a\" date_modified=\"nope\"/></d>");
+  auto g = Parse(std::string("<d xmlns=\"x\"><case ") + kNs +
+                 " case_id=\"a\" date_modified=\"nope\"/></d>");
   CHECK_FALSE(ValidateBlocks(GroupCaseBlocks(g)[0], &err));
   CHECK(err.type == "PhoneDateValueError");
 }
@@ -104,7 +109,10 @@ TEST_CASE("Ledger changes replay into balances and deltas") {
     t.entry_id = c.entry_id;
     t.type = c.type;
     t.report_date = c.report_date;
-    if (c.type == 1) t.updated_balance = c.quantity; else t.delta = c.quantity;
+    if (c.type == 1)
+      t.updated_balance = c.quantity;
+    else
+      t.delta = c.quantity;
     txs.push_back(t);
   }
   std::map<std::string, LedgerValue> values;

@@ -1,8 +1,8 @@
+#include "util/hash.h"
+
 #include <doctest/doctest.h>
 
 #include <string>
-
-#include "util/hash.h"
 
 using namespace commcare::util;
 

@@ -1,8 +1,8 @@
+#include "xform/parser.h"
+
 #include <doctest/doctest.h>
 
 #include <string>
-
-#include "xform/parser.h"
 
 using namespace commcare::xform;
 
@@ -11,7 +11,9 @@ TEST_CASE("ParseForm reads root xmlns and legacy meta names") {
   REQUIRE(ParseForm(R"(<?xml version='1.0' ?>
 <form xmlns="http://commcarehq.org/test/submit"><Meta><DeviceID>phone</DeviceID>
 <TimeStart>2010-06-29T13:42:50.137</TimeStart><chw_id>u1</chw_id><uid>abc</uid></Meta>
-<meta><instanceID>ignored</instanceID></meta></form>)", {}, &f).ok());
+<meta><instanceID>ignored</instanceID></meta></form>)",
+                    {}, &f)
+              .ok());
   CHECK(f.xmlns == "http://commcarehq.org/test/submit");
   CHECK(f.root_name == "form");
   CHECK(f.meta.instance_id == "abc");
@@ -22,11 +24,14 @@ TEST_CASE("ParseForm reads root xmlns and legacy meta names") {
 
 TEST_CASE("ParseForm finds v2 case blocks at any depth, prefixed or not") {
   ParsedForm f;
-  REQUIRE(ParseForm(R"(<d xmlns="x"><a><b><n0:case xmlns:n0="http://commcarehq.org/case/transaction/v2"
+  REQUIRE(
+      ParseForm(R"(<d xmlns="x"><a><b><n0:case xmlns:n0="http://commcarehq.org/case/transaction/v2"
  case_id="c1" date_modified="2011-12-27" user_id="u"><n0:create><n0:case_type>t</n0:case_type>
 <n0:case_name>N</n0:case_name></n0:create><n0:update><p>v</p><q/></n0:update>
 <n0:index><parent case_type="mother" relationship="extension">m1</parent><gone case_type="x"/></n0:index>
-<n0:close/></n0:case></b></a></d>)", {}, &f).ok());
+<n0:close/></n0:case></b></a></d>)",
+                {}, &f)
+          .ok());
   REQUIRE(f.cases.size() == 1);
   const auto& b = f.cases[0];
   CHECK_FALSE(b.v1);
@@ -46,9 +51,12 @@ TEST_CASE("ParseForm finds v2 case blocks at any depth, prefixed or not") {
 
 TEST_CASE("ParseForm reads v1 case blocks and ignores <case> without case_id") {
   ParsedForm f;
-  REQUIRE(ParseForm(R"(<d xmlns="x"><case><case_id>c1</case_id><date_modified>2011-01-01</date_modified>
+  REQUIRE(
+      ParseForm(R"(<d xmlns="x"><case><case_id>c1</case_id><date_modified>2011-01-01</date_modified>
 <create><case_type_id>t</case_type_id><user_id>u9</user_id><case_name>n</case_name></create></case>
-<r><case>old style without id</case></r></d>)", {}, &f).ok());
+<r><case>old style without id</case></r></d>)",
+                {}, &f)
+          .ok());
   REQUIRE(f.cases.size() == 1);
   CHECK(f.cases[0].v1);
   CHECK(f.cases[0].user_id == "u9");
@@ -58,7 +66,9 @@ TEST_CASE("ParseForm reads v1 case blocks and ignores <case> without case_id") {
 TEST_CASE("ParseForm does not look for cases inside device reports") {
   ParsedForm f;
   REQUIRE(ParseForm(R"(<device_report xmlns="http://code.javarosa.org/devicereport">
-<case case_id="x"/></device_report>)", {}, &f).ok());
+<case case_id="x"/></device_report>)",
+                    {}, &f)
+              .ok());
   CHECK(f.device_report);
   CHECK(f.cases.empty());
 }
@@ -69,7 +79,9 @@ TEST_CASE("ParseForm reads ledger balance, transfer and per-entry blocks") {
 <l:balance entity-id="c1" date="2000-01-01" section-id="stock"><l:entry id="p1" quantity="10"/></l:balance>
 <l:transfer src="c1" dest="c2" section-id="stock" type="t"><l:entry id="p1" quantity="3"/></l:transfer>
 <l:balance entity-id="c2"><l:entry id="p2"><l:value section-id="s1" quantity="4"/>
-<l:value section-id="s2" quantity="5"/></l:entry></l:balance></d>)", {}, &f).ok());
+<l:value section-id="s2" quantity="5"/></l:entry></l:balance></d>)",
+                    {}, &f)
+              .ok());
   REQUIRE(f.ledgers.size() == 3);
   CHECK(f.ledgers[0].entries[0].quantity == "10");
   CHECK(f.ledgers[1].is_transfer);
@@ -107,9 +119,11 @@ TEST_CASE("Multipart bodies split into named parts") {
   CHECK(MultipartBoundary("multipart/form-data; boundary=\"abc\"") == "abc");
   CHECK(MultipartBoundary("text/xml") == "");
   std::string body =
-      "--abc\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; filename=\"f.xml\"\r\n"
+      "--abc\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; "
+      "filename=\"f.xml\"\r\n"
       "Content-Type: text/xml\r\n\r\n<x/>\r\n--abc\r\nContent-Disposition: form-data; "
-      "name=\"photo.jpg\"; filename=\"photo.jpg\"\r\nContent-Type: image/jpeg\r\n\r\nJPEG\r\n--abc--\r\n";
+      "name=\"photo.jpg\"; filename=\"photo.jpg\"\r\nContent-Type: "
+      "image/jpeg\r\n\r\nJPEG\r\n--abc--\r\n";
   std::vector<MultipartPart> parts;
   REQUIRE(ParseMultipart(body, "abc", &parts).ok());
   REQUIRE(parts.size() == 2);

@@ -1,6 +1,6 @@
-#include <doctest/doctest.h>
-
 #include "util/time.h"
+
+#include <doctest/doctest.h>
 
 using namespace commcare::util;
 

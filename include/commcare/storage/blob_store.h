@@ -42,7 +42,8 @@ std::unique_ptr<BlobStore> NewMemoryBlobStore();
 // A BlobStore in a directory of append-only volume files: each Put appends one checksummed
 // record to the current volume and returns "pack/<volume>/<offset>/<length>"; Sync is one
 // fdatasync per volume written; Delete punches a hole. The embedded default.
-Result<std::unique_ptr<BlobStore>> OpenPackBlobStore(const std::string& root, bool read_only = false);
+Result<std::unique_ptr<BlobStore>> OpenPackBlobStore(const std::string& root,
+                                                     bool read_only = false);
 // A BlobStore in a directory: one file per blob, written to a temp file and renamed into place.
 // A writer (read_only=false) removes temp files a crashed writer left behind.
 Result<std::unique_ptr<BlobStore>> OpenFsBlobStore(const std::string& root, bool read_only = false);

@@ -57,7 +57,8 @@ class PrimaryStore {
   // started after it returns. (*results)[i] is the outcome of batches[i]: Ok, or Aborted (a
   // PutCase rev check failed; nothing of that batch is written). A non-ok return means nothing
   // was committed.
-  virtual Status CommitGroup(std::span<WriteBatch* const> batches, std::vector<Status>* results) = 0;
+  virtual Status CommitGroup(std::span<WriteBatch* const> batches,
+                             std::vector<Status>* results) = 0;
   // Makes every commit that returned before this call durable. Thread-safe; may run beside the
   // next CommitGroup, which is what lets group commits overlap their disk flushes.
   virtual Status Sync() = 0;

@@ -10,16 +10,28 @@
 namespace commcare::storage {
 
 // Insert or replace a form row (keyed by form_id).
-struct PutForm { FormRecord form; };
+struct PutForm {
+  FormRecord form;
+};
 // Delete a form row (a form moved to a new id deletes its old key).
-struct DeleteForm { std::string form_id; };
+struct DeleteForm {
+  std::string form_id;
+};
 // Write a case if its stored rev equals expected_rev (0 = the case must not exist); else Aborted.
-struct PutCase { CaseRecord record; int64_t expected_rev = 0; };
+struct PutCase {
+  CaseRecord record;
+  int64_t expected_rev = 0;
+};
 // Insert or replace a case transaction: keyed by (case_id, form_id) when form_id is set.
 // upsert=false promises the (case, form) pair has no transaction yet (a plain insert).
-struct PutCaseTransaction { CaseTransaction tx; bool upsert = true; };
+struct PutCaseTransaction {
+  CaseTransaction tx;
+  bool upsert = true;
+};
 // Insert or replace a ledger value, keyed by (case_id, section_id, entry_id).
-struct PutLedgerValue { LedgerValue value; };
+struct PutLedgerValue {
+  LedgerValue value;
+};
 // Replace all of one form's ledger transactions on one case.
 struct ReplaceLedgerTransactions {
   std::string form_id;
@@ -27,15 +39,27 @@ struct ReplaceLedgerTransactions {
   std::vector<LedgerTransaction> txs;
 };
 // Append a change record to the outbox.
-struct AddOutbox { ChangeMeta meta; };
+struct AddOutbox {
+  ChangeMeta meta;
+};
 // Keep a copy of a blob with the rows until the blob store has it durably (the blob journal).
-struct StageBlob { std::string key; std::string data; };
+struct StageBlob {
+  std::string key;
+  std::string data;
+};
 // Drop journaled blob copies up to a sequence number (their blobs are durable now).
-struct ReleaseBlobs { int64_t up_to_seq = 0; };
+struct ReleaseBlobs {
+  int64_t up_to_seq = 0;
+};
 // Record a cross-database intent (payload: the serialized batches for the other databases).
-struct PutIntent { std::string intent_id; std::string payload; };
+struct PutIntent {
+  std::string intent_id;
+  std::string payload;
+};
 // Remove an intent once every database has applied its part.
-struct DeleteIntent { std::string intent_id; };
+struct DeleteIntent {
+  std::string intent_id;
+};
 
 using WriteOp = std::variant<PutForm, DeleteForm, PutCase, PutCaseTransaction, PutLedgerValue,
                              ReplaceLedgerTransactions, AddOutbox, StageBlob, ReleaseBlobs,

@@ -169,9 +169,12 @@ class FsBlobStore final : public BlobStore {
     name.reserve(key.size() + 8);
     for (char c : key) {
       unsigned char u = static_cast<unsigned char>(c);
-      if (std::isalnum(u) || c == '.' || c == '-' || c == '_') name.push_back(c);
-      else if (c == '/') name.push_back('~');
-      else name += fmt::format("%{:02X}", u);
+      if (std::isalnum(u) || c == '.' || c == '-' || c == '_')
+        name.push_back(c);
+      else if (c == '/')
+        name.push_back('~');
+      else
+        name += fmt::format("%{:02X}", u);
     }
     uint32_t h = util::ShardHash(key);
     *dir = fmt::format("{}/{:03x}", root_, h & 0xfff);

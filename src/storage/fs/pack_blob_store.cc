@@ -2,10 +2,12 @@
 // 32-byte header (magic, length, MD5 of the data) and the data — at an offset reserved
 // atomically, so writers run in parallel; the key it returns says where the record lies.
 // Sync() is one fdatasync per volume written since the last Sync (the engine calls it from a
-// background flusher, off the submission path: see the blob journal). A writer never appends to a volume an earlier process wrote: after a crash
-// the unsynced tail of the old volume is simply never referenced.
+// background flusher, off the submission path: see the blob journal). A writer never appends to a
+// volume an earlier process wrote: after a crash the unsynced tail of the old volume is simply
+// never referenced.
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,9 +19,8 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <sys/uio.h>
-#include <vector>
 #include <thread>
+#include <vector>
 
 #include "commcare/storage/blob_store.h"
 #include "util/errno_status.h"
@@ -31,8 +32,8 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kMagic[8] = {'C', 'C', 'B', 'L', 'O', 'B', '0', '1'};
-constexpr size_t kHeader = 32;                       // magic 8, length 8, crc32c 4, zero 12
-constexpr uint64_t kVolumeBytes = 1ULL << 30;        // roll over to a new volume at 1 GiB
+constexpr size_t kHeader = 32;                 // magic 8, length 8, crc32c 4, zero 12
+constexpr uint64_t kVolumeBytes = 1ULL << 30;  // roll over to a new volume at 1 GiB
 
 Status Errno(const std::string& what) { return util::ErrnoStatus(what); }
 
@@ -173,7 +174,8 @@ class PackBlobStore final : public BlobStore {
     if (n < 0) return Errno(fmt::format("reading blob {}", key));
     uint64_t stored;
     std::memcpy(&stored, header + 8, 8);
-    return n == static_cast<ssize_t>(kHeader) && std::memcmp(header, kMagic, 8) == 0 && stored == len;
+    return n == static_cast<ssize_t>(kHeader) && std::memcmp(header, kMagic, 8) == 0 &&
+           stored == len;
   }
 
   Status Restore(std::string_view key, std::string_view data) override {
@@ -181,7 +183,8 @@ class PackBlobStore final : public BlobStore {
     uint32_t vol;
     uint64_t off, len;
     if (!ParseKey(key, &vol, &off, &len) || len != data.size())
-      return Status::InvalidArgument(fmt::format("'{}' is not a pack key for {} bytes", key, data.size()));
+      return Status::InvalidArgument(
+          fmt::format("'{}' is not a pack key for {} bytes", key, data.size()));
     CC_ASSIGN_OR_RETURN(int fd, ReadFd(vol));
     char header[kHeader] = {};
     std::memcpy(header, kMagic, 8);
@@ -241,7 +244,8 @@ class PackBlobStore final : public BlobStore {
     int fd = ::open(PathOf(vol).c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0 && errno == EACCES) fd = ::open(PathOf(vol).c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-      if (errno == ENOENT) return Status::NotFound(fmt::format("blob volume {} does not exist", vol));
+      if (errno == ENOENT)
+        return Status::NotFound(fmt::format("blob volume {} does not exist", vol));
       return Errno("opening blob volume " + PathOf(vol));
     }
     read_fds_[vol] = fd;

@@ -165,7 +165,8 @@ class MemoryPrimaryStore final : public PrimaryStore {
     b->outbox_seqs.clear();
     if (!b->applied_marker.empty() && !t_.markers.insert(b->applied_marker).second)
       return Status::Ok();
-    for (const auto& op : b->ops) CC_RETURN_IF_ERROR(std::visit([&](const auto& o) { return Apply(o, b); }, op));
+    for (const auto& op : b->ops)
+      CC_RETURN_IF_ERROR(std::visit([&](const auto& o) { return Apply(o, b); }, op));
     return Status::Ok();
   }
   Status Apply(const PutForm& op, WriteBatch*) {
@@ -268,7 +269,9 @@ class MemoryBlobStore final : public BlobStore {
 
 }  // namespace
 
-std::unique_ptr<PrimaryStore> NewMemoryPrimaryStore() { return std::make_unique<MemoryPrimaryStore>(); }
+std::unique_ptr<PrimaryStore> NewMemoryPrimaryStore() {
+  return std::make_unique<MemoryPrimaryStore>();
+}
 std::unique_ptr<BlobStore> NewMemoryBlobStore() { return std::make_unique<MemoryBlobStore>(); }
 
 }  // namespace commcare::storage

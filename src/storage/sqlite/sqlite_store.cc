@@ -1,19 +1,18 @@
 // PrimaryStore on one SQLite file (WAL). One write connection used by CommitGroup; a pool of
 // read connections for concurrent readers. Records are stored as JSON with indexed columns.
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <sqlite3.h>
-
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <climits>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -103,7 +102,8 @@ class Conn {
       // (NORMAL: a checkpoint still syncs the database before the WAL is reused) and the store
       // checkpoints explicitly before it truncates the log.
       CC_RETURN_IF_ERROR(Exec(durable ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=OFF"));
-      CC_RETURN_IF_ERROR(Exec(durable ? "PRAGMA wal_autocheckpoint=0" : "PRAGMA wal_autocheckpoint=16384"));
+      CC_RETURN_IF_ERROR(
+          Exec(durable ? "PRAGMA wal_autocheckpoint=0" : "PRAGMA wal_autocheckpoint=16384"));
     }
     CC_RETURN_IF_ERROR(Exec(read_only ? "PRAGMA cache_size=-16000" : "PRAGMA cache_size=-65536"));
     CC_RETURN_IF_ERROR(Exec("PRAGMA mmap_size=268435456"));
@@ -157,17 +157,25 @@ std::string_view Col(sqlite3_stmt* s, int i) {
 
 // The JSON document each op stores ("" for ops without one).
 struct Encoder {
-  std::string operator()(const PutForm& op) const { return json::serialize(codec::EncodeForm(op.form)); }
-  std::string operator()(const PutCase& op) const { return json::serialize(codec::EncodeCase(op.record)); }
+  std::string operator()(const PutForm& op) const {
+    return json::serialize(codec::EncodeForm(op.form));
+  }
+  std::string operator()(const PutCase& op) const {
+    return json::serialize(codec::EncodeCase(op.record));
+  }
   std::string operator()(const PutCaseTransaction& op) const {
     return json::serialize(codec::EncodeCaseTx(op.tx));
   }
   std::string operator()(const PutLedgerValue& op) const {
     return json::serialize(codec::EncodeLedgerValue(op.value));
   }
-  std::string operator()(const AddOutbox& op) const { return json::serialize(codec::EncodeChange(op.meta)); }
+  std::string operator()(const AddOutbox& op) const {
+    return json::serialize(codec::EncodeChange(op.meta));
+  }
   template <typename T>
-  std::string operator()(const T&) const { return std::string(); }
+  std::string operator()(const T&) const {
+    return std::string();
+  }
 };
 
 class SqlitePrimaryStore final : public PrimaryStore {
@@ -200,7 +208,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
         log_path_ = path_ + ".log";
         log_fd_ = ::open(log_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
         if (log_fd_ < 0)
-          return Status::Unavailable(fmt::format("cannot open {}: {}", log_path_, std::strerror(errno)));
+          return Status::Unavailable(
+              fmt::format("cannot open {}: {}", log_path_, std::strerror(errno)));
         CC_RETURN_IF_ERROR(ReplayLog());
         CC_RETURN_IF_ERROR(PreallocateLog());
         sealer_ = std::thread([this] { SealLoop(); });
@@ -232,12 +241,13 @@ class SqlitePrimaryStore final : public PrimaryStore {
     for (size_t i = 0; i < b.ops.size(); ++i) {
       if (i) js += ',';
       const size_t kind = b.ops[i].index();
-      const bool splice = kind < 7 && kDocKey[kind] && i < b.prepared.size() && !b.prepared[i].empty();
+      const bool splice =
+          kind < 7 && kDocKey[kind] && i < b.prepared.size() && !b.prepared[i].empty();
       if (!splice) {
         js += json::serialize(codec::EncodeOp(b.ops[i], &blobs));
         continue;
       }
-      static const char* kOpName[] = {"put_form", nullptr, "put_case", "put_case_tx",
+      static const char* kOpName[] = {"put_form",         nullptr, "put_case", "put_case_tx",
                                       "put_ledger_value", nullptr, "outbox"};
       js += "{\"op\":\"";
       js += kOpName[kind];
@@ -300,7 +310,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
   // next group or the sealer thread): one SQLite commit rewrites each touched page once for
   // many groups. This store's own reads go through the writer connection, so they see every
   // applied group at once; other processes see them once sealed.
-  Status ApplyGroup(std::span<WriteBatch* const> batches, std::vector<Status>* results, int64_t lsn) {
+  Status ApplyGroup(std::span<WriteBatch* const> batches, std::vector<Status>* results,
+                    int64_t lsn) {
     results->assign(batches.size(), Status::Ok());
     if (!txn_open_) {
       CC_RETURN_IF_ERROR(writer_.Exec("BEGIN IMMEDIATE"));
@@ -402,7 +413,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
     const ssize_t want = static_cast<ssize_t>(kLogHeader + len);
     if (iov.size() > IOV_MAX || ::pwritev(log_fd_, iov.data(), static_cast<int>(iov.size()),
                                           static_cast<off_t>(log_size_)) != want) {
-      Status s = Status::Unavailable(fmt::format("writing {}: {}", log_path_, std::strerror(errno)));
+      Status s =
+          Status::Unavailable(fmt::format("writing {}: {}", log_path_, std::strerror(errno)));
       // Cut off whatever part of the record reached the file, so it never replays.
       if (::ftruncate(log_fd_, static_cast<off_t>(log_size_)) == 0) ::fdatasync(log_fd_);
       return s;
@@ -417,10 +429,12 @@ class SqlitePrimaryStore final : public PrimaryStore {
     if (::fstat(log_fd_, &st) != 0) return Status::Unavailable("cannot stat " + log_path_);
     if (static_cast<uint64_t>(st.st_size) >= kLogPreallocBytes) return Status::Ok();
     std::string zeros(1 << 20, '\0');
-    for (uint64_t off = static_cast<uint64_t>(st.st_size); off < kLogPreallocBytes; off += zeros.size())
+    for (uint64_t off = static_cast<uint64_t>(st.st_size); off < kLogPreallocBytes;
+         off += zeros.size())
       if (::pwrite(log_fd_, zeros.data(), zeros.size(), static_cast<off_t>(off)) !=
           static_cast<ssize_t>(zeros.size()))
-        return Status::Unavailable(fmt::format("preallocating {}: {}", log_path_, std::strerror(errno)));
+        return Status::Unavailable(
+            fmt::format("preallocating {}: {}", log_path_, std::strerror(errno)));
     if (::fsync(log_fd_) != 0) return Status::Unavailable("cannot sync " + log_path_);
     return Status::Ok();
   }
@@ -454,7 +468,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
     struct stat st;
     if (::fstat(log_fd_, &st) != 0) return Status::Unavailable("cannot stat " + log_path_);
     std::string log(static_cast<size_t>(st.st_size), '\0');
-    if (!log.empty() && ::pread(log_fd_, log.data(), log.size(), 0) != static_cast<ssize_t>(log.size()))
+    if (!log.empty() &&
+        ::pread(log_fd_, log.data(), log.size(), 0) != static_cast<ssize_t>(log.size()))
       return Status::Unavailable("cannot read " + log_path_);
     size_t off = 0;
     int64_t last = applied, prev = 0;
@@ -538,7 +553,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
 
   Result<std::vector<CaseTransaction>> GetCaseTransactions(std::string_view case_id) override {
     auto r = ReaderFor("c:", case_id);
-    sqlite3_stmt* s = r->Prep("SELECT doc, seq FROM case_transactions WHERE case_id=? ORDER BY seq");
+    sqlite3_stmt* s =
+        r->Prep("SELECT doc, seq FROM case_transactions WHERE case_id=? ORDER BY seq");
     Bind(s, 1, case_id);
     std::vector<CaseTransaction> out;
     int rc;
@@ -678,15 +694,16 @@ class SqlitePrimaryStore final : public PrimaryStore {
     std::lock_guard<std::recursive_mutex> lock(write_mu_);
     CC_RETURN_IF_ERROR(SealLocked());
     CC_RETURN_IF_ERROR(writer_.Exec("BEGIN IMMEDIATE"));
-    CC_RETURN_IF_ERROR(writer_.Exec("CREATE TEMP TABLE IF NOT EXISTS keep_markers(m TEXT PRIMARY KEY)"));
+    CC_RETURN_IF_ERROR(
+        writer_.Exec("CREATE TEMP TABLE IF NOT EXISTS keep_markers(m TEXT PRIMARY KEY)"));
     CC_RETURN_IF_ERROR(writer_.Exec("DELETE FROM keep_markers"));
     for (const auto& k : keep) {
       sqlite3_stmt* s = writer_.Prep("INSERT OR IGNORE INTO keep_markers VALUES(?)");
       Bind(s, 1, k);
       if (sqlite3_step(s) != SQLITE_DONE) return writer_.Err("pruning markers");
     }
-    CC_RETURN_IF_ERROR(
-        writer_.Exec("DELETE FROM applied_markers WHERE marker NOT IN (SELECT m FROM keep_markers)"));
+    CC_RETURN_IF_ERROR(writer_.Exec(
+        "DELETE FROM applied_markers WHERE marker NOT IN (SELECT m FROM keep_markers)"));
     return writer_.Exec("COMMIT");
   }
 
@@ -856,11 +873,10 @@ class SqlitePrimaryStore final : public PrimaryStore {
     const bool exists = op.expected_rev != 0;
     MarkUnsealed("c:", c.case_id);
     sqlite3_stmt* s = writer_.Prep(
-        exists
-            ? "UPDATE cases SET domain=?2, type=?3, owner_id=?4, closed=?5, deleted=?6, rev=?7, "
-              "doc=?8 WHERE case_id=?1"
-            : "INSERT INTO cases(case_id, domain, type, owner_id, closed, deleted, rev, doc) "
-              "VALUES(?1,?2,?3,?4,?5,?6,?7,?8)");
+        exists ? "UPDATE cases SET domain=?2, type=?3, owner_id=?4, closed=?5, deleted=?6, rev=?7, "
+                 "doc=?8 WHERE case_id=?1"
+               : "INSERT INTO cases(case_id, domain, type, owner_id, closed, deleted, rev, doc) "
+                 "VALUES(?1,?2,?3,?4,?5,?6,?7,?8)");
     Bind(s, 1, c.case_id);
     Bind(s, 2, c.domain);
     Bind(s, 3, c.type);
@@ -964,7 +980,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
     return Step(s, "releasing journaled blobs");
   }
   Status Apply(const PutIntent& op, WriteBatch*) {
-    sqlite3_stmt* s = writer_.Prep("INSERT OR REPLACE INTO intents(intent_id, payload) VALUES(?,?)");
+    sqlite3_stmt* s =
+        writer_.Prep("INSERT OR REPLACE INTO intents(intent_id, payload) VALUES(?,?)");
     Bind(s, 1, op.intent_id);
     Bind(s, 2, op.payload);
     return Step(s, "writing an intent");
@@ -978,15 +995,15 @@ class SqlitePrimaryStore final : public PrimaryStore {
   const std::string* doc_ = nullptr;  // the prepared document of the op being applied
   bool txn_open_ = false;             // an unsealed SQLite transaction is open on writer_
   std::chrono::steady_clock::time_point txn_started_;
-  Status broken_;                     // set when SQLite lost applied groups; reopen replays
+  Status broken_;  // set when SQLite lost applied groups; reopen replays
   std::thread sealer_;
   std::condition_variable_any seal_cv_;
   bool stop_sealer_ = false;
-  std::mutex log_mu_;                 // appends to (and truncation of) the redo log
+  std::mutex log_mu_;  // appends to (and truncation of) the redo log
   std::mutex unsealed_mu_;
   std::unordered_set<std::string> unsealed_;  // "f:"/"c:" ids written since the last seal
   std::atomic<int64_t> appended_lsn_{0}, synced_lsn_{0};
-  int log_fd_ = -1;                   // the redo log (durable stores only)
+  int log_fd_ = -1;  // the redo log (durable stores only)
   std::string log_path_;
   uint64_t log_size_ = 0;
   int64_t next_lsn_ = 1;
