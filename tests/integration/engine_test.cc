@@ -408,46 +408,50 @@ TEST_CASE("Engine: Init validates its options and refuses to re-initialise") {
 }
 
 TEST_CASE("Engine: a blob lost in a crash is restored from the journal kept with the rows") {
-  // Snapshot a running engine's directory before its blobs are synced (as a power cut would),
-  // damage the form's blob in the snapshot, and open the snapshot: the redo log replays the
-  // rows and the blob journal rewrites the blob.
-  std::string dir = TempDir("journal");
-  InitOptions io;
-  io.data_dir = dir;
-  io.shards = 16;
-  REQUIRE(Engine::Init(io).ok());
-  EngineOptions o;
-  o.data_dir = dir;
-  o.blob_flush_interval_ms = 3600 * 1000;  // no background blob sync during the test
-  auto e = Engine::Open(o);
-  REQUIRE(e.ok());
-  std::string xml =
-      CaseForm("j1", "jc", "<create><case_type>t</case_type><case_name>n</case_name></create>");
-  REQUIRE(Submit(e->get(), xml).nature == "submit_success");
-  auto form = (*e)->GetForm("demo", "j1");
-  REQUIRE(form.ok());
-  std::string key = form->attachments.at(0).blob_key;
-  std::string snap = TempDir("journal-snap");
-  std::filesystem::copy(dir, snap, std::filesystem::copy_options::recursive);
-  std::filesystem::remove(snap + "/LOCK");
-  e->reset();
-  // Damage the blob in the snapshot: zero its record (pack/<volume>/<offset>/<length>).
-  unsigned vol = 0;
-  unsigned long long off = 0, len = 0;
-  REQUIRE(std::sscanf(key.c_str(), "pack/%u/%llu/%llu", &vol, &off, &len) == 3);
-  {
-    std::fstream f(fmt::format("{}/blobs/vol-{:06}.pack", snap, vol),
-                   std::ios::in | std::ios::out | std::ios::binary);
-    REQUIRE(f.good());
-    f.seekp(static_cast<std::streamoff>(off));
-    std::string zeros(32 + len, '\0');
-    f.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+  for (int wait_ms : {0, 600}) {  // before and after the SQLite transaction is sealed
+    CAPTURE(wait_ms);
+    // Snapshot a running engine's directory before its blobs are synced (as a power cut would),
+    // damage the form's blob in the snapshot, and open the snapshot: the redo log replays the
+    // rows and the blob journal rewrites the blob.
+    std::string dir = TempDir("journal");
+    InitOptions io;
+    io.data_dir = dir;
+    io.shards = 16;
+    REQUIRE(Engine::Init(io).ok());
+    EngineOptions o;
+    o.data_dir = dir;
+    o.blob_flush_interval_ms = 3600 * 1000;  // no background blob sync during the test
+    auto e = Engine::Open(o);
+    REQUIRE(e.ok());
+    std::string xml =
+        CaseForm("j1", "jc", "<create><case_type>t</case_type><case_name>n</case_name></create>");
+    REQUIRE(Submit(e->get(), xml).nature == "submit_success");
+    auto form = (*e)->GetForm("demo", "j1");
+    REQUIRE(form.ok());
+    std::string key = form->attachments.at(0).blob_key;
+    std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+    std::string snap = TempDir("journal-snap");
+    std::filesystem::copy(dir, snap, std::filesystem::copy_options::recursive);
+    std::filesystem::remove(snap + "/LOCK");
+    e->reset();
+    // Damage the blob in the snapshot: zero its record (pack/<volume>/<offset>/<length>).
+    unsigned vol = 0;
+    unsigned long long off = 0, len = 0;
+    REQUIRE(std::sscanf(key.c_str(), "pack/%u/%llu/%llu", &vol, &off, &len) == 3);
+    {
+      std::fstream f(fmt::format("{}/blobs/vol-{:06}.pack", snap, vol),
+                     std::ios::in | std::ios::out | std::ios::binary);
+      REQUIRE(f.good());
+      f.seekp(static_cast<std::streamoff>(off));
+      std::string zeros(32 + len, '\0');
+      f.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+    }
+    EngineOptions so;
+    so.data_dir = snap;
+    auto restored = Engine::Open(so);
+    REQUIRE_MESSAGE(restored.ok(), restored.status().ToString());
+    CHECK(*(*restored)->GetFormXml("demo", "j1") == xml);
+    CHECK((*restored)->GetCase("demo", "jc")->name == "n");
+    CHECK((*restored)->Check()->problems.empty());
   }
-  EngineOptions so;
-  so.data_dir = snap;
-  auto restored = Engine::Open(so);
-  REQUIRE_MESSAGE(restored.ok(), restored.status().ToString());
-  CHECK(*(*restored)->GetFormXml("demo", "j1") == xml);
-  CHECK((*restored)->GetCase("demo", "jc")->name == "n");
-  CHECK((*restored)->Check()->problems.empty());
 }

@@ -13,6 +13,7 @@
 #include <climits>
 #include <condition_variable>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -441,7 +442,29 @@ class SqlitePrimaryStore final : public PrimaryStore {
 
   // Makes the database durable up to the last applied record, then reuses the log from the
   // start (every record in it is now in the database and replay would skip it).
+  // Moves unreleased in-memory blob copies into the blob_journal table, in the open
+  // transaction, so that they outlive the log's reuse.
+  Status SpillStagedBlobs() {
+    if (staged_.empty()) return Status::Ok();
+    if (!txn_open_) {
+      CC_RETURN_IF_ERROR(writer_.Exec("BEGIN IMMEDIATE"));
+      txn_open_ = true;
+      txn_started_ = std::chrono::steady_clock::now();
+    }
+    for (const auto& [seq, sb] : staged_) {
+      sqlite3_stmt* s =
+          writer_.Prep("INSERT OR REPLACE INTO blob_journal(seq, key, data) VALUES(?,?,?)");
+      Bind(s, 1, seq);
+      Bind(s, 2, sb.key);
+      sqlite3_bind_blob(s, 3, sb.data.data(), static_cast<int>(sb.data.size()), SQLITE_STATIC);
+      CC_RETURN_IF_ERROR(Step(s, "spilling journaled blobs"));
+    }
+    staged_.clear();
+    return Status::Ok();
+  }
+
   Status CheckpointLocked() {
+    CC_RETURN_IF_ERROR(SpillStagedBlobs());
     CC_RETURN_IF_ERROR(SealLocked());
     int log_frames = 0, ckpt_frames = 0;
     int rc = sqlite3_wal_checkpoint_v2(writer_.db(), nullptr, SQLITE_CHECKPOINT_TRUNCATE,
@@ -465,6 +488,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
       if (sqlite3_step(q) == SQLITE_ROW) applied = sqlite3_column_int64(q, 0);
       sqlite3_reset(q);
     }
+    replaying_ = true;
     struct stat st;
     if (::fstat(log_fd_, &st) != 0) return Status::Unavailable("cannot stat " + log_path_);
     std::string log(static_cast<size_t>(st.st_size), '\0');
@@ -487,15 +511,24 @@ class SqlitePrimaryStore final : public PrimaryStore {
       off += kLogHeader + len;
       prev = lsn;
       last = std::max(last, lsn);
-      if (lsn <= applied) continue;
       std::vector<WriteBatch> owned;
       CC_RETURN_IF_ERROR(DecodeLogPayload(payload, &owned));
+      if (lsn <= applied) {
+        // Already in the database, but its journaled blobs lived in memory: stage them again
+        // so that the engine verifies them (RecoverBlobs) before they are dropped.
+        for (auto& b : owned)
+          for (const auto& op : b.ops)
+            if (const auto* sb = std::get_if<StageBlob>(&op))
+              CC_RETURN_IF_ERROR(Apply(*sb, nullptr));
+        continue;
+      }
       std::vector<WriteBatch*> ptrs;
       for (auto& b : owned) ptrs.push_back(&b);
       std::vector<Status> results;
       CC_RETURN_IF_ERROR(ApplyGroup(ptrs, &results, lsn));
       ++replayed_;
     }
+    replaying_ = false;
     next_lsn_ = last + 1;
     appended_lsn_.store(last);
     synced_lsn_.store(last);
@@ -656,6 +689,9 @@ class SqlitePrimaryStore final : public PrimaryStore {
 
   Result<std::vector<StagedBlob>> ReadStagedBlobs(int64_t after_seq, size_t max) override {
     auto r = Reader();
+    std::vector<StagedBlob> mem;
+    for (auto it = staged_.upper_bound(after_seq); it != staged_.end() && mem.size() < max; ++it)
+      mem.push_back(it->second);
     sqlite3_stmt* s =
         r->Prep("SELECT seq, key, data FROM blob_journal WHERE seq>? ORDER BY seq LIMIT ?");
     Bind(s, 1, after_seq);
@@ -668,11 +704,15 @@ class SqlitePrimaryStore final : public PrimaryStore {
                      std::string(p ? p : "", static_cast<size_t>(sqlite3_column_bytes(s, 2)))});
     }
     if (rc != SQLITE_DONE) return r->Err("reading the blob journal");
+    // Table rows have lower seqs than the in-memory ones (see StageBlob).
+    for (auto& m : mem)
+      if (out.size() < max) out.push_back(std::move(m));
     return out;
   }
 
   Result<int64_t> MaxStagedBlobSeq() override {
     auto r = Reader();
+    if (!staged_.empty()) return staged_.rbegin()->first;
     sqlite3_stmt* s = r->Prep("SELECT COALESCE(MAX(seq), 0) FROM blob_journal");
     if (sqlite3_step(s) != SQLITE_ROW) return r->Err("reading the blob journal");
     return static_cast<int64_t>(sqlite3_column_int64(s, 0));
@@ -968,13 +1008,30 @@ class SqlitePrimaryStore final : public PrimaryStore {
     b->outbox_seqs.push_back(sqlite3_last_insert_rowid(writer_.db()));
     return Status::Ok();
   }
+  // With a redo log, a journaled blob is already durable in the log: it is kept in memory
+  // (staged_) rather than written into the database and deleted again a few ms later. Only
+  // the copies still unreleased when the log is reused are moved into the blob_journal table
+  // (SpillStagedBlobs, at each checkpoint). Without a log, the table holds them directly.
   Status Apply(const StageBlob& op, WriteBatch*) {
+    if (log_fd_ >= 0) {
+      if (next_staged_ == 0) {
+        sqlite3_stmt* q = writer_.Prep("SELECT COALESCE(MAX(seq), 0) FROM blob_journal");
+        next_staged_ = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) + 1 : 1;
+        sqlite3_reset(q);
+      }
+      int64_t seq = next_staged_++;
+      staged_[seq] = StagedBlob{seq, op.key, op.data};
+      return Status::Ok();
+    }
     sqlite3_stmt* s = writer_.Prep("INSERT INTO blob_journal(key, data) VALUES(?,?)");
     Bind(s, 1, op.key);
     sqlite3_bind_blob(s, 2, op.data.data(), static_cast<int>(op.data.size()), SQLITE_STATIC);
     return Step(s, "journaling a blob");
   }
   Status Apply(const ReleaseBlobs& op, WriteBatch*) {
+    // A replayed release names seqs of the crashed process; the copies staged again during
+    // replay have new seqs and stay until the engine has verified and synced their blobs.
+    if (!replaying_) staged_.erase(staged_.begin(), staged_.upper_bound(op.up_to_seq));
     sqlite3_stmt* s = writer_.Prep("DELETE FROM blob_journal WHERE seq<=?");
     Bind(s, 1, op.up_to_seq);
     return Step(s, "releasing journaled blobs");
@@ -999,7 +1056,10 @@ class SqlitePrimaryStore final : public PrimaryStore {
   std::thread sealer_;
   std::condition_variable_any seal_cv_;
   bool stop_sealer_ = false;
-  std::mutex log_mu_;  // appends to (and truncation of) the redo log
+  std::mutex log_mu_;                     // appends to (and truncation of) the redo log
+  std::map<int64_t, StagedBlob> staged_;  // journaled blobs held by the log (guarded by write_mu_)
+  int64_t next_staged_ = 0;
+  bool replaying_ = false;
   std::mutex unsealed_mu_;
   std::unordered_set<std::string> unsealed_;  // "f:"/"c:" ids written since the last seal
   std::atomic<int64_t> appended_lsn_{0}, synced_lsn_{0};
