@@ -276,4 +276,32 @@ void ReplayLedger(std::vector<LedgerTransaction>* txs, std::map<std::string, Led
   }
 }
 
+std::vector<LedgerTransaction> LedgerTransactionsFor(const std::vector<LedgerChange>& changes,
+                                                     const std::string& case_id,
+                                                     const std::string& form_id,
+                                                     int64_t server_date) {
+  std::vector<LedgerTransaction> out;
+  int64_t seq = 0;
+  for (const auto& ch : changes) {
+    ++seq;
+    if (ch.case_id != case_id) continue;
+    LedgerTransaction t;
+    t.form_id = form_id;
+    t.case_id = ch.case_id;
+    t.section_id = ch.section_id;
+    t.entry_id = ch.entry_id;
+    t.server_date = server_date;
+    t.report_date = ch.report_date;
+    t.type = ch.type;
+    t.user_defined_type = ch.user_defined_type;
+    if (ch.type == 1)
+      t.updated_balance = ch.quantity;
+    else
+      t.delta = ch.quantity;
+    t.seq = seq;
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
 }  // namespace commcare::processing

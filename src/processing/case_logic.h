@@ -62,6 +62,13 @@ struct LedgerChange {
 bool ExtractLedgerChanges(const xform::ParsedForm& form, int64_t received_on,
                           std::vector<LedgerChange>* out, CaseError* err);
 
+// The ledger transactions a form's changes make on one case (balance: updated_balance holds the
+// stated quantity; transfer: delta holds the signed quantity), numbered in the form's order.
+std::vector<LedgerTransaction> LedgerTransactionsFor(const std::vector<LedgerChange>& changes,
+                                                     const std::string& case_id,
+                                                     const std::string& form_id,
+                                                     int64_t server_date);
+
 // Replays ledger transactions (sorted) into values, fixing each delta/updated_balance.
 void ReplayLedger(std::vector<LedgerTransaction>* txs, std::map<std::string, LedgerValue>* values,
                   const std::string& domain);

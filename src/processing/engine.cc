@@ -657,35 +657,6 @@ Status EngineImpl::UpdateLedger(const std::string& case_id, const std::string& d
   return Status::Ok();
 }
 
-namespace {
-std::vector<LedgerTransaction> LedgerTxsFor(const std::vector<LedgerChange>& changes,
-                                            const std::string& case_id, const std::string& form_id,
-                                            int64_t server_date) {
-  std::vector<LedgerTransaction> out;
-  int64_t seq = 0;
-  for (const auto& ch : changes) {
-    ++seq;
-    if (ch.case_id != case_id) continue;
-    LedgerTransaction t;
-    t.form_id = form_id;
-    t.case_id = ch.case_id;
-    t.section_id = ch.section_id;
-    t.entry_id = ch.entry_id;
-    t.server_date = server_date;
-    t.report_date = ch.report_date;
-    t.type = ch.type;
-    t.user_defined_type = ch.user_defined_type;
-    if (ch.type == 1)
-      t.updated_balance = ch.quantity;
-    else
-      t.delta = ch.quantity;
-    t.seq = seq;
-    out.push_back(std::move(t));
-  }
-  return out;
-}
-}  // namespace
-
 Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::string_view xml,
                                                const xform::ParsedForm& pf,
                                                const std::vector<xform::MultipartPart>& parts,
@@ -981,7 +952,7 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
     }
     for (const auto& id : ledger_cases) {
       auto txs = error ? std::vector<LedgerTransaction>{}
-                       : LedgerTxsFor(ledger_changes, id, form.form_id, form.received_on);
+                       : LedgerTransactionsFor(ledger_changes, id, form.form_id, form.received_on);
       CC_RETURN_IF_ERROR(UpdateLedger(id, form.domain, form.form_id, std::move(txs), &plan, now));
     }
   }
@@ -1058,7 +1029,7 @@ Status EngineImpl::SetArchived(std::string_view domain, std::string_view form_id
   }
   for (const auto& id : ledger_cases) {
     auto txs = archived ? std::vector<LedgerTransaction>{}
-                        : LedgerTxsFor(changes, id, f->form_id, f->received_on);
+                        : LedgerTransactionsFor(changes, id, f->form_id, f->received_on);
     CC_RETURN_IF_ERROR(
         UpdateLedger(id, std::string(domain), f->form_id, std::move(txs), &plan, now));
   }

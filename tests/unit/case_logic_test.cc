@@ -101,26 +101,17 @@ TEST_CASE("Ledger changes replay into balances and deltas") {
   CaseError err;
   REQUIRE(ExtractLedgerChanges(f, 5, &ch, &err));
   REQUIRE(ch.size() == 3);  // the non-numeric quantity is dropped
-  std::vector<LedgerTransaction> txs;
-  for (const auto& c : ch) {
-    LedgerTransaction t;
-    t.case_id = c.case_id;
-    t.section_id = c.section_id;
-    t.entry_id = c.entry_id;
-    t.type = c.type;
-    t.report_date = c.report_date;
-    if (c.type == 1)
-      t.updated_balance = c.quantity;
-    else
-      t.delta = c.quantity;
-    txs.push_back(t);
-  }
+  std::vector<LedgerTransaction> txs = LedgerTransactionsFor(ch, "c1", "f1", 5);
+  for (auto& t : LedgerTransactionsFor(ch, "c2", "f1", 5)) txs.push_back(t);
+  REQUIRE(txs.size() == 3);
+  CHECK(txs[0].seq < txs[1].seq);
   std::map<std::string, LedgerValue> values;
   ReplayLedger(&txs, &values, "demo");
   CHECK(values.at(LedgerKey("c1", "s", "p")).balance == 7);
   CHECK(values.at(LedgerKey("c2", "s", "p")).balance == 3);
-  CHECK(txs[0].delta == 10);
-  CHECK(txs[1].updated_balance == 7);
+  CHECK(txs[0].delta == 10);           // c1 balance 10
+  CHECK(txs[1].updated_balance == 7);  // c1 transfer out 3
+  CHECK(txs[2].updated_balance == 3);  // c2 transfer in 3
 }
 
 TEST_CASE("Ledger blocks without ids are known errors") {
