@@ -323,22 +323,43 @@ Status DecodeLedgerTx(const json::value& j, LedgerTransaction* t) {
 
 namespace {
 
+// The key under which an op carries its document (nullptr: the op has none) ...
+const char* DocKeyOf(const storage::PutForm&) { return "form"; }
+const char* DocKeyOf(const storage::PutCase&) { return "case"; }
+const char* DocKeyOf(const storage::PutCaseTransaction&) { return "tx"; }
+const char* DocKeyOf(const storage::PutLedgerValue&) { return "value"; }
+const char* DocKeyOf(const storage::AddOutbox&) { return "meta"; }
+template <typename T>
+const char* DocKeyOf(const T&) {
+  return nullptr;
+}
+
+// ... and the document itself.
+json::object DocOf(const storage::PutForm& op) { return EncodeForm(op.form); }
+json::object DocOf(const storage::PutCase& op) { return EncodeCase(op.record); }
+json::object DocOf(const storage::PutCaseTransaction& op) { return EncodeCaseTx(op.tx); }
+json::object DocOf(const storage::PutLedgerValue& op) { return EncodeLedgerValue(op.value); }
+json::object DocOf(const storage::AddOutbox& op) { return EncodeChange(op.meta); }
+template <typename T>
+json::object DocOf(const T&) {
+  return {};
+}
+
+// An op as JSON without its document (EncodeOp adds that).
 struct OpEncoder {
   std::vector<std::string_view>* blob_sink = nullptr;
-  json::object operator()(const storage::PutForm& op) const {
-    return {{"op", "put_form"}, {"form", EncodeForm(op.form)}};
-  }
+  json::object operator()(const storage::PutForm&) const { return {{"op", "put_form"}}; }
   json::object operator()(const storage::DeleteForm& op) const {
     return {{"op", "delete_form"}, {"form_id", op.form_id}};
   }
   json::object operator()(const storage::PutCase& op) const {
-    return {{"op", "put_case"}, {"case", EncodeCase(op.record)}, {"expected_rev", op.expected_rev}};
+    return {{"op", "put_case"}, {"expected_rev", op.expected_rev}};
   }
   json::object operator()(const storage::PutCaseTransaction& op) const {
-    return {{"op", "put_case_tx"}, {"tx", EncodeCaseTx(op.tx)}, {"upsert", op.upsert}};
+    return {{"op", "put_case_tx"}, {"upsert", op.upsert}};
   }
-  json::object operator()(const storage::PutLedgerValue& op) const {
-    return {{"op", "put_ledger_value"}, {"value", EncodeLedgerValue(op.value)}};
+  json::object operator()(const storage::PutLedgerValue&) const {
+    return {{"op", "put_ledger_value"}};
   }
   json::object operator()(const storage::ReplaceLedgerTransactions& op) const {
     json::array txs;
@@ -348,9 +369,7 @@ struct OpEncoder {
             {"case_id", op.case_id},
             {"txs", std::move(txs)}};
   }
-  json::object operator()(const storage::AddOutbox& op) const {
-    return {{"op", "outbox"}, {"meta", EncodeChange(op.meta)}};
-  }
+  json::object operator()(const storage::AddOutbox&) const { return {{"op", "outbox"}}; }
   json::object operator()(const storage::StageBlob& op) const {
     if (blob_sink) {
       blob_sink->push_back(op.data);
@@ -379,14 +398,37 @@ struct OpEncoder {
 }  // namespace
 
 json::object EncodeOp(const storage::WriteOp& op, std::vector<std::string_view>* blob_sink) {
-  OpEncoder enc{blob_sink};
-  return std::visit(enc, op);
+  json::object o = std::visit(OpEncoder{blob_sink}, op);
+  std::visit(
+      [&](const auto& x) {
+        if (const char* key = DocKeyOf(x)) o[key] = DocOf(x);
+      },
+      op);
+  return o;
+}
+
+std::string EncodeDocument(const storage::WriteOp& op) {
+  return std::visit(
+      [](const auto& x) { return DocKeyOf(x) ? json::serialize(DocOf(x)) : std::string(); }, op);
+}
+
+std::string EncodeOpText(const storage::WriteOp& op, std::string_view document,
+                         std::vector<std::string_view>* blob_sink) {
+  const char* key = std::visit([](const auto& x) { return DocKeyOf(x); }, op);
+  if (!key || document.empty()) return json::serialize(EncodeOp(op, blob_sink));
+  std::string s = json::serialize(std::visit(OpEncoder{blob_sink}, op));
+  s.pop_back();  // the closing brace of a non-empty object: splice the document in before it
+  s += ",\"";
+  s += key;
+  s += "\":";
+  s += document;
+  s += '}';
+  return s;
 }
 
 std::string EncodeBatch(const storage::WriteBatch& b, std::vector<std::string_view>* blob_sink) {
   json::array ops;
-  OpEncoder enc{blob_sink};
-  for (const auto& op : b.ops) ops.push_back(std::visit(enc, op));
+  for (const auto& op : b.ops) ops.push_back(EncodeOp(op, blob_sink));
   json::object o{{"marker", b.applied_marker}, {"ops", std::move(ops)}};
   return json::serialize(o);
 }

@@ -29,6 +29,12 @@ Status DecodeLedgerTx(const json::value& j, LedgerTransaction* t);
 
 // One op as JSON (StageBlob data to blob_sink when given, else inline as hex).
 json::object EncodeOp(const storage::WriteOp& op, std::vector<std::string_view>* blob_sink);
+// The document an op stores (form, case, case transaction, ledger value or change) as JSON
+// text; "" for ops that carry none.
+std::string EncodeDocument(const storage::WriteOp& op);
+// EncodeOp as text, with `document` (EncodeDocument's result) spliced in, not encoded again.
+std::string EncodeOpText(const storage::WriteOp& op, std::string_view document,
+                         std::vector<std::string_view>* blob_sink);
 // A batch as JSON. With blob_sink, StageBlob data is not inlined (as hex) but appended to the
 // sink and referenced by index; DecodeBatch then takes the same blobs.
 std::string EncodeBatch(const storage::WriteBatch& b,

@@ -156,29 +156,6 @@ std::string_view Col(sqlite3_stmt* s, int i) {
   return p ? std::string_view(p, sqlite3_column_bytes(s, i)) : std::string_view();
 }
 
-// The JSON document each op stores ("" for ops without one).
-struct Encoder {
-  std::string operator()(const PutForm& op) const {
-    return json::serialize(codec::EncodeForm(op.form));
-  }
-  std::string operator()(const PutCase& op) const {
-    return json::serialize(codec::EncodeCase(op.record));
-  }
-  std::string operator()(const PutCaseTransaction& op) const {
-    return json::serialize(codec::EncodeCaseTx(op.tx));
-  }
-  std::string operator()(const PutLedgerValue& op) const {
-    return json::serialize(codec::EncodeLedgerValue(op.value));
-  }
-  std::string operator()(const AddOutbox& op) const {
-    return json::serialize(codec::EncodeChange(op.meta));
-  }
-  template <typename T>
-  std::string operator()(const T&) const {
-    return std::string();
-  }
-};
-
 class SqlitePrimaryStore final : public PrimaryStore {
  public:
   SqlitePrimaryStore(std::string path, bool durable, bool read_only)
@@ -227,40 +204,20 @@ class SqlitePrimaryStore final : public PrimaryStore {
 
   void Prepare(WriteBatch* b) override {
     b->prepared.assign(b->ops.size(), std::string());
-    for (size_t i = 0; i < b->ops.size(); ++i) b->prepared[i] = std::visit(Encoder{}, b->ops[i]);
+    for (size_t i = 0; i < b->ops.size(); ++i) b->prepared[i] = codec::EncodeDocument(b->ops[i]);
     if (log_fd_ >= 0) b->prepared_record = LogChunk(*b);
   }
 
   // The batch as its redo-log chunk: [json length u32][json][blob count u32][(length u32, bytes)*].
   // Documents already serialized by Prepare are spliced in rather than encoded again.
   static std::string LogChunk(const WriteBatch& b) {
-    static const char* kDocKey[] = {"form", nullptr, "case", "tx", "value", nullptr, "meta"};
     std::vector<std::string_view> blobs;
     std::string js = "{\"marker\":";
     js += json::serialize(json::value(b.applied_marker));
     js += ",\"ops\":[";
     for (size_t i = 0; i < b.ops.size(); ++i) {
       if (i) js += ',';
-      const size_t kind = b.ops[i].index();
-      const bool splice =
-          kind < 7 && kDocKey[kind] && i < b.prepared.size() && !b.prepared[i].empty();
-      if (!splice) {
-        js += json::serialize(codec::EncodeOp(b.ops[i], &blobs));
-        continue;
-      }
-      static const char* kOpName[] = {"put_form",         nullptr, "put_case", "put_case_tx",
-                                      "put_ledger_value", nullptr, "outbox"};
-      js += "{\"op\":\"";
-      js += kOpName[kind];
-      js += "\",\"";
-      js += kDocKey[kind];
-      js += "\":";
-      js += b.prepared[i];
-      if (const auto* pc = std::get_if<PutCase>(&b.ops[i]))
-        js += fmt::format(",\"expected_rev\":{}", pc->expected_rev);
-      if (const auto* pt = std::get_if<PutCaseTransaction>(&b.ops[i]))
-        js += pt->upsert ? ",\"upsert\":true" : ",\"upsert\":false";
-      js += '}';
+      js += codec::EncodeOpText(b.ops[i], i < b.prepared.size() ? b.prepared[i] : "", &blobs);
     }
     js += "]}";
     std::string out;
