@@ -269,7 +269,6 @@ void EngineImpl::FlushLoop() {
 }
 
 Status EngineImpl::RecoverBlobs() {
-  bool restored = false;
   for (size_t i = 0; i < dbs_.size(); ++i) {
     int64_t after = 0;
     while (true) {
@@ -277,15 +276,11 @@ Status EngineImpl::RecoverBlobs() {
       if (staged.empty()) break;
       for (const auto& sb : staged) {
         auto have = blobs_->Get(sb.key);
-        if (!have.ok() || *have != sb.data) {
-          CC_RETURN_IF_ERROR(blobs_->Restore(sb.key, sb.data));
-          restored = true;
-        }
+        if (!have.ok() || *have != sb.data) CC_RETURN_IF_ERROR(blobs_->Restore(sb.key, sb.data));
         after = sb.seq;
       }
     }
   }
-  (void)restored;
   return FlushBlobs();
 }
 
@@ -499,7 +494,6 @@ Status EngineImpl::PutBlobs(FormRecord* form, std::string_view xml,
                             const std::vector<xform::MultipartPart>& parts, Plan* plan, int home) {
   const std::string prefix = fmt::format("form/{}/", util::NewUuidHex());
   Attachment x{"form.xml", "text/xml", static_cast<int64_t>(xml.size()), form->md5, ""};
-  if (x.md5.empty()) x.md5 = util::Md5Hex(xml);
   CC_ASSIGN_OR_RETURN(x.blob_key, blobs_->Put(prefix + "form.xml", xml, false));
   if (journal_blobs_)
     plan->For(home).ops.emplace_back(storage::StageBlob{x.blob_key, std::string(xml)});

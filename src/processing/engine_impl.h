@@ -75,8 +75,9 @@ class EngineImpl final : public Engine {
   Status CommitPlan(Plan* plan, int home_db);
   Status RecoverIntents();
   std::string NewIdInDatabase(int db) const;
-  // Puts the form's XML and attachments in the blob store (not yet durably) and journals a copy
-  // of each in the home database's batch, so the rows' commit makes them durable.
+  // Puts the form's XML (whose md5 the form already has) and attachments in the blob store (not yet
+  // durably) and journals a copy of each in the home database's batch, so the rows' commit makes
+  // them durable.
   Status PutBlobs(FormRecord* form, std::string_view xml,
                   const std::vector<xform::MultipartPart>& parts, Plan* plan, int home);
   // Syncs the blob store and releases the journal copies it now covers.

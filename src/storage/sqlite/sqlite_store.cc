@@ -263,11 +263,11 @@ class SqlitePrimaryStore final : public PrimaryStore {
   }
 
  private:
-  // Applies a group (a savepoint per batch) and records lsn if set. With a redo log, the SQLite
-  // transaction stays open across groups and is committed at most kSealMillis later (by the
-  // next group or the sealer thread): one SQLite commit rewrites each touched page once for
-  // many groups. This store's own reads go through the writer connection, so they see every
-  // applied group at once; other processes see them once sealed.
+  // Applies a group and records lsn if set. With a redo log, the SQLite transaction stays open
+  // across groups and is committed at most kSeal later (by the next group or the sealer
+  // thread): one SQLite commit rewrites each touched page once for many groups. Reads of
+  // documents written since the last seal go through the writer connection (ReaderFor), so this
+  // store sees every applied group at once; other processes see them once sealed.
   Status ApplyGroup(std::span<WriteBatch* const> batches, std::vector<Status>* results,
                     int64_t lsn) {
     results->assign(batches.size(), Status::Ok());
@@ -301,7 +301,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
         Status e = writer_.Err("recording the applied log position");
         (void)writer_.Exec("ROLLBACK");
         txn_open_ = false;
-        if (lsn > 0) broken_ = e;  // acknowledged groups are in the log: reopen replays them
+        broken_ = e;  // acknowledged groups are in the log: reopen replays them
         return e;
       }
     }
