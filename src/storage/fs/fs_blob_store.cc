@@ -1,6 +1,7 @@
-// BlobStore in a directory. Each blob is one file, written to tmp/ and renamed into a fan-out
-// directory, so readers see all of a blob or none. Durability: fsync of the file and its
-// directory (durable=true), or one syncfs() barrier for many puts (Sync()).
+// BlobStore in a directory. Each blob is one file in a fan-out directory, written as an unnamed
+// O_TMPFILE and linked in under its name (or, where that is unsupported or a blob is replaced,
+// written under tmp/ and renamed), so readers see all of a blob or none. Durability: fsync of the
+// file and its directory (durable=true), or one syncfs() barrier for many puts (Sync()).
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
@@ -28,16 +29,13 @@ class FsBlobStore final : public BlobStore {
 
   Status Init() {
     std::error_code ec;
-    if (!read_only_) fs::create_directories(root_, ec);
+    if (!read_only_) fs::create_directories(root_ + "/tmp", ec);
     if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", root_, ec.message()));
     root_fd_ = ::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root_fd_ < 0) return Errno("opening blob root " + root_);
-    // Named temp files (only on file systems without O_TMPFILE) left by a crash are orphans.
+    // Named temp files left in tmp/ by a crash are orphans nobody points at.
     if (!read_only_)
-      for (const auto& d : fs::directory_iterator(root_, ec))
-        if (d.is_directory(ec))
-          for (const auto& e : fs::directory_iterator(d.path(), ec))
-            if (e.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove(e.path(), ec);
+      for (const auto& e : fs::directory_iterator(root_ + "/tmp", ec)) fs::remove(e.path(), ec);
     return Status::Ok();
   }
   ~FsBlobStore() override {
@@ -59,7 +57,7 @@ class FsBlobStore final : public BlobStore {
     if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
       // File systems without O_TMPFILE: a named temp file beside the blob, then rename.
       named_tmp = true;
-      tmp = fmt::format("{}/.tmp-{}", dir, util::NewUuidHex());
+      tmp = TempName();
       fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     }
     if (fd < 0) return Errno("creating a blob file in " + dir);
@@ -91,7 +89,7 @@ class FsBlobStore final : public BlobStore {
       if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) != 0) {
         if (errno != EEXIST) return (Result<std::string>)fail("linking blob " + path);
         // Replacing an existing blob: link under a temp name, then rename over it.
-        std::string t2 = fmt::format("{}/.tmp-{}", dir, util::NewUuidHex());
+        std::string t2 = TempName();
         if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, t2.c_str(), AT_SYMLINK_FOLLOW) != 0)
           return (Result<std::string>)fail("linking blob " + t2);
         if (::rename(t2.c_str(), path.c_str()) != 0) {
@@ -181,6 +179,8 @@ class FsBlobStore final : public BlobStore {
     *path = *dir + "/" + name;
     return Status::Ok();
   }
+
+  std::string TempName() const { return fmt::format("{}/tmp/{}", root_, util::NewUuidHex()); }
 
   std::string root_;
   bool read_only_;
