@@ -1,0 +1,106 @@
+// ChangeLog: the partitioned change feed (Kafka's role): topics of partitions of ordered records.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "commcare/status.h"
+
+namespace commcare::storage {
+
+// A record to append: its topic, key (the document id, which picks the partition) and value
+// (CommCare's ChangeMeta JSON).
+struct ChangeMessage {
+  std::string topic;
+  std::string key;
+  std::string value;
+};
+
+// A stored record; offsets are dense per (topic, partition) and start at 0.
+struct ChangeRecord {
+  std::string topic;
+  int partition = 0;
+  int64_t offset = 0;
+  int64_t timestamp = 0;  // append time, µs since the epoch
+  std::string key;
+  std::string value;
+};
+
+// Retention, applied per partition by ApplyRetention: 0 means no limit.
+struct RetentionPolicy {
+  int64_t max_age_us = 0;  // drop records appended longer ago than this
+  int64_t max_bytes = 0;   // drop the oldest records while a partition holds more than this
+};
+
+// A producer's progress mark, written atomically with the records of an Append (the relay
+// records the last outbox sequence number it appended, so a restart never appends twice).
+struct ProducerMark {
+  std::string producer;
+  int64_t value = 0;
+};
+
+// Kafka's Java client murmur2 hash of key (seed 0x9747b28c), as a signed 32-bit value.
+int32_t KafkaMurmur2(std::string_view key);
+// Kafka's default partition for a keyed record: (murmur2(key) & 0x7fffffff) % partitions.
+int KafkaPartition(std::string_view key, int partitions);
+
+// Thread safety: every method may be called from any thread.
+class ChangeLog {
+ public:
+  virtual ~ChangeLog() = default;
+  ChangeLog() = default;
+  ChangeLog(const ChangeLog&) = delete;
+  ChangeLog& operator=(const ChangeLog&) = delete;
+
+  // Creates a topic with a fixed partition count; Ok if it exists with that count,
+  // FailedPrecondition if it exists with another.
+  virtual Status CreateTopic(std::string_view topic, int partitions) = 0;
+  // The topic's partition count; NotFound if there is no such topic.
+  virtual Result<int> Partitions(std::string_view topic) = 0;
+  // Every topic, sorted.
+  virtual Result<std::vector<std::string>> Topics() = 0;
+
+  // Appends the records (an unknown topic is created with the default partition count) and,
+  // if mark is given, sets that producer's mark, all atomically; durable on return.
+  virtual Status Append(std::span<const ChangeMessage> messages,
+                        const ProducerMark* mark = nullptr) = 0;
+  // A producer's last mark (0 if it has none).
+  virtual Result<int64_t> GetProducerMark(std::string_view producer) = 0;
+
+  // Up to max records of one partition with offset >= from, in offset order (starting at the
+  // earliest retained record if from is older). NotFound for an unknown topic or partition.
+  virtual Result<std::vector<ChangeRecord>> Read(std::string_view topic, int partition,
+                                                 int64_t from, size_t max) = 0;
+  // The offset the next record of the partition will get (Kafka's high watermark).
+  virtual Result<int64_t> EndOffset(std::string_view topic, int partition) = 0;
+  // The earliest retained offset (== EndOffset when the partition is empty).
+  virtual Result<int64_t> StartOffset(std::string_view topic, int partition) = 0;
+
+  // Drops records the policy no longer keeps; returns how many were dropped.
+  virtual Result<int64_t> ApplyRetention(const RetentionPolicy& policy) = 0;
+
+  // Blocks until an Append made after `seen` was returned by this call (or timeout) and
+  // returns the current append counter; pass 0 at first. Readers in another process just
+  // wait out the timeout.
+  virtual uint64_t WaitForAppend(uint64_t seen, std::chrono::milliseconds timeout) = 0;
+};
+
+// Options for the embedded change logs.
+struct ChangeLogOptions {
+  int default_partitions = 8;  // partitions of topics created implicitly by Append
+  bool read_only = false;      // RocksDB: a secondary instance that follows the writer
+  bool durable = true;         // RocksDB: sync the write-ahead log on every Append
+};
+
+// An in-memory ChangeLog (tests, in-memory engines).
+std::unique_ptr<ChangeLog> NewMemoryChangeLog(const ChangeLogOptions& options = {});
+// The embedded ChangeLog on RocksDB in directory path (created if missing unless read_only).
+Result<std::unique_ptr<ChangeLog>> OpenRocksDbChangeLog(const std::string& path,
+                                                        const ChangeLogOptions& options = {});
+
+}  // namespace commcare::storage
