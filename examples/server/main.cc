@@ -3,7 +3,9 @@
 #include <commcare/engine.h>
 
 #include <boost/json.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -29,7 +31,8 @@ constexpr const char* kUsage = R"(usage:
   commcare case history --data DIR --domain D CASE_ID
   commcare case rebuild --data DIR --domain D CASE_ID
   commcare ledger get --data DIR --domain D CASE_ID
-  commcare check --data DIR)";
+  commcare check --data DIR
+  commcare changes --data DIR [--topic T] [--partition P] [--from OFFSET] [--limit N])";
 
 struct Args {
   std::map<std::string, std::string> opts;
@@ -240,12 +243,19 @@ int CmdLedger(const Args& a) {
   return 0;
 }
 
-int CmdCheck(const Args& a) {
-  // Open as the writer when nobody else is, so that a crashed writer's pending cross-database
-  // intents are rolled forward first; beside a running writer, check read-only.
+// Opens the writer when nobody else holds it (so pending changes are relayed first), else a
+// read-only engine beside the running writer.
+commcare::Result<std::unique_ptr<Engine>> OpenWriterOrReader(const Args& a) {
   auto eng = OpenEngine(a, false);
   if (!eng.ok() && eng.status().code() == commcare::StatusCode::kFailedPrecondition)
     eng = OpenEngine(a, true);
+  return eng;
+}
+
+int CmdCheck(const Args& a) {
+  // Open as the writer when nobody else is, so that a crashed writer's pending cross-database
+  // intents are rolled forward first; beside a running writer, check read-only.
+  auto eng = OpenWriterOrReader(a);
   if (!eng.ok()) return FailStatus(eng.status());
   auto r = (*eng)->Check();
   if (!r.ok()) return FailStatus(r.status());
@@ -255,10 +265,73 @@ int CmdCheck(const Args& a) {
                  {"forms", r->forms},
                  {"cases", r->cases},
                  {"outbox_rows", r->outbox_rows},
+                 {"logged_changes", r->logged_changes},
                  {"pending_intents", r->pending_intents},
                  {"problems", problems}};
   std::cout << json::serialize(o) << std::endl;
   return r->problems.empty() ? 0 : 4;
+}
+
+bool ParseInt(const std::string& s, int64_t* out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno || *end) return false;
+  *out = v;
+  return true;
+}
+
+int CmdChanges(const Args& a) {
+  int64_t partition = -1, from = 0, limit = -1;
+  if (a.Has("--partition") && (!ParseInt(a.Get("--partition"), &partition) || partition < 0))
+    return Fail("--partition must be a non-negative integer");
+  if (a.Has("--from") && (!ParseInt(a.Get("--from"), &from) || from < 0))
+    return Fail("--from must be a non-negative offset");
+  if (a.Has("--limit") && (!ParseInt(a.Get("--limit"), &limit) || limit < 0))
+    return Fail("--limit must be a non-negative integer");
+  auto eng = OpenWriterOrReader(a);
+  if (!eng.ok()) return FailStatus(eng.status());
+  auto* log = (*eng)->Changes();
+  if (!log) return Fail("this data directory has no change log yet", 2);
+  std::vector<std::string> topics;
+  if (a.Has("--topic")) {
+    topics.push_back(a.Get("--topic"));
+  } else {
+    auto t = log->Topics();
+    if (!t.ok()) return FailStatus(t.status());
+    topics = *t;
+  }
+  int64_t printed = 0;
+  for (const auto& topic : topics) {
+    auto parts = log->Partitions(topic);
+    if (!parts.ok()) return FailStatus(parts.status());
+    for (int p = 0; p < *parts; ++p) {
+      if (partition >= 0 && p != partition) continue;
+      for (int64_t off = from;;) {
+        auto recs = log->Read(topic, p, off, 1000);
+        if (!recs.ok()) return FailStatus(recs.status());
+        if (recs->empty()) break;
+        for (const auto& r : *recs) {
+          if (limit >= 0 && printed >= limit) return 0;
+          boost::system::error_code ec;
+          json::value change = json::parse(r.value, ec);
+          if (ec) change = json::string(r.value);
+          json::object o{{"topic", r.topic},
+                         {"partition", r.partition},
+                         {"offset", r.offset},
+                         {"timestamp", commcare::FormatTime(r.timestamp)},
+                         {"key", r.key},
+                         {"change", change}};
+          std::cout << json::serialize(o) << "\n";
+          ++printed;
+        }
+        off = recs->back().offset + 1;
+      }
+    }
+  }
+  std::cout.flush();
+  return 0;
 }
 
 }  // namespace
@@ -286,6 +359,7 @@ int main(int argc, char** argv) {
     if (cmd == "case") return CmdCase(verb, a);
     if (cmd == "ledger") return verb == "get" ? CmdLedger(a) : Fail("unknown ledger command");
     if (cmd == "check") return CmdCheck(a);
+    if (cmd == "changes") return CmdChanges(a);
   } catch (const std::exception& e) {
     return Fail(std::string("internal error: ") + e.what());
   }

@@ -11,6 +11,7 @@
 
 #include "commcare/records.h"
 #include "commcare/status.h"
+#include "commcare/storage/change_log.h"
 #include "commcare/storage/primary_store.h"
 
 namespace commcare {
@@ -36,6 +37,8 @@ struct EngineOptions {
   size_t max_attachment_bytes = 100 * 1024 * 1024;  // per attachment
   size_t max_body_bytes = 150 * 1024 * 1024;        // a whole request body
   int blob_flush_interval_ms = 20;  // how often blobs are synced and their journal copies dropped
+  bool relay = true;  // a writer moves outbox rows to the change log in the background
+  int relay_batch_window_ms = 10;  // while busy, the relay gathers rows this long per round
 };
 
 // One submission as a host received it (the HTTP receiver, the CLI, the API).
@@ -68,7 +71,8 @@ struct SubmitResponse {
 struct CheckReport {
   int64_t forms = 0;
   int64_t cases = 0;
-  int64_t outbox_rows = 0;
+  int64_t outbox_rows = 0;     // changes not yet relayed
+  int64_t logged_changes = 0;  // records in the change log
   int64_t pending_intents = 0;
   std::vector<std::string> problems;  // empty when the store is consistent
 };
@@ -110,7 +114,8 @@ class Engine {
   virtual Result<std::vector<LedgerValue>> GetLedger(std::string_view domain,
                                                      std::string_view case_id) = 0;
 
-  // Verifies the store: blobs of every form, an outbox row per form, no pending intent.
+  // Verifies the store: blobs of every form, a change record (outbox or change log) per
+  // document, no pending intent.
   virtual Result<CheckReport> Check() = 0;
 
   // Number of physical databases and their stores (the relay and tools read outboxes).
@@ -118,6 +123,13 @@ class Engine {
   virtual storage::PrimaryStore* Database(int index) = 0;
   // The physical database that holds a document id.
   virtual int DatabaseFor(std::string_view doc_id) const = 0;
+
+  // The change log the relay fills (<data>/changes; in memory for in-memory engines). nullptr
+  // for a read-only engine on a data directory whose writer has not created it yet.
+  virtual storage::ChangeLog* Changes() = 0;
+  // Moves every durable outbox row to the change log now, in commit order per database, and
+  // deletes the rows it moved (a writer's background relay does this continuously).
+  virtual Status RelayChanges() = 0;
 };
 
 // CommCare Case API v2 JSON for a case.
@@ -128,6 +140,10 @@ std::string FormToJson(const FormRecord& f);
 std::string CaseTransactionToJson(const CaseTransaction& t);
 // Ledger values as {"section": {"entry": balance}} JSON.
 std::string LedgerToJson(const std::vector<LedgerValue>& values);
+// CommCare's ChangeMeta JSON, as the change log carries it (plus the extra key "topic").
+std::string ChangeMetaToJson(const ChangeMeta& meta);
+// Parses ChangeMeta JSON; InvalidArgument names what is wrong (no document_id, a bad time).
+Result<ChangeMeta> ChangeMetaFromJson(std::string_view json);
 // ISO-8601 UTC with microseconds, "2016-03-02T09:21:48.715000Z"; "" for 0.
 std::string FormatTime(int64_t micros);
 

@@ -1,6 +1,7 @@
 // The Engine implementation: submission processing, storage wiring, recovery.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -52,6 +53,8 @@ class EngineImpl final : public Engine {
   int NumDatabases() const override { return static_cast<int>(dbs_.size()); }
   storage::PrimaryStore* Database(int i) override { return dbs_[i].get(); }
   int DatabaseFor(std::string_view id) const override { return map_.DatabaseFor(id); }
+  storage::ChangeLog* Changes() override { return log_.get(); }
+  Status RelayChanges() override;
 
  private:
   // The rows one operation writes, per physical database.
@@ -73,6 +76,7 @@ class EngineImpl final : public Engine {
                               const std::string& problem, int64_t received_on);
   // Writes the plan atomically across databases (intent when it spans several).
   Status CommitPlan(Plan* plan, int home_db);
+  Status CommitPlanImpl(Plan* plan, int home_db);
   Status RecoverIntents();
   std::string NewIdInDatabase(int db) const;
   // Puts the form's XML (whose md5 the form already has) and attachments in the blob store (not yet
@@ -97,6 +101,10 @@ class EngineImpl final : public Engine {
                       const std::string& form_id, std::vector<LedgerTransaction> form_txs,
                       Plan* plan, int64_t now);
   Result<xform::ParsedForm> LoadParsed(const FormRecord& f);
+  // Relays database db's durable outbox rows; *moved counts them.
+  Status RelayDatabase(int db, int64_t* moved);
+  void RelayLoop();
+  void KickRelay();
   Status SetArchived(std::string_view domain, std::string_view form_id, bool archived);
   void AddFormChange(Plan* plan, int db, const FormRecord& f, int64_t now);
   void AddCaseChange(Plan* plan, int db, const CaseRecord& c, const std::string& form_id,
@@ -115,6 +123,14 @@ class EngineImpl final : public Engine {
   std::condition_variable flush_cv_;
   bool stop_flusher_ = false;
   std::vector<int64_t> released_;  // per database: journal seqs released so far
+  std::unique_ptr<storage::ChangeLog> log_;
+  std::mutex relay_mu_;  // one relay round at a time
+  std::vector<int64_t> relayed_;  // per database: the last outbox seq in the change log
+  std::thread relayer_;
+  std::mutex relay_wait_mu_;
+  std::condition_variable relay_cv_;
+  bool stop_relay_ = false;
+  std::atomic<bool> relay_idle_{false};
 };
 
 }  // namespace commcare::processing

@@ -1,6 +1,7 @@
 // Public JSON renderings of records (Case API v2 and friends).
 #include <boost/json.hpp>
 #include <cmath>
+#include <fmt/format.h>
 
 #include "commcare/engine.h"
 #include "util/time.h"
@@ -121,6 +122,58 @@ std::string LedgerToJson(const std::vector<LedgerValue>& values) {
       sec.get_object()[v.entry_id] = v.balance;
   }
   return json::serialize(o);
+}
+
+}  // namespace commcare
+
+namespace commcare {
+
+std::string ChangeMetaToJson(const ChangeMeta& m) {
+  json::object o;
+  o["document_id"] = m.document_id;
+  o["document_rev"] = nullptr;
+  o["data_source_type"] = m.data_source_type;
+  o["data_source_name"] = m.data_source_name;
+  o["document_type"] = m.document_type;
+  o["document_subtype"] = m.document_subtype;
+  o["domain"] = m.domain;
+  o["is_deletion"] = m.is_deletion;
+  o["publish_timestamp"] = TimeOrNull(m.publish_timestamp);
+  o["attempts"] = 0;
+  o["original_publication_datetime"] = TimeOrNull(m.publish_timestamp);
+  o["associated_document_id"] = m.associated_document_id;
+  o["topic"] = m.topic;
+  return json::serialize(o);
+}
+
+Result<ChangeMeta> ChangeMetaFromJson(std::string_view text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object())
+    return Status::InvalidArgument(fmt::format("a change record is not a JSON object: {}",
+                                               ec ? ec.message() : "not an object"));
+  const auto& o = v.get_object();
+  auto str = [&](const char* k) -> std::string {
+    auto* p = o.if_contains(k);
+    return p && p->is_string() ? std::string(p->get_string()) : std::string();
+  };
+  ChangeMeta m;
+  m.document_id = str("document_id");
+  if (m.document_id.empty())
+    return Status::InvalidArgument("a change record has no document_id");
+  m.data_source_type = str("data_source_type");
+  m.data_source_name = str("data_source_name");
+  m.document_type = str("document_type");
+  m.document_subtype = str("document_subtype");
+  m.domain = str("domain");
+  m.topic = str("topic");
+  m.associated_document_id = str("associated_document_id");
+  if (auto* p = o.if_contains("is_deletion"); p && p->is_bool()) m.is_deletion = p->get_bool();
+  std::string ts = str("publish_timestamp");
+  if (!ts.empty() && !util::ParseIsoTime(ts, &m.publish_timestamp))
+    return Status::InvalidArgument(
+        fmt::format("a change record's publish_timestamp '{}' is not an ISO time", ts));
+  return m;
 }
 
 }  // namespace commcare

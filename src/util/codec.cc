@@ -384,6 +384,9 @@ struct OpEncoder {
     }
     return {{"op", "stage_blob"}, {"key", op.key}, {"data_hex", hex}};
   }
+  json::object operator()(const storage::DeleteOutbox& op) const {
+    return {{"op", "delete_outbox"}, {"up_to_seq", op.up_to_seq}};
+  }
   json::object operator()(const storage::ReleaseBlobs& op) const {
     return {{"op", "release_blobs"}, {"up_to_seq", op.up_to_seq}};
   }
@@ -498,6 +501,8 @@ Status DecodeBatch(std::string_view text, storage::WriteBatch* b,
       for (size_t i = 0; i < hex.size(); i += 2)
         data.push_back(static_cast<char>(nib(hex[i]) * 16 + nib(hex[i + 1])));
       b->ops.emplace_back(storage::StageBlob{GetStr(op, "key"), std::move(data)});
+    } else if (kind == "delete_outbox") {
+      b->ops.emplace_back(storage::DeleteOutbox{GetInt(op, "up_to_seq")});
     } else if (kind == "release_blobs") {
       b->ops.emplace_back(storage::ReleaseBlobs{GetInt(op, "up_to_seq")});
     } else if (kind == "put_intent") {

@@ -74,6 +74,22 @@ def verify(data, shared_of, acked_ids):
     report = json.loads(p.stdout)
     assert p.returncode == 0 and report["ok"], f"check failed: {report}"
     assert report["pending_intents"] == 0, report
+    # The change log: a form-sql record per stored form, none twice (the relay's mark keeps a
+    # crash between its append and its outbox delete from appending again), and per partition
+    # dense offsets.
+    changes = [json.loads(l) for l in run(["changes", "--data", data]).stdout.splitlines()]
+    form_keys = [c["key"] for c in changes if c["topic"] == "form-sql"]
+    assert len(form_keys) == len(set(form_keys)), "a form's change record was relayed twice"
+    assert report["outbox_rows"] == 0, f"the writer's open did not relay everything: {report}"
+    assert report["logged_changes"] == len(changes), (report, len(changes))
+    for c in changes:
+        assert c["change"]["document_id"] == c["key"], c
+    by_part = {}
+    for c in changes:
+        by_part.setdefault((c["topic"], c["partition"]), []).append(c["offset"])
+    for k, offs in by_part.items():
+        assert offs == list(range(len(offs))), f"offsets of {k} are not dense: {offs[:10]}"
+    form_ids = set(form_keys)
     cases = {}
     out = run(["case", "list", "--data", data, "--domain", "demo"]).stdout
     for line in out.splitlines():
@@ -94,6 +110,8 @@ def verify(data, shared_of, acked_ids):
                 assert led == {"stock": {"p": i}}, led
         if i in acked_ids:
             assert own, f"acknowledged form-{i} is missing after a crash"
+        if own:
+            assert f"form-{i}" in form_ids, f"form-{i} is stored but has no change record"
     return present
 
 
@@ -121,6 +139,15 @@ def scenario(databases, tmp):
             kills += 1
             acked_ids.update(int(os.path.basename(f)[1:-4]) for f in acked)
             verify(data, shared_of, acked_ids)
+    # Deterministic crash right after the relay appended to the change log, before it deleted
+    # the outbox rows it appended.
+    for _ in range(2):
+        acked, rc = submit_round(data, pending[:10], {"COMMCARE_TEST_CRASH_AFTER_RELAY_APPEND": "1"})
+        assert rc == -signal.SIGKILL, f"expected the injected SIGKILL, got {rc}"
+        kills += 1
+        acked_ids.update(int(os.path.basename(f)[1:-4]) for f in acked)
+        verify(data, shared_of, acked_ids)
+        pending = [f for f in files if int(os.path.basename(f)[1:-4]) not in acked_ids]
     while pending and rounds < 40:
         rounds += 1
         kill_at = rng.randint(1, 40) if rounds < 30 and len(pending) > 1 else None

@@ -51,6 +51,10 @@ struct StageBlob {
 struct ReleaseBlobs {
   int64_t up_to_seq = 0;
 };
+// Remove outbox rows up to a sequence number (the relay has appended them to the change log).
+struct DeleteOutbox {
+  int64_t up_to_seq = 0;
+};
 // Record a cross-database intent (payload: the serialized batches for the other databases).
 struct PutIntent {
   std::string intent_id;
@@ -62,8 +66,8 @@ struct DeleteIntent {
 };
 
 using WriteOp = std::variant<PutForm, DeleteForm, PutCase, PutCaseTransaction, PutLedgerValue,
-                             ReplaceLedgerTransactions, AddOutbox, StageBlob, ReleaseBlobs,
-                             PutIntent, DeleteIntent>;
+                             ReplaceLedgerTransactions, AddOutbox, DeleteOutbox, StageBlob,
+                             ReleaseBlobs, PutIntent, DeleteIntent>;
 
 // Ops applied atomically, in order. If applied_marker is set, the batch is applied at most once:
 // the store records the marker with the rows and skips a batch whose marker it already holds.

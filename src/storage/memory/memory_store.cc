@@ -218,6 +218,10 @@ class MemoryPrimaryStore final : public PrimaryStore {
     t_.staged[seq] = StagedBlob{seq, op.key, op.data};
     return Status::Ok();
   }
+  Status Apply(const DeleteOutbox& op, WriteBatch*) {
+    t_.outbox.erase(t_.outbox.begin(), t_.outbox.upper_bound(op.up_to_seq));
+    return Status::Ok();
+  }
   Status Apply(const ReleaseBlobs& op, WriteBatch*) {
     t_.staged.erase(t_.staged.begin(), t_.staged.upper_bound(op.up_to_seq));
     return Status::Ok();

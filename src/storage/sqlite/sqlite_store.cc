@@ -985,6 +985,11 @@ class SqlitePrimaryStore final : public PrimaryStore {
     sqlite3_bind_blob(s, 2, op.data.data(), static_cast<int>(op.data.size()), SQLITE_STATIC);
     return Step(s, "journaling a blob");
   }
+  Status Apply(const DeleteOutbox& op, WriteBatch*) {
+    sqlite3_stmt* s = writer_.Prep("DELETE FROM outbox WHERE seq<=?");
+    Bind(s, 1, op.up_to_seq);
+    return Step(s, "deleting relayed outbox rows");
+  }
   Status Apply(const ReleaseBlobs& op, WriteBatch*) {
     // A replayed release names seqs of the crashed process; the copies staged again during
     // replay have new seqs and stay until the engine has verified and synced their blobs.
