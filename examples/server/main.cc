@@ -1,6 +1,8 @@
 // The `commcare` command: a host for libcommcare on the embedded default.
 // JSON on stdout; exit 0 on success, non-zero with {"error": ...} on failure.
 #include <commcare/engine.h>
+#include <commcare/pillows.h>
+#include <signal.h>
 
 #include <boost/json.hpp>
 #include <cerrno>
@@ -9,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <atomic>
 #include <map>
 #include <sstream>
 #include <string>
@@ -32,10 +35,19 @@ constexpr const char* kUsage = R"(usage:
   commcare case rebuild --data DIR --domain D CASE_ID
   commcare ledger get --data DIR --domain D CASE_ID
   commcare check --data DIR
-  commcare changes --data DIR [--topic T] [--partition P] [--from OFFSET] [--limit N])";
+  commcare changes --data DIR [--topic T] [--partition P] [--from OFFSET] [--limit N]
+  commcare pillows run --data DIR [--only NAME,...] [--num-processes N --process-num K] [--once]
+  commcare pillows status --data DIR [--only NAME,...]
+  commcare pillows retries --data DIR --pillow NAME
+  commcare pillows requeue --data DIR --pillow NAME [--doc ID] [--dead]
+  commcare pillows reconcile|reset --data DIR --pillow NAME
+  commcare search --data DIR --domain D [--type T] [--owner O] [--closed true|false]
+      [--name N] [--external-id E] [--prop k=v]... [--range k:gt|gte|lt|lte:v]... [--text Q]
+      [--limit L] [--cursor C])";
 
 struct Args {
   std::map<std::string, std::string> opts;
+  std::multimap<std::string, std::string> multi;  // repeatable options (--prop, --range)
   std::vector<std::string> pos;
   bool Has(const std::string& k) const { return opts.count(k) > 0; }
   std::string Get(const std::string& k, const std::string& def = "") const {
@@ -44,7 +56,8 @@ struct Args {
   }
 };
 
-const std::vector<std::string> kFlags = {"--xml"};
+const std::vector<std::string> kFlags = {"--xml", "--once", "--dead"};
+const std::vector<std::string> kRepeatable = {"--prop", "--range"};
 
 int Fail(const std::string& msg, int code = 1) {
   std::cout << json::serialize(json::object{{"error", msg}}) << std::endl;
@@ -68,6 +81,8 @@ bool ParseArgs(int argc, char** argv, int start, Args* a, std::string* err) {
         *err = "option " + s + " needs a value";
         return false;
       }
+      if (std::find(kRepeatable.begin(), kRepeatable.end(), s) != kRepeatable.end())
+        a->multi.emplace(s, argv[i + 1]);
       a->opts[s] = argv[++i];
     } else {
       a->pos.push_back(s);
@@ -334,6 +349,166 @@ int CmdChanges(const Args& a) {
   return 0;
 }
 
+std::vector<std::string> SplitCommas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string part;
+  while (std::getline(ss, part, ','))
+    if (!part.empty()) out.push_back(part);
+  return out;
+}
+
+std::atomic<bool> g_stop{false};
+extern "C" void OnStopSignal(int) { g_stop.store(true); }
+
+json::object PillowStatusJson(const commcare::PillowStatus& st) {
+  json::array parts;
+  int64_t lag = 0;
+  double lag_s = 0;
+  for (const auto& p : st.partitions) {
+    parts.push_back(json::object{{"topic", p.topic},
+                                 {"partition", p.partition},
+                                 {"checkpoint", p.checkpoint},
+                                 {"end_offset", p.end_offset},
+                                 {"lag", p.lag},
+                                 {"lag_seconds", p.lag_seconds}});
+    lag += p.lag;
+    lag_s = std::max(lag_s, p.lag_seconds);
+  }
+  return json::object{{"pillow", st.name},         {"lag", lag},
+                      {"lag_seconds", lag_s},      {"retries", st.retries},
+                      {"dead_letters", st.dead_letters}, {"partitions", parts}};
+}
+
+int CmdPillows(const std::string& verb, const Args& a) {
+  commcare::PillowHostOptions ho;
+  ho.only = SplitCommas(a.Get("--only"));
+  int64_t n = 1, k = 0;
+  if (a.Has("--num-processes") && (!ParseInt(a.Get("--num-processes"), &n) || n < 1))
+    return Fail("--num-processes must be a positive integer");
+  if (a.Has("--process-num") && (!ParseInt(a.Get("--process-num"), &k) || k < 0 || k >= n))
+    return Fail("--process-num must be in [0, --num-processes)");
+  ho.num_processes = static_cast<int>(n);
+  ho.process_num = static_cast<int>(k);
+  std::string pillow = a.Get("--pillow");
+  if (verb != "run" && verb != "status" && pillow.empty())
+    return Fail("--pillow NAME is required");
+  if (!pillow.empty()) ho.only = {pillow};
+  if (verb != "run" && verb != "status" && verb != "retries" && verb != "requeue" &&
+      verb != "reconcile" && verb != "reset")
+    return Fail("unknown pillows command '" + verb + "'");
+  auto eng = OpenWriterOrReader(a);
+  if (!eng.ok()) return FailStatus(eng.status());
+  // Everything but run, reset and reconcile works beside running workers.
+  ho.inspect_only = verb == "status" || verb == "retries" || verb == "requeue";
+  auto host = commcare::PillowHost::Open(eng->get(), ho);
+  if (!host.ok()) return FailStatus(host.status());
+  auto& h = *host;
+  if (verb == "run") {
+    if (a.Has("--once")) {
+      auto r = h->RunUntilCaughtUp();
+      if (!r.ok()) return FailStatus(r.status());
+      std::cout << json::serialize(json::object{{"processed", *r}}) << std::endl;
+      return 0;
+    }
+    struct sigaction sa = {};
+    sa.sa_handler = OnStopSignal;
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
+    std::cerr << "pillows running: ";
+    for (const auto& name : h->Pillows()) std::cerr << name << " ";
+    std::cerr << "(SIGTERM stops)" << std::endl;
+    Status s = h->Run(g_stop);
+    if (!s.ok()) return FailStatus(s);
+    std::cout << json::serialize(json::object{{"stopped", true}}) << std::endl;
+    return 0;
+  }
+  if (verb == "status") {
+    auto st = h->GetStatus();
+    if (!st.ok()) return FailStatus(st.status());
+    json::array out;
+    for (const auto& p : *st) out.push_back(PillowStatusJson(p));
+    std::cout << json::serialize(out) << std::endl;
+    return 0;
+  }
+  if (verb == "retries") {
+    auto rs = h->Retries(pillow);
+    if (!rs.ok()) return FailStatus(rs.status());
+    for (const auto& e : *rs)
+      std::cout << json::serialize(json::object{{"doc_id", e.doc_id},
+                                                {"topic", e.topic},
+                                                {"partition", e.partition},
+                                                {"offset", e.offset},
+                                                {"attempts", e.attempts},
+                                                {"next_attempt", commcare::FormatTime(e.next_attempt)},
+                                                {"error", e.error},
+                                                {"dead", e.dead}})
+                << "\n";
+    std::cout.flush();
+    return 0;
+  }
+  if (verb == "requeue") {
+    auto r = h->Requeue(pillow, a.Get("--doc"), a.Has("--dead"));
+    if (!r.ok()) return FailStatus(r.status());
+    std::cout << json::serialize(json::object{{"requeued", *r}}) << std::endl;
+    return 0;
+  }
+  if (verb == "reconcile") {
+    auto r = h->Reconcile(pillow);
+    if (!r.ok()) return FailStatus(r.status());
+    std::cout << json::serialize(json::object{{"republished", *r}}) << std::endl;
+    return 0;
+  }
+  Status s = h->Reset(pillow);
+  if (!s.ok()) return FailStatus(s);
+  std::cout << json::serialize(json::object{{"reset", pillow}}) << std::endl;
+  return 0;
+}
+
+int CmdSearch(const Args& a) {
+  commcare::CaseSearchQuery q;
+  if (!NeedDomain(a, &q.domain)) return Fail("--domain is required");
+  q.case_type = a.Get("--type");
+  q.owner_id = a.Get("--owner");
+  q.case_name = a.Get("--name");
+  q.external_id = a.Get("--external-id");
+  if (a.Has("--closed")) {
+    std::string c = a.Get("--closed");
+    if (c != "true" && c != "false") return Fail("--closed must be true or false");
+    q.closed = c == "true";
+  }
+  auto [pb, pe] = a.multi.equal_range("--prop");
+  for (auto it = pb; it != pe; ++it) {
+    auto eq = it->second.find('=');
+    if (eq == std::string::npos || eq == 0) return Fail("--prop must be key=value");
+    q.equals.emplace_back(it->second.substr(0, eq), it->second.substr(eq + 1));
+  }
+  auto [rb, re] = a.multi.equal_range("--range");
+  for (auto it = rb; it != re; ++it) {
+    auto c1 = it->second.find(':');
+    auto c2 = c1 == std::string::npos ? c1 : it->second.find(':', c1 + 1);
+    if (c2 == std::string::npos) return Fail("--range must be key:op:value");
+    q.ranges.push_back({it->second.substr(0, c1), it->second.substr(c1 + 1, c2 - c1 - 1),
+                        it->second.substr(c2 + 1)});
+  }
+  q.text = a.Get("--text");
+  q.cursor = a.Get("--cursor");
+  int64_t limit = 20;
+  if (a.Has("--limit") && !ParseInt(a.Get("--limit"), &limit))
+    return Fail("--limit must be an integer");
+  q.limit = static_cast<size_t>(std::max<int64_t>(0, limit));
+  auto page = commcare::SearchCases(a.Get("--data") + "/pillows", q);
+  if (!page.ok()) return FailStatus(page.status());
+  json::array cases;
+  for (const auto& c : page->cases) cases.push_back(json::parse(c));
+  std::cout << json::serialize(json::object{
+                   {"cases", cases},
+                   {"next", page->next_cursor.empty() ? json::value(nullptr)
+                                                      : json::value(page->next_cursor)}})
+            << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -344,7 +519,7 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   std::string verb;
   int start = 2;
-  if ((cmd == "form" || cmd == "case" || cmd == "ledger") && argc >= 3) {
+  if ((cmd == "form" || cmd == "case" || cmd == "ledger" || cmd == "pillows") && argc >= 3) {
     verb = argv[2];
     start = 3;
   }
@@ -360,6 +535,8 @@ int main(int argc, char** argv) {
     if (cmd == "ledger") return verb == "get" ? CmdLedger(a) : Fail("unknown ledger command");
     if (cmd == "check") return CmdCheck(a);
     if (cmd == "changes") return CmdChanges(a);
+    if (cmd == "pillows") return CmdPillows(verb, a);
+    if (cmd == "search") return CmdSearch(a);
   } catch (const std::exception& e) {
     return Fail(std::string("internal error: ") + e.what());
   }

@@ -124,6 +124,9 @@ class Engine {
   // The physical database that holds a document id.
   virtual int DatabaseFor(std::string_view doc_id) const = 0;
 
+  // The options the engine was opened with.
+  virtual const EngineOptions& Options() const = 0;
+
   // The change log the relay fills (<data>/changes; in memory for in-memory engines). nullptr
   // for a read-only engine on a data directory whose writer has not created it yet.
   virtual storage::ChangeLog* Changes() = 0;

@@ -332,6 +332,7 @@ Status EngineImpl::RelayChanges() {
   if (!log_ || opts_.read_only) return Status::Ok();
   std::lock_guard l(relay_mu_);
   for (int i = 0; i < static_cast<int>(dbs_.size()); ++i) {
+    CC_RETURN_IF_ERROR(dbs_[i]->Flush());  // everything committed so far becomes relayable
     int64_t moved = 0;
     do {
       CC_RETURN_IF_ERROR(RelayDatabase(i, &moved));
@@ -1223,6 +1224,8 @@ Result<std::vector<LedgerValue>> EngineImpl::GetLedger(std::string_view domain,
 
 Result<CheckReport> EngineImpl::Check() {
   CheckReport r;
+  if (!opts_.read_only)
+    for (auto& db : dbs_) CC_RETURN_IF_ERROR(db->Flush());
   std::set<std::string> changed_docs;
   for (auto& db : dbs_) {
     int64_t after = 0;

@@ -54,6 +54,7 @@ class EngineImpl final : public Engine {
   storage::PrimaryStore* Database(int i) override { return dbs_[i].get(); }
   int DatabaseFor(std::string_view id) const override { return map_.DatabaseFor(id); }
   storage::ChangeLog* Changes() override { return log_.get(); }
+  const EngineOptions& Options() const override { return opts_; }
   Status RelayChanges() override;
 
  private:

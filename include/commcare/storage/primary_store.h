@@ -62,6 +62,9 @@ class PrimaryStore {
   // Makes every commit that returned before this call durable. Thread-safe; may run beside the
   // next CommitGroup, which is what lets group commits overlap their disk flushes.
   virtual Status Sync() = 0;
+  // Makes every applied commit durable and visible to readers in other processes (a store
+  // that applies commits in a longer transaction commits it now).
+  virtual Status Flush() { return Sync(); }
 
   // The form row with this id, if any.
   virtual Result<std::optional<FormRecord>> GetForm(std::string_view form_id) = 0;
@@ -80,7 +83,8 @@ class PrimaryStore {
                            const std::function<bool(const CaseRecord&)>& fn) = 0;
   // Calls fn for each form row (ordered by form_id) until it returns false.
   virtual Status ScanForms(const std::function<bool(const FormRecord&)>& fn) = 0;
-  // Up to max outbox rows with seq > after_seq, in seq order.
+  // Up to max outbox rows with seq > after_seq, in seq order; only rows that are durable and
+  // visible to other processes (what the relay may publish).
   virtual Result<std::vector<OutboxRow>> ReadOutbox(int64_t after_seq, size_t max) = 0;
   // Up to max journaled blobs with seq > after_seq, in seq order.
   virtual Result<std::vector<StagedBlob>> ReadStagedBlobs(int64_t after_seq, size_t max) = 0;

@@ -1,0 +1,384 @@
+// The case-search pillow: a per-domain case index in SQLite. Cases are rows with typed columns
+// for the Case API v2 fields; properties go to a side table keyed for exact and range lookups
+// (text, and a numeric column for values that are numbers); name and property values go to a
+// contentless FTS5 table for full text. Pages are ordered by (indexed_on, row id).
+#include <fmt/format.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <unordered_set>
+#include <unistd.h>
+
+#include "pillows/processor.h"
+#include "util/time.h"
+
+namespace commcare::pillows {
+namespace {
+
+using util::Bind;
+using util::Col;
+
+constexpr const char* kSchema = R"(
+CREATE TABLE IF NOT EXISTS cs_cases(
+  id INTEGER PRIMARY KEY, case_id TEXT NOT NULL UNIQUE, domain TEXT NOT NULL,
+  type TEXT NOT NULL, owner_id TEXT NOT NULL, closed INTEGER NOT NULL, name TEXT NOT NULL,
+  external_id TEXT NOT NULL, date_opened TEXT NOT NULL, last_modified TEXT NOT NULL,
+  server_last_modified TEXT NOT NULL, date_closed TEXT NOT NULL, indexed_on INTEGER NOT NULL,
+  props TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS cs_cases_page ON cs_cases(domain, indexed_on, id);
+CREATE INDEX IF NOT EXISTS cs_cases_type ON cs_cases(domain, type, indexed_on, id);
+CREATE INDEX IF NOT EXISTS cs_cases_owner ON cs_cases(domain, owner_id);
+CREATE TABLE IF NOT EXISTS cs_props(
+  domain TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, num REAL,
+  case_rowid INTEGER NOT NULL, PRIMARY KEY(domain, key, value, case_rowid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cs_props_num ON cs_props(domain, key, num) WHERE num IS NOT NULL;
+CREATE VIRTUAL TABLE IF NOT EXISTS cs_fts USING fts5(name, body, content='');
+)";
+
+// Properties as stored in cs_cases.props: key US value RS ... (XML text cannot hold either).
+std::string EncodeProps(const std::map<std::string, std::string>& props) {
+  std::string out;
+  for (const auto& [k, v] : props) {
+    out += k;
+    out += '\x1f';
+    out += v;
+    out += '\x1e';
+  }
+  return out;
+}
+template <typename F>
+void ForEachProp(std::string_view enc, F fn) {
+  while (!enc.empty()) {
+    size_t us = enc.find('\x1f'), rs = enc.find('\x1e');
+    if (us == std::string_view::npos || rs == std::string_view::npos || us > rs) return;
+    fn(enc.substr(0, us), enc.substr(us + 1, rs - us - 1));
+    enc.remove_prefix(rs + 1);
+  }
+}
+std::string FtsBody(std::string_view enc) {
+  std::string body;
+  ForEachProp(enc, [&](std::string_view, std::string_view v) {
+    if (!body.empty()) body += ' ';
+    body += v;
+  });
+  return body;
+}
+
+// A property value as a number, if all of it is one.
+bool AsNumber(std::string_view v, double* out) {
+  if (v.empty() || v.size() > 64) return false;
+  const char* b = v.data();
+  const char* e = v.data() + v.size();
+  if (*b == '+') ++b;
+  auto [p, ec] = std::from_chars(b, e, *out);
+  return ec == std::errc() && p == e && std::isfinite(*out);
+}
+
+Status StepDone(Conn& db, sqlite3_stmt* s, const char* what) {
+  if (!s || sqlite3_step(s) != SQLITE_DONE) return db.Err(what);
+  return Status::Ok();
+}
+
+class CaseSearch final : public Processor {
+ public:
+  bool WritesSql() const override { return true; }
+  Status Setup(Conn& db) override { return db.Exec(kSchema); }
+  Status Reset(Conn& db) override {
+    return db.Exec("DELETE FROM cs_cases; DELETE FROM cs_props; DELETE FROM cs_fts;");
+  }
+
+  Status ProcessBatch(Conn& db, Engine& engine, const std::vector<const Change*>& changes,
+                      Failures* failed) override {
+    for (size_t i = 0; i < changes.size(); ++i) {
+      const ChangeMeta& m = changes[i]->meta;
+      auto c = engine.GetCase(m.domain, m.document_id);
+      if (!c.ok() && !c.status().IsNotFound()) {
+        failed->emplace_back(i, c.status().ToString());
+        continue;
+      }
+      if (!c.ok() || c->deleted) {
+        CC_RETURN_IF_ERROR(Remove(db, m.document_id));
+      } else {
+        CC_RETURN_IF_ERROR(Upsert(db, *c));
+      }
+    }
+    return Status::Ok();
+  }
+
+  Result<std::vector<ChangeMeta>> Missing(Conn& db, Engine& engine) override {
+    std::vector<ChangeMeta> out;
+    std::unordered_set<std::string> live;
+    storage::CaseFilter all;
+    sqlite3_stmt* q = db.Prep("SELECT server_last_modified FROM cs_cases WHERE case_id=?");
+    Status inner;
+    CC_RETURN_IF_ERROR(engine.ListCases(all, [&](const CaseRecord& c) {
+      live.insert(c.case_id);
+      sqlite3_reset(q);
+      Bind(q, 1, c.case_id);
+      bool fresh = sqlite3_step(q) == SQLITE_ROW &&
+                   Col(q, 0) == util::FormatIsoTime(c.server_modified_on);
+      if (!fresh) out.push_back(Meta(c.case_id, c.domain, c.type, false));
+      return true;
+    }));
+    sqlite3_reset(q);
+    sqlite3_stmt* s = db.Prep("SELECT case_id, domain, type FROM cs_cases");
+    while (sqlite3_step(s) == SQLITE_ROW)
+      if (!live.count(std::string(Col(s, 0))))
+        out.push_back(Meta(std::string(Col(s, 0)), std::string(Col(s, 1)),
+                           std::string(Col(s, 2)), true));
+    sqlite3_reset(s);
+    return out;
+  }
+
+ private:
+  static ChangeMeta Meta(std::string id, std::string domain, std::string type, bool deletion) {
+    ChangeMeta m;
+    m.topic = "case-sql";
+    m.document_id = std::move(id);
+    m.data_source_name = "case-sql";
+    m.document_type = "CommCareCase";
+    m.document_subtype = std::move(type);
+    m.domain = std::move(domain);
+    m.is_deletion = deletion;
+    m.publish_timestamp = util::NowMicros();
+    return m;
+  }
+
+  // Removes the old row's properties and text (the row itself stays for an update).
+  Status DropOld(Conn& db, int64_t rowid, std::string_view domain, std::string_view name,
+                 std::string_view props) {
+    Status st;
+    ForEachProp(props, [&](std::string_view k, std::string_view v) {
+      if (!st.ok()) return;
+      sqlite3_stmt* d = db.Prep(
+          "DELETE FROM cs_props WHERE domain=? AND key=? AND value=? AND case_rowid=?");
+      Bind(d, 1, domain);
+      Bind(d, 2, k);
+      Bind(d, 3, v);
+      Bind(d, 4, rowid);
+      st = StepDone(db, d, "deleting case properties");
+    });
+    CC_RETURN_IF_ERROR(st);
+    sqlite3_stmt* f =
+        db.Prep("INSERT INTO cs_fts(cs_fts, rowid, name, body) VALUES('delete', ?, ?, ?)");
+    Bind(f, 1, rowid);
+    Bind(f, 2, name);
+    Bind(f, 3, FtsBody(props));
+    return StepDone(db, f, "deleting case text");
+  }
+
+  Status Remove(Conn& db, std::string_view case_id) {
+    sqlite3_stmt* q = db.Prep("SELECT id, domain, name, props FROM cs_cases WHERE case_id=?");
+    Bind(q, 1, case_id);
+    if (sqlite3_step(q) != SQLITE_ROW) {
+      sqlite3_reset(q);
+      return Status::Ok();
+    }
+    int64_t id = sqlite3_column_int64(q, 0);
+    std::string domain(Col(q, 1)), name(Col(q, 2)), props(Col(q, 3));
+    sqlite3_reset(q);
+    CC_RETURN_IF_ERROR(DropOld(db, id, domain, name, props));
+    sqlite3_stmt* d = db.Prep("DELETE FROM cs_cases WHERE id=?");
+    Bind(d, 1, id);
+    return StepDone(db, d, "deleting an indexed case");
+  }
+
+  Status Upsert(Conn& db, const CaseRecord& c) {
+    const int64_t now = util::NowMicros();
+    std::string doc = CaseToJson(c);
+    if (!doc.empty() && doc.back() == '}') {
+      doc.pop_back();
+      doc += fmt::format(",\"indexed_on\":\"{}\"}}", util::FormatIsoTime(now));
+    }
+    std::string props = EncodeProps(c.properties);
+    sqlite3_stmt* q = db.Prep("SELECT id, domain, name, props FROM cs_cases WHERE case_id=?");
+    Bind(q, 1, c.case_id);
+    int64_t id = 0;
+    if (sqlite3_step(q) == SQLITE_ROW) {
+      id = sqlite3_column_int64(q, 0);
+      std::string domain(Col(q, 1)), name(Col(q, 2)), old(Col(q, 3));
+      sqlite3_reset(q);
+      CC_RETURN_IF_ERROR(DropOld(db, id, domain, name, old));
+    }
+    sqlite3_reset(q);
+    sqlite3_stmt* w =
+        id ? db.Prep(
+                 "UPDATE cs_cases SET case_id=?1, domain=?2, type=?3, owner_id=?4, closed=?5, "
+                 "name=?6, external_id=?7, date_opened=?8, last_modified=?9, "
+                 "server_last_modified=?10, date_closed=?11, indexed_on=?12, props=?13, doc=?14 "
+                 "WHERE id=?15")
+           : db.Prep(
+                 "INSERT INTO cs_cases(case_id, domain, type, owner_id, closed, name, "
+                 "external_id, date_opened, last_modified, server_last_modified, date_closed, "
+                 "indexed_on, props, doc) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)");
+    Bind(w, 1, c.case_id);
+    Bind(w, 2, c.domain);
+    Bind(w, 3, c.type);
+    Bind(w, 4, c.owner_id);
+    Bind(w, 5, static_cast<int64_t>(c.closed ? 1 : 0));
+    Bind(w, 6, c.name);
+    Bind(w, 7, c.external_id);
+    Bind(w, 8, util::FormatIsoTime(c.opened_on));
+    Bind(w, 9, util::FormatIsoTime(c.modified_on));
+    Bind(w, 10, util::FormatIsoTime(c.server_modified_on));
+    Bind(w, 11, util::FormatIsoTime(c.closed_on));
+    Bind(w, 12, now);
+    Bind(w, 13, props);
+    Bind(w, 14, doc);
+    if (id) Bind(w, 15, id);
+    CC_RETURN_IF_ERROR(StepDone(db, w, "indexing a case"));
+    if (!id) id = sqlite3_last_insert_rowid(db.db());
+    for (const auto& [k, v] : c.properties) {
+      sqlite3_stmt* p = db.Prep(
+          "INSERT OR IGNORE INTO cs_props(domain, key, value, num, case_rowid) VALUES(?,?,?,?,?)");
+      Bind(p, 1, c.domain);
+      Bind(p, 2, k);
+      Bind(p, 3, v);
+      double num;
+      if (AsNumber(v, &num))
+        sqlite3_bind_double(p, 4, num);
+      else
+        sqlite3_bind_null(p, 4);
+      Bind(p, 5, id);
+      CC_RETURN_IF_ERROR(StepDone(db, p, "indexing case properties"));
+    }
+    sqlite3_stmt* f = db.Prep("INSERT INTO cs_fts(rowid, name, body) VALUES(?,?,?)");
+    Bind(f, 1, id);
+    Bind(f, 2, c.name);
+    Bind(f, 3, FtsBody(props));
+    return StepDone(db, f, "indexing case text");
+  }
+};
+
+// Case API v2 date fields a range filter may name directly (else it names a property).
+const char* DateColumn(std::string_view field) {
+  if (field == "date_opened") return "c.date_opened";
+  if (field == "last_modified") return "c.last_modified";
+  if (field == "server_last_modified") return "c.server_last_modified";
+  if (field == "date_closed") return "c.date_closed";
+  return nullptr;
+}
+const char* SqlOp(std::string_view op) {
+  if (op == "gt") return ">";
+  if (op == "gte") return ">=";
+  if (op == "lt") return "<";
+  if (op == "lte") return "<=";
+  return nullptr;
+}
+
+}  // namespace
+
+std::unique_ptr<Processor> NewCaseSearchProcessor() { return std::make_unique<CaseSearch>(); }
+
+}  // namespace commcare::pillows
+
+namespace commcare {
+
+Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSearchQuery& q) {
+  using util::Bind;
+  if (q.domain.empty()) return Status::InvalidArgument("a case search needs a domain");
+  if (q.limit < 1 || q.limit > 5000)
+    return Status::InvalidArgument(fmt::format("limit must be 1..5000 (got {})", q.limit));
+  int64_t cur_indexed = 0, cur_id = 0;
+  if (!q.cursor.empty()) {
+    auto colon = q.cursor.find(':');
+    if (colon == std::string::npos ||
+        std::from_chars(q.cursor.data(), q.cursor.data() + colon, cur_indexed).ec !=
+            std::errc() ||
+        std::from_chars(q.cursor.data() + colon + 1, q.cursor.data() + q.cursor.size(), cur_id)
+                .ec != std::errc())
+      return Status::InvalidArgument(fmt::format("'{}' is not a case search cursor", q.cursor));
+  }
+  std::string path = pillows_dir + "/case-search.sqlite";
+  if (::access(path.c_str(), R_OK) != 0)
+    return Status::NotFound(fmt::format(
+        "no case search index at {} (run `commcare pillows run` to build it)", path));
+  util::Conn db;
+  CC_RETURN_IF_ERROR(db.Open(path, true, false));
+
+  std::string sql = "SELECT c.doc, c.indexed_on, c.id FROM cs_cases c WHERE c.domain=?";
+  std::vector<std::function<void(sqlite3_stmt*, int)>> binds;
+  auto text = [&](std::string v) {
+    binds.push_back([v = std::move(v)](sqlite3_stmt* s, int i) { Bind(s, i, v); });
+  };
+  text(q.domain);
+  if (!q.case_type.empty()) sql += " AND c.type=?", text(q.case_type);
+  if (!q.owner_id.empty()) sql += " AND c.owner_id=?", text(q.owner_id);
+  if (!q.case_name.empty()) sql += " AND c.name=?", text(q.case_name);
+  if (!q.external_id.empty()) sql += " AND c.external_id=?", text(q.external_id);
+  if (q.closed) sql += *q.closed ? " AND c.closed=1" : " AND c.closed=0";
+  for (const auto& [k, v] : q.equals) {
+    sql += " AND c.id IN (SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND value=?)";
+    text(q.domain);
+    text(k);
+    text(v);
+  }
+  for (const auto& r : q.ranges) {
+    const char* op = pillows::SqlOp(r.op);
+    if (!op)
+      return Status::InvalidArgument(
+          fmt::format("range operator '{}' must be gt, gte, lt or lte", r.op));
+    if (const char* col = pillows::DateColumn(r.property)) {
+      sql += fmt::format(" AND {} <> '' AND {} {} ?", col, col, op);
+      text(r.value);
+      continue;
+    }
+    double num;
+    if (pillows::AsNumber(r.value, &num)) {
+      sql += fmt::format(
+          " AND c.id IN (SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND num {} ?)",
+          op);
+      text(q.domain);
+      text(r.property);
+      binds.push_back([num](sqlite3_stmt* s, int i) { sqlite3_bind_double(s, i, num); });
+    } else {
+      sql += fmt::format(
+          " AND c.id IN (SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND value {} "
+          "?)",
+          op);
+      text(q.domain);
+      text(r.property);
+      text(r.value);
+    }
+  }
+  if (!q.text.empty()) {
+    sql += " AND c.id IN (SELECT rowid FROM cs_fts WHERE cs_fts MATCH ?)";
+    text(q.text);
+  }
+  if (!q.cursor.empty()) {
+    sql += " AND (c.indexed_on > ? OR (c.indexed_on = ? AND c.id > ?))";
+    for (int64_t v : {cur_indexed, cur_indexed, cur_id})
+      binds.push_back([v](sqlite3_stmt* s, int i) { Bind(s, i, v); });
+  }
+  sql += " ORDER BY c.indexed_on, c.id LIMIT ?";
+  const int64_t lim = static_cast<int64_t>(q.limit) + 1;
+  binds.push_back([lim](sqlite3_stmt* s, int i) { Bind(s, i, lim); });
+
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db.db(), sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
+    return db.Err("preparing a case search");
+  for (size_t i = 0; i < binds.size(); ++i) binds[i](s, static_cast<int>(i + 1));
+  CaseSearchPage page;
+  int rc;
+  int64_t last_indexed = 0, last_id = 0;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    if (page.cases.size() == q.limit) {
+      page.next_cursor = fmt::format("{}:{}", last_indexed, last_id);
+      break;
+    }
+    page.cases.emplace_back(util::Col(s, 0));
+    last_indexed = sqlite3_column_int64(s, 1);
+    last_id = sqlite3_column_int64(s, 2);
+  }
+  Status st = (rc == SQLITE_ROW || rc == SQLITE_DONE)
+                  ? Status::Ok()
+                  : Status::InvalidArgument(
+                        fmt::format("case search failed: {}", sqlite3_errmsg(db.db())));
+  sqlite3_finalize(s);
+  CC_RETURN_IF_ERROR(st);
+  return page;
+}
+
+}  // namespace commcare

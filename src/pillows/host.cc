@@ -1,0 +1,706 @@
+// The pillow host: reads each pillow's partitions from the change log, batches and
+// de-duplicates changes, runs the processor, and stores checkpoints and the retry queue in the
+// pillow's SQLite database (in the same transaction as the processor's writes).
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "commcare/pillows.h"
+#include "pillows/processor.h"
+#include "util/time.h"
+
+namespace commcare::pillows {
+namespace {
+
+using util::Bind;
+using util::Col;
+
+constexpr const char* kHostSchema = R"(
+CREATE TABLE IF NOT EXISTS pillow_checkpoints(
+  topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL, PRIMARY KEY(topic, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pillow_retries(
+  doc_id TEXT PRIMARY KEY, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+  offset INTEGER NOT NULL, timestamp INTEGER NOT NULL, attempts INTEGER NOT NULL,
+  next_attempt INTEGER NOT NULL, error TEXT NOT NULL, dead INTEGER NOT NULL,
+  change TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pillow_retries_due ON pillow_retries(dead, next_attempt);
+)";
+
+using Clock = std::chrono::steady_clock;
+using TopicPartition = std::pair<std::string, int>;
+
+struct Pillow {
+  PillowConfig cfg;
+  std::unique_ptr<Processor> proc;
+  Conn db;
+  int lock_fd = -1;
+  std::vector<TopicPartition> owned;
+  bool all_topics_known = false;
+  std::map<TopicPartition, int64_t> next;   // next offset to read
+  std::map<TopicPartition, int64_t> saved;  // as checkpointed
+  int64_t since_checkpoint = 0;
+  Clock::time_point last_checkpoint = Clock::now();
+  Clock::time_point last_retry_scan{};
+  size_t rotate = 0;
+  int64_t queued = -1;  // rows in pillow_retries (-1: unknown)
+  std::mutex mu;        // the database and the offsets
+  ~Pillow() {
+    if (lock_fd >= 0) ::close(lock_fd);
+  }
+};
+
+
+Status Step(Conn& db, sqlite3_stmt* s, const char* what) {
+  if (!s) return db.Err(what);
+  int rc = sqlite3_step(s);
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return db.Err(what);
+  return Status::Ok();
+}
+
+class Host final : public PillowHost {
+ public:
+  Host(Engine* e, PillowHostOptions o) : engine_(e), opts_(std::move(o)) {}
+
+  Status Init() {
+    log_ = engine_->Changes();
+    if (!log_) return Status::FailedPrecondition("the engine has no change log to follow");
+    if (opts_.num_processes < 1 || opts_.process_num < 0 ||
+        opts_.process_num >= opts_.num_processes)
+      return Status::InvalidArgument(
+          fmt::format("--process-num must be in [0, {}) (got {})", opts_.num_processes,
+                      opts_.process_num));
+    if (opts_.dir.empty()) {
+      const auto& eo = engine_->Options();
+      if (eo.in_memory || eo.data_dir.empty()) {
+        char tmpl[] = "/tmp/commcare-pillows-XXXXXX";
+        if (!::mkdtemp(tmpl)) return Status::Unavailable("cannot create a temp dir for pillows");
+        opts_.dir = tmpl;
+        temp_dir_ = true;
+      } else {
+        opts_.dir = eo.data_dir + "/pillows";
+      }
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(opts_.dir, ec);
+    if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", opts_.dir, ec.message()));
+    if (opts_.builtin) {
+      PillowConfig cs;
+      cs.name = "case-search";
+      cs.topics = {"case-sql"};
+      CC_RETURN_IF_ERROR(Add(cs, NewCaseSearchProcessor()));
+      PillowConfig rc;
+      rc.name = "read-copy";
+      rc.topics = {"form-sql"};
+      CC_RETURN_IF_ERROR(Add(rc, NewFormReadCopyProcessor()));
+    }
+    return Status::Ok();
+  }
+
+  ~Host() override {
+    for (auto& p : pillows_) {
+      if (opts_.inspect_only) break;
+      std::lock_guard l(p->mu);
+      (void)Checkpoint(*p, true);
+    }
+    pillows_.clear();
+    if (temp_dir_) {
+      std::error_code ec;
+      std::filesystem::remove_all(opts_.dir, ec);
+    }
+  }
+
+  Status AddPillow(const PillowConfig& config, std::shared_ptr<ChangeProcessor> p) override {
+    if (!p) return Status::InvalidArgument("a pillow needs a processor");
+    return Add(config, NewUserProcessor(std::move(p)));
+  }
+
+  std::vector<std::string> Pillows() const override {
+    std::vector<std::string> out;
+    for (const auto& p : pillows_) out.push_back(p->cfg.name);
+    return out;
+  }
+
+  Result<int64_t> RunUntilCaughtUp() override {
+    if (opts_.inspect_only) return Status::FailedPrecondition("this pillow host is inspect-only");
+    int64_t total = 0;
+    while (true) {
+      int64_t n = 0;
+      for (auto& p : pillows_) {
+        CC_ASSIGN_OR_RETURN(int64_t k, StepPillow(*p, /*wait_for_full=*/false));
+        n += k;
+      }
+      total += n;
+      if (n == 0) break;
+    }
+    for (auto& p : pillows_) {
+      CC_ASSIGN_OR_RETURN(int64_t k, RunDueRetries(*p, /*force_scan=*/true));
+      total += k;
+      std::lock_guard l(p->mu);
+      CC_RETURN_IF_ERROR(Checkpoint(*p, true));
+    }
+    return total;
+  }
+
+  Status Run(const std::atomic<bool>& stop) override {
+    if (opts_.inspect_only) return Status::FailedPrecondition("this pillow host is inspect-only");
+    uint64_t seen = 0;
+    int consecutive_errors = 0;
+    while (!stop.load()) {
+      int64_t n = 0;
+      Status err;
+      for (auto& p : pillows_) {
+        if (stop.load()) break;
+        auto k = StepPillow(*p, /*wait_for_full=*/true);
+        if (!k.ok()) {
+          err = k.status();
+          continue;
+        }
+        n += *k;
+        auto r = RunDueRetries(*p, false);
+        if (r.ok()) n += *r;
+      }
+      if (!err.ok()) {
+        // A store error (disk full, a locked database): back off and try again.
+        if (++consecutive_errors % 50 == 1)
+          fmt::print(stderr, "pillows: {} (retrying)\n", err.ToString());
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        continue;
+      }
+      consecutive_errors = 0;
+      if (n == 0) seen = log_->WaitForAppend(seen, std::chrono::milliseconds(WaitMs()));
+    }
+    for (auto& p : pillows_) {  // the batch in hand is done; keep its offsets
+      std::lock_guard l(p->mu);
+      CC_RETURN_IF_ERROR(Checkpoint(*p, true));
+    }
+    return Status::Ok();
+  }
+
+  Result<std::vector<PillowStatus>> GetStatus() override {
+    std::vector<PillowStatus> out;
+    const int64_t now = util::NowMicros();
+    for (auto& p : pillows_) {
+      std::lock_guard l(p->mu);
+      RefreshOwned(*p);
+      PillowStatus st;
+      st.name = p->cfg.name;
+      for (const auto& tp : p->owned) {
+        PartitionStatus ps;
+        ps.topic = tp.first;
+        ps.partition = tp.second;
+        CC_ASSIGN_OR_RETURN(ps.end_offset, log_->EndOffset(tp.first, tp.second));
+        CC_ASSIGN_OR_RETURN(ps.checkpoint, NextOffset(*p, tp));
+        ps.lag = std::max<int64_t>(0, ps.end_offset - ps.checkpoint);
+        if (ps.lag > 0) {
+          CC_ASSIGN_OR_RETURN(auto recs, log_->Read(tp.first, tp.second, ps.checkpoint, 1));
+          if (!recs.empty())
+            ps.lag_seconds = std::max<double>(0, (now - recs[0].timestamp) / 1e6);
+        }
+        st.partitions.push_back(std::move(ps));
+      }
+      sqlite3_stmt* s =
+          p->db.Prep("SELECT COALESCE(SUM(dead=0),0), COALESCE(SUM(dead=1),0) FROM pillow_retries");
+      if (!s || sqlite3_step(s) != SQLITE_ROW) return p->db.Err("counting retries");
+      st.retries = sqlite3_column_int64(s, 0);
+      st.dead_letters = sqlite3_column_int64(s, 1);
+      sqlite3_reset(s);
+      out.push_back(std::move(st));
+    }
+    return out;
+  }
+
+  Result<std::vector<RetryEntry>> Retries(std::string_view name) override {
+    CC_ASSIGN_OR_RETURN(Pillow * p, Find(name));
+    std::lock_guard l(p->mu);
+    sqlite3_stmt* s = p->db.Prep(
+        "SELECT doc_id, topic, partition, offset, attempts, next_attempt, error, dead "
+        "FROM pillow_retries ORDER BY dead, next_attempt, doc_id");
+    std::vector<RetryEntry> out;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      RetryEntry e;
+      e.doc_id = std::string(Col(s, 0));
+      e.topic = std::string(Col(s, 1));
+      e.partition = sqlite3_column_int(s, 2);
+      e.offset = sqlite3_column_int64(s, 3);
+      e.attempts = sqlite3_column_int(s, 4);
+      e.next_attempt = sqlite3_column_int64(s, 5);
+      e.error = std::string(Col(s, 6));
+      e.dead = sqlite3_column_int(s, 7) != 0;
+      out.push_back(std::move(e));
+    }
+    if (rc != SQLITE_DONE) return p->db.Err("listing retries");
+    return out;
+  }
+
+  Result<int64_t> Requeue(std::string_view name, std::string_view doc_id,
+                          bool include_dead) override {
+    CC_ASSIGN_OR_RETURN(Pillow * p, Find(name));
+    std::lock_guard l(p->mu);
+    sqlite3_stmt* s = p->db.Prep(
+        "UPDATE pillow_retries SET attempts=0, next_attempt=0, dead=0 "
+        "WHERE (?1='' OR doc_id=?1) AND (?2=1 OR dead=0) AND doc_id NOT LIKE 'corrupt:%'");
+    Bind(s, 1, doc_id);
+    Bind(s, 2, static_cast<int64_t>(include_dead ? 1 : 0));
+    CC_RETURN_IF_ERROR(Step(p->db, s, "requeueing"));
+    int64_t n = sqlite3_changes(p->db.db());
+    if (!doc_id.empty() && n == 0)
+      return Status::NotFound(
+          fmt::format("pillow {} has no queued change for document {}", name, doc_id));
+    return n;
+  }
+
+  Result<int64_t> Reconcile(std::string_view name) override {
+    CC_ASSIGN_OR_RETURN(Pillow * p, Find(name));
+    std::vector<ChangeMeta> missing;
+    {
+      std::lock_guard l(p->mu);
+      CC_ASSIGN_OR_RETURN(missing, p->proc->Missing(p->db, *engine_));
+    }
+    std::vector<storage::ChangeMessage> msgs;
+    for (const auto& m : missing) msgs.push_back({m.topic, m.document_id, ChangeMetaToJson(m)});
+    for (size_t i = 0; i < msgs.size(); i += 1000) {
+      std::span<const storage::ChangeMessage> part(msgs.data() + i,
+                                                   std::min<size_t>(1000, msgs.size() - i));
+      CC_RETURN_IF_ERROR(log_->Append(part));
+    }
+    return static_cast<int64_t>(msgs.size());
+  }
+
+  Status Reset(std::string_view name) override {
+    CC_ASSIGN_OR_RETURN(Pillow * p, Find(name));
+    std::lock_guard l(p->mu);
+    CC_RETURN_IF_ERROR(p->db.Exec("BEGIN IMMEDIATE"));
+    Status s = p->proc->Reset(p->db);
+    if (s.ok()) s = p->db.Exec("DELETE FROM pillow_checkpoints; DELETE FROM pillow_retries");
+    if (!s.ok()) {
+      (void)p->db.Exec("ROLLBACK");
+      return s;
+    }
+    CC_RETURN_IF_ERROR(p->db.Exec("COMMIT"));
+    p->next.clear();
+    p->saved.clear();
+    p->queued = 0;
+    return Status::Ok();
+  }
+
+ private:
+  Status Add(const PillowConfig& cfg, std::unique_ptr<Processor> proc) {
+    if (cfg.name.empty() || cfg.name.find_first_of("/\\. ") != std::string::npos)
+      return Status::InvalidArgument(
+          fmt::format("pillow name '{}' must be non-empty without '/', '.' or spaces", cfg.name));
+    if (cfg.topics.empty())
+      return Status::InvalidArgument(fmt::format("pillow {} has no topics", cfg.name));
+    if (cfg.chunk_size == 0 || cfg.max_attempts < 1)
+      return Status::InvalidArgument(
+          fmt::format("pillow {}: chunk_size and max_attempts must be positive", cfg.name));
+    for (const auto& p : pillows_)
+      if (p->cfg.name == cfg.name)
+        return Status::AlreadyExists(fmt::format("a pillow named {} exists", cfg.name));
+    if (!opts_.only.empty() &&
+        std::find(opts_.only.begin(), opts_.only.end(), cfg.name) == opts_.only.end())
+      return Status::Ok();  // not run by this host
+    auto p = std::make_unique<Pillow>();
+    p->cfg = cfg;
+    p->proc = std::move(proc);
+    if (opts_.inspect_only) return Finish(std::move(p));
+    // One worker per (pillow, n, k): a lock file held while this host lives.
+    std::string lock_path = fmt::format("{}/{}.worker-{}-of-{}.lock", opts_.dir, cfg.name,
+                                        opts_.process_num, opts_.num_processes);
+    p->lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (p->lock_fd < 0) return Status::Unavailable("cannot open " + lock_path);
+    if (::flock(p->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      char buf[32] = {};
+      ssize_t n = ::pread(p->lock_fd, buf, sizeof buf - 1, 0);
+      std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "unknown";
+      holder.erase(std::remove(holder.begin(), holder.end(), '\n'), holder.end());
+      return Status::FailedPrecondition(
+          fmt::format("pillow {} worker {} of {} is already running (pid {})", cfg.name,
+                      opts_.process_num, opts_.num_processes, holder));
+    }
+    std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(p->lock_fd, 0) != 0 || ::pwrite(p->lock_fd, pid.data(), pid.size(), 0) < 0)
+      return Status::Unavailable("cannot write " + lock_path);
+    return Finish(std::move(p));
+  }
+
+  Status Finish(std::unique_ptr<Pillow> p) {
+    const PillowConfig& cfg = p->cfg;
+    CC_RETURN_IF_ERROR(p->db.Open(fmt::format("{}/{}.sqlite", opts_.dir, cfg.name), false, false));
+    // The store can be rebuilt from the log, but its checkpoint must not run ahead of it:
+    // NORMAL in WAL mode keeps every commit across a process crash.
+    CC_RETURN_IF_ERROR(p->db.Exec("PRAGMA synchronous=NORMAL"));
+    CC_RETURN_IF_ERROR(p->db.Exec(kHostSchema));
+    CC_RETURN_IF_ERROR(p->proc->Setup(p->db));
+    RefreshOwned(*p);
+    pillows_.push_back(std::move(p));
+    return Status::Ok();
+  }
+
+  Result<Pillow*> Find(std::string_view name) {
+    for (auto& p : pillows_)
+      if (p->cfg.name == name) return p.get();
+    return Status::NotFound(fmt::format("no pillow named {} runs here", name));
+  }
+
+  int WaitMs() const {
+    int ms = 200;
+    for (const auto& p : pillows_) ms = std::min(ms, std::max(1, p->cfg.max_wait_ms));
+    return ms;
+  }
+
+  // CommCare's rule: the sorted (topic, partition) list, every n-th entry from k.
+  void RefreshOwned(Pillow& p) {
+    if (p.all_topics_known) return;
+    std::vector<TopicPartition> all;
+    bool known = true;
+    for (const auto& t : p.cfg.topics) {
+      auto n = log_->Partitions(t);
+      if (!n.ok() && n.status().IsNotFound()) {
+        (void)log_->CreateTopic(t, 8);  // a writer creates it; a reader waits for the writer
+        n = log_->Partitions(t);
+      }
+      if (!n.ok()) {
+        known = false;
+        continue;
+      }
+      for (int i = 0; i < *n; ++i) all.emplace_back(t, i);
+    }
+    std::sort(all.begin(), all.end());
+    p.owned.clear();
+    for (size_t i = static_cast<size_t>(opts_.process_num); i < all.size();
+         i += static_cast<size_t>(opts_.num_processes))
+      p.owned.push_back(all[i]);
+    p.all_topics_known = known;
+  }
+
+  // The next offset of a partition: in memory, else the checkpoint, else the log's start.
+  Result<int64_t> NextOffset(Pillow& p, const TopicPartition& tp) {
+    auto it = p.next.find(tp);
+    if (it != p.next.end()) return it->second;
+    sqlite3_stmt* s =
+        p.db.Prep("SELECT offset FROM pillow_checkpoints WHERE topic=? AND partition=?");
+    Bind(s, 1, tp.first);
+    Bind(s, 2, static_cast<int64_t>(tp.second));
+    int64_t off;
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+      off = sqlite3_column_int64(s, 0);
+      p.saved[tp] = off;
+    } else if (rc == SQLITE_DONE) {
+      CC_ASSIGN_OR_RETURN(off, log_->StartOffset(tp.first, tp.second));  // a new pillow backfills
+    } else {
+      return p.db.Err("reading a checkpoint");
+    }
+    sqlite3_reset(s);
+    CC_ASSIGN_OR_RETURN(int64_t start, log_->StartOffset(tp.first, tp.second));
+    off = std::max(off, start);  // retention dropped what the checkpoint points at
+    p.next[tp] = off;
+    return off;
+  }
+
+  Status Checkpoint(Pillow& p, bool force) {
+    if (!force && !p.proc->WritesSql() && p.since_checkpoint < p.cfg.checkpoint_every &&
+        Clock::now() - p.last_checkpoint < std::chrono::seconds(p.cfg.checkpoint_seconds))
+      return Status::Ok();
+    const int64_t now = util::NowMicros();
+    for (const auto& [tp, off] : p.next) {
+      auto it = p.saved.find(tp);
+      if (it != p.saved.end() && it->second == off) continue;
+      sqlite3_stmt* s = p.db.Prep(
+          "INSERT OR REPLACE INTO pillow_checkpoints(topic, partition, offset, updated_at) "
+          "VALUES(?,?,?,?)");
+      Bind(s, 1, tp.first);
+      Bind(s, 2, static_cast<int64_t>(tp.second));
+      Bind(s, 3, off);
+      Bind(s, 4, now);
+      CC_RETURN_IF_ERROR(Step(p.db, s, "writing a checkpoint"));
+      p.saved[tp] = off;
+    }
+    p.since_checkpoint = 0;
+    p.last_checkpoint = Clock::now();
+    return Status::Ok();
+  }
+
+  // Runs the processor over changes (one transaction is open); exceptions become failures.
+  Status Process(Pillow& p, const std::vector<const Change*>& changes, Failures* failed) {
+    try {
+      return p.proc->ProcessBatch(p.db, *engine_, changes, failed);
+    } catch (const std::exception& e) {
+      return Status::Internal(fmt::format("processor threw: {}", e.what()));
+    } catch (...) {
+      return Status::Internal("processor threw a non-standard exception");
+    }
+  }
+
+  // Processes changes in the open transaction: the batch at once, or one by one if the batch
+  // as a whole fails. Failures go to the retry queue; successes clear their queue entries.
+  Status ProcessInTxn(Pillow& p, const std::vector<const Change*>& changes) {
+    Failures failed;
+    CC_RETURN_IF_ERROR(p.db.Exec("SAVEPOINT batch"));
+    Status s = Process(p, changes, &failed);
+    if (!s.ok()) {
+      CC_RETURN_IF_ERROR(p.db.Exec("ROLLBACK TO batch"));
+      failed.clear();
+      for (size_t i = 0; i < changes.size(); ++i) {
+        CC_RETURN_IF_ERROR(p.db.Exec("SAVEPOINT one"));
+        Failures one;
+        Status s1 = Process(p, {changes[i]}, &one);
+        if (!s1.ok()) {
+          CC_RETURN_IF_ERROR(p.db.Exec("ROLLBACK TO one"));
+          failed.emplace_back(i, s1.message());
+        } else if (!one.empty()) {
+          failed.emplace_back(i, one[0].second);
+        }
+        CC_RETURN_IF_ERROR(p.db.Exec("RELEASE one"));
+      }
+    }
+    CC_RETURN_IF_ERROR(p.db.Exec("RELEASE batch"));
+    std::vector<bool> bad(changes.size(), false);
+    for (const auto& [i, err] : failed) {
+      if (i >= changes.size()) continue;
+      bad[i] = true;
+      CC_RETURN_IF_ERROR(QueueRetry(p, *changes[i], err));
+    }
+    if (p.queued != 0) {
+      for (size_t i = 0; i < changes.size(); ++i) {
+        if (bad[i]) continue;
+        sqlite3_stmt* d = p.db.Prep("DELETE FROM pillow_retries WHERE doc_id=?");
+        Bind(d, 1, changes[i]->meta.document_id);
+        CC_RETURN_IF_ERROR(Step(p.db, d, "clearing a retry"));
+        if (sqlite3_changes(p.db.db()) > 0 && p.queued > 0) --p.queued;
+      }
+    }
+    return Status::Ok();
+  }
+
+  int64_t NextAttempt(const Pillow& p, int attempts) const {
+    double delay = static_cast<double>(p.cfg.retry_delay_us) *
+                   std::pow(static_cast<double>(attempts), p.cfg.retry_backoff_factor);
+    return util::NowMicros() + static_cast<int64_t>(delay);
+  }
+
+  Status QueueRetry(Pillow& p, const Change& c, const std::string& error) {
+    sqlite3_stmt* q = p.db.Prep("SELECT attempts FROM pillow_retries WHERE doc_id=?");
+    Bind(q, 1, c.meta.document_id);
+    int attempts = 1;
+    bool existed = false;
+    if (sqlite3_step(q) == SQLITE_ROW) {
+      attempts = sqlite3_column_int(q, 0) + 1;
+      existed = true;
+    }
+    sqlite3_reset(q);
+    const bool dead = attempts >= p.cfg.max_attempts;
+    sqlite3_stmt* s = p.db.Prep(
+        "INSERT OR REPLACE INTO pillow_retries(doc_id, topic, partition, offset, timestamp, "
+        "attempts, next_attempt, error, dead, change) VALUES(?,?,?,?,?,?,?,?,?,?)");
+    Bind(s, 1, c.meta.document_id);
+    Bind(s, 2, c.topic);
+    Bind(s, 3, static_cast<int64_t>(c.partition));
+    Bind(s, 4, c.offset);
+    Bind(s, 5, c.timestamp);
+    Bind(s, 6, static_cast<int64_t>(attempts));
+    Bind(s, 7, NextAttempt(p, attempts));
+    Bind(s, 8, error);
+    Bind(s, 9, static_cast<int64_t>(dead ? 1 : 0));
+    Bind(s, 10, ChangeMetaToJson(c.meta));
+    CC_RETURN_IF_ERROR(Step(p.db, s, "queueing a retry"));
+    if (!existed && p.queued >= 0) ++p.queued;
+    return Status::Ok();
+  }
+
+  // A record that is not ChangeMeta JSON: dead-lettered at once with the reason.
+  Status DeadLetterCorrupt(Pillow& p, const storage::ChangeRecord& r, const std::string& why) {
+    sqlite3_stmt* s = p.db.Prep(
+        "INSERT OR REPLACE INTO pillow_retries(doc_id, topic, partition, offset, timestamp, "
+        "attempts, next_attempt, error, dead, change) VALUES(?,?,?,?,?,0,0,?,1,?)");
+    Bind(s, 1, fmt::format("corrupt:{}/{}/{}", r.topic, r.partition, r.offset));
+    Bind(s, 2, r.topic);
+    Bind(s, 3, static_cast<int64_t>(r.partition));
+    Bind(s, 4, r.offset);
+    Bind(s, 5, r.timestamp);
+    Bind(s, 6, "corrupt change record: " + why);
+    Bind(s, 7, r.value);
+    CC_RETURN_IF_ERROR(Step(p.db, s, "dead-lettering a corrupt record"));
+    if (p.queued >= 0) ++p.queued;
+    return Status::Ok();
+  }
+
+  // One batch of one pillow; returns the number of changes read (0: nothing to do).
+  Result<int64_t> StepPillow(Pillow& p, bool wait_for_full) {
+    std::lock_guard l(p.mu);
+    RefreshOwned(p);
+    if (p.owned.empty()) return 0;
+    if (p.queued < 0) {
+      sqlite3_stmt* s = p.db.Prep("SELECT COUNT(*) FROM pillow_retries");
+      p.queued = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 1;
+      sqlite3_reset(s);
+    }
+    std::vector<storage::ChangeRecord> recs;
+    std::map<TopicPartition, int64_t> read_to;
+    const size_t n = p.owned.size();
+    for (size_t j = 0; j < n && recs.size() < p.cfg.chunk_size; ++j) {
+      const auto& tp = p.owned[(p.rotate + j) % n];
+      CC_ASSIGN_OR_RETURN(int64_t from, NextOffset(p, tp));
+      CC_ASSIGN_OR_RETURN(auto got,
+                          log_->Read(tp.first, tp.second, from, p.cfg.chunk_size - recs.size()));
+      if (got.empty()) continue;
+      read_to[tp] = got.back().offset + 1;
+      for (auto& r : got) recs.push_back(std::move(r));
+    }
+    p.rotate = (p.rotate + 1) % n;
+    if (recs.empty()) return 0;
+    if (wait_for_full && recs.size() < p.cfg.chunk_size) {
+      int64_t oldest = recs.front().timestamp;
+      for (const auto& r : recs) oldest = std::min(oldest, r.timestamp);
+      if (util::NowMicros() - oldest < int64_t{p.cfg.max_wait_ms} * 1000) return 0;  // wait
+    }
+
+    CC_RETURN_IF_ERROR(p.db.Exec("BEGIN IMMEDIATE"));
+    Status s = [&]() -> commcare::Status {
+      std::vector<Change> changes;
+      changes.reserve(recs.size());
+      for (const auto& r : recs) {
+        auto meta = ChangeMetaFromJson(r.value);
+        if (!meta.ok()) {
+          CC_RETURN_IF_ERROR(DeadLetterCorrupt(p, r, meta.status().message()));
+          continue;
+        }
+        changes.push_back(Change{r.topic, r.partition, r.offset, r.timestamp, std::move(*meta)});
+      }
+      // De-duplicate by document id: the last change of a document stands for all of them
+      // (the processor re-reads the current document anyway).
+      std::unordered_map<std::string_view, size_t> last;
+      for (size_t i = 0; i < changes.size(); ++i) last[changes[i].meta.document_id] = i;
+      std::vector<const Change*> batch;
+      batch.reserve(last.size());
+      for (size_t i = 0; i < changes.size(); ++i)
+        if (last[changes[i].meta.document_id] == i) batch.push_back(&changes[i]);
+      if (!batch.empty()) CC_RETURN_IF_ERROR(ProcessInTxn(p, batch));
+      auto saved_next = p.next;
+      for (const auto& [tp, off] : read_to) p.next[tp] = off;
+      p.since_checkpoint += static_cast<int64_t>(recs.size());
+      Status cs = Checkpoint(p, false);
+      if (!cs.ok()) p.next = std::move(saved_next);
+      return cs;
+    }();
+    if (!s.ok()) {
+      (void)p.db.Exec("ROLLBACK");
+      p.next.clear();  // re-read from the checkpoints
+      p.saved.clear();
+      p.queued = -1;
+      return s;
+    }
+    Status c = p.db.Exec("COMMIT");
+    if (!c.ok()) {
+      (void)p.db.Exec("ROLLBACK");
+      p.next.clear();
+      p.saved.clear();
+      p.queued = -1;
+      return c;
+    }
+    return static_cast<int64_t>(recs.size());
+  }
+
+  // Retries whose time has come (scanned at most once a second unless forced).
+  Result<int64_t> RunDueRetries(Pillow& p, bool force_scan) {
+    std::lock_guard l(p.mu);
+    if (p.queued == 0) return 0;
+    auto now_tp = Clock::now();
+    if (!force_scan && now_tp - p.last_retry_scan < std::chrono::seconds(1)) return 0;
+    p.last_retry_scan = now_tp;
+    sqlite3_stmt* s = p.db.Prep(
+        "SELECT doc_id, topic, partition, offset, timestamp, change FROM pillow_retries "
+        "WHERE dead=0 AND next_attempt<=? ORDER BY next_attempt LIMIT ?");
+    Bind(s, 1, util::NowMicros());
+    Bind(s, 2, static_cast<int64_t>(p.cfg.chunk_size));
+    std::vector<Change> due;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      auto meta = ChangeMetaFromJson(Col(s, 5));
+      if (!meta.ok()) continue;  // only valid changes are queued for retry
+      due.push_back(Change{std::string(Col(s, 1)), sqlite3_column_int(s, 2),
+                           sqlite3_column_int64(s, 3), sqlite3_column_int64(s, 4),
+                           std::move(*meta)});
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return p.db.Err("reading due retries");
+    for (const auto& c : due) {
+      CC_RETURN_IF_ERROR(p.db.Exec("BEGIN IMMEDIATE"));
+      Status st = ProcessInTxn(p, {&c});
+      if (!st.ok()) {
+        (void)p.db.Exec("ROLLBACK");
+        p.queued = -1;
+        return st;
+      }
+      CC_RETURN_IF_ERROR(p.db.Exec("COMMIT"));
+    }
+    return static_cast<int64_t>(due.size());
+  }
+
+  Engine* engine_;
+  PillowHostOptions opts_;
+  storage::ChangeLog* log_ = nullptr;
+  bool temp_dir_ = false;
+  std::vector<std::unique_ptr<Pillow>> pillows_;
+};
+
+// ---- a user-defined processor ----
+
+class UserProcessor final : public Processor {
+ public:
+  explicit UserProcessor(std::shared_ptr<ChangeProcessor> p) : p_(std::move(p)) {}
+  bool WritesSql() const override { return false; }
+  Status Setup(Conn&) override { return Status::Ok(); }
+  Status Reset(Conn&) override { return Status::Ok(); }
+  Status ProcessBatch(Conn&, Engine& engine, const std::vector<const Change*>& changes,
+                      Failures* failed) override {
+    for (size_t i = 0; i < changes.size(); ++i) {
+      Status s;
+      try {
+        s = p_->Process(engine, *changes[i]);
+      } catch (const std::exception& e) {
+        s = Status::Internal(fmt::format("processor threw: {}", e.what()));
+      } catch (...) {
+        s = Status::Internal("processor threw a non-standard exception");
+      }
+      if (!s.ok()) failed->emplace_back(i, s.ToString());
+    }
+    return Status::Ok();
+  }
+
+ private:
+  std::shared_ptr<ChangeProcessor> p_;
+};
+
+}  // namespace
+
+std::unique_ptr<Processor> NewUserProcessor(std::shared_ptr<ChangeProcessor> p) {
+  return std::make_unique<UserProcessor>(std::move(p));
+}
+
+}  // namespace commcare::pillows
+
+namespace commcare {
+
+Result<std::unique_ptr<PillowHost>> PillowHost::Open(Engine* engine,
+                                                     const PillowHostOptions& options) {
+  if (!engine) return Status::InvalidArgument("PillowHost::Open needs an engine");
+  auto h = std::make_unique<pillows::Host>(engine, options);
+  CC_RETURN_IF_ERROR(h->Init());
+  return std::unique_ptr<PillowHost>(std::move(h));
+}
+
+}  // namespace commcare

@@ -1,0 +1,47 @@
+// The internal processor interface: built-in pillows write their secondary store into the
+// pillow's own SQLite database, inside the transaction that also stores the checkpoint.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "commcare/pillows.h"
+#include "util/sqlite_conn.h"
+
+namespace commcare::pillows {
+
+using util::Conn;
+
+// Per-change failures of a batch: (index into the batch, error text).
+using Failures = std::vector<std::pair<size_t, std::string>>;
+
+class Processor {
+ public:
+  virtual ~Processor() = default;
+  // True if the processor writes only into the pillow database (its writes then commit with
+  // the checkpoint, so the host checkpoints with every batch).
+  virtual bool WritesSql() const = 0;
+  // Creates the processor's tables (idempotent).
+  virtual Status Setup(Conn& db) = 0;
+  // Processes a batch inside an open transaction. Per-change failures go to *failed; a non-ok
+  // return fails the whole batch (the host rolls back and retries one change at a time).
+  virtual Status ProcessBatch(Conn& db, Engine& engine, const std::vector<const Change*>& changes,
+                              Failures* failed) = 0;
+  // Drops the store's contents (a rebuild from scratch follows).
+  virtual Status Reset(Conn& db) = 0;
+  // Changes to republish for documents missing from or stale in the store.
+  virtual Result<std::vector<ChangeMeta>> Missing(Conn& db, Engine& engine) {
+    return Status::Unimplemented("this pillow cannot reconcile its store");
+  }
+};
+
+// The case search index (topic case-sql).
+std::unique_ptr<Processor> NewCaseSearchProcessor();
+// The form read copy the REST API lists (topic form-sql).
+std::unique_ptr<Processor> NewFormReadCopyProcessor();
+// A user-defined ChangeProcessor, called for each change of a batch.
+std::unique_ptr<Processor> NewUserProcessor(std::shared_ptr<ChangeProcessor> p);
+
+}  // namespace commcare::pillows
