@@ -4,6 +4,7 @@
 #include <commcare/pillows.h>
 #include <signal.h>
 
+#include <atomic>
 #include <boost/json.hpp>
 #include <cerrno>
 #include <cstdio>
@@ -11,7 +12,6 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
-#include <atomic>
 #include <map>
 #include <sstream>
 #include <string>
@@ -332,12 +332,9 @@ int CmdChanges(const Args& a) {
           boost::system::error_code ec;
           json::value change = json::parse(r.value, ec);
           if (ec) change = json::string(r.value);
-          json::object o{{"topic", r.topic},
-                         {"partition", r.partition},
-                         {"offset", r.offset},
-                         {"timestamp", commcare::FormatTime(r.timestamp)},
-                         {"key", r.key},
-                         {"change", change}};
+          json::object o{{"topic", r.topic},   {"partition", r.partition},
+                         {"offset", r.offset}, {"timestamp", commcare::FormatTime(r.timestamp)},
+                         {"key", r.key},       {"change", change}};
           std::cout << json::serialize(o) << "\n";
           ++printed;
         }
@@ -375,9 +372,12 @@ json::object PillowStatusJson(const commcare::PillowStatus& st) {
     lag += p.lag;
     lag_s = std::max(lag_s, p.lag_seconds);
   }
-  return json::object{{"pillow", st.name},         {"lag", lag},
-                      {"lag_seconds", lag_s},      {"retries", st.retries},
-                      {"dead_letters", st.dead_letters}, {"partitions", parts}};
+  return json::object{{"pillow", st.name},
+                      {"lag", lag},
+                      {"lag_seconds", lag_s},
+                      {"retries", st.retries},
+                      {"dead_letters", st.dead_letters},
+                      {"partitions", parts}};
 }
 
 int CmdPillows(const std::string& verb, const Args& a) {
@@ -391,8 +391,7 @@ int CmdPillows(const std::string& verb, const Args& a) {
   ho.num_processes = static_cast<int>(n);
   ho.process_num = static_cast<int>(k);
   std::string pillow = a.Get("--pillow");
-  if (verb != "run" && verb != "status" && pillow.empty())
-    return Fail("--pillow NAME is required");
+  if (verb != "run" && verb != "status" && pillow.empty()) return Fail("--pillow NAME is required");
   if (!pillow.empty()) ho.only = {pillow};
   if (verb != "run" && verb != "status" && verb != "retries" && verb != "requeue" &&
       verb != "reconcile" && verb != "reset")
@@ -435,14 +434,15 @@ int CmdPillows(const std::string& verb, const Args& a) {
     auto rs = h->Retries(pillow);
     if (!rs.ok()) return FailStatus(rs.status());
     for (const auto& e : *rs)
-      std::cout << json::serialize(json::object{{"doc_id", e.doc_id},
-                                                {"topic", e.topic},
-                                                {"partition", e.partition},
-                                                {"offset", e.offset},
-                                                {"attempts", e.attempts},
-                                                {"next_attempt", commcare::FormatTime(e.next_attempt)},
-                                                {"error", e.error},
-                                                {"dead", e.dead}})
+      std::cout << json::serialize(
+                       json::object{{"doc_id", e.doc_id},
+                                    {"topic", e.topic},
+                                    {"partition", e.partition},
+                                    {"offset", e.offset},
+                                    {"attempts", e.attempts},
+                                    {"next_attempt", commcare::FormatTime(e.next_attempt)},
+                                    {"error", e.error},
+                                    {"dead", e.dead}})
                 << "\n";
     std::cout.flush();
     return 0;

@@ -37,7 +37,7 @@ struct EngineOptions {
   size_t max_attachment_bytes = 100 * 1024 * 1024;  // per attachment
   size_t max_body_bytes = 150 * 1024 * 1024;        // a whole request body
   int blob_flush_interval_ms = 20;  // how often blobs are synced and their journal copies dropped
-  bool relay = true;  // a writer moves outbox rows to the change log in the background
+  bool relay = true;               // a writer moves outbox rows to the change log in the background
   int relay_batch_window_ms = 10;  // while busy, the relay gathers rows this long per round
 };
 

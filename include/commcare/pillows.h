@@ -35,13 +35,13 @@ class ChangeProcessor {
 
 // A pillow's settings.
 struct PillowConfig {
-  std::string name;                 // unique; names its database <dir>/<name>.sqlite
-  std::vector<std::string> topics;  // e.g. {"case-sql"}
-  size_t chunk_size = 500;          // changes per batch
-  int max_wait_ms = 100;            // a partial batch is processed after this long
-  int64_t checkpoint_every = 1000;  // checkpoint after this many changes ...
-  int checkpoint_seconds = 10;      // ... or this long (SQL sinks: with every batch)
-  int max_attempts = 3;             // failed attempts before a change is dead-lettered
+  std::string name;                      // unique; names its database <dir>/<name>.sqlite
+  std::vector<std::string> topics;       // e.g. {"case-sql"}
+  size_t chunk_size = 500;               // changes per batch
+  int max_wait_ms = 100;                 // a partial batch is processed after this long
+  int64_t checkpoint_every = 1000;       // checkpoint after this many changes ...
+  int checkpoint_seconds = 10;           // ... or this long (SQL sinks: with every batch)
+  int max_attempts = 3;                  // failed attempts before a change is dead-lettered
   int64_t retry_delay_us = 300'000'000;  // CommCare: next = last + 5 min × attempt^factor
   double retry_backoff_factor = 2.0;
 };
@@ -96,8 +96,7 @@ class PillowHost {
 
   // Opens the pillows' databases and takes the lock on this worker's partition set
   // (FailedPrecondition if another worker holds the same (n, k)).
-  static Result<std::unique_ptr<PillowHost>> Open(Engine* engine,
-                                                  const PillowHostOptions& options);
+  static Result<std::unique_ptr<PillowHost>> Open(Engine* engine, const PillowHostOptions& options);
 
   // Adds a pillow with a user-defined processor (before Run).
   virtual Status AddPillow(const PillowConfig& config,
@@ -128,12 +127,12 @@ class PillowHost {
 
 // A Case API v2 style search over the case-search pillow's index.
 struct CaseSearchQuery {
-  std::string domain;                 // required
-  std::string case_type;              // "" = any
-  std::string owner_id;               // "" = any
-  std::optional<bool> closed;         // unset = both
-  std::string case_name;              // exact
-  std::string external_id;            // exact
+  std::string domain;                                       // required
+  std::string case_type;                                    // "" = any
+  std::string owner_id;                                     // "" = any
+  std::optional<bool> closed;                               // unset = both
+  std::string case_name;                                    // exact
+  std::string external_id;                                  // exact
   std::vector<std::pair<std::string, std::string>> equals;  // properties.<p>=value
   struct Range {
     std::string property;  // a case property, or date_opened/last_modified/indexed_on/...
@@ -141,8 +140,8 @@ struct CaseSearchQuery {
     std::string value;     // a number, or a date/time (compared as ISO text)
   };
   std::vector<Range> ranges;
-  std::string text;   // full text over name and property values (FTS5 query syntax)
-  size_t limit = 20;  // 1..5000
+  std::string text;    // full text over name and property values (FTS5 query syntax)
+  size_t limit = 20;   // 1..5000
   std::string cursor;  // from a previous page's next_cursor
 };
 

@@ -3,13 +3,13 @@
 // (text, and a numeric column for values that are numbers); name and property values go to a
 // contentless FTS5 table for full text. Pages are ordered by (indexed_on, row id).
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
 #include <unordered_set>
-#include <unistd.h>
 
 #include "pillows/processor.h"
 #include "util/time.h"
@@ -86,7 +86,9 @@ class CaseSearch final : public Processor {
   bool WritesSql() const override { return true; }
   Status Setup(Conn& db) override { return db.Exec(kSchema); }
   Status Reset(Conn& db) override {
-    return db.Exec("DELETE FROM cs_cases; DELETE FROM cs_props; DELETE FROM cs_fts;");
+    return db.Exec(
+        "DELETE FROM cs_cases; DELETE FROM cs_props; INSERT INTO cs_fts(cs_fts) "
+        "VALUES('delete-all');");
   }
 
   Status ProcessBatch(Conn& db, Engine& engine, const std::vector<const Change*>& changes,
@@ -117,8 +119,8 @@ class CaseSearch final : public Processor {
       live.insert(c.case_id);
       sqlite3_reset(q);
       Bind(q, 1, c.case_id);
-      bool fresh = sqlite3_step(q) == SQLITE_ROW &&
-                   Col(q, 0) == util::FormatIsoTime(c.server_modified_on);
+      bool fresh =
+          sqlite3_step(q) == SQLITE_ROW && Col(q, 0) == util::FormatIsoTime(c.server_modified_on);
       if (!fresh) out.push_back(Meta(c.case_id, c.domain, c.type, false));
       return true;
     }));
@@ -126,8 +128,8 @@ class CaseSearch final : public Processor {
     sqlite3_stmt* s = db.Prep("SELECT case_id, domain, type FROM cs_cases");
     while (sqlite3_step(s) == SQLITE_ROW)
       if (!live.count(std::string(Col(s, 0))))
-        out.push_back(Meta(std::string(Col(s, 0)), std::string(Col(s, 1)),
-                           std::string(Col(s, 2)), true));
+        out.push_back(
+            Meta(std::string(Col(s, 0)), std::string(Col(s, 1)), std::string(Col(s, 2)), true));
     sqlite3_reset(s);
     return out;
   }
@@ -152,8 +154,8 @@ class CaseSearch final : public Processor {
     Status st;
     ForEachProp(props, [&](std::string_view k, std::string_view v) {
       if (!st.ok()) return;
-      sqlite3_stmt* d = db.Prep(
-          "DELETE FROM cs_props WHERE domain=? AND key=? AND value=? AND case_rowid=?");
+      sqlite3_stmt* d =
+          db.Prep("DELETE FROM cs_props WHERE domain=? AND key=? AND value=? AND case_rowid=?");
       Bind(d, 1, domain);
       Bind(d, 2, k);
       Bind(d, 3, v);
@@ -285,16 +287,15 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
   if (!q.cursor.empty()) {
     auto colon = q.cursor.find(':');
     if (colon == std::string::npos ||
-        std::from_chars(q.cursor.data(), q.cursor.data() + colon, cur_indexed).ec !=
-            std::errc() ||
+        std::from_chars(q.cursor.data(), q.cursor.data() + colon, cur_indexed).ec != std::errc() ||
         std::from_chars(q.cursor.data() + colon + 1, q.cursor.data() + q.cursor.size(), cur_id)
                 .ec != std::errc())
       return Status::InvalidArgument(fmt::format("'{}' is not a case search cursor", q.cursor));
   }
   std::string path = pillows_dir + "/case-search.sqlite";
   if (::access(path.c_str(), R_OK) != 0)
-    return Status::NotFound(fmt::format(
-        "no case search index at {} (run `commcare pillows run` to build it)", path));
+    return Status::NotFound(
+        fmt::format("no case search index at {} (run `commcare pillows run` to build it)", path));
   util::Conn db;
   CC_RETURN_IF_ERROR(db.Open(path, true, false));
 
@@ -372,10 +373,10 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
     last_indexed = sqlite3_column_int64(s, 1);
     last_id = sqlite3_column_int64(s, 2);
   }
-  Status st = (rc == SQLITE_ROW || rc == SQLITE_DONE)
-                  ? Status::Ok()
-                  : Status::InvalidArgument(
-                        fmt::format("case search failed: {}", sqlite3_errmsg(db.db())));
+  Status st =
+      (rc == SQLITE_ROW || rc == SQLITE_DONE)
+          ? Status::Ok()
+          : Status::InvalidArgument(fmt::format("case search failed: {}", sqlite3_errmsg(db.db())));
   sqlite3_finalize(s);
   CC_RETURN_IF_ERROR(st);
   return page;

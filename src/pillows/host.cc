@@ -61,7 +61,6 @@ struct Pillow {
   }
 };
 
-
 Status Step(Conn& db, sqlite3_stmt* s, const char* what) {
   if (!s) return db.Err(what);
   int rc = sqlite3_step(s);
@@ -78,9 +77,8 @@ class Host final : public PillowHost {
     if (!log_) return Status::FailedPrecondition("the engine has no change log to follow");
     if (opts_.num_processes < 1 || opts_.process_num < 0 ||
         opts_.process_num >= opts_.num_processes)
-      return Status::InvalidArgument(
-          fmt::format("--process-num must be in [0, {}) (got {})", opts_.num_processes,
-                      opts_.process_num));
+      return Status::InvalidArgument(fmt::format("--process-num must be in [0, {}) (got {})",
+                                                 opts_.num_processes, opts_.process_num));
     if (opts_.dir.empty()) {
       const auto& eo = engine_->Options();
       if (eo.in_memory || eo.data_dir.empty()) {
@@ -94,7 +92,8 @@ class Host final : public PillowHost {
     }
     std::error_code ec;
     std::filesystem::create_directories(opts_.dir, ec);
-    if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", opts_.dir, ec.message()));
+    if (ec)
+      return Status::Unavailable(fmt::format("cannot create {}: {}", opts_.dir, ec.message()));
     if (opts_.builtin) {
       PillowConfig cs;
       cs.name = "case-search";
@@ -205,8 +204,7 @@ class Host final : public PillowHost {
         ps.lag = std::max<int64_t>(0, ps.end_offset - ps.checkpoint);
         if (ps.lag > 0) {
           CC_ASSIGN_OR_RETURN(auto recs, log_->Read(tp.first, tp.second, ps.checkpoint, 1));
-          if (!recs.empty())
-            ps.lag_seconds = std::max<double>(0, (now - recs[0].timestamp) / 1e6);
+          if (!recs.empty()) ps.lag_seconds = std::max<double>(0, (now - recs[0].timestamp) / 1e6);
         }
         st.partitions.push_back(std::move(ps));
       }
@@ -256,6 +254,16 @@ class Host final : public PillowHost {
     Bind(s, 2, static_cast<int64_t>(include_dead ? 1 : 0));
     CC_RETURN_IF_ERROR(Step(p->db, s, "requeueing"));
     int64_t n = sqlite3_changes(p->db.db());
+    if (!doc_id.empty() && n == 0 && !include_dead) {
+      sqlite3_stmt* d = p->db.Prep("SELECT 1 FROM pillow_retries WHERE doc_id=? AND dead=1");
+      Bind(d, 1, doc_id);
+      bool dead = sqlite3_step(d) == SQLITE_ROW;
+      sqlite3_reset(d);
+      if (dead)
+        return Status::FailedPrecondition(fmt::format(
+            "the change of document {} is dead-lettered; requeue it with dead letters included",
+            doc_id));
+    }
     if (!doc_id.empty() && n == 0)
       return Status::NotFound(
           fmt::format("pillow {} has no queued change for document {}", name, doc_id));

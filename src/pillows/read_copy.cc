@@ -81,8 +81,7 @@ class FormReadCopy final : public Processor {
     sqlite3_stmt* s = db.Prep("SELECT form_id, domain, xmlns FROM rc_forms");
     while (sqlite3_step(s) == SQLITE_ROW)
       if (!live.count(std::string(Col(s, 0))))
-        out.push_back(
-            Meta(std::string(Col(s, 0)), std::string(Col(s, 1)), std::string(Col(s, 2))));
+        out.push_back(Meta(std::string(Col(s, 0)), std::string(Col(s, 1)), std::string(Col(s, 2))));
     sqlite3_reset(s);
     return out;
   }

@@ -125,7 +125,7 @@ class EngineImpl final : public Engine {
   bool stop_flusher_ = false;
   std::vector<int64_t> released_;  // per database: journal seqs released so far
   std::unique_ptr<storage::ChangeLog> log_;
-  std::mutex relay_mu_;  // one relay round at a time
+  std::mutex relay_mu_;           // one relay round at a time
   std::vector<int64_t> relayed_;  // per database: the last outbox seq in the change log
   std::thread relayer_;
   std::mutex relay_wait_mu_;

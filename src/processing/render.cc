@@ -1,7 +1,8 @@
 // Public JSON renderings of records (Case API v2 and friends).
+#include <fmt/format.h>
+
 #include <boost/json.hpp>
 #include <cmath>
-#include <fmt/format.h>
 
 #include "commcare/engine.h"
 #include "util/time.h"
@@ -159,8 +160,7 @@ Result<ChangeMeta> ChangeMetaFromJson(std::string_view text) {
   };
   ChangeMeta m;
   m.document_id = str("document_id");
-  if (m.document_id.empty())
-    return Status::InvalidArgument("a change record has no document_id");
+  if (m.document_id.empty()) return Status::InvalidArgument("a change record has no document_id");
   m.data_source_type = str("data_source_type");
   m.data_source_name = str("data_source_name");
   m.document_type = str("document_type");
