@@ -1,0 +1,280 @@
+// Change log and pillow throughput (issue: change log and pillows figures).
+//
+//   pillow_bench [--changes N] [--burst B] [--dir DIR] [--skip-burst] [--skip-floor]
+//
+// Prints, for the ~3 KB forms of submit_bench (one case create-or-update of 20 properties):
+//  * relay:        outbox rows moved to the change log per second (2 per form: form + case)
+//  * case-search:  case changes indexed per second by the case-search pillow
+//  * end to end:   N case changes / (relay time + indexing time)
+//  * burst:        B forms submitted by 8 submitters while relay and pillows run; the time
+//                  from the last acknowledgement to lag 0
+//  * floor:        the same index rows inserted straight into the same SQLite tables in
+//                  1,000-case transactions, and the ratio
+#include <commcare/engine.h>
+#include <commcare/pillows.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+#include "bench_util.h"
+
+namespace {
+
+using namespace bench;
+
+struct Args {
+  long changes = 1000000;
+  long burst = 100000;
+  std::string dir;
+  bool skip_burst = false;
+  bool skip_floor = false;
+};
+
+std::unique_ptr<commcare::Engine> OpenEngine(const std::string& dir, bool relay, bool durable) {
+  commcare::EngineOptions o;
+  o.data_dir = dir;
+  o.relay = relay;
+  o.durable = durable;
+  auto e = commcare::Engine::Open(o);
+  if (!e.ok()) {
+    fmt::print(stderr, "open: {}\n", e.status().ToString());
+    std::exit(1);
+  }
+  return std::move(e).value();
+}
+
+void Init(const std::string& dir) {
+  std::filesystem::remove_all(dir);
+  commcare::InitOptions io;
+  io.data_dir = dir;
+  if (auto s = commcare::Engine::Init(io); !s.ok()) {
+    fmt::print(stderr, "init: {}\n", s.ToString());
+    std::exit(1);
+  }
+}
+
+void SubmitAll(commcare::Engine* e, long from, long to, long ncases, int threads) {
+  std::atomic<long> next{from};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&] {
+      commcare::SubmitRequest r;
+      r.domain = "bench";
+      for (long i; (i = next.fetch_add(1)) < to;) {
+        r.body = MakeForm(i, ncases);
+        auto resp = e->Submit(r);
+        if (resp.http_status != 201) {
+          fmt::print(stderr, "form {}: {}\n", i, resp.message);
+          std::exit(1);
+        }
+      }
+    });
+  for (auto& t : ts) t.join();
+}
+
+std::unique_ptr<commcare::PillowHost> OpenHost(commcare::Engine* e, const std::string& dir) {
+  commcare::PillowHostOptions o;
+  o.dir = dir;
+  o.only = {"case-search"};
+  auto h = commcare::PillowHost::Open(e, o);
+  if (!h.ok()) {
+    fmt::print(stderr, "pillows: {}\n", h.status().ToString());
+    std::exit(1);
+  }
+  return std::move(h).value();
+}
+
+int64_t Lag(commcare::PillowHost* h) {
+  auto st = h->GetStatus();
+  if (!st.ok()) return -1;
+  int64_t lag = 0;
+  for (const auto& p : *st)
+    for (const auto& part : p.partitions) lag += part.lag;
+  return lag;
+}
+
+// The floor: the case-search rows of n cases straight into the same tables.
+double RunFloor(const std::string& dir, long n) {
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  sqlite3* db;
+  sqlite3_open((dir + "/floor.sqlite").c_str(), &db);
+  // The case-search pillow's schema (src/pillows/case_search.cc).
+  sqlite3_exec(db,
+               "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+               "CREATE TABLE cs_cases(id INTEGER PRIMARY KEY, case_id TEXT NOT NULL UNIQUE, "
+               "domain TEXT NOT NULL, type TEXT NOT NULL, owner_id TEXT NOT NULL, closed INTEGER "
+               "NOT NULL, name TEXT NOT NULL, external_id TEXT NOT NULL, date_opened TEXT NOT "
+               "NULL, last_modified TEXT NOT NULL, server_last_modified TEXT NOT NULL, "
+               "date_closed TEXT NOT NULL, indexed_on INTEGER NOT NULL, props TEXT NOT NULL, doc "
+               "TEXT NOT NULL);"
+               "CREATE INDEX cs_cases_page ON cs_cases(domain, indexed_on, id);"
+               "CREATE INDEX cs_cases_type ON cs_cases(domain, type, indexed_on, id);"
+               "CREATE INDEX cs_cases_owner ON cs_cases(domain, owner_id);"
+               "CREATE TABLE cs_props(domain TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT "
+               "NULL, num REAL, case_rowid INTEGER NOT NULL, PRIMARY KEY(domain, key, value, "
+               "case_rowid)) WITHOUT ROWID;"
+               "CREATE INDEX cs_props_num ON cs_props(domain, key, num) WHERE num IS NOT NULL;"
+               "CREATE VIRTUAL TABLE cs_fts USING fts5(name, body, content='');",
+               nullptr, nullptr, nullptr);
+  sqlite3_stmt *c, *p, *f;
+  sqlite3_prepare_v2(db,
+                     "INSERT INTO cs_cases(case_id, domain, type, owner_id, closed, name, "
+                     "external_id, date_opened, last_modified, server_last_modified, date_closed, "
+                     "indexed_on, props, doc) VALUES(?,?,?,?,0,?,'',?,?,?,'',?,?,?)",
+                     -1, &c, nullptr);
+  sqlite3_prepare_v2(db,
+                     "INSERT INTO cs_props(domain, key, value, num, case_rowid) VALUES(?,?,?,NULL,?)",
+                     -1, &p, nullptr);
+  sqlite3_prepare_v2(db, "INSERT INTO cs_fts(rowid, name, body) VALUES(?,?,?)", -1, &f, nullptr);
+  auto bind = [](sqlite3_stmt* s, int i, const std::string& v) {
+    sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  };
+  const std::string doc(1900, 'd'), when = "2020-05-01T10:00:00.000000Z";
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    if (i % 1000 == 0) sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+    std::string props, body;
+    std::vector<std::pair<std::string, std::string>> kv;
+    for (int k = 0; k < 20; ++k) {
+      kv.emplace_back(fmt::format("prop_{}", k),
+                      fmt::format("value {0} of form {1} with some padding text", k, i));
+      props += kv.back().first + '\x1f' + kv.back().second + '\x1e';
+      body += kv.back().second + ' ';
+    }
+    bind(c, 1, fmt::format("bench-case-{}", i));
+    bind(c, 2, "bench");
+    bind(c, 3, "patient");
+    bind(c, 4, "bench-user");
+    bind(c, 5, "Patient");
+    bind(c, 6, when);
+    bind(c, 7, when);
+    bind(c, 8, when);
+    sqlite3_bind_int64(c, 9, i);
+    bind(c, 10, props);
+    bind(c, 11, doc);
+    sqlite3_step(c);
+    sqlite3_reset(c);
+    int64_t id = sqlite3_last_insert_rowid(db);
+    for (const auto& [k, v] : kv) {
+      bind(p, 1, "bench");
+      bind(p, 2, k);
+      bind(p, 3, v);
+      sqlite3_bind_int64(p, 4, id);
+      sqlite3_step(p);
+      sqlite3_reset(p);
+    }
+    sqlite3_bind_int64(f, 1, id);
+    bind(f, 2, "Patient");
+    bind(f, 3, body);
+    sqlite3_step(f);
+    sqlite3_reset(f);
+    if (i % 1000 == 999 || i == n - 1) sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  }
+  double s = Seconds(t0, Clock::now());
+  for (auto* st : {c, p, f}) sqlite3_finalize(st);
+  sqlite3_close(db);
+  return n / s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  a.dir = (std::filesystem::temp_directory_path() / fmt::format("cc-pbench-{}", ::getpid()))
+              .string();
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (k == "--changes")
+      a.changes = std::stol(next());
+    else if (k == "--burst")
+      a.burst = std::stol(next());
+    else if (k == "--dir")
+      a.dir = next();
+    else if (k == "--skip-burst")
+      a.skip_burst = true;
+    else if (k == "--skip-floor")
+      a.skip_floor = true;
+    else {
+      fmt::print(stderr, "unknown option {}\n", k);
+      return 2;
+    }
+  }
+  // Setup (not timed): N forms, each one case change (N/2 cases, created then updated), left
+  // in the outbox.
+  const std::string data = a.dir + "/data";
+  Init(data);
+  {
+    auto e = OpenEngine(data, /*relay=*/false, /*durable=*/false);
+    auto t0 = Clock::now();
+    SubmitAll(e.get(), 0, a.changes, a.changes / 2, 4);
+    fmt::print("setup: {} forms in {:.1f} s (outbox only)\n", a.changes,
+               Seconds(t0, Clock::now()));
+  }
+  double relay_s, index_s;
+  {
+    auto e = OpenEngine(data, /*relay=*/false, /*durable=*/true);
+    auto t0 = Clock::now();
+    if (auto s = e->RelayChanges(); !s.ok()) {
+      fmt::print(stderr, "relay: {}\n", s.ToString());
+      return 1;
+    }
+    relay_s = Seconds(t0, Clock::now());
+    fmt::print("relay: {:.0f} outbox rows/s ({} rows in {:.2f} s)\n", 2 * a.changes / relay_s,
+               2 * a.changes, relay_s);
+    auto h = OpenHost(e.get(), a.dir + "/pillows");
+    t0 = Clock::now();
+    auto n = h->RunUntilCaughtUp();
+    index_s = Seconds(t0, Clock::now());
+    if (!n.ok() || *n != a.changes) {
+      fmt::print(stderr, "pillow processed {} of {}: {}\n", n.ok() ? *n : -1, a.changes,
+                 n.status().ToString());
+      return 1;
+    }
+    fmt::print("case-search: {:.0f} case changes/s ({} in {:.2f} s)\n", a.changes / index_s,
+               a.changes, index_s);
+    fmt::print("end to end (relay + case-search): {:.0f} case changes/s\n",
+               a.changes / (relay_s + index_s));
+    fmt::print("rss: {} KB\n", StatusKb("VmRSS"));
+  }
+  if (!a.skip_burst) {
+    // A burst: 8 submitters, durable, relay and the case-search pillow running beside them.
+    const std::string bdata = a.dir + "/burst";
+    Init(bdata);
+    auto e = OpenEngine(bdata, /*relay=*/true, /*durable=*/true);
+    auto h = OpenHost(e.get(), a.dir + "/burst-pillows");
+    std::atomic<bool> stop{false};
+    std::thread runner([&] { (void)h->Run(stop); });
+    auto t0 = Clock::now();
+    SubmitAll(e.get(), 0, a.burst, a.burst / 2, 8);
+    auto t_last = Clock::now();
+    // Lag 0 here means: the outbox is empty and the pillow's checkpoints reached the log's end.
+    while (true) {
+      int64_t outbox = 0;
+      for (int d = 0; d < e->NumDatabases(); ++d)
+        outbox += static_cast<int64_t>(e->Database(d)->ReadOutbox(0, 1)->size());
+      if (outbox == 0 && Lag(h.get()) == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    auto t_zero = Clock::now();
+    stop = true;
+    runner.join();
+    fmt::print(
+        "burst: {} forms in {:.2f} s ({:.0f} forms/s with relay and pillow running); lag 0 "
+        "{:.2f} s after the last acknowledgement\n",
+        a.burst, Seconds(t0, t_last), a.burst / Seconds(t0, t_last), Seconds(t_last, t_zero));
+  }
+  if (!a.skip_floor) {
+    double floor = RunFloor(a.dir + "/floor", a.changes);
+    fmt::print("floor: {:.0f} cases/s (the same index rows inserted directly)\n", floor);
+    fmt::print("ratio case-search/floor: {:.2f}; end to end/floor: {:.2f}\n",
+               (a.changes / index_s) / floor, (a.changes / (relay_s + index_s)) / floor);
+  }
+  std::filesystem::remove_all(a.dir);
+  return 0;
+}
