@@ -127,9 +127,9 @@ double RunFloor(const std::string& dir, long n) {
                      "external_id, date_opened, last_modified, server_last_modified, date_closed, "
                      "indexed_on, props, doc) VALUES(?,?,?,?,0,?,'',?,?,?,'',?,?,?)",
                      -1, &c, nullptr);
-  sqlite3_prepare_v2(db,
-                     "INSERT INTO cs_props(domain, key, value, num, case_rowid) VALUES(?,?,?,NULL,?)",
-                     -1, &p, nullptr);
+  sqlite3_prepare_v2(
+      db, "INSERT INTO cs_props(domain, key, value, num, case_rowid) VALUES(?,?,?,NULL,?)", -1, &p,
+      nullptr);
   sqlite3_prepare_v2(db, "INSERT INTO cs_fts(rowid, name, body) VALUES(?,?,?)", -1, &f, nullptr);
   auto bind = [](sqlite3_stmt* s, int i, const std::string& v) {
     sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
@@ -185,8 +185,8 @@ double RunFloor(const std::string& dir, long n) {
 
 int main(int argc, char** argv) {
   Args a;
-  a.dir = (std::filesystem::temp_directory_path() / fmt::format("cc-pbench-{}", ::getpid()))
-              .string();
+  a.dir =
+      (std::filesystem::temp_directory_path() / fmt::format("cc-pbench-{}", ::getpid())).string();
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -213,8 +213,7 @@ int main(int argc, char** argv) {
     auto e = OpenEngine(data, /*relay=*/false, /*durable=*/false);
     auto t0 = Clock::now();
     SubmitAll(e.get(), 0, a.changes, a.changes / 2, 4);
-    fmt::print("setup: {} forms in {:.1f} s (outbox only)\n", a.changes,
-               Seconds(t0, Clock::now()));
+    fmt::print("setup: {} forms in {:.1f} s (outbox only)\n", a.changes, Seconds(t0, Clock::now()));
   }
   double relay_s, index_s;
   {

@@ -43,7 +43,10 @@ constexpr const char* kUsage = R"(usage:
   commcare pillows reconcile|reset --data DIR --pillow NAME
   commcare search --data DIR --domain D [--type T] [--owner O] [--closed true|false]
       [--name N] [--external-id E] [--prop k=v]... [--range k:gt|gte|lt|lte:v]... [--text Q]
-      [--limit L] [--cursor C])";
+      [--limit L] [--cursor C]
+  commcare ucr load --data DIR CONFIG.json
+  commcare ucr rebuild --data DIR --domain D --table T
+  commcare ucr rows --data DIR --domain D --table T [--limit N] [--offset N])";
 
 struct Args {
   std::map<std::string, std::string> opts;
@@ -509,6 +512,45 @@ int CmdSearch(const Args& a) {
   return 0;
 }
 
+int CmdUcr(const std::string& verb, const Args& a) {
+  if (verb == "rows") {
+    std::string domain;
+    if (!NeedDomain(a, &domain)) return Fail("--domain is required");
+    if (!a.Has("--table")) return Fail("--table is required");
+    int64_t limit = 1000, offset = 0;
+    if (a.Has("--limit") && (!ParseInt(a.Get("--limit"), &limit) || limit < 0))
+      return Fail("--limit must be a non-negative integer");
+    if (a.Has("--offset") && (!ParseInt(a.Get("--offset"), &offset) || offset < 0))
+      return Fail("--offset must be a non-negative integer");
+    auto rows = commcare::UcrRows(a.Get("--data") + "/pillows", domain, a.Get("--table"),
+                                  static_cast<size_t>(limit), static_cast<size_t>(offset));
+    if (!rows.ok()) return FailStatus(rows.status());
+    for (const auto& r : *rows) std::cout << r << "\n";
+    std::cout.flush();
+    return 0;
+  }
+  if (verb != "load" && verb != "rebuild") return Fail("unknown ucr command '" + verb + "'");
+  std::string config;
+  if (verb == "load") {
+    if (a.pos.size() != 1) return Fail("ucr load takes one CONFIG.json");
+    if (!ReadFile(a.pos[0], &config)) return Fail("cannot read " + a.pos[0]);
+  } else if (!a.Has("--domain") || !a.Has("--table")) {
+    return Fail("--domain and --table are required");
+  }
+  auto eng = OpenWriterOrReader(a);
+  if (!eng.ok()) return FailStatus(eng.status());
+  commcare::PillowHostOptions ho;
+  ho.only = {"ucr"};
+  ho.inspect_only = true;  // beside a running ucr worker, which picks the change up
+  auto host = commcare::PillowHost::Open(eng->get(), ho);
+  if (!host.ok()) return FailStatus(host.status());
+  auto r = verb == "load" ? (*host)->UcrLoad(config)
+                          : (*host)->UcrRebuild(a.Get("--domain"), a.Get("--table"));
+  if (!r.ok()) return FailStatus(r.status());
+  std::cout << json::serialize(json::object{{"rows", *r}}) << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -519,7 +561,8 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   std::string verb;
   int start = 2;
-  if ((cmd == "form" || cmd == "case" || cmd == "ledger" || cmd == "pillows") && argc >= 3) {
+  if ((cmd == "form" || cmd == "case" || cmd == "ledger" || cmd == "pillows" || cmd == "ucr") &&
+      argc >= 3) {
     verb = argv[2];
     start = 3;
   }
@@ -537,6 +580,7 @@ int main(int argc, char** argv) {
     if (cmd == "changes") return CmdChanges(a);
     if (cmd == "pillows") return CmdPillows(verb, a);
     if (cmd == "search") return CmdSearch(a);
+    if (cmd == "ucr") return CmdUcr(verb, a);
   } catch (const std::exception& e) {
     return Fail(std::string("internal error: ") + e.what());
   }

@@ -123,7 +123,19 @@ class PillowHost {
   virtual Result<int64_t> Reconcile(std::string_view pillow) = 0;
   // Drops a pillow's store contents and checkpoints, so it rebuilds from the log's start.
   virtual Status Reset(std::string_view pillow) = 0;
+
+  // UCR (the ucr pillow): stores a data source config (CommCare's DataSourceConfiguration
+  // JSON), (re)creates its table and fills it from the primary store; returns the row count.
+  // InvalidArgument names the offending path of a bad config.
+  virtual Result<int64_t> UcrLoad(std::string_view config_json) = 0;
+  // Empties a data source's table and fills it again from the primary store.
+  virtual Result<int64_t> UcrRebuild(std::string_view domain, std::string_view table_id) = 0;
 };
+
+// Rows of a UCR data source's table (from pillows_dir/ucr.sqlite) as JSON objects.
+Result<std::vector<std::string>> UcrRows(const std::string& pillows_dir, std::string_view domain,
+                                         std::string_view table_id, size_t limit = 1000,
+                                         size_t offset = 0);
 
 // A Case API v2 style search over the case-search pillow's index.
 struct CaseSearchQuery {

@@ -18,6 +18,7 @@
 
 #include "commcare/pillows.h"
 #include "pillows/processor.h"
+#include "pillows/ucr.h"
 #include "util/time.h"
 
 namespace commcare::pillows {
@@ -103,6 +104,13 @@ class Host final : public PillowHost {
       rc.name = "read-copy";
       rc.topics = {"form-sql"};
       CC_RETURN_IF_ERROR(Add(rc, NewFormReadCopyProcessor()));
+      PillowConfig u;
+      u.name = "ucr";
+      u.topics = {"case-sql", "form-sql"};
+      auto ucr = ucr::NewUcrProcessor();
+      ucr::UcrProcessor* raw = ucr.get();
+      CC_RETURN_IF_ERROR(Add(u, std::move(ucr)));
+      if (Find("ucr").ok()) ucr_ = raw;  // else `only` left it out and it is gone
     }
     return Status::Ok();
   }
@@ -304,7 +312,30 @@ class Host final : public PillowHost {
     return Status::Ok();
   }
 
+  Result<int64_t> UcrLoad(std::string_view config_json) override {
+    return WithUcr([&](Conn& db) { return ucr_->Load(db, *engine_, config_json); });
+  }
+  Result<int64_t> UcrRebuild(std::string_view domain, std::string_view table_id) override {
+    return WithUcr([&](Conn& db) { return ucr_->Rebuild(db, *engine_, domain, table_id); });
+  }
+
  private:
+  template <typename F>
+  Result<int64_t> WithUcr(F fn) {
+    auto p = Find("ucr");
+    if (!p.ok() || !ucr_)
+      return Status::FailedPrecondition("the ucr pillow is not run by this host");
+    std::lock_guard l((*p)->mu);
+    CC_RETURN_IF_ERROR((*p)->db.Exec("BEGIN IMMEDIATE"));
+    auto r = fn((*p)->db);
+    if (!r.ok()) {
+      (void)(*p)->db.Exec("ROLLBACK");
+      return r;
+    }
+    CC_RETURN_IF_ERROR((*p)->db.Exec("COMMIT"));
+    return r;
+  }
+
   Status Add(const PillowConfig& cfg, std::unique_ptr<Processor> proc) {
     if (cfg.name.empty() || cfg.name.find_first_of("/\\. ") != std::string::npos)
       return Status::InvalidArgument(
@@ -663,6 +694,7 @@ class Host final : public PillowHost {
   storage::ChangeLog* log_ = nullptr;
   bool temp_dir_ = false;
   std::vector<std::unique_ptr<Pillow>> pillows_;
+  ucr::UcrProcessor* ucr_ = nullptr;  // owned by the ucr pillow, if this host runs it
 };
 
 // ---- a user-defined processor ----
