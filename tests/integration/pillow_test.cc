@@ -349,7 +349,7 @@ TEST_CASE("Pillows: workers split the sorted partitions; the same (n, k) twice i
       for (const auto& part : p.partitions)
         CHECK(owned.insert({p.name + "/" + part.topic, part.partition}).second);
   }
-  CHECK(owned.size() == 16);  // case-search's 8 and read-copy's 8, each owned once
+  CHECK(owned.size() == 32);  // case-search 8, read-copy 8, ucr 16: each owned once
   PillowHostOptions o;
   o.dir = dir;
   o.num_processes = 3;
@@ -382,7 +382,7 @@ TEST_CASE("Pillows: checkpoints survive a restart; reset rebuilds; reconcile rep
     auto h = OpenHost(e.get(), pillows);
     auto n = h->RunUntilCaughtUp();
     REQUIRE(n.ok());
-    CHECK(*n == 50);  // 25 forms + 25 cases
+    CHECK(*n == 100);  // 25 forms + 25 cases, seen by their pillow and by ucr
   }
   EngineOptions o;
   o.data_dir = data;
@@ -416,7 +416,7 @@ TEST_CASE("Pillows: reconcile republishes what a store is missing") {
   REQUIRE(n.ok());
   CHECK(*n == 12);
   CHECK(*h->Reconcile("read-copy") == 12);
-  CHECK(*h->RunUntilCaughtUp() == 24);
+  CHECK(*h->RunUntilCaughtUp() == 48);  // 24 changes, seen by their pillow and by ucr
   CaseSearchQuery q;
   q.domain = "demo";
   q.limit = 100;
