@@ -66,12 +66,35 @@ def snapshot(data):
             return cases
 
 
+def ucr_rows(data):
+    out = run(["ucr", "rows", "--data", data, "--domain", "demo", "--table", "open_cases",
+               "--limit", "100000"]).stdout
+    rows = []
+    for line in out.splitlines():
+        r = json.loads(line)
+        r.pop("inserted_at")
+        rows.append(json.dumps(r, sort_keys=True))
+    return sorted(rows)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="cc-pcrash-")
     try:
         data = os.path.join(tmp, "data")
         run(["init", "--data", data, "--shards", "64", "--databases", "2"])
         submit(data, tmp, 0, 1500)
+        config = os.path.join(tmp, "ucr.json")
+        with open(config, "w") as f:
+            json.dump({"domain": "demo", "table_id": "open_cases", "referenced_doc_type": "CommCareCase",
+                       "configured_filter": {"type": "boolean_expression", "operator": "eq",
+                                             "expression": {"type": "property_name", "property_name": "closed"},
+                                             "property_value": False},
+                       "configured_indicators": [
+                           {"type": "raw", "column_id": "owner", "property_name": "owner_id"},
+                           {"type": "expression", "column_id": "n", "datatype": "integer",
+                            "expression": {"type": "property_name", "property_name": "n"}}]}, f)
+        # Loaded before any pillow ran: filled from the primary store, then kept by the pillow.
+        run(["ucr", "load", "--data", data, config])
         kills = 0
         for rnd in range(8):
             worker = subprocess.Popen([CC, "pillows", "run", "--data", data],
@@ -90,7 +113,7 @@ def main():
         dup = run(["pillows", "run", "--data", data, "--once"], check=False)
         assert dup.returncode != 0 and "already running" in dup.stdout, dup.stdout
         st = json.loads(run(["pillows", "status", "--data", data]).stdout)
-        assert {p["pillow"] for p in st} == {"case-search", "read-copy"}, st
+        assert {p["pillow"] for p in st} == {"case-search", "read-copy", "ucr"}, st
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=60)
         assert worker.returncode == 0, (worker.returncode, out, err)
@@ -100,6 +123,10 @@ def main():
         for p in st:
             assert p["lag"] == 0 and p["retries"] == 0 and p["dead_letters"] == 0, p
         after_crashes = snapshot(data)
+        ucr_after = ucr_rows(data)
+        assert len(ucr_after) == len([c for c in after_crashes.values() if not c["closed"]])
+        run(["ucr", "rebuild", "--data", data, "--domain", "demo", "--table", "open_cases"])
+        assert ucr_rows(data) == ucr_after, "UCR rows after crashes differ from a rebuild"
         assert len(after_crashes) == 700, len(after_crashes)
         run(["pillows", "reset", "--data", data, "--pillow", "case-search"])
         assert snapshot(data) == {}
