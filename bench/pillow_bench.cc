@@ -8,8 +8,9 @@
 //  * end to end:   N case changes / (relay time + indexing time)
 //  * burst:        B forms submitted by 8 submitters while relay and pillows run; the time
 //                  from the last acknowledgement to lag 0
+//  * ucr:          the ucr pillow with a 10-column case data source: documents/s
 //  * floor:        the same index rows inserted straight into the same SQLite tables in
-//                  1,000-case transactions, and the ratio
+//                  1,000-case transactions, and the ratio (for case-search and for ucr)
 #include <commcare/engine.h>
 #include <commcare/pillows.h>
 #include <sqlite3.h>
@@ -76,10 +77,11 @@ void SubmitAll(commcare::Engine* e, long from, long to, long ncases, int threads
   for (auto& t : ts) t.join();
 }
 
-std::unique_ptr<commcare::PillowHost> OpenHost(commcare::Engine* e, const std::string& dir) {
+std::unique_ptr<commcare::PillowHost> OpenHost(commcare::Engine* e, const std::string& dir,
+                                               const char* pillow = "case-search") {
   commcare::PillowHostOptions o;
   o.dir = dir;
-  o.only = {"case-search"};
+  o.only = {pillow};
   auto h = commcare::PillowHost::Open(e, o);
   if (!h.ok()) {
     fmt::print(stderr, "pillows: {}\n", h.status().ToString());
@@ -181,6 +183,63 @@ double RunFloor(const std::string& dir, long n) {
   return n / s;
 }
 
+// A 10-column case data source (the bench forms' case properties).
+const char* kUcrConfig =
+    R"({"domain":"bench","table_id":"patients","referenced_doc_type":"CommCareCase",
+ "configured_filter":{"type":"boolean_expression","expression":{"type":"property_name","property_name":"type"},"operator":"eq","property_value":"patient"},
+ "configured_indicators":[
+  {"type":"raw","column_id":"owner","property_name":"owner_id"},
+  {"type":"raw","column_id":"name","property_name":"name"},
+  {"type":"expression","column_id":"opened","datatype":"date","expression":{"type":"property_name","property_name":"opened_on"}},
+  {"type":"expression","column_id":"modified","datatype":"datetime","expression":{"type":"property_name","property_name":"modified_on"}},
+  {"type":"boolean","column_id":"closed","filter":{"type":"boolean_expression","expression":{"type":"property_name","property_name":"closed"},"operator":"eq","property_value":true}},
+  {"type":"raw","column_id":"p0","property_name":"prop_0"},
+  {"type":"raw","column_id":"p1","property_name":"prop_1"},
+  {"type":"raw","column_id":"p2","property_name":"prop_2"},
+  {"type":"expression","column_id":"p3_word","datatype":"string","expression":{"type":"split_string","string_expression":{"type":"property_name","property_name":"prop_3"},"index_expression":0}},
+  {"type":"expression","column_id":"month","datatype":"date","expression":{"type":"month_start_date","date_expression":{"type":"property_name","property_name":"modified_on"}}}]})";
+
+// The UCR floor: the same 10-column rows (plus doc_id, inserted_at) straight into a table
+// with the same doc_id index.
+double RunUcrFloor(const std::string& dir, long n) {
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  sqlite3* db;
+  sqlite3_open((dir + "/ucr-floor.sqlite").c_str(), &db);
+  sqlite3_exec(db,
+               "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+               "CREATE TABLE t(doc_id TEXT NOT NULL, inserted_at TEXT NOT NULL, owner TEXT, name "
+               "TEXT, opened TEXT, modified TEXT, closed INTEGER NOT NULL, p0 TEXT, p1 TEXT, p2 "
+               "TEXT, p3_word TEXT, month TEXT); CREATE INDEX t_doc ON t(doc_id);",
+               nullptr, nullptr, nullptr);
+  sqlite3_stmt* s;
+  sqlite3_prepare_v2(db, "INSERT INTO t VALUES(?,?,?,?,?,?,0,?,?,?,?,?)", -1, &s, nullptr);
+  auto bind = [](sqlite3_stmt* st, int i, const std::string& v) {
+    sqlite3_bind_text(st, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  };
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    if (i % 1000 == 0) sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+    bind(s, 1, fmt::format("bench-case-{}", i));
+    bind(s, 2, "2026-01-01T00:00:00.000000Z");
+    bind(s, 3, "bench-user");
+    bind(s, 4, "Patient");
+    bind(s, 5, "2020-05-01");
+    bind(s, 6, "2020-05-01T10:00:00.000000Z");
+    for (int k = 0; k < 3; ++k)
+      bind(s, 7 + k, fmt::format("value {0} of form {1} with some padding text", k, i));
+    bind(s, 10, "value");
+    bind(s, 11, "2020-05-01");
+    sqlite3_step(s);
+    sqlite3_reset(s);
+    if (i % 1000 == 999 || i == n - 1) sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  }
+  double secs = Seconds(t0, Clock::now());
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return n / secs;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -215,9 +274,10 @@ int main(int argc, char** argv) {
     SubmitAll(e.get(), 0, a.changes, a.changes / 2, 4);
     fmt::print("setup: {} forms in {:.1f} s (outbox only)\n", a.changes, Seconds(t0, Clock::now()));
   }
-  double relay_s, index_s;
+  double relay_s, index_s, ucr_s;
   {
     auto e = OpenEngine(data, /*relay=*/false, /*durable=*/true);
+    ::sync();  // each phase starts with no dirty pages of the one before
     auto t0 = Clock::now();
     if (auto s = e->RelayChanges(); !s.ok()) {
       fmt::print(stderr, "relay: {}\n", s.ToString());
@@ -227,6 +287,7 @@ int main(int argc, char** argv) {
     fmt::print("relay: {:.0f} outbox rows/s ({} rows in {:.2f} s)\n", 2 * a.changes / relay_s,
                2 * a.changes, relay_s);
     auto h = OpenHost(e.get(), a.dir + "/pillows");
+    ::sync();
     t0 = Clock::now();
     auto n = h->RunUntilCaughtUp();
     index_s = Seconds(t0, Clock::now());
@@ -240,6 +301,30 @@ int main(int argc, char** argv) {
     fmt::print("end to end (relay + case-search): {:.0f} case changes/s\n",
                a.changes / (relay_s + index_s));
     fmt::print("rss: {} KB\n", StatusKb("VmRSS"));
+    h.reset();
+    // UCR: a 10-column data source over the same case changes.
+    auto u = OpenHost(e.get(), a.dir + "/pillows", "ucr");
+    t0 = Clock::now();
+    auto loaded = u->UcrLoad(kUcrConfig);
+    double load_s = Seconds(t0, Clock::now());
+    if (!loaded.ok()) {
+      fmt::print(stderr, "ucr load: {}\n", loaded.status().ToString());
+      return 1;
+    }
+    fmt::print("ucr load (rebuild from the primary store): {:.0f} cases/s ({} rows in {:.2f} s)\n",
+               *loaded / load_s, *loaded, load_s);
+    ::sync();
+    t0 = Clock::now();
+    auto un = u->RunUntilCaughtUp();
+    ucr_s = Seconds(t0, Clock::now());
+    if (!un.ok()) {
+      fmt::print(stderr, "ucr pillow: {}\n", un.status().ToString());
+      return 1;
+    }
+    fmt::print(
+        "ucr pillow: {:.0f} case documents/s ({} case changes, plus {} form changes it skips, "
+        "in {:.2f} s)\n",
+        a.changes / ucr_s, a.changes, a.changes, ucr_s);
   }
   if (!a.skip_burst) {
     // A burst: 8 submitters, durable, relay and the case-search pillow running beside them.
@@ -273,6 +358,9 @@ int main(int argc, char** argv) {
     fmt::print("floor: {:.0f} cases/s (the same index rows inserted directly)\n", floor);
     fmt::print("ratio case-search/floor: {:.2f}; end to end/floor: {:.2f}\n",
                (a.changes / index_s) / floor, (a.changes / (relay_s + index_s)) / floor);
+    double ufloor = RunUcrFloor(a.dir + "/ucr-floor", a.changes);
+    fmt::print("ucr floor: {:.0f} rows/s (the same rows inserted directly); ratio {:.2f}\n", ufloor,
+               (a.changes / ucr_s) / ufloor);
   }
   std::filesystem::remove_all(a.dir);
   return 0;

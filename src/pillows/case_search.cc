@@ -93,9 +93,10 @@ class CaseSearch final : public Processor {
 
   Status ProcessBatch(Conn& db, Engine& engine, const std::vector<const Change*>& changes,
                       Failures* failed) override {
+    auto fetched = FetchCases(engine, changes);
     for (size_t i = 0; i < changes.size(); ++i) {
       const ChangeMeta& m = changes[i]->meta;
-      auto c = engine.GetCase(m.domain, m.document_id);
+      auto& c = fetched[i];
       if (!c.ok() && !c.status().IsNotFound()) {
         failed->emplace_back(i, c.status().ToString());
         continue;

@@ -590,9 +590,17 @@ class Host final : public PillowHost {
     std::vector<storage::ChangeRecord> recs;
     std::map<TopicPartition, int64_t> read_to;
     const size_t n = p.owned.size();
+    std::map<std::string, bool> wanted;
     for (size_t j = 0; j < n && recs.size() < p.cfg.chunk_size; ++j) {
       const auto& tp = p.owned[(p.rotate + j) % n];
       CC_ASSIGN_OR_RETURN(int64_t from, NextOffset(p, tp));
+      auto w = wanted.find(tp.first);
+      if (w == wanted.end()) w = wanted.emplace(tp.first, p.proc->Wants(p.db, tp.first)).first;
+      if (!w->second) {  // skip to the end unread; checkpointed with the next write
+        CC_ASSIGN_OR_RETURN(int64_t end, log_->EndOffset(tp.first, tp.second));
+        p.next[tp] = end;
+        continue;
+      }
       CC_ASSIGN_OR_RETURN(auto got,
                           log_->Read(tp.first, tp.second, from, p.cfg.chunk_size - recs.size()));
       if (got.empty()) continue;
@@ -726,6 +734,24 @@ class UserProcessor final : public Processor {
 };
 
 }  // namespace
+
+std::vector<Result<CaseRecord>> FetchCases(Engine& engine,
+                                           const std::vector<const Change*>& changes) {
+  std::vector<Result<CaseRecord>> out(changes.size(), Status::NotFound(""));
+  auto fetch = [&](size_t from, size_t to) {
+    for (size_t i = from; i < to; ++i)
+      out[i] = engine.GetCase(changes[i]->meta.domain, changes[i]->meta.document_id);
+  };
+  const size_t n = changes.size();
+  if (n < 64) {
+    fetch(0, n);
+    return out;
+  }
+  std::thread helper(fetch, n / 2, n);
+  fetch(0, n / 2);
+  helper.join();
+  return out;
+}
 
 std::unique_ptr<Processor> NewUserProcessor(std::shared_ptr<ChangeProcessor> p) {
   return std::make_unique<UserProcessor>(std::move(p));

@@ -23,6 +23,10 @@ class Processor {
   // True if the processor writes only into the pillow database (its writes then commit with
   // the checkpoint, so the host checkpoints with every batch).
   virtual bool WritesSql() const = 0;
+  // Whether the processor currently needs a topic's changes. The host skips a topic it does
+  // not need to the log's end without reading it (a processor that starts wanting it later,
+  // e.g. a new UCR data source, first fills its store from the primary store).
+  virtual bool Wants(Conn& db, const std::string& topic) { return true; }
   // Creates the processor's tables (idempotent).
   virtual Status Setup(Conn& db) = 0;
   // Processes a batch inside an open transaction. Per-change failures go to *failed; a non-ok
@@ -36,6 +40,12 @@ class Processor {
     return Status::Unimplemented("this pillow cannot reconcile its store");
   }
 };
+
+// The current case of each change (NotFound for a missing one), read with two threads when
+// the batch is large: re-reading documents is most of a pillow's work, and the primary store
+// serves concurrent readers.
+std::vector<Result<CaseRecord>> FetchCases(Engine& engine,
+                                           const std::vector<const Change*>& changes);
 
 // The case search index (topic case-sql).
 std::unique_ptr<Processor> NewCaseSearchProcessor();

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cmath>
 #include <set>
+#include <unordered_map>
 
 #include "util/sqlite_conn.h"
 #include "util/time.h"
@@ -855,6 +856,11 @@ Result<std::unique_ptr<DataSource>> Compile(std::string_view config_json) {
     }
     ds->indicators.push_back(std::move(ind));
   }
+  const std::string table = Quote(ds->TableName());
+  ds->delete_sql = "DELETE FROM " + table + " WHERE doc_id=?";
+  ds->insert_sql = "INSERT INTO " + table + " VALUES(?,?";
+  for (size_t k = 0; k < ds->columns.size() + (ds->base_item ? 1 : 0); ++k) ds->insert_sql += ",?";
+  ds->insert_sql += ")";
   for (const auto& ref : c.expr_refs) {
     auto sep = ref.find('\x01');
     if (!ds->named_expressions.count(ref.substr(0, sep)))
@@ -1029,12 +1035,30 @@ class Ucr final : public UcrProcessor {
     return Status::Ok();
   }
 
+  bool Wants(Conn& db, const std::string& topic) override {
+    if (!Reload(db, false).ok()) return true;  // unsure: read it
+    const char* kind = topic == "case-sql" ? "CommCareCase" : "XFormInstance";
+    for (const auto& [key, ds] : sources_)
+      if (ds->referenced_doc_type == kind) return true;
+    return false;
+  }
+
   Status ProcessBatch(Conn& db, Engine& engine, const std::vector<const Change*>& changes,
                       Failures* failed) override {
     CC_RETURN_IF_ERROR(Reload(db, false));
     if (sources_.empty()) return Status::Ok();
+    // Cases some data source wants, read ahead in parallel.
+    std::vector<const Change*> wanted;
+    std::vector<size_t> where(changes.size(), SIZE_MAX);
+    for (size_t i = 0; i < changes.size(); ++i)
+      if (IsCase(changes[i]->meta) && HasSources(changes[i]->meta.domain, "CommCareCase")) {
+        where[i] = wanted.size();
+        wanted.push_back(changes[i]);
+      }
+    auto fetched = FetchCases(engine, wanted);
     for (size_t i = 0; i < changes.size(); ++i) {
-      Status s = ProcessOne(db, engine, changes[i]->meta);
+      Status s = ProcessOne(db, engine, changes[i]->meta,
+                            where[i] == SIZE_MAX ? nullptr : &fetched[where[i]]);
       if (s.code() == StatusCode::kInternal) return s;  // a store error fails the batch
       if (!s.ok()) failed->emplace_back(i, s.ToString());
     }
@@ -1163,7 +1187,7 @@ class Ucr final : public UcrProcessor {
   }
 
   Status DeleteRows(Conn& db, const DataSource& ds, std::string_view doc_id) {
-    sqlite3_stmt* d = Stmt(db, "DELETE FROM " + Quote(ds.TableName()) + " WHERE doc_id=?");
+    sqlite3_stmt* d = Stmt(db, ds.delete_sql);
     if (!d) return db.Err("preparing a UCR delete");
     Bind(d, 1, doc_id);
     if (sqlite3_step(d) != SQLITE_DONE) return db.Err("deleting UCR rows");
@@ -1172,10 +1196,7 @@ class Ucr final : public UcrProcessor {
 
   Status Insert(Conn& db, const DataSource& ds, const std::vector<std::vector<json::value>>& rows) {
     if (rows.empty()) return Status::Ok();
-    std::string sql = "INSERT INTO " + Quote(ds.TableName()) + " VALUES(";
-    for (size_t i = 0; i < rows[0].size(); ++i) sql += i ? ",?" : "?";
-    sql += ")";
-    sqlite3_stmt* s = Stmt(db, sql);
+    sqlite3_stmt* s = Stmt(db, ds.insert_sql);
     if (!s) return db.Err("preparing a UCR insert");
     for (const auto& row : rows) {
       sqlite3_reset(s);
@@ -1206,8 +1227,19 @@ class Ucr final : public UcrProcessor {
     return Status::Ok();
   }
 
-  Status ProcessOne(Conn& db, Engine& engine, const ChangeMeta& m) {
-    const bool is_case = m.topic == "case-sql" || m.data_source_name == "case-sql";
+  static bool IsCase(const ChangeMeta& m) {
+    return m.topic == "case-sql" || m.data_source_name == "case-sql";
+  }
+  bool HasSources(const std::string& domain, const char* kind) const {
+    for (auto it = sources_.lower_bound({domain, ""});
+         it != sources_.end() && it->first.first == domain; ++it)
+      if (it->second->referenced_doc_type == kind) return true;
+    return false;
+  }
+
+  // fetched: the case read ahead (case changes only), or nullptr to read it here.
+  Status ProcessOne(Conn& db, Engine& engine, const ChangeMeta& m, Result<CaseRecord>* fetched) {
+    const bool is_case = IsCase(m);
     const char* kind = is_case ? "CommCareCase" : "XFormInstance";
     std::vector<const DataSource*> targets;
     for (const auto& [key, ds] : sources_)
@@ -1216,7 +1248,8 @@ class Ucr final : public UcrProcessor {
     json::value doc;
     bool found = false;
     if (is_case) {
-      auto c = engine.GetCase(m.domain, m.document_id);
+      Result<CaseRecord> c =
+          fetched ? std::move(*fetched) : engine.GetCase(m.domain, m.document_id);
       if (!c.ok() && !c.status().IsNotFound()) return c.status();
       if (c.ok()) {
         doc = CaseDocument(*c);
@@ -1252,7 +1285,7 @@ class Ucr final : public UcrProcessor {
 
   std::map<Key, std::unique_ptr<DataSource>> sources_;
   int64_t version_ = -1, count_ = -1;
-  std::map<std::string, std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)>> stmts_;
+  std::unordered_map<std::string, std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)>> stmts_;
 };
 
 }  // namespace

@@ -65,8 +65,9 @@ struct DataSource {
   std::map<std::string, std::unique_ptr<Expr>> named_expressions;
   std::map<std::string, std::unique_ptr<Filter>> named_filters;
   std::vector<Indicator> indicators;
-  std::vector<Column> columns;  // the indicators' columns (after doc_id, inserted_at and,
-                                // with a base item, repeat_iteration)
+  std::vector<Column> columns;         // the indicators' columns (after doc_id, inserted_at and,
+                                       // with a base item, repeat_iteration)
+  std::string delete_sql, insert_sql;  // the statements the pillow runs per document
   // "ucr_<domain>_<table_id>" with anything but [A-Za-z0-9_] as '_'.
   std::string TableName() const;
   // Rows for a document: none if the filter rejects it; with a base item, one per item.
