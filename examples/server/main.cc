@@ -384,6 +384,9 @@ json::object PillowStatusJson(const commcare::PillowStatus& st) {
 }
 
 int CmdPillows(const std::string& verb, const Args& a) {
+  if (verb != "run" && verb != "status" && verb != "retries" && verb != "requeue" &&
+      verb != "reconcile" && verb != "reset")
+    return Fail("unknown pillows command '" + verb + "'");
   commcare::PillowHostOptions ho;
   ho.only = SplitCommas(a.Get("--only"));
   int64_t n = 1, k = 0;
@@ -396,9 +399,6 @@ int CmdPillows(const std::string& verb, const Args& a) {
   std::string pillow = a.Get("--pillow");
   if (verb != "run" && verb != "status" && pillow.empty()) return Fail("--pillow NAME is required");
   if (!pillow.empty()) ho.only = {pillow};
-  if (verb != "run" && verb != "status" && verb != "retries" && verb != "requeue" &&
-      verb != "reconcile" && verb != "reset")
-    return Fail("unknown pillows command '" + verb + "'");
   auto eng = OpenWriterOrReader(a);
   if (!eng.ok()) return FailStatus(eng.status());
   // Everything but run, reset and reconcile works beside running workers.

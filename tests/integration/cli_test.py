@@ -152,6 +152,62 @@ class CliTest(unittest.TestCase):
             check = lines(cc("check", "--data", self.data))[0]
             self.assertTrue(check["ok"])
 
+    def test_changes_pillows_search_and_ucr_on_the_samples(self):
+        files = sorted(glob.glob(os.path.join(SAMPLES, "*.xml")))
+        out = self.submit(*files)
+        stored = {r["form_id"] for r in out if r.get("form_id")}
+        # The submit process relayed everything before it exited: one form-sql record per form.
+        changes = lines(cc("changes", "--data", self.data, "--topic", "form-sql"))
+        self.assertTrue({c["key"] for c in changes} >= stored)
+        deprecated = [c for c in changes if c["change"]["document_type"] == "XFormDeprecated"]
+        self.assertEqual(len(deprecated), 2)  # the two edits' originals, moved aside
+        self.assertEqual(changes[0]["change"]["data_source_type"], "sql")
+        one = lines(cc("changes", "--data", self.data, "--topic", "form-sql", "--partition", "0",
+                       "--limit", "1"))
+        self.assertLessEqual(len(one), 1)
+        # Pillows beside another writer: read-only engine, secondary change log.
+        config = os.path.join(self.tmp, "ucr.json")
+        with open(config, "w") as f:
+            json.dump({"domain": "demo", "table_id": "by_owner", "referenced_doc_type": "CommCareCase",
+                       "configured_indicators": [{"type": "raw", "column_id": "owner",
+                                                  "property_name": "owner_id"}]}, f)
+        with open(os.path.join(self.data, "LOCK"), "r+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            ran = lines(cc("pillows", "run", "--data", self.data, "--once"))[0]
+            self.assertGreater(ran["processed"], 0)
+            self.assertEqual(lines(cc("ucr", "load", "--data", self.data, config))[0]["rows"] > 0, True)
+        status = lines(cc("pillows", "status", "--data", self.data))[0]
+        self.assertEqual({p["pillow"] for p in status}, {"case-search", "read-copy", "ucr"})
+        self.assertTrue(all(p["lag"] == 0 for p in status), status)
+        # The index holds every live case of the domain.
+        live = {c["case_id"] for c in lines(cc("case", "list", "--data", self.data, "--domain", "demo"))}
+        found = json.loads(cc("search", "--data", self.data, "--domain", "demo", "--limit", "5000").stdout)
+        self.assertEqual({c["case_id"] for c in found["cases"]}, live)
+        self.assertIsNone(found["next"])
+        rows = lines(cc("ucr", "rows", "--data", self.data, "--domain", "demo", "--table", "by_owner"))
+        self.assertEqual({r["doc_id"] for r in rows}, live)
+        # Bad input names the problem.
+        e = lines(cc("changes", "--data", self.data, "--partition", "x", expect=1))[0]
+        self.assertIn("--partition", e["error"])
+        e = lines(cc("pillows", "frob", "--data", self.data, expect=1))[0]
+        self.assertIn("frob", e["error"])
+        e = lines(cc("pillows", "requeue", "--data", self.data, expect=1))[0]
+        self.assertIn("--pillow", e["error"])
+        e = lines(cc("search", "--data", self.data, expect=1))[0]
+        self.assertIn("--domain", e["error"])
+        e = lines(cc("search", "--data", self.data, "--domain", "demo", "--range", "age", expect=1))[0]
+        self.assertIn("key:op:value", e["error"])
+        with open(config, "w") as f:
+            f.write('{"domain":"demo","table_id":"t","referenced_doc_type":"CommCareCase",'
+                    '"configured_indicators":[{"type":"expression","column_id":"a","datatype":"string",'
+                    '"expression":{"type":"bogus"}}]}')
+        e = lines(cc("ucr", "load", "--data", self.data, config, expect=1))[0]
+        self.assertEqual(e["error"], "configured_indicators[0].expression.type: unknown expression type 'bogus'")
+        e = lines(cc("ucr", "rows", "--data", self.data, "--domain", "demo", "--table", "none", expect=2))[0]
+        self.assertIn("no UCR data source", e["error"])
+        e = lines(cc("pillows", "retries", "--data", self.data, "--pillow", "nope", expect=2))[0]
+        self.assertIn("no pillow named nope", e["error"])
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
