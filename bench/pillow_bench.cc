@@ -99,30 +99,33 @@ int64_t Lag(commcare::PillowHost* h) {
   return lag;
 }
 
-// The floor: the case-search rows of n cases straight into the same tables.
+// The floor: the case-search rows of n cases straight into the same tables, with the pillow
+// database's settings (src/util/sqlite_conn.h).
 double RunFloor(const std::string& dir, long n) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   sqlite3* db;
   sqlite3_open((dir + "/floor.sqlite").c_str(), &db);
   // The case-search pillow's schema (src/pillows/case_search.cc).
-  sqlite3_exec(db,
-               "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-               "CREATE TABLE cs_cases(id INTEGER PRIMARY KEY, case_id TEXT NOT NULL UNIQUE, "
-               "domain TEXT NOT NULL, type TEXT NOT NULL, owner_id TEXT NOT NULL, closed INTEGER "
-               "NOT NULL, name TEXT NOT NULL, external_id TEXT NOT NULL, date_opened TEXT NOT "
-               "NULL, last_modified TEXT NOT NULL, server_last_modified TEXT NOT NULL, "
-               "date_closed TEXT NOT NULL, indexed_on INTEGER NOT NULL, props TEXT NOT NULL, doc "
-               "TEXT NOT NULL);"
-               "CREATE INDEX cs_cases_page ON cs_cases(domain, indexed_on, id);"
-               "CREATE INDEX cs_cases_type ON cs_cases(domain, type, indexed_on, id);"
-               "CREATE INDEX cs_cases_owner ON cs_cases(domain, owner_id);"
-               "CREATE TABLE cs_props(domain TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT "
-               "NULL, num REAL, case_rowid INTEGER NOT NULL, PRIMARY KEY(domain, key, value, "
-               "case_rowid)) WITHOUT ROWID;"
-               "CREATE INDEX cs_props_num ON cs_props(domain, key, num) WHERE num IS NOT NULL;"
-               "CREATE VIRTUAL TABLE cs_fts USING fts5(name, body, content='');",
-               nullptr, nullptr, nullptr);
+  sqlite3_exec(
+      db,
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536;"
+      "PRAGMA mmap_size=268435456; PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=16384;"
+      "CREATE TABLE cs_cases(id INTEGER PRIMARY KEY, case_id TEXT NOT NULL UNIQUE, "
+      "domain TEXT NOT NULL, type TEXT NOT NULL, owner_id TEXT NOT NULL, closed INTEGER "
+      "NOT NULL, name TEXT NOT NULL, external_id TEXT NOT NULL, date_opened TEXT NOT "
+      "NULL, last_modified TEXT NOT NULL, server_last_modified TEXT NOT NULL, "
+      "date_closed TEXT NOT NULL, indexed_on INTEGER NOT NULL, props TEXT NOT NULL, doc "
+      "TEXT NOT NULL);"
+      "CREATE INDEX cs_cases_page ON cs_cases(domain, indexed_on, id);"
+      "CREATE INDEX cs_cases_type ON cs_cases(domain, type, indexed_on, id);"
+      "CREATE INDEX cs_cases_owner ON cs_cases(domain, owner_id);"
+      "CREATE TABLE cs_props(domain TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT "
+      "NULL, num REAL, case_rowid INTEGER NOT NULL, PRIMARY KEY(domain, key, value, "
+      "case_rowid)) WITHOUT ROWID;"
+      "CREATE INDEX cs_props_num ON cs_props(domain, key, num) WHERE num IS NOT NULL;"
+      "CREATE VIRTUAL TABLE cs_fts USING fts5(name, body, content='');",
+      nullptr, nullptr, nullptr);
   sqlite3_stmt *c, *p, *f;
   sqlite3_prepare_v2(db,
                      "INSERT INTO cs_cases(case_id, domain, type, owner_id, closed, name, "
@@ -206,12 +209,14 @@ double RunUcrFloor(const std::string& dir, long n) {
   std::filesystem::create_directories(dir);
   sqlite3* db;
   sqlite3_open((dir + "/ucr-floor.sqlite").c_str(), &db);
-  sqlite3_exec(db,
-               "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-               "CREATE TABLE t(doc_id TEXT NOT NULL, inserted_at TEXT NOT NULL, owner TEXT, name "
-               "TEXT, opened TEXT, modified TEXT, closed INTEGER NOT NULL, p0 TEXT, p1 TEXT, p2 "
-               "TEXT, p3_word TEXT, month TEXT); CREATE INDEX t_doc ON t(doc_id);",
-               nullptr, nullptr, nullptr);
+  sqlite3_exec(
+      db,
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536;"
+      "PRAGMA mmap_size=268435456; PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=16384;"
+      "CREATE TABLE t(doc_id TEXT NOT NULL, inserted_at TEXT NOT NULL, owner TEXT, name "
+      "TEXT, opened TEXT, modified TEXT, closed INTEGER NOT NULL, p0 TEXT, p1 TEXT, p2 "
+      "TEXT, p3_word TEXT, month TEXT); CREATE INDEX t_doc ON t(doc_id);",
+      nullptr, nullptr, nullptr);
   sqlite3_stmt* s;
   sqlite3_prepare_v2(db, "INSERT INTO t VALUES(?,?,?,?,?,?,0,?,?,?,?,?)", -1, &s, nullptr);
   auto bind = [](sqlite3_stmt* st, int i, const std::string& v) {

@@ -39,6 +39,7 @@ struct EngineOptions {
   int blob_flush_interval_ms = 20;  // how often blobs are synced and their journal copies dropped
   bool relay = true;               // a writer moves outbox rows to the change log in the background
   int relay_batch_window_ms = 10;  // while busy, the relay gathers rows this long per round
+  int change_retention_hours = 28 * 24;  // the relay drops older change records hourly (0: keep)
 };
 
 // One submission as a host received it (the HTTP receiver, the CLI, the API).

@@ -374,6 +374,7 @@ Status EngineImpl::RelayDatabase(int db, int64_t* moved) {
 void EngineImpl::RelayLoop() {
   const auto window = std::chrono::milliseconds(std::max(1, opts_.relay_batch_window_ms));
   bool busy = false;
+  auto next_retention = std::chrono::steady_clock::now();
   std::unique_lock l(relay_wait_mu_);
   while (!stop_relay_) {
     if (busy) {
@@ -395,6 +396,12 @@ void EngineImpl::RelayLoop() {
       }
     }
     busy = total > 0;
+    if (opts_.change_retention_hours > 0 && std::chrono::steady_clock::now() >= next_retention) {
+      storage::RetentionPolicy keep;
+      keep.max_age_us = int64_t{opts_.change_retention_hours} * 3'600'000'000;
+      (void)log_->ApplyRetention(keep);  // a failure is retried in an hour
+      next_retention = std::chrono::steady_clock::now() + std::chrono::hours(1);
+    }
     l.lock();
   }
 }
