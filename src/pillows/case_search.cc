@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <unordered_set>
 
 #include "pillows/processor.h"
@@ -196,14 +197,46 @@ class CaseSearch final : public Processor {
       doc += fmt::format(",\"indexed_on\":\"{}\"}}", util::FormatIsoTime(now));
     }
     std::string props = EncodeProps(c.properties);
+    const std::string body = FtsBody(props);
     sqlite3_stmt* q = db.Prep("SELECT id, domain, name, props FROM cs_cases WHERE case_id=?");
     Bind(q, 1, c.case_id);
     int64_t id = 0;
+    // An update touches only what changed: property rows whose value changed, and the text
+    // only if the name or a value did.
+    std::map<std::string, std::string, std::less<>> unchanged;
+    bool text_changed = true;
     if (sqlite3_step(q) == SQLITE_ROW) {
       id = sqlite3_column_int64(q, 0);
       std::string domain(Col(q, 1)), name(Col(q, 2)), old(Col(q, 3));
       sqlite3_reset(q);
-      CC_RETURN_IF_ERROR(DropOld(db, id, domain, name, old));
+      const bool same_domain = domain == c.domain;
+      Status st;
+      ForEachProp(old, [&](std::string_view k, std::string_view v) {
+        if (!st.ok()) return;
+        auto it = c.properties.find(std::string(k));
+        if (same_domain && it != c.properties.end() && it->second == v) {
+          unchanged.emplace(std::string(k), std::string(v));
+          return;
+        }
+        sqlite3_stmt* d =
+            db.Prep("DELETE FROM cs_props WHERE domain=? AND key=? AND value=? AND case_rowid=?");
+        Bind(d, 1, domain);
+        Bind(d, 2, k);
+        Bind(d, 3, v);
+        Bind(d, 4, id);
+        st = StepDone(db, d, "deleting case properties");
+      });
+      CC_RETURN_IF_ERROR(st);
+      std::string old_body = FtsBody(old);
+      text_changed = name != c.name || old_body != body;
+      if (text_changed) {
+        sqlite3_stmt* f =
+            db.Prep("INSERT INTO cs_fts(cs_fts, rowid, name, body) VALUES('delete', ?, ?, ?)");
+        Bind(f, 1, id);
+        Bind(f, 2, name);
+        Bind(f, 3, old_body);
+        CC_RETURN_IF_ERROR(StepDone(db, f, "deleting case text"));
+      }
     }
     sqlite3_reset(q);
     sqlite3_stmt* w =
@@ -234,6 +267,7 @@ class CaseSearch final : public Processor {
     CC_RETURN_IF_ERROR(StepDone(db, w, "indexing a case"));
     if (!id) id = sqlite3_last_insert_rowid(db.db());
     for (const auto& [k, v] : c.properties) {
+      if (unchanged.count(k)) continue;
       sqlite3_stmt* p = db.Prep(
           "INSERT OR IGNORE INTO cs_props(domain, key, value, num, case_rowid) VALUES(?,?,?,?,?)");
       Bind(p, 1, c.domain);
@@ -247,10 +281,11 @@ class CaseSearch final : public Processor {
       Bind(p, 5, id);
       CC_RETURN_IF_ERROR(StepDone(db, p, "indexing case properties"));
     }
+    if (!text_changed) return Status::Ok();
     sqlite3_stmt* f = db.Prep("INSERT INTO cs_fts(rowid, name, body) VALUES(?,?,?)");
     Bind(f, 1, id);
     Bind(f, 2, c.name);
-    Bind(f, 3, FtsBody(props));
+    Bind(f, 3, body);
     return StepDone(db, f, "indexing case text");
   }
 };

@@ -234,6 +234,20 @@ TEST_CASE("case-search: the index answers the Case API v2 queries and follows up
   u.ranges.clear();
   u.text = "moved";
   CHECK(Ids(Search(dir, u)) == std::set<std::string>{"c-7"});
+  u.text.clear();
+  u.equals = {{"visit_date", "2020-01-08"}};  // a property the update left alone
+  CHECK(Ids(Search(dir, u)).count("c-7"));
+  // An update that changes no value leaves the text index as it was, and findable.
+  REQUIRE(
+      Submit(e.get(), CaseForm("same-8", "c-8", "<update><age>28</age></update>")).http_status ==
+      201);
+  REQUIRE(e->RelayChanges().ok());
+  REQUIRE(h->RunUntilCaughtUp().ok());
+  u.equals.clear();
+  u.text = "\"Name 8\"";
+  CHECK(Ids(Search(dir, u)) == std::set<std::string>{"c-8"});
+  u.text = "v2";  // c-8's village
+  CHECK(Ids(Search(dir, u)).count("c-8"));
 
   // Bad queries name the problem.
   CaseSearchQuery bad;
