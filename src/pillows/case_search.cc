@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <set>
 #include <unordered_set>
 
 #include "pillows/processor.h"
@@ -150,12 +151,24 @@ class CaseSearch final : public Processor {
     return m;
   }
 
-  // Removes the old row's properties and text (the row itself stays for an update).
+  // Removes the old row's property rows and text (the row itself stays for an update). With
+  // next (an update), property rows next still has are kept and listed in *unchanged, and the
+  // text is removed only if next changes it (*text_changed).
   Status DropOld(Conn& db, int64_t rowid, std::string_view domain, std::string_view name,
-                 std::string_view props) {
+                 std::string_view props, const CaseRecord* next = nullptr,
+                 std::set<std::string, std::less<>>* unchanged = nullptr,
+                 bool* text_changed = nullptr) {
+    const bool same_domain = next && next->domain == domain;
     Status st;
     ForEachProp(props, [&](std::string_view k, std::string_view v) {
       if (!st.ok()) return;
+      if (same_domain) {
+        auto it = next->properties.find(std::string(k));
+        if (it != next->properties.end() && it->second == v) {
+          unchanged->emplace(k);
+          return;
+        }
+      }
       sqlite3_stmt* d =
           db.Prep("DELETE FROM cs_props WHERE domain=? AND key=? AND value=? AND case_rowid=?");
       Bind(d, 1, domain);
@@ -165,11 +178,16 @@ class CaseSearch final : public Processor {
       st = StepDone(db, d, "deleting case properties");
     });
     CC_RETURN_IF_ERROR(st);
+    const std::string body = FtsBody(props);
+    if (next) {
+      *text_changed = name != next->name || body != FtsBody(EncodeProps(next->properties));
+      if (!*text_changed) return Status::Ok();
+    }
     sqlite3_stmt* f =
         db.Prep("INSERT INTO cs_fts(cs_fts, rowid, name, body) VALUES('delete', ?, ?, ?)");
     Bind(f, 1, rowid);
     Bind(f, 2, name);
-    Bind(f, 3, FtsBody(props));
+    Bind(f, 3, body);
     return StepDone(db, f, "deleting case text");
   }
 
@@ -203,40 +221,13 @@ class CaseSearch final : public Processor {
     int64_t id = 0;
     // An update touches only what changed: property rows whose value changed, and the text
     // only if the name or a value did.
-    std::map<std::string, std::string, std::less<>> unchanged;
+    std::set<std::string, std::less<>> unchanged;
     bool text_changed = true;
     if (sqlite3_step(q) == SQLITE_ROW) {
       id = sqlite3_column_int64(q, 0);
       std::string domain(Col(q, 1)), name(Col(q, 2)), old(Col(q, 3));
       sqlite3_reset(q);
-      const bool same_domain = domain == c.domain;
-      Status st;
-      ForEachProp(old, [&](std::string_view k, std::string_view v) {
-        if (!st.ok()) return;
-        auto it = c.properties.find(std::string(k));
-        if (same_domain && it != c.properties.end() && it->second == v) {
-          unchanged.emplace(std::string(k), std::string(v));
-          return;
-        }
-        sqlite3_stmt* d =
-            db.Prep("DELETE FROM cs_props WHERE domain=? AND key=? AND value=? AND case_rowid=?");
-        Bind(d, 1, domain);
-        Bind(d, 2, k);
-        Bind(d, 3, v);
-        Bind(d, 4, id);
-        st = StepDone(db, d, "deleting case properties");
-      });
-      CC_RETURN_IF_ERROR(st);
-      std::string old_body = FtsBody(old);
-      text_changed = name != c.name || old_body != body;
-      if (text_changed) {
-        sqlite3_stmt* f =
-            db.Prep("INSERT INTO cs_fts(cs_fts, rowid, name, body) VALUES('delete', ?, ?, ?)");
-        Bind(f, 1, id);
-        Bind(f, 2, name);
-        Bind(f, 3, old_body);
-        CC_RETURN_IF_ERROR(StepDone(db, f, "deleting case text"));
-      }
+      CC_RETURN_IF_ERROR(DropOld(db, id, domain, name, old, &c, &unchanged, &text_changed));
     }
     sqlite3_reset(q);
     sqlite3_stmt* w =

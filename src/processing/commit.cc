@@ -8,7 +8,8 @@ namespace commcare::processing {
 
 Status GroupCommitter::Commit(storage::WriteBatch* batch) {
   store_->Prepare(batch);
-  Writer w{batch};
+  Writer w;
+  w.batch = batch;
   std::unique_lock<std::mutex> lock(mu_);
   queue_.push_back(&w);
   while (!w.done && (queue_.empty() || &w != queue_.front())) w.cv.wait(lock);

@@ -31,7 +31,7 @@ class GroupCommitter {
 
  private:
   struct Writer {
-    storage::WriteBatch* batch;
+    storage::WriteBatch* batch = nullptr;
     bool done = false;
     Status status;
     std::condition_variable cv;

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 
+#include "storage/change_log_internal.h"
 #include "util/time.h"
 
 namespace commcare::storage {
@@ -45,6 +46,21 @@ int32_t KafkaMurmur2(std::string_view key) {
   h *= m;
   h ^= h >> 15;
   return static_cast<int32_t>(h);
+}
+
+Status CheckCreateTopic(std::string_view topic, int partitions, int current, bool* exists) {
+  *exists = false;
+  if (topic.empty() || topic.find('\0') != std::string_view::npos)
+    return Status::InvalidArgument("a topic needs a name without NUL bytes");
+  if (partitions <= 0 || partitions > 4096)
+    return Status::InvalidArgument(
+        fmt::format("partitions must be between 1 and 4096 (got {})", partitions));
+  if (current == 0) return Status::Ok();
+  if (current != partitions)
+    return Status::FailedPrecondition(
+        fmt::format("topic '{}' exists with {} partitions, not {}", topic, current, partitions));
+  *exists = true;
+  return Status::Ok();
 }
 
 int KafkaPartition(std::string_view key, int partitions) {
@@ -156,16 +172,11 @@ class MemoryChangeLog final : public ChangeLog {
     return static_cast<int64_t>(r.key.size() + r.value.size() + 16);
   }
   Status CreateLocked(std::string_view topic, int partitions) {
-    if (topic.empty()) return Status::InvalidArgument("a topic needs a name");
-    if (partitions <= 0 || partitions > 4096)
-      return Status::InvalidArgument(
-          fmt::format("partitions must be between 1 and 4096 (got {})", partitions));
     auto it = topics_.find(std::string(topic));
-    if (it != topics_.end()) {
-      if (static_cast<int>(it->second.size()) == partitions) return Status::Ok();
-      return Status::FailedPrecondition(fmt::format("topic '{}' exists with {} partitions, not {}",
-                                                    topic, it->second.size(), partitions));
-    }
+    bool exists;
+    CC_RETURN_IF_ERROR(CheckCreateTopic(
+        topic, partitions, it == topics_.end() ? 0 : static_cast<int>(it->second.size()), &exists));
+    if (exists) return Status::Ok();
     topics_[std::string(topic)].resize(static_cast<size_t>(partitions));
     return Status::Ok();
   }

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "commcare/storage/change_log.h"
+#include "storage/change_log_internal.h"
 #include "util/time.h"
 
 namespace commcare::storage {
@@ -280,17 +281,11 @@ class RocksDbChangeLog final : public ChangeLog {
   }
 
   Status CreateLocked(std::string_view topic, int partitions, rocksdb::WriteBatch* into) {
-    if (topic.empty() || topic.find('\0') != std::string_view::npos)
-      return Status::InvalidArgument("a topic needs a name without NUL bytes");
-    if (partitions <= 0 || partitions > 4096)
-      return Status::InvalidArgument(
-          fmt::format("partitions must be between 1 and 4096 (got {})", partitions));
     auto it = topics_.find(std::string(topic));
-    if (it != topics_.end()) {
-      if (static_cast<int>(it->second.size()) == partitions) return Status::Ok();
-      return Status::FailedPrecondition(fmt::format("topic '{}' exists with {} partitions, not {}",
-                                                    topic, it->second.size(), partitions));
-    }
+    bool exists;
+    CC_RETURN_IF_ERROR(CheckCreateTopic(
+        topic, partitions, it == topics_.end() ? 0 : static_cast<int>(it->second.size()), &exists));
+    if (exists) return Status::Ok();
     const std::string key = "t" + std::string(topic), val = std::to_string(partitions);
     if (into) {
       into->Put(key, val);  // committed with the batch's records
