@@ -1,7 +1,9 @@
 // The `commcare` command: a host for libcommcare on the embedded default.
 // JSON on stdout; exit 0 on success, non-zero with {"error": ...} on failure.
 #include <commcare/engine.h>
+#include <fmt/format.h>
 #include <commcare/pillows.h>
+#include <pthread.h>
 #include <signal.h>
 
 #include <atomic>
@@ -15,7 +17,14 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <filesystem>
+#include <thread>
 #include <vector>
+
+#include "http/server.h"
+#include "meta/meta_store.h"
+#include "server/app.h"
+#include "util/hash.h"
 
 namespace json = boost::json;
 using commcare::Engine;
@@ -46,7 +55,13 @@ constexpr const char* kUsage = R"(usage:
       [--limit L] [--cursor C]
   commcare ucr load --data DIR CONFIG.json
   commcare ucr rebuild --data DIR --domain D --table T
-  commcare ucr rows --data DIR --domain D --table T [--limit N] [--offset N])";
+  commcare ucr rows --data DIR --domain D --table T [--limit N] [--offset N]
+  commcare serve --data DIR [--listen 127.0.0.1:8000] [--no-pillows] [--access-log FILE|-]
+      [--threads N]    (creates DIR and an admin account on first start: COMMCARE_ADMIN_USER,
+                        COMMCARE_ADMIN_PASSWORD, COMMCARE_DOMAIN, or printed once)
+  commcare admin domain create --data DIR NAME [--open-submissions]
+  commcare admin user create --data DIR --username U --password P --domain D [--web] [--superuser]
+  commcare admin apikey create --data DIR --username U)";
 
 struct Args {
   std::map<std::string, std::string> opts;
@@ -59,7 +74,9 @@ struct Args {
   }
 };
 
-const std::vector<std::string> kFlags = {"--xml", "--once", "--dead"};
+const std::vector<std::string> kFlags = {"--xml",  "--once",      "--dead",
+                                         "--web",  "--superuser", "--no-pillows",
+                                         "--open-submissions"};
 const std::vector<std::string> kRepeatable = {"--prop", "--range"};
 
 int Fail(const std::string& msg, int code = 1) {
@@ -551,6 +568,142 @@ int CmdUcr(const std::string& verb, const Args& a) {
   return 0;
 }
 
+commcare::Result<std::unique_ptr<commcare::meta::MetaStore>> OpenMeta(const std::string& data) {
+  return commcare::meta::MetaStore::Open(data + "/meta.sqlite");
+}
+
+std::string Env(const char* name, const std::string& def) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string(v) : def;
+}
+
+int CmdServe(const Args& a) {
+  namespace fs = std::filesystem;
+  const std::string data = a.Get("--data");
+  if (!fs::exists(data + "/commcare.json")) {
+    commcare::InitOptions io;
+    io.data_dir = data;
+    if (auto s = Engine::Init(io); !s.ok()) return FailStatus(s);
+  }
+  // Signals are taken by this thread (sigwait) only; every thread started below blocks them.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  auto eng = OpenEngine(a, false);
+  if (!eng.ok()) return FailStatus(eng.status());
+  auto meta = OpenMeta(data);
+  if (!meta.ok()) return FailStatus(meta.status());
+  auto domains = (*meta)->ListDomains();
+  if (!domains.ok()) return FailStatus(domains.status());
+  if (domains->empty()) {  // first start: a domain and a superuser to log in with
+    commcare::meta::Domain d;
+    d.name = Env("COMMCARE_DOMAIN", "demo");
+    if (auto r = (*meta)->PutDomain(d); !r.ok()) return FailStatus(r.status());
+    std::string user = Env("COMMCARE_ADMIN_USER", "admin");
+    const bool generated = !std::getenv("COMMCARE_ADMIN_PASSWORD");
+    std::string password = Env("COMMCARE_ADMIN_PASSWORD", commcare::util::NewUuidHex().substr(0, 20));
+    commcare::meta::User u;
+    u.username = user;
+    u.web_user = true;
+    u.is_superuser = true;
+    u.domains = {d.name};
+    if (auto r = (*meta)->PutUser(u, password); !r.ok()) return FailStatus(r.status());
+    std::cerr << "created domain '" << d.name << "' and superuser '" << user << "'"
+              << (generated ? " with password " + password + " (shown once)" : "") << std::endl;
+  }
+  commcare::server::App app(eng->get(), meta->get(), data + "/pillows");
+  commcare::http::ServerOptions so;
+  so.listen = a.Get("--listen", "127.0.0.1:8000");
+  so.access_log = a.Get("--access-log");
+  int64_t threads = 0;
+  if (a.Has("--threads") && (!ParseInt(a.Get("--threads"), &threads) || threads < 1))
+    return Fail("--threads must be a positive integer");
+  so.io_threads = static_cast<int>(threads);
+  so.max_body_bytes = (*eng)->Options().max_body_bytes;
+  std::unique_ptr<commcare::PillowHost> pillows;
+  std::thread pillow_thread;
+  std::atomic<bool> stop_pillows{false};
+  if (!a.Has("--no-pillows")) {
+    auto h = commcare::PillowHost::Open(eng->get(), {});
+    if (!h.ok()) return FailStatus(h.status());
+    pillows = std::move(h).value();
+    pillow_thread = std::thread([&] {
+      if (auto s = pillows->Run(stop_pillows); !s.ok())
+        std::cerr << "pillows stopped: " << s.ToString() << std::endl;
+    });
+  }
+  auto server = commcare::http::Server::Start(
+      so, [&app](const commcare::http::Request& r) { return app.Handle(r); });
+  if (!server.ok()) {
+    stop_pillows = true;
+    if (pillow_thread.joinable()) pillow_thread.join();
+    return FailStatus(server.status());
+  }
+  std::cout << json::serialize(json::object{
+                   {"listening", fmt::format("{}:{}", so.listen.substr(0, so.listen.rfind(':')),
+                                             (*server)->Port())},
+                   {"data", data},
+                   {"pillows", !a.Has("--no-pillows")}})
+            << std::endl;
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  std::cerr << "stopping (signal " << sig << "): finishing requests in flight" << std::endl;
+  (*server)->Stop();
+  stop_pillows = true;
+  if (pillow_thread.joinable()) pillow_thread.join();
+  pillows.reset();
+  std::cout << json::serialize(json::object{{"stopped", true}}) << std::endl;
+  return 0;
+}
+
+int CmdAdmin(const std::string& verb, const Args& a) {
+  auto meta = OpenMeta(a.Get("--data"));
+  if (!meta.ok()) return FailStatus(meta.status());
+  if (verb == "domain create") {
+    if (a.pos.size() != 1) return Fail("admin domain create takes one NAME");
+    commcare::meta::Domain d;
+    d.name = a.pos[0];
+    d.secure_submissions = !a.Has("--open-submissions");
+    auto r = (*meta)->PutDomain(d);
+    if (!r.ok()) return FailStatus(r.status());
+    std::cout << json::serialize(json::object{{"domain", r->name}, {"rev", r->rev}}) << std::endl;
+    return 0;
+  }
+  if (verb == "user create") {
+    if (!a.Has("--username") || !a.Has("--password") || !a.Has("--domain"))
+      return Fail("--username, --password and --domain are required");
+    commcare::meta::User u;
+    u.username = a.Get("--username");
+    u.domains = {a.Get("--domain")};
+    u.web_user = a.Has("--web") || a.Has("--superuser");
+    u.is_superuser = a.Has("--superuser");
+    u.permissions = {std::string(commcare::meta::kEditData),
+                     std::string(commcare::meta::kMobileEndpoints)};
+    if (u.web_user) {
+      u.permissions.emplace_back(commcare::meta::kAccessApi);
+      u.permissions.emplace_back(commcare::meta::kManageUsers);
+    }
+    if (auto old = (*meta)->GetUser(u.username); old.ok()) u.rev = old->rev;
+    auto r = (*meta)->PutUser(u, a.Get("--password"));
+    if (!r.ok()) return FailStatus(r.status());
+    std::cout << json::serialize(json::object{
+                     {"username", r->username}, {"user_id", r->user_id}, {"rev", r->rev}})
+              << std::endl;
+    return 0;
+  }
+  if (verb == "apikey create") {
+    if (!a.Has("--username")) return Fail("--username is required");
+    auto k = (*meta)->CreateApiKey(a.Get("--username"));
+    if (!k.ok()) return FailStatus(k.status());
+    std::cout << json::serialize(json::object{{"username", a.Get("--username")}, {"key", *k}})
+              << std::endl;
+    return 0;
+  }
+  return Fail("unknown admin command '" + verb + "'");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -565,6 +718,9 @@ int main(int argc, char** argv) {
       argc >= 3) {
     verb = argv[2];
     start = 3;
+  } else if (cmd == "admin" && argc >= 4) {
+    verb = std::string(argv[2]) + " " + argv[3];
+    start = 4;
   }
   Args a;
   std::string err;
@@ -581,6 +737,8 @@ int main(int argc, char** argv) {
     if (cmd == "pillows") return CmdPillows(verb, a);
     if (cmd == "search") return CmdSearch(a);
     if (cmd == "ucr") return CmdUcr(verb, a);
+    if (cmd == "serve") return CmdServe(a);
+    if (cmd == "admin") return CmdAdmin(verb, a);
   } catch (const std::exception& e) {
     return Fail(std::string("internal error: ") + e.what());
   }

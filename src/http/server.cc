@@ -1,0 +1,415 @@
+// The HTTP server: one Session per connection on an Asio io_context run by io_threads; request
+// handlers run on a separate worker pool (they block on durable commits) and post their
+// response back to the connection. Limits are enforced while reading: header size and time,
+// body size and time, idle keep-alive time.
+#include "http/server.h"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "util/time.h"
+
+namespace commcare::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+const std::string* Request::Header(std::string_view name) const {
+  for (const auto& [k, v] : headers)
+    if (k == name) return &v;
+  return nullptr;
+}
+
+std::string Request::Param(std::string_view name, std::string_view def) const {
+  auto it = query.find(std::string(name));
+  return it == query.end() ? std::string(def) : it->second;
+}
+
+std::string UrlDecode(std::string_view s, bool form) {
+  std::string out;
+  out.reserve(s.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+      i += 2;
+    } else if (form && s[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+namespace {
+
+class ServerImpl;
+
+std::string JsonEscape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", c);
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, ServerImpl* server)
+      : stream_(std::move(socket)), server_(server) {}
+  void Start();
+  void CloseIfIdle();
+
+ private:
+  void ReadHeader();
+  void OnHeader(beast::error_code ec);
+  void OnBody(beast::error_code ec);
+  void Dispatch();
+  void Send(Response r, bool keep_alive);
+  void Fail(int status, const std::string& message);
+  void Close();
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  ServerImpl* server_;
+  bool first_ = true;
+  bool busy_ = false;  // a request is being read past its header, handled or answered
+  std::chrono::steady_clock::time_point started_;
+  std::string remote_;
+};
+
+class ServerImpl final : public Server {
+ public:
+  ServerImpl(ServerOptions o, Handler h)
+      : opts_(std::move(o)),
+        handler_(std::move(h)),
+        acceptor_(ioc_),
+        workers_(static_cast<size_t>(std::max(1, opts_.worker_threads))) {}
+  ~ServerImpl() override { Stop(0); }
+
+  Status Listen() {
+    auto colon = opts_.listen.rfind(':');
+    if (colon == std::string::npos)
+      return Status::InvalidArgument(
+          fmt::format("--listen must be host:port (got '{}')", opts_.listen));
+    std::string host = opts_.listen.substr(0, colon);
+    int port = std::atoi(opts_.listen.c_str() + colon + 1);
+    if (port < 0 || port > 65535)
+      return Status::InvalidArgument(fmt::format("bad port in '{}'", opts_.listen));
+    beast::error_code ec;
+    auto addr = asio::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
+    if (ec) return Status::InvalidArgument(fmt::format("bad address '{}': {}", host, ec.message()));
+    tcp::endpoint ep(addr, static_cast<unsigned short>(port));
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(ep, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec)
+      return Status::Unavailable(fmt::format("cannot listen on {}: {}", opts_.listen, ec.message()));
+    port_ = acceptor_.local_endpoint().port();
+    if (opts_.access_log == "-") {
+      log_ = stderr;
+    } else if (!opts_.access_log.empty()) {
+      log_ = std::fopen(opts_.access_log.c_str(), "a");
+      if (!log_) return Status::Unavailable("cannot open access log " + opts_.access_log);
+      own_log_ = true;
+    }
+    Accept();
+    int n = opts_.io_threads > 0 ? opts_.io_threads
+                                 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    return Status::Ok();
+  }
+
+  int Port() const override { return port_; }
+
+  void Stop(int grace_ms) override {
+    if (stopped_.exchange(true)) return;
+    stopping_ = true;
+    asio::post(ioc_, [this] {
+      beast::error_code ec;
+      acceptor_.close(ec);
+    });
+    CloseIdle();
+    {
+      std::unique_lock l(mu_);
+      cv_.wait_for(l, std::chrono::milliseconds(std::max(0, grace_ms)),
+                   [&] { return in_flight_ == 0; });
+    }
+    ioc_.stop();
+    for (auto& t : threads_) t.join();
+    workers_.join();
+    if (own_log_) std::fclose(log_);
+  }
+
+  // ---- used by sessions ----
+  const ServerOptions& opts() const { return opts_; }
+  bool stopping() const { return stopping_.load(); }
+  void Register(const std::shared_ptr<Session>& s) {
+    std::lock_guard l(mu_);
+    sessions_.insert(s);
+  }
+  void Unregister(const std::weak_ptr<Session>& s) {
+    std::lock_guard l(mu_);
+    sessions_.erase(s);
+  }
+  void Begin() {
+    std::lock_guard l(mu_);
+    ++in_flight_;
+  }
+  void End() {
+    {
+      std::lock_guard l(mu_);
+      --in_flight_;
+    }
+    cv_.notify_all();
+  }
+  template <typename F>
+  void RunHandler(F f) {
+    asio::post(workers_, std::move(f));
+  }
+  Response Handle(const Request& r) {
+    try {
+      return handler_(r);
+    } catch (const std::exception& e) {
+      return Response{500, "application/json", {},
+                      fmt::format(R"({{"error":"internal error: {}"}})", JsonEscape(e.what()))};
+    }
+  }
+  void Log(const std::string& remote, std::string_view method, std::string_view target,
+           int status, size_t bytes, double ms) {
+    if (!log_) return;
+    std::string line = fmt::format(
+        R"({{"time":"{}","remote":"{}","method":"{}","target":"{}","status":{},"bytes":{},"ms":{:.2f}}})",
+        util::FormatIsoTime(util::NowMicros()), remote, method, JsonEscape(target), status, bytes,
+        ms);
+    std::lock_guard l(log_mu_);
+    std::fprintf(log_, "%s\n", line.c_str());
+    std::fflush(log_);
+  }
+
+ private:
+  void Accept() {
+    acceptor_.async_accept(asio::make_strand(ioc_), [this](beast::error_code ec, tcp::socket s) {
+      if (ec) {
+        if (ec == asio::error::operation_aborted || stopping_) return;
+      } else {
+        auto session = std::make_shared<Session>(std::move(s), this);
+        Register(session);
+        session->Start();
+      }
+      if (!stopping_) Accept();
+    });
+  }
+  void CloseIdle() {
+    std::vector<std::shared_ptr<Session>> live;
+    {
+      std::lock_guard l(mu_);
+      for (const auto& w : sessions_)
+        if (auto s = w.lock()) live.push_back(std::move(s));
+    }
+    for (auto& s : live) s->CloseIfIdle();
+  }
+
+  ServerOptions opts_;
+  Handler handler_;
+  asio::io_context ioc_;
+  tcp::acceptor acceptor_;
+  asio::thread_pool workers_;
+  std::vector<std::thread> threads_;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false}, stopped_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int in_flight_ = 0;
+  std::set<std::weak_ptr<Session>, std::owner_less<std::weak_ptr<Session>>> sessions_;
+  FILE* log_ = nullptr;
+  bool own_log_ = false;
+  std::mutex log_mu_;
+};
+
+void Session::Start() {
+  beast::error_code ec;
+  auto ep = stream_.socket().remote_endpoint(ec);
+  remote_ = ec ? "?" : ep.address().to_string();
+  asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadHeader(); });
+}
+
+void Session::CloseIfIdle() {
+  asio::post(stream_.get_executor(), [self = shared_from_this()] {
+    if (!self->busy_) self->Close();
+  });
+}
+
+void Session::ReadHeader() {
+  if (server_->stopping()) return Close();
+  busy_ = false;
+  parser_.emplace();
+  parser_->header_limit(static_cast<std::uint32_t>(server_->opts().max_header_bytes));
+  parser_->body_limit(server_->opts().max_body_bytes);
+  const auto& o = server_->opts();
+  stream_.expires_after(std::chrono::milliseconds(first_ ? o.header_timeout_ms : o.idle_timeout_ms));
+  bhttp::async_read_header(stream_, buffer_, *parser_,
+                           [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                             self->OnHeader(ec);
+                           });
+}
+
+void Session::OnHeader(beast::error_code ec) {
+  first_ = false;
+  if (ec == bhttp::error::end_of_stream || ec == asio::error::operation_aborted ||
+      ec == beast::error::timeout || ec == asio::error::connection_reset ||
+      ec == asio::error::eof)
+    return Close();
+  busy_ = true;
+  started_ = std::chrono::steady_clock::now();
+  if (ec == bhttp::error::header_limit) return Fail(431, "request headers are too large");
+  if (ec) return Fail(400, "malformed HTTP request: " + ec.message());
+  const auto& req = parser_->get();
+  if (req.version() != 11 && req.version() != 10) return Fail(505, "HTTP version not supported");
+  if (auto len = parser_->content_length(); len && *len > server_->opts().max_body_bytes)
+    return Fail(413, fmt::format("request body of {} bytes is larger than the limit of {}", *len,
+                                 server_->opts().max_body_bytes));
+  auto finish_read = [self = shared_from_this()] {
+    self->stream_.expires_after(std::chrono::milliseconds(self->server_->opts().body_timeout_ms));
+    bhttp::async_read(self->stream_, self->buffer_, *self->parser_,
+                      [self](beast::error_code ec, std::size_t) { self->OnBody(ec); });
+  };
+  if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
+    auto cont = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
+    asio::async_write(stream_, asio::buffer(*cont),
+                      [self = shared_from_this(), cont, finish_read](beast::error_code ec,
+                                                                     std::size_t) {
+                        if (ec) return self->Close();
+                        finish_read();
+                      });
+    return;
+  }
+  finish_read();
+}
+
+void Session::OnBody(beast::error_code ec) {
+  if (ec == bhttp::error::body_limit)
+    return Fail(413, fmt::format("request body is larger than the limit of {} bytes",
+                                 server_->opts().max_body_bytes));
+  if (ec == beast::error::timeout) return Fail(408, "the request body did not arrive in time");
+  if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+      ec == bhttp::error::partial_message)
+    return Close();  // truncated: nothing to answer
+  if (ec) return Fail(400, "malformed HTTP request: " + ec.message());
+  Dispatch();
+}
+
+void Session::Dispatch() {
+  auto& msg = parser_->get();
+  auto req = std::make_shared<Request>();
+  req->method = std::string(msg.method_string());
+  req->target = std::string(msg.target());
+  std::string_view t = req->target;
+  auto q = t.find('?');
+  req->path = UrlDecode(t.substr(0, q), false);
+  if (q != std::string_view::npos) {
+    std::string_view qs = t.substr(q + 1);
+    while (!qs.empty()) {
+      auto amp = qs.find('&');
+      std::string_view kv = qs.substr(0, amp);
+      auto eq = kv.find('=');
+      if (!kv.empty())
+        req->query.emplace(UrlDecode(kv.substr(0, eq), true),
+                           eq == std::string_view::npos ? "" : UrlDecode(kv.substr(eq + 1), true));
+      if (amp == std::string_view::npos) break;
+      qs.remove_prefix(amp + 1);
+    }
+  }
+  for (const auto& f : msg) {
+    std::string name(f.name_string());
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    req->headers.emplace_back(std::move(name), std::string(f.value()));
+  }
+  req->body = std::move(msg.body());
+  req->remote = remote_;
+  const bool keep_alive = msg.keep_alive();
+  stream_.expires_never();  // the handler may take a while (a durable commit)
+  server_->Begin();
+  server_->RunHandler([self = shared_from_this(), req, keep_alive] {
+    Response r = self->server_->Handle(*req);
+    asio::post(self->stream_.get_executor(), [self, req, r = std::move(r), keep_alive]() mutable {
+      self->server_->Log(self->remote_, req->method, req->target, r.status, r.body.size(),
+                         std::chrono::duration<double, std::milli>(
+                             std::chrono::steady_clock::now() - self->started_)
+                             .count());
+      self->Send(std::move(r), keep_alive && !self->server_->stopping());
+      self->server_->End();
+    });
+  });
+}
+
+void Session::Send(Response r, bool keep_alive) {
+  auto res = std::make_shared<bhttp::response<bhttp::string_body>>();
+  res->version(11);
+  res->result(static_cast<unsigned>(r.status));
+  res->set(bhttp::field::server, "libcommcare");
+  if (!r.content_type.empty()) res->set(bhttp::field::content_type, r.content_type);
+  for (const auto& [k, v] : r.headers) res->insert(k, v);
+  res->body() = std::move(r.body);
+  res->keep_alive(keep_alive);
+  res->prepare_payload();
+  stream_.expires_after(std::chrono::milliseconds(server_->opts().body_timeout_ms));
+  bhttp::async_write(stream_, *res,
+                     [self = shared_from_this(), res, keep_alive](beast::error_code ec, std::size_t) {
+                       if (ec || !keep_alive) return self->Close();
+                       self->ReadHeader();
+                     });
+}
+
+void Session::Fail(int status, const std::string& message) {
+  server_->Log(remote_, parser_ ? std::string(parser_->get().method_string()) : "?",
+               parser_ ? std::string(parser_->get().target()) : "?", status, 0, 0);
+  Response r;
+  r.status = status;
+  r.body = fmt::format(R"({{"error":"{}"}})", JsonEscape(message));
+  Send(std::move(r), false);  // after a framing error the connection cannot be trusted
+}
+
+void Session::Close() {
+  beast::error_code ec;
+  stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+  stream_.close();
+  server_->Unregister(weak_from_this());
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, Handler handler) {
+  auto s = std::make_unique<ServerImpl>(options, std::move(handler));
+  CC_RETURN_IF_ERROR(s->Listen());
+  return std::unique_ptr<Server>(std::move(s));
+}
+
+}  // namespace commcare::http

@@ -1,0 +1,66 @@
+// A small HTTP/1.1 server (Boost.Beast over an Asio thread pool) for the reference host.
+// Only server.cc sees Beast; handlers work on the plain Request/Response below.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "commcare/status.h"
+
+namespace commcare::http {
+
+struct Request {
+  std::string method;  // "GET", "POST", "HEAD", ...
+  std::string target;  // as sent: path and query
+  std::string path;    // percent-decoded path, no query
+  std::multimap<std::string, std::string> query;            // decoded parameters
+  std::vector<std::pair<std::string, std::string>> headers;  // names in lower case
+  std::string body;
+  std::string remote;  // peer address
+  // The first header of that (lower-case) name, or nullptr.
+  const std::string* Header(std::string_view name) const;
+  // The first query parameter of that name, or def.
+  std::string Param(std::string_view name, std::string_view def = "") const;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+using Handler = std::function<Response(const Request&)>;
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:8000";  // host:port; port 0 picks a free one
+  int io_threads = 0;                      // 0: one per core
+  int worker_threads = 16;                 // handlers run here (they block on durable commits)
+  size_t max_body_bytes = 150 * 1024 * 1024;
+  size_t max_header_bytes = 16 * 1024;
+  int header_timeout_ms = 10'000;  // a client must send its headers within this
+  int body_timeout_ms = 60'000;    // and its body within this
+  int idle_timeout_ms = 60'000;    // keep-alive connections idle longer are closed
+  std::string access_log;          // a file for JSON-lines access records ("" = none, "-" = stderr)
+};
+
+class Server {
+ public:
+  virtual ~Server() = default;
+  // Binds and starts serving on background threads.
+  static Result<std::unique_ptr<Server>> Start(const ServerOptions& options, Handler handler);
+  // The bound port.
+  virtual int Port() const = 0;
+  // Stops accepting, lets requests in flight finish (at most grace_ms), closes connections.
+  virtual void Stop(int grace_ms = 10'000) = 0;
+};
+
+// Percent-decoding of a URL component ('+' as a space when form is true).
+std::string UrlDecode(std::string_view s, bool form);
+
+}  // namespace commcare::http

@@ -1,0 +1,77 @@
+// MetaStore (CouchDB's role, first slice): domains and users with PBKDF2 passwords and API
+// keys, in <data>/meta.sqlite. Documents carry revisions; a stale write is refused (Aborted).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "commcare/status.h"
+
+namespace commcare::meta {
+
+// Permissions a user can hold in a domain (CommCare's role permissions).
+inline constexpr std::string_view kEditData = "edit_data";
+inline constexpr std::string_view kAccessApi = "access_api";
+inline constexpr std::string_view kMobileEndpoints = "access_mobile_endpoints";
+inline constexpr std::string_view kManageUsers = "manage_users";
+
+struct Domain {
+  std::string name;
+  bool secure_submissions = true;  // unauthenticated submissions refused
+  int64_t rev = 0;
+};
+
+struct User {
+  std::string username;
+  std::string user_id;               // 32 hex digits
+  bool web_user = false;             // web users may belong to several domains
+  std::vector<std::string> domains;  // a mobile worker has exactly one
+  bool is_superuser = false;         // every domain, every permission
+  bool is_active = true;
+  std::vector<std::string> permissions;
+  std::string password_hash;  // Django's "pbkdf2_sha256$<iterations>$<salt>$<base64>"
+  int64_t rev = 0;            // 0 for a new user; a put must name the stored rev
+  bool InDomain(std::string_view domain) const;
+  bool Can(std::string_view domain, std::string_view permission) const;
+};
+
+// PBKDF2-HMAC-SHA256 with a fresh random salt, in Django's format.
+std::string HashPassword(std::string_view password, int iterations = 260'000);
+// Whether password matches a HashPassword result (constant-time compare).
+bool VerifyPassword(std::string_view password, std::string_view hash);
+
+class MetaStore {
+ public:
+  static Result<std::unique_ptr<MetaStore>> Open(const std::string& path);
+  ~MetaStore();
+
+  // Creates or updates a domain (rev must match the stored one; 0 to create).
+  Result<Domain> PutDomain(Domain d);
+  Result<Domain> GetDomain(std::string_view name);
+  Result<std::vector<Domain>> ListDomains();
+
+  // Creates or updates a user; a non-empty password is hashed into password_hash. Stale rev:
+  // Aborted; unknown domain: NotFound.
+  Result<User> PutUser(User u, std::string_view password = "");
+  Result<User> GetUser(std::string_view username);
+  Result<std::vector<User>> ListUsers(std::string_view domain);
+
+  // The active user with this username and password (Unauthenticated otherwise). A repeat of a
+  // verified credential is answered from memory; any PutUser of that user forgets it.
+  Result<User> Authenticate(std::string_view username, std::string_view password);
+  // A new API key for the user (returned once; stored as a hash).
+  Result<std::string> CreateApiKey(std::string_view username);
+  // The active user owning this key.
+  Result<User> AuthenticateApiKey(std::string_view username, std::string_view key);
+
+ private:
+  struct Impl;
+  explicit MetaStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace commcare::meta

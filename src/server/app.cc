@@ -1,0 +1,255 @@
+#include "server/app.h"
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+
+#include <boost/json.hpp>
+
+#include "commcare/pillows.h"
+#include "util/time.h"
+
+namespace commcare::server {
+namespace {
+
+namespace json = boost::json;
+using http::Request;
+using http::Response;
+
+Response Json(int status, const json::value& v) {
+  Response r;
+  r.status = status;
+  r.body = json::serialize(v);
+  return r;
+}
+Response Error(int status, std::string_view message) {
+  return Json(status, json::object{{"error", message}});
+}
+Response Unauthorized(std::string_view message) {
+  Response r = Error(401, message);
+  r.headers.emplace_back("WWW-Authenticate", "Basic realm=\"commcare\"");
+  r.headers.emplace_back("WWW-Authenticate", "ApiKey");
+  return r;
+}
+int StatusFor(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kNotFound:
+      return 404;
+    case StatusCode::kInvalidArgument:
+      return 400;
+    case StatusCode::kUnauthenticated:
+      return 401;
+    case StatusCode::kPermissionDenied:
+      return 403;
+    case StatusCode::kAborted:
+    case StatusCode::kAlreadyExists:
+      return 409;
+    case StatusCode::kFailedPrecondition:
+      return 412;
+    default:
+      return 500;
+  }
+}
+
+std::string Base64Decode(std::string_view in) {
+  std::string out(3 * ((in.size() + 3) / 4), '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(in.data()),
+                          static_cast<int>(in.size()));
+  if (n < 0) return {};
+  size_t pad = 0;
+  if (!in.empty() && in.back() == '=') ++pad;
+  if (in.size() > 1 && in[in.size() - 2] == '=') ++pad;
+  out.resize(static_cast<size_t>(n) - pad);
+  return out;
+}
+
+// "/a/{domain}/{rest}" -> (domain, rest); false if the path is not under /a/.
+bool SplitDomainPath(const std::string& path, std::string* domain, std::string* rest) {
+  if (path.rfind("/a/", 0) != 0) return false;
+  auto slash = path.find('/', 3);
+  *domain = path.substr(3, slash == std::string::npos ? std::string::npos : slash - 3);
+  *rest = slash == std::string::npos ? "" : path.substr(slash + 1);
+  return !domain->empty();
+}
+
+}  // namespace
+
+Result<meta::User> App::Authenticate(const Request& r) {
+  const std::string* auth = r.Header("authorization");
+  if (!auth) return Status::Unauthenticated("authentication required (Basic or ApiKey)");
+  std::string_view a = *auth;
+  auto space = a.find(' ');
+  std::string scheme(a.substr(0, space));
+  for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::string_view cred = space == std::string_view::npos ? "" : a.substr(space + 1);
+  while (!cred.empty() && cred.front() == ' ') cred.remove_prefix(1);
+  if (scheme == "basic") {
+    std::string decoded = Base64Decode(cred);
+    auto colon = decoded.find(':');
+    if (colon == std::string::npos)
+      return Status::Unauthenticated("malformed Basic credentials");
+    return meta_->Authenticate(decoded.substr(0, colon), decoded.substr(colon + 1));
+  }
+  if (scheme == "apikey") {
+    auto colon = cred.find(':');
+    if (colon == std::string_view::npos)
+      return Status::Unauthenticated("ApiKey credentials must be 'ApiKey user:key'");
+    return meta_->AuthenticateApiKey(cred.substr(0, colon), cred.substr(colon + 1));
+  }
+  return Status::Unauthenticated(fmt::format("unsupported authorization scheme '{}'", scheme));
+}
+
+Response App::Handle(const Request& r) {
+  if (r.path == "/health") {
+    if (r.method != "GET" && r.method != "HEAD") return Error(405, "use GET");
+    return Json(200, json::object{{"status", "ok"}});
+  }
+  std::string domain, rest;
+  if (!SplitDomainPath(r.path, &domain, &rest)) return Error(404, "no such route");
+  if (rest == "receiver" || rest.rfind("receiver/", 0) == 0)
+    return Receiver(r, domain, rest.size() > 9 ? rest.substr(9) : "");
+  if (rest.rfind("api/case/v2", 0) == 0) return CaseApi(r, domain, rest.substr(11));
+  return Error(404, "no such route");
+}
+
+Response App::Receiver(const Request& r, const std::string& domain, const std::string& rest) {
+  // Route forms: "", "api/", "secure/", "secure/{app_id}/", "submission", "{app_id}/".
+  std::string app_id;
+  bool api = false;
+  std::string tail = rest;
+  if (!tail.empty() && tail.back() == '/') tail.pop_back();
+  if (tail == "api") {
+    api = true;
+  } else if (tail == "secure" || tail == "submission" || tail.empty()) {
+  } else if (tail.rfind("secure/", 0) == 0) {
+    app_id = tail.substr(7);
+  } else if (tail.find('/') == std::string::npos) {
+    app_id = tail;
+  } else {
+    return Error(404, "no such receiver route");
+  }
+  auto d = meta_->GetDomain(domain);
+  if (!d.ok()) return Error(404, d.status().message());
+  if (r.method == "HEAD" || (r.method == "GET" && tail == "submission")) {
+    // OpenRosa pre-flight: where to post and how much it may be.
+    Response h;
+    h.status = 204;
+    h.content_type.clear();
+    h.headers.emplace_back("X-OpenRosa-Version", "1.0");
+    h.headers.emplace_back("X-OpenRosa-Accept-Content-Length",
+                           std::to_string(engine_->Options().max_body_bytes));
+    return h;
+  }
+  if (r.method != "POST") return Error(405, "submissions are POSTed");
+  auto user = Authenticate(r);
+  if (!user.ok()) return Unauthorized(user.status().message());
+  if (!user->InDomain(domain))
+    return Error(403, fmt::format("user {} is not a member of domain {}", user->username, domain));
+  const bool allowed = api ? user->Can(domain, meta::kEditData) && user->Can(domain, meta::kAccessApi)
+                           : user->Can(domain, meta::kMobileEndpoints) ||
+                                 user->Can(domain, meta::kEditData);
+  if (!allowed)
+    return Error(403, fmt::format("user {} may not submit forms to domain {}", user->username,
+                                  domain));
+  SubmitRequest s;
+  s.domain = domain;
+  s.user_id = user->user_id;
+  s.body = r.body;
+  if (const auto* ct = r.Header("content-type")) s.content_type = *ct;
+  if (const auto* v = r.Header("x-openrosa-version")) s.openrosa_version = *v;
+  if (const auto* t = r.Header("x-commcarehq-lastsynctoken")) s.last_sync_token = *t;
+  if (const auto* t = r.Header("x-submit-time")) util::ParseIsoTime(*t, &s.received_on);
+  if (const auto* t = r.Header("date")) util::ParseHttpDate(*t, &s.date_header);
+  s.app_id = app_id;
+  s.submit_ip = r.remote;
+  SubmitResponse sr = engine_->Submit(s);
+  Response out;
+  out.status = sr.http_status;
+  out.content_type = sr.content_type;
+  out.body = std::move(sr.body);
+  out.headers.emplace_back("X-OpenRosa-Version", "1.0");
+  if (!sr.form_id.empty()) {
+    out.headers.emplace_back("X-CommCareHQ-FormID", sr.form_id);
+    if (const auto* host = r.Header("host"))
+      out.headers.emplace_back("Location", fmt::format("http://{}/", *host));
+  }
+  return out;
+}
+
+Response App::CaseApi(const Request& r, const std::string& domain, const std::string& rest) {
+  if (r.method != "GET") return Error(405, "this slice of the Case API serves GET");
+  auto user = Authenticate(r);
+  if (!user.ok()) return Unauthorized(user.status().message());
+  if (!user->InDomain(domain))
+    return Error(403, fmt::format("user {} is not a member of domain {}", user->username, domain));
+  if (!user->Can(domain, meta::kAccessApi))
+    return Error(403, fmt::format("user {} may not use the API of domain {}", user->username,
+                                  domain));
+  std::string ids = rest;
+  while (!ids.empty() && ids.front() == '/') ids.erase(0, 1);
+  while (!ids.empty() && ids.back() == '/') ids.pop_back();
+  if (!ids.empty()) {  // one case, or several comma-separated
+    std::vector<std::string> list;
+    size_t start = 0;
+    for (size_t i = 0; i <= ids.size(); ++i)
+      if (i == ids.size() || ids[i] == ',') {
+        if (i > start) list.push_back(ids.substr(start, i - start));
+        start = i + 1;
+      }
+    json::array cases;
+    for (const auto& id : list) {
+      auto c = engine_->GetCase(domain, id);
+      if (!c.ok()) {
+        if (list.size() == 1) return Error(StatusFor(c.status()), c.status().message());
+        continue;
+      }
+      cases.push_back(json::parse(CaseToJson(*c)));
+    }
+    if (list.size() == 1) return Json(200, cases[0]);
+    return Json(200, json::object{{"matching_records", cases.size()}, {"cases", cases}});
+  }
+  CaseSearchQuery q;
+  q.domain = domain;
+  for (const auto& [k, v] : r.query) {
+    if (k == "case_type") q.case_type = v;
+    else if (k == "owner_id") q.owner_id = v;
+    else if (k == "case_name") q.case_name = v;
+    else if (k == "external_id") q.external_id = v;
+    else if (k == "closed") {
+      if (v != "true" && v != "false") return Error(400, "closed must be true or false");
+      q.closed = v == "true";
+    } else if (k == "limit") {
+      char* end = nullptr;
+      long n = std::strtol(v.c_str(), &end, 10);
+      if (!*v.c_str() || *end || n < 1 || n > 5000) return Error(400, "limit must be 1..5000");
+      q.limit = static_cast<size_t>(n);
+    } else if (k == "cursor") {
+      q.cursor = v;
+    } else if (k.rfind("properties.", 0) == 0) {
+      q.equals.emplace_back(k.substr(11), v);
+    } else if (auto dot = k.rfind('.'); dot != std::string::npos &&
+                                        (k.substr(dot + 1) == "gt" || k.substr(dot + 1) == "gte" ||
+                                         k.substr(dot + 1) == "lt" || k.substr(dot + 1) == "lte")) {
+      std::string field = k.substr(0, dot);
+      if (field.rfind("properties.", 0) == 0) field = field.substr(11);
+      q.ranges.push_back({field, k.substr(dot + 1), v});
+    } else {
+      return Error(400, fmt::format("unknown filter '{}'", k));
+    }
+  }
+  auto page = SearchCases(pillows_dir_, q);
+  if (!page.ok()) return Error(StatusFor(page.status()), page.status().message());
+  json::array cases;
+  for (const auto& c : page->cases) cases.push_back(json::parse(c));
+  json::value next = nullptr;
+  if (!page->next_cursor.empty()) {
+    std::string link = fmt::format("/a/{}/api/case/v2/?", domain);
+    for (const auto& [k, v] : r.query)
+      if (k != "cursor") link += k + "=" + v + "&";
+    link += "cursor=" + page->next_cursor;
+    next = json::value(link);
+  }
+  return Json(200, json::object{{"matching_records", cases.size()}, {"cases", cases}, {"next", next}});
+}
+
+}  // namespace commcare::server
