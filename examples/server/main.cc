@@ -1,8 +1,8 @@
 // The `commcare` command: a host for libcommcare on the embedded default.
 // JSON on stdout; exit 0 on success, non-zero with {"error": ...} on failure.
 #include <commcare/engine.h>
-#include <fmt/format.h>
 #include <commcare/pillows.h>
+#include <fmt/format.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -12,12 +12,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
 #include <string>
-#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -57,7 +57,8 @@ constexpr const char* kUsage = R"(usage:
   commcare ucr rebuild --data DIR --domain D --table T
   commcare ucr rows --data DIR --domain D --table T [--limit N] [--offset N]
   commcare serve --data DIR [--listen 127.0.0.1:8000] [--no-pillows] [--access-log FILE|-]
-      [--threads N]    (creates DIR and an admin account on first start: COMMCARE_ADMIN_USER,
+      [--threads N] [--max-body-bytes N] [--header-timeout-ms N] [--body-timeout-ms N]
+      [--idle-timeout-ms N]    (creates DIR and an admin account on first start: COMMCARE_ADMIN_USER,
                         COMMCARE_ADMIN_PASSWORD, COMMCARE_DOMAIN, or printed once)
   commcare admin domain create --data DIR NAME [--open-submissions]
   commcare admin user create --data DIR --username U --password P --domain D [--web] [--superuser]
@@ -74,9 +75,8 @@ struct Args {
   }
 };
 
-const std::vector<std::string> kFlags = {"--xml",  "--once",      "--dead",
-                                         "--web",  "--superuser", "--no-pillows",
-                                         "--open-submissions"};
+const std::vector<std::string> kFlags = {
+    "--xml", "--once", "--dead", "--web", "--superuser", "--no-pillows", "--open-submissions"};
 const std::vector<std::string> kRepeatable = {"--prop", "--range"};
 
 int Fail(const std::string& msg, int code = 1) {
@@ -603,7 +603,8 @@ int CmdServe(const Args& a) {
     if (auto r = (*meta)->PutDomain(d); !r.ok()) return FailStatus(r.status());
     std::string user = Env("COMMCARE_ADMIN_USER", "admin");
     const bool generated = !std::getenv("COMMCARE_ADMIN_PASSWORD");
-    std::string password = Env("COMMCARE_ADMIN_PASSWORD", commcare::util::NewUuidHex().substr(0, 20));
+    std::string password =
+        Env("COMMCARE_ADMIN_PASSWORD", commcare::util::NewUuidHex().substr(0, 20));
     commcare::meta::User u;
     u.username = user;
     u.web_user = true;
@@ -622,6 +623,22 @@ int CmdServe(const Args& a) {
     return Fail("--threads must be a positive integer");
   so.io_threads = static_cast<int>(threads);
   so.max_body_bytes = (*eng)->Options().max_body_bytes;
+  for (auto [flag, field] :
+       {std::pair<const char*, int*>{"--header-timeout-ms", &so.header_timeout_ms},
+        {"--body-timeout-ms", &so.body_timeout_ms},
+        {"--idle-timeout-ms", &so.idle_timeout_ms}}) {
+    int64_t v = 0;
+    if (a.Has(flag)) {
+      if (!ParseInt(a.Get(flag), &v) || v < 1) return Fail(std::string(flag) + " must be positive");
+      *field = static_cast<int>(v);
+    }
+  }
+  if (a.Has("--max-body-bytes")) {
+    int64_t v = 0;
+    if (!ParseInt(a.Get("--max-body-bytes"), &v) || v < 1)
+      return Fail("--max-body-bytes must be positive");
+    so.max_body_bytes = static_cast<size_t>(v);
+  }
   std::unique_ptr<commcare::PillowHost> pillows;
   std::thread pillow_thread;
   std::atomic<bool> stop_pillows{false};

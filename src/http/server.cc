@@ -77,11 +77,9 @@ std::string JsonEscape(std::string_view s) {
   return out;
 }
 
-
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, ServerImpl* server)
-      : stream_(std::move(socket)), server_(server) {}
+  Session(tcp::socket socket, ServerImpl* server) : stream_(std::move(socket)), server_(server) {}
   void Start();
   void CloseIfIdle();
 
@@ -131,7 +129,8 @@ class ServerImpl final : public Server {
     if (!ec) acceptor_.bind(ep, ec);
     if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec)
-      return Status::Unavailable(fmt::format("cannot listen on {}: {}", opts_.listen, ec.message()));
+      return Status::Unavailable(
+          fmt::format("cannot listen on {}: {}", opts_.listen, ec.message()));
     port_ = acceptor_.local_endpoint().port();
     if (opts_.access_log == "-") {
       log_ = stderr;
@@ -141,8 +140,9 @@ class ServerImpl final : public Server {
       own_log_ = true;
     }
     Accept();
-    int n = opts_.io_threads > 0 ? opts_.io_threads
-                                 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    int n = opts_.io_threads > 0
+                ? opts_.io_threads
+                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (int i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_.run(); });
     return Status::Ok();
   }
@@ -198,12 +198,14 @@ class ServerImpl final : public Server {
     try {
       return handler_(r);
     } catch (const std::exception& e) {
-      return Response{500, "application/json", {},
+      return Response{500,
+                      "application/json",
+                      {},
                       fmt::format(R"({{"error":"internal error: {}"}})", JsonEscape(e.what()))};
     }
   }
-  void Log(const std::string& remote, std::string_view method, std::string_view target,
-           int status, size_t bytes, double ms) {
+  void Log(const std::string& remote, std::string_view method, std::string_view target, int status,
+           size_t bytes, double ms) {
     if (!log_) return;
     std::string line = fmt::format(
         R"({{"time":"{}","remote":"{}","method":"{}","target":"{}","status":{},"bytes":{},"ms":{:.2f}}})",
@@ -274,22 +276,24 @@ void Session::ReadHeader() {
   parser_->header_limit(static_cast<std::uint32_t>(server_->opts().max_header_bytes));
   parser_->body_limit(server_->opts().max_body_bytes);
   const auto& o = server_->opts();
-  stream_.expires_after(std::chrono::milliseconds(first_ ? o.header_timeout_ms : o.idle_timeout_ms));
-  bhttp::async_read_header(stream_, buffer_, *parser_,
-                           [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                             self->OnHeader(ec);
-                           });
+  stream_.expires_after(
+      std::chrono::milliseconds(first_ ? o.header_timeout_ms : o.idle_timeout_ms));
+  bhttp::async_read_header(
+      stream_, buffer_, *parser_,
+      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnHeader(ec); });
 }
 
 void Session::OnHeader(beast::error_code ec) {
   first_ = false;
   if (ec == bhttp::error::end_of_stream || ec == asio::error::operation_aborted ||
-      ec == beast::error::timeout || ec == asio::error::connection_reset ||
-      ec == asio::error::eof)
+      ec == beast::error::timeout || ec == asio::error::connection_reset || ec == asio::error::eof)
     return Close();
   busy_ = true;
   started_ = std::chrono::steady_clock::now();
   if (ec == bhttp::error::header_limit) return Fail(431, "request headers are too large");
+  if (ec == bhttp::error::body_limit)
+    return Fail(413, fmt::format("request body is larger than the limit of {} bytes",
+                                 server_->opts().max_body_bytes));
   if (ec) return Fail(400, "malformed HTTP request: " + ec.message());
   const auto& req = parser_->get();
   if (req.version() != 11 && req.version() != 10) return Fail(505, "HTTP version not supported");
@@ -303,12 +307,12 @@ void Session::OnHeader(beast::error_code ec) {
   };
   if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
     auto cont = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
-    asio::async_write(stream_, asio::buffer(*cont),
-                      [self = shared_from_this(), cont, finish_read](beast::error_code ec,
-                                                                     std::size_t) {
-                        if (ec) return self->Close();
-                        finish_read();
-                      });
+    asio::async_write(
+        stream_, asio::buffer(*cont),
+        [self = shared_from_this(), cont, finish_read](beast::error_code ec, std::size_t) {
+          if (ec) return self->Close();
+          finish_read();
+        });
     return;
   }
   finish_read();
@@ -381,11 +385,12 @@ void Session::Send(Response r, bool keep_alive) {
   res->keep_alive(keep_alive);
   res->prepare_payload();
   stream_.expires_after(std::chrono::milliseconds(server_->opts().body_timeout_ms));
-  bhttp::async_write(stream_, *res,
-                     [self = shared_from_this(), res, keep_alive](beast::error_code ec, std::size_t) {
-                       if (ec || !keep_alive) return self->Close();
-                       self->ReadHeader();
-                     });
+  bhttp::async_write(
+      stream_, *res,
+      [self = shared_from_this(), res, keep_alive](beast::error_code ec, std::size_t) {
+        if (ec || !keep_alive) return self->Close();
+        self->ReadHeader();
+      });
 }
 
 void Session::Fail(int status, const std::string& message) {

@@ -15,10 +15,10 @@
 namespace commcare::http {
 
 struct Request {
-  std::string method;  // "GET", "POST", "HEAD", ...
-  std::string target;  // as sent: path and query
-  std::string path;    // percent-decoded path, no query
-  std::multimap<std::string, std::string> query;            // decoded parameters
+  std::string method;                                        // "GET", "POST", "HEAD", ...
+  std::string target;                                        // as sent: path and query
+  std::string path;                                          // percent-decoded path, no query
+  std::multimap<std::string, std::string> query;             // decoded parameters
   std::vector<std::pair<std::string, std::string>> headers;  // names in lower case
   std::string body;
   std::string remote;  // peer address
@@ -39,8 +39,8 @@ using Handler = std::function<Response(const Request&)>;
 
 struct ServerOptions {
   std::string listen = "127.0.0.1:8000";  // host:port; port 0 picks a free one
-  int io_threads = 0;                      // 0: one per core
-  int worker_threads = 16;                 // handlers run here (they block on durable commits)
+  int io_threads = 0;                     // 0: one per core
+  int worker_threads = 16;                // handlers run here (they block on durable commits)
   size_t max_body_bytes = 150 * 1024 * 1024;
   size_t max_header_bytes = 16 * 1024;
   int header_timeout_ms = 10'000;  // a client must send its headers within this

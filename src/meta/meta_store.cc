@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS api_keys(key_hash TEXT PRIMARY KEY, username TEXT NOT
 
 std::string Base64(const unsigned char* data, size_t n) {
   std::string out(4 * ((n + 2) / 3) + 1, '\0');
-  int len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
+  int len =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
   out.resize(static_cast<size_t>(len));
   return out;
 }
@@ -71,10 +72,9 @@ json::object EncodeUser(const User& u) {
   json::array domains, perms;
   for (const auto& d : u.domains) domains.emplace_back(d);
   for (const auto& p : u.permissions) perms.emplace_back(p);
-  return {{"username", u.username},         {"user_id", u.user_id},
-          {"web_user", u.web_user},         {"domains", domains},
-          {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
-          {"permissions", perms},           {"password", u.password_hash}};
+  return {{"username", u.username}, {"user_id", u.user_id},           {"web_user", u.web_user},
+          {"domains", domains},     {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
+          {"permissions", perms},   {"password", u.password_hash}};
 }
 
 User DecodeUser(std::string_view text, int64_t rev) {
@@ -163,8 +163,8 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& path) {
 Result<Domain> MetaStore::PutDomain(Domain d) {
   if (d.name.empty() || d.name.size() > 63 ||
       d.name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") != std::string::npos)
-    return Status::InvalidArgument(fmt::format(
-        "domain name '{}' must be 1-63 lower-case letters, digits or '-'", d.name));
+    return Status::InvalidArgument(
+        fmt::format("domain name '{}' must be 1-63 lower-case letters, digits or '-'", d.name));
   std::lock_guard l(impl_->mu);
   auto& db = impl_->db;
   sqlite3_stmt* q = db.Prep("SELECT rev FROM domains WHERE name=?");
@@ -172,12 +172,14 @@ Result<Domain> MetaStore::PutDomain(Domain d) {
   int64_t stored = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
   sqlite3_reset(q);
   if (stored != d.rev)
-    return Status::Aborted(fmt::format("domain {} is at revision {}, not {}", d.name, stored, d.rev));
+    return Status::Aborted(
+        fmt::format("domain {} is at revision {}, not {}", d.name, stored, d.rev));
   d.rev = stored + 1;
   sqlite3_stmt* w = db.Prep("INSERT OR REPLACE INTO domains(name, doc, rev) VALUES(?,?,?)");
   Bind(w, 1, d.name);
-  Bind(w, 2, json::serialize(json::object{{"name", d.name},
-                                          {"secure_submissions", d.secure_submissions}}));
+  Bind(w, 2,
+       json::serialize(
+           json::object{{"name", d.name}, {"secure_submissions", d.secure_submissions}}));
   Bind(w, 3, d.rev);
   if (sqlite3_step(w) != SQLITE_DONE) return db.Err("writing a domain");
   return d;
@@ -220,8 +222,8 @@ Result<std::vector<Domain>> MetaStore::ListDomains() {
 Result<User> MetaStore::PutUser(User u, std::string_view password) {
   if (u.username.empty() || u.username.size() > 128 ||
       u.username.find_first_of(" :\t\r\n") != std::string::npos)
-    return Status::InvalidArgument(fmt::format(
-        "username '{}' must be 1-128 characters without spaces or ':'", u.username));
+    return Status::InvalidArgument(
+        fmt::format("username '{}' must be 1-128 characters without spaces or ':'", u.username));
   if (!u.web_user && u.domains.size() != 1 && !u.is_superuser)
     return Status::InvalidArgument("a mobile worker belongs to exactly one domain");
   for (const auto& d : u.domains) CC_RETURN_IF_ERROR(GetDomain(d).status());
@@ -318,8 +320,8 @@ Result<std::string> MetaStore::CreateApiKey(std::string_view username) {
   CC_RETURN_IF_ERROR(GetUser(username).status());
   std::string key = RandomToken(40);
   std::lock_guard l(impl_->mu);
-  sqlite3_stmt* w =
-      impl_->db.Prep("INSERT INTO api_keys(key_hash, username, created) VALUES(?,?,strftime('%s'))");
+  sqlite3_stmt* w = impl_->db.Prep(
+      "INSERT INTO api_keys(key_hash, username, created) VALUES(?,?,strftime('%s'))");
   Bind(w, 1, Sha256Hex(key));
   Bind(w, 2, username);
   if (sqlite3_step(w) != SQLITE_DONE) return impl_->db.Err("storing an API key");

@@ -63,6 +63,17 @@ std::string Base64Decode(std::string_view in) {
   return out;
 }
 
+std::string UrlEncode(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || c == ':')
+      out.push_back(static_cast<char>(c));
+    else
+      out += fmt::format("%{:02X}", c);
+  }
+  return out;
+}
+
 // "/a/{domain}/{rest}" -> (domain, rest); false if the path is not under /a/.
 bool SplitDomainPath(const std::string& path, std::string* domain, std::string* rest) {
   if (path.rfind("/a/", 0) != 0) return false;
@@ -86,8 +97,7 @@ Result<meta::User> App::Authenticate(const Request& r) {
   if (scheme == "basic") {
     std::string decoded = Base64Decode(cred);
     auto colon = decoded.find(':');
-    if (colon == std::string::npos)
-      return Status::Unauthenticated("malformed Basic credentials");
+    if (colon == std::string::npos) return Status::Unauthenticated("malformed Basic credentials");
     return meta_->Authenticate(decoded.substr(0, colon), decoded.substr(colon + 1));
   }
   if (scheme == "apikey") {
@@ -145,12 +155,12 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
   if (!user.ok()) return Unauthorized(user.status().message());
   if (!user->InDomain(domain))
     return Error(403, fmt::format("user {} is not a member of domain {}", user->username, domain));
-  const bool allowed = api ? user->Can(domain, meta::kEditData) && user->Can(domain, meta::kAccessApi)
-                           : user->Can(domain, meta::kMobileEndpoints) ||
-                                 user->Can(domain, meta::kEditData);
+  const bool allowed =
+      api ? user->Can(domain, meta::kEditData) && user->Can(domain, meta::kAccessApi)
+          : user->Can(domain, meta::kMobileEndpoints) || user->Can(domain, meta::kEditData);
   if (!allowed)
-    return Error(403, fmt::format("user {} may not submit forms to domain {}", user->username,
-                                  domain));
+    return Error(403,
+                 fmt::format("user {} may not submit forms to domain {}", user->username, domain));
   SubmitRequest s;
   s.domain = domain;
   s.user_id = user->user_id;
@@ -183,8 +193,8 @@ Response App::CaseApi(const Request& r, const std::string& domain, const std::st
   if (!user->InDomain(domain))
     return Error(403, fmt::format("user {} is not a member of domain {}", user->username, domain));
   if (!user->Can(domain, meta::kAccessApi))
-    return Error(403, fmt::format("user {} may not use the API of domain {}", user->username,
-                                  domain));
+    return Error(403,
+                 fmt::format("user {} may not use the API of domain {}", user->username, domain));
   std::string ids = rest;
   while (!ids.empty() && ids.front() == '/') ids.erase(0, 1);
   while (!ids.empty() && ids.back() == '/') ids.pop_back();
@@ -211,10 +221,14 @@ Response App::CaseApi(const Request& r, const std::string& domain, const std::st
   CaseSearchQuery q;
   q.domain = domain;
   for (const auto& [k, v] : r.query) {
-    if (k == "case_type") q.case_type = v;
-    else if (k == "owner_id") q.owner_id = v;
-    else if (k == "case_name") q.case_name = v;
-    else if (k == "external_id") q.external_id = v;
+    if (k == "case_type")
+      q.case_type = v;
+    else if (k == "owner_id")
+      q.owner_id = v;
+    else if (k == "case_name")
+      q.case_name = v;
+    else if (k == "external_id")
+      q.external_id = v;
     else if (k == "closed") {
       if (v != "true" && v != "false") return Error(400, "closed must be true or false");
       q.closed = v == "true";
@@ -225,14 +239,14 @@ Response App::CaseApi(const Request& r, const std::string& domain, const std::st
       q.limit = static_cast<size_t>(n);
     } else if (k == "cursor") {
       q.cursor = v;
-    } else if (k.rfind("properties.", 0) == 0) {
-      q.equals.emplace_back(k.substr(11), v);
     } else if (auto dot = k.rfind('.'); dot != std::string::npos &&
                                         (k.substr(dot + 1) == "gt" || k.substr(dot + 1) == "gte" ||
                                          k.substr(dot + 1) == "lt" || k.substr(dot + 1) == "lte")) {
       std::string field = k.substr(0, dot);
       if (field.rfind("properties.", 0) == 0) field = field.substr(11);
       q.ranges.push_back({field, k.substr(dot + 1), v});
+    } else if (k.rfind("properties.", 0) == 0) {
+      q.equals.emplace_back(k.substr(11), v);
     } else {
       return Error(400, fmt::format("unknown filter '{}'", k));
     }
@@ -245,11 +259,12 @@ Response App::CaseApi(const Request& r, const std::string& domain, const std::st
   if (!page->next_cursor.empty()) {
     std::string link = fmt::format("/a/{}/api/case/v2/?", domain);
     for (const auto& [k, v] : r.query)
-      if (k != "cursor") link += k + "=" + v + "&";
-    link += "cursor=" + page->next_cursor;
+      if (k != "cursor") link += UrlEncode(k) + "=" + UrlEncode(v) + "&";
+    link += "cursor=" + UrlEncode(page->next_cursor);
     next = json::value(link);
   }
-  return Json(200, json::object{{"matching_records", cases.size()}, {"cases", cases}, {"next", next}});
+  return Json(200,
+              json::object{{"matching_records", cases.size()}, {"cases", cases}, {"next", next}});
 }
 
 }  // namespace commcare::server

@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""The reference server over loopback: health, the OpenRosa receiver (pre-flight, raw and
+multipart bodies, Basic and ApiKey auth, 401/403/404, OpenRosa 3.0), the Case API v2 (get, list,
+filters, paging, errors), domain isolation, HTTP-level limits (oversized, malformed, smuggled,
+slow) and a graceful stop. Usage: server_test.py COMMCARE SAMPLES_DIR"""
+import base64
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+CC, SAMPLES = sys.argv[1], sys.argv[2]
+del sys.argv[1:3]
+
+
+def cc(*args, expect=0):
+    p = subprocess.run([CC] + list(args), capture_output=True, text=True)
+    if p.returncode != expect:
+        raise AssertionError(f"{args}: exit {p.returncode}: {p.stdout} {p.stderr}")
+    return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+
+
+def sample(name):
+    with open(os.path.join(SAMPLES, name), "rb") as f:
+        return f.read()
+
+
+class ServerTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="cc-server-")
+        cls.data = os.path.join(cls.tmp, "data")
+        env = dict(os.environ, COMMCARE_ADMIN_USER="admin", COMMCARE_ADMIN_PASSWORD="s3cret",
+                   COMMCARE_DOMAIN="demo")
+        cls.log = os.path.join(cls.tmp, "access.log")
+        cls.proc = subprocess.Popen(
+            [CC, "serve", "--data", cls.data, "--listen", "127.0.0.1:0", "--access-log", cls.log,
+             "--max-body-bytes", "1000000", "--header-timeout-ms", "800", "--body-timeout-ms", "800"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        line = cls.proc.stdout.readline()
+        assert line, cls.proc.stderr.read()
+        cls.port = int(json.loads(line)["listening"].rsplit(":", 1)[1])
+        # A second domain with its own mobile worker; a worker of demo without API access.
+        cc("admin", "domain", "create", "--data", cls.data, "other")
+        cc("admin", "user", "create", "--data", cls.data, "--domain", "other", "--username",
+           "w.other", "--password", "pw-other")
+        cc("admin", "user", "create", "--data", cls.data, "--domain", "demo", "--username",
+           "w.demo", "--password", "pw-demo")
+        cls.key = cc("admin", "apikey", "create", "--data", cls.data, "--username", "admin")[0]["key"]
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.proc.poll() is None:
+            cls.proc.kill()
+            cls.proc.wait()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def request(self, method, path, body=None, headers=None, auth=("admin", "s3cret")):
+        h = dict(headers or {})
+        if auth:
+            h["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        headers = {}
+        for k, v in r.getheaders():  # repeated headers (challenges) joined as HTTP allows
+            headers[k.lower()] = headers[k.lower()] + ", " + v if k.lower() in headers else v
+        return r.status, headers, data
+
+    def submit(self, xml, domain="demo", **kw):
+        h = {"Content-Type": "text/xml"}
+        h.update(kw.pop("headers", {}))
+        return self.request("POST", f"/a/{domain}/receiver/", body=xml, headers=h, **kw)
+
+    def wait_indexed(self, case_id, domain="demo"):
+        for _ in range(200):
+            s, _, body = self.request("GET", f"/a/{domain}/api/case/v2/?limit=5000")
+            if s == 200 and case_id in {c["case_id"] for c in json.loads(body)["cases"]}:
+                return
+            time.sleep(0.05)
+        self.fail(f"{case_id} never reached the case search index")
+
+    def test_health_and_unknown_routes(self):
+        s, _, body = self.request("GET", "/health", auth=None)
+        self.assertEqual((s, json.loads(body)), (200, {"status": "ok"}))
+        self.assertEqual(self.request("GET", "/nope", auth=None)[0], 404)
+        self.assertEqual(self.request("GET", "/a/demo/nothing-here", auth=None)[0], 404)
+
+    def test_receiver_preflight_auth_and_responses(self):
+        s, h, _ = self.request("HEAD", "/a/demo/receiver/", auth=None)
+        self.assertEqual(s, 204)
+        self.assertIn("x-openrosa-accept-content-length", h)
+        self.assertEqual(self.request("HEAD", "/a/nodomain/receiver/", auth=None)[0], 404)
+        xml = sample("case-v2__basic_create.xml")
+        s, h, body = self.submit(xml, auth=None)
+        self.assertEqual(s, 401)
+        self.assertIn("Basic", h["www-authenticate"])
+        self.assertEqual(self.submit(xml, auth=("admin", "wrong"))[0], 401)
+        self.assertEqual(self.submit(xml, auth=("nobody", "x"))[0], 401)
+        s, h, body = self.submit(xml)
+        self.assertEqual(s, 201, body)
+        self.assertEqual(h["content-type"], "text/xml; charset=utf-8")
+        self.assertIn(b'nature="submit_success"', body)
+        self.assertTrue(h["x-commcarehq-formid"])
+        self.assertEqual(h["x-openrosa-version"], "1.0")
+        # The ApiKey scheme, and every receiver URL form.
+        for path in ["api/", "secure/", "secure/app1/", "submission", "app1/"]:
+            s, _, body = self.request("POST", f"/a/demo/receiver/{path}", body=sample("case-v2__basic_update.xml"),
+                                      headers={"Authorization": f"ApiKey admin:{self.key}",
+                                               "Content-Type": "text/xml"}, auth=None)
+            self.assertEqual(s, 201, (path, body))
+        s, _, _ = self.request("POST", "/a/demo/receiver/", body=xml,
+                               headers={"Authorization": "ApiKey admin:wrongkey"}, auth=None)
+        self.assertEqual(s, 401)
+        # OpenRosa 3.0: a known processing error is 422.
+        s, _, body = self.submit(sample("case-bugs__empty_id.xml"), headers={"X-OpenRosa-Version": "3.0"})
+        self.assertEqual(s, 422, body)
+        self.assertIn(b"processing_failure", body)
+        # Bad XML: 500 submit_error, as CommCare does.
+        s, _, body = self.submit(b"<not-xml")
+        self.assertEqual(s, 500)
+        self.assertEqual(self.submit(b"")[0], 400)
+
+    def test_multipart_submission_with_attachment(self):
+        boundary = "----ccboundary"
+        xml = sample("receiverwrapper__simple_form.xml")
+        parts = [
+            (f'--{boundary}\r\nContent-Disposition: form-data; name="xml_submission_file"; '
+             f'filename="form.xml"\r\nContent-Type: text/xml\r\n\r\n').encode() + xml + b"\r\n",
+            (f'--{boundary}\r\nContent-Disposition: form-data; name="photo.jpg"; '
+             f'filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n').encode() + b"\xff\xd8jpeg\r\n",
+            f"--{boundary}--\r\n".encode()]
+        s, h, body = self.request("POST", "/a/demo/receiver/", body=b"".join(parts),
+                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        self.assertEqual(s, 201, body)
+        self.assertTrue(h["x-commcarehq-formid"])
+        # Not a multipart body after all: no xml_submission_file part.
+        bad = f"--{boundary}\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nv\r\n--{boundary}--\r\n"
+        s, _, body = self.request("POST", "/a/demo/receiver/", body=bad.encode(),
+                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        self.assertEqual(s, 400, body)
+
+    def test_domain_isolation_and_permissions(self):
+        xml = sample("case-v2__basic_create.xml")
+        # A worker of "other" can neither submit to demo nor read it.
+        self.assertEqual(self.submit(xml, auth=("w.other", "pw-other"))[0], 403)
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/", auth=("w.other", "pw-other"))[0], 403)
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/foo-case-id",
+                                      auth=("w.other", "pw-other"))[0], 403)
+        # A worker of demo submits, but has no API access.
+        s, _, body = self.submit(sample("case-v2__basic_update.xml"), auth=("w.demo", "pw-demo"))
+        self.assertEqual(s, 201, body)
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/", auth=("w.demo", "pw-demo"))[0], 403)
+        # The other domain's own data stays there.
+        s, _, body = self.submit(sample("case-v2__basic_create.xml").replace(b"foo-case-id", b"other-case"),
+                                 domain="other", auth=("w.other", "pw-other"))
+        self.assertEqual(s, 201, body)
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/other-case")[0], 404)
+
+    def test_case_api(self):
+        self.submit(sample("case-v2__basic_create.xml"))
+        for i in range(12):
+            xml = (f'<?xml version="1.0"?><data xmlns="http://example.org/api"><meta xmlns="http://openrosa.org/jr/xforms">'
+                   f'<instanceID>api-form-{i}</instanceID><userID>u1</userID></meta>'
+                   f'<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="api-case-{i}" '
+                   f'date_modified="2020-01-0{1 + i % 9}T00:00:00Z" user_id="u1"><create><case_type>patient</case_type>'
+                   f'<case_name>P {i}</case_name><owner_id>o{i % 2}</owner_id></create>'
+                   f'<update><age>{20 + i}</age><village>v{i % 3}</village></update></case></data>')
+            self.assertEqual(self.submit(xml.encode())[0], 201)
+        self.wait_indexed("api-case-11")
+        s, _, body = self.request("GET", "/a/demo/api/case/v2/api-case-3")
+        self.assertEqual(s, 200)
+        self.assertEqual(json.loads(body)["properties"]["age"], "23")
+        s, _, body = self.request("GET", "/a/demo/api/case/v2/api-case-1,api-case-2,missing")
+        self.assertEqual({c["case_id"] for c in json.loads(body)["cases"]}, {"api-case-1", "api-case-2"})
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/missing")[0], 404)
+        q = urllib.parse.urlencode({"case_type": "patient", "owner_id": "o1", "properties.village": "v1"})
+        s, _, body = self.request("GET", f"/a/demo/api/case/v2/?{q}")
+        self.assertEqual(s, 200, body)
+        got = {c["case_id"] for c in json.loads(body)["cases"]}
+        self.assertEqual(got, {f"api-case-{i}" for i in range(12) if i % 2 == 1 and i % 3 == 1})
+        s, _, body = self.request("GET", "/a/demo/api/case/v2/?case_type=patient&properties.age.gte=30")
+        self.assertEqual({c["case_id"] for c in json.loads(body)["cases"]}, {"api-case-10", "api-case-11"})
+        # Paging with next links covers each case once.
+        seen, path, pages = [], "/a/demo/api/case/v2/?case_type=patient&limit=5", 0
+        while path:
+            s, _, body = self.request("GET", path)
+            self.assertEqual(s, 200, body)
+            page = json.loads(body)
+            seen += [c["case_id"] for c in page["cases"]]
+            path, pages = page["next"], pages + 1
+        self.assertEqual(sorted(seen), sorted(f"api-case-{i}" for i in range(12)))
+        self.assertEqual(pages, 3)
+        for bad in ["?frobnicate=1", "?limit=0", "?closed=maybe", "?cursor=garbage"]:
+            s, _, body = self.request("GET", "/a/demo/api/case/v2/" + bad)
+            self.assertEqual(s, 400, (bad, body))
+            self.assertIn("error", json.loads(body))
+
+    def raw(self, data, read=True, timeout=5):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        s.sendall(data)
+        out = b""
+        if read:
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+            except socket.timeout:
+                pass
+        s.close()
+        return out
+
+    def test_http_limits_and_malformed_requests(self):
+        s, _, body = self.submit(b"x" * 1_200_000)
+        self.assertEqual(s, 413, body)
+        self.assertTrue(self.raw(b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400"))
+        smuggle = (b"POST /a/demo/receiver/ HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = self.raw(smuggle)
+        self.assertEqual(out.count(b"HTTP/1.1"), 1, out)  # one answer, the smuggled GET is not served
+        self.assertTrue(out.startswith(b"HTTP/1.1 4"), out)
+        # A slow client: headers never finished; the server hangs up after the header timeout.
+        t0 = time.time()
+        out = self.raw(b"POST /a/demo/receiver/ HTTP/1.1\r\nHost: x\r\n", timeout=10)
+        self.assertLess(time.time() - t0, 5)
+        # A body that never arrives is cut off too.
+        t0 = time.time()
+        out = self.raw(b"POST /a/demo/receiver/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc", timeout=10)
+        self.assertLess(time.time() - t0, 5)
+        # The server is still up.
+        self.assertEqual(self.request("GET", "/health", auth=None)[0], 200)
+        with open(self.log) as f:
+            lines = [json.loads(l) for l in f]
+        self.assertTrue(any(l["status"] == 413 for l in lines))
+
+    def test_zz_graceful_stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=60)
+        self.assertEqual(self.proc.returncode, 0, err)
+        self.assertIn('"stopped":true', out)
+        # Everything acknowledged is in the store.
+        check = cc("check", "--data", self.data)[0]
+        self.assertTrue(check["ok"], check)
+        self.assertEqual(check["outbox_rows"], 0)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
