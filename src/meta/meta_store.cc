@@ -39,6 +39,8 @@ std::string Base64(const unsigned char* data, size_t n) {
   return out;
 }
 
+}  // namespace
+
 std::string Sha256Hex(std::string_view s) {
   unsigned char d[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
@@ -50,6 +52,8 @@ std::string Sha256Hex(std::string_view s) {
   }
   return out;
 }
+
+namespace {
 
 std::string RandomToken(size_t n) {
   static const char kAlnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -72,9 +76,11 @@ json::object EncodeUser(const User& u) {
   json::array domains, perms;
   for (const auto& d : u.domains) domains.emplace_back(d);
   for (const auto& p : u.permissions) perms.emplace_back(p);
-  return {{"username", u.username}, {"user_id", u.user_id},           {"web_user", u.web_user},
-          {"domains", domains},     {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
-          {"permissions", perms},   {"password", u.password_hash}};
+  return {{"username", u.username},         {"user_id", u.user_id},
+          {"web_user", u.web_user},         {"domains", domains},
+          {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
+          {"permissions", perms},           {"password", u.password_hash},
+          {"digest_md5", u.digest_md5},     {"digest_sha256", u.digest_sha256}};
 }
 
 User DecodeUser(std::string_view text, int64_t rev) {
@@ -97,6 +103,8 @@ User DecodeUser(std::string_view text, int64_t rev) {
   u.is_superuser = flag("is_superuser");
   u.is_active = flag("is_active");
   u.password_hash = str("password");
+  u.digest_md5 = str("digest_md5");
+  u.digest_sha256 = str("digest_sha256");
   for (const char* k : {"domains", "permissions"})
     if (auto* a = o.if_contains(k); a && a->is_array())
       for (const auto& x : a->get_array())
@@ -227,7 +235,12 @@ Result<User> MetaStore::PutUser(User u, std::string_view password) {
   if (!u.web_user && u.domains.size() != 1 && !u.is_superuser)
     return Status::InvalidArgument("a mobile worker belongs to exactly one domain");
   for (const auto& d : u.domains) CC_RETURN_IF_ERROR(GetDomain(d).status());
-  if (!password.empty()) u.password_hash = HashPassword(password);
+  if (!password.empty()) {
+    u.password_hash = HashPassword(password);
+    const std::string a1 = fmt::format("{}:{}:{}", u.username, kDigestRealm, password);
+    u.digest_md5 = util::Md5Hex(a1);
+    u.digest_sha256 = Sha256Hex(a1);
+  }
   std::lock_guard l(impl_->mu);
   auto& db = impl_->db;
   sqlite3_stmt* q = db.Prep("SELECT doc, rev FROM users WHERE username=?");
@@ -243,7 +256,11 @@ Result<User> MetaStore::PutUser(User u, std::string_view password) {
     return Status::Aborted(
         fmt::format("user {} is at revision {}, not {}", u.username, stored, u.rev));
   if (u.user_id.empty()) u.user_id = stored ? old.user_id : util::NewUuidHex();
-  if (u.password_hash.empty()) u.password_hash = old.password_hash;
+  if (u.password_hash.empty()) {
+    u.password_hash = old.password_hash;
+    u.digest_md5 = old.digest_md5;
+    u.digest_sha256 = old.digest_sha256;
+  }
   u.rev = stored + 1;
   CC_RETURN_IF_ERROR(db.Exec("BEGIN IMMEDIATE"));
   sqlite3_stmt* w = db.Prep("INSERT OR REPLACE INTO users(username, doc, rev) VALUES(?,?,?)");

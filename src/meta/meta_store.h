@@ -19,6 +19,12 @@ inline constexpr std::string_view kAccessApi = "access_api";
 inline constexpr std::string_view kMobileEndpoints = "access_mobile_endpoints";
 inline constexpr std::string_view kManageUsers = "manage_users";
 
+// The realm of Digest challenges and of the partial digests stored with users.
+inline constexpr std::string_view kDigestRealm = "commcare";
+
+// Lower-case hex SHA-256 of s.
+std::string Sha256Hex(std::string_view s);
+
 struct Domain {
   std::string name;
   bool secure_submissions = true;  // unauthenticated submissions refused
@@ -34,7 +40,10 @@ struct User {
   bool is_active = true;
   std::vector<std::string> permissions;
   std::string password_hash;  // Django's "pbkdf2_sha256$<iterations>$<salt>$<base64>"
-  int64_t rev = 0;            // 0 for a new user; a put must name the stored rev
+  // HTTP Digest (RFC 7616) needs H(username:realm:password), kept per algorithm as
+  // django_digest's partial digests are: hex MD5 and hex SHA-256, realm kDigestRealm.
+  std::string digest_md5, digest_sha256;
+  int64_t rev = 0;  // 0 for a new user; a put must name the stored rev
   bool InDomain(std::string_view domain) const;
   bool Can(std::string_view domain, std::string_view permission) const;
 };

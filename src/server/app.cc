@@ -1,11 +1,14 @@
 #include "server/app.h"
 
 #include <fmt/format.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include <boost/json.hpp>
+#include <map>
 
 #include "commcare/pillows.h"
+#include "util/hash.h"
 #include "util/time.h"
 
 namespace commcare::server {
@@ -23,12 +26,6 @@ Response Json(int status, const json::value& v) {
 }
 Response Error(int status, std::string_view message) {
   return Json(status, json::object{{"error", message}});
-}
-Response Unauthorized(std::string_view message) {
-  Response r = Error(401, message);
-  r.headers.emplace_back("WWW-Authenticate", "Basic realm=\"commcare\"");
-  r.headers.emplace_back("WWW-Authenticate", "ApiKey");
-  return r;
 }
 int StatusFor(const Status& s) {
   switch (s.code()) {
@@ -83,11 +80,122 @@ bool SplitDomainPath(const std::string& path, std::string* domain, std::string* 
   return !domain->empty();
 }
 
+// key=value, key="quoted value", ... as in a Digest Authorization header.
+std::map<std::string, std::string> ParseAuthParams(std::string_view s) {
+  std::map<std::string, std::string> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && (s[i] == ' ' || s[i] == ',')) ++i;
+    size_t eq = s.find('=', i);
+    if (eq == std::string_view::npos) break;
+    std::string key(s.substr(i, eq - i));
+    while (!key.empty() && key.back() == ' ') key.pop_back();
+    for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    i = eq + 1;
+    std::string value;
+    if (i < s.size() && s[i] == '"') {
+      ++i;
+      while (i < s.size() && s[i] != '"') {
+        if (s[i] == '\\' && i + 1 < s.size()) ++i;
+        value.push_back(s[i++]);
+      }
+      ++i;
+    } else {
+      size_t end = s.find(',', i);
+      value = std::string(s.substr(i, end == std::string_view::npos ? end : end - i));
+      while (!value.empty() && value.back() == ' ') value.pop_back();
+      i = end == std::string_view::npos ? s.size() : end;
+    }
+    out[key] = value;
+  }
+  return out;
+}
+
 }  // namespace
+
+App::App(Engine* engine, meta::MetaStore* meta, std::string pillows_dir)
+    : engine_(engine), meta_(meta), pillows_dir_(std::move(pillows_dir)) {
+  secret_ = util::NewUuidHex() + util::NewUuidHex();
+}
+
+std::string App::Nonce() const {
+  std::string ts = fmt::format("{:x}", util::NowMicros() / 1'000'000);
+  return ts + "." + meta::Sha256Hex(secret_ + ":" + ts).substr(0, 32);
+}
+
+bool App::NonceValid(std::string_view nonce, bool* stale) const {
+  *stale = false;
+  auto dot = nonce.find('.');
+  if (dot == std::string_view::npos) return false;
+  std::string ts(nonce.substr(0, dot));
+  if (meta::Sha256Hex(secret_ + ":" + ts).substr(0, 32) != nonce.substr(dot + 1)) return false;
+  int64_t t = std::strtoll(ts.c_str(), nullptr, 16);
+  if (util::NowMicros() / 1'000'000 - t > 300) {
+    *stale = true;
+    return false;
+  }
+  return true;
+}
+
+Response App::Unauthorized(const Status& why) const {
+  Response r = Error(401, why.message());
+  const bool stale = why.message().rfind("stale", 0) == 0;
+  const std::string nonce = Nonce();
+  for (const char* algorithm : {"SHA-256", "MD5"})
+    r.headers.emplace_back(
+        "WWW-Authenticate",
+        fmt::format(R"(Digest realm="{}", qop="auth", algorithm={}, nonce="{}", opaque="{}"{})",
+                    meta::kDigestRealm, algorithm, nonce, secret_.substr(0, 16),
+                    stale ? ", stale=true" : ""));
+  r.headers.emplace_back("WWW-Authenticate",
+                         fmt::format(R"(Basic realm="{}")", meta::kDigestRealm));
+  r.headers.emplace_back("WWW-Authenticate", "ApiKey");
+  return r;
+}
+
+Result<meta::User> App::AuthenticateDigest(const Request& r, std::string_view params) {
+  auto p = ParseAuthParams(params);
+  for (const char* k : {"username", "realm", "nonce", "uri", "response"})
+    if (!p.count(k)) return Status::Unauthenticated(fmt::format("Digest credentials lack '{}'", k));
+  if (p["realm"] != meta::kDigestRealm)
+    return Status::Unauthenticated(fmt::format("Digest realm must be '{}'", meta::kDigestRealm));
+  std::string algorithm = p.count("algorithm") ? p["algorithm"] : "MD5";
+  for (char& c : algorithm) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (algorithm != "MD5" && algorithm != "SHA-256")
+    return Status::Unauthenticated("Digest algorithm must be MD5 or SHA-256");
+  if (p["uri"] != r.target) return Status::Unauthenticated("Digest uri does not match the request");
+  bool stale;
+  if (!NonceValid(p["nonce"], &stale))
+    return Status::Unauthenticated(stale ? "stale nonce: retry with the new one"
+                                         : "Digest nonce was not issued by this server");
+  auto user = meta_->GetUser(p["username"]);
+  if (!user.ok() || !user->is_active)
+    return Status::Unauthenticated("wrong username or password, or the user is inactive");
+  auto H = [&](const std::string& s) {
+    return algorithm == "MD5" ? util::Md5Hex(s) : meta::Sha256Hex(s);
+  };
+  const std::string& ha1 = algorithm == "MD5" ? user->digest_md5 : user->digest_sha256;
+  if (ha1.empty())
+    return Status::Unauthenticated("this user has no Digest credentials (set the password again)");
+  const std::string ha2 = H(r.method + ":" + p["uri"]);
+  std::string expected;
+  if (p.count("qop")) {
+    if (p["qop"] != "auth") return Status::Unauthenticated("Digest qop must be 'auth'");
+    expected =
+        H(fmt::format("{}:{}:{}:{}:{}:{}", ha1, p["nonce"], p["nc"], p["cnonce"], p["qop"], ha2));
+  } else {
+    expected = H(fmt::format("{}:{}:{}", ha1, p["nonce"], ha2));
+  }
+  std::string got = p["response"];
+  for (char& c : got) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (got.size() != expected.size() || CRYPTO_memcmp(got.data(), expected.data(), got.size()) != 0)
+    return Status::Unauthenticated("wrong username or password");
+  return user;
+}
 
 Result<meta::User> App::Authenticate(const Request& r) {
   const std::string* auth = r.Header("authorization");
-  if (!auth) return Status::Unauthenticated("authentication required (Basic or ApiKey)");
+  if (!auth) return Status::Unauthenticated("authentication required (Digest, Basic or ApiKey)");
   std::string_view a = *auth;
   auto space = a.find(' ');
   std::string scheme(a.substr(0, space));
@@ -100,6 +208,7 @@ Result<meta::User> App::Authenticate(const Request& r) {
     if (colon == std::string::npos) return Status::Unauthenticated("malformed Basic credentials");
     return meta_->Authenticate(decoded.substr(0, colon), decoded.substr(colon + 1));
   }
+  if (scheme == "digest") return AuthenticateDigest(r, cred);
   if (scheme == "apikey") {
     auto colon = cred.find(':');
     if (colon == std::string_view::npos)
@@ -152,7 +261,7 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
   }
   if (r.method != "POST") return Error(405, "submissions are POSTed");
   auto user = Authenticate(r);
-  if (!user.ok()) return Unauthorized(user.status().message());
+  if (!user.ok()) return Unauthorized(user.status());
   if (!user->InDomain(domain))
     return Error(403, fmt::format("user {} is not a member of domain {}", user->username, domain));
   const bool allowed =
@@ -189,7 +298,7 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
 Response App::CaseApi(const Request& r, const std::string& domain, const std::string& rest) {
   if (r.method != "GET") return Error(405, "this slice of the Case API serves GET");
   auto user = Authenticate(r);
-  if (!user.ok()) return Unauthorized(user.status().message());
+  if (!user.ok()) return Unauthorized(user.status());
   if (!user->InDomain(domain))
     return Error(403, fmt::format("user {} is not a member of domain {}", user->username, domain));
   if (!user->Can(domain, meta::kAccessApi))

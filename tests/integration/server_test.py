@@ -105,6 +105,7 @@ class ServerTest(unittest.TestCase):
         s, h, body = self.submit(xml, auth=None)
         self.assertEqual(s, 401)
         self.assertIn("Basic", h["www-authenticate"])
+        self.assertIn('Digest realm="commcare", qop="auth", algorithm=SHA-256', h["www-authenticate"])
         self.assertEqual(self.submit(xml, auth=("admin", "wrong"))[0], 401)
         self.assertEqual(self.submit(xml, auth=("nobody", "x"))[0], 401)
         s, h, body = self.submit(xml)
@@ -149,6 +150,33 @@ class ServerTest(unittest.TestCase):
         s, _, body = self.request("POST", "/a/demo/receiver/", body=bad.encode(),
                                   headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         self.assertEqual(s, 400, body)
+
+    def test_curl_as_a_phone_head_then_multipart_post_with_digest(self):
+        form = os.path.join(self.tmp, "phone-form.xml")
+        with open(form, "wb") as f:
+            f.write(sample("case-v2__basic_create.xml").replace(b"foo-case-id", b"phone-case"))
+        url = f"http://127.0.0.1:{self.port}/a/demo/receiver/"
+        head = subprocess.run(["curl", "-sS", "-I", "-H", "X-OpenRosa-Version: 1.0", url],
+                              capture_output=True, text=True)
+        self.assertIn("204", head.stdout.splitlines()[0])
+        self.assertIn("X-OpenRosa-Accept-Content-Length", head.stdout)
+        post = subprocess.run(
+            ["curl", "-sS", "--digest", "-u", "w.demo:pw-demo", "-H", "X-OpenRosa-Version: 1.0",
+             "-F", f"xml_submission_file=@{form};type=text/xml", "-w", "\n%{http_code}", url],
+            capture_output=True, text=True)
+        body, code = post.stdout.rsplit("\n", 1)
+        self.assertEqual(code, "201", post.stdout + post.stderr)
+        self.assertIn('nature="submit_success"', body)
+        bad = subprocess.run(["curl", "-sS", "--digest", "-u", "w.demo:wrong", "-F",
+                              f"xml_submission_file=@{form};type=text/xml", "-o", "/dev/null",
+                              "-w", "%{http_code}", url], capture_output=True, text=True)
+        self.assertEqual(bad.stdout, "401")
+        # A nonce this server never issued.
+        s, _, body = self.request("POST", "/a/demo/receiver/", body=b"<x/>", auth=None, headers={
+            "Authorization": 'Digest username="w.demo", realm="commcare", nonce="1.abc", '
+                             'uri="/a/demo/receiver/", response="00", qop=auth, nc=1, cnonce="x"'})
+        self.assertEqual(s, 401)
+        self.assertIn("not issued", json.loads(body)["error"])
 
     def test_domain_isolation_and_permissions(self):
         xml = sample("case-v2__basic_create.xml")
