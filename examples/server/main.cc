@@ -651,6 +651,7 @@ int CmdServe(const Args& a) {
         std::cerr << "pillows stopped: " << s.ToString() << std::endl;
     });
   }
+  app.SetPillows(pillows.get());
   auto server = commcare::http::Server::Start(
       so, [&app](const commcare::http::Request& r) { return app.Handle(r); });
   if (!server.ok()) {

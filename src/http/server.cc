@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -88,9 +90,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnHeader(beast::error_code ec);
   void OnBody(beast::error_code ec);
   void Dispatch();
-  void Send(Response r, bool keep_alive);
+  void Send(Response r, bool keep_alive, bool linger = false);
   void Fail(int status, const std::string& message);
   void Close();
+  // After an early error answer: stop sending, read and drop what the client still sends (up
+  // to 2 s), then close, so the client gets to read the answer instead of a reset.
+  void Linger();
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
@@ -374,7 +379,7 @@ void Session::Dispatch() {
   });
 }
 
-void Session::Send(Response r, bool keep_alive) {
+void Session::Send(Response r, bool keep_alive, bool linger) {
   auto res = std::make_shared<bhttp::response<bhttp::string_body>>();
   res->version(11);
   res->result(static_cast<unsigned>(r.status));
@@ -387,7 +392,8 @@ void Session::Send(Response r, bool keep_alive) {
   stream_.expires_after(std::chrono::milliseconds(server_->opts().body_timeout_ms));
   bhttp::async_write(
       stream_, *res,
-      [self = shared_from_this(), res, keep_alive](beast::error_code ec, std::size_t) {
+      [self = shared_from_this(), res, keep_alive, linger](beast::error_code ec, std::size_t) {
+        if (!ec && linger) return self->Linger();
         if (ec || !keep_alive) return self->Close();
         self->ReadHeader();
       });
@@ -399,7 +405,26 @@ void Session::Fail(int status, const std::string& message) {
   Response r;
   r.status = status;
   r.body = fmt::format(R"({{"error":"{}"}})", JsonEscape(message));
-  Send(std::move(r), false);  // after a framing error the connection cannot be trusted
+  Send(std::move(r), false, true);  // after a framing error the connection cannot be trusted
+}
+
+void Session::Linger() {
+  beast::error_code ec;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  stream_.expires_after(std::chrono::seconds(2));
+  auto scratch = std::make_shared<std::array<char, 65536>>();
+  auto drain = std::make_shared<std::function<void()>>();
+  *drain = [self = shared_from_this(), scratch, drain] {
+    self->stream_.async_read_some(asio::buffer(*scratch),
+                                  [self, scratch, drain](beast::error_code ec, std::size_t) {
+                                    if (ec) {
+                                      *drain = nullptr;  // breaks the self-reference
+                                      return self->Close();
+                                    }
+                                    (*drain)();
+                                  });
+  };
+  (*drain)();
 }
 
 void Session::Close() {

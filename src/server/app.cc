@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 
 #include <boost/json.hpp>
+#include <chrono>
 #include <map>
 
 #include "commcare/pillows.h"
@@ -219,16 +220,128 @@ Result<meta::User> App::Authenticate(const Request& r) {
 }
 
 Response App::Handle(const Request& r) {
-  if (r.path == "/health") {
+  auto t0 = std::chrono::steady_clock::now();
+  std::string route = "other";
+  Response resp = Route(r, &route);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::lock_guard l(metrics_.mu);
+  auto& m = metrics_.routes[route];
+  ++m.by_status[resp.status];
+  size_t b = 0;
+  while (b < Metrics::kBuckets.size() && secs > Metrics::kBuckets[b]) ++b;
+  ++m.buckets[b];
+  m.sum += secs;
+  ++m.count;
+  if (route == "receiver" && r.method == "POST") {
+    auto n = resp.body.find("nature=\"");
+    std::string nature = n == std::string::npos
+                             ? "rejected"
+                             : resp.body.substr(n + 8, resp.body.find('"', n + 8) - n - 8);
+    ++metrics_.submissions[nature];
+  }
+  return resp;
+}
+
+Response App::Route(const Request& r, std::string* route) {
+  if (r.path == "/health" || r.path == "/health/ready" || r.path == "/metrics") {
+    *route = r.path.substr(1);
     if (r.method != "GET" && r.method != "HEAD") return Error(405, "use GET");
+    if (r.path == "/health/ready") return Ready();
+    if (r.path == "/metrics") return MetricsText();
     return Json(200, json::object{{"status", "ok"}});
   }
   std::string domain, rest;
   if (!SplitDomainPath(r.path, &domain, &rest)) return Error(404, "no such route");
-  if (rest == "receiver" || rest.rfind("receiver/", 0) == 0)
+  if (rest == "receiver" || rest.rfind("receiver/", 0) == 0) {
+    *route = "receiver";
     return Receiver(r, domain, rest.size() > 9 ? rest.substr(9) : "");
-  if (rest.rfind("api/case/v2", 0) == 0) return CaseApi(r, domain, rest.substr(11));
+  }
+  if (rest.rfind("api/case/v2", 0) == 0) {
+    *route = "case_api_v2";
+    return CaseApi(r, domain, rest.substr(11));
+  }
   return Error(404, "no such route");
+}
+
+// Ready when the engine answers and the pillows are within 10,000 changes of the log's end.
+Response App::Ready() {
+  int64_t lag = 0;
+  double lag_s = 0;
+  if (pillows_) {
+    auto st = pillows_->GetStatus();
+    if (!st.ok())
+      return Json(
+          503, json::object{{"status", "pillows unavailable"}, {"error", st.status().message()}});
+    for (const auto& p : *st)
+      for (const auto& part : p.partitions) {
+        lag += part.lag;
+        lag_s = std::max(lag_s, part.lag_seconds);
+      }
+  }
+  const bool ready = lag <= 10'000;
+  return Json(ready ? 200 : 503, json::object{{"status", ready ? "ok" : "pillows behind"},
+                                              {"pillow_lag", lag},
+                                              {"pillow_lag_seconds", lag_s}});
+}
+
+Response App::MetricsText() {
+  std::string out;
+  {
+    std::lock_guard l(metrics_.mu);
+    out += "# HELP commcare_http_requests_total HTTP requests by route and status.\n";
+    out += "# TYPE commcare_http_requests_total counter\n";
+    for (const auto& [route, m] : metrics_.routes)
+      for (const auto& [status, n] : m.by_status)
+        out += fmt::format("commcare_http_requests_total{{route=\"{}\",status=\"{}\"}} {}\n", route,
+                           status, n);
+    out += "# HELP commcare_http_request_seconds Time to answer a request, by route.\n";
+    out += "# TYPE commcare_http_request_seconds histogram\n";
+    for (const auto& [route, m] : metrics_.routes) {
+      int64_t cum = 0;
+      for (size_t b = 0; b < Metrics::kBuckets.size(); ++b) {
+        cum += m.buckets[b];
+        out += fmt::format("commcare_http_request_seconds_bucket{{route=\"{}\",le=\"{}\"}} {}\n",
+                           route, Metrics::kBuckets[b], cum);
+      }
+      out += fmt::format("commcare_http_request_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {}\n",
+                         route, m.count);
+      out += fmt::format("commcare_http_request_seconds_sum{{route=\"{}\"}} {}\n", route, m.sum);
+      out +=
+          fmt::format("commcare_http_request_seconds_count{{route=\"{}\"}} {}\n", route, m.count);
+    }
+    out += "# HELP commcare_submissions_total Form submissions by OpenRosa outcome.\n";
+    out += "# TYPE commcare_submissions_total counter\n";
+    for (const auto& [nature, n] : metrics_.submissions)
+      out += fmt::format("commcare_submissions_total{{nature=\"{}\"}} {}\n", nature, n);
+  }
+  if (pillows_) {
+    auto st = pillows_->GetStatus();
+    if (st.ok()) {
+      out += "# HELP commcare_pillow_lag Changes not yet processed, by pillow.\n";
+      out += "# TYPE commcare_pillow_lag gauge\n";
+      std::string lag_s, queue;
+      for (const auto& p : *st) {
+        int64_t lag = 0;
+        double secs = 0;
+        for (const auto& part : p.partitions) {
+          lag += part.lag;
+          secs = std::max(secs, part.lag_seconds);
+        }
+        out += fmt::format("commcare_pillow_lag{{pillow=\"{}\"}} {}\n", p.name, lag);
+        lag_s += fmt::format("commcare_pillow_lag_seconds{{pillow=\"{}\"}} {}\n", p.name, secs);
+        queue += fmt::format("commcare_pillow_retry_queue{{pillow=\"{}\",state=\"waiting\"}} {}\n",
+                             p.name, p.retries);
+        queue += fmt::format("commcare_pillow_retry_queue{{pillow=\"{}\",state=\"dead\"}} {}\n",
+                             p.name, p.dead_letters);
+      }
+      out += "# TYPE commcare_pillow_lag_seconds gauge\n" + lag_s;
+      out += "# TYPE commcare_pillow_retry_queue gauge\n" + queue;
+    }
+  }
+  Response r;
+  r.content_type = "text/plain; version=0.0.4";
+  r.body = std::move(out);
+  return r;
 }
 
 Response App::Receiver(const Request& r, const std::string& domain, const std::string& rest) {

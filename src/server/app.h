@@ -2,9 +2,14 @@
 // Plain Request -> Response over an Engine, the MetaStore and the pillows' stores.
 #pragma once
 
+#include <array>
+#include <atomic>
+#include <map>
+#include <mutex>
 #include <string>
 
 #include "commcare/engine.h"
+#include "commcare/pillows.h"
 #include "http/server.h"
 #include "meta/meta_store.h"
 
@@ -14,8 +19,27 @@ class App {
  public:
   App(Engine* engine, meta::MetaStore* meta, std::string pillows_dir);
   http::Response Handle(const http::Request& r);
+  // The pillows running beside the server (readiness and metrics report their lag).
+  void SetPillows(PillowHost* pillows) { pillows_ = pillows; }
 
  private:
+  // Request counts and latency histograms per route, submissions by outcome.
+  struct Metrics {
+    static constexpr std::array<double, 12> kBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                        0.1,   0.25,   0.5,   1,    2.5,   5};
+    struct Route {
+      std::map<int, int64_t> by_status;
+      std::array<int64_t, 13> buckets{};  // the last: +Inf
+      double sum = 0;
+      int64_t count = 0;
+    };
+    std::mutex mu;
+    std::map<std::string, Route> routes;
+    std::map<std::string, int64_t> submissions;  // by OpenRosa nature
+  };
+  http::Response Route(const http::Request& r, std::string* route);
+  http::Response Ready();
+  http::Response MetricsText();
   http::Response Receiver(const http::Request& r, const std::string& domain,
                           const std::string& rest);
   http::Response CaseApi(const http::Request& r, const std::string& domain,
@@ -33,6 +57,8 @@ class App {
   meta::MetaStore* meta_;
   std::string pillows_dir_;
   std::string secret_;  // signs Digest nonces (new per process: old nonces become stale)
+  PillowHost* pillows_ = nullptr;
+  Metrics metrics_;
 };
 
 }  // namespace commcare::server

@@ -273,6 +273,19 @@ class ServerTest(unittest.TestCase):
             lines = [json.loads(l) for l in f]
         self.assertTrue(any(l["status"] == 413 for l in lines))
 
+    def test_z_health_ready_and_metrics(self):
+        s, _, body = self.request("GET", "/health/ready", auth=None)
+        self.assertEqual(s, 200, body)
+        self.assertIn("pillow_lag", json.loads(body))
+        s, h, body = self.request("GET", "/metrics", auth=None)
+        self.assertEqual(s, 200)
+        self.assertTrue(h["content-type"].startswith("text/plain"))
+        text = body.decode()
+        self.assertRegex(text, r'commcare_http_requests_total\{route="receiver",status="201"\} [1-9]')
+        self.assertRegex(text, r'commcare_http_request_seconds_bucket\{route="receiver",le="\+Inf"\} [1-9]')
+        self.assertRegex(text, r'commcare_submissions_total\{nature="submit_success"\} [1-9]')
+        self.assertRegex(text, r'commcare_pillow_lag\{pillow="case-search"\} \d+')
+
     def test_zz_graceful_stop(self):
         self.proc.send_signal(signal.SIGTERM)
         out, err = self.proc.communicate(timeout=60)
