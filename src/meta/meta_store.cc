@@ -155,6 +155,9 @@ struct MetaStore::Impl {
   std::mutex mu;
   // username -> (sha256 of the verified password, the user as verified)
   std::unordered_map<std::string, std::pair<std::string, User>> verified;
+  // One PBKDF2 verification per user at a time: concurrent first requests of a user wait for
+  // it and then hit the cache instead of each spending ~0.1 s of CPU.
+  std::unordered_map<std::string, std::shared_ptr<std::mutex>> verifying;
 };
 
 MetaStore::MetaStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -320,6 +323,16 @@ Result<std::vector<User>> MetaStore::ListUsers(std::string_view domain) {
 
 Result<User> MetaStore::Authenticate(std::string_view username, std::string_view password) {
   const std::string digest = Sha256Hex(password);
+  std::shared_ptr<std::mutex> gate;
+  {
+    std::lock_guard l(impl_->mu);
+    auto it = impl_->verified.find(std::string(username));
+    if (it != impl_->verified.end() && it->second.first == digest) return it->second.second;
+    auto& g = impl_->verifying[std::string(username)];
+    if (!g) g = std::make_shared<std::mutex>();
+    gate = g;
+  }
+  std::lock_guard single(*gate);
   {
     std::lock_guard l(impl_->mu);
     auto it = impl_->verified.find(std::string(username));
