@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT 
 constexpr uint32_t kLogMagic = 0x474c4343;  // "CCLG"
 constexpr size_t kLogHeader = 32;
 constexpr uint64_t kCheckpointLogBytes = 48ULL << 20;
+// A background PASSIVE checkpoint runs after this much more log.
+constexpr uint64_t kPassiveEveryBytes = 16ULL << 20;
 // The log file is zero-filled to this size once and then reused from the start after each
 // checkpoint (as RocksDB recycles WAL files): appends overwrite allocated blocks, so a sync
 // flushes data only, not the file's size and extents. Replay stops at the first record that
@@ -93,6 +95,14 @@ class SqlitePrimaryStore final : public PrimaryStore {
       : path_(std::move(path)), durable_(durable), read_only_(read_only) {}
 
   ~SqlitePrimaryStore() override {
+    if (checkpointer_.joinable()) {
+      {
+        std::lock_guard<std::mutex> l(ckpt_mu_);
+        stop_checkpointer_ = true;
+      }
+      ckpt_cv_.notify_all();
+      checkpointer_.join();
+    }
     if (sealer_.joinable()) {
       {
         std::lock_guard<std::recursive_mutex> lock(write_mu_);
@@ -122,6 +132,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
         CC_RETURN_IF_ERROR(ReplayLog());
         CC_RETURN_IF_ERROR(PreallocateLog());
         sealer_ = std::thread([this] { SealLoop(); });
+        CC_RETURN_IF_ERROR(ckpt_conn_.Open(path_, false, durable_));
+        checkpointer_ = std::thread([this] { CheckpointLoop(); });
       }
     }
     return Status::Ok();
@@ -269,6 +281,29 @@ class SqlitePrimaryStore final : public PrimaryStore {
     return Status::Ok();
   }
 
+  // Copies sealed WAL frames into the database from a second connection, beside the writer
+  // (SQLite's PASSIVE checkpoint blocks no one), so the log checkpoint that must hold the
+  // write lock (CheckpointLocked, every kCheckpointLogBytes) finds little left to copy and
+  // sync: commits then stall for milliseconds, not hundreds of them.
+  void CheckpointLoop() {
+    uint64_t last = 0;
+    std::unique_lock<std::mutex> l(ckpt_mu_);
+    while (!stop_checkpointer_) {
+      ckpt_cv_.wait_for(l, std::chrono::milliseconds(100));
+      if (stop_checkpointer_) break;
+      const uint64_t size = log_bytes_.load();
+      if (size >= last && size - last < kPassiveEveryBytes) {
+        continue;
+      }
+      last = size;
+      l.unlock();
+      int frames = 0, done = 0;
+      (void)sqlite3_wal_checkpoint_v2(ckpt_conn_.db(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &frames,
+                                      &done);
+      l.lock();
+    }
+  }
+
   void SealLoop() {
     std::unique_lock<std::recursive_mutex> lock(write_mu_);
     while (!stop_sealer_) {
@@ -316,6 +351,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
       return s;
     }
     log_size_ += static_cast<uint64_t>(want);
+    log_bytes_.store(log_size_);
     appended_lsn_.store(lsn);
     return Status::Ok();
   }
@@ -371,6 +407,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
       if (rc != SQLITE_OK || ckpt_frames < log_frames) return writer_.Err("checkpointing");
     }
     log_size_ = 0;
+    log_bytes_.store(0);
     synced_lsn_.store(appended_lsn_.load());
     return Status::Ok();
   }
@@ -956,6 +993,12 @@ class SqlitePrimaryStore final : public PrimaryStore {
   std::chrono::steady_clock::time_point txn_started_;
   Status broken_;  // set when SQLite lost applied groups; reopen replays
   std::thread sealer_;
+  util::Conn ckpt_conn_;  // the background checkpointer's own connection
+  std::thread checkpointer_;
+  std::mutex ckpt_mu_;
+  std::condition_variable ckpt_cv_;
+  bool stop_checkpointer_ = false;
+  std::atomic<uint64_t> log_bytes_{0};  // log_size_, readable without log_mu_
   std::condition_variable_any seal_cv_;
   bool stop_sealer_ = false;
   std::mutex log_mu_;                     // appends to (and truncation of) the redo log
