@@ -132,6 +132,25 @@ class PillowHost {
   virtual Result<int64_t> UcrRebuild(std::string_view domain, std::string_view table_id) = 0;
 };
 
+// A form list over the read-copy pillow's store (CommCare's form API v0.5 filters).
+struct FormListQuery {
+  std::string domain;  // required
+  std::string xmlns;
+  std::string app_id;
+  std::string user_id;
+  int64_t received_from = 0;  // µs, inclusive; 0 = open
+  int64_t received_to = 0;    // µs, exclusive; 0 = open
+  bool include_archived = false;
+  size_t limit = 20;  // 1..1000
+  size_t offset = 0;
+};
+struct FormListPage {
+  std::vector<std::string> forms;  // FormToJson objects, by received_on
+  int64_t total_count = 0;
+};
+// Lists forms from pillows_dir/read-copy.sqlite.
+Result<FormListPage> ListForms(const std::string& pillows_dir, const FormListQuery& query);
+
 // Rows of a UCR data source's table (from pillows_dir/ucr.sqlite) as JSON objects.
 Result<std::vector<std::string>> UcrRows(const std::string& pillows_dir, std::string_view domain,
                                          std::string_view table_id, size_t limit = 1000,

@@ -1,5 +1,6 @@
 // The form read copy: form metadata the REST API lists and filters (topic form-sql).
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <unordered_set>
 
@@ -105,3 +106,50 @@ class FormReadCopy final : public Processor {
 std::unique_ptr<Processor> NewFormReadCopyProcessor() { return std::make_unique<FormReadCopy>(); }
 
 }  // namespace commcare::pillows
+
+namespace commcare {
+
+Result<FormListPage> ListForms(const std::string& pillows_dir, const FormListQuery& q) {
+  if (q.domain.empty()) return Status::InvalidArgument("a form list needs a domain");
+  if (q.limit < 1 || q.limit > 1000)
+    return Status::InvalidArgument(fmt::format("limit must be 1..1000 (got {})", q.limit));
+  std::string path = pillows_dir + "/read-copy.sqlite";
+  if (::access(path.c_str(), R_OK) != 0)
+    return Status::NotFound(fmt::format("no form read copy at {}", path));
+  util::Conn db;
+  CC_RETURN_IF_ERROR(db.Open(path, true, false));
+  const char* where =
+      " FROM rc_forms WHERE domain=?1 AND (?2='' OR xmlns=?2) AND (?3='' OR app_id=?3) AND "
+      "(?4='' OR user_id=?4) AND (?5=0 OR received_on>=?5) AND (?6=0 OR received_on<?6) AND "
+      "(state='normal' OR (?7=1 AND state='archived'))";
+  auto bind = [&](sqlite3_stmt* s) {
+    util::Bind(s, 1, q.domain);
+    util::Bind(s, 2, q.xmlns);
+    util::Bind(s, 3, q.app_id);
+    util::Bind(s, 4, q.user_id);
+    util::Bind(s, 5, q.received_from);
+    util::Bind(s, 6, q.received_to);
+    util::Bind(s, 7, static_cast<int64_t>(q.include_archived ? 1 : 0));
+  };
+  FormListPage page;
+  sqlite3_stmt* c = nullptr;
+  std::string count_sql = std::string("SELECT COUNT(*)") + where;
+  if (sqlite3_prepare_v2(db.db(), count_sql.c_str(), -1, &c, nullptr) != SQLITE_OK)
+    return db.Err("counting forms");
+  bind(c);
+  if (sqlite3_step(c) == SQLITE_ROW) page.total_count = sqlite3_column_int64(c, 0);
+  sqlite3_finalize(c);
+  sqlite3_stmt* s = nullptr;
+  std::string sql =
+      std::string("SELECT doc") + where + " ORDER BY received_on, id LIMIT ?8 OFFSET ?9";
+  if (sqlite3_prepare_v2(db.db(), sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
+    return db.Err("listing forms");
+  bind(s);
+  util::Bind(s, 8, static_cast<int64_t>(q.limit));
+  util::Bind(s, 9, static_cast<int64_t>(q.offset));
+  while (sqlite3_step(s) == SQLITE_ROW) page.forms.emplace_back(util::Col(s, 0));
+  sqlite3_finalize(s);
+  return page;
+}
+
+}  // namespace commcare

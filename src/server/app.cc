@@ -260,6 +260,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "case_api_v2";
     return CaseApi(r, domain, rest.substr(11));
   }
+  if (rest.rfind("api/v0.5/form", 0) == 0) {
+    *route = "form_api";
+    return FormApi(r, domain, rest.substr(13));
+  }
   return Error(404, "no such route");
 }
 
@@ -406,6 +410,77 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
       out.headers.emplace_back("Location", fmt::format("http://{}/", *host));
   }
   return out;
+}
+
+Response App::FormApi(const Request& r, const std::string& domain, const std::string& rest) {
+  if (r.method != "GET") return Error(405, "the form API serves GET");
+  auto user = Authenticate(r);
+  if (!user.ok()) return Unauthorized(user.status());
+  if (!user->Can(domain, meta::kAccessApi))
+    return Error(403,
+                 fmt::format("user {} may not use the API of domain {}", user->username, domain));
+  std::string id = rest;
+  while (!id.empty() && id.front() == '/') id.erase(0, 1);
+  while (!id.empty() && id.back() == '/') id.pop_back();
+  if (!id.empty()) {
+    bool xml = false;
+    if (id.size() > 4 && id.substr(id.size() - 4) == "/xml") {
+      xml = true;
+      id.resize(id.size() - 4);
+    }
+    auto f = engine_->GetForm(domain, id);
+    if (!f.ok()) return Error(StatusFor(f.status()), f.status().message());
+    if (!xml) return Json(200, json::parse(FormToJson(*f)));
+    auto body = engine_->GetFormXml(domain, id);
+    if (!body.ok()) return Error(StatusFor(body.status()), body.status().message());
+    Response x;
+    x.content_type = "text/xml; charset=utf-8";
+    x.body = std::move(*body);
+    return x;
+  }
+  FormListQuery q;
+  q.domain = domain;
+  for (const auto& [k, v] : r.query) {
+    if (k == "xmlns")
+      q.xmlns = v;
+    else if (k == "app_id")
+      q.app_id = v;
+    else if (k == "user_id")
+      q.user_id = v;
+    else if (k == "include_archived")
+      q.include_archived = v == "true";
+    else if (k == "received_on_start" || k == "received_on_end") {
+      int64_t t;
+      if (!util::ParseIsoTime(v, &t))
+        return Error(400, fmt::format("{} is not a date: '{}'", k, v));
+      (k == "received_on_start" ? q.received_from : q.received_to) = t;
+    } else if (k == "limit" || k == "offset") {
+      char* end = nullptr;
+      long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || n < 0) return Error(400, k + " must be a non-negative integer");
+      (k == "limit" ? q.limit : q.offset) = static_cast<size_t>(n);
+    } else if (k != "format") {
+      return Error(400, fmt::format("unknown filter '{}'", k));
+    }
+  }
+  auto page = ListForms(pillows_dir_, q);
+  if (!page.ok()) return Error(StatusFor(page.status()), page.status().message());
+  json::array objects;
+  for (const auto& f : page->forms) objects.push_back(json::parse(f));
+  auto link = [&](int64_t offset) -> json::value {
+    if (offset < 0 || offset >= page->total_count) return nullptr;
+    std::string l = fmt::format("/a/{}/api/v0.5/form/?", domain);
+    for (const auto& [k, v] : r.query)
+      if (k != "offset") l += UrlEncode(k) + "=" + UrlEncode(v) + "&";
+    return json::value(l + fmt::format("offset={}", offset));
+  };
+  const auto off = static_cast<int64_t>(q.offset), lim = static_cast<int64_t>(q.limit);
+  json::object meta{{"limit", q.limit},
+                    {"offset", q.offset},
+                    {"total_count", page->total_count},
+                    {"next", link(off + lim)},
+                    {"previous", off > 0 ? link(std::max<int64_t>(0, off - lim)) : json::value()}};
+  return Json(200, json::object{{"meta", meta}, {"objects", objects}});
 }
 
 Response App::CaseApi(const Request& r, const std::string& domain, const std::string& rest) {

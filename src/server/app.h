@@ -42,6 +42,8 @@ class App {
   http::Response MetricsText();
   http::Response Receiver(const http::Request& r, const std::string& domain,
                           const std::string& rest);
+  http::Response FormApi(const http::Request& r, const std::string& domain,
+                         const std::string& rest);
   http::Response CaseApi(const http::Request& r, const std::string& domain,
                          const std::string& rest);
   // The authenticated user (Basic, Digest or ApiKey); Unauthenticated says why (a message

@@ -234,6 +234,38 @@ class ServerTest(unittest.TestCase):
             self.assertEqual(s, 400, (bad, body))
             self.assertIn("error", json.loads(body))
 
+    def test_form_api(self):
+        ids = []
+        for i in range(5):
+            xml = (f'<?xml version="1.0"?><data xmlns="http://example.org/formapi{i % 2}">'
+                   f'<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>fa-{i}</instanceID>'
+                   f'<userID>u1</userID></meta><q>{i}</q></data>')
+            s, h, _ = self.submit(xml.encode())
+            self.assertEqual(s, 201)
+            ids.append(h["x-commcarehq-formid"])
+        for _ in range(200):
+            s, _, body = self.request("GET", "/a/demo/api/v0.5/form/?xmlns=http://example.org/formapi1")
+            if s == 200 and json.loads(body)["meta"]["total_count"] == 2:
+                break
+            time.sleep(0.05)
+        page = json.loads(body)
+        self.assertEqual({o["form_id"] for o in page["objects"]}, {"fa-1", "fa-3"})
+        s, _, body = self.request("GET", "/a/demo/api/v0.5/form/?limit=1&xmlns=http://example.org/formapi0")
+        page = json.loads(body)
+        self.assertEqual(len(page["objects"]), 1)
+        self.assertTrue(page["meta"]["next"])
+        s, _, body = self.request("GET", page["meta"]["next"])
+        self.assertEqual(len(json.loads(body)["objects"]), 1)
+        s, _, body = self.request("GET", "/a/demo/api/v0.5/form/fa-2/")
+        self.assertEqual((s, json.loads(body)["form_id"]), (200, "fa-2"))
+        s, h, body = self.request("GET", "/a/demo/api/v0.5/form/fa-2/xml")
+        self.assertEqual(s, 200)
+        self.assertIn(b"<q>2</q>", body)
+        self.assertEqual(self.request("GET", "/a/demo/api/v0.5/form/missing/")[0], 404)
+        self.assertEqual(self.request("GET", "/a/demo/api/v0.5/form/?bogus=1")[0], 400)
+        self.assertEqual(self.request("GET", "/a/demo/api/v0.5/form/?received_on_start=never")[0], 400)
+        self.assertEqual(self.request("GET", "/a/demo/api/v0.5/form/", auth=("w.other", "pw-other"))[0], 403)
+
     def raw(self, data, read=True, timeout=5):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         s.sendall(data)
