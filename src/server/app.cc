@@ -260,6 +260,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "case_api_v2";
     return CaseApi(r, domain, rest.substr(11));
   }
+  if (rest.rfind("api/ucr/", 0) == 0) {
+    *route = "ucr_api";
+    return UcrApi(r, domain, rest.substr(8));
+  }
   if (rest.rfind("api/v0.5/form", 0) == 0) {
     *route = "form_api";
     return FormApi(r, domain, rest.substr(13));
@@ -412,6 +416,38 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
   return out;
 }
 
+// GET /a/{domain}/api/ucr/{table_id}/?limit=&offset= : a UCR data source's rows.
+Response App::UcrApi(const Request& r, const std::string& domain, const std::string& rest) {
+  if (r.method != "GET") return Error(405, "the UCR API serves GET");
+  auto user = Authenticate(r);
+  if (!user.ok()) return Unauthorized(user.status());
+  if (!user->Can(domain, meta::kAccessApi))
+    return Error(403,
+                 fmt::format("user {} may not use the API of domain {}", user->username, domain));
+  std::string table = rest;
+  while (!table.empty() && table.back() == '/') table.pop_back();
+  if (table.empty() || table.find('/') != std::string::npos)
+    return Error(404, "name a data source: /a/{domain}/api/ucr/{table_id}/");
+  size_t limit = 100, offset = 0;
+  for (const auto& [k, v] : r.query) {
+    char* end = nullptr;
+    long n = std::strtol(v.c_str(), &end, 10);
+    if (k != "limit" && k != "offset") return Error(400, fmt::format("unknown parameter '{}'", k));
+    if (v.empty() || *end || n < 0 || (k == "limit" && (n < 1 || n > 5000)))
+      return Error(400, k == "limit" ? "limit must be 1..5000" : "offset must be non-negative");
+    (k == "limit" ? limit : offset) = static_cast<size_t>(n);
+  }
+  auto rows = UcrRows(pillows_dir_, domain, table, limit + 1, offset);
+  if (!rows.ok()) return Error(StatusFor(rows.status()), rows.status().message());
+  json::array out;
+  for (size_t i = 0; i < rows->size() && i < limit; ++i) out.push_back(json::parse((*rows)[i]));
+  json::value next = nullptr;
+  if (rows->size() > limit)
+    next = json::value(
+        fmt::format("/a/{}/api/ucr/{}/?limit={}&offset={}", domain, table, limit, offset + limit));
+  return Json(200, json::object{{"rows", out}, {"next", next}});
+}
+
 Response App::FormApi(const Request& r, const std::string& domain, const std::string& rest) {
   if (r.method != "GET") return Error(405, "the form API serves GET");
   auto user = Authenticate(r);
@@ -518,7 +554,9 @@ Response App::CaseApi(const Request& r, const std::string& domain, const std::st
   CaseSearchQuery q;
   q.domain = domain;
   for (const auto& [k, v] : r.query) {
-    if (k == "case_type")
+    if (k == "q")  // full text over name and properties (libcommcare's extension)
+      q.text = v;
+    else if (k == "case_type")
       q.case_type = v;
     else if (k == "owner_id")
       q.owner_id = v;

@@ -42,6 +42,7 @@ class App {
   http::Response MetricsText();
   http::Response Receiver(const http::Request& r, const std::string& domain,
                           const std::string& rest);
+  http::Response UcrApi(const http::Request& r, const std::string& domain, const std::string& rest);
   http::Response FormApi(const http::Request& r, const std::string& domain,
                          const std::string& rest);
   http::Response CaseApi(const http::Request& r, const std::string& domain,

@@ -266,6 +266,30 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(self.request("GET", "/a/demo/api/v0.5/form/?received_on_start=never")[0], 400)
         self.assertEqual(self.request("GET", "/a/demo/api/v0.5/form/", auth=("w.other", "pw-other"))[0], 403)
 
+    def test_ucr_api_and_full_text(self):
+        config = os.path.join(self.tmp, "ucr-api.json")
+        with open(config, "w") as f:
+            json.dump({"domain": "demo", "table_id": "names", "referenced_doc_type": "CommCareCase",
+                       "configured_indicators": [{"type": "raw", "column_id": "name",
+                                                  "property_name": "name"}]}, f)
+        cc("ucr", "load", "--data", self.data, config)
+        xml = sample("case-v2__basic_create.xml").replace(b"foo-case-id", b"ucr-api-case").replace(
+            b"test case name", b"Zanzibar Quokka")
+        self.assertEqual(self.submit(xml)[0], 201)
+        for _ in range(200):
+            s, _, body = self.request("GET", "/a/demo/api/ucr/names/?limit=5000")
+            if s == 200 and "Zanzibar Quokka" in {r["name"] for r in json.loads(body)["rows"]}:
+                break
+            time.sleep(0.05)
+        self.assertIn("Zanzibar Quokka", {r["name"] for r in json.loads(body)["rows"]})
+        s, _, body = self.request("GET", "/a/demo/api/ucr/names/?limit=1")
+        self.assertTrue(json.loads(body)["next"])
+        self.assertEqual(self.request("GET", "/a/demo/api/ucr/nope/")[0], 404)
+        self.assertEqual(self.request("GET", "/a/demo/api/ucr/names/?limit=0")[0], 400)
+        self.assertEqual(self.request("GET", "/a/other/api/ucr/names/", auth=("w.demo", "pw-demo"))[0], 403)
+        s, _, body = self.request("GET", "/a/demo/api/case/v2/?q=quokka")
+        self.assertEqual([c["case_id"] for c in json.loads(body)["cases"]], ["ucr-api-case"])
+
     def raw(self, data, read=True, timeout=5):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         s.sendall(data)
