@@ -58,7 +58,7 @@ constexpr const char* kUsage = R"(usage:
   commcare ucr rows --data DIR --domain D --table T [--limit N] [--offset N]
   commcare serve --data DIR [--listen 127.0.0.1:8000] [--no-pillows] [--access-log FILE|-]
       [--threads N] [--max-body-bytes N] [--header-timeout-ms N] [--body-timeout-ms N]
-      [--idle-timeout-ms N]    (creates DIR and an admin account on first start: COMMCARE_ADMIN_USER,
+      [--idle-timeout-ms N] [--rate-limit-user R] [--rate-limit-domain R]    (creates DIR and an admin account on first start: COMMCARE_ADMIN_USER,
                         COMMCARE_ADMIN_PASSWORD, COMMCARE_DOMAIN, or printed once)
   commcare admin domain create --data DIR NAME [--open-submissions]
   commcare admin user create --data DIR --username U --password P --domain D [--web] [--superuser]
@@ -615,6 +615,15 @@ int CmdServe(const Args& a) {
               << (generated ? " with password " + password + " (shown once)" : "") << std::endl;
   }
   commcare::server::App app(eng->get(), meta->get(), data + "/pillows");
+  double user_rate = 0, domain_rate = 0;
+  for (auto [flag, field] : {std::pair<const char*, double*>{"--rate-limit-user", &user_rate},
+                             {"--rate-limit-domain", &domain_rate}}) {
+    if (!a.Has(flag)) continue;
+    char* end = nullptr;
+    *field = std::strtod(a.Get(flag).c_str(), &end);
+    if (*end || *field < 0) return Fail(std::string(flag) + " must be a non-negative number");
+  }
+  app.SetRateLimits(user_rate, domain_rate);
   commcare::http::ServerOptions so;
   so.listen = a.Get("--listen", "127.0.0.1:8000");
   so.access_log = a.Get("--access-log");

@@ -6,6 +6,7 @@
 
 #include <boost/json.hpp>
 #include <chrono>
+#include <cmath>
 #include <map>
 
 #include "commcare/pillows.h"
@@ -192,6 +193,32 @@ Result<meta::User> App::AuthenticateDigest(const Request& r, std::string_view pa
   if (got.size() != expected.size() || CRYPTO_memcmp(got.data(), expected.data(), got.size()) != 0)
     return Status::Unauthenticated("wrong username or password");
   return user;
+}
+
+double App::Throttle(const std::string& user, const std::string& domain) {
+  if (user_rate_ <= 0 && domain_rate_ <= 0) return 0;
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard l(buckets_mu_);
+  double wait = 0;
+  std::vector<Bucket*> take;
+  for (auto [key, rate] :
+       {std::pair<std::string, double>{"u:" + user, user_rate_}, {"d:" + domain, domain_rate_}}) {
+    if (rate <= 0) continue;
+    Bucket& b = buckets_[key];
+    if (b.fresh) {
+      b.tokens = 2 * rate;
+      b.fresh = false;
+    } else {
+      b.tokens =
+          std::min(2 * rate, b.tokens + rate * std::chrono::duration<double>(now - b.last).count());
+    }
+    b.last = now;
+    if (b.tokens < 1) wait = std::max(wait, (1 - b.tokens) / rate);
+    take.push_back(&b);
+  }
+  if (wait > 0) return wait;  // nothing taken: the request is refused
+  for (Bucket* b : take) b->tokens -= 1;
+  return 0;
 }
 
 Result<meta::User> App::Authenticate(const Request& r) {
@@ -383,6 +410,11 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
   if (r.method != "POST") return Error(405, "submissions are POSTed");
   auto user = Authenticate(r);
   if (!user.ok()) return Unauthorized(user.status());
+  if (double wait = Throttle(user->username, domain); wait > 0) {
+    Response t = Error(429, fmt::format("rate limit: retry in {:.1f} s", wait));
+    t.headers.emplace_back("Retry-After", std::to_string(static_cast<int>(std::ceil(wait))));
+    return t;
+  }
   if (!user->InDomain(domain))
     return Error(403, fmt::format("user {} is not a member of domain {}", user->username, domain));
   const bool allowed =
@@ -421,6 +453,11 @@ Response App::UcrApi(const Request& r, const std::string& domain, const std::str
   if (r.method != "GET") return Error(405, "the UCR API serves GET");
   auto user = Authenticate(r);
   if (!user.ok()) return Unauthorized(user.status());
+  if (double wait = Throttle(user->username, domain); wait > 0) {
+    Response t = Error(429, fmt::format("rate limit: retry in {:.1f} s", wait));
+    t.headers.emplace_back("Retry-After", std::to_string(static_cast<int>(std::ceil(wait))));
+    return t;
+  }
   if (!user->Can(domain, meta::kAccessApi))
     return Error(403,
                  fmt::format("user {} may not use the API of domain {}", user->username, domain));
@@ -452,6 +489,11 @@ Response App::FormApi(const Request& r, const std::string& domain, const std::st
   if (r.method != "GET") return Error(405, "the form API serves GET");
   auto user = Authenticate(r);
   if (!user.ok()) return Unauthorized(user.status());
+  if (double wait = Throttle(user->username, domain); wait > 0) {
+    Response t = Error(429, fmt::format("rate limit: retry in {:.1f} s", wait));
+    t.headers.emplace_back("Retry-After", std::to_string(static_cast<int>(std::ceil(wait))));
+    return t;
+  }
   if (!user->Can(domain, meta::kAccessApi))
     return Error(403,
                  fmt::format("user {} may not use the API of domain {}", user->username, domain));
@@ -523,6 +565,11 @@ Response App::CaseApi(const Request& r, const std::string& domain, const std::st
   if (r.method != "GET") return Error(405, "this slice of the Case API serves GET");
   auto user = Authenticate(r);
   if (!user.ok()) return Unauthorized(user.status());
+  if (double wait = Throttle(user->username, domain); wait > 0) {
+    Response t = Error(429, fmt::format("rate limit: retry in {:.1f} s", wait));
+    t.headers.emplace_back("Retry-After", std::to_string(static_cast<int>(std::ceil(wait))));
+    return t;
+  }
   if (!user->InDomain(domain))
     return Error(403, fmt::format("user {} is not a member of domain {}", user->username, domain));
   if (!user->Can(domain, meta::kAccessApi))

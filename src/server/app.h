@@ -4,6 +4,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <string>
@@ -21,6 +22,12 @@ class App {
   http::Response Handle(const http::Request& r);
   // The pillows running beside the server (readiness and metrics report their lag).
   void SetPillows(PillowHost* pillows) { pillows_ = pillows; }
+  // Token-bucket limits on authenticated requests, per user and per domain (requests per
+  // second, bursts of twice that; 0 = no limit). Over the limit: 429 with Retry-After.
+  void SetRateLimits(double per_user, double per_domain) {
+    user_rate_ = per_user;
+    domain_rate_ = per_domain;
+  }
 
  private:
   // Request counts and latency histograms per route, submissions by outcome.
@@ -60,7 +67,17 @@ class App {
   meta::MetaStore* meta_;
   std::string pillows_dir_;
   std::string secret_;  // signs Digest nonces (new per process: old nonces become stale)
+  // Takes a token from the user's and the domain's buckets; the seconds to wait if empty.
+  double Throttle(const std::string& user, const std::string& domain);
   PillowHost* pillows_ = nullptr;
+  double user_rate_ = 0, domain_rate_ = 0;
+  struct Bucket {
+    double tokens = 0;
+    std::chrono::steady_clock::time_point last{};
+    bool fresh = true;
+  };
+  std::mutex buckets_mu_;
+  std::map<std::string, Bucket> buckets_;
   Metrics metrics_;
 };
 

@@ -353,5 +353,43 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(check["outbox_rows"], 0)
 
 
+class RateLimitTest(unittest.TestCase):
+    def test_token_buckets_answer_429_with_retry_after(self):
+        tmp = tempfile.mkdtemp(prefix="cc-rate-")
+        env = dict(os.environ, COMMCARE_ADMIN_USER="admin", COMMCARE_ADMIN_PASSWORD="pw")
+        proc = subprocess.Popen([CC, "serve", "--data", os.path.join(tmp, "d"), "--listen",
+                                 "127.0.0.1:0", "--no-pillows", "--rate-limit-user", "5"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        try:
+            port = int(json.loads(proc.stdout.readline())["listening"].rsplit(":", 1)[1])
+            auth = "Basic " + base64.b64encode(b"admin:pw").decode()
+            statuses, retry = [], None
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for _ in range(20):
+                conn.request("GET", "/a/demo/api/case/v2/missing", headers={"Authorization": auth})
+                r = conn.getresponse()
+                r.read()
+                statuses.append(r.status)
+                if r.status == 429:
+                    retry = r.getheader("Retry-After")
+            self.assertEqual(statuses[:10], [404] * 10)  # a burst of twice the rate passes
+            self.assertIn(429, statuses)
+            self.assertGreaterEqual(int(retry), 1)
+            time.sleep(1.1)  # tokens come back
+            conn.request("GET", "/a/demo/api/case/v2/missing", headers={"Authorization": auth})
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 404)
+            # Unauthenticated routes are not counted against anyone.
+            conn.request("GET", "/health")
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
