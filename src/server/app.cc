@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <set>
 
 #include "commcare/pillows.h"
 #include "util/hash.h"
@@ -561,8 +562,240 @@ Response App::FormApi(const Request& r, const std::string& domain, const std::st
   return Json(200, json::object{{"meta", meta}, {"objects", objects}});
 }
 
+namespace {
+
+std::string XmlEscape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out.push_back(c);
+    }
+  }
+  return out;
+}
+
+bool XmlName(std::string_view s) {
+  if (s.empty() || s.size() > 255) return false;
+  if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.'))
+      return false;
+  return true;
+}
+
+// One case block of a Case API write; `at` names the item in errors ("" or "[3]").
+Result<std::string> CaseBlock(const json::value& v, const std::string& at, bool create,
+                              std::string case_id, const std::string& user_id,
+                              const std::map<std::string, std::string>& temp_ids,
+                              std::string* out_case_id) {
+  if (!v.is_object())
+    return Status::InvalidArgument(fmt::format("{}: must be an object", at.empty() ? "body" : at));
+  const auto& o = v.get_object();
+  auto field = [&](const char* k) { return at.empty() ? std::string(k) : at + "." + k; };
+  auto str = [&](const char* k, std::string* out) -> Status {
+    const json::value* x = o.if_contains(k);
+    if (!x || x->is_null()) return Status::Ok();
+    if (!x->is_string()) return Status::InvalidArgument(field(k) + ": must be a string");
+    *out = std::string(x->get_string());
+    return Status::Ok();
+  };
+  std::string type, name, owner, external;
+  CC_RETURN_IF_ERROR(str("case_type", &type));
+  CC_RETURN_IF_ERROR(str("case_name", &name));
+  CC_RETURN_IF_ERROR(str("owner_id", &owner));
+  CC_RETURN_IF_ERROR(str("external_id", &external));
+  for (const auto& kv : o) {
+    static const std::set<std::string_view> kKnown = {
+        "case_type", "case_name", "owner_id", "external_id", "properties",
+        "indices",   "close",     "create",   "case_id",     "temporary_id"};
+    if (!kKnown.count(kv.key()))
+      return Status::InvalidArgument(
+          fmt::format("{}: unknown field", field(std::string(kv.key()).c_str())));
+  }
+  if (create) {
+    if (type.empty()) return Status::InvalidArgument(field("case_type") + ": is required");
+    if (name.empty()) return Status::InvalidArgument(field("case_name") + ": is required");
+    if (owner.empty()) owner = user_id;
+  }
+  *out_case_id = case_id;
+  std::string xml = fmt::format(
+      R"(<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="{}" date_modified="{}" user_id="{}">)",
+      XmlEscape(case_id), util::FormatIsoTime(util::NowMicros()), XmlEscape(user_id));
+  if (create)
+    xml += fmt::format(
+        "<create><case_type>{}</case_type><case_name>{}</case_name><owner_id>{}</owner_id></"
+        "create>",
+        XmlEscape(type), XmlEscape(name), XmlEscape(owner));
+  std::string update;
+  if (!create) {
+    if (!type.empty()) update += "<case_type>" + XmlEscape(type) + "</case_type>";
+    if (!name.empty()) update += "<case_name>" + XmlEscape(name) + "</case_name>";
+    if (!owner.empty()) update += "<owner_id>" + XmlEscape(owner) + "</owner_id>";
+  }
+  if (!external.empty()) update += "<external_id>" + XmlEscape(external) + "</external_id>";
+  if (const json::value* props = o.if_contains("properties")) {
+    if (!props->is_object())
+      return Status::InvalidArgument(field("properties") + ": must be an object");
+    for (const auto& kv : props->get_object()) {
+      std::string k(kv.key());
+      std::string pf = field("properties") + "." + k;
+      if (!XmlName(k)) return Status::InvalidArgument(pf + ": not a valid property name");
+      if (!kv.value().is_string()) return Status::InvalidArgument(pf + ": must be a string");
+      update += fmt::format("<{0}>{1}</{0}>", k, XmlEscape(kv.value().get_string()));
+    }
+  }
+  if (!update.empty()) xml += "<update>" + update + "</update>";
+  if (const json::value* idx = o.if_contains("indices")) {
+    if (!idx->is_object()) return Status::InvalidArgument(field("indices") + ": must be an object");
+    std::string index;
+    for (const auto& kv : idx->get_object()) {
+      std::string k(kv.key());
+      std::string pf = field("indices") + "." + k;
+      if (!XmlName(k)) return Status::InvalidArgument(pf + ": not a valid index name");
+      if (!kv.value().is_object()) return Status::InvalidArgument(pf + ": must be an object");
+      const auto& io = kv.value().get_object();
+      auto get = [&](const char* f) {
+        const json::value* x = io.if_contains(f);
+        return x && x->is_string() ? std::string(x->get_string()) : std::string();
+      };
+      std::string target = get("case_id");
+      if (target.empty() && !get("temporary_id").empty()) {
+        auto t = temp_ids.find(get("temporary_id"));
+        if (t == temp_ids.end())
+          return Status::InvalidArgument(pf + ".temporary_id: no case in this request has it");
+        target = t->second;
+      }
+      std::string rel = get("relationship").empty() ? "child" : get("relationship");
+      if (rel != "child" && rel != "extension")
+        return Status::InvalidArgument(pf + ".relationship: must be child or extension");
+      if (get("case_type").empty()) return Status::InvalidArgument(pf + ".case_type: is required");
+      index += fmt::format(R"(<{0} case_type="{1}" relationship="{2}">{3}</{0}>)", k,
+                           XmlEscape(get("case_type")), rel, XmlEscape(target));
+    }
+    if (!index.empty()) xml += "<index>" + index + "</index>";
+  }
+  if (const json::value* c = o.if_contains("close")) {
+    if (!c->is_bool()) return Status::InvalidArgument(field("close") + ": must be true or false");
+    if (c->get_bool()) xml += "<close/>";
+  }
+  return xml + "</case>";
+}
+
+}  // namespace
+
+Response App::BulkFetch(const Request& r, const std::string& domain) {
+  boost::system::error_code ec;
+  json::value v = json::parse(r.body, ec);
+  if (ec || !v.is_object()) return Error(400, "body: must be a JSON object");
+  const json::value* ids = v.get_object().if_contains("case_ids");
+  if (!ids || !ids->is_array()) return Error(400, "case_ids: must be a list");
+  json::array cases;
+  for (const auto& id : ids->get_array()) {
+    if (!id.is_string()) return Error(400, "case_ids: must hold strings");
+    auto c = engine_->GetCase(domain, id.get_string());
+    if (c.ok()) cases.push_back(json::parse(CaseToJson(*c)));
+  }
+  return Json(200, json::object{{"matching_records", cases.size()}, {"cases", cases}});
+}
+
+Response App::CaseWrite(const Request& r, const std::string& domain, const std::string& id,
+                        const meta::User& user) {
+  boost::system::error_code ec;
+  json::value v = json::parse(r.body, ec);
+  if (ec) return Error(400, "body: not JSON (" + ec.message() + ")");
+  const bool bulk = v.is_array();
+  if (bulk && r.method != "POST") return Error(400, "a bulk write is a POST of a list");
+  if (bulk && v.get_array().size() > 100) return Error(400, "body: at most 100 cases per request");
+  if (!bulk && !id.empty() && r.method != "PUT") return Error(405, "update a case with PUT");
+  if (r.method == "PUT" && id.empty()) return Error(400, "PUT needs /case/v2/{case_id}");
+  std::vector<const json::value*> items;
+  if (bulk)
+    for (const auto& x : v.get_array()) items.push_back(&x);
+  else
+    items.push_back(&v);
+  // Case ids first (temporary ids may refer to cases created later in the list).
+  std::map<std::string, std::string> temp_ids;
+  std::vector<std::pair<bool, std::string>> plan;  // (create, case id)
+  for (size_t i = 0; i < items.size(); ++i) {
+    const std::string at = bulk ? fmt::format("[{}]", i) : "";
+    if (!items[i]->is_object())
+      return Error(400, (at.empty() ? "body" : at) + ": must be an object");
+    const auto& o = items[i]->get_object();
+    bool create = r.method == "POST";
+    if (bulk) {
+      const json::value* c = o.if_contains("create");
+      if (!c || !c->is_bool()) return Error(400, at + ".create: is required (true or false)");
+      create = c->get_bool();
+    }
+    std::string case_id;
+    if (create) {
+      case_id = util::NewUuidHex();
+    } else if (!bulk) {
+      case_id = id;
+    } else if (const json::value* cid = o.if_contains("case_id"); cid && cid->is_string()) {
+      case_id = std::string(cid->get_string());
+    } else {
+      return Error(400, at + ".case_id: is required to update a case");
+    }
+    if (!create) {
+      auto existing = engine_->GetCase(domain, case_id);
+      if (!existing.ok())
+        return Error(404, fmt::format("{}: no case {}", at.empty() ? "case_id" : at, case_id));
+    }
+    if (const json::value* t = o.if_contains("temporary_id"); t && t->is_string())
+      temp_ids[std::string(t->get_string())] = case_id;
+    plan.emplace_back(create, case_id);
+  }
+  std::string blocks;
+  for (size_t i = 0; i < items.size(); ++i) {
+    std::string cid;
+    auto b = CaseBlock(*items[i], bulk ? fmt::format("[{}]", i) : "", plan[i].first, plan[i].second,
+                       user.user_id, temp_ids, &cid);
+    if (!b.ok()) return Error(400, b.status().message());
+    blocks += *b;
+  }
+  const std::string form_id = util::NewUuidHex();
+  const std::string now = util::FormatIsoTime(util::NowMicros());
+  std::string xml = fmt::format(
+      R"(<?xml version="1.0"?><data xmlns="http://commcarehq.org/case_api"><meta xmlns="http://openrosa.org/jr/xforms"><deviceID>case_api</deviceID><timeStart>{1}</timeStart><timeEnd>{1}</timeEnd><username>{2}</username><userID>{3}</userID><instanceID>{0}</instanceID></meta>{4}</data>)",
+      form_id, now, XmlEscape(user.username), XmlEscape(user.user_id), blocks);
+  SubmitRequest s;
+  s.domain = domain;
+  s.user_id = user.user_id;
+  s.body = std::move(xml);
+  s.content_type = "text/xml";
+  s.openrosa_version = "3.0";
+  s.submit_ip = r.remote;
+  SubmitResponse sr = engine_->Submit(s);
+  if (sr.http_status != 201)
+    return Json(400, json::object{{"error", sr.message}, {"xform_id", sr.form_id}});
+  json::array cases;
+  for (const auto& [create, cid] : plan) {
+    auto c = engine_->GetCase(domain, cid);
+    if (c.ok()) cases.push_back(json::parse(CaseToJson(*c)));
+  }
+  const int status = r.method == "POST" ? 201 : 200;
+  if (bulk) return Json(status, json::object{{"xform_id", form_id}, {"cases", cases}});
+  return Json(status, json::object{{"xform_id", form_id},
+                                   {"case", cases.empty() ? json::value() : cases[0]}});
+}
+
 Response App::CaseApi(const Request& r, const std::string& domain, const std::string& rest) {
-  if (r.method != "GET") return Error(405, "this slice of the Case API serves GET");
+  if (r.method != "GET" && r.method != "POST" && r.method != "PUT")
+    return Error(405, "the Case API serves GET, POST and PUT");
   auto user = Authenticate(r);
   if (!user.ok()) return Unauthorized(user.status());
   if (double wait = Throttle(user->username, domain); wait > 0) {
@@ -578,6 +811,13 @@ Response App::CaseApi(const Request& r, const std::string& domain, const std::st
   std::string ids = rest;
   while (!ids.empty() && ids.front() == '/') ids.erase(0, 1);
   while (!ids.empty() && ids.back() == '/') ids.pop_back();
+  if (r.method != "GET") {
+    if (!user->Can(domain, meta::kEditData))
+      return Error(403,
+                   fmt::format("user {} may not edit data in domain {}", user->username, domain));
+    if (ids == "bulk_fetch" && r.method == "POST") return BulkFetch(r, domain);
+    return CaseWrite(r, domain, ids, *user);
+  }
   if (!ids.empty()) {  // one case, or several comma-separated
     std::vector<std::string> list;
     size_t start = 0;

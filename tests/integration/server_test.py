@@ -290,6 +290,54 @@ class ServerTest(unittest.TestCase):
         s, _, body = self.request("GET", "/a/demo/api/case/v2/?q=quokka")
         self.assertEqual([c["case_id"] for c in json.loads(body)["cases"]], ["ucr-api-case"])
 
+    def test_case_api_writes(self):
+        post = lambda body, path="/a/demo/api/case/v2/", method="POST", **kw: self.request(
+            method, path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, **kw)
+        s, _, body = post({"case_type": "household", "case_name": "Silva", "owner_id": "o9",
+                           "properties": {"village": "Bela Vista", "size": "4"}})
+        self.assertEqual(s, 201, body)
+        created = json.loads(body)
+        cid = created["case"]["case_id"]
+        self.assertTrue(created["xform_id"])
+        self.assertEqual(created["case"]["properties"]["village"], "Bela Vista")
+        s, _, body = post({"properties": {"size": "5"}, "close": True}, path=f"/a/demo/api/case/v2/{cid}",
+                          method="PUT")
+        self.assertEqual(s, 200, body)
+        self.assertEqual(json.loads(body)["case"]["properties"]["size"], "5")
+        self.assertTrue(json.loads(body)["case"]["closed"])
+        # The generated form is CommCare's case_api form.
+        s, _, body = self.request("GET", f"/a/demo/api/v0.5/form/{json.loads(body)['xform_id']}/xml")
+        self.assertIn(b'xmlns="http://commcarehq.org/case_api"', body)
+        # Bulk: a child indexed to a parent created in the same request, by temporary_id.
+        s, _, body = post([
+            {"create": True, "temporary_id": "mum", "case_type": "mother", "case_name": "Ana"},
+            {"create": True, "case_type": "child", "case_name": "Bia",
+             "indices": {"parent": {"temporary_id": "mum", "case_type": "mother"}}},
+            {"create": False, "case_id": cid, "properties": {"size": "6"}}])
+        self.assertEqual(s, 201, body)
+        cases = json.loads(body)["cases"]
+        self.assertEqual(len(cases), 3)
+        self.assertEqual(cases[1]["indices"]["parent"]["case_id"], cases[0]["case_id"])
+        s, _, body = post({"case_ids": [cases[0]["case_id"], cases[1]["case_id"], "nope"]},
+                          path="/a/demo/api/case/v2/bulk_fetch/")
+        self.assertEqual((s, len(json.loads(body)["cases"])), (200, 2))
+        # Bad bodies name the field; nothing is written.
+        for bad, where in [({"case_name": "x"}, "case_type"),
+                           ({"case_type": "t", "case_name": "x", "properties": {"1bad": "v"}}, "properties.1bad"),
+                           ({"case_type": "t", "case_name": "x", "properties": {"n": 5}}, "properties.n"),
+                           ({"case_type": "t", "case_name": "x", "colour": "red"}, "colour"),
+                           ([{"case_type": "t", "case_name": "x"}], "[0].create"),
+                           ([{"create": True, "case_type": "t", "case_name": "x",
+                              "indices": {"p": {"temporary_id": "ghost", "case_type": "t"}}}], "[0].indices.p.temporary_id"),
+                           ([{"create": True, "case_type": "t", "case_name": "x"}] * 101, "at most 100")]:
+            s, _, body = post(bad)
+            self.assertEqual(s, 400, (bad, body))
+            self.assertIn(where, json.loads(body)["error"])
+        s, _, body = self.request("POST", "/a/demo/api/case/v2/", body=b"{not json")
+        self.assertEqual(s, 400)
+        self.assertEqual(post({"properties": {}}, path="/a/demo/api/case/v2/missing", method="PUT")[0], 404)
+        self.assertEqual(post({"case_type": "t", "case_name": "x"}, auth=("w.other", "pw-other"))[0], 403)
+
     def raw(self, data, read=True, timeout=5):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         s.sendall(data)
