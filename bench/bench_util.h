@@ -17,8 +17,8 @@ inline double Seconds(Clock::time_point a, Clock::time_point b) {
 }
 
 // A /proc/self/status figure in KB (VmRSS, RssAnon: heap and stacks, RssFile: mapped files).
-inline long StatusKb(const char* key) {
-  std::ifstream in("/proc/self/status");
+inline long StatusKb(const char* key, const std::string& pid = "self") {
+  std::ifstream in("/proc/" + pid + "/status");
   std::string line;
   const size_t n = std::strlen(key);
   while (std::getline(in, line))

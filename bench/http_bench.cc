@@ -90,16 +90,6 @@ int ReadResponse(int fd, std::string* buf) {
   return status;
 }
 
-long StatusKbOf(pid_t pid, const char* key) {
-  std::ifstream in(fmt::format("/proc/{}/status", pid));
-  std::string line;
-  const size_t n = std::strlen(key);
-  while (std::getline(in, line))
-    if (line.compare(0, n, key) == 0 && line.size() > n && line[n] == ':')
-      return std::stol(line.substr(n + 1));
-  return -1;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -238,8 +228,8 @@ int main(int argc, char** argv) {
              a.pillows ? "running" : "off", a.forms / secs, failures.load());
   fmt::print("latency ms: p50 {:.2f}  p90 {:.2f}  p99 {:.2f}  max {:.2f}\n", pct(0.5), pct(0.9),
              pct(0.99), latencies.empty() ? 0 : latencies.back() * 1e3);
-  fmt::print("server rss: {} KB (anon {} KB)\n", StatusKbOf(server, "VmRSS"),
-             StatusKbOf(server, "RssAnon"));
+  fmt::print("server rss: {} KB (anon {} KB)\n", StatusKb("VmRSS", std::to_string(server)),
+             StatusKb("RssAnon", std::to_string(server)));
   ::kill(server, SIGTERM);
   int st;
   ::waitpid(server, &st, 0);

@@ -222,6 +222,30 @@ double App::Throttle(const std::string& user, const std::string& domain) {
   return 0;
 }
 
+std::optional<meta::User> App::Admit(const Request& r, const std::string& domain,
+                                     std::string_view permission, Response* deny) {
+  auto user = Authenticate(r);
+  if (!user.ok()) {
+    *deny = Unauthorized(user.status());
+    return std::nullopt;
+  }
+  if (double wait = Throttle(user->username, domain); wait > 0) {
+    *deny = Error(429, fmt::format("rate limit: retry in {:.1f} s", wait));
+    deny->headers.emplace_back("Retry-After", std::to_string(static_cast<int>(std::ceil(wait))));
+    return std::nullopt;
+  }
+  if (!user->InDomain(domain)) {
+    *deny = Error(403, fmt::format("user {} is not a member of domain {}", user->username, domain));
+    return std::nullopt;
+  }
+  if (!permission.empty() && !user->Can(domain, permission)) {
+    *deny =
+        Error(403, fmt::format("user {} may not use the API of domain {}", user->username, domain));
+    return std::nullopt;
+  }
+  return std::move(*user);
+}
+
 Result<meta::User> App::Authenticate(const Request& r) {
   const std::string* auth = r.Header("authorization");
   if (!auth) return Status::Unauthenticated("authentication required (Digest, Basic or ApiKey)");
@@ -409,15 +433,9 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
     return h;
   }
   if (r.method != "POST") return Error(405, "submissions are POSTed");
-  auto user = Authenticate(r);
-  if (!user.ok()) return Unauthorized(user.status());
-  if (double wait = Throttle(user->username, domain); wait > 0) {
-    Response t = Error(429, fmt::format("rate limit: retry in {:.1f} s", wait));
-    t.headers.emplace_back("Retry-After", std::to_string(static_cast<int>(std::ceil(wait))));
-    return t;
-  }
-  if (!user->InDomain(domain))
-    return Error(403, fmt::format("user {} is not a member of domain {}", user->username, domain));
+  Response deny;
+  auto user = Admit(r, domain, "", &deny);
+  if (!user) return deny;
   const bool allowed =
       api ? user->Can(domain, meta::kEditData) && user->Can(domain, meta::kAccessApi)
           : user->Can(domain, meta::kMobileEndpoints) || user->Can(domain, meta::kEditData);
@@ -452,16 +470,9 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
 // GET /a/{domain}/api/ucr/{table_id}/?limit=&offset= : a UCR data source's rows.
 Response App::UcrApi(const Request& r, const std::string& domain, const std::string& rest) {
   if (r.method != "GET") return Error(405, "the UCR API serves GET");
-  auto user = Authenticate(r);
-  if (!user.ok()) return Unauthorized(user.status());
-  if (double wait = Throttle(user->username, domain); wait > 0) {
-    Response t = Error(429, fmt::format("rate limit: retry in {:.1f} s", wait));
-    t.headers.emplace_back("Retry-After", std::to_string(static_cast<int>(std::ceil(wait))));
-    return t;
-  }
-  if (!user->Can(domain, meta::kAccessApi))
-    return Error(403,
-                 fmt::format("user {} may not use the API of domain {}", user->username, domain));
+  Response deny;
+  auto user = Admit(r, domain, meta::kAccessApi, &deny);
+  if (!user) return deny;
   std::string table = rest;
   while (!table.empty() && table.back() == '/') table.pop_back();
   if (table.empty() || table.find('/') != std::string::npos)
@@ -488,16 +499,9 @@ Response App::UcrApi(const Request& r, const std::string& domain, const std::str
 
 Response App::FormApi(const Request& r, const std::string& domain, const std::string& rest) {
   if (r.method != "GET") return Error(405, "the form API serves GET");
-  auto user = Authenticate(r);
-  if (!user.ok()) return Unauthorized(user.status());
-  if (double wait = Throttle(user->username, domain); wait > 0) {
-    Response t = Error(429, fmt::format("rate limit: retry in {:.1f} s", wait));
-    t.headers.emplace_back("Retry-After", std::to_string(static_cast<int>(std::ceil(wait))));
-    return t;
-  }
-  if (!user->Can(domain, meta::kAccessApi))
-    return Error(403,
-                 fmt::format("user {} may not use the API of domain {}", user->username, domain));
+  Response deny;
+  auto user = Admit(r, domain, meta::kAccessApi, &deny);
+  if (!user) return deny;
   std::string id = rest;
   while (!id.empty() && id.front() == '/') id.erase(0, 1);
   while (!id.empty() && id.back() == '/') id.pop_back();
@@ -796,18 +800,9 @@ Response App::CaseWrite(const Request& r, const std::string& domain, const std::
 Response App::CaseApi(const Request& r, const std::string& domain, const std::string& rest) {
   if (r.method != "GET" && r.method != "POST" && r.method != "PUT")
     return Error(405, "the Case API serves GET, POST and PUT");
-  auto user = Authenticate(r);
-  if (!user.ok()) return Unauthorized(user.status());
-  if (double wait = Throttle(user->username, domain); wait > 0) {
-    Response t = Error(429, fmt::format("rate limit: retry in {:.1f} s", wait));
-    t.headers.emplace_back("Retry-After", std::to_string(static_cast<int>(std::ceil(wait))));
-    return t;
-  }
-  if (!user->InDomain(domain))
-    return Error(403, fmt::format("user {} is not a member of domain {}", user->username, domain));
-  if (!user->Can(domain, meta::kAccessApi))
-    return Error(403,
-                 fmt::format("user {} may not use the API of domain {}", user->username, domain));
+  Response deny;
+  auto user = Admit(r, domain, meta::kAccessApi, &deny);
+  if (!user) return deny;
   std::string ids = rest;
   while (!ids.empty() && ids.front() == '/') ids.erase(0, 1);
   while (!ids.empty() && ids.back() == '/') ids.pop_back();

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "commcare/engine.h"
@@ -61,6 +62,10 @@ class App {
   // starting "stale" for an expired Digest nonce).
   Result<meta::User> Authenticate(const http::Request& r);
   Result<meta::User> AuthenticateDigest(const http::Request& r, std::string_view params);
+  // The authenticated, not rate-limited member of the domain holding permission ("" = any);
+  // else nullopt with the 401/429/403 to send in *deny.
+  std::optional<meta::User> Admit(const http::Request& r, const std::string& domain,
+                                  std::string_view permission, http::Response* deny);
   // 401 with a challenge for every scheme (a fresh Digest nonce).
   http::Response Unauthorized(const Status& why) const;
   std::string Nonce() const;
