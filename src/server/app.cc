@@ -312,6 +312,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "case_api_v2";
     return CaseApi(r, domain, rest.substr(11));
   }
+  if (rest == "api/changes" || rest == "api/changes/") {
+    *route = "changes_api";
+    return ChangesApi(r, domain);
+  }
   if (rest.rfind("api/ucr/", 0) == 0) {
     *route = "ucr_api";
     return UcrApi(r, domain, rest.substr(8));
@@ -465,6 +469,87 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
       out.headers.emplace_back("Location", fmt::format("http://{}/", *host));
   }
   return out;
+}
+
+// GET /a/{domain}/api/changes/?since=TOKEN&limit=N&timeout=S : the domain's changes (forms,
+// cases, ledgers) after a position in the change log, waiting up to S seconds (≤ 30) for one.
+// The token lists offsets per (topic, partition): "case-sql.0.12~form-sql.3.7~...".
+Response App::ChangesApi(const Request& r, const std::string& domain) {
+  if (r.method != "GET") return Error(405, "the changes API serves GET");
+  Response deny;
+  auto user = Admit(r, domain, meta::kAccessApi, &deny);
+  if (!user) return deny;
+  storage::ChangeLog* log = engine_->Changes();
+  if (!log) return Error(503, "this server has no change log");
+  size_t limit = 100;
+  double timeout = 0;
+  std::map<std::pair<std::string, int>, int64_t> pos;
+  for (const auto& [k, v] : r.query) {
+    if (k == "limit" || k == "timeout") {
+      char* end = nullptr;
+      double n = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end || n < 0 || (k == "limit" && (n < 1 || n > 1000)) ||
+          (k == "timeout" && n > 30))
+        return Error(400, k == "limit" ? "limit must be 1..1000" : "timeout must be 0..30 seconds");
+      if (k == "limit")
+        limit = static_cast<size_t>(n);
+      else
+        timeout = n;
+    } else if (k == "since") {
+      size_t start = 0;
+      while (start < v.size()) {
+        size_t end = v.find('~', start);
+        std::string item =
+            v.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        auto d1 = item.find('.'), d2 = item.rfind('.');
+        char* e1 = nullptr;
+        char* e2 = nullptr;
+        long p = d1 == std::string::npos ? -1 : std::strtol(item.c_str() + d1 + 1, &e1, 10);
+        long long o = d2 == d1 ? -1 : std::strtoll(item.c_str() + d2 + 1, &e2, 10);
+        if (d1 == std::string::npos || d2 == d1 || p < 0 || o < 0 || *e2 || e1 != item.c_str() + d2)
+          return Error(400, fmt::format("'{}' is not a changes token", v));
+        pos[{item.substr(0, d1), static_cast<int>(p)}] = o;
+        if (end == std::string::npos) break;
+        start = end + 1;
+      }
+    } else {
+      return Error(400, fmt::format("unknown parameter '{}'", k));
+    }
+  }
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000));
+  json::array out;
+  uint64_t seen = 0;
+  while (true) {
+    for (const char* topic : {"form-sql", "case-sql", "ledger"}) {
+      auto parts = log->Partitions(topic);
+      if (!parts.ok()) continue;
+      for (int p = 0; p < *parts && out.size() < limit; ++p) {
+        int64_t& off = pos[{topic, p}];
+        auto recs = log->Read(topic, p, off, 1000);
+        if (!recs.ok()) return Error(500, recs.status().message());
+        for (const auto& rec : *recs) {
+          if (out.size() >= limit) break;
+          off = rec.offset + 1;
+          auto m = ChangeMetaFromJson(rec.value);
+          if (!m.ok() || m->domain != domain) continue;
+          boost::system::error_code ec;
+          json::value change = json::parse(rec.value, ec);
+          if (ec) continue;
+          out.push_back(json::object{
+              {"topic", topic}, {"partition", p}, {"offset", rec.offset}, {"change", change}});
+        }
+      }
+    }
+    if (!out.empty() || std::chrono::steady_clock::now() >= deadline) break;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    seen = log->WaitForAppend(seen, std::min(left, std::chrono::milliseconds(500)));
+  }
+  std::string token;
+  for (const auto& [tp, off] : pos)
+    token += fmt::format("{}{}.{}.{}", token.empty() ? "" : "~", tp.first, tp.second, off);
+  return Json(200, json::object{{"changes", out}, {"next_since", token}});
 }
 
 // GET /a/{domain}/api/ucr/{table_id}/?limit=&offset= : a UCR data source's rows.

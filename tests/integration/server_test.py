@@ -338,6 +338,53 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(post({"properties": {}}, path="/a/demo/api/case/v2/missing", method="PUT")[0], 404)
         self.assertEqual(post({"case_type": "t", "case_name": "x"}, auth=("w.other", "pw-other"))[0], 403)
 
+    def test_changes_long_poll(self):
+        def page(token, extra=""):
+            s, _, body = self.request("GET", f"/a/demo/api/changes/?limit=1000&since={token}{extra}")
+            self.assertEqual(s, 200, body)
+            return json.loads(body)
+
+        # Catch up to now (twice empty: what earlier tests submitted may still be in the relay).
+        token, empty = "", 0
+        while empty < 2:
+            p = page(token)
+            token = p["next_since"]
+            empty = empty + 1 if not p["changes"] else 0
+            time.sleep(0.3 if not p["changes"] else 0)
+        result = {}
+
+        def poll():
+            result["page"] = page(token, "&timeout=20")
+
+        import threading
+        t = threading.Thread(target=poll)
+        t.start()
+        time.sleep(0.3)
+        self.assertFalse(t.is_alive() is False and result, "the poll returned before any change")
+        # A change in another domain does not answer this domain's poll.
+        self.submit(sample("case-v2__basic_create.xml").replace(b"foo-case-id", b"poll-other"),
+                    domain="other", auth=("w.other", "pw-other"))
+        xml = sample("case-v2__basic_create.xml").replace(b"foo-case-id", b"poll-case")
+        t0 = time.time()
+        self.assertEqual(self.submit(xml)[0], 201)
+        t.join(30)
+        first = result["page"]
+        self.assertTrue(first["changes"])
+        self.assertLess(time.time() - t0, 5)
+        seen = [c["change"] for c in first["changes"]]
+        token = first["next_since"]
+        deadline = time.time() + 10
+        while "poll-case" not in {c["document_id"] for c in seen} and time.time() < deadline:
+            p = page(token, "&timeout=2")
+            seen += [c["change"] for c in p["changes"]]
+            token = p["next_since"]
+        self.assertIn("poll-case", {c["document_id"] for c in seen})
+        self.assertTrue(all(c["domain"] == "demo" for c in seen))
+        self.assertNotIn("poll-other", {c["document_id"] for c in seen})
+        for bad in ["since=garbage", "timeout=99", "limit=0", "bogus=1"]:
+            self.assertEqual(self.request("GET", f"/a/demo/api/changes/?{bad}")[0], 400, bad)
+        self.assertEqual(self.request("GET", "/a/demo/api/changes/", auth=("w.other", "pw-other"))[0], 403)
+
     def raw(self, data, read=True, timeout=5):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         s.sendall(data)
