@@ -295,6 +295,10 @@ Response App::Handle(const Request& r) {
 }
 
 Response App::Route(const Request& r, std::string* route) {
+  if (r.path == "/api/domains" || r.path == "/api/domains/") {
+    *route = "admin_domains";
+    return DomainsApi(r);
+  }
   if (r.path == "/health" || r.path == "/health/ready" || r.path == "/metrics") {
     *route = r.path.substr(1);
     if (r.method != "GET" && r.method != "HEAD") return Error(405, "use GET");
@@ -311,6 +315,10 @@ Response App::Route(const Request& r, std::string* route) {
   if (rest.rfind("api/case/v2", 0) == 0) {
     *route = "case_api_v2";
     return CaseApi(r, domain, rest.substr(11));
+  }
+  if (rest == "api/users" || rest.rfind("api/users/", 0) == 0) {
+    *route = "admin_users";
+    return UsersApi(r, domain, rest.size() > 10 ? rest.substr(10) : "");
   }
   if (rest == "api/changes" || rest == "api/changes/") {
     *route = "changes_api";
@@ -469,6 +477,155 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
       out.headers.emplace_back("Location", fmt::format("http://{}/", *host));
   }
   return out;
+}
+
+namespace {
+
+json::object UserJson(const meta::User& u) {
+  json::array domains, perms;
+  for (const auto& d : u.domains) domains.emplace_back(d);
+  for (const auto& p : u.permissions) perms.emplace_back(p);
+  return {{"username", u.username},         {"user_id", u.user_id},
+          {"web_user", u.web_user},         {"domains", domains},
+          {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
+          {"permissions", perms},           {"_rev", u.rev}};
+}
+
+const std::set<std::string_view> kPermissions = {meta::kEditData, meta::kAccessApi,
+                                                 meta::kMobileEndpoints, meta::kManageUsers};
+
+}  // namespace
+
+// GET/POST /api/domains/ (superusers): list and create domains.
+Response App::DomainsApi(const Request& r) {
+  auto user = Authenticate(r);
+  if (!user.ok()) return Unauthorized(user.status());
+  if (!user->is_superuser) return Error(403, "only superusers manage domains");
+  if (r.method == "GET") {
+    auto ds = meta_->ListDomains();
+    if (!ds.ok()) return Error(500, ds.status().message());
+    json::array out;
+    for (const auto& d : *ds)
+      out.push_back(json::object{
+          {"name", d.name}, {"secure_submissions", d.secure_submissions}, {"_rev", d.rev}});
+    return Json(200, json::object{{"domains", out}});
+  }
+  if (r.method != "POST") return Error(405, "use GET or POST");
+  boost::system::error_code ec;
+  json::value v = json::parse(r.body, ec);
+  if (ec || !v.is_object()) return Error(400, "body: must be a JSON object");
+  const auto& o = v.get_object();
+  meta::Domain d;
+  const json::value* name = o.if_contains("name");
+  if (!name || !name->is_string()) return Error(400, "name: is required (a string)");
+  d.name = std::string(name->get_string());
+  if (const json::value* s = o.if_contains("secure_submissions")) {
+    if (!s->is_bool()) return Error(400, "secure_submissions: must be true or false");
+    d.secure_submissions = s->get_bool();
+  }
+  if (meta_->GetDomain(d.name).ok()) return Error(409, fmt::format("domain {} exists", d.name));
+  auto put = meta_->PutDomain(d);
+  if (!put.ok()) return Error(StatusFor(put.status()), put.status().message());
+  return Json(201, json::object{{"name", put->name}, {"_rev", put->rev}});
+}
+
+// /a/{domain}/api/users/[{username}[/api_key]]: list, create, update users; API keys.
+Response App::UsersApi(const Request& r, const std::string& domain, const std::string& rest) {
+  std::string name = rest;
+  while (!name.empty() && name.back() == '/') name.pop_back();
+  const bool key_route = name.size() > 8 && name.substr(name.size() - 8) == "/api_key";
+  if (key_route) name.resize(name.size() - 8);
+  Response deny;
+  auto user = Admit(r, domain, "", &deny);
+  if (!user) return deny;
+  const bool manager = user->Can(domain, meta::kManageUsers);
+  if (key_route) {  // a user's own key, or any member's for a manager
+    if (r.method != "POST") return Error(405, "POST to create an API key");
+    if (name != user->username && !manager)
+      return Error(403, fmt::format("user {} may not create keys for {}", user->username, name));
+    auto target = meta_->GetUser(name);
+    if (!target.ok() || !target->InDomain(domain))
+      return Error(404, fmt::format("no user {} in domain {}", name, domain));
+    auto k = meta_->CreateApiKey(name);
+    if (!k.ok()) return Error(500, k.status().message());
+    return Json(201, json::object{{"username", name}, {"key", *k}});
+  }
+  if (!manager)
+    return Error(403,
+                 fmt::format("user {} may not manage users of domain {}", user->username, domain));
+  if (r.method == "GET") {
+    if (!name.empty()) {
+      auto u = meta_->GetUser(name);
+      if (!u.ok() || !u->InDomain(domain) || (u->is_superuser && !user->is_superuser))
+        return Error(404, fmt::format("no user {} in domain {}", name, domain));
+      return Json(200, UserJson(*u));
+    }
+    auto us = meta_->ListUsers(domain);
+    if (!us.ok()) return Error(500, us.status().message());
+    json::array out;
+    for (const auto& u : *us) out.push_back(UserJson(u));
+    return Json(200, json::object{{"users", out}});
+  }
+  if (r.method != "POST" && r.method != "PUT") return Error(405, "use GET, POST or PUT");
+  boost::system::error_code ec;
+  json::value v = json::parse(r.body, ec);
+  if (ec || !v.is_object()) return Error(400, "body: must be a JSON object");
+  const auto& o = v.get_object();
+  meta::User u;
+  std::string password;
+  if (r.method == "POST") {
+    if (!name.empty()) return Error(405, "POST to /api/users/ creates; PUT updates");
+    const json::value* n = o.if_contains("username");
+    if (!n || !n->is_string()) return Error(400, "username: is required (a string)");
+    u.username = std::string(n->get_string());
+    if (meta_->GetUser(u.username).ok())
+      return Error(409, fmt::format("user {} exists", u.username));
+    u.domains = {domain};
+    u.permissions = {std::string(meta::kEditData), std::string(meta::kMobileEndpoints)};
+    const json::value* pw = o.if_contains("password");
+    if (!pw || !pw->is_string() || pw->get_string().size() < 4)
+      return Error(400, "password: is required (at least 4 characters)");
+  } else {
+    if (name.empty()) return Error(400, "PUT needs /api/users/{username}");
+    auto old = meta_->GetUser(name);
+    if (!old.ok() || !old->InDomain(domain) || (old->is_superuser && !user->is_superuser))
+      return Error(404, fmt::format("no user {} in domain {}", name, domain));
+    u = *old;
+    const json::value* rev = o.if_contains("_rev");
+    if (!rev || !rev->is_int64()) return Error(400, "_rev: is required (the revision you read)");
+    u.rev = rev->get_int64();
+  }
+  for (const auto& kv : o) {
+    std::string_view k = kv.key();
+    const json::value& x = kv.value();
+    if (k == "username" || k == "_rev") continue;
+    if (k == "password") {
+      if (!x.is_string() || x.get_string().size() < 4)
+        return Error(400, "password: must be a string of at least 4 characters");
+      password = std::string(x.get_string());
+    } else if (k == "is_active") {
+      if (!x.is_bool()) return Error(400, "is_active: must be true or false");
+      u.is_active = x.get_bool();
+    } else if (k == "web_user") {
+      if (!x.is_bool()) return Error(400, "web_user: must be true or false");
+      u.web_user = x.get_bool();
+    } else if (k == "permissions") {
+      if (!x.is_array()) return Error(400, "permissions: must be a list");
+      u.permissions.clear();
+      for (const auto& p : x.get_array()) {
+        if (!p.is_string() || !kPermissions.count(p.get_string()))
+          return Error(400,
+                       "permissions: each must be edit_data, access_api, "
+                       "access_mobile_endpoints or manage_users");
+        u.permissions.emplace_back(p.get_string());
+      }
+    } else {
+      return Error(400, fmt::format("{}: unknown field", k));
+    }
+  }
+  auto put = meta_->PutUser(u, password);
+  if (!put.ok()) return Error(StatusFor(put.status()), put.status().message());
+  return Json(r.method == "POST" ? 201 : 200, UserJson(*put));
 }
 
 // GET /a/{domain}/api/changes/?since=TOKEN&limit=N&timeout=S : the domain's changes (forms,

@@ -53,6 +53,9 @@ class App {
   http::Response CaseWrite(const http::Request& r, const std::string& domain, const std::string& id,
                            const meta::User& user);
   http::Response BulkFetch(const http::Request& r, const std::string& domain);
+  http::Response DomainsApi(const http::Request& r);
+  http::Response UsersApi(const http::Request& r, const std::string& domain,
+                          const std::string& rest);
   http::Response ChangesApi(const http::Request& r, const std::string& domain);
   http::Response UcrApi(const http::Request& r, const std::string& domain, const std::string& rest);
   http::Response FormApi(const http::Request& r, const std::string& domain,

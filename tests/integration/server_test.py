@@ -385,6 +385,44 @@ class ServerTest(unittest.TestCase):
             self.assertEqual(self.request("GET", f"/a/demo/api/changes/?{bad}")[0], 400, bad)
         self.assertEqual(self.request("GET", "/a/demo/api/changes/", auth=("w.other", "pw-other"))[0], 403)
 
+    def test_admin_api(self):
+        js = lambda method, path, body, **kw: self.request(
+            method, path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, **kw)
+        s, _, body = self.request("GET", "/api/domains/")
+        self.assertEqual(s, 200)
+        self.assertTrue({"demo", "other"} <= {d["name"] for d in json.loads(body)["domains"]})
+        self.assertEqual(js("POST", "/api/domains/", {"name": "clinic"})[0], 201)
+        self.assertEqual(js("POST", "/api/domains/", {"name": "clinic"})[0], 409)
+        self.assertEqual(js("POST", "/api/domains/", {"name": "Bad Name"})[0], 400)
+        self.assertEqual(self.request("GET", "/api/domains/", auth=("w.demo", "pw-demo"))[0], 403)
+        self.assertEqual(self.request("GET", "/a/demo/api/users/", auth=("w.demo", "pw-demo"))[0], 403)
+        s, _, body = js("POST", "/a/demo/api/users/", {"username": "nurse2", "password": "pw-nurse"})
+        self.assertEqual(s, 201, body)
+        rev = json.loads(body)["_rev"]
+        self.assertEqual(js("POST", "/a/demo/api/users/", {"username": "nurse2", "password": "x1234"})[0], 409)
+        s, _, body = js("POST", "/a/demo/api/users/", {"username": "n3", "password": "pw-n3", "colour": "red"})
+        self.assertEqual(s, 400)
+        self.assertIn("colour", json.loads(body)["error"])
+        xml = sample("case-v2__basic_create.xml").replace(b"foo-case-id", b"nurse-case")
+        self.assertEqual(self.submit(xml, auth=("nurse2", "pw-nurse"))[0], 201)
+        # Her own API key.
+        s, _, body = self.request("POST", "/a/demo/api/users/nurse2/api_key", auth=("nurse2", "pw-nurse"))
+        self.assertEqual(s, 201, body)
+        key = json.loads(body)["key"]
+        s, _, _ = self.request("POST", "/a/demo/receiver/", body=xml, auth=None,
+                               headers={"Authorization": f"ApiKey nurse2:{key}", "Content-Type": "text/xml"})
+        self.assertEqual(s, 201)
+        users = json.loads(self.request("GET", "/a/demo/api/users/")[2])["users"]
+        self.assertIn("nurse2", {u["username"] for u in users})
+        # A stale revision is refused; deactivation takes effect at once (the cached credential too).
+        self.assertEqual(js("PUT", "/a/demo/api/users/nurse2", {"_rev": rev + 5, "is_active": False})[0], 409)
+        s, _, body = js("PUT", "/a/demo/api/users/nurse2", {"_rev": rev, "is_active": False})
+        self.assertEqual(s, 200, body)
+        self.assertEqual(self.submit(xml, auth=("nurse2", "pw-nurse"))[0], 401)
+        self.assertEqual(js("PUT", "/a/demo/api/users/ghost", {"_rev": 1})[0], 404)
+        # Users of another domain are not visible here.
+        self.assertEqual(self.request("GET", "/a/demo/api/users/w.other")[0], 404)
+
     def raw(self, data, read=True, timeout=5):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         s.sendall(data)
