@@ -96,6 +96,10 @@ class Engine {
   virtual Result<FormRecord> GetForm(std::string_view domain, std::string_view form_id) = 0;
   // The form's raw XML from the blob store.
   virtual Result<std::string> GetFormXml(std::string_view domain, std::string_view form_id) = 0;
+  // The bytes of one of the form's attachments ("form.xml" is its XML); NotFound names what
+  // is missing.
+  virtual Result<std::string> GetFormAttachment(std::string_view domain, std::string_view form_id,
+                                                std::string_view name) = 0;
   // Archives a normal form (its case and ledger changes are revoked and the cases rebuilt).
   virtual Status ArchiveForm(std::string_view domain, std::string_view form_id) = 0;
   // Restores an archived form and rebuilds its cases.

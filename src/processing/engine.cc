@@ -1194,10 +1194,15 @@ Result<FormRecord> EngineImpl::GetForm(std::string_view domain, std::string_view
 }
 
 Result<std::string> EngineImpl::GetFormXml(std::string_view domain, std::string_view form_id) {
+  return GetFormAttachment(domain, form_id, "form.xml");
+}
+
+Result<std::string> EngineImpl::GetFormAttachment(std::string_view domain, std::string_view form_id,
+                                                  std::string_view name) {
   CC_ASSIGN_OR_RETURN(FormRecord f, GetForm(domain, form_id));
   for (const auto& a : f.attachments)
-    if (a.name == "form.xml") return blobs_->Get(a.blob_key);
-  return Status::NotFound(fmt::format("form '{}' has no form.xml", form_id));
+    if (a.name == name) return blobs_->Get(a.blob_key);
+  return Status::NotFound(fmt::format("form '{}' has no attachment '{}'", form_id, name));
 }
 
 Result<CaseRecord> EngineImpl::GetCase(std::string_view domain, std::string_view case_id) {

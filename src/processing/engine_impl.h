@@ -39,6 +39,8 @@ class EngineImpl final : public Engine {
   SubmitResponse Submit(const SubmitRequest& request) override;
   Result<FormRecord> GetForm(std::string_view domain, std::string_view form_id) override;
   Result<std::string> GetFormXml(std::string_view domain, std::string_view form_id) override;
+  Result<std::string> GetFormAttachment(std::string_view domain, std::string_view form_id,
+                                        std::string_view name) override;
   Status ArchiveForm(std::string_view domain, std::string_view form_id) override;
   Status UnarchiveForm(std::string_view domain, std::string_view form_id) override;
   Result<CaseRecord> GetCase(std::string_view domain, std::string_view case_id) override;

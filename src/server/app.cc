@@ -328,6 +328,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "ucr_api";
     return UcrApi(r, domain, rest.substr(8));
   }
+  if (rest.rfind("api/form/attachment/", 0) == 0) {
+    *route = "form_attachment";
+    return Attachment(r, domain, rest.substr(20));
+  }
   if (rest.rfind("api/v0.5/form", 0) == 0) {
     *route = "form_api";
     return FormApi(r, domain, rest.substr(13));
@@ -626,6 +630,28 @@ Response App::UsersApi(const Request& r, const std::string& domain, const std::s
   auto put = meta_->PutUser(u, password);
   if (!put.ok()) return Error(StatusFor(put.status()), put.status().message());
   return Json(r.method == "POST" ? 201 : 200, UserJson(*put));
+}
+
+// GET /a/{domain}/api/form/attachment/{form_id}/{name}: an attachment's bytes.
+Response App::Attachment(const Request& r, const std::string& domain, const std::string& rest) {
+  if (r.method != "GET") return Error(405, "use GET");
+  Response deny;
+  auto user = Admit(r, domain, meta::kAccessApi, &deny);
+  if (!user) return deny;
+  auto slash = rest.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == rest.size())
+    return Error(404, "name a form and an attachment: .../attachment/{form_id}/{name}");
+  const std::string form_id = rest.substr(0, slash), name = rest.substr(slash + 1);
+  auto f = engine_->GetForm(domain, form_id);
+  if (!f.ok()) return Error(StatusFor(f.status()), f.status().message());
+  auto data = engine_->GetFormAttachment(domain, form_id, name);
+  if (!data.ok()) return Error(StatusFor(data.status()), data.status().message());
+  Response out;
+  out.content_type = "application/octet-stream";
+  for (const auto& a : f->attachments)
+    if (a.name == name && !a.content_type.empty()) out.content_type = a.content_type;
+  out.body = std::move(*data);
+  return out;
 }
 
 // GET /a/{domain}/api/changes/?since=TOKEN&limit=N&timeout=S : the domain's changes (forms,

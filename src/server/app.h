@@ -56,6 +56,8 @@ class App {
   http::Response DomainsApi(const http::Request& r);
   http::Response UsersApi(const http::Request& r, const std::string& domain,
                           const std::string& rest);
+  http::Response Attachment(const http::Request& r, const std::string& domain,
+                            const std::string& rest);
   http::Response ChangesApi(const http::Request& r, const std::string& domain);
   http::Response UcrApi(const http::Request& r, const std::string& domain, const std::string& rest);
   http::Response FormApi(const http::Request& r, const std::string& domain,

@@ -144,7 +144,15 @@ class ServerTest(unittest.TestCase):
         s, h, body = self.request("POST", "/a/demo/receiver/", body=b"".join(parts),
                                   headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         self.assertEqual(s, 201, body)
-        self.assertTrue(h["x-commcarehq-formid"])
+        fid = h["x-commcarehq-formid"]
+        self.assertTrue(fid)
+        s, h, data = self.request("GET", f"/a/demo/api/form/attachment/{fid}/photo.jpg")
+        self.assertEqual((s, data, h["content-type"]), (200, b"\xff\xd8jpeg", "image/jpeg"))
+        s, _, data = self.request("GET", f"/a/demo/api/form/attachment/{fid}/form.xml")
+        self.assertEqual((s, data), (200, xml))
+        self.assertEqual(self.request("GET", f"/a/demo/api/form/attachment/{fid}/nope.png")[0], 404)
+        self.assertEqual(self.request("GET", f"/a/other/api/form/attachment/{fid}/photo.jpg",
+                                      auth=("w.other", "pw-other"))[0], 403)
         # Not a multipart body after all: no xml_submission_file part.
         bad = f"--{boundary}\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nv\r\n--{boundary}--\r\n"
         s, _, body = self.request("POST", "/a/demo/receiver/", body=bad.encode(),
