@@ -174,6 +174,9 @@ struct CaseSearchQuery {
   std::string text;    // full text over name and property values (FTS5 query syntax)
   size_t limit = 20;   // 1..5000
   std::string cursor;  // from a previous page's next_cursor
+  // Plan tuning: a property condition matching at least this many cases is checked per case
+  // in page order instead of listed from the property index (0: always per case).
+  size_t scan_above = 10000;
 };
 
 // One page of results: Case API v2 JSON objects and the cursor of the next page ("" = last).

@@ -325,6 +325,53 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
         fmt::format("no case search index at {} (run `commcare pillows run` to build it)", path));
   util::Conn db;
   CC_RETURN_IF_ERROR(db.Open(path, true, false));
+  // cs_prop(props, key): a property's value from the row's encoded properties; cs_num: the
+  // same as a number (NULL if it is not one), exactly as the property table indexes them.
+  for (bool numeric : {false, true})
+    sqlite3_create_function_v2(
+        db.db(), numeric ? "cs_num" : "cs_prop", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+        reinterpret_cast<void*>(numeric ? 1 : 0),
+        [](sqlite3_context* ctx, int, sqlite3_value** argv) {
+          const bool num = sqlite3_user_data(ctx) != nullptr;
+          const auto* p = reinterpret_cast<const char*>(sqlite3_value_text(argv[0]));
+          const auto* k = reinterpret_cast<const char*>(sqlite3_value_text(argv[1]));
+          if (!p || !k) return sqlite3_result_null(ctx);
+          std::string_view props(p, static_cast<size_t>(sqlite3_value_bytes(argv[0]))), key(k);
+          bool done = false;
+          pillows::ForEachProp(props, [&](std::string_view pk, std::string_view pv) {
+            if (done || pk != key) return;
+            done = true;
+            double d;
+            if (!num)
+              sqlite3_result_text(ctx, pv.data(), static_cast<int>(pv.size()), SQLITE_TRANSIENT);
+            else if (pillows::AsNumber(pv, &d))
+              sqlite3_result_double(ctx, d);
+            else
+              sqlite3_result_null(ctx);
+          });
+          if (!done) sqlite3_result_null(ctx);
+        },
+        nullptr, nullptr, nullptr);
+  // A property condition either lists its matches from the property index (selective: few
+  // matches) or is checked per case while walking cases in page order (unselective: the first
+  // page's worth of matches comes early). Counting up to scan_above matches picks the plan.
+  auto plan = [&](const std::string& cond,
+                  const std::function<void(sqlite3_stmt*, int)>& bind_value,
+                  const std::string& key) -> Result<bool> {
+    if (q.scan_above == 0) return true;
+    std::string count_sql = fmt::format(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM cs_props WHERE domain=? AND key=? AND {} ? LIMIT {})",
+        cond, q.scan_above);
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db.db(), count_sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
+      return db.Err("planning a case search");
+    Bind(s, 1, q.domain);
+    Bind(s, 2, key);
+    bind_value(s, 3);
+    int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_finalize(s);
+    return n >= static_cast<int64_t>(q.scan_above);
+  };
 
   std::string sql = "SELECT c.doc, c.indexed_on, c.id FROM cs_cases c WHERE c.domain=?";
   std::vector<std::function<void(sqlite3_stmt*, int)>> binds;
@@ -338,6 +385,15 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
   if (!q.external_id.empty()) sql += " AND c.external_id=?", text(q.external_id);
   if (q.closed) sql += *q.closed ? " AND c.closed=1" : " AND c.closed=0";
   for (const auto& [k, v] : q.equals) {
+    CC_ASSIGN_OR_RETURN(bool scan,
+                        plan(
+                            "value =", [v](sqlite3_stmt* s, int i) { Bind(s, i, v); }, k));
+    if (scan) {
+      sql += " AND cs_prop(c.props, ?) = ?";
+      text(k);
+      text(v);
+      continue;
+    }
     sql += " AND c.id IN (SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND value=?)";
     text(q.domain);
     text(k);
@@ -354,7 +410,23 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
       continue;
     }
     double num;
-    if (pillows::AsNumber(r.value, &num)) {
+    const bool numeric = pillows::AsNumber(r.value, &num);
+    std::string value = r.value;
+    auto bind_value = [numeric, num, value](sqlite3_stmt* s, int i) {
+      if (numeric)
+        sqlite3_bind_double(s, i, num);
+      else
+        Bind(s, i, value);
+    };
+    CC_ASSIGN_OR_RETURN(bool scan, plan(fmt::format("{} {}", numeric ? "num" : "value", op),
+                                        bind_value, r.property));
+    if (scan) {
+      sql += fmt::format(" AND {}(c.props, ?) {} ?", numeric ? "cs_num" : "cs_prop", op);
+      text(r.property);
+      binds.push_back(bind_value);
+      continue;
+    }
+    if (numeric) {
       sql += fmt::format(
           " AND c.id IN (SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND num {} ?)",
           op);
