@@ -73,14 +73,11 @@ std::string Derive(std::string_view password, std::string_view salt, int iterati
 }
 
 json::object EncodeUser(const User& u) {
-  json::array domains, perms;
-  for (const auto& d : u.domains) domains.emplace_back(d);
-  for (const auto& p : u.permissions) perms.emplace_back(p);
-  return {{"username", u.username},         {"user_id", u.user_id},
-          {"web_user", u.web_user},         {"domains", domains},
-          {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
-          {"permissions", perms},           {"password", u.password_hash},
-          {"digest_md5", u.digest_md5},     {"digest_sha256", u.digest_sha256}};
+  json::object o = UserProfile(u);
+  o["password"] = u.password_hash;
+  o["digest_md5"] = u.digest_md5;
+  o["digest_sha256"] = u.digest_sha256;
+  return o;
 }
 
 User DecodeUser(std::string_view text, int64_t rev) {
@@ -116,6 +113,15 @@ User DecodeUser(std::string_view text, int64_t rev) {
 }
 
 }  // namespace
+
+json::object UserProfile(const User& u) {
+  json::array domains, perms;
+  for (const auto& d : u.domains) domains.emplace_back(d);
+  for (const auto& p : u.permissions) perms.emplace_back(p);
+  return {{"username", u.username}, {"user_id", u.user_id},           {"web_user", u.web_user},
+          {"domains", domains},     {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
+          {"permissions", perms}};
+}
 
 bool User::InDomain(std::string_view domain) const {
   return is_superuser || std::find(domains.begin(), domains.end(), domain) != domains.end();

@@ -2,6 +2,7 @@
 // keys, in <data>/meta.sqlite. Documents carry revisions; a stale write is refused (Aborted).
 #pragma once
 
+#include <boost/json.hpp>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -47,6 +48,9 @@ struct User {
   bool InDomain(std::string_view domain) const;
   bool Can(std::string_view domain, std::string_view permission) const;
 };
+
+// A user as the admin API shows it: every field but the credentials and the revision.
+boost::json::object UserProfile(const User& u);
 
 // PBKDF2-HMAC-SHA256 with a fresh random salt, in Django's format.
 std::string HashPassword(std::string_view password, int iterations = 260'000);

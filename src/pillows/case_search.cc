@@ -152,10 +152,11 @@ class CaseSearch final : public Processor {
   }
 
   // Removes the old row's property rows and text (the row itself stays for an update). With
-  // next (an update), property rows next still has are kept and listed in *unchanged, and the
-  // text is removed only if next changes it (*text_changed).
+  // next (an update, whose text body is next_body), property rows next still has are kept and
+  // listed in *unchanged, and the text is removed only if next changes it (*text_changed).
   Status DropOld(Conn& db, int64_t rowid, std::string_view domain, std::string_view name,
                  std::string_view props, const CaseRecord* next = nullptr,
+                 std::string_view next_body = {},
                  std::set<std::string, std::less<>>* unchanged = nullptr,
                  bool* text_changed = nullptr) {
     const bool same_domain = next && next->domain == domain;
@@ -180,7 +181,7 @@ class CaseSearch final : public Processor {
     CC_RETURN_IF_ERROR(st);
     const std::string body = FtsBody(props);
     if (next) {
-      *text_changed = name != next->name || body != FtsBody(EncodeProps(next->properties));
+      *text_changed = name != next->name || body != next_body;
       if (!*text_changed) return Status::Ok();
     }
     sqlite3_stmt* f =
@@ -227,7 +228,7 @@ class CaseSearch final : public Processor {
       id = sqlite3_column_int64(q, 0);
       std::string domain(Col(q, 1)), name(Col(q, 2)), old(Col(q, 3));
       sqlite3_reset(q);
-      CC_RETURN_IF_ERROR(DropOld(db, id, domain, name, old, &c, &unchanged, &text_changed));
+      CC_RETURN_IF_ERROR(DropOld(db, id, domain, name, old, &c, body, &unchanged, &text_changed));
     }
     sqlite3_reset(q);
     sqlite3_stmt* w =

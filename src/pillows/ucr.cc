@@ -10,6 +10,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "util/codec.h"
 #include "util/sqlite_conn.h"
 #include "util/time.h"
 #include "xform/xml2json.h"
@@ -24,7 +25,6 @@ constexpr int kMaxDepth = 32;
 
 // ---- values ----
 
-bool IsNull(const json::value& v) { return v.is_null(); }
 
 std::string AsString(const json::value& v) {
   if (v.is_string()) return std::string(v.get_string());
@@ -62,6 +62,10 @@ bool AsDays(const json::value& v, int64_t* days) {
   if (!util::ParseIsoTime(v.get_string(), &us)) return false;
   *days = us >= 0 ? us / 86'400'000'000 : -((-us + 86'399'999'999) / 86'400'000'000);
   return true;
+}
+int DaysInMonth(int y, int m) {
+  static const int kLen[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return kLen[m - 1] + (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
 }
 std::string DateOf(int64_t days) {
   return util::FormatIsoTime(days * 86'400'000'000).substr(0, 10);
@@ -327,9 +331,7 @@ struct AddDays : Expr {
     int64_t total = static_cast<int64_t>(y) * 12 + (m - 1) + static_cast<int64_t>(n);
     y = static_cast<int>(total / 12);
     m = static_cast<int>(total % 12) + 1;
-    static const int kLen[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int len = kLen[m - 1] + (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
-    return json::value(fmt::format("{:04}-{:02}-{:02}", y, m, std::min(day, len)));
+    return json::value(fmt::format("{:04}-{:02}-{:02}", y, m, std::min(day, DaysInMonth(y, m))));
   }
 };
 struct DiffDays : Expr {
@@ -352,9 +354,7 @@ struct MonthEdge : Expr {
     std::string d = DateOf(days);
     if (!end) return json::value(d.substr(0, 8) + "01");
     int y = std::stoi(d.substr(0, 4)), m = std::stoi(d.substr(5, 2));
-    static const int kLen[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int len = kLen[m - 1] + (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
-    return json::value(fmt::format("{}{:02}", d.substr(0, 8), len));
+    return json::value(fmt::format("{}{:02}", d.substr(0, 8), DaysInMonth(y, m)));
   }
 };
 struct NamedExpr : Expr {
@@ -968,13 +968,7 @@ json::object CaseDocument(const CaseRecord& c) {
   o["modified_on"] = t(c.modified_on);
   o["server_modified_on"] = t(c.server_modified_on);
   o["closed_on"] = t(c.closed_on);
-  json::array idx;
-  for (const auto& i : c.indices)
-    idx.push_back(json::object{{"identifier", i.identifier},
-                               {"referenced_type", i.referenced_type},
-                               {"referenced_id", i.referenced_id},
-                               {"relationship", i.relationship}});
-  o["indices"] = std::move(idx);
+  o["indices"] = codec::EncodeIndices(c.indices);
   return o;
 }
 

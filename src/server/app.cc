@@ -486,13 +486,9 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
 namespace {
 
 json::object UserJson(const meta::User& u) {
-  json::array domains, perms;
-  for (const auto& d : u.domains) domains.emplace_back(d);
-  for (const auto& p : u.permissions) perms.emplace_back(p);
-  return {{"username", u.username},         {"user_id", u.user_id},
-          {"web_user", u.web_user},         {"domains", domains},
-          {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
-          {"permissions", perms},           {"_rev", u.rev}};
+  json::object o = meta::UserProfile(u);
+  o["_rev"] = u.rev;
+  return o;
 }
 
 const std::set<std::string_view> kPermissions = {meta::kEditData, meta::kAccessApi,

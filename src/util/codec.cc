@@ -124,6 +124,16 @@ Status DecodeForm(const json::value& v, FormRecord* f) {
   return Status::Ok();
 }
 
+json::array EncodeIndices(const std::vector<CaseIndex>& indices) {
+  json::array idx;
+  for (const auto& i : indices)
+    idx.push_back(json::object{{"identifier", i.identifier},
+                               {"referenced_type", i.referenced_type},
+                               {"referenced_id", i.referenced_id},
+                               {"relationship", i.relationship}});
+  return idx;
+}
+
 json::object EncodeCase(const CaseRecord& c) {
   json::object o;
   o["case_id"] = c.case_id;
@@ -146,13 +156,7 @@ json::object EncodeCase(const CaseRecord& c) {
   json::object props;
   for (const auto& [k, v] : c.properties) props[k] = v;
   o["properties"] = std::move(props);
-  json::array idx;
-  for (const auto& i : c.indices)
-    idx.push_back(json::object{{"identifier", i.identifier},
-                               {"referenced_type", i.referenced_type},
-                               {"referenced_id", i.referenced_id},
-                               {"relationship", i.relationship}});
-  o["indices"] = std::move(idx);
+  o["indices"] = EncodeIndices(c.indices);
   json::array atts;
   for (const auto& a : c.attachments)
     atts.push_back(json::object{{"name", a.name},

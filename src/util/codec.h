@@ -17,6 +17,9 @@ namespace json = boost::json;
 json::object EncodeForm(const FormRecord& f);
 Status DecodeForm(const json::value& v, FormRecord* f);
 json::object EncodeCase(const CaseRecord& c);
+// A case's indices as [{identifier, referenced_type, referenced_id, relationship}], the shape
+// of the stored case and of CommCare's case document.
+json::array EncodeIndices(const std::vector<CaseIndex>& indices);
 Status DecodeCase(const json::value& v, CaseRecord* c);
 json::object EncodeChange(const ChangeMeta& m);
 Status DecodeChange(const json::value& v, ChangeMeta* m);
