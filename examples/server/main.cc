@@ -595,6 +595,10 @@ int CmdServe(const Args& a) {
   if (!eng.ok()) return FailStatus(eng.status());
   auto meta = OpenMeta(data);
   if (!meta.ok()) return FailStatus(meta.status());
+  // Domain, user, role, group, location and app changes go to the change log from now on
+  // (with what CLI admin commands queued while no server ran).
+  if (auto* log = (*eng)->Changes())
+    if (auto s = (*meta)->SetChangeLog(log); !s.ok()) return FailStatus(s);
   auto domains = (*meta)->ListDomains();
   if (!domains.ok()) return FailStatus(domains.status());
   if (domains->empty()) {  // first start: a domain and a superuser to log in with

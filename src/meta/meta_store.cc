@@ -8,9 +8,15 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <functional>
+#include <optional>
+#include <set>
 #include <unordered_map>
 
+#include "commcare/engine.h"
+#include "commcare/storage/change_log.h"
 #include "util/hash.h"
+#include "util/time.h"
 #include "util/sqlite_conn.h"
 
 namespace commcare::meta {
@@ -29,7 +35,15 @@ CREATE TABLE IF NOT EXISTS user_domains(domain TEXT NOT NULL, username TEXT NOT 
   PRIMARY KEY(domain, username)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS api_keys(key_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
   created INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS docs(kind TEXT NOT NULL, id TEXT NOT NULL, domain TEXT NOT NULL,
+  doc TEXT NOT NULL, rev INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(kind, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS docs_by_domain ON docs(kind, domain, id);
+CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+  key TEXT NOT NULL, value TEXT NOT NULL);
 )";
+
+constexpr const char* kRelayProducer = "relay-meta";
 
 std::string Base64(const unsigned char* data, size_t n) {
   std::string out(4 * ((n + 2) / 3) + 1, '\0');
@@ -100,6 +114,13 @@ User DecodeUser(std::string_view text, int64_t rev) {
   u.is_superuser = flag("is_superuser");
   u.is_active = flag("is_active");
   u.password_hash = str("password");
+  if (auto* r = o.if_contains("role_ids"); r && r->is_object())
+    for (const auto& kv : r->get_object())
+      if (kv.value().is_string()) u.role_ids[std::string(kv.key())] = kv.value().get_string();
+  if (auto* l = o.if_contains("location_ids"); l && l->is_array())
+    for (const auto& x : l->get_array())
+      if (x.is_string()) u.location_ids.emplace_back(x.get_string());
+  if (auto* d = o.if_contains("user_data"); d && d->is_object()) u.user_data = d->get_object();
   u.digest_md5 = str("digest_md5");
   u.digest_sha256 = str("digest_sha256");
   for (const char* k : {"domains", "permissions"})
@@ -115,12 +136,17 @@ User DecodeUser(std::string_view text, int64_t rev) {
 }  // namespace
 
 json::object UserProfile(const User& u) {
-  json::array domains, perms;
+  json::array domains, perms, locations;
+  json::object roles;
   for (const auto& d : u.domains) domains.emplace_back(d);
   for (const auto& p : u.permissions) perms.emplace_back(p);
-  return {{"username", u.username}, {"user_id", u.user_id},           {"web_user", u.web_user},
-          {"domains", domains},     {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
-          {"permissions", perms}};
+  for (const auto& l : u.location_ids) locations.emplace_back(l);
+  for (const auto& [d, r] : u.role_ids) roles[d] = r;
+  return {{"username", u.username},   {"user_id", u.user_id},
+          {"web_user", u.web_user},   {"domains", domains},
+          {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
+          {"permissions", perms},     {"role_ids", roles},
+          {"location_ids", locations}, {"user_data", u.user_data}};
 }
 
 bool User::InDomain(std::string_view domain) const {
@@ -129,8 +155,12 @@ bool User::InDomain(std::string_view domain) const {
 
 bool User::Can(std::string_view domain, std::string_view permission) const {
   if (!is_active || !InDomain(domain)) return false;
-  return is_superuser ||
-         std::find(permissions.begin(), permissions.end(), permission) != permissions.end();
+  if (is_superuser ||
+      std::find(permissions.begin(), permissions.end(), permission) != permissions.end())
+    return true;
+  auto r = role_permissions.find(std::string(domain));
+  return r != role_permissions.end() &&
+         std::find(r->second.begin(), r->second.end(), permission) != r->second.end();
 }
 
 std::string HashPassword(std::string_view password, int iterations) {
@@ -164,6 +194,97 @@ struct MetaStore::Impl {
   // One PBKDF2 verification per user at a time: concurrent first requests of a user wait for
   // it and then hit the cache instead of each spending ~0.1 s of CPU.
   std::unordered_map<std::string, std::shared_ptr<std::mutex>> verifying;
+  // Bumped by every write through this store and when another process committed (SQLite's
+  // data_version changed): a verification that started before a bump is not cached.
+  uint64_t generation = 0;
+  int64_t data_version = -1;
+  std::mutex relay_mu;  // one relay at a time
+  storage::ChangeLog* log = nullptr;
+
+  // Forgets every verified credential if another process wrote since the last look (mu held;
+  // a CLI deactivating a user counts at once for a running server).
+  void ForgetIfChangedElsewhere() {
+    sqlite3_stmt* q = db.Prep("PRAGMA data_version");
+    int64_t v = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -2;
+    sqlite3_reset(q);
+    if (v != data_version) {
+      data_version = v;
+      verified.clear();
+      ++generation;
+    }
+  }
+  // Forgets every verified credential after a write of this process (mu held).
+  void Forget() {
+    verified.clear();
+    ++generation;
+  }
+  // Queues the change record of a write (inside the write's transaction; mu held).
+  bool Queue(std::string_view topic, std::string_view document_type, std::string_view id,
+             std::string_view domain, bool deletion) {
+    ChangeMeta m;
+    m.topic = std::string(topic);
+    m.document_id = std::string(id);
+    m.data_source_type = "meta";
+    m.data_source_name = "meta";
+    m.document_type = std::string(document_type);
+    m.domain = std::string(domain);
+    m.is_deletion = deletion;
+    m.publish_timestamp = util::NowMicros();
+    sqlite3_stmt* q = db.Prep("INSERT INTO outbox(topic, key, value) VALUES(?,?,?)");
+    Bind(q, 1, topic);
+    Bind(q, 2, id);
+    Bind(q, 3, ChangeMetaToJson(m));
+    return sqlite3_step(q) == SQLITE_DONE;
+  }
+  // Runs write (which returns false on an SQLite error) in one transaction (mu held).
+  Status Transaction(const char* what, const std::function<bool()>& write) {
+    CC_RETURN_IF_ERROR(db.Exec("BEGIN IMMEDIATE"));
+    if (!write()) {
+      Status e = db.Err(what);
+      (void)db.Exec("ROLLBACK");
+      return e;
+    }
+    return db.Exec("COMMIT");
+  }
+  // A stored document (live or deleted) and its revision; rev 0 if there is none (mu held).
+  std::optional<Doc> LoadDoc(std::string_view kind, std::string_view id, bool* deleted) {
+    sqlite3_stmt* q = db.Prep("SELECT domain, doc, rev, deleted FROM docs WHERE kind=? AND id=?");
+    Bind(q, 1, kind);
+    Bind(q, 2, id);
+    std::optional<Doc> d;
+    if (sqlite3_step(q) == SQLITE_ROW) {
+      d.emplace();
+      d->kind = std::string(kind);
+      d->id = std::string(id);
+      d->domain = std::string(Col(q, 0));
+      boost::system::error_code ec;
+      json::value v = json::parse(Col(q, 1), ec);
+      if (!ec && v.is_object()) d->body = std::move(v.get_object());
+      d->rev = sqlite3_column_int64(q, 2);
+      *deleted = sqlite3_column_int(q, 3) != 0;
+    }
+    sqlite3_reset(q);
+    return d;
+  }
+  // The user with each role's permissions filled in (mu held).
+  std::optional<User> LoadUser(std::string_view username) {
+    sqlite3_stmt* q = db.Prep("SELECT doc, rev FROM users WHERE username=?");
+    Bind(q, 1, username);
+    std::optional<User> u;
+    if (sqlite3_step(q) == SQLITE_ROW) u = DecodeUser(Col(q, 0), sqlite3_column_int64(q, 1));
+    sqlite3_reset(q);
+    if (!u) return u;
+    for (const auto& [domain, role] : u->role_ids) {
+      bool deleted = false;
+      auto r = LoadDoc("role", role, &deleted);
+      auto& perms = u->role_permissions[domain];
+      if (!r || deleted || r->domain != domain) continue;
+      if (auto* p = r->body.if_contains("permissions"); p && p->is_array())
+        for (const auto& x : p->get_array())
+          if (x.is_string()) perms.emplace_back(x.get_string());
+    }
+    return u;
+  }
 };
 
 MetaStore::MetaStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -177,28 +298,74 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& path) {
   return std::unique_ptr<MetaStore>(new MetaStore(std::move(impl)));
 }
 
+Status MetaStore::SetChangeLog(storage::ChangeLog* log) {
+  {
+    std::lock_guard l(impl_->relay_mu);
+    impl_->log = log;
+  }
+  return Relay();
+}
+
+Status MetaStore::Relay() {
+  std::lock_guard rl(impl_->relay_mu);
+  storage::ChangeLog* log = impl_->log;
+  if (!log) return Status::Ok();
+  CC_ASSIGN_OR_RETURN(int64_t mark, log->GetProducerMark(kRelayProducer));
+  while (true) {
+    std::vector<storage::ChangeMessage> msgs;
+    int64_t last = 0;
+    {
+      std::lock_guard l(impl_->mu);
+      sqlite3_stmt* q =
+          impl_->db.Prep("SELECT seq, topic, key, value FROM outbox ORDER BY seq LIMIT 1000");
+      while (sqlite3_step(q) == SQLITE_ROW) {
+        last = sqlite3_column_int64(q, 0);
+        if (last > mark)  // else appended before a crash that came before the dequeue
+          msgs.push_back({std::string(Col(q, 1)), std::string(Col(q, 2)), std::string(Col(q, 3))});
+      }
+      sqlite3_reset(q);
+    }
+    if (last == 0) return Status::Ok();
+    if (!msgs.empty()) {
+      storage::ProducerMark m{kRelayProducer, last};
+      CC_RETURN_IF_ERROR(log->Append(msgs, &m));
+      mark = last;
+    }
+    std::lock_guard l(impl_->mu);
+    sqlite3_stmt* d = impl_->db.Prep("DELETE FROM outbox WHERE seq<=?");
+    Bind(d, 1, last);
+    if (sqlite3_step(d) != SQLITE_DONE) return impl_->db.Err("dequeuing relayed changes");
+  }
+}
+
 Result<Domain> MetaStore::PutDomain(Domain d) {
   if (d.name.empty() || d.name.size() > 63 ||
       d.name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") != std::string::npos)
     return Status::InvalidArgument(
         fmt::format("domain name '{}' must be 1-63 lower-case letters, digits or '-'", d.name));
-  std::lock_guard l(impl_->mu);
-  auto& db = impl_->db;
-  sqlite3_stmt* q = db.Prep("SELECT rev FROM domains WHERE name=?");
-  Bind(q, 1, d.name);
-  int64_t stored = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
-  sqlite3_reset(q);
-  if (stored != d.rev)
-    return Status::Aborted(
-        fmt::format("domain {} is at revision {}, not {}", d.name, stored, d.rev));
-  d.rev = stored + 1;
-  sqlite3_stmt* w = db.Prep("INSERT OR REPLACE INTO domains(name, doc, rev) VALUES(?,?,?)");
-  Bind(w, 1, d.name);
-  Bind(w, 2,
-       json::serialize(
-           json::object{{"name", d.name}, {"secure_submissions", d.secure_submissions}}));
-  Bind(w, 3, d.rev);
-  if (sqlite3_step(w) != SQLITE_DONE) return db.Err("writing a domain");
+  {
+    std::lock_guard l(impl_->mu);
+    auto& db = impl_->db;
+    sqlite3_stmt* q = db.Prep("SELECT rev FROM domains WHERE name=?");
+    Bind(q, 1, d.name);
+    int64_t stored = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
+    sqlite3_reset(q);
+    if (stored != d.rev)
+      return Status::Aborted(
+          fmt::format("domain {} is at revision {}, not {}", d.name, stored, d.rev));
+    d.rev = stored + 1;
+    CC_RETURN_IF_ERROR(impl_->Transaction("writing a domain", [&] {
+      sqlite3_stmt* w = db.Prep("INSERT OR REPLACE INTO domains(name, doc, rev) VALUES(?,?,?)");
+      Bind(w, 1, d.name);
+      Bind(w, 2,
+           json::serialize(
+               json::object{{"name", d.name}, {"secure_submissions", d.secure_submissions}}));
+      Bind(w, 3, d.rev);
+      return sqlite3_step(w) == SQLITE_DONE &&
+             impl_->Queue("domain", "Domain", d.name, d.name, false);
+    }));
+  }
+  (void)Relay();  // what fails stays queued for the next relay
   return d;
 }
 
@@ -244,69 +411,76 @@ Result<User> MetaStore::PutUser(User u, std::string_view password) {
   if (!u.web_user && u.domains.size() != 1 && !u.is_superuser)
     return Status::InvalidArgument("a mobile worker belongs to exactly one domain");
   for (const auto& d : u.domains) CC_RETURN_IF_ERROR(GetDomain(d).status());
+  for (const auto& [domain, role] : u.role_ids) {
+    if (!u.InDomain(domain))
+      return Status::InvalidArgument(
+          fmt::format("role_ids: {} is not one of the user's domains", domain));
+    if (!GetDoc("role", domain, role).ok())
+      return Status::InvalidArgument(fmt::format("role_ids: no role {} in {}", role, domain));
+  }
+  for (const auto& loc : u.location_ids) {
+    bool found = false;
+    for (const auto& d : u.domains) found = found || GetDoc("location", d, loc).ok();
+    if (!found)
+      return Status::InvalidArgument(
+          fmt::format("location_ids: no location {} in the user's domains", loc));
+  }
+  for (const auto& kv : u.user_data)
+    if (!kv.value().is_string() && !kv.value().is_number() && !kv.value().is_bool())
+      return Status::InvalidArgument(
+          fmt::format("user_data.{}: must be a string, number or boolean", kv.key()));
   if (!password.empty()) {
     u.password_hash = HashPassword(password);
     const std::string a1 = fmt::format("{}:{}:{}", u.username, kDigestRealm, password);
     u.digest_md5 = util::Md5Hex(a1);
     u.digest_sha256 = Sha256Hex(a1);
   }
-  std::lock_guard l(impl_->mu);
-  auto& db = impl_->db;
-  sqlite3_stmt* q = db.Prep("SELECT doc, rev FROM users WHERE username=?");
-  Bind(q, 1, u.username);
-  int64_t stored = 0;
-  User old;
-  if (sqlite3_step(q) == SQLITE_ROW) {
-    stored = sqlite3_column_int64(q, 1);
-    old = DecodeUser(Col(q, 0), stored);
+  {
+    std::lock_guard l(impl_->mu);
+    auto& db = impl_->db;
+    auto old = impl_->LoadUser(u.username);
+    int64_t stored = old ? old->rev : 0;
+    if (stored != u.rev)
+      return Status::Aborted(
+          fmt::format("user {} is at revision {}, not {}", u.username, stored, u.rev));
+    if (u.user_id.empty()) u.user_id = old ? old->user_id : util::NewUuidHex();
+    if (u.password_hash.empty() && old) {
+      u.password_hash = old->password_hash;
+      u.digest_md5 = old->digest_md5;
+      u.digest_sha256 = old->digest_sha256;
+    }
+    u.rev = stored + 1;
+    CC_RETURN_IF_ERROR(impl_->Transaction("writing a user", [&] {
+      sqlite3_stmt* w = db.Prep("INSERT OR REPLACE INTO users(username, doc, rev) VALUES(?,?,?)");
+      Bind(w, 1, u.username);
+      Bind(w, 2, json::serialize(EncodeUser(u)));
+      Bind(w, 3, u.rev);
+      bool ok = sqlite3_step(w) == SQLITE_DONE;
+      sqlite3_stmt* d = db.Prep("DELETE FROM user_domains WHERE username=?");
+      Bind(d, 1, u.username);
+      ok = ok && sqlite3_step(d) == SQLITE_DONE;
+      for (const auto& dom : u.domains) {
+        sqlite3_stmt* i = db.Prep("INSERT INTO user_domains(domain, username) VALUES(?,?)");
+        Bind(i, 1, dom);
+        Bind(i, 2, u.username);
+        ok = ok && sqlite3_step(i) == SQLITE_DONE;
+      }
+      return ok && impl_->Queue(u.web_user ? "web-user" : "commcare-user",
+                                u.web_user ? "WebUser" : "CommCareUser", u.user_id,
+                                u.web_user || u.domains.empty() ? "" : u.domains[0], false);
+    }));
+    impl_->Forget();  // a changed password or deactivation counts at once
+    if (auto fresh = impl_->LoadUser(u.username)) u = *fresh;
   }
-  sqlite3_reset(q);
-  if (stored != u.rev)
-    return Status::Aborted(
-        fmt::format("user {} is at revision {}, not {}", u.username, stored, u.rev));
-  if (u.user_id.empty()) u.user_id = stored ? old.user_id : util::NewUuidHex();
-  if (u.password_hash.empty()) {
-    u.password_hash = old.password_hash;
-    u.digest_md5 = old.digest_md5;
-    u.digest_sha256 = old.digest_sha256;
-  }
-  u.rev = stored + 1;
-  CC_RETURN_IF_ERROR(db.Exec("BEGIN IMMEDIATE"));
-  sqlite3_stmt* w = db.Prep("INSERT OR REPLACE INTO users(username, doc, rev) VALUES(?,?,?)");
-  Bind(w, 1, u.username);
-  Bind(w, 2, json::serialize(EncodeUser(u)));
-  Bind(w, 3, u.rev);
-  bool ok = sqlite3_step(w) == SQLITE_DONE;
-  sqlite3_stmt* d = db.Prep("DELETE FROM user_domains WHERE username=?");
-  Bind(d, 1, u.username);
-  ok = ok && sqlite3_step(d) == SQLITE_DONE;
-  for (const auto& dom : u.domains) {
-    sqlite3_stmt* i = db.Prep("INSERT INTO user_domains(domain, username) VALUES(?,?)");
-    Bind(i, 1, dom);
-    Bind(i, 2, u.username);
-    ok = ok && sqlite3_step(i) == SQLITE_DONE;
-  }
-  if (!ok) {
-    Status e = db.Err("writing a user");
-    (void)db.Exec("ROLLBACK");
-    return e;
-  }
-  CC_RETURN_IF_ERROR(db.Exec("COMMIT"));
-  impl_->verified.erase(u.username);  // a changed password or deactivation counts at once
+  (void)Relay();
   return u;
 }
 
 Result<User> MetaStore::GetUser(std::string_view username) {
   std::lock_guard l(impl_->mu);
-  sqlite3_stmt* q = impl_->db.Prep("SELECT doc, rev FROM users WHERE username=?");
-  Bind(q, 1, username);
-  if (sqlite3_step(q) != SQLITE_ROW) {
-    sqlite3_reset(q);
-    return Status::NotFound(fmt::format("no user '{}'", username));
-  }
-  User u = DecodeUser(Col(q, 0), sqlite3_column_int64(q, 1));
-  sqlite3_reset(q);
-  return u;
+  auto u = impl_->LoadUser(username);
+  if (!u) return Status::NotFound(fmt::format("no user '{}'", username));
+  return *u;
 }
 
 Result<std::vector<User>> MetaStore::ListUsers(std::string_view domain) {
@@ -327,11 +501,256 @@ Result<std::vector<User>> MetaStore::ListUsers(std::string_view domain) {
   return out;
 }
 
+namespace {
+
+const std::map<std::string_view, std::pair<std::string_view, std::string_view>> kDocTopics = {
+    {"role", {"role", "UserRole"}},
+    {"group", {"group", "Group"}},
+    {"location", {"location", "Location"}},
+    {"app", {"app", "Application"}}};
+
+Status CheckString(const json::object& b, const char* k, bool required) {
+  const json::value* v = b.if_contains(k);
+  if ((!v && required) || (v && !v->is_string()) ||
+      (required && v->get_string().empty()))
+    return Status::InvalidArgument(fmt::format("{}: {} a string", k, required ? "is required," : "must be"));
+  return Status::Ok();
+}
+Status CheckBool(const json::object& b, const char* k) {
+  if (const json::value* v = b.if_contains(k); v && !v->is_bool())
+    return Status::InvalidArgument(fmt::format("{}: must be true or false", k));
+  return Status::Ok();
+}
+Status CheckStringMap(const json::object& b, const char* k) {
+  if (const json::value* v = b.if_contains(k)) {
+    if (!v->is_object()) return Status::InvalidArgument(fmt::format("{}: must be an object", k));
+    for (const auto& kv : v->get_object())
+      if (!kv.value().is_string())
+        return Status::InvalidArgument(fmt::format("{}.{}: must be a string", k, kv.key()));
+  }
+  return Status::Ok();
+}
+Status CheckOnly(const json::object& b, std::initializer_list<std::string_view> keys) {
+  for (const auto& kv : b)
+    if (std::find(keys.begin(), keys.end(), kv.key()) == keys.end())
+      return Status::InvalidArgument(fmt::format("{}: unknown field", kv.key()));
+  return Status::Ok();
+}
+bool Flag(const json::object& b, const char* k) {
+  const json::value* v = b.if_contains(k);
+  return v && v->is_bool() && v->get_bool();
+}
+std::string Str(const json::object& b, const char* k) {
+  const json::value* v = b.if_contains(k);
+  return v && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+
+}  // namespace
+
+Result<Doc> MetaStore::PutDoc(Doc d) {
+  if (!kDocTopics.count(d.kind))
+    return Status::InvalidArgument(fmt::format("no document kind '{}'", d.kind));
+  CC_RETURN_IF_ERROR(GetDomain(d.domain).status());
+  if (d.id.empty()) d.id = util::NewUuidHex();
+  if (d.id.size() > 64 || d.id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                  "0123456789-_.") != std::string::npos)
+    return Status::InvalidArgument(
+        fmt::format("id: '{}' must be 1-64 letters, digits, '-', '_' or '.'", d.id));
+  const json::object& b = d.body;
+  CC_RETURN_IF_ERROR(CheckString(b, "name", true));
+  if (d.kind == "role") {
+    CC_RETURN_IF_ERROR(CheckOnly(b, {"name", "permissions"}));
+    if (const json::value* p = b.if_contains("permissions")) {
+      if (!p->is_array()) return Status::InvalidArgument("permissions: must be a list");
+      for (const auto& x : p->get_array())
+        if (!x.is_string() || (x.get_string() != kEditData && x.get_string() != kAccessApi &&
+                               x.get_string() != kMobileEndpoints &&
+                               x.get_string() != kManageUsers))
+          return Status::InvalidArgument(
+              "permissions: each must be edit_data, access_api, access_mobile_endpoints or "
+              "manage_users");
+    }
+  } else if (d.kind == "group") {
+    CC_RETURN_IF_ERROR(CheckOnly(b, {"name", "users", "case_sharing", "reporting", "metadata"}));
+    CC_RETURN_IF_ERROR(CheckBool(b, "case_sharing"));
+    CC_RETURN_IF_ERROR(CheckBool(b, "reporting"));
+    CC_RETURN_IF_ERROR(CheckStringMap(b, "metadata"));
+    if (const json::value* p = b.if_contains("users")) {
+      if (!p->is_array()) return Status::InvalidArgument("users: must be a list of user ids");
+      CC_ASSIGN_OR_RETURN(auto members, ListUsers(d.domain));
+      for (const auto& x : p->get_array()) {
+        bool known = x.is_string() && std::any_of(members.begin(), members.end(), [&](auto& u) {
+                       return u.user_id == x.get_string();
+                     });
+        if (!known)
+          return Status::InvalidArgument(fmt::format(
+              "users: {} is not the id of a user of {}", json::serialize(x), d.domain));
+      }
+    }
+  } else if (d.kind == "location") {
+    CC_RETURN_IF_ERROR(CheckOnly(b, {"name", "site_code", "location_type", "parent_id",
+                                     "shares_cases", "view_descendants", "metadata"}));
+    CC_RETURN_IF_ERROR(CheckString(b, "location_type", true));
+    CC_RETURN_IF_ERROR(CheckString(b, "site_code", false));
+    CC_RETURN_IF_ERROR(CheckBool(b, "shares_cases"));
+    CC_RETURN_IF_ERROR(CheckBool(b, "view_descendants"));
+    CC_RETURN_IF_ERROR(CheckStringMap(b, "metadata"));
+    if (const json::value* p = b.if_contains("parent_id"); p && !p->is_null()) {
+      if (!p->is_string()) return Status::InvalidArgument("parent_id: must be a string or null");
+      // The parent must exist, and d must not be among its ancestors.
+      std::string at(p->get_string());
+      for (int depth = 0; !at.empty(); ++depth) {
+        if (at == d.id || depth > 64)
+          return Status::InvalidArgument(
+              fmt::format("parent_id: {} would make a cycle", p->get_string()));
+        auto parent = GetDoc("location", d.domain, at);
+        if (!parent.ok())
+          return Status::InvalidArgument(
+              fmt::format("parent_id: no location {} in {}", at, d.domain));
+        at = Str(parent->body, "parent_id");
+      }
+    }
+  }
+  {
+    std::lock_guard l(impl_->mu);
+    bool deleted = false;
+    auto old = impl_->LoadDoc(d.kind, d.id, &deleted);
+    if (old && old->domain != d.domain)
+      return Status::AlreadyExists(fmt::format("{} {} belongs to another domain", d.kind, d.id));
+    const int64_t stored = old ? old->rev : 0;
+    if (stored != d.rev)
+      return Status::Aborted(
+          fmt::format("{} {} is at revision {}, not {}", d.kind, d.id, stored, d.rev));
+    d.rev = stored + 1;
+    const auto& [topic, type] = kDocTopics.at(d.kind);
+    CC_RETURN_IF_ERROR(impl_->Transaction("writing a document", [&] {
+      sqlite3_stmt* w = impl_->db.Prep(
+          "INSERT OR REPLACE INTO docs(kind, id, domain, doc, rev, deleted) VALUES(?,?,?,?,?,0)");
+      Bind(w, 1, d.kind);
+      Bind(w, 2, d.id);
+      Bind(w, 3, d.domain);
+      Bind(w, 4, json::serialize(d.body));
+      Bind(w, 5, d.rev);
+      return sqlite3_step(w) == SQLITE_DONE && impl_->Queue(topic, type, d.id, d.domain, false);
+    }));
+    if (d.kind == "role") impl_->Forget();  // permissions changed for its users
+  }
+  (void)Relay();
+  return d;
+}
+
+Result<Doc> MetaStore::GetDoc(std::string_view kind, std::string_view domain,
+                              std::string_view id) {
+  std::lock_guard l(impl_->mu);
+  bool deleted = false;
+  auto d = impl_->LoadDoc(kind, id, &deleted);
+  if (!d || deleted || d->domain != domain)
+    return Status::NotFound(fmt::format("no {} {} in {}", kind, id, domain));
+  return *d;
+}
+
+Result<std::vector<Doc>> MetaStore::ListDocs(std::string_view kind, std::string_view domain) {
+  std::lock_guard l(impl_->mu);
+  sqlite3_stmt* q = impl_->db.Prep(
+      "SELECT id, doc, rev FROM docs WHERE kind=? AND domain=? AND deleted=0 ORDER BY id");
+  Bind(q, 1, kind);
+  Bind(q, 2, domain);
+  std::vector<Doc> out;
+  while (sqlite3_step(q) == SQLITE_ROW) {
+    Doc d;
+    d.kind = std::string(kind);
+    d.domain = std::string(domain);
+    d.id = std::string(Col(q, 0));
+    boost::system::error_code ec;
+    json::value v = json::parse(Col(q, 1), ec);
+    if (!ec && v.is_object()) d.body = std::move(v.get_object());
+    d.rev = sqlite3_column_int64(q, 2);
+    out.push_back(std::move(d));
+  }
+  sqlite3_reset(q);
+  return out;
+}
+
+Status MetaStore::DeleteDoc(std::string_view kind, std::string_view domain, std::string_view id,
+                            int64_t rev) {
+  CC_ASSIGN_OR_RETURN(Doc d, GetDoc(kind, domain, id));
+  if (kind == "location") {
+    CC_ASSIGN_OR_RETURN(auto all, ListDocs("location", domain));
+    for (const auto& c : all)
+      if (Str(c.body, "parent_id") == id)
+        return Status::FailedPrecondition(
+            fmt::format("location {} has child locations (first: {})", id, c.id));
+  }
+  if (kind == "role") {
+    CC_ASSIGN_OR_RETURN(auto users, ListUsers(domain));
+    for (const auto& u : users)
+      if (auto r = u.role_ids.find(std::string(domain)); r != u.role_ids.end() && r->second == id)
+        return Status::FailedPrecondition(
+            fmt::format("role {} is assigned to user {}", id, u.username));
+  }
+  {
+    std::lock_guard l(impl_->mu);
+    bool deleted = false;
+    auto old = impl_->LoadDoc(kind, id, &deleted);
+    if (!old || deleted) return Status::NotFound(fmt::format("no {} {} in {}", kind, id, domain));
+    if (old->rev != rev)
+      return Status::Aborted(fmt::format("{} {} is at revision {}, not {}", kind, id, old->rev, rev));
+    const auto& [topic, type] = kDocTopics.at(kind);
+    CC_RETURN_IF_ERROR(impl_->Transaction("deleting a document", [&] {
+      sqlite3_stmt* w = impl_->db.Prep("UPDATE docs SET deleted=1, rev=rev+1 WHERE kind=? AND id=?");
+      Bind(w, 1, kind);
+      Bind(w, 2, id);
+      return sqlite3_step(w) == SQLITE_DONE && impl_->Queue(topic, type, id, domain, true);
+    }));
+    if (kind == "role") impl_->Forget();
+  }
+  return Relay();
+}
+
+Result<std::vector<std::string>> MetaStore::OwnerIds(const User& user, std::string_view domain) {
+  std::vector<std::string> out = {user.user_id};
+  CC_ASSIGN_OR_RETURN(auto groups, ListDocs("group", domain));
+  for (const auto& g : groups) {
+    if (!Flag(g.body, "case_sharing")) continue;
+    if (const json::value* us = g.body.if_contains("users"); us && us->is_array())
+      for (const auto& x : us->get_array())
+        if (x.is_string() && x.get_string() == user.user_id) out.push_back(g.id);
+  }
+  if (!user.location_ids.empty()) {
+    CC_ASSIGN_OR_RETURN(auto locations, ListDocs("location", domain));
+    std::map<std::string, const Doc*> by_id;
+    std::multimap<std::string, const Doc*> children;
+    for (const auto& l : locations) {
+      by_id[l.id] = &l;
+      children.emplace(Str(l.body, "parent_id"), &l);
+    }
+    std::set<std::string> seen;
+    // (location, whether an assigned ancestor lets the user see its descendants)
+    std::vector<std::pair<const Doc*, bool>> todo;
+    for (const auto& id : user.location_ids)
+      if (auto it = by_id.find(id); it != by_id.end()) todo.emplace_back(it->second, false);
+    while (!todo.empty()) {
+      auto [l, inherited] = todo.back();
+      todo.pop_back();
+      if (!seen.insert(l->id).second) continue;
+      if (Flag(l->body, "shares_cases")) out.push_back(l->id);
+      if (inherited || Flag(l->body, "view_descendants")) {
+        auto [b, e] = children.equal_range(l->id);
+        for (auto it = b; it != e; ++it) todo.emplace_back(it->second, true);
+      }
+    }
+  }
+  std::sort(out.begin() + 1, out.end());
+  out.erase(std::unique(out.begin() + 1, out.end()), out.end());
+  return out;
+}
+
 Result<User> MetaStore::Authenticate(std::string_view username, std::string_view password) {
   const std::string digest = Sha256Hex(password);
   std::shared_ptr<std::mutex> gate;
   {
     std::lock_guard l(impl_->mu);
+    impl_->ForgetIfChangedElsewhere();
     auto it = impl_->verified.find(std::string(username));
     if (it != impl_->verified.end() && it->second.first == digest) return it->second.second;
     auto& g = impl_->verifying[std::string(username)];
@@ -339,16 +758,18 @@ Result<User> MetaStore::Authenticate(std::string_view username, std::string_view
     gate = g;
   }
   std::lock_guard single(*gate);
+  uint64_t generation;
   {
     std::lock_guard l(impl_->mu);
     auto it = impl_->verified.find(std::string(username));
     if (it != impl_->verified.end() && it->second.first == digest) return it->second.second;
+    generation = impl_->generation;
   }
   auto u = GetUser(username);
   if (!u.ok() || !u->is_active || !VerifyPassword(password, u->password_hash))
     return Status::Unauthenticated("wrong username or password, or the user is inactive");
   std::lock_guard l(impl_->mu);
-  impl_->verified[std::string(username)] = {digest, *u};
+  if (impl_->generation == generation) impl_->verified[std::string(username)] = {digest, *u};
   return u;
 }
 

@@ -1,5 +1,7 @@
-// MetaStore (CouchDB's role, first slice): domains and users with PBKDF2 passwords and API
-// keys, in <data>/meta.sqlite. Documents carry revisions; a stale write is refused (Aborted).
+// MetaStore (CouchDB's role): domains, users (PBKDF2 passwords, API keys), roles, groups,
+// locations and apps in <data>/meta.sqlite. Documents carry revisions; a stale write is refused
+// (Aborted). Every write queues a change record in the same transaction; Relay moves them into
+// the change log (topics domain, commcare-user, web-user, role, group, location, app).
 #pragma once
 
 #include <boost/json.hpp>
@@ -11,6 +13,10 @@
 #include <vector>
 
 #include "commcare/status.h"
+
+namespace commcare::storage {
+class ChangeLog;
+}
 
 namespace commcare::meta {
 
@@ -39,7 +45,12 @@ struct User {
   std::vector<std::string> domains;  // a mobile worker has exactly one
   bool is_superuser = false;         // every domain, every permission
   bool is_active = true;
-  std::vector<std::string> permissions;
+  std::vector<std::string> permissions;           // granted directly, in every domain
+  std::map<std::string, std::string> role_ids;     // domain -> role id
+  std::vector<std::string> location_ids;           // assigned locations (case ownership)
+  boost::json::object user_data;                   // custom fields (restore's user_data)
+  // Not stored: each role's permissions, by domain, as read with the user.
+  std::map<std::string, std::vector<std::string>> role_permissions;
   std::string password_hash;  // Django's "pbkdf2_sha256$<iterations>$<salt>$<base64>"
   // HTTP Digest (RFC 7616) needs H(username:realm:password), kept per algorithm as
   // django_digest's partial digests are: hex MD5 and hex SHA-256, realm kDigestRealm.
@@ -48,6 +59,18 @@ struct User {
   bool InDomain(std::string_view domain) const;
   bool Can(std::string_view domain, std::string_view permission) const;
 };
+
+// A domain-scoped document that is not a user or a domain. kind is one of kDocKinds; the fields
+// are in body (validated per kind: PutDoc names the bad field). Ids are generated when empty.
+struct Doc {
+  std::string kind, id, domain;
+  boost::json::object body;
+  int64_t rev = 0;
+};
+// role: name, permissions[]. group: name, users[] (user ids), case_sharing, reporting, metadata.
+// location: name, site_code, location_type, parent_id, shares_cases, view_descendants, metadata.
+// app: name and any other fields, kept as given.
+inline constexpr std::string_view kDocKinds[] = {"role", "group", "location", "app"};
 
 // A user as the admin API shows it: every field but the credentials and the revision.
 boost::json::object UserProfile(const User& u);
@@ -72,6 +95,29 @@ class MetaStore {
   Result<User> PutUser(User u, std::string_view password = "");
   Result<User> GetUser(std::string_view username);
   Result<std::vector<User>> ListUsers(std::string_view domain);
+
+  // Creates (rev 0) or updates a document; Aborted for a stale rev, InvalidArgument naming the
+  // field that does not fit, NotFound for an unknown domain.
+  Result<Doc> PutDoc(Doc d);
+  // A live document of the domain; NotFound otherwise.
+  Result<Doc> GetDoc(std::string_view kind, std::string_view domain, std::string_view id);
+  // The live documents of a kind in the domain, by id.
+  Result<std::vector<Doc>> ListDocs(std::string_view kind, std::string_view domain);
+  // Deletes a document at revision rev (Aborted if stale; FailedPrecondition for a location
+  // with children or a role still assigned).
+  Status DeleteDoc(std::string_view kind, std::string_view domain, std::string_view id,
+                   int64_t rev);
+  // CommCare's owner ids of a user in a domain: the user id, the case-sharing groups the user
+  // is in, and the user's case-sharing locations (with their descendants where
+  // view_descendants is set).
+  Result<std::vector<std::string>> OwnerIds(const User& user, std::string_view domain);
+
+  // From now on every write relays its change records into log right after committing; also
+  // relays what earlier writes left queued. log must outlive the store.
+  Status SetChangeLog(storage::ChangeLog* log);
+  // Appends queued change records to the change log with the producer mark "relay-meta" in
+  // the same batch (a crash between append and dequeue never appends twice). Ok without a log.
+  Status Relay();
 
   // The active user with this username and password (Unauthenticated otherwise). A repeat of a
   // verified credential is answered from memory; any PutUser of that user forgets it.

@@ -320,6 +320,13 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "admin_users";
     return UsersApi(r, domain, rest.size() > 10 ? rest.substr(10) : "");
   }
+  for (std::string_view kind : meta::kDocKinds) {
+    const std::string base = fmt::format("api/{}s", kind);
+    if (rest == base || rest.rfind(base + "/", 0) == 0) {
+      *route = fmt::format("admin_{}s", kind);
+      return DocsApi(r, domain, std::string(kind), rest.substr(std::min(rest.size(), base.size() + 1)));
+    }
+  }
   if (rest == "api/changes" || rest == "api/changes/") {
     *route = "changes_api";
     return ChangesApi(r, domain);
@@ -609,6 +616,23 @@ Response App::UsersApi(const Request& r, const std::string& domain, const std::s
     } else if (k == "web_user") {
       if (!x.is_bool()) return Error(400, "web_user: must be true or false");
       u.web_user = x.get_bool();
+    } else if (k == "role_id") {
+      if (x.is_null()) {
+        u.role_ids.erase(domain);
+      } else {
+        if (!x.is_string()) return Error(400, "role_id: must be a role's id or null");
+        u.role_ids[domain] = std::string(x.get_string());
+      }
+    } else if (k == "location_ids") {
+      if (!x.is_array()) return Error(400, "location_ids: must be a list of location ids");
+      u.location_ids.clear();
+      for (const auto& l : x.get_array()) {
+        if (!l.is_string()) return Error(400, "location_ids: each must be a string");
+        u.location_ids.emplace_back(l.get_string());
+      }
+    } else if (k == "user_data") {
+      if (!x.is_object()) return Error(400, "user_data: must be an object");
+      u.user_data = x.get_object();
     } else if (k == "permissions") {
       if (!x.is_array()) return Error(400, "permissions: must be a list");
       u.permissions.clear();
@@ -626,6 +650,81 @@ Response App::UsersApi(const Request& r, const std::string& domain, const std::s
   auto put = meta_->PutUser(u, password);
   if (!put.ok()) return Error(StatusFor(put.status()), put.status().message());
   return Json(r.method == "POST" ? 201 : 200, UserJson(*put));
+}
+
+// /a/{domain}/api/{roles,groups,locations,apps}/[{id}/]: list, read, create (POST), update
+// (PUT with the _rev read) and delete (DELETE ?_rev=N). Reading needs access_api or
+// manage_users; writing needs manage_users.
+Response App::DocsApi(const Request& r, const std::string& domain, const std::string& kind,
+                      const std::string& rest) {
+  std::string id = rest;
+  while (!id.empty() && id.back() == '/') id.pop_back();
+  Response deny;
+  auto user = Admit(r, domain, "", &deny);
+  if (!user) return deny;
+  const bool manager = user->Can(domain, meta::kManageUsers);
+  if (!manager && !(r.method == "GET" && user->Can(domain, meta::kAccessApi)))
+    return Error(403, fmt::format("user {} may not {} {}s of domain {}", user->username,
+                                  r.method == "GET" ? "read" : "change", kind, domain));
+  auto to_json = [&](const meta::Doc& d) {
+    json::object o = d.body;
+    o["id"] = d.id;
+    o["domain"] = d.domain;
+    o["_rev"] = d.rev;
+    return o;
+  };
+  if (r.method == "GET") {
+    if (!id.empty()) {
+      auto d = meta_->GetDoc(kind, domain, id);
+      if (!d.ok()) return Error(404, d.status().message());
+      return Json(200, to_json(*d));
+    }
+    auto ds = meta_->ListDocs(kind, domain);
+    if (!ds.ok()) return Error(500, ds.status().message());
+    json::array out;
+    for (const auto& d : *ds) out.push_back(to_json(d));
+    return Json(200, json::object{{kind + "s", out}});
+  }
+  if (r.method == "DELETE") {
+    if (id.empty()) return Error(405, fmt::format("DELETE needs /api/{}s/{{id}}/", kind));
+    auto rev = r.query.find("_rev");
+    char* end = nullptr;
+    long long n = rev == r.query.end() ? 0 : std::strtoll(rev->second.c_str(), &end, 10);
+    if (rev == r.query.end() || rev->second.empty() || *end || n <= 0)
+      return Error(400, "_rev: is required (?_rev=N, the revision you read)");
+    Status s = meta_->DeleteDoc(kind, domain, id, n);
+    if (s.code() == StatusCode::kFailedPrecondition) return Error(409, s.message());  // in use
+    if (!s.ok()) return Error(StatusFor(s), s.message());
+    return Json(200, json::object{{"id", id}, {"deleted", true}});
+  }
+  if (r.method != "POST" && r.method != "PUT") return Error(405, "use GET, POST, PUT or DELETE");
+  if (r.method == "POST" && !id.empty())
+    return Error(405, fmt::format("POST to /api/{}s/ creates; PUT updates", kind));
+  if (r.method == "PUT" && id.empty()) return Error(400, fmt::format("PUT needs /api/{}s/{{id}}/", kind));
+  boost::system::error_code ec;
+  json::value v = json::parse(r.body, ec);
+  if (ec || !v.is_object()) return Error(400, "body: must be a JSON object");
+  meta::Doc d;
+  d.kind = kind;
+  d.domain = domain;
+  d.id = id;
+  d.body = std::move(v.get_object());
+  if (r.method == "PUT") {
+    const json::value* rev = d.body.if_contains("_rev");
+    if (!rev || !rev->is_int64()) return Error(400, "_rev: is required (the revision you read)");
+    d.rev = rev->get_int64();
+    if (!meta_->GetDoc(kind, domain, id).ok())
+      return Error(404, fmt::format("no {} {} in {}", kind, id, domain));
+  } else if (const json::value* given = d.body.if_contains("id")) {
+    if (!given->is_string()) return Error(400, "id: must be a string");
+    d.id = std::string(given->get_string());
+    bool deleted_or_live = meta_->GetDoc(kind, domain, d.id).ok();
+    if (deleted_or_live) return Error(409, fmt::format("{} {} exists", kind, d.id));
+  }
+  for (const char* k : {"_rev", "id", "domain"}) d.body.erase(k);
+  auto put = meta_->PutDoc(std::move(d));
+  if (!put.ok()) return Error(StatusFor(put.status()), put.status().message());
+  return Json(r.method == "POST" ? 201 : 200, to_json(*put));
 }
 
 // GET /a/{domain}/api/form/attachment/{form_id}/{name}: an attachment's bytes.
@@ -700,7 +799,8 @@ Response App::ChangesApi(const Request& r, const std::string& domain) {
   json::array out;
   uint64_t seen = 0;
   while (true) {
-    for (const char* topic : {"form-sql", "case-sql", "ledger"}) {
+    for (const char* topic : {"form-sql", "case-sql", "ledger", "domain", "commcare-user",
+                              "web-user", "role", "group", "location", "app"}) {
       auto parts = log->Partitions(topic);
       if (!parts.ok()) continue;
       for (int p = 0; p < *parts && out.size() < limit; ++p) {

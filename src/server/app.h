@@ -56,6 +56,8 @@ class App {
   http::Response DomainsApi(const http::Request& r);
   http::Response UsersApi(const http::Request& r, const std::string& domain,
                           const std::string& rest);
+  http::Response DocsApi(const http::Request& r, const std::string& domain,
+                         const std::string& kind, const std::string& rest);
   http::Response Attachment(const http::Request& r, const std::string& domain,
                             const std::string& rest);
   http::Response ChangesApi(const http::Request& r, const std::string& domain);

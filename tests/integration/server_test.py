@@ -352,9 +352,9 @@ class ServerTest(unittest.TestCase):
             self.assertEqual(s, 200, body)
             return json.loads(body)
 
-        # Catch up to now (twice empty: what earlier tests submitted may still be in the relay).
+        # Catch up to now (empty for 1.5 s: what earlier tests wrote may still be in the relay).
         token, empty = "", 0
-        while empty < 2:
+        while empty < 5:
             p = page(token)
             token = p["next_since"]
             empty = empty + 1 if not p["changes"] else 0
@@ -430,6 +430,99 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(js("PUT", "/a/demo/api/users/ghost", {"_rev": 1})[0], 404)
         # Users of another domain are not visible here.
         self.assertEqual(self.request("GET", "/a/demo/api/users/w.other")[0], 404)
+        # A password changed by another process (the CLI) counts at once, cached login or not.
+        cc("admin", "user", "create", "--data", self.data, "--domain", "demo", "--username",
+           "w.cli", "--password", "pw-one", "--web")
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/", auth=("w.cli", "pw-one"))[0], 200)
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/", auth=("w.cli", "pw-one"))[0], 200)
+        cc("admin", "user", "create", "--data", self.data, "--domain", "demo", "--username",
+           "w.cli", "--password", "pw-two", "--web")
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/", auth=("w.cli", "pw-one"))[0], 401)
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/", auth=("w.cli", "pw-two"))[0], 200)
+
+    def test_roles_groups_locations_and_their_changes(self):
+        def js(method, path, body=None, **kw):
+            s, _, b = self.request(method, path, body=None if body is None else json.dumps(body).encode(),
+                                   headers={"Content-Type": "application/json"}, **kw)
+            return s, json.loads(b) if b else None
+
+        # A role that grants API access, given to a worker who had none.
+        s, role = js("POST", "/a/demo/api/roles/", {"name": "api reader", "permissions": ["access_api"]})
+        self.assertEqual(s, 201, role)
+        s, err = js("POST", "/a/demo/api/roles/", {"name": "x", "permissions": ["fly"]})
+        self.assertEqual(s, 400)
+        self.assertTrue(err["error"].startswith("permissions"))
+        cc("admin", "user", "create", "--data", self.data, "--domain", "demo", "--username",
+           "w.role", "--password", "pw-role")
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/", auth=("w.role", "pw-role"))[0], 403)
+        s, u = js("GET", "/a/demo/api/users/w.role")
+        s, u = js("PUT", "/a/demo/api/users/w.role", {"_rev": u["_rev"], "role_id": role["id"]})
+        self.assertEqual(s, 200, u)
+        self.assertEqual(u["role_ids"], {"demo": role["id"]})
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/", auth=("w.role", "pw-role"))[0], 200)
+        # Reads of roles need access_api; writes need manage_users.
+        self.assertEqual(self.request("GET", "/a/demo/api/roles/", auth=("w.role", "pw-role"))[0], 200)
+        self.assertEqual(js("POST", "/a/demo/api/groups/", {"name": "g"}, auth=("w.role", "pw-role"))[0], 403)
+        self.assertEqual(js("DELETE", f"/a/demo/api/roles/{role['id']}/?_rev={role['_rev']}")[0], 409)
+        # Taking the permission out of the role counts at once (the cached login too).
+        s, role2 = js("PUT", f"/a/demo/api/roles/{role['id']}/", {"_rev": role["_rev"], "name": "api reader",
+                                                                 "permissions": []})
+        self.assertEqual(s, 200, role2)
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/", auth=("w.role", "pw-role"))[0], 403)
+        self.assertEqual(js("PUT", f"/a/demo/api/roles/{role['id']}/", {"_rev": role["_rev"], "name": "y"})[0], 409)
+
+        # Locations: a tree, with cycles, unknown parents and deleting a parent refused.
+        s, region = js("POST", "/a/demo/api/locations/", {"name": "Region", "location_type": "region",
+                                                          "view_descendants": True})
+        self.assertEqual(s, 201, region)
+        s, clinic = js("POST", "/a/demo/api/locations/", {"name": "Clinic", "location_type": "clinic",
+                                                          "parent_id": region["id"], "shares_cases": True})
+        self.assertEqual(s, 201, clinic)
+        s, err = js("POST", "/a/demo/api/locations/", {"name": "X", "location_type": "t", "parent_id": "nope"})
+        self.assertEqual(s, 400)
+        self.assertIn("parent_id", err["error"])
+        s, err = js("PUT", f"/a/demo/api/locations/{region['id']}/",
+                    {"_rev": region["_rev"], "name": "Region", "location_type": "region",
+                     "parent_id": clinic["id"]})
+        self.assertEqual((s, err["error"].split(":")[0]), (400, "parent_id"))
+        self.assertEqual(js("DELETE", f"/a/demo/api/locations/{region['id']}/?_rev={region['_rev']}")[0], 409)
+        s, locs = js("GET", "/a/demo/api/locations/")
+        self.assertEqual({l["id"] for l in locs["locations"]}, {region["id"], clinic["id"]})
+
+        # Groups: members are users of the domain.
+        s, u = js("GET", "/a/demo/api/users/w.role")
+        s, err = js("POST", "/a/demo/api/groups/", {"name": "team", "users": ["not-a-user"]})
+        self.assertEqual((s, err["error"].split(":")[0]), (400, "users"))
+        s, group = js("POST", "/a/demo/api/groups/", {"name": "team", "case_sharing": True,
+                                                      "users": [u["user_id"]]})
+        self.assertEqual(s, 201, group)
+        self.assertEqual(js("GET", f"/a/demo/api/groups/{group['id']}/")[1]["users"], [u["user_id"]])
+        # Another domain sees none of it.
+        self.assertEqual(js("GET", f"/a/other/api/groups/{group['id']}/")[0], 404)
+        self.assertEqual(js("GET", "/a/demo/api/groups/", auth=("w.other", "pw-other"))[0], 403)
+        self.assertEqual(js("GET", "/a/other/api/locations/")[1], {"locations": []})
+        # Delete with the right revision; then it is gone.
+        self.assertEqual(js("DELETE", f"/a/demo/api/groups/{group['id']}/?_rev=99")[0], 409)
+        self.assertEqual(js("DELETE", f"/a/demo/api/groups/{group['id']}/")[0], 400)
+        self.assertEqual(js("DELETE", f"/a/demo/api/groups/{group['id']}/?_rev={group['_rev']}")[0], 200)
+        self.assertEqual(js("GET", f"/a/demo/api/groups/{group['id']}/")[0], 404)
+
+        # Each write reached the change log, readable through the changes API.
+        seen, token = [], ""
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            s, page = js("GET", f"/a/demo/api/changes/?limit=1000&since={token}")
+            seen += [c["change"] for c in page["changes"]]
+            token = page["next_since"]
+            if not page["changes"]:
+                break
+        by_id = {}
+        for c in seen:
+            by_id.setdefault(c["document_id"], []).append((c["topic"], c["document_type"], c["is_deletion"]))
+        self.assertEqual(by_id[group["id"]], [("group", "Group", False), ("group", "Group", True)])
+        self.assertEqual(by_id[clinic["id"]], [("location", "Location", False)])
+        self.assertEqual(by_id[role["id"]], [("role", "UserRole", False)] * 2)
+        self.assertIn(("commcare-user", "CommCareUser", False), by_id[u["user_id"]])
 
     def raw(self, data, read=True, timeout=5):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)

@@ -1,0 +1,218 @@
+// The MetaStore: revisions, roles resolving to permissions, groups and locations giving owner
+// ids, validation that names the field, and the change stream with its once-only relay.
+#include "meta/meta_store.h"
+
+#include <commcare/engine.h>
+#include <commcare/storage/change_log.h>
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "../test_util.h"
+
+using namespace commcare;
+using meta::Doc;
+using meta::MetaStore;
+using meta::User;
+
+namespace {
+
+std::unique_ptr<MetaStore> Open(const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  auto m = MetaStore::Open(dir + "/meta.sqlite");
+  REQUIRE_MESSAGE(m.ok(), m.status().ToString());
+  return std::move(m).value();
+}
+
+Doc MakeDoc(std::string kind, std::string domain, boost::json::object body, std::string id = "") {
+  Doc d;
+  d.kind = std::move(kind);
+  d.domain = std::move(domain);
+  d.body = std::move(body);
+  d.id = std::move(id);
+  return d;
+}
+
+std::vector<ChangeMeta> Changes(storage::ChangeLog* log, const std::string& topic) {
+  std::vector<ChangeMeta> out;
+  auto parts = log->Partitions(topic);
+  if (!parts.ok()) return out;
+  for (int p = 0; p < *parts; ++p) {
+    auto recs = log->Read(topic, p, 0, 100000);
+    REQUIRE(recs.ok());
+    for (const auto& r : *recs) {
+      auto m = ChangeMetaFromJson(r.value);
+      REQUIRE_MESSAGE(m.ok(), r.value);
+      CHECK(r.key == m->document_id);
+      out.push_back(*m);
+    }
+  }
+  return out;
+}
+
+struct Fixture {
+  std::string dir = cctest::FreshTempDir("cc-meta", "t");
+  std::unique_ptr<MetaStore> m = Open(dir);
+  User worker;
+  Fixture() {
+    meta::Domain d;
+    d.name = "demo";
+    REQUIRE(m->PutDomain(d).ok());
+    d.name = "other";
+    REQUIRE(m->PutDomain(d).ok());
+    User u;
+    u.username = "w";
+    u.domains = {"demo"};
+    worker = m->PutUser(u, "pw-w").value();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("roles grant permissions; a role change counts at once, even for a cached login") {
+  Fixture f;
+  auto role = f.m->PutDoc(MakeDoc("role", "demo", {{"name", "reader"}, {"permissions", {"access_api"}}}));
+  REQUIRE_MESSAGE(role.ok(), role.status().ToString());
+  CHECK_FALSE(f.m->Authenticate("w", "pw-w")->Can("demo", meta::kAccessApi));
+  User u = f.worker;
+  u.role_ids["demo"] = role->id;
+  u = f.m->PutUser(u).value();
+  CHECK(u.Can("demo", meta::kAccessApi));
+  CHECK_FALSE(u.Can("other", meta::kAccessApi));
+  CHECK(f.m->Authenticate("w", "pw-w")->Can("demo", meta::kAccessApi));
+  Doc r = *role;
+  r.body["permissions"] = boost::json::array{"edit_data"};
+  REQUIRE(f.m->PutDoc(r).ok());
+  auto again = f.m->Authenticate("w", "pw-w");
+  CHECK_FALSE(again->Can("demo", meta::kAccessApi));
+  CHECK(again->Can("demo", meta::kEditData));
+  // A role in use cannot go; a role of another domain cannot be assigned.
+  auto del = f.m->DeleteDoc("role", "demo", role->id, role->rev + 1);
+  CHECK(del.code() == StatusCode::kFailedPrecondition);
+  auto foreign = f.m->PutDoc(MakeDoc("role", "other", {{"name", "x"}}));
+  u.role_ids["demo"] = foreign->id;
+  auto bad = f.m->PutUser(u);
+  CHECK(bad.status().code() == StatusCode::kInvalidArgument);
+  CHECK(bad.status().message().find("role_ids") != std::string::npos);
+}
+
+TEST_CASE("revisions: a stale write or delete is refused, a fresh one goes through") {
+  Fixture f;
+  auto g = f.m->PutDoc(MakeDoc("group", "demo", {{"name", "team"}}));
+  REQUIRE(g.ok());
+  CHECK(g->rev == 1);
+  Doc stale = *g;
+  stale.rev = 0;
+  CHECK(f.m->PutDoc(stale).status().code() == StatusCode::kAborted);
+  Doc next = *g;
+  next.body["reporting"] = true;
+  auto g2 = f.m->PutDoc(next);
+  REQUIRE(g2.ok());
+  CHECK(g2->rev == 2);
+  CHECK(f.m->DeleteDoc("group", "demo", g->id, 1).code() == StatusCode::kAborted);
+  CHECK(f.m->DeleteDoc("group", "demo", g->id, 2).ok());
+  CHECK(f.m->GetDoc("group", "demo", g->id).status().IsNotFound());
+  CHECK(f.m->ListDocs("group", "demo")->empty());
+  // Not visible from another domain, and its id cannot be taken there.
+  auto h = f.m->PutDoc(MakeDoc("group", "demo", {{"name", "h"}}));
+  CHECK(f.m->GetDoc("group", "other", h->id).status().IsNotFound());
+  CHECK_FALSE(f.m->PutDoc(MakeDoc("group", "other", {{"name", "h"}}, h->id)).ok());
+}
+
+TEST_CASE("validation names the field") {
+  Fixture f;
+  auto expect = [&](Doc d, const char* field) {
+    auto r = f.m->PutDoc(std::move(d));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == StatusCode::kInvalidArgument);
+    CHECK_MESSAGE(r.status().message().find(field) == 0, r.status().message());
+  };
+  expect(MakeDoc("group", "demo", {{"users", {"a"}}}), "name");
+  expect(MakeDoc("group", "demo", {{"name", "g"}, {"users", {"nobody"}}}), "users");
+  expect(MakeDoc("group", "demo", {{"name", "g"}, {"case_sharing", "yes"}}), "case_sharing");
+  expect(MakeDoc("group", "demo", {{"name", "g"}, {"colour", "red"}}), "colour");
+  expect(MakeDoc("role", "demo", {{"name", "r"}, {"permissions", {"fly"}}}), "permissions");
+  expect(MakeDoc("location", "demo", {{"name", "l"}}), "location_type");
+  expect(MakeDoc("location", "demo", {{"name", "l"}, {"location_type", "t"}, {"parent_id", "zz"}}),
+         "parent_id");
+  expect(MakeDoc("location", "demo", {{"name", "l"}, {"location_type", "t"}, {"metadata", {{"a", 1}}}}),
+         "metadata.a");
+  CHECK(f.m->PutDoc(MakeDoc("group", "nodomain", {{"name", "g"}})).status().IsNotFound());
+  CHECK(f.m->PutDoc(MakeDoc("thing", "demo", {{"name", "g"}})).status().code() ==
+        StatusCode::kInvalidArgument);
+  // A location cannot become its own ancestor.
+  auto a = f.m->PutDoc(MakeDoc("location", "demo", {{"name", "a"}, {"location_type", "t"}}));
+  auto b = f.m->PutDoc(
+      MakeDoc("location", "demo", {{"name", "b"}, {"location_type", "t"}, {"parent_id", a->id}}));
+  Doc loop = *a;
+  loop.body["parent_id"] = b->id;
+  expect(loop, "parent_id");
+  CHECK(f.m->DeleteDoc("location", "demo", a->id, a->rev).code() ==
+        StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("owner ids: the user, case-sharing groups, case-sharing locations and descendants") {
+  Fixture f;
+  auto loc = [&](const char* name, std::string parent, bool shares, bool descendants) {
+    boost::json::object b{{"name", name}, {"location_type", "t"}, {"shares_cases", shares},
+                          {"view_descendants", descendants}};
+    if (!parent.empty()) b["parent_id"] = parent;
+    return f.m->PutDoc(MakeDoc("location", "demo", b, name)).value().id;
+  };
+  std::string region = loc("region", "", false, true);
+  std::string district = loc("district", region, true, false);
+  std::string clinic = loc("clinic", district, true, false);
+  std::string elsewhere = loc("elsewhere", "", true, false);
+  (void)elsewhere;
+  auto shared = f.m->PutDoc(MakeDoc(
+      "group", "demo", {{"name", "s"}, {"case_sharing", true}, {"users", {f.worker.user_id}}}, "g-share"));
+  auto reporting = f.m->PutDoc(MakeDoc(
+      "group", "demo", {{"name", "r"}, {"reporting", true}, {"users", {f.worker.user_id}}}, "g-report"));
+  REQUIRE(shared.ok());
+  REQUIRE(reporting.ok());
+  User u = f.worker;
+  u.location_ids = {region};
+  u = f.m->PutUser(u).value();
+  auto ids = f.m->OwnerIds(u, "demo");
+  REQUIRE(ids.ok());
+  CHECK(*ids == std::vector<std::string>{f.worker.user_id, clinic, district, "g-share"});
+  u.location_ids = {district};
+  u = f.m->PutUser(u).value();
+  CHECK(*f.m->OwnerIds(u, "demo") == std::vector<std::string>{f.worker.user_id, district, "g-share"});
+}
+
+TEST_CASE("every write queues a change; the relay appends each once, even after a crash") {
+  Fixture f;
+  auto log = storage::NewMemoryChangeLog();
+  REQUIRE(f.m->SetChangeLog(log.get()).ok());  // relays what the fixture queued
+  CHECK(Changes(log.get(), "domain").size() == 2);
+  auto users = Changes(log.get(), "commcare-user");
+  REQUIRE(users.size() == 1);
+  CHECK(users[0].document_id == f.worker.user_id);
+  CHECK(users[0].domain == "demo");
+  CHECK(users[0].document_type == "CommCareUser");
+  auto g = f.m->PutDoc(MakeDoc("group", "demo", {{"name", "g"}}));
+  REQUIRE(f.m->DeleteDoc("group", "demo", g->id, g->rev).ok());
+  auto groups = Changes(log.get(), "group");
+  REQUIRE(groups.size() == 2);
+  CHECK_FALSE(groups[0].is_deletion);
+  CHECK(groups[1].is_deletion);
+
+  // Writes made while no log is attached wait in the store's outbox across a reopen...
+  f.m.reset();
+  f.m = Open(f.dir);
+  REQUIRE(f.m->PutDoc(MakeDoc("location", "demo", {{"name", "l"}, {"location_type", "t"}}, "loc1")).ok());
+  REQUIRE(f.m->PutDoc(MakeDoc("app", "demo", {{"name", "app"}, {"version", 3}}, "app1")).ok());
+  // ...and a record the log already holds (appended with the producer mark, then a crash
+  // before the outbox was emptied) is not appended again.
+  auto mark = log->GetProducerMark("relay-meta").value();
+  std::vector<storage::ChangeMessage> first = {
+      {"location", "loc1", ChangeMetaToJson(ChangeMeta{.topic = "location", .document_id = "loc1"})}};
+  storage::ProducerMark m{"relay-meta", mark + 1};
+  REQUIRE(log->Append(first, &m).ok());
+  REQUIRE(f.m->SetChangeLog(log.get()).ok());
+  CHECK(Changes(log.get(), "location").size() == 1);
+  CHECK(Changes(log.get(), "app").size() == 1);
+  REQUIRE(f.m->Relay().ok());
+  CHECK(Changes(log.get(), "app").size() == 1);
+}
