@@ -58,7 +58,8 @@ constexpr const char* kUsage = R"(usage:
   commcare ucr rows --data DIR --domain D --table T [--limit N] [--offset N]
   commcare serve --data DIR [--listen 127.0.0.1:8000] [--no-pillows] [--access-log FILE|-]
       [--threads N] [--max-body-bytes N] [--header-timeout-ms N] [--body-timeout-ms N]
-      [--idle-timeout-ms N] [--rate-limit-user R] [--rate-limit-domain R]    (creates DIR and an admin account on first start: COMMCARE_ADMIN_USER,
+      [--idle-timeout-ms N] [--rate-limit-user R] [--rate-limit-domain R]
+      [--tls-cert CERT.pem --tls-key KEY.pem]    (creates DIR and an admin account on first start: COMMCARE_ADMIN_USER,
                         COMMCARE_ADMIN_PASSWORD, COMMCARE_DOMAIN, or printed once)
   commcare admin domain create --data DIR NAME [--open-submissions]
   commcare admin user create --data DIR --username U --password P --domain D [--web] [--superuser]
@@ -631,6 +632,8 @@ int CmdServe(const Args& a) {
   commcare::http::ServerOptions so;
   so.listen = a.Get("--listen", "127.0.0.1:8000");
   so.access_log = a.Get("--access-log");
+  so.tls_cert = a.Get("--tls-cert");
+  so.tls_key = a.Get("--tls-key");
   int64_t threads = 0;
   if (a.Has("--threads") && (!ParseInt(a.Get("--threads"), &threads) || threads < 1))
     return Fail("--threads must be a positive integer");
@@ -675,6 +678,7 @@ int CmdServe(const Args& a) {
   std::cout << json::serialize(json::object{
                    {"listening", fmt::format("{}:{}", so.listen.substr(0, so.listen.rfind(':')),
                                              (*server)->Port())},
+                   {"scheme", so.tls_cert.empty() ? "http" : "https"},
                    {"data", data},
                    {"pillows", !a.Has("--no-pillows")}})
             << std::endl;

@@ -11,6 +11,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/asio/ssl.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -81,11 +82,22 @@ std::string JsonEscape(std::string_view s) {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, ServerImpl* server) : stream_(std::move(socket)), server_(server) {}
+  Session(tcp::socket socket, ServerImpl* server, asio::ssl::context* tls)
+      : stream_(std::move(socket)), server_(server) {
+    if (tls) tls_ = std::make_unique<asio::ssl::stream<beast::tcp_stream&>>(stream_, *tls);
+  }
   void Start();
   void CloseIfIdle();
 
  private:
+  // Runs f on the byte stream requests travel on: TLS over TCP, or TCP.
+  template <typename F>
+  void WithStream(F&& f) {
+    if (tls_)
+      f(*tls_);
+    else
+      f(stream_);
+  }
   void ReadHeader();
   void OnHeader(beast::error_code ec);
   void OnBody(beast::error_code ec);
@@ -97,7 +109,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // to 2 s), then close, so the client gets to read the answer instead of a reset.
   void Linger();
 
-  beast::tcp_stream stream_;
+  beast::tcp_stream stream_;  // the TCP connection (timeouts are set here)
+  std::unique_ptr<asio::ssl::stream<beast::tcp_stream&>> tls_;  // with --tls-cert
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   ServerImpl* server_;
@@ -137,6 +150,21 @@ class ServerImpl final : public Server {
       return Status::Unavailable(
           fmt::format("cannot listen on {}: {}", opts_.listen, ec.message()));
     port_ = acceptor_.local_endpoint().port();
+    if (!opts_.tls_cert.empty() || !opts_.tls_key.empty()) {
+      if (opts_.tls_cert.empty() || opts_.tls_key.empty())
+        return Status::InvalidArgument("TLS needs both a certificate and a key file");
+      tls_.emplace(asio::ssl::context::tls_server);
+      tls_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                        asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                        asio::ssl::context::no_tlsv1_1);
+      tls_->use_certificate_chain_file(opts_.tls_cert, ec);
+      if (ec)
+        return Status::InvalidArgument(
+            fmt::format("TLS certificate {}: {}", opts_.tls_cert, ec.message()));
+      tls_->use_private_key_file(opts_.tls_key, asio::ssl::context::pem, ec);
+      if (ec)
+        return Status::InvalidArgument(fmt::format("TLS key {}: {}", opts_.tls_key, ec.message()));
+    }
     if (opts_.access_log == "-") {
       log_ = stderr;
     } else if (!opts_.access_log.empty()) {
@@ -227,7 +255,7 @@ class ServerImpl final : public Server {
       if (ec) {
         if (ec == asio::error::operation_aborted || stopping_) return;
       } else {
-        auto session = std::make_shared<Session>(std::move(s), this);
+        auto session = std::make_shared<Session>(std::move(s), this, tls_ ? &*tls_ : nullptr);
         Register(session);
         session->Start();
       }
@@ -247,6 +275,7 @@ class ServerImpl final : public Server {
   ServerOptions opts_;
   Handler handler_;
   asio::io_context ioc_;
+  std::optional<asio::ssl::context> tls_;
   tcp::acceptor acceptor_;
   asio::thread_pool workers_;
   std::vector<std::thread> threads_;
@@ -265,7 +294,16 @@ void Session::Start() {
   beast::error_code ec;
   auto ep = stream_.socket().remote_endpoint(ec);
   remote_ = ec ? "?" : ep.address().to_string();
-  asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadHeader(); });
+  asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+    if (!self->tls_) return self->ReadHeader();
+    self->busy_ = true;  // a handshake in progress is not idle
+    self->stream_.expires_after(
+        std::chrono::milliseconds(self->server_->opts().header_timeout_ms));
+    self->tls_->async_handshake(asio::ssl::stream_base::server, [self](beast::error_code ec) {
+      if (ec) return self->Close();
+      self->ReadHeader();
+    });
+  });
 }
 
 void Session::CloseIfIdle() {
@@ -283,15 +321,18 @@ void Session::ReadHeader() {
   const auto& o = server_->opts();
   stream_.expires_after(
       std::chrono::milliseconds(first_ ? o.header_timeout_ms : o.idle_timeout_ms));
-  bhttp::async_read_header(
-      stream_, buffer_, *parser_,
-      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnHeader(ec); });
+  WithStream([&](auto& s) {
+    bhttp::async_read_header(
+        s, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnHeader(ec); });
+  });
 }
 
 void Session::OnHeader(beast::error_code ec) {
   first_ = false;
   if (ec == bhttp::error::end_of_stream || ec == asio::error::operation_aborted ||
-      ec == beast::error::timeout || ec == asio::error::connection_reset || ec == asio::error::eof)
+      ec == beast::error::timeout || ec == asio::error::connection_reset ||
+      ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
     return Close();
   busy_ = true;
   started_ = std::chrono::steady_clock::now();
@@ -307,17 +348,21 @@ void Session::OnHeader(beast::error_code ec) {
                                  server_->opts().max_body_bytes));
   auto finish_read = [self = shared_from_this()] {
     self->stream_.expires_after(std::chrono::milliseconds(self->server_->opts().body_timeout_ms));
-    bhttp::async_read(self->stream_, self->buffer_, *self->parser_,
-                      [self](beast::error_code ec, std::size_t) { self->OnBody(ec); });
+    self->WithStream([&](auto& s) {
+      bhttp::async_read(s, self->buffer_, *self->parser_,
+                        [self](beast::error_code ec, std::size_t) { self->OnBody(ec); });
+    });
   };
   if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
     auto cont = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
-    asio::async_write(
-        stream_, asio::buffer(*cont),
-        [self = shared_from_this(), cont, finish_read](beast::error_code ec, std::size_t) {
-          if (ec) return self->Close();
-          finish_read();
-        });
+    WithStream([&](auto& s) {
+      asio::async_write(
+          s, asio::buffer(*cont),
+          [self = shared_from_this(), cont, finish_read](beast::error_code ec, std::size_t) {
+            if (ec) return self->Close();
+            finish_read();
+          });
+    });
     return;
   }
   finish_read();
@@ -329,7 +374,7 @@ void Session::OnBody(beast::error_code ec) {
                                  server_->opts().max_body_bytes));
   if (ec == beast::error::timeout) return Fail(408, "the request body did not arrive in time");
   if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
-      ec == bhttp::error::partial_message)
+      ec == bhttp::error::partial_message || ec == asio::ssl::error::stream_truncated)
     return Close();  // truncated: nothing to answer
   if (ec) return Fail(400, "malformed HTTP request: " + ec.message());
   Dispatch();
@@ -363,6 +408,7 @@ void Session::Dispatch() {
   }
   req->body = std::move(msg.body());
   req->remote = remote_;
+  req->tls = tls_ != nullptr;
   const bool keep_alive = msg.keep_alive();
   stream_.expires_never();  // the handler may take a while (a durable commit)
   server_->Begin();
@@ -390,13 +436,15 @@ void Session::Send(Response r, bool keep_alive, bool linger) {
   res->keep_alive(keep_alive);
   res->prepare_payload();
   stream_.expires_after(std::chrono::milliseconds(server_->opts().body_timeout_ms));
-  bhttp::async_write(
-      stream_, *res,
-      [self = shared_from_this(), res, keep_alive, linger](beast::error_code ec, std::size_t) {
-        if (!ec && linger) return self->Linger();
-        if (ec || !keep_alive) return self->Close();
-        self->ReadHeader();
-      });
+  WithStream([&](auto& s) {
+    bhttp::async_write(
+        s, *res,
+        [self = shared_from_this(), res, keep_alive, linger](beast::error_code ec, std::size_t) {
+          if (!ec && linger) return self->Linger();
+          if (ec || !keep_alive) return self->Close();
+          self->ReadHeader();
+        });
+  });
 }
 
 void Session::Fail(int status, const std::string& message) {
@@ -409,6 +457,7 @@ void Session::Fail(int status, const std::string& message) {
 }
 
 void Session::Linger() {
+  if (tls_) return Close();  // TLS has no half-close to linger in
   beast::error_code ec;
   stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
   stream_.expires_after(std::chrono::seconds(2));

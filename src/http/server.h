@@ -22,6 +22,7 @@ struct Request {
   std::vector<std::pair<std::string, std::string>> headers;  // names in lower case
   std::string body;
   std::string remote;  // peer address
+  bool tls = false;    // arrived over TLS
   // The first header of that (lower-case) name, or nullptr.
   const std::string* Header(std::string_view name) const;
   // The first query parameter of that name, or def.
@@ -47,6 +48,7 @@ struct ServerOptions {
   int body_timeout_ms = 60'000;    // and its body within this
   int idle_timeout_ms = 60'000;    // keep-alive connections idle longer are closed
   std::string access_log;          // a file for JSON-lines access records ("" = none, "-" = stderr)
+  std::string tls_cert, tls_key;   // PEM files: serve HTTPS (TLS 1.2+) instead of HTTP
 };
 
 class Server {

@@ -485,7 +485,8 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
   if (!sr.form_id.empty()) {
     out.headers.emplace_back("X-CommCareHQ-FormID", sr.form_id);
     if (const auto* host = r.Header("host"))
-      out.headers.emplace_back("Location", fmt::format("http://{}/", *host));
+      out.headers.emplace_back("Location",
+                               fmt::format("{}://{}/", r.tls ? "https" : "http", *host));
   }
   return out;
 }

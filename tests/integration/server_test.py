@@ -625,5 +625,65 @@ class RateLimitTest(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+class TlsTest(unittest.TestCase):
+    """--tls-cert/--tls-key: HTTPS with a self-signed certificate, checked by the client."""
+
+    def test_https_submission_and_plain_http_refused(self):
+        import ssl
+        tmp = tempfile.mkdtemp(prefix="cc-tls-")
+        try:
+            cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                            "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                            "-keyout", key, "-out", cert], check=True, capture_output=True)
+            data = os.path.join(tmp, "data")
+            env = dict(os.environ, COMMCARE_ADMIN_PASSWORD="s3cret")
+            bad = subprocess.run([CC, "serve", "--data", data, "--listen", "127.0.0.1:0",
+                                  "--tls-cert", cert, "--tls-key", os.path.join(tmp, "missing.pem")],
+                                 capture_output=True, text=True, env=env, timeout=30)
+            self.assertNotEqual(bad.returncode, 0)
+            self.assertIn("missing.pem", bad.stdout)
+            proc = subprocess.Popen([CC, "serve", "--data", data, "--listen", "127.0.0.1:0", "--no-pillows",
+                                     "--tls-cert", cert, "--tls-key", key],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            try:
+                hello = json.loads(proc.stdout.readline())
+                self.assertEqual(hello["scheme"], "https")
+                port = int(hello["listening"].rsplit(":", 1)[1])
+                ctx = ssl.create_default_context(cafile=cert)
+                auth = "Basic " + base64.b64encode(b"admin:s3cret").decode()
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+                for _ in range(2):  # keep-alive over one TLS connection
+                    conn.request("POST", "/a/demo/receiver/", body=sample("case-v2__basic_create.xml"),
+                                 headers={"Authorization": auth, "Content-Type": "text/xml"})
+                    r = conn.getresponse()
+                    body = r.read()
+                    self.assertEqual(r.status, 201, body)
+                    self.assertTrue(r.getheader("Location").startswith("https://"))
+                conn.close()
+                # curl as a phone would, verifying the certificate.
+                out = subprocess.run(["curl", "-sS", "--cacert", cert, "-u", "admin:s3cret", "-o", "/dev/null",
+                                      "-w", "%{http_code}", f"https://127.0.0.1:{port}/a/demo/api/case/v2/"],
+                                     capture_output=True, text=True, timeout=30)
+                self.assertEqual(out.stdout, "200", out.stderr)
+                # Plain HTTP to the TLS port gets no answer, and the server stays up.
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                try:
+                    self.assertNotIn(b"200 OK", s.recv(4096))
+                except (socket.timeout, ConnectionResetError):
+                    pass
+                s.close()
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+                conn.request("GET", "/health")
+                self.assertEqual(conn.getresponse().status, 200)
+                conn.close()
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
