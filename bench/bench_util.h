@@ -38,12 +38,14 @@ inline long long WrittenBytes() {
 }
 
 // Form i: creates case i/2's case on even i... every case is created once and updated once.
-inline std::string MakeForm(long i, long ncases) {
+// extra: more XML inside the case's update block.
+inline std::string MakeForm(long i, long ncases, const std::string& extra = "") {
   long c = i % ncases;
   bool create = i < ncases;
   std::string props;
   for (int p = 0; p < 20; ++p)
     props += fmt::format("<prop_{0}>value {0} of form {1} with some padding text</prop_{0}>", p, i);
+  props += extra;
   std::string filler(900, 'x');
   return fmt::format(
       R"(<?xml version="1.0"?><data xmlns="http://openrosa.org/formdesigner/bench" xmlns:jrm="http://dev.commcarehq.org/jr/xforms" uiVersion="1" version="12" name="Visit">)"

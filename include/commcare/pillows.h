@@ -175,8 +175,11 @@ struct CaseSearchQuery {
   size_t limit = 20;   // 1..5000
   std::string cursor;  // from a previous page's next_cursor
   // Plan tuning: a property condition matching at least this many cases is checked per case
-  // in page order instead of listed from the property index (0: always per case).
-  size_t scan_above = 10000;
+  // in page order instead of listed from the property index and sorted (0: always per case).
+  // kAutoScan: sqrt(23 x cases in the index), where sorting the list starts to cost more than
+  // walking to the first page of evenly spread matches.
+  static constexpr size_t kAutoScan = static_cast<size_t>(-1);
+  size_t scan_above = kAutoScan;
 };
 
 // One page of results: Case API v2 JSON objects and the cursor of the next page ("" = last).

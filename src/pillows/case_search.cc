@@ -14,6 +14,7 @@
 #include <unordered_set>
 
 #include "pillows/processor.h"
+#include "util/read_pool.h"
 #include "util/time.h"
 
 namespace commcare::pillows {
@@ -324,45 +325,59 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
   if (::access(path.c_str(), R_OK) != 0)
     return Status::NotFound(
         fmt::format("no case search index at {} (run `commcare pillows run` to build it)", path));
-  util::Conn db;
-  CC_RETURN_IF_ERROR(db.Open(path, true, false));
-  // cs_prop(props, key): a property's value from the row's encoded properties; cs_num: the
-  // same as a number (NULL if it is not one), exactly as the property table indexes them.
-  for (bool numeric : {false, true})
-    sqlite3_create_function_v2(
-        db.db(), numeric ? "cs_num" : "cs_prop", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
-        reinterpret_cast<void*>(numeric ? 1 : 0),
-        [](sqlite3_context* ctx, int, sqlite3_value** argv) {
-          const bool num = sqlite3_user_data(ctx) != nullptr;
-          const auto* p = reinterpret_cast<const char*>(sqlite3_value_text(argv[0]));
-          const auto* k = reinterpret_cast<const char*>(sqlite3_value_text(argv[1]));
-          if (!p || !k) return sqlite3_result_null(ctx);
-          std::string_view props(p, static_cast<size_t>(sqlite3_value_bytes(argv[0]))), key(k);
-          bool done = false;
-          pillows::ForEachProp(props, [&](std::string_view pk, std::string_view pv) {
-            if (done || pk != key) return;
-            done = true;
-            double d;
-            if (!num)
-              sqlite3_result_text(ctx, pv.data(), static_cast<int>(pv.size()), SQLITE_TRANSIENT);
-            else if (pillows::AsNumber(pv, &d))
-              sqlite3_result_double(ctx, d);
-            else
-              sqlite3_result_null(ctx);
-          });
-          if (!done) sqlite3_result_null(ctx);
-        },
-        nullptr, nullptr, nullptr);
+  auto register_functions = [](util::Conn& db) {
+    // cs_prop(props, key): a property's value from the row's encoded properties; cs_num: the
+    // same as a number (NULL if it is not one), exactly as the property table indexes them.
+    for (bool numeric : {false, true})
+      sqlite3_create_function_v2(
+          db.db(), numeric ? "cs_num" : "cs_prop", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+          reinterpret_cast<void*>(numeric ? 1 : 0),
+          [](sqlite3_context* ctx, int, sqlite3_value** argv) {
+            const bool num = sqlite3_user_data(ctx) != nullptr;
+            const auto* p = reinterpret_cast<const char*>(sqlite3_value_text(argv[0]));
+            const auto* k = reinterpret_cast<const char*>(sqlite3_value_text(argv[1]));
+            if (!p || !k) return sqlite3_result_null(ctx);
+            std::string_view props(p, static_cast<size_t>(sqlite3_value_bytes(argv[0]))), key(k);
+            bool done = false;
+            pillows::ForEachProp(props, [&](std::string_view pk, std::string_view pv) {
+              if (done || pk != key) return;
+              done = true;
+              double d;
+              if (!num)
+                sqlite3_result_text(ctx, pv.data(), static_cast<int>(pv.size()), SQLITE_TRANSIENT);
+              else if (pillows::AsNumber(pv, &d))
+                sqlite3_result_double(ctx, d);
+              else
+                sqlite3_result_null(ctx);
+            });
+            if (!done) sqlite3_result_null(ctx);
+          },
+          nullptr, nullptr, nullptr);
+    return Status::Ok();
+  };
+  CC_ASSIGN_OR_RETURN(auto lease, util::ReadPool::Acquire(path, register_functions));
+  util::Conn& db = *lease;
   // A property condition either lists its matches from the property index (selective: few
   // matches) or is checked per case while walking cases in page order (unselective: the first
   // page's worth of matches comes early). Counting up to scan_above matches picks the plan.
+  size_t scan_above = q.scan_above;
+  if (scan_above == CaseSearchQuery::kAutoScan) {
+    // The largest row id stands in for the number of cases (an O(log n) estimate).
+    sqlite3_stmt* n = db.Prep("SELECT COALESCE(MAX(id), 0) FROM cs_cases");
+    const double cases = sqlite3_step(n) == SQLITE_ROW ? sqlite3_column_double(n, 0) : 0;
+    sqlite3_reset(n);
+    scan_above = std::max<size_t>(200, static_cast<size_t>(std::sqrt(23 * cases)));
+  }
+  // Past this many matches, even building the list to probe costs more than reading each
+  // case's properties on the way to the first page.
+  const size_t check_above = scan_above * 9;
   auto plan = [&](const std::string& cond,
                   const std::function<void(sqlite3_stmt*, int)>& bind_value,
-                  const std::string& key) -> Result<bool> {
-    if (q.scan_above == 0) return true;
+                  const std::string& key) -> Result<size_t> {
+    if (scan_above == 0) return check_above;
     std::string count_sql = fmt::format(
         "SELECT COUNT(*) FROM (SELECT 1 FROM cs_props WHERE domain=? AND key=? AND {} ? LIMIT {})",
-        cond, q.scan_above);
+        cond, check_above);
     sqlite3_stmt* s = nullptr;
     if (sqlite3_prepare_v2(db.db(), count_sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
       return db.Err("planning a case search");
@@ -371,13 +386,28 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
     bind_value(s, 3);
     int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_finalize(s);
-    return n >= static_cast<int64_t>(q.scan_above);
+    return static_cast<size_t>(n);
   };
 
-  std::string sql = "SELECT c.doc, c.indexed_on, c.id FROM cs_cases c WHERE c.domain=?";
+  std::string sql = " WHERE c.domain=?";
   std::vector<std::function<void(sqlite3_stmt*, int)>> binds;
   auto text = [&](std::string v) {
     binds.push_back([v = std::move(v)](sqlite3_stmt* s, int i) { Bind(s, i, v); });
+  };
+  // The first selective condition drives the query (its few matches are fetched and sorted;
+  // left to itself SQLite would rather walk the domain in page order and probe the list); the
+  // others filter.
+  std::string driver;
+  std::vector<std::function<void(sqlite3_stmt*, int)>> driver_binds;
+  auto selective = [&](const std::string& subquery, const std::vector<std::string>& texts,
+                       const std::function<void(sqlite3_stmt*, int)>& last) {
+    auto* to = driver.empty() ? &driver_binds : &binds;
+    for (const auto& t : texts) to->push_back([t](sqlite3_stmt* s, int i) { Bind(s, i, t); });
+    if (last) to->push_back(last);
+    if (driver.empty())
+      driver = subquery;
+    else
+      sql += " AND c.id IN (" + subquery + ")";
   };
   text(q.domain);
   if (!q.case_type.empty()) sql += " AND c.type=?", text(q.case_type);
@@ -386,19 +416,27 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
   if (!q.external_id.empty()) sql += " AND c.external_id=?", text(q.external_id);
   if (q.closed) sql += *q.closed ? " AND c.closed=1" : " AND c.closed=0";
   for (const auto& [k, v] : q.equals) {
-    CC_ASSIGN_OR_RETURN(bool scan,
+    CC_ASSIGN_OR_RETURN(size_t matches,
                         plan(
                             "value =", [v](sqlite3_stmt* s, int i) { Bind(s, i, v); }, k));
-    if (scan) {
+    if (matches >= check_above) {
       sql += " AND cs_prop(c.props, ?) = ?";
       text(k);
       text(v);
       continue;
     }
-    sql += " AND c.id IN (SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND value=?)";
-    text(q.domain);
-    text(k);
-    text(v);
+    if (matches >= scan_above) {
+      // Walking the page-order index, each case is probed against the list of matches
+      // without reading its row.
+      sql += " AND c.id IN (SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND "
+             "value=?)";
+      text(q.domain);
+      text(k);
+      text(v);
+      continue;
+    }
+    selective("SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND value=?",
+              {q.domain, k, v}, {});
   }
   for (const auto& r : q.ranges) {
     const char* op = pillows::SqlOp(r.op);
@@ -419,30 +457,23 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
       else
         Bind(s, i, value);
     };
-    CC_ASSIGN_OR_RETURN(bool scan, plan(fmt::format("{} {}", numeric ? "num" : "value", op),
-                                        bind_value, r.property));
-    if (scan) {
+    CC_ASSIGN_OR_RETURN(size_t matches,
+                        plan(fmt::format("{} {}", numeric ? "num" : "value", op), bind_value,
+                             r.property));
+    if (matches >= scan_above) {
       sql += fmt::format(" AND {}(c.props, ?) {} ?", numeric ? "cs_num" : "cs_prop", op);
       text(r.property);
       binds.push_back(bind_value);
       continue;
     }
-    if (numeric) {
-      sql += fmt::format(
-          " AND c.id IN (SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND num {} ?)",
-          op);
-      text(q.domain);
-      text(r.property);
-      binds.push_back([num](sqlite3_stmt* s, int i) { sqlite3_bind_double(s, i, num); });
-    } else {
-      sql += fmt::format(
-          " AND c.id IN (SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND value {} "
-          "?)",
-          op);
-      text(q.domain);
-      text(r.property);
-      text(r.value);
-    }
+    if (numeric)
+      selective(fmt::format("SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND num {} ?",
+                            op),
+                {q.domain, r.property}, bind_value);
+    else
+      selective(
+          fmt::format("SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND value {} ?", op),
+          {q.domain, r.property, r.value}, {});
   }
   if (!q.text.empty()) {
     sql += " AND c.id IN (SELECT rowid FROM cs_fts WHERE cs_fts MATCH ?)";
@@ -457,6 +488,12 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
   const int64_t lim = static_cast<int64_t>(q.limit) + 1;
   binds.push_back([lim](sqlite3_stmt* s, int i) { Bind(s, i, lim); });
 
+  // Ids first, documents after: sorting a driven plan's matches then moves no documents.
+  sql = "SELECT c.indexed_on, c.id FROM " +
+        (driver.empty() ? std::string("cs_cases c")
+                        : "(" + driver + ") p CROSS JOIN cs_cases c ON c.id = p.case_rowid") +
+        sql;
+  binds.insert(binds.begin(), driver_binds.begin(), driver_binds.end());
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v2(db.db(), sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
     return db.Err("preparing a case search");
@@ -464,14 +501,15 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
   CaseSearchPage page;
   int rc;
   int64_t last_indexed = 0, last_id = 0;
+  std::vector<int64_t> ids;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    if (page.cases.size() == q.limit) {
+    if (ids.size() == q.limit) {
       page.next_cursor = fmt::format("{}:{}", last_indexed, last_id);
       break;
     }
-    page.cases.emplace_back(util::Col(s, 0));
-    last_indexed = sqlite3_column_int64(s, 1);
-    last_id = sqlite3_column_int64(s, 2);
+    last_indexed = sqlite3_column_int64(s, 0);
+    last_id = sqlite3_column_int64(s, 1);
+    ids.push_back(last_id);
   }
   Status st =
       (rc == SQLITE_ROW || rc == SQLITE_DONE)
@@ -479,6 +517,12 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
           : Status::InvalidArgument(fmt::format("case search failed: {}", sqlite3_errmsg(db.db())));
   sqlite3_finalize(s);
   CC_RETURN_IF_ERROR(st);
+  sqlite3_stmt* doc = db.Prep("SELECT doc FROM cs_cases WHERE id=?");
+  for (int64_t id : ids) {
+    Bind(doc, 1, id);
+    if (sqlite3_step(doc) == SQLITE_ROW) page.cases.emplace_back(util::Col(doc, 0));
+    sqlite3_reset(doc);
+  }
   return page;
 }
 

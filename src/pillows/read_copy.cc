@@ -4,6 +4,7 @@
 
 #include <unordered_set>
 
+#include "util/read_pool.h"
 #include "pillows/processor.h"
 #include "util/time.h"
 
@@ -116,8 +117,8 @@ Result<FormListPage> ListForms(const std::string& pillows_dir, const FormListQue
   std::string path = pillows_dir + "/read-copy.sqlite";
   if (::access(path.c_str(), R_OK) != 0)
     return Status::NotFound(fmt::format("no form read copy at {}", path));
-  util::Conn db;
-  CC_RETURN_IF_ERROR(db.Open(path, true, false));
+  CC_ASSIGN_OR_RETURN(auto lease, util::ReadPool::Acquire(path));
+  util::Conn& db = *lease;
   const char* where =
       " FROM rc_forms WHERE domain=?1 AND (?2='' OR xmlns=?2) AND (?3='' OR app_id=?3) AND "
       "(?4='' OR user_id=?4) AND (?5=0 OR received_on>=?5) AND (?6=0 OR received_on<?6) AND "

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "util/codec.h"
+#include "util/read_pool.h"
 #include "util/sqlite_conn.h"
 #include "util/time.h"
 #include "xform/xml2json.h"
@@ -1296,8 +1297,8 @@ Result<std::vector<std::string>> UcrRows(const std::string& pillows_dir, std::st
   std::string path = pillows_dir + "/ucr.sqlite";
   if (::access(path.c_str(), R_OK) != 0)
     return Status::NotFound(fmt::format("no UCR database at {}", path));
-  util::Conn db;
-  CC_RETURN_IF_ERROR(db.Open(path, true, false));
+  CC_ASSIGN_OR_RETURN(auto lease, util::ReadPool::Acquire(path));
+  util::Conn& db = *lease;
   sqlite3_stmt* q = db.Prep("SELECT 1 FROM ucr_sources WHERE domain=? AND table_id=?");
   if (!q) return db.Err("reading data sources");
   util::Bind(q, 1, domain);
