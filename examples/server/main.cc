@@ -24,6 +24,7 @@
 #include "http/server.h"
 #include "meta/meta_store.h"
 #include "server/app.h"
+#include "commcare/sync.h"
 #include "util/hash.h"
 
 namespace json = boost::json;
@@ -61,6 +62,8 @@ constexpr const char* kUsage = R"(usage:
       [--idle-timeout-ms N] [--rate-limit-user R] [--rate-limit-domain R]
       [--tls-cert CERT.pem --tls-key KEY.pem]    (creates DIR and an admin account on first start: COMMCARE_ADMIN_USER,
                         COMMCARE_ADMIN_PASSWORD, COMMCARE_DOMAIN, or printed once)
+  commcare restore --data DIR --domain D --user U [--since TOKEN] [--state ccsh:HASH]
+      [--version 1.0|2.0|3.0] [--device-id ID]    (the OTA restore payload to stdout)
   commcare admin domain create --data DIR NAME [--open-submissions]
   commcare admin user create --data DIR --username U --password P --domain D [--web] [--superuser]
   commcare admin apikey create --data DIR --username U)";
@@ -620,6 +623,9 @@ int CmdServe(const Args& a) {
               << (generated ? " with password " + password + " (shown once)" : "") << std::endl;
   }
   commcare::server::App app(eng->get(), meta->get(), data + "/pillows");
+  auto sync = commcare::Sync::Open(eng->get(), data + "/synclogs.sqlite");
+  if (!sync.ok()) return FailStatus(sync.status());
+  app.SetSync(sync->get());
   double user_rate = 0, domain_rate = 0;
   for (auto [flag, field] : {std::pair<const char*, double*>{"--rate-limit-user", &user_rate},
                              {"--rate-limit-domain", &domain_rate}}) {
@@ -691,6 +697,41 @@ int CmdServe(const Args& a) {
   pillows.reset();
   std::cout << json::serialize(json::object{{"stopped", true}}) << std::endl;
   return 0;
+}
+
+// commcare restore: the OTA restore payload of a user, to stdout (sync logs kept beside the
+// data, so the printed restore_id works as --since next time).
+int CmdRestore(const Args& a) {
+  if (!a.Has("--domain") || !a.Has("--user")) return Fail("--domain and --user are required");
+  auto meta = OpenMeta(a.Get("--data"));
+  if (!meta.ok()) return FailStatus(meta.status());
+  auto user = (*meta)->GetUser(a.Get("--user"));
+  if (!user.ok()) return FailStatus(user.status());
+  if (!user->InDomain(a.Get("--domain")))
+    return Fail("user " + user->username + " is not in domain " + a.Get("--domain"), 2);
+  auto q = commcare::server::MakeRestoreRequest(meta->get(), *user, a.Get("--domain"));
+  if (!q.ok()) return FailStatus(q.status());
+  q->since = a.Get("--since");
+  q->version = a.Get("--version", "2.0");
+  q->state = a.Get("--state");
+  q->device_id = a.Get("--device-id");
+  q->items = true;
+  auto eng = OpenEngine(a, /*read_only=*/true);
+  if (!eng.ok()) return FailStatus(eng.status());
+  auto sync = commcare::Sync::Open(eng->get(), a.Get("--data") + "/synclogs.sqlite");
+  if (!sync.ok()) return FailStatus(sync.status());
+  auto r = (*sync)->Restore(*q, [](int, std::string_view chunk) {
+    std::cout.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    return std::cout ? commcare::Status::Ok() : commcare::Status::Unavailable("stdout closed");
+  });
+  std::cout << std::endl;
+  if (!r.ok()) return FailStatus(r.status());
+  std::cerr << json::serialize(json::object{{"status", r->http_status},
+                                            {"restore_id", r->sync_id},
+                                            {"cases", r->cases},
+                                            {"footprint", r->footprint}})
+            << std::endl;
+  return r->http_status == 200 ? 0 : 3;
 }
 
 int CmdAdmin(const std::string& verb, const Args& a) {
@@ -772,6 +813,7 @@ int main(int argc, char** argv) {
     if (cmd == "pillows") return CmdPillows(verb, a);
     if (cmd == "search") return CmdSearch(a);
     if (cmd == "ucr") return CmdUcr(verb, a);
+    if (cmd == "restore") return CmdRestore(a);
     if (cmd == "serve") return CmdServe(a);
     if (cmd == "admin") return CmdAdmin(verb, a);
   } catch (const std::exception& e) {

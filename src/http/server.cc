@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -103,6 +104,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnBody(beast::error_code ec);
   void Dispatch();
   void Send(Response r, bool keep_alive, bool linger = false);
+  // Runs r.stream on the calling (worker) thread, each write handed to the connection's
+  // strand and waited for; then goes on with the connection as Send does.
+  void Stream(std::shared_ptr<Request> req, Response r, bool keep_alive);
   void Fail(int status, const std::string& message);
   void Close();
   // After an early error answer: stop sending, read and drop what the client still sends (up
@@ -231,10 +235,10 @@ class ServerImpl final : public Server {
     try {
       return handler_(r);
     } catch (const std::exception& e) {
-      return Response{500,
-                      "application/json",
-                      {},
-                      fmt::format(R"({{"error":"internal error: {}"}})", JsonEscape(e.what()))};
+      Response r;
+      r.status = 500;
+      r.body = fmt::format(R"({{"error":"internal error: {}"}})", JsonEscape(e.what()));
+      return r;
     }
   }
   void Log(const std::string& remote, std::string_view method, std::string_view target, int status,
@@ -414,6 +418,7 @@ void Session::Dispatch() {
   server_->Begin();
   server_->RunHandler([self = shared_from_this(), req, keep_alive] {
     Response r = self->server_->Handle(*req);
+    if (r.stream) return self->Stream(req, std::move(r), keep_alive);
     asio::post(self->stream_.get_executor(), [self, req, r = std::move(r), keep_alive]() mutable {
       self->server_->Log(self->remote_, req->method, req->target, r.status, r.body.size(),
                          std::chrono::duration<double, std::milli>(
@@ -444,6 +449,92 @@ void Session::Send(Response r, bool keep_alive, bool linger) {
           if (ec || !keep_alive) return self->Close();
           self->ReadHeader();
         });
+  });
+}
+
+void Session::Stream(std::shared_ptr<Request> req, Response r, bool keep_alive) {
+  keep_alive = keep_alive && !server_->stopping();
+  // Runs op(done) on the strand and waits for done(ec).
+  // (If the strand does not run it in time, e.g. the server is stopping, it is abandoned.)
+  auto on_strand = [this](auto op) {
+    auto p = std::make_shared<std::promise<beast::error_code>>();
+    auto abandoned = std::make_shared<std::atomic<bool>>(false);
+    auto f = p->get_future();
+    asio::post(stream_.get_executor(), [op, p, abandoned]() mutable {
+      if (*abandoned) return p->set_value(asio::error::operation_aborted);
+      op([p](beast::error_code ec) { p->set_value(ec); });
+    });
+    const auto limit = std::chrono::milliseconds(server_->opts().body_timeout_ms + 1000);
+    if (f.wait_for(limit) != std::future_status::ready) {
+      *abandoned = true;
+      return beast::error_code(asio::error::timed_out);
+    }
+    return f.get();
+  };
+  bool headers_sent = false;
+  beast::error_code broken;
+  int status = r.status;
+  auto send_headers = [&](int st) {
+    headers_sent = true;
+    status = st;
+    auto res = std::make_shared<bhttp::response<bhttp::empty_body>>();
+    res->version(11);
+    res->result(static_cast<unsigned>(st));
+    res->set(bhttp::field::server, "libcommcare");
+    if (!r.content_type.empty()) res->set(bhttp::field::content_type, r.content_type);
+    for (const auto& [k, v] : r.headers) res->insert(k, v);
+    res->keep_alive(keep_alive);
+    res->chunked(true);
+    auto sr = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
+    broken = on_strand([this, res, sr](auto done) {
+      stream_.expires_after(std::chrono::milliseconds(server_->opts().body_timeout_ms));
+      WithStream([&](auto& s) {
+        bhttp::async_write_header(s, *sr,
+                                  [res, sr, done](beast::error_code ec, std::size_t) { done(ec); });
+      });
+    });
+  };
+  size_t bytes = 0;
+  ChunkWriter write = [&](int st, std::string_view chunk) -> Status {
+    if (!headers_sent) send_headers(st);
+    if (broken) return Status::Unavailable("the client went away: " + broken.message());
+    if (chunk.empty()) return Status::Ok();
+    bytes += chunk.size();
+    broken = on_strand([this, chunk](auto done) {
+      stream_.expires_after(std::chrono::milliseconds(server_->opts().body_timeout_ms));
+      WithStream([&](auto& s) {
+        asio::async_write(s, bhttp::make_chunk(asio::buffer(chunk.data(), chunk.size())),
+                          [done](beast::error_code ec, std::size_t) { done(ec); });
+      });
+    });
+    if (broken) return Status::Unavailable("the client went away: " + broken.message());
+    return Status::Ok();
+  };
+  Status s;
+  try {
+    s = r.stream(write);
+  } catch (const std::exception& e) {
+    s = Status::Internal(e.what());
+  }
+  if (!headers_sent) send_headers(s.ok() ? r.status : 500);
+  if (!broken && s.ok())
+    broken = on_strand([this](auto done) {
+      WithStream([&](auto& st) {
+        asio::async_write(st, bhttp::make_chunk_last(),
+                          [done](beast::error_code ec, std::size_t) { done(ec); });
+      });
+    });
+  const bool go_on = !broken && s.ok() && keep_alive;
+  asio::post(stream_.get_executor(), [self = shared_from_this(), req, status, bytes, go_on] {
+    self->server_->Log(self->remote_, req->method, req->target, status, bytes,
+                       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                                 self->started_)
+                           .count());
+    if (go_on)
+      self->ReadHeader();
+    else
+      self->Close();  // a stream that failed midway cannot be finished cleanly
+    self->server_->End();
   });
 }
 

@@ -29,11 +29,18 @@ struct Request {
   std::string Param(std::string_view name, std::string_view def = "") const;
 };
 
+// Writes one chunk of a streamed answer with the answer's status (the same for every chunk,
+// taken from the first); blocks until it is sent. An error: the client went away or stalled.
+using ChunkWriter = std::function<Status(int status, std::string_view chunk)>;
+
 struct Response {
   int status = 200;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  // Set instead of body to stream a large answer (chunked transfer encoding); called on a
+  // worker thread after the handler returns. status applies if it writes nothing.
+  std::function<Status(const ChunkWriter& write)> stream;
 };
 
 using Handler = std::function<Response(const Request&)>;

@@ -17,6 +17,7 @@
 #include "commcare/storage/change_log.h"
 #include "util/hash.h"
 #include "util/time.h"
+#include "util/xml.h"
 #include "util/sqlite_conn.h"
 
 namespace commcare::meta {
@@ -705,6 +706,46 @@ Status MetaStore::DeleteDoc(std::string_view kind, std::string_view domain, std:
     if (kind == "role") impl_->Forget();
   }
   return Relay();
+}
+
+Result<std::string> MetaStore::Fixtures(const User& user, std::string_view domain) {
+  using util::AppendXmlEscaped;
+  std::string o = "<fixture id=\"user-groups\" user_id=\"";
+  AppendXmlEscaped(&o, user.user_id);
+  o += "\"><groups>";
+  CC_ASSIGN_OR_RETURN(auto groups, ListDocs("group", domain));
+  for (const auto& g : groups) {
+    const json::value* us = g.body.if_contains("users");
+    bool member = us && us->is_array() &&
+                  std::any_of(us->get_array().begin(), us->get_array().end(), [&](auto& x) {
+                    return x.is_string() && x.get_string() == user.user_id;
+                  });
+    if (!member) continue;
+    o += "<group id=\"";
+    AppendXmlEscaped(&o, g.id);
+    o += "\"><name>";
+    AppendXmlEscaped(&o, Str(g.body, "name"));
+    o += "</name></group>";
+  }
+  o += "</groups></fixture><fixture id=\"locations\" user_id=\"";
+  AppendXmlEscaped(&o, user.user_id);
+  o += "\"><locations>";
+  CC_ASSIGN_OR_RETURN(auto locations, ListDocs("location", domain));
+  for (const auto& l : locations) {
+    o += "<location id=\"";
+    AppendXmlEscaped(&o, l.id);
+    o += "\" type=\"";
+    AppendXmlEscaped(&o, Str(l.body, "location_type"));
+    o += "\" parent_id=\"";
+    AppendXmlEscaped(&o, Str(l.body, "parent_id"));
+    o += "\"><name>";
+    AppendXmlEscaped(&o, Str(l.body, "name"));
+    o += "</name><site_code>";
+    AppendXmlEscaped(&o, Str(l.body, "site_code"));
+    o += "</site_code></location>";
+  }
+  o += "</locations></fixture>";
+  return o;
 }
 
 Result<std::vector<std::string>> MetaStore::OwnerIds(const User& user, std::string_view domain) {

@@ -112,6 +112,10 @@ class MetaStore {
   // view_descendants is set).
   Result<std::vector<std::string>> OwnerIds(const User& user, std::string_view domain);
 
+  // The restore fixtures of a user: "user-groups" (the groups they are in) and "locations"
+  // (the domain's locations, flat), as <fixture> elements.
+  Result<std::string> Fixtures(const User& user, std::string_view domain);
+
   // From now on every write relays its change records into log right after committing; also
   // relays what earlier writes left queued. log must outlive the store.
   Status SetChangeLog(storage::ChangeLog* log);

@@ -16,6 +16,7 @@
 #include "util/codec.h"
 #include "util/hash.h"
 #include "util/time.h"
+#include "util/xml.h"
 
 namespace commcare {
 
@@ -42,33 +43,11 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
+using util::XmlEscape;
 
 constexpr const char* kSuccessText = "   \xe2\x88\x9a   ";  // "   √   "
 constexpr const char* kConfigName = "commcare.json";
 
-std::string XmlEscape(std::string_view s) {
-  std::string o;
-  o.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        o += "&amp;";
-        break;
-      case '<':
-        o += "&lt;";
-        break;
-      case '>':
-        o += "&gt;";
-        break;
-      case '"':
-        o += "&quot;";
-        break;
-      default:
-        o.push_back(c);
-    }
-  }
-  return o;
-}
 
 SubmitResponse Respond(int code, std::string nature, std::string message, std::string form_id = "",
                        std::optional<FormState> state = std::nullopt) {

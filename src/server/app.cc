@@ -13,9 +13,12 @@
 #include "commcare/pillows.h"
 #include "util/hash.h"
 #include "util/time.h"
+#include "util/xml.h"
 
 namespace commcare::server {
 namespace {
+
+using util::XmlEscape;
 
 namespace json = boost::json;
 using http::Request;
@@ -326,6 +329,12 @@ Response App::Route(const Request& r, std::string* route) {
       *route = fmt::format("admin_{}s", kind);
       return DocsApi(r, domain, std::string(kind), rest.substr(std::min(rest.size(), base.size() + 1)));
     }
+  }
+  if (rest == "phone/restore" || rest.rfind("phone/restore/", 0) == 0) {
+    *route = "phone_restore";
+    std::string app = rest.size() > 14 ? rest.substr(14) : "";
+    while (!app.empty() && app.back() == '/') app.pop_back();
+    return RestoreApi(r, domain, app);
   }
   if (rest == "api/changes" || rest == "api/changes/") {
     *route = "changes_api";
@@ -653,6 +662,83 @@ Response App::UsersApi(const Request& r, const std::string& domain, const std::s
   return Json(r.method == "POST" ? 201 : 200, UserJson(*put));
 }
 
+Result<RestoreRequest> MakeRestoreRequest(meta::MetaStore* meta, const meta::User& user,
+                                          const std::string& domain) {
+  RestoreRequest q;
+  q.domain = domain;
+  q.user.username = user.username;
+  q.user.user_id = user.user_id;
+  q.user.password_hash = user.password_hash;
+  for (const auto& kv : user.user_data)
+    q.user.user_data.emplace_back(std::string(kv.key()), kv.value().is_string()
+                                                             ? std::string(kv.value().get_string())
+                                                             : json::serialize(kv.value()));
+  CC_ASSIGN_OR_RETURN(q.user.owner_ids, meta->OwnerIds(user, domain));
+  CC_ASSIGN_OR_RETURN(q.fixtures, meta->Fixtures(user, domain));
+  return q;
+}
+
+// GET /a/{domain}/phone/restore/[{app_id}/]: OTA restore, streamed. Parameters: since, version,
+// state, items, device_id, as (restore as another user: needs manage_users), user_id (must
+// name the user restored), overwrite_cache (accepted; nothing is cached).
+Response App::RestoreApi(const Request& r, const std::string& domain, const std::string& app_id) {
+  if (r.method != "GET") return Error(405, "restore is a GET");
+  Response deny;
+  auto user = Admit(r, domain, meta::kMobileEndpoints, &deny);
+  if (!user) return deny;
+  if (!sync_) return Error(503, "this server does not serve mobile sync");
+  auto ota_error = [](int status, std::string_view msg) {
+    Response out;
+    out.status = status;
+    out.content_type = "text/xml; charset=utf-8";
+    out.body =
+        "<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\"><message "
+        "nature=\"ota_restore_error\">" +
+        XmlEscape(msg) + "</message></OpenRosaResponse>";
+    return out;
+  };
+  meta::User target = *user;
+  for (const auto& [k, v] : r.query) {
+    if (k == "as") {
+      if (!user->Can(domain, meta::kManageUsers))
+        return ota_error(403, fmt::format("user {} may not restore as another user", user->username));
+      std::string name = v.find('@') == std::string::npos ? v : v.substr(0, v.find('@'));
+      auto t = meta_->GetUser(name);
+      if (!t.ok() || !t->InDomain(domain) || !t->is_active)
+        return ota_error(404, fmt::format("no active user {} in domain {}", name, domain));
+      target = *t;
+    } else if (k != "since" && k != "version" && k != "state" && k != "items" &&
+               k != "device_id" && k != "user_id" && k != "overwrite_cache" &&
+               k != "openrosa_version" && k != "skip_fixtures" && k != "fail_hard") {
+      return ota_error(400, fmt::format("unknown parameter '{}'", k));
+    }
+  }
+  if (auto id = r.query.find("user_id"); id != r.query.end() && id->second != target.user_id)
+    return ota_error(412, fmt::format("user_id {} is not the user restored ({})", id->second,
+                                      target.username));
+  const std::string state = r.Param("state");
+  if (!state.empty() && (state.size() != 37 || state.rfind("ccsh:", 0) != 0 ||
+                         state.find_first_not_of("0123456789abcdef", 5) != std::string::npos))
+    return ota_error(412, fmt::format("state '{}' is not a case state hash (ccsh:<32 hex>)", state));
+  auto q = MakeRestoreRequest(meta_, target, domain);
+  if (!q.ok()) return ota_error(500, q.status().message());
+  q->since = r.Param("since");
+  q->version = r.Param("version", "2.0");
+  q->state = state;
+  q->items = r.Param("items") == "true";
+  q->device_id = r.Param("device_id");
+  q->app_id = app_id;
+  if (r.Param("skip_fixtures") == "true" && !q->since.empty()) q->fixtures.clear();
+  Response out;
+  out.content_type = "text/xml; charset=utf-8";
+  out.headers.emplace_back("X-OpenRosa-Version", "1.0");
+  out.stream = [this, q = std::move(*q)](const http::ChunkWriter& write) {
+    auto res = sync_->Restore(q, write);
+    return res.ok() ? Status::Ok() : res.status();
+  };
+  return out;
+}
+
 // /a/{domain}/api/{roles,groups,locations,apps}/[{id}/]: list, read, create (POST), update
 // (PUT with the _rev read) and delete (DELETE ?_rev=N). Reading needs access_api or
 // manage_users; writing needs manage_users.
@@ -933,28 +1019,6 @@ Response App::FormApi(const Request& r, const std::string& domain, const std::st
 
 namespace {
 
-std::string XmlEscape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
-  return out;
-}
 
 bool XmlName(std::string_view s) {
   if (s.empty() || s.size() > 255) return false;

@@ -12,10 +12,16 @@
 
 #include "commcare/engine.h"
 #include "commcare/pillows.h"
+#include "commcare/sync.h"
 #include "http/server.h"
 #include "meta/meta_store.h"
 
 namespace commcare::server {
+
+// A restore request for a user of the domain: owner ids, registration data and fixtures from
+// the MetaStore.
+Result<RestoreRequest> MakeRestoreRequest(meta::MetaStore* meta, const meta::User& user,
+                                          const std::string& domain);
 
 class App {
  public:
@@ -23,6 +29,8 @@ class App {
   http::Response Handle(const http::Request& r);
   // The pillows running beside the server (readiness and metrics report their lag).
   void SetPillows(PillowHost* pillows) { pillows_ = pillows; }
+  // Mobile sync (the restore route answers 503 without it).
+  void SetSync(Sync* sync) { sync_ = sync; }
   // Token-bucket limits on authenticated requests, per user and per domain (requests per
   // second, bursts of twice that; 0 = no limit). Over the limit: 429 with Retry-After.
   void SetRateLimits(double per_user, double per_domain) {
@@ -56,6 +64,8 @@ class App {
   http::Response DomainsApi(const http::Request& r);
   http::Response UsersApi(const http::Request& r, const std::string& domain,
                           const std::string& rest);
+  http::Response RestoreApi(const http::Request& r, const std::string& domain,
+                            const std::string& app_id);
   http::Response DocsApi(const http::Request& r, const std::string& domain,
                          const std::string& kind, const std::string& rest);
   http::Response Attachment(const http::Request& r, const std::string& domain,
@@ -86,6 +96,7 @@ class App {
   // Takes a token from the user's and the domain's buckets; the seconds to wait if empty.
   double Throttle(const std::string& user, const std::string& domain);
   PillowHost* pillows_ = nullptr;
+  Sync* sync_ = nullptr;
   double user_rate_ = 0, domain_rate_ = 0;
   struct Bucket {
     double tokens = 0;

@@ -38,6 +38,20 @@ struct StagedBlob {
   std::string data;
 };
 
+// A case's place in the case graph, as mobile sync reads it.
+struct CaseNode {
+  std::string case_id;
+  bool closed = false;
+  bool deleted = false;
+  bool has_indices = false;  // the case indexes other cases
+};
+
+// One index of a case: case_id --index.identifier--> index.referenced_id.
+struct CaseIndexEdge {
+  std::string case_id;
+  CaseIndex index;
+};
+
 // One physical database: forms, cases, case transactions, ledgers, outbox and intents.
 // Thread safety: every method may be called from any thread; CommitGroup calls are serialized
 // by the caller (the engine's group committer), reads run beside them.
@@ -81,6 +95,21 @@ class PrimaryStore {
   // Calls fn for each matching case (ordered by case_id) until it returns false.
   virtual Status ScanCases(const CaseFilter& filter,
                            const std::function<bool(const CaseRecord&)>& fn) = 0;
+  // Mobile sync's reads (cheap, from indexes; ids absent here are skipped):
+  // the domain's open, undeleted cases owned by owner_id;
+  virtual Result<std::vector<CaseNode>> OpenCasesByOwner(std::string_view domain,
+                                                         std::string_view owner_id) = 0;
+  // the graph state of these cases;
+  virtual Result<std::vector<CaseNode>> CaseNodes(std::span<const std::string> case_ids) = 0;
+  // the indices these cases hold;
+  virtual Result<std::vector<CaseIndexEdge>> IndicesOf(std::span<const std::string> case_ids) = 0;
+  // the extension indices that point at these cases;
+  virtual Result<std::vector<CaseIndexEdge>> ExtensionsOf(
+      std::span<const std::string> case_ids) = 0;
+  // the ids of the domain's cases the server changed at or after `since` (µs).
+  virtual Result<std::vector<std::string>> CasesModifiedSince(std::string_view domain,
+                                                              int64_t since) = 0;
+
   // Calls fn for each form row (ordered by form_id) until it returns false.
   virtual Status ScanForms(const std::function<bool(const FormRecord&)>& fn) = 0;
   // Up to max outbox rows with seq > after_seq, in seq order; only rows that are durable and

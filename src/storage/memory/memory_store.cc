@@ -9,6 +9,7 @@
 
 #include "commcare/storage/blob_store.h"
 #include "commcare/storage/primary_store.h"
+#include "util/time.h"
 
 namespace commcare::storage {
 namespace {
@@ -16,6 +17,7 @@ namespace {
 struct Tables {
   std::map<std::string, FormRecord, std::less<>> forms;
   std::map<std::string, CaseRecord, std::less<>> cases;
+  std::map<std::string, int64_t, std::less<>> case_written;  // server clock of the last write
   std::map<std::string, std::vector<CaseTransaction>, std::less<>> case_txs;
   std::map<std::tuple<std::string, std::string, std::string>, LedgerValue> ledger_values;
   std::map<std::tuple<std::string, std::string, int64_t>, LedgerTransaction> ledger_txs;
@@ -28,6 +30,10 @@ struct Tables {
 };
 
 class MemoryPrimaryStore final : public PrimaryStore {
+  static CaseNode Node(const CaseRecord& c) {
+    return {c.case_id, c.closed, c.deleted, !c.indices.empty()};
+  }
+
  public:
   Status CommitGroup(std::span<WriteBatch* const> batches, std::vector<Status>* results) override {
     std::unique_lock lock(mu_);
@@ -97,6 +103,48 @@ class MemoryPrimaryStore final : public PrimaryStore {
     for (const auto& c : hits)
       if (!fn(c)) break;
     return Status::Ok();
+  }
+  Result<std::vector<CaseNode>> OpenCasesByOwner(std::string_view domain,
+                                                 std::string_view owner_id) override {
+    std::shared_lock lock(mu_);
+    std::vector<CaseNode> out;
+    for (const auto& [id, c] : t_.cases)
+      if (c.domain == domain && c.owner_id == owner_id && !c.closed && !c.deleted)
+        out.push_back(Node(c));
+    return out;
+  }
+  Result<std::vector<CaseNode>> CaseNodes(std::span<const std::string> ids) override {
+    std::shared_lock lock(mu_);
+    std::vector<CaseNode> out;
+    for (const auto& id : ids)
+      if (auto it = t_.cases.find(id); it != t_.cases.end()) out.push_back(Node(it->second));
+    return out;
+  }
+  Result<std::vector<CaseIndexEdge>> IndicesOf(std::span<const std::string> ids) override {
+    std::shared_lock lock(mu_);
+    std::vector<CaseIndexEdge> out;
+    for (const auto& id : ids)
+      if (auto it = t_.cases.find(id); it != t_.cases.end())
+        for (const auto& ix : it->second.indices) out.push_back({id, ix});
+    return out;
+  }
+  Result<std::vector<CaseIndexEdge>> ExtensionsOf(std::span<const std::string> ids) override {
+    std::shared_lock lock(mu_);
+    std::set<std::string_view> wanted(ids.begin(), ids.end());
+    std::vector<CaseIndexEdge> out;
+    for (const auto& [id, c] : t_.cases)
+      for (const auto& ix : c.indices)
+        if (ix.relationship == "extension" && wanted.count(ix.referenced_id))
+          out.push_back({id, ix});
+    return out;
+  }
+  Result<std::vector<std::string>> CasesModifiedSince(std::string_view domain,
+                                                      int64_t since) override {
+    std::shared_lock lock(mu_);
+    std::vector<std::string> out;
+    for (const auto& [id, c] : t_.cases)
+      if (c.domain == domain && t_.case_written.at(id) >= since) out.push_back(id);
+    return out;
   }
   Status ScanForms(const std::function<bool(const FormRecord&)>& fn) override {
     std::vector<FormRecord> all;
@@ -179,6 +227,7 @@ class MemoryPrimaryStore final : public PrimaryStore {
   }
   Status Apply(const PutCase& op, WriteBatch*) {
     t_.cases[op.record.case_id] = op.record;  // revs were checked by CheckRevs
+    t_.case_written[op.record.case_id] = util::NowMicros();
     return Status::Ok();
   }
   Status Apply(const PutCaseTransaction& op, WriteBatch*) {

@@ -22,6 +22,7 @@
 #include "commcare/storage/primary_store.h"
 #include "util/codec.h"
 #include "util/hash.h"
+#include "util/time.h"
 #include "util/sqlite_conn.h"
 
 namespace commcare::storage {
@@ -42,7 +43,8 @@ CREATE TABLE IF NOT EXISTS forms(
 CREATE UNIQUE INDEX IF NOT EXISTS forms_id ON forms(form_id);
 CREATE TABLE IF NOT EXISTS cases(
   id INTEGER PRIMARY KEY, case_id TEXT NOT NULL, domain TEXT NOT NULL, type TEXT,
-  owner_id TEXT, closed INTEGER, deleted INTEGER, rev INTEGER NOT NULL, doc TEXT NOT NULL);
+  owner_id TEXT, closed INTEGER, deleted INTEGER, rev INTEGER NOT NULL, doc TEXT NOT NULL,
+  indexed INTEGER NOT NULL DEFAULT 0, modified INTEGER NOT NULL DEFAULT 0);
 CREATE UNIQUE INDEX IF NOT EXISTS cases_id ON cases(case_id);
 CREATE INDEX IF NOT EXISTS cases_owner ON cases(domain, owner_id);
 CREATE TABLE IF NOT EXISTS case_indices(
@@ -65,6 +67,16 @@ CREATE TABLE IF NOT EXISTS blob_journal(
 CREATE TABLE IF NOT EXISTS intents(intent_id TEXT PRIMARY KEY, payload TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS applied_markers(marker TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
+)SQL";
+
+// Mobile sync's indexes (after kSchema and the column migration): open cases by owner with
+// whether they index others, cases by server modification time, and extension indices by host.
+constexpr const char* kSyncSchema = R"SQL(
+CREATE INDEX IF NOT EXISTS cases_owner_open ON cases(domain, owner_id, case_id, indexed)
+  WHERE closed=0 AND deleted=0;
+CREATE INDEX IF NOT EXISTS cases_modified ON cases(domain, modified);
+CREATE INDEX IF NOT EXISTS case_indices_ext ON case_indices(referenced_id)
+  WHERE relationship='extension';
 )SQL";
 
 // The redo log of a durable store: records of [magic u32][payload length u32][lsn u64]
@@ -119,10 +131,26 @@ class SqlitePrimaryStore final : public PrimaryStore {
     }
   }
 
+  // Databases made before mobile sync lack cases.indexed and cases.modified: add them (modified
+  // stays 0 for cases not written since, which no later sync needs to see as changed).
+  Status MigrateCaseColumns() {
+    sqlite3_stmt* q = writer_.Prep("SELECT 1 FROM pragma_table_info('cases') WHERE name='indexed'");
+    const bool has = sqlite3_step(q) == SQLITE_ROW;
+    sqlite3_reset(q);
+    if (has) return Status::Ok();
+    return writer_.Exec(
+        "BEGIN; ALTER TABLE cases ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE cases ADD COLUMN modified INTEGER NOT NULL DEFAULT 0;"
+        "UPDATE cases SET indexed=1 WHERE case_id IN (SELECT case_id FROM case_indices);"
+        "COMMIT;");
+  }
+
   Status Init() {
     if (!read_only_) {
       CC_RETURN_IF_ERROR(writer_.Open(path_, false, durable_));
       CC_RETURN_IF_ERROR(writer_.Exec(kSchema));
+      CC_RETURN_IF_ERROR(MigrateCaseColumns());
+      CC_RETURN_IF_ERROR(writer_.Exec(kSyncSchema));
       if (durable_) {
         log_path_ = path_ + ".log";
         log_fd_ = ::open(log_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -589,6 +617,63 @@ class SqlitePrimaryStore final : public PrimaryStore {
     return Status::Ok();
   }
 
+  // Mobile sync's reads use pooled readers: they see sealed commits (Engine::Restore seals
+  // first) and never hold the writer's lock.
+  Result<std::vector<CaseNode>> OpenCasesByOwner(std::string_view domain,
+                                                 std::string_view owner_id) override {
+    auto r = PooledReader();
+    sqlite3_stmt* s = r->Prep(
+        "SELECT case_id, indexed FROM cases INDEXED BY cases_owner_open WHERE domain=? AND "
+        "owner_id=? AND closed=0 AND deleted=0");
+    Bind(s, 1, domain);
+    Bind(s, 2, owner_id);
+    std::vector<CaseNode> out;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+      out.push_back({std::string(Col(s, 0)), false, false, sqlite3_column_int(s, 1) != 0});
+    if (rc != SQLITE_DONE) return r->Err("listing cases by owner");
+    return out;
+  }
+  Result<std::vector<CaseNode>> CaseNodes(std::span<const std::string> ids) override {
+    auto r = PooledReader();
+    sqlite3_stmt* s = r->Prep("SELECT closed, deleted, indexed FROM cases WHERE case_id=?");
+    std::vector<CaseNode> out;
+    for (const auto& id : ids) {
+      Bind(s, 1, id);
+      int rc = sqlite3_step(s);
+      if (rc == SQLITE_ROW)
+        out.push_back({id, sqlite3_column_int(s, 0) != 0, sqlite3_column_int(s, 1) != 0,
+                       sqlite3_column_int(s, 2) != 0});
+      sqlite3_reset(s);
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return r->Err("reading case states");
+    }
+    return out;
+  }
+  Result<std::vector<CaseIndexEdge>> IndicesOf(std::span<const std::string> ids) override {
+    return Edges(ids,
+                 "SELECT case_id, identifier, referenced_id, referenced_type, relationship FROM "
+                 "case_indices WHERE case_id=?");
+  }
+  Result<std::vector<CaseIndexEdge>> ExtensionsOf(std::span<const std::string> ids) override {
+    return Edges(ids,
+                 "SELECT case_id, identifier, referenced_id, referenced_type, relationship FROM "
+                 "case_indices INDEXED BY case_indices_ext WHERE referenced_id=? AND "
+                 "relationship='extension'");
+  }
+  Result<std::vector<std::string>> CasesModifiedSince(std::string_view domain,
+                                                      int64_t since) override {
+    auto r = PooledReader();
+    sqlite3_stmt* s =
+        r->Prep("SELECT case_id FROM cases INDEXED BY cases_modified WHERE domain=? AND modified>=?");
+    Bind(s, 1, domain);
+    Bind(s, 2, since);
+    std::vector<std::string> out;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) out.emplace_back(Col(s, 0));
+    if (rc != SQLITE_DONE) return r->Err("listing modified cases");
+    return out;
+  }
+
   Status ScanForms(const std::function<bool(const FormRecord&)>& fn) override {
     auto r = Reader();
     sqlite3_stmt* s = r->Prep("SELECT doc FROM forms ORDER BY id");
@@ -700,6 +785,23 @@ class SqlitePrimaryStore final : public PrimaryStore {
 
   // A connection to read with: with a redo log, the writer (it sees unsealed groups); else a
   // pooled read-only connection. Callbacks of a scan must not scan the same store again.
+  Result<std::vector<CaseIndexEdge>> Edges(std::span<const std::string> ids, const char* sql) {
+    auto r = PooledReader();
+    sqlite3_stmt* s = r->Prep(sql);
+    std::vector<CaseIndexEdge> out;
+    for (const auto& id : ids) {
+      Bind(s, 1, id);
+      int rc;
+      while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        out.push_back({std::string(Col(s, 0)),
+                       {std::string(Col(s, 1)), std::string(Col(s, 3)), std::string(Col(s, 2)),
+                        std::string(Col(s, 4))}});
+      sqlite3_reset(s);
+      if (rc != SQLITE_DONE) return r->Err("reading case indices");
+    }
+    return out;
+  }
+
   ReaderHandle Reader() {
     if (log_fd_ >= 0) {
       write_mu_.lock();
@@ -848,9 +950,9 @@ class SqlitePrimaryStore final : public PrimaryStore {
     MarkUnsealed("c:", c.case_id);
     sqlite3_stmt* s = writer_.Prep(
         exists ? "UPDATE cases SET domain=?2, type=?3, owner_id=?4, closed=?5, deleted=?6, rev=?7, "
-                 "doc=?8 WHERE case_id=?1"
-               : "INSERT INTO cases(case_id, domain, type, owner_id, closed, deleted, rev, doc) "
-                 "VALUES(?1,?2,?3,?4,?5,?6,?7,?8)");
+                 "doc=?8, indexed=?9, modified=?10 WHERE case_id=?1"
+               : "INSERT INTO cases(case_id, domain, type, owner_id, closed, deleted, rev, doc, "
+                 "indexed, modified) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)");
     Bind(s, 1, c.case_id);
     Bind(s, 2, c.domain);
     Bind(s, 3, c.type);
@@ -859,6 +961,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
     Bind(s, 6, static_cast<int64_t>(c.deleted));
     Bind(s, 7, c.rev);
     Bind(s, 8, *doc_);
+    Bind(s, 9, static_cast<int64_t>(!c.indices.empty()));
+    Bind(s, 10, util::NowMicros());  // the server's clock, not the (overridable) received_on
     CC_RETURN_IF_ERROR(Step(s, "writing a case"));
     if (exists || !c.indices.empty()) {
       sqlite3_stmt* d = writer_.Prep("DELETE FROM case_indices WHERE case_id=?");

@@ -1,0 +1,91 @@
+// Mobile sync (OTA restore): the cases a phone should hold, streamed as CommCare's restore
+// payload, with sync logs for incremental sync.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "commcare/engine.h"
+#include "commcare/status.h"
+
+namespace commcare {
+
+// The user a restore is for, as the host's user directory knows them (the engine has none).
+struct RestoreUser {
+  std::string username;
+  std::string user_id;
+  std::string password_hash;  // sent in <Registration>
+  int64_t date_joined = 0;    // µs; 0 = now
+  std::vector<std::pair<std::string, std::string>> user_data;
+  // CommCare's owner ids: the user id, case-sharing groups, case-sharing locations.
+  std::vector<std::string> owner_ids;
+};
+
+// One restore request (GET /a/{domain}/phone/restore/).
+struct RestoreRequest {
+  std::string domain;
+  RestoreUser user;
+  std::string since;            // the phone's last restore_id; "" for a first sync
+  std::string version = "2.0";  // "1.0", "2.0" or "3.0"
+  std::string state;            // "ccsh:<32 hex>" the phone's case state hash ("" = unchecked)
+  bool items = false;           // put items="N" on the root element
+  std::string device_id;
+  std::string app_id;
+  std::string fixtures;  // <fixture> elements the host built, written after <Registration>
+};
+
+// What a restore did.
+struct RestoreResult {
+  int http_status = 200;  // 200, or 412 with an ota_restore_error payload, or 400
+  std::string message;    // why, when not 200
+  std::string sync_id;    // the new restore_id
+  int64_t cases = 0;      // case blocks written
+  int64_t ledgers = 0;    // balance blocks written
+  int64_t footprint = 0;  // cases on the phone after this restore
+};
+
+// A stored sync log.
+struct SyncLogInfo {
+  std::string sync_id;
+  std::string domain;
+  std::string user_id;
+  std::string previous_id;
+  std::string device_id;
+  std::string app_id;
+  int64_t date = 0;  // µs: changes at or after this are new to the phone
+  std::vector<std::string> owner_ids;
+  std::vector<std::string> case_ids;  // on the phone, sorted
+  std::string state_hash;             // "ccsh:..." of case_ids
+};
+
+// CommCare's case state hash: "ccsh:" + hex of the XOR of md5(case_id) over the ids.
+std::string CaseStateHash(const std::vector<std::string>& case_ids);
+
+// Restores over an engine's data. Thread safety: every method may be called from any thread.
+class Sync {
+ public:
+  virtual ~Sync() = default;
+  // Sync logs in the SQLite file at path ("" = in memory) for the engine's cases.
+  static Result<std::unique_ptr<Sync>> Open(Engine* engine, const std::string& synclog_path);
+
+  // Writes the payload, or the error payload.
+  using Writer = std::function<Status(int http_status, std::string_view chunk)>;
+  // Streams the payload to write (chunks of ~64 KB, each with the outcome's HTTP status, which
+  // is decided before the first) and stores the new sync log. A token that is unknown or
+  // another user's, or a state hash that differs from the token's footprint, gives a 412 and
+  // an ota_restore_error payload; a bad version 400. An error from write (the client went
+  // away) is returned as is, and the new log is then not stored.
+  virtual Result<RestoreResult> Restore(const RestoreRequest& request, const Writer& write) = 0;
+  // A stored sync log; NotFound if there is none.
+  virtual Result<SyncLogInfo> GetSyncLog(std::string_view sync_id) = 0;
+  // Deletes logs older than max_age_us and, per (user, device, app), all but the newest two
+  // (a phone that missed the newest answer retries with the one before); returns how many.
+  virtual Result<int64_t> Prune(int64_t max_age_us) = 0;
+};
+
+}  // namespace commcare
