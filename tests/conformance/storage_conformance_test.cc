@@ -1,11 +1,13 @@
 // One conformance suite that every PrimaryStore and BlobStore implementation runs.
 #include <doctest/doctest.h>
 #include <fmt/format.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -240,6 +242,95 @@ TEST_CASE("PrimaryStore: a marked batch applies at most once; intents list until
     REQUIRE(CommitOne(s.get(), &third).ok());
     CHECK(s->ReadOutbox(0, 10)->size() == 2);  // the marker was pruned, so it applied again
   }
+}
+
+TEST_CASE("PrimaryStore: mobile sync's graph reads") {
+  for (const auto& f : StoreFactories()) {
+    CAPTURE(f.name);
+    auto s = f.make();
+    auto put = [&](CaseRecord c, int64_t expected_rev) {
+      WriteBatch b;
+      b.ops.emplace_back(PutCase{std::move(c), expected_rev});
+      REQUIRE(CommitOne(s.get(), &b).ok());
+    };
+    CaseRecord host = MakeCase("host", 1);
+    host.indices.clear();
+    put(host, 0);
+    CaseRecord ext = MakeCase("ext", 1);
+    ext.indices = {{"host", "person", "host", "extension"}};
+    put(ext, 0);
+    CaseRecord kid = MakeCase("kid", 1);  // child of h1
+    put(kid, 0);
+    CaseRecord closed = MakeCase("closed", 1);
+    closed.closed = true;
+    put(closed, 0);
+    CaseRecord other = MakeCase("other", 1);
+    other.owner_id = "u2";
+    put(other, 0);
+    auto owned = s->OpenCasesByOwner("demo", "u1");
+    REQUIRE(owned.ok());
+    std::map<std::string, bool> got;
+    for (const auto& n : *owned) got[n.case_id] = n.has_indices;
+    CHECK(got == std::map<std::string, bool>{{"ext", true}, {"host", false}, {"kid", true}});
+    CHECK(s->OpenCasesByOwner("other-domain", "u1")->empty());
+    std::vector<std::string> ids = {"closed", "host", "missing"};
+    auto nodes = s->CaseNodes(ids);
+    REQUIRE(nodes->size() == 2);
+    CHECK((*nodes)[0].case_id == "closed");
+    CHECK((*nodes)[0].closed);
+    CHECK_FALSE((*nodes)[1].closed);
+    std::vector<std::string> holders = {"ext", "kid", "host"};
+    auto edges = s->IndicesOf(holders);
+    REQUIRE(edges->size() == 2);
+    std::vector<std::string> hosts = {"host", "h1"};
+    auto exts = s->ExtensionsOf(hosts);
+    REQUIRE(exts->size() == 1);  // kid's child index to h1 is not an extension
+    CHECK((*exts)[0].case_id == "ext");
+    CHECK((*exts)[0].index.identifier == "host");
+    CHECK((*exts)[0].index.referenced_type == "person");
+    // Modified since: by the server's clock at the write.
+    auto before = s->CasesModifiedSince("demo", 0);
+    CHECK(before->size() == 5);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    const int64_t t = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    CaseRecord again = host;
+    again.rev = 2;
+    again.closed = true;
+    put(again, 1);
+    auto since = s->CasesModifiedSince("demo", t);
+    CHECK(*since == std::vector<std::string>{"host"});
+    CHECK(s->OpenCasesByOwner("demo", "u1")->size() == 2);
+  }
+}
+
+TEST_CASE("SqlitePrimaryStore: a database from before mobile sync gains its columns") {
+  const std::string path = TempDir("migrate") + "/p0.sqlite";
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    const char* old_schema =
+        "CREATE TABLE cases(id INTEGER PRIMARY KEY, case_id TEXT NOT NULL, domain TEXT NOT NULL,"
+        " type TEXT, owner_id TEXT, closed INTEGER, deleted INTEGER, rev INTEGER NOT NULL,"
+        " doc TEXT NOT NULL);"
+        "CREATE TABLE case_indices(case_id TEXT NOT NULL, identifier TEXT NOT NULL,"
+        " referenced_id TEXT NOT NULL, referenced_type TEXT, relationship TEXT,"
+        " PRIMARY KEY(case_id, identifier)) WITHOUT ROWID;"
+        "INSERT INTO cases(case_id, domain, type, owner_id, closed, deleted, rev, doc) VALUES"
+        " ('a','demo','t','u1',0,0,1,'{}'), ('b','demo','t','u1',0,0,1,'{}');"
+        "INSERT INTO case_indices VALUES('b','parent','a','t','child');";
+    REQUIRE(sqlite3_exec(db, old_schema, nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto s = OpenSqlitePrimaryStore(path, false, false);
+  REQUIRE_MESSAGE(s.ok(), s.status().ToString());
+  auto owned = (*s)->OpenCasesByOwner("demo", "u1");
+  REQUIRE(owned.ok());
+  REQUIRE(owned->size() == 2);
+  CHECK_FALSE((*owned)[0].has_indices);
+  CHECK((*owned)[1].has_indices);
+  CHECK((*s)->CasesModifiedSince("demo", 1)->empty());
 }
 
 TEST_CASE("BlobStore: put returns a key to get, check and delete the blob by") {

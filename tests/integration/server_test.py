@@ -524,6 +524,76 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(by_id[role["id"]], [("role", "UserRole", False)] * 2)
         self.assertIn(("commcare-user", "CommCareUser", False), by_id[u["user_id"]])
 
+    def test_phone_restore(self):
+        import xml.etree.ElementTree as ET
+        ns = {"or": "http://openrosa.org/http/response", "sync": "http://commcarehq.org/sync",
+              "reg": "http://openrosa.org/user/registration", "c": "http://commcarehq.org/case/transaction/v2"}
+        me = json.loads(self.request("GET", "/a/demo/api/users/w.demo")[2])
+        s, _, body = self.request("POST", "/a/demo/api/groups/", body=json.dumps(
+            {"name": "sharing", "case_sharing": True, "users": [me["user_id"]]}).encode())
+        self.assertEqual(s, 201, body)
+        group = json.loads(body)["id"]
+
+        def case_xml(case_id, owner):
+            return (f'<?xml version="1.0"?><data xmlns="http://example.org/r"><meta xmlns="http://openrosa.org/jr/xforms">'
+                    f'<instanceID>form-{case_id}</instanceID><userID>{me["user_id"]}</userID></meta>'
+                    f'<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="{case_id}" '
+                    f'date_modified="2020-01-01T00:00:00Z" user_id="{me["user_id"]}"><create><case_type>patient</case_type>'
+                    f'<case_name>P {case_id}</case_name><owner_id>{owner}</owner_id></create></case></data>').encode()
+        self.assertEqual(self.submit(case_xml("sync-mine", me["user_id"]))[0], 201)
+        self.assertEqual(self.submit(case_xml("sync-group", group))[0], 201)
+        self.assertEqual(self.submit(case_xml("sync-other", "someone"))[0], 201)
+        auth = ("w.demo", "pw-demo")
+        s, h, body = self.request("GET", "/a/demo/phone/restore/?version=2.0&items=true", auth=auth)
+        self.assertEqual(s, 200, body)
+        self.assertEqual(h.get("transfer-encoding"), "chunked")
+        self.assertEqual(h["content-type"], "text/xml; charset=utf-8")
+        root = ET.fromstring(body)
+        token = root.find("sync:Sync/sync:restore_id", ns).text
+        self.assertEqual(root.find("reg:Registration/reg:username", ns).text, "w.demo")
+        cases = {c.get("case_id") for c in root.findall("c:case", ns)}
+        self.assertEqual(cases, {"sync-mine", "sync-group"})
+        self.assertEqual(root.get("items"), str(2 + 2))  # cases and the two fixtures
+        groups = root.findall("or:fixture[@id='user-groups']/or:groups/or:group", ns)
+        self.assertEqual([g.get("id") for g in groups], [group])
+        # Incremental: nothing new; then a change by the web user reaches the phone.
+        s, _, body = self.request("GET", f"/a/demo/phone/restore/?since={token}", auth=auth)
+        self.assertEqual(s, 200, body)
+        root = ET.fromstring(body)
+        self.assertEqual(root.findall("c:case", ns), [])
+        token2 = root.find("sync:Sync/sync:restore_id", ns).text
+        upd = case_xml("sync-group", group).replace(b"form-sync-group", b"form-sync-group-2").replace(
+            b"<create><case_type>patient</case_type><case_name>P sync-group</case_name>",
+            b"<update><status>seen</status></update><create><case_type>patient</case_type><case_name>P sync-group</case_name>")
+        self.assertEqual(self.submit(upd)[0], 201)
+        s, _, body = self.request("GET", f"/a/demo/phone/restore/?since={token2}", auth=auth)
+        root = ET.fromstring(body)
+        self.assertEqual([c.get("case_id") for c in root.findall("c:case", ns)], ["sync-group"])
+        self.assertIsNone(root.find("c:case/c:create", ns))
+        # Errors: 412 with ota_restore_error for tokens and state; 403 across domains.
+        for query in ["since=nope", f"since={token}&state=ccsh:0123", "user_id=someone-else",
+                      f"since={token}&state=ccsh:00000000000000000000000000000000"]:
+            s, _, body = self.request("GET", f"/a/demo/phone/restore/?{query}", auth=auth)
+            self.assertEqual(s, 412, (query, body))
+            self.assertEqual(ET.fromstring(body).find("or:message", ns).get("nature"), "ota_restore_error")
+        self.assertEqual(self.request("GET", "/a/demo/phone/restore/", auth=("w.other", "pw-other"))[0], 403)
+        self.assertEqual(self.request("GET", "/a/demo/phone/restore/?as=w.demo", auth=auth)[0], 403)
+        # A web user restores as the worker.
+        s, _, body = self.request("GET", "/a/demo/phone/restore/?as=w.demo@demo.commcarehq.org")
+        self.assertEqual(s, 200, body)
+        root = ET.fromstring(body)
+        self.assertEqual(root.find("reg:Registration/reg:username", ns).text, "w.demo")
+        self.assertEqual({c.get("case_id") for c in root.findall("c:case", ns)}, {"sync-mine", "sync-group"})
+        # Keep-alive works after a streamed answer.
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        hdr = {"Authorization": "Basic " + base64.b64encode(b"w.demo:pw-demo").decode()}
+        for _ in range(2):
+            conn.request("GET", "/a/demo/phone/restore/", headers=hdr)
+            r = conn.getresponse()
+            self.assertEqual(r.status, 200)
+            self.assertIn(b"</OpenRosaResponse>", r.read())
+        conn.close()
+
     def raw(self, data, read=True, timeout=5):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         s.sendall(data)
