@@ -47,6 +47,8 @@ struct RestoreResult {
   int64_t cases = 0;      // case blocks written
   int64_t ledgers = 0;    // balance blocks written
   int64_t footprint = 0;  // cases on the phone after this restore
+  // Milliseconds per phase (changes since the token, livequery, ledgers, payload, log).
+  std::vector<std::pair<std::string, double>> timings;
 };
 
 // A stored sync log.
@@ -61,6 +63,9 @@ struct SyncLogInfo {
   std::vector<std::string> owner_ids;
   std::vector<std::string> case_ids;  // on the phone, sorted
   std::string state_hash;             // "ccsh:..." of case_ids
+  // Those of case_ids that index other cases (lets the next sync skip the case graph when
+  // nothing that changed can alter it), sorted.
+  std::vector<std::string> indexed_case_ids;
 };
 
 // CommCare's case state hash: "ccsh:" + hex of the XOR of md5(case_id) over the ids.

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <set>
@@ -36,13 +37,17 @@ using util::Bind;
 using util::Col;
 using storage::CaseIndexEdge;
 
+// A log stores its case ids in full, or as a difference from a full log (base_id) when that
+// is small: an incremental sync then writes a few ids, not the whole footprint.
 constexpr const char* kSchema = R"(
 CREATE TABLE IF NOT EXISTS synclogs(
   sync_id TEXT PRIMARY KEY, domain TEXT NOT NULL, user_id TEXT NOT NULL, previous_id TEXT NOT NULL,
   device_id TEXT NOT NULL, app_id TEXT NOT NULL, date INTEGER NOT NULL, owner_ids TEXT NOT NULL,
-  state_hash TEXT NOT NULL, case_ids BLOB NOT NULL);
+  state_hash TEXT NOT NULL, base_id TEXT NOT NULL, case_ids BLOB NOT NULL, removed BLOB NOT NULL,
+  indexed_ids BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS synclogs_user ON synclogs(domain, user_id, device_id, app_id, date);
 CREATE INDEX IF NOT EXISTS synclogs_date ON synclogs(date);
+CREATE INDEX IF NOT EXISTS synclogs_base ON synclogs(base_id) WHERE base_id != '';
 )";
 
 std::string Join(const std::vector<std::string>& v) {
@@ -73,6 +78,14 @@ struct Hash {
     util::Md5Raw(id, d);
     for (int i = 0; i < 16; ++i) b[i] ^= d[i];
   }
+  // Parses "ccsh:<32 hex>" (false if it is not that).
+  bool Parse(std::string_view t) {
+    if (t.size() != 37 || t.substr(0, 5) != "ccsh:") return false;
+    auto hex = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+    for (int i = 0; i < 16; ++i)
+      b[i] = static_cast<uint8_t>(hex(t[5 + 2 * i]) * 16 + hex(t[6 + 2 * i]));
+    return true;
+  }
   std::string Text() const {
     static const char* kHex = "0123456789abcdef";
     std::string out = "ccsh:";
@@ -89,18 +102,44 @@ std::string FormatQuantity(double v) {
   return fmt::format("{}", v);
 }
 
+// Sorted a minus sorted b.
+std::vector<std::string> Minus(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+  std::vector<std::string> out;
+  std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
+  return out;
+}
+
 class SyncLogStore {
  public:
+  // A log as read, with the full log its ids are stored against.
+  struct Stored {
+    SyncLogInfo info;
+    std::string base_id;                 // the full log (itself if stored in full)
+    std::vector<std::string> base_ids;  // that log's case ids
+  };
+
   Status Open(const std::string& path) {
     CC_RETURN_IF_ERROR(db_.Open(path.empty() ? ":memory:" : path, false, false));
     CC_RETURN_IF_ERROR(db_.Exec("PRAGMA synchronous=NORMAL"));  // WAL: no corruption on a crash
     return db_.Exec(kSchema);
   }
-  Status Put(const SyncLogInfo& l) {
+  // Stores l, as a difference from base when that is under a quarter of its size.
+  Status Put(const SyncLogInfo& l, const Stored* base) {
+    std::string base_id, ids, removed;
+    if (base && !base->base_id.empty()) {
+      auto add = Minus(l.case_ids, base->base_ids), del = Minus(base->base_ids, l.case_ids);
+      if ((add.size() + del.size()) * 4 < base->base_ids.size()) {
+        base_id = base->base_id;
+        ids = Join(add);
+        removed = Join(del);
+      }
+    }
+    if (base_id.empty()) ids = Join(l.case_ids);
     std::lock_guard lock(mu_);
     sqlite3_stmt* s = db_.Prep(
         "INSERT OR REPLACE INTO synclogs(sync_id, domain, user_id, previous_id, device_id, "
-        "app_id, date, owner_ids, state_hash, case_ids) VALUES(?,?,?,?,?,?,?,?,?,?)");
+        "app_id, date, owner_ids, state_hash, base_id, case_ids, removed, indexed_ids) "
+        "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)");
     Bind(s, 1, l.sync_id);
     Bind(s, 2, l.domain);
     Bind(s, 3, l.user_id);
@@ -110,48 +149,54 @@ class SyncLogStore {
     Bind(s, 7, l.date);
     Bind(s, 8, Join(l.owner_ids));
     Bind(s, 9, l.state_hash);
-    Bind(s, 10, Join(l.case_ids));
+    Bind(s, 10, base_id);
+    Bind(s, 11, ids);
+    Bind(s, 12, removed);
+    Bind(s, 13, Join(l.indexed_case_ids));
     if (sqlite3_step(s) != SQLITE_DONE) return db_.Err("storing a sync log");
     return Status::Ok();
   }
-  Result<SyncLogInfo> Get(std::string_view id) {
+  Result<Stored> Get(std::string_view id) {
     std::lock_guard lock(mu_);
-    sqlite3_stmt* s = db_.Prep(
-        "SELECT domain, user_id, previous_id, device_id, app_id, date, owner_ids, state_hash, "
-        "case_ids FROM synclogs WHERE sync_id=?");
-    Bind(s, 1, id);
-    int rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW) {
-      sqlite3_reset(s);
-      if (rc == SQLITE_DONE) return Status::NotFound(fmt::format("no sync log '{}'", id));
-      return db_.Err("reading a sync log");
+    Stored out;
+    std::vector<std::string> add, del;
+    CC_RETURN_IF_ERROR(Row(id, &out.info, &out.base_id, &add, &del));
+    if (out.base_id.empty()) {
+      out.base_id = out.info.sync_id;
+      out.base_ids = add;
+      out.info.case_ids = std::move(add);
+      return out;
     }
-    SyncLogInfo l;
-    l.sync_id = std::string(id);
-    l.domain = std::string(Col(s, 0));
-    l.user_id = std::string(Col(s, 1));
-    l.previous_id = std::string(Col(s, 2));
-    l.device_id = std::string(Col(s, 3));
-    l.app_id = std::string(Col(s, 4));
-    l.date = sqlite3_column_int64(s, 5);
-    l.owner_ids = Split(Col(s, 6));
-    l.state_hash = std::string(Col(s, 7));
-    l.case_ids = Split(Col(s, 8));
-    sqlite3_reset(s);
-    return l;
+    SyncLogInfo base;
+    std::string none;
+    std::vector<std::string> base_del;
+    Status s = Row(out.base_id, &base, &none, &out.base_ids, &base_del);
+    if (s.IsNotFound())
+      return Status::NotFound(fmt::format("sync log '{}' lost its base log", id));
+    CC_RETURN_IF_ERROR(s);
+    std::vector<std::string> kept = Minus(out.base_ids, del);
+    std::merge(kept.begin(), kept.end(), add.begin(), add.end(),
+               std::back_inserter(out.info.case_ids));
+    return out;
   }
   Result<int64_t> Prune(int64_t max_age_us) {
     std::lock_guard lock(mu_);
     CC_RETURN_IF_ERROR(db_.Exec("BEGIN IMMEDIATE"));
-    sqlite3_stmt* old = db_.Prep("DELETE FROM synclogs WHERE date<?");
-    Bind(old, 1, util::NowMicros() - max_age_us);
+    // Never a log another log's ids are stored against.
+    sqlite3_stmt* old = db_.Prep(
+        "DELETE FROM synclogs WHERE date<? AND sync_id NOT IN (SELECT base_id FROM synclogs "
+        "WHERE base_id != '' AND date>=?)");
+    const int64_t cutoff = util::NowMicros() - max_age_us;
+    Bind(old, 1, cutoff);
+    Bind(old, 2, cutoff);
     bool ok = sqlite3_step(old) == SQLITE_DONE;
     int64_t n = sqlite3_changes(db_.db());
-    // Per (user, device, app): keep the newest two.
+    // Per (user, device, app): keep the newest two (and the logs they are stored against).
     sqlite3_stmt* extra = db_.Prep(
-        "DELETE FROM synclogs WHERE sync_id IN (SELECT sync_id FROM (SELECT sync_id, "
-        "ROW_NUMBER() OVER (PARTITION BY domain, user_id, device_id, app_id ORDER BY date DESC) "
-        "AS k FROM synclogs) WHERE k > 2)");
+        "WITH ranked AS (SELECT sync_id, base_id, ROW_NUMBER() OVER (PARTITION BY domain, "
+        "user_id, device_id, app_id ORDER BY date DESC) AS k FROM synclogs) "
+        "DELETE FROM synclogs WHERE sync_id IN (SELECT sync_id FROM ranked WHERE k > 2) AND "
+        "sync_id NOT IN (SELECT base_id FROM ranked WHERE k <= 2)");
     ok = ok && sqlite3_step(extra) == SQLITE_DONE;
     n += sqlite3_changes(db_.db());
     if (!ok) {
@@ -164,9 +209,51 @@ class SyncLogStore {
   }
 
  private:
+  Status Row(std::string_view id, SyncLogInfo* l, std::string* base_id,
+             std::vector<std::string>* ids, std::vector<std::string>* removed) {
+    sqlite3_stmt* s = db_.Prep(
+        "SELECT domain, user_id, previous_id, device_id, app_id, date, owner_ids, state_hash, "
+        "base_id, case_ids, removed, indexed_ids FROM synclogs WHERE sync_id=?");
+    Bind(s, 1, id);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW) {
+      sqlite3_reset(s);
+      if (rc == SQLITE_DONE) return Status::NotFound(fmt::format("no sync log '{}'", id));
+      return db_.Err("reading a sync log");
+    }
+    l->sync_id = std::string(id);
+    l->domain = std::string(Col(s, 0));
+    l->user_id = std::string(Col(s, 1));
+    l->previous_id = std::string(Col(s, 2));
+    l->device_id = std::string(Col(s, 3));
+    l->app_id = std::string(Col(s, 4));
+    l->date = sqlite3_column_int64(s, 5);
+    l->owner_ids = Split(Col(s, 6));
+    l->state_hash = std::string(Col(s, 7));
+    *base_id = std::string(Col(s, 8));
+    *ids = Split(Col(s, 9));
+    *removed = Split(Col(s, 10));
+    l->indexed_case_ids = Split(Col(s, 11));
+    sqlite3_reset(s);
+    return Status::Ok();
+  }
+
   std::mutex mu_;
   util::Conn db_;
 };
+
+// Calls fn(store, ids) for each database with the ids it holds.
+template <typename F>
+Status PerDatabase(Engine* e, const std::vector<std::string>& ids, F&& fn) {
+  if (ids.empty()) return Status::Ok();
+  std::vector<std::vector<std::string>> by_db(static_cast<size_t>(e->NumDatabases()));
+  for (const auto& id : ids) by_db[static_cast<size_t>(e->DatabaseFor(id))].push_back(id);
+  for (size_t d = 0; d < by_db.size(); ++d)
+    if (!by_db[d].empty())
+      CC_RETURN_IF_ERROR(
+          fn(e->Database(static_cast<int>(d)), std::span<const std::string>(by_db[d])));
+  return Status::Ok();
+}
 
 // The livequery walk over the case graph (see the rules at the top of this file).
 class LiveQuery {
@@ -193,7 +280,7 @@ class LiveQuery {
         if (auto h = has_indices_.find(id); h == has_indices_.end() || h->second)
           holders.push_back(id);
       std::vector<CaseIndexEdge> related;
-      CC_RETURN_IF_ERROR(PerDatabase(holders, [&](storage::PrimaryStore* db, auto ids) {
+      CC_RETURN_IF_ERROR(PerDatabase(e_, holders, [&](storage::PrimaryStore* db, auto ids) {
         CC_ASSIGN_OR_RETURN(auto edges, db->IndicesOf(ids));
         for (auto& e : edges) related.push_back(std::move(e));
         return Status::Ok();
@@ -209,7 +296,7 @@ class LiveQuery {
         for (const std::string* id : {&e.case_id, &e.index.referenced_id})
           if (!all.count(*id) && known_.insert(*id).second)
             fresh.push_back(*id);
-      CC_RETURN_IF_ERROR(PerDatabase(fresh, [&](storage::PrimaryStore* db, auto ids) {
+      CC_RETURN_IF_ERROR(PerDatabase(e_, fresh, [&](storage::PrimaryStore* db, auto ids) {
         CC_ASSIGN_OR_RETURN(auto nodes, db->CaseNodes(ids));
         for (const auto& n : nodes) {
           has_indices_[n.case_id] = n.has_indices;
@@ -260,20 +347,12 @@ class LiveQuery {
   }
 
   const std::unordered_set<std::string>& live() const { return live_; }
+  bool HasIndices(const std::string& id) const {
+    auto it = has_indices_.find(id);
+    return it != has_indices_.end() && it->second;
+  }
 
  private:
-  // Calls fn with the ids of each database (ids grouped by the database that holds them).
-  template <typename F>
-  Status PerDatabase(const std::vector<std::string>& ids, F&& fn) {
-    if (ids.empty()) return Status::Ok();
-    std::vector<std::vector<std::string>> by_db(static_cast<size_t>(e_->NumDatabases()));
-    for (const auto& id : ids) by_db[static_cast<size_t>(e_->DatabaseFor(id))].push_back(id);
-    for (size_t d = 0; d < by_db.size(); ++d)
-      if (!by_db[d].empty())
-        CC_RETURN_IF_ERROR(fn(e_->Database(static_cast<int>(d)),
-                              std::span<const std::string>(by_db[d])));
-    return Status::Ok();
-  }
   // An extension case (a case that is both a child and an extension is not one).
   bool IsExtension(const std::string& id) const {
     return hosts_by_extension_.count(id) && !parents_by_child_.count(id);
@@ -472,7 +551,10 @@ class SyncImpl final : public Sync {
   SyncImpl(Engine* e) : e_(e) {}
   Status Open(const std::string& path) { return logs_.Open(path); }
 
-  Result<SyncLogInfo> GetSyncLog(std::string_view id) override { return logs_.Get(id); }
+  Result<SyncLogInfo> GetSyncLog(std::string_view id) override {
+    CC_ASSIGN_OR_RETURN(auto stored, logs_.Get(id));
+    return std::move(stored.info);
+  }
   Result<int64_t> Prune(int64_t max_age_us) override { return logs_.Prune(max_age_us); }
 
   Result<RestoreResult> Restore(const RestoreRequest& req, const Writer& write) override {
@@ -490,29 +572,57 @@ class SyncImpl final : public Sync {
     // Changes at or after this instant are new to the phone next time; then seal what is
     // committed so the reads below see every acknowledged submission.
     const int64_t started = util::NowMicros();
+    auto lap = std::chrono::steady_clock::now();
+    auto timing = [&](const char* phase) {
+      auto now = std::chrono::steady_clock::now();
+      res.timings.emplace_back(phase,
+                               std::chrono::duration<double, std::milli>(now - lap).count());
+      lap = now;
+    };
     for (int d = 0; d < e_->NumDatabases(); ++d) CC_RETURN_IF_ERROR(e_->Database(d)->Flush());
 
     std::unordered_set<std::string> phone;  // the token's footprint, with the phone's own forms
+    Hash phone_hash;
     std::unordered_set<std::string> changed_elsewhere;  // on the phone, changed by others
-    SyncLogInfo prev;
+    SyncLogStore::Stored stored;
+    SyncLogInfo& prev = stored.info;
+    bool graph_unchanged = false;
     if (!req.since.empty()) {
       auto got = logs_.Get(req.since);
       if (!got.ok()) {
         if (!got.status().IsNotFound()) return got.status();
         return refuse(412, fmt::format("Invalid sync token '{}'", req.since));
       }
-      prev = std::move(got).value();
+      stored = std::move(got).value();
       if (prev.domain != req.domain || prev.user_id != req.user.user_id)
         return refuse(412, fmt::format("sync token '{}' belongs to another user", req.since));
       phone.insert(prev.case_ids.begin(), prev.case_ids.end());
-      CC_RETURN_IF_ERROR(ApplyChangesSince(req, prev, &phone, &changed_elsewhere));
-      if (!req.state.empty() && req.state != CaseStateHash({phone.begin(), phone.end()}))
+      if (!phone_hash.Parse(prev.state_hash))
+        phone_hash.Parse(CaseStateHash(prev.case_ids));
+      CC_RETURN_IF_ERROR(
+          ApplyChangesSince(req, prev, &phone, &phone_hash, &changed_elsewhere, &graph_unchanged));
+      if (!req.state.empty() && req.state != phone_hash.Text())
         return refuse(412, "Phone case list is inconsistent with server's record.");
     }
+    timing("changes since the token");
+    // The live set: the token's, when nothing that changed can alter the case graph; else
+    // livequery's.
     LiveQuery lq(e_);
-    CC_RETURN_IF_ERROR(lq.Run(req.domain, req.user.owner_ids));
+    std::unordered_set<std::string> kept;
+    std::vector<std::string> indexed;
+    if (graph_unchanged) {
+      kept.insert(prev.case_ids.begin(), prev.case_ids.end());
+      indexed = prev.indexed_case_ids;
+    } else {
+      CC_RETURN_IF_ERROR(lq.Run(req.domain, req.user.owner_ids));
+      for (const auto& id : lq.live())
+        if (lq.HasIndices(id)) indexed.push_back(id);
+      std::sort(indexed.begin(), indexed.end());
+    }
+    const std::unordered_set<std::string>& live = graph_unchanged ? kept : lq.live();
+    timing("livequery");
     std::vector<std::string> send;
-    for (const auto& id : lq.live())
+    for (const auto& id : live)
       if (!phone.count(id)) send.push_back(id);
     for (const auto& id : changed_elsewhere)
       if (phone.count(id)) send.push_back(id);
@@ -528,20 +638,23 @@ class SyncImpl final : public Sync {
     log.app_id = req.app_id;
     log.date = started;
     log.owner_ids = req.user.owner_ids;
+    log.indexed_case_ids = std::move(indexed);
     // What the phone keeps: the live cases (it purges the others it is sent).
-    std::set<std::string> footprint(lq.live().begin(), lq.live().end());
+    std::set<std::string> footprint(live.begin(), live.end());
 
     // Ledger values first: `items` needs their count, and they are small.
     std::unordered_map<std::string, std::vector<LedgerValue>> ledgers;
     int64_t ledger_blocks = 0;
-    for (const auto& id : send) {
-      auto* db = e_->Database(e_->DatabaseFor(id));
-      CC_ASSIGN_OR_RETURN(auto values, db->GetLedgerValues(id));
-      if (values.empty()) continue;
-      for (size_t i = 0; i < values.size(); ++i)
-        ledger_blocks += i == 0 || values[i].section_id != values[i - 1].section_id;
-      ledgers[id] = std::move(values);
-    }
+    CC_RETURN_IF_ERROR(PerDatabase(e_, send, [&](storage::PrimaryStore* db, auto ids) {
+      CC_ASSIGN_OR_RETURN(auto values, db->GetLedgerValuesOf(ids));
+      for (size_t i = 0; i < values.size(); ++i) {
+        ledger_blocks += i == 0 || values[i].section_id != values[i - 1].section_id ||
+                         values[i].case_id != values[i - 1].case_id;
+        ledgers[values[i].case_id].push_back(std::move(values[i]));
+      }
+      return Status::Ok();
+    }));
+    timing("ledgers");
     const bool v1 = req.version == "1.0";
     Out out(write);
     std::string& o = out.buf();
@@ -582,24 +695,38 @@ class SyncImpl final : public Sync {
       for (size_t i = b; i < e; ++i)
         if (auto it = ledgers.find(send[i]); it != ledgers.end())
           BalanceBlocks(&o, it->second, &res.ledgers);
-      for (size_t i = b; i < e; ++i) {
-        const std::string& id = send[i];
-        CC_ASSIGN_OR_RETURN(auto c, e_->Database(e_->DatabaseFor(id))->GetCase(id));
-        if (!c) {  // gone without a trace
-          footprint.erase(id);
-          continue;
-        }
-        CaseBlock(&o, *c, !phone.count(id), v1);
-        ++res.cases;
-        if (c->deleted) footprint.erase(id);
-        CC_RETURN_IF_ERROR(out.Maybe());
-      }
+      std::unordered_set<std::string> found;
+      CC_RETURN_IF_ERROR(PerDatabase(
+          e_, std::vector<std::string>(send.begin() + b, send.begin() + e),
+          [&](storage::PrimaryStore* db, auto ids) {
+            CC_ASSIGN_OR_RETURN(auto batch, db->GetCases(ids));
+            for (const auto& c : batch) {
+              found.insert(c.case_id);
+              CaseBlock(&o, c, !phone.count(c.case_id), v1);
+              ++res.cases;
+              if (c.deleted) footprint.erase(c.case_id);
+              CC_RETURN_IF_ERROR(out.Maybe());
+            }
+            return Status::Ok();
+          }));
+      for (size_t i = b; i < e; ++i)
+        if (!found.count(send[i])) footprint.erase(send[i]);  // gone without a trace
     }
     o += "</OpenRosaResponse>";
     CC_RETURN_IF_ERROR(out.Flush());
+    timing("payload");
     log.case_ids.assign(footprint.begin(), footprint.end());
-    log.state_hash = CaseStateHash(log.case_ids);
-    CC_RETURN_IF_ERROR(logs_.Put(log));
+    if (req.since.empty()) {
+      log.state_hash = CaseStateHash(log.case_ids);
+    } else {  // the token's hash with the cases that came and went flipped
+      Hash h;
+      h.Parse(prev.state_hash);
+      for (const auto& id : Minus(log.case_ids, prev.case_ids)) h.Flip(id);
+      for (const auto& id : Minus(prev.case_ids, log.case_ids)) h.Flip(id);
+      log.state_hash = h.Text();
+    }
+    CC_RETURN_IF_ERROR(logs_.Put(log, req.since.empty() ? nullptr : &stored));
+    timing("sync log");
     res.sync_id = log.sync_id;
     res.footprint = static_cast<int64_t>(log.case_ids.size());
     return res;
@@ -607,14 +734,29 @@ class SyncImpl final : public Sync {
 
  private:
   // The cases changed since the token: the phone's own forms (their transactions carry the
-  // token) update its footprint; a change by anyone else marks the case to be sent.
+  // token) update its footprint and hash; a change by anyone else marks the case to be sent.
+  // *graph_unchanged: the same owners, and no change that could alter the live set (every
+  // changed case is either live before and after with no indices, or unowned with none).
   Status ApplyChangesSince(const RestoreRequest& req, const SyncLogInfo& prev,
-                           std::unordered_set<std::string>* phone,
-                           std::unordered_set<std::string>* changed_elsewhere) {
+                           std::unordered_set<std::string>* phone, Hash* phone_hash,
+                           std::unordered_set<std::string>* changed_elsewhere,
+                           bool* graph_unchanged) {
+    std::set<std::string> owners(req.user.owner_ids.begin(), req.user.owner_ids.end());
+    *graph_unchanged = owners == std::set<std::string>(prev.owner_ids.begin(), prev.owner_ids.end());
+    std::unordered_set<std::string> was_live(prev.case_ids.begin(), prev.case_ids.end());
+    std::unordered_set<std::string> was_indexed(prev.indexed_case_ids.begin(),
+                                                prev.indexed_case_ids.end());
     for (int d = 0; d < e_->NumDatabases(); ++d) {
       auto* db = e_->Database(d);
       CC_ASSIGN_OR_RETURN(auto ids, db->CasesModifiedSince(req.domain, prev.date));
-      for (const auto& id : ids) {
+      CC_ASSIGN_OR_RETURN(auto cases, db->GetCases(ids));
+      for (const auto& c : cases) {
+        const std::string& id = c.case_id;
+        const bool owned = owners.count(c.owner_id) > 0;
+        if (was_live.count(id) ? (c.closed || c.deleted || !owned || !c.indices.empty() ||
+                                  was_indexed.count(id))
+                               : (owned || !c.indices.empty()))
+          *graph_unchanged = false;
         CC_ASSIGN_OR_RETURN(auto txs, db->GetCaseTransactions(id));
         bool mine = false, others = false;
         for (const auto& t : txs) {
@@ -623,8 +765,9 @@ class SyncImpl final : public Sync {
         }
         if (!mine && !others) others = true;  // changed, but by no form since: the server's
         if (mine) {
-          CC_ASSIGN_OR_RETURN(auto c, db->GetCase(id));
-          if (c && !c->closed && !c->deleted)
+          const bool keep = !c.closed && !c.deleted;
+          if (keep != (phone->count(id) > 0)) phone_hash->Flip(id);
+          if (keep)
             phone->insert(id);
           else
             phone->erase(id);

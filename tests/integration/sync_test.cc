@@ -341,3 +341,52 @@ TEST_CASE("sync logs are pruned by age and to the newest two per user, device an
   n = f.sync->Prune(0);
   CHECK(*n == 2);
 }
+
+TEST_CASE("incremental logs are stored against a full one; pruning keeps what they need") {
+  Fixture f;
+  for (int i = 0; i < 40; ++i) Case(f.e.get(), fmt::format("c{:02}", i), Create("u1"));
+  std::string p;
+  auto first = f.Restore("", &p);
+  std::vector<std::string> tokens = {first.sync_id};
+  for (int i = 0; i < 3; ++i) {
+    Case(f.e.get(), fmt::format("c{:02}", i), "<update><p>other</p></update>", "other-token");
+    auto r = f.Restore(tokens.back(), &p);
+    CHECK(r.cases == 1);  // the changed case only
+    CHECK(r.footprint == 40);
+    tokens.push_back(r.sync_id);
+  }
+  Case(f.e.get(), "late", Create("u1"));
+  auto r = f.Restore(tokens.back(), &p, CaseStateHash(f.sync->GetSyncLog(tokens.back())->case_ids));
+  REQUIRE(r.http_status == 200);
+  tokens.push_back(r.sync_id);
+  auto log = f.sync->GetSyncLog(r.sync_id);
+  REQUIRE(log.ok());
+  CHECK(log->case_ids.size() == 41);
+  CHECK(log->state_hash == CaseStateHash(log->case_ids));
+  // Keeps the newest two and the full log they are stored against.
+  auto n = f.sync->Prune(3600LL * 1000000);
+  REQUIRE(n.ok());
+  CHECK(*n == 2);
+  CHECK(f.sync->GetSyncLog(tokens[0]).ok());
+  CHECK(f.sync->GetSyncLog(tokens[1]).status().IsNotFound());
+  CHECK(f.sync->GetSyncLog(tokens[4])->case_ids.size() == 41);
+}
+
+TEST_CASE("a change to an indexed case recomputes the graph: a dropped parent leaves") {
+  Fixture f;
+  Case(f.e.get(), "p", Create("u2"));
+  Case(f.e.get(), "k", Create("u1", "t", Child("p")));
+  std::string p;
+  auto first = f.Restore("", &p);
+  CHECK(first.footprint == 2);
+  // Another user moves the child to another parent (owned by nobody we know).
+  Case(f.e.get(), "q", Create("u3"));
+  Case(f.e.get(), "k", "<index><parent case_type=\"t\">q</parent></index>", "other-token");
+  auto r = f.Restore(first.sync_id, &p);
+  auto log = f.sync->GetSyncLog(r.sync_id);
+  CHECK(log->case_ids == std::vector<std::string>{"k", "q"});
+  CHECK(log->indexed_case_ids == std::vector<std::string>{"k"});
+  std::set<std::string> sent;
+  for (const auto& b : Phone::Blocks(p)) sent.insert(b.id);
+  CHECK(sent == std::set<std::string>{"k", "q"});
+}

@@ -95,6 +95,12 @@ class PrimaryStore {
   // Calls fn for each matching case (ordered by case_id) until it returns false.
   virtual Status ScanCases(const CaseFilter& filter,
                            const std::function<bool(const CaseRecord&)>& fn) = 0;
+  // Many cases, or their ledger values, at once (one read snapshot where the store can; ids
+  // absent here are skipped). The defaults call GetCase / GetLedgerValues per id.
+  virtual Result<std::vector<CaseRecord>> GetCases(std::span<const std::string> case_ids);
+  virtual Result<std::vector<LedgerValue>> GetLedgerValuesOf(
+      std::span<const std::string> case_ids);
+
   // Mobile sync's reads (cheap, from indexes; ids absent here are skipped):
   // the domain's open, undeleted cases owned by owner_id;
   virtual Result<std::vector<CaseNode>> OpenCasesByOwner(std::string_view domain,

@@ -634,8 +634,45 @@ class SqlitePrimaryStore final : public PrimaryStore {
     if (rc != SQLITE_DONE) return r->Err("listing cases by owner");
     return out;
   }
+  Result<std::vector<CaseRecord>> GetCases(std::span<const std::string> ids) override {
+    auto r = PooledReader();
+    ReadSnapshot snap(r.get());
+    sqlite3_stmt* s = r->Prep("SELECT doc FROM cases WHERE case_id=?");
+    std::vector<CaseRecord> out;
+    out.reserve(ids.size());
+    for (const auto& id : ids) {
+      Bind(s, 1, id);
+      int rc = sqlite3_step(s);
+      if (rc == SQLITE_ROW) {
+        out.emplace_back();
+        CC_RETURN_IF_ERROR(DecodeDoc(Col(s, 0), &out.back(), codec::DecodeCase));
+      }
+      sqlite3_reset(s);
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return r->Err("reading cases");
+    }
+    return out;
+  }
+  Result<std::vector<LedgerValue>> GetLedgerValuesOf(std::span<const std::string> ids) override {
+    auto r = PooledReader();
+    ReadSnapshot snap(r.get());
+    sqlite3_stmt* s =
+        r->Prep("SELECT doc FROM ledger_values WHERE case_id=? ORDER BY section_id, entry_id");
+    std::vector<LedgerValue> out;
+    for (const auto& id : ids) {
+      Bind(s, 1, id);
+      int rc;
+      while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        out.emplace_back();
+        CC_RETURN_IF_ERROR(DecodeDoc(Col(s, 0), &out.back(), codec::DecodeLedgerValue));
+      }
+      sqlite3_reset(s);
+      if (rc != SQLITE_DONE) return r->Err("reading ledger values");
+    }
+    return out;
+  }
   Result<std::vector<CaseNode>> CaseNodes(std::span<const std::string> ids) override {
     auto r = PooledReader();
+    ReadSnapshot snap(r.get());
     sqlite3_stmt* s = r->Prep("SELECT closed, deleted, indexed FROM cases WHERE case_id=?");
     std::vector<CaseNode> out;
     for (const auto& id : ids) {
@@ -785,8 +822,22 @@ class SqlitePrimaryStore final : public PrimaryStore {
 
   // A connection to read with: with a redo log, the writer (it sees unsealed groups); else a
   // pooled read-only connection. Callbacks of a scan must not scan the same store again.
+  // Many point reads in one read transaction: one snapshot, one WAL read lock.
+  struct ReadSnapshot {
+    explicit ReadSnapshot(Conn* c) : c(c) { ok = c->Exec("BEGIN").ok(); }
+    ~ReadSnapshot() {
+      if (ok) {
+        c->ResetAll();
+        (void)c->Exec("COMMIT");
+      }
+    }
+    Conn* c;
+    bool ok = false;
+  };
+
   Result<std::vector<CaseIndexEdge>> Edges(std::span<const std::string> ids, const char* sql) {
     auto r = PooledReader();
+    ReadSnapshot snap(r.get());
     sqlite3_stmt* s = r->Prep(sql);
     std::vector<CaseIndexEdge> out;
     for (const auto& id : ids) {

@@ -1,0 +1,25 @@
+// PrimaryStore's default batch reads: one call per id.
+#include "commcare/storage/primary_store.h"
+
+namespace commcare::storage {
+
+Result<std::vector<CaseRecord>> PrimaryStore::GetCases(std::span<const std::string> case_ids) {
+  std::vector<CaseRecord> out;
+  for (const auto& id : case_ids) {
+    CC_ASSIGN_OR_RETURN(auto c, GetCase(id));
+    if (c) out.push_back(std::move(*c));
+  }
+  return out;
+}
+
+Result<std::vector<LedgerValue>> PrimaryStore::GetLedgerValuesOf(
+    std::span<const std::string> case_ids) {
+  std::vector<LedgerValue> out;
+  for (const auto& id : case_ids) {
+    CC_ASSIGN_OR_RETURN(auto values, GetLedgerValues(id));
+    for (auto& v : values) out.push_back(std::move(v));
+  }
+  return out;
+}
+
+}  // namespace commcare::storage
