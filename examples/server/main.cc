@@ -623,7 +623,8 @@ int CmdServe(const Args& a) {
               << (generated ? " with password " + password + " (shown once)" : "") << std::endl;
   }
   commcare::server::App app(eng->get(), meta->get(), data + "/pillows");
-  auto sync = commcare::Sync::Open(eng->get(), data + "/synclogs.sqlite");
+  auto sync =
+      commcare::Sync::Open(eng->get(), data + "/synclogs.sqlite", data + "/restore-cache");
   if (!sync.ok()) return FailStatus(sync.status());
   app.SetSync(sync->get());
   double user_rate = 0, domain_rate = 0;

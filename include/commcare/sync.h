@@ -37,6 +37,7 @@ struct RestoreRequest {
   std::string device_id;
   std::string app_id;
   std::string fixtures;  // <fixture> elements the host built, written after <Registration>
+  bool overwrite_cache = false;  // do not answer from (and do replace) a cached payload
 };
 
 // What a restore did.
@@ -47,6 +48,7 @@ struct RestoreResult {
   int64_t cases = 0;      // case blocks written
   int64_t ledgers = 0;    // balance blocks written
   int64_t footprint = 0;  // cases on the phone after this restore
+  bool from_cache = false;  // a first sync answered from the payload cache
   // Milliseconds per phase (changes since the token, livequery, ledgers, payload, log).
   std::vector<std::pair<std::string, double>> timings;
 };
@@ -75,8 +77,11 @@ std::string CaseStateHash(const std::vector<std::string>& case_ids);
 class Sync {
  public:
   virtual ~Sync() = default;
-  // Sync logs in the SQLite file at path ("" = in memory) for the engine's cases.
-  static Result<std::unique_ptr<Sync>> Open(Engine* engine, const std::string& synclog_path);
+  // Sync logs in the SQLite file at path ("" = in memory) for the engine's cases. With a
+  // cache_dir, first-sync payloads are kept there for an hour and answered again as they were
+  // (same restore_id) until the user submits (InvalidateCache) or asks overwrite_cache.
+  static Result<std::unique_ptr<Sync>> Open(Engine* engine, const std::string& synclog_path,
+                                            const std::string& cache_dir = "");
 
   // Writes the payload, or the error payload.
   using Writer = std::function<Status(int http_status, std::string_view chunk)>;
@@ -86,6 +91,8 @@ class Sync {
   // an ota_restore_error payload; a bad version 400. An error from write (the client went
   // away) is returned as is, and the new log is then not stored.
   virtual Result<RestoreResult> Restore(const RestoreRequest& request, const Writer& write) = 0;
+  // Forgets the user's cached payloads: call it when the user submits.
+  virtual void InvalidateCache(std::string_view domain, std::string_view user_id) = 0;
   // A stored sync log; NotFound if there is none.
   virtual Result<SyncLogInfo> GetSyncLog(std::string_view sync_id) = 0;
   // Deletes logs older than max_age_us and, per (user, device, app), all but the newest two

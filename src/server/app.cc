@@ -486,6 +486,8 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
   s.app_id = app_id;
   s.submit_ip = r.remote;
   SubmitResponse sr = engine_->Submit(s);
+  if (sync_ && sr.http_status == 201 && !s.user_id.empty())
+    sync_->InvalidateCache(domain, s.user_id);  // the user's cached first sync is stale now
   Response out;
   out.status = sr.http_status;
   out.content_type = sr.content_type;
@@ -680,7 +682,7 @@ Result<RestoreRequest> MakeRestoreRequest(meta::MetaStore* meta, const meta::Use
 
 // GET /a/{domain}/phone/restore/[{app_id}/]: OTA restore, streamed. Parameters: since, version,
 // state, items, device_id, as (restore as another user: needs manage_users), user_id (must
-// name the user restored), overwrite_cache (accepted; nothing is cached).
+// name the user restored), overwrite_cache (ignore and replace a cached first sync).
 Response App::RestoreApi(const Request& r, const std::string& domain, const std::string& app_id) {
   if (r.method != "GET") return Error(405, "restore is a GET");
   Response deny;
@@ -728,6 +730,7 @@ Response App::RestoreApi(const Request& r, const std::string& domain, const std:
   q->items = r.Param("items") == "true";
   q->device_id = r.Param("device_id");
   q->app_id = app_id;
+  q->overwrite_cache = r.Param("overwrite_cache") == "true";
   if (r.Param("skip_fixtures") == "true" && !q->since.empty()) q->fixtures.clear();
   Response out;
   out.content_type = "text/xml; charset=utf-8";

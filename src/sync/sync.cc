@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -548,8 +550,26 @@ Status ErrorPayload(const Sync::Writer& write, int status, std::string_view msg)
 
 class SyncImpl final : public Sync {
  public:
-  SyncImpl(Engine* e) : e_(e) {}
-  Status Open(const std::string& path) { return logs_.Open(path); }
+  SyncImpl(Engine* e, std::string cache_dir) : e_(e), cache_dir_(std::move(cache_dir)) {}
+  Status Open(const std::string& path) {
+    if (!cache_dir_.empty()) {
+      std::error_code ec;
+      std::filesystem::create_directories(cache_dir_, ec);
+      if (ec)
+        return Status::Unavailable(
+            fmt::format("cannot create the restore cache {}: {}", cache_dir_, ec.message()));
+    }
+    return logs_.Open(path);
+  }
+
+  void InvalidateCache(std::string_view domain, std::string_view user_id) override {
+    if (cache_dir_.empty()) return;
+    const std::string prefix = UserKey(domain, user_id);
+    std::error_code ec;
+    for (const auto& f : std::filesystem::directory_iterator(cache_dir_, ec))
+      if (f.path().filename().string().rfind(prefix, 0) == 0)
+        std::filesystem::remove(f.path(), ec);
+  }
 
   Result<SyncLogInfo> GetSyncLog(std::string_view id) override {
     CC_ASSIGN_OR_RETURN(auto stored, logs_.Get(id));
@@ -558,6 +578,33 @@ class SyncImpl final : public Sync {
   Result<int64_t> Prune(int64_t max_age_us) override { return logs_.Prune(max_age_us); }
 
   Result<RestoreResult> Restore(const RestoreRequest& req, const Writer& write) override {
+    if (cache_dir_.empty() || !req.since.empty()) return Compute(req, write);
+    // A first sync: answer from the cache, or compute it and keep a copy as it streams.
+    const std::string path = CachePath(req);
+    if (!req.overwrite_cache) {
+      auto cached = FromCache(path, write);
+      if (!cached.ok() || cached->http_status != 0) return cached;
+    }
+    const std::string tmp = path + "." + util::NewUuidHex() + ".tmp";
+    std::ofstream copy(tmp, std::ios::binary);
+    auto tee = [&](int status, std::string_view chunk) -> Status {
+      if (status == 200 && copy) copy.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      return write(status, chunk);
+    };
+    auto res = Compute(req, tee);
+    copy.close();
+    std::error_code ec;
+    if (res.ok() && res->http_status == 200 && copy) {
+      std::ofstream(path + ".id") << res->sync_id << ' ' << res->cases << ' ' << res->ledgers
+                                  << ' ' << res->footprint;
+      std::filesystem::rename(tmp, path, ec);
+    } else {
+      std::filesystem::remove(tmp, ec);
+    }
+    return res;
+  }
+
+  Result<RestoreResult> Compute(const RestoreRequest& req, const Writer& write) {
     RestoreResult res;
     auto refuse = [&](int status, std::string msg) -> Result<RestoreResult> {
       res.http_status = status;
@@ -640,7 +687,9 @@ class SyncImpl final : public Sync {
     log.owner_ids = req.user.owner_ids;
     log.indexed_case_ids = std::move(indexed);
     // What the phone keeps: the live cases (it purges the others it is sent).
-    std::set<std::string> footprint(live.begin(), live.end());
+    std::vector<std::string> footprint(live.begin(), live.end());
+    std::sort(footprint.begin(), footprint.end());
+    std::unordered_set<std::string> dropped;  // sent, but deleted or gone
 
     // Ledger values first: `items` needs their count, and they are small.
     std::unordered_map<std::string, std::vector<LedgerValue>> ledgers;
@@ -689,33 +738,53 @@ class SyncImpl final : public Sync {
     o += "</user_data></Registration>";
     o += req.fixtures;
     // Cases in batches: each batch's balances, then its cases (as CommCare orders them).
+    // (Reading the next batch on a second thread while writing this one was slower here.)
     constexpr size_t kBatch = 1000;
-    for (size_t b = 0; b < send.size(); b += kBatch) {
+    struct Batch {
+      Status status;
+      std::string xml;
+      int64_t cases = 0, ledgers = 0;
+      std::vector<std::string> dropped;  // deleted, or gone without a trace
+    };
+    auto make = [&](size_t b) {
+      Batch out;
       const size_t e = std::min(send.size(), b + kBatch);
       for (size_t i = b; i < e; ++i)
         if (auto it = ledgers.find(send[i]); it != ledgers.end())
-          BalanceBlocks(&o, it->second, &res.ledgers);
+          BalanceBlocks(&out.xml, it->second, &out.ledgers);
       std::unordered_set<std::string> found;
-      CC_RETURN_IF_ERROR(PerDatabase(
-          e_, std::vector<std::string>(send.begin() + b, send.begin() + e),
-          [&](storage::PrimaryStore* db, auto ids) {
-            CC_ASSIGN_OR_RETURN(auto batch, db->GetCases(ids));
-            for (const auto& c : batch) {
-              found.insert(c.case_id);
-              CaseBlock(&o, c, !phone.count(c.case_id), v1);
-              ++res.cases;
-              if (c.deleted) footprint.erase(c.case_id);
-              CC_RETURN_IF_ERROR(out.Maybe());
-            }
-            return Status::Ok();
-          }));
+      out.status = PerDatabase(e_, std::vector<std::string>(send.begin() + b, send.begin() + e),
+                               [&](storage::PrimaryStore* db, auto ids) {
+                                 CC_ASSIGN_OR_RETURN(auto batch, db->GetCases(ids));
+                                 for (const auto& c : batch) {
+                                   found.insert(c.case_id);
+                                   CaseBlock(&out.xml, c, !phone.count(c.case_id), v1);
+                                   ++out.cases;
+                                   if (c.deleted) out.dropped.push_back(c.case_id);
+                                 }
+                                 return Status::Ok();
+                               });
       for (size_t i = b; i < e; ++i)
-        if (!found.count(send[i])) footprint.erase(send[i]);  // gone without a trace
+        if (!found.count(send[i])) out.dropped.push_back(send[i]);
+      return out;
+    };
+    for (size_t b = 0; b < send.size(); b += kBatch) {
+      Batch cur = make(b);
+      CC_RETURN_IF_ERROR(cur.status);
+      o += cur.xml;
+      res.cases += cur.cases;
+      res.ledgers += cur.ledgers;
+      dropped.insert(cur.dropped.begin(), cur.dropped.end());
+      CC_RETURN_IF_ERROR(out.Maybe());
     }
     o += "</OpenRosaResponse>";
     CC_RETURN_IF_ERROR(out.Flush());
     timing("payload");
-    log.case_ids.assign(footprint.begin(), footprint.end());
+    if (dropped.empty())
+      log.case_ids = std::move(footprint);
+    else
+      for (auto& id : footprint)
+        if (!dropped.count(id)) log.case_ids.push_back(std::move(id));
     if (req.since.empty()) {
       log.state_hash = CaseStateHash(log.case_ids);
     } else {  // the token's hash with the cases that came and went flipped
@@ -778,7 +847,51 @@ class SyncImpl final : public Sync {
     return Status::Ok();
   }
 
+  static constexpr int64_t kCacheSeconds = 3600;  // CommCare keeps cached restores an hour
+
+  static std::string UserKey(std::string_view domain, std::string_view user_id) {
+    return util::Md5Hex(std::string(domain) + '\0' + std::string(user_id)).substr(0, 16) + "-";
+  }
+  // The cache file of a first sync: per user, and per everything else that shapes the payload.
+  std::string CachePath(const RestoreRequest& q) const {
+    std::string shape = q.version + '\0' + q.device_id + '\0' + q.app_id + '\0' +
+                        q.user.username + '\0' + q.user.password_hash + '\0' + q.fixtures +
+                        (q.items ? "\0items" : "\0");
+    for (const auto& o : q.user.owner_ids) shape += '\0' + o;
+    for (const auto& [k, v] : q.user.user_data) shape += '\0' + k + '=' + v;
+    return cache_dir_ + "/" + UserKey(q.domain, q.user.user_id) + util::Md5Hex(shape) + ".xml";
+  }
+  // Streams a fresh cached payload whose sync log still exists (http_status 200), or answers
+  // http_status 0 when there is none to use.
+  Result<RestoreResult> FromCache(const std::string& path, const Writer& write) {
+    RestoreResult res;
+    res.http_status = 0;
+    std::error_code ec;
+    auto mtime = std::filesystem::last_write_time(path, ec);
+    if (ec || std::filesystem::file_time_type::clock::now() - mtime >
+                  std::chrono::seconds(kCacheSeconds))
+      return res;
+    std::ifstream id(path + ".id");
+    std::string sync_id;
+    if (!(id >> sync_id >> res.cases >> res.ledgers >> res.footprint) ||
+        !logs_.Get(sync_id).ok())
+      return res;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return res;
+    std::string buf(64 << 10, '\0');
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      if (in.gcount() > 0)
+        CC_RETURN_IF_ERROR(write(200, std::string_view(buf.data(), static_cast<size_t>(in.gcount()))));
+    }
+    res.http_status = 200;
+    res.sync_id = sync_id;
+    res.from_cache = true;
+    return res;
+  }
+
   Engine* e_;
+  std::string cache_dir_;
   SyncLogStore logs_;
 };
 
@@ -790,8 +903,9 @@ std::string CaseStateHash(const std::vector<std::string>& case_ids) {
   return h.Text();
 }
 
-Result<std::unique_ptr<Sync>> Sync::Open(Engine* engine, const std::string& synclog_path) {
-  auto s = std::make_unique<SyncImpl>(engine);
+Result<std::unique_ptr<Sync>> Sync::Open(Engine* engine, const std::string& synclog_path,
+                                         const std::string& cache_dir) {
+  auto s = std::make_unique<SyncImpl>(engine, cache_dir);
   CC_RETURN_IF_ERROR(s->Open(synclog_path));
   return std::unique_ptr<Sync>(std::move(s));
 }

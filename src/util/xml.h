@@ -6,26 +6,32 @@
 
 namespace commcare::util {
 
-// Appends s to out with &, <, > and " escaped.
+// Appends s to out with &, <, > and " escaped (runs without them are appended whole).
 inline void AppendXmlEscaped(std::string* out, std::string_view s) {
-  for (char c : s) {
-    switch (c) {
+  size_t start = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char* rep;
+    switch (s[i]) {
       case '&':
-        *out += "&amp;";
+        rep = "&amp;";
         break;
       case '<':
-        *out += "&lt;";
+        rep = "&lt;";
         break;
       case '>':
-        *out += "&gt;";
+        rep = "&gt;";
         break;
       case '"':
-        *out += "&quot;";
+        rep = "&quot;";
         break;
       default:
-        out->push_back(c);
+        continue;
     }
+    out->append(s.data() + start, i - start);
+    *out += rep;
+    start = i + 1;
   }
+  out->append(s.data() + start, s.size() - start);
 }
 
 inline std::string XmlEscape(std::string_view s) {

@@ -556,6 +556,22 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(root.get("items"), str(2 + 2))  # cases and the two fixtures
         groups = root.findall("or:fixture[@id='user-groups']/or:groups/or:group", ns)
         self.assertEqual([g.get("id") for g in groups], [group])
+        # A repeated first sync is answered from the cache, byte for byte, until the user
+        # submits or asks overwrite_cache.
+        s, _, again = self.request("GET", "/a/demo/phone/restore/?version=2.0&items=true", auth=auth)
+        self.assertEqual((s, again), (200, body))
+        s, _, fresh = self.request("GET", "/a/demo/phone/restore/?version=2.0&items=true&overwrite_cache=true",
+                                   auth=auth)
+        fresh_token = ET.fromstring(fresh).find("sync:Sync/sync:restore_id", ns).text
+        self.assertNotEqual(fresh_token, token)
+        s, _, cached = self.request("GET", "/a/demo/phone/restore/?version=2.0&items=true", auth=auth)
+        self.assertEqual(cached, fresh)
+        self.assertEqual(self.submit(case_xml("sync-by-worker", me["user_id"]), auth=auth)[0], 201)
+        s, _, after = self.request("GET", "/a/demo/phone/restore/?version=2.0&items=true", auth=auth)
+        root_after = ET.fromstring(after)
+        self.assertNotEqual(root_after.find("sync:Sync/sync:restore_id", ns).text, fresh_token)
+        self.assertIn("sync-by-worker", {c.get("case_id") for c in root_after.findall("c:case", ns)})
+        token = root_after.find("sync:Sync/sync:restore_id", ns).text
         # Incremental: nothing new; then a change by the web user reaches the phone.
         s, _, body = self.request("GET", f"/a/demo/phone/restore/?since={token}", auth=auth)
         self.assertEqual(s, 200, body)
@@ -583,7 +599,8 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(s, 200, body)
         root = ET.fromstring(body)
         self.assertEqual(root.find("reg:Registration/reg:username", ns).text, "w.demo")
-        self.assertEqual({c.get("case_id") for c in root.findall("c:case", ns)}, {"sync-mine", "sync-group"})
+        self.assertEqual({c.get("case_id") for c in root.findall("c:case", ns)},
+                         {"sync-mine", "sync-group", "sync-by-worker"})
         # Keep-alive works after a streamed answer.
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         hdr = {"Authorization": "Basic " + base64.b64encode(b"w.demo:pw-demo").decode()}

@@ -390,3 +390,45 @@ TEST_CASE("a change to an indexed case recomputes the graph: a dropped parent le
   for (const auto& b : Phone::Blocks(p)) sent.insert(b.id);
   CHECK(sent == std::set<std::string>{"k", "q"});
 }
+
+TEST_CASE("first syncs are cached until the user submits, asks overwrite_cache or the log goes") {
+  auto e = OpenMemory();
+  auto sync = Sync::Open(e.get(), "", cctest::FreshTempDir("cc-sync", "cache"));
+  REQUIRE(sync.ok());
+  Case(e.get(), "a", Create("u1"));
+  RestoreRequest r;
+  r.domain = "demo";
+  r.user.username = "u1";
+  r.user.user_id = "u1";
+  r.user.owner_ids = {"u1"};
+  auto run = [&](std::string* payload) {
+    payload->clear();
+    auto res = (*sync)->Restore(r, [&](int, std::string_view c) {
+      payload->append(c);
+      return Status::Ok();
+    });
+    REQUIRE(res.ok());
+    return *res;
+  };
+  std::string p1, p2, p3;
+  auto first = run(&p1);
+  CHECK_FALSE(first.from_cache);
+  auto second = run(&p2);
+  CHECK(second.from_cache);
+  CHECK(second.sync_id == first.sync_id);
+  CHECK(second.cases == 1);
+  CHECK(p2 == p1);
+  (*sync)->InvalidateCache("demo", "u1");
+  auto third = run(&p3);
+  CHECK_FALSE(third.from_cache);
+  CHECK(third.sync_id != first.sync_id);
+  r.overwrite_cache = true;
+  CHECK_FALSE(run(&p3).from_cache);
+  r.overwrite_cache = false;
+  CHECK(run(&p3).from_cache);
+  // Another shape of request (owner ids) is cached apart; a pruned log is not answered.
+  r.user.owner_ids = {"u1", "g"};
+  CHECK_FALSE(run(&p3).from_cache);
+  REQUIRE((*sync)->Prune(0).ok());
+  CHECK_FALSE(run(&p3).from_cache);
+}
