@@ -176,6 +176,20 @@ int main(int argc, char** argv) {
   const double interval =
       a.rate > 0 ? a.clients / a.rate : 0;  // seconds between one client's sends
   auto t0 = Clock::now();
+  // The server's RSS at every tenth of the run (it must not grow with the submissions).
+  std::atomic<bool> done{false};
+  std::thread rss_watch([&] {
+    for (long tenth = 1; tenth < 10 && !done;) {
+      if (next.load() >= a.forms * tenth / 10) {
+        fmt::print("after ~{} submissions: server rss {} KB (anon {} KB)\n", a.forms * tenth / 10,
+                   StatusKb("VmRSS", std::to_string(server)),
+                   StatusKb("RssAnon", std::to_string(server)));
+        std::fflush(stdout);
+        ++tenth;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
   std::vector<std::thread> ts;
   for (int c = 0; c < a.clients; ++c)
     ts.emplace_back([&, c] {
@@ -216,6 +230,8 @@ int main(int argc, char** argv) {
     });
   for (auto& t : ts) t.join();
   double secs = Seconds(t0, Clock::now());
+  done = true;
+  rss_watch.join();
   std::sort(latencies.begin(), latencies.end());
   auto pct = [&](double p) {
     return latencies.empty() ? 0

@@ -70,7 +70,8 @@ void SubmitAll(commcare::Engine* e, long from, long to, long ncases, int threads
       r.domain = "bench";
       for (long i; (i = next.fetch_add(1)) < to;) {
         // One low-cardinality property (50 values spread over the cases) for exact filters.
-        r.body = MakeForm(i, ncases, fmt::format("<district>district-{}</district>", i % ncases % 50));
+        r.body =
+            MakeForm(i, ncases, fmt::format("<district>district-{}</district>", i % ncases % 50));
         auto resp = e->Submit(r);
         if (resp.http_status != 201) {
           fmt::print(stderr, "form {}: {}\n", i, resp.message);
@@ -326,7 +327,8 @@ int main(int argc, char** argv) {
         if (kind == 0)
           q.equals.emplace_back("district", fmt::format("district-{}", qn % 50));
         else if (kind == 1)
-          q.equals.emplace_back("prop_1", fmt::format("value 1 of form {} with some padding text", form));
+          q.equals.emplace_back("prop_1",
+                                fmt::format("value 1 of form {} with some padding text", form));
         else
           q.ranges.push_back({"prop_1", "gte", fmt::format("value 1 of form {}", form)});
         auto qt = Clock::now();

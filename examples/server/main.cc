@@ -21,10 +21,10 @@
 #include <thread>
 #include <vector>
 
+#include "commcare/sync.h"
 #include "http/server.h"
 #include "meta/meta_store.h"
 #include "server/app.h"
-#include "commcare/sync.h"
 #include "util/hash.h"
 
 namespace json = boost::json;
@@ -623,8 +623,7 @@ int CmdServe(const Args& a) {
               << (generated ? " with password " + password + " (shown once)" : "") << std::endl;
   }
   commcare::server::App app(eng->get(), meta->get(), data + "/pillows");
-  auto sync =
-      commcare::Sync::Open(eng->get(), data + "/synclogs.sqlite", data + "/restore-cache");
+  auto sync = commcare::Sync::Open(eng->get(), data + "/synclogs.sqlite", data + "/restore-cache");
   if (!sync.ok()) return FailStatus(sync.status());
   app.SetSync(sync->get());
   double user_rate = 0, domain_rate = 0;

@@ -36,18 +36,18 @@ struct RestoreRequest {
   bool items = false;           // put items="N" on the root element
   std::string device_id;
   std::string app_id;
-  std::string fixtures;  // <fixture> elements the host built, written after <Registration>
+  std::string fixtures;          // <fixture> elements the host built, written after <Registration>
   bool overwrite_cache = false;  // do not answer from (and do replace) a cached payload
 };
 
 // What a restore did.
 struct RestoreResult {
-  int http_status = 200;  // 200, or 412 with an ota_restore_error payload, or 400
-  std::string message;    // why, when not 200
-  std::string sync_id;    // the new restore_id
-  int64_t cases = 0;      // case blocks written
-  int64_t ledgers = 0;    // balance blocks written
-  int64_t footprint = 0;  // cases on the phone after this restore
+  int http_status = 200;    // 200, or 412 with an ota_restore_error payload, or 400
+  std::string message;      // why, when not 200
+  std::string sync_id;      // the new restore_id
+  int64_t cases = 0;        // case blocks written
+  int64_t ledgers = 0;      // balance blocks written
+  int64_t footprint = 0;    // cases on the phone after this restore
   bool from_cache = false;  // a first sync answered from the payload cache
   // Milliseconds per phase (changes since the token, livequery, ledgers, payload, log).
   std::vector<std::pair<std::string, double>> timings;

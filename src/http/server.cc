@@ -9,9 +9,9 @@
 #include <array>
 #include <atomic>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/asio/ssl.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -301,8 +301,7 @@ void Session::Start() {
   asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
     if (!self->tls_) return self->ReadHeader();
     self->busy_ = true;  // a handshake in progress is not idle
-    self->stream_.expires_after(
-        std::chrono::milliseconds(self->server_->opts().header_timeout_ms));
+    self->stream_.expires_after(std::chrono::milliseconds(self->server_->opts().header_timeout_ms));
     self->tls_->async_handshake(asio::ssl::stream_base::server, [self](beast::error_code ec) {
       if (ec) return self->Close();
       self->ReadHeader();
@@ -526,10 +525,10 @@ void Session::Stream(std::shared_ptr<Request> req, Response r, bool keep_alive) 
     });
   const bool go_on = !broken && s.ok() && keep_alive;
   asio::post(stream_.get_executor(), [self = shared_from_this(), req, status, bytes, go_on] {
-    self->server_->Log(self->remote_, req->method, req->target, status, bytes,
-                       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                                 self->started_)
-                           .count());
+    self->server_->Log(
+        self->remote_, req->method, req->target, status, bytes,
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - self->started_)
+            .count());
     if (go_on)
       self->ReadHeader();
     else

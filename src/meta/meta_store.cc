@@ -16,9 +16,9 @@
 #include "commcare/engine.h"
 #include "commcare/storage/change_log.h"
 #include "util/hash.h"
+#include "util/sqlite_conn.h"
 #include "util/time.h"
 #include "util/xml.h"
-#include "util/sqlite_conn.h"
 
 namespace commcare::meta {
 namespace {
@@ -143,11 +143,11 @@ json::object UserProfile(const User& u) {
   for (const auto& p : u.permissions) perms.emplace_back(p);
   for (const auto& l : u.location_ids) locations.emplace_back(l);
   for (const auto& [d, r] : u.role_ids) roles[d] = r;
-  return {{"username", u.username},   {"user_id", u.user_id},
-          {"web_user", u.web_user},   {"domains", domains},
+  return {{"username", u.username},         {"user_id", u.user_id},
+          {"web_user", u.web_user},         {"domains", domains},
           {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
-          {"permissions", perms},     {"role_ids", roles},
-          {"location_ids", locations}, {"user_data", u.user_data}};
+          {"permissions", perms},           {"role_ids", roles},
+          {"location_ids", locations},      {"user_data", u.user_data}};
 }
 
 bool User::InDomain(std::string_view domain) const {
@@ -512,9 +512,9 @@ const std::map<std::string_view, std::pair<std::string_view, std::string_view>> 
 
 Status CheckString(const json::object& b, const char* k, bool required) {
   const json::value* v = b.if_contains(k);
-  if ((!v && required) || (v && !v->is_string()) ||
-      (required && v->get_string().empty()))
-    return Status::InvalidArgument(fmt::format("{}: {} a string", k, required ? "is required," : "must be"));
+  if ((!v && required) || (v && !v->is_string()) || (required && v->get_string().empty()))
+    return Status::InvalidArgument(
+        fmt::format("{}: {} a string", k, required ? "is required," : "must be"));
   return Status::Ok();
 }
 Status CheckBool(const json::object& b, const char* k) {
@@ -553,8 +553,9 @@ Result<Doc> MetaStore::PutDoc(Doc d) {
     return Status::InvalidArgument(fmt::format("no document kind '{}'", d.kind));
   CC_RETURN_IF_ERROR(GetDomain(d.domain).status());
   if (d.id.empty()) d.id = util::NewUuidHex();
-  if (d.id.size() > 64 || d.id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                  "0123456789-_.") != std::string::npos)
+  if (d.id.size() > 64 ||
+      d.id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                             "0123456789-_.") != std::string::npos)
     return Status::InvalidArgument(
         fmt::format("id: '{}' must be 1-64 letters, digits, '-', '_' or '.'", d.id));
   const json::object& b = d.body;
@@ -564,9 +565,9 @@ Result<Doc> MetaStore::PutDoc(Doc d) {
     if (const json::value* p = b.if_contains("permissions")) {
       if (!p->is_array()) return Status::InvalidArgument("permissions: must be a list");
       for (const auto& x : p->get_array())
-        if (!x.is_string() || (x.get_string() != kEditData && x.get_string() != kAccessApi &&
-                               x.get_string() != kMobileEndpoints &&
-                               x.get_string() != kManageUsers))
+        if (!x.is_string() ||
+            (x.get_string() != kEditData && x.get_string() != kAccessApi &&
+             x.get_string() != kMobileEndpoints && x.get_string() != kManageUsers))
           return Status::InvalidArgument(
               "permissions: each must be edit_data, access_api, access_mobile_endpoints or "
               "manage_users");
@@ -584,8 +585,8 @@ Result<Doc> MetaStore::PutDoc(Doc d) {
                        return u.user_id == x.get_string();
                      });
         if (!known)
-          return Status::InvalidArgument(fmt::format(
-              "users: {} is not the id of a user of {}", json::serialize(x), d.domain));
+          return Status::InvalidArgument(
+              fmt::format("users: {} is not the id of a user of {}", json::serialize(x), d.domain));
       }
     }
   } else if (d.kind == "location") {
@@ -640,8 +641,7 @@ Result<Doc> MetaStore::PutDoc(Doc d) {
   return d;
 }
 
-Result<Doc> MetaStore::GetDoc(std::string_view kind, std::string_view domain,
-                              std::string_view id) {
+Result<Doc> MetaStore::GetDoc(std::string_view kind, std::string_view domain, std::string_view id) {
   std::lock_guard l(impl_->mu);
   bool deleted = false;
   auto d = impl_->LoadDoc(kind, id, &deleted);
@@ -695,10 +695,12 @@ Status MetaStore::DeleteDoc(std::string_view kind, std::string_view domain, std:
     auto old = impl_->LoadDoc(kind, id, &deleted);
     if (!old || deleted) return Status::NotFound(fmt::format("no {} {} in {}", kind, id, domain));
     if (old->rev != rev)
-      return Status::Aborted(fmt::format("{} {} is at revision {}, not {}", kind, id, old->rev, rev));
+      return Status::Aborted(
+          fmt::format("{} {} is at revision {}, not {}", kind, id, old->rev, rev));
     const auto& [topic, type] = kDocTopics.at(kind);
     CC_RETURN_IF_ERROR(impl_->Transaction("deleting a document", [&] {
-      sqlite3_stmt* w = impl_->db.Prep("UPDATE docs SET deleted=1, rev=rev+1 WHERE kind=? AND id=?");
+      sqlite3_stmt* w =
+          impl_->db.Prep("UPDATE docs SET deleted=1, rev=rev+1 WHERE kind=? AND id=?");
       Bind(w, 1, kind);
       Bind(w, 2, id);
       return sqlite3_step(w) == SQLITE_DONE && impl_->Queue(topic, type, id, domain, true);

@@ -45,10 +45,10 @@ struct User {
   std::vector<std::string> domains;  // a mobile worker has exactly one
   bool is_superuser = false;         // every domain, every permission
   bool is_active = true;
-  std::vector<std::string> permissions;           // granted directly, in every domain
-  std::map<std::string, std::string> role_ids;     // domain -> role id
-  std::vector<std::string> location_ids;           // assigned locations (case ownership)
-  boost::json::object user_data;                   // custom fields (restore's user_data)
+  std::vector<std::string> permissions;         // granted directly, in every domain
+  std::map<std::string, std::string> role_ids;  // domain -> role id
+  std::vector<std::string> location_ids;        // assigned locations (case ownership)
+  boost::json::object user_data;                // custom fields (restore's user_data)
   // Not stored: each role's permissions, by domain, as read with the user.
   std::map<std::string, std::vector<std::string>> role_permissions;
   std::string password_hash;  // Django's "pbkdf2_sha256$<iterations>$<salt>$<base64>"

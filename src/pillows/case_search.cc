@@ -428,8 +428,9 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
     if (matches >= scan_above) {
       // Walking the page-order index, each case is probed against the list of matches
       // without reading its row.
-      sql += " AND c.id IN (SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND "
-             "value=?)";
+      sql +=
+          " AND c.id IN (SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND "
+          "value=?)";
       text(q.domain);
       text(k);
       text(v);
@@ -457,9 +458,8 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
       else
         Bind(s, i, value);
     };
-    CC_ASSIGN_OR_RETURN(size_t matches,
-                        plan(fmt::format("{} {}", numeric ? "num" : "value", op), bind_value,
-                             r.property));
+    CC_ASSIGN_OR_RETURN(size_t matches, plan(fmt::format("{} {}", numeric ? "num" : "value", op),
+                                             bind_value, r.property));
     if (matches >= scan_above) {
       sql += fmt::format(" AND {}(c.props, ?) {} ?", numeric ? "cs_num" : "cs_prop", op);
       text(r.property);
@@ -467,13 +467,13 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
       continue;
     }
     if (numeric)
-      selective(fmt::format("SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND num {} ?",
-                            op),
-                {q.domain, r.property}, bind_value);
-    else
       selective(
-          fmt::format("SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND value {} ?", op),
-          {q.domain, r.property, r.value}, {});
+          fmt::format("SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND num {} ?", op),
+          {q.domain, r.property}, bind_value);
+    else
+      selective(fmt::format(
+                    "SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND value {} ?", op),
+                {q.domain, r.property, r.value}, {});
   }
   if (!q.text.empty()) {
     sql += " AND c.id IN (SELECT rowid FROM cs_fts WHERE cs_fts MATCH ?)";

@@ -4,8 +4,8 @@
 
 #include <unordered_set>
 
-#include "util/read_pool.h"
 #include "pillows/processor.h"
+#include "util/read_pool.h"
 #include "util/time.h"
 
 namespace commcare::pillows {

@@ -26,7 +26,6 @@ constexpr int kMaxDepth = 32;
 
 // ---- values ----
 
-
 std::string AsString(const json::value& v) {
   if (v.is_string()) return std::string(v.get_string());
   if (v.is_int64()) return std::to_string(v.get_int64());

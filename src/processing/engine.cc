@@ -48,7 +48,6 @@ using util::XmlEscape;
 constexpr const char* kSuccessText = "   \xe2\x88\x9a   ";  // "   √   "
 constexpr const char* kConfigName = "commcare.json";
 
-
 SubmitResponse Respond(int code, std::string nature, std::string message, std::string form_id = "",
                        std::optional<FormState> state = std::nullopt) {
   SubmitResponse r;

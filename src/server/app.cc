@@ -327,7 +327,8 @@ Response App::Route(const Request& r, std::string* route) {
     const std::string base = fmt::format("api/{}s", kind);
     if (rest == base || rest.rfind(base + "/", 0) == 0) {
       *route = fmt::format("admin_{}s", kind);
-      return DocsApi(r, domain, std::string(kind), rest.substr(std::min(rest.size(), base.size() + 1)));
+      return DocsApi(r, domain, std::string(kind),
+                     rest.substr(std::min(rest.size(), base.size() + 1)));
     }
   }
   if (rest == "phone/restore" || rest.rfind("phone/restore/", 0) == 0) {
@@ -703,25 +704,27 @@ Response App::RestoreApi(const Request& r, const std::string& domain, const std:
   for (const auto& [k, v] : r.query) {
     if (k == "as") {
       if (!user->Can(domain, meta::kManageUsers))
-        return ota_error(403, fmt::format("user {} may not restore as another user", user->username));
+        return ota_error(403,
+                         fmt::format("user {} may not restore as another user", user->username));
       std::string name = v.find('@') == std::string::npos ? v : v.substr(0, v.find('@'));
       auto t = meta_->GetUser(name);
       if (!t.ok() || !t->InDomain(domain) || !t->is_active)
         return ota_error(404, fmt::format("no active user {} in domain {}", name, domain));
       target = *t;
-    } else if (k != "since" && k != "version" && k != "state" && k != "items" &&
-               k != "device_id" && k != "user_id" && k != "overwrite_cache" &&
-               k != "openrosa_version" && k != "skip_fixtures" && k != "fail_hard") {
+    } else if (k != "since" && k != "version" && k != "state" && k != "items" && k != "device_id" &&
+               k != "user_id" && k != "overwrite_cache" && k != "openrosa_version" &&
+               k != "skip_fixtures" && k != "fail_hard") {
       return ota_error(400, fmt::format("unknown parameter '{}'", k));
     }
   }
   if (auto id = r.query.find("user_id"); id != r.query.end() && id->second != target.user_id)
-    return ota_error(412, fmt::format("user_id {} is not the user restored ({})", id->second,
-                                      target.username));
+    return ota_error(
+        412, fmt::format("user_id {} is not the user restored ({})", id->second, target.username));
   const std::string state = r.Param("state");
   if (!state.empty() && (state.size() != 37 || state.rfind("ccsh:", 0) != 0 ||
                          state.find_first_not_of("0123456789abcdef", 5) != std::string::npos))
-    return ota_error(412, fmt::format("state '{}' is not a case state hash (ccsh:<32 hex>)", state));
+    return ota_error(412,
+                     fmt::format("state '{}' is not a case state hash (ccsh:<32 hex>)", state));
   auto q = MakeRestoreRequest(meta_, target, domain);
   if (!q.ok()) return ota_error(500, q.status().message());
   q->since = r.Param("since");
@@ -790,7 +793,8 @@ Response App::DocsApi(const Request& r, const std::string& domain, const std::st
   if (r.method != "POST" && r.method != "PUT") return Error(405, "use GET, POST, PUT or DELETE");
   if (r.method == "POST" && !id.empty())
     return Error(405, fmt::format("POST to /api/{}s/ creates; PUT updates", kind));
-  if (r.method == "PUT" && id.empty()) return Error(400, fmt::format("PUT needs /api/{}s/{{id}}/", kind));
+  if (r.method == "PUT" && id.empty())
+    return Error(400, fmt::format("PUT needs /api/{}s/{{id}}/", kind));
   boost::system::error_code ec;
   json::value v = json::parse(r.body, ec);
   if (ec || !v.is_object()) return Error(400, "body: must be a JSON object");
@@ -1021,7 +1025,6 @@ Response App::FormApi(const Request& r, const std::string& domain, const std::st
 }
 
 namespace {
-
 
 bool XmlName(std::string_view s) {
   if (s.empty() || s.size() > 255) return false;

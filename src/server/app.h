@@ -66,8 +66,8 @@ class App {
                           const std::string& rest);
   http::Response RestoreApi(const http::Request& r, const std::string& domain,
                             const std::string& app_id);
-  http::Response DocsApi(const http::Request& r, const std::string& domain,
-                         const std::string& kind, const std::string& rest);
+  http::Response DocsApi(const http::Request& r, const std::string& domain, const std::string& kind,
+                         const std::string& rest);
   http::Response Attachment(const http::Request& r, const std::string& domain,
                             const std::string& rest);
   http::Response ChangesApi(const http::Request& r, const std::string& domain);

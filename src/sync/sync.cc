@@ -34,10 +34,10 @@
 namespace commcare {
 namespace {
 
+using storage::CaseIndexEdge;
 using util::AppendXmlEscaped;
 using util::Bind;
 using util::Col;
-using storage::CaseIndexEdge;
 
 // A log stores its case ids in full, or as a difference from a full log (base_id) when that
 // is small: an incremental sync then writes a few ids, not the whole footprint.
@@ -100,12 +100,14 @@ struct Hash {
 };
 
 std::string FormatQuantity(double v) {
-  if (v == static_cast<double>(static_cast<int64_t>(v))) return std::to_string(static_cast<int64_t>(v));
+  if (v == static_cast<double>(static_cast<int64_t>(v)))
+    return std::to_string(static_cast<int64_t>(v));
   return fmt::format("{}", v);
 }
 
 // Sorted a minus sorted b.
-std::vector<std::string> Minus(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+std::vector<std::string> Minus(const std::vector<std::string>& a,
+                               const std::vector<std::string>& b) {
   std::vector<std::string> out;
   std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
   return out;
@@ -116,7 +118,7 @@ class SyncLogStore {
   // A log as read, with the full log its ids are stored against.
   struct Stored {
     SyncLogInfo info;
-    std::string base_id;                 // the full log (itself if stored in full)
+    std::string base_id;                // the full log (itself if stored in full)
     std::vector<std::string> base_ids;  // that log's case ids
   };
 
@@ -173,8 +175,7 @@ class SyncLogStore {
     std::string none;
     std::vector<std::string> base_del;
     Status s = Row(out.base_id, &base, &none, &out.base_ids, &base_del);
-    if (s.IsNotFound())
-      return Status::NotFound(fmt::format("sync log '{}' lost its base log", id));
+    if (s.IsNotFound()) return Status::NotFound(fmt::format("sync log '{}' lost its base log", id));
     CC_RETURN_IF_ERROR(s);
     std::vector<std::string> kept = Minus(out.base_ids, del);
     std::merge(kept.begin(), kept.end(), add.begin(), add.end(),
@@ -296,8 +297,7 @@ class LiveQuery {
       std::vector<std::string> fresh;
       for (const auto& e : related)
         for (const std::string* id : {&e.case_id, &e.index.referenced_id})
-          if (!all.count(*id) && known_.insert(*id).second)
-            fresh.push_back(*id);
+          if (!all.count(*id) && known_.insert(*id).second) fresh.push_back(*id);
       CC_RETURN_IF_ERROR(PerDatabase(e_, fresh, [&](storage::PrimaryStore* db, auto ids) {
         CC_ASSIGN_OR_RETURN(auto nodes, db->CaseNodes(ids));
         for (const auto& n : nodes) {
@@ -548,6 +548,27 @@ Status ErrorPayload(const Sync::Writer& write, int status, std::string_view msg)
   return write(status, o);
 }
 
+// The cases a phone holds: the token's sorted footprint, and what the phone's own forms added
+// to it or took from it since.
+struct PhoneSet {
+  const std::vector<std::string>* base = nullptr;
+  std::unordered_set<std::string> added, removed;
+  bool InBase(const std::string& id) const {
+    return base && std::binary_search(base->begin(), base->end(), id);
+  }
+  bool count(const std::string& id) const {
+    return added.count(id) || (!removed.count(id) && InBase(id));
+  }
+  void insert(const std::string& id) {
+    removed.erase(id);
+    if (!InBase(id)) added.insert(id);
+  }
+  void erase(const std::string& id) {
+    added.erase(id);
+    if (InBase(id)) removed.insert(id);
+  }
+};
+
 class SyncImpl final : public Sync {
  public:
   SyncImpl(Engine* e, std::string cache_dir) : e_(e), cache_dir_(std::move(cache_dir)) {}
@@ -567,8 +588,7 @@ class SyncImpl final : public Sync {
     const std::string prefix = UserKey(domain, user_id);
     std::error_code ec;
     for (const auto& f : std::filesystem::directory_iterator(cache_dir_, ec))
-      if (f.path().filename().string().rfind(prefix, 0) == 0)
-        std::filesystem::remove(f.path(), ec);
+      if (f.path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(f.path(), ec);
   }
 
   Result<SyncLogInfo> GetSyncLog(std::string_view id) override {
@@ -588,15 +608,16 @@ class SyncImpl final : public Sync {
     const std::string tmp = path + "." + util::NewUuidHex() + ".tmp";
     std::ofstream copy(tmp, std::ios::binary);
     auto tee = [&](int status, std::string_view chunk) -> Status {
-      if (status == 200 && copy) copy.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      if (status == 200 && copy)
+        copy.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
       return write(status, chunk);
     };
     auto res = Compute(req, tee);
     copy.close();
     std::error_code ec;
     if (res.ok() && res->http_status == 200 && copy) {
-      std::ofstream(path + ".id") << res->sync_id << ' ' << res->cases << ' ' << res->ledgers
-                                  << ' ' << res->footprint;
+      std::ofstream(path + ".id") << res->sync_id << ' ' << res->cases << ' ' << res->ledgers << ' '
+                                  << res->footprint;
       std::filesystem::rename(tmp, path, ec);
     } else {
       std::filesystem::remove(tmp, ec);
@@ -622,13 +643,12 @@ class SyncImpl final : public Sync {
     auto lap = std::chrono::steady_clock::now();
     auto timing = [&](const char* phase) {
       auto now = std::chrono::steady_clock::now();
-      res.timings.emplace_back(phase,
-                               std::chrono::duration<double, std::milli>(now - lap).count());
+      res.timings.emplace_back(phase, std::chrono::duration<double, std::milli>(now - lap).count());
       lap = now;
     };
     for (int d = 0; d < e_->NumDatabases(); ++d) CC_RETURN_IF_ERROR(e_->Database(d)->Flush());
 
-    std::unordered_set<std::string> phone;  // the token's footprint, with the phone's own forms
+    PhoneSet phone;  // the token's footprint, with the phone's own forms
     Hash phone_hash;
     std::unordered_set<std::string> changed_elsewhere;  // on the phone, changed by others
     SyncLogStore::Stored stored;
@@ -643,34 +663,31 @@ class SyncImpl final : public Sync {
       stored = std::move(got).value();
       if (prev.domain != req.domain || prev.user_id != req.user.user_id)
         return refuse(412, fmt::format("sync token '{}' belongs to another user", req.since));
-      phone.insert(prev.case_ids.begin(), prev.case_ids.end());
-      if (!phone_hash.Parse(prev.state_hash))
-        phone_hash.Parse(CaseStateHash(prev.case_ids));
+      phone.base = &prev.case_ids;
+      if (!phone_hash.Parse(prev.state_hash)) phone_hash.Parse(CaseStateHash(prev.case_ids));
       CC_RETURN_IF_ERROR(
           ApplyChangesSince(req, prev, &phone, &phone_hash, &changed_elsewhere, &graph_unchanged));
       if (!req.state.empty() && req.state != phone_hash.Text())
         return refuse(412, "Phone case list is inconsistent with server's record.");
     }
     timing("changes since the token");
-    // The live set: the token's, when nothing that changed can alter the case graph; else
-    // livequery's.
-    LiveQuery lq(e_);
-    std::unordered_set<std::string> kept;
-    std::vector<std::string> indexed;
+    // The live set (sorted): the token's, when nothing that changed can alter the case graph
+    // (then the phone holds all of it); else livequery's.
+    std::vector<std::string> footprint, indexed, send;
     if (graph_unchanged) {
-      kept.insert(prev.case_ids.begin(), prev.case_ids.end());
+      footprint = prev.case_ids;
       indexed = prev.indexed_case_ids;
     } else {
+      LiveQuery lq(e_);
       CC_RETURN_IF_ERROR(lq.Run(req.domain, req.user.owner_ids));
-      for (const auto& id : lq.live())
+      footprint.assign(lq.live().begin(), lq.live().end());
+      std::sort(footprint.begin(), footprint.end());
+      for (const auto& id : footprint) {
         if (lq.HasIndices(id)) indexed.push_back(id);
-      std::sort(indexed.begin(), indexed.end());
+        if (!phone.count(id)) send.push_back(id);
+      }
     }
-    const std::unordered_set<std::string>& live = graph_unchanged ? kept : lq.live();
     timing("livequery");
-    std::vector<std::string> send;
-    for (const auto& id : live)
-      if (!phone.count(id)) send.push_back(id);
     for (const auto& id : changed_elsewhere)
       if (phone.count(id)) send.push_back(id);
     std::sort(send.begin(), send.end());
@@ -686,9 +703,7 @@ class SyncImpl final : public Sync {
     log.date = started;
     log.owner_ids = req.user.owner_ids;
     log.indexed_case_ids = std::move(indexed);
-    // What the phone keeps: the live cases (it purges the others it is sent).
-    std::vector<std::string> footprint(live.begin(), live.end());
-    std::sort(footprint.begin(), footprint.end());
+    // What the phone keeps is the live set: it purges the others it is sent.
     std::unordered_set<std::string> dropped;  // sent, but deleted or gone
 
     // Ledger values first: `items` needs their count, and they are small.
@@ -713,9 +728,8 @@ class SyncImpl final : public Sync {
       for (size_t p = req.fixtures.find("<fixture"); p != std::string::npos;
            p = req.fixtures.find("<fixture", p + 1))
         ++fixtures;
-      o += fmt::format(" items=\"{}\"",
-                       static_cast<int64_t>(send.size()) + ledger_blocks +
-                           static_cast<int64_t>(fixtures));
+      o += fmt::format(" items=\"{}\"", static_cast<int64_t>(send.size()) + ledger_blocks +
+                                            static_cast<int64_t>(fixtures));
     }
     o += "><message nature=\"ota_restore_success\">Successfully restored account ";
     AppendXmlEscaped(&o, req.user.username);
@@ -807,14 +821,15 @@ class SyncImpl final : public Sync {
   // *graph_unchanged: the same owners, and no change that could alter the live set (every
   // changed case is either live before and after with no indices, or unowned with none).
   Status ApplyChangesSince(const RestoreRequest& req, const SyncLogInfo& prev,
-                           std::unordered_set<std::string>* phone, Hash* phone_hash,
+                           PhoneSet* phone, Hash* phone_hash,
                            std::unordered_set<std::string>* changed_elsewhere,
                            bool* graph_unchanged) {
     std::set<std::string> owners(req.user.owner_ids.begin(), req.user.owner_ids.end());
-    *graph_unchanged = owners == std::set<std::string>(prev.owner_ids.begin(), prev.owner_ids.end());
-    std::unordered_set<std::string> was_live(prev.case_ids.begin(), prev.case_ids.end());
-    std::unordered_set<std::string> was_indexed(prev.indexed_case_ids.begin(),
-                                                prev.indexed_case_ids.end());
+    *graph_unchanged =
+        owners == std::set<std::string>(prev.owner_ids.begin(), prev.owner_ids.end());
+    auto in = [](const std::vector<std::string>& sorted, const std::string& id) {
+      return std::binary_search(sorted.begin(), sorted.end(), id);
+    };
     for (int d = 0; d < e_->NumDatabases(); ++d) {
       auto* db = e_->Database(d);
       CC_ASSIGN_OR_RETURN(auto ids, db->CasesModifiedSince(req.domain, prev.date));
@@ -822,9 +837,9 @@ class SyncImpl final : public Sync {
       for (const auto& c : cases) {
         const std::string& id = c.case_id;
         const bool owned = owners.count(c.owner_id) > 0;
-        if (was_live.count(id) ? (c.closed || c.deleted || !owned || !c.indices.empty() ||
-                                  was_indexed.count(id))
-                               : (owned || !c.indices.empty()))
+        if (in(prev.case_ids, id) ? (c.closed || c.deleted || !owned || !c.indices.empty() ||
+                                     in(prev.indexed_case_ids, id))
+                                  : (owned || !c.indices.empty()))
           *graph_unchanged = false;
         CC_ASSIGN_OR_RETURN(auto txs, db->GetCaseTransactions(id));
         bool mine = false, others = false;
@@ -835,7 +850,7 @@ class SyncImpl final : public Sync {
         if (!mine && !others) others = true;  // changed, but by no form since: the server's
         if (mine) {
           const bool keep = !c.closed && !c.deleted;
-          if (keep != (phone->count(id) > 0)) phone_hash->Flip(id);
+          if (keep != phone->count(id)) phone_hash->Flip(id);
           if (keep)
             phone->insert(id);
           else
@@ -854,8 +869,8 @@ class SyncImpl final : public Sync {
   }
   // The cache file of a first sync: per user, and per everything else that shapes the payload.
   std::string CachePath(const RestoreRequest& q) const {
-    std::string shape = q.version + '\0' + q.device_id + '\0' + q.app_id + '\0' +
-                        q.user.username + '\0' + q.user.password_hash + '\0' + q.fixtures +
+    std::string shape = q.version + '\0' + q.device_id + '\0' + q.app_id + '\0' + q.user.username +
+                        '\0' + q.user.password_hash + '\0' + q.fixtures +
                         (q.items ? "\0items" : "\0");
     for (const auto& o : q.user.owner_ids) shape += '\0' + o;
     for (const auto& [k, v] : q.user.user_data) shape += '\0' + k + '=' + v;
@@ -868,13 +883,12 @@ class SyncImpl final : public Sync {
     res.http_status = 0;
     std::error_code ec;
     auto mtime = std::filesystem::last_write_time(path, ec);
-    if (ec || std::filesystem::file_time_type::clock::now() - mtime >
-                  std::chrono::seconds(kCacheSeconds))
+    if (ec ||
+        std::filesystem::file_time_type::clock::now() - mtime > std::chrono::seconds(kCacheSeconds))
       return res;
     std::ifstream id(path + ".id");
     std::string sync_id;
-    if (!(id >> sync_id >> res.cases >> res.ledgers >> res.footprint) ||
-        !logs_.Get(sync_id).ok())
+    if (!(id >> sync_id >> res.cases >> res.ledgers >> res.footprint) || !logs_.Get(sync_id).ok())
       return res;
     std::ifstream in(path, std::ios::binary);
     if (!in) return res;
@@ -882,7 +896,8 @@ class SyncImpl final : public Sync {
     while (in) {
       in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
       if (in.gcount() > 0)
-        CC_RETURN_IF_ERROR(write(200, std::string_view(buf.data(), static_cast<size_t>(in.gcount()))));
+        CC_RETURN_IF_ERROR(
+            write(200, std::string_view(buf.data(), static_cast<size_t>(in.gcount()))));
     }
     res.http_status = 200;
     res.sync_id = sync_id;

@@ -36,8 +36,8 @@ std::string Create(const std::string& owner, const std::string& type = "t",
       type, owner, index);
 }
 std::string Ext(const std::string& host) {
-  return fmt::format(
-      "<index><host case_type=\"t\" relationship=\"extension\">{}</host></index>", host);
+  return fmt::format("<index><host case_type=\"t\" relationship=\"extension\">{}</host></index>",
+                     host);
 }
 std::string Child(const std::string& parent) {
   return fmt::format("<index><parent case_type=\"t\">{}</parent></index>", parent);
@@ -198,7 +198,7 @@ TEST_CASE("the payload: registration, case blocks, indices, ledgers, items, vers
   Case(f.e.get(), "c", Create("u1", "child", Child("p")) + "<update><weight>3.1</weight></update>");
   SubmitRequest r;
   r.domain = "demo";
-  r.body = CaseForm("ledger-form", "p", "<update><q>1</q></update>") ;
+  r.body = CaseForm("ledger-form", "p", "<update><q>1</q></update>");
   r.body.insert(r.body.find("</data>"),
                 "<balance xmlns=\"http://commcarehq.org/ledger/v1\" entity-id=\"p\" "
                 "section-id=\"stock\" date=\"2020-01-01\"><entry id=\"pills\" quantity=\"12\"/>"
@@ -210,8 +210,10 @@ TEST_CASE("the payload: registration, case blocks, indices, ledgers, items, vers
   CHECK(res.cases == 2);
   CHECK(res.ledgers == 1);
   CHECK(p.find("<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\" items=\"3\">") == 0);
-  CHECK(p.find("<message nature=\"ota_restore_success\">Successfully restored account u1!</message>") !=
-        std::string::npos);
+  CHECK(
+      p.find(
+          "<message nature=\"ota_restore_success\">Successfully restored account u1!</message>") !=
+      std::string::npos);
   CHECK(p.find("<Sync xmlns=\"http://commcarehq.org/sync\"><restore_id>" + res.sync_id +
                "</restore_id></Sync>") != std::string::npos);
   CHECK(p.find("<uuid>u1</uuid>") != std::string::npos);
@@ -270,8 +272,8 @@ TEST_CASE("incremental sync: changes by others, the phone's own forms, ownership
   REQUIRE(r.http_status == 200);
   std::map<std::string, bool> creates;
   for (const auto& b : Phone::Blocks(p)) creates[b.id] = b.create;
-  CHECK(creates == std::map<std::string, bool>{
-                       {"a", false}, {"assigned", true}, {"b", false}, {"g1", true}});
+  CHECK(creates ==
+        std::map<std::string, bool>{{"a", false}, {"assigned", true}, {"b", false}, {"g1", true}});
   auto log = f.sync->GetSyncLog(r.sync_id);
   REQUIRE(log.ok());
   CHECK(log->case_ids == std::vector<std::string>{"assigned", "b", "g1", "new-on-phone"});
@@ -304,7 +306,8 @@ TEST_CASE("restore errors: unknown, foreign and stale tokens, a state mismatch, 
   auto first = f.Restore("", &p);
   auto r = f.Restore("no-such-token", &p);
   CHECK(r.http_status == 412);
-  CHECK(p.find("<message nature=\"ota_restore_error\">Invalid sync token 'no-such-token'</message>") !=
+  CHECK(p.find(
+            "<message nature=\"ota_restore_error\">Invalid sync token 'no-such-token'</message>") !=
         std::string::npos);
   r = f.Restore(first.sync_id, &p, "ccsh:00000000000000000000000000000000");
   CHECK(r.http_status == 412);

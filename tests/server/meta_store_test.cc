@@ -71,7 +71,8 @@ struct Fixture {
 
 TEST_CASE("roles grant permissions; a role change counts at once, even for a cached login") {
   Fixture f;
-  auto role = f.m->PutDoc(MakeDoc("role", "demo", {{"name", "reader"}, {"permissions", {"access_api"}}}));
+  auto role =
+      f.m->PutDoc(MakeDoc("role", "demo", {{"name", "reader"}, {"permissions", {"access_api"}}}));
   REQUIRE_MESSAGE(role.ok(), role.status().ToString());
   CHECK_FALSE(f.m->Authenticate("w", "pw-w")->Can("demo", meta::kAccessApi));
   User u = f.worker;
@@ -135,7 +136,8 @@ TEST_CASE("validation names the field") {
   expect(MakeDoc("location", "demo", {{"name", "l"}}), "location_type");
   expect(MakeDoc("location", "demo", {{"name", "l"}, {"location_type", "t"}, {"parent_id", "zz"}}),
          "parent_id");
-  expect(MakeDoc("location", "demo", {{"name", "l"}, {"location_type", "t"}, {"metadata", {{"a", 1}}}}),
+  expect(MakeDoc("location", "demo",
+                 {{"name", "l"}, {"location_type", "t"}, {"metadata", {{"a", 1}}}}),
          "metadata.a");
   CHECK(f.m->PutDoc(MakeDoc("group", "nodomain", {{"name", "g"}})).status().IsNotFound());
   CHECK(f.m->PutDoc(MakeDoc("thing", "demo", {{"name", "g"}})).status().code() ==
@@ -154,7 +156,9 @@ TEST_CASE("validation names the field") {
 TEST_CASE("owner ids: the user, case-sharing groups, case-sharing locations and descendants") {
   Fixture f;
   auto loc = [&](const char* name, std::string parent, bool shares, bool descendants) {
-    boost::json::object b{{"name", name}, {"location_type", "t"}, {"shares_cases", shares},
+    boost::json::object b{{"name", name},
+                          {"location_type", "t"},
+                          {"shares_cases", shares},
                           {"view_descendants", descendants}};
     if (!parent.empty()) b["parent_id"] = parent;
     return f.m->PutDoc(MakeDoc("location", "demo", b, name)).value().id;
@@ -164,10 +168,12 @@ TEST_CASE("owner ids: the user, case-sharing groups, case-sharing locations and 
   std::string clinic = loc("clinic", district, true, false);
   std::string elsewhere = loc("elsewhere", "", true, false);
   (void)elsewhere;
-  auto shared = f.m->PutDoc(MakeDoc(
-      "group", "demo", {{"name", "s"}, {"case_sharing", true}, {"users", {f.worker.user_id}}}, "g-share"));
-  auto reporting = f.m->PutDoc(MakeDoc(
-      "group", "demo", {{"name", "r"}, {"reporting", true}, {"users", {f.worker.user_id}}}, "g-report"));
+  auto shared = f.m->PutDoc(
+      MakeDoc("group", "demo",
+              {{"name", "s"}, {"case_sharing", true}, {"users", {f.worker.user_id}}}, "g-share"));
+  auto reporting = f.m->PutDoc(
+      MakeDoc("group", "demo", {{"name", "r"}, {"reporting", true}, {"users", {f.worker.user_id}}},
+              "g-report"));
   REQUIRE(shared.ok());
   REQUIRE(reporting.ok());
   User u = f.worker;
@@ -178,7 +184,8 @@ TEST_CASE("owner ids: the user, case-sharing groups, case-sharing locations and 
   CHECK(*ids == std::vector<std::string>{f.worker.user_id, clinic, district, "g-share"});
   u.location_ids = {district};
   u = f.m->PutUser(u).value();
-  CHECK(*f.m->OwnerIds(u, "demo") == std::vector<std::string>{f.worker.user_id, district, "g-share"});
+  CHECK(*f.m->OwnerIds(u, "demo") ==
+        std::vector<std::string>{f.worker.user_id, district, "g-share"});
 }
 
 TEST_CASE("every write queues a change; the relay appends each once, even after a crash") {
@@ -201,13 +208,15 @@ TEST_CASE("every write queues a change; the relay appends each once, even after 
   // Writes made while no log is attached wait in the store's outbox across a reopen...
   f.m.reset();
   f.m = Open(f.dir);
-  REQUIRE(f.m->PutDoc(MakeDoc("location", "demo", {{"name", "l"}, {"location_type", "t"}}, "loc1")).ok());
+  REQUIRE(f.m->PutDoc(MakeDoc("location", "demo", {{"name", "l"}, {"location_type", "t"}}, "loc1"))
+              .ok());
   REQUIRE(f.m->PutDoc(MakeDoc("app", "demo", {{"name", "app"}, {"version", 3}}, "app1")).ok());
   // ...and a record the log already holds (appended with the producer mark, then a crash
   // before the outbox was emptied) is not appended again.
   auto mark = log->GetProducerMark("relay-meta").value();
   std::vector<storage::ChangeMessage> first = {
-      {"location", "loc1", ChangeMetaToJson(ChangeMeta{.topic = "location", .document_id = "loc1"})}};
+      {"location", "loc1",
+       ChangeMetaToJson(ChangeMeta{.topic = "location", .document_id = "loc1"})}};
   storage::ProducerMark m{"relay-meta", mark + 1};
   REQUIRE(log->Append(first, &m).ok());
   REQUIRE(f.m->SetChangeLog(log.get()).ok());

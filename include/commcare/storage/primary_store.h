@@ -98,8 +98,7 @@ class PrimaryStore {
   // Many cases, or their ledger values, at once (one read snapshot where the store can; ids
   // absent here are skipped). The defaults call GetCase / GetLedgerValues per id.
   virtual Result<std::vector<CaseRecord>> GetCases(std::span<const std::string> case_ids);
-  virtual Result<std::vector<LedgerValue>> GetLedgerValuesOf(
-      std::span<const std::string> case_ids);
+  virtual Result<std::vector<LedgerValue>> GetLedgerValuesOf(std::span<const std::string> case_ids);
 
   // Mobile sync's reads (cheap, from indexes; ids absent here are skipped):
   // the domain's open, undeleted cases owned by owner_id;

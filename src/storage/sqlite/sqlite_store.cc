@@ -22,8 +22,8 @@
 #include "commcare/storage/primary_store.h"
 #include "util/codec.h"
 #include "util/hash.h"
-#include "util/time.h"
 #include "util/sqlite_conn.h"
+#include "util/time.h"
 
 namespace commcare::storage {
 namespace {
@@ -700,8 +700,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
   Result<std::vector<std::string>> CasesModifiedSince(std::string_view domain,
                                                       int64_t since) override {
     auto r = PooledReader();
-    sqlite3_stmt* s =
-        r->Prep("SELECT case_id FROM cases INDEXED BY cases_modified WHERE domain=? AND modified>=?");
+    sqlite3_stmt* s = r->Prep(
+        "SELECT case_id FROM cases INDEXED BY cases_modified WHERE domain=? AND modified>=?");
     Bind(s, 1, domain);
     Bind(s, 2, since);
     std::vector<std::string> out;
