@@ -202,7 +202,7 @@ TEST_CASE("ChangeLog: WaitForAppend wakes on an append") {
   }
 }
 
-TEST_CASE("RocksDB ChangeLog: a second writer is refused; a reader follows the writer") {
+TEST_CASE("RocksDB ChangeLog: a second writer is refused, a reader follows the writer") {
   std::string dir = cctest::FreshTempDir("cc-log", "rocks2");
   auto w = OpenRocksDbChangeLog(dir);
   REQUIRE(w.ok());

@@ -216,7 +216,7 @@ TEST_CASE("PrimaryStore: ledgers, outbox order and scans") {
   }
 }
 
-TEST_CASE("PrimaryStore: a marked batch applies at most once; intents list until deleted") {
+TEST_CASE("PrimaryStore: a marked batch applies at most once, intents list until deleted") {
   for (const auto& f : StoreFactories()) {
     CAPTURE(f.name);
     auto s = f.make();

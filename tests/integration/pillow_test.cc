@@ -132,7 +132,7 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("ChangeMeta JSON: CommCare's fields round-trip; bad records are named") {
+TEST_CASE("ChangeMeta JSON: CommCare's fields round-trip, bad records are named") {
   ChangeMeta m;
   m.topic = "form-sql";
   m.document_id = "abc";
@@ -355,7 +355,7 @@ TEST_CASE("Pillows: a corrupt change record is dead-lettered with the reason") {
   CHECK(Search(dir, q).cases.size() == 1);  // the good change was indexed
 }
 
-TEST_CASE("Pillows: workers split the sorted partitions; the same (n, k) twice is refused") {
+TEST_CASE("Pillows: workers split the sorted partitions, the same (n, k) twice is refused") {
   auto e = OpenMemory();
   std::string dir = cctest::TempDir("pillows");
   REQUIRE(e->Changes()->CreateTopic("case-sql", 8).ok());
@@ -393,7 +393,7 @@ TEST_CASE("Pillows: workers split the sorted partitions; the same (n, k) twice i
   CHECK(parts == std::vector<int>{1, 3, 5, 7});
 }
 
-TEST_CASE("Pillows: checkpoints survive a restart; reset rebuilds; reconcile repairs") {
+TEST_CASE("Pillows: checkpoints survive a restart, reset rebuilds, reconcile repairs") {
   std::string data;
   std::string pillows = cctest::TempDir("pillows");
   {

@@ -345,7 +345,7 @@ TEST_CASE("sync logs are pruned by age and to the newest two per user, device an
   CHECK(*n == 2);
 }
 
-TEST_CASE("incremental logs are stored against a full one; pruning keeps what they need") {
+TEST_CASE("incremental logs are stored against a full one, pruning keeps what they need") {
   Fixture f;
   for (int i = 0; i < 40; ++i) Case(f.e.get(), fmt::format("c{:02}", i), Create("u1"));
   std::string p;

@@ -272,7 +272,7 @@ TEST_CASE("UCR: expressions") {
   CHECK(Value(R"({"type":"property_name","property_name":"visits"})", kDoc, "decimal") == 3.0);
 }
 
-TEST_CASE("UCR: indicators and base items over a real form; related docs and ledgers") {
+TEST_CASE("UCR: indicators and base items over a real form, related docs and ledgers") {
   auto e = OpenMemory();
   const std::string samples = COMMCARE_SAMPLES_DIR;
   REQUIRE(Submit(e.get(), cctest::ReadFile(samples + "/case-multicase__case_in_repeats.xml"))

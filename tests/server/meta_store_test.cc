@@ -69,7 +69,7 @@ struct Fixture {
 
 }  // namespace
 
-TEST_CASE("roles grant permissions; a role change counts at once, even for a cached login") {
+TEST_CASE("roles grant permissions, a role change counts at once, even for a cached login") {
   Fixture f;
   auto role =
       f.m->PutDoc(MakeDoc("role", "demo", {{"name", "reader"}, {"permissions", {"access_api"}}}));
@@ -188,7 +188,7 @@ TEST_CASE("owner ids: the user, case-sharing groups, case-sharing locations and 
         std::vector<std::string>{f.worker.user_id, district, "g-share"});
 }
 
-TEST_CASE("every write queues a change; the relay appends each once, even after a crash") {
+TEST_CASE("every write queues a change, the relay appends each once, even after a crash") {
   Fixture f;
   auto log = storage::NewMemoryChangeLog();
   REQUIRE(f.m->SetChangeLog(log.get()).ok());  // relays what the fixture queued
