@@ -78,6 +78,12 @@ struct CheckReport {
   std::vector<std::string> problems;  // empty when the store is consistent
 };
 
+// Counters since the engine opened.
+struct EngineStats {
+  int64_t commit_groups = 0;      // group commits (one transaction and one flush each)
+  int64_t committed_batches = 0;  // write batches in them (mean group size: batches / groups)
+};
+
 // The engine. Thread safety: every method may be called from any number of threads.
 class Engine {
  public:
@@ -128,6 +134,9 @@ class Engine {
   virtual storage::PrimaryStore* Database(int index) = 0;
   // The physical database that holds a document id.
   virtual int DatabaseFor(std::string_view doc_id) const = 0;
+
+  // Counters since open (metrics).
+  virtual EngineStats Stats() const = 0;
 
   // The options the engine was opened with.
   virtual const EngineOptions& Options() const = 0;

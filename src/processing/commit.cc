@@ -77,8 +77,8 @@ GroupCommitter::~GroupCommitter() {
     std::fprintf(stderr,
                  "group commit: %llu commits, %.1f batches/commit, commit %.0f us per group; "
                  "%llu flushes of %.0f us\n",
-                 (unsigned long long)commits_, double(batches_) / commits_,
-                 double(commit_us_) / commits_, (unsigned long long)flushes_,
+                 (unsigned long long)commits_.load(), double(batches_.load()) / commits_.load(),
+                 double(commit_us_) / commits_.load(), (unsigned long long)flushes_,
                  flushes_ ? double(flush_us_) / flushes_ : 0.0);
 }
 

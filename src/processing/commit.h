@@ -1,6 +1,7 @@
 // Group commit and the in-process lock table.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -26,8 +27,8 @@ class GroupCommitter {
   Status Commit(storage::WriteBatch* batch);
 
   // Sizes of the groups committed so far (for metrics and benchmarks).
-  uint64_t commits() const { return commits_; }
-  uint64_t batches() const { return batches_; }
+  uint64_t commits() const { return commits_.load(std::memory_order_relaxed); }
+  uint64_t batches() const { return batches_.load(std::memory_order_relaxed); }
 
  private:
   struct Writer {
@@ -40,10 +41,10 @@ class GroupCommitter {
   size_t max_group_;
   std::mutex mu_;
   std::deque<Writer*> queue_;
-  uint64_t commits_ = 0, batches_ = 0;
-  uint64_t commit_us_ = 0, flush_us_ = 0;  // time in row commits and in flushes
-  uint64_t committed_ = 0;                 // groups committed so far
-  uint64_t flushed_ = 0;                   // groups known durable
+  std::atomic<uint64_t> commits_{0}, batches_{0};  // read by metrics from other threads
+  uint64_t commit_us_ = 0, flush_us_ = 0;          // time in row commits and in flushes
+  uint64_t committed_ = 0;                         // groups committed so far
+  uint64_t flushed_ = 0;                           // groups known durable
   uint64_t flushes_ = 0;
   bool flushing_ = false;
   std::condition_variable flush_cv_;

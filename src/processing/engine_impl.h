@@ -53,6 +53,14 @@ class EngineImpl final : public Engine {
                                              std::string_view case_id) override;
   Result<CheckReport> Check() override;
   int NumDatabases() const override { return static_cast<int>(dbs_.size()); }
+  EngineStats Stats() const override {
+    EngineStats s;
+    for (const auto& c : committers_) {
+      s.commit_groups += static_cast<int64_t>(c->commits());
+      s.committed_batches += static_cast<int64_t>(c->batches());
+    }
+    return s;
+  }
   storage::PrimaryStore* Database(int i) override { return dbs_[i].get(); }
   int DatabaseFor(std::string_view id) const override { return map_.DatabaseFor(id); }
   storage::ChangeLog* Changes() override { return log_.get(); }

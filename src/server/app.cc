@@ -407,9 +407,29 @@ Response App::MetricsText() {
     for (const auto& [nature, n] : metrics_.submissions)
       out += fmt::format("commcare_submissions_total{{nature=\"{}\"}} {}\n", nature, n);
   }
+  const EngineStats es = engine_->Stats();
+  out += "# HELP commcare_commit_groups_total Group commits (one transaction and flush each).\n";
+  out += "# TYPE commcare_commit_groups_total counter\n";
+  out += fmt::format("commcare_commit_groups_total {}\n", es.commit_groups);
+  out +=
+      "# HELP commcare_committed_batches_total Write batches committed (per group: the "
+      "ratio of the two rates).\n";
+  out += "# TYPE commcare_committed_batches_total counter\n";
+  out += fmt::format("commcare_committed_batches_total {}\n", es.committed_batches);
   if (pillows_) {
     auto st = pillows_->GetStatus();
     if (st.ok()) {
+      std::string processed;
+      for (const auto& p : *st) {
+        int64_t done = 0;
+        for (const auto& part : p.partitions) done += part.checkpoint;
+        processed +=
+            fmt::format("commcare_pillow_processed_total{{pillow=\"{}\"}} {}\n", p.name, done);
+      }
+      out +=
+          "# HELP commcare_pillow_processed_total Changes checkpointed, by pillow (its rate is "
+          "the throughput).\n";
+      out += "# TYPE commcare_pillow_processed_total counter\n" + processed;
       out += "# HELP commcare_pillow_lag Changes not yet processed, by pillow.\n";
       out += "# TYPE commcare_pillow_lag gauge\n";
       std::string lag_s, queue;

@@ -7,6 +7,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -662,6 +663,11 @@ class ServerTest(unittest.TestCase):
         self.assertRegex(text, r'commcare_http_request_seconds_bucket\{route="receiver",le="\+Inf"\} [1-9]')
         self.assertRegex(text, r'commcare_submissions_total\{nature="submit_success"\} [1-9]')
         self.assertRegex(text, r'commcare_pillow_lag\{pillow="case-search"\} \d+')
+        self.assertRegex(text, r'commcare_pillow_processed_total\{pillow="case-search"\} [1-9]')
+        groups = int(re.search(r"commcare_commit_groups_total (\d+)", text).group(1))
+        batches = int(re.search(r"commcare_committed_batches_total (\d+)", text).group(1))
+        self.assertGreater(groups, 0)
+        self.assertGreaterEqual(batches, groups)
 
     def test_zz_graceful_stop(self):
         self.proc.send_signal(signal.SIGTERM)
