@@ -86,10 +86,10 @@ class Sync {
   // Writes the payload, or the error payload.
   using Writer = std::function<Status(int http_status, std::string_view chunk)>;
   // Streams the payload to write (chunks of at most a batch of 1,000 cases, each with the
-  // outcome's HTTP status, which is decided before the first) and stores the new sync log. A token that is unknown or
-  // another user's, or a state hash that differs from the token's footprint, gives a 412 and
-  // an ota_restore_error payload; a bad version 400. An error from write (the client went
-  // away) is returned as is, and the new log is then not stored.
+  // outcome's HTTP status, which is decided before the first) and stores the new sync log. A token
+  // that is unknown or another user's, or a state hash that differs from the token's footprint,
+  // gives a 412 and an ota_restore_error payload; a bad version 400. An error from write (the
+  // client went away) is returned as is, and the new log is then not stored.
   virtual Result<RestoreResult> Restore(const RestoreRequest& request, const Writer& write) = 0;
   // Forgets the user's cached payloads: call it when the user submits.
   virtual void InvalidateCache(std::string_view domain, std::string_view user_id) = 0;

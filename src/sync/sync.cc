@@ -182,6 +182,15 @@ class SyncLogStore {
                std::back_inserter(out.info.case_ids));
     return out;
   }
+  // Whether the log is stored (without reading its case ids).
+  bool Exists(std::string_view id) {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* s = db_.Prep("SELECT 1 FROM synclogs WHERE sync_id=?");
+    Bind(s, 1, id);
+    const bool found = sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_reset(s);
+    return found;
+  }
   Result<int64_t> Prune(int64_t max_age_us) {
     std::lock_guard lock(mu_);
     CC_RETURN_IF_ERROR(db_.Exec("BEGIN IMMEDIATE"));
@@ -820,9 +829,8 @@ class SyncImpl final : public Sync {
   // token) update its footprint and hash; a change by anyone else marks the case to be sent.
   // *graph_unchanged: the same owners, and no change that could alter the live set (every
   // changed case is either live before and after with no indices, or unowned with none).
-  Status ApplyChangesSince(const RestoreRequest& req, const SyncLogInfo& prev,
-                           PhoneSet* phone, Hash* phone_hash,
-                           std::unordered_set<std::string>* changed_elsewhere,
+  Status ApplyChangesSince(const RestoreRequest& req, const SyncLogInfo& prev, PhoneSet* phone,
+                           Hash* phone_hash, std::unordered_set<std::string>* changed_elsewhere,
                            bool* graph_unchanged) {
     std::set<std::string> owners(req.user.owner_ids.begin(), req.user.owner_ids.end());
     *graph_unchanged =
@@ -870,8 +878,8 @@ class SyncImpl final : public Sync {
   // The cache file of a first sync: per user, and per everything else that shapes the payload.
   std::string CachePath(const RestoreRequest& q) const {
     std::string shape = q.version + '\0' + q.device_id + '\0' + q.app_id + '\0' + q.user.username +
-                        '\0' + q.user.password_hash + '\0' + q.fixtures +
-                        (q.items ? "\0items" : "\0");
+                        '\0' + q.user.password_hash + '\0' + q.fixtures + '\0' +
+                        (q.items ? "items" : "");
     for (const auto& o : q.user.owner_ids) shape += '\0' + o;
     for (const auto& [k, v] : q.user.user_data) shape += '\0' + k + '=' + v;
     return cache_dir_ + "/" + UserKey(q.domain, q.user.user_id) + util::Md5Hex(shape) + ".xml";
@@ -888,7 +896,7 @@ class SyncImpl final : public Sync {
       return res;
     std::ifstream id(path + ".id");
     std::string sync_id;
-    if (!(id >> sync_id >> res.cases >> res.ledgers >> res.footprint) || !logs_.Get(sync_id).ok())
+    if (!(id >> sync_id >> res.cases >> res.ledgers >> res.footprint) || !logs_.Exists(sync_id))
       return res;
     std::ifstream in(path, std::ios::binary);
     if (!in) return res;

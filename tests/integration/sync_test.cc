@@ -429,7 +429,11 @@ TEST_CASE("first syncs are cached until the user submits, asks overwrite_cache o
   CHECK_FALSE(run(&p3).from_cache);
   r.overwrite_cache = false;
   CHECK(run(&p3).from_cache);
-  // Another shape of request (owner ids) is cached apart; a pruned log is not answered.
+  // Another shape of request (items, owner ids) is cached apart; a pruned log is not answered.
+  r.items = true;
+  CHECK_FALSE(run(&p3).from_cache);
+  CHECK(p3.find(" items=\"") != std::string::npos);
+  CHECK(run(&p3).from_cache);
   r.user.owner_ids = {"u1", "g"};
   CHECK_FALSE(run(&p3).from_cache);
   REQUIRE((*sync)->Prune(0).ok());
