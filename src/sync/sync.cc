@@ -302,11 +302,14 @@ class LiveQuery {
         for (auto& e : edges) related.push_back(std::move(e));
       }
       if (related.empty()) break;
-      // States of the cases met for the first time.
+      // States of the cases met for the first time (a case's state is known once it is in
+      // has_indices_ or, when not stored, in deleted_).
       std::vector<std::string> fresh;
       for (const auto& e : related)
         for (const std::string* id : {&e.case_id, &e.index.referenced_id})
-          if (!all.count(*id) && known_.insert(*id).second) fresh.push_back(*id);
+          if (!has_indices_.count(*id) && !deleted_.count(*id)) fresh.push_back(*id);
+      std::sort(fresh.begin(), fresh.end());
+      fresh.erase(std::unique(fresh.begin(), fresh.end()), fresh.end());
       CC_RETURN_IF_ERROR(PerDatabase(e_, fresh, [&](storage::PrimaryStore* db, auto ids) {
         CC_ASSIGN_OR_RETURN(auto nodes, db->CaseNodes(ids));
         for (const auto& n : nodes) {
@@ -395,13 +398,13 @@ class LiveQuery {
   }
 
   Engine* e_;
-  std::unordered_set<std::string> owned_, open_, deleted_, live_, known_, seen_;
+  std::unordered_set<std::string> owned_, open_, deleted_, live_, seen_;
   std::unordered_map<std::string, bool> has_indices_;
   std::unordered_map<std::string, std::set<std::string>> extensions_by_host_, hosts_by_extension_,
       parents_by_child_;
 };
 
-// Writes the payload in ~64 KB chunks.
+// Writes the payload in chunks once 64 KB have gathered (a batch of cases at a time).
 class Out {
  public:
   explicit Out(const Sync::Writer& w) : write_(w) {}
@@ -522,7 +525,8 @@ void CaseBlock(std::string* o, const CaseRecord& c, bool create, bool v1) {
   *o += "</case>";
 }
 
-void BalanceBlocks(std::string* o, const std::vector<LedgerValue>& values, int64_t* blocks) {
+// One balance block per section of a case's ledger values (ordered by section).
+void BalanceBlocks(std::string* o, const std::vector<LedgerValue>& values) {
   for (size_t i = 0; i < values.size();) {
     size_t j = i;
     int64_t date = 0;
@@ -543,7 +547,6 @@ void BalanceBlocks(std::string* o, const std::vector<LedgerValue>& values, int64
       *o += "\"/>";
     }
     *o += "</ns0:balance>";
-    ++*blocks;
     i = j;
   }
 }
@@ -658,7 +661,7 @@ class SyncImpl final : public Sync {
     for (int d = 0; d < e_->NumDatabases(); ++d) CC_RETURN_IF_ERROR(e_->Database(d)->Flush());
 
     PhoneSet phone;  // the token's footprint, with the phone's own forms
-    Hash phone_hash;
+    Hash prev_hash, phone_hash;
     std::unordered_set<std::string> changed_elsewhere;  // on the phone, changed by others
     SyncLogStore::Stored stored;
     SyncLogInfo& prev = stored.info;
@@ -673,7 +676,8 @@ class SyncImpl final : public Sync {
       if (prev.domain != req.domain || prev.user_id != req.user.user_id)
         return refuse(412, fmt::format("sync token '{}' belongs to another user", req.since));
       phone.base = &prev.case_ids;
-      if (!phone_hash.Parse(prev.state_hash)) phone_hash.Parse(CaseStateHash(prev.case_ids));
+      if (!prev_hash.Parse(prev.state_hash)) prev_hash.Parse(CaseStateHash(prev.case_ids));
+      phone_hash = prev_hash;
       CC_RETURN_IF_ERROR(
           ApplyChangesSince(req, prev, &phone, &phone_hash, &changed_elsewhere, &graph_unchanged));
       if (!req.state.empty() && req.state != phone_hash.Text())
@@ -717,12 +721,11 @@ class SyncImpl final : public Sync {
 
     // Ledger values first: `items` needs their count, and they are small.
     std::unordered_map<std::string, std::vector<LedgerValue>> ledgers;
-    int64_t ledger_blocks = 0;
     CC_RETURN_IF_ERROR(PerDatabase(e_, send, [&](storage::PrimaryStore* db, auto ids) {
       CC_ASSIGN_OR_RETURN(auto values, db->GetLedgerValuesOf(ids));
       for (size_t i = 0; i < values.size(); ++i) {
-        ledger_blocks += i == 0 || values[i].section_id != values[i - 1].section_id ||
-                         values[i].case_id != values[i - 1].case_id;
+        res.ledgers += i == 0 || values[i].section_id != values[i - 1].section_id ||
+                       values[i].case_id != values[i - 1].case_id;
         ledgers[values[i].case_id].push_back(std::move(values[i]));
       }
       return Status::Ok();
@@ -737,7 +740,7 @@ class SyncImpl final : public Sync {
       for (size_t p = req.fixtures.find("<fixture"); p != std::string::npos;
            p = req.fixtures.find("<fixture", p + 1))
         ++fixtures;
-      o += fmt::format(" items=\"{}\"", static_cast<int64_t>(send.size()) + ledger_blocks +
+      o += fmt::format(" items=\"{}\"", static_cast<int64_t>(send.size()) + res.ledgers +
                                             static_cast<int64_t>(fixtures));
     }
     o += "><message nature=\"ota_restore_success\">Successfully restored account ";
@@ -763,41 +766,24 @@ class SyncImpl final : public Sync {
     // Cases in batches: each batch's balances, then its cases (as CommCare orders them).
     // (Reading the next batch on a second thread while writing this one was slower here.)
     constexpr size_t kBatch = 1000;
-    struct Batch {
-      Status status;
-      std::string xml;
-      int64_t cases = 0, ledgers = 0;
-      std::vector<std::string> dropped;  // deleted, or gone without a trace
-    };
-    auto make = [&](size_t b) {
-      Batch out;
-      const size_t e = std::min(send.size(), b + kBatch);
-      for (size_t i = b; i < e; ++i)
-        if (auto it = ledgers.find(send[i]); it != ledgers.end())
-          BalanceBlocks(&out.xml, it->second, &out.ledgers);
-      std::unordered_set<std::string> found;
-      out.status = PerDatabase(e_, std::vector<std::string>(send.begin() + b, send.begin() + e),
-                               [&](storage::PrimaryStore* db, auto ids) {
-                                 CC_ASSIGN_OR_RETURN(auto batch, db->GetCases(ids));
-                                 for (const auto& c : batch) {
-                                   found.insert(c.case_id);
-                                   CaseBlock(&out.xml, c, !phone.count(c.case_id), v1);
-                                   ++out.cases;
-                                   if (c.deleted) out.dropped.push_back(c.case_id);
-                                 }
-                                 return Status::Ok();
-                               });
-      for (size_t i = b; i < e; ++i)
-        if (!found.count(send[i])) out.dropped.push_back(send[i]);
-      return out;
-    };
     for (size_t b = 0; b < send.size(); b += kBatch) {
-      Batch cur = make(b);
-      CC_RETURN_IF_ERROR(cur.status);
-      o += cur.xml;
-      res.cases += cur.cases;
-      res.ledgers += cur.ledgers;
-      dropped.insert(cur.dropped.begin(), cur.dropped.end());
+      const std::vector<std::string> batch(send.begin() + b,
+                                           send.begin() + std::min(send.size(), b + kBatch));
+      for (const auto& id : batch)
+        if (auto it = ledgers.find(id); it != ledgers.end()) BalanceBlocks(&o, it->second);
+      std::unordered_set<std::string> found;
+      CC_RETURN_IF_ERROR(PerDatabase(e_, batch, [&](storage::PrimaryStore* db, auto ids) {
+        CC_ASSIGN_OR_RETURN(auto cases, db->GetCases(ids));
+        for (const auto& c : cases) {
+          found.insert(c.case_id);
+          CaseBlock(&o, c, !phone.count(c.case_id), v1);
+          ++res.cases;
+          if (c.deleted) dropped.insert(c.case_id);
+        }
+        return Status::Ok();
+      }));
+      for (const auto& id : batch)
+        if (!found.count(id)) dropped.insert(id);  // gone without a trace
       CC_RETURN_IF_ERROR(out.Maybe());
     }
     o += "</OpenRosaResponse>";
@@ -811,8 +797,7 @@ class SyncImpl final : public Sync {
     if (req.since.empty()) {
       log.state_hash = CaseStateHash(log.case_ids);
     } else {  // the token's hash with the cases that came and went flipped
-      Hash h;
-      h.Parse(prev.state_hash);
+      Hash h = prev_hash;
       for (const auto& id : Minus(log.case_ids, prev.case_ids)) h.Flip(id);
       for (const auto& id : Minus(prev.case_ids, log.case_ids)) h.Flip(id);
       log.state_hash = h.Text();
