@@ -70,6 +70,10 @@ struct SyncLogInfo {
   std::vector<std::string> indexed_case_ids;
 };
 
+// CommCare's restore error payload: an OpenRosaResponse whose message (nature
+// ota_restore_error) is message.
+std::string RestoreErrorPayload(std::string_view message);
+
 // CommCare's case state hash: "ccsh:" + hex of the XOR of md5(case_id) over the ids.
 std::string CaseStateHash(const std::vector<std::string>& case_ids);
 

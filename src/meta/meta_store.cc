@@ -15,6 +15,7 @@
 
 #include "commcare/engine.h"
 #include "commcare/storage/change_log.h"
+#include "util/codec.h"
 #include "util/hash.h"
 #include "util/sqlite_conn.h"
 #include "util/time.h"
@@ -24,6 +25,8 @@ namespace commcare::meta {
 namespace {
 
 namespace json = boost::json;
+using codec::GetBool;
+using codec::GetStr;
 using util::Bind;
 using util::Col;
 
@@ -59,13 +62,7 @@ std::string Base64(const unsigned char* data, size_t n) {
 std::string Sha256Hex(std::string_view s) {
   unsigned char d[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : d) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 15]);
-  }
-  return out;
+  return util::HexEncode(d, sizeof d);
 }
 
 namespace {
@@ -101,20 +98,12 @@ User DecodeUser(std::string_view text, int64_t rev) {
   json::value v = json::parse(text, ec);
   if (ec || !v.is_object()) return u;
   const auto& o = v.get_object();
-  auto str = [&](const char* k) {
-    auto* p = o.if_contains(k);
-    return p && p->is_string() ? std::string(p->get_string()) : std::string();
-  };
-  auto flag = [&](const char* k) {
-    auto* p = o.if_contains(k);
-    return p && p->is_bool() && p->get_bool();
-  };
-  u.username = str("username");
-  u.user_id = str("user_id");
-  u.web_user = flag("web_user");
-  u.is_superuser = flag("is_superuser");
-  u.is_active = flag("is_active");
-  u.password_hash = str("password");
+  u.username = GetStr(o, "username");
+  u.user_id = GetStr(o, "user_id");
+  u.web_user = GetBool(o, "web_user");
+  u.is_superuser = GetBool(o, "is_superuser");
+  u.is_active = GetBool(o, "is_active");
+  u.password_hash = GetStr(o, "password");
   if (auto* r = o.if_contains("role_ids"); r && r->is_object())
     for (const auto& kv : r->get_object())
       if (kv.value().is_string()) u.role_ids[std::string(kv.key())] = kv.value().get_string();
@@ -122,8 +111,8 @@ User DecodeUser(std::string_view text, int64_t rev) {
     for (const auto& x : l->get_array())
       if (x.is_string()) u.location_ids.emplace_back(x.get_string());
   if (auto* d = o.if_contains("user_data"); d && d->is_object()) u.user_data = d->get_object();
-  u.digest_md5 = str("digest_md5");
-  u.digest_sha256 = str("digest_sha256");
+  u.digest_md5 = GetStr(o, "digest_md5");
+  u.digest_sha256 = GetStr(o, "digest_sha256");
   for (const char* k : {"domains", "permissions"})
     if (auto* a = o.if_contains(k); a && a->is_array())
       for (const auto& x : a->get_array())
@@ -537,14 +526,6 @@ Status CheckOnly(const json::object& b, std::initializer_list<std::string_view> 
       return Status::InvalidArgument(fmt::format("{}: unknown field", kv.key()));
   return Status::Ok();
 }
-bool Flag(const json::object& b, const char* k) {
-  const json::value* v = b.if_contains(k);
-  return v && v->is_bool() && v->get_bool();
-}
-std::string Str(const json::object& b, const char* k) {
-  const json::value* v = b.if_contains(k);
-  return v && v->is_string() ? std::string(v->get_string()) : std::string();
-}
 
 }  // namespace
 
@@ -609,7 +590,7 @@ Result<Doc> MetaStore::PutDoc(Doc d) {
         if (!parent.ok())
           return Status::InvalidArgument(
               fmt::format("parent_id: no location {} in {}", at, d.domain));
-        at = Str(parent->body, "parent_id");
+        at = GetStr(parent->body, "parent_id");
       }
     }
   }
@@ -678,7 +659,7 @@ Status MetaStore::DeleteDoc(std::string_view kind, std::string_view domain, std:
   if (kind == "location") {
     CC_ASSIGN_OR_RETURN(auto all, ListDocs("location", domain));
     for (const auto& c : all)
-      if (Str(c.body, "parent_id") == id)
+      if (GetStr(c.body, "parent_id") == id)
         return Status::FailedPrecondition(
             fmt::format("location {} has child locations (first: {})", id, c.id));
   }
@@ -726,7 +707,7 @@ Result<std::string> MetaStore::Fixtures(const User& user, std::string_view domai
     o += "<group id=\"";
     AppendXmlEscaped(&o, g.id);
     o += "\"><name>";
-    AppendXmlEscaped(&o, Str(g.body, "name"));
+    AppendXmlEscaped(&o, GetStr(g.body, "name"));
     o += "</name></group>";
   }
   o += "</groups></fixture><fixture id=\"locations\" user_id=\"";
@@ -737,13 +718,13 @@ Result<std::string> MetaStore::Fixtures(const User& user, std::string_view domai
     o += "<location id=\"";
     AppendXmlEscaped(&o, l.id);
     o += "\" type=\"";
-    AppendXmlEscaped(&o, Str(l.body, "location_type"));
+    AppendXmlEscaped(&o, GetStr(l.body, "location_type"));
     o += "\" parent_id=\"";
-    AppendXmlEscaped(&o, Str(l.body, "parent_id"));
+    AppendXmlEscaped(&o, GetStr(l.body, "parent_id"));
     o += "\"><name>";
-    AppendXmlEscaped(&o, Str(l.body, "name"));
+    AppendXmlEscaped(&o, GetStr(l.body, "name"));
     o += "</name><site_code>";
-    AppendXmlEscaped(&o, Str(l.body, "site_code"));
+    AppendXmlEscaped(&o, GetStr(l.body, "site_code"));
     o += "</site_code></location>";
   }
   o += "</locations></fixture>";
@@ -754,7 +735,7 @@ Result<std::vector<std::string>> MetaStore::OwnerIds(const User& user, std::stri
   std::vector<std::string> out = {user.user_id};
   CC_ASSIGN_OR_RETURN(auto groups, ListDocs("group", domain));
   for (const auto& g : groups) {
-    if (!Flag(g.body, "case_sharing")) continue;
+    if (!GetBool(g.body, "case_sharing")) continue;
     if (const json::value* us = g.body.if_contains("users"); us && us->is_array())
       for (const auto& x : us->get_array())
         if (x.is_string() && x.get_string() == user.user_id) out.push_back(g.id);
@@ -765,7 +746,7 @@ Result<std::vector<std::string>> MetaStore::OwnerIds(const User& user, std::stri
     std::multimap<std::string, const Doc*> children;
     for (const auto& l : locations) {
       by_id[l.id] = &l;
-      children.emplace(Str(l.body, "parent_id"), &l);
+      children.emplace(GetStr(l.body, "parent_id"), &l);
     }
     std::set<std::string> seen;
     // (location, whether an assigned ancestor lets the user see its descendants)
@@ -776,8 +757,8 @@ Result<std::vector<std::string>> MetaStore::OwnerIds(const User& user, std::stri
       auto [l, inherited] = todo.back();
       todo.pop_back();
       if (!seen.insert(l->id).second) continue;
-      if (Flag(l->body, "shares_cases")) out.push_back(l->id);
-      if (inherited || Flag(l->body, "view_descendants")) {
+      if (GetBool(l->body, "shares_cases")) out.push_back(l->id);
+      if (inherited || GetBool(l->body, "view_descendants")) {
         auto [b, e] = children.equal_range(l->id);
         for (auto it = b; it != e; ++it) todo.emplace_back(it->second, true);
       }

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "commcare/engine.h"
+#include "util/codec.h"
 #include "util/time.h"
 
 namespace commcare {
@@ -154,10 +155,7 @@ Result<ChangeMeta> ChangeMetaFromJson(std::string_view text) {
     return Status::InvalidArgument(fmt::format("a change record is not a JSON object: {}",
                                                ec ? ec.message() : "not an object"));
   const auto& o = v.get_object();
-  auto str = [&](const char* k) -> std::string {
-    auto* p = o.if_contains(k);
-    return p && p->is_string() ? std::string(p->get_string()) : std::string();
-  };
+  auto str = [&](const char* k) { return codec::GetStr(o, k); };
   ChangeMeta m;
   m.document_id = str("document_id");
   if (m.document_id.empty()) return Status::InvalidArgument("a change record has no document_id");

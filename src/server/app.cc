@@ -714,10 +714,7 @@ Response App::RestoreApi(const Request& r, const std::string& domain, const std:
     Response out;
     out.status = status;
     out.content_type = "text/xml; charset=utf-8";
-    out.body =
-        "<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\"><message "
-        "nature=\"ota_restore_error\">" +
-        XmlEscape(msg) + "</message></OpenRosaResponse>";
+    out.body = RestoreErrorPayload(msg);
     return out;
   };
   meta::User target = *user;

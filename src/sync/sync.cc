@@ -88,15 +88,7 @@ struct Hash {
       b[i] = static_cast<uint8_t>(hex(t[5 + 2 * i]) * 16 + hex(t[6 + 2 * i]));
     return true;
   }
-  std::string Text() const {
-    static const char* kHex = "0123456789abcdef";
-    std::string out = "ccsh:";
-    for (uint8_t c : b) {
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-    return out;
-  }
+  std::string Text() const { return "ccsh:" + util::HexEncode(b, sizeof b); }
 };
 
 std::string FormatQuantity(double v) {
@@ -551,15 +543,6 @@ void BalanceBlocks(std::string* o, const std::vector<LedgerValue>& values) {
   }
 }
 
-Status ErrorPayload(const Sync::Writer& write, int status, std::string_view msg) {
-  std::string o =
-      "<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\"><message "
-      "nature=\"ota_restore_error\">";
-  AppendXmlEscaped(&o, msg);
-  o += "</message></OpenRosaResponse>";
-  return write(status, o);
-}
-
 // The cases a phone holds: the token's sorted footprint, and what the phone's own forms added
 // to it or took from it since.
 struct PhoneSet {
@@ -642,7 +625,7 @@ class SyncImpl final : public Sync {
     auto refuse = [&](int status, std::string msg) -> Result<RestoreResult> {
       res.http_status = status;
       res.message = std::move(msg);
-      CC_RETURN_IF_ERROR(ErrorPayload(write, status, res.message));
+      CC_RETURN_IF_ERROR(write(status, RestoreErrorPayload(res.message)));
       return res;
     };
     if (req.version != "1.0" && req.version != "2.0" && req.version != "3.0")
@@ -904,6 +887,15 @@ class SyncImpl final : public Sync {
 };
 
 }  // namespace
+
+std::string RestoreErrorPayload(std::string_view message) {
+  std::string o =
+      "<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\"><message "
+      "nature=\"ota_restore_error\">";
+  AppendXmlEscaped(&o, message);
+  o += "</message></OpenRosaResponse>";
+  return o;
+}
 
 std::string CaseStateHash(const std::vector<std::string>& case_ids) {
   Hash h;

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "util/hash.h"
+
 namespace commcare::codec {
 
 std::string GetStr(const json::object& o, std::string_view key) {
@@ -379,14 +381,9 @@ struct OpEncoder {
       blob_sink->push_back(op.data);
       return {{"op", "stage_blob"}, {"key", op.key}, {"blob", blob_sink->size() - 1}};
     }
-    static const char* kHex = "0123456789abcdef";
-    std::string hex;
-    hex.reserve(op.data.size() * 2);
-    for (unsigned char c : op.data) {
-      hex.push_back(kHex[c >> 4]);
-      hex.push_back(kHex[c & 15]);
-    }
-    return {{"op", "stage_blob"}, {"key", op.key}, {"data_hex", hex}};
+    return {{"op", "stage_blob"},
+            {"key", op.key},
+            {"data_hex", util::HexEncode(op.data.data(), op.data.size())}};
   }
   json::object operator()(const storage::DeleteOutbox& op) const {
     return {{"op", "delete_outbox"}, {"up_to_seq", op.up_to_seq}};

@@ -71,16 +71,21 @@ void Md5Raw(std::string_view data, uint8_t out[16]) {
   EVP_Digest(data.data(), data.size(), out, &n, EVP_md5(), nullptr);
 }
 
+std::string HexEncode(const void* data, size_t n) {
+  static const char* kHex = "0123456789abcdef";
+  const auto* p = static_cast<const uint8_t*>(data);
+  std::string s(2 * n, '0');
+  for (size_t i = 0; i < n; ++i) {
+    s[2 * i] = kHex[p[i] >> 4];
+    s[2 * i + 1] = kHex[p[i] & 15];
+  }
+  return s;
+}
+
 std::string Md5Hex(std::string_view data) {
   uint8_t d[16];
   Md5Raw(data, d);
-  static const char* kHex = "0123456789abcdef";
-  std::string s(32, '0');
-  for (int i = 0; i < 16; ++i) {
-    s[2 * i] = kHex[d[i] >> 4];
-    s[2 * i + 1] = kHex[d[i] & 15];
-  }
-  return s;
+  return HexEncode(d, sizeof d);
 }
 
 namespace {

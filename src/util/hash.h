@@ -11,6 +11,8 @@ namespace commcare::util {
 uint64_t SipHash24(const uint8_t key[16], std::string_view data);
 // CommCare's shard hash: SipHash-2-4 with a zero key over the UTF-8 bytes, low 32 bits.
 uint32_t ShardHash(std::string_view id);
+// Lower-case hex of n bytes.
+std::string HexEncode(const void* data, size_t n);
 // Lower-case hex MD5 of data.
 std::string Md5Hex(std::string_view data);
 // 16 raw MD5 bytes of data.
