@@ -709,7 +709,7 @@ int CmdRestore(const Args& a) {
   if (!user.ok()) return FailStatus(user.status());
   if (!user->InDomain(a.Get("--domain")))
     return Fail("user " + user->username + " is not in domain " + a.Get("--domain"), 2);
-  auto q = commcare::server::MakeRestoreRequest(meta->get(), *user, a.Get("--domain"));
+  auto q = commcare::meta::MakeRestoreRequest(meta->get(), *user, a.Get("--domain"));
   if (!q.ok()) return FailStatus(q.status());
   q->since = a.Get("--since");
   q->version = a.Get("--version", "2.0");

@@ -123,7 +123,82 @@ User DecodeUser(std::string_view text, int64_t rev) {
   return u;
 }
 
+const std::set<std::string_view> kPermissions = {kEditData, kAccessApi, kMobileEndpoints,
+                                                 kManageUsers};
 }  // namespace
+
+json::object UserJson(const User& u) {
+  json::object o = UserProfile(u);
+  o["_rev"] = u.rev;
+  return o;
+}
+
+Status ApplyUserFields(const json::object& o, std::string_view domain, User* u,
+                       std::string* password) {
+  for (const auto& kv : o) {
+    std::string_view k = kv.key();
+    const json::value& x = kv.value();
+    if (k == "username" || k == "_rev") continue;
+    if (k == "password") {
+      if (!x.is_string() || x.get_string().size() < 4)
+        return Status::InvalidArgument("password: must be a string of at least 4 characters");
+      *password = std::string(x.get_string());
+    } else if (k == "is_active") {
+      if (!x.is_bool()) return Status::InvalidArgument("is_active: must be true or false");
+      u->is_active = x.get_bool();
+    } else if (k == "web_user") {
+      if (!x.is_bool()) return Status::InvalidArgument("web_user: must be true or false");
+      u->web_user = x.get_bool();
+    } else if (k == "role_id") {
+      if (x.is_null()) {
+        u->role_ids.erase(std::string(domain));
+      } else {
+        if (!x.is_string()) return Status::InvalidArgument("role_id: must be a role's id or null");
+        u->role_ids[std::string(domain)] = std::string(x.get_string());
+      }
+    } else if (k == "location_ids") {
+      if (!x.is_array())
+        return Status::InvalidArgument("location_ids: must be a list of location ids");
+      u->location_ids.clear();
+      for (const auto& l : x.get_array()) {
+        if (!l.is_string()) return Status::InvalidArgument("location_ids: each must be a string");
+        u->location_ids.emplace_back(l.get_string());
+      }
+    } else if (k == "user_data") {
+      if (!x.is_object()) return Status::InvalidArgument("user_data: must be an object");
+      u->user_data = x.get_object();
+    } else if (k == "permissions") {
+      if (!x.is_array()) return Status::InvalidArgument("permissions: must be a list");
+      u->permissions.clear();
+      for (const auto& p : x.get_array()) {
+        if (!p.is_string() || !kPermissions.count(p.get_string()))
+          return Status::InvalidArgument(
+              "permissions: each must be edit_data, access_api, "
+              "access_mobile_endpoints or manage_users");
+        u->permissions.emplace_back(p.get_string());
+      }
+    } else {
+      return Status::InvalidArgument(fmt::format("{}: unknown field", k));
+    }
+  }
+  return Status::Ok();
+}
+
+Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
+                                          const std::string& domain) {
+  RestoreRequest q;
+  q.domain = domain;
+  q.user.username = user.username;
+  q.user.user_id = user.user_id;
+  q.user.password_hash = user.password_hash;
+  for (const auto& kv : user.user_data)
+    q.user.user_data.emplace_back(std::string(kv.key()), kv.value().is_string()
+                                                             ? std::string(kv.value().get_string())
+                                                             : json::serialize(kv.value()));
+  CC_ASSIGN_OR_RETURN(q.user.owner_ids, meta->OwnerIds(user, domain));
+  CC_ASSIGN_OR_RETURN(q.fixtures, meta->Fixtures(user, domain));
+  return q;
+}
 
 json::object UserProfile(const User& u) {
   json::array domains, perms, locations;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "commcare/status.h"
+#include "commcare/sync.h"
 
 namespace commcare::storage {
 class ChangeLog;
@@ -75,10 +76,27 @@ inline constexpr std::string_view kDocKinds[] = {"role", "group", "location", "a
 // A user as the admin API shows it: every field but the credentials and the revision.
 boost::json::object UserProfile(const User& u);
 
+// UserProfile plus "_rev" (what a client must send back to update the user).
+boost::json::object UserJson(const User& u);
+
+// Applies the admin API's user fields from o to u: password (into *password, at least 4
+// characters), is_active, web_user, role_id (for domain; null removes it), location_ids,
+// user_data, permissions. "username" and "_rev" are skipped; InvalidArgument names a field
+// that is unknown or of the wrong type.
+Status ApplyUserFields(const boost::json::object& o, std::string_view domain, User* u,
+                       std::string* password);
+
 // PBKDF2-HMAC-SHA256 with a fresh random salt, in Django's format.
 std::string HashPassword(std::string_view password, int iterations = 260'000);
 // Whether password matches a HashPassword result (constant-time compare).
 bool VerifyPassword(std::string_view password, std::string_view hash);
+
+class MetaStore;
+
+// A restore request for a user of the domain: owner ids, registration data and fixtures from
+// the MetaStore.
+Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
+                                          const std::string& domain);
 
 class MetaStore {
  public:

@@ -523,18 +523,7 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
   return out;
 }
 
-namespace {
-
-json::object UserJson(const meta::User& u) {
-  json::object o = meta::UserProfile(u);
-  o["_rev"] = u.rev;
-  return o;
-}
-
-const std::set<std::string_view> kPermissions = {meta::kEditData, meta::kAccessApi,
-                                                 meta::kMobileEndpoints, meta::kManageUsers};
-
-}  // namespace
+namespace {}  // namespace
 
 // GET/POST /api/domains/ (superusers): list and create domains.
 Response App::DomainsApi(const Request& r) {
@@ -598,12 +587,12 @@ Response App::UsersApi(const Request& r, const std::string& domain, const std::s
       auto u = meta_->GetUser(name);
       if (!u.ok() || !u->InDomain(domain) || (u->is_superuser && !user->is_superuser))
         return Error(404, fmt::format("no user {} in domain {}", name, domain));
-      return Json(200, UserJson(*u));
+      return Json(200, meta::UserJson(*u));
     }
     auto us = meta_->ListUsers(domain);
     if (!us.ok()) return Error(500, us.status().message());
     json::array out;
-    for (const auto& u : *us) out.push_back(UserJson(u));
+    for (const auto& u : *us) out.push_back(meta::UserJson(u));
     return Json(200, json::object{{"users", out}});
   }
   if (r.method != "POST" && r.method != "PUT") return Error(405, "use GET, POST or PUT");
@@ -635,70 +624,11 @@ Response App::UsersApi(const Request& r, const std::string& domain, const std::s
     if (!rev || !rev->is_int64()) return Error(400, "_rev: is required (the revision you read)");
     u.rev = rev->get_int64();
   }
-  for (const auto& kv : o) {
-    std::string_view k = kv.key();
-    const json::value& x = kv.value();
-    if (k == "username" || k == "_rev") continue;
-    if (k == "password") {
-      if (!x.is_string() || x.get_string().size() < 4)
-        return Error(400, "password: must be a string of at least 4 characters");
-      password = std::string(x.get_string());
-    } else if (k == "is_active") {
-      if (!x.is_bool()) return Error(400, "is_active: must be true or false");
-      u.is_active = x.get_bool();
-    } else if (k == "web_user") {
-      if (!x.is_bool()) return Error(400, "web_user: must be true or false");
-      u.web_user = x.get_bool();
-    } else if (k == "role_id") {
-      if (x.is_null()) {
-        u.role_ids.erase(domain);
-      } else {
-        if (!x.is_string()) return Error(400, "role_id: must be a role's id or null");
-        u.role_ids[domain] = std::string(x.get_string());
-      }
-    } else if (k == "location_ids") {
-      if (!x.is_array()) return Error(400, "location_ids: must be a list of location ids");
-      u.location_ids.clear();
-      for (const auto& l : x.get_array()) {
-        if (!l.is_string()) return Error(400, "location_ids: each must be a string");
-        u.location_ids.emplace_back(l.get_string());
-      }
-    } else if (k == "user_data") {
-      if (!x.is_object()) return Error(400, "user_data: must be an object");
-      u.user_data = x.get_object();
-    } else if (k == "permissions") {
-      if (!x.is_array()) return Error(400, "permissions: must be a list");
-      u.permissions.clear();
-      for (const auto& p : x.get_array()) {
-        if (!p.is_string() || !kPermissions.count(p.get_string()))
-          return Error(400,
-                       "permissions: each must be edit_data, access_api, "
-                       "access_mobile_endpoints or manage_users");
-        u.permissions.emplace_back(p.get_string());
-      }
-    } else {
-      return Error(400, fmt::format("{}: unknown field", k));
-    }
-  }
+  if (Status st = meta::ApplyUserFields(o, domain, &u, &password); !st.ok())
+    return Error(400, st.message());
   auto put = meta_->PutUser(u, password);
   if (!put.ok()) return Error(StatusFor(put.status()), put.status().message());
-  return Json(r.method == "POST" ? 201 : 200, UserJson(*put));
-}
-
-Result<RestoreRequest> MakeRestoreRequest(meta::MetaStore* meta, const meta::User& user,
-                                          const std::string& domain) {
-  RestoreRequest q;
-  q.domain = domain;
-  q.user.username = user.username;
-  q.user.user_id = user.user_id;
-  q.user.password_hash = user.password_hash;
-  for (const auto& kv : user.user_data)
-    q.user.user_data.emplace_back(std::string(kv.key()), kv.value().is_string()
-                                                             ? std::string(kv.value().get_string())
-                                                             : json::serialize(kv.value()));
-  CC_ASSIGN_OR_RETURN(q.user.owner_ids, meta->OwnerIds(user, domain));
-  CC_ASSIGN_OR_RETURN(q.fixtures, meta->Fixtures(user, domain));
-  return q;
+  return Json(r.method == "POST" ? 201 : 200, meta::UserJson(*put));
 }
 
 // GET /a/{domain}/phone/restore/[{app_id}/]: OTA restore, streamed. Parameters: since, version,
@@ -742,7 +672,7 @@ Response App::RestoreApi(const Request& r, const std::string& domain, const std:
                          state.find_first_not_of("0123456789abcdef", 5) != std::string::npos))
     return ota_error(412,
                      fmt::format("state '{}' is not a case state hash (ccsh:<32 hex>)", state));
-  auto q = MakeRestoreRequest(meta_, target, domain);
+  auto q = meta::MakeRestoreRequest(meta_, target, domain);
   if (!q.ok()) return ota_error(500, q.status().message());
   q->since = r.Param("since");
   q->version = r.Param("version", "2.0");

@@ -18,11 +18,6 @@
 
 namespace commcare::server {
 
-// A restore request for a user of the domain: owner ids, registration data and fixtures from
-// the MetaStore.
-Result<RestoreRequest> MakeRestoreRequest(meta::MetaStore* meta, const meta::User& user,
-                                          const std::string& domain);
-
 class App {
  public:
   App(Engine* engine, meta::MetaStore* meta, std::string pillows_dir);

@@ -65,7 +65,7 @@ class PrimaryStore {
 
   // Does the batch's encoding work ahead of CommitGroup, on the caller's thread, so that the
   // group commit's critical section is short. Optional; thread-safe.
-  virtual void Prepare(WriteBatch* batch) {}
+  virtual void Prepare(WriteBatch* /*batch*/) {}
 
   // Applies each batch atomically and all of them in one commit, durable once a Sync() that
   // started after it returns. (*results)[i] is the outcome of batches[i]: Ok, or Aborted (a

@@ -1,0 +1,469 @@
+"""libcommcare from Python: the C ABI (libcommcare_c) through ctypes, standard library only.
+
+    with commcare.Engine("/srv/cc") as engine:          # SQLite data directory (created)
+        result = engine.submit(xml_bytes, domain="demo")
+        case = engine.case("demo", case_id)
+"""
+
+import ctypes
+import dataclasses
+import json
+import threading
+import time
+import weakref
+
+from . import _ffi
+from .errors import (AbortedError, AlreadyExistsError, CommcareError, DataLossError,
+                     FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError,
+                     PermissionDeniedError, ResourceExhaustedError, UnauthenticatedError,
+                     UnavailableError, UnimplementedError)
+
+__all__ = [
+    "Engine", "Pillows", "SubmitResult", "version", "CommcareError", "NotFoundError",
+    "AlreadyExistsError", "InvalidArgumentError", "FailedPreconditionError", "AbortedError",
+    "UnavailableError", "DataLossError", "UnimplementedError", "InternalError",
+    "ResourceExhaustedError", "PermissionDeniedError", "UnauthenticatedError",
+]
+
+__version__ = "0.1.0"
+
+_lib = _ffi.lib
+_t = _ffi.text
+
+
+def version():
+    """The C library's (major, minor, patch)."""
+    return _ffi.version()
+
+
+def _json(s):
+    return json.dumps(s) if s is not None else None
+
+
+def _call_json(fn, *args):
+    out = ctypes.c_void_p()
+    fn(ctypes.byref(out), *args)
+    data = _ffi.take(out)
+    return json.loads(data) if data is not None else None
+
+
+@dataclasses.dataclass
+class SubmitResult:
+    """The engine's answer to a submission (body is the OpenRosa XML for the device)."""
+    status: int
+    nature: str
+    message: str
+    form_id: str
+    state: str
+    body: str
+
+
+class _Handle:
+    """An owned C handle: close() frees it; also a context manager."""
+    _free = None
+
+    def __init__(self):
+        self._ptr = None
+        self._lock = threading.Lock()
+
+    def _handle(self):
+        ptr = self._ptr
+        if ptr is None:
+            raise FailedPreconditionError(f"the {type(self).__name__.lower()} is closed")
+        return ptr
+
+    def close(self):
+        with self._lock:
+            ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            type(self)._free(ptr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+class Engine(_Handle):
+    """An engine over a data directory (backend "sqlite", created when missing) or in memory
+    (no data_dir, or backend="memory"). config: further cc_engine_open keys (durable, shards,
+    databases, blob_store, strict_case_updates, max_xml_bytes, relay, read_only).
+    Every method may be called from several threads."""
+
+    def __init__(self, data_dir=None, *, backend=None, create=True, **config):
+        super().__init__()
+        cfg = dict(config)
+        cfg["backend"] = backend or ("sqlite" if data_dir else "memory")
+        if data_dir is not None:
+            cfg["data_dir"] = str(data_dir)
+            cfg["create"] = create
+        opts = _ffi.EngineOptions(_ffi.ENGINE_OPTIONS_VERSION, _t(json.dumps(cfg)))
+        ptr = ctypes.c_void_p()
+        _lib.cc_engine_open(ctypes.byref(ptr), ctypes.byref(opts))
+        self._ptr = ptr.value
+        self._pillows = None  # the Pillows whose stores search/ucr_rows/forms read
+        self._hosts = weakref.WeakSet()  # every Pillows opened on this engine
+        self._closed = False
+
+    _free = staticmethod(_lib.cc_engine_free)
+
+    def _handle(self):
+        if self._ptr is None:
+            raise FailedPreconditionError("the engine is closed")
+        return self._ptr
+
+    def close(self):
+        """Closes the stores (pillows opened on this engine first). Calls made after it, from
+        any thread, raise FailedPreconditionError; calls in flight finish first."""
+        for p in list(getattr(self, "_hosts", ())):
+            p.close()
+        self._pillows = None
+        with self._lock:
+            if self._ptr is None or self._closed:
+                return
+            self._closed = True
+        _lib.cc_engine_close(self._ptr)
+
+    def __del__(self):
+        # The handle is freed only here, when no thread can be using it.
+        try:
+            self.close()
+            if self._ptr is not None:
+                ptr, self._ptr = self._ptr, None
+                _lib.cc_engine_free(ptr)
+        except Exception:  # interpreter shutdown
+            pass
+
+    # -- submissions --------------------------------------------------------------------------
+
+    def submit(self, body, domain, *, content_type=None, user_id=None, app_id=None,
+               headers=None, check=True):
+        """Processes a submission (raw XML or a multipart body) and returns a SubmitResult once
+        it is durable. A refused one raises (InvalidArgumentError for bad XML, ...) with the
+        answer in .result, unless check=False."""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        body = bytes(body)
+        opts = _ffi.SubmitOptions(_ffi.SUBMIT_OPTIONS_VERSION, _t(domain), _t(content_type),
+                                  _t(user_id), _t(app_id), _t(_json(headers)))
+        res = ctypes.POINTER(_ffi.SubmitResult)()
+        rc = _lib.cc_engine_submit(ctypes.byref(res), self._handle(), ctypes.byref(opts), body,
+                                   len(body))
+        code, message = _ffi.last_error() if rc < 0 else (0, "")
+        result = None
+        if res:
+            r = res.contents
+            d = lambda b: (b or b"").decode("utf-8", "replace")  # noqa: E731
+            result = SubmitResult(r.http_status, d(r.nature), d(r.message), d(r.form_id),
+                                  d(r.state), d(r.body))
+            _lib.cc_submit_result_free(res)
+        if rc < 0 and (check or result is None):
+            from .errors import from_code
+            raise from_code(code, message, result)
+        return result
+
+    # -- cases, forms, ledgers ----------------------------------------------------------------
+
+    def case(self, domain, case_id):
+        """A case as Case API v2 JSON (dict); NotFoundError if absent."""
+        return _call_json(_lib.cc_engine_get_case, self._handle(), _t(domain), _t(case_id))
+
+    def cases(self, domain, *, case_type=None, owner_id=None, closed=None,
+              include_deleted=False, limit=1000, offset=0):
+        """Cases of a domain, filtered, as a list of dicts."""
+        f = {"domain": domain, "limit": limit, "offset": offset,
+             "include_deleted": include_deleted}
+        if case_type is not None:
+            f["case_type"] = case_type
+        if owner_id is not None:
+            f["owner_id"] = owner_id
+        if closed is not None:
+            f["closed"] = closed
+        return _call_json(_lib.cc_engine_list_cases, self._handle(), _t(json.dumps(f)))
+
+    def case_history(self, domain, case_id):
+        """The case's transactions, oldest first."""
+        return _call_json(_lib.cc_engine_case_history, self._handle(), _t(domain), _t(case_id))
+
+    def ledger(self, domain, case_id):
+        """The case's ledger: {section: {entry: balance}}."""
+        return _call_json(_lib.cc_engine_get_ledger, self._handle(), _t(domain), _t(case_id))
+
+    def form(self, domain, form_id):
+        """A form's metadata (dict); NotFoundError if absent."""
+        return _call_json(_lib.cc_engine_get_form, self._handle(), _t(domain), _t(form_id))
+
+    def attachment(self, domain, form_id, name):
+        """The bytes of a form's attachment ("form.xml" is its XML)."""
+        out, n = ctypes.c_void_p(), ctypes.c_size_t()
+        _lib.cc_engine_get_attachment(ctypes.byref(out), ctypes.byref(n), self._handle(),
+                                      _t(domain), _t(form_id), _t(name))
+        return _ffi.take(out, n.value) or b""
+
+    def form_xml(self, domain, form_id):
+        """The form's raw XML (bytes)."""
+        return self.attachment(domain, form_id, "form.xml")
+
+    def archive(self, domain, form_id):
+        """Archives a form (its case and ledger changes are revoked)."""
+        _lib.cc_engine_archive_form(self._handle(), _t(domain), _t(form_id))
+
+    def unarchive(self, domain, form_id):
+        """Restores an archived form."""
+        _lib.cc_engine_unarchive_form(self._handle(), _t(domain), _t(form_id))
+
+    # -- change log ---------------------------------------------------------------------------
+
+    def relay(self):
+        """Moves committed change records to the change log now."""
+        _lib.cc_engine_relay(self._handle())
+
+    def topics(self):
+        """[{"topic", "partitions": [{"partition", "start", "end"}]}]."""
+        return _call_json(_lib.cc_engine_topics, self._handle())
+
+    def read_changes(self, topic, partition, offset=0, limit=1000):
+        """Up to limit records of one partition from offset."""
+        return _call_json(_lib.cc_engine_read_changes, self._handle(), _t(topic), partition,
+                          offset, limit)
+
+    def changes(self, topics=None, since=None, follow=False, poll_interval=0.2, batch=1000):
+        """Iterates change records ({"topic", "partition", "offset", "timestamp", "key",
+        "change"}) of the given topics (all by default) from since ({(topic, partition):
+        offset}, default each partition's start), partition by partition; with follow, keeps
+        polling for new ones. Resume from record["offset"] + 1 of the last record seen."""
+        position = dict(since or {})
+        while True:
+            self.relay()
+            found = False
+            for t in self.topics():
+                if topics is not None and t["topic"] not in topics:
+                    continue
+                for p in t["partitions"]:
+                    key = (t["topic"], p["partition"])
+                    start = max(position.get(key, p["start"]), p["start"])
+                    while start < p["end"]:
+                        records = self.read_changes(key[0], key[1], start, batch)
+                        if not records:
+                            break
+                        for r in records:
+                            position[key] = r["offset"] + 1
+                            found = True
+                            yield r
+                        start = position[key]
+            if not follow:
+                return
+            if not found:
+                time.sleep(poll_interval)
+
+    # -- mobile sync --------------------------------------------------------------------------
+
+    @staticmethod
+    def _restore_request(domain, username, since, state, version, items, device_id, app_id):
+        q = {"domain": domain, "username": username, "version": version, "items": items}
+        for k, v in (("since", since), ("state", state), ("device_id", device_id),
+                     ("app_id", app_id)):
+            if v is not None:
+                q[k] = v
+        return _t(json.dumps(q))
+
+    def restore(self, domain, username, *, since=None, state=None, version="2.0", items=False,
+                device_id=None, app_id=None):
+        """The user's OTA restore payload (bytes). FailedPreconditionError for a bad token or
+        state (CommCare's 412), NotFoundError for an unknown user."""
+        out, n = ctypes.c_void_p(), ctypes.c_size_t()
+        _lib.cc_engine_restore_buffer(
+            ctypes.byref(out), ctypes.byref(n), self._handle(),
+            self._restore_request(domain, username, since, state, version, items, device_id,
+                                  app_id))
+        return _ffi.take(out, n.value) or b""
+
+    def restore_to(self, write, domain, username, **kwargs):
+        """Streams the restore payload to write(bytes) (a file's write, say); returns
+        {"sync_id", "cases", "ledgers", "footprint"}."""
+        failure = []
+
+        def cb(data, length, _payload):
+            try:
+                write(ctypes.string_at(data, length))
+                return 0
+            except BaseException as e:  # noqa: B902 (reported after the call returns)
+                failure.append(e)
+                return 1
+
+        fn = _ffi.WRITE_FN(cb)
+        req = self._restore_request(domain, username, kwargs.get("since"), kwargs.get("state"),
+                                    kwargs.get("version", "2.0"), kwargs.get("items", False),
+                                    kwargs.get("device_id"), kwargs.get("app_id"))
+        out = ctypes.c_void_p()
+        try:
+            _lib.cc_engine_restore(ctypes.byref(out), self._handle(), req, fn, None)
+        except AbortedError:
+            if failure:
+                raise failure[0]
+            raise
+        return json.loads(_ffi.take(out))
+
+    # -- users and domains --------------------------------------------------------------------
+
+    def create_domain(self, name, *, secure_submissions=True):
+        """Creates a domain; AlreadyExistsError if it exists."""
+        return _call_json(_lib.cc_engine_create_domain, self._handle(),
+                          _t(json.dumps({"name": name,
+                                         "secure_submissions": secure_submissions})))
+
+    def domains(self):
+        """Every domain."""
+        return _call_json(_lib.cc_engine_list_domains, self._handle())
+
+    def put_user(self, username, *, domains=None, password=None, **fields):
+        """Creates a user (password required) or updates one (pass _rev=the revision read);
+        fields: is_active, web_user, is_superuser, role_id, location_ids, user_data,
+        permissions. Returns the stored profile."""
+        u = dict(fields, username=username)
+        if domains is not None:
+            u["domains"] = list(domains)
+        return _call_json(_lib.cc_engine_put_user, self._handle(), _t(json.dumps(u)),
+                          _t(password))
+
+    def user(self, username):
+        """A user's profile (with _rev); NotFoundError if absent."""
+        return _call_json(_lib.cc_engine_get_user, self._handle(), _t(username))
+
+    def users(self, domain):
+        """The domain's users."""
+        return _call_json(_lib.cc_engine_list_users, self._handle(), _t(domain))
+
+    def authenticate(self, username, password):
+        """The user's profile if the password matches; UnauthenticatedError otherwise."""
+        return _call_json(_lib.cc_engine_authenticate, self._handle(), _t(username),
+                          _t(password))
+
+    # -- pillows and the stores they fill -----------------------------------------------------
+
+    def pillows(self, **options):
+        """A Pillows host over this engine (dir, builtin, only, num_processes, process_num,
+        inspect_only). The first one opened also serves search(), ucr_rows() and forms()."""
+        p = Pillows(self, **options)
+        self._hosts.add(p)
+        if self._pillows is None:
+            self._pillows = p
+        return p
+
+    def _stores(self):
+        if self._pillows is None or self._pillows._ptr is None:
+            self._pillows = self.pillows(inspect_only=True)
+        return self._pillows
+
+    def search(self, domain, **query):
+        """Case search (see Pillows.search)."""
+        return self._stores().search(domain, **query)
+
+    def forms(self, domain, **query):
+        """Forms from the read copy (see Pillows.forms)."""
+        return self._stores().forms(domain, **query)
+
+    def ucr_rows(self, domain, table_id, limit=1000, offset=0):
+        """Rows of a UCR table."""
+        return self._stores().ucr_rows(domain, table_id, limit, offset)
+
+
+class Pillows(_Handle):
+    """Change processors over an engine's change log: the built-in ones (case-search,
+    read-copy, ucr) and Python functions added with add() or the processor() decorator.
+    run()/run_until_caught_up() drive them from the calling thread."""
+
+    _free = staticmethod(_lib.cc_pillows_free)
+
+    def __init__(self, engine, **options):
+        super().__init__()
+        self._engine = engine  # kept alive: the host reads through it
+        self._callbacks = []   # CFUNCTYPE objects must outlive the host
+        ptr = ctypes.c_void_p()
+        _lib.cc_pillows_open(ctypes.byref(ptr), engine._handle(),
+                             _t(json.dumps(options)) if options else None)
+        self._ptr = ptr.value
+
+    def add(self, name, topics, fn, **config):
+        """Adds a pillow calling fn(change) for each change (a dict: topic, partition, offset,
+        timestamp, change). An exception sends the change to the retry queue with its text.
+        config: chunk_size, max_wait_ms, checkpoint_every, max_attempts, retry_delay_ms."""
+        def cb(data, length, _payload):
+            try:
+                fn(json.loads(ctypes.string_at(data, length)))
+                return 0
+            except BaseException as e:  # noqa: B902 (the change is retried, never lost)
+                return _lib.cc_error_set(-9, _t(f"{type(e).__name__}: {e}"))
+
+        c_fn = _ffi.CHANGE_FN(cb)
+        self._callbacks.append(c_fn)
+        cfg = dict(config, name=name, topics=list(topics))
+        _lib.cc_pillows_add(self._handle(), _t(json.dumps(cfg)), c_fn, None)
+        return fn
+
+    def processor(self, name, topics, **config):
+        """Decorator: @pillows.processor("summary", ["case-sql"]) def on_change(change): ..."""
+        def wrap(fn):
+            return self.add(name, topics, fn, **config)
+        return wrap
+
+    def run_until_caught_up(self):
+        """Processes every change in the log now and every due retry; returns how many."""
+        n = ctypes.c_int64()
+        _lib.cc_pillows_run_until_caught_up(ctypes.byref(n), self._handle())
+        return n.value
+
+    def run(self):
+        """Runs until stop() is called (from another thread)."""
+        _lib.cc_pillows_run(self._handle())
+
+    def stop(self):
+        """Makes run() return after its batch in hand."""
+        _lib.cc_pillows_stop(self._handle())
+
+    def status(self):
+        """Each pillow's checkpoints, lag and queue counts."""
+        return _call_json(_lib.cc_pillows_status, self._handle())
+
+    def retries(self, pillow):
+        """A pillow's retry queue (and dead letters)."""
+        return _call_json(_lib.cc_pillows_retries, self._handle(), _t(pillow))
+
+    def requeue(self, pillow, doc_id=None, include_dead=False):
+        """Makes queued changes due now; returns how many."""
+        n = ctypes.c_int64()
+        _lib.cc_pillows_requeue(ctypes.byref(n), self._handle(), _t(pillow), _t(doc_id),
+                                1 if include_dead else 0)
+        return n.value
+
+    def search(self, domain, **query):
+        """Case search: case_type, owner_id, closed, case_name, external_id, properties={p: v},
+        ranges=[{"property", "op", "value"}], text, limit, cursor. Returns {"cases",
+        "next_cursor"}."""
+        q = dict(query, domain=domain)
+        return _call_json(_lib.cc_pillows_search, self._handle(), _t(json.dumps(q)))
+
+    def forms(self, domain, **query):
+        """Forms from the read copy: xmlns, app_id, user_id, received_on_start/end,
+        include_archived, limit, offset. Returns {"forms", "total_count"}."""
+        q = dict(query, domain=domain)
+        return _call_json(_lib.cc_pillows_list_forms, self._handle(), _t(json.dumps(q)))
+
+    def ucr_load(self, config):
+        """Stores a UCR data source (dict or JSON text) and builds its table; returns rows."""
+        n = ctypes.c_int64()
+        text = config if isinstance(config, (str, bytes)) else json.dumps(config)
+        _lib.cc_pillows_ucr_load(ctypes.byref(n), self._handle(), _t(text))
+        return n.value
+
+    def ucr_rows(self, domain, table_id, limit=1000, offset=0):
+        """Rows of a UCR table."""
+        return _call_json(_lib.cc_pillows_ucr_rows, self._handle(), _t(domain), _t(table_id),
+                          limit, offset)

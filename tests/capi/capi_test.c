@@ -1,0 +1,457 @@
+/* The C ABI, compiled as C: every entry point, error codes and messages, ownership.
+ * Run plainly and (capi_leak_test) linked with LeakSanitizer over loops of 10,000 calls. */
+#include <commcare/c.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+
+#define CHECK(cond)                                                                     \
+  do {                                                                                  \
+    if (!(cond)) {                                                                      \
+      fprintf(stderr, "%s:%d: CHECK(%s) failed; last error %d: %s\n", __FILE__, __LINE__, \
+              #cond, cc_error_last()->code, cc_error_last()->message);                  \
+      failures++;                                                                       \
+    }                                                                                   \
+  } while (0)
+
+/* A call expected to succeed. */
+#define OK(call) CHECK((call) == CC_OK)
+/* A call expected to fail with code and a message containing text. */
+#define FAILS(call, want, text)                                                   \
+  do {                                                                            \
+    int rc_ = (call);                                                             \
+    CHECK(rc_ == (want));                                                         \
+    CHECK(cc_error_last()->code == (want));                                       \
+    if (strstr(cc_error_last()->message, (text)) == NULL) {                       \
+      fprintf(stderr, "%s:%d: message '%s' lacks '%s'\n", __FILE__, __LINE__,     \
+              cc_error_last()->message, (text));                                  \
+      failures++;                                                                 \
+    }                                                                             \
+  } while (0)
+
+static char form_buf[4096];
+static const char *case_form(const char *form_id, const char *case_id, const char *body) {
+  snprintf(form_buf, sizeof form_buf,
+           "<?xml version=\"1.0\"?><data xmlns=\"http://example.org/form\">"
+           "<meta xmlns=\"http://openrosa.org/jr/xforms\"><instanceID>%s</instanceID>"
+           "<userID>u1</userID><timeStart>2020-01-01T00:00:00Z</timeStart>"
+           "<timeEnd>2020-01-01T00:01:00Z</timeEnd></meta>"
+           "<case xmlns=\"http://commcarehq.org/case/transaction/v2\" case_id=\"%s\" "
+           "date_modified=\"2020-01-01T00:01:00Z\" user_id=\"u1\">%s</case></data>",
+           form_id, case_id, body);
+  return form_buf;
+}
+
+static int submit(cc_engine *e, const char *xml, cc_submit_result **out) {
+  cc_submit_options o = CC_SUBMIT_OPTIONS_INIT;
+  o.domain = "demo";
+  o.headers_json = "{\"X-OpenRosa-Version\": \"3.0\"}";
+  return cc_engine_submit(out, e, &o, xml, strlen(xml));
+}
+
+static cc_engine *open_memory(void) {
+  cc_engine_options o = CC_ENGINE_OPTIONS_INIT;
+  cc_engine *e = NULL;
+  o.config_json = "{\"backend\": \"memory\"}";
+  OK(cc_engine_open(&e, &o));
+  return e;
+}
+
+static void test_basics(void) {
+  int major = -1, minor = -1, patch = -1;
+  cc_engine_options o;
+  cc_engine *e = NULL;
+  cc_version(&major, &minor, &patch);
+  CHECK(major == CC_VERSION_MAJOR && minor == CC_VERSION_MINOR && patch == CC_VERSION_PATCH);
+  cc_free(NULL);
+  cc_engine_free(NULL);
+  cc_submit_result_free(NULL);
+  cc_pillows_free(NULL);
+
+  FAILS(cc_engine_options_init(&o, 99), CC_EINVALID, "version 99");
+  FAILS(cc_engine_options_init(NULL, CC_ENGINE_OPTIONS_VERSION), CC_EINVALID, "NULL");
+  OK(cc_engine_options_init(&o, CC_ENGINE_OPTIONS_VERSION));
+  CHECK(o.version == CC_ENGINE_OPTIONS_VERSION && o.config_json == NULL);
+  CHECK(cc_error_last()->code == CC_OK);
+
+  FAILS(cc_engine_open(&e, &o), CC_EINVALID, "config_json is NULL");
+  CHECK(e == NULL);
+  FAILS(cc_engine_open(NULL, &o), CC_EINVALID, "out is NULL");
+  o.config_json = "{\"backend\": ";
+  FAILS(cc_engine_open(&e, &o), CC_EINVALID, "not valid JSON");
+  o.config_json = "[1]";
+  FAILS(cc_engine_open(&e, &o), CC_EINVALID, "must be a JSON object");
+  o.config_json = "{\"backend\": \"cassandra\"}";
+  FAILS(cc_engine_open(&e, &o), CC_EINVALID, "unknown backend \"cassandra\"");
+  o.config_json = "{\"backend\": \"memory\", \"colour\": 1}";
+  FAILS(cc_engine_open(&e, &o), CC_EINVALID, "unknown key \"colour\"");
+  o.config_json = "{\"backend\": \"memory\", \"durable\": 1}";
+  FAILS(cc_engine_open(&e, &o), CC_EINVALID, "\"durable\" must be true or false");
+  o.config_json = "{\"backend\": \"sqlite\"}";
+  FAILS(cc_engine_open(&e, &o), CC_EINVALID, "data_dir");
+  o.config_json = "{\"backend\": \"sqlite\", \"data_dir\": \"/nonexistent/cc\"}";
+  CHECK(cc_engine_open(&e, &o) < 0);
+  CHECK(e == NULL);
+  o.version = 7;
+  FAILS(cc_engine_open(&e, &o), CC_EINVALID, "version 7");
+}
+
+static void test_submit_and_read(void) {
+  cc_engine *e = open_memory();
+  cc_submit_result *r = NULL;
+  char *json = NULL;
+  void *bytes = NULL;
+  size_t len = 0;
+  cc_submit_options so;
+  char bad[] = {'<', 'a', ' ', 'x', '=', '"', (char)0xff, '"', '/', '>', 0};
+
+  OK(submit(e, case_form("f1", "c1",
+                         "<create><case_type>patient</case_type><case_name>Ann</case_name>"
+                         "<owner_id>u1</owner_id></create><update><village>v1</village></update>"),
+            &r));
+  CHECK(r != NULL && r->http_status == 201);
+  CHECK(r && strcmp(r->form_id, "f1") == 0 && strcmp(r->state, "normal") == 0);
+  CHECK(r && strcmp(r->nature, "submit_success") == 0 && strstr(r->body, "OpenRosaResponse"));
+  cc_submit_result_free(r);
+
+  OK(cc_engine_get_case(&json, e, "demo", "c1"));
+  CHECK(json && strstr(json, "\"village\":\"v1\"") && strstr(json, "\"case_name\":\"Ann\""));
+  cc_free(json);
+  FAILS(cc_engine_get_case(&json, e, "demo", "nope"), CC_ENOTFOUND, "nope");
+  CHECK(json == NULL);
+  FAILS(cc_engine_get_case(&json, e, "other", "c1"), CC_ENOTFOUND, "c1");
+  FAILS(cc_engine_get_case(&json, e, NULL, "c1"), CC_EINVALID, "domain is NULL");
+  FAILS(cc_engine_get_case(&json, e, "demo", "\xc3\x28"), CC_EINVALID, "not valid UTF-8");
+  FAILS(cc_engine_get_case(NULL, e, "demo", "c1"), CC_EINVALID, "out is NULL");
+  FAILS(cc_engine_get_case(&json, NULL, "demo", "c1"), CC_EINVALID, "engine is NULL");
+
+  OK(cc_engine_list_cases(&json, e, "{\"domain\": \"demo\", \"case_type\": \"patient\"}"));
+  CHECK(json && json[0] == '[' && strstr(json, "\"c1\""));
+  cc_free(json);
+  OK(cc_engine_list_cases(&json, e, "{\"domain\": \"demo\", \"case_type\": \"household\"}"));
+  CHECK(json && strcmp(json, "[]") == 0);
+  cc_free(json);
+  FAILS(cc_engine_list_cases(&json, e, "{\"case_type\": \"x\"}"), CC_EINVALID, "domain");
+  FAILS(cc_engine_list_cases(&json, e, "{\"domain\": \"demo\", \"limit\": -1}"), CC_EINVALID,
+        "limit");
+
+  OK(cc_engine_case_history(&json, e, "demo", "c1"));
+  CHECK(json && strstr(json, "\"f1\""));
+  cc_free(json);
+
+  OK(cc_engine_get_form(&json, e, "demo", "f1"));
+  CHECK(json && strstr(json, "http://example.org/form"));
+  cc_free(json);
+  OK(cc_engine_get_attachment(&bytes, &len, e, "demo", "f1", "form.xml"));
+  CHECK(bytes && len > 100 && memcmp(bytes, "<?xml", 5) == 0 && ((char *)bytes)[len] == '\0');
+  cc_free(bytes);
+  FAILS(cc_engine_get_attachment(&bytes, &len, e, "demo", "f1", "photo.jpg"), CC_ENOTFOUND,
+        "photo.jpg");
+
+  /* Malformed XML: an error code, the message, and the OpenRosa answer still handed out. */
+  FAILS(submit(e, "<data><unclosed></data>", &r), CC_EINVALID, "");
+  CHECK(r != NULL && r->http_status == 500 && strcmp(r->state, "submission_error_log") == 0 && strlen(r->message) > 0);
+  cc_submit_result_free(r);
+  FAILS(submit(e, bad, &r), CC_EINVALID, "");
+  cc_submit_result_free(r);
+  OK(cc_submit_options_init(&so, CC_SUBMIT_OPTIONS_VERSION));
+  FAILS(cc_engine_submit(&r, e, &so, "x", 1), CC_EINVALID, "domain is NULL");
+  CHECK(r == NULL);
+  so.domain = "demo";
+  so.headers_json = "{\"X-Submit-Time\": \"yesterday\"}";
+  FAILS(cc_engine_submit(&r, e, &so, "x", 1), CC_EINVALID, "X-Submit-Time");
+  so.version = 0;
+  FAILS(cc_engine_submit(&r, e, &so, "x", 1), CC_EINVALID, "version 0");
+  FAILS(cc_submit_options_init(&so, 2), CC_EINVALID, "version 2");
+
+  /* Archive: the case goes (it was created by the archived form); unarchive brings it back. */
+  OK(cc_engine_archive_form(e, "demo", "f1"));
+  OK(cc_engine_get_form(&json, e, "demo", "f1"));
+  CHECK(json && strstr(json, "archived"));
+  cc_free(json);
+  OK(cc_engine_unarchive_form(e, "demo", "f1"));
+  OK(cc_engine_get_case(&json, e, "demo", "c1"));
+  CHECK(json && strstr(json, "\"closed\":false"));
+  cc_free(json);
+  FAILS(cc_engine_archive_form(e, "demo", "nope"), CC_ENOTFOUND, "nope");
+
+  /* Ledgers. */
+  OK(submit(e,
+            "<?xml version=\"1.0\"?><data xmlns=\"http://example.org/stock\">"
+            "<meta xmlns=\"http://openrosa.org/jr/xforms\"><instanceID>f2</instanceID>"
+            "<userID>u1</userID></meta>"
+            "<balance xmlns=\"http://commcarehq.org/ledger/v1\" entity-id=\"c1\" "
+            "section-id=\"stock\" date=\"2020-01-02\"><entry id=\"p1\" quantity=\"7\"/></balance>"
+            "</data>",
+            &r));
+  cc_submit_result_free(r);
+  OK(cc_engine_get_ledger(&json, e, "demo", "c1"));
+  CHECK(json && strstr(json, "\"stock\"") && strstr(json, "\"p1\":7"));
+  cc_free(json);
+
+  /* Changes: relayed, readable by topic and partition. */
+  OK(cc_engine_relay(e));
+  OK(cc_engine_topics(&json, e));
+  CHECK(json && strstr(json, "\"case-sql\"") && strstr(json, "\"form-sql\""));
+  cc_free(json);
+  {
+    int p, found = 0;
+    for (p = 0; p < 8; p++) {
+      OK(cc_engine_read_changes(&json, e, "case-sql", p, 0, 100));
+      if (json && strstr(json, "\"document_id\":\"c1\"")) found = 1;
+      cc_free(json);
+    }
+    CHECK(found);
+  }
+  FAILS(cc_engine_read_changes(&json, e, "no-such-topic", 0, 0, 10), CC_ENOTFOUND, "");
+
+  /* A closed handle answers CC_EPRECONDITION. */
+  OK(cc_engine_close(e));
+  FAILS(cc_engine_get_case(&json, e, "demo", "c1"), CC_EPRECONDITION, "closed");
+  FAILS(submit(e, case_form("f9", "c9", ""), &r), CC_EPRECONDITION, "closed");
+  OK(cc_engine_close(e));
+  cc_engine_free(e);
+}
+
+struct sink {
+  char *data;
+  size_t len;
+  int chunks;
+  int stop_after;
+};
+static int write_sink(const char *data, size_t len, void *payload) {
+  struct sink *s = (struct sink *)payload;
+  s->chunks++;
+  if (s->stop_after && s->chunks >= s->stop_after) return 1;
+  s->data = (char *)realloc(s->data, s->len + len + 1);
+  memcpy(s->data + s->len, data, len);
+  s->len += len;
+  s->data[s->len] = '\0';
+  return 0;
+}
+
+static void test_users_and_restore(void) {
+  cc_engine *e = open_memory();
+  cc_submit_result *r = NULL;
+  char *json = NULL, *payload = NULL, *result = NULL;
+  size_t len = 0;
+  struct sink s = {NULL, 0, 0, 0};
+  char *id_start;
+  char user_id[64] = {0};
+  char form[64], cid[64], req[512];
+  int i;
+
+  OK(cc_engine_create_domain(&json, e, "{\"name\": \"demo\"}"));
+  CHECK(json && strstr(json, "\"name\":\"demo\""));
+  cc_free(json);
+  FAILS(cc_engine_create_domain(NULL, e, "{\"name\": \"demo\"}"), CC_EEXISTS, "demo");
+  FAILS(cc_engine_create_domain(NULL, e, "{}"), CC_EINVALID, "name");
+  OK(cc_engine_list_domains(&json, e));
+  CHECK(json && strstr(json, "\"demo\""));
+  cc_free(json);
+
+  OK(cc_engine_put_user(&json, e, "{\"username\": \"nurse\", \"domains\": [\"demo\"]}", "pw12"));
+  CHECK(json && strstr(json, "\"user_id\":\""));
+  id_start = json ? strstr(json, "\"user_id\":\"") : NULL;
+  if (id_start) memcpy(user_id, id_start + 11, 32);
+  cc_free(json);
+  FAILS(cc_engine_put_user(NULL, e, "{\"username\": \"nurse\", \"domains\": [\"demo\"]}", "x1234"),
+        CC_EINVALID, "_rev");
+  FAILS(cc_engine_put_user(NULL, e, "{\"username\": \"n2\", \"domains\": [\"nowhere\"]}", "pw12"),
+        CC_ENOTFOUND, "nowhere");
+  FAILS(cc_engine_put_user(NULL, e, "{\"username\": \"n3\", \"domains\": [\"demo\"], \"hat\": 1}",
+                           "pw12"),
+        CC_EINVALID, "hat");
+  OK(cc_engine_authenticate(&json, e, "nurse", "pw12"));
+  cc_free(json);
+  FAILS(cc_engine_authenticate(NULL, e, "nurse", "wrong"), CC_EUNAUTHENTICATED, "");
+  OK(cc_engine_get_user(&json, e, "nurse"));
+  CHECK(json && strstr(json, "\"_rev\":1"));
+  cc_free(json);
+  OK(cc_engine_put_user(&json, e,
+                        "{\"username\": \"nurse\", \"domains\": [\"demo\"], \"_rev\": 1, "
+                        "\"user_data\": {\"district\": \"north\"}}",
+                        NULL));
+  CHECK(json && strstr(json, "north") && strstr(json, "\"_rev\":2"));
+  cc_free(json);
+  OK(cc_engine_list_users(&json, e, "demo"));
+  CHECK(json && strstr(json, "nurse"));
+  cc_free(json);
+
+  for (i = 0; i < 3; i++) {
+    char body[256];
+    snprintf(form, sizeof form, "rf%d", i);
+    snprintf(cid, sizeof cid, "rc%d", i);
+    snprintf(body, sizeof body,
+             "<create><case_type>patient</case_type><case_name>P%d</case_name>"
+             "<owner_id>%s</owner_id></create>",
+             i, user_id);
+    OK(submit(e, case_form(form, cid, body), &r));
+    cc_submit_result_free(r);
+  }
+  OK(cc_engine_restore_buffer(&payload, &len, e, "{\"domain\": \"demo\", \"username\": \"nurse\"}"));
+  CHECK(payload && len == strlen(payload) && strstr(payload, "ota_restore_success"));
+  CHECK(payload && strstr(payload, "rc0") && strstr(payload, "rc2") && strstr(payload, "north"));
+  cc_free(payload);
+
+  OK(cc_engine_restore(&result, e, "{\"domain\": \"demo\", \"username\": \"nurse\"}", write_sink,
+                       &s));
+  CHECK(s.data && strstr(s.data, "<restore_id>") && s.chunks >= 1);
+  CHECK(result && strstr(result, "\"cases\":3"));
+  /* An incremental sync from that token: nothing changed. */
+  if (result) {
+    char *sid = strstr(result, "\"sync_id\":\"");
+    char token[64] = {0};
+    if (sid) memcpy(token, sid + 11, 32);
+    snprintf(req, sizeof req,
+             "{\"domain\": \"demo\", \"username\": \"nurse\", \"since\": \"%s\"}", token);
+    cc_free(result);
+    OK(cc_engine_restore(&result, e, req, write_sink, &s));
+    CHECK(result && strstr(result, "\"cases\":0"));
+    cc_free(result);
+  }
+  free(s.data);
+
+  FAILS(cc_engine_restore_buffer(&payload, &len, e,
+                                 "{\"domain\": \"demo\", \"username\": \"nurse\", \"since\": "
+                                 "\"0123456789abcdef0123456789abcdef\"}"),
+        CC_EPRECONDITION, "");
+  CHECK(payload == NULL);
+  FAILS(cc_engine_restore_buffer(&payload, &len, e, "{\"domain\": \"demo\", \"username\": \"x\"}"),
+        CC_ENOTFOUND, "x");
+  FAILS(cc_engine_restore_buffer(&payload, &len, e, "{\"domain\": \"demo\"}"), CC_EINVALID,
+        "username");
+  {
+    struct sink stop = {NULL, 0, 0, 1};
+    FAILS(cc_engine_restore(NULL, e, "{\"domain\": \"demo\", \"username\": \"nurse\"}",
+                            write_sink, &stop),
+          CC_EABORTED, "write callback");
+    free(stop.data);
+  }
+  FAILS(cc_engine_restore(NULL, e, "{\"domain\": \"demo\", \"username\": \"nurse\"}", NULL, NULL),
+        CC_EINVALID, "write");
+  cc_engine_free(e);
+}
+
+struct counter {
+  int seen;
+  int fail;
+};
+static int count_changes(const char *change_json, size_t len, void *payload) {
+  struct counter *c = (struct counter *)payload;
+  if (strlen(change_json) != len || !strstr(change_json, "\"document_id\"")) return -1;
+  c->seen++;
+  if (c->fail) return cc_error_set(CC_EINTERNAL, "the C processor refused it");
+  return 0;
+}
+
+static void test_pillows(void) {
+  cc_engine *e = open_memory();
+  cc_pillows *p = NULL;
+  cc_submit_result *r = NULL;
+  char *json = NULL;
+  int64_t n = -1;
+  struct counter ok = {0, 0}, bad = {0, 1};
+  int i;
+
+  for (i = 0; i < 5; i++) {
+    char form[32], cid[32];
+    snprintf(form, sizeof form, "pf%d", i);
+    snprintf(cid, sizeof cid, "pc%d", i);
+    OK(submit(e,
+              case_form(form, cid,
+                        "<create><case_type>patient</case_type><case_name>Bo</case_name>"
+                        "<owner_id>u1</owner_id></create><update><ward>w7</ward></update>"),
+              &r));
+    cc_submit_result_free(r);
+  }
+  OK(cc_engine_relay(e));
+  FAILS(cc_pillows_open(&p, e, "{\"colour\": 1}"), CC_EINVALID, "colour");
+  OK(cc_pillows_open(&p, e, NULL));
+  OK(cc_pillows_add(p, "{\"name\": \"count\", \"topics\": [\"case-sql\"]}", count_changes, &ok));
+  OK(cc_pillows_add(p, "{\"name\": \"refuse\", \"topics\": [\"case-sql\"], \"max_attempts\": 1}",
+                    count_changes, &bad));
+  FAILS(cc_pillows_add(p, "{\"name\": \"x\"}", count_changes, &ok), CC_EINVALID, "topics");
+  FAILS(cc_pillows_add(p, "{\"name\": \"x\", \"topics\": [\"a\"]}", NULL, &ok), CC_EINVALID,
+        "fn");
+  OK(cc_pillows_run_until_caught_up(&n, p));
+  CHECK(n > 0);
+  CHECK(ok.seen == 5);
+  CHECK(bad.seen == 5);
+  OK(cc_pillows_retries(&json, p, "refuse"));
+  CHECK(json && strstr(json, "the C processor refused it") && strstr(json, "pc0"));
+  cc_free(json);
+  OK(cc_pillows_retries(&json, p, "count"));
+  CHECK(json && strcmp(json, "[]") == 0);
+  cc_free(json);
+  OK(cc_pillows_requeue(&n, p, "refuse", NULL, 1));
+  CHECK(n == 5);
+  OK(cc_pillows_status(&json, p));
+  CHECK(json && strstr(json, "\"count\"") && strstr(json, "\"case-search\""));
+  cc_free(json);
+
+  OK(cc_pillows_search(&json, p, "{\"domain\": \"demo\", \"properties\": {\"ward\": \"w7\"}}"));
+  CHECK(json && strstr(json, "pc0") && strstr(json, "pc4"));
+  cc_free(json);
+  FAILS(cc_pillows_search(&json, p, "{\"domain\": \"demo\", \"properties\": [1]}"), CC_EINVALID,
+        "properties");
+  OK(cc_pillows_list_forms(&json, p, "{\"domain\": \"demo\"}"));
+  CHECK(json && strstr(json, "\"total_count\":5"));
+  cc_free(json);
+  FAILS(cc_pillows_ucr_load(&n, p, "{\"table_id\": 3}"), CC_EINVALID, "");
+  cc_pillows_free(p);
+  cc_engine_free(e);
+}
+
+/* Ownership: 10,000 rounds of every allocating call, successful and failing (LeakSanitizer
+ * checks the capi_leak_test build of this file at exit). */
+static void test_loops(int rounds) {
+  cc_engine *e = open_memory();
+  cc_submit_result *r = NULL;
+  char *json = NULL;
+  void *bytes = NULL;
+  size_t len = 0;
+  int i;
+  OK(submit(e, case_form("lf", "lc", "<create><case_type>t</case_type></create>"), &r));
+  cc_submit_result_free(r);
+  OK(cc_engine_create_domain(NULL, e, "{\"name\": \"demo\"}"));
+  for (i = 0; i < rounds; i++) {
+    OK(cc_engine_get_case(&json, e, "demo", "lc"));
+    cc_free(json);
+    CHECK(cc_engine_get_case(&json, e, "demo", "missing") == CC_ENOTFOUND);
+    OK(cc_engine_get_form(&json, e, "demo", "lf"));
+    cc_free(json);
+    OK(cc_engine_get_attachment(&bytes, &len, e, "demo", "lf", "form.xml"));
+    cc_free(bytes);
+    OK(cc_engine_list_cases(&json, e, "{\"domain\": \"demo\"}"));
+    cc_free(json);
+    CHECK(cc_engine_list_cases(&json, e, "{bad json") == CC_EINVALID);
+    OK(cc_engine_list_domains(&json, e));
+    cc_free(json);
+    if (i % 50 == 0) {
+      CHECK(submit(e, "<broken", &r) == CC_EINVALID);
+      cc_submit_result_free(r);
+      OK(submit(e, case_form("lf", "lc", ""), &r)); /* a duplicate */
+      cc_submit_result_free(r);
+    }
+  }
+  cc_engine_free(e);
+}
+
+int main(int argc, char **argv) {
+  int rounds = argc > 1 ? atoi(argv[1]) : 200;
+  test_basics();
+  test_submit_and_read();
+  test_users_and_restore();
+  test_pillows();
+  test_loops(rounds);
+  if (failures) {
+    fprintf(stderr, "%d check(s) failed\n", failures);
+    return 1;
+  }
+  printf("capi_test: all checks passed (%d loop rounds)\n", rounds);
+  return 0;
+}

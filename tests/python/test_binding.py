@@ -1,0 +1,389 @@
+"""The Python binding over libcommcare_c: every function, error mapping, ownership, threads.
+
+Run with COMMCARE_LIBRARY pointing at libcommcare_c and bindings/python on PYTHONPATH
+(ctest does both)."""
+
+import ctypes
+import io
+import json
+import os
+import shutil
+import tempfile
+import threading
+import unittest
+import uuid
+
+import commcare
+from commcare import _ffi
+
+
+def case_form(form_id, case_id, body, xmlns="http://example.org/form", user_id="u1"):
+    return (
+        '<?xml version="1.0"?><data xmlns="%s">'
+        '<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>%s</instanceID>'
+        "<userID>%s</userID><timeStart>2020-01-01T00:00:00Z</timeStart>"
+        "<timeEnd>2020-01-01T00:01:00Z</timeEnd></meta>"
+        '<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="%s" '
+        'date_modified="2020-01-01T00:01:00Z" user_id="%s">%s</case></data>'
+        % (xmlns, form_id, user_id, case_id, user_id, body))
+
+
+def create(case_id, owner="u1", case_type="patient", name="Ann", props=""):
+    return ("<create><case_type>%s</case_type><case_name>%s</case_name><owner_id>%s</owner_id>"
+            "</create><update>%s</update>" % (case_type, name, owner, props))
+
+
+class _mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+_libc = ctypes.CDLL(None)
+_libc.mallinfo2.restype = _mallinfo2
+
+
+def allocated():
+    """Bytes malloc has handed out and not taken back (C and Python allocations)."""
+    m = _libc.mallinfo2()
+    return m.uordblks + m.hblkhd
+
+
+class EngineTest(unittest.TestCase):
+    def setUp(self):
+        self.engine = commcare.Engine()  # in memory
+
+    def tearDown(self):
+        self.engine.close()
+
+    def test_version(self):
+        self.assertEqual(commcare.version()[0], _ffi.MAJOR_VERSION)
+
+    def test_submit_and_read_back(self):
+        e = self.engine
+        xml = case_form("f1", "c1", create("c1", props="<ward>w1</ward>"))
+        r = e.submit(xml, "demo",
+                     headers={"X-OpenRosa-Version": "3.0"})
+        self.assertEqual((r.status, r.nature, r.form_id, r.state),
+                         (201, "submit_success", "f1", "normal"))
+        self.assertIn("OpenRosaResponse", r.body)
+        c = e.case("demo", "c1")
+        self.assertEqual(c["case_name"], "Ann")
+        self.assertEqual(c["properties"]["ward"], "w1")
+        self.assertEqual([x["case_id"] for x in e.cases("demo", case_type="patient")], ["c1"])
+        self.assertEqual(e.cases("demo", case_type="household"), [])
+        self.assertEqual(e.cases("demo", closed=True), [])
+        self.assertEqual(len(e.cases("demo", owner_id="u1", closed=False)), 1)
+        self.assertEqual(e.case_history("demo", "c1")[0]["form_id"], "f1")
+        self.assertEqual(e.form("demo", "f1")["xmlns"], "http://example.org/form")
+        self.assertTrue(e.form_xml("demo", "f1").startswith(b"<?xml"))
+        self.assertEqual(e.attachment("demo", "f1", "form.xml"), e.form_xml("demo", "f1"))
+        # A duplicate is answered, not refused; the same id with other content is an edit.
+        self.assertEqual(e.submit(xml, "demo").state, "duplicate")
+        self.assertEqual(e.submit(case_form("f1", "c1", ""), "demo").state, "normal")
+        self.assertEqual(e.form("demo", "f1")["state"], "normal")
+
+    def test_multipart_with_attachment(self):
+        xml = case_form("fm", "cm", create("cm")).encode()
+        boundary = "XyZ"
+        body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; "
+                b"filename=\"form.xml\"\r\nContent-Type: text/xml\r\n\r\n" + xml +
+                b"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"photo.jpg\"; "
+                b"filename=\"photo.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8\x00\x01"
+                b"\r\n--XyZ--\r\n")
+        r = self.engine.submit(body, "demo",
+                               content_type="multipart/form-data; boundary=" + boundary)
+        self.assertEqual(r.status, 201)
+        self.assertEqual(self.engine.attachment("demo", "fm", "photo.jpg"), b"\xff\xd8\x00\x01")
+
+    def test_errors_map_to_exceptions(self):
+        e = self.engine
+        with self.assertRaises(commcare.NotFoundError) as cm:
+            e.case("demo", "missing")
+        self.assertIn("missing", str(cm.exception))
+        self.assertEqual(cm.exception.code, -1)
+        self.assertIsInstance(cm.exception, LookupError)
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            e.submit("<data><unclosed></data>", "demo")
+        self.assertIn("Invalid XML", str(cm.exception))
+        self.assertEqual(cm.exception.result.status, 500)
+        self.assertEqual(cm.exception.result.state, "submission_error_log")
+        r = e.submit("<data><unclosed></data>", "demo", check=False)
+        self.assertEqual(r.nature, "submit_error")
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            e.case("demo", b"\xc3\x28")
+        self.assertIn("UTF-8", str(cm.exception))
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            e.cases("demo", limit=-5)
+        self.assertIn("limit", str(cm.exception))
+        with self.assertRaises(commcare.InvalidArgumentError):
+            e.submit("x", "demo", headers={"X-Submit-Time": "yesterday"})
+        with self.assertRaises(commcare.NotFoundError):
+            e.archive("demo", "nope")
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            commcare.Engine(backend="cassandra")
+        self.assertIn("cassandra", str(cm.exception))
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            commcare.Engine(colour="red")
+        self.assertIn("colour", str(cm.exception))
+        with self.assertRaises(commcare.CommcareError):
+            commcare.Engine("/proc/no/such/dir")
+
+    def test_oversized_body(self):
+        with commcare.Engine(max_xml_bytes=1000) as e:
+            with self.assertRaises(commcare.ResourceExhaustedError) as cm:
+                e.submit(case_form("big", "cb", create("cb", props="<x>%s</x>" % ("a" * 5000))),
+                         "demo")
+            self.assertEqual(cm.exception.result.status, 413)
+            with self.assertRaises(commcare.NotFoundError):
+                e.form("demo", "big")
+
+    def test_closed_engine(self):
+        e = commcare.Engine()
+        e.close()
+        e.close()  # twice is fine
+        with self.assertRaises(commcare.FailedPreconditionError) as cm:
+            e.case("demo", "c1")
+        self.assertIn("closed", str(cm.exception))
+        with self.assertRaises(commcare.FailedPreconditionError):
+            e.submit(case_form("f", "c", ""), "demo")
+
+    def test_archive_ledgers_changes(self):
+        e = self.engine
+        e.submit(case_form("f1", "c1", create("c1")), "demo")
+        e.submit('<?xml version="1.0"?><data xmlns="http://example.org/stock">'
+                 '<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>f2</instanceID>'
+                 "<userID>u1</userID></meta>"
+                 '<balance xmlns="http://commcarehq.org/ledger/v1" entity-id="c1" '
+                 'section-id="stock" date="2020-01-02"><entry id="p1" quantity="7"/></balance>'
+                 "</data>", "demo")
+        self.assertEqual(e.ledger("demo", "c1"), {"stock": {"p1": 7}})
+        e.archive("demo", "f2")
+        self.assertEqual(e.form("demo", "f2")["state"], "archived")
+        self.assertEqual(e.ledger("demo", "c1"), {"stock": {"p1": 0}})
+        e.unarchive("demo", "f2")
+        self.assertEqual(e.ledger("demo", "c1"), {"stock": {"p1": 7}})
+        changes = list(e.changes(topics=["case-sql"]))
+        self.assertIn("c1", {c["change"]["document_id"] for c in changes})
+        topics = {t["topic"] for t in e.topics()}
+        self.assertTrue({"case-sql", "form-sql", "ledger"} <= topics)
+        # Resuming from a position yields only what came after it.
+        position = {(c["topic"], c["partition"]): c["offset"] + 1 for c in changes}
+        e.submit(case_form("f3", "c2", create("c2")), "demo")
+        later = list(e.changes(topics=["case-sql"], since=position))
+        self.assertEqual([c["change"]["document_id"] for c in later], ["c2"])
+        first = changes[0]
+        self.assertEqual(e.read_changes(first["topic"], first["partition"], first["offset"], 1),
+                         [first])
+        with self.assertRaises(commcare.NotFoundError):
+            e.read_changes("no-such-topic", 0)
+
+    def test_users_domains_restore(self):
+        e = self.engine
+        e.create_domain("demo")
+        with self.assertRaises(commcare.AlreadyExistsError):
+            e.create_domain("demo")
+        self.assertEqual([d["name"] for d in e.domains()], ["demo"])
+        u = e.put_user("nurse", domains=["demo"], password="pw12",
+                       user_data={"district": "north"})
+        self.assertEqual(e.authenticate("nurse", "pw12")["user_id"], u["user_id"])
+        with self.assertRaises(commcare.UnauthenticatedError):
+            e.authenticate("nurse", "nope")
+        with self.assertRaises(commcare.NotFoundError):
+            e.put_user("x", domains=["elsewhere"], password="pw12")
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            e.put_user("nurse", domains=["demo"], is_active=False)
+        self.assertIn("_rev", str(cm.exception))
+        with self.assertRaises(commcare.AbortedError):
+            e.put_user("nurse", domains=["demo"], _rev=99, is_active=True)
+        self.assertEqual([x["username"] for x in e.users("demo")], ["nurse"])
+        self.assertEqual(e.user("nurse")["_rev"], 1)
+
+        for i in range(3):
+            e.submit(case_form("rf%d" % i, "rc%d" % i, create("rc%d" % i, owner=u["user_id"])),
+                     "demo")
+        e.submit(case_form("other", "oc", create("oc", owner="someone-else")), "demo")
+        payload = e.restore("demo", "nurse", items=True)
+        self.assertIn(b"ota_restore_success", payload)
+        for i in range(3):
+            self.assertIn(b"rc%d" % i, payload)
+        self.assertNotIn(b'"oc"', payload)
+        self.assertIn(b"north", payload)
+        buf = io.BytesIO()
+        info = e.restore_to(buf.write, "demo", "nurse")
+        self.assertEqual(info["cases"], 3)
+        self.assertIn(info["sync_id"].encode(), buf.getvalue())
+        # Incremental: one case changes.
+        e.submit(case_form("rf9", "rc1", "<update><ward>w2</ward></update>",
+                           user_id="someone"), "demo")
+        again = e.restore("demo", "nurse", since=info["sync_id"])
+        self.assertIn(b"rc1", again)
+        self.assertNotIn(b"rc0", again)
+        with self.assertRaises(commcare.FailedPreconditionError):
+            e.restore("demo", "nurse", since=uuid.uuid4().hex)
+        with self.assertRaises(commcare.NotFoundError):
+            e.restore("demo", "nobody")
+
+        def broken(_data):
+            raise OSError("disk full")
+        with self.assertRaises(OSError):
+            e.restore_to(broken, "demo", "nurse")
+
+
+class PillowsTest(unittest.TestCase):
+    def setUp(self):
+        self.engine = commcare.Engine()
+        for i in range(6):
+            self.engine.submit(case_form("f%d" % i, "c%d" % i,
+                                         create("c%d" % i, props="<ward>w%d</ward>" % (i % 2))),
+                               "demo")
+
+    def tearDown(self):
+        self.engine.close()
+
+    def test_python_processor_and_builtin_stores(self):
+        seen = []
+        with self.engine.pillows() as p:
+            @p.processor("summary", ["case-sql"])
+            def on_change(change):
+                case = self.engine.case(change["change"]["domain"],
+                                        change["change"]["document_id"])
+                seen.append((case["case_id"], change["topic"]))
+
+            self.assertGreaterEqual(p.run_until_caught_up(), 6)
+            self.assertEqual(sorted(c for c, _ in seen), ["c%d" % i for i in range(6)])
+            self.assertEqual({t for _, t in seen}, {"case-sql"})
+            names = {s["name"] for s in p.status()}
+            self.assertTrue({"summary", "case-search", "read-copy", "ucr"} <= names)
+            self.assertTrue(all(s["lag"] == 0 for s in p.status()))
+
+            found = p.search("demo", properties={"ward": "w1"})
+            self.assertEqual(sorted(c["case_id"] for c in found["cases"]), ["c1", "c3", "c5"])
+            self.assertEqual(self.engine.search("demo", properties={"ward": "w0"},
+                                                limit=2)["next_cursor"] != "", True)
+            forms = p.forms("demo", limit=10)
+            self.assertEqual(forms["total_count"], 6)
+            with self.assertRaises(commcare.InvalidArgumentError):
+                p.search("demo", properties=["ward"])
+
+            rows = p.ucr_load({
+                "domain": "demo", "table_id": "wards", "referenced_doc_type": "CommCareCase",
+                "configured_filter": {"type": "property_match", "property_name": "type",
+                                      "property_value": "patient"},
+                "configured_indicators": [{"type": "raw", "column_id": "ward",
+                                           "datatype": "string", "property_name": "ward"}]})
+            self.assertEqual(rows, 6)
+            self.assertEqual(len(p.ucr_rows("demo", "wards")), 6)
+            self.assertEqual(len(self.engine.ucr_rows("demo", "wards", limit=4)), 4)
+            with self.assertRaises(commcare.InvalidArgumentError):
+                p.ucr_load({"domain": "demo"})
+
+    def test_raising_processor_goes_to_retry_queue(self):
+        calls = []
+        with self.engine.pillows(builtin=False) as p:
+            def fails(change):
+                calls.append(change["change"]["document_id"])
+                raise RuntimeError("cannot handle " + change["change"]["document_id"])
+            p.add("fragile", ["case-sql"], fails, max_attempts=1)
+            p.run_until_caught_up()
+            self.assertEqual(len(calls), 6)
+            retries = p.retries("fragile")
+            self.assertEqual(len(retries), 6)
+            self.assertIn("RuntimeError: cannot handle c", retries[0]["error"])
+            self.assertEqual(p.status()[0]["dead_letters"], 6)
+            self.assertEqual(p.requeue("fragile", include_dead=True), 6)
+            with self.assertRaises(commcare.NotFoundError):
+                p.retries("no-such-pillow")
+
+    def test_run_and_stop_from_another_thread(self):
+        seen = threading.Event()
+        with self.engine.pillows(builtin=False) as p:
+            p.add("watch", ["case-sql"], lambda c: seen.set(), max_wait_ms=10)
+            t = threading.Thread(target=p.run)
+            t.start()
+            self.assertTrue(seen.wait(10))
+            p.stop()
+            t.join(10)
+            self.assertFalse(t.is_alive())
+
+
+class DiskAndThreadsTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="cc-py-")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_data_directory_survives_reopen(self):
+        path = os.path.join(self.dir, "data")
+        with commcare.Engine(path, shards=16) as e:
+            e.submit(case_form("f1", "c1", create("c1")), "demo")
+        with commcare.Engine(path) as e:
+            self.assertEqual(e.case("demo", "c1")["case_name"], "Ann")
+            with self.assertRaises(commcare.FailedPreconditionError):
+                commcare.Engine(path)  # the writer's lock is held
+
+    def test_several_python_threads(self):
+        errors = []
+        with commcare.Engine(os.path.join(self.dir, "t"), durable=False) as e:
+            def work(k):
+                try:
+                    for i in range(50):
+                        cid = "t%d-%d" % (k, i)
+                        e.submit(case_form("f" + cid, cid, create(cid)), "demo")
+                        self.assertEqual(e.case("demo", cid)["case_id"], cid)
+                except Exception as ex:  # noqa: B902
+                    errors.append(ex)
+            threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.assertEqual(errors, [])
+            self.assertEqual(len(e.cases("demo", limit=10000)), 200)
+
+
+class OwnershipTest(unittest.TestCase):
+    """10,000 rounds of every allocating call must not grow what malloc holds."""
+
+    def test_no_growth_over_10000_calls(self):
+        e = commcare.Engine()
+        e.create_domain("demo")
+        e.put_user("nurse", domains=["demo"], password="pw12")
+        xml = case_form("f1", "c1", create("c1"))
+        e.submit(xml, "demo")
+        e.relay()
+
+        def round_(i):
+            e.case("demo", "c1")
+            e.form("demo", "f1")
+            e.form_xml("demo", "f1")
+            e.cases("demo")
+            e.domains()
+            e.user("nurse")
+            e.read_changes("case-sql", 0, 0, 5)
+            try:
+                e.case("demo", "missing")
+            except commcare.NotFoundError:
+                pass
+            try:
+                e.cases("demo", limit=-1)
+            except commcare.InvalidArgumentError:
+                pass
+            if i % 100 == 0:
+                e.submit(xml, "demo")  # a duplicate: a full result
+                e.restore("demo", "nurse")
+
+        for i in range(500):  # warm caches and pools up
+            round_(i)
+        before = allocated()
+        for i in range(10000):
+            round_(i)
+        grown = allocated() - before
+        e.close()
+        # A leak of even one small string per call would be > 70 calls x 10,000 x ~50 bytes.
+        self.assertLess(grown, 2 * 1024 * 1024, "malloc'd bytes grew by %d" % grown)
+
+
+if __name__ == "__main__":
+    unittest.main()
