@@ -402,6 +402,9 @@ static void test_pillows(void) {
   CHECK(json && strstr(json, "\"total_count\":5"));
   cc_free(json);
   FAILS(cc_pillows_ucr_load(&n, p, "{\"table_id\": 3}"), CC_EINVALID, "");
+  CHECK(cc_pillows_ucr_rows(&json, p, "demo", "no_such_table", 10, 0) < 0);
+  CHECK(json == NULL);
+  FAILS(cc_pillows_ucr_rows(&json, p, "demo", NULL, 10, 0), CC_EINVALID, "table_id is NULL");
   cc_pillows_free(p);
   cc_engine_free(e);
 }

@@ -263,6 +263,7 @@ class PillowsTest(unittest.TestCase):
                                                 limit=2)["next_cursor"] != "", True)
             forms = p.forms("demo", limit=10)
             self.assertEqual(forms["total_count"], 6)
+            self.assertEqual(len(self.engine.forms("demo", limit=4)["forms"]), 4)
             with self.assertRaises(commcare.InvalidArgumentError):
                 p.search("demo", properties=["ward"])
 
