@@ -51,10 +51,13 @@ std::unique_ptr<commcare::Engine> OpenEngine(const std::string& dir, bool relay,
   return std::move(e).value();
 }
 
+std::string g_change_log;  // --change-log: commcare.json's change_log (e.g. Kafka)
+
 void Init(const std::string& dir) {
   std::filesystem::remove_all(dir);
   commcare::InitOptions io;
   io.data_dir = dir;
+  io.change_log = g_change_log;
   if (auto s = commcare::Engine::Init(io); !s.ok()) {
     fmt::print(stderr, "init: {}\n", s.ToString());
     std::exit(1);
@@ -265,6 +268,8 @@ int main(int argc, char** argv) {
       a.burst = std::stol(next());
     else if (k == "--dir")
       a.dir = next();
+    else if (k == "--change-log")
+      g_change_log = next();
     else if (k == "--skip-burst")
       a.skip_burst = true;
     else if (k == "--skip-floor")

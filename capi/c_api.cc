@@ -390,6 +390,11 @@ int cc_engine_open(cc_engine** out, const cc_engine_options* opts) {
     CC_RETURN_IF_ERROR(r.Int("max_xml_bytes", &eo.max_xml_bytes, 1, int64_t{1} << 40));
     CC_RETURN_IF_ERROR(r.Bool("relay", &eo.relay));
     CC_RETURN_IF_ERROR(r.Bool("read_only", &eo.read_only));
+    if (const auto* cl = cfg.if_contains("change_log")) {
+      if (!cl->is_object())
+        return Status::InvalidArgument("config: \"change_log\" must be a JSON object");
+      io.change_log = json::serialize(*cl);
+    }
     if (backend == "memory") {
       if (!eo.data_dir.empty())
         return Status::InvalidArgument("config: the memory backend takes no data_dir");

@@ -36,6 +36,7 @@ namespace {
 
 constexpr const char* kUsage = R"(usage:
   commcare init --data DIR [--shards N] [--databases K] [--blob-store pack|files]
+      [--change-log '{"kind": "kafka", "bootstrap_servers": "HOST:PORT", ...}']
   commcare submit --data DIR --domain D [--user U] [--openrosa-version V] [--content-type T] FILE...
   commcare form get --data DIR --domain D FORM_ID [--xml]
   commcare form archive|unarchive --data DIR --domain D FORM_ID
@@ -144,6 +145,7 @@ int CmdInit(const Args& a) {
     o.shards = std::stoi(a.Get("--shards", "1024"));
     o.databases = std::stoi(a.Get("--databases", "1"));
     o.blob_store = a.Get("--blob-store", "pack");
+    o.change_log = a.Get("--change-log");
   } catch (const std::exception&) {
     return Fail("--shards and --databases take whole numbers");
   }

@@ -84,7 +84,8 @@ typedef struct cc_engine_options {
   /** JSON object: {"backend": "sqlite"|"memory", "data_dir": DIR, "create": bool (init DIR
    *  when it is not a data directory yet), "shards": N, "databases": K, "blob_store":
    *  "pack"|"files", "durable": bool, "strict_case_updates": bool, "max_xml_bytes": N,
-   *  "relay": bool, "read_only": bool}. Unknown keys are CC_EINVALID. */
+   *  "relay": bool, "read_only": bool, "change_log": {"kind": "kafka", ...} (with "create": the
+   *  new directory's change log, see InitOptions::change_log)}. Unknown keys are CC_EINVALID. */
   const char *config_json;
 } cc_engine_options;
 #define CC_ENGINE_OPTIONS_INIT {CC_ENGINE_OPTIONS_VERSION, NULL}

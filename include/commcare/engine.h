@@ -22,6 +22,10 @@ struct InitOptions {
   int shards = 1024;  // logical shards, a power of two, fixed for the life of the data
   int databases = 1;  // physical SQLite files the shards are spread over (contiguous ranges)
   std::string blob_store = "pack";  // "pack": append-only volumes; "files": one file per blob
+  // The change log, as a JSON object ("" = the embedded RocksDB log in <data>/changes):
+  // {"kind": "kafka", "bootstrap_servers": "h:p,...", "topic_prefix": P, "transactional_id":
+  //  ID, "partitions": N, "replication_factor": R, "timeout_ms": T, "topic_control": "h:p"}.
+  std::string change_log;
 };
 
 // Opening an engine.

@@ -601,10 +601,21 @@ class Host final : public PillowHost {
         p.next[tp] = end;
         continue;
       }
-      CC_ASSIGN_OR_RETURN(auto got,
-                          log_->Read(tp.first, tp.second, from, p.cfg.chunk_size - recs.size()));
-      if (got.empty()) continue;
-      read_to[tp] = got.back().offset + 1;
+      // The end is read first: when the read comes back short, every offset below it that it
+      // did not return is not a record (Kafka's transaction markers), so the position moves
+      // past them and the lag can reach 0.
+      CC_ASSIGN_OR_RETURN(int64_t end, log_->EndOffset(tp.first, tp.second));
+      if (from >= end) continue;
+      const size_t want = p.cfg.chunk_size - recs.size();
+      CC_ASSIGN_OR_RETURN(auto got, log_->Read(tp.first, tp.second, from, want));
+      const int64_t next = got.size() < want
+                               ? std::max(end, got.empty() ? from : got.back().offset + 1)
+                               : got.back().offset + 1;
+      if (got.empty()) {
+        p.next[tp] = next;  // only markers: checkpointed with the next write
+        continue;
+      }
+      read_to[tp] = next;
       for (auto& r : got) recs.push_back(std::move(r));
     }
     p.rotate = (p.rotate + 1) % n;

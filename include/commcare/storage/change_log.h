@@ -21,7 +21,8 @@ struct ChangeMessage {
   std::string value;
 };
 
-// A stored record; offsets are dense per (topic, partition) and start at 0.
+// A stored record; offsets increase per (topic, partition) from 0 (dense in the embedded logs;
+// Kafka's skip its transaction markers).
 struct ChangeRecord {
   std::string topic;
   int partition = 0;
@@ -97,10 +98,30 @@ struct ChangeLogOptions {
   bool durable = true;         // RocksDB: sync the write-ahead log on every Append
 };
 
+// Options for the Kafka ChangeLog.
+struct KafkaChangeLogOptions {
+  std::string bootstrap_servers;  // "host:port,..."
+  std::string topic_prefix;       // prepended to every topic ("" = none): several logs, one cluster
+  std::string transactional_id = "commcare-relay";  // one per writing process
+  std::string client_id = "commcare";
+  int default_partitions = 8;  // partitions of topics created implicitly by Append
+  int replication_factor = 1;  // of topics this log creates
+  int timeout_ms = 10000;      // per broker operation
+  bool read_only = false;      // no producer (Append fails): readers never fence the writer
+  // host:port of kafka_mock_broker's control port, which creates topics there (librdkafka's
+  // mock cluster has no CreateTopics API); "" = Kafka's Admin API.
+  std::string topic_control;
+};
+
 // An in-memory ChangeLog (tests, in-memory engines).
 std::unique_ptr<ChangeLog> NewMemoryChangeLog(const ChangeLogOptions& options = {});
 // The embedded ChangeLog on RocksDB in directory path (created if missing unless read_only).
 Result<std::unique_ptr<ChangeLog>> OpenRocksDbChangeLog(const std::string& path,
                                                         const ChangeLogOptions& options = {});
+// The ChangeLog on a Kafka cluster (librdkafka). Each Append is one transaction (idempotent,
+// acks=all) that carries the producer mark too; reads are read_committed, so offsets increase
+// but skip Kafka's transaction markers. Retention is the broker's: ApplyRetention drops nothing.
+// Unavailable when the cluster cannot be reached within timeout_ms.
+Result<std::unique_ptr<ChangeLog>> OpenKafkaChangeLog(const KafkaChangeLogOptions& options);
 
 }  // namespace commcare::storage
