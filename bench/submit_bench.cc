@@ -1,6 +1,7 @@
 // Submission throughput benchmark (issue: core engine figures).
 //
 //   submit_bench [--forms N] [--threads T] [--dir DIR] [--warmup W] [--databases K]
+//                [--primary '{"kind": "postgres", "databases": [DSN, ...]}'] (fresh databases)
 //
 // Prints, for ~3 KB forms with meta and one case create-or-update of 20 properties:
 //  * engine: forms/s through Engine::Submit with T submitters, durable group commits
@@ -42,11 +43,14 @@ struct Args {
   bool skip_single = false;
 };
 
+std::string g_primary;  // --primary: commcare.json's primary (PostgreSQL)
+
 std::unique_ptr<commcare::Engine> OpenEngine(const std::string& dir, int databases) {
   std::filesystem::remove_all(dir);
   commcare::InitOptions io;
   io.data_dir = dir;
   io.databases = databases;
+  io.primary = g_primary;
   if (auto s = commcare::Engine::Init(io); !s.ok()) {
     fmt::print(stderr, "init: {}\n", s.ToString());
     std::exit(1);
@@ -223,6 +227,8 @@ int main(int argc, char** argv) {
       a.skip_floor = true;
     else if (k == "--skip-single")
       a.skip_single = true;
+    else if (k == "--primary")
+      g_primary = next();
     else {
       fmt::print(stderr, "unknown option {}\n", k);
       return 2;

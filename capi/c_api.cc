@@ -305,6 +305,26 @@ class CProcessor : public commcare::ChangeProcessor {
   void* payload_;
 };
 
+// The shape of the (domain, document id) calls: checks the out-param and arguments, runs fn on
+// the open engine and hands its JSON out (kOut false: a call with no result, out unused).
+template <bool kOut = true, typename F>
+int DocCall(char** out, cc_engine* engine, const char* domain, const char* id, const char* id_name,
+            F&& fn) {
+  return Fence([&]() -> Status {
+    Use use;
+    if (kOut) {
+      CC_RETURN_IF_ERROR(NeedOut(out));
+      *out = nullptr;
+    }
+    CC_RETURN_IF_ERROR(Open(engine, &use));
+    std::string d, i;
+    CC_RETURN_IF_ERROR(Arg(domain, "domain", &d));
+    CC_RETURN_IF_ERROR(Arg(id, id_name, &i));
+    CC_ASSIGN_OR_RETURN(std::string json, fn(use.engine, d, i));
+    return kOut ? Out(out, json) : Status::Ok();
+  });
+}
+
 json::object DomainJson(const commcare::meta::Domain& d) {
   return {{"name", d.name}, {"secure_submissions", d.secure_submissions}, {"_rev", d.rev}};
 }
@@ -372,9 +392,9 @@ int cc_engine_open(cc_engine** out, const cc_engine_options* opts) {
     json::object cfg;
     CC_RETURN_IF_ERROR(JsonArg(opts->config_json, "config_json", &cfg));
     Reader r{cfg, "config"};
-    CC_RETURN_IF_ERROR(
-        r.Only({"backend", "data_dir", "create", "shards", "databases", "blob_store", "durable",
-                "strict_case_updates", "max_xml_bytes", "relay", "read_only"}));
+    CC_RETURN_IF_ERROR(r.Only({"backend", "data_dir", "create", "shards", "databases", "blob_store",
+                               "durable", "strict_case_updates", "max_xml_bytes", "relay",
+                               "read_only", "change_log", "primary"}));
     std::string backend = "sqlite";
     CC_RETURN_IF_ERROR(r.Str("backend", &backend));
     commcare::EngineOptions eo;
@@ -384,7 +404,10 @@ int cc_engine_open(cc_engine** out, const cc_engine_options* opts) {
     CC_RETURN_IF_ERROR(r.Bool("create", &create));
     CC_RETURN_IF_ERROR(r.Int("shards", &io.shards, 1, 1 << 20));
     CC_RETURN_IF_ERROR(r.Int("databases", &io.databases, 1, 256));
-    CC_RETURN_IF_ERROR(r.Str("blob_store", &io.blob_store));
+    if (const auto* b = cfg.if_contains("blob_store"); b && b->is_object())
+      io.blob_store = json::serialize(*b);  // an S3 bucket
+    else
+      CC_RETURN_IF_ERROR(r.Str("blob_store", &io.blob_store));
     CC_RETURN_IF_ERROR(r.Bool("durable", &eo.durable));
     CC_RETURN_IF_ERROR(r.Bool("strict_case_updates", &eo.strict_case_updates));
     CC_RETURN_IF_ERROR(r.Int("max_xml_bytes", &eo.max_xml_bytes, 1, int64_t{1} << 40));
@@ -395,6 +418,11 @@ int cc_engine_open(cc_engine** out, const cc_engine_options* opts) {
         return Status::InvalidArgument("config: \"change_log\" must be a JSON object");
       io.change_log = json::serialize(*cl);
     }
+    if (const auto* pr = cfg.if_contains("primary")) {
+      if (!pr->is_object())
+        return Status::InvalidArgument("config: \"primary\" must be a JSON object");
+      io.primary = json::serialize(*pr);
+    }
     if (backend == "memory") {
       if (!eo.data_dir.empty())
         return Status::InvalidArgument("config: the memory backend takes no data_dir");
@@ -404,9 +432,9 @@ int cc_engine_open(cc_engine** out, const cc_engine_options* opts) {
     } else if (backend == "sqlite") {
       if (eo.data_dir.empty())
         return Status::InvalidArgument("config: \"data_dir\" is required for the sqlite backend");
-      if (io.blob_store != "pack" && io.blob_store != "files")
-        return Status::InvalidArgument(
-            fmt::format("config: unknown blob_store \"{}\" (pack, files)", io.blob_store));
+      if (io.blob_store != "pack" && io.blob_store != "files" && io.blob_store.front() != '{')
+        return Status::InvalidArgument(fmt::format(
+            "config: unknown blob_store \"{}\" (pack, files, or an S3 object)", io.blob_store));
       if (create && !std::filesystem::exists(eo.data_dir + "/commcare.json")) {
         io.data_dir = eo.data_dir;
         CC_RETURN_IF_ERROR(commcare::Engine::Init(io));
@@ -522,17 +550,12 @@ void cc_submit_result_free(cc_submit_result* r) {
 }
 
 int cc_engine_get_case(char** out, cc_engine* engine, const char* domain, const char* case_id) {
-  return Fence([&]() -> Status {
-    CC_RETURN_IF_ERROR(NeedOut(out));
-    *out = nullptr;
-    Use use;
-    CC_RETURN_IF_ERROR(Open(engine, &use));
-    std::string d, id;
-    CC_RETURN_IF_ERROR(Arg(domain, "domain", &d));
-    CC_RETURN_IF_ERROR(Arg(case_id, "case_id", &id));
-    CC_ASSIGN_OR_RETURN(auto c, use.engine->GetCase(d, id));
-    return Out(out, commcare::CaseToJson(c));
-  });
+  return DocCall(
+      out, engine, domain, case_id, "case_id",
+      [](commcare::Engine* e, const std::string& d, const std::string& id) -> Result<std::string> {
+        CC_ASSIGN_OR_RETURN(auto c, e->GetCase(d, id));
+        return commcare::CaseToJson(c);
+      });
 }
 
 int cc_engine_list_cases(char** out, cc_engine* engine, const char* filter_json) {
@@ -576,51 +599,35 @@ int cc_engine_list_cases(char** out, cc_engine* engine, const char* filter_json)
 }
 
 int cc_engine_case_history(char** out, cc_engine* engine, const char* domain, const char* case_id) {
-  return Fence([&]() -> Status {
-    CC_RETURN_IF_ERROR(NeedOut(out));
-    *out = nullptr;
-    Use use;
-    CC_RETURN_IF_ERROR(Open(engine, &use));
-    std::string d, id;
-    CC_RETURN_IF_ERROR(Arg(domain, "domain", &d));
-    CC_RETURN_IF_ERROR(Arg(case_id, "case_id", &id));
-    CC_ASSIGN_OR_RETURN(auto txs, use.engine->CaseHistory(d, id));
-    std::string s = "[";
-    for (size_t i = 0; i < txs.size(); ++i) {
-      if (i) s += ',';
-      s += commcare::CaseTransactionToJson(txs[i]);
-    }
-    s += ']';
-    return Out(out, s);
-  });
+  return DocCall(
+      out, engine, domain, case_id, "case_id",
+      [](commcare::Engine* e, const std::string& d, const std::string& id) -> Result<std::string> {
+        CC_ASSIGN_OR_RETURN(auto txs, e->CaseHistory(d, id));
+        std::string s = "[";
+        for (size_t i = 0; i < txs.size(); ++i) {
+          if (i) s += ',';
+          s += commcare::CaseTransactionToJson(txs[i]);
+        }
+        return s + "]";
+      });
 }
 
 int cc_engine_get_ledger(char** out, cc_engine* engine, const char* domain, const char* case_id) {
-  return Fence([&]() -> Status {
-    CC_RETURN_IF_ERROR(NeedOut(out));
-    *out = nullptr;
-    Use use;
-    CC_RETURN_IF_ERROR(Open(engine, &use));
-    std::string d, id;
-    CC_RETURN_IF_ERROR(Arg(domain, "domain", &d));
-    CC_RETURN_IF_ERROR(Arg(case_id, "case_id", &id));
-    CC_ASSIGN_OR_RETURN(auto values, use.engine->GetLedger(d, id));
-    return Out(out, commcare::LedgerToJson(values));
-  });
+  return DocCall(
+      out, engine, domain, case_id, "case_id",
+      [](commcare::Engine* e, const std::string& d, const std::string& id) -> Result<std::string> {
+        CC_ASSIGN_OR_RETURN(auto values, e->GetLedger(d, id));
+        return commcare::LedgerToJson(values);
+      });
 }
 
 int cc_engine_get_form(char** out, cc_engine* engine, const char* domain, const char* form_id) {
-  return Fence([&]() -> Status {
-    CC_RETURN_IF_ERROR(NeedOut(out));
-    *out = nullptr;
-    Use use;
-    CC_RETURN_IF_ERROR(Open(engine, &use));
-    std::string d, id;
-    CC_RETURN_IF_ERROR(Arg(domain, "domain", &d));
-    CC_RETURN_IF_ERROR(Arg(form_id, "form_id", &id));
-    CC_ASSIGN_OR_RETURN(auto f, use.engine->GetForm(d, id));
-    return Out(out, commcare::FormToJson(f));
-  });
+  return DocCall(
+      out, engine, domain, form_id, "form_id",
+      [](commcare::Engine* e, const std::string& d, const std::string& id) -> Result<std::string> {
+        CC_ASSIGN_OR_RETURN(auto f, e->GetForm(d, id));
+        return commcare::FormToJson(f);
+      });
 }
 
 int cc_engine_get_attachment(void** out, size_t* out_len, cc_engine* engine, const char* domain,
@@ -644,25 +651,21 @@ int cc_engine_get_attachment(void** out, size_t* out_len, cc_engine* engine, con
 }
 
 int cc_engine_archive_form(cc_engine* engine, const char* domain, const char* form_id) {
-  return Fence([&]() -> Status {
-    Use use;
-    CC_RETURN_IF_ERROR(Open(engine, &use));
-    std::string d, id;
-    CC_RETURN_IF_ERROR(Arg(domain, "domain", &d));
-    CC_RETURN_IF_ERROR(Arg(form_id, "form_id", &id));
-    return use.engine->ArchiveForm(d, id);
-  });
+  return DocCall<false>(
+      nullptr, engine, domain, form_id, "form_id",
+      [](commcare::Engine* e, const std::string& d, const std::string& id) -> Result<std::string> {
+        CC_RETURN_IF_ERROR(e->ArchiveForm(d, id));
+        return std::string();
+      });
 }
 
 int cc_engine_unarchive_form(cc_engine* engine, const char* domain, const char* form_id) {
-  return Fence([&]() -> Status {
-    Use use;
-    CC_RETURN_IF_ERROR(Open(engine, &use));
-    std::string d, id;
-    CC_RETURN_IF_ERROR(Arg(domain, "domain", &d));
-    CC_RETURN_IF_ERROR(Arg(form_id, "form_id", &id));
-    return use.engine->UnarchiveForm(d, id);
-  });
+  return DocCall<false>(
+      nullptr, engine, domain, form_id, "form_id",
+      [](commcare::Engine* e, const std::string& d, const std::string& id) -> Result<std::string> {
+        CC_RETURN_IF_ERROR(e->UnarchiveForm(d, id));
+        return std::string();
+      });
 }
 
 int cc_engine_relay(cc_engine* engine) {

@@ -35,8 +35,9 @@ using commcare::Status;
 namespace {
 
 constexpr const char* kUsage = R"(usage:
-  commcare init --data DIR [--shards N] [--databases K] [--blob-store pack|files]
+  commcare init --data DIR [--shards N] [--databases K] [--blob-store pack|files|S3_JSON]
       [--change-log '{"kind": "kafka", "bootstrap_servers": "HOST:PORT", ...}']
+      [--primary '{"kind": "postgres", "databases": ["host=... dbname=shard0", ...]}']
   commcare submit --data DIR --domain D [--user U] [--openrosa-version V] [--content-type T] FILE...
   commcare form get --data DIR --domain D FORM_ID [--xml]
   commcare form archive|unarchive --data DIR --domain D FORM_ID
@@ -146,6 +147,7 @@ int CmdInit(const Args& a) {
     o.databases = std::stoi(a.Get("--databases", "1"));
     o.blob_store = a.Get("--blob-store", "pack");
     o.change_log = a.Get("--change-log");
+    o.primary = a.Get("--primary");
   } catch (const std::exception&) {
     return Fail("--shards and --databases take whole numbers");
   }

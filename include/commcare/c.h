@@ -83,9 +83,11 @@ typedef struct cc_engine_options {
   unsigned int version; /**< CC_ENGINE_OPTIONS_VERSION */
   /** JSON object: {"backend": "sqlite"|"memory", "data_dir": DIR, "create": bool (init DIR
    *  when it is not a data directory yet), "shards": N, "databases": K, "blob_store":
-   *  "pack"|"files", "durable": bool, "strict_case_updates": bool, "max_xml_bytes": N,
-   *  "relay": bool, "read_only": bool, "change_log": {"kind": "kafka", ...} (with "create": the
-   *  new directory's change log, see InitOptions::change_log)}. Unknown keys are CC_EINVALID. */
+   *  "pack"|"files"|{"kind": "s3", ...}, "change_log": {"kind": "kafka", ...}, "primary":
+   *  {"kind": "postgres", ...} (the last five with "create", for the new directory: see
+   *  InitOptions in engine.h), "durable": bool,
+   *  "strict_case_updates": bool, "max_xml_bytes": N, "relay": bool, "read_only": bool}.
+   *  Unknown keys are CC_EINVALID. */
   const char *config_json;
 } cc_engine_options;
 #define CC_ENGINE_OPTIONS_INIT {CC_ENGINE_OPTIONS_VERSION, NULL}

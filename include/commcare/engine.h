@@ -21,7 +21,15 @@ struct InitOptions {
   std::string data_dir;
   int shards = 1024;  // logical shards, a power of two, fixed for the life of the data
   int databases = 1;  // physical SQLite files the shards are spread over (contiguous ranges)
-  std::string blob_store = "pack";  // "pack": append-only volumes; "files": one file per blob
+  // "pack": append-only volumes; "files": one file per blob; or an S3 bucket as a JSON object:
+  // {"kind": "s3", "endpoint": "https://...", "bucket": B, "region": R, "prefix": P,
+  //  "path_style": bool, "access_key"/"secret_key" ("" = $AWS_ACCESS_KEY_ID/...), "ca_file",
+  //  "timeout_ms", "max_attempts"}.
+  std::string blob_store = "pack";
+  // The primary store ("" = SQLite files in <data>/db): PostgreSQL as a JSON object,
+  // {"kind": "postgres", "databases": ["host=... dbname=shard0", ...]}, one libpq connection
+  // string per database of the shard map (databases above).
+  std::string primary;
   // The change log, as a JSON object ("" = the embedded RocksDB log in <data>/changes):
   // {"kind": "kafka", "bootstrap_servers": "h:p,...", "topic_prefix": P, "transactional_id":
   //  ID, "partitions": N, "replication_factor": R, "timeout_ms": T, "topic_control": "h:p"}.

@@ -187,6 +187,58 @@ Status KafkaOptionsFrom(const boost::json::object& o, const std::string& data_di
   return Status::Ok();
 }
 
+// PostgreSQL connection strings from commcare.json's "primary" object, one per database of the
+// shard map; InvalidArgument names what is wrong.
+Status PostgresFrom(const boost::json::object& o, int databases, std::vector<std::string>* dsns) {
+  if (codec::GetStr(o, "kind") != "postgres")
+    return Status::InvalidArgument(
+        fmt::format("primary.kind must be \"postgres\" (got \"{}\")", codec::GetStr(o, "kind")));
+  for (const auto& kv : o)
+    if (kv.key() != "kind" && kv.key() != "databases")
+      return Status::InvalidArgument(fmt::format("primary: unknown key \"{}\"", kv.key()));
+  const auto* d = o.if_contains("databases");
+  if (!d || !d->is_array())
+    return Status::InvalidArgument("primary.databases must be a list of connection strings");
+  dsns->clear();
+  for (const auto& x : d->get_array()) {
+    if (!x.is_string())
+      return Status::InvalidArgument("primary.databases must be a list of connection strings");
+    dsns->emplace_back(x.get_string());
+  }
+  if (static_cast<int>(dsns->size()) != databases)
+    return Status::InvalidArgument(fmt::format(
+        "primary.databases lists {} connection strings for {} databases", dsns->size(), databases));
+  return Status::Ok();
+}
+
+// S3 options from commcare.json's "blob_store" object; InvalidArgument names a bad field.
+Status S3OptionsFrom(const boost::json::object& o, storage::S3Options* s) {
+  if (codec::GetStr(o, "kind") != "s3")
+    return Status::InvalidArgument(
+        fmt::format("blob_store.kind must be \"s3\" (got \"{}\")", codec::GetStr(o, "kind")));
+  for (const auto& kv : o)
+    if (kv.key() != "kind" && kv.key() != "endpoint" && kv.key() != "region" &&
+        kv.key() != "bucket" && kv.key() != "access_key" && kv.key() != "secret_key" &&
+        kv.key() != "prefix" && kv.key() != "path_style" && kv.key() != "ca_file" &&
+        kv.key() != "timeout_ms" && kv.key() != "max_attempts")
+      return Status::InvalidArgument(fmt::format("blob_store: unknown key \"{}\"", kv.key()));
+  if (o.contains("endpoint")) s->endpoint = codec::GetStr(o, "endpoint");
+  if (o.contains("region")) s->region = codec::GetStr(o, "region");
+  s->bucket = codec::GetStr(o, "bucket");
+  if (s->bucket.empty()) return Status::InvalidArgument("blob_store.bucket is required");
+  s->access_key = codec::GetStr(o, "access_key");  // "" = $AWS_ACCESS_KEY_ID
+  s->secret_key = codec::GetStr(o, "secret_key");
+  s->prefix = codec::GetStr(o, "prefix");
+  if (o.contains("path_style")) s->path_style = codec::GetBool(o, "path_style");
+  s->ca_file = codec::GetStr(o, "ca_file");
+  if (o.contains("timeout_ms")) s->timeout_ms = static_cast<int>(codec::GetInt(o, "timeout_ms"));
+  if (o.contains("max_attempts"))
+    s->max_attempts = static_cast<int>(codec::GetInt(o, "max_attempts"));
+  if (s->timeout_ms <= 0 || s->max_attempts <= 0)
+    return Status::InvalidArgument("blob_store: timeout_ms and max_attempts must be positive");
+  return Status::Ok();
+}
+
 Status EngineImpl::OpenStores() {
   if (opts_.in_memory) {
     map_.shards = opts_.memory_shards;
@@ -208,8 +260,10 @@ Status EngineImpl::OpenStores() {
       return Status::DataLoss(fmt::format("{}/{} is not valid JSON", dir, kConfigName));
     map_.shards = static_cast<int>(codec::GetInt(v->get_object(), "shards"));
     std::string blob_kind = codec::GetStr(v->get_object(), "blob_store");
+    const auto* blob_obj = v->get_object().if_contains("blob_store");
+    if (blob_obj && blob_obj->is_object()) blob_kind = "s3";
     if (blob_kind.empty()) blob_kind = "pack";
-    if (blob_kind != "pack" && blob_kind != "files")
+    if (blob_kind != "pack" && blob_kind != "files" && blob_kind != "s3")
       return Status::DataLoss(
           fmt::format("{}/{} names an unknown blob store '{}'", dir, kConfigName, blob_kind));
     map_.databases = static_cast<int>(codec::GetInt(v->get_object(), "databases"));
@@ -232,14 +286,25 @@ Status EngineImpl::OpenStores() {
       if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0)
         return Status::Unavailable("cannot write " + lock_path);
     }
+    std::vector<std::string> pg;  // PostgreSQL connection strings, one per database
+    if (const auto* p = v->get_object().if_contains("primary"); p && p->is_object())
+      CC_RETURN_IF_ERROR(PostgresFrom(p->get_object(), map_.databases, &pg));
     for (int i = 0; i < map_.databases; ++i) {
-      CC_ASSIGN_OR_RETURN(auto db,
-                          storage::OpenSqlitePrimaryStore(fmt::format("{}/db/p{}.sqlite", dir, i),
-                                                          opts_.durable, opts_.read_only));
+      CC_ASSIGN_OR_RETURN(auto db, pg.empty() ? storage::OpenSqlitePrimaryStore(
+                                                    fmt::format("{}/db/p{}.sqlite", dir, i),
+                                                    opts_.durable, opts_.read_only)
+                                              : storage::OpenPostgresPrimaryStore(pg[i]));
       dbs_.push_back(std::move(db));
     }
-    auto blobs = blob_kind == "pack" ? storage::OpenPackBlobStore(dir + "/blobs", opts_.read_only)
-                                     : storage::OpenFsBlobStore(dir + "/blobs", opts_.read_only);
+    Result<std::unique_ptr<storage::BlobStore>> blobs = Status::NotFound("no blob store");
+    if (blob_kind == "s3") {
+      storage::S3Options so;
+      CC_RETURN_IF_ERROR(S3OptionsFrom(blob_obj->get_object(), &so));
+      blobs = storage::OpenS3BlobStore(so);
+    } else {
+      blobs = blob_kind == "pack" ? storage::OpenPackBlobStore(dir + "/blobs", opts_.read_only)
+                                  : storage::OpenFsBlobStore(dir + "/blobs", opts_.read_only);
+    }
     if (!blobs.ok()) return blobs.status();
     blobs_ = std::move(blobs).value();
     storage::ChangeLogOptions lo;
@@ -1344,13 +1409,28 @@ Status Engine::Init(const InitOptions& o) {
   fs::create_directories(o.data_dir + "/db", ec);
   if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", o.data_dir, ec.message()));
   fs::create_directories(o.data_dir + "/blobs", ec);
-  if (o.blob_store != "pack" && o.blob_store != "files")
-    return Status::InvalidArgument(
-        fmt::format("blob_store must be 'pack' or 'files' (got '{}')", o.blob_store));
+  boost::json::value blob_cfg = boost::json::string(o.blob_store);
+  if (!o.blob_store.empty() && o.blob_store.front() == '{') {
+    auto b = codec::ParseJson(o.blob_store);
+    if (!b.ok() || !b->is_object()) return Status::InvalidArgument("blob_store: invalid JSON");
+    storage::S3Options so;
+    CC_RETURN_IF_ERROR(processing::S3OptionsFrom(b->get_object(), &so));
+    blob_cfg = std::move(*b);
+  } else if (o.blob_store != "pack" && o.blob_store != "files") {
+    return Status::InvalidArgument(fmt::format(
+        "blob_store must be 'pack', 'files' or an S3 JSON object (got '{}')", o.blob_store));
+  }
   boost::json::object cfg{{"format_version", 1},
                           {"shards", o.shards},
                           {"databases", o.databases},
-                          {"blob_store", o.blob_store}};
+                          {"blob_store", blob_cfg}};
+  std::vector<std::string> pg;
+  if (!o.primary.empty()) {
+    auto p = codec::ParseJson(o.primary);
+    if (!p.ok() || !p->is_object()) return Status::InvalidArgument("primary must be a JSON object");
+    CC_RETURN_IF_ERROR(processing::PostgresFrom(p->get_object(), o.databases, &pg));
+    cfg["primary"] = p->get_object();
+  }
   if (!o.change_log.empty()) {
     auto log = codec::ParseJson(o.change_log);
     if (!log.ok() || !log->is_object())
@@ -1367,10 +1447,12 @@ Status Engine::Init(const InitOptions& o) {
   }
   fs::rename(tmp, o.data_dir + "/commcare.json", ec);
   if (ec) return Status::Unavailable("cannot write commcare.json: " + ec.message());
-  // Create the databases now so that read-only tools can open them at once.
+  // Create the databases now so that read-only tools can open them at once (PostgreSQL: apply
+  // the schema, which also proves the connection strings).
   for (int i = 0; i < o.databases; ++i) {
-    auto db = storage::OpenSqlitePrimaryStore(fmt::format("{}/db/p{}.sqlite", o.data_dir, i), true,
-                                              false);
+    auto db = pg.empty() ? storage::OpenSqlitePrimaryStore(
+                               fmt::format("{}/db/p{}.sqlite", o.data_dir, i), true, false)
+                         : storage::OpenPostgresPrimaryStore(pg[i]);
     if (!db.ok()) return db.status();
   }
   return Status::Ok();

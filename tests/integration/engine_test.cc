@@ -3,6 +3,7 @@
 #include <fstream>
 #include <thread>
 
+#include "../flaky_http.h"
 #include "engine_helpers.h"
 
 using namespace commcare;
@@ -454,4 +455,233 @@ TEST_CASE("Engine: a blob lost in a crash is restored from the journal kept with
     CHECK((*restored)->GetCase("demo", "jc")->name == "n");
     CHECK((*restored)->Check()->problems.empty());
   }
+}
+
+TEST_CASE("S3: forms and attachments go to the bucket, and a failing bucket fails the submission") {
+  const char* ep = std::getenv("COMMCARE_TEST_S3");
+  if (!ep || !*ep) {
+    const char* ci = std::getenv("CI");
+    if (ci && std::string_view(ci) == "true") FAIL("CI=true but COMMCARE_TEST_S3 is not set");
+    return;
+  }
+  auto open = [](const std::string& blob_store) {
+    std::string dir = cctest::TempDir("s3");
+    commcare::InitOptions io;
+    io.data_dir = dir;
+    io.shards = 16;
+    io.blob_store = blob_store;
+    auto st = commcare::Engine::Init(io);
+    REQUIRE_MESSAGE(st.ok(), st.ToString());
+    commcare::EngineOptions eo;
+    eo.data_dir = dir;
+    auto e = commcare::Engine::Open(eo);
+    REQUIRE_MESSAGE(e.ok(), e.status().ToString());
+    return std::move(e).value();
+  };
+  {
+    auto e = open(fmt::format(
+        R"({{"kind": "s3", "endpoint": "{}", "bucket": "blobs", "access_key": "S3RVER",
+            "secret_key": "S3RVER", "prefix": "engine-{}-{}/"}})",
+        ep, ::getpid(), std::rand()));
+    std::string xml =
+        cctest::CaseForm("s3-f1", "s3-c1", "<create><case_type>t</case_type></create>");
+    commcare::SubmitRequest r;
+    r.domain = "demo";
+    r.content_type = "multipart/form-data; boundary=BB";
+    r.body =
+        "--BB\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; "
+        "filename=\"form.xml\"\r\nContent-Type: text/xml\r\n\r\n" +
+        xml +
+        "\r\n--BB\r\nContent-Disposition: form-data; name=\"photo.jpg\"; "
+        "filename=\"photo.jpg\"\r\nContent-Type: image/jpeg\r\n\r\nJPEGDATA\r\n--BB--\r\n";
+    auto resp = e->Submit(r);
+    REQUIRE_MESSAGE(resp.http_status == 201, resp.message);
+    CHECK(*e->GetFormXml("demo", "s3-f1") == xml);
+    CHECK(*e->GetFormAttachment("demo", "s3-f1", "photo.jpg") == "JPEGDATA");
+    auto check = e->Check();
+    REQUIRE(check.ok());
+    CHECK(check->problems.empty());
+  }
+  {
+    cctest::FlakyHttp s3(false);
+    auto e = open(fmt::format(
+        R"({{"kind": "s3", "endpoint": "http://127.0.0.1:{}", "bucket": "blobs",
+            "access_key": "k", "secret_key": "k", "max_attempts": 2}})",
+        s3.port));
+    auto resp = cctest::Submit(
+        e.get(), cctest::CaseForm("s3-f2", "s3-c2", "<create><case_type>t</case_type></create>"));
+    CHECK(resp.http_status == 503);
+    CHECK(resp.message.find("InternalError") != std::string::npos);
+    CHECK(e->GetForm("demo", "s3-f2").status().IsNotFound());
+    CHECK(e->GetCase("demo", "s3-c2").status().IsNotFound());
+  }
+  InitOptions bad;
+  bad.data_dir = cctest::TempDir("s3bad");
+  bad.blob_store = R"({"kind": "s3", "endpoint": "http://x"})";
+  CHECK(Engine::Init(bad).message().find("bucket") != std::string::npos);
+}
+
+TEST_CASE("Postgres: the engine on two PostgreSQL databases, across a reopen") {
+  const char* base = std::getenv("COMMCARE_TEST_PG");
+  if (!base || !*base) {
+    const char* ci = std::getenv("CI");
+    if (ci && std::string_view(ci) == "true") FAIL("CI=true but COMMCARE_TEST_PG is not set");
+    return;
+  }
+  std::vector<std::string> dsns;
+  for (int i = 0; i < 2; ++i) {
+    std::string db = fmt::format("eng_{}_{}_{}", ::getpid(), i, std::rand() % 100000);
+    REQUIRE(
+        std::system(fmt::format("psql -q \"{} dbname=postgres\" -c 'CREATE DATABASE {}'", base, db)
+                        .c_str()) == 0);
+    dsns.push_back(fmt::format("{} dbname={}", base, db));
+  }
+  std::string dir = cctest::TempDir("pg");
+  InitOptions io;
+  io.data_dir = dir;
+  io.shards = 16;
+  io.databases = 2;
+  io.primary =
+      fmt::format(R"({{"kind": "postgres", "databases": ["{}", "{}"]}})", dsns[0], dsns[1]);
+  auto st = Engine::Init(io);
+  REQUIRE_MESSAGE(st.ok(), st.ToString());
+  InitOptions bad = io;
+  bad.data_dir = dir + "-bad";
+  bad.primary = fmt::format(R"({{"kind": "postgres", "databases": ["{}"]}})", dsns[0]);
+  CHECK(Engine::Init(bad).message().find("1 connection strings for 2 databases") !=
+        std::string::npos);
+  EngineOptions eo;
+  eo.data_dir = dir;
+  {
+    auto e = Engine::Open(eo);
+    REQUIRE_MESSAGE(e.ok(), e.status().ToString());
+    for (int i = 0; i < 20; ++i)
+      REQUIRE(Submit(e->get(), CaseForm(fmt::format("pf{}", i), fmt::format("pc{}", i),
+                                        "<create><case_type>t</case_type><owner_id>o</owner_id>"
+                                        "</create><update><n>1</n></update>"))
+                  .http_status == 201);
+    // Updates: each goes to its case's database, whichever database holds the form.
+    for (int i = 0; i < 20; ++i)
+      REQUIRE(Submit(e->get(), CaseForm(fmt::format("pu{}", i), fmt::format("pc{}", i),
+                                        "<update><n>2</n></update>", "u1", "2020-01-02T00:00:00Z"))
+                  .http_status == 201);
+    REQUIRE((*e)->ArchiveForm("demo", "pu3").ok());
+    auto check = (*e)->Check();
+    REQUIRE_MESSAGE(check.ok(), check.status().ToString());
+    CHECK(check->problems.empty());
+    CHECK(check->forms == 40);
+    CHECK(check->cases == 20);
+  }
+  auto e = Engine::Open(eo);
+  REQUIRE_MESSAGE(e.ok(), e.status().ToString());
+  CHECK((*e)->GetCase("demo", "pc5")->properties.at("n") == "2");
+  CHECK((*e)->GetCase("demo", "pc3")->properties.at("n") == "1");  // its update is archived
+  CHECK((*e)->GetForm("demo", "pu3")->state == FormState::kArchived);
+  int n = 0;
+  storage::CaseFilter f;
+  f.domain = "demo";
+  REQUIRE((*e)->ListCases(f, [&](const CaseRecord&) { return ++n > 0; }).ok());
+  CHECK(n == 20);
+  REQUIRE((*e)->RelayChanges().ok());
+  CHECK((*e)->Database(0)->ReadOutbox(0, 100)->empty());
+}
+
+namespace {
+
+// A private PostgreSQL cluster (Debian's initdb/pg_ctl, as the postgres user when root) that a
+// test may stop and start without disturbing the shared one other tests use.
+struct PrivatePostgres {
+  std::string dir, bin, as_pg, dsn;
+  int port = 0;
+  static std::string Run(const std::string& cmd) {
+    std::string out;
+    FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+    REQUIRE(p);
+    char buf[512];
+    while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    int rc = ::pclose(p);
+    REQUIRE_MESSAGE(rc == 0, cmd << ": " << out);
+    return out;
+  }
+  PrivatePostgres() {
+    dir = cctest::TempDir("pgpriv");
+    std::filesystem::create_directories(dir);
+    bin = Run("pg_config --bindir");
+    while (!bin.empty() && bin.back() == '\n') bin.pop_back();
+    if (::getuid() == 0) {
+      Run("chown postgres:postgres " + dir);
+      as_pg = "runuser -u postgres -- ";
+    }
+    Run(as_pg + bin + "/initdb -D " + dir + "/data -U postgres --auth=trust -E UTF8 " +
+        "--locale=C.UTF-8");
+    {  // a free port: bind to 0 and read what the kernel chose
+      int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      socklen_t len = sizeof a;
+      REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+      REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+      port = ntohs(a.sin_port);
+      ::close(fd);
+    }
+    Start();
+    dsn = fmt::format("host=127.0.0.1 port={} user=postgres", port);
+  }
+  void Stop() { Run(as_pg + bin + "/pg_ctl -D " + dir + "/data -m fast -w stop"); }
+  void Start() {
+    Run(as_pg + bin + "/pg_ctl -D " + dir + "/data -l " + dir + "/log -w -o \"-p " +
+        std::to_string(port) + " -k " + dir + " -c listen_addresses=127.0.0.1\" start");
+  }
+  ~PrivatePostgres() {
+    std::string cmd =
+        as_pg + bin + "/pg_ctl -D " + dir + "/data -m immediate -w stop >/dev/null 2>&1";
+    (void)std::system(cmd.c_str());
+  }
+};
+
+}  // namespace
+
+TEST_CASE("Postgres: a restart mid-load fails submissions cleanly with 503, then they succeed") {
+  if (!std::getenv("COMMCARE_TEST_PG")) {
+    const char* ci = std::getenv("CI");
+    if (ci && std::string_view(ci) == "true") FAIL("CI=true but COMMCARE_TEST_PG is not set");
+    return;
+  }
+  PrivatePostgres pg;
+  std::string dir = cctest::TempDir("pgrestart");
+  InitOptions io;
+  io.data_dir = dir;
+  io.shards = 16;
+  io.primary =
+      fmt::format(R"({{"kind": "postgres", "databases": ["{} dbname=postgres"]}})", pg.dsn);
+  auto st = Engine::Init(io);
+  REQUIRE_MESSAGE(st.ok(), st.ToString());
+  EngineOptions eo;
+  eo.data_dir = dir;
+  auto e = Engine::Open(eo);
+  REQUIRE_MESSAGE(e.ok(), e.status().ToString());
+  auto form = [](int i) {
+    return CaseForm(fmt::format("rf{}", i), fmt::format("rc{}", i),
+                    "<create><case_type>t</case_type></create>");
+  };
+  for (int i = 0; i < 5; ++i) REQUIRE(Submit(e->get(), form(i)).http_status == 201);
+  pg.Stop();
+  auto down = Submit(e->get(), form(5));
+  CHECK(down.http_status == 503);
+  CHECK(down.message.find("postgres") != std::string::npos);
+  pg.Start();
+  SubmitResponse up;
+  for (int attempt = 0; attempt < 20; ++attempt) {  // the pool reconnects on the next request
+    up = Submit(e->get(), form(5));
+    if (up.http_status == 201) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  CHECK(up.http_status == 201);
+  CHECK(up.state == FormState::kNormal);  // not a duplicate: nothing of the failed try was kept
+  auto check = (*e)->Check();
+  REQUIRE_MESSAGE(check.ok(), check.status().ToString());
+  CHECK(check->problems.empty());
+  CHECK(check->forms == 6);
+  CHECK(check->cases == 6);
 }

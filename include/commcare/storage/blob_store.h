@@ -1,6 +1,7 @@
 // BlobStore: raw form XML and attachments, by key (object storage's role).
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -47,5 +48,25 @@ Result<std::unique_ptr<BlobStore>> OpenPackBlobStore(const std::string& root,
 // A BlobStore in a directory: one file per blob, written to a temp file and renamed into place.
 // A writer (read_only=false) removes temp files a crashed writer left behind.
 Result<std::unique_ptr<BlobStore>> OpenFsBlobStore(const std::string& root, bool read_only = false);
+
+// Where and how to reach an S3 bucket.
+struct S3Options {
+  std::string endpoint = "https://s3.amazonaws.com";  // http(s)://host[:port]
+  std::string region = "us-east-1";
+  std::string bucket;
+  std::string access_key, secret_key;      // "" = $AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY
+  std::string prefix;                      // prepended to every key
+  bool path_style = true;                  // host/bucket/key; false: bucket.host/key
+  std::string ca_file;                     // TLS trust ("" = the system's)
+  int timeout_ms = 10000;                  // per request
+  int max_attempts = 4;                    // on 5xx, 429 and network errors, with backoff
+  size_t multipart_threshold = 16u << 20;  // larger blobs go up in parts ...
+  size_t part_size = 8u << 20;             // ... of this size (at least 5 MiB)
+};
+// A BlobStore on an S3 bucket (AWS Signature V4). Put is durable when it returns (Sync does
+// nothing); the key is the name. Opening checks that the bucket can be reached: NotFound for
+// no such bucket, PermissionDenied for refused credentials, Unavailable for a server that does
+// not answer.
+Result<std::unique_ptr<BlobStore>> OpenS3BlobStore(const S3Options& options);
 
 }  // namespace commcare::storage

@@ -136,5 +136,11 @@ std::unique_ptr<PrimaryStore> NewMemoryPrimaryStore();
 // A PrimaryStore on one SQLite file in WAL mode. durable=true: every commit is fsynced.
 Result<std::unique_ptr<PrimaryStore>> OpenSqlitePrimaryStore(const std::string& path, bool durable,
                                                              bool read_only);
+// A PrimaryStore on one PostgreSQL database (libpq connection string, e.g. "host=127.0.0.1
+// port=5432 dbname=shard0 user=commcare"). Applies its versioned schema on open (safe to run
+// twice, and from several processes). Commits are durable when they return. Case revision
+// checks lock the case's row, so processes sharing the database never lose an update (the later
+// writer gets Aborted and retries). Unavailable when the server cannot be reached.
+Result<std::unique_ptr<PrimaryStore>> OpenPostgresPrimaryStore(const std::string& dsn);
 
 }  // namespace commcare::storage
