@@ -1062,26 +1062,12 @@ int cc_pillows_status(char** out, cc_pillows* p) {
     Use use;
     CC_RETURN_IF_ERROR(Open(p, &use));
     CC_ASSIGN_OR_RETURN(auto statuses, p->host->GetStatus());
-    json::array a;
-    for (const auto& s : statuses) {
-      json::array parts;
-      int64_t lag = 0;
-      for (const auto& ps : s.partitions) {
-        lag += ps.lag;
-        parts.push_back(json::object{{"topic", ps.topic},
-                                     {"partition", ps.partition},
-                                     {"checkpoint", ps.checkpoint},
-                                     {"end_offset", ps.end_offset},
-                                     {"lag", ps.lag},
-                                     {"lag_seconds", ps.lag_seconds}});
-      }
-      a.push_back(json::object{{"name", s.name},
-                               {"lag", lag},
-                               {"retries", s.retries},
-                               {"dead_letters", s.dead_letters},
-                               {"partitions", std::move(parts)}});
+    std::string s = "[";
+    for (size_t i = 0; i < statuses.size(); ++i) {
+      if (i) s += ',';
+      s += commcare::PillowStatusToJson(statuses[i]);
     }
-    return Out(out, json::serialize(a));
+    return Out(out, s + "]");
   });
 }
 

@@ -386,28 +386,6 @@ std::vector<std::string> SplitCommas(const std::string& s) {
 std::atomic<bool> g_stop{false};
 extern "C" void OnStopSignal(int) { g_stop.store(true); }
 
-json::object PillowStatusJson(const commcare::PillowStatus& st) {
-  json::array parts;
-  int64_t lag = 0;
-  double lag_s = 0;
-  for (const auto& p : st.partitions) {
-    parts.push_back(json::object{{"topic", p.topic},
-                                 {"partition", p.partition},
-                                 {"checkpoint", p.checkpoint},
-                                 {"end_offset", p.end_offset},
-                                 {"lag", p.lag},
-                                 {"lag_seconds", p.lag_seconds}});
-    lag += p.lag;
-    lag_s = std::max(lag_s, p.lag_seconds);
-  }
-  return json::object{{"pillow", st.name},
-                      {"lag", lag},
-                      {"lag_seconds", lag_s},
-                      {"retries", st.retries},
-                      {"dead_letters", st.dead_letters},
-                      {"partitions", parts}};
-}
-
 int CmdPillows(const std::string& verb, const Args& a) {
   if (verb != "run" && verb != "status" && verb != "retries" && verb != "requeue" &&
       verb != "reconcile" && verb != "reset")
@@ -454,7 +432,7 @@ int CmdPillows(const std::string& verb, const Args& a) {
     auto st = h->GetStatus();
     if (!st.ok()) return FailStatus(st.status());
     json::array out;
-    for (const auto& p : *st) out.push_back(PillowStatusJson(p));
+    for (const auto& p : *st) out.push_back(json::parse(commcare::PillowStatusToJson(p)));
     std::cout << json::serialize(out) << std::endl;
     return 0;
   }

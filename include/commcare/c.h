@@ -287,8 +287,9 @@ CC_EXTERN(int) cc_pillows_run(cc_pillows *pillows);
 /** Makes a running cc_pillows_run return after its batch in hand. */
 CC_EXTERN(int) cc_pillows_stop(cc_pillows *pillows);
 
-/** Each pillow's checkpoints, lag and queue counts as a JSON array. @param out free with
- *  cc_free */
+/** Each pillow's checkpoints, lag and queue counts as a JSON array of PillowStatusToJson
+ *  objects ({"pillow", "lag", "lag_seconds", "retries", "dead_letters", "partitions"}).
+ *  @param out free with cc_free */
 CC_EXTERN(int) cc_pillows_status(char **out, cc_pillows *pillows);
 
 /** A pillow's retry queue as a JSON array. @param out free with cc_free */

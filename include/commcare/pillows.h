@@ -76,6 +76,11 @@ struct PillowStatus {
   int64_t dead_letters = 0;  // changes past max_attempts
 };
 
+// A pillow's status as JSON: {"pillow", "lag", "lag_seconds" (the worst partition's),
+// "retries", "dead_letters", "partitions": [{"topic", "partition", "checkpoint", "end_offset",
+// "lag", "lag_seconds"}]}.
+std::string PillowStatusToJson(const PillowStatus& status);
+
 // An entry of a pillow's retry queue.
 struct RetryEntry {
   std::string doc_id;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/json.hpp>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -778,6 +779,30 @@ Result<std::unique_ptr<PillowHost>> PillowHost::Open(Engine* engine,
   auto h = std::make_unique<pillows::Host>(engine, options);
   CC_RETURN_IF_ERROR(h->Init());
   return std::unique_ptr<PillowHost>(std::move(h));
+}
+
+namespace json = boost::json;
+
+std::string PillowStatusToJson(const PillowStatus& st) {
+  json::array parts;
+  int64_t lag = 0;
+  double lag_s = 0;
+  for (const auto& p : st.partitions) {
+    parts.push_back(json::object{{"topic", p.topic},
+                                 {"partition", p.partition},
+                                 {"checkpoint", p.checkpoint},
+                                 {"end_offset", p.end_offset},
+                                 {"lag", p.lag},
+                                 {"lag_seconds", p.lag_seconds}});
+    lag += p.lag;
+    lag_s = std::max(lag_s, p.lag_seconds);
+  }
+  return json::serialize(json::object{{"pillow", st.name},
+                                      {"lag", lag},
+                                      {"lag_seconds", lag_s},
+                                      {"retries", st.retries},
+                                      {"dead_letters", st.dead_letters},
+                                      {"partitions", std::move(parts)}});
 }
 
 }  // namespace commcare

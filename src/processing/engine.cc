@@ -335,7 +335,8 @@ Status EngineImpl::OpenStores() {
       CC_RETURN_IF_ERROR(RelayChanges());
       relayer_ = std::thread([this] { RelayLoop(); });
     }
-    journal_blobs_ = opts_.durable && !opts_.in_memory;
+    // A blob store whose puts are durable (S3) needs no copy of each blob kept with the rows.
+    journal_blobs_ = opts_.durable && !opts_.in_memory && !blobs_->PutsAreDurable();
     if (journal_blobs_) flusher_ = std::thread([this] { FlushLoop(); });
   }
   return Status::Ok();

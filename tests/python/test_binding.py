@@ -253,7 +253,7 @@ class PillowsTest(unittest.TestCase):
             self.assertGreaterEqual(p.run_until_caught_up(), 6)
             self.assertEqual(sorted(c for c, _ in seen), ["c%d" % i for i in range(6)])
             self.assertEqual({t for _, t in seen}, {"case-sql"})
-            names = {s["name"] for s in p.status()}
+            names = {s["pillow"] for s in p.status()}
             self.assertTrue({"summary", "case-search", "read-copy", "ucr"} <= names)
             self.assertTrue(all(s["lag"] == 0 for s in p.status()))
 

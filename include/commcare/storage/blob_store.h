@@ -36,6 +36,9 @@ class BlobStore {
   // Writes data under exactly this key, one that Put returned earlier, and makes it durable:
   // repairs a blob lost in a crash from the copy the blob journal kept.
   virtual Status Restore(std::string_view key, std::string_view data) = 0;
+  // Whether every Put is durable when it returns, whatever its durable flag (S3): the engine
+  // then keeps no journal copy of the blob with the rows.
+  virtual bool PutsAreDurable() const { return false; }
 };
 
 // An in-memory BlobStore.

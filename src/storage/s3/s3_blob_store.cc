@@ -220,6 +220,7 @@ class S3BlobStore final : public BlobStore {
 
   // A PUT is durable when S3 answers it.
   Status Sync() override { return Status::Ok(); }
+  bool PutsAreDurable() const override { return true; }
 
   Status Restore(std::string_view key, std::string_view data) override {
     return Put(key, data, true).status();
