@@ -35,7 +35,8 @@ using commcare::Status;
 namespace {
 
 constexpr const char* kUsage = R"(usage:
-  commcare init --data DIR [--shards N] [--databases K] [--blob-store pack|files|S3_JSON]
+  commcare init --data DIR [--config HOST.json] [--shards N] [--databases K]
+      [--blob-store pack|files|S3_JSON]
       [--change-log '{"kind": "kafka", "bootstrap_servers": "HOST:PORT", ...}']
       [--primary '{"kind": "postgres", "databases": ["host=... dbname=shard0", ...]}']
   commcare submit --data DIR --domain D [--user U] [--openrosa-version V] [--content-type T] FILE...
@@ -142,12 +143,35 @@ bool NeedDomain(const Args& a, std::string* domain) {
 int CmdInit(const Args& a) {
   commcare::InitOptions o;
   o.data_dir = a.Get("--data");
+  if (a.Has("--config")) {  // a host file: {"shards", "databases", "primary", "blob_store",
+                            // "change_log"}; flags given beside it win
+    std::ifstream in(a.Get("--config"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    boost::system::error_code ec;
+    json::value v = json::parse(ss.str(), ec);
+    if (!in || ec || !v.is_object())
+      return Fail("--config " + a.Get("--config") + " is not a readable JSON object");
+    for (const auto& kv : v.get_object()) {
+      const std::string_view k = kv.key();
+      const json::value& x = kv.value();
+      if ((k == "shards" || k == "databases") && x.is_int64()) {
+        (k == "shards" ? o.shards : o.databases) = static_cast<int>(x.get_int64());
+      } else if (k == "blob_store" && (x.is_string() || x.is_object())) {
+        o.blob_store = x.is_string() ? std::string(x.get_string()) : json::serialize(x);
+      } else if ((k == "primary" || k == "change_log") && x.is_object()) {
+        (k == "primary" ? o.primary : o.change_log) = json::serialize(x);
+      } else if (k != "comment") {
+        return Fail(fmt::format("--config: \"{}\" is unknown or of the wrong type", k));
+      }
+    }
+  }
   try {
-    o.shards = std::stoi(a.Get("--shards", "1024"));
-    o.databases = std::stoi(a.Get("--databases", "1"));
-    o.blob_store = a.Get("--blob-store", "pack");
-    o.change_log = a.Get("--change-log");
-    o.primary = a.Get("--primary");
+    if (a.Has("--shards")) o.shards = std::stoi(a.Get("--shards"));
+    if (a.Has("--databases")) o.databases = std::stoi(a.Get("--databases"));
+    if (a.Has("--blob-store")) o.blob_store = a.Get("--blob-store");
+    if (a.Has("--change-log")) o.change_log = a.Get("--change-log");
+    if (a.Has("--primary")) o.primary = a.Get("--primary");
   } catch (const std::exception&) {
     return Fail("--shards and --databases take whole numbers");
   }

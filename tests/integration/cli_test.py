@@ -152,6 +152,66 @@ class CliTest(unittest.TestCase):
             check = lines(cc("check", "--data", self.data))[0]
             self.assertTrue(check["ok"])
 
+    def test_production_backends_across_processes(self):
+        """commcare init --config with PostgreSQL (2 databases), S3 and Kafka from
+        scripts/with-test-servers; every command below is its own process."""
+        env = {k: os.environ.get(k) for k in ("COMMCARE_TEST_PG", "COMMCARE_TEST_S3",
+                                               "COMMCARE_TEST_KAFKA", "COMMCARE_TEST_KAFKA_CONTROL")}
+        if not all(env.values()):
+            if os.environ.get("CI") == "true":
+                self.fail(f"CI=true but the test servers are not all set: {env}")
+            self.skipTest("no test servers (run under scripts/with-test-servers)")
+        tag = f"cli{os.getpid()}"
+        dbs = []
+        for i in range(2):
+            db = f"{tag}_{i}"
+            subprocess.run(["psql", "-q", env["COMMCARE_TEST_PG"] + " dbname=postgres", "-c",
+                            f"CREATE DATABASE {db}"], check=True)
+            dbs.append(env["COMMCARE_TEST_PG"] + f" dbname={db}")
+        host = os.path.join(self.tmp, "host.json")
+        with open(host, "w") as f:
+            json.dump({"shards": 16, "databases": 2,
+                       "primary": {"kind": "postgres", "databases": dbs},
+                       "blob_store": {"kind": "s3", "endpoint": env["COMMCARE_TEST_S3"],
+                                      "bucket": "blobs", "access_key": "S3RVER",
+                                      "secret_key": "S3RVER", "prefix": tag + "/"},
+                       "change_log": {"kind": "kafka",
+                                      "bootstrap_servers": env["COMMCARE_TEST_KAFKA"],
+                                      "topic_control": env["COMMCARE_TEST_KAFKA_CONTROL"],
+                                      "topic_prefix": tag + ".", "partitions": 4}}, f)
+        data = os.path.join(self.tmp, "prod")
+        out = lines(cc("init", "--data", data, "--config", host))[0]
+        self.assertEqual((out["shards"], out["databases"]), (16, 2))
+        with open(os.path.join(data, "commcare.json")) as f:
+            stored = json.load(f)
+        self.assertEqual(stored["primary"]["databases"], dbs)
+        bad = os.path.join(self.tmp, "bad.json")
+        with open(bad, "w") as f:
+            json.dump({"shards": 16, "colour": "red"}, f)
+        err = lines(cc("init", "--data", data + "-bad", "--config", bad, expect=1))[0]
+        self.assertIn("colour", err["error"])
+        files = sorted(glob.glob(os.path.join(SAMPLES, "*.xml")))
+        half = len(files) // 2
+        sub = lines(cc("submit", "--data", data, "--domain", "demo", *files[:half]))
+        sub += lines(cc("submit", "--data", data, "--domain", "demo", *files[half:]))
+        stored_forms = [r for r in sub if r.get("form_id")]
+        self.assertGreater(len(stored_forms), 10)
+        first = stored_forms[0]
+        xml = cc("form", "get", "--data", data, "--domain", "demo", first["form_id"], "--xml").stdout
+        self.assertIn("<", xml)  # read back from the bucket
+        live = {c["case_id"] for c in lines(cc("case", "list", "--data", data, "--domain", "demo"))}
+        self.assertTrue(live)
+        changes = lines(cc("changes", "--data", data, "--topic", "form-sql"))
+        self.assertTrue({c["key"] for c in changes} >= {r["form_id"] for r in stored_forms})
+        ran = lines(cc("pillows", "run", "--data", data, "--once"))[0]
+        self.assertGreater(ran["processed"], 0)
+        status = lines(cc("pillows", "status", "--data", data))[0]
+        self.assertTrue(all(p["lag"] == 0 for p in status), status)
+        found = json.loads(cc("search", "--data", data, "--domain", "demo", "--limit", "5000").stdout)
+        self.assertEqual({c["case_id"] for c in found["cases"]}, live)
+        check = lines(cc("check", "--data", data))[0]
+        self.assertTrue(check["ok"], check)
+
     def test_changes_pillows_search_and_ucr_on_the_samples(self):
         files = sorted(glob.glob(os.path.join(SAMPLES, "*.xml")))
         out = self.submit(*files)
