@@ -7,14 +7,14 @@
 #include <string.h>
 
 /* Exits with the library's message when a call fails (libgit2's check_lg2). */
-static void check(int rc, const char *what) {
+static void check(int rc, const char* what) {
   if (rc < 0) {
     fprintf(stderr, "%s failed (%d): %s\n", what, rc, cc_error_last()->message);
     exit(1);
   }
 }
 
-static const char *kForm =
+static const char* kForm =
     "<?xml version=\"1.0\"?>"
     "<data xmlns=\"http://example.org/registration\">"
     "<meta xmlns=\"http://openrosa.org/jr/xforms\">"
@@ -25,14 +25,14 @@ static const char *kForm =
     "<owner_id>%s</owner_id></create><update><village>Kisumu</village></update>"
     "</case></data>";
 
-static int on_change(const char *change_json, size_t len, void *payload) {
+static int on_change(const char* change_json, size_t len, void* payload) {
   (void)len;
-  ++*(int *)payload;
+  ++*(int*)payload;
   printf("change: %s\n", change_json);
   return 0;
 }
 
-static int to_stdout(const char *data, size_t len, void *payload) {
+static int to_stdout(const char* data, size_t len, void* payload) {
   (void)payload;
   return fwrite(data, 1, len, stdout) == len ? 0 : 1;
 }
@@ -40,9 +40,9 @@ static int to_stdout(const char *data, size_t len, void *payload) {
 int main(void) {
   cc_engine_options opts = CC_ENGINE_OPTIONS_INIT;
   cc_submit_options sub = CC_SUBMIT_OPTIONS_INIT;
-  cc_engine *engine = NULL;
-  cc_pillows *pillows = NULL;
-  cc_submit_result *result = NULL;
+  cc_engine* engine = NULL;
+  cc_pillows* pillows = NULL;
+  cc_submit_result* result = NULL;
   char *json = NULL, *user = NULL, *sync = NULL;
   char form[2048], user_id[33] = {0};
   int changes = 0;

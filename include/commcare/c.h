@@ -38,39 +38,39 @@ extern "C" {
 
 /* Error codes (negated StatusCode numbers of the C++ API; frozen). */
 #define CC_OK 0
-#define CC_ENOTFOUND (-1)        /* no such document, user, topic, ... */
-#define CC_EEXISTS (-2)          /* it exists already */
-#define CC_EINVALID (-3)         /* bad argument: NULL, bad JSON, bad XML, unknown name, ... */
-#define CC_EPRECONDITION (-4)    /* wrong state: a closed handle, a lock held elsewhere, ... */
-#define CC_EABORTED (-5)         /* a conflict (stale revision); retrying may succeed */
-#define CC_EUNAVAILABLE (-6)     /* a backend is down or busy; retryable */
-#define CC_EDATALOSS (-7)        /* stored data is damaged */
-#define CC_EUNIMPLEMENTED (-8)   /* not supported by this backend or build */
-#define CC_EINTERNAL (-9)        /* a bug, or an unexpected failure */
-#define CC_ERESOURCE (-10)       /* a size or rate limit was exceeded */
-#define CC_EPERMISSION (-11)     /* authenticated but not allowed */
+#define CC_ENOTFOUND (-1)         /* no such document, user, topic, ... */
+#define CC_EEXISTS (-2)           /* it exists already */
+#define CC_EINVALID (-3)          /* bad argument: NULL, bad JSON, bad XML, unknown name, ... */
+#define CC_EPRECONDITION (-4)     /* wrong state: a closed handle, a lock held elsewhere, ... */
+#define CC_EABORTED (-5)          /* a conflict (stale revision); retrying may succeed */
+#define CC_EUNAVAILABLE (-6)      /* a backend is down or busy; retryable */
+#define CC_EDATALOSS (-7)         /* stored data is damaged */
+#define CC_EUNIMPLEMENTED (-8)    /* not supported by this backend or build */
+#define CC_EINTERNAL (-9)         /* a bug, or an unexpected failure */
+#define CC_ERESOURCE (-10)        /* a size or rate limit was exceeded */
+#define CC_EPERMISSION (-11)      /* authenticated but not allowed */
 #define CC_EUNAUTHENTICATED (-12) /* bad or missing credentials */
 
 /** The last error on this thread. */
 typedef struct cc_error {
   int code;            /**< a CC_E* code (CC_OK if the last call succeeded) */
-  const char *message; /**< what went wrong; never NULL */
+  const char* message; /**< what went wrong; never NULL */
 } cc_error;
 
 /** The calling thread's last error; borrowed, valid until the next cc_ call on this thread.
  *  @return never NULL */
-CC_EXTERN(const cc_error *) cc_error_last(void);
+CC_EXTERN(const cc_error*) cc_error_last(void);
 
 /** Sets this thread's last error (for callbacks that fail: return its result from the callback).
  *  @param code a CC_E* code  @param message copied; NULL for none
  *  @return code */
-CC_EXTERN(int) cc_error_set(int code, const char *message);
+CC_EXTERN(int) cc_error_set(int code, const char* message);
 
 /** The library's version (any argument may be NULL). Thread-safe. */
-CC_EXTERN(void) cc_version(int *major, int *minor, int *patch);
+CC_EXTERN(void) cc_version(int* major, int* minor, int* patch);
 
 /** Frees memory the library handed out (NULL-safe). */
-CC_EXTERN(void) cc_free(void *ptr);
+CC_EXTERN(void) cc_free(void* ptr);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Engine                                                                                    */
@@ -88,52 +88,54 @@ typedef struct cc_engine_options {
    *  InitOptions in engine.h), "durable": bool,
    *  "strict_case_updates": bool, "max_xml_bytes": N, "relay": bool, "read_only": bool}.
    *  Unknown keys are CC_EINVALID. */
-  const char *config_json;
+  const char* config_json;
 } cc_engine_options;
-#define CC_ENGINE_OPTIONS_INIT {CC_ENGINE_OPTIONS_VERSION, NULL}
+#define CC_ENGINE_OPTIONS_INIT \
+  { CC_ENGINE_OPTIONS_VERSION, NULL }
 
 /** Initialises opts for the given version (CC_ENGINE_OPTIONS_VERSION).
  *  @return CC_OK, or CC_EINVALID for an unknown version or a NULL opts */
-CC_EXTERN(int) cc_engine_options_init(cc_engine_options *opts, unsigned int version);
+CC_EXTERN(int) cc_engine_options_init(cc_engine_options* opts, unsigned int version);
 
 /** Opens an engine (a writer takes the data directory's lock).
  *  @param out the new handle; free with cc_engine_free
  *  @return CC_OK; CC_EINVALID for bad JSON, an unknown key or backend; CC_EPRECONDITION if
  *          another process holds the directory */
-CC_EXTERN(int) cc_engine_open(cc_engine **out, const cc_engine_options *opts);
+CC_EXTERN(int) cc_engine_open(cc_engine** out, const cc_engine_options* opts);
 
 /** Closes the engine's stores now; later calls on the handle fail with CC_EPRECONDITION.
  *  Waits for calls in flight. The handle must still be freed with cc_engine_free. */
-CC_EXTERN(int) cc_engine_close(cc_engine *engine);
+CC_EXTERN(int) cc_engine_close(cc_engine* engine);
 
 /** Closes (if open) and frees the handle (NULL-safe). No call may use it concurrently. */
-CC_EXTERN(void) cc_engine_free(cc_engine *engine);
+CC_EXTERN(void) cc_engine_free(cc_engine* engine);
 
 #define CC_SUBMIT_OPTIONS_VERSION 1
 /** A submission's context, as a host received it. */
 typedef struct cc_submit_options {
   unsigned int version;     /**< CC_SUBMIT_OPTIONS_VERSION */
-  const char *domain;       /**< required */
-  const char *content_type; /**< NULL or "" for raw XML; multipart/form-data with its boundary */
-  const char *user_id;      /**< the authenticated user (NULL: none) */
-  const char *app_id;       /**< NULL: none */
+  const char* domain;       /**< required */
+  const char* content_type; /**< NULL or "" for raw XML; multipart/form-data with its boundary */
+  const char* user_id;      /**< the authenticated user (NULL: none) */
+  const char* app_id;       /**< NULL: none */
   /** NULL or a JSON object of the request's HTTP headers; read are X-OpenRosa-Version,
    *  X-CommCareHQ-LastSyncToken, X-Submit-Time (ISO time), Date and X-Forwarded-For. */
-  const char *headers_json;
+  const char* headers_json;
 } cc_submit_options;
-#define CC_SUBMIT_OPTIONS_INIT {CC_SUBMIT_OPTIONS_VERSION, NULL, NULL, NULL, NULL, NULL}
+#define CC_SUBMIT_OPTIONS_INIT \
+  { CC_SUBMIT_OPTIONS_VERSION, NULL, NULL, NULL, NULL, NULL }
 
 /** Initialises opts for the given version. @return CC_OK or CC_EINVALID */
-CC_EXTERN(int) cc_submit_options_init(cc_submit_options *opts, unsigned int version);
+CC_EXTERN(int) cc_submit_options_init(cc_submit_options* opts, unsigned int version);
 
 /** The engine's answer to a submission. */
 typedef struct cc_submit_result {
   int http_status; /**< 201 stored; 4xx/5xx refused */
-  char *nature;    /**< submit_success, submit_error, processing_failure, ... */
-  char *message;   /**< the OpenRosa message text */
-  char *form_id;   /**< the stored record's id ("" if nothing was stored) */
-  char *state;     /**< "normal", "duplicate", "error", ... ("" if nothing was stored) */
-  char *body;      /**< the OpenRosa XML response for the device */
+  char* nature;    /**< submit_success, submit_error, processing_failure, ... */
+  char* message;   /**< the OpenRosa message text */
+  char* form_id;   /**< the stored record's id ("" if nothing was stored) */
+  char* state;     /**< "normal", "duplicate", "error", ... ("" if nothing was stored) */
+  char* body;      /**< the OpenRosa XML response for the device */
 } cc_submit_result;
 
 /** Processes a submission synchronously and atomically; returns once it is durable.
@@ -142,67 +144,67 @@ typedef struct cc_submit_result {
  *  @param body raw XML or a multipart body, body_len bytes
  *  @return CC_OK for a 2xx answer; CC_EINVALID for malformed or unprocessable XML (4xx),
  *          CC_ERESOURCE for an oversized body (413), CC_EUNAVAILABLE (503), CC_EINTERNAL */
-CC_EXTERN(int) cc_engine_submit(cc_submit_result **out, cc_engine *engine,
-                                const cc_submit_options *opts, const void *body,
-                                size_t body_len);
+CC_EXTERN(int)
+cc_engine_submit(cc_submit_result** out, cc_engine* engine, const cc_submit_options* opts,
+                 const void* body, size_t body_len);
 
 /** Frees a submission result (NULL-safe). */
-CC_EXTERN(void) cc_submit_result_free(cc_submit_result *result);
+CC_EXTERN(void) cc_submit_result_free(cc_submit_result* result);
 
 /** A case as Case API v2 JSON. @param out free with cc_free
  *  @return CC_OK, CC_ENOTFOUND if absent or in another domain */
-CC_EXTERN(int) cc_engine_get_case(char **out, cc_engine *engine, const char *domain,
-                                  const char *case_id);
+CC_EXTERN(int)
+cc_engine_get_case(char** out, cc_engine* engine, const char* domain, const char* case_id);
 
 /** Cases as a JSON array of Case API v2 objects.
  *  @param filter_json {"domain": D (required), "case_type": T, "owner_id": O, "closed": bool,
  *         "include_deleted": bool, "limit": N (default 1000), "offset": N}
  *  @param out free with cc_free */
-CC_EXTERN(int) cc_engine_list_cases(char **out, cc_engine *engine, const char *filter_json);
+CC_EXTERN(int) cc_engine_list_cases(char** out, cc_engine* engine, const char* filter_json);
 
 /** A case's transactions as a JSON array. @param out free with cc_free */
-CC_EXTERN(int) cc_engine_case_history(char **out, cc_engine *engine, const char *domain,
-                                      const char *case_id);
+CC_EXTERN(int)
+cc_engine_case_history(char** out, cc_engine* engine, const char* domain, const char* case_id);
 
 /** A case's ledger as {"section": {"entry": balance}}. @param out free with cc_free */
-CC_EXTERN(int) cc_engine_get_ledger(char **out, cc_engine *engine, const char *domain,
-                                    const char *case_id);
+CC_EXTERN(int)
+cc_engine_get_ledger(char** out, cc_engine* engine, const char* domain, const char* case_id);
 
 /** A form's metadata as JSON. @param out free with cc_free @return CC_OK, CC_ENOTFOUND */
-CC_EXTERN(int) cc_engine_get_form(char **out, cc_engine *engine, const char *domain,
-                                  const char *form_id);
+CC_EXTERN(int)
+cc_engine_get_form(char** out, cc_engine* engine, const char* domain, const char* form_id);
 
 /** A form attachment's bytes ("form.xml" is the form's XML).
  *  @param out the bytes, followed by a NUL that out_len does not count; free with cc_free
  *  @param out_len their length */
-CC_EXTERN(int) cc_engine_get_attachment(void **out, size_t *out_len, cc_engine *engine,
-                                        const char *domain, const char *form_id,
-                                        const char *name);
+CC_EXTERN(int)
+cc_engine_get_attachment(void** out, size_t* out_len, cc_engine* engine, const char* domain,
+                         const char* form_id, const char* name);
 
 /** Archives a normal form (its case and ledger changes are revoked, cases rebuilt). */
-CC_EXTERN(int) cc_engine_archive_form(cc_engine *engine, const char *domain, const char *form_id);
+CC_EXTERN(int) cc_engine_archive_form(cc_engine* engine, const char* domain, const char* form_id);
 
 /** Restores an archived form and rebuilds its cases. */
-CC_EXTERN(int) cc_engine_unarchive_form(cc_engine *engine, const char *domain,
-                                        const char *form_id);
+CC_EXTERN(int) cc_engine_unarchive_form(cc_engine* engine, const char* domain, const char* form_id);
 
 /** Moves every committed change record to the change log now (a writer also does it in the
  *  background). */
-CC_EXTERN(int) cc_engine_relay(cc_engine *engine);
+CC_EXTERN(int) cc_engine_relay(cc_engine* engine);
 
 /** The change log's topics: [{"topic": T, "partitions": [{"partition": P, "start": S,
  *  "end": E}]}]. @param out free with cc_free */
-CC_EXTERN(int) cc_engine_topics(char **out, cc_engine *engine);
+CC_EXTERN(int) cc_engine_topics(char** out, cc_engine* engine);
 
 /** Reads up to max change records of one partition from offset `from`, as a JSON array of
  *  {"topic","partition","offset","timestamp","key","change": ChangeMeta}.
  *  @param out free with cc_free @return CC_OK, CC_ENOTFOUND for an unknown topic/partition */
-CC_EXTERN(int) cc_engine_read_changes(char **out, cc_engine *engine, const char *topic,
-                                      int partition, int64_t from, size_t max);
+CC_EXTERN(int)
+cc_engine_read_changes(char** out, cc_engine* engine, const char* topic, int partition,
+                       int64_t from, size_t max);
 
 /** Writes restore payload bytes; return 0 to go on, non-zero to stop (the restore then fails
  *  and its sync log is not stored). */
-typedef int (*cc_write_fn)(const char *data, size_t len, void *payload);
+typedef int (*cc_write_fn)(const char* data, size_t len, void* payload);
 
 /** Streams a user's OTA restore payload to write (chunks of at most 1,000 cases).
  *  @param out_result JSON {"sync_id","cases","ledgers","footprint"}; may be NULL; free with
@@ -211,42 +213,43 @@ typedef int (*cc_write_fn)(const char *data, size_t len, void *payload);
  *         "version": "2.0", "items": bool, "device_id": ID, "app_id": ID}
  *  @return CC_OK; CC_ENOTFOUND for an unknown user; CC_EPRECONDITION for a bad token or
  *          state (CommCare's 412; nothing written); CC_EABORTED if write stopped it */
-CC_EXTERN(int) cc_engine_restore(char **out_result, cc_engine *engine, const char *request_json,
-                                 cc_write_fn write, void *payload);
+CC_EXTERN(int)
+cc_engine_restore(char** out_result, cc_engine* engine, const char* request_json, cc_write_fn write,
+                  void* payload);
 
 /** The restore payload in one buffer (as cc_engine_restore).
  *  @param out the payload; free with cc_free @param out_len its length */
-CC_EXTERN(int) cc_engine_restore_buffer(char **out, size_t *out_len, cc_engine *engine,
-                                        const char *request_json);
+CC_EXTERN(int)
+cc_engine_restore_buffer(char** out, size_t* out_len, cc_engine* engine, const char* request_json);
 
 /* Users and domains (the MetaStore, <data_dir>/meta.sqlite). */
 
 /** Creates a domain. @param domain_json {"name": D, "secure_submissions": bool}
  *  @param out the stored domain as JSON (may be NULL); free with cc_free
  *  @return CC_OK, CC_EEXISTS, CC_EINVALID */
-CC_EXTERN(int) cc_engine_create_domain(char **out, cc_engine *engine, const char *domain_json);
+CC_EXTERN(int) cc_engine_create_domain(char** out, cc_engine* engine, const char* domain_json);
 
 /** Every domain as a JSON array. @param out free with cc_free */
-CC_EXTERN(int) cc_engine_list_domains(char **out, cc_engine *engine);
+CC_EXTERN(int) cc_engine_list_domains(char** out, cc_engine* engine);
 
 /** Creates or updates a user. @param user_json {"username", "domains": [...], "web_user",
  *  "is_superuser", "is_active", "permissions": [...], "location_ids", "user_data": {...},
  *  "rev": stored revision (0 to create)} @param password NULL to keep the stored one
  *  @param out the stored user's profile JSON (may be NULL); free with cc_free
  *  @return CC_OK, CC_EABORTED for a stale rev, CC_ENOTFOUND for an unknown domain */
-CC_EXTERN(int) cc_engine_put_user(char **out, cc_engine *engine, const char *user_json,
-                                  const char *password);
+CC_EXTERN(int)
+cc_engine_put_user(char** out, cc_engine* engine, const char* user_json, const char* password);
 
 /** A user's profile JSON (with "rev"). @param out free with cc_free @return CC_ENOTFOUND */
-CC_EXTERN(int) cc_engine_get_user(char **out, cc_engine *engine, const char *username);
+CC_EXTERN(int) cc_engine_get_user(char** out, cc_engine* engine, const char* username);
 
 /** A domain's users as a JSON array of profiles. @param out free with cc_free */
-CC_EXTERN(int) cc_engine_list_users(char **out, cc_engine *engine, const char *domain);
+CC_EXTERN(int) cc_engine_list_users(char** out, cc_engine* engine, const char* domain);
 
 /** Checks a password. @param out the user's profile JSON (may be NULL); free with cc_free
  *  @return CC_OK, CC_EUNAUTHENTICATED */
-CC_EXTERN(int) cc_engine_authenticate(char **out, cc_engine *engine, const char *username,
-                                      const char *password);
+CC_EXTERN(int)
+cc_engine_authenticate(char** out, cc_engine* engine, const char* username, const char* password);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Pillows: change processors over the engine's change log, and the stores they fill.       */
@@ -259,68 +262,69 @@ typedef struct cc_pillows cc_pillows;
  *         "process_num": K, "inspect_only": bool}
  *  @param out free with cc_pillows_free
  *  @return CC_OK; CC_EPRECONDITION if another worker holds the same partition share */
-CC_EXTERN(int) cc_pillows_open(cc_pillows **out, cc_engine *engine, const char *options_json);
+CC_EXTERN(int) cc_pillows_open(cc_pillows** out, cc_engine* engine, const char* options_json);
 
 /** Checkpoints and frees the host (NULL-safe). Stop cc_pillows_run first. */
-CC_EXTERN(void) cc_pillows_free(cc_pillows *pillows);
+CC_EXTERN(void) cc_pillows_free(cc_pillows* pillows);
 
 /** A change processor: change_json is {"topic","partition","offset","timestamp","change":
  *  ChangeMeta}. Return 0 when done; non-zero (say, `return cc_error_set(CC_EINTERNAL, why)`)
  *  sends the change to the pillow's retry queue with that message. Called from the thread
  *  that runs the host. */
-typedef int (*cc_change_fn)(const char *change_json, size_t len, void *payload);
+typedef int (*cc_change_fn)(const char* change_json, size_t len, void* payload);
 
 /** Adds a pillow with a user-defined processor (before running).
  *  @param config_json {"name": N (unique), "topics": [...], "chunk_size": N, "max_attempts": N,
  *         "retry_delay_ms": N} @param payload passed to fn; must live as long as the host */
-CC_EXTERN(int) cc_pillows_add(cc_pillows *pillows, const char *config_json, cc_change_fn fn,
-                              void *payload);
+CC_EXTERN(int)
+cc_pillows_add(cc_pillows* pillows, const char* config_json, cc_change_fn fn, void* payload);
 
 /** Relays what the engine committed, then processes every change in the log and every due
  *  retry. @param out_processed may be
  *  NULL. Not concurrently with itself or cc_pillows_run. */
-CC_EXTERN(int) cc_pillows_run_until_caught_up(int64_t *out_processed, cc_pillows *pillows);
+CC_EXTERN(int) cc_pillows_run_until_caught_up(int64_t* out_processed, cc_pillows* pillows);
 
 /** Runs the pillows until cc_pillows_stop is called from another thread. */
-CC_EXTERN(int) cc_pillows_run(cc_pillows *pillows);
+CC_EXTERN(int) cc_pillows_run(cc_pillows* pillows);
 
 /** Makes a running cc_pillows_run return after its batch in hand. */
-CC_EXTERN(int) cc_pillows_stop(cc_pillows *pillows);
+CC_EXTERN(int) cc_pillows_stop(cc_pillows* pillows);
 
 /** Each pillow's checkpoints, lag and queue counts as a JSON array of PillowStatusToJson
  *  objects ({"pillow", "lag", "lag_seconds", "retries", "dead_letters", "partitions"}).
  *  @param out free with cc_free */
-CC_EXTERN(int) cc_pillows_status(char **out, cc_pillows *pillows);
+CC_EXTERN(int) cc_pillows_status(char** out, cc_pillows* pillows);
 
 /** A pillow's retry queue as a JSON array. @param out free with cc_free */
-CC_EXTERN(int) cc_pillows_retries(char **out, cc_pillows *pillows, const char *pillow);
+CC_EXTERN(int) cc_pillows_retries(char** out, cc_pillows* pillows, const char* pillow);
 
 /** Makes a pillow's queued changes due now (doc_id NULL: all; dead letters too when
  *  include_dead). @param out_count may be NULL */
-CC_EXTERN(int) cc_pillows_requeue(int64_t *out_count, cc_pillows *pillows, const char *pillow,
-                                  const char *doc_id, int include_dead);
+CC_EXTERN(int)
+cc_pillows_requeue(int64_t* out_count, cc_pillows* pillows, const char* pillow, const char* doc_id,
+                   int include_dead);
 
 /** Case search over the case-search pillow's index.
  *  @param query_json {"domain" (required), "case_type", "owner_id", "closed", "case_name",
  *         "external_id", "properties": {p: v}, "ranges": [{"property","op","value"}], "text",
  *         "limit", "cursor"}
  *  @param out {"cases": [...], "next_cursor": C}; free with cc_free */
-CC_EXTERN(int) cc_pillows_search(char **out, cc_pillows *pillows, const char *query_json);
+CC_EXTERN(int) cc_pillows_search(char** out, cc_pillows* pillows, const char* query_json);
 
 /** Forms from the read-copy pillow's store.
  *  @param query_json {"domain" (required), "xmlns", "app_id", "user_id", "include_archived",
  *         "limit", "offset"}
  *  @param out {"forms": [...], "total_count": N}; free with cc_free */
-CC_EXTERN(int) cc_pillows_list_forms(char **out, cc_pillows *pillows, const char *query_json);
+CC_EXTERN(int) cc_pillows_list_forms(char** out, cc_pillows* pillows, const char* query_json);
 
 /** Stores a UCR data source (CommCare's DataSourceConfiguration JSON), builds its table.
  *  @param out_rows may be NULL @return CC_EINVALID naming the bad path of a bad config */
-CC_EXTERN(int) cc_pillows_ucr_load(int64_t *out_rows, cc_pillows *pillows,
-                                   const char *config_json);
+CC_EXTERN(int) cc_pillows_ucr_load(int64_t* out_rows, cc_pillows* pillows, const char* config_json);
 
 /** Rows of a UCR table as a JSON array. @param out free with cc_free */
-CC_EXTERN(int) cc_pillows_ucr_rows(char **out, cc_pillows *pillows, const char *domain,
-                                   const char *table_id, size_t limit, size_t offset);
+CC_EXTERN(int)
+cc_pillows_ucr_rows(char** out, cc_pillows* pillows, const char* domain, const char* table_id,
+                    size_t limit, size_t offset);
 
 #ifdef __cplusplus
 }

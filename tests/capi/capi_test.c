@@ -8,32 +8,32 @@
 
 static int failures = 0;
 
-#define CHECK(cond)                                                                     \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      fprintf(stderr, "%s:%d: CHECK(%s) failed; last error %d: %s\n", __FILE__, __LINE__, \
-              #cond, cc_error_last()->code, cc_error_last()->message);                  \
-      failures++;                                                                       \
-    }                                                                                   \
+#define CHECK(cond)                                                                              \
+  do {                                                                                           \
+    if (!(cond)) {                                                                               \
+      fprintf(stderr, "%s:%d: CHECK(%s) failed; last error %d: %s\n", __FILE__, __LINE__, #cond, \
+              cc_error_last()->code, cc_error_last()->message);                                  \
+      failures++;                                                                                \
+    }                                                                                            \
   } while (0)
 
 /* A call expected to succeed. */
 #define OK(call) CHECK((call) == CC_OK)
 /* A call expected to fail with code and a message containing text. */
-#define FAILS(call, want, text)                                                   \
-  do {                                                                            \
-    int rc_ = (call);                                                             \
-    CHECK(rc_ == (want));                                                         \
-    CHECK(cc_error_last()->code == (want));                                       \
-    if (strstr(cc_error_last()->message, (text)) == NULL) {                       \
-      fprintf(stderr, "%s:%d: message '%s' lacks '%s'\n", __FILE__, __LINE__,     \
-              cc_error_last()->message, (text));                                  \
-      failures++;                                                                 \
-    }                                                                             \
+#define FAILS(call, want, text)                                               \
+  do {                                                                        \
+    int rc_ = (call);                                                         \
+    CHECK(rc_ == (want));                                                     \
+    CHECK(cc_error_last()->code == (want));                                   \
+    if (strstr(cc_error_last()->message, (text)) == NULL) {                   \
+      fprintf(stderr, "%s:%d: message '%s' lacks '%s'\n", __FILE__, __LINE__, \
+              cc_error_last()->message, (text));                              \
+      failures++;                                                             \
+    }                                                                         \
   } while (0)
 
 static char form_buf[4096];
-static const char *case_form(const char *form_id, const char *case_id, const char *body) {
+static const char* case_form(const char* form_id, const char* case_id, const char* body) {
   snprintf(form_buf, sizeof form_buf,
            "<?xml version=\"1.0\"?><data xmlns=\"http://example.org/form\">"
            "<meta xmlns=\"http://openrosa.org/jr/xforms\"><instanceID>%s</instanceID>"
@@ -45,16 +45,16 @@ static const char *case_form(const char *form_id, const char *case_id, const cha
   return form_buf;
 }
 
-static int submit(cc_engine *e, const char *xml, cc_submit_result **out) {
+static int submit(cc_engine* e, const char* xml, cc_submit_result** out) {
   cc_submit_options o = CC_SUBMIT_OPTIONS_INIT;
   o.domain = "demo";
   o.headers_json = "{\"X-OpenRosa-Version\": \"3.0\"}";
   return cc_engine_submit(out, e, &o, xml, strlen(xml));
 }
 
-static cc_engine *open_memory(void) {
+static cc_engine* open_memory(void) {
   cc_engine_options o = CC_ENGINE_OPTIONS_INIT;
-  cc_engine *e = NULL;
+  cc_engine* e = NULL;
   o.config_json = "{\"backend\": \"memory\"}";
   OK(cc_engine_open(&e, &o));
   return e;
@@ -63,7 +63,7 @@ static cc_engine *open_memory(void) {
 static void test_basics(void) {
   int major = -1, minor = -1, patch = -1;
   cc_engine_options o;
-  cc_engine *e = NULL;
+  cc_engine* e = NULL;
   cc_version(&major, &minor, &patch);
   CHECK(major == CC_VERSION_MAJOR && minor == CC_VERSION_MINOR && patch == CC_VERSION_PATCH);
   cc_free(NULL);
@@ -100,17 +100,18 @@ static void test_basics(void) {
 }
 
 static void test_submit_and_read(void) {
-  cc_engine *e = open_memory();
-  cc_submit_result *r = NULL;
-  char *json = NULL;
-  void *bytes = NULL;
+  cc_engine* e = open_memory();
+  cc_submit_result* r = NULL;
+  char* json = NULL;
+  void* bytes = NULL;
   size_t len = 0;
   cc_submit_options so;
   char bad[] = {'<', 'a', ' ', 'x', '=', '"', (char)0xff, '"', '/', '>', 0};
 
-  OK(submit(e, case_form("f1", "c1",
-                         "<create><case_type>patient</case_type><case_name>Ann</case_name>"
-                         "<owner_id>u1</owner_id></create><update><village>v1</village></update>"),
+  OK(submit(e,
+            case_form("f1", "c1",
+                      "<create><case_type>patient</case_type><case_name>Ann</case_name>"
+                      "<owner_id>u1</owner_id></create><update><village>v1</village></update>"),
             &r));
   CHECK(r != NULL && r->http_status == 201);
   CHECK(r && strcmp(r->form_id, "f1") == 0 && strcmp(r->state, "normal") == 0);
@@ -146,14 +147,15 @@ static void test_submit_and_read(void) {
   CHECK(json && strstr(json, "http://example.org/form"));
   cc_free(json);
   OK(cc_engine_get_attachment(&bytes, &len, e, "demo", "f1", "form.xml"));
-  CHECK(bytes && len > 100 && memcmp(bytes, "<?xml", 5) == 0 && ((char *)bytes)[len] == '\0');
+  CHECK(bytes && len > 100 && memcmp(bytes, "<?xml", 5) == 0 && ((char*)bytes)[len] == '\0');
   cc_free(bytes);
   FAILS(cc_engine_get_attachment(&bytes, &len, e, "demo", "f1", "photo.jpg"), CC_ENOTFOUND,
         "photo.jpg");
 
   /* Malformed XML: an error code, the message, and the OpenRosa answer still handed out. */
   FAILS(submit(e, "<data><unclosed></data>", &r), CC_EINVALID, "");
-  CHECK(r != NULL && r->http_status == 500 && strcmp(r->state, "submission_error_log") == 0 && strlen(r->message) > 0);
+  CHECK(r != NULL && r->http_status == 500 && strcmp(r->state, "submission_error_log") == 0 &&
+        strlen(r->message) > 0);
   cc_submit_result_free(r);
   FAILS(submit(e, bad, &r), CC_EINVALID, "");
   cc_submit_result_free(r);
@@ -217,16 +219,16 @@ static void test_submit_and_read(void) {
 }
 
 struct sink {
-  char *data;
+  char* data;
   size_t len;
   int chunks;
   int stop_after;
 };
-static int write_sink(const char *data, size_t len, void *payload) {
-  struct sink *s = (struct sink *)payload;
+static int write_sink(const char* data, size_t len, void* payload) {
+  struct sink* s = (struct sink*)payload;
   s->chunks++;
   if (s->stop_after && s->chunks >= s->stop_after) return 1;
-  s->data = (char *)realloc(s->data, s->len + len + 1);
+  s->data = (char*)realloc(s->data, s->len + len + 1);
   memcpy(s->data + s->len, data, len);
   s->len += len;
   s->data[s->len] = '\0';
@@ -234,12 +236,12 @@ static int write_sink(const char *data, size_t len, void *payload) {
 }
 
 static void test_users_and_restore(void) {
-  cc_engine *e = open_memory();
-  cc_submit_result *r = NULL;
+  cc_engine* e = open_memory();
+  cc_submit_result* r = NULL;
   char *json = NULL, *payload = NULL, *result = NULL;
   size_t len = 0;
   struct sink s = {NULL, 0, 0, 0};
-  char *id_start;
+  char* id_start;
   char user_id[64] = {0};
   char form[64], cid[64], req[512];
   int i;
@@ -292,7 +294,8 @@ static void test_users_and_restore(void) {
     OK(submit(e, case_form(form, cid, body), &r));
     cc_submit_result_free(r);
   }
-  OK(cc_engine_restore_buffer(&payload, &len, e, "{\"domain\": \"demo\", \"username\": \"nurse\"}"));
+  OK(cc_engine_restore_buffer(&payload, &len, e,
+                              "{\"domain\": \"demo\", \"username\": \"nurse\"}"));
   CHECK(payload && len == strlen(payload) && strstr(payload, "ota_restore_success"));
   CHECK(payload && strstr(payload, "rc0") && strstr(payload, "rc2") && strstr(payload, "north"));
   cc_free(payload);
@@ -303,11 +306,11 @@ static void test_users_and_restore(void) {
   CHECK(result && strstr(result, "\"cases\":3"));
   /* An incremental sync from that token: nothing changed. */
   if (result) {
-    char *sid = strstr(result, "\"sync_id\":\"");
+    char* sid = strstr(result, "\"sync_id\":\"");
     char token[64] = {0};
     if (sid) memcpy(token, sid + 11, 32);
-    snprintf(req, sizeof req,
-             "{\"domain\": \"demo\", \"username\": \"nurse\", \"since\": \"%s\"}", token);
+    snprintf(req, sizeof req, "{\"domain\": \"demo\", \"username\": \"nurse\", \"since\": \"%s\"}",
+             token);
     cc_free(result);
     OK(cc_engine_restore(&result, e, req, write_sink, &s));
     CHECK(result && strstr(result, "\"cases\":0"));
@@ -326,8 +329,8 @@ static void test_users_and_restore(void) {
         "username");
   {
     struct sink stop = {NULL, 0, 0, 1};
-    FAILS(cc_engine_restore(NULL, e, "{\"domain\": \"demo\", \"username\": \"nurse\"}",
-                            write_sink, &stop),
+    FAILS(cc_engine_restore(NULL, e, "{\"domain\": \"demo\", \"username\": \"nurse\"}", write_sink,
+                            &stop),
           CC_EABORTED, "write callback");
     free(stop.data);
   }
@@ -340,8 +343,8 @@ struct counter {
   int seen;
   int fail;
 };
-static int count_changes(const char *change_json, size_t len, void *payload) {
-  struct counter *c = (struct counter *)payload;
+static int count_changes(const char* change_json, size_t len, void* payload) {
+  struct counter* c = (struct counter*)payload;
   if (strlen(change_json) != len || !strstr(change_json, "\"document_id\"")) return -1;
   c->seen++;
   if (c->fail) return cc_error_set(CC_EINTERNAL, "the C processor refused it");
@@ -349,10 +352,10 @@ static int count_changes(const char *change_json, size_t len, void *payload) {
 }
 
 static void test_pillows(void) {
-  cc_engine *e = open_memory();
-  cc_pillows *p = NULL;
-  cc_submit_result *r = NULL;
-  char *json = NULL;
+  cc_engine* e = open_memory();
+  cc_pillows* p = NULL;
+  cc_submit_result* r = NULL;
+  char* json = NULL;
   int64_t n = -1;
   struct counter ok = {0, 0}, bad = {0, 1};
   int i;
@@ -375,8 +378,7 @@ static void test_pillows(void) {
   OK(cc_pillows_add(p, "{\"name\": \"refuse\", \"topics\": [\"case-sql\"], \"max_attempts\": 1}",
                     count_changes, &bad));
   FAILS(cc_pillows_add(p, "{\"name\": \"x\"}", count_changes, &ok), CC_EINVALID, "topics");
-  FAILS(cc_pillows_add(p, "{\"name\": \"x\", \"topics\": [\"a\"]}", NULL, &ok), CC_EINVALID,
-        "fn");
+  FAILS(cc_pillows_add(p, "{\"name\": \"x\", \"topics\": [\"a\"]}", NULL, &ok), CC_EINVALID, "fn");
   OK(cc_pillows_run_until_caught_up(&n, p));
   CHECK(n > 0);
   CHECK(ok.seen == 5);
@@ -412,10 +414,10 @@ static void test_pillows(void) {
 /* Ownership: 10,000 rounds of every allocating call, successful and failing (LeakSanitizer
  * checks the capi_leak_test build of this file at exit). */
 static void test_loops(int rounds) {
-  cc_engine *e = open_memory();
-  cc_submit_result *r = NULL;
-  char *json = NULL;
-  void *bytes = NULL;
+  cc_engine* e = open_memory();
+  cc_submit_result* r = NULL;
+  char* json = NULL;
+  void* bytes = NULL;
   size_t len = 0;
   int i;
   OK(submit(e, case_form("lf", "lc", "<create><case_type>t</case_type></create>"), &r));
@@ -444,7 +446,7 @@ static void test_loops(int rounds) {
   cc_engine_free(e);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   int rounds = argc > 1 ? atoi(argv[1]) : 200;
   test_basics();
   test_submit_and_read();

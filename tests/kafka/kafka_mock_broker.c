@@ -26,12 +26,12 @@ static void on_signal(int sig) {
   stop = 1;
 }
 
-static void reply(int fd, const char *text) {
+static void reply(int fd, const char* text) {
   size_t n = strlen(text);
   if (write(fd, text, n) != (ssize_t)n) perror("write");
 }
 
-static void serve(rd_kafka_mock_cluster_t *mc, int fd) {
+static void serve(rd_kafka_mock_cluster_t* mc, int fd) {
   char line[512], msg[600], topic[256];
   ssize_t n = 0, r;
   int a = 0, b = 0;
@@ -63,14 +63,14 @@ static void serve(rd_kafka_mock_cluster_t *mc, int fd) {
   }
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   char err[512];
   int brokers = 3, i, lfd, one = 1;
   struct sockaddr_in addr;
   socklen_t len = sizeof addr;
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_t *rk;
-  rd_kafka_mock_cluster_t *mc;
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_t* rk;
+  rd_kafka_mock_cluster_t* mc;
 
   for (i = 1; i < argc; i++)
     if (strcmp(argv[i], "--brokers") == 0 && i + 1 < argc) brokers = atoi(argv[++i]);
@@ -101,8 +101,8 @@ int main(int argc, char **argv) {
   memset(&addr, 0, sizeof addr);
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(lfd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(lfd, 16) != 0 ||
-      getsockname(lfd, (struct sockaddr *)&addr, &len) != 0) {
+  if (bind(lfd, (struct sockaddr*)&addr, sizeof addr) != 0 || listen(lfd, 16) != 0 ||
+      getsockname(lfd, (struct sockaddr*)&addr, &len) != 0) {
     perror("control port");
     return 1;
   }
