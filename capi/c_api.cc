@@ -206,6 +206,20 @@ Status NeedOut(const void* out) {
   return out ? Status::Ok() : Status::InvalidArgument("out is NULL");
 }
 
+// Text that is JSON already.
+const std::string& Verbatim(const std::string& s) { return s; }
+
+// A JSON array of the items, each as to_json writes it (pre-serialized JSON text).
+template <typename V, typename F>
+std::string JsonArray(const V& items, F&& to_json) {
+  std::string s = "[";
+  for (const auto& x : items) {
+    if (s.size() > 1) s += ',';
+    s += to_json(x);
+  }
+  return s + "]";
+}
+
 std::string ChangeRecordJson(const commcare::storage::ChangeRecord& r) {
   std::string s = "{\"topic\":";
   s += json::serialize(json::string(r.topic));
@@ -322,6 +336,24 @@ int DocCall(char** out, cc_engine* engine, const char* domain, const char* id, c
     CC_RETURN_IF_ERROR(Arg(id, id_name, &i));
     CC_ASSIGN_OR_RETURN(std::string json, fn(use.engine, d, i));
     return kOut ? Out(out, json) : Status::Ok();
+  });
+}
+
+// The shape of the MetaStore calls: the out-param checked (required when kOutRequired, else
+// NULL means "no result wanted"), the engine open, its MetaStore opened on first use; fn's JSON
+// handed out.
+template <bool kOutRequired, typename F>
+int MetaCall(char** out, cc_engine* engine, F&& fn) {
+  return Fence([&]() -> Status {
+    if (kOutRequired) CC_RETURN_IF_ERROR(NeedOut(out));
+    if (out) *out = nullptr;
+    Use use;
+    CC_RETURN_IF_ERROR(Open(engine, &use));
+    commcare::meta::MetaStore* meta;
+    CC_RETURN_IF_ERROR(engine->Meta(&meta));
+    CC_ASSIGN_OR_RETURN(std::string json, fn(meta));
+    if (out) *out = Dup(json);
+    return Status::Ok();
   });
 }
 
@@ -603,12 +635,7 @@ int cc_engine_case_history(char** out, cc_engine* engine, const char* domain, co
       out, engine, domain, case_id, "case_id",
       [](commcare::Engine* e, const std::string& d, const std::string& id) -> Result<std::string> {
         CC_ASSIGN_OR_RETURN(auto txs, e->CaseHistory(d, id));
-        std::string s = "[";
-        for (size_t i = 0; i < txs.size(); ++i) {
-          if (i) s += ',';
-          s += commcare::CaseTransactionToJson(txs[i]);
-        }
-        return s + "]";
+        return JsonArray(txs, commcare::CaseTransactionToJson);
       });
 }
 
@@ -713,13 +740,7 @@ int cc_engine_read_changes(char** out, cc_engine* engine, const char* topic, int
     auto* log = use.engine->Changes();
     if (!log) return Status::NotFound(fmt::format("no topic {}: the change log is empty", t));
     CC_ASSIGN_OR_RETURN(auto records, log->Read(t, partition, from < 0 ? 0 : from, max));
-    std::string s = "[";
-    for (size_t i = 0; i < records.size(); ++i) {
-      if (i) s += ',';
-      s += ChangeRecordJson(records[i]);
-    }
-    s += ']';
-    return Out(out, s);
+    return Out(out, JsonArray(records, ChangeRecordJson));
   });
 }
 
@@ -806,10 +827,7 @@ int cc_engine_restore_buffer(char** out, size_t* out_len, cc_engine* engine,
 }
 
 int cc_engine_create_domain(char** out, cc_engine* engine, const char* domain_json) {
-  return Fence([&]() -> Status {
-    if (out) *out = nullptr;
-    Use use;
-    CC_RETURN_IF_ERROR(Open(engine, &use));
+  return MetaCall<false>(out, engine, [&](commcare::meta::MetaStore* meta) -> Result<std::string> {
     json::object o;
     CC_RETURN_IF_ERROR(JsonArg(domain_json, "domain_json", &o));
     Reader r{o, "domain_json"};
@@ -818,36 +836,24 @@ int cc_engine_create_domain(char** out, cc_engine* engine, const char* domain_js
     CC_RETURN_IF_ERROR(r.Str("name", &d.name));
     CC_RETURN_IF_ERROR(r.Bool("secure_submissions", &d.secure_submissions));
     if (d.name.empty()) return Status::InvalidArgument("domain_json: \"name\" is required");
-    commcare::meta::MetaStore* meta;
-    CC_RETURN_IF_ERROR(engine->Meta(&meta));
     if (meta->GetDomain(d.name).ok())
       return Status::AlreadyExists(fmt::format("domain {} exists", d.name));
     CC_ASSIGN_OR_RETURN(auto stored, meta->PutDomain(d));
-    if (out) *out = Dup(json::serialize(DomainJson(stored)));
-    return Status::Ok();
+    return json::serialize(DomainJson(stored));
   });
 }
 
 int cc_engine_list_domains(char** out, cc_engine* engine) {
-  return Fence([&]() -> Status {
-    CC_RETURN_IF_ERROR(NeedOut(out));
-    *out = nullptr;
-    Use use;
-    CC_RETURN_IF_ERROR(Open(engine, &use));
-    commcare::meta::MetaStore* meta;
-    CC_RETURN_IF_ERROR(engine->Meta(&meta));
+  return MetaCall<true>(out, engine, [&](commcare::meta::MetaStore* meta) -> Result<std::string> {
     CC_ASSIGN_OR_RETURN(auto ds, meta->ListDomains());
     json::array a;
     for (const auto& d : ds) a.push_back(DomainJson(d));
-    return Out(out, json::serialize(a));
+    return json::serialize(a);
   });
 }
 
 int cc_engine_put_user(char** out, cc_engine* engine, const char* user_json, const char* password) {
-  return Fence([&]() -> Status {
-    if (out) *out = nullptr;
-    Use use;
-    CC_RETURN_IF_ERROR(Open(engine, &use));
+  return MetaCall<false>(out, engine, [&](commcare::meta::MetaStore* meta) -> Result<std::string> {
     json::object o;
     CC_RETURN_IF_ERROR(JsonArg(user_json, "user_json", &o));
     std::string pw;
@@ -856,8 +862,6 @@ int cc_engine_put_user(char** out, cc_engine* engine, const char* user_json, con
     std::string username, domain;
     CC_RETURN_IF_ERROR(r.Str("username", &username));
     if (username.empty()) return Status::InvalidArgument("user_json: \"username\" is required");
-    commcare::meta::MetaStore* meta;
-    CC_RETURN_IF_ERROR(engine->Meta(&meta));
     commcare::meta::User u;
     auto old = meta->GetUser(username);
     if (old.ok()) {
@@ -889,57 +893,38 @@ int cc_engine_put_user(char** out, cc_engine* engine, const char* user_json, con
     if (!old.ok() && pw.empty())
       return Status::InvalidArgument("a password is required to create a user");
     CC_ASSIGN_OR_RETURN(auto stored, meta->PutUser(u, pw));
-    if (out) *out = Dup(json::serialize(commcare::meta::UserJson(stored)));
-    return Status::Ok();
+    return json::serialize(commcare::meta::UserJson(stored));
   });
 }
 
 int cc_engine_get_user(char** out, cc_engine* engine, const char* username) {
-  return Fence([&]() -> Status {
-    CC_RETURN_IF_ERROR(NeedOut(out));
-    *out = nullptr;
-    Use use;
-    CC_RETURN_IF_ERROR(Open(engine, &use));
+  return MetaCall<true>(out, engine, [&](commcare::meta::MetaStore* meta) -> Result<std::string> {
     std::string name;
     CC_RETURN_IF_ERROR(Arg(username, "username", &name));
-    commcare::meta::MetaStore* meta;
-    CC_RETURN_IF_ERROR(engine->Meta(&meta));
     CC_ASSIGN_OR_RETURN(auto u, meta->GetUser(name));
-    return Out(out, json::serialize(commcare::meta::UserJson(u)));
+    return json::serialize(commcare::meta::UserJson(u));
   });
 }
 
 int cc_engine_list_users(char** out, cc_engine* engine, const char* domain) {
-  return Fence([&]() -> Status {
-    CC_RETURN_IF_ERROR(NeedOut(out));
-    *out = nullptr;
-    Use use;
-    CC_RETURN_IF_ERROR(Open(engine, &use));
+  return MetaCall<true>(out, engine, [&](commcare::meta::MetaStore* meta) -> Result<std::string> {
     std::string d;
     CC_RETURN_IF_ERROR(Arg(domain, "domain", &d));
-    commcare::meta::MetaStore* meta;
-    CC_RETURN_IF_ERROR(engine->Meta(&meta));
     CC_ASSIGN_OR_RETURN(auto us, meta->ListUsers(d));
     json::array a;
     for (const auto& u : us) a.push_back(commcare::meta::UserJson(u));
-    return Out(out, json::serialize(a));
+    return json::serialize(a);
   });
 }
 
 int cc_engine_authenticate(char** out, cc_engine* engine, const char* username,
                            const char* password) {
-  return Fence([&]() -> Status {
-    if (out) *out = nullptr;
-    Use use;
-    CC_RETURN_IF_ERROR(Open(engine, &use));
+  return MetaCall<false>(out, engine, [&](commcare::meta::MetaStore* meta) -> Result<std::string> {
     std::string name, pw;
     CC_RETURN_IF_ERROR(Arg(username, "username", &name));
     CC_RETURN_IF_ERROR(Arg(password, "password", &pw));
-    commcare::meta::MetaStore* meta;
-    CC_RETURN_IF_ERROR(engine->Meta(&meta));
     CC_ASSIGN_OR_RETURN(auto u, meta->Authenticate(name, pw));
-    if (out) *out = Dup(json::serialize(commcare::meta::UserJson(u)));
-    return Status::Ok();
+    return json::serialize(commcare::meta::UserJson(u));
   });
 }
 
@@ -1062,12 +1047,7 @@ int cc_pillows_status(char** out, cc_pillows* p) {
     Use use;
     CC_RETURN_IF_ERROR(Open(p, &use));
     CC_ASSIGN_OR_RETURN(auto statuses, p->host->GetStatus());
-    std::string s = "[";
-    for (size_t i = 0; i < statuses.size(); ++i) {
-      if (i) s += ',';
-      s += commcare::PillowStatusToJson(statuses[i]);
-    }
-    return Out(out, s + "]");
+    return Out(out, JsonArray(statuses, commcare::PillowStatusToJson));
   });
 }
 
@@ -1080,17 +1060,7 @@ int cc_pillows_retries(char** out, cc_pillows* p, const char* pillow) {
     std::string name;
     CC_RETURN_IF_ERROR(Arg(pillow, "pillow", &name));
     CC_ASSIGN_OR_RETURN(auto entries, p->host->Retries(name));
-    json::array a;
-    for (const auto& e : entries)
-      a.push_back(json::object{{"doc_id", e.doc_id},
-                               {"topic", e.topic},
-                               {"partition", e.partition},
-                               {"offset", e.offset},
-                               {"attempts", e.attempts},
-                               {"next_attempt", commcare::FormatTime(e.next_attempt)},
-                               {"error", e.error},
-                               {"dead", e.dead}});
-    return Out(out, json::serialize(a));
+    return Out(out, JsonArray(entries, commcare::RetryEntryToJson));
   });
 }
 
@@ -1162,15 +1132,8 @@ int cc_pillows_search(char** out, cc_pillows* p, const char* query_json) {
       }
     }
     CC_ASSIGN_OR_RETURN(auto page, commcare::SearchCases(p->dir, q));
-    std::string s = "{\"cases\":[";
-    for (size_t i = 0; i < page.cases.size(); ++i) {
-      if (i) s += ',';
-      s += page.cases[i];
-    }
-    s += "],\"next_cursor\":";
-    s += json::serialize(json::string(page.next_cursor));
-    s += '}';
-    return Out(out, s);
+    return Out(out, "{\"cases\":" + JsonArray(page.cases, Verbatim) + ",\"next_cursor\":" +
+                        json::serialize(json::string(page.next_cursor)) + "}");
   });
 }
 
@@ -1203,13 +1166,8 @@ int cc_pillows_list_forms(char** out, cc_pillows* p, const char* query_json) {
     CC_RETURN_IF_ERROR(r.Int("limit", &q.limit, 1, 1000));
     CC_RETURN_IF_ERROR(r.Int("offset", &q.offset, 0, int64_t{1} << 40));
     CC_ASSIGN_OR_RETURN(auto page, commcare::ListForms(p->dir, q));
-    std::string s = "{\"forms\":[";
-    for (size_t i = 0; i < page.forms.size(); ++i) {
-      if (i) s += ',';
-      s += page.forms[i];
-    }
-    s += fmt::format("],\"total_count\":{}}}", page.total_count);
-    return Out(out, s);
+    return Out(out, "{\"forms\":" + JsonArray(page.forms, Verbatim) +
+                        fmt::format(",\"total_count\":{}}}", page.total_count));
   });
 }
 
@@ -1237,13 +1195,7 @@ int cc_pillows_ucr_rows(char** out, cc_pillows* p, const char* domain, const cha
     CC_RETURN_IF_ERROR(Arg(domain, "domain", &d));
     CC_RETURN_IF_ERROR(Arg(table_id, "table_id", &t));
     CC_ASSIGN_OR_RETURN(auto rows, commcare::UcrRows(p->dir, d, t, limit, offset));
-    std::string s = "[";
-    for (size_t i = 0; i < rows.size(); ++i) {
-      if (i) s += ',';
-      s += rows[i];
-    }
-    s += ']';
-    return Out(out, s);
+    return Out(out, JsonArray(rows, Verbatim));
   });
 }
 

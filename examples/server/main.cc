@@ -463,17 +463,7 @@ int CmdPillows(const std::string& verb, const Args& a) {
   if (verb == "retries") {
     auto rs = h->Retries(pillow);
     if (!rs.ok()) return FailStatus(rs.status());
-    for (const auto& e : *rs)
-      std::cout << json::serialize(
-                       json::object{{"doc_id", e.doc_id},
-                                    {"topic", e.topic},
-                                    {"partition", e.partition},
-                                    {"offset", e.offset},
-                                    {"attempts", e.attempts},
-                                    {"next_attempt", commcare::FormatTime(e.next_attempt)},
-                                    {"error", e.error},
-                                    {"dead", e.dead}})
-                << "\n";
+    for (const auto& e : *rs) std::cout << commcare::RetryEntryToJson(e) << "\n";
     std::cout.flush();
     return 0;
   }

@@ -93,6 +93,10 @@ struct RetryEntry {
   bool dead = false;
 };
 
+// A retry-queue entry as JSON: {"doc_id", "topic", "partition", "offset", "attempts",
+// "next_attempt" (ISO time), "error", "dead"}.
+std::string RetryEntryToJson(const RetryEntry& entry);
+
 // Runs pillows over an engine's change log. Thread safety: one thread drives Run or
 // RunUntilCaughtUp; status, retries and queries may be called from others.
 class PillowHost {

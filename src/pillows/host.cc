@@ -805,4 +805,15 @@ std::string PillowStatusToJson(const PillowStatus& st) {
                                       {"partitions", std::move(parts)}});
 }
 
+std::string RetryEntryToJson(const RetryEntry& e) {
+  return json::serialize(json::object{{"doc_id", e.doc_id},
+                                      {"topic", e.topic},
+                                      {"partition", e.partition},
+                                      {"offset", e.offset},
+                                      {"attempts", e.attempts},
+                                      {"next_attempt", FormatTime(e.next_attempt)},
+                                      {"error", e.error},
+                                      {"dead", e.dead}});
+}
+
 }  // namespace commcare

@@ -67,6 +67,15 @@ inline std::string CaseForm(const std::string& form_id, const std::string& case_
       form_id, user, case_id, date, user, actions);
 }
 
+// A multipart/form-data body (boundary "BB") with the form's XML and one attachment.
+inline std::string MultipartBody(const std::string& xml, const std::string& name,
+                                 const std::string& content_type, const std::string& data) {
+  return "--BB\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; "
+         "filename=\"form.xml\"\r\nContent-Type: text/xml\r\n\r\n" +
+         xml + "\r\n--BB\r\nContent-Disposition: form-data; name=\"" + name + "\"; filename=\"" +
+         name + "\"\r\nContent-Type: " + content_type + "\r\n\r\n" + data + "\r\n--BB--\r\n";
+}
+
 inline std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   REQUIRE_MESSAGE(in.good(), "cannot read " << path);

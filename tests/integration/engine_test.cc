@@ -311,12 +311,7 @@ TEST_CASE("Engine: multipart submissions store attachments and case attachments 
   SubmitRequest r;
   r.domain = "demo";
   r.content_type = "multipart/form-data; boundary=BB";
-  r.body =
-      "--BB\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; "
-      "filename=\"form.xml\"\r\nContent-Type: text/xml\r\n\r\n" +
-      xml +
-      "\r\n--BB\r\nContent-Disposition: form-data; name=\"photo.jpg\"; "
-      "filename=\"photo.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8JPEGDATA\r\n--BB--\r\n";
+  r.body = MultipartBody(xml, "photo.jpg", "image/jpeg", "\xff\xd8JPEGDATA");
   auto resp = e->Submit(r);
   REQUIRE(resp.nature == "submit_success");
   auto f = e->GetForm("demo", "m1");
@@ -488,12 +483,7 @@ TEST_CASE("S3: forms and attachments go to the bucket, and a failing bucket fail
     commcare::SubmitRequest r;
     r.domain = "demo";
     r.content_type = "multipart/form-data; boundary=BB";
-    r.body =
-        "--BB\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; "
-        "filename=\"form.xml\"\r\nContent-Type: text/xml\r\n\r\n" +
-        xml +
-        "\r\n--BB\r\nContent-Disposition: form-data; name=\"photo.jpg\"; "
-        "filename=\"photo.jpg\"\r\nContent-Type: image/jpeg\r\n\r\nJPEGDATA\r\n--BB--\r\n";
+    r.body = cctest::MultipartBody(xml, "photo.jpg", "image/jpeg", "JPEGDATA");
     auto resp = e->Submit(r);
     REQUIRE_MESSAGE(resp.http_status == 201, resp.message);
     CHECK(*e->GetFormXml("demo", "s3-f1") == xml);

@@ -220,21 +220,19 @@ class PostgresStore final : public PrimaryStore {
   Status Sync() override { return Status::Ok(); }
 
   Result<std::optional<FormRecord>> GetForm(std::string_view form_id) override {
-    CC_ASSIGN_OR_RETURN(
-        auto rows, Read("reading a form", "SELECT doc FROM forms WHERE form_id=$1", {form_id}));
-    if (rows->rows() == 0) return std::optional<FormRecord>();
-    FormRecord f;
-    CC_RETURN_IF_ERROR(Decode(rows->At(0, 0), &f, codec::DecodeForm));
-    return std::optional<FormRecord>(std::move(f));
+    CC_ASSIGN_OR_RETURN(auto found,
+                        Docs<FormRecord>("reading a form", "SELECT doc FROM forms WHERE form_id=$1",
+                                         {form_id}, codec::DecodeForm));
+    if (found.empty()) return std::optional<FormRecord>();
+    return std::optional<FormRecord>(std::move(found.front()));
   }
 
   Result<std::optional<CaseRecord>> GetCase(std::string_view case_id) override {
-    CC_ASSIGN_OR_RETURN(
-        auto rows, Read("reading a case", "SELECT doc FROM cases WHERE case_id=$1", {case_id}));
-    if (rows->rows() == 0) return std::optional<CaseRecord>();
-    CaseRecord c;
-    CC_RETURN_IF_ERROR(Decode(rows->At(0, 0), &c, codec::DecodeCase));
-    return std::optional<CaseRecord>(std::move(c));
+    CC_ASSIGN_OR_RETURN(auto found,
+                        Docs<CaseRecord>("reading a case", "SELECT doc FROM cases WHERE case_id=$1",
+                                         {case_id}, codec::DecodeCase));
+    if (found.empty()) return std::optional<CaseRecord>();
+    return std::optional<CaseRecord>(std::move(found.front()));
   }
 
   Result<std::vector<CaseTransaction>> GetCaseTransactions(std::string_view case_id) override {
