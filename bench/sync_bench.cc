@@ -3,7 +3,8 @@
 // initial restore of the first user (to the last byte, written to a counting sink), of an
 // incremental restore after 100 of its cases changed, and the peak memory one restore of the
 // second user adds (it must not grow with the payload: the payload is streamed).
-//   sync_bench [--cases 1000000] [--owned 10000] [--big 100000] [--dir DIR] [--runs 10]
+//   sync_bench [--cases 1000000] [--owned 10000] [--big 100000] [--dir DIR] [--runs 10] [--keep]
+// --keep: leave DIR in place, and reuse a DIR a previous --keep run left (skips the setup).
 #include <commcare/engine.h>
 #include <commcare/sync.h>
 #include <fmt/format.h>
@@ -98,6 +99,7 @@ double Median(std::vector<double> v) {
 int main(int argc, char** argv) {
   long cases = 1000000, owned = 10000, big = 100000;
   int runs = 10;
+  bool keep = false;
   std::string dir =
       (std::filesystem::temp_directory_path() / fmt::format("cc-sbench-{}", ::getpid())).string();
   for (int i = 1; i < argc; ++i) {
@@ -113,20 +115,24 @@ int main(int argc, char** argv) {
       dir = next();
     else if (k == "--runs")
       runs = std::stoi(next());
+    else if (k == "--keep")
+      keep = true;
     else
       Die("unknown option " + k);
   }
-  std::filesystem::remove_all(dir);
+  const bool reuse = keep && std::filesystem::exists(dir + "/data/setup-done");
+  if (!reuse) std::filesystem::remove_all(dir);
   commcare::InitOptions io;
   io.data_dir = dir + "/data";
-  if (auto s = commcare::Engine::Init(io); !s.ok()) Die(s.ToString());
+  if (!reuse)
+    if (auto s = commcare::Engine::Init(io); !s.ok()) Die(s.ToString());
   commcare::EngineOptions o;
   o.data_dir = io.data_dir;
   o.durable = false;  // setup speed; restores only read
   auto e = commcare::Engine::Open(o);
   if (!e.ok()) Die(e.status().ToString());
   auto t0 = Clock::now();
-  {
+  if (!reuse) {
     std::atomic<long> next{0};
     const long forms = (cases + kCasesPerForm - 1) / kCasesPerForm;
     std::vector<std::thread> ts;
@@ -144,6 +150,7 @@ int main(int argc, char** argv) {
         }
       });
     for (auto& t : ts) t.join();
+    std::ofstream(dir + "/data/setup-done") << cases;
   }
   fmt::print("setup: {} cases in {:.1f} s\n", cases, Seconds(t0, Clock::now()));
   auto sync = commcare::Sync::Open(e->get(), dir + "/synclogs.sqlite");
@@ -180,7 +187,7 @@ int main(int argc, char** argv) {
         blocks += fmt::format(
             R"(<n0:case xmlns:n0="http://commcarehq.org/case/transaction/v2" case_id="case-{}" date_modified="2020-06-01T10:00:00.000Z" user_id="bench-user"><n0:update><prop_1>changed</prop_1></n0:update></n0:case>)",
             c * (owned / 100));
-      r.body = Form(10000000 + f, blocks);
+      r.body = Form(10000000 + ::getpid() * 100L + f, blocks);  // new ids on a reused DIR
       auto resp = (*e)->Submit(r);
       if (resp.http_status != 201) Die("update: " + resp.message);
     }
@@ -229,6 +236,6 @@ int main(int argc, char** argv) {
         (static_cast<double>(t.peak_heap) - static_cast<double>(heap_before)) / 1e6,
         (peak - before) / 1024.0);
   }
-  std::filesystem::remove_all(dir);
+  if (!keep) std::filesystem::remove_all(dir);
   return 0;
 }

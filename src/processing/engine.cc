@@ -1099,7 +1099,8 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
     plan.For(home).ops.emplace_back(storage::PutForm{*moved});
     AddFormChange(&plan, home, *moved, now);
   }
-  plan.For(home).ops.emplace_back(storage::PutForm{form});
+  // A new form must still be new at commit: another process may have received it meanwhile.
+  plan.For(home).ops.emplace_back(storage::PutForm{form, mode == Mode::kNew});
   AddFormChange(&plan, home, form, now);
 
   const bool apply_cases = !error || rebuild;

@@ -1,6 +1,10 @@
 // PrimaryStore's default batch reads: one call per id.
 #include "commcare/storage/primary_store.h"
 
+#include <boost/json/serialize.hpp>
+
+#include "util/codec.h"
+
 namespace commcare::storage {
 
 Result<std::vector<CaseRecord>> PrimaryStore::GetCases(std::span<const std::string> case_ids) {
@@ -20,6 +24,13 @@ Result<std::vector<LedgerValue>> PrimaryStore::GetLedgerValuesOf(
     for (auto& v : values) out.push_back(std::move(v));
   }
   return out;
+}
+
+Status PrimaryStore::ReadCaseDocs(std::span<const std::string> case_ids,
+                                  const std::function<Status(std::string_view doc)>& fn) {
+  CC_ASSIGN_OR_RETURN(auto cases, GetCases(case_ids));
+  for (const auto& c : cases) CC_RETURN_IF_ERROR(fn(boost::json::serialize(codec::EncodeCase(c))));
+  return Status::Ok();
 }
 
 }  // namespace commcare::storage

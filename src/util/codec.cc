@@ -354,6 +354,8 @@ json::object DocOf(const T&) {
 // An op as JSON without its document (EncodeOp adds that).
 struct OpEncoder {
   std::vector<std::string_view>* blob_sink = nullptr;
+  // must_be_new is not kept: an encoded batch was checked when it was first committed (a redo
+  // log or an intent replays it as it was acknowledged).
   json::object operator()(const storage::PutForm&) const { return {{"op", "put_form"}}; }
   json::object operator()(const storage::DeleteForm& op) const {
     return {{"op", "delete_form"}, {"form_id", op.form_id}};

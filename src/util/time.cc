@@ -122,11 +122,27 @@ std::string FormatIsoTime(int64_t micros) {
   int y;
   unsigned m, d;
   CivilFromDays(days, &y, &m, &d);
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%06dZ", y, m, d,
-                static_cast<int>(rem / 3600), static_cast<int>(rem / 60 % 60),
-                static_cast<int>(rem % 60), static_cast<int>(us));
-  return buf;
+  if (y < 0 || y > 9999) {  // outside what four digits hold: printf's rendering
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%06dZ", y, m, d,
+                  static_cast<int>(rem / 3600), static_cast<int>(rem / 60 % 60),
+                  static_cast<int>(rem % 60), static_cast<int>(us));
+    return buf;
+  }
+  // By hand: this runs twice per case of a restore, where snprintf cost ~4% of the time.
+  std::string out = "0000-00-00T00:00:00.000000Z";
+  auto put = [&out](size_t at, int64_t v, int digits) {
+    for (int i = digits - 1; i >= 0; --i, v /= 10)
+      out[at + static_cast<size_t>(i)] = static_cast<char>('0' + v % 10);
+  };
+  put(0, y, 4);
+  put(5, m, 2);
+  put(8, d, 2);
+  put(11, rem / 3600, 2);
+  put(14, rem / 60 % 60, 2);
+  put(17, rem % 60, 2);
+  put(20, us, 6);
+  return out;
 }
 
 bool ParseHttpDate(std::string_view s, int64_t* micros) {

@@ -21,6 +21,7 @@
 #include "../test_util.h"
 #include "commcare/storage/blob_store.h"
 #include "commcare/storage/primary_store.h"
+#include "util/codec.h"
 
 using namespace commcare;
 using namespace commcare::storage;
@@ -203,6 +204,19 @@ TEST_CASE("PrimaryStore: a failed rev check aborts only its own batch") {
     CHECK_FALSE(s->GetForm("stale")->has_value());  // nothing of the aborted batch
     CHECK((*s->GetCase("c1"))->rev == 1);
     CHECK(s->GetCase("c2")->has_value());
+    // A form that must be new: refused once it exists (and its batch writes nothing), while
+    // an ordinary put replaces it.
+    WriteBatch first_form, again, replace;
+    first_form.ops.emplace_back(PutForm{FormRecord{.form_id = "f", .domain = "d"}, true});
+    REQUIRE(CommitOne(s.get(), &first_form).ok());
+    again.ops.emplace_back(PutCase{MakeCase("c3", 1), 0});
+    again.ops.emplace_back(PutForm{FormRecord{.form_id = "f", .domain = "other"}, true});
+    CHECK(CommitOne(s.get(), &again).IsAborted());
+    CHECK((*s->GetForm("f"))->domain == "d");
+    CHECK_FALSE(s->GetCase("c3")->has_value());
+    replace.ops.emplace_back(PutForm{FormRecord{.form_id = "f", .domain = "other"}});
+    REQUIRE(CommitOne(s.get(), &replace).ok());
+    CHECK((*s->GetForm("f"))->domain == "other");
   }
 }
 
@@ -356,6 +370,26 @@ TEST_CASE("PrimaryStore: mobile sync's graph reads") {
     CHECK((*exts)[0].case_id == "ext");
     CHECK((*exts)[0].index.identifier == "host");
     CHECK((*exts)[0].index.referenced_type == "person");
+    // The stored documents, in the order asked, absent ids skipped, decoding to the cases.
+    std::vector<std::string> docs_of = {"kid", "missing", "ext"};
+    std::vector<CaseRecord> decoded;
+    REQUIRE(s->ReadCaseDocs(docs_of, [&](std::string_view doc) -> Status {
+               auto v = codec::ParseJson(doc);
+               CC_RETURN_IF_ERROR(v.status());
+               decoded.emplace_back();
+               return codec::DecodeCase(*v, &decoded.back());
+             }).ok());
+    REQUIRE(decoded.size() == 2);
+    CHECK(decoded[0].case_id == "kid");
+    REQUIRE(decoded[0].indices.size() == 1);
+    CHECK(decoded[0].indices[0].referenced_id == kid.indices[0].referenced_id);
+    CHECK(decoded[1].case_id == "ext");
+    REQUIRE(decoded[1].indices.size() == 1);
+    CHECK(decoded[1].indices[0].relationship == "extension");
+    CHECK(decoded[1].properties == ext.properties);
+    CHECK(s->ReadCaseDocs(docs_of, [](std::string_view) {
+             return Status::Aborted("stop");
+           }).IsAborted());  // fn's failure ends the read and is returned
     // Modified since: by the server's clock at the write.
     auto before = s->CasesModifiedSince("demo", 0);
     CHECK(before->size() == 5);

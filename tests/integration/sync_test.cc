@@ -232,6 +232,61 @@ TEST_CASE("the payload: registration, case blocks, indices, ledgers, items, vers
   CHECK(p.find("<case_type_id>child</case_type_id>") != std::string::npos);
 }
 
+TEST_CASE("a payload of many batches has every case once, in order, with its balances") {
+  // 2,600 cases (batches of 1,000 are formatted two at a time on two threads), every 7th with
+  // a stock balance, every 10th a child of the case before it, across two databases.
+  Fixture f;
+  constexpr int kCases = 2600;
+  for (int form = 0; form < kCases / 20; ++form) {
+    std::string blocks, balances;
+    for (int c = form * 20; c < form * 20 + 20; ++c) {
+      const std::string id = fmt::format("case-{:04}", c);
+      blocks += fmt::format(
+          R"(<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="{}" date_modified="2020-01-01T00:00:00Z" user_id="u1">{}</case>)",
+          id, Create("u1", "t", c % 10 == 9 ? Child(fmt::format("case-{:04}", c - 1)) : ""));
+      if (c % 7 == 0)
+        balances += fmt::format(
+            R"(<balance xmlns="http://commcarehq.org/ledger/v1" entity-id="{}" section-id="stock" date="2020-01-01"><entry id="pills" quantity="{}"/></balance>)",
+            id, c);
+    }
+    SubmitRequest r;
+    r.domain = "demo";
+    r.body = CaseForm(fmt::format("many-{}", form), "unused", Create("u1"));
+    r.body.insert(r.body.find("</data>"), blocks + balances);
+    REQUIRE(f.e->Submit(r).http_status == 201);
+  }
+  std::string p;
+  auto res = f.Restore("", &p);
+  REQUIRE(res.http_status == 200);
+  CHECK(res.cases == kCases + 1);
+  CHECK(res.ledgers == (kCases + 6) / 7);
+  std::vector<std::string> sent;
+  for (const auto& b : Phone::Blocks(p)) sent.push_back(b.id);
+  std::vector<std::string> want;
+  for (int c = 0; c < kCases; ++c) want.push_back(fmt::format("case-{:04}", c));
+  want.push_back("unused");
+  CHECK(sent == want);  // each once, in id order
+  // Each balance comes before its case, in the same batch of the payload.
+  std::regex balance_re(
+      "entity-id=\"(case-[0-9]+)\" section-id=\"stock\"><ns0:entry "
+      "id=\"pills\" quantity=\"([0-9]+)\"/>");
+  int balances = 0;
+  for (auto it = std::sregex_iterator(p.begin(), p.end(), balance_re); it != std::sregex_iterator();
+       ++it, ++balances) {
+    const std::string id = (*it)[1];
+    CHECK(std::stoi((*it)[2].str()) == std::stoi(id.substr(5)));
+    const size_t at = static_cast<size_t>(it->position());
+    const size_t block = p.find("case_id=\"" + id + "\"");
+    REQUIRE(block != std::string::npos);
+    CHECK(at < block);
+  }
+  CHECK(balances == (kCases + 6) / 7);
+  CHECK(p.find("<index><parent case_type=\"t\">case-2598</parent></index>") != std::string::npos);
+  auto log = f.sync->GetSyncLog(res.sync_id);
+  REQUIRE(log.ok());
+  CHECK(log->case_ids == want);
+}
+
 TEST_CASE("incremental sync: changes by others, the phone's own forms, ownership and groups") {
   Fixture f;
   Case(f.e.get(), "a", Create("u1"));

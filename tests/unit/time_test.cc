@@ -2,6 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdio>
+#include <ctime>
+
 using namespace commcare::util;
 
 TEST_CASE("ParseIsoTime accepts CommCare's date forms") {
@@ -34,4 +37,20 @@ TEST_CASE("ParseHttpDate reads RFC 1123 dates") {
   REQUIRE(ParseHttpDate("Sun, 06 Nov 1994 08:49:37 GMT", &t));
   CHECK(FormatIsoTime(t) == "1994-11-06T08:49:37.000000Z");
   CHECK_FALSE(ParseHttpDate("yesterday", &t));
+}
+
+TEST_CASE("FormatIsoTime agrees with gmtime over four centuries, before 1970 too") {
+  for (int64_t secs = -2208988800; secs < 10413792000; secs += 86400 * 37 + 3671) {
+    const int64_t frac = (secs % 1000000 + 1000000) % 1000000;
+    const int64_t micros = secs * 1000000 + frac;
+    time_t t = static_cast<time_t>(secs);
+    struct tm tm {};
+    REQUIRE(gmtime_r(&t, &tm));
+    char want[64];
+    std::snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<int>(frac));
+    REQUIRE(FormatIsoTime(micros) == want);
+  }
+  CHECK(FormatIsoTime(0) == "");
 }

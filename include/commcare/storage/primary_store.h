@@ -99,6 +99,11 @@ class PrimaryStore {
   // absent here are skipped). The defaults call GetCase / GetLedgerValues per id.
   virtual Result<std::vector<CaseRecord>> GetCases(std::span<const std::string> case_ids);
   virtual Result<std::vector<LedgerValue>> GetLedgerValuesOf(std::span<const std::string> case_ids);
+  // The stored JSON document of each of these cases (the codec's case encoding), in order,
+  // absent ids skipped, each passed to fn while the read lasts (mobile sync formats straight
+  // from it). The default encodes what GetCases returns.
+  virtual Status ReadCaseDocs(std::span<const std::string> case_ids,
+                              const std::function<Status(std::string_view doc)>& fn);
 
   // Mobile sync's reads (cheap, from indexes; ids absent here are skipped):
   // the domain's open, undeleted cases owned by owner_id;

@@ -9,9 +9,12 @@
 
 namespace commcare::storage {
 
-// Insert or replace a form row (keyed by form_id).
+// Insert or replace a form row (keyed by form_id). must_be_new: a form of that id must not
+// exist, else the batch is Aborted (two processes receiving one new form: one wins, the other
+// redoes its submission and finds the form there).
 struct PutForm {
   FormRecord form;
+  bool must_be_new = false;
 };
 // Delete a form row (a form moved to a new id deletes its old key).
 struct DeleteForm {

@@ -192,6 +192,9 @@ class MemoryPrimaryStore final : public PrimaryStore {
     if (!b.applied_marker.empty() && t_.markers.count(b.applied_marker)) return Status::Ok();
     std::map<std::string, int64_t> pending;  // revs written by earlier ops of this batch
     for (const auto& op : b.ops) {
+      if (const auto* pf = std::get_if<PutForm>(&op);
+          pf && pf->must_be_new && t_.forms.count(pf->form.form_id))
+        return Status::Aborted(fmt::format("form '{}' was stored concurrently", pf->form.form_id));
       const auto* pc = std::get_if<PutCase>(&op);
       if (!pc) continue;
       auto pit = pending.find(pc->record.case_id);

@@ -62,6 +62,11 @@ CREATE TABLE IF NOT EXISTS intents(intent_id TEXT PRIMARY KEY, payload TEXT NOT 
 CREATE TABLE IF NOT EXISTS applied_markers(marker TEXT PRIMARY KEY);
 )SQL";
 
+// The docs of the cases in $1 (a text array), in its order.
+constexpr const char* kCasesByIds =
+    "SELECT c.doc FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n) "
+    "JOIN cases c ON c.case_id = i.id ORDER BY i.n";
+
 // One query's result, freed on scope exit.
 struct Res {
   PGresult* r = nullptr;
@@ -285,10 +290,13 @@ class PostgresStore final : public PrimaryStore {
   }
 
   Result<std::vector<CaseRecord>> GetCases(std::span<const std::string> ids) override {
-    return Docs<CaseRecord>("reading cases",
-                            "SELECT c.doc FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n) "
-                            "JOIN cases c ON c.case_id = i.id ORDER BY i.n",
-                            {ArrayLiteral(ids)}, codec::DecodeCase);
+    return Docs<CaseRecord>("reading cases", kCasesByIds, {ArrayLiteral(ids)}, codec::DecodeCase);
+  }
+  Status ReadCaseDocs(std::span<const std::string> ids,
+                      const std::function<Status(std::string_view)>& fn) override {
+    CC_ASSIGN_OR_RETURN(auto rows, Read("reading cases", kCasesByIds, {ArrayLiteral(ids)}));
+    for (int i = 0; i < rows->rows(); ++i) CC_RETURN_IF_ERROR(fn(rows->At(i, 0)));
+    return Status::Ok();
   }
   Result<std::vector<LedgerValue>> GetLedgerValuesOf(std::span<const std::string> ids) override {
     return Docs<LedgerValue>("reading ledger values",
@@ -553,7 +561,8 @@ class PostgresStore final : public PrimaryStore {
       if (q.batch == SIZE_MAX || skip[q.batch]) continue;
       const bool touched = std::string_view(PQcmdTuples(r)) != "0";
       if (q.check == Check::kOneRow && !touched) {
-        (*results)[q.batch] = Status::Aborted("a case changed concurrently (revision check)");
+        (*results)[q.batch] =
+            Status::Aborted(fmt::format("{}: changed concurrently (revision check)", q.what));
         skip[q.batch] = true;
         *retry = true;
       } else if (q.check == Check::kMarker && !touched) {
@@ -607,6 +616,14 @@ class PostgresStore final : public PrimaryStore {
 
   Status Add(Conn* c, const PutForm& op, size_t b, std::vector<Sent>* sent) {
     const FormRecord& f = op.form;
+    if (op.must_be_new) {
+      sent->push_back({b, Check::kOneRow, "writing a new form"});
+      return Send(c, sent,
+                  "INSERT INTO forms(form_id, domain, state, doc) VALUES($1,$2,$3,$4) "
+                  "ON CONFLICT(form_id) DO NOTHING",
+                  {f.form_id, f.domain, std::to_string(static_cast<int>(f.state)),
+                   json::serialize(codec::EncodeForm(f))});
+    }
     sent->push_back({b, Check::kNone, "writing a form"});
     return Send(c, sent,
                 "INSERT INTO forms(form_id, domain, state, doc) VALUES($1,$2,$3,$4) "

@@ -652,6 +652,21 @@ class SqlitePrimaryStore final : public PrimaryStore {
     }
     return out;
   }
+  Status ReadCaseDocs(std::span<const std::string> ids,
+                      const std::function<Status(std::string_view)>& fn) override {
+    auto r = PooledReader();
+    ReadSnapshot snap(r.get());
+    sqlite3_stmt* s = r->Prep("SELECT doc FROM cases WHERE case_id=?");
+    for (const auto& id : ids) {
+      Bind(s, 1, id);
+      int rc = sqlite3_step(s);
+      Status st = rc == SQLITE_ROW ? fn(Col(s, 0)) : Status::Ok();
+      sqlite3_reset(s);
+      CC_RETURN_IF_ERROR(st);
+      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return r->Err("reading cases");
+    }
+    return Status::Ok();
+  }
   Result<std::vector<LedgerValue>> GetLedgerValuesOf(std::span<const std::string> ids) override {
     auto r = PooledReader();
     ReadSnapshot snap(r.get());
@@ -932,6 +947,16 @@ class SqlitePrimaryStore final : public PrimaryStore {
     }
     std::vector<std::pair<std::string_view, int64_t>> pending;
     for (const auto& op : b.ops) {
+      if (const auto* pf = std::get_if<PutForm>(&op); pf && pf->must_be_new) {
+        sqlite3_stmt* q = writer_.Prep("SELECT 1 FROM forms WHERE form_id=?");
+        Bind(q, 1, pf->form.form_id);
+        int rc = sqlite3_step(q);
+        sqlite3_reset(q);
+        if (rc == SQLITE_ROW)
+          return Status::Aborted(
+              fmt::format("form '{}' was stored concurrently", pf->form.form_id));
+        if (rc != SQLITE_DONE) return writer_.Err("looking for a form");
+      }
       const auto* pc = std::get_if<PutCase>(&op);
       if (!pc) continue;
       const std::string& id = pc->record.case_id;
