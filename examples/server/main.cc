@@ -65,6 +65,10 @@ constexpr const char* kUsage = R"(usage:
       [--idle-timeout-ms N] [--rate-limit-user R] [--rate-limit-domain R]
       [--tls-cert CERT.pem --tls-key KEY.pem]    (creates DIR and an admin account on first start: COMMCARE_ADMIN_USER,
                         COMMCARE_ADMIN_PASSWORD, COMMCARE_DOMAIN, or printed once)
+  commcare migrate --data DIR       (applies the stores' schema migrations; safe to run twice)
+  Every command but init takes --config HOST.json in place of (or beside) --data DIR: the
+  deployment's shared backends, and "data_dir" for this process's own state; the directory is
+  set up from the file on first use and must match it afterwards.
   commcare restore --data DIR --domain D --user U [--since TOKEN] [--state ccsh:HASH]
       [--version 1.0|2.0|3.0] [--device-id ID]    (the OTA restore payload to stdout)
   commcare admin domain create --data DIR NAME [--open-submissions]
@@ -140,32 +144,78 @@ bool NeedDomain(const Args& a, std::string* domain) {
   return !domain->empty();
 }
 
+// A host file (--config): what every process of a deployment shares ("shards", "databases",
+// "primary", "blob_store", "change_log") and, optionally, "data_dir": this process's own
+// directory (its lock, users, sync logs and pillow state). *host gets the shared part.
+Status ReadHostFile(const std::string& path, commcare::InitOptions* o, std::string* data_dir,
+                    json::object* host) {
+  std::string text;
+  boost::system::error_code ec;
+  json::value v = ReadFile(path, &text) ? json::parse(text, ec) : json::value();
+  if (ec || !v.is_object())
+    return Status::InvalidArgument("--config " + path + " is not a readable JSON object");
+  for (const auto& kv : v.get_object()) {
+    const std::string_view k = kv.key();
+    const json::value& x = kv.value();
+    if ((k == "shards" || k == "databases") && x.is_int64()) {
+      (k == "shards" ? o->shards : o->databases) = static_cast<int>(x.get_int64());
+    } else if (k == "blob_store" && (x.is_string() || x.is_object())) {
+      o->blob_store = x.is_string() ? std::string(x.get_string()) : json::serialize(x);
+    } else if ((k == "primary" || k == "change_log") && x.is_object()) {
+      (k == "primary" ? o->primary : o->change_log) = json::serialize(x);
+    } else if (k == "data_dir" && x.is_string()) {
+      *data_dir = x.get_string();
+      continue;
+    } else if (k != "comment") {
+      return Status::InvalidArgument(
+          fmt::format("--config: \"{}\" is unknown or of the wrong type", k));
+    }
+    if (k != "comment") (*host)[k] = x;
+  }
+  return Status::Ok();
+}
+
+// For every command but init: --config HOST.json names the deployment; this process's data
+// directory (--data, else the file's "data_dir") is initialised from it on first use, and
+// must match it afterwards. Sets --data.
+Status UseHostFile(Args* a) {
+  commcare::InitOptions o;
+  std::string dir;
+  json::object host;
+  CC_RETURN_IF_ERROR(ReadHostFile(a->Get("--config"), &o, &dir, &host));
+  if (a->Has("--data")) dir = a->Get("--data");
+  if (dir.empty())
+    return Status::InvalidArgument("--config: give --data DIR or \"data_dir\" in the file");
+  a->opts["--data"] = dir;
+  std::string text;
+  if (!ReadFile(dir + "/commcare.json", &text)) {
+    o.data_dir = dir;
+    return Engine::Init(o);
+  }
+  boost::system::error_code ec;
+  json::value have = json::parse(text, ec);
+  if (ec || !have.is_object()) return Status::DataLoss(dir + "/commcare.json is not JSON");
+  for (const auto& [k, want] : host) {
+    const json::value* got = have.get_object().if_contains(k);
+    if (!got || *got != want)
+      return Status::FailedPrecondition(
+          fmt::format("{} was set up with another \"{}\" than {} has (use a new --data directory "
+                      "for a new deployment)",
+                      dir, std::string_view(k), a->Get("--config")));
+  }
+  return Status::Ok();
+}
+
 int CmdInit(const Args& a) {
   commcare::InitOptions o;
-  o.data_dir = a.Get("--data");
-  if (a.Has("--config")) {  // a host file: {"shards", "databases", "primary", "blob_store",
-                            // "change_log"}; flags given beside it win
-    std::ifstream in(a.Get("--config"));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    boost::system::error_code ec;
-    json::value v = json::parse(ss.str(), ec);
-    if (!in || ec || !v.is_object())
-      return Fail("--config " + a.Get("--config") + " is not a readable JSON object");
-    for (const auto& kv : v.get_object()) {
-      const std::string_view k = kv.key();
-      const json::value& x = kv.value();
-      if ((k == "shards" || k == "databases") && x.is_int64()) {
-        (k == "shards" ? o.shards : o.databases) = static_cast<int>(x.get_int64());
-      } else if (k == "blob_store" && (x.is_string() || x.is_object())) {
-        o.blob_store = x.is_string() ? std::string(x.get_string()) : json::serialize(x);
-      } else if ((k == "primary" || k == "change_log") && x.is_object()) {
-        (k == "primary" ? o.primary : o.change_log) = json::serialize(x);
-      } else if (k != "comment") {
-        return Fail(fmt::format("--config: \"{}\" is unknown or of the wrong type", k));
-      }
-    }
+  if (a.Has("--config")) {  // flags given beside the host file win
+    std::string dir;
+    json::object host;
+    if (auto s = ReadHostFile(a.Get("--config"), &o, &dir, &host); !s.ok()) return FailStatus(s);
+    if (!a.Has("--data")) o.data_dir = dir;
   }
+  if (a.Has("--data")) o.data_dir = a.Get("--data");
+  if (o.data_dir.empty()) return Fail("--data DIR is required");
   try {
     if (a.Has("--shards")) o.shards = std::stoi(a.Get("--shards"));
     if (a.Has("--databases")) o.databases = std::stoi(a.Get("--databases"));
@@ -577,6 +627,20 @@ std::string Env(const char* name, const std::string& def) {
   return v && *v ? std::string(v) : def;
 }
 
+// Opens the data directory's stores for writing, which applies their schema migrations (each
+// versioned, under a lock, safe to run twice and beside running servers of other hosts).
+int CmdMigrate(const Args& a) {
+  EngineOptions o;
+  o.data_dir = a.Get("--data");
+  o.relay = false;
+  auto eng = Engine::Open(o);
+  if (!eng.ok()) return FailStatus(eng.status());
+  std::cout << json::serialize(json::object{
+                   {"data", o.data_dir}, {"databases", (*eng)->NumDatabases()}, {"migrated", true}})
+            << std::endl;
+  return 0;
+}
+
 int CmdServe(const Args& a) {
   namespace fs = std::filesystem;
   const std::string data = a.Get("--data");
@@ -797,9 +861,13 @@ int main(int argc, char** argv) {
   Args a;
   std::string err;
   if (!ParseArgs(argc, argv, start, &a, &err)) return Fail(err);
-  if (cmd != "init" && !a.Has("--data")) return Fail("--data DIR is required");
+  if (cmd != "init" && a.Has("--config"))
+    if (Status s = UseHostFile(&a); !s.ok()) return FailStatus(s);
+  if (cmd != "init" && !a.Has("--data"))
+    return Fail("--data DIR is required (or --config HOST.json)");
   try {
-    if (cmd == "init") return a.Has("--data") ? CmdInit(a) : Fail("--data DIR is required");
+    if (cmd == "init") return CmdInit(a);
+    if (cmd == "migrate") return CmdMigrate(a);
     if (cmd == "submit") return CmdSubmit(a);
     if (cmd == "form") return CmdForm(verb, a);
     if (cmd == "case") return CmdCase(verb, a);

@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -156,7 +157,10 @@ EngineImpl::~EngineImpl() {
 }
 
 // Kafka options from commcare.json's "change_log" object; InvalidArgument names a bad field.
-Status KafkaOptionsFrom(const boost::json::object& o, const std::string& data_dir, bool read_only,
+// store_id names the primary store (its data directory, or its PostgreSQL databases): the
+// default transactional id is derived from it, so every process relaying one store shares
+// one id, and a process taking the relay over fences the one before.
+Status KafkaOptionsFrom(const boost::json::object& o, const std::string& store_id, bool read_only,
                         storage::KafkaChangeLogOptions* k) {
   if (codec::GetStr(o, "kind") != "kafka")
     return Status::InvalidArgument(
@@ -172,8 +176,8 @@ Status KafkaOptionsFrom(const boost::json::object& o, const std::string& data_di
   k->topic_prefix = codec::GetStr(o, "topic_prefix");
   k->topic_control = codec::GetStr(o, "topic_control");
   k->transactional_id = codec::GetStr(o, "transactional_id");
-  if (k->transactional_id.empty())  // stable per data directory: a restart fences the old one
-    k->transactional_id = "commcare-relay-" + util::Md5Hex(data_dir).substr(0, 12);
+  if (k->transactional_id.empty())
+    k->transactional_id = "commcare-relay-" + util::Md5Hex(store_id).substr(0, 12);
   if (o.contains("partitions"))
     k->default_partitions = static_cast<int>(codec::GetInt(o, "partitions"));
   if (o.contains("replication_factor"))
@@ -313,7 +317,9 @@ Status EngineImpl::OpenStores() {
     Result<std::unique_ptr<storage::ChangeLog>> log = Status::NotFound("no change log");
     if (const auto* cl = v->get_object().if_contains("change_log"); cl && cl->is_object()) {
       storage::KafkaChangeLogOptions ko;
-      CC_RETURN_IF_ERROR(KafkaOptionsFrom(cl->get_object(), dir, opts_.read_only, &ko));
+      std::string store_id = dir;
+      if (!pg.empty()) store_id = fmt::format("{}", fmt::join(pg, "\n"));
+      CC_RETURN_IF_ERROR(KafkaOptionsFrom(cl->get_object(), store_id, opts_.read_only, &ko));
       log = storage::OpenKafkaChangeLog(ko);
       if (!log.ok()) return log.status();
     } else {
@@ -332,7 +338,9 @@ Status EngineImpl::OpenStores() {
     CC_RETURN_IF_ERROR(RecoverIntents());
     CC_RETURN_IF_ERROR(RecoverBlobs());
     if (opts_.relay) {
-      CC_RETURN_IF_ERROR(RelayChanges());
+      // Drain what a previous run left, unless another process relays this store.
+      if (Status s = RelayChanges(); !s.ok() && s.code() != StatusCode::kFailedPrecondition)
+        return s;
       relayer_ = std::thread([this] { RelayLoop(); });
     }
     // A blob store whose puts are durable (S3) needs no copy of each blob kept with the rows.
@@ -411,10 +419,27 @@ static void MaybeCrashForTest(const char* var) {
 // to the change log together with the relay's mark (the last seq appended) and then deleted.
 // After a crash between the append and the delete, the mark says which rows are in the log
 // already, so none is appended twice and a document's changes keep their order.
+// Several processes may write one store (PostgreSQL): one of them relays, the holder of the
+// store's relay lease; a process taking the lease over fences the previous holder out of the
+// change log before it reads the marks.
+
+Status EngineImpl::LeadRelay(bool* leading) {
+  CC_ASSIGN_OR_RETURN(*leading, dbs_[0]->HoldRelayLease());
+  if (*leading && !relay_leader_) {
+    CC_RETURN_IF_ERROR(log_->FenceOtherWriters());
+    relayed_.assign(dbs_.size(), -1);  // the marks are read again
+  }
+  relay_leader_ = *leading;
+  return Status::Ok();
+}
 
 Status EngineImpl::RelayChanges() {
   if (!log_ || opts_.read_only) return Status::Ok();
   std::lock_guard l(relay_mu_);
+  bool leading = false;
+  CC_RETURN_IF_ERROR(LeadRelay(&leading));
+  if (!leading)
+    return Status::FailedPrecondition("another process holds the relay lease of this store");
   for (int i = 0; i < static_cast<int>(dbs_.size()); ++i) {
     CC_RETURN_IF_ERROR(dbs_[i]->Flush());  // everything committed so far becomes relayable
     int64_t moved = 0;
@@ -476,11 +501,13 @@ void EngineImpl::RelayLoop() {
     int64_t total = 0;
     {
       std::lock_guard rl(relay_mu_);
-      for (int i = 0; i < static_cast<int>(dbs_.size()); ++i) {
-        int64_t moved = 0;
-        if (!RelayDatabase(i, &moved).ok()) break;  // retried next round
-        total += moved;
-      }
+      bool leading = false;
+      if (LeadRelay(&leading).ok() && leading)  // else another process relays (or retry)
+        for (int i = 0; i < static_cast<int>(dbs_.size()); ++i) {
+          int64_t moved = 0;
+          if (!RelayDatabase(i, &moved).ok()) break;  // retried next round
+          total += moved;
+        }
     }
     busy = total > 0;
     if (opts_.change_retention_hours > 0 && std::chrono::steady_clock::now() >= next_retention) {
@@ -967,6 +994,7 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
   for (const auto& id : case_ids) lock_keys.push_back("case:" + id);
   for (const auto& id : ledger_cases) lock_keys.push_back("case:" + id);
   LockSet case_locks(&locks_, lock_keys);
+  CC_ASSIGN_OR_RETURN(auto store_locks, dbs_[0]->LockKeys(lock_keys));  // other processes
 
   // Compute the new state of every touched case.
   struct Touched {
@@ -1195,6 +1223,7 @@ Status EngineImpl::SetArchived(std::string_view domain, std::string_view form_id
   for (const auto& id : case_ids) keys.push_back("case:" + id);
   for (const auto& id : ledger_cases) keys.push_back("case:" + id);
   LockSet case_locks(&locks_, keys);
+  CC_ASSIGN_OR_RETURN(auto store_locks, dbs_[0]->LockKeys(keys));  // other processes
 
   f->state = archived ? FormState::kArchived : FormState::kNormal;
   f->server_modified_on = now;
@@ -1248,7 +1277,9 @@ Status EngineImpl::UnarchiveForm(std::string_view domain, std::string_view form_
 Status EngineImpl::RebuildCase(std::string_view domain, std::string_view case_id) {
   if (opts_.read_only) return Status::FailedPrecondition("the engine is open read-only");
   const int64_t now = util::NowMicros();
-  LockSet lock(&locks_, {"case:" + std::string(case_id)});
+  const std::vector<std::string> keys = {"case:" + std::string(case_id)};
+  LockSet lock(&locks_, keys);
+  CC_ASSIGN_OR_RETURN(auto store_locks, dbs_[0]->LockKeys(keys));  // other processes
   int db = map_.DatabaseFor(case_id);
   CC_ASSIGN_OR_RETURN(auto cur, dbs_[db]->GetCase(case_id));
   if (!cur || cur->domain != domain)

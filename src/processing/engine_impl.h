@@ -114,6 +114,8 @@ class EngineImpl final : public Engine {
   Result<xform::ParsedForm> LoadParsed(const FormRecord& f);
   // Relays database db's durable outbox rows; *moved counts them.
   Status RelayDatabase(int db, int64_t* moved);
+  // Whether this process relays now (the store's relay lease); fences the log on taking over.
+  Status LeadRelay(bool* leading);
   void RelayLoop();
   void KickRelay();
   Status SetArchived(std::string_view domain, std::string_view form_id, bool archived);
@@ -137,6 +139,7 @@ class EngineImpl final : public Engine {
   std::unique_ptr<storage::ChangeLog> log_;
   std::mutex relay_mu_;           // one relay round at a time
   std::vector<int64_t> relayed_;  // per database: the last outbox seq in the change log
+  bool relay_leader_ = false;     // held the relay lease last round (under relay_mu_)
   std::thread relayer_;
   std::mutex relay_wait_mu_;
   std::condition_variable relay_cv_;

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """The `commcare` command end to end: every subcommand, JSON output, exit codes, errors."""
+import base64
 import fcntl
 import glob
+import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 
 CC = sys.argv.pop(1)
@@ -152,23 +156,22 @@ class CliTest(unittest.TestCase):
             check = lines(cc("check", "--data", self.data))[0]
             self.assertTrue(check["ok"])
 
-    def test_production_backends_across_processes(self):
-        """commcare init --config with PostgreSQL (2 databases), S3 and Kafka from
-        scripts/with-test-servers; every command below is its own process."""
+    def production_host(self, tag, partitions):
+        """A host file on the test servers (scripts/with-test-servers): PostgreSQL (2 new
+        databases), S3 and Kafka; (path, database connection strings)."""
         env = {k: os.environ.get(k) for k in ("COMMCARE_TEST_PG", "COMMCARE_TEST_S3",
                                                "COMMCARE_TEST_KAFKA", "COMMCARE_TEST_KAFKA_CONTROL")}
         if not all(env.values()):
             if os.environ.get("CI") == "true":
                 self.fail(f"CI=true but the test servers are not all set: {env}")
             self.skipTest("no test servers (run under scripts/with-test-servers)")
-        tag = f"cli{os.getpid()}"
         dbs = []
         for i in range(2):
             db = f"{tag}_{i}"
             subprocess.run(["psql", "-q", env["COMMCARE_TEST_PG"] + " dbname=postgres", "-c",
                             f"CREATE DATABASE {db}"], check=True)
             dbs.append(env["COMMCARE_TEST_PG"] + f" dbname={db}")
-        host = os.path.join(self.tmp, "host.json")
+        host = os.path.join(self.tmp, tag + ".json")
         with open(host, "w") as f:
             json.dump({"shards": 16, "databases": 2,
                        "primary": {"kind": "postgres", "databases": dbs},
@@ -178,7 +181,13 @@ class CliTest(unittest.TestCase):
                        "change_log": {"kind": "kafka",
                                       "bootstrap_servers": env["COMMCARE_TEST_KAFKA"],
                                       "topic_control": env["COMMCARE_TEST_KAFKA_CONTROL"],
-                                      "topic_prefix": tag + ".", "partitions": 4}}, f)
+                                      "topic_prefix": tag + ".", "partitions": partitions}}, f)
+        return host, dbs
+
+    def test_production_backends_across_processes(self):
+        """commcare init --config with PostgreSQL (2 databases), S3 and Kafka from
+        scripts/with-test-servers; every command below is its own process."""
+        host, dbs = self.production_host(f"cli{os.getpid()}", 4)
         data = os.path.join(self.tmp, "prod")
         out = lines(cc("init", "--data", data, "--config", host))[0]
         self.assertEqual((out["shards"], out["databases"]), (16, 2))
@@ -211,6 +220,126 @@ class CliTest(unittest.TestCase):
         self.assertEqual({c["case_id"] for c in found["cases"]}, live)
         check = lines(cc("check", "--data", data))[0]
         self.assertTrue(check["ok"], check)
+
+    def test_scale_out_two_servers_two_pillow_processes(self):
+        """Two `serve --config` processes and two `pillows run --config` processes on one
+        deployment (PostgreSQL x2, S3, Kafka with 8 partitions): concurrent updates of the same
+        cases through both servers lose nothing, every change reaches the log once, and the
+        pillow processes split the partitions and index every live case."""
+        host, _ = self.production_host(f"scale{os.getpid()}", 8)
+        env = dict(os.environ, COMMCARE_ADMIN_USER="admin", COMMCARE_ADMIN_PASSWORD="pw",
+                   COMMCARE_DOMAIN="demo")
+        servers, ports = [], []
+        try:
+            for k in range(2):
+                p = subprocess.Popen([CC, "serve", "--config", host, "--data",
+                                      os.path.join(self.tmp, f"server{k}"), "--listen",
+                                      "127.0.0.1:0", "--no-pillows"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env=env)
+                servers.append(p)
+                line = p.stdout.readline()
+                self.assertTrue(line, f"server {k} did not start")
+                ports.append(int(json.loads(line)["listening"].rsplit(":", 1)[1]))
+            auth = "Basic " + base64.b64encode(b"admin:pw").decode()
+            threads_n, forms_n, shared_n = 4, 12, 3
+            failures = []
+
+            def submitter(t):
+                conn = http.client.HTTPConnection("127.0.0.1", ports[t % 2], timeout=60)
+                for i in range(forms_n):
+                    blocks = "".join(
+                        f'<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="so-{c}" '
+                        f'date_modified="2020-01-01T00:00:00Z" user_id="u1"><update>'
+                        f"<f{t}_{i}>1</f{t}_{i}></update></case>" for c in range(shared_n))
+                    xml = ('<?xml version="1.0"?><data xmlns="http://example.org/scale">'
+                           '<meta xmlns="http://openrosa.org/jr/xforms">'
+                           f"<instanceID>scale-{t}-{i}</instanceID><userID>u1</userID></meta>"
+                           f'<case xmlns="http://commcarehq.org/case/transaction/v2" '
+                           f'case_id="own-{t}-{i}" date_modified="2020-01-01T00:00:00Z" user_id="u1">'
+                           "<create><case_type>t</case_type><case_name>n</case_name>"
+                           "<owner_id>u1</owner_id></create></case>" + blocks + "</data>")
+                    conn.request("POST", "/a/demo/receiver/", body=xml,
+                                 headers={"Authorization": auth, "Content-Type": "text/xml"})
+                    r = conn.getresponse()
+                    body = r.read()
+                    if r.status != 201:
+                        failures.append((r.status, body))
+                conn.close()
+
+            ts = [threading.Thread(target=submitter, args=(t,)) for t in range(threads_n)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            self.assertEqual(failures, [])
+        finally:
+            for p in servers:
+                p.send_signal(signal.SIGTERM)
+            for p in servers:
+                p.wait(timeout=60)
+                p.stdout.close()
+        # Another process reads the shared store: no update was lost.
+        reader = os.path.join(self.tmp, "reader")
+        for c in range(shared_n):
+            got = lines(cc("case", "get", "--config", host, "--data", reader, "--domain", "demo",
+                           f"so-{c}"))[0]
+            keys = {k for k in got["properties"] if k.startswith("f")}
+            self.assertEqual(keys, {f"f{t}_{i}" for t in range(threads_n) for i in range(forms_n)})
+            # A replay of the case's transactions (a single process) gives the same case.
+            rebuilt = lines(cc("case", "rebuild", "--config", host, "--data", reader, "--domain",
+                               "demo", f"so-{c}"))[0]
+            self.assertEqual(rebuilt["properties"], got["properties"])
+        # Every change in the log once: the servers relayed under one lease (check drains the
+        # rest and counts the outbox).
+        check = lines(cc("check", "--config", host, "--data", reader))[0]
+        self.assertTrue(check["ok"], check)
+        self.assertEqual(check["outbox_rows"], 0)
+        forms = lines(cc("changes", "--config", host, "--data", reader, "--topic", "form-sql"))
+        self.assertEqual(sorted(c["key"] for c in forms),
+                         sorted(f"scale-{t}-{i}" for t in range(threads_n) for i in range(forms_n)))
+        cases = lines(cc("changes", "--config", host, "--data", reader, "--topic", "case-sql"))
+        per_case = {}
+        for c in cases:
+            per_case[c["key"]] = per_case.get(c["key"], 0) + 1
+        # (one record per form that touched the case, and one for its rebuild above)
+        self.assertEqual({per_case[f"so-{c}"] for c in range(shared_n)}, {threads_n * forms_n + 1})
+        self.assertEqual(len(cases), threads_n * forms_n * (shared_n + 1) + shared_n)
+        # A host file that disagrees with the directory it is used with is refused.
+        other = os.path.join(self.tmp, "other.json")
+        with open(other, "w") as f:
+            json.dump({"shards": 32, "databases": 2}, f)
+        e = lines(cc("case", "list", "--config", other, "--data", reader, "--domain", "demo",
+                     expect=3))[0]
+        self.assertIn('another "shards"', e["error"])
+        # Two pillow processes on one pillow directory split the 8 partitions.
+        pdir = os.path.join(self.tmp, "pillows")
+        lines(cc("migrate", "--config", host, "--data", pdir))
+        parts = []
+        for k in range(2):
+            st = lines(cc("pillows", "status", "--config", host, "--data", pdir,
+                          "--num-processes", "2", "--process-num", str(k)))[0]
+            parts.append({(p["pillow"], q["topic"], q["partition"]) for p in st for q in p["partitions"]})
+        self.assertFalse(parts[0] & parts[1])  # no partition owned by both
+        for pillow, topic in {(pl, tp) for pl, tp, _ in parts[0] | parts[1]}:  # all 8 owned
+            self.assertEqual({n for pl, tp, n in parts[0] | parts[1] if (pl, tp) == (pillow, topic)},
+                             set(range(8)))
+        runs = [subprocess.Popen([CC, "pillows", "run", "--config", host, "--data", pdir,
+                                  "--num-processes", "2", "--process-num", str(k), "--once"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for k in range(2)]
+        for p in runs:
+            out, err = p.communicate(timeout=120)
+            self.assertEqual(p.returncode, 0, out + err)
+            self.assertGreater(json.loads(out)["processed"], 0)
+        status = lines(cc("pillows", "status", "--config", host, "--data", pdir))[0]
+        self.assertTrue(all(p["lag"] == 0 for p in status), status)
+        live = {c["case_id"] for c in lines(cc("case", "list", "--config", host, "--data", reader,
+                                               "--domain", "demo"))}
+        self.assertEqual(len(live), threads_n * forms_n + shared_n)
+        found = json.loads(cc("search", "--config", host, "--data", pdir, "--domain", "demo",
+                              "--limit", "5000").stdout)
+        self.assertEqual({c["case_id"] for c in found["cases"]}, live)
 
     def test_changes_pillows_search_and_ucr_on_the_samples(self):
         files = sorted(glob.glob(os.path.join(SAMPLES, "*.xml")))

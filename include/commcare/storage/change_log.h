@@ -72,6 +72,10 @@ class ChangeLog {
                         const ProducerMark* mark = nullptr) = 0;
   // A producer's last mark (0 if it has none).
   virtual Result<int64_t> GetProducerMark(std::string_view producer) = 0;
+  // Called by a process about to append as a producer that another process may have been
+  // (a relay taking over): after it, the other's unfinished or later appends cannot commit,
+  // so the marks read next are final. Logs only one process can write to need nothing.
+  virtual Status FenceOtherWriters() { return Status::Ok(); }
 
   // Up to max records of one partition with offset >= from, in offset order (starting at the
   // earliest retained record if from is older). NotFound for an unknown topic or partition.

@@ -105,6 +105,24 @@ class PrimaryStore {
   virtual Status ReadCaseDocs(std::span<const std::string> case_ids,
                               const std::function<Status(std::string_view doc)>& fn);
 
+  // Locks on keys (the engine's "case:<id>") held across processes until the returned object
+  // is destroyed: where several processes write the store (PostgreSQL: advisory locks on a
+  // connection of their own), a form's reads, plan and commit across databases then meet no
+  // concurrent change. Stores one process owns return null (the engine's own locks suffice).
+  class KeyLocks {
+   public:
+    virtual ~KeyLocks() = default;
+  };
+  virtual Result<std::unique_ptr<KeyLocks>> LockKeys(std::span<const std::string> keys) {
+    (void)keys;
+    return std::unique_ptr<KeyLocks>();
+  }
+
+  // Whether this process may relay the outbox now. Where several processes write the store
+  // (PostgreSQL), one holds the lease at a time until it exits or loses its connection; a
+  // store only one process can write answers true.
+  virtual Result<bool> HoldRelayLease() { return true; }
+
   // Mobile sync's reads (cheap, from indexes; ids absent here are skipped):
   // the domain's open, undeleted cases owned by owner_id;
   virtual Result<std::vector<CaseNode>> OpenCasesByOwner(std::string_view domain,

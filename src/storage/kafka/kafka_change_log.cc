@@ -88,7 +88,8 @@ class KafkaChangeLog final : public ChangeLog {
       return Status::InvalidArgument("kafka: default_partitions must be positive");
     CC_ASSIGN_OR_RETURN(consumer_, NewHandle(RD_KAFKA_CONSUMER));
     if (o_.read_only) return RefreshMetadata();
-    CC_RETURN_IF_ERROR(NewProducer());
+    // The producer is made at the first append or fence: opening one would fence the process
+    // that is relaying now (one transactional id per deployment).
     return CreateTopic(kMarksTopic, 1, /*internal=*/true);
   }
 
@@ -118,6 +119,15 @@ class KafkaChangeLog final : public ChangeLog {
     for (const auto& [t, n] : partitions_)
       if (t != kMarksTopic) out.push_back(t);
     return out;  // std::map: sorted
+  }
+
+  // A new producer under the transactional id: init_transactions aborts what another holder
+  // of the id left open and fences it from committing again.
+  Status FenceOtherWriters() override {
+    if (o_.read_only) return Status::FailedPrecondition("kafka: this change log is read-only");
+    std::lock_guard l(producer_mu_);
+    producer_.reset();
+    return NewProducer();
   }
 
   Status Append(std::span<const ChangeMessage> messages, const ProducerMark* mark) override {

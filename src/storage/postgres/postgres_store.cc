@@ -10,9 +10,11 @@
 //   the columns the reads filter on are real columns with indexes.
 // - The schema is versioned (schema_version) and applied on open; applying it twice is a no-op.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <libpq-fe.h>
 
 #include <boost/json.hpp>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -20,6 +22,7 @@
 
 #include "commcare/storage/primary_store.h"
 #include "util/codec.h"
+#include "util/hash.h"
 #include "util/time.h"
 
 namespace commcare::storage {
@@ -61,6 +64,11 @@ CREATE TABLE IF NOT EXISTS blob_journal(seq BIGSERIAL PRIMARY KEY, key TEXT NOT 
 CREATE TABLE IF NOT EXISTS intents(intent_id TEXT PRIMARY KEY, payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS applied_markers(marker TEXT PRIMARY KEY);
 )SQL";
+
+// Advisory lock keys: one held by a transaction while it writes outbox rows (so their seqs
+// follow commit order), one held by the process that relays the outbox.
+constexpr const char* kOutboxLock = "7234618130";
+constexpr const char* kRelayLock = "7234618131";
 
 // The docs of the cases in $1 (a text array), in its order.
 constexpr const char* kCasesByIds =
@@ -423,6 +431,63 @@ class PostgresStore final : public PrimaryStore {
     return out;
   }
 
+  // Session advisory locks on a pooled connection, taken in one statement in the order of
+  // their 64-bit key hashes (every process takes them in that order: no cycle), released
+  // when the holder is destroyed.
+  class PgKeyLocks final : public KeyLocks {
+   public:
+    PgKeyLocks(PostgresStore* s, std::unique_ptr<Conn> c) : s_(s), c_(std::move(c)) {}
+    ~PgKeyLocks() override {
+      if (c_->Exec("releasing case locks", "SELECT pg_advisory_unlock_all()").ok())
+        s_->Give(std::move(c_));
+    }
+
+   private:
+    PostgresStore* s_;
+    std::unique_ptr<Conn> c_;
+  };
+  Result<std::unique_ptr<KeyLocks>> LockKeys(std::span<const std::string> keys) override {
+    if (keys.empty()) return std::unique_ptr<KeyLocks>();
+    static constexpr uint8_t kKey[16] = {'c', 'o', 'm', 'm', 'c', 'a',
+                                         'r', 'e', 'l', 'o', 'c', 'k'};
+    std::vector<int64_t> h;
+    for (const auto& k : keys) h.push_back(static_cast<int64_t>(util::SipHash24(kKey, k)));
+    std::sort(h.begin(), h.end());
+    h.erase(std::unique(h.begin(), h.end()), h.end());
+    CC_ASSIGN_OR_RETURN(auto c, Take());
+    auto r = c->Q("locking cases across processes",
+                  "SELECT count(pg_advisory_lock(x)) FROM unnest($1::bigint[]) WITH ORDINALITY "
+                  "AS t(x, n)",
+                  {fmt::format("{{{}}}", fmt::join(h, ","))});
+    if (!r.ok()) {  // a deadlock or a broken connection: drop what was taken
+      if (c->Exec("releasing case locks", "SELECT pg_advisory_unlock_all()").ok())
+        Give(std::move(c));
+      return r.status();
+    }
+    return std::unique_ptr<KeyLocks>(std::make_unique<PgKeyLocks>(this, std::move(c)));
+  }
+
+  // A session lock on a connection of its own: held while that connection lives. Checked
+  // (one round trip) at most once a second while held; a broken connection has lost it.
+  Result<bool> HoldRelayLease() override {
+    std::lock_guard l(lease_mu_);
+    const auto now = std::chrono::steady_clock::now();
+    if (lease_held_ && lease_ && lease_->ok() && now - lease_checked_ < std::chrono::seconds(1))
+      return true;
+    lease_checked_ = now;
+    if (lease_held_ && lease_ && lease_->Exec("checking the relay lease", "SELECT 1").ok())
+      return true;
+    if (!lease_ || !lease_->ok()) {
+      lease_held_ = false;
+      lease_.reset();
+      CC_ASSIGN_OR_RETURN(lease_, Connect());
+    }
+    CC_ASSIGN_OR_RETURN(auto r, lease_->Q("taking the relay lease",
+                                          "SELECT pg_try_advisory_lock($1)", {kRelayLock}));
+    lease_held_ = r->At(0, 0) == "t";
+    return lease_held_;
+  }
+
   Status PruneAppliedMarkers(const std::vector<std::string>& keep) override {
     CC_ASSIGN_OR_RETURN(auto c, Take());
     CC_RETURN_IF_ERROR(c->Exec("pruning markers",
@@ -515,6 +580,7 @@ class PostgresStore final : public PrimaryStore {
     std::vector<Sent> sent;
     Status s = Send(c, &sent, "BEGIN", {});
     sent.push_back({SIZE_MAX, Check::kNone, "beginning"});
+    bool outbox = false;
     for (size_t i = 0; s.ok() && i < batches.size(); ++i) {
       if (skip[i]) continue;
       WriteBatch* b = batches[i];
@@ -527,7 +593,27 @@ class PostgresStore final : public PrimaryStore {
       }
       for (const auto& op : b->ops) {
         if (!s.ok()) break;
+        if (std::holds_alternative<AddOutbox>(op)) {
+          outbox = true;  // written last, below
+          continue;
+        }
         s = std::visit([&](const auto& o) { return Add(c, o, i, &sent); }, op);
+      }
+    }
+    // Outbox rows last, under a lock held to COMMIT: their seqs then follow commit order
+    // across every process writing this database, so a relay that has read up to seq n has
+    // seen every row below it (with bare sequences a transaction could commit seq 9 after
+    // another's seq 10 was relayed, and 9 would be skipped). Taken after the row writes, the
+    // lock never waits inside a row-lock cycle.
+    if (s.ok() && outbox) {
+      sent.push_back({SIZE_MAX, Check::kNone, "ordering the outbox"});
+      s = Send(c, &sent, "SELECT pg_advisory_xact_lock($1)", {kOutboxLock});
+      for (size_t i = 0; s.ok() && i < batches.size(); ++i) {
+        if (skip[i]) continue;
+        for (const auto& op : batches[i]->ops) {
+          if (!s.ok()) break;
+          if (const auto* a = std::get_if<AddOutbox>(&op)) s = Add(c, *a, i, &sent);
+        }
       }
     }
     if (s.ok() && PQpipelineSync(pg) != 1)
@@ -748,6 +834,10 @@ class PostgresStore final : public PrimaryStore {
   std::string dsn_;
   std::mutex mu_;
   std::vector<std::unique_ptr<Conn>> pool_;
+  std::mutex lease_mu_;  // the relay lease's connection
+  std::unique_ptr<Conn> lease_;
+  bool lease_held_ = false;
+  std::chrono::steady_clock::time_point lease_checked_;
 };
 
 }  // namespace
