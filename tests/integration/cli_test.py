@@ -315,6 +315,14 @@ class CliTest(unittest.TestCase):
         # Two pillow processes on one pillow directory split the 8 partitions.
         pdir = os.path.join(self.tmp, "pillows")
         lines(cc("migrate", "--config", host, "--data", pdir))
+        ucr = os.path.join(self.tmp, "ucr.json")
+        with open(ucr, "w") as f:
+            json.dump({"domain": "demo", "table_id": "by_owner", "referenced_doc_type": "CommCareCase",
+                       "configured_indicators": [{"type": "raw", "column_id": "owner",
+                                                  "property_name": "owner_id"},
+                                                 {"type": "raw", "column_id": "name",
+                                                  "property_name": "name"}]}, f)
+        lines(cc("ucr", "load", "--config", host, "--data", pdir, ucr))
         parts = []
         for k in range(2):
             st = lines(cc("pillows", "status", "--config", host, "--data", pdir,
@@ -340,6 +348,23 @@ class CliTest(unittest.TestCase):
         found = json.loads(cc("search", "--config", host, "--data", pdir, "--domain", "demo",
                               "--limit", "5000").stdout)
         self.assertEqual({c["case_id"] for c in found["cases"]}, live)
+        # ... and equal a rebuild: one process from offset 0 into a fresh directory.
+        fresh = os.path.join(self.tmp, "pillows-rebuild")
+        lines(cc("migrate", "--config", host, "--data", fresh))
+        lines(cc("ucr", "load", "--config", host, "--data", fresh, ucr))
+        lines(cc("pillows", "run", "--config", host, "--data", fresh, "--once"))
+        rebuilt = json.loads(cc("search", "--config", host, "--data", fresh, "--domain", "demo",
+                                "--limit", "5000").stdout)
+        by_id = lambda r: sorted(({k: v for k, v in c.items() if k != "indexed_on"}
+                                  for c in r["cases"]), key=lambda c: c["case_id"])
+        self.assertEqual(by_id(found), by_id(rebuilt))
+        rows = lambda d: sorted(json.dumps({k: v for k, v in r.items() if k != "inserted_at"},
+                                           sort_keys=True) for r in lines(
+            cc("ucr", "rows", "--config", host, "--data", d, "--domain", "demo", "--table", "by_owner",
+               "--limit", "5000")))
+        split_rows = rows(pdir)
+        self.assertEqual(len(split_rows), len(live))
+        self.assertEqual(split_rows, rows(fresh))
 
     def test_changes_pillows_search_and_ucr_on_the_samples(self):
         files = sorted(glob.glob(os.path.join(SAMPLES, "*.xml")))
