@@ -790,4 +790,32 @@ TEST_CASE("Postgres: two engines on one store lose no update and relay each chan
   CHECK(cases == kThreads * kForms * (kCases + 1) + 1);  // + the twin's case
   for (int c = 0; c < kCases; ++c) CHECK(per_doc[fmt::format("shared-{}", c)] == kThreads * kForms);
   CHECK(per_doc["twin"] == 1);
+  // The relaying engine goes (its lease with it); the other takes the relay over, fences the
+  // old producer, reads the marks, and appends only what is new.
+  auto lead0 = engines[0]->Database(0)->HoldRelayLease();
+  REQUIRE(lead0.ok());
+  const int leader = *lead0 ? 0 : 1, other = 1 - leader;
+  CHECK_FALSE(*engines[other]->Database(0)->HoldRelayLease());  // one holder at a time
+  engines[leader].reset();
+  for (int i = 0; i < 10; ++i)
+    REQUIRE(Submit(engines[other].get(),
+                   CaseForm(fmt::format("after-{}", i), "shared-0",
+                            fmt::format("<update><after_{}>1</after_{}></update>", i, i)))
+                .http_status == 201);
+  int64_t after_left = -1, after_forms = 0;
+  for (int i = 0; i < 300 && (after_left != 0 || after_forms != forms + 10); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    after_left = 0;
+    for (int d = 0; d < 2; ++d)
+      after_left +=
+          static_cast<int64_t>(engines[other]->Database(d)->ReadOutbox(0, 100000)->size());
+    after_forms = 0;
+    auto parts = engines[other]->Changes()->Partitions("form-sql");
+    REQUIRE(parts.ok());
+    for (int p = 0; p < *parts; ++p)
+      after_forms +=
+          static_cast<int64_t>(engines[other]->Changes()->Read("form-sql", p, 0, 1000000)->size());
+  }
+  CHECK(after_left == 0);
+  CHECK(after_forms == forms + 10);  // the ten new forms, nothing appended twice
 }
