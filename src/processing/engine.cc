@@ -424,7 +424,12 @@ static void MaybeCrashForTest(const char* var) {
 // change log before it reads the marks.
 
 Status EngineImpl::LeadRelay(bool* leading) {
-  CC_ASSIGN_OR_RETURN(*leading, dbs_[0]->HoldRelayLease());
+  auto held = dbs_[0]->HoldRelayLease();
+  if (!held.ok()) {  // the lease may be lost: fence and read the marks again when it is back
+    relay_leader_ = *leading = false;
+    return held.status();
+  }
+  *leading = *held;
   if (*leading && !relay_leader_) {
     CC_RETURN_IF_ERROR(log_->FenceOtherWriters());
     relayed_.assign(dbs_.size(), -1);  // the marks are read again
