@@ -45,9 +45,8 @@ CREATE TABLE IF NOT EXISTS docs(kind TEXT NOT NULL, id TEXT NOT NULL, domain TEX
 CREATE INDEX IF NOT EXISTS docs_by_domain ON docs(kind, domain, id);
 CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
   key TEXT NOT NULL, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta_info(k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
 )";
-
-constexpr const char* kRelayProducer = "relay-meta";
 
 std::string Base64(const unsigned char* data, size_t n) {
   std::string out(4 * ((n + 2) / 3) + 1, '\0');
@@ -254,6 +253,7 @@ bool VerifyPassword(std::string_view password, std::string_view hash) {
 struct MetaStore::Impl {
   util::Conn db;
   std::mutex mu;
+  std::string producer;  // the relay's producer mark name (see RelayProducer)
   // username -> (sha256 of the verified password, the user as verified)
   std::unordered_map<std::string, std::pair<std::string, User>> verified;
   // One PBKDF2 verification per user at a time: concurrent first requests of a user wait for
@@ -360,6 +360,28 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& path) {
   CC_RETURN_IF_ERROR(impl->db.Open(path, false, false));
   CC_RETURN_IF_ERROR(impl->db.Exec("PRAGMA synchronous=FULL"));
   CC_RETURN_IF_ERROR(impl->db.Exec(kSchema));
+  // The relay's mark is per store: several servers' stores relay into one change log, each
+  // numbering its own outbox. A store from before this keeps the old shared name.
+  CC_RETURN_IF_ERROR(impl->db.Exec("BEGIN IMMEDIATE"));
+  sqlite3_stmt* q = impl->db.Prep("SELECT v FROM meta_info WHERE k='relay_producer'");
+  if (sqlite3_step(q) == SQLITE_ROW) impl->producer = std::string(Col(q, 0));
+  sqlite3_reset(q);
+  if (impl->producer.empty()) {
+    sqlite3_stmt* old = impl->db.Prep("SELECT 1 FROM domains LIMIT 1");
+    const bool legacy = sqlite3_step(old) == SQLITE_ROW;
+    sqlite3_reset(old);
+    impl->producer = legacy ? "relay-meta" : "relay-meta-" + util::NewUuidHex();
+    sqlite3_stmt* w = impl->db.Prep("INSERT INTO meta_info(k, v) VALUES('relay_producer', ?)");
+    Bind(w, 1, impl->producer);
+    const bool ok = sqlite3_step(w) == SQLITE_DONE;
+    sqlite3_reset(w);
+    if (!ok) {
+      Status e = impl->db.Err("recording the relay's producer name");
+      (void)impl->db.Exec("ROLLBACK");
+      return e;
+    }
+  }
+  CC_RETURN_IF_ERROR(impl->db.Exec("COMMIT"));
   return std::unique_ptr<MetaStore>(new MetaStore(std::move(impl)));
 }
 
@@ -371,11 +393,13 @@ Status MetaStore::SetChangeLog(storage::ChangeLog* log) {
   return Relay();
 }
 
+const std::string& MetaStore::RelayProducer() const { return impl_->producer; }
+
 Status MetaStore::Relay() {
   std::lock_guard rl(impl_->relay_mu);
   storage::ChangeLog* log = impl_->log;
   if (!log) return Status::Ok();
-  CC_ASSIGN_OR_RETURN(int64_t mark, log->GetProducerMark(kRelayProducer));
+  CC_ASSIGN_OR_RETURN(int64_t mark, log->GetProducerMark(impl_->producer));
   while (true) {
     std::vector<storage::ChangeMessage> msgs;
     int64_t last = 0;
@@ -392,7 +416,7 @@ Status MetaStore::Relay() {
     }
     if (last == 0) return Status::Ok();
     if (!msgs.empty()) {
-      storage::ProducerMark m{kRelayProducer, last};
+      storage::ProducerMark m{impl_->producer, last};
       CC_RETURN_IF_ERROR(log->Append(msgs, &m));
       mark = last;
     }

@@ -137,9 +137,12 @@ class MetaStore {
   // From now on every write relays its change records into log right after committing; also
   // relays what earlier writes left queued. log must outlive the store.
   Status SetChangeLog(storage::ChangeLog* log);
-  // Appends queued change records to the change log with the producer mark "relay-meta" in
-  // the same batch (a crash between append and dequeue never appends twice). Ok without a log.
+  // Appends queued change records to the change log with this store's producer mark in the
+  // same batch (a crash between append and dequeue never appends twice). Ok without a log.
   Status Relay();
+  // The producer mark's name: "relay-meta-<random id>" kept in the store, so several stores
+  // (one per server process) relay into one change log without mistaking each other's marks.
+  const std::string& RelayProducer() const;
 
   // The active user with this username and password (Unauthenticated otherwise). A repeat of a
   // verified credential is answered from memory; any PutUser of that user forgets it.

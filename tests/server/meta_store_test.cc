@@ -213,15 +213,24 @@ TEST_CASE("every write queues a change, the relay appends each once, even after 
   REQUIRE(f.m->PutDoc(MakeDoc("app", "demo", {{"name", "app"}, {"version", 3}}, "app1")).ok());
   // ...and a record the log already holds (appended with the producer mark, then a crash
   // before the outbox was emptied) is not appended again.
-  auto mark = log->GetProducerMark("relay-meta").value();
+  CHECK(f.m->RelayProducer().rfind("relay-meta-", 0) == 0);
+  auto mark = log->GetProducerMark(f.m->RelayProducer()).value();
   std::vector<storage::ChangeMessage> first = {
       {"location", "loc1",
        ChangeMetaToJson(ChangeMeta{.topic = "location", .document_id = "loc1"})}};
-  storage::ProducerMark m{"relay-meta", mark + 1};
+  storage::ProducerMark m{f.m->RelayProducer(), mark + 1};
   REQUIRE(log->Append(first, &m).ok());
   REQUIRE(f.m->SetChangeLog(log.get()).ok());
   CHECK(Changes(log.get(), "location").size() == 1);
   CHECK(Changes(log.get(), "app").size() == 1);
   REQUIRE(f.m->Relay().ok());
   CHECK(Changes(log.get(), "app").size() == 1);
+  // A second store (another server process) relaying into the same log has marks of its own:
+  // its records are not taken for the first store's.
+  Fixture second;
+  CHECK(second.m->RelayProducer() != f.m->RelayProducer());
+  const size_t before = Changes(log.get(), "domain").size();
+  REQUIRE(second.m->SetChangeLog(log.get()).ok());
+  CHECK(Changes(log.get(), "domain").size() == before + 2);
+  CHECK(Changes(log.get(), "commcare-user").size() == 2);
 }
