@@ -423,6 +423,25 @@ static void MaybeCrashForTest(const char* var) {
 // store's relay lease; a process taking the lease over fences the previous holder out of the
 // change log before it reads the marks.
 
+Result<EngineImpl::StoreLocks> EngineImpl::LockAcross(const std::vector<std::string>& case_keys,
+                                                      int home, bool optimistic) {
+  StoreLocks l;
+  l.home = home;
+  std::map<int, std::vector<std::string>> by_db;  // ordered: databases are locked in order
+  for (const auto& k : case_keys)
+    by_db[map_.DatabaseFor(std::string_view(k).substr(k.find(':') + 1))].push_back(k);
+  if (by_db.empty()) return l;
+  if (optimistic && by_db.size() == 1 && by_db.begin()->first == home) {
+    l.in_commit = case_keys;
+    return l;
+  }
+  for (const auto& [db, keys] : by_db) {
+    CC_ASSIGN_OR_RETURN(auto h, dbs_[db]->LockKeys(keys));
+    if (h) l.held.push_back(std::move(h));
+  }
+  return l;
+}
+
 Status EngineImpl::LeadRelay(bool* leading) {
   auto held = dbs_[0]->HoldRelayLease();
   if (!held.ok()) {  // the lease may be lost: fence and read the marks again when it is back
@@ -721,7 +740,7 @@ SubmitResponse EngineImpl::SubmitImpl(const SubmitRequest& req) {
     return SaveErrorLog(req, xml, "Form is missing a required field: XMLNS", received_on);
 
   for (int attempt = 0;; ++attempt) {
-    auto r = ProcessForm(req, xml, pf, attachments, received_on);
+    auto r = ProcessForm(req, xml, pf, attachments, received_on, attempt > 0);
     if (r.ok()) return std::move(r).value();
     if (r.status().IsAborted() && attempt < 5) continue;  // lost a race: reload and redo
     return Respond(r.status().code() == StatusCode::kUnavailable ? 503 : 500, "submit_error",
@@ -893,7 +912,7 @@ Status EngineImpl::UpdateLedger(const std::string& case_id, const std::string& d
 Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::string_view xml,
                                                const xform::ParsedForm& pf,
                                                const std::vector<xform::MultipartPart>& parts,
-                                               int64_t received_on) {
+                                               int64_t received_on, bool retry) {
   const int64_t now = util::NowMicros();
   FormRecord form;
   form.form_id = pf.meta.instance_id.empty() ? util::NewUuidHex() : pf.meta.instance_id;
@@ -999,7 +1018,7 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
   for (const auto& id : case_ids) lock_keys.push_back("case:" + id);
   for (const auto& id : ledger_cases) lock_keys.push_back("case:" + id);
   LockSet case_locks(&locks_, lock_keys);
-  CC_ASSIGN_OR_RETURN(auto store_locks, dbs_[0]->LockKeys(lock_keys));  // other processes
+  CC_ASSIGN_OR_RETURN(auto store_locks, LockAcross(lock_keys, home, !retry));  // other processes
 
   // Compute the new state of every touched case.
   struct Touched {
@@ -1192,6 +1211,7 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
     }
   }
 
+  store_locks.Attach(&plan);
   CC_RETURN_IF_ERROR(CommitPlan(&plan, home));
 
   if (error) {
@@ -1228,7 +1248,7 @@ Status EngineImpl::SetArchived(std::string_view domain, std::string_view form_id
   for (const auto& id : case_ids) keys.push_back("case:" + id);
   for (const auto& id : ledger_cases) keys.push_back("case:" + id);
   LockSet case_locks(&locks_, keys);
-  CC_ASSIGN_OR_RETURN(auto store_locks, dbs_[0]->LockKeys(keys));  // other processes
+  CC_ASSIGN_OR_RETURN(auto store_locks, LockAcross(keys, home, false));  // other processes
 
   f->state = archived ? FormState::kArchived : FormState::kNormal;
   f->server_modified_on = now;
@@ -1269,6 +1289,7 @@ Status EngineImpl::SetArchived(std::string_view domain, std::string_view form_id
     CC_RETURN_IF_ERROR(
         UpdateLedger(id, std::string(domain), f->form_id, std::move(txs), &plan, now));
   }
+  store_locks.Attach(&plan);
   return CommitPlan(&plan, home);
 }
 
@@ -1284,8 +1305,8 @@ Status EngineImpl::RebuildCase(std::string_view domain, std::string_view case_id
   const int64_t now = util::NowMicros();
   const std::vector<std::string> keys = {"case:" + std::string(case_id)};
   LockSet lock(&locks_, keys);
-  CC_ASSIGN_OR_RETURN(auto store_locks, dbs_[0]->LockKeys(keys));  // other processes
   int db = map_.DatabaseFor(case_id);
+  CC_ASSIGN_OR_RETURN(auto store_locks, LockAcross(keys, db, false));  // other processes
   CC_ASSIGN_OR_RETURN(auto cur, dbs_[db]->GetCase(case_id));
   if (!cur || cur->domain != domain)
     return Status::NotFound(fmt::format("case '{}' not found in domain '{}'", case_id, domain));
@@ -1305,6 +1326,7 @@ Status EngineImpl::RebuildCase(std::string_view domain, std::string_view case_id
   plan.For(db).ops.emplace_back(storage::PutCaseTransaction{rtx});
   plan.For(db).ops.emplace_back(storage::PutCase{rec, cur->rev});
   AddCaseChange(&plan, db, rec, "", now);
+  store_locks.Attach(&plan);
   return CommitPlan(&plan, db);
 }
 

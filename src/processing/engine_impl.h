@@ -73,6 +73,21 @@ class EngineImpl final : public Engine {
     std::map<int, storage::WriteBatch> batches;
     storage::WriteBatch& For(int db) { return batches[db]; }
   };
+  // Case locks against other processes writing the store (PrimaryStore::LockKeys): when every
+  // row a form writes lives in its home database and `optimistic`, the home commit takes them
+  // (no extra round trip; a case changed meanwhile aborts the commit); else they are held now,
+  // each key in its case's database, databases in order (a retry takes them so: it cannot lose
+  // the same race again).
+  struct StoreLocks {
+    std::vector<std::unique_ptr<storage::PrimaryStore::KeyLocks>> held;
+    std::vector<std::string> in_commit;
+    int home = 0;
+    void Attach(Plan* plan) {
+      if (!in_commit.empty()) plan->For(home).lock_keys = std::move(in_commit);
+    }
+  };
+  Result<StoreLocks> LockAcross(const std::vector<std::string>& case_keys, int home,
+                                bool optimistic);
   struct Extracted {
     std::string_view xml;
     std::vector<xform::MultipartPart> attachments;
@@ -82,7 +97,7 @@ class EngineImpl final : public Engine {
   Result<SubmitResponse> ProcessForm(const SubmitRequest& req, std::string_view xml,
                                      const xform::ParsedForm& pf,
                                      const std::vector<xform::MultipartPart>& parts,
-                                     int64_t received_on);
+                                     int64_t received_on, bool retry);
   SubmitResponse SaveErrorLog(const SubmitRequest& req, std::string_view xml,
                               const std::string& problem, int64_t received_on);
   // Writes the plan atomically across databases (intent when it spans several).

@@ -740,6 +740,17 @@ TEST_CASE("Postgres: two engines on one store lose no update and relay each chan
         xml.insert(xml.find("</data>"), blocks);
         auto r = Submit(engines[t % 2].get(), xml);
         if (r.http_status != 201 && failures++ == 0) MESSAGE(r.http_status << " " << r.message);
+        // And a form living in shared-0's own database that updates only it (its locks are
+        // taken inside the commit, against the other forms' session locks).
+        std::string id;
+        for (int n = 0;
+             id.empty() || engines[0]->DatabaseFor(id) != engines[0]->DatabaseFor("shared-0"); ++n)
+          id = fmt::format("one-{}-{}-{}", t, i, n);
+        auto one = Submit(engines[t % 2].get(),
+                          CaseForm(id, "shared-0",
+                                   fmt::format("<update><s{}_{}>1</s{}_{}></update>", t, i, t, i)));
+        if (one.http_status != 201 && failures++ == 0)
+          MESSAGE(one.http_status << " " << one.message);
       }
     });
   // One new form reaches both servers at once: one stores it, the other a duplicate of it.
@@ -757,6 +768,14 @@ TEST_CASE("Postgres: two engines on one store lose no update and relay each chan
     for (int t = 0; t < kThreads; ++t)
       for (int i = 0; i < kForms; ++i) props += got->properties.count(fmt::format("f{}_{}", t, i));
     CHECK(props == kThreads * kForms);
+  }
+  {
+    auto got = engines[1]->GetCase("demo", "shared-0");
+    REQUIRE(got.ok());
+    int single = 0;
+    for (int t = 0; t < kThreads; ++t)
+      for (int i = 0; i < kForms; ++i) single += got->properties.count(fmt::format("s{}_{}", t, i));
+    CHECK(single == kThreads * kForms);
   }
   auto original = engines[1]->GetForm("demo", "twin");
   REQUIRE(original.ok());
@@ -786,9 +805,10 @@ TEST_CASE("Postgres: two engines on one store lose no update and relay each chan
       }
     }
   }
-  CHECK(forms == kThreads * kForms + 2);
-  CHECK(cases == kThreads * kForms * (kCases + 1) + 1);  // + the twin's case
-  for (int c = 0; c < kCases; ++c) CHECK(per_doc[fmt::format("shared-{}", c)] == kThreads * kForms);
+  CHECK(forms == 2 * kThreads * kForms + 2);
+  CHECK(cases == kThreads * kForms * (kCases + 2) + 1);  // + the twin's case
+  for (int c = 0; c < kCases; ++c)
+    CHECK(per_doc[fmt::format("shared-{}", c)] == (c == 0 ? 2 : 1) * kThreads * kForms);
   CHECK(per_doc["twin"] == 1);
   // The relaying engine goes (its lease with it); the other takes the relay over, fences the
   // old producer, reads the marks, and appends only what is new.

@@ -77,6 +77,10 @@ using WriteOp = std::variant<PutForm, DeleteForm, PutCase, PutCaseTransaction, P
 struct WriteBatch {
   std::vector<WriteOp> ops;
   std::string applied_marker;
+  // Keys (the engine's "case:<id>") this batch's commit holds against other processes, taken
+  // before any write of the group (PostgreSQL: transaction advisory locks, the same lock
+  // space as PrimaryStore::LockKeys on this database). Ignored by stores one process owns.
+  std::vector<std::string> lock_keys;
   // Filled in by the store: the outbox sequence numbers assigned to this batch's AddOutbox ops.
   std::vector<int64_t> outbox_seqs;
   // Filled in by PrimaryStore::Prepare (outside the commit's critical section): the store's

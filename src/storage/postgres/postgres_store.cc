@@ -75,6 +75,18 @@ constexpr const char* kCasesByIds =
     "SELECT c.doc FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n) "
     "JOIN cases c ON c.case_id = i.id ORDER BY i.n";
 
+// Advisory lock ids of keys (64-bit SipHash), sorted and distinct, as a bigint[] literal: every
+// holder takes its locks in this order, so lock waits never form a cycle.
+template <typename Keys>
+std::string LockHashes(const Keys& keys) {
+  static constexpr uint8_t kKey[16] = {'c', 'o', 'm', 'm', 'c', 'a', 'r', 'e', 'l', 'o', 'c', 'k'};
+  std::vector<int64_t> h;
+  for (const auto& k : keys) h.push_back(static_cast<int64_t>(util::SipHash24(kKey, k)));
+  std::sort(h.begin(), h.end());
+  h.erase(std::unique(h.begin(), h.end()), h.end());
+  return fmt::format("{{{}}}", fmt::join(h, ","));
+}
+
 // One query's result, freed on scope exit.
 struct Res {
   PGresult* r = nullptr;
@@ -448,17 +460,11 @@ class PostgresStore final : public PrimaryStore {
   };
   Result<std::unique_ptr<KeyLocks>> LockKeys(std::span<const std::string> keys) override {
     if (keys.empty()) return std::unique_ptr<KeyLocks>();
-    static constexpr uint8_t kKey[16] = {'c', 'o', 'm', 'm', 'c', 'a',
-                                         'r', 'e', 'l', 'o', 'c', 'k'};
-    std::vector<int64_t> h;
-    for (const auto& k : keys) h.push_back(static_cast<int64_t>(util::SipHash24(kKey, k)));
-    std::sort(h.begin(), h.end());
-    h.erase(std::unique(h.begin(), h.end()), h.end());
     CC_ASSIGN_OR_RETURN(auto c, Take());
     auto r = c->Q("locking cases across processes",
                   "SELECT count(pg_advisory_lock(x)) FROM unnest($1::bigint[]) WITH ORDINALITY "
                   "AS t(x, n)",
-                  {fmt::format("{{{}}}", fmt::join(h, ","))});
+                  {LockHashes(keys)});
     if (!r.ok()) {  // a deadlock or a broken connection: drop what was taken
       if (c->Exec("releasing case locks", "SELECT pg_advisory_unlock_all()").ok())
         Give(std::move(c));
@@ -580,6 +586,19 @@ class PostgresStore final : public PrimaryStore {
     std::vector<Sent> sent;
     Status s = Send(c, &sent, "BEGIN", {});
     sent.push_back({SIZE_MAX, Check::kNone, "beginning"});
+    // The case locks the batches ask for, all before any write (a waiting transaction then
+    // holds no row lock another lock holder could need).
+    std::vector<std::string_view> lock_keys;
+    for (size_t i = 0; i < batches.size(); ++i)
+      if (!skip[i])
+        for (const auto& k : batches[i]->lock_keys) lock_keys.push_back(k);
+    if (s.ok() && !lock_keys.empty()) {
+      sent.push_back({SIZE_MAX, Check::kNone, "locking cases"});
+      s = Send(c, &sent,
+               "SELECT count(pg_advisory_xact_lock(x)) FROM unnest($1::bigint[]) WITH "
+               "ORDINALITY AS t(x, n)",
+               {LockHashes(lock_keys)});
+    }
     bool outbox = false;
     for (size_t i = 0; s.ok() && i < batches.size(); ++i) {
       if (skip[i]) continue;
