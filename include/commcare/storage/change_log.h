@@ -106,7 +106,9 @@ struct ChangeLogOptions {
 struct KafkaChangeLogOptions {
   std::string bootstrap_servers;  // "host:port,..."
   std::string topic_prefix;       // prepended to every topic ("" = none): several logs, one cluster
-  std::string transactional_id = "commcare-relay";  // one per writing process
+  // The engine relay's transactional id, one per deployment (a relay taking over fences the
+  // one before); appends marked by another producer (a MetaStore's) use "<id>.<producer>".
+  std::string transactional_id = "commcare-relay";
   std::string client_id = "commcare";
   int default_partitions = 8;  // partitions of topics created implicitly by Append
   int replication_factor = 1;  // of topics this log creates

@@ -126,8 +126,8 @@ class KafkaChangeLog final : public ChangeLog {
   Status FenceOtherWriters() override {
     if (o_.read_only) return Status::FailedPrecondition("kafka: this change log is read-only");
     std::lock_guard l(producer_mu_);
-    producer_.reset();
-    return NewProducer();
+    producers_[o_.transactional_id].reset();
+    return NewProducer(o_.transactional_id);
   }
 
   Status Append(std::span<const ChangeMessage> messages, const ProducerMark* mark) override {
@@ -144,10 +144,12 @@ class KafkaChangeLog final : public ChangeLog {
       counts[m.topic] = *n;
     }
     std::lock_guard l(producer_mu_);
-    if (!producer_) CC_RETURN_IF_ERROR(NewProducer());
-    rd_kafka_t* rk = producer_.get();
+    const std::string txid = TransactionalIdFor(mark);
+    KafkaHandle& producer = producers_[txid];
+    if (!producer) CC_RETURN_IF_ERROR(NewProducer(txid));
+    rd_kafka_t* rk = producer.get();
     if (auto* e = rd_kafka_begin_transaction(rk)) {
-      producer_.reset();  // not in a state to begin: a new producer next time
+      producer.reset();  // not in a state to begin: a new producer next time
       return FailError("begin", e);
     }
     auto produce = [&](const std::string& topic, int partition, std::string_view key,
@@ -178,9 +180,9 @@ class KafkaChangeLog final : public ChangeLog {
         // The abort itself failed (brokers unreachable): start over with a new producer,
         // whose init_transactions fences this one and aborts what it left open.
         rd_kafka_error_destroy(e);
-        producer_.reset();
+        producer.reset();
       }
-      return Recover(s);
+      return Recover(s, &producer);
     }
     {
       std::lock_guard w(wait_mu_);
@@ -237,7 +239,16 @@ class KafkaChangeLog final : public ChangeLog {
   }
 
  private:
-  Result<KafkaHandle> NewHandle(rd_kafka_type_t type) {
+  // The engine's relay (marks "relay-db<N>", or no mark) appends under the configured id, one
+  // per deployment, so a relay taking over fences the one before. A writer with marks of its
+  // own (a MetaStore's "relay-meta-<id>") gets an id of its own, "<id>.<producer>": it fences
+  // only its own earlier incarnations, never the engine's relay.
+  std::string TransactionalIdFor(const ProducerMark* mark) const {
+    if (!mark || mark->producer.rfind("relay-db", 0) == 0) return o_.transactional_id;
+    return o_.transactional_id + "." + mark->producer;
+  }
+
+  Result<KafkaHandle> NewHandle(rd_kafka_type_t type, const std::string& transactional_id = "") {
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
     char err[512];
     auto set = [&](const char* k, const std::string& v) -> Status {
@@ -249,7 +260,7 @@ class KafkaChangeLog final : public ChangeLog {
     if (s.ok()) s = set("client.id", o_.client_id);
     if (s.ok()) s = set("log_level", "3");
     if (s.ok() && type == RD_KAFKA_PRODUCER) {
-      s = set("transactional.id", o_.transactional_id);
+      s = set("transactional.id", transactional_id);
       if (s.ok()) s = set("enable.idempotence", "true");
       if (s.ok()) s = set("acks", "all");
       if (s.ok()) s = set("linger.ms", "2");
@@ -278,21 +289,21 @@ class KafkaChangeLog final : public ChangeLog {
     return KafkaHandle(rk);
   }
 
-  Status NewProducer() {
-    CC_ASSIGN_OR_RETURN(auto p, NewHandle(RD_KAFKA_PRODUCER));
+  Status NewProducer(const std::string& transactional_id) {
+    CC_ASSIGN_OR_RETURN(auto p, NewHandle(RD_KAFKA_PRODUCER, transactional_id));
     if (auto* e = rd_kafka_init_transactions(p.get(), o_.timeout_ms))
       return FailError("init_transactions", e);
-    producer_ = std::move(p);
+    producers_[transactional_id] = std::move(p);
     return Status::Ok();
   }
 
   // After a failed transaction: a fatal producer state means a new producer (fencing the old
   // one); the failure is reported either way and the caller retries the whole Append.
-  Status Recover(Status s) {
-    if (producer_) {
+  static Status Recover(Status s, KafkaHandle* producer) {
+    if (*producer) {
       char buf[256];
-      if (rd_kafka_fatal_error(producer_.get(), buf, sizeof buf) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        producer_.reset();
+      if (rd_kafka_fatal_error(producer->get(), buf, sizeof buf) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        producer->reset();
     }
     return s;
   }
@@ -457,7 +468,9 @@ class KafkaChangeLog final : public ChangeLog {
   KafkaChangeLogOptions o_;
   KafkaHandle consumer_;  // metadata, offsets, admin and reads (one partition at a time)
   std::mutex consumer_mu_;
-  KafkaHandle producer_;  // transactional; one transaction at a time
+  // Transactional producers by transactional id (see TransactionalIdFor); one transaction at
+  // a time across them.
+  std::map<std::string, KafkaHandle> producers_;
   std::mutex producer_mu_;
   std::mutex meta_mu_;
   std::map<std::string, int> partitions_;  // topic (without the prefix) -> partitions
