@@ -1,16 +1,30 @@
 // Helpers shared by the test programs.
 #pragma once
 
+#include <doctest/doctest.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
 namespace cctest {
+
+// The test server named by an environment variable (scripts/with-test-servers exports
+// COMMCARE_TEST_PG, _S3, _KAFKA): its value, or "" when it is unset, in which case the caller
+// skips — except under CI=true, where every server is there and a missing one fails the test.
+inline std::string TestServer(const char* var) {
+  const char* v = std::getenv(var);
+  if (v && *v) return v;
+  const char* ci = std::getenv("CI");
+  if (ci && std::string_view(ci) == "true")
+    FAIL("CI=true but " << std::string(var) << " is not set");
+  return "";
+}
 
 // A fresh, empty directory under the temp dir, removed when the test process exits.
 inline std::string FreshTempDir(const char* prefix, const char* tag) {

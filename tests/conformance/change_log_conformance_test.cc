@@ -33,13 +33,8 @@ struct LogFactory {
 // COMMCARE_TEST_KAFKA and COMMCARE_TEST_KAFKA_CONTROL (.ci/run and scripts/test-servers start
 // it). Under CI=true a missing cluster fails the run instead of skipping Kafka.
 std::optional<KafkaChangeLogOptions> KafkaForTests(const std::string& dir) {
-  const char* boot = std::getenv("COMMCARE_TEST_KAFKA");
-  if (!boot || !*boot) {
-    const char* ci = std::getenv("CI");
-    if (ci && std::string_view(ci) == "true")
-      FAIL("CI=true but COMMCARE_TEST_KAFKA is not set: the Kafka suite cannot run");
-    return std::nullopt;
-  }
+  const std::string boot = cctest::TestServer("COMMCARE_TEST_KAFKA");
+  if (boot.empty()) return std::nullopt;
   KafkaChangeLogOptions o;
   o.bootstrap_servers = boot;
   if (const char* c = std::getenv("COMMCARE_TEST_KAFKA_CONTROL")) o.topic_control = c;

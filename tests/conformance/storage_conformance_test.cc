@@ -43,13 +43,8 @@ struct StoreFactory {
 // without a database (scripts/with-test-servers starts a throw-away cluster). Each call makes
 // a fresh database and returns its connection string. Under CI=true a missing server fails.
 std::optional<std::string> FreshPostgresDb() {
-  const char* base = std::getenv("COMMCARE_TEST_PG");
-  if (!base || !*base) {
-    const char* ci = std::getenv("CI");
-    if (ci && std::string_view(ci) == "true")
-      FAIL("CI=true but COMMCARE_TEST_PG is not set: the PostgreSQL suite cannot run");
-    return std::nullopt;
-  }
+  const std::string base = cctest::TestServer("COMMCARE_TEST_PG");
+  if (base.empty()) return std::nullopt;
   static int n = 0;
   std::string db = fmt::format("cc_{}_{}_{}", ::getpid(), n++, std::rand() % 100000);
   std::string cmd =
@@ -93,13 +88,8 @@ struct BlobFactory {
 // "blobs" and its default keys S3RVER/S3RVER, started by scripts/with-test-servers). Under
 // CI=true a missing server fails the run instead of skipping S3.
 std::optional<S3Options> S3ForTests() {
-  const char* ep = std::getenv("COMMCARE_TEST_S3");
-  if (!ep || !*ep) {
-    const char* ci = std::getenv("CI");
-    if (ci && std::string_view(ci) == "true")
-      FAIL("CI=true but COMMCARE_TEST_S3 is not set: the S3 suite cannot run");
-    return std::nullopt;
-  }
+  const std::string ep = cctest::TestServer("COMMCARE_TEST_S3");
+  if (ep.empty()) return std::nullopt;
   S3Options o;
   o.endpoint = ep;
   o.bucket = "blobs";

@@ -455,12 +455,8 @@ TEST_CASE("Engine: a blob lost in a crash is restored from the journal kept with
 }
 
 TEST_CASE("S3: forms and attachments go to the bucket, and a failing bucket fails the submission") {
-  const char* ep = std::getenv("COMMCARE_TEST_S3");
-  if (!ep || !*ep) {
-    const char* ci = std::getenv("CI");
-    if (ci && std::string_view(ci) == "true") FAIL("CI=true but COMMCARE_TEST_S3 is not set");
-    return;
-  }
+  const std::string ep = cctest::TestServer("COMMCARE_TEST_S3");
+  if (ep.empty()) return;
   auto open = [](const std::string& blob_store) {
     std::string dir = cctest::TempDir("s3");
     commcare::InitOptions io;
@@ -519,12 +515,8 @@ namespace {
 // n new databases on the shared test cluster (COMMCARE_TEST_PG), as connection strings; none
 // when it is not set outside CI (under CI=true that fails the test).
 std::vector<std::string> TestPostgresDatabases(int n) {
-  const char* base = std::getenv("COMMCARE_TEST_PG");
-  if (!base || !*base) {
-    const char* ci = std::getenv("CI");
-    if (ci && std::string_view(ci) == "true") FAIL("CI=true but COMMCARE_TEST_PG is not set");
-    return {};
-  }
+  const std::string base = cctest::TestServer("COMMCARE_TEST_PG");
+  if (base.empty()) return {};
   std::vector<std::string> dsns;
   for (int i = 0; i < n; ++i) {
     std::string db = fmt::format("eng_{}_{}_{}", ::getpid(), i, std::rand() % 100000);
@@ -648,11 +640,7 @@ struct PrivatePostgres {
 }  // namespace
 
 TEST_CASE("Postgres: a restart mid-load fails submissions cleanly with 503, then they succeed") {
-  if (!std::getenv("COMMCARE_TEST_PG")) {
-    const char* ci = std::getenv("CI");
-    if (ci && std::string_view(ci) == "true") FAIL("CI=true but COMMCARE_TEST_PG is not set");
-    return;
-  }
+  if (cctest::TestServer("COMMCARE_TEST_PG").empty()) return;
   PrivatePostgres pg;
   std::string dir = cctest::TempDir("pgrestart");
   InitOptions io;
@@ -695,13 +683,8 @@ TEST_CASE("Postgres: two engines on one store lose no update and relay each chan
   // Two processes' worth of engines (own data directories) on the same two databases and one
   // Kafka log, both relaying: concurrent updates of the same cases, one new form sent to both.
   const std::vector<std::string> dsns = TestPostgresDatabases(2);
-  const char* boot = std::getenv("COMMCARE_TEST_KAFKA");
-  if (!boot || !*boot) {
-    const char* ci = std::getenv("CI");
-    if (ci && std::string_view(ci) == "true") FAIL("CI=true but COMMCARE_TEST_KAFKA is not set");
-    return;
-  }
-  if (dsns.empty()) return;
+  const std::string boot = cctest::TestServer("COMMCARE_TEST_KAFKA");
+  if (boot.empty() || dsns.empty()) return;
   const char* control = std::getenv("COMMCARE_TEST_KAFKA_CONTROL");
   const std::string base = cctest::TempDir("pgtwo");
   std::unique_ptr<Engine> engines[2];
