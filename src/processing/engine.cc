@@ -476,7 +476,7 @@ Status EngineImpl::RelayChanges() {
 
 Status EngineImpl::RelayDatabase(int db, int64_t* moved) {
   *moved = 0;
-  const std::string producer = fmt::format("relay-db{}", db);
+  const std::string producer = fmt::format("{}{}", storage::kRelayMarkPrefix, db);
   if (relayed_[db] < 0) {
     CC_ASSIGN_OR_RETURN(int64_t mark, log_->GetProducerMark(producer));
     relayed_[db] = mark;

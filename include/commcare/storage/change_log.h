@@ -44,6 +44,8 @@ struct ProducerMark {
   std::string producer;
   int64_t value = 0;
 };
+// The engine relay's marks are named kRelayMarkPrefix + the database number.
+inline constexpr std::string_view kRelayMarkPrefix = "relay-db";
 
 // Kafka's Java client murmur2 hash of key (seed 0x9747b28c), as a signed 32-bit value.
 int32_t KafkaMurmur2(std::string_view key);

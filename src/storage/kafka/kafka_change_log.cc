@@ -239,12 +239,12 @@ class KafkaChangeLog final : public ChangeLog {
   }
 
  private:
-  // The engine's relay (marks "relay-db<N>", or no mark) appends under the configured id, one
-  // per deployment, so a relay taking over fences the one before. A writer with marks of its
+  // The engine's relay (marks kRelayMarkPrefix + N, or no mark) appends under the configured id,
+  // one per deployment, so a relay taking over fences the one before. A writer with marks of its
   // own (a MetaStore's "relay-meta-<id>") gets an id of its own, "<id>.<producer>": it fences
   // only its own earlier incarnations, never the engine's relay.
   std::string TransactionalIdFor(const ProducerMark* mark) const {
-    if (!mark || mark->producer.rfind("relay-db", 0) == 0) return o_.transactional_id;
+    if (!mark || mark->producer.starts_with(kRelayMarkPrefix)) return o_.transactional_id;
     return o_.transactional_id + "." + mark->producer;
   }
 
