@@ -26,6 +26,19 @@ Result<std::vector<LedgerValue>> PrimaryStore::GetLedgerValuesOf(
   return out;
 }
 
+Result<std::vector<CaseRecord>> PrimaryStore::DecodeCaseDocs(
+    std::span<const std::string> case_ids) {
+  std::vector<CaseRecord> out;
+  out.reserve(case_ids.size());
+  CC_RETURN_IF_ERROR(ReadCaseDocs(case_ids, [&](std::string_view doc) -> Status {
+    auto v = codec::ParseJson(doc);
+    if (!v.ok()) return Status::DataLoss("a stored case is not valid JSON");
+    out.emplace_back();
+    return codec::DecodeCase(*v, &out.back());
+  }));
+  return out;
+}
+
 Status PrimaryStore::ReadCaseDocs(std::span<const std::string> case_ids,
                                   const std::function<Status(std::string_view doc)>& fn) {
   CC_ASSIGN_OR_RETURN(auto cases, GetCases(case_ids));

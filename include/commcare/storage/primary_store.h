@@ -151,6 +151,10 @@ class PrimaryStore {
   virtual Result<std::vector<Intent>> PendingIntents() = 0;
   // Removes applied markers that are not in keep (recovery housekeeping).
   virtual Status PruneAppliedMarkers(const std::vector<std::string>& keep) = 0;
+
+ protected:
+  // GetCases for a store that overrides ReadCaseDocs: its documents, decoded.
+  Result<std::vector<CaseRecord>> DecodeCaseDocs(std::span<const std::string> case_ids);
 };
 
 // An in-memory PrimaryStore (tests, embedding without persistence).

@@ -245,19 +245,13 @@ class PostgresStore final : public PrimaryStore {
   Status Sync() override { return Status::Ok(); }
 
   Result<std::optional<FormRecord>> GetForm(std::string_view form_id) override {
-    CC_ASSIGN_OR_RETURN(auto found,
-                        Docs<FormRecord>("reading a form", "SELECT doc FROM forms WHERE form_id=$1",
-                                         {form_id}, codec::DecodeForm));
-    if (found.empty()) return std::optional<FormRecord>();
-    return std::optional<FormRecord>(std::move(found.front()));
+    return OneDoc<FormRecord>("reading a form", "SELECT doc FROM forms WHERE form_id=$1", form_id,
+                              codec::DecodeForm);
   }
 
   Result<std::optional<CaseRecord>> GetCase(std::string_view case_id) override {
-    CC_ASSIGN_OR_RETURN(auto found,
-                        Docs<CaseRecord>("reading a case", "SELECT doc FROM cases WHERE case_id=$1",
-                                         {case_id}, codec::DecodeCase));
-    if (found.empty()) return std::optional<CaseRecord>();
-    return std::optional<CaseRecord>(std::move(found.front()));
+    return OneDoc<CaseRecord>("reading a case", "SELECT doc FROM cases WHERE case_id=$1", case_id,
+                              codec::DecodeCase);
   }
 
   Result<std::vector<CaseTransaction>> GetCaseTransactions(std::string_view case_id) override {
@@ -310,7 +304,7 @@ class PostgresStore final : public PrimaryStore {
   }
 
   Result<std::vector<CaseRecord>> GetCases(std::span<const std::string> ids) override {
-    return Docs<CaseRecord>("reading cases", kCasesByIds, {ArrayLiteral(ids)}, codec::DecodeCase);
+    return DecodeCaseDocs(ids);
   }
   Status ReadCaseDocs(std::span<const std::string> ids,
                       const std::function<Status(std::string_view)>& fn) override {
@@ -454,6 +448,8 @@ class PostgresStore final : public PrimaryStore {
         s_->Give(std::move(c_));
     }
 
+    Conn* conn() { return c_.get(); }
+
    private:
     PostgresStore* s_;
     std::unique_ptr<Conn> c_;
@@ -461,16 +457,13 @@ class PostgresStore final : public PrimaryStore {
   Result<std::unique_ptr<KeyLocks>> LockKeys(std::span<const std::string> keys) override {
     if (keys.empty()) return std::unique_ptr<KeyLocks>();
     CC_ASSIGN_OR_RETURN(auto c, Take());
-    auto r = c->Q("locking cases across processes",
-                  "SELECT count(pg_advisory_lock(x)) FROM unnest($1::bigint[]) WITH ORDINALITY "
-                  "AS t(x, n)",
-                  {LockHashes(keys)});
-    if (!r.ok()) {  // a deadlock or a broken connection: drop what was taken
-      if (c->Exec("releasing case locks", "SELECT pg_advisory_unlock_all()").ok())
-        Give(std::move(c));
-      return r.status();
-    }
-    return std::unique_ptr<KeyLocks>(std::make_unique<PgKeyLocks>(this, std::move(c)));
+    auto locks = std::make_unique<PgKeyLocks>(this, std::move(c));
+    // On a deadlock or a broken connection, locks' destructor drops what was taken.
+    CC_RETURN_IF_ERROR(locks->conn()->Exec(
+        "locking cases across processes",
+        "SELECT count(pg_advisory_lock(x)) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(x, n)",
+        {LockHashes(keys)}));
+    return std::unique_ptr<KeyLocks>(std::move(locks));
   }
 
   // A session lock on a connection of its own: held while that connection lives. Checked
@@ -555,6 +548,15 @@ class PostgresStore final : public PrimaryStore {
     for (int i = 0; i < rows->rows(); ++i)
       CC_RETURN_IF_ERROR(Decode(rows->At(i, 0), &out[i], decode));
     return out;
+  }
+
+  // The one row's document, if any.
+  template <typename T, typename F>
+  Result<std::optional<T>> OneDoc(const char* what, const char* sql, std::string_view id,
+                                  F decode) {
+    CC_ASSIGN_OR_RETURN(auto found, Docs<T>(what, sql, {id}, decode));
+    if (found.empty()) return std::optional<T>();
+    return std::optional<T>(std::move(found.front()));
   }
 
   Result<std::vector<CaseIndexEdge>> Edges(const char* sql, std::span<const std::string> ids) {

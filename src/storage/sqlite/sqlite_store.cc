@@ -635,22 +635,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
     return out;
   }
   Result<std::vector<CaseRecord>> GetCases(std::span<const std::string> ids) override {
-    auto r = PooledReader();
-    ReadSnapshot snap(r.get());
-    sqlite3_stmt* s = r->Prep("SELECT doc FROM cases WHERE case_id=?");
-    std::vector<CaseRecord> out;
-    out.reserve(ids.size());
-    for (const auto& id : ids) {
-      Bind(s, 1, id);
-      int rc = sqlite3_step(s);
-      if (rc == SQLITE_ROW) {
-        out.emplace_back();
-        CC_RETURN_IF_ERROR(DecodeDoc(Col(s, 0), &out.back(), codec::DecodeCase));
-      }
-      sqlite3_reset(s);
-      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return r->Err("reading cases");
-    }
-    return out;
+    return DecodeCaseDocs(ids);
   }
   Status ReadCaseDocs(std::span<const std::string> ids,
                       const std::function<Status(std::string_view)>& fn) override {
