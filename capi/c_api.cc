@@ -249,7 +249,7 @@ struct cc_engine {
   Status Meta(commcare::meta::MetaStore** out) {
     std::lock_guard l(lazy_mu);
     if (!meta) {
-      std::string path = in_memory ? ":memory:" : data_dir + "/meta.sqlite";
+      std::string path = in_memory ? ":memory:" : commcare::meta::StoreAt(data_dir, "meta.sqlite");
       CC_ASSIGN_OR_RETURN(meta, commcare::meta::MetaStore::Open(path));
       if (!read_only && engine->Changes())
         CC_RETURN_IF_ERROR(meta->SetChangeLog(engine->Changes()));
@@ -260,7 +260,7 @@ struct cc_engine {
   Status Syncer(commcare::Sync** out) {
     std::lock_guard l(lazy_mu);
     if (!sync) {
-      std::string path = in_memory ? "" : data_dir + "/synclogs.sqlite";
+      std::string path = in_memory ? "" : commcare::meta::StoreAt(data_dir, "synclogs.sqlite");
       CC_ASSIGN_OR_RETURN(sync, commcare::Sync::Open(engine.get(), path));
     }
     *out = sync.get();

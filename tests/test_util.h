@@ -26,6 +26,22 @@ inline std::string TestServer(const char* var) {
   return "";
 }
 
+// n new databases on the shared test cluster (COMMCARE_TEST_PG), as libpq connection strings;
+// none when it is not set outside CI (under CI=true that fails the test).
+inline std::vector<std::string> NewPostgresDatabases(int n) {
+  const std::string base = TestServer("COMMCARE_TEST_PG");
+  if (base.empty()) return {};
+  std::vector<std::string> dsns;
+  for (int i = 0; i < n; ++i) {
+    std::string db = fmt::format("t_{}_{}_{}", ::getpid(), i, std::rand() % 1000000);
+    REQUIRE(
+        std::system(fmt::format("psql -q \"{} dbname=postgres\" -c 'CREATE DATABASE {}'", base, db)
+                        .c_str()) == 0);
+    dsns.push_back(fmt::format("{} dbname={}", base, db));
+  }
+  return dsns;
+}
+
 // A fresh, empty directory under the temp dir, removed when the test process exits.
 inline std::string FreshTempDir(const char* prefix, const char* tag) {
   static int n = 0;

@@ -8,16 +8,18 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <unordered_map>
 
 #include "commcare/engine.h"
 #include "commcare/storage/change_log.h"
 #include "util/codec.h"
 #include "util/hash.h"
-#include "util/sqlite_conn.h"
+#include "util/sql_db.h"
 #include "util/time.h"
 #include "util/xml.h"
 
@@ -27,10 +29,9 @@ namespace {
 namespace json = boost::json;
 using codec::GetBool;
 using codec::GetStr;
-using util::Bind;
-using util::Col;
 
-constexpr const char* kSchema = R"(
+constexpr int kSchemaVersion = 1;
+constexpr const char* kSqliteSchema = R"(
 CREATE TABLE IF NOT EXISTS domains(name TEXT PRIMARY KEY, doc TEXT NOT NULL, rev INTEGER NOT NULL)
   WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users(username TEXT PRIMARY KEY, doc TEXT NOT NULL,
@@ -47,6 +48,27 @@ CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, topic T
   key TEXT NOT NULL, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta_info(k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
 )";
+// The same tables on PostgreSQL, documents as jsonb, listed in byte order as on SQLite.
+constexpr const char* kPostgresSchema = R"(
+CREATE TABLE IF NOT EXISTS domains(name TEXT COLLATE "C" PRIMARY KEY, doc JSONB NOT NULL, rev BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS users(username TEXT COLLATE "C" PRIMARY KEY, doc JSONB NOT NULL, rev BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS user_domains(domain TEXT NOT NULL, username TEXT COLLATE "C" NOT NULL,
+  PRIMARY KEY(domain, username));
+CREATE TABLE IF NOT EXISTS api_keys(key_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
+  created BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS docs(kind TEXT NOT NULL, id TEXT COLLATE "C" NOT NULL, domain TEXT NOT NULL,
+  doc JSONB NOT NULL, rev BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(kind, id));
+CREATE INDEX IF NOT EXISTS docs_by_domain ON docs(kind, domain, id);
+CREATE TABLE IF NOT EXISTS outbox(seq BIGSERIAL PRIMARY KEY, topic TEXT NOT NULL,
+  key TEXT NOT NULL, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta_info(k TEXT PRIMARY KEY, v TEXT NOT NULL);
+)";
+
+// PostgreSQL advisory locks: every write holds the first (so outbox seqs follow commit order
+// and revision checks see the latest commit), a relay the second.
+constexpr int64_t kWriteLock = 7234618140;
+constexpr int64_t kRelayLock = 7234618141;
 
 std::string Base64(const unsigned char* data, size_t n) {
   std::string out(4 * ((n + 2) / 3) + 1, '\0');
@@ -183,6 +205,19 @@ Status ApplyUserFields(const json::object& o, std::string_view domain, User* u,
   return Status::Ok();
 }
 
+std::string StoreAt(const std::string& data_dir, std::string_view file) {
+  std::ifstream in(data_dir + "/commcare.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  boost::system::error_code ec;
+  json::value v = json::parse(text.str(), ec);
+  if (!ec && v.is_object())
+    if (const auto* m = v.get_object().if_contains("meta"); m && m->is_object())
+      if (const auto* d = m->get_object().if_contains("database"); d && d->is_string())
+        return "postgres:" + std::string(d->get_string());
+  return data_dir + "/" + std::string(file);
+}
+
 Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
                                           const std::string& domain) {
   RestoreRequest q;
@@ -251,7 +286,7 @@ bool VerifyPassword(std::string_view password, std::string_view hash) {
 }
 
 struct MetaStore::Impl {
-  util::Conn db;
+  std::unique_ptr<util::SqlDb> db;
   std::mutex mu;
   std::string producer;  // the relay's producer mark name (see RelayProducer)
   // username -> (sha256 of the verified password, the user as verified)
@@ -259,21 +294,20 @@ struct MetaStore::Impl {
   // One PBKDF2 verification per user at a time: concurrent first requests of a user wait for
   // it and then hit the cache instead of each spending ~0.1 s of CPU.
   std::unordered_map<std::string, std::shared_ptr<std::mutex>> verifying;
-  // Bumped by every write through this store and when another process committed (SQLite's
-  // data_version changed): a verification that started before a bump is not cached.
+  // Bumped by every write through this store and when another process committed (the stored
+  // generation changed): a verification that started before a bump is not cached.
   uint64_t generation = 0;
-  int64_t data_version = -1;
+  std::string stored_generation;
   std::mutex relay_mu;  // one relay at a time
   storage::ChangeLog* log = nullptr;
 
-  // Forgets every verified credential if another process wrote since the last look (mu held;
-  // a CLI deactivating a user counts at once for a running server).
+  // Forgets every verified credential if any process wrote since the last look (mu held; a
+  // CLI or another server deactivating a user counts at once for this one).
   void ForgetIfChangedElsewhere() {
-    sqlite3_stmt* q = db.Prep("PRAGMA data_version");
-    int64_t v = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -2;
-    sqlite3_reset(q);
-    if (v != data_version) {
-      data_version = v;
+    auto r = db->Run("reading the generation", "SELECT v FROM meta_info WHERE k='generation'");
+    std::string v = r.ok() && !r->empty() ? std::string(r->Str(0, 0)) : "?";
+    if (v != stored_generation || v == "?") {
+      stored_generation = v;
       verified.clear();
       ++generation;
     }
@@ -283,9 +317,20 @@ struct MetaStore::Impl {
     verified.clear();
     ++generation;
   }
+  // Runs write in one transaction that excludes every other writer, in any process, and bumps
+  // the stored generation with it (mu held).
+  Status Write(const char* what, const std::function<Status()>& write) {
+    return db->Transaction(what, kWriteLock, [&] {
+      CC_RETURN_IF_ERROR(write());
+      return db
+          ->Run(what,
+                "UPDATE meta_info SET v=CAST(CAST(v AS BIGINT) + 1 AS TEXT) WHERE k='generation'")
+          .status();
+    });
+  }
   // Queues the change record of a write (inside the write's transaction; mu held).
-  bool Queue(std::string_view topic, std::string_view document_type, std::string_view id,
-             std::string_view domain, bool deletion) {
+  Status Queue(std::string_view topic, std::string_view document_type, std::string_view id,
+               std::string_view domain, bool deletion) {
     ChangeMeta m;
     m.topic = std::string(topic);
     m.document_id = std::string(id);
@@ -295,56 +340,43 @@ struct MetaStore::Impl {
     m.domain = std::string(domain);
     m.is_deletion = deletion;
     m.publish_timestamp = util::NowMicros();
-    sqlite3_stmt* q = db.Prep("INSERT INTO outbox(topic, key, value) VALUES(?,?,?)");
-    Bind(q, 1, topic);
-    Bind(q, 2, id);
-    Bind(q, 3, ChangeMetaToJson(m));
-    return sqlite3_step(q) == SQLITE_DONE;
+    return db
+        ->Run("queueing a change", "INSERT INTO outbox(topic, key, value) VALUES(?,?,?)",
+              {topic, id, ChangeMetaToJson(m)})
+        .status();
   }
-  // Runs write (which returns false on an SQLite error) in one transaction (mu held).
-  Status Transaction(const char* what, const std::function<bool()>& write) {
-    CC_RETURN_IF_ERROR(db.Exec("BEGIN IMMEDIATE"));
-    if (!write()) {
-      Status e = db.Err(what);
-      (void)db.Exec("ROLLBACK");
-      return e;
-    }
-    return db.Exec("COMMIT");
-  }
-  // A stored document (live or deleted) and its revision; rev 0 if there is none (mu held).
-  std::optional<Doc> LoadDoc(std::string_view kind, std::string_view id, bool* deleted) {
-    sqlite3_stmt* q = db.Prep("SELECT domain, doc, rev, deleted FROM docs WHERE kind=? AND id=?");
-    Bind(q, 1, kind);
-    Bind(q, 2, id);
+  // A stored document (live or deleted) and its revision (mu held).
+  Result<std::optional<Doc>> LoadDoc(std::string_view kind, std::string_view id, bool* deleted) {
+    CC_ASSIGN_OR_RETURN(
+        auto r,
+        db->Run("reading a document",
+                "SELECT domain, doc, rev, deleted FROM docs WHERE kind=? AND id=?", {kind, id}));
     std::optional<Doc> d;
-    if (sqlite3_step(q) == SQLITE_ROW) {
-      d.emplace();
-      d->kind = std::string(kind);
-      d->id = std::string(id);
-      d->domain = std::string(Col(q, 0));
-      boost::system::error_code ec;
-      json::value v = json::parse(Col(q, 1), ec);
-      if (!ec && v.is_object()) d->body = std::move(v.get_object());
-      d->rev = sqlite3_column_int64(q, 2);
-      *deleted = sqlite3_column_int(q, 3) != 0;
-    }
-    sqlite3_reset(q);
+    if (r.empty()) return d;
+    d.emplace();
+    d->kind = std::string(kind);
+    d->id = std::string(id);
+    d->domain = std::string(r.Str(0, 0));
+    boost::system::error_code ec;
+    json::value v = json::parse(r.Str(0, 1), ec);
+    if (!ec && v.is_object()) d->body = std::move(v.get_object());
+    d->rev = r.Int(0, 2);
+    *deleted = r.Int(0, 3) != 0;
     return d;
   }
   // The user with each role's permissions filled in (mu held).
-  std::optional<User> LoadUser(std::string_view username) {
-    sqlite3_stmt* q = db.Prep("SELECT doc, rev FROM users WHERE username=?");
-    Bind(q, 1, username);
+  Result<std::optional<User>> LoadUser(std::string_view username) {
+    CC_ASSIGN_OR_RETURN(auto r, db->Run("reading a user",
+                                        "SELECT doc, rev FROM users WHERE username=?", {username}));
     std::optional<User> u;
-    if (sqlite3_step(q) == SQLITE_ROW) u = DecodeUser(Col(q, 0), sqlite3_column_int64(q, 1));
-    sqlite3_reset(q);
-    if (!u) return u;
+    if (r.empty()) return u;
+    u = DecodeUser(r.Str(0, 0), r.Int(0, 1));
     for (const auto& [domain, role] : u->role_ids) {
       bool deleted = false;
-      auto r = LoadDoc("role", role, &deleted);
+      CC_ASSIGN_OR_RETURN(auto d, LoadDoc("role", role, &deleted));
       auto& perms = u->role_permissions[domain];
-      if (!r || deleted || r->domain != domain) continue;
-      if (auto* p = r->body.if_contains("permissions"); p && p->is_array())
+      if (!d || deleted || d->domain != domain) continue;
+      if (auto* p = d->body.if_contains("permissions"); p && p->is_array())
         for (const auto& x : p->get_array())
           if (x.is_string()) perms.emplace_back(x.get_string());
     }
@@ -355,33 +387,33 @@ struct MetaStore::Impl {
 MetaStore::MetaStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 MetaStore::~MetaStore() = default;
 
-Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& path) {
+Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& where) {
   auto impl = std::make_unique<Impl>();
-  CC_RETURN_IF_ERROR(impl->db.Open(path, false, false));
-  CC_RETURN_IF_ERROR(impl->db.Exec("PRAGMA synchronous=FULL"));
-  CC_RETURN_IF_ERROR(impl->db.Exec(kSchema));
+  CC_ASSIGN_OR_RETURN(impl->db, util::SqlDb::Open(where, "commcare_meta"));
+  util::SqlDb& db = *impl->db;
+  if (!db.postgres()) CC_RETURN_IF_ERROR(db.Run("setting up", "PRAGMA synchronous=FULL").status());
+  CC_RETURN_IF_ERROR(db.Migrate("meta", kSchemaVersion, kSqliteSchema, kPostgresSchema));
   // The relay's mark is per store: several servers' stores relay into one change log, each
-  // numbering its own outbox. A store from before this keeps the old shared name.
-  CC_RETURN_IF_ERROR(impl->db.Exec("BEGIN IMMEDIATE"));
-  sqlite3_stmt* q = impl->db.Prep("SELECT v FROM meta_info WHERE k='relay_producer'");
-  if (sqlite3_step(q) == SQLITE_ROW) impl->producer = std::string(Col(q, 0));
-  sqlite3_reset(q);
-  if (impl->producer.empty()) {
-    sqlite3_stmt* old = impl->db.Prep("SELECT 1 FROM domains LIMIT 1");
-    const bool legacy = sqlite3_step(old) == SQLITE_ROW;
-    sqlite3_reset(old);
-    impl->producer = legacy ? "relay-meta" : "relay-meta-" + util::NewUuidHex();
-    sqlite3_stmt* w = impl->db.Prep("INSERT INTO meta_info(k, v) VALUES('relay_producer', ?)");
-    Bind(w, 1, impl->producer);
-    const bool ok = sqlite3_step(w) == SQLITE_DONE;
-    sqlite3_reset(w);
-    if (!ok) {
-      Status e = impl->db.Err("recording the relay's producer name");
-      (void)impl->db.Exec("ROLLBACK");
-      return e;
+  // numbering its own outbox (servers sharing one PostgreSQL store share its mark). A store
+  // from before this keeps the old shared name.
+  CC_RETURN_IF_ERROR(db.Transaction("recording the relay's producer name", kWriteLock, [&] {
+    CC_RETURN_IF_ERROR(db.Run("setting up",
+                              "INSERT INTO meta_info(k, v) VALUES('generation', '0') "
+                              "ON CONFLICT(k) DO NOTHING")
+                           .status());
+    CC_ASSIGN_OR_RETURN(auto r, db.Run("reading the relay's producer name",
+                                       "SELECT v FROM meta_info WHERE k='relay_producer'"));
+    if (!r.empty()) {
+      impl->producer = std::string(r.Str(0, 0));
+      return Status::Ok();
     }
-  }
-  CC_RETURN_IF_ERROR(impl->db.Exec("COMMIT"));
+    CC_ASSIGN_OR_RETURN(auto old, db.Run("setting up", "SELECT 1 FROM domains LIMIT 1"));
+    impl->producer = !old.empty() ? "relay-meta" : "relay-meta-" + util::NewUuidHex();
+    return db
+        .Run("recording the relay's producer name",
+             "INSERT INTO meta_info(k, v) VALUES('relay_producer', ?)", {impl->producer})
+        .status();
+  }));
   return std::unique_ptr<MetaStore>(new MetaStore(std::move(impl)));
 }
 
@@ -399,31 +431,32 @@ Status MetaStore::Relay() {
   std::lock_guard rl(impl_->relay_mu);
   storage::ChangeLog* log = impl_->log;
   if (!log) return Status::Ok();
-  CC_ASSIGN_OR_RETURN(int64_t mark, log->GetProducerMark(impl_->producer));
+  std::lock_guard l(impl_->mu);
+  util::SqlDb& db = *impl_->db;
   while (true) {
-    std::vector<storage::ChangeMessage> msgs;
-    int64_t last = 0;
-    {
-      std::lock_guard l(impl_->mu);
-      sqlite3_stmt* q =
-          impl_->db.Prep("SELECT seq, topic, key, value FROM outbox ORDER BY seq LIMIT 1000");
-      while (sqlite3_step(q) == SQLITE_ROW) {
-        last = sqlite3_column_int64(q, 0);
-        if (last > mark)  // else appended before a crash that came before the dequeue
-          msgs.push_back({std::string(Col(q, 1)), std::string(Col(q, 2)), std::string(Col(q, 3))});
+    CC_ASSIGN_OR_RETURN(auto any, db.Run("reading the outbox", "SELECT 1 FROM outbox LIMIT 1"));
+    if (any.empty()) return Status::Ok();
+    // One relay at a time across processes (they share the outbox and its mark on PostgreSQL):
+    // the mark is read, the records appended and dequeued under the relay's lock.
+    CC_RETURN_IF_ERROR(db.Transaction("relaying changes", kRelayLock, [&]() -> Status {
+      CC_ASSIGN_OR_RETURN(int64_t mark, log->GetProducerMark(impl_->producer));
+      CC_ASSIGN_OR_RETURN(auto rows, db.Run("reading the outbox",
+                                            "SELECT seq, topic, key, value FROM outbox "
+                                            "ORDER BY seq LIMIT 1000"));
+      if (rows.empty()) return Status::Ok();
+      std::vector<storage::ChangeMessage> msgs;
+      const int64_t last = rows.Int(rows.size() - 1, 0);
+      for (size_t i = 0; i < rows.size(); ++i)
+        if (rows.Int(i, 0) > mark)  // else appended before a crash that came before the dequeue
+          msgs.push_back({std::string(rows.Str(i, 1)), std::string(rows.Str(i, 2)),
+                          std::string(rows.Str(i, 3))});
+      if (!msgs.empty()) {
+        storage::ProducerMark m{impl_->producer, last};
+        CC_RETURN_IF_ERROR(log->Append(msgs, &m));
       }
-      sqlite3_reset(q);
-    }
-    if (last == 0) return Status::Ok();
-    if (!msgs.empty()) {
-      storage::ProducerMark m{impl_->producer, last};
-      CC_RETURN_IF_ERROR(log->Append(msgs, &m));
-      mark = last;
-    }
-    std::lock_guard l(impl_->mu);
-    sqlite3_stmt* d = impl_->db.Prep("DELETE FROM outbox WHERE seq<=?");
-    Bind(d, 1, last);
-    if (sqlite3_step(d) != SQLITE_DONE) return impl_->db.Err("dequeuing relayed changes");
+      return db.Run("dequeuing relayed changes", "DELETE FROM outbox WHERE seq<=?", {last})
+          .status();
+    }));
   }
 }
 
@@ -434,24 +467,25 @@ Result<Domain> MetaStore::PutDomain(Domain d) {
         fmt::format("domain name '{}' must be 1-63 lower-case letters, digits or '-'", d.name));
   {
     std::lock_guard l(impl_->mu);
-    auto& db = impl_->db;
-    sqlite3_stmt* q = db.Prep("SELECT rev FROM domains WHERE name=?");
-    Bind(q, 1, d.name);
-    int64_t stored = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
-    sqlite3_reset(q);
-    if (stored != d.rev)
-      return Status::Aborted(
-          fmt::format("domain {} is at revision {}, not {}", d.name, stored, d.rev));
-    d.rev = stored + 1;
-    CC_RETURN_IF_ERROR(impl_->Transaction("writing a domain", [&] {
-      sqlite3_stmt* w = db.Prep("INSERT OR REPLACE INTO domains(name, doc, rev) VALUES(?,?,?)");
-      Bind(w, 1, d.name);
-      Bind(w, 2,
-           json::serialize(
-               json::object{{"name", d.name}, {"secure_submissions", d.secure_submissions}}));
-      Bind(w, 3, d.rev);
-      return sqlite3_step(w) == SQLITE_DONE &&
-             impl_->Queue("domain", "Domain", d.name, d.name, false);
+    util::SqlDb& db = *impl_->db;
+    CC_RETURN_IF_ERROR(impl_->Write("writing a domain", [&]() -> Status {
+      CC_ASSIGN_OR_RETURN(
+          auto r, db.Run("reading a domain", "SELECT rev FROM domains WHERE name=?", {d.name}));
+      const int64_t stored = r.empty() ? 0 : r.Int(0, 0);
+      if (stored != d.rev)
+        return Status::Aborted(
+            fmt::format("domain {} is at revision {}, not {}", d.name, stored, d.rev));
+      d.rev = stored + 1;
+      CC_RETURN_IF_ERROR(
+          db.Run("writing a domain",
+                 "INSERT INTO domains(name, doc, rev) VALUES(?,?,?) "
+                 "ON CONFLICT(name) DO UPDATE SET doc=excluded.doc, rev=excluded.rev",
+                 {d.name,
+                  json::serialize(
+                      json::object{{"name", d.name}, {"secure_submissions", d.secure_submissions}}),
+                  d.rev})
+              .status());
+      return impl_->Queue("domain", "Domain", d.name, d.name, false);
     }));
   }
   (void)Relay();  // what fails stays queued for the next relay
@@ -460,19 +494,17 @@ Result<Domain> MetaStore::PutDomain(Domain d) {
 
 Result<Domain> MetaStore::GetDomain(std::string_view name) {
   std::lock_guard l(impl_->mu);
-  sqlite3_stmt* q = impl_->db.Prep("SELECT doc, rev FROM domains WHERE name=?");
-  Bind(q, 1, name);
-  if (sqlite3_step(q) != SQLITE_ROW) {
-    sqlite3_reset(q);
-    return Status::NotFound(fmt::format("no domain '{}'", name));
-  }
+  CC_ASSIGN_OR_RETURN(auto r, impl_->db->Run("reading a domain",
+                                             "SELECT doc, rev FROM domains WHERE name=?", {name}));
+  if (r.empty()) return Status::NotFound(fmt::format("no domain '{}'", name));
   Domain d;
   d.name = std::string(name);
-  auto v = json::parse(Col(q, 0));
+  boost::system::error_code ec;
+  auto v = json::parse(r.Str(0, 0), ec);
+  if (ec || !v.is_object()) return Status::DataLoss(fmt::format("domain {} is not JSON", name));
   if (auto* p = v.as_object().if_contains("secure_submissions"); p && p->is_bool())
     d.secure_submissions = p->get_bool();
-  d.rev = sqlite3_column_int64(q, 1);
-  sqlite3_reset(q);
+  d.rev = r.Int(0, 1);
   return d;
 }
 
@@ -480,9 +512,9 @@ Result<std::vector<Domain>> MetaStore::ListDomains() {
   std::vector<std::string> names;
   {
     std::lock_guard l(impl_->mu);
-    sqlite3_stmt* q = impl_->db.Prep("SELECT name FROM domains ORDER BY name");
-    while (sqlite3_step(q) == SQLITE_ROW) names.emplace_back(Col(q, 0));
-    sqlite3_reset(q);
+    CC_ASSIGN_OR_RETURN(
+        auto r, impl_->db->Run("listing domains", "SELECT name FROM domains ORDER BY name"));
+    for (size_t i = 0; i < r.size(); ++i) names.emplace_back(r.Str(i, 0));
   }
   std::vector<Domain> out;
   for (const auto& n : names) {
@@ -526,40 +558,41 @@ Result<User> MetaStore::PutUser(User u, std::string_view password) {
   }
   {
     std::lock_guard l(impl_->mu);
-    auto& db = impl_->db;
-    auto old = impl_->LoadUser(u.username);
-    int64_t stored = old ? old->rev : 0;
-    if (stored != u.rev)
-      return Status::Aborted(
-          fmt::format("user {} is at revision {}, not {}", u.username, stored, u.rev));
-    if (u.user_id.empty()) u.user_id = old ? old->user_id : util::NewUuidHex();
-    if (u.password_hash.empty() && old) {
-      u.password_hash = old->password_hash;
-      u.digest_md5 = old->digest_md5;
-      u.digest_sha256 = old->digest_sha256;
-    }
-    u.rev = stored + 1;
-    CC_RETURN_IF_ERROR(impl_->Transaction("writing a user", [&] {
-      sqlite3_stmt* w = db.Prep("INSERT OR REPLACE INTO users(username, doc, rev) VALUES(?,?,?)");
-      Bind(w, 1, u.username);
-      Bind(w, 2, json::serialize(EncodeUser(u)));
-      Bind(w, 3, u.rev);
-      bool ok = sqlite3_step(w) == SQLITE_DONE;
-      sqlite3_stmt* d = db.Prep("DELETE FROM user_domains WHERE username=?");
-      Bind(d, 1, u.username);
-      ok = ok && sqlite3_step(d) == SQLITE_DONE;
-      for (const auto& dom : u.domains) {
-        sqlite3_stmt* i = db.Prep("INSERT INTO user_domains(domain, username) VALUES(?,?)");
-        Bind(i, 1, dom);
-        Bind(i, 2, u.username);
-        ok = ok && sqlite3_step(i) == SQLITE_DONE;
+    util::SqlDb& db = *impl_->db;
+    CC_RETURN_IF_ERROR(impl_->Write("writing a user", [&]() -> Status {
+      CC_ASSIGN_OR_RETURN(auto old, impl_->LoadUser(u.username));
+      const int64_t stored = old ? old->rev : 0;
+      if (stored != u.rev)
+        return Status::Aborted(
+            fmt::format("user {} is at revision {}, not {}", u.username, stored, u.rev));
+      if (u.user_id.empty()) u.user_id = old ? old->user_id : util::NewUuidHex();
+      if (u.password_hash.empty() && old) {
+        u.password_hash = old->password_hash;
+        u.digest_md5 = old->digest_md5;
+        u.digest_sha256 = old->digest_sha256;
       }
-      return ok && impl_->Queue(u.web_user ? "web-user" : "commcare-user",
-                                u.web_user ? "WebUser" : "CommCareUser", u.user_id,
-                                u.web_user || u.domains.empty() ? "" : u.domains[0], false);
+      u.rev = stored + 1;
+      CC_RETURN_IF_ERROR(db.Run("writing a user",
+                                "INSERT INTO users(username, doc, rev) VALUES(?,?,?) "
+                                "ON CONFLICT(username) DO UPDATE SET doc=excluded.doc, "
+                                "rev=excluded.rev",
+                                {u.username, json::serialize(EncodeUser(u)), u.rev})
+                             .status());
+      CC_RETURN_IF_ERROR(
+          db.Run("writing a user", "DELETE FROM user_domains WHERE username=?", {u.username})
+              .status());
+      for (const auto& dom : u.domains)
+        CC_RETURN_IF_ERROR(db.Run("writing a user",
+                                  "INSERT INTO user_domains(domain, username) VALUES(?,?)",
+                                  {dom, u.username})
+                               .status());
+      return impl_->Queue(u.web_user ? "web-user" : "commcare-user",
+                          u.web_user ? "WebUser" : "CommCareUser", u.user_id,
+                          u.web_user || u.domains.empty() ? "" : u.domains[0], false);
     }));
     impl_->Forget();  // a changed password or deactivation counts at once
-    if (auto fresh = impl_->LoadUser(u.username)) u = *fresh;
+    CC_ASSIGN_OR_RETURN(auto fresh, impl_->LoadUser(u.username));
+    if (fresh) u = *fresh;
   }
   (void)Relay();
   return u;
@@ -567,20 +600,20 @@ Result<User> MetaStore::PutUser(User u, std::string_view password) {
 
 Result<User> MetaStore::GetUser(std::string_view username) {
   std::lock_guard l(impl_->mu);
-  auto u = impl_->LoadUser(username);
+  CC_ASSIGN_OR_RETURN(auto u, impl_->LoadUser(username));
   if (!u) return Status::NotFound(fmt::format("no user '{}'", username));
-  return *u;
+  return *std::move(u);
 }
 
 Result<std::vector<User>> MetaStore::ListUsers(std::string_view domain) {
   std::vector<std::string> names;
   {
     std::lock_guard l(impl_->mu);
-    sqlite3_stmt* q =
-        impl_->db.Prep("SELECT username FROM user_domains WHERE domain=? ORDER BY username");
-    Bind(q, 1, domain);
-    while (sqlite3_step(q) == SQLITE_ROW) names.emplace_back(Col(q, 0));
-    sqlite3_reset(q);
+    CC_ASSIGN_OR_RETURN(
+        auto r, impl_->db->Run("listing users",
+                               "SELECT username FROM user_domains WHERE domain=? ORDER BY username",
+                               {domain}));
+    for (size_t i = 0; i < r.size(); ++i) names.emplace_back(r.Str(i, 0));
   }
   std::vector<User> out;
   for (const auto& n : names) {
@@ -695,25 +728,26 @@ Result<Doc> MetaStore::PutDoc(Doc d) {
   }
   {
     std::lock_guard l(impl_->mu);
-    bool deleted = false;
-    auto old = impl_->LoadDoc(d.kind, d.id, &deleted);
-    if (old && old->domain != d.domain)
-      return Status::AlreadyExists(fmt::format("{} {} belongs to another domain", d.kind, d.id));
-    const int64_t stored = old ? old->rev : 0;
-    if (stored != d.rev)
-      return Status::Aborted(
-          fmt::format("{} {} is at revision {}, not {}", d.kind, d.id, stored, d.rev));
-    d.rev = stored + 1;
     const auto& [topic, type] = kDocTopics.at(d.kind);
-    CC_RETURN_IF_ERROR(impl_->Transaction("writing a document", [&] {
-      sqlite3_stmt* w = impl_->db.Prep(
-          "INSERT OR REPLACE INTO docs(kind, id, domain, doc, rev, deleted) VALUES(?,?,?,?,?,0)");
-      Bind(w, 1, d.kind);
-      Bind(w, 2, d.id);
-      Bind(w, 3, d.domain);
-      Bind(w, 4, json::serialize(d.body));
-      Bind(w, 5, d.rev);
-      return sqlite3_step(w) == SQLITE_DONE && impl_->Queue(topic, type, d.id, d.domain, false);
+    CC_RETURN_IF_ERROR(impl_->Write("writing a document", [&]() -> Status {
+      bool deleted = false;
+      CC_ASSIGN_OR_RETURN(auto old, impl_->LoadDoc(d.kind, d.id, &deleted));
+      if (old && old->domain != d.domain)
+        return Status::AlreadyExists(fmt::format("{} {} belongs to another domain", d.kind, d.id));
+      const int64_t stored = old ? old->rev : 0;
+      if (stored != d.rev)
+        return Status::Aborted(
+            fmt::format("{} {} is at revision {}, not {}", d.kind, d.id, stored, d.rev));
+      d.rev = stored + 1;
+      CC_RETURN_IF_ERROR(impl_->db
+                             ->Run("writing a document",
+                                   "INSERT INTO docs(kind, id, domain, doc, rev, deleted) "
+                                   "VALUES(?,?,?,?,?,0) ON CONFLICT(kind, id) DO UPDATE SET "
+                                   "domain=excluded.domain, doc=excluded.doc, rev=excluded.rev, "
+                                   "deleted=0",
+                                   {d.kind, d.id, d.domain, json::serialize(d.body), d.rev})
+                             .status());
+      return impl_->Queue(topic, type, d.id, d.domain, false);
     }));
     if (d.kind == "role") impl_->Forget();  // permissions changed for its users
   }
@@ -724,31 +758,32 @@ Result<Doc> MetaStore::PutDoc(Doc d) {
 Result<Doc> MetaStore::GetDoc(std::string_view kind, std::string_view domain, std::string_view id) {
   std::lock_guard l(impl_->mu);
   bool deleted = false;
-  auto d = impl_->LoadDoc(kind, id, &deleted);
+  CC_ASSIGN_OR_RETURN(auto d, impl_->LoadDoc(kind, id, &deleted));
   if (!d || deleted || d->domain != domain)
     return Status::NotFound(fmt::format("no {} {} in {}", kind, id, domain));
-  return *d;
+  return *std::move(d);
 }
 
 Result<std::vector<Doc>> MetaStore::ListDocs(std::string_view kind, std::string_view domain) {
   std::lock_guard l(impl_->mu);
-  sqlite3_stmt* q = impl_->db.Prep(
-      "SELECT id, doc, rev FROM docs WHERE kind=? AND domain=? AND deleted=0 ORDER BY id");
-  Bind(q, 1, kind);
-  Bind(q, 2, domain);
+  CC_ASSIGN_OR_RETURN(
+      auto r,
+      impl_->db->Run(
+          "listing documents",
+          "SELECT id, doc, rev FROM docs WHERE kind=? AND domain=? AND deleted=0 ORDER BY id",
+          {kind, domain}));
   std::vector<Doc> out;
-  while (sqlite3_step(q) == SQLITE_ROW) {
+  for (size_t i = 0; i < r.size(); ++i) {
     Doc d;
     d.kind = std::string(kind);
     d.domain = std::string(domain);
-    d.id = std::string(Col(q, 0));
+    d.id = std::string(r.Str(i, 0));
     boost::system::error_code ec;
-    json::value v = json::parse(Col(q, 1), ec);
+    json::value v = json::parse(r.Str(i, 1), ec);
     if (!ec && v.is_object()) d.body = std::move(v.get_object());
-    d.rev = sqlite3_column_int64(q, 2);
+    d.rev = r.Int(i, 2);
     out.push_back(std::move(d));
   }
-  sqlite3_reset(q);
   return out;
 }
 
@@ -771,19 +806,20 @@ Status MetaStore::DeleteDoc(std::string_view kind, std::string_view domain, std:
   }
   {
     std::lock_guard l(impl_->mu);
-    bool deleted = false;
-    auto old = impl_->LoadDoc(kind, id, &deleted);
-    if (!old || deleted) return Status::NotFound(fmt::format("no {} {} in {}", kind, id, domain));
-    if (old->rev != rev)
-      return Status::Aborted(
-          fmt::format("{} {} is at revision {}, not {}", kind, id, old->rev, rev));
     const auto& [topic, type] = kDocTopics.at(kind);
-    CC_RETURN_IF_ERROR(impl_->Transaction("deleting a document", [&] {
-      sqlite3_stmt* w =
-          impl_->db.Prep("UPDATE docs SET deleted=1, rev=rev+1 WHERE kind=? AND id=?");
-      Bind(w, 1, kind);
-      Bind(w, 2, id);
-      return sqlite3_step(w) == SQLITE_DONE && impl_->Queue(topic, type, id, domain, true);
+    CC_RETURN_IF_ERROR(impl_->Write("deleting a document", [&]() -> Status {
+      bool deleted = false;
+      CC_ASSIGN_OR_RETURN(auto old, impl_->LoadDoc(kind, id, &deleted));
+      if (!old || deleted) return Status::NotFound(fmt::format("no {} {} in {}", kind, id, domain));
+      if (old->rev != rev)
+        return Status::Aborted(
+            fmt::format("{} {} is at revision {}, not {}", kind, id, old->rev, rev));
+      CC_RETURN_IF_ERROR(impl_->db
+                             ->Run("deleting a document",
+                                   "UPDATE docs SET deleted=1, rev=rev+1 WHERE kind=? AND id=?",
+                                   {kind, id})
+                             .status());
+      return impl_->Queue(topic, type, id, domain, true);
     }));
     if (kind == "role") impl_->Forget();
   }
@@ -900,11 +936,11 @@ Result<std::string> MetaStore::CreateApiKey(std::string_view username) {
   CC_RETURN_IF_ERROR(GetUser(username).status());
   std::string key = RandomToken(40);
   std::lock_guard l(impl_->mu);
-  sqlite3_stmt* w = impl_->db.Prep(
-      "INSERT INTO api_keys(key_hash, username, created) VALUES(?,?,strftime('%s'))");
-  Bind(w, 1, Sha256Hex(key));
-  Bind(w, 2, username);
-  if (sqlite3_step(w) != SQLITE_DONE) return impl_->db.Err("storing an API key");
+  CC_RETURN_IF_ERROR(impl_->db
+                         ->Run("storing an API key",
+                               "INSERT INTO api_keys(key_hash, username, created) VALUES(?,?,?)",
+                               {Sha256Hex(key), username, util::NowMicros() / 1'000'000})
+                         .status());
   return key;
 }
 
@@ -912,10 +948,10 @@ Result<User> MetaStore::AuthenticateApiKey(std::string_view username, std::strin
   std::string owner;
   {
     std::lock_guard l(impl_->mu);
-    sqlite3_stmt* q = impl_->db.Prep("SELECT username FROM api_keys WHERE key_hash=?");
-    Bind(q, 1, Sha256Hex(key));
-    if (sqlite3_step(q) == SQLITE_ROW) owner = std::string(Col(q, 0));
-    sqlite3_reset(q);
+    CC_ASSIGN_OR_RETURN(
+        auto r, impl_->db->Run("reading an API key",
+                               "SELECT username FROM api_keys WHERE key_hash=?", {Sha256Hex(key)}));
+    if (!r.empty()) owner = std::string(r.Str(0, 0));
   }
   if (owner.empty() || owner != username)
     return Status::Unauthenticated("wrong username or API key");

@@ -1,7 +1,9 @@
 // MetaStore (CouchDB's role): domains, users (PBKDF2 passwords, API keys), roles, groups,
-// locations and apps in <data>/meta.sqlite. Documents carry revisions; a stale write is refused
-// (Aborted). Every write queues a change record in the same transaction; Relay moves them into
-// the change log (topics domain, commcare-user, web-user, role, group, location, app).
+// locations and apps, in <data>/meta.sqlite or, shared by every process of a deployment, in a
+// PostgreSQL database (jsonb documents). Documents carry revisions; a stale write is refused
+// (Aborted), across processes too. Every write queues a change record in the same transaction;
+// Relay moves them into the change log (topics domain, commcare-user, web-user, role, group,
+// location, app).
 #pragma once
 
 #include <boost/json.hpp>
@@ -91,6 +93,11 @@ std::string HashPassword(std::string_view password, int iterations = 260'000);
 // Whether password matches a HashPassword result (constant-time compare).
 bool VerifyPassword(std::string_view password, std::string_view hash);
 
+// Where a data directory's users and domains (file "meta.sqlite") or sync logs (file
+// "synclogs.sqlite") live: that file in it, or "postgres:<connection string>" when its
+// commcare.json names a shared "meta" database. For MetaStore::Open and Sync::Open.
+std::string StoreAt(const std::string& data_dir, std::string_view file);
+
 class MetaStore;
 
 // A restore request for a user of the domain: owner ids, registration data and fixtures from
@@ -100,7 +107,9 @@ Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
 
 class MetaStore {
  public:
-  static Result<std::unique_ptr<MetaStore>> Open(const std::string& path);
+  // Opens (and migrates) the store at where: a SQLite file path, or "postgres:<libpq
+  // connection string>" (tables in the schema commcare_meta).
+  static Result<std::unique_ptr<MetaStore>> Open(const std::string& where);
   ~MetaStore();
 
   // Creates or updates a domain (rev must match the stored one; 0 to create).

@@ -510,28 +510,8 @@ TEST_CASE("S3: forms and attachments go to the bucket, and a failing bucket fail
   CHECK(Engine::Init(bad).message().find("bucket") != std::string::npos);
 }
 
-namespace {
-
-// n new databases on the shared test cluster (COMMCARE_TEST_PG), as connection strings; none
-// when it is not set outside CI (under CI=true that fails the test).
-std::vector<std::string> TestPostgresDatabases(int n) {
-  const std::string base = cctest::TestServer("COMMCARE_TEST_PG");
-  if (base.empty()) return {};
-  std::vector<std::string> dsns;
-  for (int i = 0; i < n; ++i) {
-    std::string db = fmt::format("eng_{}_{}_{}", ::getpid(), i, std::rand() % 100000);
-    REQUIRE(
-        std::system(fmt::format("psql -q \"{} dbname=postgres\" -c 'CREATE DATABASE {}'", base, db)
-                        .c_str()) == 0);
-    dsns.push_back(fmt::format("{} dbname={}", base, db));
-  }
-  return dsns;
-}
-
-}  // namespace
-
 TEST_CASE("Postgres: the engine on two PostgreSQL databases, across a reopen") {
-  const std::vector<std::string> dsns = TestPostgresDatabases(2);
+  const std::vector<std::string> dsns = cctest::NewPostgresDatabases(2);
   if (dsns.empty()) return;
   std::string dir = cctest::TempDir("pg");
   InitOptions io;
@@ -682,7 +662,7 @@ TEST_CASE("Postgres: a restart mid-load fails submissions cleanly with 503, then
 TEST_CASE("Postgres: two engines on one store lose no update and relay each change once") {
   // Two processes' worth of engines (own data directories) on the same two databases and one
   // Kafka log, both relaying: concurrent updates of the same cases, one new form sent to both.
-  const std::vector<std::string> dsns = TestPostgresDatabases(2);
+  const std::vector<std::string> dsns = cctest::NewPostgresDatabases(2);
   const std::string boot = cctest::TestServer("COMMCARE_TEST_KAFKA");
   if (boot.empty() || dsns.empty()) return;
   const char* control = std::getenv("COMMCARE_TEST_KAFKA_CONTROL");
@@ -818,4 +798,20 @@ TEST_CASE("Postgres: two engines on one store lose no update and relay each chan
   }
   CHECK(after_left == 0);
   CHECK(after_forms == forms + 10);  // the ten new forms, nothing appended twice
+}
+
+TEST_CASE("init refuses a meta setting that is not a PostgreSQL database, naming the key") {
+  auto init = [](const char* meta) {
+    InitOptions o;
+    o.data_dir = cctest::TempDir("badmeta");
+    o.meta = meta;
+    return Engine::Init(o);
+  };
+  CHECK(init(R"({"kind": "mysql", "database": "x"})").message().find("meta.kind") !=
+        std::string::npos);
+  CHECK(init(R"({"kind": "postgres"})").message().find("meta.database") != std::string::npos);
+  CHECK(init(R"({"kind": "postgres", "database": "x", "colour": 1})").message().find("colour") !=
+        std::string::npos);
+  CHECK(init("[1]").message().find("meta must be a JSON object") != std::string::npos);
+  CHECK(init(R"({"kind": "postgres", "database": "dbname=m"})").ok());
 }

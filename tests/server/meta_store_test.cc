@@ -7,6 +7,8 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <map>
+#include <thread>
 
 #include "../test_util.h"
 
@@ -17,12 +19,26 @@ using meta::User;
 
 namespace {
 
-std::unique_ptr<MetaStore> Open(const std::string& dir) {
-  std::filesystem::create_directories(dir);
-  auto m = MetaStore::Open(dir + "/meta.sqlite");
+std::unique_ptr<MetaStore> Open(const std::string& where) {
+  auto m = MetaStore::Open(where);
   REQUIRE_MESSAGE(m.ok(), m.status().ToString());
   return std::move(m).value();
 }
+
+// Where a new, empty store goes: a SQLite file, or a new database on the test PostgreSQL
+// cluster ("" when there is none outside CI).
+std::string NewStore(bool postgres) {
+  if (postgres) {
+    auto dsns = cctest::NewPostgresDatabases(1);
+    return dsns.empty() ? "" : "postgres:" + dsns[0];
+  }
+  std::string dir = cctest::FreshTempDir("cc-meta", "t");
+  std::filesystem::create_directories(dir);
+  return dir + "/meta.sqlite";
+}
+
+// Both kinds of store, for the tests that run on each.
+constexpr bool kStores[] = {false, true};
 
 Doc MakeDoc(std::string kind, std::string domain, boost::json::object body, std::string id = "") {
   Doc d;
@@ -51,10 +67,12 @@ std::vector<ChangeMeta> Changes(storage::ChangeLog* log, const std::string& topi
 }
 
 struct Fixture {
-  std::string dir = cctest::FreshTempDir("cc-meta", "t");
-  std::unique_ptr<MetaStore> m = Open(dir);
+  std::string where;
+  std::unique_ptr<MetaStore> m;
   User worker;
-  Fixture() {
+  explicit Fixture(bool postgres) : where(NewStore(postgres)) {
+    if (where.empty()) return;  // no PostgreSQL outside CI
+    m = Open(where);
     meta::Domain d;
     d.name = "demo";
     REQUIRE(m->PutDomain(d).ok());
@@ -70,167 +88,247 @@ struct Fixture {
 }  // namespace
 
 TEST_CASE("roles grant permissions, a role change counts at once, even for a cached login") {
-  Fixture f;
-  auto role =
-      f.m->PutDoc(MakeDoc("role", "demo", {{"name", "reader"}, {"permissions", {"access_api"}}}));
-  REQUIRE_MESSAGE(role.ok(), role.status().ToString());
-  CHECK_FALSE(f.m->Authenticate("w", "pw-w")->Can("demo", meta::kAccessApi));
-  User u = f.worker;
-  u.role_ids["demo"] = role->id;
-  u = f.m->PutUser(u).value();
-  CHECK(u.Can("demo", meta::kAccessApi));
-  CHECK_FALSE(u.Can("other", meta::kAccessApi));
-  CHECK(f.m->Authenticate("w", "pw-w")->Can("demo", meta::kAccessApi));
-  Doc r = *role;
-  r.body["permissions"] = boost::json::array{"edit_data"};
-  REQUIRE(f.m->PutDoc(r).ok());
-  auto again = f.m->Authenticate("w", "pw-w");
-  CHECK_FALSE(again->Can("demo", meta::kAccessApi));
-  CHECK(again->Can("demo", meta::kEditData));
-  // A role in use cannot go; a role of another domain cannot be assigned.
-  auto del = f.m->DeleteDoc("role", "demo", role->id, role->rev + 1);
-  CHECK(del.code() == StatusCode::kFailedPrecondition);
-  auto foreign = f.m->PutDoc(MakeDoc("role", "other", {{"name", "x"}}));
-  u.role_ids["demo"] = foreign->id;
-  auto bad = f.m->PutUser(u);
-  CHECK(bad.status().code() == StatusCode::kInvalidArgument);
-  CHECK(bad.status().message().find("role_ids") != std::string::npos);
+  for (bool postgres : kStores) {
+    CAPTURE(postgres);
+    Fixture f(postgres);
+    if (!f.m) continue;
+    auto role =
+        f.m->PutDoc(MakeDoc("role", "demo", {{"name", "reader"}, {"permissions", {"access_api"}}}));
+    REQUIRE_MESSAGE(role.ok(), role.status().ToString());
+    CHECK_FALSE(f.m->Authenticate("w", "pw-w")->Can("demo", meta::kAccessApi));
+    User u = f.worker;
+    u.role_ids["demo"] = role->id;
+    u = f.m->PutUser(u).value();
+    CHECK(u.Can("demo", meta::kAccessApi));
+    CHECK_FALSE(u.Can("other", meta::kAccessApi));
+    CHECK(f.m->Authenticate("w", "pw-w")->Can("demo", meta::kAccessApi));
+    Doc r = *role;
+    r.body["permissions"] = boost::json::array{"edit_data"};
+    REQUIRE(f.m->PutDoc(r).ok());
+    auto again = f.m->Authenticate("w", "pw-w");
+    CHECK_FALSE(again->Can("demo", meta::kAccessApi));
+    CHECK(again->Can("demo", meta::kEditData));
+    // A role in use cannot go; a role of another domain cannot be assigned.
+    auto del = f.m->DeleteDoc("role", "demo", role->id, role->rev + 1);
+    CHECK(del.code() == StatusCode::kFailedPrecondition);
+    auto foreign = f.m->PutDoc(MakeDoc("role", "other", {{"name", "x"}}));
+    u.role_ids["demo"] = foreign->id;
+    auto bad = f.m->PutUser(u);
+    CHECK(bad.status().code() == StatusCode::kInvalidArgument);
+    CHECK(bad.status().message().find("role_ids") != std::string::npos);
+  }
 }
 
 TEST_CASE("revisions: a stale write or delete is refused, a fresh one goes through") {
-  Fixture f;
-  auto g = f.m->PutDoc(MakeDoc("group", "demo", {{"name", "team"}}));
-  REQUIRE(g.ok());
-  CHECK(g->rev == 1);
-  Doc stale = *g;
-  stale.rev = 0;
-  CHECK(f.m->PutDoc(stale).status().code() == StatusCode::kAborted);
-  Doc next = *g;
-  next.body["reporting"] = true;
-  auto g2 = f.m->PutDoc(next);
-  REQUIRE(g2.ok());
-  CHECK(g2->rev == 2);
-  CHECK(f.m->DeleteDoc("group", "demo", g->id, 1).code() == StatusCode::kAborted);
-  CHECK(f.m->DeleteDoc("group", "demo", g->id, 2).ok());
-  CHECK(f.m->GetDoc("group", "demo", g->id).status().IsNotFound());
-  CHECK(f.m->ListDocs("group", "demo")->empty());
-  // Not visible from another domain, and its id cannot be taken there.
-  auto h = f.m->PutDoc(MakeDoc("group", "demo", {{"name", "h"}}));
-  CHECK(f.m->GetDoc("group", "other", h->id).status().IsNotFound());
-  CHECK_FALSE(f.m->PutDoc(MakeDoc("group", "other", {{"name", "h"}}, h->id)).ok());
+  for (bool postgres : kStores) {
+    CAPTURE(postgres);
+    Fixture f(postgres);
+    if (!f.m) continue;
+    auto g = f.m->PutDoc(MakeDoc("group", "demo", {{"name", "team"}}));
+    REQUIRE(g.ok());
+    CHECK(g->rev == 1);
+    Doc stale = *g;
+    stale.rev = 0;
+    CHECK(f.m->PutDoc(stale).status().code() == StatusCode::kAborted);
+    Doc next = *g;
+    next.body["reporting"] = true;
+    auto g2 = f.m->PutDoc(next);
+    REQUIRE(g2.ok());
+    CHECK(g2->rev == 2);
+    CHECK(f.m->DeleteDoc("group", "demo", g->id, 1).code() == StatusCode::kAborted);
+    CHECK(f.m->DeleteDoc("group", "demo", g->id, 2).ok());
+    CHECK(f.m->GetDoc("group", "demo", g->id).status().IsNotFound());
+    CHECK(f.m->ListDocs("group", "demo")->empty());
+    // Not visible from another domain, and its id cannot be taken there.
+    auto h = f.m->PutDoc(MakeDoc("group", "demo", {{"name", "h"}}));
+    CHECK(f.m->GetDoc("group", "other", h->id).status().IsNotFound());
+    CHECK_FALSE(f.m->PutDoc(MakeDoc("group", "other", {{"name", "h"}}, h->id)).ok());
+  }
 }
 
 TEST_CASE("validation names the field") {
-  Fixture f;
-  auto expect = [&](Doc d, const char* field) {
-    auto r = f.m->PutDoc(std::move(d));
-    REQUIRE_FALSE(r.ok());
-    CHECK(r.status().code() == StatusCode::kInvalidArgument);
-    CHECK_MESSAGE(r.status().message().find(field) == 0, r.status().message());
-  };
-  expect(MakeDoc("group", "demo", {{"users", {"a"}}}), "name");
-  expect(MakeDoc("group", "demo", {{"name", "g"}, {"users", {"nobody"}}}), "users");
-  expect(MakeDoc("group", "demo", {{"name", "g"}, {"case_sharing", "yes"}}), "case_sharing");
-  expect(MakeDoc("group", "demo", {{"name", "g"}, {"colour", "red"}}), "colour");
-  expect(MakeDoc("role", "demo", {{"name", "r"}, {"permissions", {"fly"}}}), "permissions");
-  expect(MakeDoc("location", "demo", {{"name", "l"}}), "location_type");
-  expect(MakeDoc("location", "demo", {{"name", "l"}, {"location_type", "t"}, {"parent_id", "zz"}}),
-         "parent_id");
-  expect(MakeDoc("location", "demo",
-                 {{"name", "l"}, {"location_type", "t"}, {"metadata", {{"a", 1}}}}),
-         "metadata.a");
-  CHECK(f.m->PutDoc(MakeDoc("group", "nodomain", {{"name", "g"}})).status().IsNotFound());
-  CHECK(f.m->PutDoc(MakeDoc("thing", "demo", {{"name", "g"}})).status().code() ==
-        StatusCode::kInvalidArgument);
-  // A location cannot become its own ancestor.
-  auto a = f.m->PutDoc(MakeDoc("location", "demo", {{"name", "a"}, {"location_type", "t"}}));
-  auto b = f.m->PutDoc(
-      MakeDoc("location", "demo", {{"name", "b"}, {"location_type", "t"}, {"parent_id", a->id}}));
-  Doc loop = *a;
-  loop.body["parent_id"] = b->id;
-  expect(loop, "parent_id");
-  CHECK(f.m->DeleteDoc("location", "demo", a->id, a->rev).code() ==
-        StatusCode::kFailedPrecondition);
+  for (bool postgres : kStores) {
+    CAPTURE(postgres);
+    Fixture f(postgres);
+    if (!f.m) continue;
+    auto expect = [&](Doc d, const char* field) {
+      auto r = f.m->PutDoc(std::move(d));
+      REQUIRE_FALSE(r.ok());
+      CHECK(r.status().code() == StatusCode::kInvalidArgument);
+      CHECK_MESSAGE(r.status().message().find(field) == 0, r.status().message());
+    };
+    expect(MakeDoc("group", "demo", {{"users", {"a"}}}), "name");
+    expect(MakeDoc("group", "demo", {{"name", "g"}, {"users", {"nobody"}}}), "users");
+    expect(MakeDoc("group", "demo", {{"name", "g"}, {"case_sharing", "yes"}}), "case_sharing");
+    expect(MakeDoc("group", "demo", {{"name", "g"}, {"colour", "red"}}), "colour");
+    expect(MakeDoc("role", "demo", {{"name", "r"}, {"permissions", {"fly"}}}), "permissions");
+    expect(MakeDoc("location", "demo", {{"name", "l"}}), "location_type");
+    expect(
+        MakeDoc("location", "demo", {{"name", "l"}, {"location_type", "t"}, {"parent_id", "zz"}}),
+        "parent_id");
+    expect(MakeDoc("location", "demo",
+                   {{"name", "l"}, {"location_type", "t"}, {"metadata", {{"a", 1}}}}),
+           "metadata.a");
+    CHECK(f.m->PutDoc(MakeDoc("group", "nodomain", {{"name", "g"}})).status().IsNotFound());
+    CHECK(f.m->PutDoc(MakeDoc("thing", "demo", {{"name", "g"}})).status().code() ==
+          StatusCode::kInvalidArgument);
+    // A location cannot become its own ancestor.
+    auto a = f.m->PutDoc(MakeDoc("location", "demo", {{"name", "a"}, {"location_type", "t"}}));
+    auto b = f.m->PutDoc(
+        MakeDoc("location", "demo", {{"name", "b"}, {"location_type", "t"}, {"parent_id", a->id}}));
+    Doc loop = *a;
+    loop.body["parent_id"] = b->id;
+    expect(loop, "parent_id");
+    CHECK(f.m->DeleteDoc("location", "demo", a->id, a->rev).code() ==
+          StatusCode::kFailedPrecondition);
+  }
 }
 
 TEST_CASE("owner ids: the user, case-sharing groups, case-sharing locations and descendants") {
-  Fixture f;
-  auto loc = [&](const char* name, std::string parent, bool shares, bool descendants) {
-    boost::json::object b{{"name", name},
-                          {"location_type", "t"},
-                          {"shares_cases", shares},
-                          {"view_descendants", descendants}};
-    if (!parent.empty()) b["parent_id"] = parent;
-    return f.m->PutDoc(MakeDoc("location", "demo", b, name)).value().id;
-  };
-  std::string region = loc("region", "", false, true);
-  std::string district = loc("district", region, true, false);
-  std::string clinic = loc("clinic", district, true, false);
-  std::string elsewhere = loc("elsewhere", "", true, false);
-  (void)elsewhere;
-  auto shared = f.m->PutDoc(
-      MakeDoc("group", "demo",
-              {{"name", "s"}, {"case_sharing", true}, {"users", {f.worker.user_id}}}, "g-share"));
-  auto reporting = f.m->PutDoc(
-      MakeDoc("group", "demo", {{"name", "r"}, {"reporting", true}, {"users", {f.worker.user_id}}},
-              "g-report"));
-  REQUIRE(shared.ok());
-  REQUIRE(reporting.ok());
-  User u = f.worker;
-  u.location_ids = {region};
-  u = f.m->PutUser(u).value();
-  auto ids = f.m->OwnerIds(u, "demo");
-  REQUIRE(ids.ok());
-  CHECK(*ids == std::vector<std::string>{f.worker.user_id, clinic, district, "g-share"});
-  u.location_ids = {district};
-  u = f.m->PutUser(u).value();
-  CHECK(*f.m->OwnerIds(u, "demo") ==
-        std::vector<std::string>{f.worker.user_id, district, "g-share"});
+  for (bool postgres : kStores) {
+    CAPTURE(postgres);
+    Fixture f(postgres);
+    if (!f.m) continue;
+    auto loc = [&](const char* name, std::string parent, bool shares, bool descendants) {
+      boost::json::object b{{"name", name},
+                            {"location_type", "t"},
+                            {"shares_cases", shares},
+                            {"view_descendants", descendants}};
+      if (!parent.empty()) b["parent_id"] = parent;
+      return f.m->PutDoc(MakeDoc("location", "demo", b, name)).value().id;
+    };
+    std::string region = loc("region", "", false, true);
+    std::string district = loc("district", region, true, false);
+    std::string clinic = loc("clinic", district, true, false);
+    std::string elsewhere = loc("elsewhere", "", true, false);
+    (void)elsewhere;
+    auto shared = f.m->PutDoc(
+        MakeDoc("group", "demo",
+                {{"name", "s"}, {"case_sharing", true}, {"users", {f.worker.user_id}}}, "g-share"));
+    auto reporting = f.m->PutDoc(
+        MakeDoc("group", "demo",
+                {{"name", "r"}, {"reporting", true}, {"users", {f.worker.user_id}}}, "g-report"));
+    REQUIRE(shared.ok());
+    REQUIRE(reporting.ok());
+    User u = f.worker;
+    u.location_ids = {region};
+    u = f.m->PutUser(u).value();
+    auto ids = f.m->OwnerIds(u, "demo");
+    REQUIRE(ids.ok());
+    CHECK(*ids == std::vector<std::string>{f.worker.user_id, clinic, district, "g-share"});
+    u.location_ids = {district};
+    u = f.m->PutUser(u).value();
+    CHECK(*f.m->OwnerIds(u, "demo") ==
+          std::vector<std::string>{f.worker.user_id, district, "g-share"});
+  }
 }
 
 TEST_CASE("every write queues a change, the relay appends each once, even after a crash") {
-  Fixture f;
-  auto log = storage::NewMemoryChangeLog();
-  REQUIRE(f.m->SetChangeLog(log.get()).ok());  // relays what the fixture queued
-  CHECK(Changes(log.get(), "domain").size() == 2);
-  auto users = Changes(log.get(), "commcare-user");
-  REQUIRE(users.size() == 1);
-  CHECK(users[0].document_id == f.worker.user_id);
-  CHECK(users[0].domain == "demo");
-  CHECK(users[0].document_type == "CommCareUser");
-  auto g = f.m->PutDoc(MakeDoc("group", "demo", {{"name", "g"}}));
-  REQUIRE(f.m->DeleteDoc("group", "demo", g->id, g->rev).ok());
-  auto groups = Changes(log.get(), "group");
-  REQUIRE(groups.size() == 2);
-  CHECK_FALSE(groups[0].is_deletion);
-  CHECK(groups[1].is_deletion);
+  for (bool postgres : kStores) {
+    CAPTURE(postgres);
+    Fixture f(postgres);
+    if (!f.m) continue;
+    auto log = storage::NewMemoryChangeLog();
+    REQUIRE(f.m->SetChangeLog(log.get()).ok());  // relays what the fixture queued
+    CHECK(Changes(log.get(), "domain").size() == 2);
+    auto users = Changes(log.get(), "commcare-user");
+    REQUIRE(users.size() == 1);
+    CHECK(users[0].document_id == f.worker.user_id);
+    CHECK(users[0].domain == "demo");
+    CHECK(users[0].document_type == "CommCareUser");
+    auto g = f.m->PutDoc(MakeDoc("group", "demo", {{"name", "g"}}));
+    REQUIRE(f.m->DeleteDoc("group", "demo", g->id, g->rev).ok());
+    auto groups = Changes(log.get(), "group");
+    REQUIRE(groups.size() == 2);
+    CHECK_FALSE(groups[0].is_deletion);
+    CHECK(groups[1].is_deletion);
 
-  // Writes made while no log is attached wait in the store's outbox across a reopen...
-  f.m.reset();
-  f.m = Open(f.dir);
-  REQUIRE(f.m->PutDoc(MakeDoc("location", "demo", {{"name", "l"}, {"location_type", "t"}}, "loc1"))
-              .ok());
-  REQUIRE(f.m->PutDoc(MakeDoc("app", "demo", {{"name", "app"}, {"version", 3}}, "app1")).ok());
-  // ...and a record the log already holds (appended with the producer mark, then a crash
-  // before the outbox was emptied) is not appended again.
-  CHECK(f.m->RelayProducer().rfind("relay-meta-", 0) == 0);
-  auto mark = log->GetProducerMark(f.m->RelayProducer()).value();
-  std::vector<storage::ChangeMessage> first = {
-      {"location", "loc1",
-       ChangeMetaToJson(ChangeMeta{.topic = "location", .document_id = "loc1"})}};
-  storage::ProducerMark m{f.m->RelayProducer(), mark + 1};
-  REQUIRE(log->Append(first, &m).ok());
+    // Writes made while no log is attached wait in the store's outbox across a reopen...
+    f.m.reset();
+    f.m = Open(f.where);
+    REQUIRE(
+        f.m->PutDoc(MakeDoc("location", "demo", {{"name", "l"}, {"location_type", "t"}}, "loc1"))
+            .ok());
+    REQUIRE(f.m->PutDoc(MakeDoc("app", "demo", {{"name", "app"}, {"version", 3}}, "app1")).ok());
+    // ...and a record the log already holds (appended with the producer mark, then a crash
+    // before the outbox was emptied) is not appended again.
+    CHECK(f.m->RelayProducer().rfind("relay-meta-", 0) == 0);
+    auto mark = log->GetProducerMark(f.m->RelayProducer()).value();
+    std::vector<storage::ChangeMessage> first = {
+        {"location", "loc1",
+         ChangeMetaToJson(ChangeMeta{.topic = "location", .document_id = "loc1"})}};
+    storage::ProducerMark m{f.m->RelayProducer(), mark + 1};
+    REQUIRE(log->Append(first, &m).ok());
+    REQUIRE(f.m->SetChangeLog(log.get()).ok());
+    CHECK(Changes(log.get(), "location").size() == 1);
+    CHECK(Changes(log.get(), "app").size() == 1);
+    REQUIRE(f.m->Relay().ok());
+    CHECK(Changes(log.get(), "app").size() == 1);
+    // A second store (another server process) relaying into the same log has marks of its own:
+    // its records are not taken for the first store's.
+    Fixture second(postgres);
+    CHECK(second.m->RelayProducer() != f.m->RelayProducer());
+    const size_t before = Changes(log.get(), "domain").size();
+    REQUIRE(second.m->SetChangeLog(log.get()).ok());
+    CHECK(Changes(log.get(), "domain").size() == before + 2);
+    CHECK(Changes(log.get(), "commcare-user").size() == 2);
+  }
+}
+
+TEST_CASE("Postgres: two servers share one store: logins, revisions and each change relayed once") {
+  Fixture f(true);
+  if (!f.m) return;
+  auto other = Open(f.where);  // a second server process's store
+  CHECK(other->RelayProducer() == f.m->RelayProducer());
+  REQUIRE(other->Authenticate("w", "pw-w").ok());  // now cached there
+  User u = f.m->GetUser("w").value();
+  u.is_active = false;
+  REQUIRE(f.m->PutUser(u).ok());
+  CHECK(other->Authenticate("w", "pw-w").status().code() == StatusCode::kUnauthenticated);
+  u = other->GetUser("w").value();
+  u.is_active = true;
+  User stale = u;
+  REQUIRE(other->PutUser(u).ok());
+  CHECK(f.m->PutUser(stale).status().code() == StatusCode::kAborted);
+  CHECK(f.m->Authenticate("w", "pw-w").ok());
+
+  // Both servers update one group at once (read, change, write; again on a stale revision) and
+  // add groups of their own, each relaying into one log.
+  auto log = storage::NewMemoryChangeLog();
   REQUIRE(f.m->SetChangeLog(log.get()).ok());
-  CHECK(Changes(log.get(), "location").size() == 1);
-  CHECK(Changes(log.get(), "app").size() == 1);
+  REQUIRE(other->SetChangeLog(log.get()).ok());
+  const size_t users_before = Changes(log.get(), "commcare-user").size();
+  auto shared = f.m->PutDoc(MakeDoc("group", "demo", {{"name", "g"}, {"metadata", {{"n", "0"}}}}));
+  REQUIRE(shared.ok());
+  constexpr int kEach = 15;
+  auto work = [&](MetaStore* m, const std::string& tag) {
+    for (int i = 0; i < kEach; ++i) {
+      for (int attempt = 0;; ++attempt) {
+        REQUIRE(attempt < 100);
+        Doc g = m->GetDoc("group", "demo", shared->id).value();
+        int n = std::stoi(std::string(g.body["metadata"].as_object()["n"].as_string()));
+        g.body["metadata"].as_object()["n"] = std::to_string(n + 1);
+        auto r = m->PutDoc(g);
+        if (r.ok()) break;
+        REQUIRE(r.status().code() == StatusCode::kAborted);
+      }
+      REQUIRE(
+          m->PutDoc(MakeDoc("group", "demo", {{"name", tag}}, fmt::format("{}-{}", tag, i))).ok());
+    }
+  };
+  std::thread a(work, f.m.get(), "a"), b(work, other.get(), "b");
+  a.join();
+  b.join();
+  Doc g = f.m->GetDoc("group", "demo", shared->id).value();
+  CHECK(g.body["metadata"].as_object()["n"].as_string() == std::to_string(2 * kEach));
+  CHECK(g.rev == 2 * kEach + 1);
   REQUIRE(f.m->Relay().ok());
-  CHECK(Changes(log.get(), "app").size() == 1);
-  // A second store (another server process) relaying into the same log has marks of its own:
-  // its records are not taken for the first store's.
-  Fixture second;
-  CHECK(second.m->RelayProducer() != f.m->RelayProducer());
-  const size_t before = Changes(log.get(), "domain").size();
-  REQUIRE(second.m->SetChangeLog(log.get()).ok());
-  CHECK(Changes(log.get(), "domain").size() == before + 2);
-  CHECK(Changes(log.get(), "commcare-user").size() == 2);
+  REQUIRE(other->Relay().ok());
+  auto groups = Changes(log.get(), "group");
+  std::map<std::string, int> per_id;
+  for (const auto& c : groups) ++per_id[c.document_id];
+  CHECK(groups.size() == 1 + 2 * kEach + 2 * kEach);  // every write once
+  CHECK(per_id[shared->id] == 1 + 2 * kEach);
+  CHECK(per_id.size() == 1 + 2 * kEach);
+  CHECK(Changes(log.get(), "commcare-user").size() == users_before);
 }
