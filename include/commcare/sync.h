@@ -81,7 +81,8 @@ std::string CaseStateHash(const std::vector<std::string>& case_ids);
 class Sync {
  public:
   virtual ~Sync() = default;
-  // Sync logs in the SQLite file at path ("" = in memory) for the engine's cases. With a
+  // Sync logs at synclog_path for the engine's cases: a SQLite file ("" = in memory), or
+  // "postgres:<libpq connection string>" shared by every server of a deployment. With a
   // cache_dir, first-sync payloads are kept there for an hour and answered again as they were
   // (same restore_id) until the user submits (InvalidateCache) or asks overwrite_cache.
   static Result<std::unique_ptr<Sync>> Open(Engine* engine, const std::string& synclog_path,

@@ -30,7 +30,7 @@
 
 #include "util/codec.h"
 #include "util/hash.h"
-#include "util/sqlite_conn.h"
+#include "util/sql_db.h"
 #include "util/time.h"
 #include "util/xml.h"
 
@@ -40,12 +40,11 @@ namespace {
 namespace json = boost::json;
 using storage::CaseIndexEdge;
 using util::AppendXmlEscaped;
-using util::Bind;
-using util::Col;
 
 // A log stores its case ids in full, or as a difference from a full log (base_id) when that
 // is small: an incremental sync then writes a few ids, not the whole footprint.
-constexpr const char* kSchema = R"(
+constexpr int kSchemaVersion = 1;
+constexpr const char* kSqliteSchema = R"(
 CREATE TABLE IF NOT EXISTS synclogs(
   sync_id TEXT PRIMARY KEY, domain TEXT NOT NULL, user_id TEXT NOT NULL, previous_id TEXT NOT NULL,
   device_id TEXT NOT NULL, app_id TEXT NOT NULL, date INTEGER NOT NULL, owner_ids TEXT NOT NULL,
@@ -55,6 +54,19 @@ CREATE INDEX IF NOT EXISTS synclogs_user ON synclogs(domain, user_id, device_id,
 CREATE INDEX IF NOT EXISTS synclogs_date ON synclogs(date);
 CREATE INDEX IF NOT EXISTS synclogs_base ON synclogs(base_id) WHERE base_id != '';
 )";
+constexpr const char* kPostgresSchema = R"(
+CREATE TABLE IF NOT EXISTS synclogs(
+  sync_id TEXT PRIMARY KEY, domain TEXT NOT NULL, user_id TEXT NOT NULL, previous_id TEXT NOT NULL,
+  device_id TEXT NOT NULL, app_id TEXT NOT NULL, date BIGINT NOT NULL, owner_ids TEXT NOT NULL,
+  state_hash TEXT NOT NULL, base_id TEXT NOT NULL, case_ids TEXT NOT NULL, removed TEXT NOT NULL,
+  indexed_ids TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS synclogs_user ON synclogs(domain, user_id, device_id, app_id, date);
+CREATE INDEX IF NOT EXISTS synclogs_date ON synclogs(date);
+CREATE INDEX IF NOT EXISTS synclogs_base ON synclogs(base_id) WHERE base_id != '';
+CREATE TABLE IF NOT EXISTS restore_invalidations(user_key TEXT PRIMARY KEY, at BIGINT NOT NULL);
+)";
+// The PostgreSQL advisory lock a prune holds (writes of single logs need none).
+constexpr int64_t kPruneLock = 7234618150;
 
 std::string Join(const std::vector<std::string>& v) {
   std::string out;
@@ -118,10 +130,11 @@ class SyncLogStore {
     std::vector<std::string> base_ids;  // that log's case ids
   };
 
-  Status Open(const std::string& path) {
-    CC_RETURN_IF_ERROR(db_.Open(path.empty() ? ":memory:" : path, false, false));
-    CC_RETURN_IF_ERROR(db_.Exec("PRAGMA synchronous=NORMAL"));  // WAL: no corruption on a crash
-    return db_.Exec(kSchema);
+  Status Open(const std::string& where) {
+    CC_ASSIGN_OR_RETURN(db_, util::SqlDb::Open(where, "commcare_synclogs"));
+    if (!db_->postgres())  // WAL: no corruption on a crash
+      CC_RETURN_IF_ERROR(db_->Run("setting up", "PRAGMA synchronous=NORMAL").status());
+    return db_->Migrate("synclogs", kSchemaVersion, kSqliteSchema, kPostgresSchema);
   }
   // Stores l, as a difference from base when that is under a quarter of its size.
   Status Put(const SyncLogInfo& l, const Stored* base) {
@@ -136,25 +149,20 @@ class SyncLogStore {
     }
     if (base_id.empty()) ids = Join(l.case_ids);
     std::lock_guard lock(mu_);
-    sqlite3_stmt* s = db_.Prep(
-        "INSERT OR REPLACE INTO synclogs(sync_id, domain, user_id, previous_id, device_id, "
-        "app_id, date, owner_ids, state_hash, base_id, case_ids, removed, indexed_ids) "
-        "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)");
-    Bind(s, 1, l.sync_id);
-    Bind(s, 2, l.domain);
-    Bind(s, 3, l.user_id);
-    Bind(s, 4, l.previous_id);
-    Bind(s, 5, l.device_id);
-    Bind(s, 6, l.app_id);
-    Bind(s, 7, l.date);
-    Bind(s, 8, Join(l.owner_ids));
-    Bind(s, 9, l.state_hash);
-    Bind(s, 10, base_id);
-    Bind(s, 11, ids);
-    Bind(s, 12, removed);
-    Bind(s, 13, Join(l.indexed_case_ids));
-    if (sqlite3_step(s) != SQLITE_DONE) return db_.Err("storing a sync log");
-    return Status::Ok();
+    return db_
+        ->Run("storing a sync log",
+              "INSERT INTO synclogs(sync_id, domain, user_id, previous_id, device_id, app_id, "
+              "date, owner_ids, state_hash, base_id, case_ids, removed, indexed_ids) "
+              "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(sync_id) DO UPDATE SET "
+              "domain=excluded.domain, user_id=excluded.user_id, "
+              "previous_id=excluded.previous_id, device_id=excluded.device_id, "
+              "app_id=excluded.app_id, date=excluded.date, owner_ids=excluded.owner_ids, "
+              "state_hash=excluded.state_hash, base_id=excluded.base_id, "
+              "case_ids=excluded.case_ids, removed=excluded.removed, "
+              "indexed_ids=excluded.indexed_ids",
+              {l.sync_id, l.domain, l.user_id, l.previous_id, l.device_id, l.app_id, l.date,
+               Join(l.owner_ids), l.state_hash, base_id, ids, removed, Join(l.indexed_case_ids)})
+        .status();
   }
   Result<Stored> Get(std::string_view id) {
     std::lock_guard lock(mu_);
@@ -178,76 +186,79 @@ class SyncLogStore {
                std::back_inserter(out.info.case_ids));
     return out;
   }
-  // Whether the log is stored (without reading its case ids).
-  bool Exists(std::string_view id) {
+  // Whether the log is stored (without reading its case ids) and, when the store is shared
+  // (PostgreSQL), was made after the user's last submission on any server.
+  bool Usable(std::string_view id, std::string_view user_key) {
     std::lock_guard lock(mu_);
-    sqlite3_stmt* s = db_.Prep("SELECT 1 FROM synclogs WHERE sync_id=?");
-    Bind(s, 1, id);
-    const bool found = sqlite3_step(s) == SQLITE_ROW;
-    sqlite3_reset(s);
-    return found;
+    auto r = db_->Run("reading a sync log", "SELECT date FROM synclogs WHERE sync_id=?", {id});
+    if (!r.ok() || r->empty()) return false;
+    if (!db_->postgres()) return true;  // one server: its own cache files were removed
+    auto inv = db_->Run("reading a restore invalidation",
+                        "SELECT at FROM restore_invalidations WHERE user_key=?", {user_key});
+    return inv.ok() && (inv->empty() || inv->Int(0, 0) < r->Int(0, 0));
+  }
+  // Marks the user's cached restores stale for every server sharing the store (PostgreSQL).
+  void Invalidate(std::string_view user_key) {
+    std::lock_guard lock(mu_);
+    if (!db_->postgres()) return;
+    (void)db_->Run("recording a restore invalidation",
+                   "INSERT INTO restore_invalidations(user_key, at) VALUES(?,?) "
+                   "ON CONFLICT(user_key) DO UPDATE SET at=excluded.at",
+                   {user_key, util::NowMicros()});
   }
   Result<int64_t> Prune(int64_t max_age_us) {
     std::lock_guard lock(mu_);
-    CC_RETURN_IF_ERROR(db_.Exec("BEGIN IMMEDIATE"));
-    // Never a log another log's ids are stored against.
-    sqlite3_stmt* old = db_.Prep(
-        "DELETE FROM synclogs WHERE date<? AND sync_id NOT IN (SELECT base_id FROM synclogs "
-        "WHERE base_id != '' AND date>=?)");
-    const int64_t cutoff = util::NowMicros() - max_age_us;
-    Bind(old, 1, cutoff);
-    Bind(old, 2, cutoff);
-    bool ok = sqlite3_step(old) == SQLITE_DONE;
-    int64_t n = sqlite3_changes(db_.db());
-    // Per (user, device, app): keep the newest two (and the logs they are stored against).
-    sqlite3_stmt* extra = db_.Prep(
-        "WITH ranked AS (SELECT sync_id, base_id, ROW_NUMBER() OVER (PARTITION BY domain, "
-        "user_id, device_id, app_id ORDER BY date DESC) AS k FROM synclogs) "
-        "DELETE FROM synclogs WHERE sync_id IN (SELECT sync_id FROM ranked WHERE k > 2) AND "
-        "sync_id NOT IN (SELECT base_id FROM ranked WHERE k <= 2)");
-    ok = ok && sqlite3_step(extra) == SQLITE_DONE;
-    n += sqlite3_changes(db_.db());
-    if (!ok) {
-      Status e = db_.Err("pruning sync logs");
-      (void)db_.Exec("ROLLBACK");
-      return e;
-    }
-    CC_RETURN_IF_ERROR(db_.Exec("COMMIT"));
+    int64_t n = 0;
+    CC_RETURN_IF_ERROR(db_->Transaction("pruning sync logs", kPruneLock, [&]() -> Status {
+      // Never a log another log's ids are stored against.
+      const int64_t cutoff = util::NowMicros() - max_age_us;
+      CC_ASSIGN_OR_RETURN(
+          auto old, db_->Run("pruning sync logs",
+                             "DELETE FROM synclogs WHERE date<? AND sync_id NOT IN (SELECT base_id "
+                             "FROM synclogs WHERE base_id != '' AND date>=?)",
+                             {cutoff, cutoff}));
+      // Per (user, device, app): keep the newest two (and the logs they are stored against).
+      CC_ASSIGN_OR_RETURN(
+          auto extra,
+          db_->Run("pruning sync logs",
+                   "WITH ranked AS (SELECT sync_id, base_id, ROW_NUMBER() OVER (PARTITION BY "
+                   "domain, user_id, device_id, app_id ORDER BY date DESC) AS k FROM synclogs) "
+                   "DELETE FROM synclogs WHERE sync_id IN (SELECT sync_id FROM ranked WHERE k > 2) "
+                   "AND sync_id NOT IN (SELECT base_id FROM ranked WHERE k <= 2)"));
+      n = old.changed + extra.changed;
+      return Status::Ok();
+    }));
     return n;
   }
 
  private:
   Status Row(std::string_view id, SyncLogInfo* l, std::string* base_id,
              std::vector<std::string>* ids, std::vector<std::string>* removed) {
-    sqlite3_stmt* s = db_.Prep(
-        "SELECT domain, user_id, previous_id, device_id, app_id, date, owner_ids, state_hash, "
-        "base_id, case_ids, removed, indexed_ids FROM synclogs WHERE sync_id=?");
-    Bind(s, 1, id);
-    int rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW) {
-      sqlite3_reset(s);
-      if (rc == SQLITE_DONE) return Status::NotFound(fmt::format("no sync log '{}'", id));
-      return db_.Err("reading a sync log");
-    }
+    CC_ASSIGN_OR_RETURN(
+        auto r, db_->Run("reading a sync log",
+                         "SELECT domain, user_id, previous_id, device_id, app_id, date, owner_ids, "
+                         "state_hash, base_id, case_ids, removed, indexed_ids FROM synclogs "
+                         "WHERE sync_id=?",
+                         {id}));
+    if (r.empty()) return Status::NotFound(fmt::format("no sync log '{}'", id));
     l->sync_id = std::string(id);
-    l->domain = std::string(Col(s, 0));
-    l->user_id = std::string(Col(s, 1));
-    l->previous_id = std::string(Col(s, 2));
-    l->device_id = std::string(Col(s, 3));
-    l->app_id = std::string(Col(s, 4));
-    l->date = sqlite3_column_int64(s, 5);
-    l->owner_ids = Split(Col(s, 6));
-    l->state_hash = std::string(Col(s, 7));
-    *base_id = std::string(Col(s, 8));
-    *ids = Split(Col(s, 9));
-    *removed = Split(Col(s, 10));
-    l->indexed_case_ids = Split(Col(s, 11));
-    sqlite3_reset(s);
+    l->domain = std::string(r.Str(0, 0));
+    l->user_id = std::string(r.Str(0, 1));
+    l->previous_id = std::string(r.Str(0, 2));
+    l->device_id = std::string(r.Str(0, 3));
+    l->app_id = std::string(r.Str(0, 4));
+    l->date = r.Int(0, 5);
+    l->owner_ids = Split(r.Str(0, 6));
+    l->state_hash = std::string(r.Str(0, 7));
+    *base_id = std::string(r.Str(0, 8));
+    *ids = Split(r.Str(0, 9));
+    *removed = Split(r.Str(0, 10));
+    l->indexed_case_ids = Split(r.Str(0, 11));
     return Status::Ok();
   }
 
   std::mutex mu_;
-  util::Conn db_;
+  std::unique_ptr<util::SqlDb> db_;
 };
 
 // Calls fn(store, ids) for each database with the ids it holds.
@@ -646,6 +657,7 @@ class SyncImpl final : public Sync {
   void InvalidateCache(std::string_view domain, std::string_view user_id) override {
     if (cache_dir_.empty()) return;
     const std::string prefix = UserKey(domain, user_id);
+    logs_.Invalidate(prefix);
     std::error_code ec;
     for (const auto& f : std::filesystem::directory_iterator(cache_dir_, ec))
       if (f.path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(f.path(), ec);
@@ -662,7 +674,7 @@ class SyncImpl final : public Sync {
     // A first sync: answer from the cache, or compute it and keep a copy as it streams.
     const std::string path = CachePath(req);
     if (!req.overwrite_cache) {
-      auto cached = FromCache(path, write);
+      auto cached = FromCache(path, UserKey(req.domain, req.user.user_id), write);
       if (!cached.ok() || cached->http_status != 0) return cached;
     }
     const std::string tmp = path + "." + util::NewUuidHex() + ".tmp";
@@ -957,9 +969,10 @@ class SyncImpl final : public Sync {
     for (const auto& [k, v] : q.user.user_data) shape += '\0' + k + '=' + v;
     return cache_dir_ + "/" + UserKey(q.domain, q.user.user_id) + util::Md5Hex(shape) + ".xml";
   }
-  // Streams a fresh cached payload whose sync log still exists (http_status 200), or answers
+  // Streams a fresh cached payload whose sync log is still usable (http_status 200), or answers
   // http_status 0 when there is none to use.
-  Result<RestoreResult> FromCache(const std::string& path, const Writer& write) {
+  Result<RestoreResult> FromCache(const std::string& path, const std::string& user_key,
+                                  const Writer& write) {
     RestoreResult res;
     res.http_status = 0;
     std::error_code ec;
@@ -969,7 +982,8 @@ class SyncImpl final : public Sync {
       return res;
     std::ifstream id(path + ".id");
     std::string sync_id;
-    if (!(id >> sync_id >> res.cases >> res.ledgers >> res.footprint) || !logs_.Exists(sync_id))
+    if (!(id >> sync_id >> res.cases >> res.ledgers >> res.footprint) ||
+        !logs_.Usable(sync_id, user_key))
       return res;
     std::ifstream in(path, std::ios::binary);
     if (!in) return res;

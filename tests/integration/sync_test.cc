@@ -82,9 +82,9 @@ struct Fixture {
   std::unique_ptr<Engine> e = OpenMemory(2);
   std::unique_ptr<Sync> sync;
   RestoreUser user;
-  Fixture() {
-    auto s = Sync::Open(e.get(), "");
-    REQUIRE(s.ok());
+  explicit Fixture(const std::string& synclogs = "") {
+    auto s = Sync::Open(e.get(), synclogs);
+    REQUIRE_MESSAGE(s.ok(), s.status().ToString());
     sync = std::move(s).value();
     user.username = "u1";
     user.user_id = "u1";
@@ -385,49 +385,64 @@ TEST_CASE("restore errors: unknown, foreign and stale tokens, a state mismatch, 
   CHECK_FALSE(failed.ok());
 }
 
+// Where sync logs go in the tests that run on both stores: in memory (SQLite), and a new
+// PostgreSQL database ("" when there is none outside CI).
+std::vector<std::string> SyncLogStores() {
+  std::vector<std::string> out = {""};
+  for (const auto& dsn : cctest::NewPostgresDatabases(1)) out.push_back("postgres:" + dsn);
+  return out;
+}
+
 TEST_CASE("sync logs are pruned by age and to the newest two per user, device and app") {
-  Fixture f;
-  std::string p;
-  std::vector<std::string> ids;
-  for (int i = 0; i < 4; ++i) ids.push_back(f.Restore("", &p).sync_id);
-  auto n = f.sync->Prune(3600LL * 1000000);
-  REQUIRE(n.ok());
-  CHECK(*n == 2);
-  CHECK(f.sync->GetSyncLog(ids[0]).status().IsNotFound());
-  CHECK(f.sync->GetSyncLog(ids[3]).ok());
-  CHECK(f.sync->GetSyncLog(ids[2]).ok());
-  n = f.sync->Prune(0);
-  CHECK(*n == 2);
+  for (const auto& where : SyncLogStores()) {
+    CAPTURE(where);
+    Fixture f(where);
+    std::string p;
+    std::vector<std::string> ids;
+    for (int i = 0; i < 4; ++i) ids.push_back(f.Restore("", &p).sync_id);
+    auto n = f.sync->Prune(3600LL * 1000000);
+    REQUIRE(n.ok());
+    CHECK(*n == 2);
+    CHECK(f.sync->GetSyncLog(ids[0]).status().IsNotFound());
+    CHECK(f.sync->GetSyncLog(ids[3]).ok());
+    CHECK(f.sync->GetSyncLog(ids[2]).ok());
+    n = f.sync->Prune(0);
+    CHECK(*n == 2);
+  }
 }
 
 TEST_CASE("incremental logs are stored against a full one, pruning keeps what they need") {
-  Fixture f;
-  for (int i = 0; i < 40; ++i) Case(f.e.get(), fmt::format("c{:02}", i), Create("u1"));
-  std::string p;
-  auto first = f.Restore("", &p);
-  std::vector<std::string> tokens = {first.sync_id};
-  for (int i = 0; i < 3; ++i) {
-    Case(f.e.get(), fmt::format("c{:02}", i), "<update><p>other</p></update>", "other-token");
-    auto r = f.Restore(tokens.back(), &p);
-    CHECK(r.cases == 1);  // the changed case only
-    CHECK(r.footprint == 40);
+  for (const auto& where : SyncLogStores()) {
+    CAPTURE(where);
+    Fixture f(where);
+    for (int i = 0; i < 40; ++i) Case(f.e.get(), fmt::format("c{:02}", i), Create("u1"));
+    std::string p;
+    auto first = f.Restore("", &p);
+    std::vector<std::string> tokens = {first.sync_id};
+    for (int i = 0; i < 3; ++i) {
+      Case(f.e.get(), fmt::format("c{:02}", i), "<update><p>other</p></update>", "other-token");
+      auto r = f.Restore(tokens.back(), &p);
+      CHECK(r.cases == 1);  // the changed case only
+      CHECK(r.footprint == 40);
+      tokens.push_back(r.sync_id);
+    }
+    Case(f.e.get(), "late", Create("u1"));
+    auto r =
+        f.Restore(tokens.back(), &p, CaseStateHash(f.sync->GetSyncLog(tokens.back())->case_ids));
+    REQUIRE(r.http_status == 200);
     tokens.push_back(r.sync_id);
+    auto log = f.sync->GetSyncLog(r.sync_id);
+    REQUIRE(log.ok());
+    CHECK(log->case_ids.size() == 41);
+    CHECK(log->state_hash == CaseStateHash(log->case_ids));
+    // Keeps the newest two and the full log they are stored against.
+    auto n = f.sync->Prune(3600LL * 1000000);
+    REQUIRE(n.ok());
+    CHECK(*n == 2);
+    CHECK(f.sync->GetSyncLog(tokens[0]).ok());
+    CHECK(f.sync->GetSyncLog(tokens[1]).status().IsNotFound());
+    CHECK(f.sync->GetSyncLog(tokens[4])->case_ids.size() == 41);
   }
-  Case(f.e.get(), "late", Create("u1"));
-  auto r = f.Restore(tokens.back(), &p, CaseStateHash(f.sync->GetSyncLog(tokens.back())->case_ids));
-  REQUIRE(r.http_status == 200);
-  tokens.push_back(r.sync_id);
-  auto log = f.sync->GetSyncLog(r.sync_id);
-  REQUIRE(log.ok());
-  CHECK(log->case_ids.size() == 41);
-  CHECK(log->state_hash == CaseStateHash(log->case_ids));
-  // Keeps the newest two and the full log they are stored against.
-  auto n = f.sync->Prune(3600LL * 1000000);
-  REQUIRE(n.ok());
-  CHECK(*n == 2);
-  CHECK(f.sync->GetSyncLog(tokens[0]).ok());
-  CHECK(f.sync->GetSyncLog(tokens[1]).status().IsNotFound());
-  CHECK(f.sync->GetSyncLog(tokens[4])->case_ids.size() == 41);
 }
 
 TEST_CASE("a change to an indexed case recomputes the graph: a dropped parent leaves") {
@@ -493,4 +508,48 @@ TEST_CASE("first syncs are cached until the user submits, asks overwrite_cache o
   CHECK_FALSE(run(&p3).from_cache);
   REQUIRE((*sync)->Prune(0).ok());
   CHECK_FALSE(run(&p3).from_cache);
+}
+
+TEST_CASE("Postgres: servers sharing sync logs take each other's tokens and cache invalidations") {
+  const auto dsns = cctest::NewPostgresDatabases(1);
+  if (dsns.empty()) return;
+  auto e = OpenMemory();
+  auto a = Sync::Open(e.get(), "postgres:" + dsns[0], cctest::FreshTempDir("cc-sync", "a"));
+  auto b = Sync::Open(e.get(), "postgres:" + dsns[0], cctest::FreshTempDir("cc-sync", "b"));
+  REQUIRE_MESSAGE(a.ok(), a.status().ToString());
+  REQUIRE_MESSAGE(b.ok(), b.status().ToString());
+  Case(e.get(), "a1", Create("u1"));
+  RestoreRequest r;
+  r.domain = "demo";
+  r.user.username = "u1";
+  r.user.user_id = "u1";
+  r.user.owner_ids = {"u1"};
+  auto run = [&](Sync* s, std::string* payload) {
+    payload->clear();
+    auto res = s->Restore(r, [&](int, std::string_view c) {
+      payload->append(c);
+      return Status::Ok();
+    });
+    REQUIRE_MESSAGE(res.ok(), res.status().ToString());
+    return *res;
+  };
+  std::string p;
+  auto first = run(a->get(), &p);
+  REQUIRE(first.http_status == 200);
+  CHECK(run(a->get(), &p).from_cache);
+  // The phone's next sync lands on the other server, with the first one's token.
+  Case(e.get(), "a2", Create("u1"), "other-token");
+  r.since = first.sync_id;
+  auto next = run(b->get(), &p);
+  CHECK(next.http_status == 200);
+  CHECK(next.cases == 1);
+  CHECK(p.find("case_id=\"a2\"") != std::string::npos);
+  CHECK((*a)->GetSyncLog(next.sync_id).ok());
+  // The user submits through b: a's cached first sync is stale at once.
+  r.since.clear();
+  (*b)->InvalidateCache("demo", "u1");
+  auto fresh = run(a->get(), &p);
+  CHECK_FALSE(fresh.from_cache);
+  CHECK(fresh.cases == 2);
+  CHECK(run(a->get(), &p).from_cache);
 }
