@@ -145,7 +145,7 @@ bool NeedDomain(const Args& a, std::string* domain) {
 }
 
 // A host file (--config): what every process of a deployment shares ("shards", "databases",
-// "primary", "blob_store", "change_log") and, optionally, "data_dir": this process's own
+// "primary", "blob_store", "change_log", "meta") and, optionally, "data_dir": this process's own
 // directory (its lock, users, sync logs and pillow state). *host gets the shared part.
 Status ReadHostFile(const std::string& path, commcare::InitOptions* o, std::string* data_dir,
                     json::object* host) {
@@ -161,8 +161,8 @@ Status ReadHostFile(const std::string& path, commcare::InitOptions* o, std::stri
       (k == "shards" ? o->shards : o->databases) = static_cast<int>(x.get_int64());
     } else if (k == "blob_store" && (x.is_string() || x.is_object())) {
       o->blob_store = x.is_string() ? std::string(x.get_string()) : json::serialize(x);
-    } else if ((k == "primary" || k == "change_log") && x.is_object()) {
-      (k == "primary" ? o->primary : o->change_log) = json::serialize(x);
+    } else if ((k == "primary" || k == "change_log" || k == "meta") && x.is_object()) {
+      (k == "primary" ? o->primary : k == "meta" ? o->meta : o->change_log) = json::serialize(x);
     } else if (k == "data_dir" && x.is_string()) {
       *data_dir = x.get_string();
       continue;
@@ -222,6 +222,7 @@ int CmdInit(const Args& a) {
     if (a.Has("--blob-store")) o.blob_store = a.Get("--blob-store");
     if (a.Has("--change-log")) o.change_log = a.Get("--change-log");
     if (a.Has("--primary")) o.primary = a.Get("--primary");
+    if (a.Has("--meta")) o.meta = a.Get("--meta");
   } catch (const std::exception&) {
     return Fail("--shards and --databases take whole numbers");
   }
@@ -619,7 +620,7 @@ int CmdUcr(const std::string& verb, const Args& a) {
 }
 
 commcare::Result<std::unique_ptr<commcare::meta::MetaStore>> OpenMeta(const std::string& data) {
-  return commcare::meta::MetaStore::Open(data + "/meta.sqlite");
+  return commcare::meta::MetaStore::Open(commcare::meta::StoreAt(data, "meta.sqlite"));
 }
 
 std::string Env(const char* name, const std::string& def) {
@@ -635,6 +636,11 @@ int CmdMigrate(const Args& a) {
   o.relay = false;
   auto eng = Engine::Open(o);
   if (!eng.ok()) return FailStatus(eng.status());
+  auto meta = OpenMeta(o.data_dir);
+  if (!meta.ok()) return FailStatus(meta.status());
+  auto sync =
+      commcare::Sync::Open(eng->get(), commcare::meta::StoreAt(o.data_dir, "synclogs.sqlite"));
+  if (!sync.ok()) return FailStatus(sync.status());
   std::cout << json::serialize(json::object{
                    {"data", o.data_dir}, {"databases", (*eng)->NumDatabases()}, {"migrated", true}})
             << std::endl;
@@ -665,10 +671,14 @@ int CmdServe(const Args& a) {
     if (auto s = (*meta)->SetChangeLog(log); !s.ok()) return FailStatus(s);
   auto domains = (*meta)->ListDomains();
   if (!domains.ok()) return FailStatus(domains.status());
-  if (domains->empty()) {  // first start: a domain and a superuser to log in with
-    commcare::meta::Domain d;
-    d.name = Env("COMMCARE_DOMAIN", "demo");
-    if (auto r = (*meta)->PutDomain(d); !r.ok()) return FailStatus(r.status());
+  commcare::meta::Domain d;
+  d.name = Env("COMMCARE_DOMAIN", "demo");
+  // First start: a domain and a superuser to log in with. Servers sharing a PostgreSQL meta
+  // database that start together race to make them: a loser is told Aborted and goes on.
+  auto made = domains->empty() ? (*meta)->PutDomain(d) : Status::Aborted("not the first start");
+  if (!made.ok() && made.status().code() != commcare::StatusCode::kAborted)
+    return FailStatus(made.status());
+  if (made.ok()) {
     std::string user = Env("COMMCARE_ADMIN_USER", "admin");
     const bool generated = !std::getenv("COMMCARE_ADMIN_PASSWORD");
     std::string password =
@@ -683,7 +693,8 @@ int CmdServe(const Args& a) {
               << (generated ? " with password " + password + " (shown once)" : "") << std::endl;
   }
   commcare::server::App app(eng->get(), meta->get(), data + "/pillows");
-  auto sync = commcare::Sync::Open(eng->get(), data + "/synclogs.sqlite", data + "/restore-cache");
+  auto sync = commcare::Sync::Open(eng->get(), commcare::meta::StoreAt(data, "synclogs.sqlite"),
+                                   data + "/restore-cache");
   if (!sync.ok()) return FailStatus(sync.status());
   app.SetSync(sync->get());
   double user_rate = 0, domain_rate = 0;
@@ -778,7 +789,8 @@ int CmdRestore(const Args& a) {
   q->items = true;
   auto eng = OpenEngine(a, /*read_only=*/true);
   if (!eng.ok()) return FailStatus(eng.status());
-  auto sync = commcare::Sync::Open(eng->get(), a.Get("--data") + "/synclogs.sqlite");
+  auto sync =
+      commcare::Sync::Open(eng->get(), commcare::meta::StoreAt(a.Get("--data"), "synclogs.sqlite"));
   if (!sync.ok()) return FailStatus(sync.status());
   auto r = (*sync)->Restore(*q, [](int, std::string_view chunk) {
     std::cout.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));

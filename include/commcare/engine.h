@@ -34,6 +34,10 @@ struct InitOptions {
   // {"kind": "kafka", "bootstrap_servers": "h:p,...", "topic_prefix": P, "transactional_id":
   //  ID, "partitions": N, "replication_factor": R, "timeout_ms": T, "topic_control": "h:p"}.
   std::string change_log;
+  // Where the servers keep users, domains and sync logs ("" = SQLite files in <data>): one
+  // PostgreSQL database shared by every process of a deployment, as a JSON object,
+  // {"kind": "postgres", "database": "host=... dbname=..."}.
+  std::string meta;
 };
 
 // Opening an engine.

@@ -6,6 +6,7 @@ import glob
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -158,7 +159,8 @@ class CliTest(unittest.TestCase):
 
     def production_host(self, tag, partitions):
         """A host file on the test servers (scripts/with-test-servers): PostgreSQL (2 new
-        databases), S3 and Kafka; (path, database connection strings)."""
+        databases for the shard map, a third for users and sync logs), S3 and Kafka; (path,
+        the shard map's connection strings)."""
         env = {k: os.environ.get(k) for k in ("COMMCARE_TEST_PG", "COMMCARE_TEST_S3",
                                                "COMMCARE_TEST_KAFKA", "COMMCARE_TEST_KAFKA_CONTROL")}
         if not all(env.values()):
@@ -166,15 +168,17 @@ class CliTest(unittest.TestCase):
                 self.fail(f"CI=true but the test servers are not all set: {env}")
             self.skipTest("no test servers (run under scripts/with-test-servers)")
         dbs = []
-        for i in range(2):
+        for i in ("0", "1", "meta"):
             db = f"{tag}_{i}"
             subprocess.run(["psql", "-q", env["COMMCARE_TEST_PG"] + " dbname=postgres", "-c",
                             f"CREATE DATABASE {db}"], check=True)
             dbs.append(env["COMMCARE_TEST_PG"] + f" dbname={db}")
+        meta = dbs.pop()
         host = os.path.join(self.tmp, tag + ".json")
         with open(host, "w") as f:
             json.dump({"shards": 16, "databases": 2,
                        "primary": {"kind": "postgres", "databases": dbs},
+                       "meta": {"kind": "postgres", "database": meta},
                        "blob_store": {"kind": "s3", "endpoint": env["COMMCARE_TEST_S3"],
                                       "bucket": "blobs", "access_key": "S3RVER",
                                       "secret_key": "S3RVER", "prefix": tag + "/"},
@@ -273,6 +277,52 @@ class CliTest(unittest.TestCase):
             for t in ts:
                 t.join()
             self.assertEqual(failures, [])
+
+            def call(k, method, path, body=None, user=("admin", "pw")):
+                conn = http.client.HTTPConnection("127.0.0.1", ports[k], timeout=60)
+                headers = {"Authorization": "Basic " + base64.b64encode(
+                    ":".join(user).encode()).decode()}
+                if body is not None:
+                    headers["Content-Type"] = "application/json"
+                    body = json.dumps(body)
+                conn.request(method, path, body=body, headers=headers)
+                r = conn.getresponse()
+                data = r.read()
+                conn.close()
+                return r.status, data
+
+            # The servers share users and sync logs (the host's "meta" database): a mobile
+            # worker made through one logs in through the other, a sync token from one is
+            # good on the other, and a deactivation counts at once on both.
+            s, body = call(0, "POST", "/a/demo/api/users/",
+                           {"username": "nurse", "password": "pw-nurse"})
+            self.assertEqual(s, 201, body)
+            nurse = json.loads(body)
+            nurse_auth = ("nurse", "pw-nurse")
+            s, payload = call(1, "GET", "/a/demo/phone/restore/?version=2.0", user=nurse_auth)
+            self.assertEqual(s, 200, payload)
+            token = re.search(rb"<restore_id>([0-9a-f]+)</restore_id>", payload).group(1).decode()
+            xml = ('<?xml version="1.0"?><data xmlns="http://example.org/scale">'
+                   '<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>for-nurse</instanceID>'
+                   '</meta><case xmlns="http://commcarehq.org/case/transaction/v2" '
+                   'case_id="nurse-case" date_modified="2020-01-01T00:00:00Z"><create>'
+                   "<case_type>t</case_type><case_name>n</case_name>"
+                   f"<owner_id>{nurse['user_id']}</owner_id></create></case></data>")
+            conn = http.client.HTTPConnection("127.0.0.1", ports[1], timeout=60)
+            conn.request("POST", "/a/demo/receiver/", body=xml,
+                         headers={"Authorization": auth, "Content-Type": "text/xml"})
+            self.assertEqual(conn.getresponse().status, 201)
+            conn.close()
+            s, payload = call(0, "GET", f"/a/demo/phone/restore/?version=2.0&since={token}",
+                              user=nurse_auth)
+            self.assertEqual(s, 200, payload)
+            self.assertIn(b'case_id="nurse-case"', payload)
+            self.assertEqual(call(0, "GET", "/a/demo/api/users/nurse")[0], 200)
+            s, body = call(1, "PUT", "/a/demo/api/users/nurse",
+                           {"_rev": nurse["_rev"], "is_active": False})
+            self.assertEqual(s, 200, body)
+            self.assertEqual(call(0, "GET", "/a/demo/phone/restore/?version=2.0",
+                                  user=nurse_auth)[0], 401)
         finally:
             for p in servers:
                 p.send_signal(signal.SIGTERM)
@@ -297,14 +347,15 @@ class CliTest(unittest.TestCase):
         self.assertEqual(check["outbox_rows"], 0)
         forms = lines(cc("changes", "--config", host, "--data", reader, "--topic", "form-sql"))
         self.assertEqual(sorted(c["key"] for c in forms),
-                         sorted(f"scale-{t}-{i}" for t in range(threads_n) for i in range(forms_n)))
+                         sorted([f"scale-{t}-{i}" for t in range(threads_n) for i in range(forms_n)]
+                                + ["for-nurse"]))
         cases = lines(cc("changes", "--config", host, "--data", reader, "--topic", "case-sql"))
         per_case = {}
         for c in cases:
             per_case[c["key"]] = per_case.get(c["key"], 0) + 1
         # (one record per form that touched the case, and one for its rebuild above)
         self.assertEqual({per_case[f"so-{c}"] for c in range(shared_n)}, {threads_n * forms_n + 1})
-        self.assertEqual(len(cases), threads_n * forms_n * (shared_n + 1) + shared_n)
+        self.assertEqual(len(cases), threads_n * forms_n * (shared_n + 1) + shared_n + 1)
         # A host file that disagrees with the directory it is used with is refused.
         other = os.path.join(self.tmp, "other.json")
         with open(other, "w") as f:
@@ -344,7 +395,7 @@ class CliTest(unittest.TestCase):
         self.assertTrue(all(p["lag"] == 0 for p in status), status)
         live = {c["case_id"] for c in lines(cc("case", "list", "--config", host, "--data", reader,
                                                "--domain", "demo"))}
-        self.assertEqual(len(live), threads_n * forms_n + shared_n)
+        self.assertEqual(len(live), threads_n * forms_n + shared_n + 1)  # and nurse-case
         found = json.loads(cc("search", "--config", host, "--data", pdir, "--domain", "demo",
                               "--limit", "5000").stdout)
         self.assertEqual({c["case_id"] for c in found["cases"]}, live)
