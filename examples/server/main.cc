@@ -39,6 +39,7 @@ constexpr const char* kUsage = R"(usage:
       [--blob-store pack|files|S3_JSON]
       [--change-log '{"kind": "kafka", "bootstrap_servers": "HOST:PORT", ...}']
       [--primary '{"kind": "postgres", "databases": ["host=... dbname=shard0", ...]}']
+      [--meta '{"kind": "postgres", "database": "host=... dbname=meta"}']
   commcare submit --data DIR --domain D [--user U] [--openrosa-version V] [--content-type T] FILE...
   commcare form get --data DIR --domain D FORM_ID [--xml]
   commcare form archive|unarchive --data DIR --domain D FORM_ID
@@ -50,6 +51,7 @@ constexpr const char* kUsage = R"(usage:
   commcare check --data DIR
   commcare changes --data DIR [--topic T] [--partition P] [--from OFFSET] [--limit N]
   commcare pillows run --data DIR [--only NAME,...] [--num-processes N --process-num K] [--once]
+      [--consumer-group NAME]   (Kafka: partitions shared out by the group, cooperatively)
   commcare pillows status --data DIR [--only NAME,...]
   commcare pillows retries --data DIR --pillow NAME
   commcare pillows requeue --data DIR --pillow NAME [--doc ID] [--dead]
@@ -474,6 +476,11 @@ int CmdPillows(const std::string& verb, const Args& a) {
     return Fail("--process-num must be in [0, --num-processes)");
   ho.num_processes = static_cast<int>(n);
   ho.process_num = static_cast<int>(k);
+  ho.consumer_group = a.Get("--consumer-group");
+  if (!ho.consumer_group.empty() && (a.Has("--num-processes") || a.Has("--once")))
+    return Fail(
+        "--consumer-group assigns partitions as members come and go: not with "
+        "--num-processes or --once");
   std::string pillow = a.Get("--pillow");
   if (verb != "run" && verb != "status" && pillow.empty()) return Fail("--pillow NAME is required");
   if (!pillow.empty()) ho.only = {pillow};

@@ -54,6 +54,11 @@ struct PillowHostOptions {
   bool builtin = true;            // add case-search, read-copy and ucr
   int num_processes = 1;          // worker k of n owns every n-th (topic, partition), from k
   int process_num = 0;
+  // Non-empty: partitions are assigned by the change log's consumer group "<name>.<pillow>"
+  // instead (Kafka, cooperative rebalancing; num_processes and process_num are not used).
+  // Members share the pillow databases (one dir): a partition's new owner continues from the
+  // checkpoint its old owner wrote with every batch before letting the partition go.
+  std::string consumer_group;
   bool inspect_only = false;  // status, retries, requeue beside running workers: no worker lock,
                               // no processing
 };

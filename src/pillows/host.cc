@@ -48,6 +48,7 @@ struct Pillow {
   std::unique_ptr<Processor> proc;
   Conn db;
   int lock_fd = -1;
+  std::unique_ptr<storage::GroupMember> member;  // with PillowHostOptions::consumer_group
   std::vector<TopicPartition> owned;
   bool all_topics_known = false;
   std::map<TopicPartition, int64_t> next;   // next offset to read
@@ -355,7 +356,7 @@ class Host final : public PillowHost {
     auto p = std::make_unique<Pillow>();
     p->cfg = cfg;
     p->proc = std::move(proc);
-    if (opts_.inspect_only) return Finish(std::move(p));
+    if (opts_.inspect_only || !opts_.consumer_group.empty()) return Finish(std::move(p));
     // One worker per (pillow, n, k): a lock file held while this host lives.
     std::string lock_path = fmt::format("{}/{}.worker-{}-of-{}.lock", opts_.dir, cfg.name,
                                         opts_.process_num, opts_.num_processes);
@@ -384,6 +385,12 @@ class Host final : public PillowHost {
     CC_RETURN_IF_ERROR(p->db.Exec("PRAGMA synchronous=NORMAL"));
     CC_RETURN_IF_ERROR(p->db.Exec(kHostSchema));
     CC_RETURN_IF_ERROR(p->proc->Setup(p->db));
+    if (!opts_.consumer_group.empty() && !opts_.inspect_only) {
+      RefreshOwned(*p);  // creates missing topics: a member subscribes to existing ones
+      CC_ASSIGN_OR_RETURN(p->member,
+                          log_->JoinGroup(opts_.consumer_group + "." + cfg.name, cfg.topics));
+      p->owned.clear();
+    }
     RefreshOwned(*p);
     pillows_.push_back(std::move(p));
     return Status::Ok();
@@ -401,8 +408,27 @@ class Host final : public PillowHost {
     return ms;
   }
 
-  // CommCare's rule: the sorted (topic, partition) list, every n-th entry from k.
+  // CommCare's rule: the sorted (topic, partition) list, every n-th entry from k; or the
+  // consumer group's assignment. A partition that comes or goes is read from its checkpoint
+  // again, and no longer checkpointed here (its other owner moves it).
   void RefreshOwned(Pillow& p) {
+    if (p.member) {
+      auto now = p.member->Assignment();
+      if (!now.ok()) {
+        fmt::print(stderr, "pillow {}: {}\n", p.cfg.name, now.status().ToString());
+        return;
+      }
+      if (*now == p.owned) return;
+      std::set<TopicPartition> before(p.owned.begin(), p.owned.end());
+      std::set<TopicPartition> after(now->begin(), now->end());
+      for (const auto& tp : before)
+        if (!after.count(tp)) p.next.erase(tp), p.saved.erase(tp);
+      for (const auto& tp : after)
+        if (!before.count(tp)) p.next.erase(tp), p.saved.erase(tp);
+      p.owned = std::move(*now);
+      p.rotate = 0;
+      return;
+    }
     if (p.all_topics_known) return;
     std::vector<TopicPartition> all;
     bool known = true;
@@ -452,7 +478,9 @@ class Host final : public PillowHost {
   }
 
   Status Checkpoint(Pillow& p, bool force) {
-    if (!force && !p.proc->WritesSql() && p.since_checkpoint < p.cfg.checkpoint_every &&
+    // In a consumer group every batch is checkpointed: a partition may move after any batch.
+    if (!force && !p.proc->WritesSql() && !p.member &&
+        p.since_checkpoint < p.cfg.checkpoint_every &&
         Clock::now() - p.last_checkpoint < std::chrono::seconds(p.cfg.checkpoint_seconds))
       return Status::Ok();
     const int64_t now = util::NowMicros();
@@ -690,6 +718,10 @@ class Host final : public PillowHost {
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
       auto meta = ChangeMetaFromJson(Col(s, 5));
       if (!meta.ok()) continue;  // only valid changes are queued for retry
+      // Another worker's partition: that worker retries it.
+      if (!std::binary_search(p.owned.begin(), p.owned.end(),
+                              TopicPartition(std::string(Col(s, 1)), sqlite3_column_int(s, 2))))
+        continue;
       due.push_back(Change{std::string(Col(s, 1)), sqlite3_column_int(s, 2),
                            sqlite3_column_int64(s, 3), sqlite3_column_int64(s, 4),
                            std::move(*meta)});

@@ -168,7 +168,8 @@ Status KafkaOptionsFrom(const boost::json::object& o, const std::string& store_i
   for (const auto& kv : o)
     if (kv.key() != "kind" && kv.key() != "bootstrap_servers" && kv.key() != "topic_prefix" &&
         kv.key() != "transactional_id" && kv.key() != "partitions" &&
-        kv.key() != "replication_factor" && kv.key() != "timeout_ms" && kv.key() != "topic_control")
+        kv.key() != "replication_factor" && kv.key() != "timeout_ms" &&
+        kv.key() != "session_timeout_ms" && kv.key() != "topic_control")
       return Status::InvalidArgument(fmt::format("change_log: unknown key \"{}\"", kv.key()));
   k->bootstrap_servers = codec::GetStr(o, "bootstrap_servers");
   if (k->bootstrap_servers.empty())
@@ -183,9 +184,12 @@ Status KafkaOptionsFrom(const boost::json::object& o, const std::string& store_i
   if (o.contains("replication_factor"))
     k->replication_factor = static_cast<int>(codec::GetInt(o, "replication_factor"));
   if (o.contains("timeout_ms")) k->timeout_ms = static_cast<int>(codec::GetInt(o, "timeout_ms"));
-  if (k->default_partitions <= 0 || k->replication_factor <= 0 || k->timeout_ms <= 0)
+  if (o.contains("session_timeout_ms"))
+    k->session_timeout_ms = static_cast<int>(codec::GetInt(o, "session_timeout_ms"));
+  if (k->default_partitions <= 0 || k->replication_factor <= 0 || k->timeout_ms <= 0 ||
+      k->session_timeout_ms <= 0)
     return Status::InvalidArgument(
-        "change_log: partitions, replication_factor and timeout_ms "
+        "change_log: partitions, replication_factor, timeout_ms and session_timeout_ms "
         "must be positive");
   k->read_only = read_only;
   return Status::Ok();

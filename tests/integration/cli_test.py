@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 CC = sys.argv.pop(1)
@@ -185,7 +186,8 @@ class CliTest(unittest.TestCase):
                        "change_log": {"kind": "kafka",
                                       "bootstrap_servers": env["COMMCARE_TEST_KAFKA"],
                                       "topic_control": env["COMMCARE_TEST_KAFKA_CONTROL"],
-                                      "topic_prefix": tag + ".", "partitions": partitions}}, f)
+                                      "topic_prefix": tag + ".", "partitions": partitions,
+                                      "session_timeout_ms": 4000}}, f)
         return host, dbs
 
     def test_production_backends_across_processes(self):
@@ -416,6 +418,34 @@ class CliTest(unittest.TestCase):
         split_rows = rows(pdir)
         self.assertEqual(len(split_rows), len(live))
         self.assertEqual(split_rows, rows(fresh))
+        # Two members of a Kafka consumer group share the partitions out between them and
+        # index every live case; --once does not go with a group.
+        gdir = os.path.join(self.tmp, "pillows-group")
+        e = lines(cc("pillows", "run", "--config", host, "--data", gdir, "--consumer-group", "g",
+                     "--once", expect=1))[0]
+        self.assertIn("--consumer-group", e["error"])
+        members = [subprocess.Popen([CC, "pillows", "run", "--config", host, "--data", gdir,
+                                     "--only", "case-search", "--consumer-group", "scale"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for _ in range(2)]
+        try:
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                st = lines(cc("pillows", "status", "--config", host, "--data", gdir, "--only",
+                              "case-search"))[0]
+                if st and st[0]["partitions"] and st[0]["lag"] == 0:
+                    break
+                time.sleep(0.5)
+            self.assertEqual(st[0]["lag"], 0, st)
+            grouped = json.loads(cc("search", "--config", host, "--data", gdir, "--domain", "demo",
+                                    "--limit", "5000").stdout)
+            self.assertEqual(by_id(grouped), by_id(rebuilt))
+        finally:
+            for p in members:
+                p.send_signal(signal.SIGTERM)
+            for p in members:
+                out, err = p.communicate(timeout=60)
+                self.assertEqual(p.returncode, 0, out + err)
 
     def test_changes_pillows_search_and_ucr_on_the_samples(self):
         files = sorted(glob.glob(os.path.join(SAMPLES, "*.xml")))

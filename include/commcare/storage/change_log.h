@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "commcare/status.h"
@@ -52,6 +53,18 @@ int32_t KafkaMurmur2(std::string_view key);
 // Kafka's default partition for a keyed record: (murmur2(key) & 0x7fffffff) % partitions.
 int KafkaPartition(std::string_view key, int partitions);
 
+// A member of a consumer group: the partitions the group's coordinator gives it, balanced over
+// the members; a rebalance takes away only the partitions that move (cooperative). Reading
+// stays with ChangeLog::Read, and offsets with the reader's own checkpoints. One thread.
+class GroupMember {
+ public:
+  virtual ~GroupMember() = default;  // leaves the group (its partitions go to the others)
+  // Serves the group protocol (call it at least every few minutes) and returns the (topic,
+  // partition)s assigned now, sorted. A partition taken away is no longer listed when this
+  // returns, and is given to another member only after that.
+  virtual Result<std::vector<std::pair<std::string, int>>> Assignment() = 0;
+};
+
 // Thread safety: every method may be called from any thread.
 class ChangeLog {
  public:
@@ -95,6 +108,13 @@ class ChangeLog {
   // returns the current append counter; pass 0 at first. Readers in another process just
   // wait out the timeout.
   virtual uint64_t WaitForAppend(uint64_t seen, std::chrono::milliseconds timeout) = 0;
+
+  // Joins the consumer group named group for topics. Unimplemented on logs without groups
+  // (the embedded ones: one process reads them).
+  virtual Result<std::unique_ptr<GroupMember>> JoinGroup(std::string_view /*group*/,
+                                                         std::span<const std::string> /*topics*/) {
+    return Status::Unimplemented("consumer groups need a Kafka change log");
+  }
 };
 
 // Options for the embedded change logs.
@@ -115,7 +135,10 @@ struct KafkaChangeLogOptions {
   int default_partitions = 8;  // partitions of topics created implicitly by Append
   int replication_factor = 1;  // of topics this log creates
   int timeout_ms = 10000;      // per broker operation
-  bool read_only = false;      // no producer (Append fails): readers never fence the writer
+  // A consumer group member that stops heartbeating leaves the group after this long (and a
+  // rebalance waits for members that joined and vanished as long).
+  int session_timeout_ms = 45000;
+  bool read_only = false;  // no producer (Append fails): readers never fence the writer
   // host:port of kafka_mock_broker's control port, which creates topics there (librdkafka's
   // mock cluster has no CreateTopics API); "" = Kafka's Admin API.
   std::string topic_control;

@@ -5,8 +5,9 @@
 //   use), and, with a producer mark, a record keyed by the producer in the marks topic. The
 //   mark therefore commits with its records or not at all, and a relay that restarts never
 //   appends twice.
-// - Readers use read_committed and explicit partition assignment (CommCare's worker rule);
-//   offsets skip the transaction markers Kafka writes, so they increase but are not dense.
+// - Readers use read_committed and explicit partition assignment (CommCare's worker rule, or
+//   a consumer group's, JoinGroup); offsets skip the transaction markers Kafka writes, so they
+//   increase but are not dense.
 // - Retention is the broker's (topic retention.ms / retention.bytes): ApplyRetention drops
 //   nothing.
 #include <fmt/format.h>
@@ -18,8 +19,10 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "commcare/storage/change_log.h"
@@ -76,6 +79,63 @@ Result<std::string> Control(const std::string& addr, const std::string& line) {
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
   return out;
 }
+
+class KafkaGroupMember final : public GroupMember {
+ public:
+  explicit KafkaGroupMember(std::string prefix) : prefix_(std::move(prefix)) {}
+  ~KafkaGroupMember() override {
+    if (rk) rd_kafka_consumer_close(rk.get());  // leaves the group: a last revocation
+  }
+
+  Result<std::vector<std::pair<std::string, int>>> Assignment() override {
+    while (rd_kafka_message_t* m = rd_kafka_consumer_poll(rk.get(), 0)) {
+      const rd_kafka_resp_err_t err = m->err;
+      rd_kafka_message_destroy(m);  // a record fetched before its pause, or an event
+      if (err && err != RD_KAFKA_RESP_ERR__PARTITION_EOF &&
+          rd_kafka_fatal_error(rk.get(), nullptr, 0))
+        return Fail("consumer group", err);
+    }
+    return std::vector<std::pair<std::string, int>>(owned_.begin(), owned_.end());
+  }
+
+  // librdkafka's rebalance callback (in Assignment's poll): takes the partitions that are
+  // given, paused, and gives back those taken away.
+  static void Rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                        rd_kafka_topic_partition_list_t* parts, void* opaque) {
+    auto* self = static_cast<KafkaGroupMember*>(opaque);
+    const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
+    rd_kafka_error_t* e = nullptr;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+      if (cooperative)
+        e = rd_kafka_incremental_assign(rk, parts);
+      else
+        rd_kafka_assign(rk, parts);
+      rd_kafka_pause_partitions(rk, parts);
+      for (int i = 0; i < parts->cnt; ++i) self->owned_.insert(self->Local(parts->elems[i]));
+    } else {  // revoked, lost, or an error: give them back
+      for (int i = 0; i < parts->cnt; ++i) self->owned_.erase(self->Local(parts->elems[i]));
+      if (cooperative && err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        e = rd_kafka_incremental_unassign(rk, parts);
+      } else {
+        rd_kafka_assign(rk, nullptr);
+        self->owned_.clear();
+      }
+    }
+    if (e) rd_kafka_error_destroy(e);
+  }
+
+  KafkaHandle rk;
+
+ private:
+  std::pair<std::string, int> Local(const rd_kafka_topic_partition_t& p) const {
+    std::string_view t = p.topic;
+    if (t.starts_with(prefix_)) t.remove_prefix(prefix_.size());
+    return {std::string(t), p.partition};
+  }
+
+  std::string prefix_;
+  std::set<std::pair<std::string, int>> owned_;
+};
 
 class KafkaChangeLog final : public ChangeLog {
  public:
@@ -238,6 +298,30 @@ class KafkaChangeLog final : public ChangeLog {
     return appends_;
   }
 
+  // A subscribed consumer (group "<topic_prefix><group>", cooperative-sticky) that never
+  // fetches: its partitions are paused as they are assigned, since reading goes through Read.
+  Result<std::unique_ptr<GroupMember>> JoinGroup(std::string_view group,
+                                                 std::span<const std::string> topics) override {
+    if (group.empty()) return Status::InvalidArgument("kafka: a consumer group needs a name");
+    if (topics.empty()) return Status::InvalidArgument("kafka: a consumer group needs topics");
+    auto m = std::make_unique<KafkaGroupMember>(o_.topic_prefix);
+    CC_ASSIGN_OR_RETURN(
+        m->rk, NewHandle(RD_KAFKA_CONSUMER, "", o_.topic_prefix + std::string(group),
+                         [&](rd_kafka_conf_t* conf) {
+                           rd_kafka_conf_set_opaque(conf, m.get());
+                           rd_kafka_conf_set_rebalance_cb(conf, &KafkaGroupMember::Rebalance);
+                         }));
+    rd_kafka_poll_set_consumer(m->rk.get());
+    rd_kafka_topic_partition_list_t* sub =
+        rd_kafka_topic_partition_list_new(static_cast<int>(topics.size()));
+    for (const auto& t : topics)
+      rd_kafka_topic_partition_list_add(sub, (o_.topic_prefix + t).c_str(), RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(m->rk.get(), sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (err) return Fail("subscribing", err);
+    return std::unique_ptr<GroupMember>(std::move(m));
+  }
+
  private:
   // The engine's relay (marks kRelayMarkPrefix + N, or no mark) appends under the configured id,
   // one per deployment, so a relay taking over fences the one before. A writer with marks of its
@@ -248,7 +332,11 @@ class KafkaChangeLog final : public ChangeLog {
     return o_.transactional_id + "." + mark->producer;
   }
 
-  Result<KafkaHandle> NewHandle(rd_kafka_type_t type, const std::string& transactional_id = "") {
+  // A client handle; a consumer with group_id set is a consumer-group member (setup adds its
+  // callbacks to the configuration).
+  Result<KafkaHandle> NewHandle(rd_kafka_type_t type, const std::string& transactional_id = "",
+                                const std::string& group_id = "",
+                                const std::function<void(rd_kafka_conf_t*)>& setup = nullptr) {
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
     char err[512];
     auto set = [&](const char* k, const std::string& v) -> Status {
@@ -269,7 +357,13 @@ class KafkaChangeLog final : public ChangeLog {
       if (s.ok()) s = set("message.timeout.ms", std::to_string(std::max(o_.timeout_ms, 1000)));
     }
     if (s.ok() && type == RD_KAFKA_CONSUMER) {
-      s = set("group.id", o_.client_id + "-reader");
+      s = set("group.id", group_id.empty() ? o_.client_id + "-reader" : group_id);
+      if (s.ok() && !group_id.empty())
+        s = set("partition.assignment.strategy", "cooperative-sticky");
+      if (s.ok() && !group_id.empty())
+        s = set("session.timeout.ms", std::to_string(o_.session_timeout_ms));
+      if (s.ok() && !group_id.empty())
+        s = set("heartbeat.interval.ms", std::to_string(std::max(100, o_.session_timeout_ms / 4)));
       if (s.ok()) s = set("enable.auto.commit", "false");
       if (s.ok()) s = set("enable.auto.offset.store", "false");
       if (s.ok()) s = set("isolation.level", "read_committed");
@@ -281,6 +375,7 @@ class KafkaChangeLog final : public ChangeLog {
       rd_kafka_conf_destroy(conf);
       return s;
     }
+    if (setup) setup(conf);
     rd_kafka_t* rk = rd_kafka_new(type, conf, err, sizeof err);  // owns conf on success
     if (!rk) {
       rd_kafka_conf_destroy(conf);
