@@ -925,6 +925,7 @@ Result<User> MetaStore::Authenticate(std::string_view username, std::string_view
     generation = impl_->generation;
   }
   auto u = GetUser(username);
+  if (!u.ok() && !u.status().IsNotFound()) return u.status();  // the store failed, not the user
   if (!u.ok() || !u->is_active || !VerifyPassword(password, u->password_hash))
     return Status::Unauthenticated("wrong username or password, or the user is inactive");
   std::lock_guard l(impl_->mu);
@@ -956,6 +957,7 @@ Result<User> MetaStore::AuthenticateApiKey(std::string_view username, std::strin
   if (owner.empty() || owner != username)
     return Status::Unauthenticated("wrong username or API key");
   auto u = GetUser(username);
+  if (!u.ok() && !u.status().IsNotFound()) return u.status();
   if (!u.ok() || !u->is_active) return Status::Unauthenticated("the user is inactive");
   return u;
 }

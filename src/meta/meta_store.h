@@ -153,7 +153,8 @@ class MetaStore {
   // (one per server process) relay into one change log without mistaking each other's marks.
   const std::string& RelayProducer() const;
 
-  // The active user with this username and password (Unauthenticated otherwise). A repeat of a
+  // The active user with this username and password (Unauthenticated otherwise; Unavailable
+  // when the store cannot be read, a cached login included). A repeat of a
   // verified credential is answered from memory; any PutUser of that user forgets it.
   Result<User> Authenticate(std::string_view username, std::string_view password);
   // A new API key for the user (returned once; stored as a hash).

@@ -48,6 +48,8 @@ int StatusFor(const Status& s) {
       return 409;
     case StatusCode::kFailedPrecondition:
       return 412;
+    case StatusCode::kUnavailable:
+      return 503;
     default:
       return 500;
   }
@@ -144,6 +146,9 @@ bool App::NonceValid(std::string_view nonce, bool* stale) const {
 }
 
 Response App::Unauthorized(const Status& why) const {
+  // The user store failing (its database down) is not the client's fault: 503, not 401, so a
+  // phone does not ask its worker for the password again.
+  if (why.code() != StatusCode::kUnauthenticated) return Error(StatusFor(why), why.message());
   Response r = Error(401, why.message());
   const bool stale = why.message().rfind("stale", 0) == 0;
   const std::string nonce = Nonce();
@@ -175,6 +180,7 @@ Result<meta::User> App::AuthenticateDigest(const Request& r, std::string_view pa
     return Status::Unauthenticated(stale ? "stale nonce: retry with the new one"
                                          : "Digest nonce was not issued by this server");
   auto user = meta_->GetUser(p["username"]);
+  if (!user.ok() && !user.status().IsNotFound()) return user.status();
   if (!user.ok() || !user->is_active)
     return Status::Unauthenticated("wrong username or password, or the user is inactive");
   auto H = [&](const std::string& s) {
@@ -522,8 +528,6 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
   }
   return out;
 }
-
-namespace {}  // namespace
 
 // GET/POST /api/domains/ (superusers): list and create domains.
 Response App::DomainsApi(const Request& r) {

@@ -10,6 +10,7 @@
 #include <map>
 #include <thread>
 
+#include "../private_postgres.h"
 #include "../test_util.h"
 
 using namespace commcare;
@@ -70,7 +71,8 @@ struct Fixture {
   std::string where;
   std::unique_ptr<MetaStore> m;
   User worker;
-  explicit Fixture(bool postgres) : where(NewStore(postgres)) {
+  explicit Fixture(bool postgres) : Fixture(NewStore(postgres)) {}
+  explicit Fixture(std::string store) : where(std::move(store)) {
     if (where.empty()) return;  // no PostgreSQL outside CI
     m = Open(where);
     meta::Domain d;
@@ -331,4 +333,26 @@ TEST_CASE("Postgres: two servers share one store: logins, revisions and each cha
   CHECK(per_id[shared->id] == 1 + 2 * kEach);
   CHECK(per_id.size() == 1 + 2 * kEach);
   CHECK(Changes(log.get(), "commcare-user").size() == users_before);
+}
+
+TEST_CASE("Postgres: with its database down the store says Unavailable, not a wrong password") {
+  if (cctest::TestServer("COMMCARE_TEST_PG").empty()) return;
+  cctest::PrivatePostgres pg;
+  Fixture f("postgres:" + pg.dsn + " dbname=postgres");
+  REQUIRE(f.m->Authenticate("w", "pw-w").ok());  // cached
+  pg.Stop();
+  // Not even a cached login is answered while the store cannot say whether it still holds.
+  CHECK(f.m->Authenticate("w", "pw-w").status().code() == StatusCode::kUnavailable);
+  CHECK(f.m->GetUser("w").status().code() == StatusCode::kUnavailable);
+  CHECK(f.m->PutDoc(MakeDoc("group", "demo", {{"name", "g"}})).status().code() ==
+        StatusCode::kUnavailable);
+  pg.Start();
+  Result<User> back = Status::Unavailable("");
+  for (int i = 0; i < 20 && !back.ok(); ++i) {
+    back = f.m->Authenticate("w", "pw-w");
+    if (!back.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  CHECK(back.ok());
+  CHECK(f.m->Authenticate("w", "wrong").status().code() == StatusCode::kUnauthenticated);
+  CHECK(f.m->ListDocs("group", "demo")->empty());  // the failed write left nothing
 }
