@@ -940,7 +940,8 @@ int cc_pillows_open(cc_pillows** out, cc_engine* engine, const char* options_jso
     CC_RETURN_IF_ERROR(JsonArg(options_json, "options_json", &o, false));
     Reader r{o, "options_json"};
     CC_RETURN_IF_ERROR(
-        r.Only({"dir", "builtin", "only", "num_processes", "process_num", "inspect_only"}));
+        r.Only({"dir", "builtin", "only", "num_processes", "process_num", "inspect_only",
+                "consumer_group"}));
     commcare::PillowHostOptions po;
     CC_RETURN_IF_ERROR(r.Str("dir", &po.dir));
     CC_RETURN_IF_ERROR(r.Bool("builtin", &po.builtin));
@@ -948,6 +949,7 @@ int cc_pillows_open(cc_pillows** out, cc_engine* engine, const char* options_jso
     CC_RETURN_IF_ERROR(r.Int("num_processes", &po.num_processes, 1, 1024));
     CC_RETURN_IF_ERROR(r.Int("process_num", &po.process_num, 0, 1023));
     CC_RETURN_IF_ERROR(r.Bool("inspect_only", &po.inspect_only));
+    CC_RETURN_IF_ERROR(r.Str("consumer_group", &po.consumer_group));
     auto h = std::make_unique<cc_pillows>();
     h->owner = engine;
     if (po.dir.empty()) {

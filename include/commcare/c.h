@@ -259,7 +259,8 @@ typedef struct cc_pillows cc_pillows;
 /** Opens a pillow host over an engine (which must outlive it).
  *  @param options_json NULL or {"dir": DIR (default <data_dir>/pillows), "builtin": bool
  *         (case-search, read-copy, ucr; default true), "only": [names], "num_processes": N,
- *         "process_num": K, "inspect_only": bool}
+ *         "process_num": K, "inspect_only": bool, "consumer_group": NAME (Kafka: partitions
+ *         assigned by that consumer group instead of num_processes/process_num)}
  *  @param out free with cc_pillows_free
  *  @return CC_OK; CC_EPRECONDITION if another worker holds the same partition share */
 CC_EXTERN(int) cc_pillows_open(cc_pillows** out, cc_engine* engine, const char* options_json);

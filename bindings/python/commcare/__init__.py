@@ -350,7 +350,8 @@ class Engine(_Handle):
 
     def pillows(self, **options):
         """A Pillows host over this engine (dir, builtin, only, num_processes, process_num,
-        inspect_only). The first one opened also serves search(), ucr_rows() and forms()."""
+        inspect_only, consumer_group). The first one opened also serves search(), ucr_rows()
+        and forms()."""
         p = Pillows(self, **options)
         self._hosts.add(p)
         if self._pillows is None:
