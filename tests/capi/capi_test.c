@@ -373,6 +373,7 @@ static void test_pillows(void) {
   }
   OK(cc_engine_relay(e));
   FAILS(cc_pillows_open(&p, e, "{\"colour\": 1}"), CC_EINVALID, "colour");
+  FAILS(cc_pillows_open(&p, e, "{\"consumer_group\": \"g\"}"), CC_EUNIMPLEMENTED, "Kafka");
   OK(cc_pillows_open(&p, e, NULL));
   OK(cc_pillows_add(p, "{\"name\": \"count\", \"topics\": [\"case-sql\"]}", count_changes, &ok));
   OK(cc_pillows_add(p, "{\"name\": \"refuse\", \"topics\": [\"case-sql\"], \"max_attempts\": 1}",
