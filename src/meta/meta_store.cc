@@ -298,8 +298,12 @@ struct MetaStore::Impl {
   // generation changed): a verification that started before a bump is not cached.
   uint64_t generation = 0;
   std::string stored_generation;
-  std::mutex relay_mu;  // one relay at a time
+  std::mutex relay_mu;  // one relay at a time; guards the two below
   storage::ChangeLog* log = nullptr;
+  // The relay's own connection (none for an in-memory store: it then uses db under mu), so a
+  // slow or unreachable change log never holds up logins and reads.
+  std::unique_ptr<util::SqlDb> relay_db;
+  std::string where;
 
   // Forgets every verified credential if any process wrote since the last look (mu held; a
   // CLI or another server deactivating a user counts at once for this one).
@@ -389,6 +393,7 @@ MetaStore::~MetaStore() = default;
 
 Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& where) {
   auto impl = std::make_unique<Impl>();
+  impl->where = where;
   CC_ASSIGN_OR_RETURN(impl->db, util::SqlDb::Open(where, "commcare_meta"));
   util::SqlDb& db = *impl->db;
   if (!db.postgres()) CC_RETURN_IF_ERROR(db.Run("setting up", "PRAGMA synchronous=FULL").status());
@@ -421,6 +426,9 @@ Status MetaStore::SetChangeLog(storage::ChangeLog* log) {
   {
     std::lock_guard l(impl_->relay_mu);
     impl_->log = log;
+    if (log && !impl_->relay_db && !impl_->where.empty() && impl_->where != ":memory:") {
+      CC_ASSIGN_OR_RETURN(impl_->relay_db, util::SqlDb::Open(impl_->where, "commcare_meta"));
+    }
   }
   return Relay();
 }
@@ -431,8 +439,9 @@ Status MetaStore::Relay() {
   std::lock_guard rl(impl_->relay_mu);
   storage::ChangeLog* log = impl_->log;
   if (!log) return Status::Ok();
-  std::lock_guard l(impl_->mu);
-  util::SqlDb& db = *impl_->db;
+  std::unique_lock<std::mutex> shared;  // the store's connection, when the relay has none
+  if (!impl_->relay_db) shared = std::unique_lock(impl_->mu);
+  util::SqlDb& db = impl_->relay_db ? *impl_->relay_db : *impl_->db;
   while (true) {
     CC_ASSIGN_OR_RETURN(auto any, db.Run("reading the outbox", "SELECT 1 FROM outbox LIMIT 1"));
     if (any.empty()) return Status::Ok();

@@ -6,8 +6,10 @@
 #include <commcare/storage/change_log.h>
 #include <doctest/doctest.h>
 
+#include <condition_variable>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "../private_postgres.h"
@@ -355,4 +357,77 @@ TEST_CASE("Postgres: with its database down the store says Unavailable, not a wr
   CHECK(back.ok());
   CHECK(f.m->Authenticate("w", "wrong").status().code() == StatusCode::kUnauthenticated);
   CHECK(f.m->ListDocs("group", "demo")->empty());  // the failed write left nothing
+}
+
+namespace {
+
+// A change log whose appends wait until released (a slow or unreachable Kafka).
+struct GatedLog : storage::ChangeLog {
+  std::unique_ptr<storage::ChangeLog> inner = storage::NewMemoryChangeLog();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false, waiting = false;
+  Status CreateTopic(std::string_view t, int n) override { return inner->CreateTopic(t, n); }
+  Result<int> Partitions(std::string_view t) override { return inner->Partitions(t); }
+  Result<std::vector<std::string>> Topics() override { return inner->Topics(); }
+  Status Append(std::span<const storage::ChangeMessage> m,
+                const storage::ProducerMark* mark) override {
+    std::unique_lock l(mu);
+    waiting = true;
+    cv.notify_all();
+    cv.wait_for(l, std::chrono::seconds(30), [&] { return open; });
+    waiting = false;
+    return inner->Append(m, mark);
+  }
+  Result<int64_t> GetProducerMark(std::string_view p) override { return inner->GetProducerMark(p); }
+  Result<std::vector<storage::ChangeRecord>> Read(std::string_view t, int p, int64_t from,
+                                                  size_t max) override {
+    return inner->Read(t, p, from, max);
+  }
+  Result<int64_t> EndOffset(std::string_view t, int p) override { return inner->EndOffset(t, p); }
+  Result<int64_t> StartOffset(std::string_view t, int p) override {
+    return inner->StartOffset(t, p);
+  }
+  Result<int64_t> ApplyRetention(const storage::RetentionPolicy& r) override {
+    return inner->ApplyRetention(r);
+  }
+  uint64_t WaitForAppend(uint64_t seen, std::chrono::milliseconds t) override {
+    return inner->WaitForAppend(seen, t);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a relay stuck on the change log holds up neither logins nor reads") {
+  for (bool postgres : kStores) {
+    CAPTURE(postgres);
+    Fixture f(postgres);
+    if (!f.m) continue;
+    GatedLog log;
+    {
+      std::lock_guard l(log.mu);
+      log.open = true;  // the fixture's queued changes go through
+    }
+    REQUIRE(f.m->SetChangeLog(&log).ok());
+    {
+      std::lock_guard l(log.mu);
+      log.open = false;
+    }
+    std::thread writer([&] { CHECK(f.m->PutDoc(MakeDoc("group", "demo", {{"name", "g"}})).ok()); });
+    {
+      std::unique_lock l(log.mu);
+      REQUIRE(log.cv.wait_for(l, std::chrono::seconds(30), [&] { return log.waiting; }));
+    }
+    // The group is stored and its change is being appended, which does not return yet.
+    CHECK(f.m->Authenticate("w", "pw-w").ok());
+    CHECK(f.m->ListDocs("group", "demo")->size() == 1);
+    {
+      std::lock_guard l(log.mu);
+      CHECK(log.waiting);  // the answers above did not wait for the append
+      log.open = true;
+    }
+    log.cv.notify_all();
+    writer.join();
+    CHECK(Changes(log.inner.get(), "group").size() == 1);
+  }
 }
