@@ -44,17 +44,9 @@ using util::AppendXmlEscaped;
 // A log stores its case ids in full, or as a difference from a full log (base_id) when that
 // is small: an incremental sync then writes a few ids, not the whole footprint.
 constexpr int kSchemaVersion = 1;
-constexpr const char* kSqliteSchema = R"(
-CREATE TABLE IF NOT EXISTS synclogs(
-  sync_id TEXT PRIMARY KEY, domain TEXT NOT NULL, user_id TEXT NOT NULL, previous_id TEXT NOT NULL,
-  device_id TEXT NOT NULL, app_id TEXT NOT NULL, date INTEGER NOT NULL, owner_ids TEXT NOT NULL,
-  state_hash TEXT NOT NULL, base_id TEXT NOT NULL, case_ids BLOB NOT NULL, removed BLOB NOT NULL,
-  indexed_ids BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS synclogs_user ON synclogs(domain, user_id, device_id, app_id, date);
-CREATE INDEX IF NOT EXISTS synclogs_date ON synclogs(date);
-CREATE INDEX IF NOT EXISTS synclogs_base ON synclogs(base_id) WHERE base_id != '';
-)";
-constexpr const char* kPostgresSchema = R"(
+// One schema for both databases (SQLite reads BIGINT as INTEGER; stores made before it keep
+// their BLOB columns, which hold the same text).
+constexpr const char* kSchema = R"(
 CREATE TABLE IF NOT EXISTS synclogs(
   sync_id TEXT PRIMARY KEY, domain TEXT NOT NULL, user_id TEXT NOT NULL, previous_id TEXT NOT NULL,
   device_id TEXT NOT NULL, app_id TEXT NOT NULL, date BIGINT NOT NULL, owner_ids TEXT NOT NULL,
@@ -134,7 +126,7 @@ class SyncLogStore {
     CC_ASSIGN_OR_RETURN(db_, util::SqlDb::Open(where, "commcare_synclogs"));
     if (!db_->postgres())  // WAL: no corruption on a crash
       CC_RETURN_IF_ERROR(db_->Run("setting up", "PRAGMA synchronous=NORMAL").status());
-    return db_->Migrate("synclogs", kSchemaVersion, kSqliteSchema, kPostgresSchema);
+    return db_->Migrate("synclogs", kSchemaVersion, kSchema, kSchema);
   }
   // Stores l, as a difference from base when that is under a quarter of its size.
   Status Put(const SyncLogInfo& l, const Stored* base) {

@@ -472,19 +472,32 @@ TEST_CASE("Pillows: Run follows new submissions until stopped") {
   CHECK(found == 20);
 }
 
-TEST_CASE("Kafka: the engine relays to a Kafka change log and pillows follow it to lag 0") {
+namespace {
+
+// Initialises a new data directory (in io) whose change log is the test Kafka cluster, with
+// topics of its own and the partition count given (extra: more change_log keys); false when
+// there is no cluster outside CI.
+bool KafkaDataDir(const char* tag, int partitions, const char* extra, InitOptions* io) {
   const std::string boot = cctest::TestServer("COMMCARE_TEST_KAFKA");
-  if (boot.empty()) return;
-  std::string dir = cctest::TempDir("kafka");
-  InitOptions io;
-  io.data_dir = dir;
-  io.shards = 16;
+  if (boot.empty()) return false;
+  io->data_dir = cctest::TempDir(tag);
+  io->shards = 16;
   const char* control = std::getenv("COMMCARE_TEST_KAFKA_CONTROL");
-  io.change_log = fmt::format(
+  io->change_log = fmt::format(
       R"({{"kind": "kafka", "bootstrap_servers": "{}", "topic_control": "{}",
-          "topic_prefix": "e{:x}.", "partitions": 4}})",
-      boot, control ? control : "", std::hash<std::string>{}(dir));
-  REQUIRE(Engine::Init(io).ok());
+          "topic_prefix": "t{:x}.", "partitions": {}{}}})",
+      boot, control ? control : "", std::hash<std::string>{}(io->data_dir), partitions, extra);
+  auto st = Engine::Init(*io);
+  REQUIRE_MESSAGE(st.ok(), st.ToString());
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("Kafka: the engine relays to a Kafka change log and pillows follow it to lag 0") {
+  InitOptions io;
+  if (!KafkaDataDir("kafka", 4, "", &io)) return;
+  const std::string dir = io.data_dir;
   InitOptions bad = io;
   bad.data_dir = dir + "-bad";
   bad.change_log = R"({"kind": "kafka"})";
@@ -555,18 +568,9 @@ struct Tally : ChangeProcessor {
 TEST_CASE(
     "Kafka: pillows in a consumer group share the partitions, and one joining takes some "
     "over with no change processed twice or missed") {
-  const std::string boot = cctest::TestServer("COMMCARE_TEST_KAFKA");
-  if (boot.empty()) return;
-  std::string dir = cctest::TempDir("kafka-group");
   InitOptions io;
-  io.data_dir = dir;
-  io.shards = 16;
-  const char* control = std::getenv("COMMCARE_TEST_KAFKA_CONTROL");
-  io.change_log = fmt::format(
-      R"({{"kind": "kafka", "bootstrap_servers": "{}", "topic_control": "{}",
-          "topic_prefix": "g{:x}.", "partitions": 8, "session_timeout_ms": 4000}})",
-      boot, control ? control : "", std::hash<std::string>{}(dir));
-  REQUIRE(Engine::Init(io).ok());
+  if (!KafkaDataDir("kafka-group", 8, R"(, "session_timeout_ms": 4000)", &io)) return;
+  const std::string dir = io.data_dir;
   EngineOptions eo;
   eo.data_dir = dir;
   eo.relay = false;

@@ -464,25 +464,38 @@ TEST_CASE("a change to an indexed case recomputes the graph: a dropped parent le
   CHECK(sent == std::set<std::string>{"k", "q"});
 }
 
-TEST_CASE("first syncs are cached until the user submits, asks overwrite_cache or the log goes") {
-  auto e = OpenMemory();
-  auto sync = Sync::Open(e.get(), "", cctest::FreshTempDir("cc-sync", "cache"));
-  REQUIRE(sync.ok());
-  Case(e.get(), "a", Create("u1"));
+namespace {
+
+// A first-sync request of user u1 in demo, owning only u1's cases.
+RestoreRequest U1Request() {
   RestoreRequest r;
   r.domain = "demo";
   r.user.username = "u1";
   r.user.user_id = "u1";
   r.user.owner_ids = {"u1"};
-  auto run = [&](std::string* payload) {
-    payload->clear();
-    auto res = (*sync)->Restore(r, [&](int, std::string_view c) {
-      payload->append(c);
-      return Status::Ok();
-    });
-    REQUIRE(res.ok());
-    return *res;
-  };
+  return r;
+}
+
+// A restore through s, its payload in *payload.
+RestoreResult RestoreInto(Sync* s, const RestoreRequest& r, std::string* payload) {
+  payload->clear();
+  auto res = s->Restore(r, [&](int, std::string_view c) {
+    payload->append(c);
+    return Status::Ok();
+  });
+  REQUIRE_MESSAGE(res.ok(), res.status().ToString());
+  return *res;
+}
+
+}  // namespace
+
+TEST_CASE("first syncs are cached until the user submits, asks overwrite_cache or the log goes") {
+  auto e = OpenMemory();
+  auto sync = Sync::Open(e.get(), "", cctest::FreshTempDir("cc-sync", "cache"));
+  REQUIRE(sync.ok());
+  Case(e.get(), "a", Create("u1"));
+  RestoreRequest r = U1Request();
+  auto run = [&](std::string* payload) { return RestoreInto(sync->get(), r, payload); };
   std::string p1, p2, p3;
   auto first = run(&p1);
   CHECK_FALSE(first.from_cache);
@@ -519,20 +532,8 @@ TEST_CASE("Postgres: servers sharing sync logs take each other's tokens and cach
   REQUIRE_MESSAGE(a.ok(), a.status().ToString());
   REQUIRE_MESSAGE(b.ok(), b.status().ToString());
   Case(e.get(), "a1", Create("u1"));
-  RestoreRequest r;
-  r.domain = "demo";
-  r.user.username = "u1";
-  r.user.user_id = "u1";
-  r.user.owner_ids = {"u1"};
-  auto run = [&](Sync* s, std::string* payload) {
-    payload->clear();
-    auto res = s->Restore(r, [&](int, std::string_view c) {
-      payload->append(c);
-      return Status::Ok();
-    });
-    REQUIRE_MESSAGE(res.ok(), res.status().ToString());
-    return *res;
-  };
+  RestoreRequest r = U1Request();
+  auto run = [&](Sync* s, std::string* payload) { return RestoreInto(s, r, payload); };
   std::string p;
   auto first = run(a->get(), &p);
   REQUIRE(first.http_status == 200);

@@ -41,6 +41,20 @@ inline std::string StatementName(const char* sql) {
   return "cc" + std::to_string(it->second);
 }
 
+// Statement parameters as libpq takes them: values, lengths and formats (text, except the
+// one binary_param, a bytea). Points into the strings given, which must outlive it.
+struct Params {
+  std::vector<const char*> vals;
+  std::vector<int> lens, fmts;
+  Params(const std::vector<std::string>& hold, int binary_param) {
+    for (size_t i = 0; i < hold.size(); ++i) {
+      vals.push_back(hold[i].c_str());
+      lens.push_back(static_cast<int>(hold[i].size()));
+      fmts.push_back(static_cast<int>(i) == binary_param ? 1 : 0);
+    }
+  }
+};
+
 class Conn {
  public:
   explicit Conn(PGconn* c) : c_(c) {}
@@ -59,13 +73,8 @@ class Conn {
   }
   Result<std::unique_ptr<Res>> Q(const char* what, const char* sql,
                                  const std::vector<std::string>& hold, int binary_param = -1) {
-    std::vector<const char*> vals;
-    std::vector<int> lens, fmts;
-    for (size_t i = 0; i < hold.size(); ++i) {
-      vals.push_back(hold[i].c_str());
-      lens.push_back(static_cast<int>(hold[i].size()));
-      fmts.push_back(static_cast<int>(i) == binary_param ? 1 : 0);
-    }
+    const Params p(hold, binary_param);
+    const auto& [vals, lens, fmts] = p;
     // Without parameters PQexec, which also runs several statements (the schema); with them a
     // statement prepared once per connection (parsing and planning are most of a short
     // statement's cost).

@@ -615,14 +615,9 @@ class PostgresStore final : public PrimaryStore {
   static Status Send(Conn* c, std::vector<Sent>* sent, const char* sql,
                      std::initializer_list<std::string_view> params, int binary_param = -1) {
     PGconn* pg = c->get();
-    std::vector<std::string> hold(params.begin(), params.end());
-    std::vector<const char*> vals;
-    std::vector<int> lens, fmts;
-    for (size_t i = 0; i < hold.size(); ++i) {
-      vals.push_back(hold[i].c_str());
-      lens.push_back(static_cast<int>(hold[i].size()));
-      fmts.push_back(static_cast<int>(i) == binary_param ? 1 : 0);
-    }
+    const std::vector<std::string> hold(params.begin(), params.end());
+    const pg::Params p(hold, binary_param);
+    const auto& [vals, lens, fmts] = p;
     if (vals.empty()) {
       if (PQsendQueryParams(pg, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) != 1)
         return Status::Unavailable(fmt::format("postgres: sending: {}", PQerrorMessage(pg)));
