@@ -710,24 +710,28 @@ class Host final : public PillowHost {
     p.last_retry_scan = now_tp;
     sqlite3_stmt* s = p.db.Prep(
         "SELECT doc_id, topic, partition, offset, timestamp, change FROM pillow_retries "
-        "WHERE dead=0 AND next_attempt<=? ORDER BY next_attempt LIMIT ?");
+        "WHERE dead=0 AND next_attempt<=? ORDER BY next_attempt");
     Bind(s, 1, util::NowMicros());
-    Bind(s, 2, static_cast<int64_t>(p.cfg.chunk_size));
     std::vector<Change> due;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-      auto meta = ChangeMetaFromJson(Col(s, 5));
-      if (!meta.ok()) continue;  // only valid changes are queued for retry
-      // Another worker's partition: that worker retries it.
+    int rc = SQLITE_DONE;
+    // Up to a batch of this worker's due retries; another worker's partitions are that
+    // worker's to retry (read past here, lazily, not counted).
+    while (due.size() < p.cfg.chunk_size && (rc = sqlite3_step(s)) == SQLITE_ROW) {
       if (!std::binary_search(p.owned.begin(), p.owned.end(),
                               TopicPartition(std::string(Col(s, 1)), sqlite3_column_int(s, 2))))
         continue;
+      auto meta = ChangeMetaFromJson(Col(s, 5));
+      if (!meta.ok()) continue;  // only valid changes are queued for retry
       due.push_back(Change{std::string(Col(s, 1)), sqlite3_column_int(s, 2),
                            sqlite3_column_int64(s, 3), sqlite3_column_int64(s, 4),
                            std::move(*meta)});
     }
+    if (due.size() < p.cfg.chunk_size && rc != SQLITE_DONE) {
+      Status e = p.db.Err("reading due retries");
+      sqlite3_reset(s);
+      return e;
+    }
     sqlite3_reset(s);
-    if (rc != SQLITE_DONE) return p.db.Err("reading due retries");
     for (const auto& c : due) {
       CC_RETURN_IF_ERROR(p.db.Exec("BEGIN IMMEDIATE"));
       Status st = ProcessInTxn(p, {&c});

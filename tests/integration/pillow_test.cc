@@ -336,6 +336,60 @@ TEST_CASE("Pillows: a failing change goes to the retry queue and the partition m
   CHECK(found);
 }
 
+TEST_CASE("Pillows: a worker retries only its own partitions' changes, a batch at a time") {
+  auto e = OpenMemory();
+  std::string dir = cctest::TempDir("pillows");
+  auto flaky = std::make_shared<Flaky>();
+  PillowConfig cfg;
+  cfg.name = "flaky";
+  cfg.topics = {"case-sql"};
+  cfg.retry_delay_us = 0;
+  cfg.max_attempts = 3;
+  cfg.chunk_size = 2;  // retry scans shorter than the queue
+  std::vector<std::unique_ptr<PillowHost>> hosts;
+  for (int k = 0; k < 2; ++k) {
+    hosts.push_back(OpenHost(e.get(), dir, 2, k, /*builtin=*/false));
+    REQUIRE(hosts.back()->AddPillow(cfg, flaky).ok());
+  }
+  for (int i = 0; i < 12; ++i) {
+    REQUIRE(Submit(e.get(), Patient(i, "u1", 30)).http_status == 201);
+    flaky->fail.insert(fmt::format("c-{}", i));
+  }
+  REQUIRE(e->RelayChanges().ok());
+  const int parts = *e->Changes()->Partitions("case-sql");
+  auto worker_of = [&](const std::string& id) { return storage::KafkaPartition(id, parts) % 2; };
+  // Worker 1 reads its partitions once (queueing its failures, one retry each), then worker 0
+  // runs many rounds: its own changes go to the cap, worker 1's are left alone.
+  REQUIRE(hosts[1]->RunUntilCaughtUp().ok());
+  std::map<std::string, int> before;
+  auto queued = hosts[1]->Retries("flaky");
+  REQUIRE(queued.ok());
+  for (const auto& r : *queued) before[r.doc_id] = r.attempts;
+  for (int round = 0; round < 12; ++round) REQUIRE(hosts[0]->RunUntilCaughtUp().ok());
+  auto rs = hosts[0]->Retries("flaky");
+  REQUIRE(rs.ok());
+  REQUIRE(rs->size() == 12);
+  int mine = 0, theirs = 0;
+  for (const auto& r : *rs) {
+    CAPTURE(r.doc_id);
+    if (worker_of(r.doc_id) == 0) {
+      ++mine;
+      CHECK(r.attempts == 3);  // retried to the cap although the scans are 2 long
+      CHECK(r.dead);
+    } else {
+      ++theirs;
+      CHECK(r.attempts == before[r.doc_id]);  // left to worker 1
+      CHECK_FALSE(r.dead);
+    }
+  }
+  CHECK(mine > 0);
+  CHECK(theirs > 0);
+  for (int round = 0; round < 12; ++round) REQUIRE(hosts[1]->RunUntilCaughtUp().ok());
+  auto after = hosts[1]->Retries("flaky");
+  REQUIRE(after.ok());
+  for (const auto& r : *after) CHECK(r.dead);
+}
+
 TEST_CASE("Pillows: a corrupt change record is dead-lettered with the reason") {
   auto e = OpenMemory();
   std::string dir = cctest::TempDir("pillows");
