@@ -296,6 +296,11 @@ class PillowsTest(unittest.TestCase):
             with self.assertRaises(commcare.NotFoundError):
                 p.retries("no-such-pillow")
 
+    def test_consumer_group_needs_kafka(self):
+        with self.assertRaises(commcare.UnimplementedError) as cm:
+            self.engine.pillows(consumer_group="g")
+        self.assertIn("Kafka", str(cm.exception))
+
     def test_run_and_stop_from_another_thread(self):
         seen = threading.Event()
         with self.engine.pillows(builtin=False) as p:
