@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -43,6 +44,7 @@ std::optional<KafkaChangeLogOptions> KafkaForTests(const std::string& dir) {
   o.topic_prefix = fmt::format("t{:x}.", std::hash<std::string>{}(dir));
   o.transactional_id = o.topic_prefix + "relay";
   o.timeout_ms = 15000;
+  o.session_timeout_ms = 4000;  // a member that vanished holds up a rebalance this long
   return o;
 }
 
@@ -252,6 +254,55 @@ TEST_CASE("ChangeLog: WaitForAppend wakes on an append") {
     t.join();
     CHECK(now > seen);
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  }
+}
+
+TEST_CASE("ChangeLog: consumer group members share the partitions (Kafka; the rest refuse)") {
+  for (const auto& f : Factories()) {
+    CAPTURE(f.name);
+    const std::string dir = cctest::FreshTempDir("cc-log", "group");
+    auto log = f.open(dir, {});
+    REQUIRE(log->CreateTopic("t", 4).ok());
+    const std::vector<std::string> topics = {"t"};
+    auto a = log->JoinGroup("g", topics);
+    if (std::string_view(f.name) != "kafka") {
+      CHECK(a.status().code() == StatusCode::kUnimplemented);
+      continue;
+    }
+    REQUIRE_MESSAGE(a.ok(), a.status().ToString());
+    using Parts = std::vector<std::pair<std::string, int>>;
+    const Parts all = {{"t", 0}, {"t", 1}, {"t", 2}, {"t", 3}};
+    // Polls the members until done says their assignments are as wanted.
+    auto settle = [](std::vector<GroupMember*> members,
+                     const std::function<bool(const std::vector<Parts>&)>& done) {
+      std::vector<Parts> got(members.size());
+      for (int i = 0; i < 600; ++i) {
+        for (size_t m = 0; m < members.size(); ++m) {
+          auto r = members[m]->Assignment();
+          REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+          got[m] = *r;
+        }
+        if (done(got)) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      return false;
+    };
+    CHECK(settle({a->get()}, [&](const auto& g) { return g[0] == all; }));
+    auto b = log->JoinGroup("g", topics);
+    REQUIRE(b.ok());
+    CHECK(settle({a->get(), b->get()}, [&](const auto& g) {
+      Parts both = g[0];
+      both.insert(both.end(), g[1].begin(), g[1].end());
+      std::sort(both.begin(), both.end());
+      return !g[0].empty() && !g[1].empty() && both == all;  // disjoint, all owned
+    }));
+    b->reset();  // leaves the group: its partitions go back to a
+    CHECK(settle({a->get()}, [&](const auto& g) { return g[0] == all; }));
+    // Another group sees every partition for itself.
+    auto other = log->JoinGroup("h", topics);
+    REQUIRE(other.ok());
+    CHECK(settle({other->get()}, [&](const auto& g) { return g[0] == all; }));
+    CHECK(log->JoinGroup("", topics).status().code() == StatusCode::kInvalidArgument);
   }
 }
 
