@@ -257,7 +257,7 @@ TEST_CASE("ChangeLog: WaitForAppend wakes on an append") {
   }
 }
 
-TEST_CASE("ChangeLog: consumer group members share the partitions (Kafka; the rest refuse)") {
+TEST_CASE("ChangeLog: consumer group members share the partitions on Kafka, the rest refuse") {
   for (const auto& f : Factories()) {
     CAPTURE(f.name);
     const std::string dir = cctest::FreshTempDir("cc-log", "group");
