@@ -939,9 +939,8 @@ int cc_pillows_open(cc_pillows** out, cc_engine* engine, const char* options_jso
     json::object o;
     CC_RETURN_IF_ERROR(JsonArg(options_json, "options_json", &o, false));
     Reader r{o, "options_json"};
-    CC_RETURN_IF_ERROR(
-        r.Only({"dir", "builtin", "only", "num_processes", "process_num", "inspect_only",
-                "consumer_group"}));
+    CC_RETURN_IF_ERROR(r.Only({"dir", "builtin", "only", "num_processes", "process_num",
+                               "inspect_only", "consumer_group"}));
     commcare::PillowHostOptions po;
     CC_RETURN_IF_ERROR(r.Str("dir", &po.dir));
     CC_RETURN_IF_ERROR(r.Bool("builtin", &po.builtin));
