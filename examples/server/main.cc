@@ -635,6 +635,37 @@ std::string Env(const char* name, const std::string& def) {
   return v && *v ? std::string(v) : def;
 }
 
+// A server's first start on an empty store: a domain and a superuser to log in with. Servers
+// sharing a PostgreSQL meta database that start together race to make them: a loser is told
+// Aborted for the domain and goes on.
+Status FirstStart(commcare::meta::MetaStore* meta) {
+  CC_ASSIGN_OR_RETURN(auto domains, meta->ListDomains());
+  if (!domains.empty()) return Status::Ok();
+  commcare::meta::Domain d;
+  d.name = Env("COMMCARE_DOMAIN", "demo");
+  auto made = meta->PutDomain(d);
+  if (made.status().code() == commcare::StatusCode::kAborted) return Status::Ok();
+  if (!made.ok()) return made.status();
+  std::string user = Env("COMMCARE_ADMIN_USER", "admin");
+  const bool generated = !std::getenv("COMMCARE_ADMIN_PASSWORD");
+  std::string password = Env("COMMCARE_ADMIN_PASSWORD", commcare::util::NewUuidHex().substr(0, 20));
+  commcare::meta::User u;
+  u.username = user;
+  u.web_user = true;
+  u.is_superuser = true;
+  u.domains = {d.name};
+  if (auto r = meta->PutUser(u, password); !r.ok()) return r.status();
+  std::cerr << "created domain '" << d.name << "' and superuser '" << user << "'"
+            << (generated ? " with password " + password + " (shown once)" : "") << std::endl;
+  return Status::Ok();
+}
+
+// The sync logs of the data directory (a file in it, or its shared "meta" database).
+commcare::Result<std::unique_ptr<commcare::Sync>> OpenSync(Engine* eng, const std::string& data,
+                                                           const std::string& cache_dir = "") {
+  return commcare::Sync::Open(eng, commcare::meta::StoreAt(data, "synclogs.sqlite"), cache_dir);
+}
+
 // Opens the data directory's stores for writing, which applies their schema migrations (each
 // versioned, under a lock, safe to run twice and beside running servers of other hosts).
 int CmdMigrate(const Args& a) {
@@ -645,8 +676,7 @@ int CmdMigrate(const Args& a) {
   if (!eng.ok()) return FailStatus(eng.status());
   auto meta = OpenMeta(o.data_dir);
   if (!meta.ok()) return FailStatus(meta.status());
-  auto sync =
-      commcare::Sync::Open(eng->get(), commcare::meta::StoreAt(o.data_dir, "synclogs.sqlite"));
+  auto sync = OpenSync(eng->get(), o.data_dir);
   if (!sync.ok()) return FailStatus(sync.status());
   std::cout << json::serialize(json::object{
                    {"data", o.data_dir}, {"databases", (*eng)->NumDatabases()}, {"migrated", true}})
@@ -676,32 +706,9 @@ int CmdServe(const Args& a) {
   // (with what CLI admin commands queued while no server ran).
   if (auto* log = (*eng)->Changes())
     if (auto s = (*meta)->SetChangeLog(log); !s.ok()) return FailStatus(s);
-  auto domains = (*meta)->ListDomains();
-  if (!domains.ok()) return FailStatus(domains.status());
-  commcare::meta::Domain d;
-  d.name = Env("COMMCARE_DOMAIN", "demo");
-  // First start: a domain and a superuser to log in with. Servers sharing a PostgreSQL meta
-  // database that start together race to make them: a loser is told Aborted and goes on.
-  auto made = domains->empty() ? (*meta)->PutDomain(d) : Status::Aborted("not the first start");
-  if (!made.ok() && made.status().code() != commcare::StatusCode::kAborted)
-    return FailStatus(made.status());
-  if (made.ok()) {
-    std::string user = Env("COMMCARE_ADMIN_USER", "admin");
-    const bool generated = !std::getenv("COMMCARE_ADMIN_PASSWORD");
-    std::string password =
-        Env("COMMCARE_ADMIN_PASSWORD", commcare::util::NewUuidHex().substr(0, 20));
-    commcare::meta::User u;
-    u.username = user;
-    u.web_user = true;
-    u.is_superuser = true;
-    u.domains = {d.name};
-    if (auto r = (*meta)->PutUser(u, password); !r.ok()) return FailStatus(r.status());
-    std::cerr << "created domain '" << d.name << "' and superuser '" << user << "'"
-              << (generated ? " with password " + password + " (shown once)" : "") << std::endl;
-  }
+  if (auto s = FirstStart(meta->get()); !s.ok()) return FailStatus(s);
   commcare::server::App app(eng->get(), meta->get(), data + "/pillows");
-  auto sync = commcare::Sync::Open(eng->get(), commcare::meta::StoreAt(data, "synclogs.sqlite"),
-                                   data + "/restore-cache");
+  auto sync = OpenSync(eng->get(), data, data + "/restore-cache");
   if (!sync.ok()) return FailStatus(sync.status());
   app.SetSync(sync->get());
   double user_rate = 0, domain_rate = 0;
@@ -796,8 +803,7 @@ int CmdRestore(const Args& a) {
   q->items = true;
   auto eng = OpenEngine(a, /*read_only=*/true);
   if (!eng.ok()) return FailStatus(eng.status());
-  auto sync =
-      commcare::Sync::Open(eng->get(), commcare::meta::StoreAt(a.Get("--data"), "synclogs.sqlite"));
+  auto sync = OpenSync(eng->get(), a.Get("--data"));
   if (!sync.ok()) return FailStatus(sync.status());
   auto r = (*sync)->Restore(*q, [](int, std::string_view chunk) {
     std::cout.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));

@@ -51,12 +51,7 @@ class SqliteDb final : public SqlDb {
     sqlite3_stmt* s = db_.Prep(sql);
     if (!s) return db_.Err(what);
     int i = 1;
-    for (const auto& p : params) {
-      if (const auto* t = std::get_if<std::string_view>(&p))
-        Bind(s, i++, *t);
-      else
-        sqlite3_bind_int64(s, i++, std::get<int64_t>(p));
-    }
+    for (const auto& p : params) std::visit([&](auto v) { Bind(s, i++, v); }, p);
     SqlRows out;
     out.cols = static_cast<size_t>(sqlite3_column_count(s));
     int rc;

@@ -41,6 +41,13 @@ inline std::string StatementName(const char* sql) {
   return "cc" + std::to_string(it->second);
 }
 
+// The connection's last error message without libpq's trailing newline.
+inline std::string ErrorText(PGconn* c) {
+  std::string msg = PQerrorMessage(c);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return msg;
+}
+
 // Statement parameters as libpq takes them: values, lengths and formats (text, except the
 // one binary_param, a bytea). Points into the strings given, which must outlive it.
 struct Params {
@@ -84,11 +91,11 @@ class Conn {
     } else {
       const std::string name = StatementName(sql);
       if (!Prepared(sql)) {
-        Res p(PQprepare(c_, name.c_str(), sql, static_cast<int>(vals.size()), nullptr));
-        if (PQresultStatus(p.r) != PGRES_COMMAND_OK) {
+        Res prep(PQprepare(c_, name.c_str(), sql, static_cast<int>(vals.size()), nullptr));
+        if (PQresultStatus(prep.r) != PGRES_COMMAND_OK) {
           Forget(sql);
           return Status::Internal(
-              fmt::format("postgres: preparing {}: {}", what, PQresultErrorMessage(p.r)));
+              fmt::format("postgres: preparing {}: {}", what, PQresultErrorMessage(prep.r)));
         }
       }
       r = std::make_unique<Res>(PQexecPrepared(c_, name.c_str(), static_cast<int>(vals.size()),
@@ -97,8 +104,7 @@ class Conn {
     ExecStatusType st = PQresultStatus(r->r);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
       const char* state = PQresultErrorField(r->r, PG_DIAG_SQLSTATE);
-      std::string msg = fmt::format("postgres: {}: {}", what, PQerrorMessage(c_));
-      while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+      const std::string msg = fmt::format("postgres: {}: {}", what, ErrorText(c_));
       if (PQstatus(c_) != CONNECTION_OK) return Status::Unavailable(msg);
       if (state && (std::string_view(state) == "40001" || std::string_view(state) == "40P01"))
         return Status::Aborted(msg);
@@ -120,9 +126,7 @@ class Conn {
 inline Result<std::unique_ptr<Conn>> Connect(const std::string& dsn) {
   auto c = std::make_unique<Conn>(PQconnectdb(dsn.c_str()));
   if (!c->ok()) {
-    std::string msg = PQerrorMessage(c->get());
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
-    return Status::Unavailable(fmt::format("postgres: cannot connect: {}", msg));
+    return Status::Unavailable(fmt::format("postgres: cannot connect: {}", ErrorText(c->get())));
   }
   CC_RETURN_IF_ERROR(c->Exec("setting up the session",
                              "SET synchronous_commit = on; SET client_min_messages = warning"));
