@@ -48,8 +48,10 @@ struct PillowConfig {
 
 // Which pillows a host runs and which share of their partitions.
 struct PillowHostOptions {
-  std::string dir;                // pillow databases; "" = <data_dir>/pillows (in memory engines:
-                                  // a fresh temp dir)
+  // Where the pillow databases live: a directory of SQLite files, or "postgres:<libpq connection
+  // string>" (each pillow's tables in schema commcare_pillow_<name>, shared by every worker).
+  // "" = PillowStoreAt(data_dir) (in memory engines: a fresh temp dir).
+  std::string dir;
   std::vector<std::string> only;  // run only these pillows ("" = all)
   bool builtin = true;            // add case-search, read-copy and ucr
   int num_processes = 1;          // worker k of n owns every n-th (topic, partition), from k
@@ -162,10 +164,16 @@ struct FormListPage {
   std::vector<std::string> forms;  // FormToJson objects, by received_on
   int64_t total_count = 0;
 };
-// Lists forms from pillows_dir/read-copy.sqlite.
+// Where a data directory's pillow databases live (PillowHostOptions::dir): "postgres:<conninfo>"
+// when its commcare.json names a "pillows" database, else <data_dir>/pillows.
+std::string PillowStoreAt(const std::string& data_dir);
+
+// The readers below take a PillowHostOptions::dir (a directory or "postgres:<conninfo>").
+
+// Lists forms from the read-copy pillow's database.
 Result<FormListPage> ListForms(const std::string& pillows_dir, const FormListQuery& query);
 
-// Rows of a UCR data source's table (from pillows_dir/ucr.sqlite) as JSON objects.
+// Rows of a UCR data source's table (from the ucr pillow's database) as JSON objects.
 Result<std::vector<std::string>> UcrRows(const std::string& pillows_dir, std::string_view domain,
                                          std::string_view table_id, size_t limit = 1000,
                                          size_t offset = 0);
@@ -185,7 +193,8 @@ struct CaseSearchQuery {
     std::string value;     // a number, or a date/time (compared as ISO text)
   };
   std::vector<Range> ranges;
-  std::string text;    // full text over name and property values (FTS5 query syntax)
+  std::string text;    // full text over name and property values (SQLite: FTS5 query syntax;
+                       // PostgreSQL: websearch_to_tsquery syntax — plain words match both)
   size_t limit = 20;   // 1..5000
   std::string cursor;  // from a previous page's next_cursor
   // Plan tuning: a property condition matching at least this many cases is checked per case
@@ -202,7 +211,7 @@ struct CaseSearchPage {
   std::string next_cursor;
 };
 
-// Searches the case-search index in pillows_dir (default <data_dir>/pillows).
+// Searches the case-search pillow's index (scan_above applies to SQLite; PostgreSQL plans alone).
 Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSearchQuery& query);
 
 }  // namespace commcare

@@ -206,16 +206,7 @@ Status ApplyUserFields(const json::object& o, std::string_view domain, User* u,
 }
 
 std::string StoreAt(const std::string& data_dir, std::string_view file) {
-  std::ifstream in(data_dir + "/commcare.json");
-  std::stringstream text;
-  text << in.rdbuf();
-  boost::system::error_code ec;
-  json::value v = json::parse(text.str(), ec);
-  if (!ec && v.is_object())
-    if (const auto* m = v.get_object().if_contains("meta"); m && m->is_object())
-      if (const auto* d = m->get_object().if_contains("database"); d && d->is_string())
-        return "postgres:" + std::string(d->get_string());
-  return data_dir + "/" + std::string(file);
+  return util::SqlDb::Where(data_dir, "meta", file);
 }
 
 Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,

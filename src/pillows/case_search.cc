@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <boost/json.hpp>
+
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -14,7 +16,6 @@
 #include <unordered_set>
 
 #include "pillows/processor.h"
-#include "util/read_pool.h"
 #include "util/time.h"
 
 namespace commcare::pillows {
@@ -79,6 +80,30 @@ bool AsNumber(std::string_view v, double* out) {
   return ec == std::errc() && p == e && std::isfinite(*out);
 }
 
+// A change that makes the pillow look at a case again (Missing).
+ChangeMeta Meta(std::string id, std::string domain, std::string type, bool deletion) {
+  ChangeMeta m;
+  m.topic = "case-sql";
+  m.document_id = std::move(id);
+  m.data_source_name = "case-sql";
+  m.document_type = "CommCareCase";
+  m.document_subtype = std::move(type);
+  m.domain = std::move(domain);
+  m.is_deletion = deletion;
+  m.publish_timestamp = util::NowMicros();
+  return m;
+}
+
+// The document the index serves: the case's Case API JSON with the time it was indexed.
+std::string IndexedDoc(const CaseRecord& c, int64_t now) {
+  std::string doc = CaseToJson(c);
+  if (!doc.empty() && doc.back() == '}') {
+    doc.pop_back();
+    doc += fmt::format(",\"indexed_on\":\"{}\"}}", util::FormatIsoTime(now));
+  }
+  return doc;
+}
+
 Status StepDone(Conn& db, sqlite3_stmt* s, const char* what) {
   if (!s || sqlite3_step(s) != SQLITE_DONE) return db.Err(what);
   return Status::Ok();
@@ -87,15 +112,16 @@ Status StepDone(Conn& db, sqlite3_stmt* s, const char* what) {
 class CaseSearch final : public Processor {
  public:
   bool WritesSql() const override { return true; }
-  Status Setup(Conn& db) override { return db.Exec(kSchema); }
-  Status Reset(Conn& db) override {
-    return db.Exec(
+  Status Setup(SqlDb& db) override { return db.sqlite()->Exec(kSchema); }
+  Status Reset(SqlDb& db) override {
+    return db.sqlite()->Exec(
         "DELETE FROM cs_cases; DELETE FROM cs_props; INSERT INTO cs_fts(cs_fts) "
         "VALUES('delete-all');");
   }
 
-  Status ProcessBatch(Conn& db, Engine& engine, const std::vector<const Change*>& changes,
+  Status ProcessBatch(SqlDb& sdb, Engine& engine, const std::vector<const Change*>& changes,
                       Failures* failed) override {
+    Conn& db = *sdb.sqlite();
     auto fetched = FetchCases(engine, changes);
     for (size_t i = 0; i < changes.size(); ++i) {
       const ChangeMeta& m = changes[i]->meta;
@@ -113,7 +139,8 @@ class CaseSearch final : public Processor {
     return Status::Ok();
   }
 
-  Result<std::vector<ChangeMeta>> Missing(Conn& db, Engine& engine) override {
+  Result<std::vector<ChangeMeta>> Missing(SqlDb& sdb, Engine& engine) override {
+    Conn& db = *sdb.sqlite();
     std::vector<ChangeMeta> out;
     std::unordered_set<std::string> live;
     storage::CaseFilter all;
@@ -139,19 +166,6 @@ class CaseSearch final : public Processor {
   }
 
  private:
-  static ChangeMeta Meta(std::string id, std::string domain, std::string type, bool deletion) {
-    ChangeMeta m;
-    m.topic = "case-sql";
-    m.document_id = std::move(id);
-    m.data_source_name = "case-sql";
-    m.document_type = "CommCareCase";
-    m.document_subtype = std::move(type);
-    m.domain = std::move(domain);
-    m.is_deletion = deletion;
-    m.publish_timestamp = util::NowMicros();
-    return m;
-  }
-
   // Removes the old row's property rows and text (the row itself stays for an update). With
   // next (an update, whose text body is next_body), property rows next still has are kept and
   // listed in *unchanged, and the text is removed only if next changes it (*text_changed).
@@ -211,11 +225,7 @@ class CaseSearch final : public Processor {
 
   Status Upsert(Conn& db, const CaseRecord& c) {
     const int64_t now = util::NowMicros();
-    std::string doc = CaseToJson(c);
-    if (!doc.empty() && doc.back() == '}') {
-      doc.pop_back();
-      doc += fmt::format(",\"indexed_on\":\"{}\"}}", util::FormatIsoTime(now));
-    }
+    const std::string doc = IndexedDoc(c, now);
     std::string props = EncodeProps(c.properties);
     const std::string body = FtsBody(props);
     sqlite3_stmt* q = db.Prep("SELECT id, domain, name, props FROM cs_cases WHERE case_id=?");
@@ -283,6 +293,115 @@ class CaseSearch final : public Processor {
   }
 };
 
+
+// The index on PostgreSQL: the same rows, properties as a jsonb object (equality through a GIN
+// index, `@>`), name and values in a tsvector (GIN; the 'simple' configuration: lower-cased
+// words, no stemming), and ranges checked per case with cs_num() (see docs/operations.md).
+constexpr const char* kPostgresSchema = R"(
+CREATE TABLE IF NOT EXISTS cs_cases(
+  id BIGSERIAL PRIMARY KEY, case_id TEXT COLLATE "C" NOT NULL UNIQUE,
+  domain TEXT COLLATE "C" NOT NULL, type TEXT COLLATE "C" NOT NULL,
+  owner_id TEXT COLLATE "C" NOT NULL, closed INTEGER NOT NULL, name TEXT COLLATE "C" NOT NULL,
+  external_id TEXT COLLATE "C" NOT NULL, date_opened TEXT COLLATE "C" NOT NULL,
+  last_modified TEXT COLLATE "C" NOT NULL, server_last_modified TEXT COLLATE "C" NOT NULL,
+  date_closed TEXT COLLATE "C" NOT NULL, indexed_on BIGINT NOT NULL, props JSONB NOT NULL,
+  fts TSVECTOR NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS cs_cases_page ON cs_cases(domain, indexed_on, id);
+CREATE INDEX IF NOT EXISTS cs_cases_type ON cs_cases(domain, type, indexed_on, id);
+CREATE INDEX IF NOT EXISTS cs_cases_owner ON cs_cases(domain, owner_id);
+CREATE INDEX IF NOT EXISTS cs_cases_props ON cs_cases USING GIN (props jsonb_path_ops);
+CREATE INDEX IF NOT EXISTS cs_cases_fts ON cs_cases USING GIN (fts);
+CREATE OR REPLACE FUNCTION cs_num(v TEXT) RETURNS DOUBLE PRECISION LANGUAGE SQL IMMUTABLE AS $$
+  SELECT CASE WHEN length(v) <= 64 AND
+                   v ~ '^[+]?-?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]{1,4})?$' THEN
+    (SELECT CASE WHEN abs(n) < 1e308 AND (n = 0 OR abs(n) > 2.3e-308)
+                 THEN CAST(n AS DOUBLE PRECISION) END
+     FROM (SELECT CAST(ltrim(v, '+') AS NUMERIC) AS n) x)
+  END
+$$;
+)";
+
+std::string PropsJson(const CaseRecord& c) {
+  boost::json::object o;
+  for (const auto& [k, v] : c.properties) o[k] = v;
+  return boost::json::serialize(o);
+}
+
+class PostgresCaseSearch final : public Processor {
+ public:
+  bool WritesSql() const override { return true; }
+  Status Setup(SqlDb& db) override { return db.Exec("creating the case search index", kPostgresSchema); }
+  Status Reset(SqlDb& db) override {
+    return db.Exec("emptying the case search index", "DELETE FROM cs_cases");
+  }
+
+  Status ProcessBatch(SqlDb& db, Engine& engine, const std::vector<const Change*>& changes,
+                      Failures* failed) override {
+    auto fetched = FetchCases(engine, changes);
+    for (size_t i = 0; i < changes.size(); ++i) {
+      auto& c = fetched[i];
+      if (!c.ok() && !c.status().IsNotFound()) {
+        failed->emplace_back(i, c.status().ToString());
+        continue;
+      }
+      if (!c.ok() || c->deleted) {
+        CC_RETURN_IF_ERROR(db.Run("deleting an indexed case", "DELETE FROM cs_cases WHERE case_id=?",
+                                  {changes[i]->meta.document_id})
+                               .status());
+        continue;
+      }
+      const int64_t now = util::NowMicros();
+      std::string text = c->name;
+      for (const auto& [k, v] : c->properties) text += ' ' + v;
+      CC_RETURN_IF_ERROR(
+          db.Run("indexing a case",
+                 "INSERT INTO cs_cases(case_id, domain, type, owner_id, closed, name, external_id, "
+                 "date_opened, last_modified, server_last_modified, date_closed, indexed_on, "
+                 "props, fts, doc) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,CAST(? AS JSONB),"
+                 "to_tsvector('simple', ?),?) ON CONFLICT(case_id) DO UPDATE SET "
+                 "domain=excluded.domain, type=excluded.type, owner_id=excluded.owner_id, "
+                 "closed=excluded.closed, name=excluded.name, external_id=excluded.external_id, "
+                 "date_opened=excluded.date_opened, last_modified=excluded.last_modified, "
+                 "server_last_modified=excluded.server_last_modified, "
+                 "date_closed=excluded.date_closed, indexed_on=excluded.indexed_on, "
+                 "props=excluded.props, fts=excluded.fts, doc=excluded.doc",
+                 {c->case_id, c->domain, c->type, c->owner_id, int64_t{c->closed ? 1 : 0},
+                  c->name, c->external_id, util::FormatIsoTime(c->opened_on),
+                  util::FormatIsoTime(c->modified_on), util::FormatIsoTime(c->server_modified_on),
+                  util::FormatIsoTime(c->closed_on), now, PropsJson(*c), text,
+                  IndexedDoc(*c, now)})
+              .status());
+    }
+    return Status::Ok();
+  }
+
+  Result<std::vector<ChangeMeta>> Missing(SqlDb& db, Engine& engine) override {
+    std::vector<ChangeMeta> out;
+    std::unordered_set<std::string> live;
+    Status inner;
+    CC_RETURN_IF_ERROR(engine.ListCases(storage::CaseFilter{}, [&](const CaseRecord& c) {
+      live.insert(c.case_id);
+      auto q = db.Run("reading an indexed case",
+                      "SELECT server_last_modified FROM cs_cases WHERE case_id=?", {c.case_id});
+      if (!q.ok()) {
+        inner = q.status();
+        return false;
+      }
+      if (q->empty() || q->Str(0, 0) != util::FormatIsoTime(c.server_modified_on))
+        out.push_back(Meta(c.case_id, c.domain, c.type, false));
+      return true;
+    }));
+    CC_RETURN_IF_ERROR(inner);
+    CC_ASSIGN_OR_RETURN(auto all, db.Run("listing indexed cases",
+                                         "SELECT case_id, domain, type FROM cs_cases"));
+    for (size_t r = 0; r < all.size(); ++r)
+      if (!live.count(std::string(all.Str(r, 0))))
+        out.push_back(Meta(std::string(all.Str(r, 0)), std::string(all.Str(r, 1)),
+                           std::string(all.Str(r, 2)), true));
+    return out;
+  }
+};
+
 // Case API v2 date fields a range filter may name directly (else it names a property).
 const char* DateColumn(std::string_view field) {
   if (field == "date_opened") return "c.date_opened";
@@ -301,8 +420,89 @@ const char* SqlOp(std::string_view op) {
 
 }  // namespace
 
-std::unique_ptr<Processor> NewCaseSearchProcessor() { return std::make_unique<CaseSearch>(); }
+std::unique_ptr<Processor> NewCaseSearchProcessor(bool postgres) {
+  if (postgres) return std::make_unique<PostgresCaseSearch>();
+  return std::make_unique<CaseSearch>();
+}
 
+namespace {
+
+// A SQL string literal of text (keys go into the statement as literals, so that an expression
+// index such as ((cs_num(props->>'age'))) matches them).
+std::string Literal(std::string_view text) {
+  std::string out = "'";
+  for (char ch : text) {
+    out += ch;
+    if (ch == '\'') out += '\'';
+  }
+  return out + "'";
+}
+
+// The search on PostgreSQL: one statement; its planner picks the index.
+Result<CaseSearchPage> SearchPostgres(StoreLease& db, const CaseSearchQuery& q,
+                                      int64_t cur_indexed, int64_t cur_id) {
+  std::string sql = "SELECT c.indexed_on, c.id, c.doc FROM cs_cases c WHERE c.domain=?";
+  std::vector<std::string> hold;  // parameter text (SqlParam holds views)
+  hold.reserve(4 * (q.equals.size() + q.ranges.size()) + 8);
+  std::vector<util::SqlParam> params;
+  auto text = [&](std::string v) { params.emplace_back(hold.emplace_back(std::move(v))); };
+  text(q.domain);
+  if (!q.case_type.empty()) sql += " AND c.type=?", text(q.case_type);
+  if (!q.owner_id.empty()) sql += " AND c.owner_id=?", text(q.owner_id);
+  if (!q.case_name.empty()) sql += " AND c.name=?", text(q.case_name);
+  if (!q.external_id.empty()) sql += " AND c.external_id=?", text(q.external_id);
+  if (q.closed) sql += *q.closed ? " AND c.closed=1" : " AND c.closed=0";
+  for (const auto& [k, v] : q.equals) {
+    sql += " AND c.props @> CAST(? AS JSONB)";
+    text(boost::json::serialize(boost::json::object{{k, v}}));
+  }
+  for (const auto& r : q.ranges) {
+    const char* op = SqlOp(r.op);
+    if (!op)
+      return Status::InvalidArgument(
+          fmt::format("range operator '{}' must be gt, gte, lt or lte", r.op));
+    if (const char* col = DateColumn(r.property)) {
+      sql += fmt::format(" AND {} <> '' AND {} {} ?", col, col, op);
+      text(r.value);
+      continue;
+    }
+    double num;
+    if (AsNumber(r.value, &num)) {
+      sql += fmt::format(" AND cs_num(c.props->>{}) {} ?", Literal(r.property), op);
+      params.emplace_back(num);
+    } else {
+      sql += fmt::format(" AND (c.props->>{}) COLLATE \"C\" {} ?", Literal(r.property), op);
+      text(r.value);
+    }
+  }
+  if (!q.text.empty()) {
+    sql += " AND c.fts @@ websearch_to_tsquery('simple', ?)";
+    text(q.text);
+  }
+  if (!q.cursor.empty()) {
+    sql += " AND (c.indexed_on, c.id) > (?, ?)";
+    params.emplace_back(cur_indexed);
+    params.emplace_back(cur_id);
+  }
+  sql += " ORDER BY c.indexed_on, c.id LIMIT ?";
+  params.emplace_back(static_cast<int64_t>(q.limit) + 1);
+  auto rows = db.Query("searching cases", sql, params);
+  if (!rows.ok()) {
+    if (rows.status().code() == StatusCode::kUnavailable) return rows.status();
+    return Status::InvalidArgument(fmt::format("case search failed: {}", rows.status().message()));
+  }
+  CaseSearchPage page;
+  for (size_t r = 0; r < rows->size(); ++r) {
+    if (r == q.limit) {
+      page.next_cursor = fmt::format("{}:{}", rows->Int(r - 1, 0), rows->Int(r - 1, 1));
+      break;
+    }
+    page.cases.emplace_back(rows->Str(r, 2));
+  }
+  return page;
+}
+
+}  // namespace
 }  // namespace commcare::pillows
 
 namespace commcare {
@@ -321,10 +521,10 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
                 .ec != std::errc())
       return Status::InvalidArgument(fmt::format("'{}' is not a case search cursor", q.cursor));
   }
-  std::string path = pillows_dir + "/case-search.sqlite";
-  if (::access(path.c_str(), R_OK) != 0)
-    return Status::NotFound(
-        fmt::format("no case search index at {} (run `commcare pillows run` to build it)", path));
+  if (util::SqlDb::IsPostgres(pillows_dir)) {
+    CC_ASSIGN_OR_RETURN(auto lease, pillows::OpenStore(pillows_dir, "case-search"));
+    return pillows::SearchPostgres(lease, q, cur_indexed, cur_id);
+  }
   auto register_functions = [](util::Conn& db) {
     // cs_prop(props, key): a property's value from the row's encoded properties; cs_num: the
     // same as a number (NULL if it is not one), exactly as the property table indexes them.
@@ -355,8 +555,9 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
           nullptr, nullptr, nullptr);
     return Status::Ok();
   };
-  CC_ASSIGN_OR_RETURN(auto lease, util::ReadPool::Acquire(path, register_functions));
-  util::Conn& db = *lease;
+  CC_ASSIGN_OR_RETURN(auto lease,
+                      pillows::OpenStore(pillows_dir, "case-search", register_functions));
+  util::Conn& db = **lease.sqlite;
   // A property condition either lists its matches from the property index (selective: few
   // matches) or is checked per case while walking cases in page order (unselective: the first
   // page's worth of matches comes early). Counting up to scan_above matches picks the plan.

@@ -1,6 +1,7 @@
 // The pillow host: reads each pillow's partitions from the change log, batches and
 // de-duplicates changes, runs the processor, and stores checkpoints and the retry queue in the
-// pillow's SQLite database (in the same transaction as the processor's writes).
+// pillow's database — a SQLite file, or a schema of a PostgreSQL database — in the same
+// transaction as the processor's writes.
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
@@ -20,25 +21,50 @@
 #include "commcare/pillows.h"
 #include "pillows/processor.h"
 #include "pillows/ucr.h"
+#include "util/hash.h"
+#include "util/sql_db.h"
 #include "util/time.h"
 
 namespace commcare::pillows {
 namespace {
 
-using util::Bind;
-using util::Col;
+using util::SqlDb;
+using util::SqlParam;
+using util::SqlRows;
 
-constexpr const char* kHostSchema = R"(
+constexpr int kHostSchemaVersion = 1;
+constexpr const char* kSqliteHostSchema = R"(
 CREATE TABLE IF NOT EXISTS pillow_checkpoints(
-  topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+  topic TEXT NOT NULL, partition INTEGER NOT NULL, "offset" INTEGER NOT NULL,
   updated_at INTEGER NOT NULL, PRIMARY KEY(topic, partition)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pillow_retries(
   doc_id TEXT PRIMARY KEY, topic TEXT NOT NULL, partition INTEGER NOT NULL,
-  offset INTEGER NOT NULL, timestamp INTEGER NOT NULL, attempts INTEGER NOT NULL,
+  "offset" INTEGER NOT NULL, "timestamp" INTEGER NOT NULL, attempts INTEGER NOT NULL,
   next_attempt INTEGER NOT NULL, error TEXT NOT NULL, dead INTEGER NOT NULL,
   change TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pillow_retries_due ON pillow_retries(dead, next_attempt);
 )";
+constexpr const char* kPostgresHostSchema = R"(
+CREATE TABLE IF NOT EXISTS pillow_checkpoints(
+  topic TEXT COLLATE "C" NOT NULL, partition INTEGER NOT NULL, "offset" BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL, PRIMARY KEY(topic, partition));
+CREATE TABLE IF NOT EXISTS pillow_retries(
+  doc_id TEXT COLLATE "C" PRIMARY KEY, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+  "offset" BIGINT NOT NULL, "timestamp" BIGINT NOT NULL, attempts INTEGER NOT NULL,
+  next_attempt BIGINT NOT NULL, error TEXT NOT NULL, dead INTEGER NOT NULL, change TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS pillow_retries_due ON pillow_retries(dead, next_attempt);
+)";
+// Writes a retry entry, replacing the document's earlier one.
+constexpr const char* kPutRetry =
+    "INSERT INTO pillow_retries(doc_id, topic, partition, \"offset\", \"timestamp\", attempts, "
+    "next_attempt, error, dead, change) VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT(doc_id) DO UPDATE "
+    "SET topic=excluded.topic, partition=excluded.partition, \"offset\"=excluded.\"offset\", "
+    "\"timestamp\"=excluded.\"timestamp\", attempts=excluded.attempts, "
+    "next_attempt=excluded.next_attempt, error=excluded.error, dead=excluded.dead, "
+    "change=excluded.change";
+// Lock keys (PostgreSQL advisory locks) for setup and for data-source changes.
+constexpr int64_t kSetupLock = 7234618150;
+constexpr int64_t kUcrLock = 7234618151;
 
 using Clock = std::chrono::steady_clock;
 using TopicPartition = std::pair<std::string, int>;
@@ -46,7 +72,7 @@ using TopicPartition = std::pair<std::string, int>;
 struct Pillow {
   PillowConfig cfg;
   std::unique_ptr<Processor> proc;
-  Conn db;
+  std::unique_ptr<SqlDb> db;
   int lock_fd = -1;
   std::unique_ptr<storage::GroupMember> member;  // with PillowHostOptions::consumer_group
   std::vector<TopicPartition> owned;
@@ -63,13 +89,6 @@ struct Pillow {
     if (lock_fd >= 0) ::close(lock_fd);
   }
 };
-
-Status Step(Conn& db, sqlite3_stmt* s, const char* what) {
-  if (!s) return db.Err(what);
-  int rc = sqlite3_step(s);
-  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return db.Err(what);
-  return Status::Ok();
-}
 
 class Host final : public PillowHost {
  public:
@@ -90,18 +109,21 @@ class Host final : public PillowHost {
         opts_.dir = tmpl;
         temp_dir_ = true;
       } else {
-        opts_.dir = eo.data_dir + "/pillows";
+        opts_.dir = PillowStoreAt(eo.data_dir);
       }
     }
-    std::error_code ec;
-    std::filesystem::create_directories(opts_.dir, ec);
-    if (ec)
-      return Status::Unavailable(fmt::format("cannot create {}: {}", opts_.dir, ec.message()));
+    pg_ = SqlDb::IsPostgres(opts_.dir);
+    if (!pg_) {
+      std::error_code ec;
+      std::filesystem::create_directories(opts_.dir, ec);
+      if (ec)
+        return Status::Unavailable(fmt::format("cannot create {}: {}", opts_.dir, ec.message()));
+    }
     if (opts_.builtin) {
       PillowConfig cs;
       cs.name = "case-search";
       cs.topics = {"case-sql"};
-      CC_RETURN_IF_ERROR(Add(cs, NewCaseSearchProcessor()));
+      CC_RETURN_IF_ERROR(Add(cs, NewCaseSearchProcessor(pg_)));
       PillowConfig rc;
       rc.name = "read-copy";
       rc.topics = {"form-sql"};
@@ -218,12 +240,11 @@ class Host final : public PillowHost {
         }
         st.partitions.push_back(std::move(ps));
       }
-      sqlite3_stmt* s =
-          p->db.Prep("SELECT COALESCE(SUM(dead=0),0), COALESCE(SUM(dead=1),0) FROM pillow_retries");
-      if (!s || sqlite3_step(s) != SQLITE_ROW) return p->db.Err("counting retries");
-      st.retries = sqlite3_column_int64(s, 0);
-      st.dead_letters = sqlite3_column_int64(s, 1);
-      sqlite3_reset(s);
+      CC_ASSIGN_OR_RETURN(auto n, p->db->Run("counting retries",
+                                             "SELECT COALESCE(SUM(1-dead),0), COALESCE(SUM(dead),0) "
+                                             "FROM pillow_retries"));
+      st.retries = n.Int(0, 0);
+      st.dead_letters = n.Int(0, 1);
       out.push_back(std::move(st));
     }
     return out;
@@ -232,24 +253,24 @@ class Host final : public PillowHost {
   Result<std::vector<RetryEntry>> Retries(std::string_view name) override {
     CC_ASSIGN_OR_RETURN(Pillow * p, Find(name));
     std::lock_guard l(p->mu);
-    sqlite3_stmt* s = p->db.Prep(
-        "SELECT doc_id, topic, partition, offset, attempts, next_attempt, error, dead "
-        "FROM pillow_retries ORDER BY dead, next_attempt, doc_id");
+    CC_ASSIGN_OR_RETURN(
+        auto rows,
+        p->db->Run("listing retries",
+                   "SELECT doc_id, topic, partition, \"offset\", attempts, next_attempt, error, "
+                   "dead FROM pillow_retries ORDER BY dead, next_attempt, doc_id"));
     std::vector<RetryEntry> out;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    for (size_t i = 0; i < rows.size(); ++i) {
       RetryEntry e;
-      e.doc_id = std::string(Col(s, 0));
-      e.topic = std::string(Col(s, 1));
-      e.partition = sqlite3_column_int(s, 2);
-      e.offset = sqlite3_column_int64(s, 3);
-      e.attempts = sqlite3_column_int(s, 4);
-      e.next_attempt = sqlite3_column_int64(s, 5);
-      e.error = std::string(Col(s, 6));
-      e.dead = sqlite3_column_int(s, 7) != 0;
+      e.doc_id = std::string(rows.Str(i, 0));
+      e.topic = std::string(rows.Str(i, 1));
+      e.partition = static_cast<int>(rows.Int(i, 2));
+      e.offset = rows.Int(i, 3);
+      e.attempts = static_cast<int>(rows.Int(i, 4));
+      e.next_attempt = rows.Int(i, 5);
+      e.error = std::string(rows.Str(i, 6));
+      e.dead = rows.Int(i, 7) != 0;
       out.push_back(std::move(e));
     }
-    if (rc != SQLITE_DONE) return p->db.Err("listing retries");
     return out;
   }
 
@@ -257,19 +278,19 @@ class Host final : public PillowHost {
                           bool include_dead) override {
     CC_ASSIGN_OR_RETURN(Pillow * p, Find(name));
     std::lock_guard l(p->mu);
-    sqlite3_stmt* s = p->db.Prep(
-        "UPDATE pillow_retries SET attempts=0, next_attempt=0, dead=0 "
-        "WHERE (?1='' OR doc_id=?1) AND (?2=1 OR dead=0) AND doc_id NOT LIKE 'corrupt:%'");
-    Bind(s, 1, doc_id);
-    Bind(s, 2, static_cast<int64_t>(include_dead ? 1 : 0));
-    CC_RETURN_IF_ERROR(Step(p->db, s, "requeueing"));
-    int64_t n = sqlite3_changes(p->db.db());
+    const int64_t all = include_dead ? 1 : 0;
+    CC_ASSIGN_OR_RETURN(
+        auto up, p->db->Run("requeueing",
+                            "UPDATE pillow_retries SET attempts=0, next_attempt=0, dead=0 "
+                            "WHERE (CAST(? AS TEXT)='' OR doc_id=?) AND (CAST(? AS INTEGER)=1 OR "
+                            "dead=0) AND doc_id NOT LIKE 'corrupt:%'",
+                            {doc_id, doc_id, all}));
+    const int64_t n = up.changed;
     if (!doc_id.empty() && n == 0 && !include_dead) {
-      sqlite3_stmt* d = p->db.Prep("SELECT 1 FROM pillow_retries WHERE doc_id=? AND dead=1");
-      Bind(d, 1, doc_id);
-      bool dead = sqlite3_step(d) == SQLITE_ROW;
-      sqlite3_reset(d);
-      if (dead)
+      CC_ASSIGN_OR_RETURN(auto d, p->db->Run("reading a retry",
+                                             "SELECT 1 FROM pillow_retries WHERE doc_id=? AND dead=1",
+                                             {doc_id}));
+      if (!d.empty())
         return Status::FailedPrecondition(fmt::format(
             "the change of document {} is dead-lettered; requeue it with dead letters included",
             doc_id));
@@ -285,7 +306,7 @@ class Host final : public PillowHost {
     std::vector<ChangeMeta> missing;
     {
       std::lock_guard l(p->mu);
-      CC_ASSIGN_OR_RETURN(missing, p->proc->Missing(p->db, *engine_));
+      CC_ASSIGN_OR_RETURN(missing, p->proc->Missing(*p->db, *engine_));
     }
     std::vector<storage::ChangeMessage> msgs;
     for (const auto& m : missing) msgs.push_back({m.topic, m.document_id, ChangeMetaToJson(m)});
@@ -300,14 +321,11 @@ class Host final : public PillowHost {
   Status Reset(std::string_view name) override {
     CC_ASSIGN_OR_RETURN(Pillow * p, Find(name));
     std::lock_guard l(p->mu);
-    CC_RETURN_IF_ERROR(p->db.Exec("BEGIN IMMEDIATE"));
-    Status s = p->proc->Reset(p->db);
-    if (s.ok()) s = p->db.Exec("DELETE FROM pillow_checkpoints; DELETE FROM pillow_retries");
-    if (!s.ok()) {
-      (void)p->db.Exec("ROLLBACK");
-      return s;
-    }
-    CC_RETURN_IF_ERROR(p->db.Exec("COMMIT"));
+    CC_RETURN_IF_ERROR(p->db->Transaction("resetting a pillow", kSetupLock, [&] {
+      CC_RETURN_IF_ERROR(p->proc->Reset(*p->db));
+      return p->db->Exec("resetting a pillow",
+                         "DELETE FROM pillow_checkpoints; DELETE FROM pillow_retries");
+    }));
     p->next.clear();
     p->saved.clear();
     p->queued = 0;
@@ -315,10 +333,10 @@ class Host final : public PillowHost {
   }
 
   Result<int64_t> UcrLoad(std::string_view config_json) override {
-    return WithUcr([&](Conn& db) { return ucr_->Load(db, *engine_, config_json); });
+    return WithUcr([&](SqlDb& db) { return ucr_->Load(db, *engine_, config_json); });
   }
   Result<int64_t> UcrRebuild(std::string_view domain, std::string_view table_id) override {
-    return WithUcr([&](Conn& db) { return ucr_->Rebuild(db, *engine_, domain, table_id); });
+    return WithUcr([&](SqlDb& db) { return ucr_->Rebuild(db, *engine_, domain, table_id); });
   }
 
  private:
@@ -328,20 +346,18 @@ class Host final : public PillowHost {
     if (!p.ok() || !ucr_)
       return Status::FailedPrecondition("the ucr pillow is not run by this host");
     std::lock_guard l((*p)->mu);
-    CC_RETURN_IF_ERROR((*p)->db.Exec("BEGIN IMMEDIATE"));
-    auto r = fn((*p)->db);
-    if (!r.ok()) {
-      (void)(*p)->db.Exec("ROLLBACK");
-      return r;
-    }
-    CC_RETURN_IF_ERROR((*p)->db.Exec("COMMIT"));
-    return r;
+    int64_t out = 0;
+    CC_RETURN_IF_ERROR((*p)->db->Transaction("changing a data source", kUcrLock, [&] {
+      CC_ASSIGN_OR_RETURN(out, fn(*(*p)->db));
+      return Status::Ok();
+    }));
+    return out;
   }
 
   Status Add(const PillowConfig& cfg, std::unique_ptr<Processor> proc) {
-    if (cfg.name.empty() || cfg.name.find_first_of("/\\. ") != std::string::npos)
-      return Status::InvalidArgument(
-          fmt::format("pillow name '{}' must be non-empty without '/', '.' or spaces", cfg.name));
+    if (cfg.name.empty() || cfg.name.find_first_of("/\\. \"") != std::string::npos)
+      return Status::InvalidArgument(fmt::format(
+          "pillow name '{}' must be non-empty without '/', '.', '\"' or spaces", cfg.name));
     if (cfg.topics.empty())
       return Status::InvalidArgument(fmt::format("pillow {} has no topics", cfg.name));
     if (cfg.chunk_size == 0 || cfg.max_attempts < 1)
@@ -356,8 +372,9 @@ class Host final : public PillowHost {
     auto p = std::make_unique<Pillow>();
     p->cfg = cfg;
     p->proc = std::move(proc);
-    if (opts_.inspect_only || !opts_.consumer_group.empty()) return Finish(std::move(p));
-    // One worker per (pillow, n, k): a lock file held while this host lives.
+    if (opts_.inspect_only || !opts_.consumer_group.empty() || pg_) return Finish(std::move(p));
+    // One worker per (pillow, n, k): a lock file held while this host lives (on PostgreSQL a
+    // session lock, taken in Finish).
     std::string lock_path = fmt::format("{}/{}.worker-{}-of-{}.lock", opts_.dir, cfg.name,
                                         opts_.process_num, opts_.num_processes);
     p->lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -379,12 +396,26 @@ class Host final : public PillowHost {
 
   Status Finish(std::unique_ptr<Pillow> p) {
     const PillowConfig& cfg = p->cfg;
-    CC_RETURN_IF_ERROR(p->db.Open(fmt::format("{}/{}.sqlite", opts_.dir, cfg.name), false, false));
+    CC_ASSIGN_OR_RETURN(p->db, SqlDb::Open(pg_ ? opts_.dir : fmt::format("{}/{}.sqlite", opts_.dir,
+                                                                         cfg.name),
+                                           PillowSchema(cfg.name)));
+    if (pg_ && !opts_.inspect_only && opts_.consumer_group.empty()) {
+      const std::string id = fmt::format("pillow-worker\n{}\n{}\n{}", cfg.name, opts_.process_num,
+                                         opts_.num_processes);
+      static constexpr uint8_t kZero[16] = {};
+      CC_ASSIGN_OR_RETURN(bool got, p->db->TryLock(static_cast<int64_t>(util::SipHash24(kZero, id))));
+      if (!got)
+        return Status::FailedPrecondition(fmt::format(
+            "pillow {} worker {} of {} is already running (another session holds its lock)",
+            cfg.name, opts_.process_num, opts_.num_processes));
+    }
     // The store can be rebuilt from the log, but its checkpoint must not run ahead of it:
     // NORMAL in WAL mode keeps every commit across a process crash.
-    CC_RETURN_IF_ERROR(p->db.Exec("PRAGMA synchronous=NORMAL"));
-    CC_RETURN_IF_ERROR(p->db.Exec(kHostSchema));
-    CC_RETURN_IF_ERROR(p->proc->Setup(p->db));
+    if (!pg_) CC_RETURN_IF_ERROR(p->db->Exec("setting up a pillow", "PRAGMA synchronous=NORMAL"));
+    CC_RETURN_IF_ERROR(
+        p->db->Migrate("pillow", kHostSchemaVersion, kSqliteHostSchema, kPostgresHostSchema));
+    CC_RETURN_IF_ERROR(p->db->Transaction("setting up a pillow", kSetupLock,
+                                          [&] { return p->proc->Setup(*p->db); }));
     if (!opts_.consumer_group.empty() && !opts_.inspect_only) {
       RefreshOwned(*p);  // creates missing topics: a member subscribes to existing ones
       CC_ASSIGN_OR_RETURN(p->member,
@@ -456,21 +487,17 @@ class Host final : public PillowHost {
   Result<int64_t> NextOffset(Pillow& p, const TopicPartition& tp) {
     auto it = p.next.find(tp);
     if (it != p.next.end()) return it->second;
-    sqlite3_stmt* s =
-        p.db.Prep("SELECT offset FROM pillow_checkpoints WHERE topic=? AND partition=?");
-    Bind(s, 1, tp.first);
-    Bind(s, 2, static_cast<int64_t>(tp.second));
+    CC_ASSIGN_OR_RETURN(auto row, p.db->Run("reading a checkpoint",
+                                            "SELECT \"offset\" FROM pillow_checkpoints WHERE "
+                                            "topic=? AND partition=?",
+                                            {tp.first, int64_t{tp.second}}));
     int64_t off;
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-      off = sqlite3_column_int64(s, 0);
+    if (!row.empty()) {
+      off = row.Int(0, 0);
       p.saved[tp] = off;
-    } else if (rc == SQLITE_DONE) {
-      CC_ASSIGN_OR_RETURN(off, log_->StartOffset(tp.first, tp.second));  // a new pillow backfills
     } else {
-      return p.db.Err("reading a checkpoint");
+      CC_ASSIGN_OR_RETURN(off, log_->StartOffset(tp.first, tp.second));  // a new pillow backfills
     }
-    sqlite3_reset(s);
     CC_ASSIGN_OR_RETURN(int64_t start, log_->StartOffset(tp.first, tp.second));
     off = std::max(off, start);  // retention dropped what the checkpoint points at
     p.next[tp] = off;
@@ -487,14 +514,13 @@ class Host final : public PillowHost {
     for (const auto& [tp, off] : p.next) {
       auto it = p.saved.find(tp);
       if (it != p.saved.end() && it->second == off) continue;
-      sqlite3_stmt* s = p.db.Prep(
-          "INSERT OR REPLACE INTO pillow_checkpoints(topic, partition, offset, updated_at) "
-          "VALUES(?,?,?,?)");
-      Bind(s, 1, tp.first);
-      Bind(s, 2, static_cast<int64_t>(tp.second));
-      Bind(s, 3, off);
-      Bind(s, 4, now);
-      CC_RETURN_IF_ERROR(Step(p.db, s, "writing a checkpoint"));
+      CC_RETURN_IF_ERROR(p.db->Run("writing a checkpoint",
+                                   "INSERT INTO pillow_checkpoints(topic, partition, \"offset\", "
+                                   "updated_at) VALUES(?,?,?,?) ON CONFLICT(topic, partition) DO "
+                                   "UPDATE SET \"offset\"=excluded.\"offset\", "
+                                   "updated_at=excluded.updated_at",
+                                   {tp.first, int64_t{tp.second}, off, now})
+                             .status());
       p.saved[tp] = off;
     }
     p.since_checkpoint = 0;
@@ -505,7 +531,7 @@ class Host final : public PillowHost {
   // Runs the processor over changes (one transaction is open); exceptions become failures.
   Status Process(Pillow& p, const std::vector<const Change*>& changes, Failures* failed) {
     try {
-      return p.proc->ProcessBatch(p.db, *engine_, changes, failed);
+      return p.proc->ProcessBatch(*p.db, *engine_, changes, failed);
     } catch (const std::exception& e) {
       return Status::Internal(fmt::format("processor threw: {}", e.what()));
     } catch (...) {
@@ -517,25 +543,34 @@ class Host final : public PillowHost {
   // as a whole fails. Failures go to the retry queue; successes clear their queue entries.
   Status ProcessInTxn(Pillow& p, const std::vector<const Change*>& changes) {
     Failures failed;
-    CC_RETURN_IF_ERROR(p.db.Exec("SAVEPOINT batch"));
+    SqlDb& db = *p.db;
+    CC_RETURN_IF_ERROR(db.Exec("processing a batch", "SAVEPOINT batch"));
     Status s = Process(p, changes, &failed);
+    // On PostgreSQL a failed statement spoils the rest of its transaction: a batch with a
+    // failed change is done again a change at a time, and a failed change's writes undone.
+    const bool undo_failed = db.postgres();
+    if (s.ok() && undo_failed && !failed.empty())
+      s = Status::Aborted("a change of the batch failed");
     if (!s.ok()) {
-      CC_RETURN_IF_ERROR(p.db.Exec("ROLLBACK TO batch"));
+      if (s.code() == StatusCode::kUnavailable) return s;  // the database went away
+      CC_RETURN_IF_ERROR(db.Exec("processing a batch", "ROLLBACK TO batch"));
       failed.clear();
       for (size_t i = 0; i < changes.size(); ++i) {
-        CC_RETURN_IF_ERROR(p.db.Exec("SAVEPOINT one"));
+        CC_RETURN_IF_ERROR(db.Exec("processing a change", "SAVEPOINT one"));
         Failures one;
         Status s1 = Process(p, {changes[i]}, &one);
         if (!s1.ok()) {
-          CC_RETURN_IF_ERROR(p.db.Exec("ROLLBACK TO one"));
+          if (s1.code() == StatusCode::kUnavailable) return s1;
+          CC_RETURN_IF_ERROR(db.Exec("processing a change", "ROLLBACK TO one"));
           failed.emplace_back(i, s1.message());
         } else if (!one.empty()) {
+          if (undo_failed) CC_RETURN_IF_ERROR(db.Exec("processing a change", "ROLLBACK TO one"));
           failed.emplace_back(i, one[0].second);
         }
-        CC_RETURN_IF_ERROR(p.db.Exec("RELEASE one"));
+        CC_RETURN_IF_ERROR(db.Exec("processing a change", "RELEASE one"));
       }
     }
-    CC_RETURN_IF_ERROR(p.db.Exec("RELEASE batch"));
+    CC_RETURN_IF_ERROR(db.Exec("processing a batch", "RELEASE batch"));
     std::vector<bool> bad(changes.size(), false);
     for (const auto& [i, err] : failed) {
       if (i >= changes.size()) continue;
@@ -545,10 +580,10 @@ class Host final : public PillowHost {
     if (p.queued != 0) {
       for (size_t i = 0; i < changes.size(); ++i) {
         if (bad[i]) continue;
-        sqlite3_stmt* d = p.db.Prep("DELETE FROM pillow_retries WHERE doc_id=?");
-        Bind(d, 1, changes[i]->meta.document_id);
-        CC_RETURN_IF_ERROR(Step(p.db, d, "clearing a retry"));
-        if (sqlite3_changes(p.db.db()) > 0 && p.queued > 0) --p.queued;
+        CC_ASSIGN_OR_RETURN(auto d, db.Run("clearing a retry",
+                                           "DELETE FROM pillow_retries WHERE doc_id=?",
+                                           {changes[i]->meta.document_id}));
+        if (d.changed > 0 && p.queued > 0) --p.queued;
       }
     }
     return Status::Ok();
@@ -561,47 +596,30 @@ class Host final : public PillowHost {
   }
 
   Status QueueRetry(Pillow& p, const Change& c, const std::string& error) {
-    sqlite3_stmt* q = p.db.Prep("SELECT attempts FROM pillow_retries WHERE doc_id=?");
-    Bind(q, 1, c.meta.document_id);
-    int attempts = 1;
-    bool existed = false;
-    if (sqlite3_step(q) == SQLITE_ROW) {
-      attempts = sqlite3_column_int(q, 0) + 1;
-      existed = true;
-    }
-    sqlite3_reset(q);
-    const bool dead = attempts >= p.cfg.max_attempts;
-    sqlite3_stmt* s = p.db.Prep(
-        "INSERT OR REPLACE INTO pillow_retries(doc_id, topic, partition, offset, timestamp, "
-        "attempts, next_attempt, error, dead, change) VALUES(?,?,?,?,?,?,?,?,?,?)");
-    Bind(s, 1, c.meta.document_id);
-    Bind(s, 2, c.topic);
-    Bind(s, 3, static_cast<int64_t>(c.partition));
-    Bind(s, 4, c.offset);
-    Bind(s, 5, c.timestamp);
-    Bind(s, 6, static_cast<int64_t>(attempts));
-    Bind(s, 7, NextAttempt(p, attempts));
-    Bind(s, 8, error);
-    Bind(s, 9, static_cast<int64_t>(dead ? 1 : 0));
-    Bind(s, 10, ChangeMetaToJson(c.meta));
-    CC_RETURN_IF_ERROR(Step(p.db, s, "queueing a retry"));
+    CC_ASSIGN_OR_RETURN(auto q, p.db->Run("reading a retry",
+                                          "SELECT attempts FROM pillow_retries WHERE doc_id=?",
+                                          {c.meta.document_id}));
+    const bool existed = !q.empty();
+    const int64_t attempts = existed ? q.Int(0, 0) + 1 : 1;
+    const int64_t dead = attempts >= p.cfg.max_attempts ? 1 : 0;
+    CC_RETURN_IF_ERROR(p.db->Run("queueing a retry", kPutRetry,
+                                 {c.meta.document_id, c.topic, int64_t{c.partition}, c.offset,
+                                  c.timestamp, attempts,
+                                  NextAttempt(p, static_cast<int>(attempts)), error, dead,
+                                  ChangeMetaToJson(c.meta)})
+                           .status());
     if (!existed && p.queued >= 0) ++p.queued;
     return Status::Ok();
   }
 
   // A record that is not ChangeMeta JSON: dead-lettered at once with the reason.
   Status DeadLetterCorrupt(Pillow& p, const storage::ChangeRecord& r, const std::string& why) {
-    sqlite3_stmt* s = p.db.Prep(
-        "INSERT OR REPLACE INTO pillow_retries(doc_id, topic, partition, offset, timestamp, "
-        "attempts, next_attempt, error, dead, change) VALUES(?,?,?,?,?,0,0,?,1,?)");
-    Bind(s, 1, fmt::format("corrupt:{}/{}/{}", r.topic, r.partition, r.offset));
-    Bind(s, 2, r.topic);
-    Bind(s, 3, static_cast<int64_t>(r.partition));
-    Bind(s, 4, r.offset);
-    Bind(s, 5, r.timestamp);
-    Bind(s, 6, "corrupt change record: " + why);
-    Bind(s, 7, r.value);
-    CC_RETURN_IF_ERROR(Step(p.db, s, "dead-lettering a corrupt record"));
+    CC_RETURN_IF_ERROR(p.db->Run("dead-lettering a corrupt record", kPutRetry,
+                                 {fmt::format("corrupt:{}/{}/{}", r.topic, r.partition, r.offset),
+                                  r.topic, int64_t{r.partition}, r.offset, r.timestamp,
+                                  int64_t{0}, int64_t{0}, "corrupt change record: " + why,
+                                  int64_t{1}, r.value})
+                           .status());
     if (p.queued >= 0) ++p.queued;
     return Status::Ok();
   }
@@ -612,9 +630,8 @@ class Host final : public PillowHost {
     RefreshOwned(p);
     if (p.owned.empty()) return 0;
     if (p.queued < 0) {
-      sqlite3_stmt* s = p.db.Prep("SELECT COUNT(*) FROM pillow_retries");
-      p.queued = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 1;
-      sqlite3_reset(s);
+      auto n = p.db->Run("counting retries", "SELECT COUNT(*) FROM pillow_retries");
+      p.queued = n.ok() ? n->Int(0, 0) : 1;
     }
     std::vector<storage::ChangeRecord> recs;
     std::map<TopicPartition, int64_t> read_to;
@@ -624,7 +641,7 @@ class Host final : public PillowHost {
       const auto& tp = p.owned[(p.rotate + j) % n];
       CC_ASSIGN_OR_RETURN(int64_t from, NextOffset(p, tp));
       auto w = wanted.find(tp.first);
-      if (w == wanted.end()) w = wanted.emplace(tp.first, p.proc->Wants(p.db, tp.first)).first;
+      if (w == wanted.end()) w = wanted.emplace(tp.first, p.proc->Wants(*p.db, tp.first)).first;
       if (!w->second) {  // skip to the end unread; checkpointed with the next write
         CC_ASSIGN_OR_RETURN(int64_t end, log_->EndOffset(tp.first, tp.second));
         p.next[tp] = end;
@@ -655,8 +672,7 @@ class Host final : public PillowHost {
       if (util::NowMicros() - oldest < int64_t{p.cfg.max_wait_ms} * 1000) return 0;  // wait
     }
 
-    CC_RETURN_IF_ERROR(p.db.Exec("BEGIN IMMEDIATE"));
-    Status s = [&]() -> commcare::Status {
+    Status s = p.db->Transaction("processing a batch", 0, [&]() -> commcare::Status {
       std::vector<Change> changes;
       changes.reserve(recs.size());
       for (const auto& r : recs) {
@@ -682,21 +698,12 @@ class Host final : public PillowHost {
       Status cs = Checkpoint(p, false);
       if (!cs.ok()) p.next = std::move(saved_next);
       return cs;
-    }();
+    });
     if (!s.ok()) {
-      (void)p.db.Exec("ROLLBACK");
       p.next.clear();  // re-read from the checkpoints
       p.saved.clear();
       p.queued = -1;
       return s;
-    }
-    Status c = p.db.Exec("COMMIT");
-    if (!c.ok()) {
-      (void)p.db.Exec("ROLLBACK");
-      p.next.clear();
-      p.saved.clear();
-      p.queued = -1;
-      return c;
     }
     return static_cast<int64_t>(recs.size());
   }
@@ -708,39 +715,39 @@ class Host final : public PillowHost {
     auto now_tp = Clock::now();
     if (!force_scan && now_tp - p.last_retry_scan < std::chrono::seconds(1)) return 0;
     p.last_retry_scan = now_tp;
-    sqlite3_stmt* s = p.db.Prep(
-        "SELECT doc_id, topic, partition, offset, timestamp, change FROM pillow_retries "
-        "WHERE dead=0 AND next_attempt<=? ORDER BY next_attempt");
-    Bind(s, 1, util::NowMicros());
+    const int64_t now = util::NowMicros();
     std::vector<Change> due;
-    int rc = SQLITE_DONE;
-    // Up to a batch of this worker's due retries; another worker's partitions are that
-    // worker's to retry (read past here, lazily, not counted).
-    while (due.size() < p.cfg.chunk_size && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-      if (!std::binary_search(p.owned.begin(), p.owned.end(),
-                              TopicPartition(std::string(Col(s, 1)), sqlite3_column_int(s, 2))))
-        continue;
-      auto meta = ChangeMetaFromJson(Col(s, 5));
-      if (!meta.ok()) continue;  // only valid changes are queued for retry
-      due.push_back(Change{std::string(Col(s, 1)), sqlite3_column_int(s, 2),
-                           sqlite3_column_int64(s, 3), sqlite3_column_int64(s, 4),
-                           std::move(*meta)});
+    // Up to a batch of this worker's due retries, a page at a time; another worker's partitions
+    // are that worker's to retry (read past here, not counted).
+    int64_t after_time = -1;
+    std::string after_doc;
+    while (due.size() < p.cfg.chunk_size) {
+      CC_ASSIGN_OR_RETURN(
+          auto page,
+          p.db->Run("reading due retries",
+                    "SELECT doc_id, topic, partition, \"offset\", \"timestamp\", change, "
+                    "next_attempt FROM pillow_retries WHERE dead=0 AND next_attempt<=? AND "
+                    "(next_attempt>? OR (next_attempt=? AND doc_id>?)) ORDER BY next_attempt, "
+                    "doc_id LIMIT 256",
+                    {now, after_time, after_time, after_doc}));
+      for (size_t i = 0; i < page.size() && due.size() < p.cfg.chunk_size; ++i) {
+        TopicPartition tp(std::string(page.Str(i, 1)), static_cast<int>(page.Int(i, 2)));
+        if (!std::binary_search(p.owned.begin(), p.owned.end(), tp)) continue;
+        auto meta = ChangeMetaFromJson(page.Str(i, 5));
+        if (!meta.ok()) continue;  // only valid changes are queued for retry
+        due.push_back(Change{std::move(tp.first), tp.second, page.Int(i, 3), page.Int(i, 4),
+                             std::move(*meta)});
+      }
+      if (page.size() < 256) break;
+      after_time = page.Int(page.size() - 1, 6);
+      after_doc = std::string(page.Str(page.size() - 1, 0));
     }
-    if (due.size() < p.cfg.chunk_size && rc != SQLITE_DONE) {
-      Status e = p.db.Err("reading due retries");
-      sqlite3_reset(s);
-      return e;
-    }
-    sqlite3_reset(s);
     for (const auto& c : due) {
-      CC_RETURN_IF_ERROR(p.db.Exec("BEGIN IMMEDIATE"));
-      Status st = ProcessInTxn(p, {&c});
+      Status st = p.db->Transaction("retrying a change", 0, [&] { return ProcessInTxn(p, {&c}); });
       if (!st.ok()) {
-        (void)p.db.Exec("ROLLBACK");
         p.queued = -1;
         return st;
       }
-      CC_RETURN_IF_ERROR(p.db.Exec("COMMIT"));
     }
     return static_cast<int64_t>(due.size());
   }
@@ -749,6 +756,7 @@ class Host final : public PillowHost {
   PillowHostOptions opts_;
   storage::ChangeLog* log_ = nullptr;
   bool temp_dir_ = false;
+  bool pg_ = false;  // the pillow databases are schemas of a PostgreSQL database (opts_.dir)
   std::vector<std::unique_ptr<Pillow>> pillows_;
   ucr::UcrProcessor* ucr_ = nullptr;  // owned by the ucr pillow, if this host runs it
 };
@@ -759,9 +767,9 @@ class UserProcessor final : public Processor {
  public:
   explicit UserProcessor(std::shared_ptr<ChangeProcessor> p) : p_(std::move(p)) {}
   bool WritesSql() const override { return false; }
-  Status Setup(Conn&) override { return Status::Ok(); }
-  Status Reset(Conn&) override { return Status::Ok(); }
-  Status ProcessBatch(Conn&, Engine& engine, const std::vector<const Change*>& changes,
+  Status Setup(SqlDb&) override { return Status::Ok(); }
+  Status Reset(SqlDb&) override { return Status::Ok(); }
+  Status ProcessBatch(SqlDb&, Engine& engine, const std::vector<const Change*>& changes,
                       Failures* failed) override {
     for (size_t i = 0; i < changes.size(); ++i) {
       Status s;
@@ -805,6 +813,43 @@ std::unique_ptr<Processor> NewUserProcessor(std::shared_ptr<ChangeProcessor> p) 
   return std::make_unique<UserProcessor>(std::move(p));
 }
 
+std::string PillowSchema(std::string_view pillow) {
+  return "commcare_pillow_" + std::string(pillow);
+}
+
+Result<StoreLease> OpenStore(const std::string& where, std::string_view pillow,
+                             const std::function<Status(Conn&)>& setup) {
+  StoreLease out;
+  if (util::SqlDb::IsPostgres(where)) {
+    CC_ASSIGN_OR_RETURN(auto lease, util::BorrowSqlDb(where, PillowSchema(pillow)));
+    out.pg.emplace(std::move(lease));
+    return out;
+  }
+  std::string path = fmt::format("{}/{}.sqlite", where, pillow);
+  if (::access(path.c_str(), R_OK) != 0)
+    return Status::NotFound(fmt::format("no {} database at {} (run `commcare pillows run` to "
+                                        "build it)",
+                                        pillow, path));
+  CC_ASSIGN_OR_RETURN(auto lease, util::ReadPool::Acquire(path, setup));
+  out.sqlite.emplace(std::move(lease));
+  return out;
+}
+
+Result<util::SqlRows> StoreLease::Query(const char* what, const std::string& sql,
+                                        std::span<const util::SqlParam> params) {
+  if (pg) return (*pg)->Query(what, sql, params);
+  Conn& db = **sqlite;
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db.db(), sql.c_str(), -1, &s, nullptr) != SQLITE_OK) {
+    Status e = Status::InvalidArgument(fmt::format("{}: {}", what, sqlite3_errmsg(db.db())));
+    sqlite3_finalize(s);
+    return e;
+  }
+  auto out = util::RunSqlite(db, s, what, params);
+  sqlite3_finalize(s);
+  return out;
+}
+
 }  // namespace commcare::pillows
 
 namespace commcare {
@@ -815,6 +860,10 @@ Result<std::unique_ptr<PillowHost>> PillowHost::Open(Engine* engine,
   auto h = std::make_unique<pillows::Host>(engine, options);
   CC_RETURN_IF_ERROR(h->Init());
   return std::unique_ptr<PillowHost>(std::move(h));
+}
+
+std::string PillowStoreAt(const std::string& data_dir) {
+  return util::SqlDb::Where(data_dir, "pillows", "pillows");
 }
 
 namespace json = boost::json;

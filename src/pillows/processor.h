@@ -1,18 +1,25 @@
 // The internal processor interface: built-in pillows write their secondary store into the
-// pillow's own SQLite database, inside the transaction that also stores the checkpoint.
+// pillow's own database (a SQLite file, or a schema of a PostgreSQL database), inside the
+// transaction that also stores the checkpoint.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "commcare/pillows.h"
+#include "util/read_pool.h"
+#include "util/sql_db.h"
 #include "util/sqlite_conn.h"
 
 namespace commcare::pillows {
 
 using util::Conn;
+using util::SqlDb;
 
 // Per-change failures of a batch: (index into the batch, error text).
 using Failures = std::vector<std::pair<size_t, std::string>>;
@@ -26,17 +33,17 @@ class Processor {
   // Whether the processor currently needs a topic's changes. The host skips a topic it does
   // not need to the log's end without reading it (a processor that starts wanting it later,
   // e.g. a new UCR data source, first fills its store from the primary store).
-  virtual bool Wants(Conn& db, const std::string& topic) { return true; }
-  // Creates the processor's tables (idempotent).
-  virtual Status Setup(Conn& db) = 0;
+  virtual bool Wants(SqlDb& db, const std::string& topic) { return true; }
+  // Creates the processor's tables (idempotent; in a transaction).
+  virtual Status Setup(SqlDb& db) = 0;
   // Processes a batch inside an open transaction. Per-change failures go to *failed; a non-ok
   // return fails the whole batch (the host rolls back and retries one change at a time).
-  virtual Status ProcessBatch(Conn& db, Engine& engine, const std::vector<const Change*>& changes,
+  virtual Status ProcessBatch(SqlDb& db, Engine& engine, const std::vector<const Change*>& changes,
                               Failures* failed) = 0;
   // Drops the store's contents (a rebuild from scratch follows).
-  virtual Status Reset(Conn& db) = 0;
+  virtual Status Reset(SqlDb& db) = 0;
   // Changes to republish for documents missing from or stale in the store.
-  virtual Result<std::vector<ChangeMeta>> Missing(Conn& db, Engine& engine) {
+  virtual Result<std::vector<ChangeMeta>> Missing(SqlDb& db, Engine& engine) {
     return Status::Unimplemented("this pillow cannot reconcile its store");
   }
 };
@@ -47,11 +54,29 @@ class Processor {
 std::vector<Result<CaseRecord>> FetchCases(Engine& engine,
                                            const std::vector<const Change*>& changes);
 
-// The case search index (topic case-sql).
-std::unique_ptr<Processor> NewCaseSearchProcessor();
+// The case search index (topic case-sql): FTS5 and a property table on SQLite, tsvector and
+// jsonb with GIN indexes on PostgreSQL.
+std::unique_ptr<Processor> NewCaseSearchProcessor(bool postgres);
 // The form read copy the REST API lists (topic form-sql).
 std::unique_ptr<Processor> NewFormReadCopyProcessor();
 // A user-defined ChangeProcessor, called for each change of a batch.
 std::unique_ptr<Processor> NewUserProcessor(std::shared_ptr<ChangeProcessor> p);
+
+// The PostgreSQL schema that holds a pillow's tables.
+std::string PillowSchema(std::string_view pillow);
+
+// A reader's connection to a pillow's database: a pooled read-only SQLite file, or a pooled
+// PostgreSQL connection in the pillow's schema.
+struct StoreLease {
+  std::optional<util::ReadPool::Lease> sqlite;
+  std::optional<util::SqlDbLease> pg;
+  // Runs a statement built at run time (`?` parameters).
+  Result<util::SqlRows> Query(const char* what, const std::string& sql,
+                              std::span<const util::SqlParam> params);
+};
+// Opens the database of pillow at where (a pillow directory, or "postgres:<conninfo>");
+// NotFound if a directory has none. setup runs once on each new SQLite connection.
+Result<StoreLease> OpenStore(const std::string& where, std::string_view pillow,
+                             const std::function<Status(Conn&)>& setup = {});
 
 }  // namespace commcare::pillows

@@ -5,16 +5,12 @@
 #include <unordered_set>
 
 #include "pillows/processor.h"
-#include "util/read_pool.h"
 #include "util/time.h"
 
 namespace commcare::pillows {
 namespace {
 
-using util::Bind;
-using util::Col;
-
-constexpr const char* kSchema = R"(
+constexpr const char* kSqliteSchema = R"(
 CREATE TABLE IF NOT EXISTS rc_forms(
   id INTEGER PRIMARY KEY, form_id TEXT NOT NULL UNIQUE, domain TEXT NOT NULL,
   xmlns TEXT NOT NULL, user_id TEXT NOT NULL, app_id TEXT NOT NULL, state TEXT NOT NULL,
@@ -23,14 +19,26 @@ CREATE TABLE IF NOT EXISTS rc_forms(
 CREATE INDEX IF NOT EXISTS rc_forms_page ON rc_forms(domain, indexed_on, id);
 CREATE INDEX IF NOT EXISTS rc_forms_received ON rc_forms(domain, received_on);
 )";
+constexpr const char* kPostgresSchema = R"(
+CREATE TABLE IF NOT EXISTS rc_forms(
+  id BIGSERIAL PRIMARY KEY, form_id TEXT COLLATE "C" NOT NULL UNIQUE,
+  domain TEXT COLLATE "C" NOT NULL, xmlns TEXT COLLATE "C" NOT NULL,
+  user_id TEXT COLLATE "C" NOT NULL, app_id TEXT COLLATE "C" NOT NULL, state TEXT NOT NULL,
+  received_on BIGINT NOT NULL, server_modified_on BIGINT NOT NULL, indexed_on BIGINT NOT NULL,
+  doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS rc_forms_page ON rc_forms(domain, indexed_on, id);
+CREATE INDEX IF NOT EXISTS rc_forms_received ON rc_forms(domain, received_on);
+)";
 
 class FormReadCopy final : public Processor {
  public:
   bool WritesSql() const override { return true; }
-  Status Setup(Conn& db) override { return db.Exec(kSchema); }
-  Status Reset(Conn& db) override { return db.Exec("DELETE FROM rc_forms"); }
+  Status Setup(SqlDb& db) override {
+    return db.Exec("creating the read copy", db.postgres() ? kPostgresSchema : kSqliteSchema);
+  }
+  Status Reset(SqlDb& db) override { return db.Exec("emptying the read copy", "DELETE FROM rc_forms"); }
 
-  Status ProcessBatch(Conn& db, Engine& engine, const std::vector<const Change*>& changes,
+  Status ProcessBatch(SqlDb& db, Engine& engine, const std::vector<const Change*>& changes,
                       Failures* failed) override {
     for (size_t i = 0; i < changes.size(); ++i) {
       const ChangeMeta& m = changes[i]->meta;
@@ -40,51 +48,52 @@ class FormReadCopy final : public Processor {
         continue;
       }
       if (!f.ok()) {
-        sqlite3_stmt* d = db.Prep("DELETE FROM rc_forms WHERE form_id=?");
-        Bind(d, 1, m.document_id);
-        if (sqlite3_step(d) != SQLITE_DONE) return db.Err("deleting a form copy");
+        CC_RETURN_IF_ERROR(db.Run("deleting a form copy", "DELETE FROM rc_forms WHERE form_id=?",
+                                  {m.document_id})
+                               .status());
         continue;
       }
-      sqlite3_stmt* w = db.Prep(
-          "INSERT INTO rc_forms(form_id, domain, xmlns, user_id, app_id, state, received_on, "
-          "server_modified_on, indexed_on, doc) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) "
-          "ON CONFLICT(form_id) DO UPDATE SET domain=?2, xmlns=?3, user_id=?4, app_id=?5, "
-          "state=?6, received_on=?7, server_modified_on=?8, indexed_on=?9, doc=?10");
-      Bind(w, 1, f->form_id);
-      Bind(w, 2, f->domain);
-      Bind(w, 3, f->xmlns);
-      Bind(w, 4, f->user_id);
-      Bind(w, 5, f->app_id);
-      Bind(w, 6, FormStateName(f->state));
-      Bind(w, 7, f->received_on);
-      Bind(w, 8, f->server_modified_on);
-      Bind(w, 9, util::NowMicros());
-      Bind(w, 10, FormToJson(*f));
-      if (sqlite3_step(w) != SQLITE_DONE) return db.Err("writing a form copy");
+      CC_RETURN_IF_ERROR(
+          db.Run("writing a form copy",
+                 "INSERT INTO rc_forms(form_id, domain, xmlns, user_id, app_id, state, "
+                 "received_on, server_modified_on, indexed_on, doc) VALUES(?,?,?,?,?,?,?,?,?,?) "
+                 "ON CONFLICT(form_id) DO UPDATE SET domain=excluded.domain, "
+                 "xmlns=excluded.xmlns, user_id=excluded.user_id, app_id=excluded.app_id, "
+                 "state=excluded.state, received_on=excluded.received_on, "
+                 "server_modified_on=excluded.server_modified_on, "
+                 "indexed_on=excluded.indexed_on, doc=excluded.doc",
+                 {f->form_id, f->domain, f->xmlns, f->user_id, f->app_id,
+                  FormStateName(f->state), f->received_on, f->server_modified_on,
+                  util::NowMicros(), FormToJson(*f)})
+              .status());
     }
     return Status::Ok();
   }
 
-  Result<std::vector<ChangeMeta>> Missing(Conn& db, Engine& engine) override {
+  Result<std::vector<ChangeMeta>> Missing(SqlDb& db, Engine& engine) override {
     std::vector<ChangeMeta> out;
     std::unordered_set<std::string> live;
-    sqlite3_stmt* q = db.Prep("SELECT server_modified_on FROM rc_forms WHERE form_id=?");
-    for (int i = 0; i < engine.NumDatabases(); ++i)
+    Status inner;
+    for (int i = 0; i < engine.NumDatabases() && inner.ok(); ++i)
       CC_RETURN_IF_ERROR(engine.Database(i)->ScanForms([&](const FormRecord& f) {
         live.insert(f.form_id);
-        sqlite3_reset(q);
-        Bind(q, 1, f.form_id);
-        bool fresh =
-            sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int64(q, 0) == f.server_modified_on;
-        if (!fresh) out.push_back(Meta(f.form_id, f.domain, f.xmlns));
+        auto q = db.Run("reading a form copy",
+                        "SELECT server_modified_on FROM rc_forms WHERE form_id=?", {f.form_id});
+        if (!q.ok()) {
+          inner = q.status();
+          return false;
+        }
+        if (q->empty() || q->Int(0, 0) != f.server_modified_on)
+          out.push_back(Meta(f.form_id, f.domain, f.xmlns));
         return true;
       }));
-    sqlite3_reset(q);
-    sqlite3_stmt* s = db.Prep("SELECT form_id, domain, xmlns FROM rc_forms");
-    while (sqlite3_step(s) == SQLITE_ROW)
-      if (!live.count(std::string(Col(s, 0))))
-        out.push_back(Meta(std::string(Col(s, 0)), std::string(Col(s, 1)), std::string(Col(s, 2))));
-    sqlite3_reset(s);
+    CC_RETURN_IF_ERROR(inner);
+    CC_ASSIGN_OR_RETURN(auto all, db.Run("listing form copies",
+                                         "SELECT form_id, domain, xmlns FROM rc_forms"));
+    for (size_t r = 0; r < all.size(); ++r)
+      if (!live.count(std::string(all.Str(r, 0))))
+        out.push_back(Meta(std::string(all.Str(r, 0)), std::string(all.Str(r, 1)),
+                           std::string(all.Str(r, 2))));
     return out;
   }
 
@@ -114,42 +123,27 @@ Result<FormListPage> ListForms(const std::string& pillows_dir, const FormListQue
   if (q.domain.empty()) return Status::InvalidArgument("a form list needs a domain");
   if (q.limit < 1 || q.limit > 1000)
     return Status::InvalidArgument(fmt::format("limit must be 1..1000 (got {})", q.limit));
-  std::string path = pillows_dir + "/read-copy.sqlite";
-  if (::access(path.c_str(), R_OK) != 0)
-    return Status::NotFound(fmt::format("no form read copy at {}", path));
-  CC_ASSIGN_OR_RETURN(auto lease, util::ReadPool::Acquire(path));
-  util::Conn& db = *lease;
-  const char* where =
-      " FROM rc_forms WHERE domain=?1 AND (?2='' OR xmlns=?2) AND (?3='' OR app_id=?3) AND "
-      "(?4='' OR user_id=?4) AND (?5=0 OR received_on>=?5) AND (?6=0 OR received_on<?6) AND "
-      "(state='normal' OR (?7=1 AND state='archived'))";
-  auto bind = [&](sqlite3_stmt* s) {
-    util::Bind(s, 1, q.domain);
-    util::Bind(s, 2, q.xmlns);
-    util::Bind(s, 3, q.app_id);
-    util::Bind(s, 4, q.user_id);
-    util::Bind(s, 5, q.received_from);
-    util::Bind(s, 6, q.received_to);
-    util::Bind(s, 7, static_cast<int64_t>(q.include_archived ? 1 : 0));
-  };
+  CC_ASSIGN_OR_RETURN(auto db, pillows::OpenStore(pillows_dir, "read-copy"));
+  const std::string where =
+      " FROM rc_forms WHERE domain=? AND (CAST(? AS TEXT)='' OR xmlns=?) AND (CAST(? AS TEXT)='' "
+      "OR app_id=?) AND (CAST(? AS TEXT)='' OR user_id=?) AND (CAST(? AS BIGINT)=0 OR "
+      "received_on>=?) AND (CAST(? AS BIGINT)=0 OR received_on<?) AND (state='normal' OR "
+      "(CAST(? AS INTEGER)=1 AND state='archived'))";
+  std::vector<util::SqlParam> params = {q.domain,        q.xmlns,         q.xmlns,
+                                        q.app_id,        q.app_id,        q.user_id,
+                                        q.user_id,       q.received_from, q.received_from,
+                                        q.received_to,   q.received_to,
+                                        int64_t{q.include_archived ? 1 : 0}};
   FormListPage page;
-  sqlite3_stmt* c = nullptr;
-  std::string count_sql = std::string("SELECT COUNT(*)") + where;
-  if (sqlite3_prepare_v2(db.db(), count_sql.c_str(), -1, &c, nullptr) != SQLITE_OK)
-    return db.Err("counting forms");
-  bind(c);
-  if (sqlite3_step(c) == SQLITE_ROW) page.total_count = sqlite3_column_int64(c, 0);
-  sqlite3_finalize(c);
-  sqlite3_stmt* s = nullptr;
-  std::string sql =
-      std::string("SELECT doc") + where + " ORDER BY received_on, id LIMIT ?8 OFFSET ?9";
-  if (sqlite3_prepare_v2(db.db(), sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
-    return db.Err("listing forms");
-  bind(s);
-  util::Bind(s, 8, static_cast<int64_t>(q.limit));
-  util::Bind(s, 9, static_cast<int64_t>(q.offset));
-  while (sqlite3_step(s) == SQLITE_ROW) page.forms.emplace_back(util::Col(s, 0));
-  sqlite3_finalize(s);
+  CC_ASSIGN_OR_RETURN(auto n, db.Query("counting forms", "SELECT COUNT(*)" + where, params));
+  page.total_count = n.Int(0, 0);
+  params.push_back(static_cast<int64_t>(q.limit));
+  params.push_back(static_cast<int64_t>(q.offset));
+  CC_ASSIGN_OR_RETURN(auto rows,
+                      db.Query("listing forms",
+                               "SELECT doc" + where + " ORDER BY received_on, id LIMIT ? OFFSET ?",
+                               params));
+  for (size_t r = 0; r < rows.size(); ++r) page.forms.emplace_back(rows.Str(r, 0));
   return page;
 }
 

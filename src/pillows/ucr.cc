@@ -724,10 +724,10 @@ std::string Quote(const std::string& id) {
   return q + "\"";
 }
 
-std::string SqlType(const std::string& datatype) {
+std::string SqlType(const std::string& datatype, bool postgres) {
   if (datatype == "integer" || datatype == "small_integer" || datatype == "boolean")
-    return "INTEGER";
-  if (datatype == "decimal") return "REAL";
+    return postgres ? "BIGINT" : "INTEGER";
+  if (datatype == "decimal") return postgres ? "DOUBLE PRECISION" : "REAL";
   return "TEXT";
 }
 
@@ -1009,27 +1009,33 @@ Result<json::object> FormDocument(const FormRecord& f, std::string_view xml) {
 
 namespace {
 
-constexpr const char* kSchema = R"(
+constexpr const char* kSqliteSchema = R"(
 CREATE TABLE IF NOT EXISTS ucr_sources(
   domain TEXT NOT NULL, table_id TEXT NOT NULL, config TEXT NOT NULL, version INTEGER NOT NULL,
   PRIMARY KEY(domain, table_id)) WITHOUT ROWID;
+)";
+constexpr const char* kPostgresSchema = R"(
+CREATE TABLE IF NOT EXISTS ucr_sources(
+  domain TEXT COLLATE "C" NOT NULL, table_id TEXT COLLATE "C" NOT NULL, config TEXT NOT NULL,
+  version BIGINT NOT NULL, PRIMARY KEY(domain, table_id));
 )";
 
 class Ucr final : public UcrProcessor {
  public:
   bool WritesSql() const override { return true; }
-  Status Setup(Conn& db) override {
-    CC_RETURN_IF_ERROR(db.Exec(kSchema));
+  Status Setup(SqlDb& db) override {
+    CC_RETURN_IF_ERROR(
+        db.Exec("creating the data source table", db.postgres() ? kPostgresSchema : kSqliteSchema));
     return Reload(db, true);
   }
-  Status Reset(Conn& db) override {
+  Status Reset(SqlDb& db) override {
     CC_RETURN_IF_ERROR(Reload(db, false));
     for (const auto& [key, ds] : sources_)
-      CC_RETURN_IF_ERROR(db.Exec(("DELETE FROM " + Quote(ds->TableName())).c_str()));
+      CC_RETURN_IF_ERROR(db.Exec("emptying a UCR table", "DELETE FROM " + Quote(ds->TableName())));
     return Status::Ok();
   }
 
-  bool Wants(Conn& db, const std::string& topic) override {
+  bool Wants(SqlDb& db, const std::string& topic) override {
     if (!Reload(db, false).ok()) return true;  // unsure: read it
     const char* kind = topic == "case-sql" ? "CommCareCase" : "XFormInstance";
     for (const auto& [key, ds] : sources_)
@@ -1037,7 +1043,7 @@ class Ucr final : public UcrProcessor {
     return false;
   }
 
-  Status ProcessBatch(Conn& db, Engine& engine, const std::vector<const Change*>& changes,
+  Status ProcessBatch(SqlDb& db, Engine& engine, const std::vector<const Change*>& changes,
                       Failures* failed) override {
     CC_RETURN_IF_ERROR(Reload(db, false));
     if (sources_.empty()) return Status::Ok();
@@ -1053,38 +1059,37 @@ class Ucr final : public UcrProcessor {
     for (size_t i = 0; i < changes.size(); ++i) {
       Status s = ProcessOne(db, engine, changes[i]->meta,
                             where[i] == SIZE_MAX ? nullptr : &fetched[where[i]]);
-      if (s.code() == StatusCode::kInternal) return s;  // a store error fails the batch
+      if (s.code() == StatusCode::kInternal || s.code() == StatusCode::kUnavailable)
+        return s;  // a store error fails the batch
       if (!s.ok()) failed->emplace_back(i, s.ToString());
     }
     return Status::Ok();
   }
 
-  Result<int64_t> Load(Conn& db, Engine& engine, std::string_view config_json) override {
+  Result<int64_t> Load(SqlDb& db, Engine& engine, std::string_view config_json) override {
     CC_ASSIGN_OR_RETURN(auto ds, Compile(config_json));
     CC_RETURN_IF_ERROR(Reload(db, false));
-    sqlite3_stmt* s = db.Prep(
-        "INSERT INTO ucr_sources(domain, table_id, config, version) VALUES(?1, ?2, ?3, "
-        "(SELECT COALESCE(MAX(version), 0) + 1 FROM ucr_sources)) ON CONFLICT(domain, table_id) "
-        "DO UPDATE SET config=?3, version=(SELECT COALESCE(MAX(version), 0) + 1 FROM "
-        "ucr_sources)");
-    Bind(s, 1, ds->domain);
-    Bind(s, 2, ds->table_id);
-    Bind(s, 3, ds->config);
-    if (sqlite3_step(s) != SQLITE_DONE) return db.Err("storing a data source");
+    CC_RETURN_IF_ERROR(
+        db.Run("storing a data source",
+               "INSERT INTO ucr_sources(domain, table_id, config, version) VALUES(?, ?, ?, "
+               "(SELECT COALESCE(MAX(version), 0) + 1 FROM ucr_sources)) ON CONFLICT(domain, "
+               "table_id) DO UPDATE SET config=excluded.config, version=excluded.version",
+               {ds->domain, ds->table_id, ds->config})
+            .status());
     CC_RETURN_IF_ERROR(CreateTable(db, *ds, /*drop=*/true));
     std::string domain = ds->domain, table = ds->table_id;
     sources_[{domain, table}] = std::move(ds);
     return Rebuild(db, engine, domain, table);
   }
 
-  Result<int64_t> Rebuild(Conn& db, Engine& engine, std::string_view domain,
+  Result<int64_t> Rebuild(SqlDb& db, Engine& engine, std::string_view domain,
                           std::string_view table_id) override {
     CC_RETURN_IF_ERROR(Reload(db, false));
     auto it = sources_.find({std::string(domain), std::string(table_id)});
     if (it == sources_.end())
       return Status::NotFound(fmt::format("no UCR data source {} in domain {}", table_id, domain));
     const DataSource& ds = *it->second;
-    CC_RETURN_IF_ERROR(db.Exec(("DELETE FROM " + Quote(ds.TableName())).c_str()));
+    CC_RETURN_IF_ERROR(db.Exec("emptying a UCR table", "DELETE FROM " + Quote(ds.TableName())));
     int64_t rows = 0;
     Status inner;
     auto write = [&](const json::value& doc) {
@@ -1122,100 +1127,78 @@ class Ucr final : public UcrProcessor {
   using Key = std::pair<std::string, std::string>;
 
   // Re-reads the data sources when another process (or Load) changed them.
-  Status Reload(Conn& db, bool force) {
-    sqlite3_stmt* v = db.Prep("SELECT COALESCE(MAX(version), 0), COUNT(*) FROM ucr_sources");
-    if (!v || sqlite3_step(v) != SQLITE_ROW) return db.Err("reading data source versions");
-    int64_t version = sqlite3_column_int64(v, 0), count = sqlite3_column_int64(v, 1);
-    sqlite3_reset(v);
+  Status Reload(SqlDb& db, bool force) {
+    CC_ASSIGN_OR_RETURN(auto v, db.Run("reading data source versions",
+                                       "SELECT COALESCE(MAX(version), 0), COUNT(*) FROM "
+                                       "ucr_sources"));
+    const int64_t version = v.Int(0, 0), count = v.Int(0, 1);
     if (!force && version == version_ && count == count_) return Status::Ok();
     std::map<Key, std::unique_ptr<DataSource>> fresh;
-    sqlite3_stmt* s = db.Prep("SELECT domain, table_id, config FROM ucr_sources");
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-      auto ds = Compile(Col(s, 2));
-      if (!ds.ok()) {
-        sqlite3_reset(s);
+    CC_ASSIGN_OR_RETURN(auto all, db.Run("reading data sources",
+                                         "SELECT domain, table_id, config FROM ucr_sources"));
+    for (size_t r = 0; r < all.size(); ++r) {
+      auto ds = Compile(all.Str(r, 2));
+      if (!ds.ok())
         return Status::DataLoss(fmt::format("stored data source {}/{} no longer compiles: {}",
-                                            Col(s, 0), Col(s, 1), ds.status().message()));
-      }
+                                            all.Str(r, 0), all.Str(r, 1), ds.status().message()));
       CC_RETURN_IF_ERROR(CreateTable(db, **ds, false));
-      fresh[{std::string(Col(s, 0)), std::string(Col(s, 1))}] = std::move(*ds);
+      fresh[{std::string(all.Str(r, 0)), std::string(all.Str(r, 1))}] = std::move(*ds);
     }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) return db.Err("reading data sources");
     sources_ = std::move(fresh);
     version_ = version;
     count_ = count;
     return Status::Ok();
   }
 
-  Status CreateTable(Conn& db, const DataSource& ds, bool drop) {
+  // On PostgreSQL a last column, ucr_row, numbers the rows (SQLite's rowid) for UcrRows.
+  Status CreateTable(SqlDb& db, const DataSource& ds, bool drop) {
     const std::string t = Quote(ds.TableName());
-    if (drop) CC_RETURN_IF_ERROR(db.Exec(("DROP TABLE IF EXISTS " + t).c_str()));
+    if (drop) CC_RETURN_IF_ERROR(db.Exec("dropping a UCR table", "DROP TABLE IF EXISTS " + t));
     std::string sql =
         "CREATE TABLE IF NOT EXISTS " + t + "(doc_id TEXT NOT NULL, inserted_at TEXT NOT NULL";
     if (ds.base_item) sql += ", repeat_iteration INTEGER NOT NULL";
     for (const auto& c : ds.columns)
-      sql += ", " + Quote(c.id) + " " + SqlType(c.datatype) + (c.nullable ? "" : " NOT NULL");
+      sql += ", " + Quote(c.id) + " " + SqlType(c.datatype, db.postgres()) +
+             (c.nullable ? "" : " NOT NULL");
+    if (db.postgres()) sql += ", ucr_row BIGSERIAL";
     sql += ")";
-    CC_RETURN_IF_ERROR(db.Exec(sql.c_str()));
-    std::string idx =
-        "CREATE INDEX IF NOT EXISTS " + Quote(ds.TableName() + "_doc") + " ON " + t + "(doc_id)";
-    return db.Exec(idx.c_str());
+    CC_RETURN_IF_ERROR(db.Exec("creating a UCR table", sql));
+    return db.Exec("creating a UCR index", "CREATE INDEX IF NOT EXISTS " +
+                                               Quote(ds.TableName() + "_doc") + " ON " + t +
+                                               "(doc_id)");
   }
 
-  // A statement per data source, kept across batches (the Conn cache keys on const char*).
-  sqlite3_stmt* Stmt(Conn& db, const std::string& sql) {
-    auto it = stmts_.find(sql);
-    if (it != stmts_.end()) {
-      sqlite3_reset(it->second.get());
-      sqlite3_clear_bindings(it->second.get());
-      return it->second.get();
-    }
-    sqlite3_stmt* s = nullptr;
-    if (sqlite3_prepare_v3(db.db(), sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) !=
-        SQLITE_OK)
-      return nullptr;
-    stmts_.emplace(sql, std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)>(s, sqlite3_finalize));
-    return s;
+  Status DeleteRows(SqlDb& db, const DataSource& ds, std::string_view doc_id) {
+    const util::SqlParam id[] = {doc_id};
+    return db.Query("deleting UCR rows", ds.delete_sql, id).status();
   }
 
-  Status DeleteRows(Conn& db, const DataSource& ds, std::string_view doc_id) {
-    sqlite3_stmt* d = Stmt(db, ds.delete_sql);
-    if (!d) return db.Err("preparing a UCR delete");
-    Bind(d, 1, doc_id);
-    if (sqlite3_step(d) != SQLITE_DONE) return db.Err("deleting UCR rows");
-    return Status::Ok();
-  }
-
-  Status Insert(Conn& db, const DataSource& ds, const std::vector<std::vector<json::value>>& rows) {
-    if (rows.empty()) return Status::Ok();
-    sqlite3_stmt* s = Stmt(db, ds.insert_sql);
-    if (!s) return db.Err("preparing a UCR insert");
+  Status Insert(SqlDb& db, const DataSource& ds, const std::vector<std::vector<json::value>>& rows) {
+    std::vector<std::string> hold;
+    std::vector<util::SqlParam> params;
     for (const auto& row : rows) {
-      sqlite3_reset(s);
-      for (size_t i = 0; i < row.size(); ++i) {
-        const json::value& v = row[i];
-        int k = static_cast<int>(i + 1);
+      hold.clear();
+      hold.reserve(row.size());
+      params.clear();
+      for (const json::value& v : row) {
         if (v.is_null())
-          sqlite3_bind_null(s, k);
+          params.emplace_back(nullptr);
         else if (v.is_int64())
-          sqlite3_bind_int64(s, k, v.get_int64());
+          params.emplace_back(v.get_int64());
         else if (v.is_uint64())
-          sqlite3_bind_int64(s, k, static_cast<int64_t>(v.get_uint64()));
+          params.emplace_back(static_cast<int64_t>(v.get_uint64()));
         else if (v.is_double())
-          sqlite3_bind_double(s, k, v.get_double());
+          params.emplace_back(v.get_double());
         else if (v.is_bool())
-          sqlite3_bind_int64(s, k, v.get_bool() ? 1 : 0);
+          params.emplace_back(int64_t{v.get_bool() ? 1 : 0});
         else
-          Bind(s, k, AsString(v));
+          params.emplace_back(hold.emplace_back(AsString(v)));
       }
-      if (sqlite3_step(s) != SQLITE_DONE) {
-        Status e = Status::InvalidArgument(
-            fmt::format("a row of data source {} does not fit its table: {}", ds.table_id,
-                        sqlite3_errmsg(db.db())));
-        sqlite3_reset(s);
-        return e;
+      auto r = db.Query("inserting UCR rows", ds.insert_sql, params);
+      if (!r.ok()) {
+        if (r.status().code() == StatusCode::kUnavailable) return r.status();
+        return Status::InvalidArgument(fmt::format("a row of data source {} does not fit its table: {}",
+                                                   ds.table_id, r.status().message()));
       }
     }
     return Status::Ok();
@@ -1232,7 +1215,7 @@ class Ucr final : public UcrProcessor {
   }
 
   // fetched: the case read ahead (case changes only), or nullptr to read it here.
-  Status ProcessOne(Conn& db, Engine& engine, const ChangeMeta& m, Result<CaseRecord>* fetched) {
+  Status ProcessOne(SqlDb& db, Engine& engine, const ChangeMeta& m, Result<CaseRecord>* fetched) {
     const bool is_case = IsCase(m);
     const char* kind = is_case ? "CommCareCase" : "XFormInstance";
     std::vector<const DataSource*> targets;
@@ -1279,7 +1262,6 @@ class Ucr final : public UcrProcessor {
 
   std::map<Key, std::unique_ptr<DataSource>> sources_;
   int64_t version_ = -1, count_ = -1;
-  std::unordered_map<std::string, std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)>> stmts_;
 };
 
 }  // namespace
@@ -1293,27 +1275,38 @@ namespace commcare {
 Result<std::vector<std::string>> UcrRows(const std::string& pillows_dir, std::string_view domain,
                                          std::string_view table_id, size_t limit, size_t offset) {
   namespace json = boost::json;
-  std::string path = pillows_dir + "/ucr.sqlite";
-  if (::access(path.c_str(), R_OK) != 0)
-    return Status::NotFound(fmt::format("no UCR database at {}", path));
-  CC_ASSIGN_OR_RETURN(auto lease, util::ReadPool::Acquire(path));
-  util::Conn& db = *lease;
-  sqlite3_stmt* q = db.Prep("SELECT 1 FROM ucr_sources WHERE domain=? AND table_id=?");
-  if (!q) return db.Err("reading data sources");
-  util::Bind(q, 1, domain);
-  util::Bind(q, 2, table_id);
-  if (sqlite3_step(q) != SQLITE_ROW)
+  CC_ASSIGN_OR_RETURN(auto db, pillows::OpenStore(pillows_dir, "ucr"));
+  const util::SqlParam key[] = {domain, table_id};
+  CC_ASSIGN_OR_RETURN(auto known,
+                      db.Query("reading data sources",
+                               "SELECT 1 FROM ucr_sources WHERE domain=? AND table_id=?", key));
+  if (known.empty())
     return Status::NotFound(fmt::format("no UCR data source {} in domain {}", table_id, domain));
-  sqlite3_reset(q);
   pillows::ucr::DataSource ds;
   ds.domain = std::string(domain);
   ds.table_id = std::string(table_id);
+  std::vector<std::string> out;
+  if (db.pg) {  // the row as JSON, in column order, without the row number
+    CC_ASSIGN_OR_RETURN(
+        auto rows,
+        db.Query("reading UCR rows",
+                 fmt::format("SELECT CAST(row_to_json(t) AS TEXT) FROM \"{}\" t ORDER BY ucr_row "
+                             "LIMIT {} OFFSET {}",
+                             ds.TableName(), limit, offset),
+                 {}));
+    for (size_t r = 0; r < rows.size(); ++r) {
+      json::value v = json::parse(rows.Str(r, 0));
+      v.as_object().erase("ucr_row");
+      out.push_back(json::serialize(v));
+    }
+    return out;
+  }
+  util::Conn& conn = **db.sqlite;
   std::string sql = fmt::format("SELECT * FROM \"{}\" ORDER BY rowid LIMIT {} OFFSET {}",
                                 ds.TableName(), limit, offset);
   sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db.db(), sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
-    return db.Err("reading UCR rows");
-  std::vector<std::string> out;
+  if (sqlite3_prepare_v2(conn.db(), sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
+    return conn.Err("reading UCR rows");
   int rc;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     json::object o;

@@ -88,9 +88,9 @@ class UcrProcessor : public Processor {
  public:
   // Stores (or replaces) a data source, (re)creates its table and fills it from the primary
   // store; returns the number of rows.
-  virtual Result<int64_t> Load(Conn& db, Engine& engine, std::string_view config_json) = 0;
+  virtual Result<int64_t> Load(SqlDb& db, Engine& engine, std::string_view config_json) = 0;
   // Empties a data source's table and fills it from the primary store.
-  virtual Result<int64_t> Rebuild(Conn& db, Engine& engine, std::string_view domain,
+  virtual Result<int64_t> Rebuild(SqlDb& db, Engine& engine, std::string_view domain,
                                   std::string_view table_id) = 0;
 };
 std::unique_ptr<UcrProcessor> NewUcrProcessor();

@@ -2,7 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <boost/json.hpp>
+#include <fstream>
+#include <sstream>
+
 #include <map>
+#include <mutex>
+#include <unordered_map>
 
 #include "storage/postgres/pg_conn.h"
 #include "util/sqlite_conn.h"
@@ -33,10 +39,14 @@ Status CheckVersion(SqlDb* db, std::string_view name, int version) {
 
 class SqliteDb final : public SqlDb {
  public:
+  ~SqliteDb() override {
+    for (auto& [k, st] : dynamic_) sqlite3_finalize(st);
+  }
   Status Open(const std::string& path) {
     return db_.Open(path.empty() ? ":memory:" : path, false, false);
   }
   bool postgres() const override { return false; }
+  Conn* sqlite() override { return &db_; }
 
   Status Migrate(std::string_view name, int version, const char* schema, const char*) override {
     return Transaction("applying the schema", 0, [&] {
@@ -48,30 +58,36 @@ class SqliteDb final : public SqlDb {
 
   Result<SqlRows> Run(const char* what, const char* sql,
                       std::initializer_list<SqlParam> params) override {
-    sqlite3_stmt* s = db_.Prep(sql);
-    if (!s) return db_.Err(what);
-    int i = 1;
-    for (const auto& p : params) std::visit([&](auto v) { Bind(s, i++, v); }, p);
-    SqlRows out;
-    out.cols = static_cast<size_t>(sqlite3_column_count(s));
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-      for (int c = 0; c < static_cast<int>(out.cols); ++c) out.cells.emplace_back(Col(s, c));
-    if (rc != SQLITE_DONE) {
-      Status e = db_.Err(what);
-      sqlite3_reset(s);
-      return e;
+    return RunSqlite(db_, db_.Prep(sql), what, {params.begin(), params.size()});
+  }
+
+  Result<SqlRows> Query(const char* what, const std::string& sql,
+                        std::span<const SqlParam> params) override {
+    auto it = dynamic_.find(sql);
+    if (it == dynamic_.end()) {
+      sqlite3_stmt* st = nullptr;
+      if (sqlite3_prepare_v3(db_.db(), sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &st,
+                             nullptr) != SQLITE_OK)
+        return db_.Err(what);
+      it = dynamic_.emplace(sql, st).first;
+    } else {
+      sqlite3_reset(it->second);
+      sqlite3_clear_bindings(it->second);
     }
-    out.changed = sqlite3_changes(db_.db());
-    sqlite3_reset(s);
-    return out;
+    return RunSqlite(db_, it->second, what, params);
+  }
+
+  Status Exec(const char* what, const std::string& sql) override {
+    Status s = db_.Exec(sql.c_str());
+    if (!s.ok()) return Status::Internal(fmt::format("{}: {}", what, s.message()));
+    return s;
   }
 
   Status Transaction(const char* what, int64_t, const std::function<Status()>& body) override {
     CC_RETURN_IF_ERROR(db_.Exec("BEGIN IMMEDIATE"));
     Status s = body();
     if (!s.ok()) {
-      db_.ResetAll();
+      ResetAll();
       (void)db_.Exec("ROLLBACK");
       return s;
     }
@@ -83,8 +99,16 @@ class SqliteDb final : public SqlDb {
     return s;
   }
 
+  Result<bool> TryLock(int64_t) override { return true; }
+
  private:
+  void ResetAll() {
+    db_.ResetAll();
+    for (auto& [k, st] : dynamic_) sqlite3_reset(st);
+  }
+
   Conn db_;
+  std::unordered_map<std::string, sqlite3_stmt*> dynamic_;
 };
 
 class PostgresDb final : public SqlDb {
@@ -96,7 +120,14 @@ class PostgresDb final : public SqlDb {
     CC_ASSIGN_OR_RETURN(c_, pg::Connect(dsn_));
     const std::string set =
         fmt::format("CREATE SCHEMA IF NOT EXISTS \"{0}\"; SET search_path = \"{0}\"", schema_);
-    return c_->Exec("choosing the schema", set.c_str());
+    CC_RETURN_IF_ERROR(c_->Exec("choosing the schema", set.c_str()));
+    for (int64_t key : locks_) {  // a new session: the old one's locks went with it
+      CC_ASSIGN_OR_RETURN(bool got, Take(key));
+      if (!got)
+        return Status::Unavailable(fmt::format(
+            "postgres: lock {} was taken by another session while the connection was lost", key));
+    }
+    return Status::Ok();
   }
   bool postgres() const override { return true; }
 
@@ -114,14 +145,56 @@ class PostgresDb final : public SqlDb {
   Result<SqlRows> Run(const char* what, const char* sql,
                       std::initializer_list<SqlParam> params) override {
     CC_RETURN_IF_ERROR(Live());
+    auto it = numbered_.find(sql);
+    if (it == numbered_.end()) it = numbered_.emplace(sql, Numbered(sql)).first;
+    return Execute(what, it->second.c_str(), {params.begin(), params.size()});
+  }
+
+  Result<SqlRows> Query(const char* what, const std::string& sql,
+                        std::span<const SqlParam> params) override {
+    CC_RETURN_IF_ERROR(Live());
+    auto it = dynamic_.find(sql);
+    if (it == dynamic_.end()) it = dynamic_.emplace(sql, Numbered(sql.c_str())).first;
+    return Execute(what, it->second.c_str(), params);
+  }
+
+  Status Exec(const char* what, const std::string& sql) override {
+    CC_RETURN_IF_ERROR(Live());
+    return c_->Exec(what, sql.c_str());
+  }
+
+  Result<bool> TryLock(int64_t key) override {
+    CC_RETURN_IF_ERROR(Live());
+    CC_ASSIGN_OR_RETURN(bool got, Take(key));
+    if (got) locks_.push_back(key);
+    return got;
+  }
+
+ private:
+  Result<bool> Take(int64_t key) {
+    CC_ASSIGN_OR_RETURN(auto r, c_->Q("taking a lock", "SELECT pg_try_advisory_lock($1)",
+                                      {std::to_string(key)}));
+    return r->Bool(0, 0);
+  }
+
+  // Runs a numbered statement (kept alive by the caller's map: libpq prepares it once per
+  // connection, keyed by its address).
+  Result<SqlRows> Execute(const char* what, const char* numbered,
+                          std::span<const SqlParam> params) {
     std::vector<std::string> text;
+    std::vector<bool> nulls;
     for (const auto& p : params) {
+      nulls.push_back(std::holds_alternative<std::nullptr_t>(p));
       if (const auto* t = std::get_if<std::string_view>(&p))
         text.emplace_back(*t);
+      else if (const auto* i = std::get_if<int64_t>(&p))
+        text.push_back(std::to_string(*i));
+      else if (const auto* d = std::get_if<double>(&p))
+        text.push_back(fmt::format("{}", *d));
       else
-        text.push_back(std::to_string(std::get<int64_t>(p)));
+        text.emplace_back();
     }
-    CC_ASSIGN_OR_RETURN(auto r, c_->Q(what, Numbered(sql), text));
+    CC_ASSIGN_OR_RETURN(auto r, c_->Q(what, numbered, text, -1, nulls));
     SqlRows out;
     out.cols = static_cast<size_t>(PQnfields(r->r));
     for (int row = 0; row < r->rows(); ++row)
@@ -135,7 +208,8 @@ class PostgresDb final : public SqlDb {
     CC_RETURN_IF_ERROR(Live());
     CC_RETURN_IF_ERROR(c_->Exec(what, "BEGIN"));
     in_transaction_ = true;
-    Status s = c_->Exec(what, "SELECT pg_advisory_xact_lock($1)", {std::to_string(lock)});
+    Status s;
+    if (lock != 0) s = c_->Exec(what, "SELECT pg_advisory_xact_lock($1)", {std::to_string(lock)});
     if (s.ok()) s = body();
     if (s.ok()) s = c_->Exec(what, "COMMIT");
     if (!s.ok()) (void)c_->Exec(what, "ROLLBACK");
@@ -143,37 +217,87 @@ class PostgresDb final : public SqlDb {
     return s;
   }
 
- private:
   // A connection (a new one after the server went away; never inside a transaction).
   Status Live() {
     if (c_ && c_->ok()) return Status::Ok();
     if (in_transaction_) return Status::Unavailable("postgres: the connection was lost");
     return Connect();
   }
-  // sql with its `?`s numbered ($1, $2, ...), kept per statement.
-  const char* Numbered(const char* sql) {
-    auto it = numbered_.find(sql);
-    if (it == numbered_.end()) {
-      std::string out;
-      int n = 0;
-      for (const char* p = sql; *p; ++p) {
-        if (*p == '?')
-          out += fmt::format("${}", ++n);
-        else
-          out += *p;
-      }
-      it = numbered_.emplace(sql, std::move(out)).first;
+  // sql with its `?`s numbered ($1, $2, ...).
+  static std::string Numbered(const char* sql) {
+    std::string out;
+    int n = 0;
+    for (const char* p = sql; *p; ++p) {
+      if (*p == '?')
+        out += fmt::format("${}", ++n);
+      else
+        out += *p;
     }
-    return it->second.c_str();
+    return out;
   }
 
   std::string dsn_, schema_;
   std::unique_ptr<pg::Conn> c_;
   bool in_transaction_ = false;
-  std::map<const char*, std::string> numbered_;
+  std::vector<int64_t> locks_;                     // session locks held (TryLock)
+  std::map<const char*, std::string> numbered_;    // Run's statements, by address
+  std::unordered_map<std::string, std::string> dynamic_;  // Query's, by text (nodes stay put)
 };
 
 }  // namespace
+
+Result<SqlRows> RunSqlite(Conn& db, sqlite3_stmt* s, const char* what,
+                          std::span<const SqlParam> params) {
+  if (!s) return db.Err(what);
+  int i = 1;
+  for (const auto& p : params) std::visit([&](auto v) { Bind(s, i++, v); }, p);
+  SqlRows out;
+  out.cols = static_cast<size_t>(sqlite3_column_count(s));
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+    for (int c = 0; c < static_cast<int>(out.cols); ++c) out.cells.emplace_back(Col(s, c));
+  if (rc != SQLITE_DONE) {
+    Status e = db.Err(what);
+    sqlite3_reset(s);
+    return e;
+  }
+  out.changed = sqlite3_changes(db.db());
+  sqlite3_reset(s);
+  return out;
+}
+
+namespace {
+struct Pool {
+  std::mutex mu;
+  std::map<std::string, std::vector<std::unique_ptr<SqlDb>>> idle;
+};
+Pool& ThePool() {
+  static Pool* p = new Pool;  // outlives leases returned during static destruction
+  return *p;
+}
+}  // namespace
+
+SqlDbLease::~SqlDbLease() {
+  if (!db_) return;
+  std::lock_guard l(ThePool().mu);
+  auto& idle = ThePool().idle[key_];
+  if (idle.size() < 8) idle.push_back(std::move(db_));
+}
+
+Result<SqlDbLease> BorrowSqlDb(const std::string& where, const std::string& pg_schema) {
+  std::string key = where + '\n' + pg_schema;
+  {
+    std::lock_guard l(ThePool().mu);
+    auto& idle = ThePool().idle[key];
+    if (!idle.empty()) {
+      auto db = std::move(idle.back());
+      idle.pop_back();
+      return SqlDbLease(std::move(db), std::move(key));
+    }
+  }
+  CC_ASSIGN_OR_RETURN(auto db, SqlDb::Open(where, pg_schema));
+  return SqlDbLease(std::move(db), std::move(key));
+}
 
 int64_t SqlRows::Int(size_t row, size_t col) const {
   const std::string& s = cells[row * cols + col];
@@ -181,6 +305,20 @@ int64_t SqlRows::Int(size_t row, size_t col) const {
 }
 
 bool SqlDb::IsPostgres(std::string_view where) { return where.starts_with(kPostgresPrefix); }
+
+std::string SqlDb::Where(const std::string& data_dir, std::string_view key,
+                         std::string_view file) {
+  std::ifstream in(data_dir + "/commcare.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(text.str(), ec);
+  if (!ec && v.is_object())
+    if (const auto* m = v.get_object().if_contains(key); m && m->is_object())
+      if (const auto* d = m->get_object().if_contains("database"); d && d->is_string())
+        return std::string(kPostgresPrefix) + std::string(d->get_string());
+  return data_dir + "/" + std::string(file);
+}
 
 Result<std::unique_ptr<SqlDb>> SqlDb::Open(const std::string& where, const std::string& pg_schema) {
   if (IsPostgres(where)) {

@@ -8,6 +8,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -15,10 +16,12 @@
 
 #include "commcare/status.h"
 
+struct sqlite3_stmt;
+
 namespace commcare::util {
 
-// A statement parameter: text or a whole number.
-using SqlParam = std::variant<std::string_view, int64_t>;
+// A statement parameter: text, a whole number, a real number or NULL.
+using SqlParam = std::variant<std::string_view, int64_t, double, std::nullptr_t>;
 
 // A statement's result: its rows as text, and how many rows it changed.
 struct SqlRows {
@@ -32,6 +35,8 @@ struct SqlRows {
   int64_t Int(size_t row, size_t col) const;
 };
 
+class Conn;
+
 class SqlDb {
  public:
   virtual ~SqlDb() = default;
@@ -43,8 +48,14 @@ class SqlDb {
                                              const std::string& pg_schema);
   // Whether where names a PostgreSQL database.
   static bool IsPostgres(std::string_view where);
+  // Where a data directory keeps a store: "postgres:<connection string>" when its commcare.json
+  // has {key: {"kind": "postgres", "database": ...}}, else data_dir/file.
+  static std::string Where(const std::string& data_dir, std::string_view key,
+                           std::string_view file);
 
   virtual bool postgres() const = 0;
+  // The SQLite connection underneath (nullptr on PostgreSQL), for code written for SQLite alone.
+  virtual Conn* sqlite() { return nullptr; }
 
   // Applies the dialect's schema (statements separated by ';', safe to run twice) under a
   // lock, and records version under name; FailedPrecondition if the database holds a newer one.
@@ -56,12 +67,44 @@ class SqlDb {
   virtual Result<SqlRows> Run(const char* what, const char* sql,
                               std::initializer_list<SqlParam> params = {}) = 0;
 
+  // Runs a statement built at run time (prepared once per connection, kept by its text).
+  virtual Result<SqlRows> Query(const char* what, const std::string& sql,
+                                std::span<const SqlParam> params) = 0;
+
+  // Runs statements without parameters (several, separated by ';').
+  virtual Status Exec(const char* what, const std::string& sql) = 0;
+
   // Runs body in one transaction that excludes every other writer of the database in any
   // process (SQLite: BEGIN IMMEDIATE; PostgreSQL: the transaction-level advisory lock `lock`,
-  // so writers of different locks run side by side). Commits when body returns Ok, else rolls
-  // back and returns body's status.
+  // so writers of different locks run side by side; 0 takes none, leaving writers to row
+  // locks). Commits when body returns Ok, else rolls back and returns body's status.
   virtual Status Transaction(const char* what, int64_t lock,
                              const std::function<Status()>& body) = 0;
+
+  // Takes the session-level lock `key` if no other session holds it; false if one does
+  // (PostgreSQL: an advisory lock, taken again on a new connection — Unavailable if another
+  // session took it meanwhile. SQLite: always true; exclusion is the caller's, e.g. a lock file).
+  virtual Result<bool> TryLock(int64_t key) = 0;
 };
+
+// A PostgreSQL database kept open between calls for readers (internal): Borrow lends one
+// connection per caller, returned to the pool when the lease is destroyed.
+class SqlDbLease {
+ public:
+  SqlDbLease(std::unique_ptr<SqlDb> db, std::string key) : db_(std::move(db)), key_(std::move(key)) {}
+  SqlDbLease(SqlDbLease&&) = default;
+  ~SqlDbLease();
+  SqlDb& operator*() { return *db_; }
+  SqlDb* operator->() { return db_.get(); }
+
+ private:
+  std::unique_ptr<SqlDb> db_;
+  std::string key_;
+};
+Result<SqlDbLease> BorrowSqlDb(const std::string& where, const std::string& pg_schema);
+
+// Runs a prepared SQLite statement with params and reads all its rows (internal).
+Result<SqlRows> RunSqlite(Conn& db, sqlite3_stmt* s, const char* what,
+                          std::span<const SqlParam> params);
 
 }  // namespace commcare::util

@@ -81,6 +81,8 @@ inline void Bind(sqlite3_stmt* s, int i, std::string_view v) {
   sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
 }
 inline void Bind(sqlite3_stmt* s, int i, int64_t v) { sqlite3_bind_int64(s, i, v); }
+inline void Bind(sqlite3_stmt* s, int i, double v) { sqlite3_bind_double(s, i, v); }
+inline void Bind(sqlite3_stmt* s, int i, std::nullptr_t) { sqlite3_bind_null(s, i); }
 inline std::string_view Col(sqlite3_stmt* s, int i) {
   const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
   return p ? std::string_view(p, sqlite3_column_bytes(s, i)) : std::string_view();

@@ -49,13 +49,15 @@ inline std::string ErrorText(PGconn* c) {
 }
 
 // Statement parameters as libpq takes them: values, lengths and formats (text, except the
-// one binary_param, a bytea). Points into the strings given, which must outlive it.
+// one binary_param, a bytea; NULL where nulls says so). Points into the strings given, which
+// must outlive it.
 struct Params {
   std::vector<const char*> vals;
   std::vector<int> lens, fmts;
-  Params(const std::vector<std::string>& hold, int binary_param) {
+  Params(const std::vector<std::string>& hold, int binary_param,
+         const std::vector<bool>& nulls = {}) {
     for (size_t i = 0; i < hold.size(); ++i) {
-      vals.push_back(hold[i].c_str());
+      vals.push_back(i < nulls.size() && nulls[i] ? nullptr : hold[i].c_str());
       lens.push_back(static_cast<int>(hold[i].size()));
       fmts.push_back(static_cast<int>(i) == binary_param ? 1 : 0);
     }
@@ -79,8 +81,9 @@ class Conn {
     return Q(what, sql, std::vector<std::string>(params.begin(), params.end()), binary_param);
   }
   Result<std::unique_ptr<Res>> Q(const char* what, const char* sql,
-                                 const std::vector<std::string>& hold, int binary_param = -1) {
-    const Params p(hold, binary_param);
+                                 const std::vector<std::string>& hold, int binary_param = -1,
+                                 const std::vector<bool>& nulls = {}) {
+    const Params p(hold, binary_param, nulls);
     const auto& [vals, lens, fmts] = p;
     // Without parameters PQexec, which also runs several statements (the schema); with them a
     // statement prepared once per connection (parsing and planning are most of a short
