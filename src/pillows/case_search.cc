@@ -522,7 +522,7 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
       return Status::InvalidArgument(fmt::format("'{}' is not a case search cursor", q.cursor));
   }
   if (util::SqlDb::IsPostgres(pillows_dir)) {
-    CC_ASSIGN_OR_RETURN(auto lease, pillows::OpenStore(pillows_dir, "case-search"));
+    CC_ASSIGN_OR_RETURN(auto lease, pillows::OpenStore(pillows_dir, "case-search", {}, "cs_cases"));
     return pillows::SearchPostgres(lease, q, cur_indexed, cur_id);
   }
   auto register_functions = [](util::Conn& db) {
@@ -556,7 +556,7 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
     return Status::Ok();
   };
   CC_ASSIGN_OR_RETURN(auto lease,
-                      pillows::OpenStore(pillows_dir, "case-search", register_functions));
+                      pillows::OpenStore(pillows_dir, "case-search", register_functions, "cs_cases"));
   util::Conn& db = **lease.sqlite;
   // A property condition either lists its matches from the property index (selective: few
   // matches) or is checked per case while walking cases in page order (unselective: the first

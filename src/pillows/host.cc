@@ -548,7 +548,7 @@ class Host final : public PillowHost {
     Status s = Process(p, changes, &failed);
     // On PostgreSQL a failed statement spoils the rest of its transaction: a batch with a
     // failed change is done again a change at a time, and a failed change's writes undone.
-    const bool undo_failed = db.postgres();
+    const bool undo_failed = db.postgres() && p.proc->WritesSql();
     if (s.ok() && undo_failed && !failed.empty())
       s = Status::Aborted("a change of the batch failed");
     if (!s.ok()) {
@@ -818,10 +818,18 @@ std::string PillowSchema(std::string_view pillow) {
 }
 
 Result<StoreLease> OpenStore(const std::string& where, std::string_view pillow,
-                             const std::function<Status(Conn&)>& setup) {
+                             const std::function<Status(Conn&)>& setup, const char* table) {
   StoreLease out;
   if (util::SqlDb::IsPostgres(where)) {
-    CC_ASSIGN_OR_RETURN(auto lease, util::BorrowSqlDb(where, PillowSchema(pillow)));
+    const std::string schema = PillowSchema(pillow);
+    CC_ASSIGN_OR_RETURN(auto lease, util::BorrowSqlDb(where, schema));
+    const std::string name = fmt::format("\"{}\".{}", schema, table);
+    CC_ASSIGN_OR_RETURN(auto known, lease->Run("opening a pillow database",
+                                               "SELECT CAST(to_regclass(?) AS TEXT)", {name}));
+    if (known.empty() || known.Str(0, 0).empty())
+      return Status::NotFound(fmt::format("no {} database in PostgreSQL schema {} (run `commcare "
+                                          "pillows run` to build it)",
+                                          pillow, schema));
     out.pg.emplace(std::move(lease));
     return out;
   }

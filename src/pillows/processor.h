@@ -75,8 +75,9 @@ struct StoreLease {
                               std::span<const util::SqlParam> params);
 };
 // Opens the database of pillow at where (a pillow directory, or "postgres:<conninfo>");
-// NotFound if a directory has none. setup runs once on each new SQLite connection.
+// NotFound if there is none, or it has no table `table` yet. setup runs once on each new
+// SQLite connection.
 Result<StoreLease> OpenStore(const std::string& where, std::string_view pillow,
-                             const std::function<Status(Conn&)>& setup = {});
+                             const std::function<Status(Conn&)>& setup, const char* table);
 
 }  // namespace commcare::pillows

@@ -123,7 +123,7 @@ Result<FormListPage> ListForms(const std::string& pillows_dir, const FormListQue
   if (q.domain.empty()) return Status::InvalidArgument("a form list needs a domain");
   if (q.limit < 1 || q.limit > 1000)
     return Status::InvalidArgument(fmt::format("limit must be 1..1000 (got {})", q.limit));
-  CC_ASSIGN_OR_RETURN(auto db, pillows::OpenStore(pillows_dir, "read-copy"));
+  CC_ASSIGN_OR_RETURN(auto db, pillows::OpenStore(pillows_dir, "read-copy", {}, "rc_forms"));
   const std::string where =
       " FROM rc_forms WHERE domain=? AND (CAST(? AS TEXT)='' OR xmlns=?) AND (CAST(? AS TEXT)='' "
       "OR app_id=?) AND (CAST(? AS TEXT)='' OR user_id=?) AND (CAST(? AS BIGINT)=0 OR "

@@ -1275,7 +1275,7 @@ namespace commcare {
 Result<std::vector<std::string>> UcrRows(const std::string& pillows_dir, std::string_view domain,
                                          std::string_view table_id, size_t limit, size_t offset) {
   namespace json = boost::json;
-  CC_ASSIGN_OR_RETURN(auto db, pillows::OpenStore(pillows_dir, "ucr"));
+  CC_ASSIGN_OR_RETURN(auto db, pillows::OpenStore(pillows_dir, "ucr", {}, "ucr_sources"));
   const util::SqlParam key[] = {domain, table_id};
   CC_ASSIGN_OR_RETURN(auto known,
                       db.Query("reading data sources",

@@ -18,6 +18,14 @@ namespace cctest {
 
 inline std::string TempDir(const char* tag) { return FreshTempDir("cc-eng", tag); }
 
+// Where a pillow test keeps its pillow databases: a fresh directory, and a fresh PostgreSQL
+// database ("postgres:<conninfo>") when the test cluster is there (always under CI=true).
+inline std::vector<std::string> PillowStores(const char* tag) {
+  std::vector<std::string> out = {TempDir(tag)};
+  for (const auto& dsn : NewPostgresDatabases(1)) out.push_back("postgres:" + dsn);
+  return out;
+}
+
 // An engine on SQLite files in a fresh directory (databases physical DBs, 64 shards).
 inline std::unique_ptr<commcare::Engine> OpenSqlite(int databases = 1,
                                                     std::string* dir_out = nullptr,

@@ -344,110 +344,114 @@ TEST_CASE("UCR: indicators and base items over a real form, related docs and led
 }
 
 TEST_CASE("UCR pillow: delete-and-reinsert, filtered-out and archived documents, rebuild") {
-  auto e = OpenMemory();
-  std::string dir = cctest::TempDir("ucr");
-  PillowHostOptions o;
-  o.dir = dir;
-  auto h = PillowHost::Open(e.get(), o);
-  REQUIRE(h.ok());
-  auto& host = *h;
-  for (int i = 0; i < 6; ++i)
-    REQUIRE(Submit(e.get(),
-                   CaseForm(fmt::format("f{}", i), fmt::format("c{}", i),
-                            fmt::format(
-                                "<create><case_type>patient</case_type><case_name>P{}</case_name>"
-                                "<owner_id>u1</owner_id></create><update><age>{}</age></update>",
-                                i, 10 * i)))
-                .http_status == 201);
-  const std::string cases =
-      R"({"domain":"demo","table_id":"adults","referenced_doc_type":"CommCareCase",
+  for (const std::string& dir : cctest::PillowStores("ucr")) {
+    CAPTURE(dir);
+    auto e = OpenMemory();
+    PillowHostOptions o;
+    o.dir = dir;
+    auto h = PillowHost::Open(e.get(), o);
+    REQUIRE(h.ok());
+    auto& host = *h;
+    for (int i = 0; i < 6; ++i)
+      REQUIRE(Submit(e.get(),
+                     CaseForm(fmt::format("f{}", i), fmt::format("c{}", i),
+                              fmt::format(
+                                  "<create><case_type>patient</case_type><case_name>P{}</case_name>"
+                                  "<owner_id>u1</owner_id></create><update><age>{}</age></update>",
+                                  i, 10 * i)))
+                  .http_status == 201);
+    const std::string cases =
+        R"({"domain":"demo","table_id":"adults","referenced_doc_type":"CommCareCase",
     "configured_filter":{"type":"boolean_expression","expression":{"type":"property_name","property_name":"age"},"operator":"gte","property_value":18},
     "configured_indicators":[{"type":"raw","column_id":"name","property_name":"name"},
       {"type":"expression","column_id":"age","datatype":"integer","expression":{"type":"property_name","property_name":"age"}}]})";
-  const std::string forms =
-      R"({"domain":"demo","table_id":"forms","referenced_doc_type":"XFormInstance",
+    const std::string forms =
+        R"({"domain":"demo","table_id":"forms","referenced_doc_type":"XFormInstance",
     "configured_indicators":[{"type":"expression","column_id":"q","datatype":"integer","expression":{"type":"property_path","property_path":["form","q"]}}]})";
-  auto loaded = host->UcrLoad(cases);
-  REQUIRE_MESSAGE(loaded.ok(), loaded.status().ToString());
-  CHECK(*loaded == 4);  // ages 20..50 (rows built from the primary store at load)
-  CHECK(*host->UcrLoad(forms) == 6);
-  CHECK(host->UcrLoad("{}").status().message() == "domain: is required");
-  REQUIRE(e->RelayChanges().ok());
-  REQUIRE(host->RunUntilCaughtUp().ok());
-  CHECK(UcrRows(dir, "demo", "adults")->size() == 4);  // no duplicates after the backfill
-  // An update re-inserts; one that fails the filter deletes.
-  REQUIRE(Submit(e.get(), CaseForm("u3", "c3", "<update><age>33</age></update>")).http_status ==
-          201);
-  REQUIRE(Submit(e.get(), CaseForm("u4", "c4", "<update><age>4</age></update>")).http_status ==
-          201);
-  REQUIRE(e->ArchiveForm("demo", "f5").ok());
-  REQUIRE(e->RelayChanges().ok());
-  REQUIRE(host->RunUntilCaughtUp().ok());
-  auto rows = UcrRows(dir, "demo", "adults");
-  REQUIRE(rows.ok());
-  std::map<std::string, int64_t> age;
-  for (const auto& r : *rows) {
-    auto v = json::parse(r);
-    age[std::string(v.at("doc_id").as_string())] = v.at("age").as_int64();
-  }
-  // c5 lost its create with the archive (the case is gone or has no age); c4 is 4 now.
-  CHECK(age.count("c2"));
-  CHECK(age["c3"] == 33);
-  CHECK(!age.count("c4"));
-  CHECK(!age.count("c5"));
-  auto frows = UcrRows(dir, "demo", "forms");
-  std::set<std::string> fids;
-  for (const auto& r : *frows) fids.insert(std::string(json::parse(r).at("doc_id").as_string()));
-  CHECK(!fids.count("f5"));  // archived: no longer an XFormInstance
-  CHECK(fids.count("u3"));
-  // A rebuild from the primary store gives the same rows.
-  std::vector<std::string> before = *UcrRows(dir, "demo", "adults");
-  CHECK(*host->UcrRebuild("demo", "adults") == static_cast<int64_t>(before.size()));
-  std::vector<std::string> after = *UcrRows(dir, "demo", "adults");
-  auto strip = [](std::vector<std::string> v) {
-    std::set<std::string> out;
-    for (auto& s : v) {
-      auto j = json::parse(s);
-      j.as_object().erase("inserted_at");
-      out.insert(json::serialize(j));
+    auto loaded = host->UcrLoad(cases);
+    REQUIRE_MESSAGE(loaded.ok(), loaded.status().ToString());
+    CHECK(*loaded == 4);  // ages 20..50 (rows built from the primary store at load)
+    CHECK(*host->UcrLoad(forms) == 6);
+    CHECK(host->UcrLoad("{}").status().message() == "domain: is required");
+    REQUIRE(e->RelayChanges().ok());
+    REQUIRE(host->RunUntilCaughtUp().ok());
+    CHECK(UcrRows(dir, "demo", "adults")->size() == 4);  // no duplicates after the backfill
+    // An update re-inserts; one that fails the filter deletes.
+    REQUIRE(Submit(e.get(), CaseForm("u3", "c3", "<update><age>33</age></update>")).http_status ==
+            201);
+    REQUIRE(Submit(e.get(), CaseForm("u4", "c4", "<update><age>4</age></update>")).http_status ==
+            201);
+    REQUIRE(e->ArchiveForm("demo", "f5").ok());
+    REQUIRE(e->RelayChanges().ok());
+    REQUIRE(host->RunUntilCaughtUp().ok());
+    auto rows = UcrRows(dir, "demo", "adults");
+    REQUIRE(rows.ok());
+    std::map<std::string, int64_t> age;
+    for (const auto& r : *rows) {
+      auto v = json::parse(r);
+      age[std::string(v.at("doc_id").as_string())] = v.at("age").as_int64();
     }
-    return out;
-  };
-  CHECK(strip(before) == strip(after));
-  CHECK(host->UcrRebuild("demo", "nope").status().IsNotFound());
-  CHECK(UcrRows(dir, "demo", "nope").status().IsNotFound());
+    // c5 lost its create with the archive (the case is gone or has no age); c4 is 4 now.
+    CHECK(age.count("c2"));
+    CHECK(age["c3"] == 33);
+    CHECK(!age.count("c4"));
+    CHECK(!age.count("c5"));
+    auto frows = UcrRows(dir, "demo", "forms");
+    std::set<std::string> fids;
+    for (const auto& r : *frows) fids.insert(std::string(json::parse(r).at("doc_id").as_string()));
+    CHECK(!fids.count("f5"));  // archived: no longer an XFormInstance
+    CHECK(fids.count("u3"));
+    // A rebuild from the primary store gives the same rows.
+    std::vector<std::string> before = *UcrRows(dir, "demo", "adults");
+    CHECK(*host->UcrRebuild("demo", "adults") == static_cast<int64_t>(before.size()));
+    std::vector<std::string> after = *UcrRows(dir, "demo", "adults");
+    auto strip = [](std::vector<std::string> v) {
+      std::set<std::string> out;
+      for (auto& s : v) {
+        auto j = json::parse(s);
+        j.as_object().erase("inserted_at");
+        out.insert(json::serialize(j));
+      }
+      return out;
+    };
+    CHECK(strip(before) == strip(after));
+    CHECK(host->UcrRebuild("demo", "nope").status().IsNotFound());
+    CHECK(UcrRows(dir, "demo", "nope").status().IsNotFound());
+  }
 }
 
 TEST_CASE("UCR pillow: a document whose row does not fit goes to the retry queue") {
-  auto e = OpenMemory();
-  std::string dir = cctest::TempDir("ucr");
-  PillowHostOptions o;
-  o.dir = dir;
-  o.only = {"ucr"};
-  auto host = PillowHost::Open(e.get(), o);
-  REQUIRE(host.ok());
-  REQUIRE(
-      (*host)
-          ->UcrLoad(R"({"domain":"demo","table_id":"strict","referenced_doc_type":"CommCareCase",
+  for (const std::string& dir : cctest::PillowStores("ucr")) {
+    CAPTURE(dir);
+    auto e = OpenMemory();
+    PillowHostOptions o;
+    o.dir = dir;
+    o.only = {"ucr"};
+    auto host = PillowHost::Open(e.get(), o);
+    REQUIRE(host.ok());
+    REQUIRE(
+        (*host)
+            ->UcrLoad(R"({"domain":"demo","table_id":"strict","referenced_doc_type":"CommCareCase",
       "configured_indicators":[{"type":"expression","column_id":"age","datatype":"integer","is_nullable":false,
       "expression":{"type":"property_name","property_name":"age"}}]})")
-          .ok());
-  REQUIRE(Submit(e.get(),
-                 CaseForm("f1", "c1",
-                          "<create><case_type>p</case_type><case_name>x</case_name><owner_id>u</"
-                          "owner_id></create><update><age>5</age></update>"))
-              .http_status == 201);
-  REQUIRE(Submit(e.get(),
-                 CaseForm("f2", "c2",
-                          "<create><case_type>p</case_type><case_name>y</case_name><owner_id>u</"
-                          "owner_id></create><update><age>old</age></update>"))
-              .http_status == 201);
-  REQUIRE(e->RelayChanges().ok());
-  REQUIRE((*host)->RunUntilCaughtUp().ok());
-  CHECK(UcrRows(dir, "demo", "strict")->size() == 1);
-  auto rs = (*host)->Retries("ucr");
-  REQUIRE(rs.ok());
-  REQUIRE(rs->size() == 1);
-  CHECK((*rs)[0].doc_id == "c2");
-  CHECK((*rs)[0].error.find("does not fit") != std::string::npos);
+            .ok());
+    REQUIRE(Submit(e.get(),
+                   CaseForm("f1", "c1",
+                            "<create><case_type>p</case_type><case_name>x</case_name><owner_id>u</"
+                            "owner_id></create><update><age>5</age></update>"))
+                .http_status == 201);
+    REQUIRE(Submit(e.get(),
+                   CaseForm("f2", "c2",
+                            "<create><case_type>p</case_type><case_name>y</case_name><owner_id>u</"
+                            "owner_id></create><update><age>old</age></update>"))
+                .http_status == 201);
+    REQUIRE(e->RelayChanges().ok());
+    REQUIRE((*host)->RunUntilCaughtUp().ok());
+    CHECK(UcrRows(dir, "demo", "strict")->size() == 1);
+    auto rs = (*host)->Retries("ucr");
+    REQUIRE(rs.ok());
+    REQUIRE(rs->size() == 1);
+    CHECK((*rs)[0].doc_id == "c2");
+    CHECK((*rs)[0].error.find("does not fit") != std::string::npos);
+  }
 }
