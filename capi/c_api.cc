@@ -958,7 +958,7 @@ int cc_pillows_open(cc_pillows** out, cc_engine* engine, const char* options_jso
         po.dir = tmpl;
         h->temp_dir = true;
       } else {
-        po.dir = engine->data_dir + "/pillows";
+        po.dir = commcare::PillowStoreAt(engine->data_dir);
       }
     }
     h->dir = po.dir;

@@ -40,6 +40,7 @@ constexpr const char* kUsage = R"(usage:
       [--change-log '{"kind": "kafka", "bootstrap_servers": "HOST:PORT", ...}']
       [--primary '{"kind": "postgres", "databases": ["host=... dbname=shard0", ...]}']
       [--meta '{"kind": "postgres", "database": "host=... dbname=meta"}']
+      [--pillows '{"kind": "postgres", "database": "host=... dbname=pillows"}']
   commcare submit --data DIR --domain D [--user U] [--openrosa-version V] [--content-type T] FILE...
   commcare form get --data DIR --domain D FORM_ID [--xml]
   commcare form archive|unarchive --data DIR --domain D FORM_ID
@@ -147,7 +148,7 @@ bool NeedDomain(const Args& a, std::string* domain) {
 }
 
 // A host file (--config): what every process of a deployment shares ("shards", "databases",
-// "primary", "blob_store", "change_log", "meta") and, optionally, "data_dir": this process's own
+// "primary", "blob_store", "change_log", "meta", "pillows") and, optionally, "data_dir": this process's own
 // directory (its lock, users, sync logs and pillow state). *host gets the shared part.
 Status ReadHostFile(const std::string& path, commcare::InitOptions* o, std::string* data_dir,
                     json::object* host) {
@@ -163,8 +164,12 @@ Status ReadHostFile(const std::string& path, commcare::InitOptions* o, std::stri
       (k == "shards" ? o->shards : o->databases) = static_cast<int>(x.get_int64());
     } else if (k == "blob_store" && (x.is_string() || x.is_object())) {
       o->blob_store = x.is_string() ? std::string(x.get_string()) : json::serialize(x);
-    } else if ((k == "primary" || k == "change_log" || k == "meta") && x.is_object()) {
-      (k == "primary" ? o->primary : k == "meta" ? o->meta : o->change_log) = json::serialize(x);
+    } else if ((k == "primary" || k == "change_log" || k == "meta" || k == "pillows") &&
+               x.is_object()) {
+      (k == "primary"  ? o->primary
+       : k == "meta"   ? o->meta
+       : k == "pillows" ? o->pillows
+                        : o->change_log) = json::serialize(x);
     } else if (k == "data_dir" && x.is_string()) {
       *data_dir = x.get_string();
       continue;
@@ -225,6 +230,7 @@ int CmdInit(const Args& a) {
     if (a.Has("--change-log")) o.change_log = a.Get("--change-log");
     if (a.Has("--primary")) o.primary = a.Get("--primary");
     if (a.Has("--meta")) o.meta = a.Get("--meta");
+    if (a.Has("--pillows")) o.pillows = a.Get("--pillows");
   } catch (const std::exception&) {
     return Fail("--shards and --databases take whole numbers");
   }
@@ -575,7 +581,7 @@ int CmdSearch(const Args& a) {
   if (a.Has("--limit") && !ParseInt(a.Get("--limit"), &limit))
     return Fail("--limit must be an integer");
   q.limit = static_cast<size_t>(std::max<int64_t>(0, limit));
-  auto page = commcare::SearchCases(a.Get("--data") + "/pillows", q);
+  auto page = commcare::SearchCases(commcare::PillowStoreAt(a.Get("--data")), q);
   if (!page.ok()) return FailStatus(page.status());
   json::array cases;
   for (const auto& c : page->cases) cases.push_back(json::parse(c));
@@ -597,7 +603,7 @@ int CmdUcr(const std::string& verb, const Args& a) {
       return Fail("--limit must be a non-negative integer");
     if (a.Has("--offset") && (!ParseInt(a.Get("--offset"), &offset) || offset < 0))
       return Fail("--offset must be a non-negative integer");
-    auto rows = commcare::UcrRows(a.Get("--data") + "/pillows", domain, a.Get("--table"),
+    auto rows = commcare::UcrRows(commcare::PillowStoreAt(a.Get("--data")), domain, a.Get("--table"),
                                   static_cast<size_t>(limit), static_cast<size_t>(offset));
     if (!rows.ok()) return FailStatus(rows.status());
     for (const auto& r : *rows) std::cout << r << "\n";
@@ -678,6 +684,10 @@ int CmdMigrate(const Args& a) {
   if (!meta.ok()) return FailStatus(meta.status());
   auto sync = OpenSync(eng->get(), o.data_dir);
   if (!sync.ok()) return FailStatus(sync.status());
+  commcare::PillowHostOptions ho;  // the pillow databases' tables, without running them
+  ho.inspect_only = true;
+  auto pillows = commcare::PillowHost::Open(eng->get(), ho);
+  if (!pillows.ok()) return FailStatus(pillows.status());
   std::cout << json::serialize(json::object{
                    {"data", o.data_dir}, {"databases", (*eng)->NumDatabases()}, {"migrated", true}})
             << std::endl;
@@ -707,7 +717,7 @@ int CmdServe(const Args& a) {
   if (auto* log = (*eng)->Changes())
     if (auto s = (*meta)->SetChangeLog(log); !s.ok()) return FailStatus(s);
   if (auto s = FirstStart(meta->get()); !s.ok()) return FailStatus(s);
-  commcare::server::App app(eng->get(), meta->get(), data + "/pillows");
+  commcare::server::App app(eng->get(), meta->get(), commcare::PillowStoreAt(data));
   auto sync = OpenSync(eng->get(), data, data + "/restore-cache");
   if (!sync.ok()) return FailStatus(sync.status());
   app.SetSync(sync->get());

@@ -38,6 +38,10 @@ struct InitOptions {
   // PostgreSQL database shared by every process of a deployment, as a JSON object,
   // {"kind": "postgres", "database": "host=... dbname=..."}.
   std::string meta;
+  // Where the pillows keep checkpoints, retries and the secondary stores (case search, form
+  // read copy, UCR tables) ("" = SQLite files in <data>/pillows): a PostgreSQL database every
+  // pillow process and server shares, {"kind": "postgres", "database": "..."}.
+  std::string pillows;
 };
 
 // Opening an engine.

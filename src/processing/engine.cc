@@ -1503,20 +1503,25 @@ Status Engine::Init(const InitOptions& o) {
     CC_RETURN_IF_ERROR(processing::KafkaOptionsFrom(log->get_object(), o.data_dir, false, &ko));
     cfg["change_log"] = log->get_object();
   }
-  if (!o.meta.empty()) {
-    auto m = codec::ParseJson(o.meta);
-    if (!m.ok() || !m->is_object()) return Status::InvalidArgument("meta must be a JSON object");
+  // "meta" and "pillows": {"kind": "postgres", "database": "<conninfo>"}.
+  for (auto [key, text] : {std::pair<const char*, const std::string*>{"meta", &o.meta},
+                           {"pillows", &o.pillows}}) {
+    if (text->empty()) continue;
+    auto m = codec::ParseJson(*text);
+    if (!m.ok() || !m->is_object())
+      return Status::InvalidArgument(fmt::format("{} must be a JSON object", key));
     const auto& mo = m->get_object();
     if (codec::GetStr(mo, "kind") != "postgres")
-      return Status::InvalidArgument(
-          fmt::format("meta.kind must be \"postgres\" (got \"{}\")", codec::GetStr(mo, "kind")));
+      return Status::InvalidArgument(fmt::format("{}.kind must be \"postgres\" (got \"{}\")", key,
+                                                 codec::GetStr(mo, "kind")));
     const auto* d = mo.if_contains("database");
     if (!d || !d->is_string() || d->get_string().empty())
-      return Status::InvalidArgument("meta.database must be a PostgreSQL connection string");
+      return Status::InvalidArgument(
+          fmt::format("{}.database must be a PostgreSQL connection string", key));
     for (const auto& kv : mo)
       if (kv.key() != "kind" && kv.key() != "database")
-        return Status::InvalidArgument(fmt::format("meta: unknown key \"{}\"", kv.key()));
-    cfg["meta"] = mo;
+        return Status::InvalidArgument(fmt::format("{}: unknown key \"{}\"", key, kv.key()));
+    cfg[key] = mo;
   }
   std::string tmp = o.data_dir + "/commcare.json.tmp";
   {

@@ -158,28 +158,42 @@ class CliTest(unittest.TestCase):
             check = lines(cc("check", "--data", self.data))[0]
             self.assertTrue(check["ok"])
 
+    def new_database(self, name):
+        """A new database on the test PostgreSQL; its connection string."""
+        pg = os.environ["COMMCARE_TEST_PG"]
+        subprocess.run(["psql", "-q", pg + " dbname=postgres", "-c", f"CREATE DATABASE {name}"],
+                       check=True)
+        return pg + f" dbname={name}"
+
+    def with_new_pillows(self, host, tag):
+        """A copy of a host file whose pillows use a new database; its path."""
+        with open(host) as f:
+            h = json.load(f)
+        h["pillows"]["database"] = self.new_database(f"p{os.getpid()}_{tag}")
+        path = os.path.join(self.tmp, tag + ".json")
+        with open(path, "w") as f:
+            json.dump(h, f)
+        return path
+
     def production_host(self, tag, partitions):
         """A host file on the test servers (scripts/with-test-servers): PostgreSQL (2 new
-        databases for the shard map, a third for users and sync logs), S3 and Kafka; (path,
-        the shard map's connection strings)."""
+        databases for the shard map, a third for users and sync logs, a fourth for the
+        pillows), S3 and Kafka; (path, the shard map's connection strings)."""
         env = {k: os.environ.get(k) for k in ("COMMCARE_TEST_PG", "COMMCARE_TEST_S3",
                                                "COMMCARE_TEST_KAFKA", "COMMCARE_TEST_KAFKA_CONTROL")}
         if not all(env.values()):
             if os.environ.get("CI") == "true":
                 self.fail(f"CI=true but the test servers are not all set: {env}")
             self.skipTest("no test servers (run under scripts/with-test-servers)")
-        dbs = []
-        for i in ("0", "1", "meta"):
-            db = f"{tag}_{i}"
-            subprocess.run(["psql", "-q", env["COMMCARE_TEST_PG"] + " dbname=postgres", "-c",
-                            f"CREATE DATABASE {db}"], check=True)
-            dbs.append(env["COMMCARE_TEST_PG"] + f" dbname={db}")
+        dbs = [self.new_database(f"{tag}_{i}") for i in ("0", "1", "meta", "pillows")]
+        pillows = dbs.pop()
         meta = dbs.pop()
         host = os.path.join(self.tmp, tag + ".json")
         with open(host, "w") as f:
             json.dump({"shards": 16, "databases": 2,
                        "primary": {"kind": "postgres", "databases": dbs},
                        "meta": {"kind": "postgres", "database": meta},
+                       "pillows": {"kind": "postgres", "database": pillows},
                        "blob_store": {"kind": "s3", "endpoint": env["COMMCARE_TEST_S3"],
                                       "bucket": "blobs", "access_key": "S3RVER",
                                       "secret_key": "S3RVER", "prefix": tag + "/"},
@@ -365,7 +379,8 @@ class CliTest(unittest.TestCase):
         e = lines(cc("case", "list", "--config", other, "--data", reader, "--domain", "demo",
                      expect=3))[0]
         self.assertIn('another "shards"', e["error"])
-        # Two pillow processes on one pillow directory split the 8 partitions.
+        # Two pillow processes, each with a data directory of its own, split the 8 partitions
+        # and share the host's pillow database (checkpoints, case search, UCR tables).
         pdir = os.path.join(self.tmp, "pillows")
         lines(cc("migrate", "--config", host, "--data", pdir))
         ucr = os.path.join(self.tmp, "ucr.json")
@@ -385,7 +400,8 @@ class CliTest(unittest.TestCase):
         for pillow, topic in {(pl, tp) for pl, tp, _ in parts[0] | parts[1]}:  # all 8 owned
             self.assertEqual({n for pl, tp, n in parts[0] | parts[1] if (pl, tp) == (pillow, topic)},
                              set(range(8)))
-        runs = [subprocess.Popen([CC, "pillows", "run", "--config", host, "--data", pdir,
+        runs = [subprocess.Popen([CC, "pillows", "run", "--config", host, "--data",
+                                  os.path.join(self.tmp, f"pillows{k}"),
                                   "--num-processes", "2", "--process-num", str(k), "--once"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for k in range(2)]
@@ -395,31 +411,54 @@ class CliTest(unittest.TestCase):
             self.assertGreater(json.loads(out)["processed"], 0)
         status = lines(cc("pillows", "status", "--config", host, "--data", pdir))[0]
         self.assertTrue(all(p["lag"] == 0 for p in status), status)
+        for k in range(2):  # the pillow databases are in PostgreSQL, not in the directories
+            self.assertFalse(os.path.exists(os.path.join(self.tmp, f"pillows{k}", "pillows")))
         live = {c["case_id"] for c in lines(cc("case", "list", "--config", host, "--data", reader,
                                                "--domain", "demo"))}
         self.assertEqual(len(live), threads_n * forms_n + shared_n + 1)  # and nurse-case
         found = json.loads(cc("search", "--config", host, "--data", pdir, "--domain", "demo",
                               "--limit", "5000").stdout)
         self.assertEqual({c["case_id"] for c in found["cases"]}, live)
-        # ... and equal a rebuild: one process from offset 0 into a fresh directory.
+        # The servers answer from the shared pillow database too.
+        p = subprocess.Popen([CC, "serve", "--config", host, "--data",
+                              os.path.join(self.tmp, "server0"), "--listen", "127.0.0.1:0",
+                              "--no-pillows"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True, env=env)
+        try:
+            port = int(json.loads(p.stdout.readline())["listening"].rsplit(":", 1)[1])
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("GET", "/a/demo/api/case/v2/?limit=5000", headers={"Authorization": auth})
+            r = conn.getresponse()
+            body = r.read()
+            conn.close()
+            self.assertEqual(r.status, 200, body)
+            self.assertEqual({c["case_id"] for c in json.loads(body)["cases"]}, live)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=60)
+            p.stdout.close()
+        # ... and equal a rebuild: one process from offset 0 into a fresh pillow database.
+        host2 = self.with_new_pillows(host, "rebuild")
         fresh = os.path.join(self.tmp, "pillows-rebuild")
-        lines(cc("migrate", "--config", host, "--data", fresh))
-        lines(cc("ucr", "load", "--config", host, "--data", fresh, ucr))
-        lines(cc("pillows", "run", "--config", host, "--data", fresh, "--once"))
-        rebuilt = json.loads(cc("search", "--config", host, "--data", fresh, "--domain", "demo",
+        lines(cc("migrate", "--config", host2, "--data", fresh))
+        lines(cc("ucr", "load", "--config", host2, "--data", fresh, ucr))
+        lines(cc("pillows", "run", "--config", host2, "--data", fresh, "--once"))
+        rebuilt = json.loads(cc("search", "--config", host2, "--data", fresh, "--domain", "demo",
                                 "--limit", "5000").stdout)
         by_id = lambda r: sorted(({k: v for k, v in c.items() if k != "indexed_on"}
                                   for c in r["cases"]), key=lambda c: c["case_id"])
         self.assertEqual(by_id(found), by_id(rebuilt))
-        rows = lambda d: sorted(json.dumps({k: v for k, v in r.items() if k != "inserted_at"},
+        rows = lambda h, d: sorted(json.dumps({k: v for k, v in r.items() if k != "inserted_at"},
                                            sort_keys=True) for r in lines(
-            cc("ucr", "rows", "--config", host, "--data", d, "--domain", "demo", "--table", "by_owner",
+            cc("ucr", "rows", "--config", h, "--data", d, "--domain", "demo", "--table", "by_owner",
                "--limit", "5000")))
-        split_rows = rows(pdir)
+        split_rows = rows(host, pdir)
         self.assertEqual(len(split_rows), len(live))
-        self.assertEqual(split_rows, rows(fresh))
+        self.assertEqual(split_rows, rows(host2, fresh))
         # Two members of a Kafka consumer group share the partitions out between them and
-        # index every live case; --once does not go with a group.
+        # index every live case (into a pillow database of their own); --once does not go
+        # with a group.
+        host = self.with_new_pillows(host, "group")
         gdir = os.path.join(self.tmp, "pillows-group")
         e = lines(cc("pillows", "run", "--config", host, "--data", gdir, "--consumer-group", "g",
                      "--once", expect=1))[0]
