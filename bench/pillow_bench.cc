@@ -1,7 +1,10 @@
 // Change log and pillow throughput (issue: change log and pillows figures).
 //
 //   pillow_bench [--changes N] [--burst B] [--dir DIR] [--skip-burst] [--skip-floor]
-//                [--skip-ucr]
+//                [--skip-ucr] [--pillows postgres:<conninfo>]
+//
+// --pillows: where the case-search and ucr stages keep the pillow databases (default
+// DIR/pillows; a PostgreSQL database must be empty).
 //
 // Prints, for the ~3 KB forms of submit_bench (one case create-or-update of 20 properties):
 //  * relay:        outbox rows moved to the change log per second (2 per form: form + case)
@@ -33,6 +36,7 @@ struct Args {
   long changes = 1000000;
   long burst = 100000;
   std::string dir;
+  std::string pillows;  // "" = dir/pillows
   bool skip_burst = false;
   bool skip_floor = false;
   bool skip_ucr = false;
@@ -276,11 +280,14 @@ int main(int argc, char** argv) {
       a.skip_floor = true;
     else if (k == "--skip-ucr")
       a.skip_ucr = true;
+    else if (k == "--pillows")
+      a.pillows = next();
     else {
       fmt::print(stderr, "unknown option {}\n", k);
       return 2;
     }
   }
+  if (a.pillows.empty()) a.pillows = a.dir + "/pillows";
   // Setup (not timed): N forms, each one case change (N/2 cases, created then updated), left
   // in the outbox.
   const std::string data = a.dir + "/data";
@@ -303,7 +310,7 @@ int main(int argc, char** argv) {
     relay_s = Seconds(t0, Clock::now());
     fmt::print("relay: {:.0f} outbox rows/s ({} rows in {:.2f} s)\n", 2 * a.changes / relay_s,
                2 * a.changes, relay_s);
-    auto h = OpenHost(e.get(), a.dir + "/pillows");
+    auto h = OpenHost(e.get(), a.pillows);
     ::sync();
     t0 = Clock::now();
     auto n = h->RunUntilCaughtUp();
@@ -337,7 +344,7 @@ int main(int argc, char** argv) {
         else
           q.ranges.push_back({"prop_1", "gte", fmt::format("value 1 of form {}", form)});
         auto qt = Clock::now();
-        auto page = commcare::SearchCases(a.dir + "/pillows", q);
+        auto page = commcare::SearchCases(a.pillows, q);
         lat.push_back(Seconds(qt, Clock::now()) * 1e3);
         if (!page.ok()) {
           fmt::print(stderr, "search: {}\n", page.status().ToString());
@@ -360,7 +367,7 @@ int main(int argc, char** argv) {
   if (!a.skip_ucr) {
     auto e = OpenEngine(data, /*relay=*/false, /*durable=*/true);
     // UCR: a 10-column data source over the same case changes.
-    auto u = OpenHost(e.get(), a.dir + "/pillows", "ucr");
+    auto u = OpenHost(e.get(), a.pillows, "ucr");
     auto t0 = Clock::now();
     auto loaded = u->UcrLoad(kUcrConfig);
     double load_s = Seconds(t0, Clock::now());

@@ -426,7 +426,7 @@ int cc_engine_open(cc_engine** out, const cc_engine_options* opts) {
     Reader r{cfg, "config"};
     CC_RETURN_IF_ERROR(r.Only({"backend", "data_dir", "create", "shards", "databases", "blob_store",
                                "durable", "strict_case_updates", "max_xml_bytes", "relay",
-                               "read_only", "change_log", "primary"}));
+                               "read_only", "change_log", "primary", "meta", "pillows"}));
     std::string backend = "sqlite";
     CC_RETURN_IF_ERROR(r.Str("backend", &backend));
     commcare::EngineOptions eo;
@@ -450,10 +450,14 @@ int cc_engine_open(cc_engine** out, const cc_engine_options* opts) {
         return Status::InvalidArgument("config: \"change_log\" must be a JSON object");
       io.change_log = json::serialize(*cl);
     }
-    if (const auto* pr = cfg.if_contains("primary")) {
-      if (!pr->is_object())
-        return Status::InvalidArgument("config: \"primary\" must be a JSON object");
-      io.primary = json::serialize(*pr);
+    for (auto [key, to] : {std::pair<const char*, std::string*>{"primary", &io.primary},
+                           {"meta", &io.meta},
+                           {"pillows", &io.pillows}}) {
+      const auto* v = cfg.if_contains(key);
+      if (!v) continue;
+      if (!v->is_object())
+        return Status::InvalidArgument(fmt::format("config: \"{}\" must be a JSON object", key));
+      *to = json::serialize(*v);
     }
     if (backend == "memory") {
       if (!eo.data_dir.empty())

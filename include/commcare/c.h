@@ -83,9 +83,9 @@ typedef struct cc_engine_options {
   unsigned int version; /**< CC_ENGINE_OPTIONS_VERSION */
   /** JSON object: {"backend": "sqlite"|"memory", "data_dir": DIR, "create": bool (init DIR
    *  when it is not a data directory yet), "shards": N, "databases": K, "blob_store":
-   *  "pack"|"files"|{"kind": "s3", ...}, "change_log": {"kind": "kafka", ...}, "primary":
-   *  {"kind": "postgres", ...} (the last five with "create", for the new directory: see
-   *  InitOptions in engine.h), "durable": bool,
+   *  "pack"|"files"|{"kind": "s3", ...}, "change_log": {"kind": "kafka", ...}, "primary",
+   *  "meta", "pillows": {"kind": "postgres", ...} (the last seven with "create", for the new
+   *  directory: see InitOptions in engine.h), "durable": bool,
    *  "strict_case_updates": bool, "max_xml_bytes": N, "relay": bool, "read_only": bool}.
    *  Unknown keys are CC_EINVALID. */
   const char* config_json;

@@ -1,3 +1,5 @@
+#include <commcare/pillows.h>
+
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -745,18 +747,31 @@ TEST_CASE("Postgres: two engines on one store lose no update and relay each chan
   CHECK(after_forms == forms + 10);  // the ten new forms, nothing appended twice
 }
 
-TEST_CASE("init refuses a meta setting that is not a PostgreSQL database, naming the key") {
-  auto init = [](const char* meta) {
-    InitOptions o;
-    o.data_dir = cctest::TempDir("badmeta");
-    o.meta = meta;
-    return Engine::Init(o);
-  };
-  CHECK(init(R"({"kind": "mysql", "database": "x"})").message().find("meta.kind") !=
-        std::string::npos);
-  CHECK(init(R"({"kind": "postgres"})").message().find("meta.database") != std::string::npos);
-  CHECK(init(R"({"kind": "postgres", "database": "x", "colour": 1})").message().find("colour") !=
-        std::string::npos);
-  CHECK(init("[1]").message().find("meta must be a JSON object") != std::string::npos);
-  CHECK(init(R"({"kind": "postgres", "database": "dbname=m"})").ok());
+TEST_CASE(
+    "init refuses a meta or pillows setting that is not a PostgreSQL database, naming the key") {
+  for (std::string key : {"meta", "pillows"}) {
+    CAPTURE(key);
+    auto init = [&](const char* value) {
+      InitOptions o;
+      o.data_dir = cctest::TempDir("badmeta");
+      (key == "meta" ? o.meta : o.pillows) = value;
+      return Engine::Init(o);
+    };
+    CHECK(init(R"({"kind": "mysql", "database": "x"})").message().find(key + ".kind") !=
+          std::string::npos);
+    CHECK(init(R"({"kind": "postgres"})").message().find(key + ".database") !=
+          std::string::npos);
+    CHECK(init(R"({"kind": "postgres", "database": "x", "colour": 1})")
+              .message()
+              .find("colour") != std::string::npos);
+    CHECK(init("[1]").message().find(key + " must be a JSON object") != std::string::npos);
+    CHECK(init(R"({"kind": "postgres", "database": "dbname=m"})").ok());
+  }
+  // A data directory whose commcare.json names a pillows database: its pillows live there.
+  InitOptions o;
+  o.data_dir = cctest::TempDir("pillowsat");
+  CHECK(PillowStoreAt(o.data_dir) == o.data_dir + "/pillows");
+  o.pillows = R"({"kind": "postgres", "database": "host=h dbname=p"})";
+  REQUIRE(Engine::Init(o).ok());
+  CHECK(PillowStoreAt(o.data_dir) == "postgres:host=h dbname=p");
 }
