@@ -148,8 +148,9 @@ bool NeedDomain(const Args& a, std::string* domain) {
 }
 
 // A host file (--config): what every process of a deployment shares ("shards", "databases",
-// "primary", "blob_store", "change_log", "meta", "pillows") and, optionally, "data_dir": this process's own
-// directory (its lock, users, sync logs and pillow state). *host gets the shared part.
+// "primary", "blob_store", "change_log", "meta", "pillows") and, optionally, "data_dir": this
+// process's own directory (its lock, users, sync logs and pillow state). *host gets the shared
+// part.
 Status ReadHostFile(const std::string& path, commcare::InitOptions* o, std::string* data_dir,
                     json::object* host) {
   std::string text;
@@ -166,8 +167,8 @@ Status ReadHostFile(const std::string& path, commcare::InitOptions* o, std::stri
       o->blob_store = x.is_string() ? std::string(x.get_string()) : json::serialize(x);
     } else if ((k == "primary" || k == "change_log" || k == "meta" || k == "pillows") &&
                x.is_object()) {
-      (k == "primary"  ? o->primary
-       : k == "meta"   ? o->meta
+      (k == "primary"   ? o->primary
+       : k == "meta"    ? o->meta
        : k == "pillows" ? o->pillows
                         : o->change_log) = json::serialize(x);
     } else if (k == "data_dir" && x.is_string()) {
@@ -603,8 +604,9 @@ int CmdUcr(const std::string& verb, const Args& a) {
       return Fail("--limit must be a non-negative integer");
     if (a.Has("--offset") && (!ParseInt(a.Get("--offset"), &offset) || offset < 0))
       return Fail("--offset must be a non-negative integer");
-    auto rows = commcare::UcrRows(commcare::PillowStoreAt(a.Get("--data")), domain, a.Get("--table"),
-                                  static_cast<size_t>(limit), static_cast<size_t>(offset));
+    auto rows =
+        commcare::UcrRows(commcare::PillowStoreAt(a.Get("--data")), domain, a.Get("--table"),
+                          static_cast<size_t>(limit), static_cast<size_t>(offset));
     if (!rows.ok()) return FailStatus(rows.status());
     for (const auto& r : *rows) std::cout << r << "\n";
     std::cout.flush();

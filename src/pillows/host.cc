@@ -240,9 +240,10 @@ class Host final : public PillowHost {
         }
         st.partitions.push_back(std::move(ps));
       }
-      CC_ASSIGN_OR_RETURN(auto n, p->db->Run("counting retries",
-                                             "SELECT COALESCE(SUM(1-dead),0), COALESCE(SUM(dead),0) "
-                                             "FROM pillow_retries"));
+      CC_ASSIGN_OR_RETURN(auto n,
+                          p->db->Run("counting retries",
+                                     "SELECT COALESCE(SUM(1-dead),0), COALESCE(SUM(dead),0) "
+                                     "FROM pillow_retries"));
       st.retries = n.Int(0, 0);
       st.dead_letters = n.Int(0, 1);
       out.push_back(std::move(st));
@@ -287,9 +288,9 @@ class Host final : public PillowHost {
                             {doc_id, doc_id, all}));
     const int64_t n = up.changed;
     if (!doc_id.empty() && n == 0 && !include_dead) {
-      CC_ASSIGN_OR_RETURN(auto d, p->db->Run("reading a retry",
-                                             "SELECT 1 FROM pillow_retries WHERE doc_id=? AND dead=1",
-                                             {doc_id}));
+      CC_ASSIGN_OR_RETURN(
+          auto d, p->db->Run("reading a retry",
+                             "SELECT 1 FROM pillow_retries WHERE doc_id=? AND dead=1", {doc_id}));
       if (!d.empty())
         return Status::FailedPrecondition(fmt::format(
             "the change of document {} is dead-lettered; requeue it with dead letters included",
@@ -396,14 +397,15 @@ class Host final : public PillowHost {
 
   Status Finish(std::unique_ptr<Pillow> p) {
     const PillowConfig& cfg = p->cfg;
-    CC_ASSIGN_OR_RETURN(p->db, SqlDb::Open(pg_ ? opts_.dir : fmt::format("{}/{}.sqlite", opts_.dir,
-                                                                         cfg.name),
-                                           PillowSchema(cfg.name)));
+    CC_ASSIGN_OR_RETURN(
+        p->db, SqlDb::Open(pg_ ? opts_.dir : fmt::format("{}/{}.sqlite", opts_.dir, cfg.name),
+                           PillowSchema(cfg.name)));
     if (pg_ && !opts_.inspect_only && opts_.consumer_group.empty()) {
       const std::string id = fmt::format("pillow-worker\n{}\n{}\n{}", cfg.name, opts_.process_num,
                                          opts_.num_processes);
       static constexpr uint8_t kZero[16] = {};
-      CC_ASSIGN_OR_RETURN(bool got, p->db->TryLock(static_cast<int64_t>(util::SipHash24(kZero, id))));
+      CC_ASSIGN_OR_RETURN(bool got,
+                          p->db->TryLock(static_cast<int64_t>(util::SipHash24(kZero, id))));
       if (!got)
         return Status::FailedPrecondition(fmt::format(
             "pillow {} worker {} of {} is already running (another session holds its lock)",
@@ -580,9 +582,9 @@ class Host final : public PillowHost {
     if (p.queued != 0) {
       for (size_t i = 0; i < changes.size(); ++i) {
         if (bad[i]) continue;
-        CC_ASSIGN_OR_RETURN(auto d, db.Run("clearing a retry",
-                                           "DELETE FROM pillow_retries WHERE doc_id=?",
-                                           {changes[i]->meta.document_id}));
+        CC_ASSIGN_OR_RETURN(auto d,
+                            db.Run("clearing a retry", "DELETE FROM pillow_retries WHERE doc_id=?",
+                                   {changes[i]->meta.document_id}));
         if (d.changed > 0 && p.queued > 0) --p.queued;
       }
     }
@@ -596,17 +598,16 @@ class Host final : public PillowHost {
   }
 
   Status QueueRetry(Pillow& p, const Change& c, const std::string& error) {
-    CC_ASSIGN_OR_RETURN(auto q, p.db->Run("reading a retry",
-                                          "SELECT attempts FROM pillow_retries WHERE doc_id=?",
-                                          {c.meta.document_id}));
+    CC_ASSIGN_OR_RETURN(
+        auto q, p.db->Run("reading a retry", "SELECT attempts FROM pillow_retries WHERE doc_id=?",
+                          {c.meta.document_id}));
     const bool existed = !q.empty();
     const int64_t attempts = existed ? q.Int(0, 0) + 1 : 1;
     const int64_t dead = attempts >= p.cfg.max_attempts ? 1 : 0;
     CC_RETURN_IF_ERROR(p.db->Run("queueing a retry", kPutRetry,
                                  {c.meta.document_id, c.topic, int64_t{c.partition}, c.offset,
-                                  c.timestamp, attempts,
-                                  NextAttempt(p, static_cast<int>(attempts)), error, dead,
-                                  ChangeMetaToJson(c.meta)})
+                                  c.timestamp, attempts, NextAttempt(p, static_cast<int>(attempts)),
+                                  error, dead, ChangeMetaToJson(c.meta)})
                            .status());
     if (!existed && p.queued >= 0) ++p.queued;
     return Status::Ok();
@@ -616,9 +617,8 @@ class Host final : public PillowHost {
   Status DeadLetterCorrupt(Pillow& p, const storage::ChangeRecord& r, const std::string& why) {
     CC_RETURN_IF_ERROR(p.db->Run("dead-lettering a corrupt record", kPutRetry,
                                  {fmt::format("corrupt:{}/{}/{}", r.topic, r.partition, r.offset),
-                                  r.topic, int64_t{r.partition}, r.offset, r.timestamp,
-                                  int64_t{0}, int64_t{0}, "corrupt change record: " + why,
-                                  int64_t{1}, r.value})
+                                  r.topic, int64_t{r.partition}, r.offset, r.timestamp, int64_t{0},
+                                  int64_t{0}, "corrupt change record: " + why, int64_t{1}, r.value})
                            .status());
     if (p.queued >= 0) ++p.queued;
     return Status::Ok();
@@ -827,17 +827,19 @@ Result<StoreLease> OpenStore(const std::string& where, std::string_view pillow,
     CC_ASSIGN_OR_RETURN(auto known, lease->Run("opening a pillow database",
                                                "SELECT CAST(to_regclass(?) AS TEXT)", {name}));
     if (known.empty() || known.Str(0, 0).empty())
-      return Status::NotFound(fmt::format("no {} database in PostgreSQL schema {} (run `commcare "
-                                          "pillows run` to build it)",
-                                          pillow, schema));
+      return Status::NotFound(
+          fmt::format("no {} database in PostgreSQL schema {} (run `commcare "
+                      "pillows run` to build it)",
+                      pillow, schema));
     out.pg.emplace(std::move(lease));
     return out;
   }
   std::string path = fmt::format("{}/{}.sqlite", where, pillow);
   if (::access(path.c_str(), R_OK) != 0)
-    return Status::NotFound(fmt::format("no {} database at {} (run `commcare pillows run` to "
-                                        "build it)",
-                                        pillow, path));
+    return Status::NotFound(
+        fmt::format("no {} database at {} (run `commcare pillows run` to "
+                    "build it)",
+                    pillow, path));
   CC_ASSIGN_OR_RETURN(auto lease, util::ReadPool::Acquire(path, setup));
   out.sqlite.emplace(std::move(lease));
   return out;

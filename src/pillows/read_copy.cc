@@ -36,7 +36,9 @@ class FormReadCopy final : public Processor {
   Status Setup(SqlDb& db) override {
     return db.Exec("creating the read copy", db.postgres() ? kPostgresSchema : kSqliteSchema);
   }
-  Status Reset(SqlDb& db) override { return db.Exec("emptying the read copy", "DELETE FROM rc_forms"); }
+  Status Reset(SqlDb& db) override {
+    return db.Exec("emptying the read copy", "DELETE FROM rc_forms");
+  }
 
   Status ProcessBatch(SqlDb& db, Engine& engine, const std::vector<const Change*>& changes,
                       Failures* failed) override {
@@ -48,9 +50,9 @@ class FormReadCopy final : public Processor {
         continue;
       }
       if (!f.ok()) {
-        CC_RETURN_IF_ERROR(db.Run("deleting a form copy", "DELETE FROM rc_forms WHERE form_id=?",
-                                  {m.document_id})
-                               .status());
+        CC_RETURN_IF_ERROR(
+            db.Run("deleting a form copy", "DELETE FROM rc_forms WHERE form_id=?", {m.document_id})
+                .status());
         continue;
       }
       CC_RETURN_IF_ERROR(
@@ -62,9 +64,8 @@ class FormReadCopy final : public Processor {
                  "state=excluded.state, received_on=excluded.received_on, "
                  "server_modified_on=excluded.server_modified_on, "
                  "indexed_on=excluded.indexed_on, doc=excluded.doc",
-                 {f->form_id, f->domain, f->xmlns, f->user_id, f->app_id,
-                  FormStateName(f->state), f->received_on, f->server_modified_on,
-                  util::NowMicros(), FormToJson(*f)})
+                 {f->form_id, f->domain, f->xmlns, f->user_id, f->app_id, FormStateName(f->state),
+                  f->received_on, f->server_modified_on, util::NowMicros(), FormToJson(*f)})
               .status());
     }
     return Status::Ok();
@@ -88,8 +89,8 @@ class FormReadCopy final : public Processor {
         return true;
       }));
     CC_RETURN_IF_ERROR(inner);
-    CC_ASSIGN_OR_RETURN(auto all, db.Run("listing form copies",
-                                         "SELECT form_id, domain, xmlns FROM rc_forms"));
+    CC_ASSIGN_OR_RETURN(
+        auto all, db.Run("listing form copies", "SELECT form_id, domain, xmlns FROM rc_forms"));
     for (size_t r = 0; r < all.size(); ++r)
       if (!live.count(std::string(all.Str(r, 0))))
         out.push_back(Meta(std::string(all.Str(r, 0)), std::string(all.Str(r, 1)),
@@ -129,20 +130,19 @@ Result<FormListPage> ListForms(const std::string& pillows_dir, const FormListQue
       "OR app_id=?) AND (CAST(? AS TEXT)='' OR user_id=?) AND (CAST(? AS BIGINT)=0 OR "
       "received_on>=?) AND (CAST(? AS BIGINT)=0 OR received_on<?) AND (state='normal' OR "
       "(CAST(? AS INTEGER)=1 AND state='archived'))";
-  std::vector<util::SqlParam> params = {q.domain,        q.xmlns,         q.xmlns,
-                                        q.app_id,        q.app_id,        q.user_id,
-                                        q.user_id,       q.received_from, q.received_from,
-                                        q.received_to,   q.received_to,
-                                        int64_t{q.include_archived ? 1 : 0}};
+  std::vector<util::SqlParam> params = {
+      q.domain,        q.xmlns,       q.xmlns,       q.app_id,
+      q.app_id,        q.user_id,     q.user_id,     q.received_from,
+      q.received_from, q.received_to, q.received_to, int64_t{q.include_archived ? 1 : 0}};
   FormListPage page;
   CC_ASSIGN_OR_RETURN(auto n, db.Query("counting forms", "SELECT COUNT(*)" + where, params));
   page.total_count = n.Int(0, 0);
   params.push_back(static_cast<int64_t>(q.limit));
   params.push_back(static_cast<int64_t>(q.offset));
-  CC_ASSIGN_OR_RETURN(auto rows,
-                      db.Query("listing forms",
-                               "SELECT doc" + where + " ORDER BY received_on, id LIMIT ? OFFSET ?",
-                               params));
+  CC_ASSIGN_OR_RETURN(
+      auto rows,
+      db.Query("listing forms", "SELECT doc" + where + " ORDER BY received_on, id LIMIT ? OFFSET ?",
+               params));
   for (size_t r = 0; r < rows.size(); ++r) page.forms.emplace_back(rows.Str(r, 0));
   return page;
 }

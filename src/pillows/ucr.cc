@@ -1163,9 +1163,9 @@ class Ucr final : public UcrProcessor {
     if (db.postgres()) sql += ", ucr_row BIGSERIAL";
     sql += ")";
     CC_RETURN_IF_ERROR(db.Exec("creating a UCR table", sql));
-    return db.Exec("creating a UCR index", "CREATE INDEX IF NOT EXISTS " +
-                                               Quote(ds.TableName() + "_doc") + " ON " + t +
-                                               "(doc_id)");
+    return db.Exec(
+        "creating a UCR index",
+        "CREATE INDEX IF NOT EXISTS " + Quote(ds.TableName() + "_doc") + " ON " + t + "(doc_id)");
   }
 
   Status DeleteRows(SqlDb& db, const DataSource& ds, std::string_view doc_id) {
@@ -1173,7 +1173,8 @@ class Ucr final : public UcrProcessor {
     return db.Query("deleting UCR rows", ds.delete_sql, id).status();
   }
 
-  Status Insert(SqlDb& db, const DataSource& ds, const std::vector<std::vector<json::value>>& rows) {
+  Status Insert(SqlDb& db, const DataSource& ds,
+                const std::vector<std::vector<json::value>>& rows) {
     std::vector<std::string> hold;
     std::vector<util::SqlParam> params;
     for (const auto& row : rows) {
@@ -1197,8 +1198,9 @@ class Ucr final : public UcrProcessor {
       auto r = db.Query("inserting UCR rows", ds.insert_sql, params);
       if (!r.ok()) {
         if (r.status().code() == StatusCode::kUnavailable) return r.status();
-        return Status::InvalidArgument(fmt::format("a row of data source {} does not fit its table: {}",
-                                                   ds.table_id, r.status().message()));
+        return Status::InvalidArgument(
+            fmt::format("a row of data source {} does not fit its table: {}", ds.table_id,
+                        r.status().message()));
       }
     }
     return Status::Ok();

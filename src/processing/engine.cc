@@ -1504,16 +1504,16 @@ Status Engine::Init(const InitOptions& o) {
     cfg["change_log"] = log->get_object();
   }
   // "meta" and "pillows": {"kind": "postgres", "database": "<conninfo>"}.
-  for (auto [key, text] : {std::pair<const char*, const std::string*>{"meta", &o.meta},
-                           {"pillows", &o.pillows}}) {
+  for (auto [key, text] :
+       {std::pair<const char*, const std::string*>{"meta", &o.meta}, {"pillows", &o.pillows}}) {
     if (text->empty()) continue;
     auto m = codec::ParseJson(*text);
     if (!m.ok() || !m->is_object())
       return Status::InvalidArgument(fmt::format("{} must be a JSON object", key));
     const auto& mo = m->get_object();
     if (codec::GetStr(mo, "kind") != "postgres")
-      return Status::InvalidArgument(fmt::format("{}.kind must be \"postgres\" (got \"{}\")", key,
-                                                 codec::GetStr(mo, "kind")));
+      return Status::InvalidArgument(
+          fmt::format("{}.kind must be \"postgres\" (got \"{}\")", key, codec::GetStr(mo, "kind")));
     const auto* d = mo.if_contains("database");
     if (!d || !d->is_string() || d->get_string().empty())
       return Status::InvalidArgument(

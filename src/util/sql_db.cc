@@ -4,10 +4,9 @@
 
 #include <boost/json.hpp>
 #include <fstream>
-#include <sstream>
-
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <unordered_map>
 
 #include "storage/postgres/pg_conn.h"
@@ -66,8 +65,8 @@ class SqliteDb final : public SqlDb {
     auto it = dynamic_.find(sql);
     if (it == dynamic_.end()) {
       sqlite3_stmt* st = nullptr;
-      if (sqlite3_prepare_v3(db_.db(), sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &st,
-                             nullptr) != SQLITE_OK)
+      if (sqlite3_prepare_v3(db_.db(), sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &st, nullptr) !=
+          SQLITE_OK)
         return db_.Err(what);
       it = dynamic_.emplace(sql, st).first;
     } else {
@@ -172,8 +171,8 @@ class PostgresDb final : public SqlDb {
 
  private:
   Result<bool> Take(int64_t key) {
-    CC_ASSIGN_OR_RETURN(auto r, c_->Q("taking a lock", "SELECT pg_try_advisory_lock($1)",
-                                      {std::to_string(key)}));
+    CC_ASSIGN_OR_RETURN(
+        auto r, c_->Q("taking a lock", "SELECT pg_try_advisory_lock($1)", {std::to_string(key)}));
     return r->Bool(0, 0);
   }
 
@@ -239,8 +238,8 @@ class PostgresDb final : public SqlDb {
   std::string dsn_, schema_;
   std::unique_ptr<pg::Conn> c_;
   bool in_transaction_ = false;
-  std::vector<int64_t> locks_;                     // session locks held (TryLock)
-  std::map<const char*, std::string> numbered_;    // Run's statements, by address
+  std::vector<int64_t> locks_;                            // session locks held (TryLock)
+  std::map<const char*, std::string> numbered_;           // Run's statements, by address
   std::unordered_map<std::string, std::string> dynamic_;  // Query's, by text (nodes stay put)
 };
 
@@ -306,8 +305,7 @@ int64_t SqlRows::Int(size_t row, size_t col) const {
 
 bool SqlDb::IsPostgres(std::string_view where) { return where.starts_with(kPostgresPrefix); }
 
-std::string SqlDb::Where(const std::string& data_dir, std::string_view key,
-                         std::string_view file) {
+std::string SqlDb::Where(const std::string& data_dir, std::string_view key, std::string_view file) {
   std::ifstream in(data_dir + "/commcare.json");
   std::stringstream text;
   text << in.rdbuf();

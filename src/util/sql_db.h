@@ -91,7 +91,8 @@ class SqlDb {
 // connection per caller, returned to the pool when the lease is destroyed.
 class SqlDbLease {
  public:
-  SqlDbLease(std::unique_ptr<SqlDb> db, std::string key) : db_(std::move(db)), key_(std::move(key)) {}
+  SqlDbLease(std::unique_ptr<SqlDb> db, std::string key)
+      : db_(std::move(db)), key_(std::move(key)) {}
   SqlDbLease(SqlDbLease&&) = default;
   ~SqlDbLease();
   SqlDb& operator*() { return *db_; }
