@@ -450,6 +450,16 @@ std::unique_ptr<Processor> NewCaseSearchProcessor(bool postgres) {
 
 namespace {
 
+// The conditions on a case's own fields, their values given to text() in order (both backends).
+template <typename F>
+void FieldConditions(const CaseSearchQuery& q, std::string* sql, F&& text) {
+  if (!q.case_type.empty()) *sql += " AND c.type=?", text(q.case_type);
+  if (!q.owner_id.empty()) *sql += " AND c.owner_id=?", text(q.owner_id);
+  if (!q.case_name.empty()) *sql += " AND c.name=?", text(q.case_name);
+  if (!q.external_id.empty()) *sql += " AND c.external_id=?", text(q.external_id);
+  if (q.closed) *sql += *q.closed ? " AND c.closed=1" : " AND c.closed=0";
+}
+
 // A SQL string literal of text (keys go into the statement as literals, so that an expression
 // index such as ((cs_num(props->>'age'))) matches them).
 std::string Literal(std::string_view text) {
@@ -470,11 +480,7 @@ Result<CaseSearchPage> SearchPostgres(StoreLease& db, const CaseSearchQuery& q, 
   std::vector<util::SqlParam> params;
   auto text = [&](std::string v) { params.emplace_back(hold.emplace_back(std::move(v))); };
   text(q.domain);
-  if (!q.case_type.empty()) sql += " AND c.type=?", text(q.case_type);
-  if (!q.owner_id.empty()) sql += " AND c.owner_id=?", text(q.owner_id);
-  if (!q.case_name.empty()) sql += " AND c.name=?", text(q.case_name);
-  if (!q.external_id.empty()) sql += " AND c.external_id=?", text(q.external_id);
-  if (q.closed) sql += *q.closed ? " AND c.closed=1" : " AND c.closed=0";
+  FieldConditions(q, &sql, text);
   for (const auto& [k, v] : q.equals) {
     sql += " AND c.props @> CAST(? AS JSONB)";
     text(boost::json::serialize(boost::json::object{{k, v}}));
@@ -634,11 +640,7 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
       sql += " AND c.id IN (" + subquery + ")";
   };
   text(q.domain);
-  if (!q.case_type.empty()) sql += " AND c.type=?", text(q.case_type);
-  if (!q.owner_id.empty()) sql += " AND c.owner_id=?", text(q.owner_id);
-  if (!q.case_name.empty()) sql += " AND c.name=?", text(q.case_name);
-  if (!q.external_id.empty()) sql += " AND c.external_id=?", text(q.external_id);
-  if (q.closed) sql += *q.closed ? " AND c.closed=1" : " AND c.closed=0";
+  pillows::FieldConditions(q, &sql, text);
   for (const auto& [k, v] : q.equals) {
     CC_ASSIGN_OR_RETURN(size_t matches,
                         plan(
