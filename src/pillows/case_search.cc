@@ -517,7 +517,8 @@ Result<CaseSearchPage> SearchPostgres(StoreLease& db, const CaseSearchQuery& q, 
   params.emplace_back(static_cast<int64_t>(q.limit) + 1);
   auto rows = db.Query("searching cases", sql, params);
   if (!rows.ok()) {
-    if (rows.status().code() == StatusCode::kUnavailable) return rows.status();
+    if (rows.status().code() == StatusCode::kUnavailable || rows.status().IsNotFound())
+      return rows.status();
     return Status::InvalidArgument(fmt::format("case search failed: {}", rows.status().message()));
   }
   CaseSearchPage page;

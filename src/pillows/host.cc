@@ -29,8 +29,6 @@ namespace commcare::pillows {
 namespace {
 
 using util::SqlDb;
-using util::SqlParam;
-using util::SqlRows;
 
 constexpr int kHostSchemaVersion = 1;
 constexpr const char* kSqliteHostSchema = R"(
@@ -823,14 +821,12 @@ Result<StoreLease> OpenStore(const std::string& where, std::string_view pillow,
   if (util::SqlDb::IsPostgres(where)) {
     const std::string schema = PillowSchema(pillow);
     CC_ASSIGN_OR_RETURN(auto lease, util::BorrowSqlDb(where, schema));
-    const std::string name = fmt::format("\"{}\".{}", schema, table);
-    CC_ASSIGN_OR_RETURN(auto known, lease->Run("opening a pillow database",
-                                               "SELECT CAST(to_regclass(?) AS TEXT)", {name}));
-    if (known.empty() || known.Str(0, 0).empty())
-      return Status::NotFound(
-          fmt::format("no {} database in PostgreSQL schema {} (run `commcare "
-                      "pillows run` to build it)",
-                      pillow, schema));
+    // Whether the table exists is asked only when a statement fails (not on every read).
+    out.pg_table = fmt::format("\"{}\".{}", schema, table);
+    out.absent = fmt::format(
+        "no {} database in PostgreSQL schema {} (run `commcare pillows run` "
+        "to build it)",
+        pillow, schema);
     out.pg.emplace(std::move(lease));
     return out;
   }
@@ -847,7 +843,14 @@ Result<StoreLease> OpenStore(const std::string& where, std::string_view pillow,
 
 Result<util::SqlRows> StoreLease::Query(const char* what, const std::string& sql,
                                         std::span<const util::SqlParam> params) {
-  if (pg) return (*pg)->Query(what, sql, params);
+  if (pg) {
+    auto out = (*pg)->Query(what, sql, params);
+    if (out.ok() || out.status().code() == StatusCode::kUnavailable) return out;
+    auto known =
+        (*pg)->Run("opening a pillow database", "SELECT CAST(to_regclass(?) AS TEXT)", {pg_table});
+    if (known.ok() && (known->empty() || known->Str(0, 0).empty())) return Status::NotFound(absent);
+    return out;
+  }
   Conn& db = **sqlite;
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v2(db.db(), sql.c_str(), -1, &s, nullptr) != SQLITE_OK) {

@@ -70,13 +70,16 @@ std::string PillowSchema(std::string_view pillow);
 struct StoreLease {
   std::optional<util::ReadPool::Lease> sqlite;
   std::optional<util::SqlDbLease> pg;
-  // Runs a statement built at run time (`?` parameters).
+  std::string pg_table;  // PostgreSQL: the schema-qualified table a store without it lacks ...
+  std::string absent;    // ... and the NotFound message then
+  // Runs a statement built at run time (`?` parameters); NotFound when the store has no
+  // tables yet.
   Result<util::SqlRows> Query(const char* what, const std::string& sql,
                               std::span<const util::SqlParam> params);
 };
 // Opens the database of pillow at where (a pillow directory, or "postgres:<conninfo>");
-// NotFound if there is none, or it has no table `table` yet. setup runs once on each new
-// SQLite connection.
+// NotFound if a directory has none (on PostgreSQL, Query answers NotFound when the schema has
+// no table `table` yet). setup runs once on each new SQLite connection.
 Result<StoreLease> OpenStore(const std::string& where, std::string_view pillow,
                              const std::function<Status(Conn&)>& setup, const char* table);
 
