@@ -9,6 +9,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <deque>
 #include <functional>
 #include <map>
 #include <set>
@@ -475,8 +476,7 @@ std::string Literal(std::string_view text) {
 Result<CaseSearchPage> SearchPostgres(StoreLease& db, const CaseSearchQuery& q, int64_t cur_indexed,
                                       int64_t cur_id) {
   std::string sql = "SELECT c.indexed_on, c.id, c.doc FROM cs_cases c WHERE c.domain=?";
-  std::vector<std::string> hold;  // parameter text (SqlParam holds views)
-  hold.reserve(4 * (q.equals.size() + q.ranges.size()) + 8);
+  std::deque<std::string> hold;  // parameter text (SqlParam holds views: they must stay put)
   std::vector<util::SqlParam> params;
   auto text = [&](std::string v) { params.emplace_back(hold.emplace_back(std::move(v))); };
   text(q.domain);

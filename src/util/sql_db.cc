@@ -169,6 +169,19 @@ class PostgresDb final : public SqlDb {
     return got;
   }
 
+  Status Transaction(const char* what, int64_t lock, const std::function<Status()>& body) override {
+    CC_RETURN_IF_ERROR(Live());
+    CC_RETURN_IF_ERROR(c_->Exec(what, "BEGIN"));
+    in_transaction_ = true;
+    Status s;
+    if (lock != 0) s = c_->Exec(what, "SELECT pg_advisory_xact_lock($1)", {std::to_string(lock)});
+    if (s.ok()) s = body();
+    if (s.ok()) s = c_->Exec(what, "COMMIT");
+    if (!s.ok()) (void)c_->Exec(what, "ROLLBACK");
+    in_transaction_ = false;
+    return s;
+  }
+
  private:
   Result<bool> Take(int64_t key) {
     CC_ASSIGN_OR_RETURN(
@@ -201,19 +214,6 @@ class PostgresDb final : public SqlDb {
     const char* n = PQcmdTuples(r->r);
     out.changed = n && *n ? std::atoll(n) : 0;
     return out;
-  }
-
-  Status Transaction(const char* what, int64_t lock, const std::function<Status()>& body) override {
-    CC_RETURN_IF_ERROR(Live());
-    CC_RETURN_IF_ERROR(c_->Exec(what, "BEGIN"));
-    in_transaction_ = true;
-    Status s;
-    if (lock != 0) s = c_->Exec(what, "SELECT pg_advisory_xact_lock($1)", {std::to_string(lock)});
-    if (s.ok()) s = body();
-    if (s.ok()) s = c_->Exec(what, "COMMIT");
-    if (!s.ok()) (void)c_->Exec(what, "ROLLBACK");
-    in_transaction_ = false;
-    return s;
   }
 
   // A connection (a new one after the server went away; never inside a transaction).
