@@ -108,7 +108,10 @@ def main():
         # A graceful stop: SIGTERM finishes the batch, checkpoints and exits 0.
         worker = subprocess.Popen([CC, "pillows", "run", "--data", data],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.5)
+        # Started (its locks taken) once it says so: after kill -9 rounds, recovery can take
+        # longer than any fixed pause.
+        line = worker.stderr.readline()
+        assert line.startswith("pillows running"), line + worker.stderr.read()
         # A second worker with the same (n, k) is refused while this one runs.
         dup = run(["pillows", "run", "--data", data, "--once"], check=False)
         assert dup.returncode != 0 and "already running" in dup.stdout, dup.stdout
