@@ -880,14 +880,16 @@ int cc_engine_put_user(char** out, cc_engine* engine, const char* user_json, con
       u.rev = rev;
     } else {
       u.username = username;
-      u.permissions = {std::string(commcare::meta::kEditData),
-                       std::string(commcare::meta::kMobileEndpoints)};
     }
     CC_RETURN_IF_ERROR(r.StrList("domains", &u.domains));
     CC_RETURN_IF_ERROR(r.Bool("is_superuser", &u.is_superuser));
     if (u.domains.empty() && !u.is_superuser)
       return Status::InvalidArgument("user_json: \"domains\" must name at least one domain");
     domain = u.domains.empty() ? "" : u.domains.front();
+    if (!old.ok())  // a new user's default grants, in each of its domains
+      for (const auto& d : u.domains)
+        u.permissions[d] = {std::string(commcare::meta::kEditData),
+                            std::string(commcare::meta::kMobileEndpoints)};
     json::object rest = o;
     rest.erase("domains");
     rest.erase("is_superuser");

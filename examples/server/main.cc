@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <boost/json.hpp>
@@ -26,6 +28,7 @@
 #include "meta/meta_store.h"
 #include "server/app.h"
 #include "util/hash.h"
+#include "util/time.h"
 
 namespace json = boost::json;
 using commcare::Engine;
@@ -66,6 +69,10 @@ constexpr const char* kUsage = R"(usage:
   commcare serve --data DIR [--listen 127.0.0.1:8000] [--no-pillows] [--access-log FILE|-]
       [--threads N] [--max-body-bytes N] [--header-timeout-ms N] [--body-timeout-ms N]
       [--idle-timeout-ms N] [--rate-limit-user R] [--rate-limit-domain R]
+      [--max-connections N] [--max-body-bytes-in-flight N]
+      [--max-long-polls-per-user N] [--max-long-polls N]
+      [--max-streams-per-user N] [--max-streams N]
+      [--login-failures N] [--lockout-seconds S] [--login-failures-per-address N]
       [--tls-cert CERT.pem --tls-key KEY.pem]    (creates DIR and an admin account on first start: COMMCARE_ADMIN_USER,
                         COMMCARE_ADMIN_PASSWORD, COMMCARE_DOMAIN, or printed once)
   commcare migrate --data DIR       (applies the stores' schema migrations; safe to run twice)
@@ -76,7 +83,9 @@ constexpr const char* kUsage = R"(usage:
       [--version 1.0|2.0|3.0] [--device-id ID]    (the OTA restore payload to stdout)
   commcare admin domain create --data DIR NAME [--open-submissions]
   commcare admin user create --data DIR --username U --password P --domain D [--web] [--superuser]
-  commcare admin apikey create --data DIR --username U)";
+  commcare admin apikey create --data DIR --username U [--expires-days N]
+  commcare admin apikey list --data DIR --username U
+  commcare admin apikey revoke --data DIR --username U (--id ID | --all))";
 
 struct Args {
   std::map<std::string, std::string> opts;
@@ -90,7 +99,8 @@ struct Args {
 };
 
 const std::vector<std::string> kFlags = {
-    "--xml", "--once", "--dead", "--web", "--superuser", "--no-pillows", "--open-submissions"};
+    "--xml", "--once", "--dead", "--web", "--superuser", "--no-pillows", "--open-submissions",
+    "--all"};
 const std::vector<std::string> kRepeatable = {"--prop", "--range"};
 
 int Fail(const std::string& msg, int code = 1) {
@@ -696,6 +706,14 @@ int CmdMigrate(const Args& a) {
   return 0;
 }
 
+// The default connection cap: the descriptor limit less room for the stores' files.
+int MaxConnections() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 1024;
+  const auto n = static_cast<int64_t>(rl.rlim_cur);
+  return static_cast<int>(std::clamp<int64_t>(n - 128, 16, 10'000));
+}
+
 int CmdServe(const Args& a) {
   namespace fs = std::filesystem;
   const std::string data = a.Get("--data");
@@ -704,6 +722,15 @@ int CmdServe(const Args& a) {
     io.data_dir = data;
     if (auto s = Engine::Init(io); !s.ok()) return FailStatus(s);
   }
+  // As PostgreSQL: no serving from a directory others can read (it holds Digest HA1s, API
+  // key hashes and health data).
+  std::error_code ec;
+  const auto perms = fs::status(data, ec).permissions();
+  if (!ec && (perms & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none)
+    return Fail(
+        fmt::format("data directory {} is open to group or others (mode {:04o}); it holds password "
+                    "equivalents and health data: chmod 0700 {}",
+                    data, static_cast<unsigned>(perms) & 0777, data));
   // Signals are taken by this thread (sigwait) only; every thread started below blocks them.
   sigset_t sigs;
   sigemptyset(&sigs);
@@ -732,6 +759,24 @@ int CmdServe(const Args& a) {
     if (*end || *field < 0) return Fail(std::string(flag) + " must be a non-negative number");
   }
   app.SetRateLimits(user_rate, domain_rate);
+  commcare::server::AppLimits limits;
+  for (auto [flag, field] :
+       {std::pair<const char*, int*>{"--max-long-polls-per-user", &limits.long_polls_per_user},
+        {"--max-long-polls", &limits.long_polls},
+        {"--max-streams-per-user", &limits.streams_per_user},
+        {"--max-streams", &limits.streams},
+        {"--login-failures", &limits.login.failures_before_lockout},
+        {"--lockout-seconds", &limits.login.lockout_seconds},
+        {"--login-failures-per-address", &limits.login.failures_per_address}}) {
+    int64_t v = 0;
+    if (!a.Has(flag)) continue;
+    if (!ParseInt(a.Get(flag), &v) || v < 1 || v > 1'000'000)
+      return Fail(std::string(flag) + " must be a whole number, 1..1000000");
+    *field = static_cast<int>(v);
+  }
+  limits.login.max_lockout_seconds =
+      std::max(limits.login.max_lockout_seconds, limits.login.lockout_seconds);
+  app.SetLimits(limits);
   commcare::http::ServerOptions so;
   so.listen = a.Get("--listen", "127.0.0.1:8000");
   so.access_log = a.Get("--access-log");
@@ -758,6 +803,20 @@ int CmdServe(const Args& a) {
       return Fail("--max-body-bytes must be positive");
     so.max_body_bytes = static_cast<size_t>(v);
   }
+  if (a.Has("--max-body-bytes-in-flight")) {
+    int64_t v = 0;
+    if (!ParseInt(a.Get("--max-body-bytes-in-flight"), &v) || v < 1)
+      return Fail("--max-body-bytes-in-flight must be positive");
+    so.max_body_bytes_in_flight = static_cast<size_t>(v);
+  }
+  // Connections: the flag, else as many as the descriptor limit leaves room for.
+  so.max_connections = MaxConnections();
+  if (a.Has("--max-connections")) {
+    int64_t v = 0;
+    if (!ParseInt(a.Get("--max-connections"), &v) || v < 1 || v > 1'000'000)
+      return Fail("--max-connections must be a whole number, 1..1000000");
+    so.max_connections = static_cast<int>(v);
+  }
   std::unique_ptr<commcare::PillowHost> pillows;
   std::thread pillow_thread;
   std::atomic<bool> stop_pillows{false};
@@ -772,7 +831,8 @@ int CmdServe(const Args& a) {
   }
   app.SetPillows(pillows.get());
   auto server = commcare::http::Server::Start(
-      so, [&app](const commcare::http::Request& r) { return app.Handle(r); });
+      so, [&app](const commcare::http::Request& r) { return app.Handle(r); },
+      [&app](commcare::http::Request& head) { return app.Gate(head); });
   if (!server.ok()) {
     stop_pillows = true;
     if (pillow_thread.joinable()) pillow_thread.join();
@@ -831,6 +891,52 @@ int CmdRestore(const Args& a) {
   return r->http_status == 200 ? 0 : 3;
 }
 
+// commcare admin apikey create|list|revoke: a user's API keys (keys are shown once, at
+// creation; a list shows ids, creation and expiry).
+int CmdApiKey(const std::string& verb, commcare::meta::MetaStore* meta, const Args& a) {
+  if (!a.Has("--username")) return Fail("--username is required");
+  const std::string user = a.Get("--username");
+  auto when = [](int64_t secs) -> json::value {
+    return secs > 0 ? json::value(commcare::util::FormatIsoTime(secs * 1'000'000)) : nullptr;
+  };
+  if (verb == "create") {
+    int64_t expires = 0;
+    if (a.Has("--expires-days")) {
+      int64_t days = 0;
+      if (!ParseInt(a.Get("--expires-days"), &days) || days < 1 || days > 3650)
+        return Fail("--expires-days must be a whole number of days, 1..3650");
+      expires = commcare::util::NowMicros() / 1'000'000 + days * 86'400;
+    }
+    std::string id;
+    auto k = meta->CreateApiKey(user, expires, &id);
+    if (!k.ok()) return FailStatus(k.status());
+    std::cout << json::serialize(json::object{
+                     {"username", user}, {"key", *k}, {"id", id}, {"expires", when(expires)}})
+              << std::endl;
+    return 0;
+  }
+  if (verb == "list") {
+    auto keys = meta->ListApiKeys(user);
+    if (!keys.ok()) return FailStatus(keys.status());
+    json::array out;
+    for (const auto& k : *keys)
+      out.push_back(
+          json::object{{"id", k.id}, {"created", when(k.created)}, {"expires", when(k.expires)}});
+    std::cout << json::serialize(json::object{{"username", user}, {"api_keys", out}}) << std::endl;
+    return 0;
+  }
+  if (verb == "revoke") {
+    if (a.Has("--id") == a.Has("--all")) return Fail("name a key with --id ID, or --all");
+    if (Status s = meta->RevokeApiKey(user, a.Has("--all") ? "" : a.Get("--id")); !s.ok())
+      return FailStatus(s);
+    std::cout << json::serialize(json::object{{"username", user},
+                                              {"revoked", a.Has("--all") ? "all" : a.Get("--id")}})
+              << std::endl;
+    return 0;
+  }
+  return Fail("unknown admin command 'apikey " + verb + "'");
+}
+
 int CmdAdmin(const std::string& verb, const Args& a) {
   auto meta = OpenMeta(a.Get("--data"));
   if (!meta.ok()) return FailStatus(meta.status());
@@ -852,11 +958,12 @@ int CmdAdmin(const std::string& verb, const Args& a) {
     u.domains = {a.Get("--domain")};
     u.web_user = a.Has("--web") || a.Has("--superuser");
     u.is_superuser = a.Has("--superuser");
-    u.permissions = {std::string(commcare::meta::kEditData),
-                     std::string(commcare::meta::kMobileEndpoints)};
+    auto& granted = u.permissions[u.domains.front()];
+    granted = {std::string(commcare::meta::kEditData),
+               std::string(commcare::meta::kMobileEndpoints)};
     if (u.web_user) {
-      u.permissions.emplace_back(commcare::meta::kAccessApi);
-      u.permissions.emplace_back(commcare::meta::kManageUsers);
+      granted.emplace_back(commcare::meta::kAccessApi);
+      granted.emplace_back(commcare::meta::kManageUsers);
     }
     if (auto old = (*meta)->GetUser(u.username); old.ok()) u.rev = old->rev;
     auto r = (*meta)->PutUser(u, a.Get("--password"));
@@ -866,20 +973,14 @@ int CmdAdmin(const std::string& verb, const Args& a) {
               << std::endl;
     return 0;
   }
-  if (verb == "apikey create") {
-    if (!a.Has("--username")) return Fail("--username is required");
-    auto k = (*meta)->CreateApiKey(a.Get("--username"));
-    if (!k.ok()) return FailStatus(k.status());
-    std::cout << json::serialize(json::object{{"username", a.Get("--username")}, {"key", *k}})
-              << std::endl;
-    return 0;
-  }
+  if (verb.rfind("apikey ", 0) == 0) return CmdApiKey(verb.substr(7), meta->get(), a);
   return Fail("unknown admin command '" + verb + "'");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  umask(077);  // every file and directory the command makes is its owner's alone
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) {
     std::cerr << kUsage << std::endl;
     return argc < 2 ? 1 : 0;

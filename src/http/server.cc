@@ -15,6 +15,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -22,6 +23,7 @@
 #include <set>
 #include <thread>
 
+#include "http/spool.h"
 #include "util/time.h"
 
 namespace commcare::http {
@@ -81,11 +83,39 @@ std::string JsonEscape(std::string_view s) {
   return out;
 }
 
+// Counters shared by the server and its sessions (which may outlive it briefly while the
+// io_context is torn down).
+struct Shared {
+  std::atomic<int> connections{0};
+  std::atomic<size_t> body_bytes{0};  // reserved by requests being read or handled
+};
+
+// A streamed answer in progress: the worker's writes and the connection's sends meet here.
+struct StreamState {
+  std::mutex mu;
+  Spool spool;
+  Response head;  // status, content type and headers (its stream is the maker, kept to the end)
+  bool status_set = false;
+  bool headers_sent = false;
+  bool pumping = false;   // a send is in flight or posted
+  bool finished = false;  // the maker returned
+  bool broken = false;    // the connection failed
+  bool completed = false;
+  Status result;
+  size_t bytes = 0;
+};
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, ServerImpl* server, asio::ssl::context* tls)
-      : stream_(std::move(socket)), server_(server) {
+  Session(tcp::socket socket, ServerImpl* server, std::shared_ptr<Shared> shared,
+          asio::ssl::context* tls)
+      : stream_(std::move(socket)), server_(server), shared_(std::move(shared)) {
+    ++shared_->connections;
     if (tls) tls_ = std::make_unique<asio::ssl::stream<beast::tcp_stream&>>(stream_, *tls);
+  }
+  ~Session() {
+    ReleaseBody();
+    --shared_->connections;
   }
   void Start();
   void CloseIfIdle();
@@ -101,23 +131,42 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   void ReadHeader();
   void OnHeader(beast::error_code ec);
-  void OnBody(beast::error_code ec);
-  void Dispatch();
+  // The request as far as its headers go (no body yet).
+  std::shared_ptr<Request> Head();
+  // Reserves the body's bytes in the server's budget, then reads it.
+  void ReadBody(std::shared_ptr<Request> req);
+  void OnBody(beast::error_code ec, std::shared_ptr<Request> req);
+  void Dispatch(std::shared_ptr<Request> req);
+  // Answers a handled request (on a worker thread): streams, polls or sends r.
+  void Answer(std::shared_ptr<Request> req, Response r, bool keep_alive,
+              std::chrono::steady_clock::time_point poll_start);
   void Send(Response r, bool keep_alive, bool linger = false);
-  // Runs r.stream on the calling (worker) thread, each write handed to the connection's
-  // strand and waited for; then goes on with the connection as Send does.
+  // Runs the maker of a streamed answer on this (worker) thread into a spool the connection
+  // sends from as the client reads.
   void Stream(std::shared_ptr<Request> req, Response r, bool keep_alive);
+  void Pump(std::shared_ptr<StreamState> st, std::shared_ptr<Request> req, bool keep_alive);
+  void Complete(std::shared_ptr<StreamState> st, std::shared_ptr<Request> req, bool go_on);
   void Fail(int status, const std::string& message);
   void Close();
   // After an early error answer: stop sending, read and drop what the client still sends (up
   // to 2 s), then close, so the client gets to read the answer instead of a reset.
   void Linger();
+  void ReleaseBody() {
+    if (reserved_) shared_->body_bytes -= reserved_;
+    reserved_ = 0;
+  }
+  double Millis() const {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_)
+        .count();
+  }
 
   beast::tcp_stream stream_;  // the TCP connection (timeouts are set here)
   std::unique_ptr<asio::ssl::stream<beast::tcp_stream&>> tls_;  // with --tls-cert
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   ServerImpl* server_;
+  std::shared_ptr<Shared> shared_;
+  size_t reserved_ = 0;  // this request's share of the body budget
   bool first_ = true;
   bool busy_ = false;  // a request is being read past its header, handled or answered
   std::chrono::steady_clock::time_point started_;
@@ -126,10 +175,12 @@ class Session : public std::enable_shared_from_this<Session> {
 
 class ServerImpl final : public Server {
  public:
-  ServerImpl(ServerOptions o, Handler h)
+  ServerImpl(ServerOptions o, Handler h, Gate g)
       : opts_(std::move(o)),
         handler_(std::move(h)),
+        gate_(std::move(g)),
         acceptor_(ioc_),
+        accept_timer_(ioc_),
         workers_(static_cast<size_t>(std::max(1, opts_.worker_threads))) {}
   ~ServerImpl() override { Stop(0); }
 
@@ -192,6 +243,7 @@ class ServerImpl final : public Server {
     asio::post(ioc_, [this] {
       beast::error_code ec;
       acceptor_.close(ec);
+      accept_timer_.cancel();
     });
     CloseIdle();
     {
@@ -231,15 +283,28 @@ class ServerImpl final : public Server {
   void RunHandler(F f) {
     asio::post(workers_, std::move(f));
   }
+  bool HasGate() const { return static_cast<bool>(gate_); }
+  std::optional<Response> RunGate(Request& head) {
+    try {
+      return gate_(head);
+    } catch (const std::exception& e) {
+      return InternalError(e);
+    }
+  }
   Response Handle(const Request& r) {
     try {
       return handler_(r);
     } catch (const std::exception& e) {
-      Response r;
-      r.status = 500;
-      r.body = fmt::format(R"({{"error":"internal error: {}"}})", JsonEscape(e.what()));
-      return r;
+      return InternalError(e);
     }
+  }
+  // Takes n bytes of the body budget; false if they do not fit.
+  bool ReserveBody(size_t n) {
+    size_t cur = shared_->body_bytes.load();
+    do {
+      if (cur + n > opts_.max_body_bytes_in_flight) return false;
+    } while (!shared_->body_bytes.compare_exchange_weak(cur, cur + n));
+    return true;
   }
   void Log(const std::string& remote, std::string_view method, std::string_view target, int status,
            size_t bytes, double ms) {
@@ -254,16 +319,43 @@ class ServerImpl final : public Server {
   }
 
  private:
+  static Response InternalError(const std::exception& e) {
+    Response r;
+    r.status = 500;
+    r.body = fmt::format(R"({{"error":"internal error: {}"}})", JsonEscape(e.what()));
+    return r;
+  }
+  // Accepts connections; over max_connections a new one is closed at once. An accept error
+  // (out of descriptors) is logged once and retried every 100 ms instead of at once, which
+  // would spin a core while the pending connection stays in the backlog.
   void Accept() {
     acceptor_.async_accept(asio::make_strand(ioc_), [this](beast::error_code ec, tcp::socket s) {
+      if (ec == asio::error::operation_aborted || stopping_) return;
       if (ec) {
-        if (ec == asio::error::operation_aborted || stopping_) return;
+        if (!accept_failing_)
+          std::fprintf(stderr,
+                       "commcare serve: cannot accept a connection: %s; retrying every 100 ms "
+                       "(logged once until accepting works again)\n",
+                       ec.message().c_str());
+        accept_failing_ = true;
+        accept_timer_.expires_after(std::chrono::milliseconds(100));
+        accept_timer_.async_wait([this](beast::error_code e) {
+          if (!e && !stopping_) Accept();
+        });
+        return;
+      }
+      if (accept_failing_) std::fprintf(stderr, "commcare serve: accepting connections again\n");
+      accept_failing_ = false;
+      if (shared_->connections.load() >= opts_.max_connections) {
+        beast::error_code ignored;
+        s.close(ignored);  // over the cap: refused before any byte is read
       } else {
-        auto session = std::make_shared<Session>(std::move(s), this, tls_ ? &*tls_ : nullptr);
+        auto session =
+            std::make_shared<Session>(std::move(s), this, shared_, tls_ ? &*tls_ : nullptr);
         Register(session);
         session->Start();
       }
-      if (!stopping_) Accept();
+      Accept();
     });
   }
   void CloseIdle() {
@@ -278,9 +370,13 @@ class ServerImpl final : public Server {
 
   ServerOptions opts_;
   Handler handler_;
+  Gate gate_;
+  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
   asio::io_context ioc_;
   std::optional<asio::ssl::context> tls_;
   tcp::acceptor acceptor_;
+  asio::steady_timer accept_timer_;
+  bool accept_failing_ = false;  // only touched by the one pending accept's handler
   asio::thread_pool workers_;
   std::vector<std::thread> threads_;
   int port_ = 0;
@@ -318,6 +414,7 @@ void Session::CloseIfIdle() {
 void Session::ReadHeader() {
   if (server_->stopping()) return Close();
   busy_ = false;
+  ReleaseBody();
   parser_.emplace();
   parser_->header_limit(static_cast<std::uint32_t>(server_->opts().max_header_bytes));
   parser_->body_limit(server_->opts().max_body_bytes);
@@ -344,47 +441,31 @@ void Session::OnHeader(beast::error_code ec) {
     return Fail(413, fmt::format("request body is larger than the limit of {} bytes",
                                  server_->opts().max_body_bytes));
   if (ec) return Fail(400, "malformed HTTP request: " + ec.message());
-  const auto& req = parser_->get();
-  if (req.version() != 11 && req.version() != 10) return Fail(505, "HTTP version not supported");
+  const auto& msg = parser_->get();
+  if (msg.version() != 11 && msg.version() != 10) return Fail(505, "HTTP version not supported");
   if (auto len = parser_->content_length(); len && *len > server_->opts().max_body_bytes)
     return Fail(413, fmt::format("request body of {} bytes is larger than the limit of {}", *len,
                                  server_->opts().max_body_bytes));
-  auto finish_read = [self = shared_from_this()] {
-    self->stream_.expires_after(std::chrono::milliseconds(self->server_->opts().body_timeout_ms));
-    self->WithStream([&](auto& s) {
-      bhttp::async_read(s, self->buffer_, *self->parser_,
-                        [self](beast::error_code ec, std::size_t) { self->OnBody(ec); });
+  auto req = Head();
+  if (!server_->HasGate()) return ReadBody(std::move(req));
+  // The gate (authentication) runs before a byte of the body is read.
+  stream_.expires_never();
+  server_->RunHandler([self = shared_from_this(), req] {
+    std::optional<Response> deny = self->server_->RunGate(*req);
+    asio::post(self->stream_.get_executor(), [self, req, deny = std::move(deny)]() mutable {
+      if (!deny) return self->ReadBody(req);
+      self->server_->Log(self->remote_, req->method, req->target, deny->status, deny->body.size(),
+                         self->Millis());
+      // Without a body the connection can go on (a Digest client answers the challenge on
+      // it); with one, the body is not read: drop what arrives, then close.
+      const bool bodyless = self->parser_->is_done();
+      self->Send(std::move(*deny), bodyless && self->parser_->get().keep_alive(), !bodyless);
     });
-  };
-  if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
-    auto cont = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
-    WithStream([&](auto& s) {
-      asio::async_write(
-          s, asio::buffer(*cont),
-          [self = shared_from_this(), cont, finish_read](beast::error_code ec, std::size_t) {
-            if (ec) return self->Close();
-            finish_read();
-          });
-    });
-    return;
-  }
-  finish_read();
+  });
 }
 
-void Session::OnBody(beast::error_code ec) {
-  if (ec == bhttp::error::body_limit)
-    return Fail(413, fmt::format("request body is larger than the limit of {} bytes",
-                                 server_->opts().max_body_bytes));
-  if (ec == beast::error::timeout) return Fail(408, "the request body did not arrive in time");
-  if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
-      ec == bhttp::error::partial_message || ec == asio::ssl::error::stream_truncated)
-    return Close();  // truncated: nothing to answer
-  if (ec) return Fail(400, "malformed HTTP request: " + ec.message());
-  Dispatch();
-}
-
-void Session::Dispatch() {
-  auto& msg = parser_->get();
+std::shared_ptr<Request> Session::Head() {
+  const auto& msg = parser_->get();
   auto req = std::make_shared<Request>();
   req->method = std::string(msg.method_string());
   req->target = std::string(msg.target());
@@ -409,24 +490,105 @@ void Session::Dispatch() {
     for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     req->headers.emplace_back(std::move(name), std::string(f.value()));
   }
-  req->body = std::move(msg.body());
   req->remote = remote_;
   req->tls = tls_ != nullptr;
+  return req;
+}
+
+void Session::ReadBody(std::shared_ptr<Request> req) {
+  if (!parser_->is_done()) {
+    auto len = parser_->content_length();
+    const size_t need = len ? static_cast<size_t>(*len) : server_->opts().max_body_bytes;
+    if (!server_->ReserveBody(need)) {
+      server_->Log(remote_, req->method, req->target, 503, 0, Millis());
+      Response r;
+      r.status = 503;
+      r.body = R"({"error":"the server is reading too many request bodies at once; retry"})";
+      r.headers.emplace_back("Retry-After", "1");
+      return Send(std::move(r), false, true);
+    }
+    reserved_ = need;
+  }
+  auto finish_read = [self = shared_from_this(), req] {
+    self->stream_.expires_after(std::chrono::milliseconds(self->server_->opts().body_timeout_ms));
+    self->WithStream([&](auto& s) {
+      bhttp::async_read(s, self->buffer_, *self->parser_,
+                        [self, req](beast::error_code ec, std::size_t) { self->OnBody(ec, req); });
+    });
+  };
+  if (!parser_->is_done() && beast::iequals(parser_->get()[bhttp::field::expect], "100-continue")) {
+    auto cont = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
+    WithStream([&](auto& s) {
+      asio::async_write(
+          s, asio::buffer(*cont),
+          [self = shared_from_this(), cont, finish_read](beast::error_code ec, std::size_t) {
+            if (ec) return self->Close();
+            finish_read();
+          });
+    });
+    return;
+  }
+  finish_read();
+}
+
+void Session::OnBody(beast::error_code ec, std::shared_ptr<Request> req) {
+  if (ec == bhttp::error::body_limit)
+    return Fail(413, fmt::format("request body is larger than the limit of {} bytes",
+                                 server_->opts().max_body_bytes));
+  if (ec == beast::error::timeout) return Fail(408, "the request body did not arrive in time");
+  if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+      ec == bhttp::error::partial_message || ec == asio::ssl::error::stream_truncated)
+    return Close();  // truncated: nothing to answer
+  if (ec) return Fail(400, "malformed HTTP request: " + ec.message());
+  Dispatch(std::move(req));
+}
+
+void Session::Dispatch(std::shared_ptr<Request> req) {
+  auto& msg = parser_->get();
+  req->body = std::move(msg.body());
   const bool keep_alive = msg.keep_alive();
   stream_.expires_never();  // the handler may take a while (a durable commit)
   server_->Begin();
   server_->RunHandler([self = shared_from_this(), req, keep_alive] {
-    Response r = self->server_->Handle(*req);
-    if (r.stream) return self->Stream(req, std::move(r), keep_alive);
-    asio::post(self->stream_.get_executor(), [self, req, r = std::move(r), keep_alive]() mutable {
-      self->server_->Log(self->remote_, req->method, req->target, r.status, r.body.size(),
-                         std::chrono::duration<double, std::milli>(
-                             std::chrono::steady_clock::now() - self->started_)
-                             .count());
-      self->Send(std::move(r), keep_alive && !self->server_->stopping());
-      self->server_->End();
-    });
+    self->Answer(req, self->server_->Handle(*req), keep_alive, std::chrono::steady_clock::now());
   });
+}
+
+void Session::Answer(std::shared_ptr<Request> req, Response r, bool keep_alive,
+                     std::chrono::steady_clock::time_point poll_start) {
+  if (r.stream) return Stream(req, std::move(r), keep_alive);
+  if (r.poll) {
+    const bool last = server_->stopping() || std::chrono::steady_clock::now() - poll_start >=
+                                                 std::chrono::milliseconds(r.poll_timeout_ms);
+    std::optional<Response> ready;
+    try {
+      ready = r.poll(last);
+    } catch (const std::exception& e) {
+      ready.emplace();
+      ready->status = 500;
+      ready->body = fmt::format(R"({{"error":"internal error: {}"}})", JsonEscape(e.what()));
+    }
+    if (ready) return Answer(req, std::move(*ready), keep_alive, poll_start);
+    // Nothing yet: wait on a timer (no thread held), then ask again on a worker.
+    auto timer = std::make_shared<asio::steady_timer>(stream_.get_executor());
+    timer->expires_after(std::chrono::milliseconds(std::max(10, r.poll_interval_ms)));
+    auto pending = std::make_shared<Response>(std::move(r));
+    timer->async_wait([self = shared_from_this(), req, pending, timer, keep_alive,
+                       poll_start](beast::error_code) {
+      self->server_->RunHandler([self, req, pending, keep_alive, poll_start] {
+        self->Answer(req, std::move(*pending), keep_alive, poll_start);
+      });
+    });
+    return;
+  }
+  asio::post(stream_.get_executor(),
+             [self = shared_from_this(), req, r = std::move(r), keep_alive]() mutable {
+               self->server_->Log(self->remote_, req->method, req->target, r.status, r.body.size(),
+                                  self->Millis());
+               self->ReleaseBody();
+               self->Send(std::move(r), keep_alive && !self->server_->stopping());
+               self->server_->End();
+             });
 }
 
 void Session::Send(Response r, bool keep_alive, bool linger) {
@@ -453,88 +615,124 @@ void Session::Send(Response r, bool keep_alive, bool linger) {
 
 void Session::Stream(std::shared_ptr<Request> req, Response r, bool keep_alive) {
   keep_alive = keep_alive && !server_->stopping();
-  // Runs op(done) on the strand and waits for done(ec).
-  // (If the strand does not run it in time, e.g. the server is stopping, it is abandoned.)
-  auto on_strand = [this](auto op) {
-    auto p = std::make_shared<std::promise<beast::error_code>>();
-    auto abandoned = std::make_shared<std::atomic<bool>>(false);
-    auto f = p->get_future();
-    asio::post(stream_.get_executor(), [op, p, abandoned]() mutable {
-      if (*abandoned) return p->set_value(asio::error::operation_aborted);
-      op([p](beast::error_code ec) { p->set_value(ec); });
-    });
-    const auto limit = std::chrono::milliseconds(server_->opts().body_timeout_ms + 1000);
-    if (f.wait_for(limit) != std::future_status::ready) {
-      *abandoned = true;
-      return beast::error_code(asio::error::timed_out);
+  auto st = std::make_shared<StreamState>();
+  auto maker = std::move(r.stream);
+  st->head = std::move(r);
+  auto self = shared_from_this();
+  // Kicks the sender when it is idle (mu held); it then sends until the spool is empty.
+  auto kick = [&] {
+    if (st->pumping || st->broken) return;
+    st->pumping = true;
+    asio::post(stream_.get_executor(),
+               [self, st, req, keep_alive] { self->Pump(st, req, keep_alive); });
+  };
+  ChunkWriter write = [&](int status, std::string_view chunk) -> Status {
+    std::lock_guard l(st->mu);
+    if (st->broken) return Status::Unavailable("the client went away or stopped reading");
+    if (!st->status_set) {
+      st->status_set = true;
+      st->head.status = status;
     }
-    return f.get();
-  };
-  bool headers_sent = false;
-  beast::error_code broken;
-  int status = r.status;
-  auto send_headers = [&](int st) {
-    headers_sent = true;
-    status = st;
-    auto res = std::make_shared<bhttp::response<bhttp::empty_body>>();
-    res->version(11);
-    res->result(static_cast<unsigned>(st));
-    res->set(bhttp::field::server, "libcommcare");
-    if (!r.content_type.empty()) res->set(bhttp::field::content_type, r.content_type);
-    for (const auto& [k, v] : r.headers) res->insert(k, v);
-    res->keep_alive(keep_alive);
-    res->chunked(true);
-    auto sr = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
-    broken = on_strand([this, res, sr](auto done) {
-      stream_.expires_after(std::chrono::milliseconds(server_->opts().body_timeout_ms));
-      WithStream([&](auto& s) {
-        bhttp::async_write_header(s, *sr,
-                                  [res, sr, done](beast::error_code ec, std::size_t) { done(ec); });
-      });
-    });
-  };
-  size_t bytes = 0;
-  ChunkWriter write = [&](int st, std::string_view chunk) -> Status {
-    if (!headers_sent) send_headers(st);
-    if (broken) return Status::Unavailable("the client went away: " + broken.message());
     if (chunk.empty()) return Status::Ok();
-    bytes += chunk.size();
-    broken = on_strand([this, chunk](auto done) {
-      stream_.expires_after(std::chrono::milliseconds(server_->opts().body_timeout_ms));
-      WithStream([&](auto& s) {
-        asio::async_write(s, bhttp::make_chunk(asio::buffer(chunk.data(), chunk.size())),
-                          [done](beast::error_code ec, std::size_t) { done(ec); });
-      });
-    });
-    if (broken) return Status::Unavailable("the client went away: " + broken.message());
+    CC_RETURN_IF_ERROR(st->spool.Append(chunk));
+    st->bytes += chunk.size();
+    kick();
     return Status::Ok();
   };
   Status s;
   try {
-    s = r.stream(write);
+    s = maker(write);
   } catch (const std::exception& e) {
     s = Status::Internal(e.what());
   }
-  if (!headers_sent) send_headers(s.ok() ? r.status : 500);
-  if (!broken && s.ok())
-    broken = on_strand([this](auto done) {
-      WithStream([&](auto& st) {
-        asio::async_write(st, bhttp::make_chunk_last(),
-                          [done](beast::error_code ec, std::size_t) { done(ec); });
-      });
+  std::lock_guard l(st->mu);
+  st->finished = true;
+  st->result = s;
+  st->head.stream = std::move(maker);  // released with the state (it may hold a slot)
+  if (!st->status_set && !s.ok()) st->head.status = 500;
+  if (st->broken && !st->pumping)
+    asio::post(stream_.get_executor(), [self, st, req] { self->Complete(st, req, false); });
+  else
+    kick();
+}
+
+void Session::Pump(std::shared_ptr<StreamState> st, std::shared_ptr<Request> req, bool keep_alive) {
+  enum { kHeaders, kChunk, kLast, kAbort } what;
+  std::string piece;
+  {
+    std::lock_guard l(st->mu);
+    if (!st->headers_sent) {
+      st->headers_sent = true;
+      what = kHeaders;
+    } else {
+      auto taken = st->spool.Take(64 * 1024);
+      if (!taken.ok()) {
+        st->broken = true;
+        what = kAbort;
+      } else if (!taken->empty()) {
+        piece = std::move(*taken);
+        what = kChunk;
+      } else if (st->finished) {
+        what = st->result.ok() ? kLast : kAbort;  // a failed stream cannot be finished cleanly
+      } else {
+        st->pumping = false;  // the maker kicks again with its next write
+        return;
+      }
+    }
+  }
+  if (what == kAbort) return Complete(st, req, false);
+  auto self = shared_from_this();
+  auto next = [self, st, req, keep_alive, last = what == kLast](beast::error_code ec, std::size_t) {
+    if (ec) {
+      std::lock_guard l(st->mu);
+      st->broken = true;
+      st->pumping = false;
+      if (!st->finished) return;  // the maker finds out with its next write
+    }
+    if (ec || last) return self->Complete(st, req, !ec && keep_alive);
+    self->Pump(st, req, keep_alive);
+  };
+  stream_.expires_after(std::chrono::milliseconds(server_->opts().body_timeout_ms));
+  if (what == kHeaders) {
+    auto res = std::make_shared<bhttp::response<bhttp::empty_body>>();
+    res->version(11);
+    res->result(static_cast<unsigned>(st->head.status));
+    res->set(bhttp::field::server, "libcommcare");
+    if (!st->head.content_type.empty()) res->set(bhttp::field::content_type, st->head.content_type);
+    for (const auto& [k, v] : st->head.headers) res->insert(k, v);
+    res->keep_alive(keep_alive);
+    res->chunked(true);
+    auto sr = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
+    WithStream([&](auto& s) {
+      bhttp::async_write_header(
+          s, *sr, [res, sr, next](beast::error_code ec, std::size_t n) { next(ec, n); });
     });
-  const bool go_on = !broken && s.ok() && keep_alive;
-  asio::post(stream_.get_executor(), [self = shared_from_this(), req, status, bytes, go_on] {
-    self->server_->Log(
-        self->remote_, req->method, req->target, status, bytes,
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - self->started_)
-            .count());
-    if (go_on)
-      self->ReadHeader();
+    return;
+  }
+  auto data = std::make_shared<std::string>(std::move(piece));
+  WithStream([&](auto& s) {
+    if (what == kLast)
+      asio::async_write(s, bhttp::make_chunk_last(), next);
     else
-      self->Close();  // a stream that failed midway cannot be finished cleanly
-    self->server_->End();
+      asio::async_write(s, bhttp::make_chunk(asio::buffer(*data)),
+                        [data, next](beast::error_code ec, std::size_t n) { next(ec, n); });
   });
+}
+
+void Session::Complete(std::shared_ptr<StreamState> st, std::shared_ptr<Request> req, bool go_on) {
+  {
+    std::lock_guard l(st->mu);
+    if (st->completed) return;
+    st->completed = true;
+    st->head.stream = nullptr;  // frees what the maker held (a stream slot) now
+  }
+  server_->Log(remote_, req->method, req->target, st->head.status, st->bytes, Millis());
+  ReleaseBody();
+  if (go_on)
+    ReadHeader();
+  else
+    Close();
+  server_->End();
 }
 
 void Session::Fail(int status, const std::string& message) {
@@ -570,13 +768,15 @@ void Session::Close() {
   beast::error_code ec;
   stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
   stream_.close();
+  ReleaseBody();
   server_->Unregister(weak_from_this());
 }
 
 }  // namespace
 
-Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, Handler handler) {
-  auto s = std::make_unique<ServerImpl>(options, std::move(handler));
+Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& options, Handler handler,
+                                              Gate gate) {
+  auto s = std::make_unique<ServerImpl>(options, std::move(handler), std::move(gate));
   CC_RETURN_IF_ERROR(s->Listen());
   return std::unique_ptr<Server>(std::move(s));
 }

@@ -7,6 +7,7 @@
 #include <openssl/sha.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/json.hpp>
 #include <fstream>
 #include <functional>
@@ -40,6 +41,9 @@ CREATE TABLE IF NOT EXISTS user_domains(domain TEXT NOT NULL, username TEXT NOT 
   PRIMARY KEY(domain, username)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS api_keys(key_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
   created INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_api_keys(key_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
+  created INTEGER NOT NULL, expires INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS user_api_keys_by_user ON user_api_keys(username, created);
 CREATE TABLE IF NOT EXISTS docs(kind TEXT NOT NULL, id TEXT NOT NULL, domain TEXT NOT NULL,
   doc TEXT NOT NULL, rev INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(kind, id)) WITHOUT ROWID;
@@ -56,6 +60,9 @@ CREATE TABLE IF NOT EXISTS user_domains(domain TEXT NOT NULL, username TEXT COLL
   PRIMARY KEY(domain, username));
 CREATE TABLE IF NOT EXISTS api_keys(key_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
   created BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS user_api_keys(key_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
+  created BIGINT NOT NULL, expires BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS user_api_keys_by_user ON user_api_keys(username, created);
 CREATE TABLE IF NOT EXISTS docs(kind TEXT NOT NULL, id TEXT COLLATE "C" NOT NULL, domain TEXT NOT NULL,
   doc JSONB NOT NULL, rev BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(kind, id));
@@ -80,11 +87,7 @@ std::string Base64(const unsigned char* data, size_t n) {
 
 }  // namespace
 
-std::string Sha256Hex(std::string_view s) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
-  return util::HexEncode(d, sizeof d);
-}
+std::string Sha256Hex(std::string_view s) { return util::Sha256Hex(s); }
 
 namespace {
 
@@ -134,12 +137,19 @@ User DecodeUser(std::string_view text, int64_t rev) {
   if (auto* d = o.if_contains("user_data"); d && d->is_object()) u.user_data = d->get_object();
   u.digest_md5 = GetStr(o, "digest_md5");
   u.digest_sha256 = GetStr(o, "digest_sha256");
-  for (const char* k : {"domains", "permissions"})
-    if (auto* a = o.if_contains(k); a && a->is_array())
-      for (const auto& x : a->get_array())
-        if (x.is_string())
-          (std::string_view(k) == "domains" ? u.domains : u.permissions)
-              .emplace_back(x.get_string());
+  if (auto* a = o.if_contains("domains"); a && a->is_array())
+    for (const auto& x : a->get_array())
+      if (x.is_string()) u.domains.emplace_back(x.get_string());
+  // Permissions by domain; a list (stored before they were per domain) holds in each domain.
+  auto list = [](const json::value& a, std::vector<std::string>* out) {
+    if (a.is_array())
+      for (const auto& x : a.get_array())
+        if (x.is_string()) out->emplace_back(x.get_string());
+  };
+  if (auto* p = o.if_contains("permissions"); p && p->is_object())
+    for (const auto& kv : p->get_object()) list(kv.value(), &u.permissions[kv.key()]);
+  else if (p)
+    for (const auto& d : u.domains) list(*p, &u.permissions[d]);
   u.rev = rev;
   return u;
 }
@@ -148,8 +158,14 @@ const std::set<std::string_view> kPermissions = {kEditData, kAccessApi, kMobileE
                                                  kManageUsers};
 }  // namespace
 
-json::object UserJson(const User& u) {
+json::object UserJson(const User& u, std::string_view domain) {
   json::object o = UserProfile(u);
+  if (!domain.empty()) {
+    json::array perms;
+    if (auto it = u.permissions.find(std::string(domain)); it != u.permissions.end())
+      for (const auto& p : it->second) perms.emplace_back(p);
+    o["permissions"] = std::move(perms);
+  }
   o["_rev"] = u.rev;
   return o;
 }
@@ -159,7 +175,7 @@ Status ApplyUserFields(const json::object& o, std::string_view domain, User* u,
   for (const auto& kv : o) {
     std::string_view k = kv.key();
     const json::value& x = kv.value();
-    if (k == "username" || k == "_rev") continue;
+    if (k == "username" || k == "_rev" || k == "revoke_api_keys") continue;
     if (k == "password") {
       if (!x.is_string() || x.get_string().size() < 4)
         return Status::InvalidArgument("password: must be a string of at least 4 characters");
@@ -190,13 +206,22 @@ Status ApplyUserFields(const json::object& o, std::string_view domain, User* u,
       u->user_data = x.get_object();
     } else if (k == "permissions") {
       if (!x.is_array()) return Status::InvalidArgument("permissions: must be a list");
-      u->permissions.clear();
+      auto& granted = u->permissions[std::string(domain)];
+      granted.clear();
       for (const auto& p : x.get_array()) {
         if (!p.is_string() || !kPermissions.count(p.get_string()))
           return Status::InvalidArgument(
               "permissions: each must be edit_data, access_api, "
               "access_mobile_endpoints or manage_users");
-        u->permissions.emplace_back(p.get_string());
+        granted.emplace_back(p.get_string());
+      }
+    } else if (k == "domains") {
+      if (!x.is_array() || x.get_array().empty())
+        return Status::InvalidArgument("domains: must be a non-empty list of domain names");
+      u->domains.clear();
+      for (const auto& d : x.get_array()) {
+        if (!d.is_string()) return Status::InvalidArgument("domains: each must be a string");
+        u->domains.emplace_back(d.get_string());
       }
     } else {
       return Status::InvalidArgument(fmt::format("{}: unknown field", k));
@@ -215,7 +240,9 @@ Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
   q.domain = domain;
   q.user.username = user.username;
   q.user.user_id = user.user_id;
-  q.user.password_hash = user.password_hash;
+  // Only a mobile worker's restore carries its password hash (for offline login, as HQ's);
+  // a web user's or superuser's never does.
+  if (!user.web_user && !user.is_superuser) q.user.password_hash = user.password_hash;
   for (const auto& kv : user.user_data)
     q.user.user_data.emplace_back(std::string(kv.key()), kv.value().is_string()
                                                              ? std::string(kv.value().get_string())
@@ -226,10 +253,14 @@ Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
 }
 
 json::object UserProfile(const User& u) {
-  json::array domains, perms, locations;
-  json::object roles;
+  json::array domains, locations;
+  json::object roles, perms;
   for (const auto& d : u.domains) domains.emplace_back(d);
-  for (const auto& p : u.permissions) perms.emplace_back(p);
+  for (const auto& [d, list] : u.permissions) {
+    json::array a;
+    for (const auto& p : list) a.emplace_back(p);
+    perms[d] = std::move(a);
+  }
   for (const auto& l : u.location_ids) locations.emplace_back(l);
   for (const auto& [d, r] : u.role_ids) roles[d] = r;
   return {{"username", u.username},         {"user_id", u.user_id},
@@ -245,8 +276,10 @@ bool User::InDomain(std::string_view domain) const {
 
 bool User::Can(std::string_view domain, std::string_view permission) const {
   if (!is_active || !InDomain(domain)) return false;
-  if (is_superuser ||
-      std::find(permissions.begin(), permissions.end(), permission) != permissions.end())
+  if (is_superuser) return true;
+  if (auto g = permissions.find(std::string(domain));
+      g != permissions.end() &&
+      std::find(g->second.begin(), g->second.end(), permission) != g->second.end())
     return true;
   auto r = role_permissions.find(std::string(domain));
   return r != role_permissions.end() &&
@@ -283,8 +316,9 @@ struct MetaStore::Impl {
   // username -> (sha256 of the verified password, the user as verified)
   std::unordered_map<std::string, std::pair<std::string, User>> verified;
   // One PBKDF2 verification per user at a time: concurrent first requests of a user wait for
-  // it and then hit the cache instead of each spending ~0.1 s of CPU.
-  std::unordered_map<std::string, std::shared_ptr<std::mutex>> verifying;
+  // it and then hit the cache instead of each spending ~0.1 s of CPU. Striped by a hash of
+  // the username, so names tried leave nothing behind.
+  std::array<std::mutex, 64> verifying;
   // Bumped by every write through this store and when another process committed (the stored
   // generation changed): a verification that started before a bump is not cached.
   uint64_t generation = 0;
@@ -397,6 +431,13 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& where) {
                               "INSERT INTO meta_info(k, v) VALUES('generation', '0') "
                               "ON CONFLICT(k) DO NOTHING")
                            .status());
+    // Keys made before keys could expire move to the table that says when (never).
+    CC_RETURN_IF_ERROR(db.Run("moving API keys",
+                              "INSERT INTO user_api_keys(key_hash, username, created, expires) "
+                              "SELECT key_hash, username, created, 0 FROM api_keys WHERE true "
+                              "ON CONFLICT(key_hash) DO NOTHING")
+                           .status());
+    CC_RETURN_IF_ERROR(db.Run("moving API keys", "DELETE FROM api_keys").status());
     CC_ASSIGN_OR_RETURN(auto r, db.Run("reading the relay's producer name",
                                        "SELECT v FROM meta_info WHERE k='relay_producer'"));
     if (!r.empty()) {
@@ -906,17 +947,14 @@ Result<std::vector<std::string>> MetaStore::OwnerIds(const User& user, std::stri
 
 Result<User> MetaStore::Authenticate(std::string_view username, std::string_view password) {
   const std::string digest = Sha256Hex(password);
-  std::shared_ptr<std::mutex> gate;
   {
     std::lock_guard l(impl_->mu);
     impl_->ForgetIfChangedElsewhere();
     auto it = impl_->verified.find(std::string(username));
     if (it != impl_->verified.end() && it->second.first == digest) return it->second.second;
-    auto& g = impl_->verifying[std::string(username)];
-    if (!g) g = std::make_shared<std::mutex>();
-    gate = g;
   }
-  std::lock_guard single(*gate);
+  std::lock_guard single(
+      impl_->verifying[std::hash<std::string_view>{}(username) % impl_->verifying.size()]);
   uint64_t generation;
   {
     std::lock_guard l(impl_->mu);
@@ -926,36 +964,80 @@ Result<User> MetaStore::Authenticate(std::string_view username, std::string_view
   }
   auto u = GetUser(username);
   if (!u.ok() && !u.status().IsNotFound()) return u.status();  // the store failed, not the user
-  if (!u.ok() || !u->is_active || !VerifyPassword(password, u->password_hash))
+  // An unknown or inactive user costs the same PBKDF2 as a known one: the answer's time does
+  // not tell which usernames exist.
+  static const std::string kDummy = HashPassword("not a password");
+  const bool known = u.ok() && u->is_active && !u->password_hash.empty();
+  const bool match = VerifyPassword(password, known ? u->password_hash : kDummy);
+  if (!known || !match)
     return Status::Unauthenticated("wrong username or password, or the user is inactive");
   std::lock_guard l(impl_->mu);
   if (impl_->generation == generation) impl_->verified[std::string(username)] = {digest, *u};
   return u;
 }
 
-Result<std::string> MetaStore::CreateApiKey(std::string_view username) {
+Result<std::string> MetaStore::CreateApiKey(std::string_view username, int64_t expires,
+                                            std::string* id) {
   CC_RETURN_IF_ERROR(GetUser(username).status());
   std::string key = RandomToken(40);
+  const std::string hash = Sha256Hex(key);
   std::lock_guard l(impl_->mu);
   CC_RETURN_IF_ERROR(impl_->db
                          ->Run("storing an API key",
-                               "INSERT INTO api_keys(key_hash, username, created) VALUES(?,?,?)",
-                               {Sha256Hex(key), username, util::NowMicros() / 1'000'000})
+                               "INSERT INTO user_api_keys(key_hash, username, created, expires) "
+                               "VALUES(?,?,?,?)",
+                               {hash, username, util::NowMicros() / 1'000'000, expires})
                          .status());
+  if (id) *id = hash.substr(0, 16);
   return key;
+}
+
+Result<std::vector<ApiKeyInfo>> MetaStore::ListApiKeys(std::string_view username) {
+  std::lock_guard l(impl_->mu);
+  CC_ASSIGN_OR_RETURN(auto r, impl_->db->Run("listing API keys",
+                                             "SELECT key_hash, created, expires FROM "
+                                             "user_api_keys WHERE username=? ORDER BY created",
+                                             {username}));
+  std::vector<ApiKeyInfo> out;
+  for (size_t i = 0; i < r.size(); ++i)
+    out.push_back({std::string(r.Str(i, 0).substr(0, 16)), r.Int(i, 1), r.Int(i, 2)});
+  return out;
+}
+
+Status MetaStore::RevokeApiKey(std::string_view username, std::string_view id) {
+  std::lock_guard l(impl_->mu);
+  if (id.empty())
+    return impl_->db
+        ->Run("revoking API keys", "DELETE FROM user_api_keys WHERE username=?", {username})
+        .status();
+  if (id.size() != 16 || id.find_first_not_of("0123456789abcdef") != std::string_view::npos)
+    return Status::NotFound(fmt::format("no API key {} for user {}", id, username));
+  CC_ASSIGN_OR_RETURN(auto r, impl_->db->Run("revoking an API key",
+                                             "DELETE FROM user_api_keys WHERE username=? AND "
+                                             "substr(key_hash, 1, 16)=? RETURNING key_hash",
+                                             {username, id}));
+  if (r.empty()) return Status::NotFound(fmt::format("no API key {} for user {}", id, username));
+  return Status::Ok();
 }
 
 Result<User> MetaStore::AuthenticateApiKey(std::string_view username, std::string_view key) {
   std::string owner;
+  int64_t expires = 0;
   {
     std::lock_guard l(impl_->mu);
-    CC_ASSIGN_OR_RETURN(
-        auto r, impl_->db->Run("reading an API key",
-                               "SELECT username FROM api_keys WHERE key_hash=?", {Sha256Hex(key)}));
-    if (!r.empty()) owner = std::string(r.Str(0, 0));
+    CC_ASSIGN_OR_RETURN(auto r, impl_->db->Run("reading an API key",
+                                               "SELECT username, expires FROM user_api_keys "
+                                               "WHERE key_hash=?",
+                                               {Sha256Hex(key)}));
+    if (!r.empty()) {
+      owner = std::string(r.Str(0, 0));
+      expires = r.Int(0, 1);
+    }
   }
   if (owner.empty() || owner != username)
     return Status::Unauthenticated("wrong username or API key");
+  if (expires > 0 && util::NowMicros() / 1'000'000 >= expires)
+    return Status::Unauthenticated("this API key has expired");
   auto u = GetUser(username);
   if (!u.ok() && !u.status().IsNotFound()) return u.status();
   if (!u.ok() || !u->is_active) return Status::Unauthenticated("the user is inactive");

@@ -48,7 +48,8 @@ struct User {
   std::vector<std::string> domains;  // a mobile worker has exactly one
   bool is_superuser = false;         // every domain, every permission
   bool is_active = true;
-  std::vector<std::string> permissions;         // granted directly, in every domain
+  // Granted directly, per domain membership (a grant in one domain counts in no other).
+  std::map<std::string, std::vector<std::string>> permissions;
   std::map<std::string, std::string> role_ids;  // domain -> role id
   std::vector<std::string> location_ids;        // assigned locations (case ownership)
   boost::json::object user_data;                // custom fields (restore's user_data)
@@ -75,18 +76,27 @@ struct Doc {
 // app: name and any other fields, kept as given.
 inline constexpr std::string_view kDocKinds[] = {"role", "group", "location", "app"};
 
-// A user as the admin API shows it: every field but the credentials and the revision.
+// A user as stored but for the credentials and the revision ("permissions" by domain).
 boost::json::object UserProfile(const User& u);
 
-// UserProfile plus "_rev" (what a client must send back to update the user).
-boost::json::object UserJson(const User& u);
+// UserProfile plus "_rev" (what a client must send back to update the user). With a domain,
+// as a member of that domain sees it: "permissions" is the list granted in that domain.
+boost::json::object UserJson(const User& u, std::string_view domain = "");
 
 // Applies the admin API's user fields from o to u: password (into *password, at least 4
-// characters), is_active, web_user, role_id (for domain; null removes it), location_ids,
-// user_data, permissions. "username" and "_rev" are skipped; InvalidArgument names a field
-// that is unknown or of the wrong type.
+// characters), is_active, web_user, role_id and permissions (both for domain; a null role_id
+// removes it), location_ids, user_data, domains (the caller decides who may set it).
+// "username", "_rev" and "revoke_api_keys" are skipped; InvalidArgument names a field that
+// is unknown or of the wrong type.
 Status ApplyUserFields(const boost::json::object& o, std::string_view domain, User* u,
                        std::string* password);
+
+// An API key as listed: never the key itself.
+struct ApiKeyInfo {
+  std::string id;       // the first 16 hex digits of the key's SHA-256 (names it for revoking)
+  int64_t created = 0;  // seconds since the epoch
+  int64_t expires = 0;  // seconds since the epoch; 0: never
+};
 
 // PBKDF2-HMAC-SHA256 with a fresh random salt, in Django's format.
 std::string HashPassword(std::string_view password, int iterations = 260'000);
@@ -157,9 +167,15 @@ class MetaStore {
   // when the store cannot be read, a cached login included). A repeat of a
   // verified credential is answered from memory; any PutUser of that user forgets it.
   Result<User> Authenticate(std::string_view username, std::string_view password);
-  // A new API key for the user (returned once; stored as a hash).
-  Result<std::string> CreateApiKey(std::string_view username);
-  // The active user owning this key.
+  // A new API key for the user (returned once; stored as a hash), valid until expires
+  // (seconds since the epoch; 0: no expiry). *id names it for ListApiKeys/RevokeApiKey.
+  Result<std::string> CreateApiKey(std::string_view username, int64_t expires = 0,
+                                   std::string* id = nullptr);
+  // The user's keys, oldest first.
+  Result<std::vector<ApiKeyInfo>> ListApiKeys(std::string_view username);
+  // Revokes one key of the user (NotFound if it has no such key), or all ("" as id).
+  Status RevokeApiKey(std::string_view username, std::string_view id);
+  // The active user owning this key, if it has not expired.
   Result<User> AuthenticateApiKey(std::string_view username, std::string_view key);
 
  private:

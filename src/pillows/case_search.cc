@@ -544,12 +544,21 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
     return Status::InvalidArgument(fmt::format("limit must be 1..5000 (got {})", q.limit));
   int64_t cur_indexed = 0, cur_id = 0;
   if (!q.cursor.empty()) {
+    // Exactly "<indexed_on>:<id>": both whole numbers, nothing after.
+    const char* begin = q.cursor.data();
+    const char* end = begin + q.cursor.size();
     auto colon = q.cursor.find(':');
-    if (colon == std::string::npos ||
-        std::from_chars(q.cursor.data(), q.cursor.data() + colon, cur_indexed).ec != std::errc() ||
-        std::from_chars(q.cursor.data() + colon + 1, q.cursor.data() + q.cursor.size(), cur_id)
-                .ec != std::errc())
+    auto a = std::from_chars(begin, begin + (colon == std::string::npos ? 0 : colon), cur_indexed);
+    auto b = std::from_chars(begin + colon + 1, end, cur_id);
+    if (colon == std::string::npos || a.ec != std::errc() || a.ptr != begin + colon ||
+        b.ec != std::errc() || b.ptr != end)
       return Status::InvalidArgument(fmt::format("'{}' is not a case search cursor", q.cursor));
+  }
+  for (const auto& r : q.ranges) {
+    int64_t t;
+    if (pillows::DateColumn(r.property) && !util::ParseIsoTime(r.value, &t))
+      return Status::InvalidArgument(fmt::format(
+          "{}.{}: '{}' is not a date (YYYY-MM-DD or an ISO-8601 time)", r.property, r.op, r.value));
   }
   if (util::SqlDb::IsPostgres(pillows_dir)) {
     CC_ASSIGN_OR_RETURN(auto lease, pillows::OpenStore(pillows_dir, "case-search", {}, "cs_cases"));

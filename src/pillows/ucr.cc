@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "util/codec.h"
+#include "util/hash.h"
 #include "util/read_pool.h"
 #include "util/sqlite_conn.h"
 #include "util/time.h"
@@ -733,11 +734,21 @@ std::string SqlType(const std::string& datatype, bool postgres) {
 
 }  // namespace
 
+// "ucr_<domain>_<table_id>_<hash>": the readable parts cut to fit PostgreSQL's 63-character
+// names, the hash (of both, unaltered) keeping the name one data source's alone: without it
+// (doma-pat, list) and (doma, pat_list) shared a table, and so each other's rows.
 std::string DataSource::TableName() const {
-  std::string name = "ucr_" + domain + "_" + table_id;
-  for (char& ch : name)
-    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_') ch = '_';
-  return name;
+  auto part = [](std::string_view s, size_t n) {
+    std::string out(s.substr(0, n));
+    for (char& ch : out)
+      if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+    return out;
+  };
+  std::string key = domain;
+  key.push_back('\0');
+  key += table_id;
+  return "ucr_" + part(domain, 20) + "_" + part(table_id, 20) + "_" +
+         util::Sha256Hex(key).substr(0, 12);
 }
 
 Result<std::unique_ptr<DataSource>> Compile(std::string_view config_json) {

@@ -1472,6 +1472,11 @@ Status Engine::Init(const InitOptions& o) {
     return Status::AlreadyExists(fmt::format("{} is already initialised", o.data_dir));
   fs::create_directories(o.data_dir + "/db", ec);
   if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", o.data_dir, ec.message()));
+  // The directory holds password equivalents (Digest HA1s) and health data: its owner only.
+  fs::permissions(o.data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  if (ec)
+    return Status::Unavailable(
+        fmt::format("cannot make {} private (mode 0700): {}", o.data_dir, ec.message()));
   fs::create_directories(o.data_dir + "/blobs", ec);
   boost::json::value blob_cfg = boost::json::string(o.blob_store);
   if (!o.blob_store.empty() && o.blob_store.front() == '{') {

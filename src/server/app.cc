@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <boost/json.hpp>
 #include <chrono>
@@ -121,10 +122,47 @@ std::map<std::string, std::string> ParseAuthParams(std::string_view s) {
 
 }  // namespace
 
-App::App(Engine* engine, meta::MetaStore* meta, std::string pillows_dir)
-    : engine_(engine), meta_(meta), pillows_dir_(std::move(pillows_dir)) {
-  secret_ = util::NewUuidHex() + util::NewUuidHex();
+namespace {
+
+std::string RandomHex(size_t bytes) {
+  std::vector<unsigned char> raw(bytes);
+  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1)
+    throw std::runtime_error("no randomness for the Digest nonce secret");
+  return util::HexEncode(raw.data(), raw.size());
 }
+
+constexpr int64_t kNonceLifetime = 300;  // seconds a Digest nonce is good for
+constexpr size_t kMaxNonces = 100'000;   // nonces whose counts are remembered at once
+
+// The username a credential names, before it is checked ("" if none can be read).
+std::string ClaimedUser(const std::string& scheme, std::string_view cred) {
+  if (scheme == "basic") {
+    std::string decoded = Base64Decode(cred);
+    return decoded.substr(0, decoded.find(':'));
+  }
+  if (scheme == "apikey") return std::string(cred.substr(0, cred.find(':')));
+  if (scheme == "digest") {
+    auto p = ParseAuthParams(cred);
+    return p.count("username") ? p["username"] : "";
+  }
+  return "";
+}
+
+Response TooManyRequests(double wait, std::string_view message) {
+  Response r =
+      Error(429, fmt::format("{}: retry in {} s", message, static_cast<int64_t>(std::ceil(wait))));
+  r.headers.emplace_back("Retry-After", std::to_string(static_cast<int64_t>(std::ceil(wait))));
+  return r;
+}
+
+}  // namespace
+
+App::App(Engine* engine, meta::MetaStore* meta, std::string pillows_dir)
+    : engine_(engine),
+      meta_(meta),
+      pillows_dir_(std::move(pillows_dir)),
+      secret_(RandomHex(32)),
+      opaque_(RandomHex(16)) {}
 
 std::string App::Nonce() const {
   std::string ts = fmt::format("{:x}", util::NowMicros() / 1'000'000);
@@ -134,18 +172,49 @@ std::string App::Nonce() const {
 bool App::NonceValid(std::string_view nonce, bool* stale) const {
   *stale = false;
   auto dot = nonce.find('.');
-  if (dot == std::string_view::npos) return false;
+  if (dot == std::string_view::npos || dot == 0 || dot > 15) return false;
   std::string ts(nonce.substr(0, dot));
-  if (meta::Sha256Hex(secret_ + ":" + ts).substr(0, 32) != nonce.substr(dot + 1)) return false;
-  int64_t t = std::strtoll(ts.c_str(), nullptr, 16);
-  if (util::NowMicros() / 1'000'000 - t > 300) {
+  if (ts.find_first_not_of("0123456789abcdef") != std::string::npos) return false;
+  const std::string mac = meta::Sha256Hex(secret_ + ":" + ts).substr(0, 32);
+  std::string_view got = nonce.substr(dot + 1);
+  if (got.size() != mac.size() || CRYPTO_memcmp(got.data(), mac.data(), mac.size()) != 0)
+    return false;
+  const int64_t t = std::strtoll(ts.c_str(), nullptr, 16);
+  const int64_t now = util::NowMicros() / 1'000'000;
+  if (t > now + 5) return false;  // never issued: no nonce is dated in the future
+  if (now - t > kNonceLifetime) {
     *stale = true;
     return false;
   }
   return true;
 }
 
+bool App::FreshNonceCount(const std::string& nonce, uint64_t nc) {
+  const int64_t now = util::NowMicros() / 1'000'000;
+  std::lock_guard l(nonce_mu_);
+  if (nonce_counts_.size() >= kMaxNonces)
+    std::erase_if(nonce_counts_,
+                  [&](const auto& kv) { return now - kv.second.second > kNonceLifetime; });
+  auto it = nonce_counts_.find(nonce);
+  if (it == nonce_counts_.end()) {
+    if (nonce_counts_.size() >= kMaxNonces) return false;  // full: the client gets a new nonce
+    nonce_counts_.emplace(nonce, std::pair{nc, now});
+    return true;
+  }
+  if (nc <= it->second.first) return false;
+  it->second.first = nc;
+  return true;
+}
+
 Response App::Unauthorized(const Status& why) const {
+  if (why.code() == StatusCode::kResourceExhausted) {
+    auto at = why.message().rfind("retry in ");
+    double wait = at == std::string::npos ? 1 : std::atof(why.message().c_str() + at + 9);
+    Response r = Error(429, why.message());
+    r.headers.emplace_back("Retry-After",
+                           std::to_string(std::max<int64_t>(1, static_cast<int64_t>(wait))));
+    return r;
+  }
   // The user store failing (its database down) is not the client's fault: 503, not 401, so a
   // phone does not ask its worker for the password again.
   if (why.code() != StatusCode::kUnauthenticated) return Error(StatusFor(why), why.message());
@@ -156,8 +225,7 @@ Response App::Unauthorized(const Status& why) const {
     r.headers.emplace_back(
         "WWW-Authenticate",
         fmt::format(R"(Digest realm="{}", qop="auth", algorithm={}, nonce="{}", opaque="{}"{})",
-                    meta::kDigestRealm, algorithm, nonce, secret_.substr(0, 16),
-                    stale ? ", stale=true" : ""));
+                    meta::kDigestRealm, algorithm, nonce, opaque_, stale ? ", stale=true" : ""));
   r.headers.emplace_back("WWW-Authenticate",
                          fmt::format(R"(Basic realm="{}")", meta::kDigestRealm));
   r.headers.emplace_back("WWW-Authenticate", "ApiKey");
@@ -166,19 +234,26 @@ Response App::Unauthorized(const Status& why) const {
 
 Result<meta::User> App::AuthenticateDigest(const Request& r, std::string_view params) {
   auto p = ParseAuthParams(params);
-  for (const char* k : {"username", "realm", "nonce", "uri", "response"})
-    if (!p.count(k)) return Status::Unauthenticated(fmt::format("Digest credentials lack '{}'", k));
+  for (const char* k : {"username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce"})
+    if (!p.count(k))
+      return Status::Unauthenticated(
+          fmt::format("Digest credentials lack '{}' (qop=auth with nc and cnonce is required)", k));
   if (p["realm"] != meta::kDigestRealm)
     return Status::Unauthenticated(fmt::format("Digest realm must be '{}'", meta::kDigestRealm));
   std::string algorithm = p.count("algorithm") ? p["algorithm"] : "MD5";
   for (char& c : algorithm) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   if (algorithm != "MD5" && algorithm != "SHA-256")
     return Status::Unauthenticated("Digest algorithm must be MD5 or SHA-256");
+  if (p["qop"] != "auth") return Status::Unauthenticated("Digest qop must be 'auth'");
   if (p["uri"] != r.target) return Status::Unauthenticated("Digest uri does not match the request");
   bool stale;
   if (!NonceValid(p["nonce"], &stale))
     return Status::Unauthenticated(stale ? "stale nonce: retry with the new one"
                                          : "Digest nonce was not issued by this server");
+  const std::string& nc_text = p["nc"];
+  if (nc_text.size() != 8 ||
+      nc_text.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
+    return Status::Unauthenticated("Digest nc must be 8 hex digits");
   auto user = meta_->GetUser(p["username"]);
   if (!user.ok() && !user.status().IsNotFound()) return user.status();
   if (!user.ok() || !user->is_active)
@@ -190,18 +265,16 @@ Result<meta::User> App::AuthenticateDigest(const Request& r, std::string_view pa
   if (ha1.empty())
     return Status::Unauthenticated("this user has no Digest credentials (set the password again)");
   const std::string ha2 = H(r.method + ":" + p["uri"]);
-  std::string expected;
-  if (p.count("qop")) {
-    if (p["qop"] != "auth") return Status::Unauthenticated("Digest qop must be 'auth'");
-    expected =
-        H(fmt::format("{}:{}:{}:{}:{}:{}", ha1, p["nonce"], p["nc"], p["cnonce"], p["qop"], ha2));
-  } else {
-    expected = H(fmt::format("{}:{}:{}", ha1, p["nonce"], ha2));
-  }
+  const std::string expected =
+      H(fmt::format("{}:{}:{}:{}:{}:{}", ha1, p["nonce"], nc_text, p["cnonce"], p["qop"], ha2));
   std::string got = p["response"];
   for (char& c : got) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (got.size() != expected.size() || CRYPTO_memcmp(got.data(), expected.data(), got.size()) != 0)
     return Status::Unauthenticated("wrong username or password");
+  // A header seen before (same nonce, no higher count) is a replay: the client is told to
+  // take a fresh nonce, as a client that lost count would be.
+  if (!FreshNonceCount(p["nonce"], std::strtoull(nc_text.c_str(), nullptr, 16)))
+    return Status::Unauthenticated("stale nonce: this nonce count was used before");
   return user;
 }
 
@@ -239,8 +312,7 @@ std::optional<meta::User> App::Admit(const Request& r, const std::string& domain
     return std::nullopt;
   }
   if (double wait = Throttle(user->username, domain); wait > 0) {
-    *deny = Error(429, fmt::format("rate limit: retry in {:.1f} s", wait));
-    deny->headers.emplace_back("Retry-After", std::to_string(static_cast<int>(std::ceil(wait))));
+    *deny = TooManyRequests(wait, "rate limit");
     return std::nullopt;
   }
   if (!user->InDomain(domain)) {
@@ -255,7 +327,26 @@ std::optional<meta::User> App::Admit(const Request& r, const std::string& domain
   return std::move(*user);
 }
 
+std::optional<Response> App::Gate(Request& head) {
+  if (!head.Header("authorization")) {
+    const std::string* len = head.Header("content-length");
+    const bool body = head.Header("transfer-encoding") || (len && *len != "0");
+    if (!body) return std::nullopt;  // the route answers (health, pre-flight, or a challenge)
+    return Unauthorized(Status::Unauthenticated(
+        "authentication required (Digest, Basic or ApiKey) before a request body is sent"));
+  }
+  auto user = CheckCredentials(head);
+  if (!user.ok()) return Unauthorized(user.status());
+  head.principal = std::make_shared<const meta::User>(std::move(*user));
+  return std::nullopt;
+}
+
 Result<meta::User> App::Authenticate(const Request& r) {
+  if (r.principal) return *std::static_pointer_cast<const meta::User>(r.principal);
+  return CheckCredentials(r);
+}
+
+Result<meta::User> App::CheckCredentials(const Request& r) {
   const std::string* auth = r.Header("authorization");
   if (!auth) return Status::Unauthenticated("authentication required (Digest, Basic or ApiKey)");
   std::string_view a = *auth;
@@ -264,20 +355,54 @@ Result<meta::User> App::Authenticate(const Request& r) {
   for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   std::string_view cred = space == std::string_view::npos ? "" : a.substr(space + 1);
   while (!cred.empty() && cred.front() == ' ') cred.remove_prefix(1);
+  // Failed logins of this username or from this address wait before any check (a locked-out
+  // guess costs no PBKDF2).
+  const std::string claimed = ClaimedUser(scheme, cred);
+  if (double wait = login_guard_.Wait(claimed, r.remote); wait > 0)
+    return Status::ResourceExhausted(
+        fmt::format("too many failed logins for this user or from this address: retry in {} s",
+                    static_cast<int64_t>(std::ceil(wait))));
+  Result<meta::User> user =
+      Status::Unauthenticated(fmt::format("unsupported authorization scheme '{}'", scheme));
   if (scheme == "basic") {
     std::string decoded = Base64Decode(cred);
     auto colon = decoded.find(':');
-    if (colon == std::string::npos) return Status::Unauthenticated("malformed Basic credentials");
-    return meta_->Authenticate(decoded.substr(0, colon), decoded.substr(colon + 1));
-  }
-  if (scheme == "digest") return AuthenticateDigest(r, cred);
-  if (scheme == "apikey") {
+    user = colon == std::string::npos
+               ? Result<meta::User>(Status::Unauthenticated("malformed Basic credentials"))
+               : meta_->Authenticate(decoded.substr(0, colon), decoded.substr(colon + 1));
+  } else if (scheme == "digest") {
+    user = AuthenticateDigest(r, cred);
+  } else if (scheme == "apikey") {
     auto colon = cred.find(':');
-    if (colon == std::string_view::npos)
-      return Status::Unauthenticated("ApiKey credentials must be 'ApiKey user:key'");
-    return meta_->AuthenticateApiKey(cred.substr(0, colon), cred.substr(colon + 1));
+    user = colon == std::string_view::npos
+               ? Result<meta::User>(
+                     Status::Unauthenticated("ApiKey credentials must be 'ApiKey user:key'"))
+               : meta_->AuthenticateApiKey(cred.substr(0, colon), cred.substr(colon + 1));
   }
-  return Status::Unauthenticated(fmt::format("unsupported authorization scheme '{}'", scheme));
+  if (user.ok()) {
+    login_guard_.Succeeded(claimed);
+  } else if (user.status().code() == StatusCode::kUnauthenticated &&
+             user.status().message().rfind("stale", 0) != 0) {
+    login_guard_.Failed(claimed, r.remote);
+  }
+  return user;
+}
+
+std::shared_ptr<void> App::TakeSlot(SlotTable* t, const std::string& user, int per_user,
+                                    int total) {
+  std::lock_guard l(t->mu);
+  int& mine = t->by_user[user];
+  if (mine >= per_user || t->total >= total) {
+    if (mine == 0) t->by_user.erase(user);
+    return nullptr;
+  }
+  ++mine;
+  ++t->total;
+  return std::shared_ptr<void>(static_cast<void*>(t), [t, user](void*) {
+    std::lock_guard l(t->mu);
+    if (--t->by_user[user] == 0) t->by_user.erase(user);
+    --t->total;
+  });
 }
 
 Response App::Handle(const Request& r) {
@@ -508,7 +633,16 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
   if (const auto* ct = r.Header("content-type")) s.content_type = *ct;
   if (const auto* v = r.Header("x-openrosa-version")) s.openrosa_version = *v;
   if (const auto* t = r.Header("x-commcarehq-lastsynctoken")) s.last_sync_token = *t;
-  if (const auto* t = r.Header("x-submit-time")) util::ParseIsoTime(*t, &s.received_on);
+  if (const auto* t = r.Header("x-submit-time")) {
+    // HQ lets a proxy say when a form arrived; a time before 2000 or after tomorrow is a
+    // mistake (or a lie), not a submission time.
+    constexpr int64_t kY2000 = 946'684'800'000'000, kDay = 86'400'000'000;
+    if (!util::ParseIsoTime(*t, &s.received_on) || s.received_on < kY2000 ||
+        s.received_on > util::NowMicros() + kDay)
+      return Error(400, fmt::format("X-Submit-Time: '{}' is not an ISO-8601 time between 2000 "
+                                    "and tomorrow",
+                                    *t));
+  }
   if (const auto* t = r.Header("date")) util::ParseHttpDate(*t, &s.date_header);
   s.app_id = app_id;
   s.submit_ip = r.remote;
@@ -562,28 +696,107 @@ Response App::DomainsApi(const Request& r) {
   return Json(201, json::object{{"name", put->name}, {"_rev", put->rev}});
 }
 
-// /a/{domain}/api/users/[{username}[/api_key]]: list, create, update users; API keys.
+namespace {
+
+// Whether actor, a manager of domain, may change target's account (credentials, activity,
+// profile) and not only its grants in domain: superusers may change anyone; nobody else may
+// touch a superuser, or a user who also belongs to another domain (a manager there would
+// otherwise take over the account here).
+bool Administers(const meta::User& actor, const meta::User& target, std::string_view domain) {
+  if (actor.is_superuser) return true;
+  if (target.is_superuser) return false;
+  if (actor.username == target.username) return true;
+  return target.domains.size() == 1 && target.domains[0] == domain;
+}
+
+json::object KeyJson(const meta::ApiKeyInfo& k) {
+  auto when = [](int64_t secs) -> json::value {
+    if (secs <= 0) return nullptr;
+    return json::value(util::FormatIsoTime(secs * 1'000'000));
+  };
+  return {{"id", k.id}, {"created", when(k.created)}, {"expires", when(k.expires)}};
+}
+
+}  // namespace
+
+// /a/{domain}/api/users/{username}/api_key[/{id}]: a user's API keys. A user manages its own;
+// a superuser anyone's; a manager of the domain those of mobile workers of this domain alone
+// (HQ: users make their own keys), never a web user's or a superuser's.
+Response App::ApiKeys(const Request& r, const std::string& domain, const meta::User& actor,
+                      const std::string& name, const std::string& id) {
+  auto target = meta_->GetUser(name);
+  if (!target.ok() || !target->InDomain(domain) || (target->is_superuser && !actor.is_superuser))
+    return Error(404, fmt::format("no user {} in domain {}", name, domain));
+  const bool self = actor.username == target->username;
+  const bool managed = actor.Can(domain, meta::kManageUsers) && !target->web_user &&
+                       Administers(actor, *target, domain);
+  if (!self && !actor.is_superuser && !managed)
+    return Error(403,
+                 fmt::format("user {} may not manage the API keys of {}", actor.username, name));
+  if (r.method == "GET") {
+    if (!id.empty()) return Error(405, "GET lists the keys: .../api_key/");
+    auto keys = meta_->ListApiKeys(name);
+    if (!keys.ok()) return Error(StatusFor(keys.status()), keys.status().message());
+    json::array out;
+    for (const auto& k : *keys) out.push_back(KeyJson(k));
+    return Json(200, json::object{{"username", name}, {"api_keys", out}});
+  }
+  if (r.method == "DELETE") {
+    if (id.empty()) return Error(405, "DELETE names a key: .../api_key/{id}");
+    Status st = meta_->RevokeApiKey(name, id);
+    if (!st.ok()) return Error(StatusFor(st), st.message());
+    return Json(200, json::object{{"id", id}, {"revoked", true}});
+  }
+  if (r.method != "POST" || !id.empty())
+    return Error(405, "POST .../api_key creates a key; GET lists; DELETE .../{id} revokes");
+  int64_t expires = 0;
+  const int64_t now = util::NowMicros() / 1'000'000;
+  if (!r.body.empty()) {
+    boost::system::error_code ec;
+    json::value v = json::parse(r.body, ec);
+    if (ec || !v.is_object()) return Error(400, "body: must be a JSON object (or empty)");
+    for (const auto& kv : v.get_object()) {
+      if (kv.key() == "expires") {
+        int64_t t = 0;
+        if (!kv.value().is_string() || !util::ParseIsoTime(kv.value().get_string(), &t))
+          return Error(400, "expires: must be an ISO-8601 time");
+        expires = t / 1'000'000;
+      } else if (kv.key() == "expires_in_days") {
+        if (!kv.value().is_int64() || kv.value().get_int64() < 1 || kv.value().get_int64() > 3650)
+          return Error(400, "expires_in_days: must be a whole number of days, 1..3650");
+        expires = now + kv.value().get_int64() * 86'400;
+      } else {
+        return Error(400, fmt::format("{}: unknown field", std::string(kv.key())));
+      }
+    }
+    if (expires != 0 && expires <= now) return Error(400, "expires: must be in the future");
+  }
+  std::string key_id;
+  auto k = meta_->CreateApiKey(name, expires, &key_id);
+  if (!k.ok()) return Error(StatusFor(k.status()), k.status().message());
+  json::object out = KeyJson({key_id, now, expires});
+  out["username"] = name;
+  out["key"] = *k;
+  return Json(201, out);
+}
+
+// /a/{domain}/api/users/[{username}[/api_key[/{id}]]]: list, create, update users; API keys.
+// A manager sees and changes users of the domain, never a superuser (404); the password,
+// activity and profile of a user who also belongs to another domain only a superuser
+// changes (a manager there may set its role and permissions here).
 Response App::UsersApi(const Request& r, const std::string& domain, const std::string& rest) {
   std::string name = rest;
   while (!name.empty() && name.back() == '/') name.pop_back();
-  const bool key_route = name.size() > 8 && name.substr(name.size() - 8) == "/api_key";
-  if (key_route) name.resize(name.size() - 8);
   Response deny;
   auto user = Admit(r, domain, "", &deny);
   if (!user) return deny;
-  const bool manager = user->Can(domain, meta::kManageUsers);
-  if (key_route) {  // a user's own key, or any member's for a manager
-    if (r.method != "POST") return Error(405, "POST to create an API key");
-    if (name != user->username && !manager)
-      return Error(403, fmt::format("user {} may not create keys for {}", user->username, name));
-    auto target = meta_->GetUser(name);
-    if (!target.ok() || !target->InDomain(domain))
-      return Error(404, fmt::format("no user {} in domain {}", name, domain));
-    auto k = meta_->CreateApiKey(name);
-    if (!k.ok()) return Error(500, k.status().message());
-    return Json(201, json::object{{"username", name}, {"key", *k}});
+  if (auto k = name.find("/api_key"); k != std::string::npos) {
+    std::string tail = name.substr(k + 8);
+    if (!tail.empty() && (tail[0] != '/' || tail.find('/', 1) != std::string::npos))
+      return Error(404, "no such route");
+    return ApiKeys(r, domain, *user, name.substr(0, k), tail.empty() ? "" : tail.substr(1));
   }
-  if (!manager)
+  if (!user->Can(domain, meta::kManageUsers))
     return Error(403,
                  fmt::format("user {} may not manage users of domain {}", user->username, domain));
   if (r.method == "GET") {
@@ -591,12 +804,13 @@ Response App::UsersApi(const Request& r, const std::string& domain, const std::s
       auto u = meta_->GetUser(name);
       if (!u.ok() || !u->InDomain(domain) || (u->is_superuser && !user->is_superuser))
         return Error(404, fmt::format("no user {} in domain {}", name, domain));
-      return Json(200, meta::UserJson(*u));
+      return Json(200, meta::UserJson(*u, domain));
     }
     auto us = meta_->ListUsers(domain);
     if (!us.ok()) return Error(500, us.status().message());
     json::array out;
-    for (const auto& u : *us) out.push_back(meta::UserJson(u));
+    for (const auto& u : *us)
+      if (!u.is_superuser || user->is_superuser) out.push_back(meta::UserJson(u, domain));
     return Json(200, json::object{{"users", out}});
   }
   if (r.method != "POST" && r.method != "PUT") return Error(405, "use GET, POST or PUT");
@@ -604,6 +818,8 @@ Response App::UsersApi(const Request& r, const std::string& domain, const std::s
   json::value v = json::parse(r.body, ec);
   if (ec || !v.is_object()) return Error(400, "body: must be a JSON object");
   const auto& o = v.get_object();
+  if (o.contains("domains") && !user->is_superuser)
+    return Error(403, "domains: only a superuser sets a user's domains");
   meta::User u;
   std::string password;
   if (r.method == "POST") {
@@ -614,7 +830,7 @@ Response App::UsersApi(const Request& r, const std::string& domain, const std::s
     if (meta_->GetUser(u.username).ok())
       return Error(409, fmt::format("user {} exists", u.username));
     u.domains = {domain};
-    u.permissions = {std::string(meta::kEditData), std::string(meta::kMobileEndpoints)};
+    u.permissions[domain] = {std::string(meta::kEditData), std::string(meta::kMobileEndpoints)};
     const json::value* pw = o.if_contains("password");
     if (!pw || !pw->is_string() || pw->get_string().size() < 4)
       return Error(400, "password: is required (at least 4 characters)");
@@ -623,16 +839,31 @@ Response App::UsersApi(const Request& r, const std::string& domain, const std::s
     auto old = meta_->GetUser(name);
     if (!old.ok() || !old->InDomain(domain) || (old->is_superuser && !user->is_superuser))
       return Error(404, fmt::format("no user {} in domain {}", name, domain));
+    if (!Administers(*user, *old, domain))
+      for (const auto& kv : o)
+        if (kv.key() != "role_id" && kv.key() != "permissions" && kv.key() != "_rev")
+          return Error(403, fmt::format("{}: user {} belongs to other domains too; only a "
+                                        "superuser changes it (a manager may set role_id and "
+                                        "permissions)",
+                                        std::string(kv.key()), name));
     u = *old;
     const json::value* rev = o.if_contains("_rev");
     if (!rev || !rev->is_int64()) return Error(400, "_rev: is required (the revision you read)");
     u.rev = rev->get_int64();
   }
+  bool revoke_keys = false;
+  if (const json::value* rk = o.if_contains("revoke_api_keys")) {
+    if (!rk->is_bool()) return Error(400, "revoke_api_keys: must be true or false");
+    revoke_keys = rk->get_bool();
+  }
   if (Status st = meta::ApplyUserFields(o, domain, &u, &password); !st.ok())
     return Error(400, st.message());
   auto put = meta_->PutUser(u, password);
   if (!put.ok()) return Error(StatusFor(put.status()), put.status().message());
-  return Json(r.method == "POST" ? 201 : 200, meta::UserJson(*put));
+  if (revoke_keys)
+    if (Status st = meta_->RevokeApiKey(put->username, ""); !st.ok())
+      return Error(StatusFor(st), st.message());
+  return Json(r.method == "POST" ? 201 : 200, meta::UserJson(*put, domain));
 }
 
 // GET /a/{domain}/phone/restore/[{app_id}/]: OTA restore, streamed. Parameters: since, version,
@@ -659,8 +890,10 @@ Response App::RestoreApi(const Request& r, const std::string& domain, const std:
                          fmt::format("user {} may not restore as another user", user->username));
       std::string name = v.find('@') == std::string::npos ? v : v.substr(0, v.find('@'));
       auto t = meta_->GetUser(name);
-      if (!t.ok() || !t->InDomain(domain) || !t->is_active)
-        return ota_error(404, fmt::format("no active user {} in domain {}", name, domain));
+      // As HQ: only a mobile worker of this domain can be restored as.
+      if (!t.ok() || !t->InDomain(domain) || !t->is_active || t->is_superuser || t->web_user ||
+          t->domains.size() != 1)
+        return ota_error(404, fmt::format("no active mobile worker {} in domain {}", name, domain));
       target = *t;
     } else if (k != "since" && k != "version" && k != "state" && k != "items" && k != "device_id" &&
                k != "user_id" && k != "overwrite_cache" && k != "openrosa_version" &&
@@ -678,6 +911,13 @@ Response App::RestoreApi(const Request& r, const std::string& domain, const std:
                      fmt::format("state '{}' is not a case state hash (ccsh:<32 hex>)", state));
   auto q = meta::MakeRestoreRequest(meta_, target, domain);
   if (!q.ok()) return ota_error(500, q.status().message());
+  if (target.username != user->username) q->user.password_hash.clear();  // never another's
+  auto slot = TakeSlot(&streams_, user->username, limits_.streams_per_user, limits_.streams);
+  if (!slot) {
+    Response busy = ota_error(429, "too many restores in progress for this user or the server");
+    busy.headers.emplace_back("Retry-After", "5");
+    return busy;
+  }
   q->since = r.Param("since");
   q->version = r.Param("version", "2.0");
   q->state = state;
@@ -689,7 +929,7 @@ Response App::RestoreApi(const Request& r, const std::string& domain, const std:
   Response out;
   out.content_type = "text/xml; charset=utf-8";
   out.headers.emplace_back("X-OpenRosa-Version", "1.0");
-  out.stream = [this, q = std::move(*q)](const http::ChunkWriter& write) {
+  out.stream = [this, q = std::move(*q), slot](const http::ChunkWriter& write) {
     auto res = sync_->Restore(q, write);
     return res.ok() ? Status::Ok() : res.status();
   };
@@ -811,8 +1051,8 @@ Response App::ChangesApi(const Request& r, const std::string& domain) {
     if (k == "limit" || k == "timeout") {
       char* end = nullptr;
       double n = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end || n < 0 || (k == "limit" && (n < 1 || n > 1000)) ||
-          (k == "timeout" && n > 30))
+      if (v.empty() || *end || !std::isfinite(n) || n < 0 ||
+          (k == "limit" && (n < 1 || n > 1000 || n != std::floor(n))) || (k == "timeout" && n > 30))
         return Error(400, k == "limit" ? "limit must be 1..1000" : "timeout must be 0..30 seconds");
       if (k == "limit")
         limit = static_cast<size_t>(n);
@@ -839,17 +1079,35 @@ Response App::ChangesApi(const Request& r, const std::string& domain) {
       return Error(400, fmt::format("unknown parameter '{}'", k));
     }
   }
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000));
-  json::array out;
-  uint64_t seen = 0;
-  while (true) {
+  // A long-poll holds a slot and no thread: the server asks again every 250 ms, and the log
+  // is read again when it was appended to (or each second, for appends by other processes).
+  std::shared_ptr<void> slot;
+  if (timeout > 0) {
+    slot = TakeSlot(&long_polls_, user->username, limits_.long_polls_per_user, limits_.long_polls);
+    if (!slot) return TooManyRequests(1, "too many long-polls waiting for this user or the server");
+  }
+  struct Poll {
+    std::map<std::pair<std::string, int>, int64_t> pos;
+    uint64_t seen = 0;
+    std::chrono::steady_clock::time_point read{};
+  };
+  auto state = std::make_shared<Poll>();
+  state->pos = std::move(pos);
+  auto answer = [this, log, domain, limit, state, slot](bool last) -> std::optional<Response> {
+    const auto now = std::chrono::steady_clock::now();
+    const uint64_t appended = log->WaitForAppend(state->seen, std::chrono::milliseconds(0));
+    if (!last && state->read != std::chrono::steady_clock::time_point{} &&
+        appended == state->seen && now - state->read < std::chrono::seconds(1))
+      return std::nullopt;  // nothing new since the last read
+    state->seen = appended;
+    state->read = now;
+    json::array out;
     for (const char* topic : {"form-sql", "case-sql", "ledger", "domain", "commcare-user",
                               "web-user", "role", "group", "location", "app"}) {
       auto parts = log->Partitions(topic);
       if (!parts.ok()) continue;
       for (int p = 0; p < *parts && out.size() < limit; ++p) {
-        int64_t& off = pos[{topic, p}];
+        int64_t& off = state->pos[{topic, p}];
         auto recs = log->Read(topic, p, off, 1000);
         if (!recs.ok()) return Error(500, recs.status().message());
         for (const auto& rec : *recs) {
@@ -865,15 +1123,18 @@ Response App::ChangesApi(const Request& r, const std::string& domain) {
         }
       }
     }
-    if (!out.empty() || std::chrono::steady_clock::now() >= deadline) break;
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    seen = log->WaitForAppend(seen, std::min(left, std::chrono::milliseconds(500)));
-  }
-  std::string token;
-  for (const auto& [tp, off] : pos)
-    token += fmt::format("{}{}.{}.{}", token.empty() ? "" : "~", tp.first, tp.second, off);
-  return Json(200, json::object{{"changes", out}, {"next_since", token}});
+    if (out.empty() && !last) return std::nullopt;
+    std::string token;
+    for (const auto& [tp, off] : state->pos)
+      token += fmt::format("{}{}.{}.{}", token.empty() ? "" : "~", tp.first, tp.second, off);
+    return Json(200, json::object{{"changes", out}, {"next_since", token}});
+  };
+  if (timeout <= 0) return *answer(true);
+  Response wait;
+  wait.poll = std::move(answer);
+  wait.poll_interval_ms = 250;
+  wait.poll_timeout_ms = static_cast<int>(timeout * 1000);
+  return wait;
 }
 
 // GET /a/{domain}/api/ucr/{table_id}/?limit=&offset= : a UCR data source's rows.
@@ -1086,15 +1347,23 @@ Result<std::string> CaseBlock(const json::value& v, const std::string& at, bool 
 
 }  // namespace
 
+// The most case ids one bulk_fetch may name (as a case list's page).
+constexpr size_t kMaxBulkFetch = 5000;
+
 Response App::BulkFetch(const Request& r, const std::string& domain) {
   boost::system::error_code ec;
   json::value v = json::parse(r.body, ec);
   if (ec || !v.is_object()) return Error(400, "body: must be a JSON object");
   const json::value* ids = v.get_object().if_contains("case_ids");
   if (!ids || !ids->is_array()) return Error(400, "case_ids: must be a list");
+  if (ids->get_array().size() > kMaxBulkFetch)
+    return Error(400, fmt::format("case_ids: at most {} per request (got {})", kMaxBulkFetch,
+                                  ids->get_array().size()));
   json::array cases;
+  std::set<std::string_view> seen;
   for (const auto& id : ids->get_array()) {
     if (!id.is_string()) return Error(400, "case_ids: must hold strings");
+    if (!seen.insert(id.get_string()).second) continue;  // each case once
     auto c = engine_->GetCase(domain, id.get_string());
     if (c.ok()) cases.push_back(json::parse(CaseToJson(*c)));
   }

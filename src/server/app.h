@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -15,13 +16,31 @@
 #include "commcare/sync.h"
 #include "http/server.h"
 #include "meta/meta_store.h"
+#include "server/login_guard.h"
 
 namespace commcare::server {
+
+// Caps on what one user, and everyone together, may hold open at once.
+struct AppLimits {
+  int long_polls_per_user = 4;  // changes-feed long-polls waiting at once
+  int long_polls = 256;
+  int streams_per_user = 4;  // restores being sent at once
+  int streams = 128;
+  LoginLimits login;
+};
 
 class App {
  public:
   App(Engine* engine, meta::MetaStore* meta, std::string pillows_dir);
   http::Response Handle(const http::Request& r);
+  // The server's gate: authenticates from the headers alone, before a body is read (401 or
+  // 429 for a request with a body and no or wrong credentials); the user becomes
+  // head.principal.
+  std::optional<http::Response> Gate(http::Request& head);
+  void SetLimits(const AppLimits& limits) {
+    limits_ = limits;
+    login_guard_.SetLimits(limits.login);
+  }
   // The pillows running beside the server (readiness and metrics report their lag).
   void SetPillows(PillowHost* pillows) { pillows_ = pillows; }
   // Mobile sync (the restore route answers 503 without it).
@@ -59,6 +78,8 @@ class App {
   http::Response DomainsApi(const http::Request& r);
   http::Response UsersApi(const http::Request& r, const std::string& domain,
                           const std::string& rest);
+  http::Response ApiKeys(const http::Request& r, const std::string& domain, const meta::User& actor,
+                         const std::string& name, const std::string& id);
   http::Response RestoreApi(const http::Request& r, const std::string& domain,
                             const std::string& app_id);
   http::Response DocsApi(const http::Request& r, const std::string& domain, const std::string& kind,
@@ -71,10 +92,24 @@ class App {
                          const std::string& rest);
   http::Response CaseApi(const http::Request& r, const std::string& domain,
                          const std::string& rest);
-  // The authenticated user (Basic, Digest or ApiKey); Unauthenticated says why (a message
-  // starting "stale" for an expired Digest nonce).
+  // The authenticated user (Basic, Digest or ApiKey): the gate's, or checked now.
+  // Unauthenticated says why (a message starting "stale" for an expired Digest nonce);
+  // ResourceExhausted when failed logins of the user or the address must wait.
   Result<meta::User> Authenticate(const http::Request& r);
+  Result<meta::User> CheckCredentials(const http::Request& r);
   Result<meta::User> AuthenticateDigest(const http::Request& r, std::string_view params);
+  // Records a Digest nonce count; false if it is not above every count seen with the nonce
+  // (a replayed header).
+  bool FreshNonceCount(const std::string& nonce, uint64_t nc);
+  // A slot of table for user (released when the returned token is); nullptr when the user
+  // or everyone holds the most allowed.
+  struct SlotTable {
+    std::mutex mu;
+    std::map<std::string, int> by_user;
+    int total = 0;
+  };
+  static std::shared_ptr<void> TakeSlot(SlotTable* table, const std::string& user, int per_user,
+                                        int total);
   // The authenticated, not rate-limited member of the domain holding permission ("" = any);
   // else nullopt with the 401/429/403 to send in *deny.
   std::optional<meta::User> Admit(const http::Request& r, const std::string& domain,
@@ -88,6 +123,12 @@ class App {
   meta::MetaStore* meta_;
   std::string pillows_dir_;
   std::string secret_;  // signs Digest nonces (new per process: old nonces become stale)
+  std::string opaque_;  // sent with every challenge; random, unrelated to the secret
+  std::mutex nonce_mu_;
+  std::map<std::string, std::pair<uint64_t, int64_t>> nonce_counts_;  // nonce -> (nc, time)
+  AppLimits limits_;
+  LoginGuard login_guard_;
+  SlotTable long_polls_, streams_;
   // Takes a token from the user's and the domain's buckets; the seconds to wait if empty.
   double Throttle(const std::string& user, const std::string& domain);
   PillowHost* pillows_ = nullptr;

@@ -88,6 +88,13 @@ std::string Md5Hex(std::string_view data) {
   return HexEncode(d, sizeof d);
 }
 
+std::string Sha256Hex(std::string_view data) {
+  uint8_t d[32];
+  unsigned int n = 0;
+  EVP_Digest(data.data(), data.size(), d, &n, EVP_sha256(), nullptr);
+  return HexEncode(d, n);
+}
+
 namespace {
 
 uint32_t Crc32cSoftware(const uint8_t* p, size_t n, uint32_t crc) {

@@ -15,6 +15,8 @@ uint32_t ShardHash(std::string_view id);
 std::string HexEncode(const void* data, size_t n);
 // Lower-case hex MD5 of data.
 std::string Md5Hex(std::string_view data);
+// Lower-case hex SHA-256 of data.
+std::string Sha256Hex(std::string_view data);
 // 16 raw MD5 bytes of data.
 void Md5Raw(std::string_view data, uint8_t out[16]);
 // CRC-32C (Castagnoli) of data, continuing from crc (0 to start); SSE4.2 where available.

@@ -98,6 +98,7 @@ bool ParseIsoTime(std::string_view s, int64_t* micros) {
           if (!Digits(s, p, 2, &zm)) return false;
           p += 2;
         }
+        if (zh > 14 || zm > 59) return false;  // real offsets run from -12:00 to +14:00
         secs -= sign * (zh * 3600 + zm * 60);
       }
     }
