@@ -737,6 +737,30 @@ std::string SqlType(const std::string& datatype, bool postgres) {
 // "ucr_<domain>_<table_id>_<hash>": the readable parts cut to fit PostgreSQL's 63-character
 // names, the hash (of both, unaltered) keeping the name one data source's alone: without it
 // (doma-pat, list) and (doma, pat_list) shared a table, and so each other's rows.
+namespace {
+
+// The name tables had before TableName: "ucr_<domain>_<table_id>", '_' for anything else
+// than a letter or digit (not one source's alone).
+std::string LegacyTableName(std::string_view domain, std::string_view table_id) {
+  std::string name = "ucr_" + std::string(domain) + "_" + std::string(table_id);
+  for (char& ch : name)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_') ch = '_';
+  return name;
+}
+
+Result<bool> TableExists(SqlDb& db, const std::string& name) {
+  const util::SqlParam p[] = {name};
+  CC_ASSIGN_OR_RETURN(
+      auto r, db.Query("looking for a UCR table",
+                       db.postgres() ? "SELECT 1 FROM pg_tables WHERE schemaname=current_schema() "
+                                       "AND tablename=?"
+                                     : "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                       p));
+  return !r.empty();
+}
+
+}  // namespace
+
 std::string DataSource::TableName() const {
   auto part = [](std::string_view s, size_t n) {
     std::string out(s.substr(0, n));
@@ -1147,11 +1171,31 @@ class Ucr final : public UcrProcessor {
     std::map<Key, std::unique_ptr<DataSource>> fresh;
     CC_ASSIGN_OR_RETURN(auto all, db.Run("reading data sources",
                                          "SELECT domain, table_id, config FROM ucr_sources"));
+    std::map<std::string, int> legacy_users;  // legacy table name -> sources it stood for
+    for (size_t r = 0; r < all.size(); ++r)
+      ++legacy_users[LegacyTableName(all.Str(r, 0), all.Str(r, 1))];
     for (size_t r = 0; r < all.size(); ++r) {
       auto ds = Compile(all.Str(r, 2));
       if (!ds.ok())
         return Status::DataLoss(fmt::format("stored data source {}/{} no longer compiles: {}",
                                             all.Str(r, 0), all.Str(r, 1), ds.status().message()));
+      // A table made under the old name (before names were one source's alone) is renamed,
+      // unless two sources shared it: then the rows are mixed and the table is built anew.
+      const std::string legacy = LegacyTableName((*ds)->domain, (*ds)->table_id);
+      CC_ASSIGN_OR_RETURN(bool has_new, TableExists(db, (*ds)->TableName()));
+      CC_ASSIGN_OR_RETURN(bool has_old, TableExists(db, legacy));
+      if (!has_new && has_old && legacy_users[legacy] == 1) {
+        CC_RETURN_IF_ERROR(
+            db.Exec("renaming a UCR table",
+                    "ALTER TABLE " + Quote(legacy) + " RENAME TO " + Quote((*ds)->TableName())));
+        CC_RETURN_IF_ERROR(
+            db.Exec("renaming a UCR index", "DROP INDEX IF EXISTS " + Quote(legacy + "_doc")));
+      } else if (!has_new && has_old) {
+        fmt::print(stderr,
+                   "ucr: data source {}/{} shared its old table {} with another source; its new "
+                   "table starts empty: run `commcare ucr rebuild --domain {} --table {}`\n",
+                   (*ds)->domain, (*ds)->table_id, legacy, (*ds)->domain, (*ds)->table_id);
+      }
       CC_RETURN_IF_ERROR(CreateTable(db, **ds, false));
       fresh[{std::string(all.Str(r, 0)), std::string(all.Str(r, 1))}] = std::move(*ds);
     }

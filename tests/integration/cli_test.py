@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -541,6 +542,59 @@ class CliTest(unittest.TestCase):
         self.assertIn("no UCR data source", e["error"])
         e = lines(cc("pillows", "retries", "--data", self.data, "--pillow", "nope", expect=2))[0]
         self.assertIn("no pillow named nope", e["error"])
+
+    def test_ucr_table_of_an_older_version_is_renamed(self):
+        # Before a UCR table's name was one data source's alone it was ucr_<domain>_<table_id>:
+        # a store from then keeps its rows once a pillow host opens it.
+        self.submit(*sorted(glob.glob(os.path.join(SAMPLES, "*.xml"))))
+        lines(cc("pillows", "run", "--data", self.data, "--once"))  # caught up: rows stay as loaded
+        config = os.path.join(self.tmp, "ucr.json")
+        with open(config, "w") as f:
+            json.dump({"domain": "demo", "table_id": "by-owner", "referenced_doc_type": "CommCareCase",
+                       "configured_indicators": [{"type": "raw", "column_id": "owner",
+                                                  "property_name": "owner_id"}]}, f)
+        self.assertGreater(lines(cc("ucr", "load", "--data", self.data, config))[0]["rows"], 0)
+        before = lines(cc("ucr", "rows", "--data", self.data, "--domain", "demo", "--table", "by-owner"))
+        db = sqlite3.connect(os.path.join(self.data, "pillows", "ucr.sqlite"))
+        (table,) = db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE "
+                              "'ucr_demo_by_owner_%'").fetchone()
+        self.assertRegex(table, r"^ucr_demo_by_owner_[0-9a-f]{12}$")
+        db.execute(f'ALTER TABLE "{table}" RENAME TO "ucr_demo_by_owner"')
+        db.commit()
+        db.close()
+        lines(cc("pillows", "run", "--data", self.data, "--once"))
+        after = lines(cc("ucr", "rows", "--data", self.data, "--domain", "demo", "--table", "by-owner"))
+        self.assertEqual(after, before)
+
+    def test_api_keys_create_list_revoke(self):
+        lines(cc("admin", "domain", "create", "--data", self.data, "clinic"))
+        lines(cc("admin", "user", "create", "--data", self.data, "--domain", "clinic",
+                 "--username", "nurse", "--password", "pw-nurse"))
+        k1 = lines(cc("admin", "apikey", "create", "--data", self.data, "--username", "nurse"))[0]
+        k2 = lines(cc("admin", "apikey", "create", "--data", self.data, "--username", "nurse",
+                      "--expires-days", "30"))[0]
+        self.assertEqual(len(k1["key"]), 40)
+        self.assertIsNone(k1["expires"])
+        self.assertTrue(k2["expires"].endswith("Z"))
+        listed = lines(cc("admin", "apikey", "list", "--data", self.data, "--username", "nurse"))[0]
+        self.assertEqual({k["id"] for k in listed["api_keys"]}, {k1["id"], k2["id"]})
+        self.assertNotIn(k1["key"], json.dumps(listed))
+        lines(cc("admin", "apikey", "revoke", "--data", self.data, "--username", "nurse", "--id", k1["id"]))
+        listed = lines(cc("admin", "apikey", "list", "--data", self.data, "--username", "nurse"))[0]
+        self.assertEqual([k["id"] for k in listed["api_keys"]], [k2["id"]])
+        e = lines(cc("admin", "apikey", "revoke", "--data", self.data, "--username", "nurse",
+                     "--id", k1["id"], expect=2))[0]
+        self.assertIn("no API key", e["error"])
+        e = lines(cc("admin", "apikey", "revoke", "--data", self.data, "--username", "nurse", expect=1))[0]
+        self.assertIn("--all", e["error"])
+        e = lines(cc("admin", "apikey", "create", "--data", self.data, "--username", "nurse",
+                     "--expires-days", "0", expect=1))[0]
+        self.assertIn("--expires-days", e["error"])
+        lines(cc("admin", "apikey", "revoke", "--data", self.data, "--username", "nurse", "--all"))
+        listed = lines(cc("admin", "apikey", "list", "--data", self.data, "--username", "nurse"))[0]
+        self.assertEqual(listed["api_keys"], [])
+        # The data directory is its owner's alone.
+        self.assertEqual(os.stat(self.data).st_mode & 0o777, 0o700)
 
 
 if __name__ == "__main__":
