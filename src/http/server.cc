@@ -307,12 +307,12 @@ class ServerImpl final : public Server {
     return true;
   }
   void Log(const std::string& remote, std::string_view method, std::string_view target, int status,
-           size_t bytes, double ms) {
+           size_t bytes, double ms, std::string_view user = "") {
     if (!log_) return;
     std::string line = fmt::format(
-        R"({{"time":"{}","remote":"{}","method":"{}","target":"{}","status":{},"bytes":{},"ms":{:.2f}}})",
-        util::FormatIsoTime(util::NowMicros()), remote, method, JsonEscape(target), status, bytes,
-        ms);
+        R"({{"time":"{}","remote":"{}","user":"{}","method":"{}","target":"{}","status":{},"bytes":{},"ms":{:.2f}}})",
+        util::FormatIsoTime(util::NowMicros()), remote, JsonEscape(user), method,
+        JsonEscape(target), status, bytes, ms);
     std::lock_guard l(log_mu_);
     std::fprintf(log_, "%s\n", line.c_str());
     std::fflush(log_);
@@ -584,7 +584,7 @@ void Session::Answer(std::shared_ptr<Request> req, Response r, bool keep_alive,
   asio::post(stream_.get_executor(),
              [self = shared_from_this(), req, r = std::move(r), keep_alive]() mutable {
                self->server_->Log(self->remote_, req->method, req->target, r.status, r.body.size(),
-                                  self->Millis());
+                                  self->Millis(), req->user);
                self->ReleaseBody();
                self->Send(std::move(r), keep_alive && !self->server_->stopping());
                self->server_->End();
@@ -726,7 +726,7 @@ void Session::Complete(std::shared_ptr<StreamState> st, std::shared_ptr<Request>
     st->completed = true;
     st->head.stream = nullptr;  // frees what the maker held (a stream slot) now
   }
-  server_->Log(remote_, req->method, req->target, st->head.status, st->bytes, Millis());
+  server_->Log(remote_, req->method, req->target, st->head.status, st->bytes, Millis(), req->user);
   ReleaseBody();
   if (go_on)
     ReadHeader();

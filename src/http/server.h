@@ -24,8 +24,10 @@ struct Request {
   std::string body;
   std::string remote;  // peer address
   bool tls = false;    // arrived over TLS
-  // What the gate learnt from the headers (e.g. the authenticated user), for the handler.
+  // What the gate learnt from the headers (e.g. the authenticated user), for the handler,
+  // and who that is by name, for the access log ("" if nobody).
   std::shared_ptr<const void> principal;
+  std::string user;
   // The first header of that (lower-case) name, or nullptr.
   const std::string* Header(std::string_view name) const;
   // The first query parameter of that name, or def.

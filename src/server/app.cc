@@ -337,6 +337,7 @@ std::optional<Response> App::Gate(Request& head) {
   }
   auto user = CheckCredentials(head);
   if (!user.ok()) return Unauthorized(user.status());
+  head.user = user->username;
   head.principal = std::make_shared<const meta::User>(std::move(*user));
   return std::nullopt;
 }

@@ -650,6 +650,10 @@ class ServerTest(unittest.TestCase):
         with open(self.log) as f:
             lines = [json.loads(l) for l in f]
         self.assertTrue(any(l["status"] == 413 for l in lines))
+        # Who made an authenticated request is recorded (never the credentials).
+        self.assertTrue(any(l["user"] == "admin" and l["status"] == 200 for l in lines))
+        self.assertTrue(all(l["user"] == "" for l in lines if l["status"] == 401))
+        self.assertFalse(any("s3cret" in json.dumps(l) for l in lines))
 
     def test_z_health_ready_and_metrics(self):
         s, _, body = self.request("GET", "/health/ready", auth=None)
