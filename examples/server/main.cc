@@ -530,9 +530,9 @@ int CmdPillows(const std::string& verb, const Args& a) {
   if (verb == "status") {
     auto st = h->GetStatus();
     if (!st.ok()) return FailStatus(st.status());
-    json::array out;
-    for (const auto& p : *st) out.push_back(json::parse(commcare::PillowStatusToJson(p)));
-    std::cout << json::serialize(out) << std::endl;
+    std::string out;  // joined as written: lag_seconds stays a plain decimal
+    for (const auto& p : *st) out += (out.empty() ? "[" : ",") + commcare::PillowStatusToJson(p);
+    std::cout << (out.empty() ? "[" : out) << "]" << std::endl;
     return 0;
   }
   if (verb == "retries") {

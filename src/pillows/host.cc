@@ -663,7 +663,18 @@ class Host final : public PillowHost {
       for (auto& r : got) recs.push_back(std::move(r));
     }
     p.rotate = (p.rotate + 1) % n;
-    if (recs.empty()) return 0;
+    if (recs.empty()) {
+      // Positions moved past changes this pillow skips (a topic it does not want, or only
+      // transaction markers) are checkpointed now: with no write to carry them, its lag would
+      // otherwise never fall.
+      bool moved = false;
+      for (const auto& [tp, off] : p.next)
+        if (auto it = p.saved.find(tp); it == p.saved.end() || it->second != off) moved = true;
+      if (moved)
+        CC_RETURN_IF_ERROR(p.db->Transaction("checkpointing skipped changes", 0,
+                                             [&] { return Checkpoint(p, true); }));
+      return 0;
+    }
     if (wait_for_full && recs.size() < p.cfg.chunk_size) {
       int64_t oldest = recs.front().timestamp;
       for (const auto& r : recs) oldest = std::min(oldest, r.timestamp);
@@ -881,26 +892,25 @@ std::string PillowStoreAt(const std::string& data_dir) {
 
 namespace json = boost::json;
 
+// Written by hand rather than by Boost.JSON, whose doubles come out as "7.9204E-2" and
+// "0E0": seconds are plain decimals to the millisecond.
 std::string PillowStatusToJson(const PillowStatus& st) {
-  json::array parts;
+  auto str = [](std::string_view s) { return json::serialize(json::string(s)); };
+  auto secs = [](double s) { return fmt::format("{:.3f}", std::max(0.0, s)); };
+  std::string parts;
   int64_t lag = 0;
   double lag_s = 0;
   for (const auto& p : st.partitions) {
-    parts.push_back(json::object{{"topic", p.topic},
-                                 {"partition", p.partition},
-                                 {"checkpoint", p.checkpoint},
-                                 {"end_offset", p.end_offset},
-                                 {"lag", p.lag},
-                                 {"lag_seconds", p.lag_seconds}});
+    parts += fmt::format(
+        R"({}{{"topic":{},"partition":{},"checkpoint":{},"end_offset":{},"lag":{},"lag_seconds":{}}})",
+        parts.empty() ? "" : ",", str(p.topic), p.partition, p.checkpoint, p.end_offset, p.lag,
+        secs(p.lag_seconds));
     lag += p.lag;
     lag_s = std::max(lag_s, p.lag_seconds);
   }
-  return json::serialize(json::object{{"pillow", st.name},
-                                      {"lag", lag},
-                                      {"lag_seconds", lag_s},
-                                      {"retries", st.retries},
-                                      {"dead_letters", st.dead_letters},
-                                      {"partitions", std::move(parts)}});
+  return fmt::format(
+      R"({{"pillow":{},"lag":{},"lag_seconds":{},"retries":{},"dead_letters":{},"partitions":[{}]}})",
+      str(st.name), lag, secs(lag_s), st.retries, st.dead_letters, parts);
 }
 
 std::string RetryEntryToJson(const RetryEntry& e) {

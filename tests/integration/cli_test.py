@@ -566,6 +566,28 @@ class CliTest(unittest.TestCase):
         after = lines(cc("ucr", "rows", "--data", self.data, "--domain", "demo", "--table", "by-owner"))
         self.assertEqual(after, before)
 
+    def test_pillow_status_after_catching_up_without_ucr_sources(self):
+        # The ucr pillow skips every change while no data source is loaded: its skips are
+        # checkpointed, so it is not shown behind; seconds print as plain decimals.
+        self.submit(*sorted(glob.glob(os.path.join(SAMPLES, "*.xml"))))
+        worker = subprocess.Popen([CC, "pillows", "run", "--data", self.data],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            self.assertTrue(worker.stderr.readline().startswith("pillows running"))
+            deadline = time.time() + 20
+            while True:  # while the worker runs (no checkpoint of its exit to help)
+                out = cc("pillows", "status", "--data", self.data).stdout
+                lags = {p["pillow"]: p["lag"] for p in json.loads(out)}
+                if set(lags.values()) == {0} or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(lags, {"case-search": 0, "read-copy": 0, "ucr": 0})
+            self.assertNotRegex(out, r"[0-9]E-?[0-9]")
+            self.assertRegex(out, r'"lag_seconds":[0-9]+\.[0-9]{3}[,}]')
+        finally:
+            worker.terminate()
+            worker.communicate(timeout=30)
+
     def test_api_keys_create_list_revoke(self):
         lines(cc("admin", "domain", "create", "--data", self.data, "clinic"))
         lines(cc("admin", "user", "create", "--data", self.data, "--domain", "clinic",
