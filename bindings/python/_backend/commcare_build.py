@@ -31,7 +31,7 @@ def _package_files():
 def _metadata():
     return (f"Metadata-Version: 2.1\nName: {NAME}\nVersion: {VERSION}\n"
             "Summary: libcommcare's Python binding (ctypes over libcommcare_c)\n"
-            "Requires-Python: >=3.9\nLicense: Apache-2.0\n")
+            "Requires-Python: >=3.9\nLicense: BSD-3-Clause\n")
 
 
 def _wheel_file():
