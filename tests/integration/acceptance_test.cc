@@ -1,4 +1,4 @@
-// Acceptance: every CommCare HQ sample submission in shared/data/commcare-hq-samples
+// Acceptance: every CommCare HQ sample submission in examples/data/commcare-hq-samples
 // (see its MANIFEST.md) gives the outcome CommCare gives.
 #include <filesystem>
 #include <regex>
