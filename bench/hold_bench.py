@@ -2,7 +2,8 @@
 """Submissions while long-polls and slow readers are held (security issue, D4's load test).
 
     python3 bench/hold_bench.py COMMCARE [--seconds 20] [--rate 100] [--polls 64] [--slow 64]
-                                         [--baseline-seconds 5] [--cases 600] [--poll-domain quiet]
+                                         [--baseline-seconds 5] [--cases 2000] [--poll-domain quiet]
+                                         [-- extra serve flags]
 
 Goal: "submissions still answered within 100 ms p99 while 64 long-polls and 64 slow readers are
 held open".
@@ -11,18 +12,25 @@ held open".
 2. Makes 16 web users with access_api (the long-pollers, 4 polls each) in a quiet domain
    (`benchpoll`: nothing is written there, so a poll waits its full timeout; `--poll-domain
    busy` puts them in the submitting domain instead, where every submission answers them),
-   16 mobile workers in `bench` owning --cases cases of ~2 KB each (restore > 1 MB, cache
-   warmed by one full restore each), and one mobile worker that submits.
+   16 mobile workers in `bench` owning --cases cases of ~2.5 KB each, and one mobile worker that
+   submits. Restores are ~5 MB with the default 2000 cases: a restore smaller than what the
+   kernel's socket buffers take (the server's send buffer grows up to tcp_wmem's max, 4 MB by
+   default; ~2.8 MB per connection was seen) is written whole into them, its stream ends and its slot is freed, so the "slow reader" would hold no
+   server resource at all (that is what --cases 600, ~1.5 MB, shows). Each worker's restore
+   cache is warmed by one full restore.
 3. Baseline: paced submissions for --baseline-seconds with nothing held.
 4. Holds --polls long-polls (GET /a/{d}/api/changes/?timeout=30&since=<end of the log>,
    re-issued when answered) and --slow restores over raw sockets with SO_RCVBUF=4096, 4 per
-   worker; half of them trickle 2 bytes every 0.5 s, half read nothing.
+   worker; half of them trickle 2 bytes every 0.5 s, half read nothing. (The server closes a
+   stream whose 64 KB write makes no progress for --body-timeout-ms, 60 s: with --seconds much
+   over 50 the readers are cut before the end and the run reports them as not held.)
 5. Open-loop paced submitter at --rate for --seconds from several keep-alive connections;
    latency counts from each submission's scheduled time (so queueing in the client counts).
-6. Checks the polls and readers are still open (client sockets ESTABLISHED in /proc/net/tcp,
-   the server still refuses a 5th long-poll and a 5th restore of a held user with 429).
+6. Checks the polls and readers are still open (both ends ESTABLISHED in /proc/net/tcp; the
+   server still refuses a 5th long-poll and a 5th restore of each held worker with 429).
 
-Prints one JSON object; exit 0 when p99 <= --p99-ms (100) and there were no errors, else 1.
+Prints one JSON object (progress goes to stderr); exit 0 when p99 <= --p99-ms (100), no
+submission failed and every poll and reader was still held at the end, else 1.
 Everything is on 127.0.0.1; the whole run is bounded (a watchdog ends it after --max-run s).
 """
 import argparse
@@ -81,11 +89,13 @@ def big_props(seed):
 
 # -------------------------------------------------------------------------------------------------
 class Server:
-    def __init__(self, cc, tmp, extra):
+    def __init__(self, cc, tmp, extra, server_tmpdir=None):
         self.tmp = tmp
         self.data = os.path.join(tmp, "data")
         env = dict(os.environ, COMMCARE_ADMIN_USER=ADMIN[0], COMMCARE_ADMIN_PASSWORD=ADMIN[1],
                    COMMCARE_DOMAIN=DOMAIN)
+        if server_tmpdir:
+            env["TMPDIR"] = server_tmpdir
         self.errpath = os.path.join(tmp, "stderr.log")
         self.errf = open(self.errpath, "w")
         cmd = [cc, "serve", "--data", self.data, "--listen", "127.0.0.1:0"] + list(extra)
@@ -219,6 +229,28 @@ def tcp_states(ports):
     return out
 
 
+def server_side(server_port, peer_ports):
+    """(state, bytes queued to send) of the server's end of each connection to one of peer_ports.
+    The client's end cannot tell: a server that closed a connection with unsent data leaves it
+    FIN_WAIT1 (04) on its side while the client's end, which never gets the FIN, stays
+    ESTABLISHED."""
+    want = set(peer_ports)
+    out = {}
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    local = int(parts[1].rsplit(":", 1)[1], 16)
+                    remote = int(parts[2].rsplit(":", 1)[1], 16)
+                    if local == server_port and remote in want:
+                        out[remote] = (parts[3], int(parts[4].split(":")[0], 16))
+        except (OSError, StopIteration):
+            pass
+    return out
+
+
 class Submitter:
     """Open-loop paced submissions: submission i is due at t0 + i/rate; its latency is the time
     from then to its answer, whichever of the connections sends it."""
@@ -229,6 +261,7 @@ class Submitter:
         self.lock = threading.Lock()
         self.next = 0
         self.lat = []          # ms, from schedule to answer
+        self.when = []         # s, scheduled time from the start
         self.service = []      # ms, from send to answer
         self.late = []         # ms, from schedule to send
         self.statuses = {}
@@ -281,6 +314,7 @@ class Submitter:
             done = time.monotonic()
             with self.lock:
                 self.lat.append((done - due) * 1000)
+                self.when.append(round(due - self.t0, 2))
                 self.service.append((done - sent) * 1000)
                 self.late.append((sent - due) * 1000)
                 self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
@@ -308,6 +342,8 @@ class Submitter:
                 "p999_ms": pct(self.lat, 99.9), "max_ms": round(max(self.lat), 2) if self.lat else None,
                 "service_p99_ms": pct(self.service, 99), "send_late_p99_ms": pct(self.late, 99),
                 "statuses": self.statuses, "errors": len(self.errors),
+                "slowest": [f"{l:.1f} ms at {w:.2f} s" for w, l in
+                            sorted(zip(self.when, self.lat), key=lambda x: -x[1])[:6]],
                 "server_cpu_cores": self.server_cpu_cores}
 
 
@@ -323,9 +359,11 @@ class Poller(threading.Thread):
         self.answers = {}  # "empty" / "changes" / "429" / other status / exception name
         self.errors = []
         self.sport = None
+        self.last_answer = 0.0
 
     def count(self, k):
         self.answers[k] = self.answers.get(k, 0) + 1
+        self.last_answer = time.monotonic()
 
     def run(self):
         while not self.stop_ev.is_set():
@@ -445,18 +483,25 @@ def main():
     ap.add_argument("--polls", type=int, default=64)
     ap.add_argument("--slow", type=int, default=64)
     ap.add_argument("--baseline-seconds", type=float, default=5)
-    ap.add_argument("--cases", type=int, default=600, help="cases per restoring worker")
+    ap.add_argument("--cases", type=int, default=2000,
+                    help="cases per restoring worker (2000: ~5 MB restores, more than the kernel's "
+                         "4 MB send buffer can swallow, so the server keeps each stream)")
     ap.add_argument("--cases-per-form", type=int, default=100)
     ap.add_argument("--threads", type=int, default=8, help="submitting connections")
     ap.add_argument("--poll-domain", choices=["quiet", "busy"], default="quiet")
     ap.add_argument("--p99-ms", type=float, default=100)
-    ap.add_argument("--max-run", type=float, default=175, help="watchdog, seconds")
+    ap.add_argument("--max-run", type=float, default=None,
+                    help="watchdog, seconds (default 150 + --seconds + --baseline-seconds)")
+    ap.add_argument("--server-tmpdir", help="TMPDIR of the server (where restores spool); "
+                    "default: inherited")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("serve_flags", nargs="*", help="extra `serve` flags (after --)")
     args = ap.parse_args()
+    if args.max_run is None:
+        args.max_run = 150 + args.seconds + args.baseline_seconds
 
     n_pollers = max(1, (args.polls + 3) // 4)
-    n_workers = 16 if args.slow else 0
+    n_workers = 16 if args.cases > 0 else 0
     per_worker = (args.slow + n_workers - 1) // n_workers if n_workers else 0
     poll_domain = POLL_DOMAIN if args.poll_domain == "quiet" else DOMAIN
 
@@ -467,24 +512,26 @@ def main():
     t_start = time.monotonic()
     phases = {}
 
-    def watchdog():
-        if not stop.wait(args.max_run):
-            sys.stderr.write(f"hold_bench: watchdog: over {args.max_run} s, giving up\n")
-            if server and server.alive():
-                server.proc.kill()
-            if not args.keep:
-                shutil.rmtree(tmp, ignore_errors=True)
-            os._exit(3)
-
     done = threading.Event()
-    threading.Thread(target=lambda: (done.wait(args.max_run) or watchdog()), daemon=True).start()
+
+    def watchdog():
+        if done.wait(args.max_run):
+            return
+        sys.stderr.write(f"hold_bench: watchdog: over {args.max_run} s, giving up\n")
+        if server and server.alive():
+            server.proc.kill()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        os._exit(3)
+
+    threading.Thread(target=watchdog, daemon=True).start()
 
     def log(msg):
         sys.stderr.write(f"[{time.monotonic() - t_start:6.1f}s] {msg}\n")
         sys.stderr.flush()
 
     try:
-        server = Server(args.commcare, tmp, args.serve_flags)
+        server = Server(args.commcare, tmp, args.serve_flags, args.server_tmpdir)
         s = server
         log(f"server pid {s.pid} on port {s.port}")
         st, _, body = s.request("POST", "/api/domains/", {"name": POLL_DOMAIN})
@@ -551,6 +598,7 @@ def main():
         if errs:
             raise RuntimeError(errs[0])
         phases["cases_s"] = round(time.monotonic() - t0, 1)
+        phases["rss_after_cases_mb"] = round((s.proc_status("VmRSS") or 0) / 1024, 1)
         log(f"{n_workers * args.cases} cases in {phases['cases_s']} s")
 
         # Warm the restore caches (and check each restore is > 1 MB).
@@ -573,6 +621,7 @@ def main():
         if errs:
             raise RuntimeError(errs[0])
         phases["restore_warm_s"] = round(time.monotonic() - t0, 1)
+        phases["rss_after_restores_mb"] = round((s.proc_status("VmRSS") or 0) / 1024, 1)
         restore_mb = round(min(sizes) / 1e6, 2) if sizes else 0
         log(f"restores {restore_mb}..{round(max(sizes) / 1e6, 2) if sizes else 0} MB")
 
@@ -589,6 +638,7 @@ def main():
                 break
             time.sleep(0.5)
         phases["pillow_catchup_s"] = round(time.monotonic() - t0, 1)
+        phases["rss_after_pillows_mb"] = round((s.proc_status("VmRSS") or 0) / 1024, 1)
         log(f"pillow lag {lag} after {phases['pillow_catchup_s']} s")
 
         # The submitter's credential is verified once (PBKDF2) before any timing.
@@ -602,6 +652,7 @@ def main():
         base = Submitter(s, sub_auth, ids["submitter"], args.rate, args.baseline_seconds, args.threads).run()
         base_m = s.metrics()
 
+        rss_before_hold = round((s.proc_status("VmRSS") or 0) / 1024, 1)
         # 4. The hold. Changes token at the end of the poll domain's log.
         t0 = time.monotonic()
         token, same = "", 0
@@ -621,7 +672,7 @@ def main():
             p = Poller(s, pollers_auth[i % n_pollers], poll_domain, token, stop)
             p.start()
             pollers.append(p)
-        readers = SlowReaders(s, workers_auth, per_worker, stop) if n_workers else None
+        readers = SlowReaders(s, workers_auth, per_worker, stop) if n_workers and args.slow else None
         if readers:
             readers.socks = readers.socks[:args.slow]
             heads = readers.wait_heads(time.monotonic() + 30)
@@ -634,10 +685,13 @@ def main():
         time.sleep(1.0)  # let restore spooling and the polls' first reads settle
         phases["hold_setup_s"] = round(time.monotonic() - t0, 1)
         head_ok = sum(1 for h in heads.values() if h.startswith("HTTP/1.1 200"))
+        other_heads = sorted(set(h for h in heads.values() if not h.startswith("HTTP/1.1 200")))
         log(f"held: {sum(p.waiting for p in pollers)} polls waiting, {head_ok}/{len(heads)} restores "
-            f"answered 200 (other heads: {sorted(set(h for h in heads.values() if not h.startswith('HTTP/1.1 200')))}); "
-            f"server threads {s.threads()}, rss {round((s.proc_status('VmRSS') or 0) / 1024)} MB")
+            f"answered 200 (other heads: {other_heads}); server threads {s.threads()}, "
+            f"rss {round((s.proc_status('VmRSS') or 0) / 1024)} MB")
         answers_before = sum(sum(p.answers.values()) for p in pollers)
+        for p in pollers:
+            p.errors_at_hold = len(p.errors)
 
         # 5. Paced submissions while held.
         log(f"held run: {args.rate}/s for {args.seconds} s")
@@ -656,9 +710,18 @@ def main():
         poll_ports = [p.sport for p in pollers if p.sport]
         reader_ports = readers.ports() if readers else []
         states = tcp_states(poll_ports + reader_ports)
-        polls_open = sum(1 for p in pollers if p.waiting and states.get(p.sport) == "01")
+        theirs = server_side(s.port, poll_ports + reader_ports)
+        est = lambda port: states.get(port) == "01" and theirs.get(port, ("",))[0] == "01"
+        # A poll is held when its thread runs, its connection is ESTABLISHED and it waits now (or,
+        # in a busy domain, was answered within the last second and is being re-issued), with no
+        # error since the hold began.
+        now = time.monotonic()
+        polls_open = sum(1 for p in pollers
+                         if p.is_alive() and est(p.sport) and p.errors_at_hold == len(p.errors)
+                         and (p.waiting or now - p.last_answer < 1.0))
+        polls_waiting = sum(1 for p in pollers if p.waiting)
         readers_open = sum(1 for e in (readers.socks if readers else [])
-                           if not e[4] and states.get(e[0].getsockname()[1]) == "01")
+                           if not e[4] and est(e[0].getsockname()[1]))
         answers_during = sum(sum(p.answers.values()) for p in pollers) - answers_before
         # The server's side: a 5th long-poll and a 5th restore of a held user are refused.
         try:
@@ -667,13 +730,21 @@ def main():
             extra_poll = st
         except OSError as e:
             extra_poll = repr(e)
-        extra_restore = None
+        # A 5th restore of each held worker: 429 while its 4 streams still hold their slots
+        # (a restore the kernel's socket buffers swallowed whole holds no slot any more).
+        tx = {port: theirs[port][1] for port in reader_ports if port in theirs}
+        reader_server_states = {}
+        for port in reader_ports:
+            st_ = theirs.get(port, ("gone",))[0]
+            reader_server_states[st_] = reader_server_states.get(st_, 0) + 1
+        restore_probe = {}
         if readers and per_worker >= 4:
-            try:
-                st, h, _ = s.request("GET", f"/a/{DOMAIN}/phone/restore/", auth=workers_auth[0], timeout=30)
-                extra_restore = st
-            except OSError as e:
-                extra_restore = repr(e)
+            for a in workers_auth:
+                try:
+                    st, h, _ = s.request("GET", f"/a/{DOMAIN}/phone/restore/", auth=a, timeout=30)
+                except OSError as e:
+                    st = type(e).__name__
+                restore_probe[str(st)] = restore_probe.get(str(st), 0) + 1
 
         def route_delta(ma, mb, route):
             cnt = mb.get(f'commcare_http_request_seconds_count{{route="{route}"}}', 0) - \
@@ -682,6 +753,11 @@ def main():
                 ma.get(f'commcare_http_request_seconds_sum{{route="{route}"}}', 0)
             return {"n": int(cnt), "mean_ms": round(1000 * tot / cnt, 2) if cnt else None}
 
+        try:
+            _, _, b = s.request("GET", "/health/ready", auth=None, timeout=10)
+            lag_end = json.loads(b).get("pillow_lag")
+        except (OSError, ValueError):
+            lag_end = None
         stderr = s.stderr_text()
         err_lines = [l for l in stderr.splitlines() if re.search(r"error|fail|warn|abort|exception", l, re.I)]
         res = run.summary()
@@ -691,24 +767,29 @@ def main():
             "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"], "p999_ms": res["p999_ms"],
             "max_ms": res["max_ms"], "errors": res["errors"] + bsum["errors"],
             "statuses": res["statuses"],
+            "slowest": res["slowest"],
             "service_p99_ms": res["service_p99_ms"], "send_late_p99_ms": res["send_late_p99_ms"],
             "baseline": {k: bsum[k] for k in ("submissions", "p50_ms", "p99_ms", "p999_ms", "max_ms",
                                               "errors", "server_cpu_cores")},
             "baseline_p50_ms": bsum["p50_ms"], "baseline_p99_ms": bsum["p99_ms"],
-            "long_polls_held": polls_open, "long_polls": args.polls,
+            "long_polls_held": polls_open, "long_polls": args.polls, "long_polls_waiting_at_end": polls_waiting,
             "long_poll_answers_during_run": answers_during,
             "long_poll_answers": _merge([p.answers for p in pollers]),
             "slow_readers_held": readers_open, "slow_readers": len(readers.socks) if readers else 0,
             "slow_reader_heads_200": head_ok,
             "slow_reader_bytes_read": sum(e[3] for e in readers.socks) if readers else 0,
-            "extra_long_poll_status": extra_poll, "extra_restore_status": extra_restore,
+            "extra_long_poll_status": extra_poll, "extra_restore_status_by_worker": restore_probe,
+            "slow_reader_server_tx_queue_mb": round(sum(tx.values()) / 1e6, 1),
+            "slow_reader_server_tcp_states": reader_server_states,
             "restore_mb": restore_mb, "poll_domain": poll_domain,
-            "server_rss_mb": rss_mb, "server_rss_peak_mb": hwm_mb, "server_threads": s.threads(),
+            "server_rss_mb": rss_mb, "server_rss_before_hold_mb": rss_before_hold,
+            "server_rss_peak_mb": hwm_mb, "server_threads": s.threads(),
             "server_cpu_cores_during_run": res["server_cpu_cores"], "client_cpu_cores_during_run": client_cpu,
             "server_receiver_mean_ms": {"baseline": route_delta(m0, base_m, "receiver")["mean_ms"],
                                         "held": route_delta(m1, m2, "receiver")["mean_ms"]},
             "server_changes_api_calls_during_run": route_delta(m1, m2, "changes_api")["n"],
-            "server_alive": s.alive(), "server_stderr_suspicious_lines": len(err_lines),
+            "pillow_lag_end": lag_end, "server_alive": s.alive(),
+            "server_stderr_suspicious_lines": len(err_lines),
             "setup": phases,
             "machine": f"{len(os.sched_getaffinity(0))} cores",
         }
@@ -720,8 +801,10 @@ def main():
         poll_errs = [e for p in pollers for e in p.errors]
         if poll_errs:
             out["long_poll_error_sample"] = poll_errs[:3]
+        holds_ok = polls_open == args.polls and readers_open == out["slow_readers"]
         ok = (res["p99_ms"] is not None and res["p99_ms"] <= args.p99_ms and out["errors"] == 0
-              and res["submissions"] > 0)
+              and res["submissions"] > 0 and holds_ok)
+        out["holds_ok"] = holds_ok
         out["ok"] = ok
         print(json.dumps(out, indent=1))
         return 0 if ok else 1

@@ -568,7 +568,10 @@ void Session::Answer(std::shared_ptr<Request> req, Response r, bool keep_alive,
       ready->status = 500;
       ready->body = fmt::format(R"({{"error":"internal error: {}"}})", JsonEscape(e.what()));
     }
-    if (ready) return Answer(req, std::move(*ready), keep_alive, poll_start);
+    if (ready) {
+      r.poll = nullptr;  // frees what it held (a long-poll slot) before the client can ask again
+      return Answer(req, std::move(*ready), keep_alive, poll_start);
+    }
     // Nothing yet: wait on a timer (no thread held), then ask again on a worker.
     auto timer = std::make_shared<asio::steady_timer>(stream_.get_executor());
     timer->expires_after(std::chrono::milliseconds(std::max(10, r.poll_interval_ms)));
