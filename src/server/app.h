@@ -97,7 +97,9 @@ class App {
   // ResourceExhausted when failed logins of the user or the address must wait.
   Result<meta::User> Authenticate(const http::Request& r);
   Result<meta::User> CheckCredentials(const http::Request& r);
-  Result<meta::User> AuthenticateDigest(const http::Request& r, std::string_view params);
+  // Digest's check of the Authorization header's parameters p.
+  Result<meta::User> AuthenticateDigest(const http::Request& r,
+                                        std::map<std::string, std::string> p);
   // Records a Digest nonce count; false if it is not above every count seen with the nonce
   // (a replayed header).
   bool FreshNonceCount(const std::string& nonce, uint64_t nc);

@@ -1,0 +1,50 @@
+#include "server/responses.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <string>
+
+namespace commcare::server {
+
+namespace json = boost::json;
+
+http::Response Json(int status, const json::value& v) {
+  http::Response r;
+  r.status = status;
+  r.body = json::serialize(v);
+  return r;
+}
+http::Response Error(int status, std::string_view message) {
+  return Json(status, json::object{{"error", message}});
+}
+int StatusFor(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kNotFound:
+      return 404;
+    case StatusCode::kInvalidArgument:
+      return 400;
+    case StatusCode::kUnauthenticated:
+      return 401;
+    case StatusCode::kPermissionDenied:
+      return 403;
+    case StatusCode::kAborted:
+    case StatusCode::kAlreadyExists:
+      return 409;
+    case StatusCode::kFailedPrecondition:
+      return 412;
+    case StatusCode::kUnavailable:
+      return 503;
+    default:
+      return 500;
+  }
+}
+
+http::Response TooManyRequests(double wait, std::string_view message) {
+  http::Response r =
+      Error(429, fmt::format("{}: retry in {} s", message, static_cast<int64_t>(std::ceil(wait))));
+  r.headers.emplace_back("Retry-After", std::to_string(static_cast<int64_t>(std::ceil(wait))));
+  return r;
+}
+
+}  // namespace commcare::server

@@ -1,0 +1,22 @@
+// Answers the reference server's route files share: JSON bodies, errors, and the HTTP status
+// of a Status. Internal to src/server.
+#pragma once
+
+#include <boost/json.hpp>
+#include <string_view>
+
+#include "commcare/status.h"
+#include "http/server.h"
+
+namespace commcare::server {
+
+// A JSON answer.
+http::Response Json(int status, const boost::json::value& v);
+// {"error": message} with status.
+http::Response Error(int status, std::string_view message);
+// The HTTP status for a Status (404, 400, 401, 403, 409, 412, 503, else 500).
+int StatusFor(const Status& s);
+// 429 with Retry-After: the whole seconds of wait, rounded up, also named in the message.
+http::Response TooManyRequests(double wait, std::string_view message);
+
+}  // namespace commcare::server
