@@ -15,9 +15,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
-#include <deque>
 #include <functional>
-#include <future>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -81,6 +79,14 @@ std::string JsonEscape(std::string_view s) {
     out.push_back(c);
   }
   return out;
+}
+
+// A handler that threw: 500 naming what it threw.
+Response InternalError(const std::exception& e) {
+  Response r;
+  r.status = 500;
+  r.body = fmt::format(R"({{"error":"internal error: {}"}})", JsonEscape(e.what()));
+  return r;
 }
 
 // Counters shared by the server and its sessions (which may outlive it briefly while the
@@ -319,12 +325,6 @@ class ServerImpl final : public Server {
   }
 
  private:
-  static Response InternalError(const std::exception& e) {
-    Response r;
-    r.status = 500;
-    r.body = fmt::format(R"({{"error":"internal error: {}"}})", JsonEscape(e.what()));
-    return r;
-  }
   // Accepts connections; over max_connections a new one is closed at once. An accept error
   // (out of descriptors) is logged once and retried every 100 ms instead of at once, which
   // would spin a core while the pending connection stays in the backlog.
@@ -564,9 +564,7 @@ void Session::Answer(std::shared_ptr<Request> req, Response r, bool keep_alive,
     try {
       ready = r.poll(last);
     } catch (const std::exception& e) {
-      ready.emplace();
-      ready->status = 500;
-      ready->body = fmt::format(R"({{"error":"internal error: {}"}})", JsonEscape(e.what()));
+      ready = InternalError(e);
     }
     if (ready) {
       r.poll = nullptr;  // frees what it held (a long-poll slot) before the client can ask again

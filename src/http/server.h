@@ -35,7 +35,8 @@ struct Request {
 };
 
 // Writes one chunk of a streamed answer with the answer's status (the same for every chunk,
-// taken from the first); blocks until it is sent. An error: the client went away or stalled.
+// taken from the first) into the answer's spool; it does not wait for the client. An error:
+// the client went away or stalled, or the spool could not be written.
 using ChunkWriter = std::function<Status(int status, std::string_view chunk)>;
 
 struct Response {

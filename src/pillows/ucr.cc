@@ -734,9 +734,6 @@ std::string SqlType(const std::string& datatype, bool postgres) {
 
 }  // namespace
 
-// "ucr_<domain>_<table_id>_<hash>": the readable parts cut to fit PostgreSQL's 63-character
-// names, the hash (of both, unaltered) keeping the name one data source's alone: without it
-// (doma-pat, list) and (doma, pat_list) shared a table, and so each other's rows.
 namespace {
 
 // The name tables had before TableName: "ucr_<domain>_<table_id>", '_' for anything else
@@ -761,6 +758,9 @@ Result<bool> TableExists(SqlDb& db, const std::string& name) {
 
 }  // namespace
 
+// "ucr_<domain>_<table_id>_<hash>": the readable parts cut to fit PostgreSQL's 63-character
+// names, the hash (of both, unaltered) keeping the name one data source's alone: without it
+// (doma-pat, list) and (doma, pat_list) shared a table, and so each other's rows.
 std::string DataSource::TableName() const {
   auto part = [](std::string_view s, size_t n) {
     std::string out(s.substr(0, n));
@@ -1172,30 +1172,18 @@ class Ucr final : public UcrProcessor {
     CC_ASSIGN_OR_RETURN(auto all, db.Run("reading data sources",
                                          "SELECT domain, table_id, config FROM ucr_sources"));
     std::map<std::string, int> legacy_users;  // legacy table name -> sources it stood for
-    for (size_t r = 0; r < all.size(); ++r)
-      ++legacy_users[LegacyTableName(all.Str(r, 0), all.Str(r, 1))];
+    if (force)
+      for (size_t r = 0; r < all.size(); ++r)
+        ++legacy_users[LegacyTableName(all.Str(r, 0), all.Str(r, 1))];
     for (size_t r = 0; r < all.size(); ++r) {
       auto ds = Compile(all.Str(r, 2));
       if (!ds.ok())
         return Status::DataLoss(fmt::format("stored data source {}/{} no longer compiles: {}",
                                             all.Str(r, 0), all.Str(r, 1), ds.status().message()));
-      // A table made under the old name (before names were one source's alone) is renamed,
-      // unless two sources shared it: then the rows are mixed and the table is built anew.
-      const std::string legacy = LegacyTableName((*ds)->domain, (*ds)->table_id);
-      CC_ASSIGN_OR_RETURN(bool has_new, TableExists(db, (*ds)->TableName()));
-      CC_ASSIGN_OR_RETURN(bool has_old, TableExists(db, legacy));
-      if (!has_new && has_old && legacy_users[legacy] == 1) {
-        CC_RETURN_IF_ERROR(
-            db.Exec("renaming a UCR table",
-                    "ALTER TABLE " + Quote(legacy) + " RENAME TO " + Quote((*ds)->TableName())));
-        CC_RETURN_IF_ERROR(
-            db.Exec("renaming a UCR index", "DROP INDEX IF EXISTS " + Quote(legacy + "_doc")));
-      } else if (!has_new && has_old) {
-        fmt::print(stderr,
-                   "ucr: data source {}/{} shared its old table {} with another source; its new "
-                   "table starts empty: run `commcare ucr rebuild --domain {} --table {}`\n",
-                   (*ds)->domain, (*ds)->table_id, legacy, (*ds)->domain, (*ds)->table_id);
-      }
+      // At set-up, a table made under the old name (before names were one source's alone) is
+      // renamed, unless two sources shared it: its rows are mixed, so the new table starts
+      // empty and the rebuild command is logged.
+      if (force) CC_RETURN_IF_ERROR(AdoptLegacyTable(db, **ds, legacy_users));
       CC_RETURN_IF_ERROR(CreateTable(db, **ds, false));
       fresh[{std::string(all.Str(r, 0)), std::string(all.Str(r, 1))}] = std::move(*ds);
     }
@@ -1203,6 +1191,24 @@ class Ucr final : public UcrProcessor {
     version_ = version;
     count_ = count;
     return Status::Ok();
+  }
+
+  Status AdoptLegacyTable(SqlDb& db, const DataSource& ds,
+                          const std::map<std::string, int>& legacy_users) {
+    const std::string legacy = LegacyTableName(ds.domain, ds.table_id);
+    CC_ASSIGN_OR_RETURN(bool has_new, TableExists(db, ds.TableName()));
+    CC_ASSIGN_OR_RETURN(bool has_old, TableExists(db, legacy));
+    if (has_new || !has_old) return Status::Ok();
+    if (legacy_users.at(legacy) > 1) {
+      fmt::print(stderr,
+                 "ucr: data source {}/{} shared its old table {} with another source; its new "
+                 "table starts empty: run `commcare ucr rebuild --domain {} --table {}`\n",
+                 ds.domain, ds.table_id, legacy, ds.domain, ds.table_id);
+      return Status::Ok();
+    }
+    CC_RETURN_IF_ERROR(db.Exec("renaming a UCR table", "ALTER TABLE " + Quote(legacy) +
+                                                           " RENAME TO " + Quote(ds.TableName())));
+    return db.Exec("dropping an old UCR index", "DROP INDEX IF EXISTS " + Quote(legacy + "_doc"));
   }
 
   // On PostgreSQL a last column, ucr_row, numbers the rows (SQLite's rowid) for UcrRows.
