@@ -211,22 +211,25 @@ def must(status, want, what, body=b""):
 
 
 # -------------------------------------------------------------------------------------------------
-def tcp_states(ports):
-    """State (hex, as /proc/net/tcp: 01 ESTABLISHED, 08 CLOSE_WAIT, ...) of our local ports."""
-    want = set(ports)
-    out = {}
+def proc_tcp():
+    """(local port, remote port, state, bytes queued to send) of each TCP socket of the machine,
+    from /proc/net/tcp and tcp6 (state in hex: 01 ESTABLISHED, 04 FIN_WAIT1, 08 CLOSE_WAIT, ...)."""
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(path) as f:
                 next(f)
                 for line in f:
                     parts = line.split()
-                    port = int(parts[1].rsplit(":", 1)[1], 16)
-                    if port in want:
-                        out[port] = parts[3]
+                    yield (int(parts[1].rsplit(":", 1)[1], 16), int(parts[2].rsplit(":", 1)[1], 16),
+                           parts[3], int(parts[4].split(":")[0], 16))
         except (OSError, StopIteration):
             pass
-    return out
+
+
+def tcp_states(ports):
+    """State of our local ports."""
+    want = set(ports)
+    return {local: state for local, _, state, _ in proc_tcp() if local in want}
 
 
 def server_side(server_port, peer_ports):
@@ -235,20 +238,8 @@ def server_side(server_port, peer_ports):
     FIN_WAIT1 (04) on its side while the client's end, which never gets the FIN, stays
     ESTABLISHED."""
     want = set(peer_ports)
-    out = {}
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    local = int(parts[1].rsplit(":", 1)[1], 16)
-                    remote = int(parts[2].rsplit(":", 1)[1], 16)
-                    if local == server_port and remote in want:
-                        out[remote] = (parts[3], int(parts[4].split(":")[0], 16))
-        except (OSError, StopIteration):
-            pass
-    return out
+    return {remote: (state, queued) for local, remote, state, queued in proc_tcp()
+            if local == server_port and remote in want}
 
 
 class Submitter:
