@@ -210,6 +210,25 @@ def must(status, want, what, body=b""):
         raise RuntimeError(f"{what}: HTTP {status} (wanted {want}): {body[:300]!r}")
 
 
+def in_threads(fn, jobs):
+    """fn(*job) for each job, each on a thread of its own; raises the first failure."""
+    errs = []
+
+    def run(job):
+        try:
+            fn(*job)
+        except Exception as e:  # noqa: BLE001
+            errs.append(repr(e))
+
+    ts = [threading.Thread(target=run, args=(j,)) for j in jobs]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errs:
+        raise RuntimeError(errs[0])
+
+
 # -------------------------------------------------------------------------------------------------
 def proc_tcp():
     """(local port, remote port, state, bytes queued to send) of each TCP socket of the machine,
@@ -532,28 +551,19 @@ def main():
         pollers_auth = [(f"poller{i}", f"pw-poller-{i}") for i in range(n_pollers)]
         workers_auth = [(f"worker{i}", f"pw-worker-{i}") for i in range(n_workers)]
         sub_auth = ("submitter", "pw-submitter")
-        ids, errs = {}, []
+        ids = {}
 
         def make_user(domain, auth, web):
             body = {"username": auth[0], "password": auth[1]}
             if web:
                 body.update(web_user=True, permissions=["access_api"])
-            try:
-                st, _, b = s.request("POST", f"/a/{domain}/api/users/", body)
-                must(st, 201, f"create user {auth[0]}", b)
-                ids[auth[0]] = json.loads(b)["user_id"]
-            except Exception as e:  # noqa: BLE001
-                errs.append(repr(e))
+            st, _, b = s.request("POST", f"/a/{domain}/api/users/", body)
+            must(st, 201, f"create user {auth[0]}", b)
+            ids[auth[0]] = json.loads(b)["user_id"]
 
         jobs = ([(poll_domain, a, True) for a in pollers_auth] + [(DOMAIN, a, False) for a in workers_auth]
                 + [(DOMAIN, sub_auth, False)])
-        ts = [threading.Thread(target=make_user, args=j) for j in jobs]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        if errs:
-            raise RuntimeError(errs[0])
+        in_threads(make_user, jobs)
         phases["users_s"] = round(time.monotonic() - t_start, 1)
         log(f"{len(jobs)} users made")
 
@@ -574,20 +584,11 @@ def main():
                     if not forms:
                         return
                     auth, xml = forms.pop()
-                try:
-                    st, _, b = s.request("POST", f"/a/{DOMAIN}/receiver/", xml, auth=auth,
-                                         headers={"Content-Type": "text/xml"}, timeout=120)
-                    must(st, 201, f"case form of {auth[0]}", b)
-                except Exception as e:  # noqa: BLE001
-                    errs.append(repr(e))
+                st, _, b = s.request("POST", f"/a/{DOMAIN}/receiver/", xml, auth=auth,
+                                     headers={"Content-Type": "text/xml"}, timeout=120)
+                must(st, 201, f"case form of {auth[0]}", b)
 
-        ts = [threading.Thread(target=load) for _ in range(4)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        if errs:
-            raise RuntimeError(errs[0])
+        in_threads(load, [()] * 4)
         phases["cases_s"] = round(time.monotonic() - t0, 1)
         phases["rss_after_cases_mb"] = round((s.proc_status("VmRSS") or 0) / 1024, 1)
         log(f"{n_workers * args.cases} cases in {phases['cases_s']} s")
@@ -597,20 +598,11 @@ def main():
         sizes = []
 
         def warm(auth):
-            try:
-                st, _, b = s.request("GET", f"/a/{DOMAIN}/phone/restore/", auth=auth, timeout=120)
-                must(st, 200, f"restore of {auth[0]}", b)
-                sizes.append(len(b))
-            except Exception as e:  # noqa: BLE001
-                errs.append(repr(e))
+            st, _, b = s.request("GET", f"/a/{DOMAIN}/phone/restore/", auth=auth, timeout=120)
+            must(st, 200, f"restore of {auth[0]}", b)
+            sizes.append(len(b))
 
-        ts = [threading.Thread(target=warm, args=(a,)) for a in workers_auth]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        if errs:
-            raise RuntimeError(errs[0])
+        in_threads(warm, [(a,) for a in workers_auth])
         phases["restore_warm_s"] = round(time.monotonic() - t0, 1)
         phases["rss_after_restores_mb"] = round((s.proc_status("VmRSS") or 0) / 1024, 1)
         restore_mb = round(min(sizes) / 1e6, 2) if sizes else 0
