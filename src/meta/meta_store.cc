@@ -16,6 +16,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "commcare/deployment.h"
 #include "commcare/engine.h"
 #include "commcare/storage/change_log.h"
 #include "util/codec.h"
@@ -231,7 +232,9 @@ Status ApplyUserFields(const json::object& o, std::string_view domain, User* u,
 }
 
 std::string StoreAt(const std::string& data_dir, std::string_view file) {
-  return util::SqlDb::Where(data_dir, "meta", file);
+  // A directory not set up yet keeps its files in itself (opening the engine names the problem).
+  auto d = Deployment::Load(data_dir);
+  return d.ok() ? d->StoreAt(data_dir, "meta", file) : data_dir + "/" + std::string(file);
 }
 
 Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,

@@ -18,6 +18,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "commcare/deployment.h"
 #include "commcare/pillows.h"
 #include "pillows/processor.h"
 #include "pillows/ucr.h"
@@ -887,7 +888,9 @@ Result<std::unique_ptr<PillowHost>> PillowHost::Open(Engine* engine,
 }
 
 std::string PillowStoreAt(const std::string& data_dir) {
-  return util::SqlDb::Where(data_dir, "pillows", "pillows");
+  // A directory not set up yet keeps its files in itself (opening the engine names the problem).
+  auto d = Deployment::Load(data_dir);
+  return d.ok() ? d->StoreAt(data_dir, "pillows", "pillows") : data_dir + "/pillows";
 }
 
 namespace json = boost::json;

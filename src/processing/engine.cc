@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "commcare/deployment.h"
 #include "processing/engine_impl.h"
 #include "util/codec.h"
 #include "util/hash.h"
@@ -47,7 +48,6 @@ namespace json = boost::json;
 using util::XmlEscape;
 
 constexpr const char* kSuccessText = "   \xe2\x88\x9a   ";  // "   √   "
-constexpr const char* kConfigName = "commcare.json";
 
 SubmitResponse Respond(int code, std::string nature, std::string message, std::string form_id = "",
                        std::optional<FormState> state = std::nullopt) {
@@ -156,97 +156,6 @@ EngineImpl::~EngineImpl() {
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
-// Kafka options from commcare.json's "change_log" object; InvalidArgument names a bad field.
-// store_id names the primary store (its data directory, or its PostgreSQL databases): the
-// default transactional id is derived from it, so every process relaying one store shares
-// one id, and a process taking the relay over fences the one before.
-Status KafkaOptionsFrom(const boost::json::object& o, const std::string& store_id, bool read_only,
-                        storage::KafkaChangeLogOptions* k) {
-  if (codec::GetStr(o, "kind") != "kafka")
-    return Status::InvalidArgument(
-        fmt::format("change_log.kind must be \"kafka\" (got \"{}\")", codec::GetStr(o, "kind")));
-  for (const auto& kv : o)
-    if (kv.key() != "kind" && kv.key() != "bootstrap_servers" && kv.key() != "topic_prefix" &&
-        kv.key() != "transactional_id" && kv.key() != "partitions" &&
-        kv.key() != "replication_factor" && kv.key() != "timeout_ms" &&
-        kv.key() != "session_timeout_ms" && kv.key() != "topic_control")
-      return Status::InvalidArgument(fmt::format("change_log: unknown key \"{}\"", kv.key()));
-  k->bootstrap_servers = codec::GetStr(o, "bootstrap_servers");
-  if (k->bootstrap_servers.empty())
-    return Status::InvalidArgument("change_log.bootstrap_servers is required");
-  k->topic_prefix = codec::GetStr(o, "topic_prefix");
-  k->topic_control = codec::GetStr(o, "topic_control");
-  k->transactional_id = codec::GetStr(o, "transactional_id");
-  if (k->transactional_id.empty())
-    k->transactional_id = "commcare-relay-" + util::Md5Hex(store_id).substr(0, 12);
-  if (o.contains("partitions"))
-    k->default_partitions = static_cast<int>(codec::GetInt(o, "partitions"));
-  if (o.contains("replication_factor"))
-    k->replication_factor = static_cast<int>(codec::GetInt(o, "replication_factor"));
-  if (o.contains("timeout_ms")) k->timeout_ms = static_cast<int>(codec::GetInt(o, "timeout_ms"));
-  if (o.contains("session_timeout_ms"))
-    k->session_timeout_ms = static_cast<int>(codec::GetInt(o, "session_timeout_ms"));
-  if (k->default_partitions <= 0 || k->replication_factor <= 0 || k->timeout_ms <= 0 ||
-      k->session_timeout_ms <= 0)
-    return Status::InvalidArgument(
-        "change_log: partitions, replication_factor, timeout_ms and session_timeout_ms "
-        "must be positive");
-  k->read_only = read_only;
-  return Status::Ok();
-}
-
-// PostgreSQL connection strings from commcare.json's "primary" object, one per database of the
-// shard map; InvalidArgument names what is wrong.
-Status PostgresFrom(const boost::json::object& o, int databases, std::vector<std::string>* dsns) {
-  if (codec::GetStr(o, "kind") != "postgres")
-    return Status::InvalidArgument(
-        fmt::format("primary.kind must be \"postgres\" (got \"{}\")", codec::GetStr(o, "kind")));
-  for (const auto& kv : o)
-    if (kv.key() != "kind" && kv.key() != "databases")
-      return Status::InvalidArgument(fmt::format("primary: unknown key \"{}\"", kv.key()));
-  const auto* d = o.if_contains("databases");
-  if (!d || !d->is_array())
-    return Status::InvalidArgument("primary.databases must be a list of connection strings");
-  dsns->clear();
-  for (const auto& x : d->get_array()) {
-    if (!x.is_string())
-      return Status::InvalidArgument("primary.databases must be a list of connection strings");
-    dsns->emplace_back(x.get_string());
-  }
-  if (static_cast<int>(dsns->size()) != databases)
-    return Status::InvalidArgument(fmt::format(
-        "primary.databases lists {} connection strings for {} databases", dsns->size(), databases));
-  return Status::Ok();
-}
-
-// S3 options from commcare.json's "blob_store" object; InvalidArgument names a bad field.
-Status S3OptionsFrom(const boost::json::object& o, storage::S3Options* s) {
-  if (codec::GetStr(o, "kind") != "s3")
-    return Status::InvalidArgument(
-        fmt::format("blob_store.kind must be \"s3\" (got \"{}\")", codec::GetStr(o, "kind")));
-  for (const auto& kv : o)
-    if (kv.key() != "kind" && kv.key() != "endpoint" && kv.key() != "region" &&
-        kv.key() != "bucket" && kv.key() != "access_key" && kv.key() != "secret_key" &&
-        kv.key() != "prefix" && kv.key() != "path_style" && kv.key() != "ca_file" &&
-        kv.key() != "timeout_ms" && kv.key() != "max_attempts")
-      return Status::InvalidArgument(fmt::format("blob_store: unknown key \"{}\"", kv.key()));
-  if (o.contains("endpoint")) s->endpoint = codec::GetStr(o, "endpoint");
-  if (o.contains("region")) s->region = codec::GetStr(o, "region");
-  s->bucket = codec::GetStr(o, "bucket");
-  if (s->bucket.empty()) return Status::InvalidArgument("blob_store.bucket is required");
-  s->access_key = codec::GetStr(o, "access_key");  // "" = $AWS_ACCESS_KEY_ID
-  s->secret_key = codec::GetStr(o, "secret_key");
-  s->prefix = codec::GetStr(o, "prefix");
-  if (o.contains("path_style")) s->path_style = codec::GetBool(o, "path_style");
-  s->ca_file = codec::GetStr(o, "ca_file");
-  if (o.contains("timeout_ms")) s->timeout_ms = static_cast<int>(codec::GetInt(o, "timeout_ms"));
-  if (o.contains("max_attempts"))
-    s->max_attempts = static_cast<int>(codec::GetInt(o, "max_attempts"));
-  if (s->timeout_ms <= 0 || s->max_attempts <= 0)
-    return Status::InvalidArgument("blob_store: timeout_ms and max_attempts must be positive");
-  return Status::Ok();
-}
-
 Status EngineImpl::OpenStores() {
   if (opts_.in_memory) {
     map_.shards = opts_.memory_shards;
@@ -256,28 +165,9 @@ Status EngineImpl::OpenStores() {
     log_ = storage::NewMemoryChangeLog();
   } else {
     const std::string& dir = opts_.data_dir;
-    std::ifstream in(dir + "/" + kConfigName);
-    if (!in)
-      return Status::NotFound(fmt::format(
-          "{} is not a libcommcare data directory (no {}); run `commcare init --data {}`", dir,
-          kConfigName, dir));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    auto v = codec::ParseJson(ss.str());
-    if (!v.ok() || !v->is_object())
-      return Status::DataLoss(fmt::format("{}/{} is not valid JSON", dir, kConfigName));
-    map_.shards = static_cast<int>(codec::GetInt(v->get_object(), "shards"));
-    std::string blob_kind = codec::GetStr(v->get_object(), "blob_store");
-    const auto* blob_obj = v->get_object().if_contains("blob_store");
-    if (blob_obj && blob_obj->is_object()) blob_kind = "s3";
-    if (blob_kind.empty()) blob_kind = "pack";
-    if (blob_kind != "pack" && blob_kind != "files" && blob_kind != "s3")
-      return Status::DataLoss(
-          fmt::format("{}/{} names an unknown blob store '{}'", dir, kConfigName, blob_kind));
-    map_.databases = static_cast<int>(codec::GetInt(v->get_object(), "databases"));
-    if (map_.shards <= 0 || (map_.shards & (map_.shards - 1)) || map_.databases <= 0 ||
-        map_.databases > map_.shards)
-      return Status::DataLoss(fmt::format("{}/{} has an invalid shard map", dir, kConfigName));
+    CC_ASSIGN_OR_RETURN(const Deployment d, Deployment::Load(dir));
+    map_.shards = d.shards;
+    map_.databases = d.databases;
     if (!opts_.read_only) {
       std::string lock_path = dir + "/LOCK";
       lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -294,9 +184,7 @@ Status EngineImpl::OpenStores() {
       if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0)
         return Status::Unavailable("cannot write " + lock_path);
     }
-    std::vector<std::string> pg;  // PostgreSQL connection strings, one per database
-    if (const auto* p = v->get_object().if_contains("primary"); p && p->is_object())
-      CC_RETURN_IF_ERROR(PostgresFrom(p->get_object(), map_.databases, &pg));
+    const std::vector<std::string>& pg = d.primary;  // PostgreSQL, one per database
     for (int i = 0; i < map_.databases; ++i) {
       CC_ASSIGN_OR_RETURN(auto db, pg.empty() ? storage::OpenSqlitePrimaryStore(
                                                     fmt::format("{}/db/p{}.sqlite", dir, i),
@@ -304,26 +192,25 @@ Status EngineImpl::OpenStores() {
                                               : storage::OpenPostgresPrimaryStore(pg[i]));
       dbs_.push_back(std::move(db));
     }
-    Result<std::unique_ptr<storage::BlobStore>> blobs = Status::NotFound("no blob store");
-    if (blob_kind == "s3") {
-      storage::S3Options so;
-      CC_RETURN_IF_ERROR(S3OptionsFrom(blob_obj->get_object(), &so));
-      blobs = storage::OpenS3BlobStore(so);
-    } else {
-      blobs = blob_kind == "pack" ? storage::OpenPackBlobStore(dir + "/blobs", opts_.read_only)
-                                  : storage::OpenFsBlobStore(dir + "/blobs", opts_.read_only);
-    }
-    if (!blobs.ok()) return blobs.status();
-    blobs_ = std::move(blobs).value();
+    using Blobs = Deployment::Blobs;
+    CC_ASSIGN_OR_RETURN(blobs_, d.blobs == Blobs::kS3     ? storage::OpenS3BlobStore(d.s3)
+                                : d.blobs == Blobs::kPack ? storage::OpenPackBlobStore(
+                                                                dir + "/blobs", opts_.read_only)
+                                                          : storage::OpenFsBlobStore(
+                                                                dir + "/blobs", opts_.read_only));
     storage::ChangeLogOptions lo;
     lo.read_only = opts_.read_only;
     lo.durable = opts_.durable;
     Result<std::unique_ptr<storage::ChangeLog>> log = Status::NotFound("no change log");
-    if (const auto* cl = v->get_object().if_contains("change_log"); cl && cl->is_object()) {
-      storage::KafkaChangeLogOptions ko;
-      std::string store_id = dir;
-      if (!pg.empty()) store_id = fmt::format("{}", fmt::join(pg, "\n"));
-      CC_RETURN_IF_ERROR(KafkaOptionsFrom(cl->get_object(), store_id, opts_.read_only, &ko));
+    if (d.kafka) {
+      storage::KafkaChangeLogOptions ko = *d.kafka;
+      // Every process relaying one primary store shares one transactional id (derived from
+      // the store's identity), so a process taking the relay over fences the one before.
+      if (ko.transactional_id.empty()) {
+        const std::string store_id = pg.empty() ? dir : fmt::format("{}", fmt::join(pg, "\n"));
+        ko.transactional_id = "commcare-relay-" + util::Md5Hex(store_id).substr(0, 12);
+      }
+      ko.read_only = opts_.read_only;
       log = storage::OpenKafkaChangeLog(ko);
       if (!log.ok()) return log.status();
     } else {
@@ -1459,14 +1346,32 @@ Result<CheckReport> EngineImpl::Check() {
 
 // ---- Engine statics ----
 
+// InitOptions as the JSON of commcare.json, so that Deployment checks it (names a bad key).
+static Result<Deployment> DeploymentOf(const InitOptions& o) {
+  boost::json::object top{{"shards", o.shards}, {"databases", o.databases}};
+  if (!o.blob_store.empty() && o.blob_store.front() == '{') {
+    auto b = codec::ParseJson(o.blob_store);
+    if (!b.ok()) return Status::InvalidArgument("blob_store must be a JSON object");
+    top["blob_store"] = std::move(*b);
+  } else {
+    top["blob_store"] = o.blob_store;
+  }
+  for (auto [key, text] : {std::pair<const char*, const std::string*>{"primary", &o.primary},
+                           {"change_log", &o.change_log},
+                           {"meta", &o.meta},
+                           {"pillows", &o.pillows}}) {
+    if (text->empty()) continue;
+    auto v = codec::ParseJson(*text);
+    if (!v.ok()) return Status::InvalidArgument(fmt::format("{} must be a JSON object", key));
+    top[key] = std::move(*v);
+  }
+  return Deployment::FromJson(boost::json::serialize(top), "init");
+}
+
 Status Engine::Init(const InitOptions& o) {
   namespace fs = std::filesystem;
   if (o.data_dir.empty()) return Status::InvalidArgument("--data is required");
-  if (o.shards <= 0 || (o.shards & (o.shards - 1)) || o.shards > (1 << 20))
-    return Status::InvalidArgument(fmt::format("shards must be a power of two (got {})", o.shards));
-  if (o.databases <= 0 || o.databases > o.shards || o.databases > 256)
-    return Status::InvalidArgument(
-        fmt::format("databases must be between 1 and min(shards, 256) (got {})", o.databases));
+  CC_ASSIGN_OR_RETURN(const Deployment d, DeploymentOf(o));
   std::error_code ec;
   if (fs::exists(o.data_dir + "/commcare.json", ec))
     return Status::AlreadyExists(fmt::format("{} is already initialised", o.data_dir));
@@ -1478,70 +1383,13 @@ Status Engine::Init(const InitOptions& o) {
     return Status::Unavailable(
         fmt::format("cannot make {} private (mode 0700): {}", o.data_dir, ec.message()));
   fs::create_directories(o.data_dir + "/blobs", ec);
-  boost::json::value blob_cfg = boost::json::string(o.blob_store);
-  if (!o.blob_store.empty() && o.blob_store.front() == '{') {
-    auto b = codec::ParseJson(o.blob_store);
-    if (!b.ok() || !b->is_object()) return Status::InvalidArgument("blob_store: invalid JSON");
-    storage::S3Options so;
-    CC_RETURN_IF_ERROR(processing::S3OptionsFrom(b->get_object(), &so));
-    blob_cfg = std::move(*b);
-  } else if (o.blob_store != "pack" && o.blob_store != "files") {
-    return Status::InvalidArgument(fmt::format(
-        "blob_store must be 'pack', 'files' or an S3 JSON object (got '{}')", o.blob_store));
-  }
-  boost::json::object cfg{{"format_version", 1},
-                          {"shards", o.shards},
-                          {"databases", o.databases},
-                          {"blob_store", blob_cfg}};
-  std::vector<std::string> pg;
-  if (!o.primary.empty()) {
-    auto p = codec::ParseJson(o.primary);
-    if (!p.ok() || !p->is_object()) return Status::InvalidArgument("primary must be a JSON object");
-    CC_RETURN_IF_ERROR(processing::PostgresFrom(p->get_object(), o.databases, &pg));
-    cfg["primary"] = p->get_object();
-  }
-  if (!o.change_log.empty()) {
-    auto log = codec::ParseJson(o.change_log);
-    if (!log.ok() || !log->is_object())
-      return Status::InvalidArgument("change_log must be a JSON object");
-    storage::KafkaChangeLogOptions ko;
-    CC_RETURN_IF_ERROR(processing::KafkaOptionsFrom(log->get_object(), o.data_dir, false, &ko));
-    cfg["change_log"] = log->get_object();
-  }
-  // "meta" and "pillows": {"kind": "postgres", "database": "<conninfo>"}.
-  for (auto [key, text] :
-       {std::pair<const char*, const std::string*>{"meta", &o.meta}, {"pillows", &o.pillows}}) {
-    if (text->empty()) continue;
-    auto m = codec::ParseJson(*text);
-    if (!m.ok() || !m->is_object())
-      return Status::InvalidArgument(fmt::format("{} must be a JSON object", key));
-    const auto& mo = m->get_object();
-    if (codec::GetStr(mo, "kind") != "postgres")
-      return Status::InvalidArgument(
-          fmt::format("{}.kind must be \"postgres\" (got \"{}\")", key, codec::GetStr(mo, "kind")));
-    const auto* d = mo.if_contains("database");
-    if (!d || !d->is_string() || d->get_string().empty())
-      return Status::InvalidArgument(
-          fmt::format("{}.database must be a PostgreSQL connection string", key));
-    for (const auto& kv : mo)
-      if (kv.key() != "kind" && kv.key() != "database")
-        return Status::InvalidArgument(fmt::format("{}: unknown key \"{}\"", key, kv.key()));
-    cfg[key] = mo;
-  }
-  std::string tmp = o.data_dir + "/commcare.json.tmp";
-  {
-    std::ofstream out(tmp);
-    out << boost::json::serialize(cfg) << "\n";
-    if (!out) return Status::Unavailable("cannot write " + tmp);
-  }
-  fs::rename(tmp, o.data_dir + "/commcare.json", ec);
-  if (ec) return Status::Unavailable("cannot write commcare.json: " + ec.message());
+  CC_RETURN_IF_ERROR(d.Save(o.data_dir));
   // Create the databases now so that read-only tools can open them at once (PostgreSQL: apply
   // the schema, which also proves the connection strings).
-  for (int i = 0; i < o.databases; ++i) {
-    auto db = pg.empty() ? storage::OpenSqlitePrimaryStore(
-                               fmt::format("{}/db/p{}.sqlite", o.data_dir, i), true, false)
-                         : storage::OpenPostgresPrimaryStore(pg[i]);
+  for (int i = 0; i < d.databases; ++i) {
+    auto db = d.primary.empty() ? storage::OpenSqlitePrimaryStore(
+                                      fmt::format("{}/db/p{}.sqlite", o.data_dir, i), true, false)
+                                : storage::OpenPostgresPrimaryStore(d.primary[i]);
     if (!db.ok()) return db.status();
   }
   return Status::Ok();

@@ -305,19 +305,6 @@ int64_t SqlRows::Int(size_t row, size_t col) const {
 
 bool SqlDb::IsPostgres(std::string_view where) { return where.starts_with(kPostgresPrefix); }
 
-std::string SqlDb::Where(const std::string& data_dir, std::string_view key, std::string_view file) {
-  std::ifstream in(data_dir + "/commcare.json");
-  std::stringstream text;
-  text << in.rdbuf();
-  boost::system::error_code ec;
-  boost::json::value v = boost::json::parse(text.str(), ec);
-  if (!ec && v.is_object())
-    if (const auto* m = v.get_object().if_contains(key); m && m->is_object())
-      if (const auto* d = m->get_object().if_contains("database"); d && d->is_string())
-        return std::string(kPostgresPrefix) + std::string(d->get_string());
-  return data_dir + "/" + std::string(file);
-}
-
 Result<std::unique_ptr<SqlDb>> SqlDb::Open(const std::string& where, const std::string& pg_schema) {
   if (IsPostgres(where)) {
     auto db = std::make_unique<PostgresDb>(where.substr(kPostgresPrefix.size()), pg_schema);

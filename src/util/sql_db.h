@@ -48,10 +48,6 @@ class SqlDb {
                                              const std::string& pg_schema);
   // Whether where names a PostgreSQL database.
   static bool IsPostgres(std::string_view where);
-  // Where a data directory keeps a store: "postgres:<connection string>" when its commcare.json
-  // has {key: {"kind": "postgres", "database": ...}}, else data_dir/file.
-  static std::string Where(const std::string& data_dir, std::string_view key,
-                           std::string_view file);
 
   virtual bool postgres() const = 0;
   // The SQLite connection underneath (nullptr on PostgreSQL), for code written for SQLite alone.
