@@ -78,7 +78,7 @@ class ExamplesTest(unittest.TestCase):
                                         "demo", case_id).stdout)["case_id"], case_id)
         bad = run(*cc, "case", "get", "--data", self.data, "--domain", "demo", "nope",
                   check=False)
-        self.assertEqual(bad.returncode, 1)
+        self.assertEqual(bad.returncode, 2)  # not found
         self.assertEqual(json.loads(bad.stdout)["code"], -1)
         changes = run(*cc, "changes", "--data", self.data).stdout.splitlines()
         self.assertEqual({json.loads(c)["change"]["document_id"] for c in changes},
@@ -98,7 +98,7 @@ class ExamplesTest(unittest.TestCase):
         self.assertIn("ota_restore_success", p.stdout)
         self.assertIn("sync_id", p.stderr)
         usage = run(*cc, "case", "get", "--data", self.data, "--domain", "demo", check=False)
-        self.assertEqual(usage.returncode, 2)
+        self.assertEqual(usage.returncode, 64)  # EX_USAGE
         self.assertIn("CASE_ID", usage.stderr)
 
     def test_pip_install(self):

@@ -1,10 +1,95 @@
-"""python -m commcare: the main `commcare` subcommands over the binding (JSON lines out)."""
+"""python -m commcare: the main `commcare` subcommands over the binding (JSON lines out).
+
+Exit codes (the `commcare` command's): 0 success; 1 the operation failed ({"error": ...} on
+stdout); 2 a form, case, user or file named does not exist; 3 a precondition failed (the data
+directory is locked by another writer, a stale revision, a restore refused); 64 (EX_USAGE) a
+usage error, told on stderr with the nearest spelling of a misspelt option or command."""
 
 import argparse
+import ast
+import difflib
 import json
+import os
+import re
 import sys
 
 import commcare
+
+EXIT_FAILED = 1
+EXIT_NOT_FOUND = 2
+EXIT_PRECONDITION = 3
+EX_USAGE = 64  # sysexits.h (os.EX_USAGE is Unix-only)
+
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+_INVALID_CHOICE = re.compile(r"invalid choice: ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors exit with EX_USAGE, name the unknown option ahead of any
+    other complaint, and suggest the nearest known option, command or choice."""
+
+    def __init__(self, *args, **kwargs):
+        self._options = []     # every option string of this parser ("--domain", "-h", ...)
+        self._choices = []     # every choice value of this parser's arguments
+        self._commands = None  # its commands' name -> parser map, if it has commands
+        self._args = []        # what this parser was last asked to parse
+        kwargs.setdefault("allow_abbrev", False)  # as the C++ command: "--dom" is no "--domain"
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        self._options.extend(action.option_strings)
+        if action.choices is not None:
+            self._choices.extend(action.choices)
+        return action
+
+    def add_subparsers(self, **kwargs):
+        action = super().add_subparsers(**kwargs)
+        self._commands = action.choices  # filled as commands are added
+        return action
+
+    def parse_known_args(self, args=None, namespace=None):
+        # A command's own parser refuses what it does not know, so the message and the
+        # suggestion are about that command's options (argparse would report the leftovers
+        # from the top-level parser, which knows none of them).
+        self._args = list(sys.argv[1:] if args is None else args)
+        ns, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error("unrecognized arguments: " + " ".join(extra))
+        return ns, extra
+
+    def _unknown_option(self):
+        """The first option-like word this parser does not know (before its command word, for a
+        parser with commands), or None."""
+        for word in self._args:
+            if word == "--":
+                return None
+            if not word.startswith("-") or word == "-" or _NEGATIVE_NUMBER.match(word):
+                if self._commands is not None:
+                    return None  # the command word: the rest is the command's to judge
+                continue
+            if word.split("=", 1)[0] not in self._options:
+                return word.split("=", 1)[0]
+        return None
+
+    def error(self, message):
+        candidates, word = [], None
+        unknown = self._unknown_option()
+        if unknown is not None:
+            message = f"unknown option {unknown}"
+            candidates, word = self._options, unknown
+        else:
+            m = _INVALID_CHOICE.search(message)
+            if m:
+                word = str(ast.literal_eval(m.group(1)))
+                candidates = self._choices + list(self._commands or ())
+        self.print_usage(sys.stderr)
+        text = f"{self.prog}: error: {message}\n"
+        near = difflib.get_close_matches(word, candidates, n=1) if word else []
+        if near:
+            text += f"did you mean {near[0]}?\n"
+        sys.stderr.write(text)
+        sys.exit(EX_USAGE)
 
 
 def _engine(args, read_only=False):
@@ -23,6 +108,9 @@ def cmd_init(a):
 
 
 def cmd_submit(a):
+    for path in a.files:  # every file is there before the first is submitted
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"cannot read file {path}: no such file")
     failed = 0
     with _engine(a) as e:
         for path in a.files:
@@ -34,7 +122,7 @@ def cmd_submit(a):
             failed += r.status >= 300
             _print({"file": path, "status": r.status, "nature": r.nature, "message": r.message,
                     "form_id": r.form_id, "state": r.state})
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else 0
 
 
 def cmd_form(a):
@@ -90,7 +178,8 @@ def cmd_changes(a):
 
 def cmd_pillows(a):
     with _engine(a) as e:
-        opts = {"only": a.only.split(",")} if a.only else {}
+        only = getattr(a, "only", None)
+        opts = {"only": only.split(",")} if only else {}
         if a.verb != "run":
             opts["inspect_only"] = True
         with e.pillows(**opts) as p:
@@ -115,7 +204,7 @@ def cmd_search(a):
         if a.closed is not None:
             q["closed"] = a.closed == "true"
         if a.prop:
-            q["properties"] = dict(p.split("=", 1) for p in a.prop)
+            q["properties"] = dict(a.prop)
         _print(e.search(a.domain, **q))
     return 0
 
@@ -151,110 +240,141 @@ def cmd_admin(a):
     return 0
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m commcare", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def _key_value(text):
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
-    def cmd(name, fn, domain=False, **kw):
-        p = sub.add_parser(name, **kw)
+
+def _exit_code(error):
+    """The exit code for a CommcareError (by its CC_E* code)."""
+    if isinstance(error, commcare.NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(error, (commcare.FailedPreconditionError, commcare.AbortedError)):
+        return EXIT_PRECONDITION
+    return EXIT_FAILED
+
+
+def _parser():
+    major, minor, patch = commcare.version()
+    ap = _Parser(prog="python -m commcare", description=__doc__,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"commcare {major}.{minor}.{patch}",
+                    help="print the library's version and exit")
+    commands = ap.add_subparsers(dest="cmd", required=True, title="commands", metavar="COMMAND")
+
+    def command(subs, name, fn, about, domain=False):
+        p = subs.add_parser(name, help=about, description=about)
         p.add_argument("--data", required=True, help="the data directory")
         if domain:
-            p.add_argument("--domain", required=True)
+            p.add_argument("--domain", required=True, help="the project space")
         p.set_defaults(fn=fn)
         return p
 
-    p = cmd("init", cmd_init)
+    def group(name, about, dest="verb", subs=commands):
+        p = subs.add_parser(name, help=about, description=about)
+        return p.add_subparsers(dest=dest, required=True, title="commands", metavar="COMMAND")
+
+    p = command(commands, "init", cmd_init, "create a data directory")
     p.add_argument("--shards", type=int, default=1024)
     p.add_argument("--databases", type=int, default=1)
     p.add_argument("--blob-store", default="pack", choices=["pack", "files"])
-    p = cmd("submit", cmd_submit, domain=True)
-    p.add_argument("--user")
+
+    p = command(commands, "submit", cmd_submit, "submit form XML files", domain=True)
+    p.add_argument("--user", help="the submitting user's id")
     p.add_argument("--openrosa-version")
     p.add_argument("--content-type", default="text/xml")
-    p.add_argument("files", nargs="+")
-    p = cmd("form", cmd_form, domain=True)
-    p.add_argument("verb", choices=["get", "archive", "unarchive"])
-    p.add_argument("id")
-    p.add_argument("--xml", action="store_true")
-    p = cmd("case", cmd_case, domain=True)
-    p.add_argument("verb", choices=["get", "list", "history"])
-    p.add_argument("id", nargs="?")
+    p.add_argument("files", nargs="+", metavar="FILE")
+
+    forms = group("form", "read, archive or unarchive a form")
+    for verb, about in (("get", "a form's metadata (or its XML)"), ("archive", "archive a form"),
+                        ("unarchive", "restore an archived form")):
+        p = command(forms, verb, cmd_form, about, domain=True)
+        p.add_argument("id", metavar="FORM_ID")
+        if verb == "get":
+            p.add_argument("--xml", action="store_true", help="print the form's XML")
+
+    cases = group("case", "read cases")
+    for verb, about in (("get", "a case"), ("history", "a case's transactions")):
+        p = command(cases, verb, cmd_case, about, domain=True)
+        p.add_argument("id", metavar="CASE_ID")
+    p = command(cases, "list", cmd_case, "a domain's cases", domain=True)
     p.add_argument("--type")
     p.add_argument("--owner")
     p.add_argument("--closed", choices=["true", "false"])
     p.add_argument("--limit", type=int, default=1000)
-    p = cmd("ledger", cmd_ledger, domain=True)
-    p.add_argument("verb", choices=["get"])
-    p.add_argument("id")
-    p = cmd("changes", cmd_changes)
+
+    ledgers = group("ledger", "read ledgers")
+    p = command(ledgers, "get", cmd_ledger, "a case's ledger", domain=True)
+    p.add_argument("id", metavar="CASE_ID")
+
+    p = command(commands, "changes", cmd_changes, "print change records")
     p.add_argument("--topic")
     p.add_argument("--partition", type=int)
     p.add_argument("--from", dest="offset", type=int, default=0)
     p.add_argument("--limit", type=int, default=100)
-    p = cmd("pillows", cmd_pillows)
-    p.add_argument("verb", choices=["run", "status", "retries", "requeue"])
-    p.add_argument("--only")
-    p.add_argument("--pillow")
+
+    pillows = group("pillows", "run or inspect the change processors")
+    for verb, about in (("run", "process every change in the log now"),
+                        ("status", "each pillow's checkpoints and lag")):
+        p = command(pillows, verb, cmd_pillows, about)
+        p.add_argument("--only", metavar="NAME,...")
+    p = command(pillows, "retries", cmd_pillows, "a pillow's retry queue")
+    p.add_argument("--pillow", required=True)
+    p = command(pillows, "requeue", cmd_pillows, "make a pillow's queued changes due now")
+    p.add_argument("--pillow", required=True)
     p.add_argument("--doc")
     p.add_argument("--dead", action="store_true")
-    p = cmd("search", cmd_search, domain=True)
+
+    p = command(commands, "search", cmd_search, "case search", domain=True)
     for flag in ("--type", "--owner", "--name", "--text", "--cursor"):
         p.add_argument(flag)
     p.add_argument("--closed", choices=["true", "false"])
-    p.add_argument("--prop", action="append", help="k=v (repeatable)")
+    p.add_argument("--prop", action="append", type=_key_value, metavar="K=V",
+                   help="a property's value (repeatable)")
     p.add_argument("--limit", type=int, default=20)
-    p = cmd("ucr", cmd_ucr)
-    p.add_argument("verb", choices=["load", "rows"])
-    p.add_argument("config", nargs="?")
-    p.add_argument("--domain")
-    p.add_argument("--table")
+
+    ucr = group("ucr", "load UCR data sources and read their rows")
+    p = command(ucr, "load", cmd_ucr, "store a data source and build its table")
+    p.add_argument("config", metavar="CONFIG.json")
+    p = command(ucr, "rows", cmd_ucr, "rows of a UCR table", domain=True)
+    p.add_argument("--table", required=True)
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--offset", type=int, default=0)
-    p = cmd("restore", cmd_restore, domain=True)
+
+    p = command(commands, "restore", cmd_restore,
+                "a user's OTA restore payload (stdout; its summary on stderr)", domain=True)
     p.add_argument("--user", required=True)
     p.add_argument("--since")
     p.add_argument("--state")
-    p.add_argument("--version", default="2.0")
+    p.add_argument("--version", default="2.0", help="the restore format version")
     p.add_argument("--device-id")
-    p = sub.add_parser("admin")
-    p.add_argument("what", choices=["domain", "user"])
-    p.add_argument("verb", choices=["create"])
-    p.add_argument("name", nargs="?")
-    p.add_argument("--data", required=True)
-    p.add_argument("--domain")
-    p.add_argument("--username")
-    p.add_argument("--password")
+
+    admin = group("admin", "create domains and users", dest="what")
+    domain = group("domain", "domains", subs=admin)
+    p = command(domain, "create", cmd_admin, "create a domain")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--open-submissions", action="store_true")
+    user = group("user", "users", subs=admin)
+    p = command(user, "create", cmd_admin, "create a user", domain=True)
+    p.add_argument("--username", required=True)
+    p.add_argument("--password", required=True)
     p.add_argument("--web", action="store_true")
     p.add_argument("--superuser", action="store_true")
-    p.add_argument("--open-submissions", action="store_true")
-    p.set_defaults(fn=cmd_admin)
+    return ap
 
-    a, extra = ap.parse_known_args(argv)
-    # A positional after options ("case get --data D CASE_ID") arrives here: argparse has
-    # matched the optional positional empty before the options.
-    for name in ("id", "config", "name"):
-        if extra and not extra[0].startswith("-") and hasattr(a, name) and \
-                getattr(a, name) is None:
-            setattr(a, name, extra.pop(0))
-    if extra:
-        ap.error("unrecognized arguments: " + " ".join(extra))
-    if a.cmd == "case" and a.verb != "list" and not a.id:
-        ap.error("case get/history needs a CASE_ID")
-    if a.cmd == "ucr" and a.verb == "load" and not a.config:
-        ap.error("ucr load needs CONFIG.json")
-    if a.cmd == "ucr" and a.verb == "rows" and not (a.domain and a.table):
-        ap.error("ucr rows needs --domain and --table")
-    if a.cmd == "admin" and a.what == "domain" and not a.name:
-        ap.error("admin domain create needs NAME")
-    if a.cmd == "admin" and a.what == "user" and not (a.username and a.password and a.domain):
-        ap.error("admin user create needs --username, --password and --domain")
-    if a.cmd == "pillows" and a.verb in ("retries", "requeue") and not a.pillow:
-        ap.error(f"pillows {a.verb} needs --pillow")
+
+def main(argv=None):
+    a = _parser().parse_args(argv)
     try:
         return a.fn(a) or 0
     except commcare.CommcareError as e:
         _print({"error": str(e), "code": e.code})
-        return 1
+        return _exit_code(e)
+    except OSError as e:
+        _print({"error": str(e)})
+        return EXIT_NOT_FOUND if isinstance(e, FileNotFoundError) else EXIT_FAILED
 
 
 if __name__ == "__main__":
