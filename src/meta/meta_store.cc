@@ -16,8 +16,10 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "changes/relay.h"
 #include "commcare/deployment.h"
 #include "commcare/engine.h"
+#include "commcare/log.h"
 #include "commcare/storage/change_log.h"
 #include "util/codec.h"
 #include "util/hash.h"
@@ -470,6 +472,35 @@ Status MetaStore::SetChangeLog(storage::ChangeLog* log) {
 
 const std::string& MetaStore::RelayProducer() const { return impl_->producer; }
 
+namespace {
+
+// The meta store's outbox table, as the relay reads it (inside the relay's transaction).
+class MetaOutbox final : public changes::Outbox {
+ public:
+  explicit MetaOutbox(util::SqlDb* db) : db_(db) {}
+  Result<std::vector<Row>> Read(int64_t after, size_t limit) override {
+    CC_ASSIGN_OR_RETURN(auto rows, db_->Run("reading the outbox",
+                                            "SELECT seq, topic, key, value FROM outbox "
+                                            "WHERE seq>? ORDER BY seq LIMIT ?",
+                                            {after, static_cast<int64_t>(limit)}));
+    std::vector<Row> out;
+    for (size_t i = 0; i < rows.size(); ++i)
+      out.push_back({rows.Int(i, 0),
+                     {std::string(rows.Str(i, 1)), std::string(rows.Str(i, 2)),
+                      std::string(rows.Str(i, 3))}});
+    return out;
+  }
+  Status Dequeue(int64_t through) override {
+    return db_->Run("dequeuing relayed changes", "DELETE FROM outbox WHERE seq<=?", {through})
+        .status();
+  }
+
+ private:
+  util::SqlDb* db_;
+};
+
+}  // namespace
+
 Status MetaStore::Relay() {
   std::lock_guard rl(impl_->relay_mu);
   storage::ChangeLog* log = impl_->log;
@@ -477,31 +508,25 @@ Status MetaStore::Relay() {
   std::unique_lock<std::mutex> shared;  // the store's connection, when the relay has none
   if (!impl_->relay_db) shared = std::unique_lock(impl_->mu);
   util::SqlDb& db = impl_->relay_db ? *impl_->relay_db : *impl_->db;
-  while (true) {
-    CC_ASSIGN_OR_RETURN(auto any, db.Run("reading the outbox", "SELECT 1 FROM outbox LIMIT 1"));
-    if (any.empty()) return Status::Ok();
+  MetaOutbox outbox(&db);
+  for (int64_t moved = 1; moved > 0;) {
     // One relay at a time across processes (they share the outbox and its mark on PostgreSQL):
     // the mark is read, the records appended and dequeued under the relay's lock.
     CC_RETURN_IF_ERROR(db.Transaction("relaying changes", kRelayLock, [&]() -> Status {
-      CC_ASSIGN_OR_RETURN(int64_t mark, log->GetProducerMark(impl_->producer));
-      CC_ASSIGN_OR_RETURN(auto rows, db.Run("reading the outbox",
-                                            "SELECT seq, topic, key, value FROM outbox "
-                                            "ORDER BY seq LIMIT 1000"));
-      if (rows.empty()) return Status::Ok();
-      std::vector<storage::ChangeMessage> msgs;
-      const int64_t last = rows.Int(rows.size() - 1, 0);
-      for (size_t i = 0; i < rows.size(); ++i)
-        if (rows.Int(i, 0) > mark)  // else appended before a crash that came before the dequeue
-          msgs.push_back({std::string(rows.Str(i, 1)), std::string(rows.Str(i, 2)),
-                          std::string(rows.Str(i, 3))});
-      if (!msgs.empty()) {
-        storage::ProducerMark m{impl_->producer, last};
-        CC_RETURN_IF_ERROR(log->Append(msgs, &m));
-      }
-      return db.Run("dequeuing relayed changes", "DELETE FROM outbox WHERE seq<=?", {last})
-          .status();
+      int64_t mark = -1;
+      return changes::RelayBatch(&outbox, log, impl_->producer, 1000, &mark, &moved);
     }));
   }
+  return Status::Ok();
+}
+
+// After a write: relays now; what fails stays queued for the next write's relay (or the next
+// start's), and is logged.
+void MetaStore::RelayAfterWrite() {
+  if (Status s = Relay(); !s.ok())
+    Log(LogLevel::kWarning, "relaying user and domain changes failed: " + s.ToString(),
+        {{"component", "meta-relay"},
+         {"next", "the changes stay queued; retried after the next write"}});
 }
 
 Result<Domain> MetaStore::PutDomain(Domain d) {
@@ -532,7 +557,7 @@ Result<Domain> MetaStore::PutDomain(Domain d) {
       return impl_->Queue("domain", "Domain", d.name, d.name, false);
     }));
   }
-  (void)Relay();  // what fails stays queued for the next relay
+  RelayAfterWrite();
   return d;
 }
 
@@ -638,7 +663,7 @@ Result<User> MetaStore::PutUser(User u, std::string_view password) {
     CC_ASSIGN_OR_RETURN(auto fresh, impl_->LoadUser(u.username));
     if (fresh) u = *fresh;
   }
-  (void)Relay();
+  RelayAfterWrite();
   return u;
 }
 
@@ -795,7 +820,7 @@ Result<Doc> MetaStore::PutDoc(Doc d) {
     }));
     if (d.kind == "role") impl_->Forget();  // permissions changed for its users
   }
-  (void)Relay();
+  RelayAfterWrite();
   return d;
 }
 

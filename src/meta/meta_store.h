@@ -180,6 +180,7 @@ class MetaStore {
 
  private:
   struct Impl;
+  void RelayAfterWrite();  // Relay, logging a failure (the changes stay queued)
   explicit MetaStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -13,6 +13,7 @@
 
 #include "commcare/engine.h"
 #include "commcare/storage/blob_store.h"
+#include "log/streak.h"
 #include "processing/case_logic.h"
 #include "processing/commit.h"
 #include "xform/parser.h"
@@ -29,6 +30,18 @@ struct ShardMap {
   }
   int DatabaseFor(std::string_view id) const { return DatabaseOfShard(ShardOf(id)); }
 };
+
+// OpenRosa's success text, "   √   ".
+inline constexpr const char* kSuccessText = "   \xe2\x88\x9a   ";
+// An OpenRosa response (receive.cc).
+SubmitResponse Respond(int code, std::string nature, std::string message, std::string form_id = "",
+                       std::optional<FormState> state = std::nullopt);
+inline bool IsV3(const SubmitRequest& r) { return r.openrosa_version == "3.0"; }
+// A form's attachments by name (plan.cc), and what case logic needs of a form.
+std::map<std::string, const Attachment*> AttachmentMap(const FormRecord& f);
+FormContext ContextOf(const FormRecord& f);
+// Fault injection for the crash tests: SIGKILL at the n-th pass of a point, n from env var.
+void MaybeCrashForTest(const char* var);
 
 class EngineImpl final : public Engine {
  public:
@@ -131,6 +144,7 @@ class EngineImpl final : public Engine {
   Status RelayDatabase(int db, int64_t* moved);
   // Whether this process relays now (the store's relay lease); fences the log on taking over.
   Status LeadRelay(bool* leading);
+  int64_t RelayRound(log::FailureStreak* failures);
   void RelayLoop();
   void KickRelay();
   Status SetArchived(std::string_view domain, std::string_view form_id, bool archived);
