@@ -1,0 +1,53 @@
+// What the UCR files share (internal to src/pillows): value helpers, compiler checks, Quote.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pillows/ucr.h"
+
+namespace commcare::pillows::ucr::internal {
+
+constexpr int kMaxDepth = 32;
+
+// Values (ucr_eval.cc).
+std::string AsString(const json::value& v);
+bool AsNumber(const json::value& v, double* out);
+bool AsDays(const json::value& v, int64_t* days);
+int DaysInMonth(int y, int m);
+std::string DateOf(int64_t days);
+bool Equal(const json::value& a, const json::value& b);
+std::optional<int> Compare(const json::value& a, const json::value& b);
+json::value Coerce(const json::value& v, const std::string& datatype);
+const json::value& Get(const json::value& item, std::string_view key);
+
+// The compiler (ucr_config.cc; CompileExpr and PropertyGetter in ucr_expressions.cc,
+// CompileFilter in ucr_filters.cc).
+struct Compiler {
+  DataSource* ds;
+  std::set<std::string> expr_refs, filter_refs;  // named references to check at the end
+};
+
+Status Bad(const std::string& path, const std::string& what);
+
+Result<std::unique_ptr<Expr>> CompileExpr(const json::value& v, const std::string& path,
+                                          Compiler& c);
+Result<std::unique_ptr<Filter>> CompileFilter(const json::value& v, const std::string& path,
+                                              Compiler& c);
+
+Result<std::unique_ptr<Expr>> SubExpr(const json::object& o, const char* key,
+                                      const std::string& path, Compiler& c, bool required = true);
+std::string TypeOf(const json::object& o, const std::string& path, Status* err);
+Result<std::vector<std::string>> StringList(const json::object& o, const char* key,
+                                            const std::string& path, bool required);
+Result<std::string> Datatype(const json::object& o, const std::string& path, bool required);
+Result<std::unique_ptr<Expr>> PropertyGetter(const json::object& o, const std::string& path);
+
+// SQL (ucr.cc).
+std::string Quote(const std::string& id);
+
+}  // namespace commcare::pillows::ucr::internal

@@ -1,0 +1,180 @@
+// The restore payload's pieces: case blocks, balance blocks, and the error payload.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "sync/sync_internal.h"
+#include "util/xml.h"
+
+namespace commcare {
+namespace {
+
+using util::AppendXmlEscaped;
+
+}  // namespace
+
+namespace sync_internal {
+namespace {
+
+std::string FormatQuantity(double v) {
+  if (v == static_cast<double>(static_cast<int64_t>(v)))
+    return std::to_string(static_cast<int64_t>(v));
+  return fmt::format("{}", v);
+}
+
+}  // namespace
+
+void Elem(std::string* o, std::string_view name, std::string_view text) {
+  *o += '<';
+  *o += name;
+  *o += '>';
+  AppendXmlEscaped(o, text);
+  *o += "</";
+  *o += name;
+  *o += '>';
+}
+
+// A case block as CommCare's generators write it for this restore version.
+void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1) {
+  const std::string_view case_id = c.Str("case_id");
+  if (c.Bool("deleted")) {  // gone from the server: the phone drops it
+    if (v1) {
+      *o += "<case><case_id>";
+      AppendXmlEscaped(o, case_id);
+      *o += "</case_id><close/></case>";
+    } else {
+      *o += "<case xmlns=\"http://commcarehq.org/case/transaction/v2\" case_id=\"";
+      AppendXmlEscaped(o, case_id);
+      *o += "\"><close/></case>";
+    }
+    return;
+  }
+  const std::string modified = FormatTime(c.Int("modified_on"));
+  if (v1) {
+    *o += "<case>";
+    Elem(o, "case_id", case_id);
+    Elem(o, "date_modified", modified);
+    if (create) {
+      *o += "<create>";
+      Elem(o, "case_type_id", c.Str("type"));
+      Elem(o, "user_id", c.Str("opened_by"));
+      Elem(o, "case_name", c.Str("name"));
+      Elem(o, "external_id", c.Str("external_id"));
+      *o += "</create>";
+    }
+  } else {
+    *o += "<case xmlns=\"http://commcarehq.org/case/transaction/v2\" case_id=\"";
+    AppendXmlEscaped(o, case_id);
+    *o += "\" date_modified=\"";
+    *o += modified;
+    *o += "\" user_id=\"";
+    AppendXmlEscaped(o, c.Str("modified_by"));
+    *o += "\">";
+    if (create) {
+      *o += "<create>";
+      Elem(o, "case_type", c.Str("type"));
+      Elem(o, "case_name", c.Str("name"));
+      Elem(o, "owner_id", c.Str("owner_id"));
+      *o += "</create>";
+    }
+  }
+  *o += "<update>";
+  if (!create && !v1) {  // base properties go in the update when there is no create
+    Elem(o, "case_type", c.Str("type"));
+    Elem(o, "case_name", c.Str("name"));
+    Elem(o, "owner_id", c.Str("owner_id"));
+  }
+  if (!v1) {
+    if (auto ext = c.Str("external_id"); !ext.empty()) Elem(o, "external_id", ext);
+    Elem(o, "date_opened", FormatTime(c.Int("opened_on")));
+  }
+  // Properties by name (the codec writes them sorted; sorted here too for any other writer).
+  const json::object& props = c.Object("properties");
+  std::vector<const json::key_value_pair*> kv;
+  kv.reserve(props.size());
+  for (const auto& p : props)
+    if (p.value().is_string()) kv.push_back(&p);
+  auto by_key = [](const auto* a, const auto* b) { return a->key() < b->key(); };
+  if (!std::is_sorted(kv.begin(), kv.end(), by_key)) std::sort(kv.begin(), kv.end(), by_key);
+  for (const auto* p : kv) Elem(o, p->key(), p->value().get_string());
+  *o += "</update>";
+  if (const json::array& indices = c.Array("indices"); !indices.empty()) {
+    std::vector<CaseDoc> ix;
+    for (const auto& i : indices)
+      if (i.is_object()) ix.emplace_back(i.get_object());
+    std::sort(ix.begin(), ix.end(), [](const CaseDoc& a, const CaseDoc& b) {
+      return a.Str("identifier") < b.Str("identifier");
+    });
+    *o += "<index>";
+    for (const auto& i : ix) {
+      *o += '<';
+      *o += i.Str("identifier");
+      *o += " case_type=\"";
+      AppendXmlEscaped(o, i.Str("referenced_type"));
+      *o += '"';
+      if (i.Str("relationship") == "extension") *o += " relationship=\"extension\"";
+      *o += '>';
+      AppendXmlEscaped(o, i.Str("referenced_id"));
+      *o += "</";
+      *o += i.Str("identifier");
+      *o += '>';
+    }
+    *o += "</index>";
+  }
+  if (const json::array& atts = c.Array("attachments"); !atts.empty() && !v1) {
+    *o += "<attachment>";
+    for (const auto& av : atts) {
+      if (!av.is_object()) continue;
+      CaseDoc a(av.get_object());
+      *o += '<';
+      *o += a.Str("name");
+      *o += " src=\"";
+      AppendXmlEscaped(o, a.Str("src"));
+      *o += "\" from=\"";
+      AppendXmlEscaped(o, a.Str("from").empty() ? "local" : a.Str("from"));
+      *o += "\"/>";
+    }
+    *o += "</attachment>";
+  }
+  if (c.Bool("closed")) *o += "<close/>";
+  *o += "</case>";
+}
+
+// One balance block per section of a case's ledger values (ordered by section).
+void BalanceBlocks(std::string* o, const std::vector<LedgerValue>& values) {
+  for (size_t i = 0; i < values.size();) {
+    size_t j = i;
+    int64_t date = 0;
+    while (j < values.size() && values[j].section_id == values[i].section_id)
+      date = std::max(date, values[j++].last_modified);
+    *o += "<ns0:balance xmlns:ns0=\"http://commcarehq.org/ledger/v1\" date=\"";
+    *o += FormatTime(date);
+    *o += "\" entity-id=\"";
+    AppendXmlEscaped(o, values[i].case_id);
+    *o += "\" section-id=\"";
+    AppendXmlEscaped(o, values[i].section_id);
+    *o += "\">";
+    for (size_t k = i; k < j; ++k) {
+      *o += "<ns0:entry id=\"";
+      AppendXmlEscaped(o, values[k].entry_id);
+      *o += "\" quantity=\"";
+      *o += FormatQuantity(values[k].balance);
+      *o += "\"/>";
+    }
+    *o += "</ns0:balance>";
+    i = j;
+  }
+}
+
+}  // namespace sync_internal
+
+std::string RestoreErrorPayload(std::string_view message) {
+  std::string o =
+      "<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\"><message "
+      "nature=\"ota_restore_error\">";
+  AppendXmlEscaped(&o, message);
+  o += "</message></OpenRosaResponse>";
+  return o;
+}
+
+}  // namespace commcare
