@@ -13,6 +13,7 @@
 
 #include "commcare/c.h"
 #include "commcare/engine.h"
+#include "commcare/log.h"
 #include "commcare/pillows.h"
 #include "commcare/sync.h"
 #include "meta/meta_store.h"
@@ -378,6 +379,36 @@ int cc_error_set(int code, const char* message) {
   } catch (...) {
     return code;
   }
+}
+
+namespace {
+// Forwards log records to a C callback.
+class CLogger final : public commcare::Logger {
+ public:
+  CLogger(cc_log_fn fn, void* user, int min) : fn_(fn), user_(user), min_(min) {}
+  void Log(commcare::LogLevel level, std::string_view message,
+           std::span<const commcare::LogField> fields) override {
+    if (static_cast<int>(level) < min_) return;
+    json::object o;
+    for (const auto& f : fields) o[f.key] = f.value;
+    const std::string m(message), j = json::serialize(o);
+    fn_(user_, static_cast<int>(level), m.c_str(), j.c_str());
+  }
+
+ private:
+  cc_log_fn fn_;
+  void* user_;
+  int min_;
+};
+}  // namespace
+
+int cc_set_logger(cc_log_fn fn, void* user, int min_level) {
+  return Fence([&]() -> Status {
+    if (min_level < 0 || min_level > 3)
+      return Status::InvalidArgument(fmt::format("min_level must be 0..3 (got {})", min_level));
+    commcare::SetLogger(fn ? std::make_shared<CLogger>(fn, user, min_level) : nullptr);
+    return Status::Ok();
+  });
 }
 
 void cc_version(int* major, int* minor, int* patch) {

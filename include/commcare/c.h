@@ -72,6 +72,16 @@ CC_EXTERN(void) cc_version(int* major, int* minor, int* patch);
 /** Frees memory the library handed out (NULL-safe). */
 CC_EXTERN(void) cc_free(void* ptr);
 
+/** Receives a log record: level 0 debug, 1 info, 2 warning, 3 error; message and fields_json (a
+ *  JSON object of the record's keys, e.g. {"component": "relay", "next": "retrying ..."}) are
+ *  borrowed for the call. Called from the library's threads, concurrently. */
+typedef void (*cc_log_fn)(void* user, int level, const char* message, const char* fields_json);
+
+/** Sends the library's log records at or above min_level (0..3) to fn; NULL restores the
+ *  default (text lines on stderr). Background failures are logged once, with what happens next.
+ *  @return CC_OK, CC_EINVALID for a level out of range */
+CC_EXTERN(int) cc_set_logger(cc_log_fn fn, void* user, int min_level);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Engine                                                                                    */
 

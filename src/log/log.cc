@@ -14,22 +14,21 @@ namespace {
 
 std::string Now() { return util::FormatIsoTime(util::NowMicros()); }
 
-class TextLogger final : public Logger {
+// Writes one formatted line per record at or above a level, under a lock (whole lines).
+class LineLogger : public Logger {
  public:
-  TextLogger(std::FILE* out, LogLevel min) : out_(out), min_(min) {}
+  LineLogger(std::FILE* out, LogLevel min) : out_(out), min_(min) {}
   void Log(LogLevel level, std::string_view message, std::span<const LogField> fields) override {
     if (level < min_) return;
-    std::string line = fmt::format("{} {} {}", Now(), LogLevelName(level), message);
-    for (const auto& f : fields) {
-      const bool quote = f.value.find_first_of(" \"=") != std::string::npos || f.value.empty();
-      line +=
-          quote ? fmt::format(" {}=\"{}\"", f.key, f.value) : fmt::format(" {}={}", f.key, f.value);
-    }
-    line += '\n';
+    const std::string line = Format(level, message, fields) + "\n";
     std::lock_guard l(mu_);
     std::fwrite(line.data(), 1, line.size(), out_);
     std::fflush(out_);
   }
+
+ protected:
+  virtual std::string Format(LogLevel level, std::string_view message,
+                             std::span<const LogField> fields) = 0;
 
  private:
   std::FILE* out_;
@@ -37,23 +36,30 @@ class TextLogger final : public Logger {
   std::mutex mu_;
 };
 
-class JsonLinesLogger final : public Logger {
+class TextLogger final : public LineLogger {
  public:
-  JsonLinesLogger(std::FILE* out, LogLevel min) : out_(out), min_(min) {}
-  void Log(LogLevel level, std::string_view message, std::span<const LogField> fields) override {
-    if (level < min_) return;
+  using LineLogger::LineLogger;
+  std::string Format(LogLevel level, std::string_view message,
+                     std::span<const LogField> fields) override {
+    std::string line = fmt::format("{} {} {}", Now(), LogLevelName(level), message);
+    for (const auto& f : fields) {
+      const bool quote = f.value.find_first_of(" \"=") != std::string::npos || f.value.empty();
+      line +=
+          quote ? fmt::format(" {}=\"{}\"", f.key, f.value) : fmt::format(" {}={}", f.key, f.value);
+    }
+    return line;
+  }
+};
+
+class JsonLinesLogger final : public LineLogger {
+ public:
+  using LineLogger::LineLogger;
+  std::string Format(LogLevel level, std::string_view message,
+                     std::span<const LogField> fields) override {
     boost::json::object o{{"time", Now()}, {"level", LogLevelName(level)}, {"message", message}};
     for (const auto& f : fields) o[f.key] = f.value;
-    std::string line = boost::json::serialize(o) + "\n";
-    std::lock_guard l(mu_);
-    std::fwrite(line.data(), 1, line.size(), out_);
-    std::fflush(out_);
+    return boost::json::serialize(o);
   }
-
- private:
-  std::FILE* out_;
-  LogLevel min_;
-  std::mutex mu_;
 };
 
 struct Current {

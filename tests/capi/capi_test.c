@@ -60,6 +60,12 @@ static cc_engine* open_memory(void) {
   return e;
 }
 
+static int g_logged = 0;
+static void count_log(void* user, int level, const char* message, const char* fields_json) {
+  (void)user, (void)level, (void)message, (void)fields_json;
+  ++g_logged;
+}
+
 static void test_basics(void) {
   int major = -1, minor = -1, patch = -1;
   cc_engine_options o;
@@ -70,6 +76,9 @@ static void test_basics(void) {
   cc_engine_free(NULL);
   cc_submit_result_free(NULL);
   cc_pillows_free(NULL);
+  FAILS(cc_set_logger(count_log, NULL, 7), CC_EINVALID, "min_level");
+  OK(cc_set_logger(count_log, NULL, 2));
+  OK(cc_set_logger(NULL, NULL, 0));
 
   FAILS(cc_engine_options_init(&o, 99), CC_EINVALID, "version 99");
   FAILS(cc_engine_options_init(NULL, CC_ENGINE_OPTIONS_VERSION), CC_EINVALID, "NULL");

@@ -405,15 +405,18 @@ class DomainIsolationTest(unittest.TestCase):
             json.dump(dict(config, domain="doma-pat", table_id="list"), f)
         # Another process sees the server's newest commits once they are flushed from its redo
         # log to SQLite (within a second or so): load again until both cases are there.
-        deadline = time.time() + 10
-        while True:
-            loaded = cc("ucr", "load", "--data", s.data, va)[0]
-            if loaded["rows"] >= 2 or time.time() > deadline:
-                break
-            time.sleep(0.3)
+        def load_until(path, rows):
+            deadline = time.time() + 10
+            while True:
+                loaded = cc("ucr", "load", "--data", s.data, path)[0]
+                if loaded["rows"] >= rows or time.time() > deadline:
+                    return loaded
+                time.sleep(0.3)
+
+        loaded = load_until(va, 2)
         self.assertGreaterEqual(loaded["rows"], 2, loaded)  # caseA1-secret and alpha
         self.assertIn("A-only-value-1", secrets("doma", "pat_list", WEBA))
-        loaded = cc("ucr", "load", "--data", s.data, vp)[0]
+        loaded = load_until(vp, 1)  # the other domain's case, once flushed as well
         self.assertEqual(loaded["rows"], 1, loaded)
         # Loading the second source left the first one's rows; each tenant reads its own.
         a_rows = secrets("doma", "pat_list", WEBA)
