@@ -10,6 +10,9 @@
 // Each prints one JSON line with its rate.
 #include <commcare/c.h>
 #include <commcare/engine.h>
+
+#include "bench_host.h"
+#include "bench_util.h"
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -52,21 +55,16 @@ int Forms(const std::string& path, long n) {
 int Submit(const std::string& path, const std::string& dir) {
   auto forms = ReadForms(path);
   std::filesystem::remove_all(dir);
-  commcare::InitOptions io;
-  io.data_dir = dir;
-  if (auto s = commcare::Engine::Init(io); !s.ok())
-    return fmt::print(stderr, "{}\n", s.ToString()), 1;
   commcare::EngineOptions o;
-  o.data_dir = dir;
   o.durable = std::getenv("BENCH_NOT_DURABLE") == nullptr;
-  auto e = commcare::Engine::Open(o);
-  if (!e.ok()) return fmt::print(stderr, "{}\n", e.status().ToString()), 1;
+  auto host = bench::OpenHost(dir, "{}", o);
+  commcare::Engine* e = host->engine();
   commcare::SubmitRequest r;
   r.domain = "bench";
   auto t0 = Clock::now();
   for (const auto& f : forms) {
     r.body = f;
-    if ((*e)->Submit(r).http_status != 201) return fmt::print(stderr, "submit failed\n"), 1;
+    if (e->Submit(r).http_status != 201) return fmt::print(stderr, "submit failed\n"), 1;
   }
   double s = Seconds(t0, Clock::now());
   fmt::print("{{\"forms\": {}, \"seconds\": {:.3f}, \"forms_per_s\": {:.1f}}}\n", forms.size(), s,

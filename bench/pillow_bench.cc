@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_host.h"
 #include "bench_util.h"
 
 namespace {
@@ -42,31 +43,17 @@ struct Args {
   bool skip_ucr = false;
 };
 
-std::unique_ptr<commcare::Engine> OpenEngine(const std::string& dir, bool relay, bool durable) {
-  commcare::EngineOptions o;
-  o.data_dir = dir;
-  o.relay = relay;
-  o.durable = durable;
-  auto e = commcare::Engine::Open(o);
-  if (!e.ok()) {
-    fmt::print(stderr, "open: {}\n", e.status().ToString());
-    std::exit(1);
-  }
-  return std::move(e).value();
-}
-
 std::string g_change_log;  // --change-log: commcare.json's change_log (e.g. Kafka)
 
-void Init(const std::string& dir) {
-  std::filesystem::remove_all(dir);
-  commcare::InitOptions io;
-  io.data_dir = dir;
-  io.change_log = g_change_log;
-  if (auto s = commcare::Engine::Init(io); !s.ok()) {
-    fmt::print(stderr, "init: {}\n", s.ToString());
-    std::exit(1);
-  }
+std::unique_ptr<commcare::Host> OpenEngine(const std::string& dir, bool relay, bool durable) {
+  commcare::EngineOptions o;
+  o.relay = relay;
+  o.durable = durable;
+  return bench::OpenHost(
+      dir, g_change_log.empty() ? "{}" : R"({"change_log": )" + g_change_log + "}", o);
 }
+
+void Init(const std::string& dir) { std::filesystem::remove_all(dir); }
 
 void SubmitAll(commcare::Engine* e, long from, long to, long ncases, int threads) {
   std::atomic<long> next{from};
@@ -293,14 +280,16 @@ int main(int argc, char** argv) {
   const std::string data = a.dir + "/data";
   Init(data);
   {
-    auto e = OpenEngine(data, /*relay=*/false, /*durable=*/false);
+    auto host = OpenEngine(data, /*relay=*/false, /*durable=*/false);
+    commcare::Engine* e = host->engine();
     auto t0 = Clock::now();
-    SubmitAll(e.get(), 0, a.changes, a.changes / 2, 4);
+    SubmitAll(e, 0, a.changes, a.changes / 2, 4);
     fmt::print("setup: {} forms in {:.1f} s (outbox only)\n", a.changes, Seconds(t0, Clock::now()));
   }
   double relay_s, index_s, ucr_s = 0;
   {
-    auto e = OpenEngine(data, /*relay=*/false, /*durable=*/true);
+    auto host = OpenEngine(data, /*relay=*/false, /*durable=*/true);
+    commcare::Engine* e = host->engine();
     ::sync();  // each phase starts with no dirty pages of the one before
     auto t0 = Clock::now();
     if (auto s = e->RelayChanges(); !s.ok()) {
@@ -310,7 +299,7 @@ int main(int argc, char** argv) {
     relay_s = Seconds(t0, Clock::now());
     fmt::print("relay: {:.0f} outbox rows/s ({} rows in {:.2f} s)\n", 2 * a.changes / relay_s,
                2 * a.changes, relay_s);
-    auto h = OpenHost(e.get(), a.pillows);
+    auto h = OpenHost(e, a.pillows);
     ::sync();
     t0 = Clock::now();
     auto n = h->RunUntilCaughtUp();
@@ -365,9 +354,10 @@ int main(int argc, char** argv) {
     h.reset();
   }
   if (!a.skip_ucr) {
-    auto e = OpenEngine(data, /*relay=*/false, /*durable=*/true);
+    auto host = OpenEngine(data, /*relay=*/false, /*durable=*/true);
+    commcare::Engine* e = host->engine();
     // UCR: a 10-column data source over the same case changes.
-    auto u = OpenHost(e.get(), a.pillows, "ucr");
+    auto u = OpenHost(e, a.pillows, "ucr");
     auto t0 = Clock::now();
     auto loaded = u->UcrLoad(kUcrConfig);
     double load_s = Seconds(t0, Clock::now());
@@ -394,12 +384,13 @@ int main(int argc, char** argv) {
     // A burst: 8 submitters, durable, relay and the case-search pillow running beside them.
     const std::string bdata = a.dir + "/burst";
     Init(bdata);
-    auto e = OpenEngine(bdata, /*relay=*/true, /*durable=*/true);
-    auto h = OpenHost(e.get(), a.dir + "/burst-pillows");
+    auto host = OpenEngine(bdata, /*relay=*/true, /*durable=*/true);
+    commcare::Engine* e = host->engine();
+    auto h = OpenHost(e, a.dir + "/burst-pillows");
     std::atomic<bool> stop{false};
     std::thread runner([&] { (void)h->Run(stop); });
     auto t0 = Clock::now();
-    SubmitAll(e.get(), 0, a.burst, a.burst / 2, 8);
+    SubmitAll(e, 0, a.burst, a.burst / 2, 8);
     auto t_last = Clock::now();
     // Lag 0 here means: the outbox is empty and the pillow's checkpoints reached the log's end.
     while (true) {

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_host.h"
 #include "bench_util.h"
 
 namespace {
@@ -45,26 +46,15 @@ struct Args {
 
 std::string g_primary;  // --primary: commcare.json's primary (PostgreSQL)
 
-std::unique_ptr<commcare::Engine> OpenEngine(const std::string& dir, int databases) {
+std::unique_ptr<commcare::Host> OpenEngine(const std::string& dir, int databases) {
   std::filesystem::remove_all(dir);
-  commcare::InitOptions io;
-  io.data_dir = dir;
-  io.databases = databases;
-  io.primary = g_primary;
-  if (auto s = commcare::Engine::Init(io); !s.ok()) {
-    fmt::print(stderr, "init: {}\n", s.ToString());
-    std::exit(1);
-  }
   commcare::EngineOptions o;
-  o.data_dir = dir;
   o.durable = std::getenv("BENCH_NOT_DURABLE") == nullptr;
   o.in_memory = std::getenv("BENCH_IN_MEMORY") != nullptr;
-  auto e = commcare::Engine::Open(o);
-  if (!e.ok()) {
-    fmt::print(stderr, "open: {}\n", e.status().ToString());
-    std::exit(1);
-  }
-  return std::move(e).value();
+  return OpenHost(dir,
+                  fmt::format(R"({{"databases": {}{}}})", databases,
+                              g_primary.empty() ? "" : ", \"primary\": " + g_primary),
+                  o);
 }
 
 // Submits forms [from, to) with `threads` submitters; returns seconds.
@@ -241,13 +231,13 @@ int main(int argc, char** argv) {
 
   std::atomic<long> failures{0};
   auto eng = OpenEngine(a.dir + "/engine", a.databases);
-  RunEngine(eng.get(), 0, a.warmup, ncases, a.threads, &failures, false);
+  RunEngine(eng->engine(), 0, a.warmup, ncases, a.threads, &failures, false);
   long long written0 = WrittenBytes();
-  double secs = RunEngine(eng.get(), a.warmup, total, ncases, a.threads, &failures, true);
+  double secs = RunEngine(eng->engine(), a.warmup, total, ncases, a.threads, &failures, true);
   long long written = WrittenBytes() - written0;
   double engine_rate = a.forms / secs;
   fmt::print("rss at the end: {} KB (anon {} KB)\n", StatusKb("VmRSS"), StatusKb("RssAnon"));
-  auto check = eng->Check();
+  auto check = eng->engine()->Check();
   eng.reset();
   fmt::print("engine: {:.0f} forms/s ({} forms in {:.2f} s, {} failures, check {})\n", engine_rate,
              a.forms, secs, failures.load(),
@@ -267,7 +257,7 @@ int main(int argc, char** argv) {
   if (!a.skip_single) {
     auto single = OpenEngine(a.dir + "/single", a.databases);
     std::atomic<long> f2{0};
-    double ssecs = RunEngine(single.get(), 0, a.single_forms, a.single_forms, 1, &f2, false);
+    double ssecs = RunEngine(single->engine(), 0, a.single_forms, a.single_forms, 1, &f2, false);
     single.reset();
     double raw = RawCommitRate(a.dir + "/raw", static_cast<int>(a.single_forms));
     fmt::print("single submitter: {:.0f} forms/s; raw SQLite durable commits: {:.0f}/s\n",

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_host.h"
 #include "bench_util.h"
 
 namespace {
@@ -122,15 +123,10 @@ int main(int argc, char** argv) {
   }
   const bool reuse = keep && std::filesystem::exists(dir + "/data/setup-done");
   if (!reuse) std::filesystem::remove_all(dir);
-  commcare::InitOptions io;
-  io.data_dir = dir + "/data";
-  if (!reuse)
-    if (auto s = commcare::Engine::Init(io); !s.ok()) Die(s.ToString());
   commcare::EngineOptions o;
-  o.data_dir = io.data_dir;
   o.durable = false;  // setup speed; restores only read
-  auto e = commcare::Engine::Open(o);
-  if (!e.ok()) Die(e.status().ToString());
+  auto host = bench::OpenHost(dir + "/data", "{}", o);
+  commcare::Engine* engine = host->engine();
   auto t0 = Clock::now();
   if (!reuse) {
     std::atomic<long> next{0};
@@ -145,7 +141,7 @@ int main(int argc, char** argv) {
           for (long c = f * kCasesPerForm; c < std::min(cases, (f + 1) * kCasesPerForm); ++c)
             blocks += CaseBlock(c, owned, big, f);
           r.body = Form(f, blocks);
-          auto resp = (*e)->Submit(r);
+          auto resp = engine->Submit(r);
           if (resp.http_status != 201) Die(fmt::format("form {}: {}", f, resp.message));
         }
       });
@@ -153,7 +149,7 @@ int main(int argc, char** argv) {
     std::ofstream(dir + "/data/setup-done") << cases;
   }
   fmt::print("setup: {} cases in {:.1f} s\n", cases, Seconds(t0, Clock::now()));
-  auto sync = commcare::Sync::Open(e->get(), dir + "/synclogs.sqlite");
+  auto sync = commcare::Sync::Open(engine, dir + "/synclogs.sqlite");
   if (!sync.ok()) Die(sync.status().ToString());
   commcare::RestoreRequest q;
   q.domain = "bench";
@@ -188,7 +184,7 @@ int main(int argc, char** argv) {
             R"(<n0:case xmlns:n0="http://commcarehq.org/case/transaction/v2" case_id="case-{}" date_modified="2020-06-01T10:00:00.000Z" user_id="bench-user"><n0:update><prop_1>changed</prop_1></n0:update></n0:case>)",
             c * (owned / 100));
       r.body = Form(10000000 + ::getpid() * 100L + f, blocks);  // new ids on a reused DIR
-      auto resp = (*e)->Submit(r);
+      auto resp = engine->Submit(r);
       if (resp.http_status != 201) Die("update: " + resp.message);
     }
   }

@@ -13,6 +13,7 @@
 
 #include "commcare/c.h"
 #include "commcare/engine.h"
+#include "commcare/host.h"
 #include "commcare/log.h"
 #include "commcare/pillows.h"
 #include "commcare/sync.h"
@@ -239,32 +240,14 @@ std::string ChangeRecordJson(const commcare::storage::ChangeRecord& r) {
 
 struct cc_engine {
   std::shared_mutex mu;  // calls hold it shared; close holds it exclusively
-  std::unique_ptr<commcare::Engine> engine;
-  std::string data_dir;
-  bool in_memory = false;
-  bool read_only = false;
-  std::mutex lazy_mu;  // opens meta and sync on first use
-  std::unique_ptr<commcare::meta::MetaStore> meta;
-  std::unique_ptr<commcare::Sync> sync;
+  std::unique_ptr<commcare::Host> host;
 
   Status Meta(commcare::meta::MetaStore** out) {
-    std::lock_guard l(lazy_mu);
-    if (!meta) {
-      std::string path = in_memory ? ":memory:" : commcare::meta::StoreAt(data_dir, "meta.sqlite");
-      CC_ASSIGN_OR_RETURN(meta, commcare::meta::MetaStore::Open(path));
-      if (!read_only && engine->Changes())
-        CC_RETURN_IF_ERROR(meta->SetChangeLog(engine->Changes()));
-    }
-    *out = meta.get();
+    CC_ASSIGN_OR_RETURN(*out, host->Meta());
     return Status::Ok();
   }
   Status Syncer(commcare::Sync** out) {
-    std::lock_guard l(lazy_mu);
-    if (!sync) {
-      std::string path = in_memory ? "" : commcare::meta::StoreAt(data_dir, "synclogs.sqlite");
-      CC_ASSIGN_OR_RETURN(sync, commcare::Sync::Open(engine.get(), path));
-    }
-    *out = sync.get();
+    CC_ASSIGN_OR_RETURN(*out, host->Syncer());
     return Status::Ok();
   }
 };
@@ -272,8 +255,6 @@ struct cc_engine {
 struct cc_pillows {
   cc_engine* owner = nullptr;
   std::unique_ptr<commcare::PillowHost> host;
-  std::string dir;
-  bool temp_dir = false;
   std::atomic<bool> stop{false};
 };
 
@@ -287,8 +268,8 @@ struct Use {
 Status Open(cc_engine* e, Use* use) {
   if (!e) return Status::InvalidArgument("engine is NULL");
   use->lock = std::shared_lock(e->mu);
-  if (!e->engine) return Status::FailedPrecondition("the engine is closed");
-  use->engine = e->engine.get();
+  if (!e->host) return Status::FailedPrecondition("the engine is closed");
+  use->engine = e->host->engine();
   return Status::Ok();
 }
 Status Open(cc_pillows* p, Use* use) {
@@ -460,62 +441,41 @@ int cc_engine_open(cc_engine** out, const cc_engine_options* opts) {
                                "read_only", "change_log", "primary", "meta", "pillows"}));
     std::string backend = "sqlite";
     CC_RETURN_IF_ERROR(r.Str("backend", &backend));
-    commcare::EngineOptions eo;
-    commcare::InitOptions io;
+    commcare::HostOptions ho;
+    commcare::EngineOptions& eo = ho.engine;
     bool create = false;
     CC_RETURN_IF_ERROR(r.Str("data_dir", &eo.data_dir));
     CC_RETURN_IF_ERROR(r.Bool("create", &create));
-    CC_RETURN_IF_ERROR(r.Int("shards", &io.shards, 1, 1 << 20));
-    CC_RETURN_IF_ERROR(r.Int("databases", &io.databases, 1, 256));
-    if (const auto* b = cfg.if_contains("blob_store"); b && b->is_object())
-      io.blob_store = json::serialize(*b);  // an S3 bucket
-    else
-      CC_RETURN_IF_ERROR(r.Str("blob_store", &io.blob_store));
     CC_RETURN_IF_ERROR(r.Bool("durable", &eo.durable));
     CC_RETURN_IF_ERROR(r.Bool("strict_case_updates", &eo.strict_case_updates));
     CC_RETURN_IF_ERROR(r.Int("max_xml_bytes", &eo.max_xml_bytes, 1, int64_t{1} << 40));
     CC_RETURN_IF_ERROR(r.Bool("relay", &eo.relay));
     CC_RETURN_IF_ERROR(r.Bool("read_only", &eo.read_only));
-    if (const auto* cl = cfg.if_contains("change_log")) {
-      if (!cl->is_object())
-        return Status::InvalidArgument("config: \"change_log\" must be a JSON object");
-      io.change_log = json::serialize(*cl);
-    }
-    for (auto [key, to] : {std::pair<const char*, std::string*>{"primary", &io.primary},
-                           {"meta", &io.meta},
-                           {"pillows", &io.pillows}}) {
-      const auto* v = cfg.if_contains(key);
-      if (!v) continue;
-      if (!v->is_object())
-        return Status::InvalidArgument(fmt::format("config: \"{}\" must be a JSON object", key));
-      *to = json::serialize(*v);
-    }
+    // The deployment's keys, checked by Deployment (which names a bad one).
+    json::object shared;
+    for (const char* key :
+         {"shards", "databases", "blob_store", "change_log", "primary", "meta", "pillows"})
+      if (const auto* v = cfg.if_contains(key)) shared[key] = *v;
+    CC_ASSIGN_OR_RETURN(commcare::Deployment d,
+                        commcare::Deployment::FromJson(json::serialize(shared), "config"));
     if (backend == "memory") {
       if (!eo.data_dir.empty())
         return Status::InvalidArgument("config: the memory backend takes no data_dir");
       eo.in_memory = true;
-      if (cfg.contains("shards")) eo.memory_shards = io.shards;
-      if (cfg.contains("databases")) eo.memory_databases = io.databases;
+      if (cfg.contains("shards")) eo.memory_shards = d.shards;
+      if (cfg.contains("databases")) eo.memory_databases = d.databases;
     } else if (backend == "sqlite") {
       if (eo.data_dir.empty())
         return Status::InvalidArgument("config: \"data_dir\" is required for the sqlite backend");
-      if (io.blob_store != "pack" && io.blob_store != "files" && io.blob_store.front() != '{')
-        return Status::InvalidArgument(fmt::format(
-            "config: unknown blob_store \"{}\" (pack, files, or an S3 object)", io.blob_store));
-      if (create && !std::filesystem::exists(eo.data_dir + "/commcare.json")) {
-        io.data_dir = eo.data_dir;
-        CC_RETURN_IF_ERROR(commcare::Engine::Init(io));
-      }
+      // Set up on first use; keys given for an existing directory are checked against it.
+      bool fresh = !std::filesystem::exists(std::filesystem::path(eo.data_dir) / "commcare.json");
+      if (create && (fresh || !shared.empty())) ho.deployment = std::move(d);
     } else {
       return Status::InvalidArgument(
           fmt::format("config: unknown backend \"{}\" (this build has: memory, sqlite)", backend));
     }
-    CC_ASSIGN_OR_RETURN(auto engine, commcare::Engine::Open(eo));
     auto h = std::make_unique<cc_engine>();
-    h->engine = std::move(engine);
-    h->data_dir = eo.data_dir;
-    h->in_memory = eo.in_memory;
-    h->read_only = eo.read_only;
+    CC_ASSIGN_OR_RETURN(h->host, commcare::Host::Open(std::move(ho)));
     *out = h.release();
     return Status::Ok();
   });
@@ -525,10 +485,7 @@ int cc_engine_close(cc_engine* engine) {
   return Fence([&]() -> Status {
     if (!engine) return Status::InvalidArgument("engine is NULL");
     std::unique_lock l(engine->mu);
-    std::lock_guard l2(engine->lazy_mu);
-    engine->sync.reset();
-    engine->meta.reset();
-    engine->engine.reset();
+    engine->host.reset();
     return Status::Ok();
   });
 }
@@ -988,24 +945,8 @@ int cc_pillows_open(cc_pillows** out, cc_engine* engine, const char* options_jso
     CC_RETURN_IF_ERROR(r.Str("consumer_group", &po.consumer_group));
     auto h = std::make_unique<cc_pillows>();
     h->owner = engine;
-    if (po.dir.empty()) {
-      if (engine->in_memory) {
-        char tmpl[] = "/tmp/commcare-pillows-XXXXXX";
-        if (!::mkdtemp(tmpl)) return Status::Unavailable("cannot create a temp dir for pillows");
-        po.dir = tmpl;
-        h->temp_dir = true;
-      } else {
-        po.dir = commcare::PillowStoreAt(engine->data_dir);
-      }
-    }
-    h->dir = po.dir;
-    auto host = commcare::PillowHost::Open(use.engine, po);
-    if (!host.ok()) {
-      std::error_code ec;
-      if (h->temp_dir) std::filesystem::remove_all(h->dir, ec);
-      return host.status();
-    }
-    h->host = std::move(*host);
+    CC_ASSIGN_OR_RETURN(auto host, engine->host->OpenPillows(po));
+    h->host = std::move(host);
     *out = h.release();
     return Status::Ok();
   });
@@ -1014,9 +955,7 @@ int cc_pillows_open(cc_pillows** out, cc_engine* engine, const char* options_jso
 void cc_pillows_free(cc_pillows* p) {
   if (!p) return;
   try {
-    p->host.reset();
-    std::error_code ec;
-    if (p->temp_dir) std::filesystem::remove_all(p->dir, ec);
+    p->host.reset();  // an in-memory engine's temp dir goes with it
   } catch (...) {
   }
   delete p;
@@ -1053,7 +992,7 @@ int cc_pillows_run_until_caught_up(int64_t* out_processed, cc_pillows* p) {
     if (out_processed) *out_processed = 0;
     Use use;
     CC_RETURN_IF_ERROR(Open(p, &use));
-    if (!p->owner->read_only) CC_RETURN_IF_ERROR(use.engine->RelayChanges());
+    if (!p->owner->host->read_only()) CC_RETURN_IF_ERROR(use.engine->RelayChanges());
     CC_ASSIGN_OR_RETURN(int64_t n, p->host->RunUntilCaughtUp());
     if (out_processed) *out_processed = n;
     return Status::Ok();
@@ -1169,7 +1108,7 @@ int cc_pillows_search(char** out, cc_pillows* p, const char* query_json) {
         q.ranges.push_back(std::move(range));
       }
     }
-    CC_ASSIGN_OR_RETURN(auto page, commcare::SearchCases(p->dir, q));
+    CC_ASSIGN_OR_RETURN(auto page, commcare::SearchCases(p->host->Store(), q));
     return Out(out, "{\"cases\":" + JsonArray(page.cases, Verbatim) + ",\"next_cursor\":" +
                         json::serialize(json::string(page.next_cursor)) + "}");
   });
@@ -1203,7 +1142,7 @@ int cc_pillows_list_forms(char** out, cc_pillows* p, const char* query_json) {
     CC_RETURN_IF_ERROR(r.Bool("include_archived", &q.include_archived));
     CC_RETURN_IF_ERROR(r.Int("limit", &q.limit, 1, 1000));
     CC_RETURN_IF_ERROR(r.Int("offset", &q.offset, 0, int64_t{1} << 40));
-    CC_ASSIGN_OR_RETURN(auto page, commcare::ListForms(p->dir, q));
+    CC_ASSIGN_OR_RETURN(auto page, commcare::ListForms(p->host->Store(), q));
     return Out(out, "{\"forms\":" + JsonArray(page.forms, Verbatim) +
                         fmt::format(",\"total_count\":{}}}", page.total_count));
   });
@@ -1232,7 +1171,7 @@ int cc_pillows_ucr_rows(char** out, cc_pillows* p, const char* domain, const cha
     std::string d, t;
     CC_RETURN_IF_ERROR(Arg(domain, "domain", &d));
     CC_RETURN_IF_ERROR(Arg(table_id, "table_id", &t));
-    CC_ASSIGN_OR_RETURN(auto rows, commcare::UcrRows(p->dir, d, t, limit, offset));
+    CC_ASSIGN_OR_RETURN(auto rows, commcare::UcrRows(p->host->Store(), d, t, limit, offset));
     return Out(out, JsonArray(rows, Verbatim));
   });
 }

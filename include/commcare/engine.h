@@ -16,6 +16,8 @@
 
 namespace commcare {
 
+struct Deployment;  // commcare/deployment.h
+
 // Creating a data directory (`commcare init`).
 struct InitOptions {
   std::string data_dir;
@@ -111,6 +113,8 @@ class Engine {
 
   // Creates a data directory; AlreadyExists if it is initialised already.
   static Status Init(const InitOptions& options);
+  // The same from a typed Deployment (what Host uses).
+  static Status Create(const std::string& data_dir, const Deployment& deployment);
   // Opens an engine; a writer takes the directory's lock (FailedPrecondition names the holder)
   // and rolls pending cross-database intents forward.
   static Result<std::unique_ptr<Engine>> Open(const EngineOptions& options);

@@ -119,6 +119,8 @@ class PillowHost {
                            std::shared_ptr<ChangeProcessor> processor) = 0;
   // Names of the pillows this host runs.
   virtual std::vector<std::string> Pillows() const = 0;
+  // Where the pillow databases are: a directory or "postgres:<conninfo>" (SearchCases, UcrRows).
+  virtual const std::string& Store() const = 0;
 
   // Processes every change in the log now and every due retry; returns how many changes
   // were processed. (Tests, benchmarks, one-shot catch-up.)

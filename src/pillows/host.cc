@@ -156,6 +156,8 @@ class Host final : public PillowHost {
     return Add(config, NewUserProcessor(std::move(p)));
   }
 
+  const std::string& Store() const override { return opts_.dir; }
+
   std::vector<std::string> Pillows() const override {
     std::vector<std::string> out;
     for (const auto& p : pillows_) out.push_back(p->cfg.name);

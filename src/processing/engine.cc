@@ -306,26 +306,31 @@ static Result<Deployment> DeploymentOf(const InitOptions& o) {
 }
 
 Status Engine::Init(const InitOptions& o) {
-  namespace fs = std::filesystem;
   if (o.data_dir.empty()) return Status::InvalidArgument("--data is required");
   CC_ASSIGN_OR_RETURN(const Deployment d, DeploymentOf(o));
+  return Create(o.data_dir, d);
+}
+
+Status Engine::Create(const std::string& data_dir, const Deployment& d) {
+  namespace fs = std::filesystem;
+  if (data_dir.empty()) return Status::InvalidArgument("--data is required");
   std::error_code ec;
-  if (fs::exists(o.data_dir + "/commcare.json", ec))
-    return Status::AlreadyExists(fmt::format("{} is already initialised", o.data_dir));
-  fs::create_directories(o.data_dir + "/db", ec);
-  if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", o.data_dir, ec.message()));
+  if (fs::exists(data_dir + "/commcare.json", ec))
+    return Status::AlreadyExists(fmt::format("{} is already initialised", data_dir));
+  fs::create_directories(data_dir + "/db", ec);
+  if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", data_dir, ec.message()));
   // The directory holds password equivalents (Digest HA1s) and health data: its owner only.
-  fs::permissions(o.data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  fs::permissions(data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
   if (ec)
     return Status::Unavailable(
-        fmt::format("cannot make {} private (mode 0700): {}", o.data_dir, ec.message()));
-  fs::create_directories(o.data_dir + "/blobs", ec);
-  CC_RETURN_IF_ERROR(d.Save(o.data_dir));
+        fmt::format("cannot make {} private (mode 0700): {}", data_dir, ec.message()));
+  fs::create_directories(data_dir + "/blobs", ec);
+  CC_RETURN_IF_ERROR(d.Save(data_dir));
   // Create the databases now so that read-only tools can open them at once (PostgreSQL: apply
   // the schema, which also proves the connection strings).
   for (int i = 0; i < d.databases; ++i) {
     auto db = d.primary.empty() ? storage::OpenSqlitePrimaryStore(
-                                      fmt::format("{}/db/p{}.sqlite", o.data_dir, i), true, false)
+                                      fmt::format("{}/db/p{}.sqlite", data_dir, i), true, false)
                                 : storage::OpenPostgresPrimaryStore(d.primary[i]);
     if (!db.ok()) return db.status();
   }

@@ -39,22 +39,22 @@ namespace {
 // data, so the printed restore_id works as --since next time).
 int CmdRestore(const Args& a) {
   if (!a.Has("--domain") || !a.Has("--user")) return Fail("--domain and --user are required");
-  auto meta = OpenMeta(a.Get("--data"));
+  auto host = OpenHost(a, Access::kReader);
+  if (!host.ok()) return FailStatus(host.status());
+  auto meta = (*host)->Meta();
   if (!meta.ok()) return FailStatus(meta.status());
   auto user = (*meta)->GetUser(a.Get("--user"));
   if (!user.ok()) return FailStatus(user.status());
   if (!user->InDomain(a.Get("--domain")))
     return Fail("user " + user->username + " is not in domain " + a.Get("--domain"), 2);
-  auto q = commcare::meta::MakeRestoreRequest(meta->get(), *user, a.Get("--domain"));
+  auto q = commcare::meta::MakeRestoreRequest(*meta, *user, a.Get("--domain"));
   if (!q.ok()) return FailStatus(q.status());
   q->since = a.Get("--since");
   q->version = a.Get("--version", "2.0");
   q->state = a.Get("--state");
   q->device_id = a.Get("--device-id");
   q->items = true;
-  auto eng = OpenEngine(a, /*read_only=*/true);
-  if (!eng.ok()) return FailStatus(eng.status());
-  auto sync = OpenSync(eng->get(), a.Get("--data"));
+  auto sync = (*host)->Syncer();
   if (!sync.ok()) return FailStatus(sync.status());
   auto r = (*sync)->Restore(*q, [](int, std::string_view chunk) {
     std::cout.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
@@ -117,7 +117,11 @@ int CmdApiKey(const std::string& verb, commcare::meta::MetaStore* meta, const Ar
 }
 
 int CmdAdmin(const std::string& verb, const Args& a) {
-  auto meta = OpenMeta(a.Get("--data"));
+  // The writer when no server runs (its changes go to the change log now), else beside it (the
+  // server relays them).
+  auto host = OpenHost(a, Access::kWriterOrReader);
+  if (!host.ok()) return FailStatus(host.status());
+  auto meta = (*host)->Meta();
   if (!meta.ok()) return FailStatus(meta.status());
   if (verb == "domain create") {
     if (a.pos.size() != 1) return Fail("admin domain create takes one NAME");
@@ -152,7 +156,7 @@ int CmdAdmin(const std::string& verb, const Args& a) {
               << std::endl;
     return 0;
   }
-  if (verb.rfind("apikey ", 0) == 0) return CmdApiKey(verb.substr(7), meta->get(), a);
+  if (verb.rfind("apikey ", 0) == 0) return CmdApiKey(verb.substr(7), *meta, a);
   return Fail("unknown admin command '" + verb + "'");
 }
 

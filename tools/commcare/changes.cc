@@ -43,9 +43,9 @@ int CmdChanges(const Args& a) {
     return Fail("--from must be a non-negative offset");
   if (a.Has("--limit") && (!ParseInt(a.Get("--limit"), &limit) || limit < 0))
     return Fail("--limit must be a non-negative integer");
-  auto eng = OpenWriterOrReader(a);
-  if (!eng.ok()) return FailStatus(eng.status());
-  auto* log = (*eng)->Changes();
+  auto host = OpenHost(a, Access::kWriterOrReader);
+  if (!host.ok()) return FailStatus(host.status());
+  auto* log = (*host)->engine()->Changes();
   if (!log) return Fail("this data directory has no change log yet", 2);
   std::vector<std::string> topics;
   if (a.Has("--topic")) {
@@ -108,11 +108,11 @@ int CmdPillows(const std::string& verb, const Args& a) {
   std::string pillow = a.Get("--pillow");
   if (verb != "run" && verb != "status" && pillow.empty()) return Fail("--pillow NAME is required");
   if (!pillow.empty()) ho.only = {pillow};
-  auto eng = OpenWriterOrReader(a);
-  if (!eng.ok()) return FailStatus(eng.status());
+  auto deployment = OpenHost(a, Access::kWriterOrReader);
+  if (!deployment.ok()) return FailStatus(deployment.status());
   // Everything but run, reset and reconcile works beside running workers.
   ho.inspect_only = verb == "status" || verb == "retries" || verb == "requeue";
-  auto host = commcare::PillowHost::Open(eng->get(), ho);
+  auto host = (*deployment)->OpenPillows(ho);
   if (!host.ok()) return FailStatus(host.status());
   auto& h = *host;
   if (verb == "run") {
@@ -237,12 +237,12 @@ int CmdUcr(const std::string& verb, const Args& a) {
   } else if (!a.Has("--domain") || !a.Has("--table")) {
     return Fail("--domain and --table are required");
   }
-  auto eng = OpenWriterOrReader(a);
-  if (!eng.ok()) return FailStatus(eng.status());
+  auto deployment = OpenHost(a, Access::kWriterOrReader);
+  if (!deployment.ok()) return FailStatus(deployment.status());
   commcare::PillowHostOptions ho;
   ho.only = {"ucr"};
   ho.inspect_only = true;  // beside a running ucr worker, which picks the change up
-  auto host = commcare::PillowHost::Open(eng->get(), ho);
+  auto host = (*deployment)->OpenPillows(ho);
   if (!host.ok()) return FailStatus(host.status());
   auto r = verb == "load" ? (*host)->UcrLoad(config)
                           : (*host)->UcrRebuild(a.Get("--domain"), a.Get("--table"));

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "commcare/deployment.h"
 #include "commcare/engine.h"
+#include "commcare/host.h"
 #include "commcare/status.h"
 #include "commcare/sync.h"
 #include "meta/meta_store.h"
@@ -101,16 +101,17 @@ bool ParseInt(const std::string& s, int64_t* out);
 std::vector<std::string> SplitCommas(const std::string& s);
 std::string Env(const char* name, const std::string& def);
 bool NeedDomain(const Args& a, std::string* domain);
-Result<std::unique_ptr<Engine>> OpenEngine(const Args& a, bool read_only);
-// The writer when nobody else holds the directory, else a read-only engine beside it.
-Result<std::unique_ptr<Engine>> OpenWriterOrReader(const Args& a);
-Result<std::unique_ptr<meta::MetaStore>> OpenMeta(const std::string& data);
-Result<std::unique_ptr<Sync>> OpenSync(Engine* eng, const std::string& data,
-                                       const std::string& cache_dir = "");
-// --config HOST.json: sets --data, setting the directory up from the file on first use.
+// How a command opens the deployment.
+enum class Access {
+  kWriter,          // takes the writer's lock (FailedPrecondition when a server holds it)
+  kReader,          // read-only, beside a running writer
+  kWriterOrReader,  // the writer when nobody holds it (pending work is finished), else a reader
+};
+// The Host options of --data (and --config HOST.json, whose deployment sets the directory up on
+// first use and must match it afterwards).
+Result<HostOptions> HostOptionsOf(const Args& a, Access access);
+Result<std::unique_ptr<Host>> OpenHost(const Args& a, Access access);
+// --config HOST.json: checks it and takes --data from it when not given.
 Status UseHostFile(Args* a);
-Status ReadHostFile(const std::string& path, Deployment* d, std::string* data_dir);
-// A Deployment as Engine::Init's options.
-InitOptions InitOptionsOf(const Deployment& d);
 
 }  // namespace commcare::cli

@@ -36,15 +36,29 @@ namespace json = boost::json;
 namespace {
 
 int CmdInit(const Args& a) {
-  commcare::InitOptions o;
-  if (a.Has("--config")) {  // flags given beside the host file win
-    std::string dir;
-    Deployment d;
-    if (auto s = ReadHostFile(a.Get("--config"), &d, &dir); !s.ok()) return FailStatus(s);
-    o = InitOptionsOf(d);
-    if (!a.Has("--data")) o.data_dir = dir;
+  if (a.Has("--config")) {  // a deployment's host file: its settings, not flags
+    for (const char* flag :
+         {"--shards", "--databases", "--blob-store", "--change-log", "--primary", "--meta",
+          "--pillows"})
+      if (a.Has(flag))
+        return Fail(fmt::format("{} is set in the --config file, not beside it", flag), kUsage);
+    auto o = HostOptions::FromHostFile(a.Get("--config"), a.Get("--data"));
+    if (!o.ok()) return FailStatus(o.status());
+    if (Status s = Engine::Create(o->engine.data_dir, *o->deployment); !s.ok())
+      return FailStatus(s);
+    const Deployment& d = *o->deployment;  // no connection strings or keys on stdout
+    std::cout << json::serialize(json::object{
+                     {"data", o->engine.data_dir},
+                     {"shards", d.shards},
+                     {"databases", d.databases},
+                     {"blob_store", d.blobs == Deployment::Blobs::kS3      ? "s3"
+                                    : d.blobs == Deployment::Blobs::kFiles ? "files"
+                                                                           : "pack"}})
+              << std::endl;
+    return 0;
   }
-  if (a.Has("--data")) o.data_dir = a.Get("--data");
+  commcare::InitOptions o;
+  o.data_dir = a.Get("--data");
   if (o.data_dir.empty()) return Fail("--data DIR is required");
   try {
     if (a.Has("--shards")) o.shards = std::stoi(a.Get("--shards"));
@@ -71,8 +85,9 @@ int CmdSubmit(const Args& a) {
   std::string domain;
   if (!NeedDomain(a, &domain)) return Fail("--domain is required");
   if (a.pos.empty()) return Fail("no FILE given to submit");
-  auto eng = OpenEngine(a, false);
-  if (!eng.ok()) return FailStatus(eng.status());
+  auto host = OpenHost(a, Access::kWriter);
+  if (!host.ok()) return FailStatus(host.status());
+  Engine* eng = (*host)->engine();
   int rc = 0;
   for (const auto& path : a.pos) {
     commcare::SubmitRequest req;
@@ -86,7 +101,7 @@ int CmdSubmit(const Args& a) {
       rc = kNotFound;
       continue;
     }
-    commcare::SubmitResponse r = (*eng)->Submit(req);
+    commcare::SubmitResponse r = eng->Submit(req);
     json::object o{{"file", path},
                    {"status", r.http_status},
                    {"nature", r.nature},
@@ -105,26 +120,28 @@ int CmdForm(const std::string& verb, const Args& a) {
   if (a.pos.size() != 1) return Fail("form " + verb + " takes one FORM_ID");
   const std::string& id = a.pos[0];
   if (verb == "get") {
-    auto eng = OpenEngine(a, true);
-    if (!eng.ok()) return FailStatus(eng.status());
+    auto host = OpenHost(a, Access::kReader);
+    if (!host.ok()) return FailStatus(host.status());
+    Engine* eng = (*host)->engine();
     if (a.Has("--xml")) {
-      auto x = (*eng)->GetFormXml(domain, id);
+      auto x = eng->GetFormXml(domain, id);
       if (!x.ok()) return FailStatus(x.status());
       std::cout << *x;
       return 0;
     }
-    auto f = (*eng)->GetForm(domain, id);
+    auto f = eng->GetForm(domain, id);
     if (!f.ok()) return FailStatus(f.status());
     std::cout << commcare::FormToJson(*f) << std::endl;
     return 0;
   }
   if (verb == "archive" || verb == "unarchive") {
-    auto eng = OpenEngine(a, false);
-    if (!eng.ok()) return FailStatus(eng.status());
+    auto host = OpenHost(a, Access::kWriter);
+    if (!host.ok()) return FailStatus(host.status());
+    Engine* eng = (*host)->engine();
     Status s =
-        verb == "archive" ? (*eng)->ArchiveForm(domain, id) : (*eng)->UnarchiveForm(domain, id);
+        verb == "archive" ? eng->ArchiveForm(domain, id) : eng->UnarchiveForm(domain, id);
     if (!s.ok()) return FailStatus(s);
-    auto f = (*eng)->GetForm(domain, id);
+    auto f = eng->GetForm(domain, id);
     if (!f.ok()) return FailStatus(f.status());
     std::cout << commcare::FormToJson(*f) << std::endl;
     return 0;
@@ -135,8 +152,9 @@ int CmdForm(const std::string& verb, const Args& a) {
 int CmdCase(const std::string& verb, const Args& a) {
   std::string domain;
   if (!NeedDomain(a, &domain)) return Fail("--domain is required");
-  auto eng = OpenEngine(a, verb != "rebuild");
-  if (!eng.ok()) return FailStatus(eng.status());
+  auto host = OpenHost(a, verb == "rebuild" ? Access::kWriter : Access::kReader);
+  if (!host.ok()) return FailStatus(host.status());
+  Engine* eng = (*host)->engine();
   if (verb == "list") {
     commcare::storage::CaseFilter f;
     f.domain = domain;
@@ -147,7 +165,7 @@ int CmdCase(const std::string& verb, const Args& a) {
       if (c != "true" && c != "false") return Fail("--closed takes true or false");
       f.closed = c == "true";
     }
-    Status s = (*eng)->ListCases(f, [](const commcare::CaseRecord& c) {
+    Status s = eng->ListCases(f, [](const commcare::CaseRecord& c) {
       std::cout << commcare::CaseToJson(c) << "\n";
       return true;
     });
@@ -157,22 +175,22 @@ int CmdCase(const std::string& verb, const Args& a) {
   if (a.pos.size() != 1) return Fail("case " + verb + " takes one CASE_ID");
   const std::string& id = a.pos[0];
   if (verb == "get") {
-    auto c = (*eng)->GetCase(domain, id);
+    auto c = eng->GetCase(domain, id);
     if (!c.ok()) return FailStatus(c.status());
     std::cout << commcare::CaseToJson(*c) << std::endl;
     return 0;
   }
   if (verb == "history") {
-    auto h = (*eng)->CaseHistory(domain, id);
+    auto h = eng->CaseHistory(domain, id);
     if (!h.ok()) return FailStatus(h.status());
     for (const auto& t : *h) std::cout << commcare::CaseTransactionToJson(t) << "\n";
     std::cout.flush();
     return 0;
   }
   if (verb == "rebuild") {
-    Status s = (*eng)->RebuildCase(domain, id);
+    Status s = eng->RebuildCase(domain, id);
     if (!s.ok()) return FailStatus(s);
-    auto c = (*eng)->GetCase(domain, id);
+    auto c = eng->GetCase(domain, id);
     if (!c.ok()) return FailStatus(c.status());
     std::cout << commcare::CaseToJson(*c) << std::endl;
     return 0;
@@ -184,9 +202,9 @@ int CmdLedger(const Args& a) {
   std::string domain;
   if (!NeedDomain(a, &domain)) return Fail("--domain is required");
   if (a.pos.size() != 1) return Fail("ledger get takes one CASE_ID");
-  auto eng = OpenEngine(a, true);
-  if (!eng.ok()) return FailStatus(eng.status());
-  auto l = (*eng)->GetLedger(domain, a.pos[0]);
+  auto host = OpenHost(a, Access::kReader);
+  if (!host.ok()) return FailStatus(host.status());
+  auto l = (*host)->engine()->GetLedger(domain, a.pos[0]);
   if (!l.ok()) return FailStatus(l.status());
   std::cout << commcare::LedgerToJson(*l) << std::endl;
   return 0;
@@ -195,9 +213,9 @@ int CmdLedger(const Args& a) {
 int CmdCheck(const Args& a) {
   // Open as the writer when nobody else is, so that a crashed writer's pending cross-database
   // intents are rolled forward first; beside a running writer, check read-only.
-  auto eng = OpenWriterOrReader(a);
-  if (!eng.ok()) return FailStatus(eng.status());
-  auto r = (*eng)->Check();
+  auto host = OpenHost(a, Access::kWriterOrReader);
+  if (!host.ok()) return FailStatus(host.status());
+  auto r = (*host)->engine()->Check();
   if (!r.ok()) return FailStatus(r.status());
   json::array problems;
   for (const auto& p : r->problems) problems.push_back(json::string(p));
@@ -215,21 +233,20 @@ int CmdCheck(const Args& a) {
 // Opens the data directory's stores for writing, which applies their schema migrations (each
 // versioned, under a lock, safe to run twice and beside running servers of other hosts).
 int CmdMigrate(const Args& a) {
-  EngineOptions o;
-  o.data_dir = a.Get("--data");
-  o.relay = false;
-  auto eng = Engine::Open(o);
-  if (!eng.ok()) return FailStatus(eng.status());
-  auto meta = OpenMeta(o.data_dir);
-  if (!meta.ok()) return FailStatus(meta.status());
-  auto sync = OpenSync(eng->get(), o.data_dir);
-  if (!sync.ok()) return FailStatus(sync.status());
+  auto o = HostOptionsOf(a, Access::kWriter);
+  if (!o.ok()) return FailStatus(o.status());
+  o->engine.relay = false;
+  auto host = Host::Open(std::move(*o));
+  if (!host.ok()) return FailStatus(host.status());
+  if (auto meta = (*host)->Meta(); !meta.ok()) return FailStatus(meta.status());
+  if (auto sync = (*host)->Syncer(); !sync.ok()) return FailStatus(sync.status());
   commcare::PillowHostOptions ho;  // the pillow databases' tables, without running them
   ho.inspect_only = true;
-  auto pillows = commcare::PillowHost::Open(eng->get(), ho);
+  auto pillows = (*host)->OpenPillows(ho);
   if (!pillows.ok()) return FailStatus(pillows.status());
-  std::cout << json::serialize(json::object{
-                   {"data", o.data_dir}, {"databases", (*eng)->NumDatabases()}, {"migrated", true}})
+  std::cout << json::serialize(json::object{{"data", (*host)->options().engine.data_dir},
+                                            {"databases", (*host)->engine()->NumDatabases()},
+                                            {"migrated", true}})
             << std::endl;
   return 0;
 }

@@ -74,11 +74,11 @@ int MaxConnections() {
 int CmdServe(const Args& a) {
   namespace fs = std::filesystem;
   const std::string data = a.Get("--data");
-  if (!fs::exists(data + "/commcare.json")) {
-    commcare::InitOptions io;
-    io.data_dir = data;
-    if (auto s = Engine::Init(io); !s.ok()) return FailStatus(s);
-  }
+  auto opts = HostOptionsOf(a, Access::kWriter);
+  if (!opts.ok()) return FailStatus(opts.status());
+  if (!fs::exists(data + "/commcare.json"))  // a first start: the host file's, or the default
+    if (auto s = Engine::Create(data, opts->deployment.value_or(Deployment{})); !s.ok())
+      return FailStatus(s);
   // As PostgreSQL: no serving from a directory others can read (it holds Digest HA1s, API
   // key hashes and health data).
   std::error_code ec;
@@ -99,19 +99,17 @@ int CmdServe(const Args& a) {
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  auto eng = OpenEngine(a, false);
-  if (!eng.ok()) return FailStatus(eng.status());
-  auto meta = OpenMeta(data);
+  opts->restore_cache_dir = data + "/restore-cache";
+  auto host = Host::Open(std::move(*opts));
+  if (!host.ok()) return FailStatus(host.status());
+  Engine* eng = (*host)->engine();
+  auto meta = (*host)->Meta();  // a writer's: domain, user, role, ... changes reach the change log
   if (!meta.ok()) return FailStatus(meta.status());
-  // Domain, user, role, group, location and app changes go to the change log from now on
-  // (with what CLI admin commands queued while no server ran).
-  if (auto* log = (*eng)->Changes())
-    if (auto s = (*meta)->SetChangeLog(log); !s.ok()) return FailStatus(s);
-  if (auto s = FirstStart(meta->get()); !s.ok()) return FailStatus(s);
-  commcare::server::App app(eng->get(), meta->get(), commcare::PillowStoreAt(data));
-  auto sync = OpenSync(eng->get(), data, data + "/restore-cache");
+  if (auto s = FirstStart(*meta); !s.ok()) return FailStatus(s);
+  commcare::server::App app(eng, *meta, (*host)->PillowStore());
+  auto sync = (*host)->Syncer();
   if (!sync.ok()) return FailStatus(sync.status());
-  app.SetSync(sync->get());
+  app.SetSync(*sync);
   double user_rate = 0, domain_rate = 0;
   for (auto [flag, field] : {std::pair<const char*, double*>{"--rate-limit-user", &user_rate},
                              {"--rate-limit-domain", &domain_rate}}) {
@@ -148,7 +146,7 @@ int CmdServe(const Args& a) {
   if (a.Has("--threads") && (!ParseInt(a.Get("--threads"), &threads) || threads < 1))
     return Fail("--threads must be a positive integer");
   so.io_threads = static_cast<int>(threads);
-  so.max_body_bytes = (*eng)->Options().max_body_bytes;
+  so.max_body_bytes = eng->Options().max_body_bytes;
   for (auto [flag, field] :
        {std::pair<const char*, int*>{"--header-timeout-ms", &so.header_timeout_ms},
         {"--body-timeout-ms", &so.body_timeout_ms},
@@ -183,7 +181,7 @@ int CmdServe(const Args& a) {
   std::thread pillow_thread;
   std::atomic<bool> stop_pillows{false};
   if (!a.Has("--no-pillows")) {
-    auto h = commcare::PillowHost::Open(eng->get(), {});
+    auto h = (*host)->OpenPillows({});
     if (!h.ok()) return FailStatus(h.status());
     pillows = std::move(h).value();
     pillow_thread = std::thread([&] {
