@@ -27,6 +27,7 @@ struct Deployment {
   std::optional<storage::KafkaChangeLogOptions> kafka;
   std::string meta;     // users, domains, sync logs: a PostgreSQL conninfo; "": SQLite in <data>
   std::string pillows;  // pillow state and secondary stores: PostgreSQL; "": <data>/pillows
+  std::string tasks;    // the task queue: a PostgreSQL conninfo; "": SQLite <data>/tasks.db
 
   // Parses the JSON object of commcare.json (or of a host file's shared part); InvalidArgument
   // names the source and the bad key. Unknown keys are refused; "comment" and "data_dir" are
@@ -44,7 +45,7 @@ struct Deployment {
   bool operator==(const Deployment& o) const { return ToJson() == o.ToJson(); }
 
   // Where a data directory keeps one of its SQL stores: "postgres:<conninfo>" when section
-  // ("meta" or "pillows") names a PostgreSQL database, else data_dir/file.
+  // ("meta", "pillows" or "tasks") names a PostgreSQL database, else data_dir/file.
   std::string StoreAt(const std::string& data_dir, std::string_view section,
                       std::string_view file) const;
 };

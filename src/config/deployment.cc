@@ -114,7 +114,7 @@ Status ParseKafka(const json::object& o, std::string_view src, storage::KafkaCha
   return f.Str("topic_control", &k->topic_control);
 }
 
-// {"kind": "postgres", "database": "<conninfo>"} (meta, pillows).
+// {"kind": "postgres", "database": "<conninfo>"} (meta, pillows, tasks).
 Status ParseDatabase(const json::object& o, std::string_view src, std::string_view section,
                      std::string* conninfo) {
   Fields f(o, src, section);
@@ -147,7 +147,7 @@ Status ParseTop(const json::object& top, std::string_view src, Deployment* d,
                 std::string* data_dir) {
   Fields f(top, src);
   CC_RETURN_IF_ERROR(f.Only({"format_version", "shards", "databases", "blob_store", "primary",
-                             "change_log", "meta", "pillows", "comment", "data_dir"}));
+                             "change_log", "meta", "pillows", "tasks", "comment", "data_dir"}));
   int version = 1;
   CC_RETURN_IF_ERROR(f.Int("format_version", &version, 1, 1));
   CC_RETURN_IF_ERROR(f.Int("shards", &d->shards, 1, 1 << 20));
@@ -178,6 +178,8 @@ Status ParseTop(const json::object& top, std::string_view src, Deployment* d,
     CC_RETURN_IF_ERROR(ParseDatabase(*m, src, "meta", &d->meta));
   if (const auto* p = Section(top, "pillows", src, &err))
     CC_RETURN_IF_ERROR(ParseDatabase(*p, src, "pillows", &d->pillows));
+  if (const auto* t = Section(top, "tasks", src, &err))
+    CC_RETURN_IF_ERROR(ParseDatabase(*t, src, "tasks", &d->tasks));
   return err;
 }
 
@@ -244,6 +246,7 @@ std::string Deployment::ToJson() const {
   }
   if (!meta.empty()) o["meta"] = json::object{{"kind", "postgres"}, {"database", meta}};
   if (!pillows.empty()) o["pillows"] = json::object{{"kind", "postgres"}, {"database", pillows}};
+  if (!tasks.empty()) o["tasks"] = json::object{{"kind", "postgres"}, {"database", tasks}};
   return json::serialize(o);
 }
 
@@ -264,7 +267,10 @@ Status Deployment::Save(const std::string& data_dir) const {
 
 std::string Deployment::StoreAt(const std::string& data_dir, std::string_view section,
                                 std::string_view file) const {
-  const std::string& db = section == "meta" ? meta : section == "pillows" ? pillows : "";
+  const std::string& db = section == "meta"      ? meta
+                          : section == "pillows" ? pillows
+                          : section == "tasks"   ? tasks
+                                                 : "";
   if (!db.empty()) return "postgres:" + db;
   return data_dir + "/" + std::string(file);
 }
