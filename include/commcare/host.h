@@ -20,6 +20,9 @@ class MetaStore;  // src/meta/meta_store.h: users, domains, groups, locations, a
 class Sync;
 class PillowHost;
 struct PillowHostOptions;
+class TaskQueue;
+class TaskWorkers;
+struct TaskWorkersOptions;
 
 // What a Host opens.
 struct HostOptions {
@@ -55,6 +58,12 @@ class Host {
   std::string PillowStore() const;
   // A pillow host on this engine; options.dir "" = PillowStore() (in memory: a temp dir).
   Result<std::unique_ptr<PillowHost>> OpenPillows(const PillowHostOptions& options) const;
+  // The task queue (commcare.json's "tasks": PostgreSQL, else <data>/tasks.db), opened on first
+  // use; readers of the data directory may use it too.
+  Result<TaskQueue*> Tasks();
+  // A worker pool on Tasks() with the library's task types registered (commcare.noop,
+  // commcare.prune_tasks, ...); the caller registers its own before Start.
+  Result<std::unique_ptr<TaskWorkers>> NewTaskWorkers(const TaskWorkersOptions& options);
   // Closes sync, meta and the engine, in that order (also done by the destructor).
   void Close();
 

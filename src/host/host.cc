@@ -12,6 +12,8 @@
 
 #include "commcare/pillows.h"
 #include "commcare/sync.h"
+#include "commcare/tasks.h"
+#include "host/task_types.h"
 #include "meta/meta_store.h"
 
 namespace commcare {
@@ -22,6 +24,7 @@ struct Host::Lazy {
   std::mutex mu;
   std::unique_ptr<meta::MetaStore> meta;
   std::unique_ptr<Sync> sync;
+  std::unique_ptr<TaskQueue> tasks;
   std::optional<Deployment> deployment;  // the directory's, unset in memory
 };
 
@@ -96,6 +99,7 @@ void Host::Close() {
   std::lock_guard l(lazy_->mu);
   lazy_->sync.reset();
   lazy_->meta.reset();
+  lazy_->tasks.reset();
   engine_.reset();
 }
 
@@ -127,6 +131,25 @@ Result<Sync*> Host::Syncer() {
                         Sync::Open(engine_.get(), where, options_.restore_cache_dir));
   }
   return lazy_->sync.get();
+}
+
+Result<TaskQueue*> Host::Tasks() {
+  std::lock_guard l(lazy_->mu);
+  if (!engine_) return Status::FailedPrecondition("the host is closed");
+  if (!lazy_->tasks) {
+    const auto& d = lazy_->deployment;
+    const std::string where =
+        d ? d->StoreAt(options_.engine.data_dir, "tasks", "tasks.db") : std::string();
+    CC_ASSIGN_OR_RETURN(lazy_->tasks, OpenTaskQueue(where));
+  }
+  return lazy_->tasks.get();
+}
+
+Result<std::unique_ptr<TaskWorkers>> Host::NewTaskWorkers(const TaskWorkersOptions& options) {
+  CC_ASSIGN_OR_RETURN(TaskQueue * q, Tasks());
+  auto w = commcare::NewTaskWorkers(q, options);
+  host::RegisterTaskTypes(this, w.get());
+  return w;
 }
 
 std::string Host::PillowStore() const {

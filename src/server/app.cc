@@ -115,6 +115,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "changes_api";
     return ChangesApi(r, domain);
   }
+  if (rest == "api/tasks" || rest.rfind("api/tasks/", 0) == 0) {
+    *route = "tasks_api";
+    return TasksApi(r, domain, rest.substr(9));
+  }
   if (rest.rfind("api/ucr/", 0) == 0) {
     *route = "ucr_api";
     return UcrApi(r, domain, rest.substr(8));
@@ -225,6 +229,7 @@ Response App::MetricsText() {
       out += "# TYPE commcare_pillow_retry_queue gauge\n" + queue;
     }
   }
+  out += TaskMetrics();
   Response r;
   r.content_type = "text/plain; version=0.0.4";
   r.body = std::move(out);

@@ -14,6 +14,7 @@
 #include "commcare/engine.h"
 #include "commcare/pillows.h"
 #include "commcare/sync.h"
+#include "commcare/tasks.h"
 #include "http/server.h"
 #include "meta/meta_store.h"
 #include "server/login_guard.h"
@@ -45,6 +46,11 @@ class App {
   void SetPillows(PillowHost* pillows) { pillows_ = pillows; }
   // Mobile sync (the restore route answers 503 without it).
   void SetSync(Sync* sync) { sync_ = sync; }
+  // The task queue (the tasks API answers 503 without it) and this server's workers (metrics).
+  void SetTasks(TaskQueue* tasks, TaskWorkers* workers) {
+    tasks_ = tasks;
+    task_workers_ = workers;
+  }
   // Token-bucket limits on authenticated requests, per user and per domain (requests per
   // second, bursts of twice that; 0 = no limit). Over the limit: 429 with Retry-After.
   void SetRateLimits(double per_user, double per_domain) {
@@ -87,6 +93,8 @@ class App {
   http::Response Attachment(const http::Request& r, const std::string& domain,
                             const std::string& rest);
   http::Response ChangesApi(const http::Request& r, const std::string& domain);
+  http::Response TasksApi(const http::Request& r, const std::string& domain, std::string rest);
+  std::string TaskMetrics();  // tasks_api.cc
   http::Response UcrApi(const http::Request& r, const std::string& domain, const std::string& rest);
   http::Response FormApi(const http::Request& r, const std::string& domain,
                          const std::string& rest);
@@ -135,6 +143,8 @@ class App {
   double Throttle(const std::string& user, const std::string& domain);
   PillowHost* pillows_ = nullptr;
   Sync* sync_ = nullptr;
+  TaskQueue* tasks_ = nullptr;
+  TaskWorkers* task_workers_ = nullptr;
   double user_rate_ = 0, domain_rate_ = 0;
   struct Bucket {
     double tokens = 0;

@@ -350,6 +350,12 @@ Status SqlTaskQueue::Finish(const std::vector<Outcome>& outcomes, const std::str
     std::lock_guard lk(mu_);
     CC_RETURN_IF_ERROR(db_->Transaction("finishing tasks", 0, [&]() -> Status {
       for (const auto& o : outcomes) {
+        if (o.progress)
+          CC_RETURN_IF_ERROR(db_->Run("writing task progress",
+                                      "UPDATE tasks SET progress_done=?, progress_total=?, "
+                                      "progress_message=? WHERE id=? AND worker=?",
+                                      {o.done, o.total, o.message, o.id, worker})
+                                 .status());
         if (o.ok) {
           CC_RETURN_IF_ERROR(
               db_->Run("finishing a task",

@@ -24,6 +24,9 @@ struct Outcome {
   std::string result;      // ok: the handler's JSON
   std::string error;       // !ok: the status text
   int64_t retry_at = 0;    // !ok && !permanent: when to try again
+  bool progress = false;   // the handler's last progress, not yet written
+  int64_t done = 0, total = 0;
+  std::string message;
 };
 
 // Progress and lease renewals for running tasks, written in one transaction.

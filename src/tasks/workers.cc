@@ -245,6 +245,13 @@ void Pool::Work() {
       o.retry_at = util::NowMicros() + Backoff(*h);
     }
     {
+      std::lock_guard lk(h->mu);
+      o.progress = h->progress_dirty;
+      o.done = h->done;
+      o.total = h->total;
+      o.message = h->message;
+    }
+    {
       std::lock_guard lk(mu_);
       outcomes_.push_back(std::move(o));
       held_.erase(h->task.id);

@@ -92,6 +92,7 @@ void RegisterDataCommands(Cli* cli);    // init, migrate, submit, form, case, le
 void RegisterChangeCommands(Cli* cli);  // changes, pillows, search, ucr
 void RegisterServeCommand(Cli* cli);    // serve
 void RegisterAdminCommands(Cli* cli);   // admin, restore
+void RegisterTaskCommands(Cli* cli);    // tasks
 
 // Helpers (common.cc).
 int Fail(const std::string& msg, int code = kFailed);

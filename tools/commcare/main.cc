@@ -174,6 +174,7 @@ int Main(int argc, char** argv) {
   RegisterChangeCommands(&cli);
   RegisterServeCommand(&cli);
   RegisterAdminCommands(&cli);
+  RegisterTaskCommands(&cli);
   try {
     root.parse(argc, argv);
   } catch (const CLI::CallForVersion&) {

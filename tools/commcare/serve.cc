@@ -1,6 +1,7 @@
 // The `commcare serve` command: the reference HTTP server on a data directory.
 #include <commcare/engine.h>
 #include <commcare/pillows.h>
+#include <commcare/tasks.h>
 #include <fmt/format.h>
 #include <pthread.h>
 #include <signal.h>
@@ -191,10 +192,28 @@ int CmdServe(const Args& a) {
     });
   }
   app.SetPillows(pillows.get());
+  // Task workers: --task-workers threads (0: none here, e.g. when `commcare tasks run` runs
+  // them elsewhere); the tasks API and metrics work either way.
+  int64_t task_threads = 2;
+  if (a.Has("--task-workers") && !ParseInt(a.Get("--task-workers"), &task_threads))
+    return Fail("--task-workers must be a whole number", kUsage);
+  auto tasks = (*host)->Tasks();
+  if (!tasks.ok()) return FailStatus(tasks.status());
+  std::unique_ptr<TaskWorkers> workers;
+  if (task_threads > 0) {
+    TaskWorkersOptions to;
+    to.workers = static_cast<int>(task_threads);
+    auto w = (*host)->NewTaskWorkers(to);
+    if (!w.ok()) return FailStatus(w.status());
+    workers = std::move(*w);
+    if (Status s = workers->Start(); !s.ok()) return FailStatus(s);
+  }
+  app.SetTasks(*tasks, workers.get());
   auto server = commcare::http::Server::Start(
       so, [&app](const commcare::http::Request& r) { return app.Handle(r); },
       [&app](commcare::http::Request& head) { return app.Gate(head); });
   if (!server.ok()) {
+    if (workers) workers->Stop();
     stop_pillows = true;
     if (pillow_thread.joinable()) pillow_thread.join();
     return FailStatus(server.status());
@@ -204,12 +223,14 @@ int CmdServe(const Args& a) {
                                              (*server)->Port())},
                    {"scheme", so.tls_cert.empty() ? "http" : "https"},
                    {"data", data},
-                   {"pillows", !a.Has("--no-pillows")}})
+                   {"pillows", !a.Has("--no-pillows")},
+                   {"task_workers", task_threads}})
             << std::endl;
   int sig = 0;
   sigwait(&sigs, &sig);
   Log(LogLevel::kInfo, "stopping: finishing requests in flight", {{"signal", std::to_string(sig)}});
   (*server)->Stop();
+  if (workers) workers->Stop();
   stop_pillows = true;
   if (pillow_thread.joinable()) pillow_thread.join();
   pillows.reset();
@@ -226,6 +247,7 @@ void RegisterServeCommand(Cli* cli) {
                         CmdServe);
   c.Str("--listen", "HOST:PORT (default 127.0.0.1:8000)")
       .Flag("--no-pillows", "do not run the pillows in this process")
+      .Int("--task-workers", "task worker threads in this process (default 2; 0: none)")
       .Str("--access-log", "FILE, or - for stderr")
       .Int("--threads", "I/O threads", 1)
       .Number("--rate-limit-user", "requests/s per user (0: none)")
