@@ -1,38 +1,30 @@
+// The MetaStore (meta_store.h): opening and migrating the store, its write transactions and
+// change records, the relay of those into the change log, and domains. Users: meta_users.cc;
+// documents: meta_docs.cc; passwords and API keys: meta_auth.cc.
 #include "meta/meta_store.h"
 
 #include <fmt/format.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
-#include <openssl/sha.h>
 
-#include <algorithm>
-#include <array>
 #include <boost/json.hpp>
-#include <fstream>
 #include <functional>
-#include <optional>
-#include <set>
-#include <sstream>
-#include <unordered_map>
+#include <mutex>
+#include <string>
+#include <vector>
 
 #include "changes/relay.h"
 #include "commcare/deployment.h"
 #include "commcare/engine.h"
 #include "commcare/log.h"
 #include "commcare/storage/change_log.h"
-#include "util/codec.h"
+#include "meta/meta_store_internal.h"
 #include "util/hash.h"
 #include "util/sql_db.h"
 #include "util/time.h"
-#include "util/xml.h"
 
 namespace commcare::meta {
 namespace {
 
 namespace json = boost::json;
-using codec::GetBool;
-using codec::GetStr;
 
 constexpr int kSchemaVersion = 1;
 constexpr const char* kSqliteSchema = R"(
@@ -80,157 +72,48 @@ CREATE TABLE IF NOT EXISTS meta_info(k TEXT PRIMARY KEY, v TEXT NOT NULL);
 constexpr int64_t kWriteLock = 7234618140;
 constexpr int64_t kRelayLock = 7234618141;
 
-std::string Base64(const unsigned char* data, size_t n) {
-  std::string out(4 * ((n + 2) / 3) + 1, '\0');
-  int len =
-      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
-  out.resize(static_cast<size_t>(len));
-  return out;
-}
-
 }  // namespace
 
-std::string Sha256Hex(std::string_view s) { return util::Sha256Hex(s); }
-
-namespace {
-
-std::string RandomToken(size_t n) {
-  static const char kAlnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-  std::vector<unsigned char> raw(n);
-  RAND_bytes(raw.data(), static_cast<int>(n));
-  std::string out;
-  for (unsigned char c : raw) out.push_back(kAlnum[c % 62]);
-  return out;
-}
-
-std::string Derive(std::string_view password, std::string_view salt, int iterations) {
-  unsigned char dk[32];
-  PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
-                    reinterpret_cast<const unsigned char*>(salt.data()),
-                    static_cast<int>(salt.size()), iterations, EVP_sha256(), sizeof dk, dk);
-  return Base64(dk, sizeof dk);
-}
-
-json::object EncodeUser(const User& u) {
-  json::object o = UserProfile(u);
-  o["password"] = u.password_hash;
-  o["digest_md5"] = u.digest_md5;
-  o["digest_sha256"] = u.digest_sha256;
-  return o;
-}
-
-User DecodeUser(std::string_view text, int64_t rev) {
-  User u;
-  boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec || !v.is_object()) return u;
-  const auto& o = v.get_object();
-  u.username = GetStr(o, "username");
-  u.user_id = GetStr(o, "user_id");
-  u.web_user = GetBool(o, "web_user");
-  u.is_superuser = GetBool(o, "is_superuser");
-  u.is_active = GetBool(o, "is_active");
-  u.password_hash = GetStr(o, "password");
-  if (auto* r = o.if_contains("role_ids"); r && r->is_object())
-    for (const auto& kv : r->get_object())
-      if (kv.value().is_string()) u.role_ids[std::string(kv.key())] = kv.value().get_string();
-  if (auto* l = o.if_contains("location_ids"); l && l->is_array())
-    for (const auto& x : l->get_array())
-      if (x.is_string()) u.location_ids.emplace_back(x.get_string());
-  if (auto* d = o.if_contains("user_data"); d && d->is_object()) u.user_data = d->get_object();
-  u.digest_md5 = GetStr(o, "digest_md5");
-  u.digest_sha256 = GetStr(o, "digest_sha256");
-  if (auto* a = o.if_contains("domains"); a && a->is_array())
-    for (const auto& x : a->get_array())
-      if (x.is_string()) u.domains.emplace_back(x.get_string());
-  // Permissions by domain; a list (stored before they were per domain) holds in each domain.
-  auto list = [](const json::value& a, std::vector<std::string>* out) {
-    if (a.is_array())
-      for (const auto& x : a.get_array())
-        if (x.is_string()) out->emplace_back(x.get_string());
-  };
-  if (auto* p = o.if_contains("permissions"); p && p->is_object())
-    for (const auto& kv : p->get_object()) list(kv.value(), &u.permissions[kv.key()]);
-  else if (p)
-    for (const auto& d : u.domains) list(*p, &u.permissions[d]);
-  u.rev = rev;
-  return u;
-}
-
-const std::set<std::string_view> kPermissions = {kEditData, kAccessApi, kMobileEndpoints,
-                                                 kManageUsers};
-}  // namespace
-
-json::object UserJson(const User& u, std::string_view domain) {
-  json::object o = UserProfile(u);
-  if (!domain.empty()) {
-    json::array perms;
-    if (auto it = u.permissions.find(std::string(domain)); it != u.permissions.end())
-      for (const auto& p : it->second) perms.emplace_back(p);
-    o["permissions"] = std::move(perms);
+void MetaStore::Impl::ForgetIfChangedElsewhere() {
+  auto r = db->Run("reading the generation", "SELECT v FROM meta_info WHERE k='generation'");
+  std::string v = r.ok() && !r->empty() ? std::string(r->Str(0, 0)) : "?";
+  if (v != stored_generation || v == "?") {
+    stored_generation = v;
+    verified.clear();
+    ++generation;
   }
-  o["_rev"] = u.rev;
-  return o;
 }
 
-Status ApplyUserFields(const json::object& o, std::string_view domain, User* u,
-                       std::string* password) {
-  for (const auto& kv : o) {
-    std::string_view k = kv.key();
-    const json::value& x = kv.value();
-    if (k == "username" || k == "_rev" || k == "revoke_api_keys") continue;
-    if (k == "password") {
-      if (!x.is_string() || x.get_string().size() < 4)
-        return Status::InvalidArgument("password: must be a string of at least 4 characters");
-      *password = std::string(x.get_string());
-    } else if (k == "is_active") {
-      if (!x.is_bool()) return Status::InvalidArgument("is_active: must be true or false");
-      u->is_active = x.get_bool();
-    } else if (k == "web_user") {
-      if (!x.is_bool()) return Status::InvalidArgument("web_user: must be true or false");
-      u->web_user = x.get_bool();
-    } else if (k == "role_id") {
-      if (x.is_null()) {
-        u->role_ids.erase(std::string(domain));
-      } else {
-        if (!x.is_string()) return Status::InvalidArgument("role_id: must be a role's id or null");
-        u->role_ids[std::string(domain)] = std::string(x.get_string());
-      }
-    } else if (k == "location_ids") {
-      if (!x.is_array())
-        return Status::InvalidArgument("location_ids: must be a list of location ids");
-      u->location_ids.clear();
-      for (const auto& l : x.get_array()) {
-        if (!l.is_string()) return Status::InvalidArgument("location_ids: each must be a string");
-        u->location_ids.emplace_back(l.get_string());
-      }
-    } else if (k == "user_data") {
-      if (!x.is_object()) return Status::InvalidArgument("user_data: must be an object");
-      u->user_data = x.get_object();
-    } else if (k == "permissions") {
-      if (!x.is_array()) return Status::InvalidArgument("permissions: must be a list");
-      auto& granted = u->permissions[std::string(domain)];
-      granted.clear();
-      for (const auto& p : x.get_array()) {
-        if (!p.is_string() || !kPermissions.count(p.get_string()))
-          return Status::InvalidArgument(
-              "permissions: each must be edit_data, access_api, "
-              "access_mobile_endpoints or manage_users");
-        granted.emplace_back(p.get_string());
-      }
-    } else if (k == "domains") {
-      if (!x.is_array() || x.get_array().empty())
-        return Status::InvalidArgument("domains: must be a non-empty list of domain names");
-      u->domains.clear();
-      for (const auto& d : x.get_array()) {
-        if (!d.is_string()) return Status::InvalidArgument("domains: each must be a string");
-        u->domains.emplace_back(d.get_string());
-      }
-    } else {
-      return Status::InvalidArgument(fmt::format("{}: unknown field", k));
-    }
-  }
-  return Status::Ok();
+void MetaStore::Impl::Forget() {
+  verified.clear();
+  ++generation;
+}
+
+Status MetaStore::Impl::Write(const char* what, const std::function<Status()>& write) {
+  return db->Transaction(what, kWriteLock, [&] {
+    CC_RETURN_IF_ERROR(write());
+    return db
+        ->Run(what,
+              "UPDATE meta_info SET v=CAST(CAST(v AS BIGINT) + 1 AS TEXT) WHERE k='generation'")
+        .status();
+  });
+}
+
+Status MetaStore::Impl::Queue(std::string_view topic, std::string_view document_type,
+                              std::string_view id, std::string_view domain, bool deletion) {
+  ChangeMeta m;
+  m.topic = std::string(topic);
+  m.document_id = std::string(id);
+  m.data_source_type = "meta";
+  m.data_source_name = "meta";
+  m.document_type = std::string(document_type);
+  m.domain = std::string(domain);
+  m.is_deletion = deletion;
+  m.publish_timestamp = util::NowMicros();
+  return db
+      ->Run("queueing a change", "INSERT INTO outbox(topic, key, value) VALUES(?,?,?)",
+            {topic, id, ChangeMetaToJson(m)})
+      .status();
 }
 
 std::string StoreAt(const std::string& data_dir, std::string_view file) {
@@ -238,185 +121,6 @@ std::string StoreAt(const std::string& data_dir, std::string_view file) {
   auto d = Deployment::Load(data_dir);
   return d.ok() ? d->StoreAt(data_dir, "meta", file) : data_dir + "/" + std::string(file);
 }
-
-Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
-                                          const std::string& domain) {
-  RestoreRequest q;
-  q.domain = domain;
-  q.user.username = user.username;
-  q.user.user_id = user.user_id;
-  // Only a mobile worker's restore carries its password hash (for offline login, as HQ's);
-  // a web user's or superuser's never does.
-  if (!user.web_user && !user.is_superuser) q.user.password_hash = user.password_hash;
-  for (const auto& kv : user.user_data)
-    q.user.user_data.emplace_back(std::string(kv.key()), kv.value().is_string()
-                                                             ? std::string(kv.value().get_string())
-                                                             : json::serialize(kv.value()));
-  CC_ASSIGN_OR_RETURN(q.user.owner_ids, meta->OwnerIds(user, domain));
-  CC_ASSIGN_OR_RETURN(q.fixtures, meta->Fixtures(user, domain));
-  return q;
-}
-
-json::object UserProfile(const User& u) {
-  json::array domains, locations;
-  json::object roles, perms;
-  for (const auto& d : u.domains) domains.emplace_back(d);
-  for (const auto& [d, list] : u.permissions) {
-    json::array a;
-    for (const auto& p : list) a.emplace_back(p);
-    perms[d] = std::move(a);
-  }
-  for (const auto& l : u.location_ids) locations.emplace_back(l);
-  for (const auto& [d, r] : u.role_ids) roles[d] = r;
-  return {{"username", u.username},         {"user_id", u.user_id},
-          {"web_user", u.web_user},         {"domains", domains},
-          {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
-          {"permissions", perms},           {"role_ids", roles},
-          {"location_ids", locations},      {"user_data", u.user_data}};
-}
-
-bool User::InDomain(std::string_view domain) const {
-  return is_superuser || std::find(domains.begin(), domains.end(), domain) != domains.end();
-}
-
-bool User::Can(std::string_view domain, std::string_view permission) const {
-  if (!is_active || !InDomain(domain)) return false;
-  if (is_superuser) return true;
-  if (auto g = permissions.find(std::string(domain));
-      g != permissions.end() &&
-      std::find(g->second.begin(), g->second.end(), permission) != g->second.end())
-    return true;
-  auto r = role_permissions.find(std::string(domain));
-  return r != role_permissions.end() &&
-         std::find(r->second.begin(), r->second.end(), permission) != r->second.end();
-}
-
-std::string HashPassword(std::string_view password, int iterations) {
-  std::string salt = RandomToken(22);
-  return fmt::format("pbkdf2_sha256${}${}${}", iterations, salt,
-                     Derive(password, salt, iterations));
-}
-
-bool VerifyPassword(std::string_view password, std::string_view hash) {
-  // pbkdf2_sha256$<iterations>$<salt>$<b64>
-  std::vector<std::string_view> parts;
-  size_t start = 0;
-  for (size_t i = 0; i <= hash.size(); ++i)
-    if (i == hash.size() || hash[i] == '$') {
-      parts.push_back(hash.substr(start, i - start));
-      start = i + 1;
-    }
-  if (parts.size() != 4 || parts[0] != "pbkdf2_sha256") return false;
-  int iterations = std::atoi(std::string(parts[1]).c_str());
-  if (iterations <= 0 || iterations > 10'000'000) return false;
-  std::string got = Derive(password, parts[2], iterations);
-  return got.size() == parts[3].size() &&
-         CRYPTO_memcmp(got.data(), parts[3].data(), got.size()) == 0;
-}
-
-struct MetaStore::Impl {
-  std::unique_ptr<util::SqlDb> db;
-  std::mutex mu;
-  std::string producer;  // the relay's producer mark name (see RelayProducer)
-  // username -> (sha256 of the verified password, the user as verified)
-  std::unordered_map<std::string, std::pair<std::string, User>> verified;
-  // One PBKDF2 verification per user at a time: concurrent first requests of a user wait for
-  // it and then hit the cache instead of each spending ~0.1 s of CPU. Striped by a hash of
-  // the username, so names tried leave nothing behind.
-  std::array<std::mutex, 64> verifying;
-  // Bumped by every write through this store and when another process committed (the stored
-  // generation changed): a verification that started before a bump is not cached.
-  uint64_t generation = 0;
-  std::string stored_generation;
-  std::mutex relay_mu;  // one relay at a time; guards the two below
-  storage::ChangeLog* log = nullptr;
-  // The relay's own connection (none for an in-memory store: it then uses db under mu), so a
-  // slow or unreachable change log never holds up logins and reads.
-  std::unique_ptr<util::SqlDb> relay_db;
-  std::string where;
-
-  // Forgets every verified credential if any process wrote since the last look (mu held; a
-  // CLI or another server deactivating a user counts at once for this one).
-  void ForgetIfChangedElsewhere() {
-    auto r = db->Run("reading the generation", "SELECT v FROM meta_info WHERE k='generation'");
-    std::string v = r.ok() && !r->empty() ? std::string(r->Str(0, 0)) : "?";
-    if (v != stored_generation || v == "?") {
-      stored_generation = v;
-      verified.clear();
-      ++generation;
-    }
-  }
-  // Forgets every verified credential after a write of this process (mu held).
-  void Forget() {
-    verified.clear();
-    ++generation;
-  }
-  // Runs write in one transaction that excludes every other writer, in any process, and bumps
-  // the stored generation with it (mu held).
-  Status Write(const char* what, const std::function<Status()>& write) {
-    return db->Transaction(what, kWriteLock, [&] {
-      CC_RETURN_IF_ERROR(write());
-      return db
-          ->Run(what,
-                "UPDATE meta_info SET v=CAST(CAST(v AS BIGINT) + 1 AS TEXT) WHERE k='generation'")
-          .status();
-    });
-  }
-  // Queues the change record of a write (inside the write's transaction; mu held).
-  Status Queue(std::string_view topic, std::string_view document_type, std::string_view id,
-               std::string_view domain, bool deletion) {
-    ChangeMeta m;
-    m.topic = std::string(topic);
-    m.document_id = std::string(id);
-    m.data_source_type = "meta";
-    m.data_source_name = "meta";
-    m.document_type = std::string(document_type);
-    m.domain = std::string(domain);
-    m.is_deletion = deletion;
-    m.publish_timestamp = util::NowMicros();
-    return db
-        ->Run("queueing a change", "INSERT INTO outbox(topic, key, value) VALUES(?,?,?)",
-              {topic, id, ChangeMetaToJson(m)})
-        .status();
-  }
-  // A stored document (live or deleted) and its revision (mu held).
-  Result<std::optional<Doc>> LoadDoc(std::string_view kind, std::string_view id, bool* deleted) {
-    CC_ASSIGN_OR_RETURN(
-        auto r,
-        db->Run("reading a document",
-                "SELECT domain, doc, rev, deleted FROM docs WHERE kind=? AND id=?", {kind, id}));
-    std::optional<Doc> d;
-    if (r.empty()) return d;
-    d.emplace();
-    d->kind = std::string(kind);
-    d->id = std::string(id);
-    d->domain = std::string(r.Str(0, 0));
-    boost::system::error_code ec;
-    json::value v = json::parse(r.Str(0, 1), ec);
-    if (!ec && v.is_object()) d->body = std::move(v.get_object());
-    d->rev = r.Int(0, 2);
-    *deleted = r.Int(0, 3) != 0;
-    return d;
-  }
-  // The user with each role's permissions filled in (mu held).
-  Result<std::optional<User>> LoadUser(std::string_view username) {
-    CC_ASSIGN_OR_RETURN(auto r, db->Run("reading a user",
-                                        "SELECT doc, rev FROM users WHERE username=?", {username}));
-    std::optional<User> u;
-    if (r.empty()) return u;
-    u = DecodeUser(r.Str(0, 0), r.Int(0, 1));
-    for (const auto& [domain, role] : u->role_ids) {
-      bool deleted = false;
-      CC_ASSIGN_OR_RETURN(auto d, LoadDoc("role", role, &deleted));
-      auto& perms = u->role_permissions[domain];
-      if (!d || deleted || d->domain != domain) continue;
-      if (auto* p = d->body.if_contains("permissions"); p && p->is_array())
-        for (const auto& x : p->get_array())
-          if (x.is_string()) perms.emplace_back(x.get_string());
-    }
-    return u;
-  }
-};
 
 MetaStore::MetaStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 MetaStore::~MetaStore() = default;
@@ -591,485 +295,6 @@ Result<std::vector<Domain>> MetaStore::ListDomains() {
     out.push_back(std::move(d));
   }
   return out;
-}
-
-Result<User> MetaStore::PutUser(User u, std::string_view password) {
-  if (u.username.empty() || u.username.size() > 128 ||
-      u.username.find_first_of(" :\t\r\n") != std::string::npos)
-    return Status::InvalidArgument(
-        fmt::format("username '{}' must be 1-128 characters without spaces or ':'", u.username));
-  if (!u.web_user && u.domains.size() != 1 && !u.is_superuser)
-    return Status::InvalidArgument("a mobile worker belongs to exactly one domain");
-  for (const auto& d : u.domains) CC_RETURN_IF_ERROR(GetDomain(d).status());
-  for (const auto& [domain, role] : u.role_ids) {
-    if (!u.InDomain(domain))
-      return Status::InvalidArgument(
-          fmt::format("role_ids: {} is not one of the user's domains", domain));
-    if (!GetDoc("role", domain, role).ok())
-      return Status::InvalidArgument(fmt::format("role_ids: no role {} in {}", role, domain));
-  }
-  for (const auto& loc : u.location_ids) {
-    bool found = false;
-    for (const auto& d : u.domains) found = found || GetDoc("location", d, loc).ok();
-    if (!found)
-      return Status::InvalidArgument(
-          fmt::format("location_ids: no location {} in the user's domains", loc));
-  }
-  for (const auto& kv : u.user_data)
-    if (!kv.value().is_string() && !kv.value().is_number() && !kv.value().is_bool())
-      return Status::InvalidArgument(
-          fmt::format("user_data.{}: must be a string, number or boolean", kv.key()));
-  if (!password.empty()) {
-    u.password_hash = HashPassword(password);
-    const std::string a1 = fmt::format("{}:{}:{}", u.username, kDigestRealm, password);
-    u.digest_md5 = util::Md5Hex(a1);
-    u.digest_sha256 = Sha256Hex(a1);
-  }
-  {
-    std::lock_guard l(impl_->mu);
-    util::SqlDb& db = *impl_->db;
-    CC_RETURN_IF_ERROR(impl_->Write("writing a user", [&]() -> Status {
-      CC_ASSIGN_OR_RETURN(auto old, impl_->LoadUser(u.username));
-      const int64_t stored = old ? old->rev : 0;
-      if (stored != u.rev)
-        return Status::Aborted(
-            fmt::format("user {} is at revision {}, not {}", u.username, stored, u.rev));
-      if (u.user_id.empty()) u.user_id = old ? old->user_id : util::NewUuidHex();
-      if (u.password_hash.empty() && old) {
-        u.password_hash = old->password_hash;
-        u.digest_md5 = old->digest_md5;
-        u.digest_sha256 = old->digest_sha256;
-      }
-      u.rev = stored + 1;
-      CC_RETURN_IF_ERROR(db.Run("writing a user",
-                                "INSERT INTO users(username, doc, rev) VALUES(?,?,?) "
-                                "ON CONFLICT(username) DO UPDATE SET doc=excluded.doc, "
-                                "rev=excluded.rev",
-                                {u.username, json::serialize(EncodeUser(u)), u.rev})
-                             .status());
-      CC_RETURN_IF_ERROR(
-          db.Run("writing a user", "DELETE FROM user_domains WHERE username=?", {u.username})
-              .status());
-      for (const auto& dom : u.domains)
-        CC_RETURN_IF_ERROR(db.Run("writing a user",
-                                  "INSERT INTO user_domains(domain, username) VALUES(?,?)",
-                                  {dom, u.username})
-                               .status());
-      return impl_->Queue(u.web_user ? "web-user" : "commcare-user",
-                          u.web_user ? "WebUser" : "CommCareUser", u.user_id,
-                          u.web_user || u.domains.empty() ? "" : u.domains[0], false);
-    }));
-    impl_->Forget();  // a changed password or deactivation counts at once
-    CC_ASSIGN_OR_RETURN(auto fresh, impl_->LoadUser(u.username));
-    if (fresh) u = *fresh;
-  }
-  RelayAfterWrite();
-  return u;
-}
-
-Result<User> MetaStore::GetUser(std::string_view username) {
-  std::lock_guard l(impl_->mu);
-  CC_ASSIGN_OR_RETURN(auto u, impl_->LoadUser(username));
-  if (!u) return Status::NotFound(fmt::format("no user '{}'", username));
-  return *std::move(u);
-}
-
-Result<std::vector<User>> MetaStore::ListUsers(std::string_view domain) {
-  std::vector<std::string> names;
-  {
-    std::lock_guard l(impl_->mu);
-    CC_ASSIGN_OR_RETURN(
-        auto r, impl_->db->Run("listing users",
-                               "SELECT username FROM user_domains WHERE domain=? ORDER BY username",
-                               {domain}));
-    for (size_t i = 0; i < r.size(); ++i) names.emplace_back(r.Str(i, 0));
-  }
-  std::vector<User> out;
-  for (const auto& n : names) {
-    CC_ASSIGN_OR_RETURN(User u, GetUser(n));
-    out.push_back(std::move(u));
-  }
-  return out;
-}
-
-namespace {
-
-const std::map<std::string_view, std::pair<std::string_view, std::string_view>> kDocTopics = {
-    {"role", {"role", "UserRole"}},
-    {"group", {"group", "Group"}},
-    {"location", {"location", "Location"}},
-    {"app", {"app", "Application"}}};
-
-Status CheckString(const json::object& b, const char* k, bool required) {
-  const json::value* v = b.if_contains(k);
-  if ((!v && required) || (v && !v->is_string()) || (required && v->get_string().empty()))
-    return Status::InvalidArgument(
-        fmt::format("{}: {} a string", k, required ? "is required," : "must be"));
-  return Status::Ok();
-}
-Status CheckBool(const json::object& b, const char* k) {
-  if (const json::value* v = b.if_contains(k); v && !v->is_bool())
-    return Status::InvalidArgument(fmt::format("{}: must be true or false", k));
-  return Status::Ok();
-}
-Status CheckStringMap(const json::object& b, const char* k) {
-  if (const json::value* v = b.if_contains(k)) {
-    if (!v->is_object()) return Status::InvalidArgument(fmt::format("{}: must be an object", k));
-    for (const auto& kv : v->get_object())
-      if (!kv.value().is_string())
-        return Status::InvalidArgument(fmt::format("{}.{}: must be a string", k, kv.key()));
-  }
-  return Status::Ok();
-}
-Status CheckOnly(const json::object& b, std::initializer_list<std::string_view> keys) {
-  for (const auto& kv : b)
-    if (std::find(keys.begin(), keys.end(), kv.key()) == keys.end())
-      return Status::InvalidArgument(fmt::format("{}: unknown field", kv.key()));
-  return Status::Ok();
-}
-
-}  // namespace
-
-Result<Doc> MetaStore::PutDoc(Doc d) {
-  if (!kDocTopics.count(d.kind))
-    return Status::InvalidArgument(fmt::format("no document kind '{}'", d.kind));
-  CC_RETURN_IF_ERROR(GetDomain(d.domain).status());
-  if (d.id.empty()) d.id = util::NewUuidHex();
-  if (d.id.size() > 64 ||
-      d.id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                             "0123456789-_.") != std::string::npos)
-    return Status::InvalidArgument(
-        fmt::format("id: '{}' must be 1-64 letters, digits, '-', '_' or '.'", d.id));
-  const json::object& b = d.body;
-  CC_RETURN_IF_ERROR(CheckString(b, "name", true));
-  if (d.kind == "role") {
-    CC_RETURN_IF_ERROR(CheckOnly(b, {"name", "permissions"}));
-    if (const json::value* p = b.if_contains("permissions")) {
-      if (!p->is_array()) return Status::InvalidArgument("permissions: must be a list");
-      for (const auto& x : p->get_array())
-        if (!x.is_string() ||
-            (x.get_string() != kEditData && x.get_string() != kAccessApi &&
-             x.get_string() != kMobileEndpoints && x.get_string() != kManageUsers))
-          return Status::InvalidArgument(
-              "permissions: each must be edit_data, access_api, access_mobile_endpoints or "
-              "manage_users");
-    }
-  } else if (d.kind == "group") {
-    CC_RETURN_IF_ERROR(CheckOnly(b, {"name", "users", "case_sharing", "reporting", "metadata"}));
-    CC_RETURN_IF_ERROR(CheckBool(b, "case_sharing"));
-    CC_RETURN_IF_ERROR(CheckBool(b, "reporting"));
-    CC_RETURN_IF_ERROR(CheckStringMap(b, "metadata"));
-    if (const json::value* p = b.if_contains("users")) {
-      if (!p->is_array()) return Status::InvalidArgument("users: must be a list of user ids");
-      CC_ASSIGN_OR_RETURN(auto members, ListUsers(d.domain));
-      for (const auto& x : p->get_array()) {
-        bool known = x.is_string() && std::any_of(members.begin(), members.end(), [&](auto& u) {
-                       return u.user_id == x.get_string();
-                     });
-        if (!known)
-          return Status::InvalidArgument(
-              fmt::format("users: {} is not the id of a user of {}", json::serialize(x), d.domain));
-      }
-    }
-  } else if (d.kind == "location") {
-    CC_RETURN_IF_ERROR(CheckOnly(b, {"name", "site_code", "location_type", "parent_id",
-                                     "shares_cases", "view_descendants", "metadata"}));
-    CC_RETURN_IF_ERROR(CheckString(b, "location_type", true));
-    CC_RETURN_IF_ERROR(CheckString(b, "site_code", false));
-    CC_RETURN_IF_ERROR(CheckBool(b, "shares_cases"));
-    CC_RETURN_IF_ERROR(CheckBool(b, "view_descendants"));
-    CC_RETURN_IF_ERROR(CheckStringMap(b, "metadata"));
-    if (const json::value* p = b.if_contains("parent_id"); p && !p->is_null()) {
-      if (!p->is_string()) return Status::InvalidArgument("parent_id: must be a string or null");
-      // The parent must exist, and d must not be among its ancestors.
-      std::string at(p->get_string());
-      for (int depth = 0; !at.empty(); ++depth) {
-        if (at == d.id || depth > 64)
-          return Status::InvalidArgument(
-              fmt::format("parent_id: {} would make a cycle", p->get_string()));
-        auto parent = GetDoc("location", d.domain, at);
-        if (!parent.ok())
-          return Status::InvalidArgument(
-              fmt::format("parent_id: no location {} in {}", at, d.domain));
-        at = GetStr(parent->body, "parent_id");
-      }
-    }
-  }
-  {
-    std::lock_guard l(impl_->mu);
-    const auto& [topic, type] = kDocTopics.at(d.kind);
-    CC_RETURN_IF_ERROR(impl_->Write("writing a document", [&]() -> Status {
-      bool deleted = false;
-      CC_ASSIGN_OR_RETURN(auto old, impl_->LoadDoc(d.kind, d.id, &deleted));
-      if (old && old->domain != d.domain)
-        return Status::AlreadyExists(fmt::format("{} {} belongs to another domain", d.kind, d.id));
-      const int64_t stored = old ? old->rev : 0;
-      if (stored != d.rev)
-        return Status::Aborted(
-            fmt::format("{} {} is at revision {}, not {}", d.kind, d.id, stored, d.rev));
-      d.rev = stored + 1;
-      CC_RETURN_IF_ERROR(impl_->db
-                             ->Run("writing a document",
-                                   "INSERT INTO docs(kind, id, domain, doc, rev, deleted) "
-                                   "VALUES(?,?,?,?,?,0) ON CONFLICT(kind, id) DO UPDATE SET "
-                                   "domain=excluded.domain, doc=excluded.doc, rev=excluded.rev, "
-                                   "deleted=0",
-                                   {d.kind, d.id, d.domain, json::serialize(d.body), d.rev})
-                             .status());
-      return impl_->Queue(topic, type, d.id, d.domain, false);
-    }));
-    if (d.kind == "role") impl_->Forget();  // permissions changed for its users
-  }
-  RelayAfterWrite();
-  return d;
-}
-
-Result<Doc> MetaStore::GetDoc(std::string_view kind, std::string_view domain, std::string_view id) {
-  std::lock_guard l(impl_->mu);
-  bool deleted = false;
-  CC_ASSIGN_OR_RETURN(auto d, impl_->LoadDoc(kind, id, &deleted));
-  if (!d || deleted || d->domain != domain)
-    return Status::NotFound(fmt::format("no {} {} in {}", kind, id, domain));
-  return *std::move(d);
-}
-
-Result<std::vector<Doc>> MetaStore::ListDocs(std::string_view kind, std::string_view domain) {
-  std::lock_guard l(impl_->mu);
-  CC_ASSIGN_OR_RETURN(
-      auto r,
-      impl_->db->Run(
-          "listing documents",
-          "SELECT id, doc, rev FROM docs WHERE kind=? AND domain=? AND deleted=0 ORDER BY id",
-          {kind, domain}));
-  std::vector<Doc> out;
-  for (size_t i = 0; i < r.size(); ++i) {
-    Doc d;
-    d.kind = std::string(kind);
-    d.domain = std::string(domain);
-    d.id = std::string(r.Str(i, 0));
-    boost::system::error_code ec;
-    json::value v = json::parse(r.Str(i, 1), ec);
-    if (!ec && v.is_object()) d.body = std::move(v.get_object());
-    d.rev = r.Int(i, 2);
-    out.push_back(std::move(d));
-  }
-  return out;
-}
-
-Status MetaStore::DeleteDoc(std::string_view kind, std::string_view domain, std::string_view id,
-                            int64_t rev) {
-  CC_ASSIGN_OR_RETURN(Doc d, GetDoc(kind, domain, id));
-  if (kind == "location") {
-    CC_ASSIGN_OR_RETURN(auto all, ListDocs("location", domain));
-    for (const auto& c : all)
-      if (GetStr(c.body, "parent_id") == id)
-        return Status::FailedPrecondition(
-            fmt::format("location {} has child locations (first: {})", id, c.id));
-  }
-  if (kind == "role") {
-    CC_ASSIGN_OR_RETURN(auto users, ListUsers(domain));
-    for (const auto& u : users)
-      if (auto r = u.role_ids.find(std::string(domain)); r != u.role_ids.end() && r->second == id)
-        return Status::FailedPrecondition(
-            fmt::format("role {} is assigned to user {}", id, u.username));
-  }
-  {
-    std::lock_guard l(impl_->mu);
-    const auto& [topic, type] = kDocTopics.at(kind);
-    CC_RETURN_IF_ERROR(impl_->Write("deleting a document", [&]() -> Status {
-      bool deleted = false;
-      CC_ASSIGN_OR_RETURN(auto old, impl_->LoadDoc(kind, id, &deleted));
-      if (!old || deleted) return Status::NotFound(fmt::format("no {} {} in {}", kind, id, domain));
-      if (old->rev != rev)
-        return Status::Aborted(
-            fmt::format("{} {} is at revision {}, not {}", kind, id, old->rev, rev));
-      CC_RETURN_IF_ERROR(impl_->db
-                             ->Run("deleting a document",
-                                   "UPDATE docs SET deleted=1, rev=rev+1 WHERE kind=? AND id=?",
-                                   {kind, id})
-                             .status());
-      return impl_->Queue(topic, type, id, domain, true);
-    }));
-    if (kind == "role") impl_->Forget();
-  }
-  return Relay();
-}
-
-Result<std::string> MetaStore::Fixtures(const User& user, std::string_view domain) {
-  using util::AppendXmlEscaped;
-  std::string o = "<fixture id=\"user-groups\" user_id=\"";
-  AppendXmlEscaped(&o, user.user_id);
-  o += "\"><groups>";
-  CC_ASSIGN_OR_RETURN(auto groups, ListDocs("group", domain));
-  for (const auto& g : groups) {
-    const json::value* us = g.body.if_contains("users");
-    bool member = us && us->is_array() &&
-                  std::any_of(us->get_array().begin(), us->get_array().end(), [&](auto& x) {
-                    return x.is_string() && x.get_string() == user.user_id;
-                  });
-    if (!member) continue;
-    o += "<group id=\"";
-    AppendXmlEscaped(&o, g.id);
-    o += "\"><name>";
-    AppendXmlEscaped(&o, GetStr(g.body, "name"));
-    o += "</name></group>";
-  }
-  o += "</groups></fixture><fixture id=\"locations\" user_id=\"";
-  AppendXmlEscaped(&o, user.user_id);
-  o += "\"><locations>";
-  CC_ASSIGN_OR_RETURN(auto locations, ListDocs("location", domain));
-  for (const auto& l : locations) {
-    o += "<location id=\"";
-    AppendXmlEscaped(&o, l.id);
-    o += "\" type=\"";
-    AppendXmlEscaped(&o, GetStr(l.body, "location_type"));
-    o += "\" parent_id=\"";
-    AppendXmlEscaped(&o, GetStr(l.body, "parent_id"));
-    o += "\"><name>";
-    AppendXmlEscaped(&o, GetStr(l.body, "name"));
-    o += "</name><site_code>";
-    AppendXmlEscaped(&o, GetStr(l.body, "site_code"));
-    o += "</site_code></location>";
-  }
-  o += "</locations></fixture>";
-  return o;
-}
-
-Result<std::vector<std::string>> MetaStore::OwnerIds(const User& user, std::string_view domain) {
-  std::vector<std::string> out = {user.user_id};
-  CC_ASSIGN_OR_RETURN(auto groups, ListDocs("group", domain));
-  for (const auto& g : groups) {
-    if (!GetBool(g.body, "case_sharing")) continue;
-    if (const json::value* us = g.body.if_contains("users"); us && us->is_array())
-      for (const auto& x : us->get_array())
-        if (x.is_string() && x.get_string() == user.user_id) out.push_back(g.id);
-  }
-  if (!user.location_ids.empty()) {
-    CC_ASSIGN_OR_RETURN(auto locations, ListDocs("location", domain));
-    std::map<std::string, const Doc*> by_id;
-    std::multimap<std::string, const Doc*> children;
-    for (const auto& l : locations) {
-      by_id[l.id] = &l;
-      children.emplace(GetStr(l.body, "parent_id"), &l);
-    }
-    std::set<std::string> seen;
-    // (location, whether an assigned ancestor lets the user see its descendants)
-    std::vector<std::pair<const Doc*, bool>> todo;
-    for (const auto& id : user.location_ids)
-      if (auto it = by_id.find(id); it != by_id.end()) todo.emplace_back(it->second, false);
-    while (!todo.empty()) {
-      auto [l, inherited] = todo.back();
-      todo.pop_back();
-      if (!seen.insert(l->id).second) continue;
-      if (GetBool(l->body, "shares_cases")) out.push_back(l->id);
-      if (inherited || GetBool(l->body, "view_descendants")) {
-        auto [b, e] = children.equal_range(l->id);
-        for (auto it = b; it != e; ++it) todo.emplace_back(it->second, true);
-      }
-    }
-  }
-  std::sort(out.begin() + 1, out.end());
-  out.erase(std::unique(out.begin() + 1, out.end()), out.end());
-  return out;
-}
-
-Result<User> MetaStore::Authenticate(std::string_view username, std::string_view password) {
-  const std::string digest = Sha256Hex(password);
-  {
-    std::lock_guard l(impl_->mu);
-    impl_->ForgetIfChangedElsewhere();
-    auto it = impl_->verified.find(std::string(username));
-    if (it != impl_->verified.end() && it->second.first == digest) return it->second.second;
-  }
-  std::lock_guard single(
-      impl_->verifying[std::hash<std::string_view>{}(username) % impl_->verifying.size()]);
-  uint64_t generation;
-  {
-    std::lock_guard l(impl_->mu);
-    auto it = impl_->verified.find(std::string(username));
-    if (it != impl_->verified.end() && it->second.first == digest) return it->second.second;
-    generation = impl_->generation;
-  }
-  auto u = GetUser(username);
-  if (!u.ok() && !u.status().IsNotFound()) return u.status();  // the store failed, not the user
-  // An unknown or inactive user costs the same PBKDF2 as a known one: the answer's time does
-  // not tell which usernames exist.
-  static const std::string kDummy = HashPassword("not a password");
-  const bool known = u.ok() && u->is_active && !u->password_hash.empty();
-  const bool match = VerifyPassword(password, known ? u->password_hash : kDummy);
-  if (!known || !match)
-    return Status::Unauthenticated("wrong username or password, or the user is inactive");
-  std::lock_guard l(impl_->mu);
-  if (impl_->generation == generation) impl_->verified[std::string(username)] = {digest, *u};
-  return u;
-}
-
-Result<std::string> MetaStore::CreateApiKey(std::string_view username, int64_t expires,
-                                            std::string* id) {
-  CC_RETURN_IF_ERROR(GetUser(username).status());
-  std::string key = RandomToken(40);
-  const std::string hash = Sha256Hex(key);
-  std::lock_guard l(impl_->mu);
-  CC_RETURN_IF_ERROR(impl_->db
-                         ->Run("storing an API key",
-                               "INSERT INTO user_api_keys(key_hash, username, created, expires) "
-                               "VALUES(?,?,?,?)",
-                               {hash, username, util::NowMicros() / 1'000'000, expires})
-                         .status());
-  if (id) *id = hash.substr(0, 16);
-  return key;
-}
-
-Result<std::vector<ApiKeyInfo>> MetaStore::ListApiKeys(std::string_view username) {
-  std::lock_guard l(impl_->mu);
-  CC_ASSIGN_OR_RETURN(auto r, impl_->db->Run("listing API keys",
-                                             "SELECT key_hash, created, expires FROM "
-                                             "user_api_keys WHERE username=? ORDER BY created",
-                                             {username}));
-  std::vector<ApiKeyInfo> out;
-  for (size_t i = 0; i < r.size(); ++i)
-    out.push_back({std::string(r.Str(i, 0).substr(0, 16)), r.Int(i, 1), r.Int(i, 2)});
-  return out;
-}
-
-Status MetaStore::RevokeApiKey(std::string_view username, std::string_view id) {
-  std::lock_guard l(impl_->mu);
-  if (id.empty())
-    return impl_->db
-        ->Run("revoking API keys", "DELETE FROM user_api_keys WHERE username=?", {username})
-        .status();
-  if (id.size() != 16 || id.find_first_not_of("0123456789abcdef") != std::string_view::npos)
-    return Status::NotFound(fmt::format("no API key {} for user {}", id, username));
-  CC_ASSIGN_OR_RETURN(auto r, impl_->db->Run("revoking an API key",
-                                             "DELETE FROM user_api_keys WHERE username=? AND "
-                                             "substr(key_hash, 1, 16)=? RETURNING key_hash",
-                                             {username, id}));
-  if (r.empty()) return Status::NotFound(fmt::format("no API key {} for user {}", id, username));
-  return Status::Ok();
-}
-
-Result<User> MetaStore::AuthenticateApiKey(std::string_view username, std::string_view key) {
-  std::string owner;
-  int64_t expires = 0;
-  {
-    std::lock_guard l(impl_->mu);
-    CC_ASSIGN_OR_RETURN(auto r, impl_->db->Run("reading an API key",
-                                               "SELECT username, expires FROM user_api_keys "
-                                               "WHERE key_hash=?",
-                                               {Sha256Hex(key)}));
-    if (!r.empty()) {
-      owner = std::string(r.Str(0, 0));
-      expires = r.Int(0, 1);
-    }
-  }
-  if (owner.empty() || owner != username)
-    return Status::Unauthenticated("wrong username or API key");
-  if (expires > 0 && util::NowMicros() / 1'000'000 >= expires)
-    return Status::Unauthenticated("this API key has expired");
-  auto u = GetUser(username);
-  if (!u.ok() && !u.status().IsNotFound()) return u.status();
-  if (!u.ok() || !u->is_active) return Status::Unauthenticated("the user is inactive");
-  return u;
 }
 
 }  // namespace commcare::meta

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -107,10 +108,74 @@ class EngineImpl final : public Engine {
   };
 
   SubmitResponse SubmitImpl(const SubmitRequest& req);
+  // Plans, writes and answers one parsed form (plan.cc): a short list of the steps below.
   Result<SubmitResponse> ProcessForm(const SubmitRequest& req, std::string_view xml,
                                      const xform::ParsedForm& pf,
                                      const std::vector<xform::MultipartPart>& parts,
                                      int64_t received_on, bool retry);
+
+  // ---- ProcessForm's steps (plan.cc; the previous version and the edit rebuild: plan_edit.cc)
+  // What a form is against the stored form with its id (SPEC §3).
+  enum class Mode { kNew, kDuplicate, kEdit, kReplaceError };
+  // A case the form changes: its new state, the rev it was read at, its transaction bits.
+  struct Touched {
+    CaseRecord record;
+    int64_t expected_rev = 0;
+    int tx_type = 0;
+    bool in_form = false;  // the form has blocks for it (else an edit's previous version had)
+  };
+  // One form on its way through ProcessForm: what each step reads and leaves for the next.
+  struct FormPlan {
+    FormPlan(const SubmitRequest& r, const xform::ParsedForm& f, int64_t t)
+        : req(r), pf(f), now(t) {}
+    FormPlan(const FormPlan&) = delete;
+    FormPlan& operator=(const FormPlan&) = delete;
+
+    const SubmitRequest& req;
+    const xform::ParsedForm& pf;
+    const int64_t now;
+    FormRecord form;  // the record written for this submission
+    int home = 0;     // the form's database
+    Mode mode = Mode::kNew;
+    std::optional<FormRecord> existing;  // the stored form with the same id
+    std::optional<FormRecord> moved;     // the previous version: deprecated or moved aside
+    std::set<std::string> old_case_ids, old_ledger_cases;  // what an edited version touched
+    std::map<std::string, const Attachment*> attachments;  // into form.attachments
+    FormContext ctx;
+    std::vector<CaseBlocks> groups;  // the form's case blocks, by case
+    std::vector<LedgerChange> ledger_changes;
+    std::optional<CaseError> error;  // the first known error: the form becomes an ERROR form
+    std::set<std::string> case_ids, ledger_cases;  // every case locked (both versions)
+    std::map<std::string, Touched> touched;        // the new state of each case written
+    Plan plan;                                     // the write set
+  };
+  // New, duplicate, edit, id clash (a new id) or replacement of an ERROR form.
+  Status Classify(FormPlan* p);
+  // A duplicate is kept under a new id, nothing else written.
+  Result<SubmitResponse> SaveDuplicate(FormPlan* p, std::string_view xml,
+                                       const std::vector<xform::MultipartPart>& parts);
+  // The previous version (edit or ERROR form) under a new id; what an edited version touched.
+  void MovePrevious(FormPlan* p);
+  // Groups and validates the case blocks and extracts the ledger changes.
+  void GroupBlocks(FormPlan* p);
+  // Collects the cases either version touches; their lock keys, in lock order.
+  std::vector<std::string> CaseLockKeys(FormPlan* p);
+  // Reads every case of the form and applies its blocks (an edit only reads: RebuildCases).
+  Status ComputeCases(FormPlan* p);
+  // An edit re-derives every case either version touched from its transactions.
+  Status RebuildCases(FormPlan* p);
+  // Every live index must point at an existing case of the domain.
+  Status CheckIndices(FormPlan* p);
+  // Ledger cases must exist (or be created by this form).
+  Status CheckLedgerCases(FormPlan* p);
+  // The form rows: the previous version and the form (ERROR state with the error).
+  void WriteForms(FormPlan* p);
+  // Each touched case: its transactions, the case row and its change record.
+  void WriteCases(FormPlan* p);
+  // Ledger-only cases' transactions and every ledger case's recomputed values.
+  Status WriteLedgers(FormPlan* p);
+  // The OpenRosa answer to a form written.
+  static SubmitResponse Answer(const FormPlan& p);
   SubmitResponse SaveErrorLog(const SubmitRequest& req, std::string_view xml,
                               const std::string& problem, int64_t received_on);
   // Writes the plan atomically across databases (intent when it spans several).

@@ -1,5 +1,6 @@
 // The submit path, step 2 (plan): a form's case and ledger changes as a write set, every case
-// it touches locked, read, changed (or rebuilt, for an edit) and checked.
+// it touches locked, read, changed (or rebuilt, for an edit: plan_edit.cc) and checked.
+// ProcessForm is the list of steps; each step below reads and fills a FormPlan.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -21,69 +22,6 @@ std::map<std::string, const Attachment*> AttachmentMap(const FormRecord& f) {
 
 FormContext ContextOf(const FormRecord& f) {
   return FormContext{f.form_id, f.domain, f.xmlns, f.user_id, f.received_on};
-}
-
-Result<xform::ParsedForm> EngineImpl::LoadParsed(const FormRecord& f) {
-  for (const auto& a : f.attachments) {
-    if (a.name != "form.xml") continue;
-    CC_ASSIGN_OR_RETURN(std::string xml, blobs_->Get(a.blob_key));
-    xform::ParsedForm pf;
-    CC_RETURN_IF_ERROR(xform::ParseForm(xml, xform::ParseLimits{}, &pf));
-    return pf;
-  }
-  return Status::NotFound(fmt::format("form '{}' has no form.xml", f.form_id));
-}
-
-Result<CaseRecord> EngineImpl::Replay(const std::string& case_id, const std::string& domain,
-                                      std::vector<CaseTransaction> txs,
-                                      const std::string& override_form_id,
-                                      const xform::ParsedForm* override_pf,
-                                      const FormContext& override_ctx,
-                                      const std::map<std::string, const Attachment*>& override_atts,
-                                      bool* live) {
-  std::stable_sort(txs.begin(), txs.end(),
-                   [](const auto& a, const auto& b) { return a.server_date < b.server_date; });
-  CaseRecord c;
-  *live = false;
-  for (const auto& t : txs) {
-    if (t.form_id.empty() || t.revoked) continue;
-    const xform::ParsedForm* pf = nullptr;
-    xform::ParsedForm loaded;
-    FormContext ctx;
-    std::map<std::string, const Attachment*> atts;
-    FormRecord form;
-    if (t.form_id == override_form_id) {
-      if (!override_pf) continue;
-      pf = override_pf;
-      ctx = override_ctx;
-      atts = override_atts;
-    } else {
-      CC_ASSIGN_OR_RETURN(auto f, dbs_[map_.DatabaseFor(t.form_id)]->GetForm(t.form_id));
-      if (!f || f->state != FormState::kNormal) continue;
-      form = std::move(*f);
-      auto p = LoadParsed(form);
-      if (!p.ok()) continue;
-      loaded = std::move(p).value();
-      pf = &loaded;
-      ctx = ContextOf(form);
-      atts = AttachmentMap(form);
-    }
-    for (const auto& g : GroupCaseBlocks(*pf)) {
-      if (g.case_id != case_id) continue;
-      CaseRecord next = c;
-      int type;
-      CaseError err;
-      if (ApplyBlocks(g, ctx, atts, &next, &type, &err)) {
-        c = std::move(next);
-        *live = true;
-      }
-    }
-  }
-  if (c.case_id.empty()) {
-    c.case_id = case_id;
-    c.domain = domain;
-  }
-  return c;
 }
 
 Status EngineImpl::UpdateLedger(const std::string& case_id, const std::string& domain,
@@ -135,11 +73,11 @@ Status EngineImpl::UpdateLedger(const std::string& case_id, const std::string& d
   return Status::Ok();
 }
 
-Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::string_view xml,
-                                               const xform::ParsedForm& pf,
-                                               const std::vector<xform::MultipartPart>& parts,
-                                               int64_t received_on, bool retry) {
-  const int64_t now = util::NowMicros();
+namespace {
+
+// The form record a submission makes, before it is classified.
+FormRecord NewFormRecord(const SubmitRequest& req, std::string_view xml,
+                         const xform::ParsedForm& pf, int64_t received_on, int64_t now) {
   FormRecord form;
   form.form_id = pf.meta.instance_id.empty() ? util::NewUuidHex() : pf.meta.instance_id;
   form.domain = req.domain;
@@ -159,289 +97,269 @@ Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::st
   form.date_header = req.date_header;
   util::ParseIsoTime(pf.meta.time_start, &form.time_start);
   util::ParseIsoTime(pf.meta.time_end, &form.time_end);
+  return form;
+}
 
-  LockSet form_lock(&locks_, {"form:" + form.form_id});
-  int home = map_.DatabaseFor(form.form_id);
-  CC_ASSIGN_OR_RETURN(auto existing, dbs_[home]->GetForm(form.form_id));
+}  // namespace
 
-  enum class Mode { kNew, kDuplicate, kEdit, kReplaceError } mode = Mode::kNew;
-  if (existing) {
-    if (existing->domain != form.domain || existing->xmlns != form.xmlns) {
-      form.form_id = NewIdInDatabase(home);  // an id clash: a new form under a new id
-    } else if (existing->md5 == form.md5) {
-      mode = existing->state == FormState::kError ? Mode::kReplaceError : Mode::kDuplicate;
-    } else {
-      mode = existing->state == FormState::kError ? Mode::kReplaceError : Mode::kEdit;
-    }
+// The steps run under the form's lock, then under every touched case's lock. A known error
+// found by a step sets p->error: the later steps skip their checks and case changes (but for an
+// edit's rebuild, which re-derives its cases with this form left out) and the form is written
+// as an ERROR form.
+Result<SubmitResponse> EngineImpl::ProcessForm(const SubmitRequest& req, std::string_view xml,
+                                               const xform::ParsedForm& pf,
+                                               const std::vector<xform::MultipartPart>& parts,
+                                               int64_t received_on, bool retry) {
+  FormPlan p(req, pf, util::NowMicros());
+  p.form = NewFormRecord(req, xml, pf, received_on, p.now);
+  LockSet form_lock(&locks_, {"form:" + p.form.form_id});
+  CC_RETURN_IF_ERROR(Classify(&p));
+  if (p.mode == Mode::kDuplicate) return SaveDuplicate(&p, xml, parts);
+  CC_RETURN_IF_ERROR(PutBlobs(&p.form, xml, parts, &p.plan, p.home));
+  p.attachments = AttachmentMap(p.form);
+  MovePrevious(&p);
+  GroupBlocks(&p);
+
+  // Lock every case this form (and its previous version) touches, then in other processes.
+  const std::vector<std::string> lock_keys = CaseLockKeys(&p);
+  LockSet case_locks(&locks_, lock_keys);
+  CC_ASSIGN_OR_RETURN(auto store_locks, LockAcross(lock_keys, p.home, !retry));
+  CC_RETURN_IF_ERROR(ComputeCases(&p));
+  if (p.mode == Mode::kEdit) CC_RETURN_IF_ERROR(RebuildCases(&p));
+  CC_RETURN_IF_ERROR(CheckIndices(&p));
+  CC_RETURN_IF_ERROR(CheckLedgerCases(&p));
+
+  WriteForms(&p);
+  WriteCases(&p);
+  CC_RETURN_IF_ERROR(WriteLedgers(&p));
+  store_locks.Attach(&p.plan);
+  CC_RETURN_IF_ERROR(CommitPlan(&p.plan, p.home));
+  return Answer(p);
+}
+
+Status EngineImpl::Classify(FormPlan* p) {
+  p->home = map_.DatabaseFor(p->form.form_id);
+  CC_ASSIGN_OR_RETURN(p->existing, dbs_[p->home]->GetForm(p->form.form_id));
+  const auto& existing = p->existing;
+  if (!existing) return Status::Ok();
+  if (existing->domain != p->form.domain || existing->xmlns != p->form.xmlns) {
+    p->form.form_id = NewIdInDatabase(p->home);  // an id clash: a new form under a new id
+  } else if (existing->md5 == p->form.md5) {
+    p->mode = existing->state == FormState::kError ? Mode::kReplaceError : Mode::kDuplicate;
+  } else {
+    p->mode = existing->state == FormState::kError ? Mode::kReplaceError : Mode::kEdit;
   }
+  return Status::Ok();
+}
 
-  Plan plan;
-  if (mode == Mode::kDuplicate) {
-    form.orig_id = form.form_id;
-    form.form_id = NewIdInDatabase(home);
-    form.state = FormState::kDuplicate;
-    form.problem = fmt::format("Form is a duplicate of another! ({})", form.orig_id);
-    CC_RETURN_IF_ERROR(PutBlobs(&form, xml, parts, &plan, home));
-    plan.For(home).ops.emplace_back(storage::PutForm{form});
-    AddFormChange(&plan, home, form, now);
-    CC_RETURN_IF_ERROR(CommitPlan(&plan, home));
-    if (IsV3(req)) return Respond(201, "submit_success", kSuccessText, form.form_id, form.state);
-    return Respond(201, "submit_error", form.problem, form.form_id, form.state);
-  }
+Result<SubmitResponse> EngineImpl::SaveDuplicate(FormPlan* p, std::string_view xml,
+                                                 const std::vector<xform::MultipartPart>& parts) {
+  FormRecord& form = p->form;
+  form.orig_id = form.form_id;
+  form.form_id = NewIdInDatabase(p->home);
+  form.state = FormState::kDuplicate;
+  form.problem = fmt::format("Form is a duplicate of another! ({})", form.orig_id);
+  CC_RETURN_IF_ERROR(PutBlobs(&form, xml, parts, &p->plan, p->home));
+  p->plan.For(p->home).ops.emplace_back(storage::PutForm{form});
+  AddFormChange(&p->plan, p->home, form, p->now);
+  CC_RETURN_IF_ERROR(CommitPlan(&p->plan, p->home));
+  if (IsV3(p->req)) return Respond(201, "submit_success", kSuccessText, form.form_id, form.state);
+  return Respond(201, "submit_error", form.problem, form.form_id, form.state);
+}
 
-  CC_RETURN_IF_ERROR(PutBlobs(&form, xml, parts, &plan, home));
-  const auto attachments = AttachmentMap(form);
-
-  // The previous version: deprecated (edit) or moved aside (replacing an error).
-  std::optional<FormRecord> moved;
-  std::set<std::string> old_case_ids, old_ledger_cases;
-  if (mode == Mode::kEdit || mode == Mode::kReplaceError) {
-    moved = *existing;
-    moved->form_id = NewIdInDatabase(home);
-    moved->orig_id = existing->form_id;
-    moved->server_modified_on = now;
-    if (mode == Mode::kEdit) {
-      moved->state = FormState::kDeprecated;
-      form.received_on = existing->received_on;
-      form.deprecated_form_id = moved->form_id;
-      form.edited_on = now;
-      auto old_pf = LoadParsed(*existing);
-      if (old_pf.ok()) {
-        for (const auto& b : old_pf->cases) old_case_ids.insert(b.case_id);
-        std::vector<LedgerChange> lc;
-        CaseError e;
-        if (ExtractLedgerChanges(*old_pf, existing->received_on, &lc, &e))
-          for (const auto& ch : lc) old_ledger_cases.insert(ch.case_id);
-      }
-    }
-  }
-
-  FormContext ctx{form.form_id, form.domain, form.xmlns, form.user_id, form.received_on};
-  std::vector<CaseBlocks> groups;
-  if (!pf.device_report) groups = GroupCaseBlocks(pf);
-  std::vector<LedgerChange> ledger_changes;
-  std::optional<CaseError> error;
-  for (const auto& g : groups) {
+void EngineImpl::GroupBlocks(FormPlan* p) {
+  const xform::ParsedForm& pf = p->pf;
+  p->ctx = FormContext{p->form.form_id, p->form.domain, p->form.xmlns, p->form.user_id,
+                       p->form.received_on};
+  if (!pf.device_report) p->groups = GroupCaseBlocks(pf);
+  for (const auto& g : p->groups) {
     CaseError e;
     if (!ValidateBlocks(g, &e)) {
-      error = e;
+      p->error = e;
       break;
     }
   }
-  if (!error && !pf.device_report) {
+  if (!p->error && !pf.device_report) {
     CaseError e;
-    if (!ExtractLedgerChanges(pf, form.received_on, &ledger_changes, &e)) error = e;
+    if (!ExtractLedgerChanges(pf, p->form.received_on, &p->ledger_changes, &e)) p->error = e;
   }
+}
 
-  // Lock every case this form (and its previous version) touches.
-  std::set<std::string> case_ids = old_case_ids;
-  std::set<std::string> ledger_cases = old_ledger_cases;
-  if (!error) {
-    for (const auto& g : groups) case_ids.insert(g.case_id);
-    for (const auto& ch : ledger_changes) ledger_cases.insert(ch.case_id);
+std::vector<std::string> EngineImpl::CaseLockKeys(FormPlan* p) {
+  p->case_ids = p->old_case_ids;
+  p->ledger_cases = p->old_ledger_cases;
+  if (!p->error) {
+    for (const auto& g : p->groups) p->case_ids.insert(g.case_id);
+    for (const auto& ch : p->ledger_changes) p->ledger_cases.insert(ch.case_id);
   }
   std::vector<std::string> lock_keys;
-  for (const auto& id : case_ids) lock_keys.push_back("case:" + id);
-  for (const auto& id : ledger_cases) lock_keys.push_back("case:" + id);
-  LockSet case_locks(&locks_, lock_keys);
-  CC_ASSIGN_OR_RETURN(auto store_locks, LockAcross(lock_keys, home, !retry));  // other processes
+  for (const auto& id : p->case_ids) lock_keys.push_back("case:" + id);
+  for (const auto& id : p->ledger_cases) lock_keys.push_back("case:" + id);
+  return lock_keys;
+}
 
-  // Compute the new state of every touched case.
-  struct Touched {
-    CaseRecord record;
-    int64_t expected_rev = 0;
-    int tx_type = 0;
-    bool in_form = false;
-  };
-  std::map<std::string, Touched> touched;
-  if (!error) {
-    for (const auto& g : groups) {
-      int db = map_.DatabaseFor(g.case_id);
-      CC_ASSIGN_OR_RETURN(auto cur, dbs_[db]->GetCase(g.case_id));
-      Touched t;
-      t.in_form = true;
-      if (cur) {
-        if (cur->domain != form.domain) {
-          error = CaseError{"IllegalCaseId", fmt::format("Bad case id '{}'", g.case_id)};
-          break;
-        }
-        if (cur->deleted && mode != Mode::kEdit) {
-          error = CaseError{"IllegalCaseId", fmt::format("Case '{}' is deleted", g.case_id)};
-          break;
-        }
-        t.expected_rev = cur->rev;
-        t.record = std::move(*cur);
-      } else if (opts_.strict_case_updates && !g.blocks.front()->has_create) {
-        error = CaseError{
-            "IllegalCaseId",
-            fmt::format("Case '{}' does not exist and the form does not create it", g.case_id)};
+Status EngineImpl::ComputeCases(FormPlan* p) {
+  if (p->error) return Status::Ok();
+  for (const auto& g : p->groups) {
+    int db = map_.DatabaseFor(g.case_id);
+    CC_ASSIGN_OR_RETURN(auto cur, dbs_[db]->GetCase(g.case_id));
+    Touched t;
+    t.in_form = true;
+    if (cur) {
+      if (cur->domain != p->form.domain) {
+        p->error = CaseError{"IllegalCaseId", fmt::format("Bad case id '{}'", g.case_id)};
         break;
       }
-      if (mode == Mode::kEdit) {
-        touched[g.case_id] = std::move(t);
-        continue;  // rebuilt from transactions below
-      }
-      CaseError e;
-      if (!ApplyBlocks(g, ctx, attachments, &t.record, &t.tx_type, &e) ||
-          !ValidateCaseValues(t.record, &e)) {
-        error = e;
+      if (cur->deleted && p->mode != Mode::kEdit) {
+        p->error = CaseError{"IllegalCaseId", fmt::format("Case '{}' is deleted", g.case_id)};
         break;
       }
-      touched[g.case_id] = std::move(t);
+      t.expected_rev = cur->rev;
+      t.record = std::move(*cur);
+    } else if (opts_.strict_case_updates && !g.blocks.front()->has_create) {
+      p->error = CaseError{
+          "IllegalCaseId",
+          fmt::format("Case '{}' does not exist and the form does not create it", g.case_id)};
+      break;
     }
+    if (p->mode == Mode::kEdit) {
+      p->touched[g.case_id] = std::move(t);
+      continue;  // rebuilt from transactions (RebuildCases)
+    }
+    CaseError e;
+    if (!ApplyBlocks(g, p->ctx, p->attachments, &t.record, &t.tx_type, &e) ||
+        !ValidateCaseValues(t.record, &e)) {
+      p->error = e;
+      break;
+    }
+    p->touched[g.case_id] = std::move(t);
   }
+  return Status::Ok();
+}
 
-  // An edit re-derives every case either version touched from its transactions.
-  const bool rebuild = mode == Mode::kEdit;
-  if (rebuild) {
-    for (const auto& id : case_ids) {
-      int db = map_.DatabaseFor(id);
-      CC_ASSIGN_OR_RETURN(auto cur, dbs_[db]->GetCase(id));
-      CC_ASSIGN_OR_RETURN(auto txs, dbs_[db]->GetCaseTransactions(id));
-      bool has_tx = std::any_of(txs.begin(), txs.end(),
-                                [&](const auto& t) { return t.form_id == form.form_id; });
-      if (!has_tx) {
-        CaseTransaction nt;
-        nt.case_id = id;
-        nt.form_id = form.form_id;
-        nt.server_date = form.received_on;
-        txs.push_back(nt);
+Status EngineImpl::CheckIndices(FormPlan* p) {
+  if (p->error) return Status::Ok();
+  for (const auto& [id, t] : p->touched) {
+    if (t.record.deleted) continue;
+    for (const auto& idx : t.record.indices) {
+      auto it = p->touched.find(idx.referenced_id);
+      bool ok = false;
+      if (it != p->touched.end()) {
+        ok = !it->second.record.deleted;
+      } else {
+        CC_ASSIGN_OR_RETURN(auto target,
+                            dbs_[map_.DatabaseFor(idx.referenced_id)]->GetCase(idx.referenced_id));
+        ok = target && target->domain == p->form.domain && !target->deleted;
       }
-      bool live = false;
-      CC_ASSIGN_OR_RETURN(CaseRecord rec, Replay(id, form.domain, txs, form.form_id,
-                                                 error ? nullptr : &pf, ctx, attachments, &live));
-      Touched& t = touched[id];
-      t.expected_rev = cur ? cur->rev : 0;
-      if (cur && cur->domain != form.domain) {
-        error = CaseError{"IllegalCaseId", fmt::format("Bad case id '{}'", id)};
-        break;
-      }
-      t.record = std::move(rec);
-      t.record.deleted = !live;
-      t.in_form = false;
-      for (const auto& g : groups)
-        if (g.case_id == id && !error) {
-          t.in_form = true;
-          CaseRecord scratch;
-          CaseError e;
-          ApplyBlocks(g, ctx, attachments, &scratch, &t.tx_type, &e);
-        }
-      CaseError e;
-      if (!error && !ValidateCaseValues(t.record, &e)) error = e;
-    }
-  }
-
-  // Every live index must point at an existing case of the domain.
-  if (!error) {
-    for (const auto& [id, t] : touched) {
-      if (t.record.deleted) continue;
-      for (const auto& idx : t.record.indices) {
-        auto it = touched.find(idx.referenced_id);
-        bool ok = false;
-        if (it != touched.end()) {
-          ok = !it->second.record.deleted;
-        } else {
-          CC_ASSIGN_OR_RETURN(
-              auto target, dbs_[map_.DatabaseFor(idx.referenced_id)]->GetCase(idx.referenced_id));
-          ok = target && target->domain == form.domain && !target->deleted;
-        }
-        if (!ok) {
-          error = CaseError{
-              "InvalidCaseIndex",
-              fmt::format("Case '{}' references non-existent case '{}'", id, idx.referenced_id)};
-          break;
-        }
-      }
-      if (error) break;
-    }
-  }
-  // Ledger cases must exist (or be created by this form).
-  if (!error) {
-    for (const auto& id : ledger_cases) {
-      if (touched.count(id)) continue;
-      CC_ASSIGN_OR_RETURN(auto c, dbs_[map_.DatabaseFor(id)]->GetCase(id));
-      if (!c || c->domain != form.domain) {
-        if (old_ledger_cases.count(id)) continue;
-        error = CaseError{"IllegalCaseId", fmt::format("Ledger case '{}' does not exist", id)};
-        break;
+      if (!ok) {
+        p->error = CaseError{
+            "InvalidCaseIndex",
+            fmt::format("Case '{}' references non-existent case '{}'", id, idx.referenced_id)};
+        return Status::Ok();
       }
     }
   }
+  return Status::Ok();
+}
 
-  // ---- write ----
-  if (error) {
+Status EngineImpl::CheckLedgerCases(FormPlan* p) {
+  if (p->error) return Status::Ok();
+  for (const auto& id : p->ledger_cases) {
+    if (p->touched.count(id)) continue;
+    CC_ASSIGN_OR_RETURN(auto c, dbs_[map_.DatabaseFor(id)]->GetCase(id));
+    if (!c || c->domain != p->form.domain) {
+      if (p->old_ledger_cases.count(id)) continue;
+      p->error = CaseError{"IllegalCaseId", fmt::format("Ledger case '{}' does not exist", id)};
+      break;
+    }
+  }
+  return Status::Ok();
+}
+
+void EngineImpl::WriteForms(FormPlan* p) {
+  FormRecord& form = p->form;
+  if (p->error) {
     form.state = FormState::kError;
-    form.problem = error->Text();
+    form.problem = p->error->Text();
   }
-  if (moved) {
-    plan.For(home).ops.emplace_back(storage::PutForm{*moved});
-    AddFormChange(&plan, home, *moved, now);
+  if (p->moved) {
+    p->plan.For(p->home).ops.emplace_back(storage::PutForm{*p->moved});
+    AddFormChange(&p->plan, p->home, *p->moved, p->now);
   }
   // A new form must still be new at commit: another process may have received it meanwhile.
-  plan.For(home).ops.emplace_back(storage::PutForm{form, mode == Mode::kNew});
-  AddFormChange(&plan, home, form, now);
+  p->plan.For(p->home).ops.emplace_back(storage::PutForm{form, p->mode == Mode::kNew});
+  AddFormChange(&p->plan, p->home, form, p->now);
+}
 
-  const bool apply_cases = !error || rebuild;
-  if (apply_cases) {
-    const int64_t server_date = rebuild ? form.edited_on : form.received_on;
-    for (auto& [id, t] : touched) {
-      if (error && !rebuild) break;
-      int db = map_.DatabaseFor(id);
-      auto& batch = plan.For(db);
-      t.record.rev = t.expected_rev + 1;
-      t.record.server_modified_on = server_date;
-      if (ledger_cases.count(id)) t.tx_type |= kTxLedger;
-      if (t.in_form || !rebuild) {
-        CaseTransaction tx;
-        tx.case_id = id;
-        tx.form_id = form.form_id;
-        tx.server_date = form.received_on;
-        tx.client_date = t.record.modified_on;
-        tx.type = t.tx_type ? t.tx_type : kTxForm;
-        tx.revoked = error.has_value();
-        tx.sync_log_id = form.last_sync_token;
-        tx.xmlns = form.xmlns;
-        // A brand-new form has no transaction on any case yet: insert without looking.
-        batch.ops.emplace_back(storage::PutCaseTransaction{tx, mode != Mode::kNew});
-      }
-      if (rebuild) {
-        CaseTransaction rtx;
-        rtx.case_id = id;
-        rtx.server_date = form.edited_on;
-        rtx.type = kTxRebuildWithReason | kTxFormEdit;
-        rtx.reason = "form edited";
-        rtx.xmlns = form.xmlns;
-        batch.ops.emplace_back(storage::PutCaseTransaction{rtx});
-      }
-      batch.ops.emplace_back(storage::PutCase{t.record, t.expected_rev});
-      AddCaseChange(&plan, db, t.record, form.form_id, now);
+void EngineImpl::WriteCases(FormPlan* p) {
+  const bool rebuild = p->mode == Mode::kEdit;
+  if (p->error && !rebuild) return;  // an ERROR form changes no case (an edit's are rebuilt)
+  const FormRecord& form = p->form;
+  const int64_t server_date = rebuild ? form.edited_on : form.received_on;
+  for (auto& [id, t] : p->touched) {
+    int db = map_.DatabaseFor(id);
+    auto& batch = p->plan.For(db);
+    t.record.rev = t.expected_rev + 1;
+    t.record.server_modified_on = server_date;
+    if (p->ledger_cases.count(id)) t.tx_type |= kTxLedger;
+    if (t.in_form || !rebuild) {
+      CaseTransaction tx;
+      tx.case_id = id;
+      tx.form_id = form.form_id;
+      tx.server_date = form.received_on;
+      tx.client_date = t.record.modified_on;
+      tx.type = t.tx_type ? t.tx_type : kTxForm;
+      tx.revoked = p->error.has_value();
+      tx.sync_log_id = form.last_sync_token;
+      tx.xmlns = form.xmlns;
+      // A brand-new form has no transaction on any case yet: insert without looking.
+      batch.ops.emplace_back(storage::PutCaseTransaction{tx, p->mode != Mode::kNew});
     }
-    // Ledger-only cases get a FORM|LEDGER transaction.
-    if (!error) {
-      for (const auto& id : ledger_cases) {
-        if (touched.count(id)) continue;
-        CaseTransaction tx;
-        tx.case_id = id;
-        tx.form_id = form.form_id;
-        tx.server_date = form.received_on;
-        tx.type = kTxForm | kTxLedger;
-        tx.sync_log_id = form.last_sync_token;
-        tx.xmlns = form.xmlns;
-        plan.For(map_.DatabaseFor(id)).ops.emplace_back(storage::PutCaseTransaction{tx});
-      }
+    if (rebuild) {
+      CaseTransaction rtx;
+      rtx.case_id = id;
+      rtx.server_date = form.edited_on;
+      rtx.type = kTxRebuildWithReason | kTxFormEdit;
+      rtx.reason = "form edited";
+      rtx.xmlns = form.xmlns;
+      batch.ops.emplace_back(storage::PutCaseTransaction{rtx});
     }
-    for (const auto& id : ledger_cases) {
-      auto txs = error ? std::vector<LedgerTransaction>{}
-                       : LedgerTransactionsFor(ledger_changes, id, form.form_id, form.received_on);
-      CC_RETURN_IF_ERROR(UpdateLedger(id, form.domain, form.form_id, std::move(txs), &plan, now));
+    batch.ops.emplace_back(storage::PutCase{t.record, t.expected_rev});
+    AddCaseChange(&p->plan, db, t.record, form.form_id, p->now);
+  }
+}
+
+Status EngineImpl::WriteLedgers(FormPlan* p) {
+  if (p->error && p->mode != Mode::kEdit) return Status::Ok();  // as WriteCases
+  const FormRecord& form = p->form;
+  // Ledger-only cases get a FORM|LEDGER transaction.
+  if (!p->error) {
+    for (const auto& id : p->ledger_cases) {
+      if (p->touched.count(id)) continue;
+      CaseTransaction tx;
+      tx.case_id = id;
+      tx.form_id = form.form_id;
+      tx.server_date = form.received_on;
+      tx.type = kTxForm | kTxLedger;
+      tx.sync_log_id = form.last_sync_token;
+      tx.xmlns = form.xmlns;
+      p->plan.For(map_.DatabaseFor(id)).ops.emplace_back(storage::PutCaseTransaction{tx});
     }
   }
+  for (const auto& id : p->ledger_cases) {
+    auto txs = p->error
+                   ? std::vector<LedgerTransaction>{}
+                   : LedgerTransactionsFor(p->ledger_changes, id, form.form_id, form.received_on);
+    CC_RETURN_IF_ERROR(
+        UpdateLedger(id, form.domain, form.form_id, std::move(txs), &p->plan, p->now));
+  }
+  return Status::Ok();
+}
 
-  store_locks.Attach(&plan);
-  CC_RETURN_IF_ERROR(CommitPlan(&plan, home));
-
-  if (error) {
-    if (IsV3(req))
+SubmitResponse EngineImpl::Answer(const FormPlan& p) {
+  const FormRecord& form = p.form;
+  if (p.error) {
+    if (IsV3(p.req))
       return Respond(422, "processing_failure", form.problem, form.form_id, form.state);
     return Respond(201, "submit_error", form.problem, form.form_id, form.state);
   }
