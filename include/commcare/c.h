@@ -337,6 +337,85 @@ CC_EXTERN(int)
 cc_pillows_ucr_rows(char** out, cc_pillows* pillows, const char* domain, const char* table_id,
                     size_t limit, size_t offset);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Tasks: the durable task queue (include/commcare/tasks.h) and worker pools running task    */
+/* types implemented by the host program. Times are ISO 8601 in JSON.                         */
+
+/** Adds a task. @param spec_json {"type" (required), "payload": JSON, "queue", "domain",
+ *  "priority", "run_at": ISO time, "max_attempts", "unique_key"}
+ *  @param out_id its id (an unfinished task's with the same unique_key: that one's) */
+CC_EXTERN(int) cc_tasks_enqueue(int64_t* out_id, cc_engine* engine, const char* spec_json);
+
+/** One task as JSON (id, type, payload, state, attempts, progress, result, last_error, ...).
+ *  @param out free with cc_free @return CC_ENOTFOUND when there is none */
+CC_EXTERN(int) cc_tasks_get(char** out, cc_engine* engine, int64_t id);
+
+/** Tasks, newest first, as a JSON array. @param filter_json NULL or {"domain", "queue",
+ *  "type", "state", "before_id", "limit"} @param out free with cc_free */
+CC_EXTERN(int) cc_tasks_list(char** out, cc_engine* engine, const char* filter_json);
+
+/** Cancels a queued task, or asks a running one to stop. @return CC_EPRECONDITION if it has
+ *  finished */
+CC_EXTERN(int) cc_tasks_cancel(cc_engine* engine, int64_t id);
+
+/** Queues a dead or cancelled task again. */
+CC_EXTERN(int) cc_tasks_retry(cc_engine* engine, int64_t id);
+
+/** Waits up to timeout_ms for the task to finish; *out is the task either way (free with
+ *  cc_free). */
+CC_EXTERN(int) cc_tasks_wait(char** out, cc_engine* engine, int64_t id, int64_t timeout_ms);
+
+/** Per queue: tasks by state and the oldest due task's wait, as a JSON array. */
+CC_EXTERN(int) cc_tasks_stats(char** out, cc_engine* engine);
+
+/** Adds or replaces a periodic schedule. @param schedule_json {"name", "cron", "time_zone",
+ *  "task": spec (as cc_tasks_enqueue), "missed": "once"|"skip", "enabled"}
+ *  @return CC_EINVALID naming a bad cron field or time zone */
+CC_EXTERN(int) cc_tasks_schedule_put(cc_engine* engine, const char* schedule_json);
+
+/** The schedules as a JSON array (with next_run_at, last_run_at). */
+CC_EXTERN(int) cc_tasks_schedules(char** out, cc_engine* engine);
+
+/** Deletes a schedule. @return CC_ENOTFOUND when there is none */
+CC_EXTERN(int) cc_tasks_schedule_delete(cc_engine* engine, const char* name);
+
+typedef struct cc_workers cc_workers;
+typedef struct cc_task_ctx cc_task_ctx;
+
+/** A task type's handler, called on a worker thread: task_json is the task (its "payload"
+ *  among the rest). Return 0 when done (a result set with cc_task_ctx_result), or non-zero
+ *  with a message (`return cc_error_set(CC_EUNAVAILABLE, why)`): CC_EINVALID, CC_ENOTFOUND,
+ *  CC_EPERMISSION and CC_EPRECONDITION dead-letter the task at once, other codes retry it
+ *  with backoff. ctx is valid only during the call. */
+typedef int (*cc_task_fn)(cc_task_ctx* ctx, const char* task_json, void* payload);
+
+/** Sets the result (JSON) the task succeeds with. */
+CC_EXTERN(int) cc_task_ctx_result(cc_task_ctx* ctx, const char* result_json);
+/** Reports progress (a heartbeat too). message may be NULL. */
+CC_EXTERN(int) cc_task_ctx_progress(cc_task_ctx* ctx, int64_t done, int64_t total,
+                                    const char* message);
+/** 1 when the task was cancelled or the pool is stopping: return soon; else 0. */
+CC_EXTERN(int) cc_task_ctx_cancelled(cc_task_ctx* ctx);
+
+/** A worker pool over the engine's task queue, with the library's own task types.
+ *  @param options_json NULL or {"queues": [...] (default ["default"]; [] every queue),
+ *         "workers": N (threads, default 2), "poll_ms": N, "prefetch": N, "run_schedules": b}
+ *  @param out free with cc_workers_free (before closing the engine) */
+CC_EXTERN(int) cc_workers_open(cc_workers** out, cc_engine* engine, const char* options_json);
+
+/** Registers a task type before cc_workers_start. @param options_json NULL or {"lease_ms",
+ *  "backoff_base_ms", "backoff_max_ms"} @param payload passed to fn; must outlive the pool */
+CC_EXTERN(int)
+cc_workers_register(cc_workers* workers, const char* type, const char* options_json,
+                    cc_task_fn fn, void* payload);
+
+/** Starts the worker threads. */
+CC_EXTERN(int) cc_workers_start(cc_workers* workers);
+
+/** Stops the pool (running handlers get grace_ms to finish, then see cancelled) and frees it
+ *  (NULL-safe). */
+CC_EXTERN(void) cc_workers_free(cc_workers* workers, int64_t grace_ms);
+
 #ifdef __cplusplus
 }
 #endif

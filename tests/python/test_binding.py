@@ -393,3 +393,78 @@ class OwnershipTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TasksTest(unittest.TestCase):
+    """The task queue through the C ABI: Python handlers on a worker pool."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="cc-py-tasks-")
+        self.engine = commcare.Engine(os.path.join(self.dir, "data"))
+
+    def tearDown(self):
+        self.engine.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_handlers_results_retries_and_dead_letters(self):
+        e = self.engine
+        w = e.workers(workers=2, queues=[], poll_ms=50)
+        calls = {"flaky": 0}
+
+        @w.handler("double")
+        def double(task):
+            task.progress(1, 2, "half way")
+            return {"n": task.payload["n"] * 2}
+
+        @w.handler("flaky", backoff_base_ms=10)
+        def flaky(task):
+            calls["flaky"] += 1
+            if task.attempts < 3:
+                raise RuntimeError("try again")
+            return "ok"
+
+        @w.handler("refuse")
+        def refuse(task):
+            raise commcare.InvalidArgumentError("no such report")
+
+        w.start()
+        try:
+            t = e.wait_task(e.enqueue("double", {"n": 21}), timeout=20)
+            self.assertEqual(t["state"], "succeeded")
+            self.assertEqual(t["result"], {"n": 42})
+            self.assertEqual(t["progress"], {"done": 1, "total": 2, "message": "half way"})
+            t = e.wait_task(e.enqueue("flaky"), timeout=20)
+            self.assertEqual((t["state"], t["attempts"], calls["flaky"]), ("succeeded", 3, 3))
+            self.assertIn("RuntimeError: try again", t["last_error"])
+            t = e.wait_task(e.enqueue("refuse", max_attempts=5), timeout=20)
+            self.assertEqual((t["state"], t["attempts"]), ("dead", 1))
+            self.assertEqual(t["last_error"], "InvalidArgument: no such report")
+            self.assertEqual(len(e.tasks(state="dead")), 1)
+            stats = {s["queue"]: s for s in e.task_stats()}
+            self.assertEqual(stats["default"]["succeeded"], 2)
+        finally:
+            w.stop()
+
+    def test_unique_keys_cancel_and_bad_input(self):
+        e = self.engine
+        a = e.enqueue("later", unique_key="k1", run_at="2099-01-01T00:00:00Z")
+        self.assertEqual(e.enqueue("later", unique_key="k1"), a)
+        e.cancel_task(a)
+        self.assertEqual(e.task(a)["state"], "cancelled")
+        with self.assertRaises(commcare.FailedPreconditionError):
+            e.cancel_task(a)
+        with self.assertRaises(commcare.NotFoundError):
+            e.task(424242)
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            e.enqueue("x", max_attempts=0)
+        self.assertIn("max_attempts", str(cm.exception))
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            e.put_schedule("bad", "0 0 * * *", "x", time_zone="Europe/Atlantis")
+        self.assertIn("Europe/Atlantis", str(cm.exception))
+        e.put_schedule("nightly", "30 2 * * *", "report", {"r": 1}, time_zone="Africa/Nairobi")
+        (s,) = e.schedules()
+        self.assertEqual((s["name"], s["time_zone"], s["task"]["payload"]),
+                         ("nightly", "Africa/Nairobi", {"r": 1}))
+        self.assertTrue(s["next_run_at"].endswith(":30:00.000000Z"))
+        e.delete_schedule("nightly")
+        self.assertEqual(e.schedules(), [])

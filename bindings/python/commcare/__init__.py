@@ -19,7 +19,7 @@ from .errors import (AbortedError, AlreadyExistsError, CommcareError, DataLossEr
                      UnavailableError, UnimplementedError)
 
 __all__ = [
-    "Engine", "Pillows", "SubmitResult", "version", "CommcareError", "NotFoundError",
+    "Engine", "Pillows", "Workers", "Task", "SubmitResult", "version", "CommcareError", "NotFoundError",
     "AlreadyExistsError", "InvalidArgumentError", "FailedPreconditionError", "AbortedError",
     "UnavailableError", "DataLossError", "UnimplementedError", "InternalError",
     "ResourceExhaustedError", "PermissionDeniedError", "UnauthenticatedError",
@@ -348,6 +348,63 @@ class Engine(_Handle):
 
     # -- pillows and the stores they fill -----------------------------------------------------
 
+    # ---- the task queue ----
+
+    def enqueue(self, task_type, payload=None, **spec):
+        """Adds a task; returns its id. spec: queue, domain, priority, run_at (ISO time),
+        max_attempts, unique_key (an unfinished task with the same key: its id instead)."""
+        body = dict(spec, type=task_type)
+        if payload is not None:
+            body["payload"] = payload
+        n = ctypes.c_int64()
+        _lib.cc_tasks_enqueue(ctypes.byref(n), self._handle(), _t(json.dumps(body)))
+        return n.value
+
+    def task(self, task_id):
+        """One task (state, attempts, progress, result, last_error, ...)."""
+        return _call_json(_lib.cc_tasks_get, self._handle(), int(task_id))
+
+    def tasks(self, **filter):
+        """Tasks, newest first. filter: domain, queue, type, state, before_id, limit."""
+        return _call_json(_lib.cc_tasks_list, self._handle(), _t(json.dumps(filter)))
+
+    def cancel_task(self, task_id):
+        """Cancels a queued task, or asks a running one to stop."""
+        _lib.cc_tasks_cancel(self._handle(), int(task_id))
+
+    def retry_task(self, task_id):
+        """Queues a dead or cancelled task again."""
+        _lib.cc_tasks_retry(self._handle(), int(task_id))
+
+    def wait_task(self, task_id, timeout=30.0):
+        """Waits up to timeout seconds for the task to finish; returns it either way."""
+        return _call_json(_lib.cc_tasks_wait, self._handle(), int(task_id), int(timeout * 1000))
+
+    def task_stats(self):
+        """Per queue: tasks by state and the oldest due task's wait."""
+        return _call_json(_lib.cc_tasks_stats, self._handle())
+
+    def put_schedule(self, name, cron, task_type, payload=None, *, time_zone="UTC",
+                     missed="once", enabled=True, **spec):
+        """Adds or replaces a periodic schedule (cron line in an IANA time zone)."""
+        task = dict(spec, type=task_type)
+        if payload is not None:
+            task["payload"] = payload
+        _lib.cc_tasks_schedule_put(self._handle(), _t(json.dumps({
+            "name": name, "cron": cron, "time_zone": time_zone, "task": task,
+            "missed": missed, "enabled": enabled})))
+
+    def schedules(self):
+        """The periodic schedules, with next_run_at and last_run_at."""
+        return _call_json(_lib.cc_tasks_schedules, self._handle())
+
+    def delete_schedule(self, name):
+        _lib.cc_tasks_schedule_delete(self._handle(), _t(name))
+
+    def workers(self, **options):
+        """A worker pool (not started): Workers(self, queues=[...], workers=N, ...)."""
+        return Workers(self, **options)
+
     def pillows(self, **options):
         """A Pillows host over this engine (dir, builtin, only, num_processes, process_num,
         inspect_only, consumer_group). The first one opened also serves search(), ucr_rows()
@@ -374,6 +431,87 @@ class Engine(_Handle):
     def ucr_rows(self, domain, table_id, limit=1000, offset=0):
         """Rows of a UCR table."""
         return self._stores().ucr_rows(domain, table_id, limit, offset)
+
+
+class Task:
+    """What a handler sees of its task: id, type, payload, attempts, and progress() and
+    cancelled to report back and to stop early."""
+
+    def __init__(self, ctx, info):
+        self._ctx = ctx
+        self.info = info
+        self.id = info["id"]
+        self.type = info["type"]
+        self.payload = info["payload"]
+        self.attempts = info["attempts"]
+        self.domain = info["domain"]
+
+    def progress(self, done, total, message=""):
+        """Reports progress (also renews the task's lease)."""
+        _lib.cc_task_ctx_progress(self._ctx, int(done), int(total), _t(message))
+
+    @property
+    def cancelled(self):
+        """True once the task was cancelled or the pool is stopping: return soon."""
+        return _lib.cc_task_ctx_cancelled(self._ctx) == 1
+
+
+class Workers(_Handle):
+    """A pool of worker threads running tasks from the engine's task queue: the library's own
+    task types and Python functions added with add() or the handler() decorator. A handler
+    returns a JSON-able result; an exception fails the attempt (InvalidArgumentError,
+    NotFoundError, PermissionDeniedError and FailedPreconditionError dead-letter the task at
+    once; anything else is retried with backoff). Delivery is at least once: make the effect
+    idempotent, e.g. keyed by task.id."""
+
+    def __init__(self, engine, **options):
+        super().__init__()
+        self._engine = engine
+        self._callbacks = []
+        ptr = ctypes.c_void_p()
+        _lib.cc_workers_open(ctypes.byref(ptr), engine._handle(),
+                             _t(json.dumps(options)) if options else None)
+        self._ptr = ptr.value
+
+    def add(self, task_type, fn, **options):
+        """Registers fn(task) for task_type (before start()). options: lease_ms,
+        backoff_base_ms, backoff_max_ms."""
+        def cb(ctx, task_json, _payload):
+            try:
+                result = fn(Task(ctx, json.loads(task_json)))
+                if result is not None:
+                    _lib.cc_task_ctx_result(ctx, _t(json.dumps(result)))
+                return 0
+            except CommcareError as e:
+                return _lib.cc_error_set(e.code, _t(str(e)))
+            except BaseException as e:  # noqa: B902 (the attempt fails; the task is retried)
+                return _lib.cc_error_set(-9, _t(f"{type(e).__name__}: {e}"))
+
+        c_fn = _ffi.TASK_FN(cb)
+        self._callbacks.append(c_fn)
+        _lib.cc_workers_register(self._handle(), _t(task_type),
+                                 _t(json.dumps(options)) if options else None, c_fn, None)
+        return fn
+
+    def handler(self, task_type, **options):
+        """Decorator: @workers.handler("send_report") def send(task): ..."""
+        def wrap(fn):
+            return self.add(task_type, fn, **options)
+        return wrap
+
+    def start(self):
+        """Starts the worker threads."""
+        _lib.cc_workers_start(self._handle())
+        return self
+
+    def stop(self, grace_ms=10000):
+        """Stops the pool (running handlers get grace_ms to finish) and frees it."""
+        with self._lock:
+            ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            _lib.cc_workers_free(ptr, int(grace_ms))
+
+    close = stop
 
 
 class Pillows(_Handle):

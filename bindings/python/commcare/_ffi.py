@@ -58,6 +58,7 @@ SUBMIT_OPTIONS_VERSION = 1
 
 WRITE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 CHANGE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+TASK_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
 
 
 def last_error():
@@ -119,6 +120,23 @@ _FUNCS = [
     ("cc_pillows_list_forms", [out, vp, cp], ctypes.c_int, _check),
     ("cc_pillows_ucr_load", [P(i64), vp, cp], ctypes.c_int, _check),
     ("cc_pillows_ucr_rows", [out, vp, cp, cp, sz, sz], ctypes.c_int, _check),
+    ("cc_tasks_enqueue", [P(i64), vp, cp], ctypes.c_int, _check),
+    ("cc_tasks_get", [out, vp, i64], ctypes.c_int, _check),
+    ("cc_tasks_list", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_tasks_cancel", [vp, i64], ctypes.c_int, _check),
+    ("cc_tasks_retry", [vp, i64], ctypes.c_int, _check),
+    ("cc_tasks_wait", [out, vp, i64, i64], ctypes.c_int, _check),
+    ("cc_tasks_stats", [out, vp], ctypes.c_int, _check),
+    ("cc_tasks_schedule_put", [vp, cp], ctypes.c_int, _check),
+    ("cc_tasks_schedules", [out, vp], ctypes.c_int, _check),
+    ("cc_tasks_schedule_delete", [vp, cp], ctypes.c_int, _check),
+    ("cc_task_ctx_result", [vp, cp], ctypes.c_int, _check),
+    ("cc_task_ctx_progress", [vp, i64, i64, cp], ctypes.c_int, _check),
+    ("cc_task_ctx_cancelled", [vp], ctypes.c_int, None),
+    ("cc_workers_open", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_workers_register", [vp, cp, cp, TASK_FN, vp], ctypes.c_int, _check),
+    ("cc_workers_start", [vp], ctypes.c_int, _check),
+    ("cc_workers_free", [vp, i64], None, None),
 ]
 
 for _name, _args, _res, _errcheck in _FUNCS:
