@@ -56,7 +56,7 @@ TaskInfo WaitDone(TaskQueue* q, int64_t id) {
 
 }  // namespace
 
-TEST_CASE("Cron: next firings in UTC, with lists, ranges, steps, names and macros") {
+TEST_CASE("Cron: next firings in UTC with lists ranges steps names and macros") {
   CHECK(Next("*/15 * * * *", "UTC", "2026-12-06T10:07:00Z") == "2026-12-06T10:15:00.000000Z");
   CHECK(Next("0 9 * * mon-fri", "UTC", "2026-12-05T12:00:00Z") == "2026-12-07T09:00:00.000000Z");
   CHECK(Next("@daily", "UTC", "2026-12-06T00:00:00Z") == "2026-12-07T00:00:00.000000Z");
@@ -81,7 +81,7 @@ TEST_CASE("Cron: a bad line or zone is refused with the field named") {
   CHECK(err("0 0 * * *", "Mars/Olympus").find("Mars/Olympus") != std::string::npos);
 }
 
-TEST_CASE("Cron: DST — a time in the spring gap fires when it ends, a repeated one fires once") {
+TEST_CASE("Cron: DST — a time in the spring gap fires when it ends and a repeated one fires once") {
   // New York springs forward on 2026-03-08 at 02:00 EST (07:00Z) to 03:00 EDT.
   CHECK(Next("30 2 * * *", "America/New_York", "2026-03-08T00:00:00Z") ==
         "2026-03-08T07:00:00.000000Z");
@@ -97,7 +97,7 @@ TEST_CASE("Cron: DST — a time in the spring gap fires when it ends, a repeated
         "2026-12-07T06:00:00.000000Z");
 }
 
-TEST_CASE("Tasks: run with result and progress; retried with backoff; dead-lettered") {
+TEST_CASE("Tasks: run with result and progress then retried with backoff then dead-lettered") {
   auto q = OpenQueue();
   auto w = NewTaskWorkers(q.get(), {.queues = {}, .workers = 2, .poll = 50ms});
   std::atomic<int> flaky_calls{0};
@@ -162,7 +162,7 @@ TEST_CASE("Tasks: run with result and progress; retried with backoff; dead-lette
   CHECK(runs[0].failed == 2 + 2 + 2);  // flaky twice, broken twice, bad twice
 }
 
-TEST_CASE("Tasks: bad specs are refused; a unique key holds one unfinished task") {
+TEST_CASE("Tasks: bad specs are refused and a unique key holds one unfinished task") {
   auto q = OpenQueue();
   CHECK(q->Enqueue(Spec("")).status().message().find("\"type\"") != std::string::npos);
   CHECK(q->Enqueue(Spec("x", "{oops")).status().message().find("payload") != std::string::npos);
@@ -232,7 +232,7 @@ TEST_CASE("Tasks: a task whose worker died (lease passed) runs again elsewhere")
   CHECK(q->Get(*id)->state == TaskState::kSucceeded);
 }
 
-TEST_CASE("Tasks: a schedule fires once per period across pools; a missed one by its policy") {
+TEST_CASE("Tasks: a schedule fires once per period across pools and a missed one by its policy") {
   auto path = cctest::FreshTempDir("cc-tasks", "sched") + ".db";
   auto q1 = OpenQueue(path), q2 = OpenQueue(path);  // two processes' views of one database
   Schedule s;
@@ -270,7 +270,7 @@ TEST_CASE("Tasks: a schedule fires once per period across pools; a missed one by
   CHECK(q1->DeleteSchedule("nightly").code() == StatusCode::kNotFound);
 }
 
-TEST_CASE("Tasks: enqueued in the caller's transaction, gone with its rollback") {
+TEST_CASE("Tasks: enqueued in the caller's transaction and gone with its rollback") {
   auto path = cctest::FreshTempDir("cc-tasks", "tx") + ".db";
   auto q = OpenQueue(path);
   auto db = util::SqlDb::Open(path, "commcare_tasks");
@@ -291,7 +291,7 @@ TEST_CASE("Tasks: enqueued in the caller's transaction, gone with its rollback")
   CHECK(q->List({})->size() == 1);
 }
 
-TEST_CASE("Tasks on PostgreSQL: two pools share the work, each task once; NOTIFY wakes them") {
+TEST_CASE("Tasks on PostgreSQL: two pools share the work with each task once and NOTIFY wakes them") {
   auto dsns = cctest::NewPostgresDatabases(1);
   if (dsns.empty()) return;
   const std::string where = "postgres:" + dsns[0];
