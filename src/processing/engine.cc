@@ -315,17 +315,25 @@ Status Engine::Create(const std::string& data_dir, const Deployment& d) {
   namespace fs = std::filesystem;
   if (data_dir.empty()) return Status::InvalidArgument("--data is required");
   std::error_code ec;
-  if (fs::exists(data_dir + "/commcare.json", ec))
-    return Status::AlreadyExists(fmt::format("{} is already initialised", data_dir));
   fs::create_directories(data_dir + "/db", ec);
   if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", data_dir, ec.message()));
+  // One process sets a directory up at a time (several may start on a fresh one together): the
+  // others wait on the directory's lock, then find it set up. Closing the descriptor unlocks.
+  const int dir_fd = ::open(data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) return Status::Unavailable("cannot open " + data_dir);
+  struct Unlock {
+    int fd;
+    ~Unlock() { ::close(fd); }
+  } unlock{dir_fd};
+  if (::flock(dir_fd, LOCK_EX) != 0) return Status::Unavailable("cannot lock " + data_dir);
+  if (fs::exists(data_dir + "/commcare.json", ec))
+    return Status::AlreadyExists(fmt::format("{} is already initialised", data_dir));
   // The directory holds password equivalents (Digest HA1s) and health data: its owner only.
   fs::permissions(data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
   if (ec)
     return Status::Unavailable(
         fmt::format("cannot make {} private (mode 0700): {}", data_dir, ec.message()));
   fs::create_directories(data_dir + "/blobs", ec);
-  CC_RETURN_IF_ERROR(d.Save(data_dir));
   // Create the databases now so that read-only tools can open them at once (PostgreSQL: apply
   // the schema, which also proves the connection strings).
   for (int i = 0; i < d.databases; ++i) {
@@ -334,7 +342,9 @@ Status Engine::Create(const std::string& data_dir, const Deployment& d) {
                                 : storage::OpenPostgresPrimaryStore(d.primary[i]);
     if (!db.ok()) return db.status();
   }
-  return Status::Ok();
+  // Last: a directory with a commcare.json is ready for any process to open, and one whose
+  // databases could not be created is not left half set up.
+  return d.Save(data_dir);
 }
 
 Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
