@@ -46,18 +46,23 @@ Result<HostOptions> HostOptions::FromHostFile(const std::string& path,
 
 namespace {
 
-// The directory's deployment against the one the host asked for: the first section that differs.
+// The directory's deployment against the one the host asked for: the first section that differs
+// (one either of them leaves out, such as "meta", differs too).
 Status SameDeployment(const Deployment& have, const Deployment& want, const std::string& dir) {
   const json::object h = json::parse(have.ToJson()).as_object();
   const json::object w = json::parse(want.ToJson()).as_object();
+  auto differs = [&](std::string_view key) {
+    return Status::FailedPrecondition(
+        fmt::format("{} was set up with another \"{}\" than this host's (use a new data "
+                    "directory for a new deployment)",
+                    dir, key));
+  };
   for (const auto& [key, value] : w) {
     const json::value* got = h.if_contains(key);
-    if (!got || *got != value)
-      return Status::FailedPrecondition(
-          fmt::format("{} was set up with another \"{}\" than this host's (use a new data "
-                      "directory for a new deployment)",
-                      dir, std::string_view(key)));
+    if (!got || *got != value) return differs(key);
   }
+  for (const auto& [key, value] : h)
+    if (!w.contains(key)) return differs(key);
   return Status::Ok();
 }
 
@@ -73,8 +78,15 @@ Result<std::unique_ptr<Host>> Host::Open(HostOptions o) {
     if (dir.empty()) return Status::InvalidArgument("--data DIR is required");
     auto have = Deployment::Load(dir);
     if (have.status().IsNotFound() && opts.deployment) {
-      CC_RETURN_IF_ERROR(Engine::Create(dir, *opts.deployment));
-      have = *opts.deployment;
+      // Processes starting on a fresh directory together: one sets it up, the others find it
+      // set up (and must match it).
+      Status made = Engine::Create(dir, *opts.deployment);
+      if (made.code() == StatusCode::kAlreadyExists)
+        have = Deployment::Load(dir);
+      else if (made.ok())
+        have = *opts.deployment;
+      else
+        return made;
     }
     if (!have.ok()) return have.status();
     if (opts.deployment) CC_RETURN_IF_ERROR(SameDeployment(*have, *opts.deployment, dir));
@@ -125,10 +137,9 @@ Result<Sync*> Host::Syncer() {
   if (!engine_) return Status::FailedPrecondition("the host is closed");
   if (!lazy_->sync) {
     const auto& d = lazy_->deployment;
-    const std::string where = d ? d->StoreAt(options_.engine.data_dir, "meta", "synclogs.sqlite")
-                                : std::string();
-    CC_ASSIGN_OR_RETURN(lazy_->sync,
-                        Sync::Open(engine_.get(), where, options_.restore_cache_dir));
+    const std::string where =
+        d ? d->StoreAt(options_.engine.data_dir, "meta", "synclogs.sqlite") : std::string();
+    CC_ASSIGN_OR_RETURN(lazy_->sync, Sync::Open(engine_.get(), where, options_.restore_cache_dir));
   }
   return lazy_->sync.get();
 }

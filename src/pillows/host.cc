@@ -14,12 +14,15 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <unordered_map>
 
 #include "commcare/deployment.h"
+#include "commcare/log.h"
 #include "commcare/pillows.h"
+#include "log/streak.h"
 #include "pillows/processor.h"
 #include "pillows/ucr.h"
 #include "util/hash.h"
@@ -68,7 +71,106 @@ constexpr int64_t kUcrLock = 7234618151;
 using Clock = std::chrono::steady_clock;
 using TopicPartition = std::pair<std::string, int>;
 
+// The retry queue's key of a corrupt change record (dead-lettered at once, never requeued).
+constexpr std::string_view kCorruptPrefix = "corrupt:";
+
+// How long Run waits after a failed step (a read, a checkpoint, a batch) before the next.
+constexpr int kStepRetryMs = 200;
+
+// What a batch (or one retried change) did to the retry queue, logged once it has committed:
+// the first change of each kind, and how many there were.
+struct BatchOutcome {
+  int64_t succeeded = 0;
+  int64_t retried = 0;  // queued for another attempt
+  int64_t dead = 0;     // dead-lettered
+  std::optional<RetryEntry> first_retried, first_dead;
+
+  void Add(RetryEntry e) {
+    auto& first = e.dead ? first_dead : first_retried;
+    ++(e.dead ? dead : retried);
+    if (!first) first = std::move(e);
+  }
+};
+
+// A pillow's failing changes, logged once per streak rather than once per change: the first
+// change sent to the retry queue (a warning, with its next attempt) and the first one
+// dead-lettered (an error); when a batch or a retry next processes without a failure, the end
+// of the streak at info with how many failed. Not thread-safe (the pillow's lock).
+class ChangeFailures {
+ public:
+  explicit ChangeFailures(std::string pillow) : pillow_(std::move(pillow)) {}
+
+  void Report(const BatchOutcome& o, int max_attempts) {
+    if (o.retried == 0 && o.dead == 0) {
+      if (o.succeeded > 0) Recovered();
+      return;
+    }
+    if (o.first_retried && failures_ == dead_) {  // the streak's first one queued for a retry
+      const RetryEntry& e = *o.first_retried;
+      Log(LogLevel::kWarning, fmt::format("pillow {}: a change failed: {}", pillow_, e.error), e,
+          fmt::format("{} of {}", e.attempts, max_attempts),
+          fmt::format("retry at {}", FormatTime(e.next_attempt)));
+    }
+    if (o.first_dead && dead_ == 0) {
+      const RetryEntry& e = *o.first_dead;
+      if (e.doc_id.starts_with(kCorruptPrefix))
+        Log(LogLevel::kError, fmt::format("pillow {}: {}", pillow_, e.error), e, "-",
+            "dead-lettered (a corrupt record is never retried)");
+      else
+        Log(LogLevel::kError,
+            fmt::format("pillow {}: a change failed for the last time: {}", pillow_, e.error), e,
+            fmt::format("{} of {}", e.attempts, max_attempts),
+            fmt::format("dead-lettered; `commcare pillows requeue --pillow {} --doc {} --dead` "
+                        "retries it",
+                        pillow_, e.doc_id));
+    }
+    failures_ += o.retried + o.dead;
+    dead_ += o.dead;
+  }
+
+ private:
+  void Log(LogLevel level, const std::string& message, const RetryEntry& e,
+           const std::string& attempt, const std::string& next) {
+    commcare::Log(level, message,
+                  {{"component", "pillow"},
+                   {"pillow", pillow_},
+                   {"topic", e.topic},
+                   {"partition", std::to_string(e.partition)},
+                   {"offset", std::to_string(e.offset)},
+                   {"doc_id", e.doc_id},
+                   {"attempt", attempt},
+                   {"next", next}});
+  }
+  void Recovered() {
+    if (failures_ == 0) return;
+    commcare::Log(LogLevel::kInfo, fmt::format("pillow {}: changes process again", pillow_),
+                  {{"component", "pillow"},
+                   {"pillow", pillow_},
+                   {"failures", std::to_string(failures_)},
+                   {"dead_lettered", std::to_string(dead_)}});
+    failures_ = dead_ = 0;
+  }
+
+  std::string pillow_;
+  int64_t failures_ = 0, dead_ = 0;  // in the current streak: failed attempts, dead letters
+};
+
+// What a pillow's step is doing, so that a failure's log record can say where it was.
+struct Doing {
+  enum Stage { kRead, kCheckpoint, kBatch } stage = kBatch;
+  TopicPartition tp;
+  int64_t offset = -1;
+};
+
 struct Pillow {
+  explicit Pillow(const PillowConfig& c)
+      : cfg(c),
+        change_failures(c.name),
+        read_failures("pillow", {{"pillow", c.name}}, LogLevel::kWarning),
+        checkpoint_failures("pillow", {{"pillow", c.name}}, LogLevel::kError),
+        batch_failures("pillow", {{"pillow", c.name}}, LogLevel::kError),
+        retry_failures("pillow", {{"pillow", c.name}}, LogLevel::kError),
+        assignment_failures("pillow", {{"pillow", c.name}}, LogLevel::kWarning) {}
   PillowConfig cfg;
   std::unique_ptr<Processor> proc;
   std::unique_ptr<SqlDb> db;
@@ -83,7 +185,12 @@ struct Pillow {
   Clock::time_point last_retry_scan{};
   size_t rotate = 0;
   int64_t queued = -1;  // rows in pillow_retries (-1: unknown)
-  std::mutex mu;        // the database and the offsets
+  // Failures, logged once per streak (under mu, or by the thread driving Run).
+  Doing doing;
+  ChangeFailures change_failures;
+  log::FailureStreak read_failures, checkpoint_failures, batch_failures, retry_failures,
+      assignment_failures;
+  std::mutex mu;  // the database, the offsets and the failure streaks
   ~Pillow() {
     if (lock_fd >= 0) ::close(lock_fd);
   }
@@ -142,7 +249,16 @@ class Host final : public PillowHost {
     for (auto& p : pillows_) {
       if (opts_.inspect_only) break;
       std::lock_guard l(p->mu);
-      (void)Checkpoint(*p, true);
+      if (Status s = Checkpoint(*p, true); !s.ok())
+        Log(LogLevel::kError,
+            fmt::format("pillow {}: writing the last checkpoint failed: {}", p->cfg.name,
+                        s.ToString()),
+            {{"component", "pillow"},
+             {"pillow", p->cfg.name},
+             {"topic", p->doing.tp.first},
+             {"partition", std::to_string(p->doing.tp.second)},
+             {"offset", std::to_string(p->doing.offset)},
+             {"next", "the next start processes the changes since the last checkpoint again"}});
     }
     pillows_.clear();
     if (temp_dir_) {
@@ -188,29 +304,35 @@ class Host final : public PillowHost {
   Status Run(const std::atomic<bool>& stop) override {
     if (opts_.inspect_only) return Status::FailedPrecondition("this pillow host is inspect-only");
     uint64_t seen = 0;
-    int consecutive_errors = 0;
     while (!stop.load()) {
       int64_t n = 0;
-      Status err;
+      bool failed = false;
       for (auto& p : pillows_) {
         if (stop.load()) break;
         auto k = StepPillow(*p, /*wait_for_full=*/true);
         if (!k.ok()) {
-          err = k.status();
+          // A log or store error (a broker down, disk full, a locked database): logged once
+          // per streak; the step is tried again after a pause.
+          StepFailed(*p, k.status());
+          failed = true;
           continue;
         }
+        StepSucceeded(*p);
         n += *k;
         auto r = RunDueRetries(*p, false);
-        if (r.ok()) n += *r;
+        std::lock_guard l(p->mu);
+        if (!r.ok()) {
+          p->retry_failures.Failed(r.status(), "retrying queued changes",
+                                   "the changes stay queued; retried with the next scan (1 s)");
+        } else {
+          p->retry_failures.Succeeded();
+          n += *r;
+        }
       }
-      if (!err.ok()) {
-        // A store error (disk full, a locked database): back off and try again.
-        if (++consecutive_errors % 50 == 1)
-          fmt::print(stderr, "pillows: {} (retrying)\n", err.ToString());
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      if (failed) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(kStepRetryMs));
         continue;
       }
-      consecutive_errors = 0;
       if (n == 0) seen = log_->WaitForAppend(seen, std::chrono::milliseconds(WaitMs()));
     }
     for (auto& p : pillows_) {  // the batch in hand is done; keep its offsets
@@ -371,8 +493,7 @@ class Host final : public PillowHost {
     if (!opts_.only.empty() &&
         std::find(opts_.only.begin(), opts_.only.end(), cfg.name) == opts_.only.end())
       return Status::Ok();  // not run by this host
-    auto p = std::make_unique<Pillow>();
-    p->cfg = cfg;
+    auto p = std::make_unique<Pillow>(cfg);
     p->proc = std::move(proc);
     if (opts_.inspect_only || !opts_.consumer_group.empty() || pg_) return Finish(std::move(p));
     // One worker per (pillow, n, k): a lock file held while this host lives (on PostgreSQL a
@@ -449,9 +570,11 @@ class Host final : public PillowHost {
     if (p.member) {
       auto now = p.member->Assignment();
       if (!now.ok()) {
-        fmt::print(stderr, "pillow {}: {}\n", p.cfg.name, now.status().ToString());
+        p.assignment_failures.Failed(now.status(), "reading the consumer group's assignment",
+                                     "keeping the partitions it had; asked again with each batch");
         return;
       }
+      p.assignment_failures.Succeeded();
       if (*now == p.owned) return;
       std::set<TopicPartition> before(p.owned.begin(), p.owned.end());
       std::set<TopicPartition> after(now->begin(), now->end());
@@ -517,6 +640,7 @@ class Host final : public PillowHost {
     for (const auto& [tp, off] : p.next) {
       auto it = p.saved.find(tp);
       if (it != p.saved.end() && it->second == off) continue;
+      p.doing = {Doing::kCheckpoint, tp, off};
       CC_RETURN_IF_ERROR(p.db->Run("writing a checkpoint",
                                    "INSERT INTO pillow_checkpoints(topic, partition, \"offset\", "
                                    "updated_at) VALUES(?,?,?,?) ON CONFLICT(topic, partition) DO "
@@ -526,6 +650,7 @@ class Host final : public PillowHost {
                              .status());
       p.saved[tp] = off;
     }
+    p.doing = {};
     p.since_checkpoint = 0;
     p.last_checkpoint = Clock::now();
     return Status::Ok();
@@ -543,8 +668,9 @@ class Host final : public PillowHost {
   }
 
   // Processes changes in the open transaction: the batch at once, or one by one if the batch
-  // as a whole fails. Failures go to the retry queue; successes clear their queue entries.
-  Status ProcessInTxn(Pillow& p, const std::vector<const Change*>& changes) {
+  // as a whole fails. Failures go to the retry queue (and into *out); successes clear their
+  // queue entries.
+  Status ProcessInTxn(Pillow& p, const std::vector<const Change*>& changes, BatchOutcome* out) {
     Failures failed;
     SqlDb& db = *p.db;
     CC_RETURN_IF_ERROR(db.Exec("processing a batch", "SAVEPOINT batch"));
@@ -578,8 +704,10 @@ class Host final : public PillowHost {
     for (const auto& [i, err] : failed) {
       if (i >= changes.size()) continue;
       bad[i] = true;
-      CC_RETURN_IF_ERROR(QueueRetry(p, *changes[i], err));
+      CC_ASSIGN_OR_RETURN(RetryEntry e, QueueRetry(p, *changes[i], err));
+      out->Add(std::move(e));
     }
+    out->succeeded += std::count(bad.begin(), bad.end(), false);
     if (p.queued != 0) {
       for (size_t i = 0; i < changes.size(); ++i) {
         if (bad[i]) continue;
@@ -598,31 +726,83 @@ class Host final : public PillowHost {
     return util::NowMicros() + static_cast<int64_t>(delay);
   }
 
-  Status QueueRetry(Pillow& p, const Change& c, const std::string& error) {
+  // Queues a failed change for another attempt, or dead-letters it after max_attempts; the
+  // entry as queued.
+  Result<RetryEntry> QueueRetry(Pillow& p, const Change& c, const std::string& error) {
     CC_ASSIGN_OR_RETURN(
         auto q, p.db->Run("reading a retry", "SELECT attempts FROM pillow_retries WHERE doc_id=?",
                           {c.meta.document_id}));
     const bool existed = !q.empty();
-    const int64_t attempts = existed ? q.Int(0, 0) + 1 : 1;
-    const int64_t dead = attempts >= p.cfg.max_attempts ? 1 : 0;
+    const int attempts = existed ? static_cast<int>(q.Int(0, 0)) + 1 : 1;
+    const RetryEntry e{c.meta.document_id,
+                       c.topic,
+                       c.partition,
+                       c.offset,
+                       attempts,
+                       NextAttempt(p, attempts),
+                       error,
+                       attempts >= p.cfg.max_attempts};
     CC_RETURN_IF_ERROR(p.db->Run("queueing a retry", kPutRetry,
-                                 {c.meta.document_id, c.topic, int64_t{c.partition}, c.offset,
-                                  c.timestamp, attempts, NextAttempt(p, static_cast<int>(attempts)),
-                                  error, dead, ChangeMetaToJson(c.meta)})
+                                 {e.doc_id, e.topic, int64_t{e.partition}, e.offset, c.timestamp,
+                                  int64_t{e.attempts}, e.next_attempt, error, int64_t{e.dead},
+                                  ChangeMetaToJson(c.meta)})
                            .status());
     if (!existed && p.queued >= 0) ++p.queued;
-    return Status::Ok();
+    return e;
   }
 
   // A record that is not ChangeMeta JSON: dead-lettered at once with the reason.
-  Status DeadLetterCorrupt(Pillow& p, const storage::ChangeRecord& r, const std::string& why) {
+  Result<RetryEntry> DeadLetterCorrupt(Pillow& p, const storage::ChangeRecord& r,
+                                       const std::string& why) {
+    const RetryEntry e{fmt::format("{}{}/{}/{}", kCorruptPrefix, r.topic, r.partition, r.offset),
+                       r.topic,
+                       r.partition,
+                       r.offset,
+                       0,
+                       0,
+                       "corrupt change record: " + why,
+                       true};
     CC_RETURN_IF_ERROR(p.db->Run("dead-lettering a corrupt record", kPutRetry,
-                                 {fmt::format("corrupt:{}/{}/{}", r.topic, r.partition, r.offset),
-                                  r.topic, int64_t{r.partition}, r.offset, r.timestamp, int64_t{0},
-                                  int64_t{0}, "corrupt change record: " + why, int64_t{1}, r.value})
+                                 {e.doc_id, r.topic, int64_t{r.partition}, r.offset, r.timestamp,
+                                  int64_t{0}, int64_t{0}, e.error, int64_t{1}, r.value})
                            .status());
     if (p.queued >= 0) ++p.queued;
-    return Status::Ok();
+    return e;
+  }
+
+  // Logs a failed step of Run's loop, once per streak of its kind, with what happens next.
+  void StepFailed(Pillow& p, const Status& s) {
+    std::lock_guard l(p.mu);
+    const Doing& at = p.doing;
+    const std::string part = std::to_string(at.tp.second), offset = std::to_string(at.offset);
+    switch (at.stage) {
+      case Doing::kRead:
+        p.read_failures.Failed(s, fmt::format("reading {} partition {}", at.tp.first, part),
+                               fmt::format("retrying the read in {} ms", kStepRetryMs),
+                               {{"topic", at.tp.first}, {"partition", part}, {"offset", offset}});
+        break;
+      case Doing::kCheckpoint:
+        p.checkpoint_failures.Failed(
+            s, fmt::format("writing the checkpoint of {} partition {}", at.tp.first, part),
+            fmt::format("the batch is rolled back and read again from the last checkpoint in {} ms",
+                        kStepRetryMs),
+            {{"topic", at.tp.first}, {"partition", part}, {"offset", offset}});
+        break;
+      case Doing::kBatch:
+        p.batch_failures.Failed(
+            s, "processing a batch",
+            fmt::format("the batch is rolled back and read again from the last checkpoint in {} ms",
+                        kStepRetryMs));
+        break;
+    }
+  }
+
+  // Ends the streaks of failed steps (each logs its recovery).
+  void StepSucceeded(Pillow& p) {
+    std::lock_guard l(p.mu);
+    p.read_failures.Succeeded();
+    p.checkpoint_failures.Succeeded();
+    p.batch_failures.Succeeded();
   }
 
   // One batch of one pillow; returns the number of changes read (0: nothing to do).
@@ -640,7 +820,9 @@ class Host final : public PillowHost {
     std::map<std::string, bool> wanted;
     for (size_t j = 0; j < n && recs.size() < p.cfg.chunk_size; ++j) {
       const auto& tp = p.owned[(p.rotate + j) % n];
+      p.doing = {Doing::kRead, tp, -1};
       CC_ASSIGN_OR_RETURN(int64_t from, NextOffset(p, tp));
+      p.doing.offset = from;
       auto w = wanted.find(tp.first);
       if (w == wanted.end()) w = wanted.emplace(tp.first, p.proc->Wants(*p.db, tp.first)).first;
       if (!w->second) {  // skip to the end unread; checkpointed with the next write
@@ -666,6 +848,7 @@ class Host final : public PillowHost {
       for (auto& r : got) recs.push_back(std::move(r));
     }
     p.rotate = (p.rotate + 1) % n;
+    p.doing = {};
     if (recs.empty()) {
       // Positions moved past changes this pillow skips (a topic it does not want, or only
       // transaction markers) are checkpointed now: with no write to carry them, its lag would
@@ -684,13 +867,16 @@ class Host final : public PillowHost {
       if (util::NowMicros() - oldest < int64_t{p.cfg.max_wait_ms} * 1000) return 0;  // wait
     }
 
+    BatchOutcome outcome;
     Status s = p.db->Transaction("processing a batch", 0, [&]() -> commcare::Status {
+      outcome = {};
       std::vector<Change> changes;
       changes.reserve(recs.size());
       for (const auto& r : recs) {
         auto meta = ChangeMetaFromJson(r.value);
         if (!meta.ok()) {
-          CC_RETURN_IF_ERROR(DeadLetterCorrupt(p, r, meta.status().message()));
+          CC_ASSIGN_OR_RETURN(RetryEntry e, DeadLetterCorrupt(p, r, meta.status().message()));
+          outcome.Add(std::move(e));
           continue;
         }
         changes.push_back(Change{r.topic, r.partition, r.offset, r.timestamp, std::move(*meta)});
@@ -703,7 +889,7 @@ class Host final : public PillowHost {
       batch.reserve(last.size());
       for (size_t i = 0; i < changes.size(); ++i)
         if (last[changes[i].meta.document_id] == i) batch.push_back(&changes[i]);
-      if (!batch.empty()) CC_RETURN_IF_ERROR(ProcessInTxn(p, batch));
+      if (!batch.empty()) CC_RETURN_IF_ERROR(ProcessInTxn(p, batch, &outcome));
       auto saved_next = p.next;
       for (const auto& [tp, off] : read_to) p.next[tp] = off;
       p.since_checkpoint += static_cast<int64_t>(recs.size());
@@ -717,6 +903,7 @@ class Host final : public PillowHost {
       p.queued = -1;
       return s;
     }
+    p.change_failures.Report(outcome, p.cfg.max_attempts);
     return static_cast<int64_t>(recs.size());
   }
 
@@ -755,11 +942,16 @@ class Host final : public PillowHost {
       after_doc = std::string(page.Str(page.size() - 1, 0));
     }
     for (const auto& c : due) {
-      Status st = p.db->Transaction("retrying a change", 0, [&] { return ProcessInTxn(p, {&c}); });
+      BatchOutcome outcome;
+      Status st = p.db->Transaction("retrying a change", 0, [&] {
+        outcome = {};
+        return ProcessInTxn(p, {&c}, &outcome);
+      });
       if (!st.ok()) {
         p.queued = -1;
         return st;
       }
+      p.change_failures.Report(outcome, p.cfg.max_attempts);
     }
     return static_cast<int64_t>(due.size());
   }

@@ -19,6 +19,7 @@
 
 #include "commcare/deployment.h"
 #include "processing/engine_impl.h"
+#include "storage/backends.h"
 #include "util/codec.h"
 #include "util/hash.h"
 #include "util/time.h"
@@ -45,6 +46,25 @@ std::string_view FormStateName(FormState s) {
 }
 
 namespace processing {
+namespace {
+
+// Whether this libcommcare was built with every backend d asks for: FailedPrecondition naming
+// the CMake option and the deployment's section otherwise (src/storage/backends.h).
+Status BackendsBuilt(const Deployment& d) {
+  auto need = [](Status built, std::string_view section) {
+    if (built.ok()) return built;
+    return Status::FailedPrecondition(
+        fmt::format("{}, which the deployment's \"{}\" needs", built.message(), section));
+  };
+  if (!d.primary.empty()) CC_RETURN_IF_ERROR(need(storage::PostgresBuilt(), "primary"));
+  if (!d.meta.empty()) CC_RETURN_IF_ERROR(need(storage::PostgresBuilt(), "meta"));
+  if (!d.pillows.empty()) CC_RETURN_IF_ERROR(need(storage::PostgresBuilt(), "pillows"));
+  if (d.kafka) CC_RETURN_IF_ERROR(need(storage::KafkaBuilt(), "change_log"));
+  if (d.blobs == Deployment::Blobs::kS3) CC_RETURN_IF_ERROR(need(storage::S3Built(), "blob_store"));
+  return Status::Ok();
+}
+
+}  // namespace
 
 int ShardMap::ShardOf(std::string_view id) const {
   return static_cast<int>(util::ShardHash(id) & static_cast<uint32_t>(shards - 1));
@@ -84,6 +104,7 @@ Status EngineImpl::OpenStores() {
   } else {
     const std::string& dir = opts_.data_dir;
     CC_ASSIGN_OR_RETURN(const Deployment d, Deployment::Load(dir));
+    CC_RETURN_IF_ERROR(BackendsBuilt(d));
     map_.shards = d.shards;
     map_.databases = d.databases;
     if (!opts_.read_only) {
@@ -314,18 +335,27 @@ Status Engine::Init(const InitOptions& o) {
 Status Engine::Create(const std::string& data_dir, const Deployment& d) {
   namespace fs = std::filesystem;
   if (data_dir.empty()) return Status::InvalidArgument("--data is required");
+  CC_RETURN_IF_ERROR(processing::BackendsBuilt(d));
   std::error_code ec;
-  if (fs::exists(data_dir + "/commcare.json", ec))
-    return Status::AlreadyExists(fmt::format("{} is already initialised", data_dir));
   fs::create_directories(data_dir + "/db", ec);
   if (ec) return Status::Unavailable(fmt::format("cannot create {}: {}", data_dir, ec.message()));
+  // One process sets a directory up at a time (several may start on a fresh one together): the
+  // others wait on the directory's lock, then find it set up. Closing the descriptor unlocks.
+  const int dir_fd = ::open(data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) return Status::Unavailable("cannot open " + data_dir);
+  struct Unlock {
+    int fd;
+    ~Unlock() { ::close(fd); }
+  } unlock{dir_fd};
+  if (::flock(dir_fd, LOCK_EX) != 0) return Status::Unavailable("cannot lock " + data_dir);
+  if (fs::exists(data_dir + "/commcare.json", ec))
+    return Status::AlreadyExists(fmt::format("{} is already initialised", data_dir));
   // The directory holds password equivalents (Digest HA1s) and health data: its owner only.
   fs::permissions(data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
   if (ec)
     return Status::Unavailable(
         fmt::format("cannot make {} private (mode 0700): {}", data_dir, ec.message()));
   fs::create_directories(data_dir + "/blobs", ec);
-  CC_RETURN_IF_ERROR(d.Save(data_dir));
   // Create the databases now so that read-only tools can open them at once (PostgreSQL: apply
   // the schema, which also proves the connection strings).
   for (int i = 0; i < d.databases; ++i) {
@@ -334,7 +364,9 @@ Status Engine::Create(const std::string& data_dir, const Deployment& d) {
                                 : storage::OpenPostgresPrimaryStore(d.primary[i]);
     if (!db.ok()) return db.status();
   }
-  return Status::Ok();
+  // Last: a directory with a commcare.json is ready for any process to open, and one whose
+  // databases could not be created is not left half set up.
+  return d.Save(data_dir);
 }
 
 Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {

@@ -100,6 +100,17 @@ class SqlDbLease {
 };
 Result<SqlDbLease> BorrowSqlDb(const std::string& where, const std::string& pg_schema);
 
+// For the two implementations (internal): the table of schema versions, and the check of
+// the version recorded under name (records it when there is none; FailedPrecondition if the
+// database holds a newer one).
+extern const char* const kSchemaVersions;
+Status CheckSchemaVersion(SqlDb* db, std::string_view name, int version);
+
+// A PostgreSQL database (what SqlDb::Open does for "postgres:<dsn>"): defined in
+// storage/postgres/sql_db_postgres.cc, or by storage/postgres/disabled.cc when the library is
+// built without PostgreSQL (FailedPrecondition).
+Result<std::unique_ptr<SqlDb>> OpenPostgresSqlDb(const std::string& dsn, const std::string& schema);
+
 // Runs a prepared SQLite statement with params and reads all its rows (internal).
 Result<SqlRows> RunSqlite(Conn& db, sqlite3_stmt* s, const char* what,
                           std::span<const SqlParam> params);

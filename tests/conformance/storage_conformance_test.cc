@@ -21,10 +21,12 @@
 #include "../test_util.h"
 #include "commcare/storage/blob_store.h"
 #include "commcare/storage/primary_store.h"
+#include "conformance_helpers.h"
 #include "util/codec.h"
 
 using namespace commcare;
 using namespace commcare::storage;
+using cctest::S3ForTests;
 
 namespace {
 
@@ -68,7 +70,7 @@ std::vector<StoreFactory> StoreFactories() {
          return std::move(r).value();
        }},
   };
-  if (std::getenv("COMMCARE_TEST_PG") || std::getenv("CI"))
+  if (!cctest::TestServer("COMMCARE_TEST_PG").empty())
     out.push_back({"postgres", [] {
                      auto dsn = FreshPostgresDb();
                      REQUIRE(dsn);
@@ -83,22 +85,6 @@ struct BlobFactory {
   const char* name;
   std::function<std::unique_ptr<BlobStore>()> make;
 };
-
-// The S3 server the suite runs against: COMMCARE_TEST_S3 is its endpoint (s3rver with a bucket
-// "blobs" and its default keys S3RVER/S3RVER, started by scripts/with-test-servers). Under
-// CI=true a missing server fails the run instead of skipping S3.
-std::optional<S3Options> S3ForTests() {
-  const std::string ep = cctest::TestServer("COMMCARE_TEST_S3");
-  if (ep.empty()) return std::nullopt;
-  S3Options o;
-  o.endpoint = ep;
-  o.bucket = "blobs";
-  o.access_key = "S3RVER";
-  o.secret_key = "S3RVER";
-  static int n = 0;
-  o.prefix = fmt::format("t{}-{}-{}/", ::getpid(), n++, std::rand());  // a fresh namespace
-  return o;
-}
 
 std::vector<BlobFactory> BlobFactories() {
   std::vector<BlobFactory> out = {
@@ -509,65 +495,4 @@ TEST_CASE("FsBlobStore refuses keys that escape its directory") {
   REQUIRE(b.ok());
   CHECK((*b)->Put("../etc/passwd", "x", false).status().IsInvalidArgument());
   CHECK((*b)->Put("", "x", false).status().IsInvalidArgument());
-}
-
-TEST_CASE("S3BlobStore: signatures are checked, multipart uploads, errors name the problem") {
-  auto o = S3ForTests();
-  if (!o) return;  // no server outside CI (S3ForTests fails under CI=true)
-  {  // an unknown access key is refused (s3rver 3.7 checks keys, not V4 signatures: those are
-     // checked against AWS's published example in unit/hash_test.cc)
-    auto bad = *o;
-    bad.access_key = "NOT-A-KEY";
-    auto s = OpenS3BlobStore(bad);
-    CHECK(s.status().code() == StatusCode::kPermissionDenied);
-  }
-  {
-    auto nobucket = *o;
-    nobucket.bucket = "no-such-bucket";
-    CHECK(OpenS3BlobStore(nobucket).status().code() == StatusCode::kNotFound);
-  }
-  {
-    auto badurl = *o;
-    badurl.endpoint = "ftp://x";
-    CHECK(OpenS3BlobStore(badurl).status().code() == StatusCode::kInvalidArgument);
-  }
-  auto small_parts = *o;
-  small_parts.multipart_threshold = 6u << 20;
-  small_parts.part_size = 5u << 20;
-  auto b = OpenS3BlobStore(small_parts);
-  REQUIRE_MESSAGE(b.ok(), b.status().ToString());
-  std::string big(13u << 20, '\0');
-  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 131) >> 7);
-  auto k = (*b)->Put("att/big.bin", big, true);
-  REQUIRE_MESSAGE(k.ok(), k.status().ToString());
-  auto got = (*b)->Get(*k);
-  REQUIRE(got.ok());
-  CHECK(got->size() == big.size());
-  CHECK(*got == big);
-  // Keys with characters SigV4 encodes.
-  auto odd = (*b)->Put("form/a b+c=d&é/photo (1).jpg", "x", true);
-  REQUIRE_MESSAGE(odd.ok(), odd.status().ToString());
-  CHECK(*(*b)->Get(*odd) == "x");
-}
-
-TEST_CASE("S3BlobStore: 500s are retried then reported, a server that hangs times out") {
-  for (bool hang : {false, true}) {
-    CAPTURE(hang);
-    cctest::FlakyHttp server(hang);
-    S3Options o;
-    o.endpoint = fmt::format("http://127.0.0.1:{}", server.port);
-    o.bucket = "blobs";
-    o.access_key = o.secret_key = "k";
-    o.max_attempts = 3;
-    o.timeout_ms = 300;
-    auto b = OpenS3BlobStore(o);
-    REQUIRE_MESSAGE(b.ok(), b.status().ToString());
-    int before = server.requests;
-    auto t0 = std::chrono::steady_clock::now();
-    auto k = (*b)->Put("form/x/form.xml", "<x/>", true);
-    CHECK(k.status().code() == StatusCode::kUnavailable);
-    CHECK(server.requests - before == 3);  // every attempt reached the server
-    if (!hang) CHECK(k.status().message().find("InternalError") != std::string::npos);
-    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
-  }
 }

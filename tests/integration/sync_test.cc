@@ -8,33 +8,18 @@
 #include <set>
 
 #include "engine_helpers.h"
+#include "sync_helpers.h"
 
 using namespace commcare;
+using cctest::Case;
 using cctest::CaseForm;
+using cctest::Create;
 using cctest::OpenMemory;
+using cctest::RestoreInto;
+using cctest::U1Request;
 
 namespace {
 
-int form_n = 0;
-
-// Submits one case block (create with owner/type, or any actions) as user u1.
-void Case(Engine* e, const std::string& id, const std::string& actions,
-          const std::string& token = "") {
-  SubmitRequest r;
-  r.domain = "demo";
-  r.body = CaseForm(fmt::format("form-{}", ++form_n), id, actions);
-  r.last_sync_token = token;
-  auto resp = e->Submit(r);
-  REQUIRE_MESSAGE(resp.http_status == 201, resp.message);
-}
-
-std::string Create(const std::string& owner, const std::string& type = "t",
-                   const std::string& index = "") {
-  return fmt::format(
-      "<create><case_type>{}</case_type><case_name>n</case_name><owner_id>{}</owner_id></create>"
-      "<update><p>v</p></update>{}",
-      type, owner, index);
-}
 std::string Ext(const std::string& host) {
   return fmt::format("<index><host case_type=\"t\" relationship=\"extension\">{}</host></index>",
                      host);
@@ -464,31 +449,6 @@ TEST_CASE("a change to an indexed case recomputes the graph: a dropped parent le
   CHECK(sent == std::set<std::string>{"k", "q"});
 }
 
-namespace {
-
-// A first-sync request of user u1 in demo, owning only u1's cases.
-RestoreRequest U1Request() {
-  RestoreRequest r;
-  r.domain = "demo";
-  r.user.username = "u1";
-  r.user.user_id = "u1";
-  r.user.owner_ids = {"u1"};
-  return r;
-}
-
-// A restore through s, its payload in *payload.
-RestoreResult RestoreInto(Sync* s, const RestoreRequest& r, std::string* payload) {
-  payload->clear();
-  auto res = s->Restore(r, [&](int, std::string_view c) {
-    payload->append(c);
-    return Status::Ok();
-  });
-  REQUIRE_MESSAGE(res.ok(), res.status().ToString());
-  return *res;
-}
-
-}  // namespace
-
 TEST_CASE("first syncs are cached until the user submits, asks overwrite_cache or the log goes") {
   auto e = OpenMemory();
   auto sync = Sync::Open(e.get(), "", cctest::FreshTempDir("cc-sync", "cache"));
@@ -521,36 +481,4 @@ TEST_CASE("first syncs are cached until the user submits, asks overwrite_cache o
   CHECK_FALSE(run(&p3).from_cache);
   REQUIRE((*sync)->Prune(0).ok());
   CHECK_FALSE(run(&p3).from_cache);
-}
-
-TEST_CASE("Postgres: servers sharing sync logs take each other's tokens and cache invalidations") {
-  const auto dsns = cctest::NewPostgresDatabases(1);
-  if (dsns.empty()) return;
-  auto e = OpenMemory();
-  auto a = Sync::Open(e.get(), "postgres:" + dsns[0], cctest::FreshTempDir("cc-sync", "a"));
-  auto b = Sync::Open(e.get(), "postgres:" + dsns[0], cctest::FreshTempDir("cc-sync", "b"));
-  REQUIRE_MESSAGE(a.ok(), a.status().ToString());
-  REQUIRE_MESSAGE(b.ok(), b.status().ToString());
-  Case(e.get(), "a1", Create("u1"));
-  RestoreRequest r = U1Request();
-  auto run = [&](Sync* s, std::string* payload) { return RestoreInto(s, r, payload); };
-  std::string p;
-  auto first = run(a->get(), &p);
-  REQUIRE(first.http_status == 200);
-  CHECK(run(a->get(), &p).from_cache);
-  // The phone's next sync lands on the other server, with the first one's token.
-  Case(e.get(), "a2", Create("u1"), "other-token");
-  r.since = first.sync_id;
-  auto next = run(b->get(), &p);
-  CHECK(next.http_status == 200);
-  CHECK(next.cases == 1);
-  CHECK(p.find("case_id=\"a2\"") != std::string::npos);
-  CHECK((*a)->GetSyncLog(next.sync_id).ok());
-  // The user submits through b: a's cached first sync is stale at once.
-  r.since.clear();
-  (*b)->InvalidateCache("demo", "u1");
-  auto fresh = run(a->get(), &p);
-  CHECK_FALSE(fresh.from_cache);
-  CHECK(fresh.cases == 2);
-  CHECK(run(a->get(), &p).from_cache);
 }

@@ -22,6 +22,7 @@
 #include <set>
 
 #include "commcare/storage/primary_store.h"
+#include "storage/backends.h"
 #include "storage/postgres/pg_conn.h"
 #include "util/codec.h"
 #include "util/hash.h"
@@ -802,6 +803,8 @@ class PostgresStore final : public PrimaryStore {
 };
 
 }  // namespace
+
+Status PostgresBuilt() { return Status::Ok(); }
 
 Result<std::unique_ptr<PrimaryStore>> OpenPostgresPrimaryStore(const std::string& dsn) {
   auto s = std::make_unique<PostgresStore>(dsn);
