@@ -133,7 +133,7 @@ struct Workers {
 
 }  // namespace
 
-TEST_CASE("Email: SmtpOptions from a URL; Describe hides the password") {
+TEST_CASE("Email: SmtpOptions from a URL, and Describe hides the password") {
   auto o = SmtpOptions::FromUrl(
       "smtp://me%40x.org:s3cr%3At@mail.example.org:587?starttls=required&timeout_ms=2500",
       "hq@example.org");
