@@ -6,6 +6,8 @@
 
 #include "commcare/host.h"
 #include "commcare/tasks.h"
+#include "integrations/reports.h"
+#include "meta/meta_store.h"
 
 namespace commcare::host {
 
@@ -36,6 +38,14 @@ Result<std::string> PruneTasks(Host* host, TaskContext& c) {
 void RegisterTaskTypes(Host* host, TaskWorkers* w) {
   w->Register("commcare.noop", Noop);
   w->Register("commcare.prune_tasks", [host](TaskContext& c) { return PruneTasks(host, c); });
+  // SMTP settings from $COMMCARE_SMTP_URL / $COMMCARE_SMTP_FROM, read at each send.
+  w->Register("email.send",
+              reports::EmailSendHandler([] { return SmtpOptions::FromEnvironment(); }));
+  w->Register("report.send", [host](TaskContext& c) -> Result<std::string> {
+    CC_ASSIGN_OR_RETURN(TaskQueue * q, host->Tasks());
+    auto meta = host->Meta();
+    return reports::SendReport(c, host->PillowStore(), meta.ok() ? *meta : nullptr, q);
+  });
 }
 
 }  // namespace commcare::host
