@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "../private_postgres.h"
 #include "../test_util.h"
 #include "tasks/queue.h"
 #include "util/sql_db.h"
@@ -291,7 +292,8 @@ TEST_CASE("Tasks: enqueued in the caller's transaction and gone with its rollbac
   CHECK(q->List({})->size() == 1);
 }
 
-TEST_CASE("Tasks on PostgreSQL: two pools share the work with each task once and NOTIFY wakes them") {
+TEST_CASE(
+    "Tasks on PostgreSQL: two pools share the work with each task once and NOTIFY wakes them") {
   auto dsns = cctest::NewPostgresDatabases(1);
   if (dsns.empty()) return;
   const std::string where = "postgres:" + dsns[0];
@@ -323,4 +325,51 @@ TEST_CASE("Tasks on PostgreSQL: two pools share the work with each task once and
   CHECK(std::set<int64_t>(ran.begin(), ran.end()).size() == 200);
   CHECK(w1->Finished() > 0);
   CHECK(w2->Finished() > 0);
+}
+
+TEST_CASE("Tasks on PostgreSQL: a server restart under two pools loses no task") {
+  if (cctest::TestServer("COMMCARE_TEST_PG").empty()) return;  // this machine runs PostgreSQL
+  cctest::PrivatePostgres pg;
+  const std::string where = "postgres:" + pg.dsn;
+  auto q1 = OpenQueue(where), q2 = OpenQueue(where);
+  std::mutex mu;
+  std::set<int64_t> ran;
+  std::atomic<int> runs{0};
+  TaskTypeOptions short_lease;
+  short_lease.lease = 1000ms;
+  short_lease.backoff_base = 50ms;
+  auto handler = [&](TaskContext& c) -> Result<std::string> {
+    std::this_thread::sleep_for(5ms);
+    std::lock_guard lk(mu);
+    ran.insert(c.task().id);
+    ++runs;
+    return std::string();
+  };
+  TaskWorkersOptions o{.queues = {}, .workers = 2, .poll = 100ms, .run_schedules = false};
+  auto w1 = NewTaskWorkers(q1.get(), o), w2 = NewTaskWorkers(q2.get(), o);
+  w1->Register("n", handler, short_lease);
+  w2->Register("n", handler, short_lease);
+  std::vector<int64_t> ids;
+  TaskSpec s = Spec("n");
+  s.max_attempts = 100;
+  for (int i = 0; i < 300; ++i) ids.push_back(*q1->Enqueue(s));
+  REQUIRE(w1->Start().ok());
+  REQUIRE(w2->Start().ok());
+  while (runs < 60) std::this_thread::sleep_for(5ms);
+  pg.Stop();  // mid-load: claims, finishes and heartbeats fail and are retried
+  std::this_thread::sleep_for(1500ms);
+  pg.Start();
+  for (int64_t id : ids) {
+    auto t = q1->Wait(id, 60s);
+    for (int i = 0; i < 50 && !t.ok(); ++i) {  // the first call after the restart may fail
+      std::this_thread::sleep_for(100ms);
+      t = q1->Wait(id, 60s);
+    }
+    REQUIRE(t.ok());
+    CHECK_MESSAGE(t->state == TaskState::kSucceeded, t->ToJson());
+  }
+  w1->Stop();
+  w2->Stop();
+  CHECK(ran.size() == 300);  // every task ran; a few may have run twice (at least once)
+  CHECK(runs >= 300);
 }
