@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <filesystem>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -293,8 +294,6 @@ struct FormRows {
   FormSchema* schema;
   TableWriter* w;
   int64_t rows = 0;
-  std::vector<const json::string*> values;  // per column of the table being filled
-  std::vector<std::string> cells;
 };
 
 void Collect(FormSchema* s, size_t t, const json::object& obj, const std::string& prefix, bool top,
@@ -473,6 +472,12 @@ Result<ExportResult> RunFormExport(Engine* engine, const ExportDefinition& def,
 Result<ExportResult> RunExport(Engine* engine, const ExportDefinition& def,
                                const std::string& out_path, const ExportProgress& progress) {
   CC_RETURN_IF_ERROR(def.Validate());
+  if (auto parent = std::filesystem::path(out_path).parent_path(); !parent.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent, ec);
+    if (ec)
+      return Status::Internal("export: cannot create " + parent.string() + ": " + ec.message());
+  }
   if (def.kind == ExportDefinition::Kind::kCase)
     return RunCaseExport(engine, def, out_path, progress);
   return RunFormExport(engine, def, out_path, progress);

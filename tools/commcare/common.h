@@ -93,6 +93,7 @@ void RegisterChangeCommands(Cli* cli);  // changes, pillows, search, ucr
 void RegisterServeCommand(Cli* cli);    // serve
 void RegisterAdminCommands(Cli* cli);   // admin, restore
 void RegisterTaskCommands(Cli* cli);    // tasks
+void RegisterExportCommands(Cli* cli);  // export cases|forms
 
 // Helpers (common.cc).
 int Fail(const std::string& msg, int code = kFailed);

@@ -175,6 +175,7 @@ int Main(int argc, char** argv) {
   RegisterServeCommand(&cli);
   RegisterAdminCommands(&cli);
   RegisterTaskCommands(&cli);
+  RegisterExportCommands(&cli);
   try {
     root.parse(argc, argv);
   } catch (const CLI::CallForVersion&) {
