@@ -3,7 +3,9 @@
 #include "host/task_types.h"
 
 #include <boost/json.hpp>
+#include <filesystem>
 
+#include "commcare/exports.h"
 #include "commcare/host.h"
 #include "commcare/tasks.h"
 #include "integrations/reports.h"
@@ -30,7 +32,48 @@ Result<std::string> PruneTasks(Host* host, TaskContext& c) {
   if (days < 0) return Status::InvalidArgument("commcare.prune_tasks: \"days\" must be >= 0");
   CC_ASSIGN_OR_RETURN(TaskQueue * q, host->Tasks());
   CC_ASSIGN_OR_RETURN(int64_t n, q->Prune(std::chrono::hours(24 * days)));
-  return json::serialize(json::object{{"deleted", n}});
+  json::object out{{"deleted", n}};
+  // Export files are kept 7 days (docs/exports.md).
+  if (const std::string& dir = host->options().engine.data_dir; !dir.empty()) {
+    CC_ASSIGN_OR_RETURN(int64_t e, PruneExportFiles(dir, std::chrono::hours(24 * 7)));
+    out["exports_deleted"] = e;
+  }
+  return json::serialize(out);
+}
+
+// export.run: payload is an export definition, or {"saved": NAME} (the task's domain's saved
+// definition). Writes <data_dir>/exports/<task id>.<csv|zip|xlsx>; a rerun overwrites it.
+Result<std::string> RunExportTask(Host* host, TaskContext& c) {
+  const std::string& dir = host->options().engine.data_dir;
+  if (dir.empty()) return Status::FailedPrecondition("export.run needs a data directory");
+  boost::system::error_code ec;
+  auto v = json::parse(c.payload(), ec);
+  if (ec || !v.is_object()) return Status::InvalidArgument("export.run: payload must be an object");
+  ExportDefinition def;
+  if (const auto* saved = v.get_object().if_contains("saved")) {
+    if (!saved->is_string() || v.get_object().size() != 1)
+      return Status::InvalidArgument("export.run: {\"saved\": NAME} takes a name only");
+    CC_ASSIGN_OR_RETURN(
+        def, LoadExportDefinition(dir, c.task().spec.domain, std::string(saved->get_string())));
+  } else {
+    CC_ASSIGN_OR_RETURN(def, ExportDefinition::FromJson(c.payload()));
+  }
+  if (!c.task().spec.domain.empty() && def.domain != c.task().spec.domain)
+    return Status::PermissionDenied("export.run: the definition's domain is not the task's");
+  std::filesystem::path out_dir = std::filesystem::path(dir) / "exports";
+  std::error_code fe;
+  std::filesystem::create_directories(out_dir, fe);
+  if (fe) return Status::Internal("cannot create " + out_dir.string() + ": " + fe.message());
+  std::string out = (out_dir / (std::to_string(c.task().id) + "." + ExportExtension(def))).string();
+  CC_ASSIGN_OR_RETURN(ExportResult r,
+                      RunExport(host->engine(), def, out, [&c](int64_t done, int64_t total) {
+                        c.Progress(done, total, "rows");
+                        return !c.Cancelled();
+                      }));
+  json::array tables;
+  for (const auto& t : r.tables) tables.emplace_back(t);
+  return json::serialize(
+      json::object{{"file", r.file}, {"rows", r.rows}, {"tables", std::move(tables)}});
 }
 
 }  // namespace
@@ -46,6 +89,7 @@ void RegisterTaskTypes(Host* host, TaskWorkers* w) {
     auto meta = host->Meta();
     return reports::SendReport(c, host->PillowStore(), meta.ok() ? *meta : nullptr, q);
   });
+  w->Register("export.run", [host](TaskContext& c) { return RunExportTask(host, c); });
 }
 
 }  // namespace commcare::host

@@ -119,6 +119,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "tasks_api";
     return TasksApi(r, domain, rest.substr(9));
   }
+  if (rest == "api/exports" || rest.rfind("api/exports/", 0) == 0) {
+    *route = "exports_api";
+    return ExportsApi(r, domain, rest.substr(11));
+  }
   if (rest.rfind("api/ucr/", 0) == 0) {
     *route = "ucr_api";
     return UcrApi(r, domain, rest.substr(8));

@@ -94,6 +94,7 @@ void RegisterServeCommand(Cli* cli);    // serve
 void RegisterAdminCommands(Cli* cli);   // admin, restore
 void RegisterTaskCommands(Cli* cli);    // tasks
 void RegisterReportCommands(Cli* cli);  // reports
+void RegisterExportCommands(Cli* cli);  // export cases|forms
 
 // Helpers (common.cc).
 int Fail(const std::string& msg, int code = kFailed);

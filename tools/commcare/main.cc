@@ -176,6 +176,7 @@ int Main(int argc, char** argv) {
   RegisterAdminCommands(&cli);
   RegisterTaskCommands(&cli);
   RegisterReportCommands(&cli);
+  RegisterExportCommands(&cli);
   try {
     root.parse(argc, argv);
   } catch (const CLI::CallForVersion&) {

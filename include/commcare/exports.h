@@ -1,0 +1,86 @@
+// Exports: CommCare HQ's case and form exports (corehq/apps/export) as CSV or XLSX files,
+// streamed from the engine so memory does not grow with the number of rows. docs/exports.md
+// describes the definitions, the columns and which of HQ's rules are followed.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "commcare/status.h"
+
+namespace commcare {
+
+class Engine;
+
+// One selected column: a path ("name", "prop", "form.group.q2") and its header (path if "").
+// With split, a multi-select becomes one column per option ("<label> | <option>": 1 or "")
+// plus "<label> | extra" for values not listed, as HQ's SplitExportColumn.
+struct ExportColumn {
+  std::string path;
+  std::string label;
+  std::vector<std::string> split;
+};
+
+// What to export and how. Read from and written to JSON (docs/exports.md has the fields).
+struct ExportDefinition {
+  enum class Kind { kCase, kForm };
+  enum class Format { kCsv, kXlsx };
+  Kind kind = Kind::kCase;
+  std::string name;            // a label (the file's sheet names use the table names)
+  std::string domain;          // required
+  std::string case_type;       // cases: "" = every type
+  std::string xmlns;           // forms: required
+  std::string owner_id;        // cases: "" = any owner
+  std::string user_id;         // forms: "" = any user
+  std::optional<bool> closed;  // cases: unset = open and closed
+  int64_t modified_from = 0, modified_to = 0;  // cases, µs: [from, to), 0 = open
+  int64_t received_from = 0, received_to = 0;  // forms, µs: [from, to), 0 = open
+  std::vector<ExportColumn> columns;           // empty: system columns + every property / question
+  Format format = Format::kCsv;
+
+  // Parses a definition; InvalidArgument names an unknown or bad field.
+  static Result<ExportDefinition> FromJson(std::string_view json);
+  std::string ToJson() const;
+  // Checks required fields and that filters match the kind; InvalidArgument names the field.
+  Status Validate() const;
+};
+
+// What an export wrote.
+struct ExportResult {
+  std::string file;                 // the output path
+  int64_t rows = 0;                 // rows of every table
+  std::vector<std::string> tables;  // table names, main table first
+};
+
+// Progress callback: rows done of total (total is an estimate: main rows); return false to
+// stop (the export fails with Aborted).
+using ExportProgress = std::function<bool(int64_t done, int64_t total)>;
+
+// Runs an export into out_path (replaced atomically). CSV with one table writes one .csv;
+// with several tables out_path is a .zip of one CSV per table. XLSX has one sheet per table.
+// InvalidArgument for a bad definition or a column that does not exist.
+Result<ExportResult> RunExport(Engine* engine, const ExportDefinition& def,
+                               const std::string& out_path, const ExportProgress& progress = {});
+
+// The file name extension of a definition's output: "csv" or "xlsx" (a CSV export of several
+// tables is written as .zip instead; RunExport's file tells).
+std::string ExportExtension(const ExportDefinition& def);
+
+// Saved definitions, kept under <data_dir>/exports/saved/<domain>/<name>.json.
+Status SaveExportDefinition(const std::string& data_dir, const ExportDefinition& def);
+Result<ExportDefinition> LoadExportDefinition(const std::string& data_dir, std::string_view domain,
+                                              std::string_view name);
+Result<std::vector<std::string>> ListExportDefinitions(const std::string& data_dir,
+                                                       std::string_view domain);
+Status DeleteExportDefinition(const std::string& data_dir, std::string_view domain,
+                              std::string_view name);  // NotFound when there is none
+
+// Deletes export files in <data_dir>/exports older than max_age; returns how many.
+Result<int64_t> PruneExportFiles(const std::string& data_dir, std::chrono::seconds max_age);
+
+}  // namespace commcare

@@ -1,0 +1,486 @@
+// RunExport: case and form exports, streamed from the engine into a table writer. Form exports
+// flatten the form JSON (CommCare's xml2json) into question columns, with each repeat group a
+// table of its own whose `number` joins it to the parent row ("0.1"), as HQ's exports do.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <filesystem>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "commcare/engine.h"
+#include "commcare/exports.h"
+#include "commcare/storage/primary_store.h"
+#include "exports/writer.h"
+#include "util/time.h"
+#include "xform/xml2json.h"
+
+namespace commcare {
+
+namespace json = boost::json;
+using exports::TableSpec;
+using exports::TableWriter;
+
+namespace {
+
+constexpr std::string_view kMissing = "---";  // HQ's MISSING_VALUE
+constexpr int64_t kProgressEvery = 1000;
+
+std::string Time(int64_t t) { return t ? util::FormatIsoTime(t) : std::string(kMissing); }
+std::string OrMissing(const std::string& s) { return s.empty() ? std::string(kMissing) : s; }
+
+Result<std::unique_ptr<TableWriter>> NewWriter(const ExportDefinition& def,
+                                               const std::string& out_path,
+                                               std::vector<TableSpec> tables) {
+  if (def.format == ExportDefinition::Format::kXlsx)
+    return exports::NewXlsxWriter(out_path, std::move(tables));
+  return exports::NewCsvWriter(out_path, std::move(tables));
+}
+
+// One output column of a table: where its value comes from and, for a split multi-select, the
+// options (one cell each, then "extra").
+struct OutColumn {
+  std::string source;
+  std::string label;
+  std::vector<std::string> split;
+};
+
+void Headers(const std::vector<OutColumn>& cols, std::vector<std::string>* out) {
+  for (const auto& c : cols) {
+    if (c.split.empty()) {
+      out->push_back(c.label);
+      continue;
+    }
+    for (const auto& o : c.split) out->push_back(c.label + " | " + o);
+    out->push_back(c.label + " | extra");
+  }
+}
+
+// Appends a column's cells for value v (nullptr: missing).
+void Cells(const OutColumn& c, const std::string* v, std::vector<std::string>* out) {
+  if (c.split.empty()) {
+    out->push_back(v ? *v : std::string(kMissing));
+    return;
+  }
+  if (!v) {
+    for (size_t i = 0; i <= c.split.size(); ++i) out->emplace_back(kMissing);
+    return;
+  }
+  std::vector<std::string_view> chosen;
+  for (size_t b = 0, e; b < v->size(); b = e + 1) {
+    e = v->find(' ', b);
+    if (e == std::string::npos) e = v->size();
+    if (e > b) chosen.emplace_back(std::string_view(*v).substr(b, e - b));
+  }
+  std::string extra;
+  for (const auto& o : c.split)
+    out->push_back(std::find(chosen.begin(), chosen.end(), o) != chosen.end() ? "1" : "");
+  for (auto ch : chosen)
+    if (std::find(c.split.begin(), c.split.end(), ch) == c.split.end()) {
+      if (!extra.empty()) extra.push_back(' ');
+      extra.append(ch);
+    }
+  out->push_back(extra);
+}
+
+OutColumn FromDef(const ExportColumn& c) {
+  return {c.path, c.label.empty() ? c.path : c.label, c.split};
+}
+
+// ---- Cases ----
+
+const std::vector<std::string>& CaseSystemColumns() {
+  static const std::vector<std::string> k = {
+      "case_id",   "case_type", "name",        "owner_id",      "external_id",
+      "opened_on", "opened_by", "modified_on", "modified_by",   "server_modified_on",
+      "closed",    "closed_on", "closed_by",   "parent_case_id"};
+  return k;
+}
+
+// A system column's value, or nullopt if name is not one.
+std::optional<std::string> CaseSystemValue(const CaseRecord& c, std::string_view name) {
+  if (name == "case_id") return c.case_id;
+  if (name == "case_type") return c.type;
+  if (name == "name") return c.name;
+  if (name == "owner_id") return OrMissing(c.owner_id);
+  if (name == "external_id") return OrMissing(c.external_id);
+  if (name == "opened_on") return Time(c.opened_on);
+  if (name == "opened_by") return OrMissing(c.opened_by);
+  if (name == "modified_on") return Time(c.modified_on);
+  if (name == "modified_by") return OrMissing(c.modified_by);
+  if (name == "server_modified_on") return Time(c.server_modified_on);
+  if (name == "closed") return std::string(c.closed ? "True" : "False");
+  if (name == "closed_on") return c.closed ? Time(c.closed_on) : std::string(kMissing);
+  if (name == "closed_by") return OrMissing(c.closed_by);
+  if (name == "parent_case_id") {
+    for (const auto& i : c.indices)
+      if (i.identifier == "parent") return OrMissing(i.referenced_id);
+    return std::string(kMissing);
+  }
+  return std::nullopt;
+}
+
+bool IsCaseSystem(std::string_view name) {
+  for (const auto& s : CaseSystemColumns())
+    if (s == name) return true;
+  return false;
+}
+
+bool CaseMatches(const ExportDefinition& d, const CaseRecord& c) {
+  if (d.modified_from && c.modified_on < d.modified_from) return false;
+  if (d.modified_to && c.modified_on >= d.modified_to) return false;
+  return true;
+}
+
+Result<ExportResult> RunCaseExport(Engine* engine, const ExportDefinition& def,
+                                   const std::string& out_path, const ExportProgress& progress) {
+  storage::CaseFilter f;
+  f.domain = def.domain;
+  f.type = def.case_type;
+  f.owner_id = def.owner_id;
+  f.closed = def.closed;
+  std::vector<OutColumn> cols;
+  int64_t total = 0;
+  if (def.columns.empty()) {
+    // First pass: the union of the exported cases' properties (sorted), and the count.
+    std::set<std::string> props;
+    CC_RETURN_IF_ERROR(engine->ListCases(f, [&](const CaseRecord& c) {
+      if (!CaseMatches(def, c)) return true;
+      ++total;
+      for (const auto& [k, v] : c.properties)
+        if (!props.count(k)) props.insert(k);
+      return true;
+    }));
+    for (const auto& s : CaseSystemColumns()) cols.push_back({s, s, {}});
+    for (const auto& p : props)
+      if (!IsCaseSystem(p)) cols.push_back({p, p, {}});
+  } else {
+    for (const auto& c : def.columns) cols.push_back(FromDef(c));
+  }
+  // Resolve each column once: a system column's index, or a property (-1).
+  std::vector<int> system(cols.size(), -1);
+  for (size_t i = 0; i < cols.size(); ++i)
+    for (size_t s = 0; s < CaseSystemColumns().size(); ++s)
+      if (cols[i].source == CaseSystemColumns()[s]) system[i] = int(s);
+  std::vector<std::string> headers;
+  Headers(cols, &headers);
+  std::vector<TableSpec> tables{{"Cases", headers}};
+  CC_ASSIGN_OR_RETURN(auto w, NewWriter(def, out_path, tables));
+  int64_t rows = 0;
+  Status st;
+  std::vector<std::string> cells;
+  if (progress && !progress(0, total)) return Status::Aborted("export cancelled");
+  CC_RETURN_IF_ERROR(engine->ListCases(f, [&](const CaseRecord& c) {
+    if (!CaseMatches(def, c)) return true;
+    cells.clear();
+    for (size_t i = 0; i < cols.size(); ++i) {
+      if (system[i] >= 0) {
+        std::string v = *CaseSystemValue(c, cols[i].source);
+        Cells(cols[i], &v, &cells);
+      } else {
+        auto it = c.properties.find(cols[i].source);
+        Cells(cols[i], it == c.properties.end() ? nullptr : &it->second, &cells);
+      }
+    }
+    st = w->Row(0, cells);
+    if (!st.ok()) return false;
+    ++rows;
+    if (progress && rows % kProgressEvery == 0 && !progress(rows, std::max(total, rows))) {
+      st = Status::Aborted("export cancelled");
+      return false;
+    }
+    return true;
+  }));
+  CC_RETURN_IF_ERROR(st);
+  CC_ASSIGN_OR_RETURN(std::string file, w->Finish());
+  if (progress) progress(rows, rows);
+  return ExportResult{file, rows, {"Cases"}};
+}
+
+// ---- Forms ----
+
+// A table of a form export: the main table ("form") or a repeat group's (its path).
+struct FormTable {
+  std::string path;
+  std::vector<std::string> questions;  // in first-seen order
+  std::unordered_set<std::string> seen;
+  std::vector<OutColumn> cols;                    // the output columns (after selection)
+  std::unordered_map<std::string, size_t> index;  // question path -> cols index
+  size_t out = 0;                                 // index among the written tables
+  bool written = false;
+};
+
+struct FormSchema {
+  std::vector<FormTable> tables;                    // [0] is the main table
+  std::unordered_map<std::string, size_t> by_path;  // table path -> index
+  size_t Table(const std::string& path) {
+    auto it = by_path.find(path);
+    if (it != by_path.end()) return it->second;
+    by_path[path] = tables.size();
+    tables.push_back(FormTable{path, {}, {}, {}, {}, 0, false});
+    return tables.size() - 1;
+  }
+};
+
+const std::vector<std::string>& FormSystemColumns() {
+  static const std::vector<std::string> k = {"form_id",      "received_on",   "username",
+                                             "user_id",      "xmlns",         "app_id",
+                                             "started_time", "completed_time"};
+  return k;
+}
+
+std::string FormSystemValue(const FormRecord& f, std::string_view name) {
+  if (name == "form_id") return f.form_id;
+  if (name == "received_on") return Time(f.received_on);
+  if (name == "username") return OrMissing(f.username);
+  if (name == "user_id") return OrMissing(f.user_id);
+  if (name == "xmlns") return f.xmlns;
+  if (name == "app_id") return OrMissing(f.app_id);
+  if (name == "started_time") return Time(f.time_start);
+  if (name == "completed_time") return Time(f.time_end);
+  return std::string(kMissing);
+}
+
+// Whether a key of a form element is data (not an attribute, the root's "#type", the meta
+// block or a case block).
+bool IsQuestion(std::string_view key, const json::value& v, bool top) {
+  if (key.empty() || key[0] == '@' || key[0] == '#') return false;
+  if (top && key == "meta") return false;
+  if (key == "case" && v.is_object() && v.get_object().contains("@case_id")) return false;
+  return true;
+}
+
+// A leaf's text: a string, or an element with attributes and "#text".
+const json::string* LeafText(const json::value& v) {
+  if (v.is_string()) return &v.get_string();
+  if (!v.is_object()) return nullptr;
+  const auto& o = v.get_object();
+  for (const auto& [k, x] : o)
+    if (!k.empty() && k[0] != '@' && k != "#text") return nullptr;
+  if (const auto* t = o.if_contains("#text"); t && t->is_string()) return &t->get_string();
+  static const json::string empty;
+  return &empty;
+}
+
+// Pass 1: records the questions and repeat groups under obj (table t, path prefix).
+void Discover(FormSchema* s, size_t t, const json::object& obj, const std::string& prefix,
+              bool top) {
+  for (const auto& [k, v] : obj) {
+    if (!IsQuestion(k, v, top)) continue;
+    std::string path = prefix + "." + std::string(k);
+    if (v.is_array() || s->by_path.count(path)) {
+      size_t rt = s->Table(path);
+      if (v.is_array()) {
+        for (const auto& item : v.get_array())
+          if (item.is_object()) Discover(s, rt, item.get_object(), path, false);
+      } else if (v.is_object()) {
+        Discover(s, rt, v.get_object(), path, false);
+      }
+      continue;
+    }
+    if (LeafText(v)) {
+      FormTable& tab = s->tables[t];
+      if (tab.seen.insert(path).second) tab.questions.push_back(path);
+    } else if (v.is_object()) {
+      Discover(s, t, v.get_object(), path, false);
+    }
+  }
+}
+
+// Pass 2 state for one form: each table's current row of values.
+struct FormRows {
+  FormSchema* schema;
+  TableWriter* w;
+  int64_t rows = 0;
+};
+
+void Collect(FormSchema* s, size_t t, const json::object& obj, const std::string& prefix, bool top,
+             std::vector<const json::string*>* vals,
+             std::vector<std::pair<size_t, std::vector<const json::value*>>>* repeats) {
+  const FormTable& tab = s->tables[t];
+  for (const auto& [k, v] : obj) {
+    if (!IsQuestion(k, v, top)) continue;
+    std::string path = prefix + "." + std::string(k);
+    if (auto it = s->by_path.find(path); it != s->by_path.end() && it->second != 0) {
+      std::vector<const json::value*> items;
+      if (v.is_array())
+        for (const auto& item : v.get_array()) items.push_back(&item);
+      else
+        items.push_back(&v);
+      repeats->emplace_back(it->second, std::move(items));
+      continue;
+    }
+    if (const json::string* text = LeafText(v)) {
+      if (auto it = tab.index.find(path); it != tab.index.end()) (*vals)[it->second] = text;
+    } else if (v.is_object()) {
+      Collect(s, t, v.get_object(), path, false, vals, repeats);
+    }
+  }
+}
+
+// Writes obj's row to table t (number `number`, system values for the main table) and the
+// rows of the repeat groups under it.
+Status EmitRow(FormRows* r, size_t t, const json::object& obj, const std::string& number,
+               const FormRecord* form, const std::vector<bool>& system_cols) {
+  FormSchema* s = r->schema;
+  const FormTable& tab = s->tables[t];
+  std::vector<const json::string*> vals(tab.cols.size(), nullptr);
+  std::vector<std::pair<size_t, std::vector<const json::value*>>> repeats;
+  Collect(s, t, obj, tab.path, t == 0, &vals, &repeats);
+  if (tab.written) {
+    std::vector<std::string> cells;
+    cells.push_back(number);
+    for (size_t i = 0; i < tab.cols.size(); ++i) {
+      if (t == 0 && system_cols[i]) {
+        std::string v = FormSystemValue(*form, tab.cols[i].source);
+        Cells(tab.cols[i], &v, &cells);
+      } else if (vals[i]) {
+        std::string v(vals[i]->data(), vals[i]->size());
+        Cells(tab.cols[i], &v, &cells);
+      } else {
+        Cells(tab.cols[i], nullptr, &cells);
+      }
+    }
+    CC_RETURN_IF_ERROR(r->w->Row(tab.out, cells));
+    ++r->rows;
+  }
+  for (const auto& [rt, items] : repeats)
+    for (size_t i = 0; i < items.size(); ++i)
+      if (items[i]->is_object())
+        CC_RETURN_IF_ERROR(EmitRow(r, rt, items[i]->get_object(), fmt::format("{}.{}", number, i),
+                                   nullptr, system_cols));
+  return Status::Ok();
+}
+
+bool FormMatches(const ExportDefinition& d, const FormRecord& f) {
+  return f.domain == d.domain && f.xmlns == d.xmlns && f.state == FormState::kNormal &&
+         (d.user_id.empty() || f.user_id == d.user_id) &&
+         (!d.received_from || f.received_on >= d.received_from) &&
+         (!d.received_to || f.received_on < d.received_to);
+}
+
+// Calls fn(form, form JSON) for each matching form, database by database.
+Status ScanMatchingForms(Engine* engine, const ExportDefinition& def,
+                         const std::function<Status(const FormRecord&, const json::object&)>& fn) {
+  Status st;
+  for (int i = 0; i < engine->NumDatabases() && st.ok(); ++i) {
+    CC_RETURN_IF_ERROR(engine->Database(i)->ScanForms([&](const FormRecord& f) {
+      if (!FormMatches(def, f)) return true;
+      auto xml = engine->GetFormXml(def.domain, f.form_id);
+      if (!xml.ok()) {
+        st = xml.status();
+        return false;
+      }
+      auto doc = xform::FormXmlToJson(*xml);
+      if (!doc.ok()) return true;  // a form that no longer parses is skipped
+      st = fn(f, *doc);
+      return st.ok();
+    }));
+  }
+  return st;
+}
+
+std::string TableName(const std::string& path) {
+  return path == "form" ? std::string("Forms") : "Repeat- " + path.substr(5);
+}
+
+Result<ExportResult> RunFormExport(Engine* engine, const ExportDefinition& def,
+                                   const std::string& out_path, const ExportProgress& progress) {
+  FormSchema schema;
+  schema.Table("form");
+  int64_t total = 0;
+  CC_RETURN_IF_ERROR(
+      ScanMatchingForms(engine, def, [&](const FormRecord&, const json::object& doc) {
+        ++total;
+        Discover(&schema, 0, doc, "form", true);
+        return Status::Ok();
+      }));
+  // A path first seen as a group and later as a repeat belongs to the repeat's table only.
+  for (auto& tab : schema.tables)
+    std::erase_if(tab.questions, [&](const std::string& q) {
+      for (const auto& other : schema.tables)
+        if (other.path.size() > tab.path.size() && q.rfind(other.path + ".", 0) == 0) {
+          tab.seen.erase(q);
+          return true;
+        }
+      return false;
+    });
+  // The columns of each table: all (system columns first), or those the definition selects.
+  std::vector<bool> system_cols;
+  if (def.columns.empty()) {
+    for (auto& tab : schema.tables) {
+      if (&tab == &schema.tables[0])
+        for (const auto& sc : FormSystemColumns()) tab.cols.push_back({sc, sc, {}});
+      for (const auto& q : tab.questions) tab.cols.push_back({q, q, {}});
+      tab.written = true;
+    }
+  } else {
+    for (const auto& c : def.columns) {
+      if (c.path == "number") continue;
+      bool sys = std::find(FormSystemColumns().begin(), FormSystemColumns().end(), c.path) !=
+                 FormSystemColumns().end();
+      size_t t = SIZE_MAX;
+      if (sys) {
+        t = 0;
+      } else {
+        for (size_t i = 0; i < schema.tables.size() && t == SIZE_MAX; ++i)
+          if (schema.tables[i].seen.count(c.path)) t = i;
+      }
+      if (t == SIZE_MAX)
+        return Status::InvalidArgument(fmt::format(
+            "export definition: unknown column \"{}\" (no exported form has it)", c.path));
+      schema.tables[t].cols.push_back(FromDef(c));
+      schema.tables[t].written = true;
+    }
+    schema.tables[0].written = true;
+  }
+  for (const auto& c : schema.tables[0].cols)
+    system_cols.push_back(std::find(FormSystemColumns().begin(), FormSystemColumns().end(),
+                                    c.source) != FormSystemColumns().end());
+  std::vector<TableSpec> specs;
+  std::vector<std::string> names;
+  for (auto& tab : schema.tables) {
+    for (size_t i = 0; i < tab.cols.size(); ++i) tab.index[tab.cols[i].source] = i;
+    if (!tab.written) continue;
+    tab.out = specs.size();
+    std::vector<std::string> headers{"number"};
+    Headers(tab.cols, &headers);
+    names.push_back(TableName(tab.path));
+    specs.push_back({names.back(), std::move(headers)});
+  }
+  CC_ASSIGN_OR_RETURN(auto w, NewWriter(def, out_path, std::move(specs)));
+  FormRows r{&schema, w.get()};
+  int64_t done = 0;
+  if (progress && !progress(0, total)) return Status::Aborted("export cancelled");
+  CC_RETURN_IF_ERROR(
+      ScanMatchingForms(engine, def, [&](const FormRecord& f, const json::object& doc) {
+        CC_RETURN_IF_ERROR(EmitRow(&r, 0, doc, std::to_string(done), &f, system_cols));
+        ++done;
+        if (progress && done % kProgressEvery == 0 && !progress(done, std::max(total, done)))
+          return Status::Aborted("export cancelled");
+        return Status::Ok();
+      }));
+  CC_ASSIGN_OR_RETURN(std::string file, w->Finish());
+  if (progress) progress(done, done);
+  return ExportResult{file, r.rows, names};
+}
+
+}  // namespace
+
+Result<ExportResult> RunExport(Engine* engine, const ExportDefinition& def,
+                               const std::string& out_path, const ExportProgress& progress) {
+  CC_RETURN_IF_ERROR(def.Validate());
+  if (auto parent = std::filesystem::path(out_path).parent_path(); !parent.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent, ec);
+    if (ec)
+      return Status::Internal("export: cannot create " + parent.string() + ": " + ec.message());
+  }
+  if (def.kind == ExportDefinition::Kind::kCase)
+    return RunCaseExport(engine, def, out_path, progress);
+  return RunFormExport(engine, def, out_path, progress);
+}
+
+}  // namespace commcare

@@ -1,0 +1,39 @@
+// Table writers for exports: rows stream to disk (CSV files, zipped when there are several
+// tables; XLSX through libxlsxwriter's constant_memory mode), so memory stays flat.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "commcare/status.h"
+
+namespace commcare::exports {
+
+// One output table: its name (file or sheet) and header row.
+struct TableSpec {
+  std::string name;
+  std::vector<std::string> headers;
+};
+
+class TableWriter {
+ public:
+  virtual ~TableWriter() = default;
+  // Appends a row to table t (rows of one table in order; tables may interleave).
+  virtual Status Row(size_t t, const std::vector<std::string>& cells) = 0;
+  // Closes the output and moves it to its final path; returns that path.
+  virtual Result<std::string> Finish() = 0;
+};
+
+// CSV (RFC 4180: CRLF line ends, fields with , " CR LF quoted, quotes doubled). One table:
+// out_path itself; several: out_path with its extension replaced by .zip, one <name>.csv each.
+Result<std::unique_ptr<TableWriter>> NewCsvWriter(const std::string& out_path,
+                                                  std::vector<TableSpec> tables);
+// XLSX: one sheet per table (names cut to 31 characters and made unique).
+Result<std::unique_ptr<TableWriter>> NewXlsxWriter(const std::string& out_path,
+                                                   std::vector<TableSpec> tables);
+
+// Appends one RFC 4180 field (quoted when needed) to out.
+void AppendCsvField(std::string* out, std::string_view v);
+
+}  // namespace commcare::exports

@@ -1,0 +1,240 @@
+// CSV, zip (minizip) and XLSX (libxlsxwriter, constant_memory) table writers.
+#include <fmt/format.h>
+#include <minizip/zip.h>
+#include <xlsxwriter.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+#include "exports/writer.h"
+
+namespace commcare::exports {
+
+namespace fs = std::filesystem;
+
+constexpr size_t kXlsxStrMax = 32767;  // characters in an XLSX cell
+
+void AppendCsvField(std::string* out, std::string_view v) {
+  if (v.find_first_of(",\"\r\n") == std::string_view::npos) {
+    out->append(v);
+    return;
+  }
+  out->push_back('"');
+  for (char c : v) {
+    if (c == '"') out->push_back('"');
+    out->push_back(c);
+  }
+  out->push_back('"');
+}
+
+namespace {
+
+Status IoError(const std::string& what, const std::string& path) {
+  return Status::Internal(fmt::format("export: cannot {} {}: {}", what, path, strerror(errno)));
+}
+
+// A file name for a table: path separators and the like become '_'.
+std::string SafeName(std::string_view n) {
+  std::string out;
+  for (char c : n)
+    out.push_back(c == '/' || c == '\\' || c == ':' || c == '*' || c == '?' || c == '[' ||
+                          c == ']' || c == '"'
+                      ? '_'
+                      : c);
+  return out.empty() ? std::string("table") : out;
+}
+
+class CsvWriter : public TableWriter {
+ public:
+  CsvWriter(std::string out_path, std::vector<TableSpec> tables)
+      : out_path_(std::move(out_path)), tables_(std::move(tables)) {}
+  ~CsvWriter() override {
+    for (size_t i = 0; i < files_.size(); ++i) {
+      if (files_[i]) fclose(files_[i]);
+      std::error_code ec;
+      fs::remove(TmpPath(i), ec);
+    }
+  }
+
+  Status Open() {
+    for (size_t i = 0; i < tables_.size(); ++i) {
+      FILE* f = fopen(TmpPath(i).c_str(), "wb");
+      if (!f) return IoError("create", TmpPath(i));
+      setvbuf(f, nullptr, _IOFBF, 1 << 18);
+      files_.push_back(f);
+      CC_RETURN_IF_ERROR(Row(i, tables_[i].headers));
+    }
+    return Status::Ok();
+  }
+
+  Status Row(size_t t, const std::vector<std::string>& cells) override {
+    line_.clear();
+    for (size_t i = 0; i < cells.size(); ++i) {
+      if (i) line_.push_back(',');
+      AppendCsvField(&line_, cells[i]);
+    }
+    line_.append("\r\n");
+    if (fwrite(line_.data(), 1, line_.size(), files_[t]) != line_.size())
+      return IoError("write", TmpPath(t));
+    return Status::Ok();
+  }
+
+  Result<std::string> Finish() override {
+    for (size_t i = 0; i < files_.size(); ++i) {
+      int rc = fclose(files_[i]);
+      files_[i] = nullptr;
+      if (rc != 0) return IoError("write", TmpPath(i));
+    }
+    std::error_code ec;
+    if (tables_.size() == 1) {
+      fs::rename(TmpPath(0), out_path_, ec);
+      if (ec) return IoError("rename to", out_path_);
+      return out_path_;
+    }
+    std::string zip_path = fs::path(out_path_).replace_extension(".zip").string();
+    std::string tmp = zip_path + ".tmp";
+    CC_RETURN_IF_ERROR(Zip(tmp));
+    fs::rename(tmp, zip_path, ec);
+    if (ec) return IoError("rename to", zip_path);
+    return zip_path;
+  }
+
+ private:
+  std::string TmpPath(size_t i) const { return fmt::format("{}.tmp{}", out_path_, i); }
+
+  Status Zip(const std::string& path) {
+    zipFile z = zipOpen64(path.c_str(), APPEND_STATUS_CREATE);
+    if (!z) return IoError("create", path);
+    std::set<std::string> used;
+    std::vector<char> buf(1 << 16);
+    Status st;
+    for (size_t i = 0; i < tables_.size() && st.ok(); ++i) {
+      std::string name = SafeName(tables_[i].name);
+      for (int n = 2; !used.insert(name).second; ++n)
+        name = fmt::format("{} ({})", SafeName(tables_[i].name), n);
+      name += ".csv";
+      zip_fileinfo zi = {};
+      if (zipOpenNewFileInZip64(z, name.c_str(), &zi, nullptr, 0, nullptr, 0, nullptr, Z_DEFLATED,
+                                Z_DEFAULT_COMPRESSION, 1) != ZIP_OK) {
+        st = IoError("add to zip", name);
+        break;
+      }
+      FILE* f = fopen(TmpPath(i).c_str(), "rb");
+      if (!f) st = IoError("read", TmpPath(i));
+      size_t n = 0;
+      while (st.ok() && (n = fread(buf.data(), 1, buf.size(), f)) > 0)
+        if (zipWriteInFileInZip(z, buf.data(), unsigned(n)) != ZIP_OK) st = IoError("write", path);
+      if (f) fclose(f);
+      zipCloseFileInZip(z);
+    }
+    if (zipClose(z, nullptr) != ZIP_OK && st.ok()) st = IoError("write", path);
+    return st;
+  }
+
+  std::string out_path_;
+  std::vector<TableSpec> tables_;
+  std::vector<FILE*> files_;
+  std::string line_;
+};
+
+// A sheet name: at most 31 characters, none of []:*?/\, unique in the workbook.
+std::string SheetName(std::string_view n, std::set<std::string>* used) {
+  std::string base = SafeName(n);
+  if (base.size() > 31) base = base.substr(base.size() - 31);
+  std::string name = base;
+  for (int i = 2; !used->insert(name).second; ++i) {
+    std::string suffix = fmt::format("~{}", i);
+    name = base.substr(0, 31 - suffix.size()) + suffix;
+  }
+  return name;
+}
+
+class XlsxWriter : public TableWriter {
+ public:
+  XlsxWriter(std::string out_path, std::vector<TableSpec> tables)
+      : out_path_(std::move(out_path)), tmp_(out_path_ + ".tmp"), tables_(std::move(tables)) {}
+  ~XlsxWriter() override {
+    if (wb_) workbook_close(wb_);
+    std::error_code ec;
+    fs::remove(tmp_, ec);
+  }
+
+  Status Open() {
+    tmpdir_ = fs::path(out_path_).parent_path().string();
+    if (tmpdir_.empty()) tmpdir_ = ".";
+    lxw_workbook_options o = {};
+    o.constant_memory = LXW_TRUE;
+    o.tmpdir = tmpdir_.data();
+    o.use_zip64 = LXW_TRUE;
+    wb_ = workbook_new_opt(tmp_.c_str(), &o);
+    if (!wb_) return IoError("create", tmp_);
+    std::set<std::string> used;
+    for (size_t i = 0; i < tables_.size(); ++i) {
+      lxw_worksheet* ws = workbook_add_worksheet(wb_, SheetName(tables_[i].name, &used).c_str());
+      if (!ws) return Status::Internal("export: cannot add a sheet for " + tables_[i].name);
+      sheets_.push_back(ws);
+      rows_.push_back(0);
+      CC_RETURN_IF_ERROR(Row(i, tables_[i].headers));
+    }
+    return Status::Ok();
+  }
+
+  Status Row(size_t t, const std::vector<std::string>& cells) override {
+    lxw_row_t r = rows_[t];
+    if (r >= LXW_ROW_MAX)
+      return Status::FailedPrecondition(
+          fmt::format("export: table {} has more rows than an XLSX sheet holds ({}); use csv",
+                      tables_[t].name, LXW_ROW_MAX));
+    for (size_t c = 0; c < cells.size(); ++c) {
+      if (cells[c].empty()) continue;
+      lxw_error e;
+      if (cells[c].size() > kXlsxStrMax) {
+        std::string cut = cells[c].substr(0, kXlsxStrMax);
+        e = worksheet_write_string(sheets_[t], r, lxw_col_t(c), cut.c_str(), nullptr);
+      } else {
+        e = worksheet_write_string(sheets_[t], r, lxw_col_t(c), cells[c].c_str(), nullptr);
+      }
+      if (e != LXW_NO_ERROR)
+        return Status::Internal(fmt::format("export: xlsx: {}", lxw_strerror(e)));
+    }
+    rows_[t] = r + 1;
+    return Status::Ok();
+  }
+
+  Result<std::string> Finish() override {
+    lxw_error e = workbook_close(wb_);
+    wb_ = nullptr;
+    if (e != LXW_NO_ERROR)
+      return Status::Internal(fmt::format("export: xlsx: {}", lxw_strerror(e)));
+    std::error_code ec;
+    fs::rename(tmp_, out_path_, ec);
+    if (ec) return IoError("rename to", out_path_);
+    return out_path_;
+  }
+
+ private:
+  std::string out_path_, tmp_, tmpdir_;
+  std::vector<TableSpec> tables_;
+  lxw_workbook* wb_ = nullptr;
+  std::vector<lxw_worksheet*> sheets_;
+  std::vector<lxw_row_t> rows_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<TableWriter>> NewCsvWriter(const std::string& out_path,
+                                                  std::vector<TableSpec> tables) {
+  auto w = std::make_unique<CsvWriter>(out_path, std::move(tables));
+  CC_RETURN_IF_ERROR(w->Open());
+  return std::unique_ptr<TableWriter>(std::move(w));
+}
+
+Result<std::unique_ptr<TableWriter>> NewXlsxWriter(const std::string& out_path,
+                                                   std::vector<TableSpec> tables) {
+  auto w = std::make_unique<XlsxWriter>(out_path, std::move(tables));
+  CC_RETURN_IF_ERROR(w->Open());
+  return std::unique_ptr<TableWriter>(std::move(w));
+}
+
+}  // namespace commcare::exports

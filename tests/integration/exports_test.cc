@@ -1,0 +1,336 @@
+// Exports: case and form exports to CSV (zip for several tables) and XLSX, HQ's rules (`number`
+// joining repeat rows, --- for missing values, split multi-selects), filters, renames, bad
+// definitions, and the export.run task.
+#include <commcare/exports.h>
+#include <commcare/host.h>
+#include <commcare/tasks.h>
+
+#include <cstdio>
+
+#include "engine_helpers.h"
+
+using namespace commcare;
+using namespace cctest;
+
+namespace {
+
+using Rows = std::vector<std::vector<std::string>>;
+
+// RFC 4180 CSV into rows.
+Rows ParseCsv(const std::string& s) {
+  Rows rows;
+  std::vector<std::string> row;
+  std::string field;
+  bool quoted = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < s.size() && s[i + 1] == '"') {
+        field.push_back('"');
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        field.push_back(c);
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      row.push_back(std::move(field));
+      field.clear();
+    } else if (c == '\r' && i + 1 < s.size() && s[i + 1] == '\n') {
+      row.push_back(std::move(field));
+      field.clear();
+      rows.push_back(std::move(row));
+      row.clear();
+      ++i;
+    } else {
+      field.push_back(c);
+    }
+  }
+  return rows;
+}
+
+// A column of rows by header name.
+std::vector<std::string> Col(const Rows& rows, const std::string& name) {
+  REQUIRE(!rows.empty());
+  auto it = std::find(rows[0].begin(), rows[0].end(), name);
+  REQUIRE_MESSAGE(it != rows[0].end(), "no column " << name);
+  size_t i = it - rows[0].begin();
+  std::vector<std::string> out;
+  for (size_t r = 1; r < rows.size(); ++r) out.push_back(rows[r].at(i));
+  return out;
+}
+
+// One member of a zip file (unzip -p).
+std::string Unzip(const std::string& zip, const std::string& member) {
+  std::string cmd = "unzip -p '" + zip + "' '" + member + "'";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+const char* kCaseNs = "http://commcarehq.org/case/transaction/v2";
+
+// A household form: a repeat group `child` with `children` items, a group, a multi-select and
+// a case block creating household case `case_id`.
+std::string HouseholdForm(const std::string& id, const std::string& case_id,
+                          const std::string& name, int children, bool with_group = true) {
+  std::string kids;
+  for (int i = 0; i < children; ++i)
+    kids += fmt::format("<child><name>kid{}</name>{}</child>", i, i == 0 ? "<age>3</age>" : "");
+  return fmt::format(
+      R"(<?xml version="1.0"?><data xmlns="http://example.org/hh"><meta xmlns="http://openrosa.org/jr/xforms"><instanceID>{0}</instanceID><userID>u1</userID><username>alice</username><timeStart>2020-01-01T00:00:00Z</timeStart><timeEnd>2020-01-01T00:01:00Z</timeEnd></meta><hh_name>{2}</hh_name>{3}<colors>red blue</colors>{4}<case xmlns="{5}" case_id="{1}" date_modified="2020-01-01T00:00:00Z" user_id="u1"><create><case_type>household</case_type><case_name>{2}</case_name><owner_id>o1</owner_id></create><update><village>V1</village></update></case></data>)",
+      id, case_id, name, with_group ? "<grp><q2>yes</q2></grp>" : "", kids, kCaseNs);
+}
+
+std::string MemberForm(const std::string& id, const std::string& case_id,
+                       const std::string& parent) {
+  return fmt::format(
+      R"(<?xml version="1.0"?><data xmlns="http://example.org/member"><meta xmlns="http://openrosa.org/jr/xforms"><instanceID>{0}</instanceID><userID>u2</userID></meta><case xmlns="{3}" case_id="{1}" date_modified="2020-01-02T00:00:00Z" user_id="u2"><create><case_type>member</case_type><case_name>M</case_name><owner_id>o2</owner_id></create><update><age>7</age></update><index><parent case_type="household">{2}</parent></index></case></data>)",
+      id, case_id, parent, kCaseNs);
+}
+
+void Load(Engine* e) {
+  REQUIRE(Submit(e, HouseholdForm("f1", "c1", "Smith, \"Jr\"", 2)).http_status == 201);
+  REQUIRE(Submit(e, HouseholdForm("f2", "c3", "Jones", 1, false)).http_status == 201);
+  REQUIRE(Submit(e, MemberForm("f3", "c2", "c1")).http_status == 201);
+}
+
+ExportDefinition Def(const std::string& json) {
+  auto d = ExportDefinition::FromJson(json);
+  REQUIRE_MESSAGE(d.ok(), d.status().ToString());
+  return *d;
+}
+
+}  // namespace
+
+TEST_CASE("Exports: a case export has system columns, the union of properties and ---") {
+  auto e = OpenSqlite();
+  Load(e.get());
+  std::string dir = TempDir("exp");
+  auto r = RunExport(e.get(), Def(R"({"kind":"case","domain":"demo"})"), dir + "/c.csv");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(r->rows == 3);
+  CHECK(r->file == dir + "/c.csv");
+  Rows rows = ParseCsv(ReadFile(r->file));
+  REQUIRE(rows.size() == 4);
+  CHECK(rows[0][0] == "case_id");
+  auto ids = Col(rows, "case_id");
+  auto village = Col(rows, "village"), age = Col(rows, "age"), parent = Col(rows, "parent_case_id");
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] == "c1") {
+      CHECK(village[i] == "V1");
+      CHECK(age[i] == "---");
+      CHECK(parent[i] == "---");
+      CHECK(Col(rows, "name")[i] == "Smith, \"Jr\"");
+      CHECK(Col(rows, "closed")[i] == "False");
+    } else if (ids[i] == "c2") {
+      CHECK(village[i] == "---");
+      CHECK(age[i] == "7");
+      CHECK(parent[i] == "c1");
+      CHECK(Col(rows, "owner_id")[i] == "o2");
+    }
+  }
+}
+
+TEST_CASE("Exports: case filters and selected, renamed columns") {
+  auto e = OpenSqlite();
+  Load(e.get());
+  std::string dir = TempDir("exp");
+  auto r =
+      RunExport(e.get(), Def(R"({"kind":"case","domain":"demo","filters":{"case_type":"member"},
+                            "columns":[{"path":"name","label":"Name"},"age","parent_case_id"]})"),
+                dir + "/m.csv");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  Rows rows = ParseCsv(ReadFile(r->file));
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0] == std::vector<std::string>{"Name", "age", "parent_case_id"});
+  CHECK(rows[1] == std::vector<std::string>{"M", "7", "c1"});
+  r = RunExport(e.get(), Def(R"({"kind":"case","domain":"demo","filters":{"owner_id":"o1"}})"),
+                dir + "/o.csv");
+  REQUIRE(r.ok());
+  CHECK(r->rows == 2);
+  r = RunExport(e.get(), Def(R"({"kind":"case","domain":"demo","filters":{"closed":true}})"),
+                dir + "/x.csv");
+  REQUIRE(r.ok());
+  CHECK(r->rows == 0);
+  r = RunExport(e.get(), Def(R"({"kind":"case","domain":"other"})"), dir + "/y.csv");
+  REQUIRE(r.ok());
+  CHECK(r->rows == 0);
+}
+
+TEST_CASE("Exports: a form export has a table per repeat group joined by number") {
+  auto e = OpenSqlite();
+  Load(e.get());
+  std::string dir = TempDir("exp");
+  auto r = RunExport(
+      e.get(),
+      Def(R"({"kind":"form","domain":"demo","filters":{"xmlns":"http://example.org/hh"}})"),
+      dir + "/f.csv");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(r->file == dir + "/f.zip");
+  CHECK(r->tables == std::vector<std::string>{"Forms", "Repeat- child"});
+  CHECK(r->rows == 2 + 3);
+  Rows forms = ParseCsv(Unzip(r->file, "Forms.csv"));
+  Rows kids = ParseCsv(Unzip(r->file, "Repeat- child.csv"));
+  REQUIRE(forms.size() == 3);
+  CHECK(forms[0][0] == "number");
+  CHECK(Col(forms, "number") == std::vector<std::string>{"0", "1"});
+  auto ids = Col(forms, "form_id");
+  int f1 = ids[0] == "f1" ? 0 : 1, f2 = 1 - f1;
+  CHECK(Col(forms, "form.hh_name")[f1] == "Smith, \"Jr\"");
+  CHECK(Col(forms, "form.grp.q2")[f1] == "yes");
+  CHECK(Col(forms, "form.grp.q2")[f2] == "---");
+  CHECK(Col(forms, "username")[f1] == "alice");
+  CHECK(Col(forms, "xmlns")[f1] == "http://example.org/hh");
+  REQUIRE(kids.size() == 4);
+  CHECK(kids[0] == std::vector<std::string>{"number", "form.child.name", "form.child.age"});
+  std::string p1 = std::to_string(f1), p2 = std::to_string(f2);
+  std::vector<std::string> numbers = Col(kids, "number");
+  std::sort(numbers.begin(), numbers.end());
+  CHECK(numbers == std::vector<std::string>{"0.0", "0.1", "1.0"});
+  for (size_t i = 1; i < kids.size(); ++i) {
+    if (kids[i][0] == p1 + ".1")
+      CHECK(kids[i] == std::vector<std::string>{p1 + ".1", "kid1", "---"});
+    if (kids[i][0] == p1 + ".0") CHECK(kids[i] == std::vector<std::string>{p1 + ".0", "kid0", "3"});
+    if (kids[i][0] == p2 + ".0") CHECK(kids[i][1] == "kid0");  // one item: still a repeat row
+  }
+}
+
+TEST_CASE("Exports: selected form columns, split multi-selects, received filter") {
+  auto e = OpenSqlite();
+  Load(e.get());
+  std::string dir = TempDir("exp");
+  auto r = RunExport(e.get(), Def(R"({"kind":"form","domain":"demo",
+      "filters":{"xmlns":"http://example.org/hh","received_from":"2000-01-01"},
+      "columns":["form_id",{"path":"form.hh_name","label":"Household"},
+                 {"path":"form.colors","label":"Colors","split":["red","green"]}]})"),
+                     dir + "/s.csv");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(r->file == dir + "/s.csv");  // one table: no zip
+  Rows rows = ParseCsv(ReadFile(r->file));
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0] == std::vector<std::string>{"number", "form_id", "Household", "Colors | red",
+                                            "Colors | green", "Colors | extra"});
+  CHECK(rows[1][3] == "1");
+  CHECK(rows[1][4] == "");
+  CHECK(rows[1][5] == "blue");
+  r = RunExport(e.get(), Def(R"({"kind":"form","domain":"demo",
+      "filters":{"xmlns":"http://example.org/hh","received_from":"2999-01-01"}})"),
+                dir + "/none.csv");
+  REQUIRE(r.ok());
+  CHECK(r->rows == 0);
+}
+
+TEST_CASE("Exports: XLSX has a sheet per table with the values") {
+  auto e = OpenSqlite();
+  Load(e.get());
+  std::string dir = TempDir("exp");
+  auto r = RunExport(e.get(), Def(R"({"kind":"form","domain":"demo","format":"xlsx",
+      "filters":{"xmlns":"http://example.org/hh"}})"),
+                     dir + "/f.xlsx");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(r->file == dir + "/f.xlsx");
+  std::string book = Unzip(r->file, "xl/workbook.xml");
+  CHECK(book.find("name=\"Forms\"") != std::string::npos);
+  CHECK(book.find("name=\"Repeat- child\"") != std::string::npos);
+  std::string s1 = Unzip(r->file, "xl/worksheets/sheet1.xml");
+  std::string s2 = Unzip(r->file, "xl/worksheets/sheet2.xml");
+  CHECK(s1.find("form.grp.q2") != std::string::npos);
+  CHECK(s1.find("Smith, ") != std::string::npos);
+  CHECK(s1.find(">---<") != std::string::npos);
+  CHECK(s2.find(">0.1<") != std::string::npos);
+  CHECK(s2.find(">kid1<") != std::string::npos);
+  r = RunExport(e.get(), Def(R"({"kind":"case","domain":"demo","format":"xlsx"})"),
+                dir + "/c.xlsx");
+  REQUIRE(r.ok());
+  CHECK(Unzip(r->file, "xl/worksheets/sheet1.xml").find(">V1<") != std::string::npos);
+}
+
+TEST_CASE("Exports: a bad definition is InvalidArgument naming the field or column") {
+  auto bad = [](const std::string& j, const std::string& names) {
+    auto d = ExportDefinition::FromJson(j);
+    REQUIRE(!d.ok());
+    CHECK(d.status().code() == StatusCode::kInvalidArgument);
+    CHECK_MESSAGE(d.status().message().find(names) != std::string::npos, d.status().message());
+  };
+  bad(R"({"kind":"case","domain":"d","filterz":{}})", "filterz");
+  bad(R"({"kind":"case","domain":"d","filters":{"colour":"x"}})", "filters.colour");
+  bad(R"({"kind":"case"})", "domain");
+  bad(R"({"kind":"form","domain":"d"})", "xmlns");
+  bad(R"({"kind":"case","domain":"d","format":"pdf"})", "format");
+  bad(R"({"kind":"form","domain":"d","filters":{"xmlns":"x"},"columns":["bogus"]})", "bogus");
+  bad(R"({"kind":"case","domain":"d","filters":{"xmlns":"x"}})", "filters.xmlns");
+  auto e = OpenSqlite();
+  Load(e.get());
+  auto r = RunExport(e.get(), Def(R"({"kind":"form","domain":"demo",
+      "filters":{"xmlns":"http://example.org/hh"},"columns":["form.nope"]})"),
+                     TempDir("exp") + "/n.csv");
+  REQUIRE(!r.ok());
+  CHECK(r.status().code() == StatusCode::kInvalidArgument);
+  CHECK(r.status().message().find("form.nope") != std::string::npos);
+  // Round trip.
+  ExportDefinition d = Def(R"({"kind":"case","domain":"demo","name":"n","filters":{"closed":false,
+      "case_type":"t"},"columns":[{"path":"a","label":"A","split":["x"]},"b"],"format":"xlsx"})");
+  ExportDefinition d2 = Def(d.ToJson());
+  CHECK(d2.ToJson() == d.ToJson());
+}
+
+TEST_CASE("Exports: export.run writes <data>/exports/<id>.<ext>, saved definitions") {
+  std::string dir = TempDir("exphost");
+  InitOptions io;
+  io.data_dir = dir;
+  REQUIRE(Engine::Init(io).ok());
+  HostOptions ho;
+  ho.engine.data_dir = dir;
+  auto h = Host::Open(ho);
+  REQUIRE_MESSAGE(h.ok(), h.status().ToString());
+  Load((*h)->engine());
+  auto q = (*h)->Tasks();
+  REQUIRE(q.ok());
+  TaskWorkersOptions wo;
+  wo.workers = 1;
+  auto w = (*h)->NewTaskWorkers(wo);
+  REQUIRE(w.ok());
+  REQUIRE((*w)->Start().ok());
+  TaskSpec s;
+  s.type = "export.run";
+  s.domain = "demo";
+  s.payload = R"({"kind":"case","domain":"demo","filters":{"case_type":"household"}})";
+  auto id = (*q)->Enqueue(s);
+  REQUIRE(id.ok());
+  auto t = (*q)->Wait(*id, std::chrono::seconds(30));
+  REQUIRE(t.ok());
+  REQUIRE_MESSAGE(t->state == TaskState::kSucceeded, t->last_error);
+  std::string file = fmt::format("{}/exports/{}.csv", dir, *id);
+  CHECK(t->result.find(file) != std::string::npos);
+  CHECK(t->result.find("\"rows\":2") != std::string::npos);
+  CHECK(ParseCsv(ReadFile(file)).size() == 3);
+  CHECK(t->progress_done == 2);
+
+  ExportDefinition d = Def(R"({"kind":"case","domain":"demo","name":"members",
+      "filters":{"case_type":"member"},"format":"xlsx"})");
+  REQUIRE(SaveExportDefinition(dir, d).ok());
+  CHECK(*ListExportDefinitions(dir, "demo") == std::vector<std::string>{"members"});
+  s.payload = R"({"saved":"members"})";
+  id = (*q)->Enqueue(s);
+  t = (*q)->Wait(*id, std::chrono::seconds(30));
+  REQUIRE_MESSAGE(t->state == TaskState::kSucceeded, t->last_error);
+  CHECK(t->result.find(fmt::format("exports/{}.xlsx", *id)) != std::string::npos);
+  // Another domain's definition is refused; a missing saved one is NotFound (dead at once).
+  s.payload = R"({"kind":"case","domain":"other"})";
+  id = (*q)->Enqueue(s);
+  t = (*q)->Wait(*id, std::chrono::seconds(30));
+  CHECK(t->state == TaskState::kDead);
+  REQUIRE(DeleteExportDefinition(dir, "demo", "members").ok());
+  CHECK(DeleteExportDefinition(dir, "demo", "members").IsNotFound());
+  (*w)->Stop();
+  CHECK(*PruneExportFiles(dir, std::chrono::hours(24)) == 0);
+  CHECK(*PruneExportFiles(dir, std::chrono::seconds(-10)) == 2);
+}
