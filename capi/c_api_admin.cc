@@ -13,14 +13,7 @@ namespace json = boost::json;
 using commcare::Result;
 using commcare::Status;
 using commcare::StatusCode;
-using commcare::capi::Arg;
-using commcare::capi::Dup;
-using commcare::capi::Fence;
-using commcare::capi::JsonArg;
-using commcare::capi::NeedOut;
-using commcare::capi::Open;
-using commcare::capi::Reader;
-using commcare::capi::Use;
+using namespace commcare::capi;  // the shared helpers (c_api_internal.h)
 
 namespace {
 

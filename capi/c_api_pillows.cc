@@ -17,19 +17,7 @@ namespace json = boost::json;
 using commcare::Result;
 using commcare::Status;
 using commcare::StatusCode;
-using commcare::capi::Arg;
-using commcare::capi::CodeOf;
-using commcare::capi::Fence;
-using commcare::capi::JsonArg;
-using commcare::capi::JsonArray;
-using commcare::capi::NeedOut;
-using commcare::capi::Open;
-using commcare::capi::Out;
-using commcare::capi::Reader;
-using commcare::capi::SetError;
-using commcare::capi::t_error;
-using commcare::capi::Use;
-using commcare::capi::Verbatim;
+using namespace commcare::capi;  // the shared helpers (c_api_internal.h)
 
 namespace {
 

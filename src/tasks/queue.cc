@@ -21,15 +21,16 @@ namespace {
 
 constexpr int kSchemaVersion = 1;
 
-constexpr const char* kSqliteSchema = R"(
+// The tables in both dialects: {id} and {big} are filled in by Dialect.
+constexpr const char* kSchema = R"(
 CREATE TABLE IF NOT EXISTS tasks(
-  id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, type TEXT NOT NULL,
+  id {id}, queue TEXT NOT NULL, type TEXT NOT NULL,
   domain TEXT NOT NULL, payload TEXT NOT NULL, priority INTEGER NOT NULL, state TEXT NOT NULL,
-  run_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,
-  unique_key TEXT, created_at INTEGER NOT NULL, started_at INTEGER NOT NULL DEFAULT 0,
-  finished_at INTEGER NOT NULL DEFAULT 0, lease_until INTEGER NOT NULL DEFAULT 0,
-  worker TEXT NOT NULL DEFAULT '', progress_done INTEGER NOT NULL DEFAULT 0,
-  progress_total INTEGER NOT NULL DEFAULT 0, progress_message TEXT NOT NULL DEFAULT '',
+  run_at {big} NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,
+  unique_key TEXT, created_at {big} NOT NULL, started_at {big} NOT NULL DEFAULT 0,
+  finished_at {big} NOT NULL DEFAULT 0, lease_until {big} NOT NULL DEFAULT 0,
+  worker TEXT NOT NULL DEFAULT '', progress_done {big} NOT NULL DEFAULT 0,
+  progress_total {big} NOT NULL DEFAULT 0, progress_message TEXT NOT NULL DEFAULT '',
   result TEXT NOT NULL DEFAULT '', last_error TEXT NOT NULL DEFAULT '',
   cancel_requested INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks(queue, priority DESC, run_at, id)
@@ -41,31 +42,19 @@ CREATE INDEX IF NOT EXISTS tasks_domain ON tasks(domain, id);
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at) WHERE finished_at > 0;
 CREATE TABLE IF NOT EXISTS task_schedules(
   name TEXT PRIMARY KEY, cron TEXT NOT NULL, time_zone TEXT NOT NULL, task TEXT NOT NULL,
-  missed TEXT NOT NULL, enabled INTEGER NOT NULL, next_run_at INTEGER NOT NULL,
-  last_run_at INTEGER NOT NULL DEFAULT 0))";
+  missed TEXT NOT NULL, enabled INTEGER NOT NULL, next_run_at {big} NOT NULL,
+  last_run_at {big} NOT NULL DEFAULT 0))";
 
-constexpr const char* kPostgresSchema = R"(
-CREATE TABLE IF NOT EXISTS tasks(
-  id BIGSERIAL PRIMARY KEY, queue TEXT NOT NULL, type TEXT NOT NULL,
-  domain TEXT NOT NULL, payload TEXT NOT NULL, priority INTEGER NOT NULL, state TEXT NOT NULL,
-  run_at BIGINT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,
-  unique_key TEXT, created_at BIGINT NOT NULL, started_at BIGINT NOT NULL DEFAULT 0,
-  finished_at BIGINT NOT NULL DEFAULT 0, lease_until BIGINT NOT NULL DEFAULT 0,
-  worker TEXT NOT NULL DEFAULT '', progress_done BIGINT NOT NULL DEFAULT 0,
-  progress_total BIGINT NOT NULL DEFAULT 0, progress_message TEXT NOT NULL DEFAULT '',
-  result TEXT NOT NULL DEFAULT '', last_error TEXT NOT NULL DEFAULT '',
-  cancel_requested INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS tasks_due ON tasks(queue, priority DESC, run_at, id)
-  WHERE state IN ('queued','retrying');
-CREATE INDEX IF NOT EXISTS tasks_leases ON tasks(lease_until) WHERE state='running';
-CREATE UNIQUE INDEX IF NOT EXISTS tasks_unique ON tasks(unique_key)
-  WHERE unique_key IS NOT NULL AND state IN ('queued','retrying','running');
-CREATE INDEX IF NOT EXISTS tasks_domain ON tasks(domain, id);
-CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at) WHERE finished_at > 0;
-CREATE TABLE IF NOT EXISTS task_schedules(
-  name TEXT PRIMARY KEY, cron TEXT NOT NULL, time_zone TEXT NOT NULL, task TEXT NOT NULL,
-  missed TEXT NOT NULL, enabled INTEGER NOT NULL, next_run_at BIGINT NOT NULL,
-  last_run_at BIGINT NOT NULL DEFAULT 0))";
+// kSchema for SQLite (postgres false) or PostgreSQL.
+std::string Dialect(bool postgres) {
+  std::string out = kSchema;
+  auto fill = [&](std::string_view key, std::string_view value) {
+    for (size_t at; (at = out.find(key)) != std::string::npos;) out.replace(at, key.size(), value);
+  };
+  fill("{id}", postgres ? "BIGSERIAL PRIMARY KEY" : "INTEGER PRIMARY KEY AUTOINCREMENT");
+  fill("{big}", postgres ? "BIGINT" : "INTEGER");
+  return out;
+}
 
 constexpr const char* kNotifyChannel = "commcare_tasks";
 
@@ -124,7 +113,8 @@ SqlTaskQueue::~SqlTaskQueue() = default;
 
 Result<std::unique_ptr<SqlTaskQueue>> SqlTaskQueue::Open(const std::string& where) {
   CC_ASSIGN_OR_RETURN(auto db, util::SqlDb::Open(where, "commcare_tasks"));
-  CC_RETURN_IF_ERROR(db->Migrate("tasks", kSchemaVersion, kSqliteSchema, kPostgresSchema));
+  static const std::string sqlite = Dialect(false), postgres = Dialect(true);
+  CC_RETURN_IF_ERROR(db->Migrate("tasks", kSchemaVersion, sqlite.c_str(), postgres.c_str()));
   std::unique_ptr<SqlTaskQueue> q(new SqlTaskQueue(std::move(db), where));
   if (q->db_->postgres()) CC_RETURN_IF_ERROR(q->StartListener());
   return q;
