@@ -10,9 +10,6 @@
 // Each prints one JSON line with its rate.
 #include <commcare/c.h>
 #include <commcare/engine.h>
-
-#include "bench_host.h"
-#include "bench_util.h"
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -23,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_host.h"
 #include "bench_util.h"
 
 namespace {

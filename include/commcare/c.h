@@ -392,8 +392,8 @@ typedef int (*cc_task_fn)(cc_task_ctx* ctx, const char* task_json, void* payload
 /** Sets the result (JSON) the task succeeds with. */
 CC_EXTERN(int) cc_task_ctx_result(cc_task_ctx* ctx, const char* result_json);
 /** Reports progress (a heartbeat too). message may be NULL. */
-CC_EXTERN(int) cc_task_ctx_progress(cc_task_ctx* ctx, int64_t done, int64_t total,
-                                    const char* message);
+CC_EXTERN(int)
+cc_task_ctx_progress(cc_task_ctx* ctx, int64_t done, int64_t total, const char* message);
 /** 1 when the task was cancelled or the pool is stopping: return soon; else 0. */
 CC_EXTERN(int) cc_task_ctx_cancelled(cc_task_ctx* ctx);
 
@@ -406,8 +406,8 @@ CC_EXTERN(int) cc_workers_open(cc_workers** out, cc_engine* engine, const char* 
 /** Registers a task type before cc_workers_start. @param options_json NULL or {"lease_ms",
  *  "backoff_base_ms", "backoff_max_ms"} @param payload passed to fn; must outlive the pool */
 CC_EXTERN(int)
-cc_workers_register(cc_workers* workers, const char* type, const char* options_json,
-                    cc_task_fn fn, void* payload);
+cc_workers_register(cc_workers* workers, const char* type, const char* options_json, cc_task_fn fn,
+                    void* payload);
 
 /** Starts the worker threads. */
 CC_EXTERN(int) cc_workers_start(cc_workers* workers);

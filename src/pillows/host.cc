@@ -23,6 +23,7 @@
 #include "commcare/log.h"
 #include "commcare/pillows.h"
 #include "log/streak.h"
+#include "pillows/failures.h"
 #include "pillows/processor.h"
 #include "pillows/ucr.h"
 #include "util/hash.h"
@@ -71,89 +72,8 @@ constexpr int64_t kUcrLock = 7234618151;
 using Clock = std::chrono::steady_clock;
 using TopicPartition = std::pair<std::string, int>;
 
-// The retry queue's key of a corrupt change record (dead-lettered at once, never requeued).
-constexpr std::string_view kCorruptPrefix = "corrupt:";
-
 // How long Run waits after a failed step (a read, a checkpoint, a batch) before the next.
 constexpr int kStepRetryMs = 200;
-
-// What a batch (or one retried change) did to the retry queue, logged once it has committed:
-// the first change of each kind, and how many there were.
-struct BatchOutcome {
-  int64_t succeeded = 0;
-  int64_t retried = 0;  // queued for another attempt
-  int64_t dead = 0;     // dead-lettered
-  std::optional<RetryEntry> first_retried, first_dead;
-
-  void Add(RetryEntry e) {
-    auto& first = e.dead ? first_dead : first_retried;
-    ++(e.dead ? dead : retried);
-    if (!first) first = std::move(e);
-  }
-};
-
-// A pillow's failing changes, logged once per streak rather than once per change: the first
-// change sent to the retry queue (a warning, with its next attempt) and the first one
-// dead-lettered (an error); when a batch or a retry next processes without a failure, the end
-// of the streak at info with how many failed. Not thread-safe (the pillow's lock).
-class ChangeFailures {
- public:
-  explicit ChangeFailures(std::string pillow) : pillow_(std::move(pillow)) {}
-
-  void Report(const BatchOutcome& o, int max_attempts) {
-    if (o.retried == 0 && o.dead == 0) {
-      if (o.succeeded > 0) Recovered();
-      return;
-    }
-    if (o.first_retried && failures_ == dead_) {  // the streak's first one queued for a retry
-      const RetryEntry& e = *o.first_retried;
-      Log(LogLevel::kWarning, fmt::format("pillow {}: a change failed: {}", pillow_, e.error), e,
-          fmt::format("{} of {}", e.attempts, max_attempts),
-          fmt::format("retry at {}", FormatTime(e.next_attempt)));
-    }
-    if (o.first_dead && dead_ == 0) {
-      const RetryEntry& e = *o.first_dead;
-      if (e.doc_id.starts_with(kCorruptPrefix))
-        Log(LogLevel::kError, fmt::format("pillow {}: {}", pillow_, e.error), e, "-",
-            "dead-lettered (a corrupt record is never retried)");
-      else
-        Log(LogLevel::kError,
-            fmt::format("pillow {}: a change failed for the last time: {}", pillow_, e.error), e,
-            fmt::format("{} of {}", e.attempts, max_attempts),
-            fmt::format("dead-lettered; `commcare pillows requeue --pillow {} --doc {} --dead` "
-                        "retries it",
-                        pillow_, e.doc_id));
-    }
-    failures_ += o.retried + o.dead;
-    dead_ += o.dead;
-  }
-
- private:
-  void Log(LogLevel level, const std::string& message, const RetryEntry& e,
-           const std::string& attempt, const std::string& next) {
-    commcare::Log(level, message,
-                  {{"component", "pillow"},
-                   {"pillow", pillow_},
-                   {"topic", e.topic},
-                   {"partition", std::to_string(e.partition)},
-                   {"offset", std::to_string(e.offset)},
-                   {"doc_id", e.doc_id},
-                   {"attempt", attempt},
-                   {"next", next}});
-  }
-  void Recovered() {
-    if (failures_ == 0) return;
-    commcare::Log(LogLevel::kInfo, fmt::format("pillow {}: changes process again", pillow_),
-                  {{"component", "pillow"},
-                   {"pillow", pillow_},
-                   {"failures", std::to_string(failures_)},
-                   {"dead_lettered", std::to_string(dead_)}});
-    failures_ = dead_ = 0;
-  }
-
-  std::string pillow_;
-  int64_t failures_ = 0, dead_ = 0;  // in the current streak: failed attempts, dead letters
-};
 
 // What a pillow's step is doing, so that a failure's log record can say where it was.
 struct Doing {
@@ -965,109 +885,7 @@ class Host final : public PillowHost {
   ucr::UcrProcessor* ucr_ = nullptr;  // owned by the ucr pillow, if this host runs it
 };
 
-// ---- a user-defined processor ----
-
-class UserProcessor final : public Processor {
- public:
-  explicit UserProcessor(std::shared_ptr<ChangeProcessor> p) : p_(std::move(p)) {}
-  bool WritesSql() const override { return false; }
-  Status Setup(SqlDb&) override { return Status::Ok(); }
-  Status Reset(SqlDb&) override { return Status::Ok(); }
-  Status ProcessBatch(SqlDb&, Engine& engine, const std::vector<const Change*>& changes,
-                      Failures* failed) override {
-    for (size_t i = 0; i < changes.size(); ++i) {
-      Status s;
-      try {
-        s = p_->Process(engine, *changes[i]);
-      } catch (const std::exception& e) {
-        s = Status::Internal(fmt::format("processor threw: {}", e.what()));
-      } catch (...) {
-        s = Status::Internal("processor threw a non-standard exception");
-      }
-      if (!s.ok()) failed->emplace_back(i, s.ToString());
-    }
-    return Status::Ok();
-  }
-
- private:
-  std::shared_ptr<ChangeProcessor> p_;
-};
-
 }  // namespace
-
-std::vector<Result<CaseRecord>> FetchCases(Engine& engine,
-                                           const std::vector<const Change*>& changes) {
-  std::vector<Result<CaseRecord>> out(changes.size(), Status::NotFound(""));
-  auto fetch = [&](size_t from, size_t to) {
-    for (size_t i = from; i < to; ++i)
-      out[i] = engine.GetCase(changes[i]->meta.domain, changes[i]->meta.document_id);
-  };
-  const size_t n = changes.size();
-  if (n < 64) {
-    fetch(0, n);
-    return out;
-  }
-  std::thread helper(fetch, n / 2, n);
-  fetch(0, n / 2);
-  helper.join();
-  return out;
-}
-
-std::unique_ptr<Processor> NewUserProcessor(std::shared_ptr<ChangeProcessor> p) {
-  return std::make_unique<UserProcessor>(std::move(p));
-}
-
-std::string PillowSchema(std::string_view pillow) {
-  return "commcare_pillow_" + std::string(pillow);
-}
-
-Result<StoreLease> OpenStore(const std::string& where, std::string_view pillow,
-                             const std::function<Status(Conn&)>& setup, const char* table) {
-  StoreLease out;
-  if (util::SqlDb::IsPostgres(where)) {
-    const std::string schema = PillowSchema(pillow);
-    CC_ASSIGN_OR_RETURN(auto lease, util::BorrowSqlDb(where, schema));
-    // Whether the table exists is asked only when a statement fails (not on every read).
-    out.pg_table = fmt::format("\"{}\".{}", schema, table);
-    out.absent = fmt::format(
-        "no {} database in PostgreSQL schema {} (run `commcare pillows run` "
-        "to build it)",
-        pillow, schema);
-    out.pg.emplace(std::move(lease));
-    return out;
-  }
-  std::string path = fmt::format("{}/{}.sqlite", where, pillow);
-  if (::access(path.c_str(), R_OK) != 0)
-    return Status::NotFound(
-        fmt::format("no {} database at {} (run `commcare pillows run` to "
-                    "build it)",
-                    pillow, path));
-  CC_ASSIGN_OR_RETURN(auto lease, util::ReadPool::Acquire(path, setup));
-  out.sqlite.emplace(std::move(lease));
-  return out;
-}
-
-Result<util::SqlRows> StoreLease::Query(const char* what, const std::string& sql,
-                                        std::span<const util::SqlParam> params) {
-  if (pg) {
-    auto out = (*pg)->Query(what, sql, params);
-    if (out.ok() || out.status().code() == StatusCode::kUnavailable) return out;
-    auto known =
-        (*pg)->Run("opening a pillow database", "SELECT CAST(to_regclass(?) AS TEXT)", {pg_table});
-    if (known.ok() && (known->empty() || known->Str(0, 0).empty())) return Status::NotFound(absent);
-    return out;
-  }
-  Conn& db = **sqlite;
-  sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db.db(), sql.c_str(), -1, &s, nullptr) != SQLITE_OK) {
-    Status e = Status::InvalidArgument(fmt::format("{}: {}", what, sqlite3_errmsg(db.db())));
-    sqlite3_finalize(s);
-    return e;
-  }
-  auto out = util::RunSqlite(db, s, what, params);
-  sqlite3_finalize(s);
-  return out;
-}
 
 }  // namespace commcare::pillows
 
@@ -1079,46 +897,6 @@ Result<std::unique_ptr<PillowHost>> PillowHost::Open(Engine* engine,
   auto h = std::make_unique<pillows::Host>(engine, options);
   CC_RETURN_IF_ERROR(h->Init());
   return std::unique_ptr<PillowHost>(std::move(h));
-}
-
-std::string PillowStoreAt(const std::string& data_dir) {
-  // A directory not set up yet keeps its files in itself (opening the engine names the problem).
-  auto d = Deployment::Load(data_dir);
-  return d.ok() ? d->StoreAt(data_dir, "pillows", "pillows") : data_dir + "/pillows";
-}
-
-namespace json = boost::json;
-
-// Written by hand rather than by Boost.JSON, whose doubles come out as "7.9204E-2" and
-// "0E0": seconds are plain decimals to the millisecond.
-std::string PillowStatusToJson(const PillowStatus& st) {
-  auto str = [](std::string_view s) { return json::serialize(json::string(s)); };
-  auto secs = [](double s) { return fmt::format("{:.3f}", std::max(0.0, s)); };
-  std::string parts;
-  int64_t lag = 0;
-  double lag_s = 0;
-  for (const auto& p : st.partitions) {
-    parts += fmt::format(
-        R"({}{{"topic":{},"partition":{},"checkpoint":{},"end_offset":{},"lag":{},"lag_seconds":{}}})",
-        parts.empty() ? "" : ",", str(p.topic), p.partition, p.checkpoint, p.end_offset, p.lag,
-        secs(p.lag_seconds));
-    lag += p.lag;
-    lag_s = std::max(lag_s, p.lag_seconds);
-  }
-  return fmt::format(
-      R"({{"pillow":{},"lag":{},"lag_seconds":{},"retries":{},"dead_letters":{},"partitions":[{}]}})",
-      str(st.name), lag, secs(lag_s), st.retries, st.dead_letters, parts);
-}
-
-std::string RetryEntryToJson(const RetryEntry& e) {
-  return json::serialize(json::object{{"doc_id", e.doc_id},
-                                      {"topic", e.topic},
-                                      {"partition", e.partition},
-                                      {"offset", e.offset},
-                                      {"attempts", e.attempts},
-                                      {"next_attempt", FormatTime(e.next_attempt)},
-                                      {"error", e.error},
-                                      {"dead", e.dead}});
 }
 
 }  // namespace commcare

@@ -11,7 +11,6 @@
 #include <iostream>
 #include <sstream>
 
-
 namespace commcare::cli {
 
 namespace json = boost::json;
@@ -86,7 +85,8 @@ Result<std::unique_ptr<Host>> OpenHost(const Args& a, Access access) {
 }
 
 Status UseHostFile(Args* a) {
-  CC_ASSIGN_OR_RETURN(HostOptions o, HostOptions::FromHostFile(a->Get("--config"), a->Get("--data")));
+  CC_ASSIGN_OR_RETURN(HostOptions o,
+                      HostOptions::FromHostFile(a->Get("--config"), a->Get("--data")));
   a->opts["--data"] = o.engine.data_dir;
   return Status::Ok();
 }

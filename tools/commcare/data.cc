@@ -37,9 +37,8 @@ namespace {
 
 int CmdInit(const Args& a) {
   if (a.Has("--config")) {  // a deployment's host file: its settings, not flags
-    for (const char* flag :
-         {"--shards", "--databases", "--blob-store", "--change-log", "--primary", "--meta",
-          "--pillows"})
+    for (const char* flag : {"--shards", "--databases", "--blob-store", "--change-log", "--primary",
+                             "--meta", "--pillows"})
       if (a.Has(flag))
         return Fail(fmt::format("{} is set in the --config file, not beside it", flag), kUsage);
     auto o = HostOptions::FromHostFile(a.Get("--config"), a.Get("--data"));
@@ -47,13 +46,13 @@ int CmdInit(const Args& a) {
     if (Status s = Engine::Create(o->engine.data_dir, *o->deployment); !s.ok())
       return FailStatus(s);
     const Deployment& d = *o->deployment;  // no connection strings or keys on stdout
-    std::cout << json::serialize(json::object{
-                     {"data", o->engine.data_dir},
-                     {"shards", d.shards},
-                     {"databases", d.databases},
-                     {"blob_store", d.blobs == Deployment::Blobs::kS3      ? "s3"
-                                    : d.blobs == Deployment::Blobs::kFiles ? "files"
-                                                                           : "pack"}})
+    std::cout << json::serialize(
+                     json::object{{"data", o->engine.data_dir},
+                                  {"shards", d.shards},
+                                  {"databases", d.databases},
+                                  {"blob_store", d.blobs == Deployment::Blobs::kS3      ? "s3"
+                                                 : d.blobs == Deployment::Blobs::kFiles ? "files"
+                                                                                        : "pack"}})
               << std::endl;
     return 0;
   }
@@ -138,8 +137,7 @@ int CmdForm(const std::string& verb, const Args& a) {
     auto host = OpenHost(a, Access::kWriter);
     if (!host.ok()) return FailStatus(host.status());
     Engine* eng = (*host)->engine();
-    Status s =
-        verb == "archive" ? eng->ArchiveForm(domain, id) : eng->UnarchiveForm(domain, id);
+    Status s = verb == "archive" ? eng->ArchiveForm(domain, id) : eng->UnarchiveForm(domain, id);
     if (!s.ok()) return FailStatus(s);
     auto f = eng->GetForm(domain, id);
     if (!f.ok()) return FailStatus(f.status());
