@@ -140,6 +140,10 @@ class Engine {
   // Calls fn for each matching case across every database until it returns false.
   virtual Status ListCases(const storage::CaseFilter& filter,
                            const std::function<bool(const CaseRecord&)>& fn) = 0;
+  // Like ListCases, with each case's stored JSON document (valid while fn runs): the fields of
+  // CaseRecord under the same names, times as µs since the epoch. For fast full scans (exports).
+  virtual Status ListCaseDocuments(const storage::CaseFilter& filter,
+                                   const std::function<bool(std::string_view doc)>& fn) = 0;
   // The case's transactions in order.
   virtual Result<std::vector<CaseTransaction>> CaseHistory(std::string_view domain,
                                                            std::string_view case_id) = 0;

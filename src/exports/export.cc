@@ -99,59 +99,138 @@ const std::vector<std::string>& CaseSystemColumns() {
   return k;
 }
 
-// A system column's value, or nullopt if name is not one.
-std::optional<std::string> CaseSystemValue(const CaseRecord& c, std::string_view name) {
-  if (name == "case_id") return c.case_id;
-  if (name == "case_type") return c.type;
-  if (name == "name") return c.name;
-  if (name == "owner_id") return OrMissing(c.owner_id);
-  if (name == "external_id") return OrMissing(c.external_id);
-  if (name == "opened_on") return Time(c.opened_on);
-  if (name == "opened_by") return OrMissing(c.opened_by);
-  if (name == "modified_on") return Time(c.modified_on);
-  if (name == "modified_by") return OrMissing(c.modified_by);
-  if (name == "server_modified_on") return Time(c.server_modified_on);
-  if (name == "closed") return std::string(c.closed ? "True" : "False");
-  if (name == "closed_on") return c.closed ? Time(c.closed_on) : std::string(kMissing);
-  if (name == "closed_by") return OrMissing(c.closed_by);
-  if (name == "parent_case_id") {
-    for (const auto& i : c.indices)
-      if (i.identifier == "parent") return OrMissing(i.referenced_id);
-    return std::string(kMissing);
-  }
-  return std::nullopt;
-}
-
 bool IsCaseSystem(std::string_view name) {
   for (const auto& s : CaseSystemColumns())
     if (s == name) return true;
   return false;
 }
 
-bool CaseMatches(const ExportDefinition& d, const CaseRecord& c) {
-  if (d.modified_from && c.modified_on < d.modified_from) return false;
-  if (d.modified_to && c.modified_on >= d.modified_to) return false;
+// A stored case document (the codec's JSON, parsed) as the export reads it.
+class CaseDoc {
+ public:
+  explicit CaseDoc(const json::object& o) : o_(o) {
+    const auto* p = o.if_contains("properties");
+    props_ = p && p->is_object() ? &p->get_object() : nullptr;
+  }
+  std::string_view Str(std::string_view key) const {
+    const auto* v = o_.if_contains(key);
+    return v && v->is_string() ? std::string_view(v->get_string()) : std::string_view();
+  }
+  int64_t Int(std::string_view key) const {
+    const auto* v = o_.if_contains(key);
+    return v && v->is_int64() ? v->get_int64() : 0;
+  }
+  bool Closed() const {
+    const auto* v = o_.if_contains("closed");
+    return v && v->is_bool() && v->get_bool();
+  }
+  // A dynamic property's value, or nullptr when the case has none.
+  const json::string* Property(std::string_view key) const {
+    const auto* v = props_ ? props_->if_contains(key) : nullptr;
+    return v && v->is_string() ? &v->get_string() : nullptr;
+  }
+  const json::object* Properties() const { return props_; }
+  std::string_view ParentId() const {
+    const auto* ix = o_.if_contains("indices");
+    if (ix && ix->is_array())
+      for (const auto& i : ix->get_array())
+        if (i.is_object()) {
+          const auto& io = i.get_object();
+          const auto* id = io.if_contains("identifier");
+          const auto* ref = io.if_contains("referenced_id");
+          if (id && id->is_string() && id->get_string() == "parent" && ref && ref->is_string())
+            return ref->get_string();
+        }
+    return {};
+  }
+
+ private:
+  const json::object& o_;
+  const json::object* props_;
+};
+
+std::string_view Or(std::string_view v) { return v.empty() ? kMissing : v; }
+
+// A system column's cell (CaseSystemColumns()[s]); times are formatted into scratch.
+std::string_view CaseSystemCell(const CaseDoc& c, size_t s, std::string* scratch) {
+  auto time = [&](std::string_view key) -> std::string_view {
+    int64_t t = c.Int(key);
+    if (!t) return kMissing;
+    *scratch = util::FormatIsoTime(t);
+    return *scratch;
+  };
+  switch (s) {
+    case 0: return c.Str("case_id");
+    case 1: return c.Str("type");
+    case 2: return c.Str("name");
+    case 3: return Or(c.Str("owner_id"));
+    case 4: return Or(c.Str("external_id"));
+    case 5: return time("opened_on");
+    case 6: return Or(c.Str("opened_by"));
+    case 7: return time("modified_on");
+    case 8: return Or(c.Str("modified_by"));
+    case 9: return time("server_modified_on");
+    case 10: return c.Closed() ? "True" : "False";
+    case 11: return c.Closed() ? time("closed_on") : kMissing;
+    case 12: return Or(c.Str("closed_by"));
+    default: return Or(c.ParentId());
+  }
+}
+
+bool CaseMatches(const ExportDefinition& d, const CaseDoc& c) {
+  if (!d.modified_from && !d.modified_to) return true;
+  const int64_t m = c.Int("modified_on");
+  if (d.modified_from && m < d.modified_from) return false;
+  if (d.modified_to && m >= d.modified_to) return false;
   return true;
 }
 
-Result<ExportResult> RunCaseExport(Engine* engine, const ExportDefinition& def,
-                                   const std::string& out_path, const ExportProgress& progress) {
+// Parses each stored case document of the filter and passes the matching ones to fn.
+Status ScanCases(Engine* engine, const ExportDefinition& def,
+                 const std::function<Status(const CaseDoc&)>& fn) {
   storage::CaseFilter f;
   f.domain = def.domain;
   f.type = def.case_type;
   f.owner_id = def.owner_id;
   f.closed = def.closed;
+  Status st;
+  json::parser p;
+  CC_RETURN_IF_ERROR(engine->ListCaseDocuments(f, [&](std::string_view text) {
+    unsigned char buf[16384];
+    json::monotonic_resource mr(buf, sizeof buf);
+    p.reset(&mr);
+    boost::system::error_code ec;
+    p.write(text.data(), text.size(), ec);
+    if (ec) {
+      st = Status::DataLoss("export: a stored case is not valid JSON");
+      return false;
+    }
+    json::value v = p.release();
+    if (!v.is_object()) {
+      st = Status::DataLoss("export: a stored case is not a JSON object");
+      return false;
+    }
+    CaseDoc c(v.get_object());
+    if (!CaseMatches(def, c)) return true;
+    st = fn(c);
+    return st.ok();
+  }));
+  return st;
+}
+
+Result<ExportResult> RunCaseExport(Engine* engine, const ExportDefinition& def,
+                                   const std::string& out_path, const ExportProgress& progress) {
   std::vector<OutColumn> cols;
   int64_t total = 0;
   if (def.columns.empty()) {
     // First pass: the union of the exported cases' properties (sorted), and the count.
-    std::set<std::string> props;
-    CC_RETURN_IF_ERROR(engine->ListCases(f, [&](const CaseRecord& c) {
-      if (!CaseMatches(def, c)) return true;
+    std::set<std::string, std::less<>> props;
+    CC_RETURN_IF_ERROR(ScanCases(engine, def, [&](const CaseDoc& c) {
       ++total;
-      for (const auto& [k, v] : c.properties)
-        if (!props.count(k)) props.insert(k);
-      return true;
+      if (const auto* p = c.Properties())
+        for (const auto& kv : *p)
+          if (props.find(std::string_view(kv.key())) == props.end()) props.emplace(kv.key());
+      return Status::Ok();
     }));
     for (const auto& s : CaseSystemColumns()) cols.push_back({s, s, {}});
     for (const auto& p : props)
@@ -169,31 +248,42 @@ Result<ExportResult> RunCaseExport(Engine* engine, const ExportDefinition& def,
   std::vector<TableSpec> tables{{"Cases", headers}};
   CC_ASSIGN_OR_RETURN(auto w, NewWriter(def, out_path, tables));
   int64_t rows = 0;
-  Status st;
-  std::vector<std::string> cells;
   if (progress && !progress(0, total)) return Status::Aborted("export cancelled");
-  CC_RETURN_IF_ERROR(engine->ListCases(f, [&](const CaseRecord& c) {
-    if (!CaseMatches(def, c)) return true;
+  // A row's cells are views into the parsed document, or into per-column scratch strings
+  // (formatted times, split multi-selects), which stay put for the row.
+  std::vector<std::string_view> cells;
+  std::vector<std::string> times(cols.size());
+  std::vector<std::vector<std::string>> splits(cols.size());
+  CC_RETURN_IF_ERROR(ScanCases(engine, def, [&](const CaseDoc& c) -> Status {
     cells.clear();
     for (size_t i = 0; i < cols.size(); ++i) {
-      if (system[i] >= 0) {
-        std::string v = *CaseSystemValue(c, cols[i].source);
-        Cells(cols[i], &v, &cells);
-      } else {
-        auto it = c.properties.find(cols[i].source);
-        Cells(cols[i], it == c.properties.end() ? nullptr : &it->second, &cells);
+      if (cols[i].split.empty()) {
+        if (system[i] >= 0) {
+          cells.push_back(CaseSystemCell(c, size_t(system[i]), &times[i]));
+        } else {
+          const json::string* v = c.Property(cols[i].source);
+          cells.push_back(v ? std::string_view(*v) : kMissing);
+        }
+        continue;
       }
+      std::string value;
+      const json::string* p = nullptr;
+      if (system[i] >= 0) {
+        value = CaseSystemCell(c, size_t(system[i]), &times[i]);
+      } else if ((p = c.Property(cols[i].source))) {
+        value = *p;
+      }
+      const bool have = system[i] >= 0 || p;
+      splits[i].clear();
+      Cells(cols[i], have ? &value : nullptr, &splits[i]);
+      cells.insert(cells.end(), splits[i].begin(), splits[i].end());
     }
-    st = w->Row(0, cells);
-    if (!st.ok()) return false;
+    CC_RETURN_IF_ERROR(w->WriteRow(0, cells));
     ++rows;
-    if (progress && rows % kProgressEvery == 0 && !progress(rows, std::max(total, rows))) {
-      st = Status::Aborted("export cancelled");
-      return false;
-    }
-    return true;
+    if (progress && rows % kProgressEvery == 0 && !progress(rows, std::max(total, rows)))
+      return Status::Aborted("export cancelled");
+    return Status::Ok();
   }));
-  CC_RETURN_IF_ERROR(st);
   CC_ASSIGN_OR_RETURN(std::string file, w->Finish());
   if (progress) progress(rows, rows);
   return ExportResult{file, rows, {"Cases"}};

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <memory>
+#include <span>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -20,9 +22,16 @@ class TableWriter {
  public:
   virtual ~TableWriter() = default;
   // Appends a row to table t (rows of one table in order; tables may interleave).
-  virtual Status Row(size_t t, const std::vector<std::string>& cells) = 0;
+  virtual Status WriteRow(size_t t, std::span<const std::string_view> cells) = 0;
+  Status Row(size_t t, const std::vector<std::string>& cells) {
+    views_.assign(cells.begin(), cells.end());
+    return WriteRow(t, views_);
+  }
   // Closes the output and moves it to its final path; returns that path.
   virtual Result<std::string> Finish() = 0;
+
+ private:
+  std::vector<std::string_view> views_;
 };
 
 // CSV (RFC 4180: CRLF line ends, fields with , " CR LF quoted, quotes doubled). One table:

@@ -16,7 +16,13 @@ namespace fs = std::filesystem;
 constexpr size_t kXlsxStrMax = 32767;  // characters in an XLSX cell
 
 void AppendCsvField(std::string* out, std::string_view v) {
-  if (v.find_first_of(",\"\r\n") == std::string_view::npos) {
+  bool plain = true;
+  for (char c : v)
+    if (c == ',' || c == '"' || c == '\r' || c == '\n') {
+      plain = false;
+      break;
+    }
+  if (plain) {
     out->append(v);
     return;
   }
@@ -61,27 +67,27 @@ class CsvWriter : public TableWriter {
     for (size_t i = 0; i < tables_.size(); ++i) {
       FILE* f = fopen(TmpPath(i).c_str(), "wb");
       if (!f) return IoError("create", TmpPath(i));
-      setvbuf(f, nullptr, _IOFBF, 1 << 18);
       files_.push_back(f);
+      bufs_.emplace_back().reserve(kFlushAt + 4096);
       CC_RETURN_IF_ERROR(Row(i, tables_[i].headers));
     }
     return Status::Ok();
   }
 
-  Status Row(size_t t, const std::vector<std::string>& cells) override {
-    line_.clear();
+  // Rows are gathered in a buffer per table and written 256 KiB at a time.
+  Status WriteRow(size_t t, std::span<const std::string_view> cells) override {
+    std::string& out = bufs_[t];
     for (size_t i = 0; i < cells.size(); ++i) {
-      if (i) line_.push_back(',');
-      AppendCsvField(&line_, cells[i]);
+      if (i) out.push_back(',');
+      AppendCsvField(&out, cells[i]);
     }
-    line_.append("\r\n");
-    if (fwrite(line_.data(), 1, line_.size(), files_[t]) != line_.size())
-      return IoError("write", TmpPath(t));
-    return Status::Ok();
+    out.append("\r\n");
+    return out.size() >= kFlushAt ? Flush(t) : Status::Ok();
   }
 
   Result<std::string> Finish() override {
     for (size_t i = 0; i < files_.size(); ++i) {
+      CC_RETURN_IF_ERROR(Flush(i));
       int rc = fclose(files_[i]);
       files_[i] = nullptr;
       if (rc != 0) return IoError("write", TmpPath(i));
@@ -101,7 +107,17 @@ class CsvWriter : public TableWriter {
   }
 
  private:
+  static constexpr size_t kFlushAt = 1 << 18;
+
   std::string TmpPath(size_t i) const { return fmt::format("{}.tmp{}", out_path_, i); }
+
+  Status Flush(size_t t) {
+    std::string& b = bufs_[t];
+    if (!b.empty() && fwrite(b.data(), 1, b.size(), files_[t]) != b.size())
+      return IoError("write", TmpPath(t));
+    b.clear();
+    return Status::Ok();
+  }
 
   Status Zip(const std::string& path) {
     zipFile z = zipOpen64(path.c_str(), APPEND_STATUS_CREATE);
@@ -135,7 +151,7 @@ class CsvWriter : public TableWriter {
   std::string out_path_;
   std::vector<TableSpec> tables_;
   std::vector<FILE*> files_;
-  std::string line_;
+  std::vector<std::string> bufs_;
 };
 
 // A sheet name: at most 31 characters, none of []:*?/\, unique in the workbook.
@@ -180,7 +196,7 @@ class XlsxWriter : public TableWriter {
     return Status::Ok();
   }
 
-  Status Row(size_t t, const std::vector<std::string>& cells) override {
+  Status WriteRow(size_t t, std::span<const std::string_view> cells) override {
     lxw_row_t r = rows_[t];
     if (r >= LXW_ROW_MAX)
       return Status::FailedPrecondition(
@@ -188,13 +204,8 @@ class XlsxWriter : public TableWriter {
                       tables_[t].name, LXW_ROW_MAX));
     for (size_t c = 0; c < cells.size(); ++c) {
       if (cells[c].empty()) continue;
-      lxw_error e;
-      if (cells[c].size() > kXlsxStrMax) {
-        std::string cut = cells[c].substr(0, kXlsxStrMax);
-        e = worksheet_write_string(sheets_[t], r, lxw_col_t(c), cut.c_str(), nullptr);
-      } else {
-        e = worksheet_write_string(sheets_[t], r, lxw_col_t(c), cells[c].c_str(), nullptr);
-      }
+      cell_.assign(cells[c].substr(0, kXlsxStrMax));  // NUL-terminated, cut to the cell limit
+      lxw_error e = worksheet_write_string(sheets_[t], r, lxw_col_t(c), cell_.c_str(), nullptr);
       if (e != LXW_NO_ERROR)
         return Status::Internal(fmt::format("export: xlsx: {}", lxw_strerror(e)));
     }
@@ -219,6 +230,7 @@ class XlsxWriter : public TableWriter {
   lxw_workbook* wb_ = nullptr;
   std::vector<lxw_worksheet*> sheets_;
   std::vector<lxw_row_t> rows_;
+  std::string cell_;
 };
 
 }  // namespace

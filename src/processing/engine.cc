@@ -217,6 +217,16 @@ Status EngineImpl::ListCases(const storage::CaseFilter& filter,
   return Status::Ok();
 }
 
+Status EngineImpl::ListCaseDocuments(const storage::CaseFilter& filter,
+                                     const std::function<bool(std::string_view)>& fn) {
+  bool go_on = true;
+  for (auto& db : dbs_) {
+    CC_RETURN_IF_ERROR(db->ScanCaseDocs(filter, [&](std::string_view d) { return go_on = fn(d); }));
+    if (!go_on) break;
+  }
+  return Status::Ok();
+}
+
 Result<std::vector<CaseTransaction>> EngineImpl::CaseHistory(std::string_view domain,
                                                              std::string_view case_id) {
   CC_ASSIGN_OR_RETURN(CaseRecord c, GetCase(domain, case_id));

@@ -60,6 +60,8 @@ class EngineImpl final : public Engine {
   Result<CaseRecord> GetCase(std::string_view domain, std::string_view case_id) override;
   Status ListCases(const storage::CaseFilter& filter,
                    const std::function<bool(const CaseRecord&)>& fn) override;
+  Status ListCaseDocuments(const storage::CaseFilter& filter,
+                           const std::function<bool(std::string_view)>& fn) override;
   Result<std::vector<CaseTransaction>> CaseHistory(std::string_view domain,
                                                    std::string_view case_id) override;
   Status RebuildCase(std::string_view domain, std::string_view case_id) override;

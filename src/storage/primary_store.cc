@@ -39,6 +39,32 @@ Result<std::vector<CaseRecord>> PrimaryStore::DecodeCaseDocs(
   return out;
 }
 
+Status PrimaryStore::ScanCases(const CaseFilter& filter,
+                               const std::function<bool(const CaseRecord&)>& fn) {
+  Status st;
+  CC_RETURN_IF_ERROR(ScanCaseDocs(filter, [&](std::string_view doc) {
+    unsigned char buf[8192];
+    boost::json::monotonic_resource mr(buf, sizeof buf);
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(doc, ec, &mr);
+    if (ec) {
+      st = Status::DataLoss("a stored case is not valid JSON");
+      return false;
+    }
+    CaseRecord c;
+    st = codec::DecodeCase(v, &c);
+    return st.ok() && fn(c);
+  }));
+  return st;
+}
+
+Status PrimaryStore::ScanCaseDocs(const CaseFilter& filter,
+                                  const std::function<bool(std::string_view doc)>& fn) {
+  return ScanCases(filter, [&](const CaseRecord& c) {
+    return fn(boost::json::serialize(codec::EncodeCase(c)));
+  });
+}
+
 Status PrimaryStore::ReadCaseDocs(std::span<const std::string> case_ids,
                                   const std::function<Status(std::string_view doc)>& fn) {
   CC_ASSIGN_OR_RETURN(auto cases, GetCases(case_ids));

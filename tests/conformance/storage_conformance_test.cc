@@ -1,4 +1,6 @@
 // One conformance suite that every PrimaryStore and BlobStore implementation runs.
+#include <algorithm>
+#include <boost/json.hpp>
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -271,6 +273,40 @@ TEST_CASE("PrimaryStore: ledgers, outbox order and scans") {
                return true;
              }).ok());
     CHECK(open == std::vector<std::string>{"a"});
+  }
+}
+
+TEST_CASE("PrimaryStore: scans cross page boundaries in case_id order and stop when asked") {
+  for (const auto& f : StoreFactories()) {
+    CAPTURE(f.name);
+    auto s = f.make();
+    WriteBatch b;
+    for (int i = 0; i < 2500; ++i) {
+      CaseRecord c = MakeCase(fmt::format("c{:05}", 2499 - i), 1);
+      c.owner_id = i % 2 ? "u1" : "u2";
+      b.ops.emplace_back(PutCase{c, 0});
+    }
+    REQUIRE(CommitOne(s.get(), &b).ok());
+    CaseFilter mine;
+    mine.domain = "demo";
+    mine.owner_id = "u1";
+    std::vector<std::string> ids;
+    REQUIRE(s->ScanCaseDocs(mine, [&](std::string_view doc) {
+               auto v = boost::json::parse(doc);
+               ids.push_back(std::string(v.at("case_id").as_string()));
+               CHECK(v.at("owner_id").as_string() == "u1");
+               return true;
+             }).ok());
+    CHECK(ids.size() == 1250);
+    CHECK(std::is_sorted(ids.begin(), ids.end()));
+    CHECK(std::adjacent_find(ids.begin(), ids.end()) == ids.end());
+    int seen = 0;
+    CaseFilter all;
+    REQUIRE(s->ScanCases(all, [&](const CaseRecord& c) {
+               CHECK(c.properties.at("age") == "3");
+               return ++seen < 1500;
+             }).ok());
+    CHECK(seen == 1500);
   }
 }
 

@@ -92,9 +92,14 @@ class PrimaryStore {
   virtual Result<std::vector<LedgerTransaction>> GetLedgerTransactions(
       std::string_view case_id) = 0;
 
-  // Calls fn for each matching case (ordered by case_id) until it returns false.
+  // Calls fn for each matching case (ordered by case_id) until it returns false. The default
+  // decodes what ScanCaseDocs passes.
   virtual Status ScanCases(const CaseFilter& filter,
-                           const std::function<bool(const CaseRecord&)>& fn) = 0;
+                           const std::function<bool(const CaseRecord&)>& fn);
+  // Like ScanCases, with each case's stored JSON document (the codec's case encoding), valid
+  // while fn runs (exports read their columns straight from it). The default encodes ScanCases'.
+  virtual Status ScanCaseDocs(const CaseFilter& filter,
+                              const std::function<bool(std::string_view doc)>& fn);
   // Many cases, or their ledger values, at once (one read snapshot where the store can; ids
   // absent here are skipped). The defaults call GetCase / GetLedgerValues per id.
   virtual Result<std::vector<CaseRecord>> GetCases(std::span<const std::string> case_ids);

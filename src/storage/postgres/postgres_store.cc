@@ -214,7 +214,8 @@ class PostgresStore final : public PrimaryStore {
                                    {case_id}, codec::DecodeLedgerTx);
   }
 
-  Status ScanCases(const CaseFilter& f, const std::function<bool(const CaseRecord&)>& fn) override {
+  Status ScanCaseDocs(const CaseFilter& f,
+                      const std::function<bool(std::string_view)>& fn) override {
     // Pages of 1,000 by case_id, so a long scan holds no transaction open.
     std::string after;
     while (true) {
@@ -227,11 +228,8 @@ class PostgresStore final : public PrimaryStore {
                {f.domain, f.type, f.owner_id, f.closed ? (*f.closed ? "1" : "0") : "-1",
                 f.include_deleted ? "1" : "0", after}));
       if (rows->rows() == 0) return Status::Ok();
-      for (int i = 0; i < rows->rows(); ++i) {
-        CaseRecord c;
-        CC_RETURN_IF_ERROR(Decode(rows->At(i, 0), &c, codec::DecodeCase));
-        if (!fn(c)) return Status::Ok();
-      }
+      for (int i = 0; i < rows->rows(); ++i)
+        if (!fn(rows->At(i, 0))) return Status::Ok();
       after = std::string(rows->At(rows->rows() - 1, 1));
     }
   }

@@ -88,7 +88,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
   Result<std::vector<CaseTransaction>> GetCaseTransactions(std::string_view case_id) override;
   Result<std::vector<LedgerValue>> GetLedgerValues(std::string_view case_id) override;
   Result<std::vector<LedgerTransaction>> GetLedgerTransactions(std::string_view case_id) override;
-  Status ScanCases(const CaseFilter& f, const std::function<bool(const CaseRecord&)>& fn) override;
+  Status ScanCaseDocs(const CaseFilter& f,
+                      const std::function<bool(std::string_view)>& fn) override;
 
   // Mobile sync's reads use pooled readers: they see sealed commits (Engine::Restore seals
   // first) and never hold the writer's lock.

@@ -84,29 +84,46 @@ Result<std::vector<LedgerTransaction>> SqlitePrimaryStore::GetLedgerTransactions
   return out;
 }
 
-Status SqlitePrimaryStore::ScanCases(const CaseFilter& f,
-                                     const std::function<bool(const CaseRecord&)>& fn) {
-  auto r = Reader();
-  sqlite3_stmt* s = r->Prep(
-      "SELECT doc FROM cases WHERE (?1='' OR domain=?1) AND (?2='' OR type=?2) AND "
-      "(?3='' OR owner_id=?3) AND (?4<0 OR closed=?4) AND (?5=1 OR deleted=0) ORDER BY case_id");
-  sqlite3_stmt* by_owner = r->Prep(
-      "SELECT doc FROM cases WHERE domain=?1 AND owner_id=?3 AND (?2='' OR type=?2) AND "
-      "(?4<0 OR closed=?4) AND (?5=1 OR deleted=0) ORDER BY case_id");
-  if (!f.domain.empty() && !f.owner_id.empty()) s = by_owner;
-  Bind(s, 1, f.domain);
-  Bind(s, 2, f.type);
-  Bind(s, 3, f.owner_id);
-  Bind(s, 4, static_cast<int64_t>(f.closed ? (*f.closed ? 1 : 0) : -1));
-  Bind(s, 5, static_cast<int64_t>(f.include_deleted ? 1 : 0));
-  int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    CaseRecord c;
-    CC_RETURN_IF_ERROR(DecodeDoc(Col(s, 0), &c, codec::DecodeCase));
-    if (!fn(c)) return Status::Ok();
+// Pages of kScanPage documents by case_id, copied out so that the reader (the writer's
+// connection while the redo log is on) is held only while a page is read, never while fn runs:
+// a long export does not stall submissions.
+Status SqlitePrimaryStore::ScanCaseDocs(const CaseFilter& f,
+                                        const std::function<bool(std::string_view)>& fn) {
+  constexpr int kScanPage = 1000;
+  std::string after, page;
+  std::vector<size_t> ends;
+  while (true) {
+    page.clear();
+    ends.clear();
+    {
+      auto r = Reader();
+      sqlite3_stmt* s = r->Prep(
+          "SELECT doc, case_id FROM cases WHERE (?1='' OR domain=?1) AND (?2='' OR type=?2) AND "
+          "(?3='' OR owner_id=?3) AND (?4<0 OR closed=?4) AND (?5=1 OR deleted=0) AND "
+          "case_id>?6 ORDER BY case_id LIMIT 1000");
+      sqlite3_stmt* by_owner = r->Prep(
+          "SELECT doc, case_id FROM cases WHERE domain=?1 AND owner_id=?3 AND (?2='' OR type=?2) "
+          "AND (?4<0 OR closed=?4) AND (?5=1 OR deleted=0) AND case_id>?6 ORDER BY case_id "
+          "LIMIT 1000");
+      if (!f.domain.empty() && !f.owner_id.empty()) s = by_owner;
+      Bind(s, 1, f.domain);
+      Bind(s, 2, f.type);
+      Bind(s, 3, f.owner_id);
+      Bind(s, 4, static_cast<int64_t>(f.closed ? (*f.closed ? 1 : 0) : -1));
+      Bind(s, 5, static_cast<int64_t>(f.include_deleted ? 1 : 0));
+      Bind(s, 6, after);
+      int rc;
+      while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        page.append(Col(s, 0));
+        ends.push_back(page.size());
+        if (static_cast<int>(ends.size()) == kScanPage) after = std::string(Col(s, 1));
+      }
+      if (rc != SQLITE_DONE) return r->Err("scanning cases");
+    }
+    for (size_t i = 0, b = 0; i < ends.size(); b = ends[i++])
+      if (!fn(std::string_view(page).substr(b, ends[i] - b))) return Status::Ok();
+    if (static_cast<int>(ends.size()) < kScanPage) return Status::Ok();
   }
-  if (rc != SQLITE_DONE) return r->Err("scanning cases");
-  return Status::Ok();
 }
 
 Result<std::vector<CaseNode>> SqlitePrimaryStore::OpenCasesByOwner(std::string_view domain,
