@@ -1,7 +1,8 @@
 // What the C ABI's files share (internal to capi/): the handles, the error fence, argument and
 // result helpers. c_api.cc: errors, version, logger, engine open/close (and the helpers below);
 // c_api_engine.cc: submissions, cases, forms, the change log, restore; c_api_admin.cc: domains
-// and users; c_api_pillows.cc: the pillow host, case search, forms list, UCR.
+// and users; c_api_pillows.cc: the pillow host, case search, forms list, UCR; c_api_tasks.cc:
+// the task queue and worker pools; c_api_exports.cc: exports and scheduled reports.
 #pragma once
 
 #include <fmt/format.h>

@@ -416,6 +416,73 @@ CC_EXTERN(int) cc_workers_start(cc_workers* workers);
  *  (NULL-safe). */
 CC_EXTERN(void) cc_workers_free(cc_workers* workers, int64_t grace_ms);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Exports (include/commcare/exports.h, docs/exports.md) and scheduled reports                */
+/* (include/commcare/reports.h, docs/email-and-reports.md).                                   */
+
+/** Reports progress: done of total (an estimate). Return 0 to go on, non-zero to stop (as
+ *  cc_write_fn; the call then fails with CC_EABORTED). Called on the calling thread. */
+typedef int (*cc_progress_fn)(int64_t done, int64_t total, void* payload);
+
+/** Runs an export in the calling thread into out_path (replaced atomically; a CSV export of
+ *  several tables is a .zip instead, named in the result).
+ *  @param out_result {"file", "rows", "tables"}; may be NULL; free with cc_free
+ *  @param definition_json an export definition ({"kind", "domain", "filters", "columns",
+ *         "format", "name"}) @param progress may be NULL
+ *  @return CC_OK; CC_EINVALID naming a bad field or column; CC_EABORTED if progress stopped it */
+CC_EXTERN(int)
+cc_export_run(char** out_result, cc_engine* engine, const char* definition_json,
+              const char* out_path, cc_progress_fn progress, void* payload);
+
+/** Saves (adds or replaces) an export definition under its "domain" and "name" in the data
+ *  directory. @return CC_EINVALID for a bad definition; CC_EPRECONDITION in memory */
+CC_EXTERN(int) cc_export_save(cc_engine* engine, const char* definition_json);
+
+/** A saved export definition as JSON. @param out free with cc_free @return CC_ENOTFOUND */
+CC_EXTERN(int) cc_export_load(char** out, cc_engine* engine, const char* domain, const char* name);
+
+/** The names of a domain's saved export definitions, a JSON array. @param out free with cc_free */
+CC_EXTERN(int) cc_export_list(char** out, cc_engine* engine, const char* domain);
+
+/** Deletes a saved export definition. @return CC_ENOTFOUND when there is none */
+CC_EXTERN(int) cc_export_delete(cc_engine* engine, const char* domain, const char* name);
+
+/** Queues an export.run task in domain (its file: the task's result "file").
+ *  @param request_json a definition (its domain defaults to domain) or {"saved": NAME}
+ *  @param out_id the task's id @return CC_ENOTFOUND for no such saved definition,
+ *         CC_EPERMISSION for a definition of another domain */
+CC_EXTERN(int)
+cc_export_enqueue(int64_t* out_id, cc_engine* engine, const char* domain, const char* request_json);
+
+/** Saves (adds or replaces) a scheduled report; its "schedule" is required.
+ *  @param out the saved report {"schedule", "report", "next_run_at", "last_run_at", "enabled"}
+ *         (may be NULL); free with cc_free @return CC_EINVALID naming a bad field */
+CC_EXTERN(int) cc_report_set(char** out, cc_engine* engine, const char* report_json);
+
+/** Saved reports as a JSON array (as cc_report_set's out). @param domain NULL: every domain's
+ *  @param out free with cc_free */
+CC_EXTERN(int) cc_report_list(char** out, cc_engine* engine, const char* domain);
+
+/** One saved report. @param out free with cc_free @return CC_ENOTFOUND */
+CC_EXTERN(int) cc_report_get(char** out, cc_engine* engine, const char* domain, const char* name);
+
+/** Deletes a saved report. @return CC_ENOTFOUND when there is none */
+CC_EXTERN(int) cc_report_delete(cc_engine* engine, const char* domain, const char* name);
+
+/** Queues a report.send task for a saved report now (a worker pool sends it).
+ *  @param out_id the task's id @return CC_ENOTFOUND */
+CC_EXTERN(int)
+cc_report_send(int64_t* out_id, cc_engine* engine, const char* domain, const char* name);
+
+/** Renders a saved report from its UCR table: {"header", "rows", "totals", "source_rows"}.
+ *  @param out free with cc_free @return CC_ENOTFOUND for no such report or table */
+CC_EXTERN(int)
+cc_report_preview(char** out, cc_engine* engine, const char* domain, const char* name);
+
+/** Renders a report definition (not saved; no schedule needed) as cc_report_preview does.
+ *  @param out free with cc_free */
+CC_EXTERN(int) cc_report_render(char** out, cc_engine* engine, const char* report_json);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,8 +2,14 @@
 #include "integrations/reports.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
+#include <xlsxwriter.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "commcare/email.h"
@@ -162,6 +168,11 @@ Result<Report> ParseReport(std::string_view text) {
   CC_RETURN_IF_ERROR(Strings(o, "group_by", &r.group_by));
   CC_RETURN_IF_ERROR(Strings(o, "recipients", &r.recipients));
   if (r.recipients.empty()) return Status::InvalidArgument("recipients: is required");
+  std::string format = "csv";
+  CC_RETURN_IF_ERROR(Str(o, "format", &format, false));
+  if (format != "csv" && format != "xlsx")
+    return Status::InvalidArgument("format: must be csv or xlsx");
+  r.format = format == "xlsx" ? Report::Format::kXlsx : Report::Format::kCsv;
   if (const auto* fs = o.if_contains("filters")) {
     if (!fs->is_array()) return Status::InvalidArgument("filters: not a list");
     size_t i = 0;
@@ -353,24 +364,92 @@ Result<std::vector<std::string>> ResolveRecipients(const Report& report, meta::M
   return to;
 }
 
-std::string EmailPayload(const Report& report, const Rendered& r,
-                         const std::vector<std::string>& to) {
-  json::array tos;
-  for (const auto& t : to) tos.emplace_back(t);
-  const std::string subject = report.subject.empty() ? "Report: " + report.name : report.subject;
-  std::string text = fmt::format("{}\n{} / {}: {} rows; the table is attached as CSV.\n", subject,
-                                 report.domain, report.table_id, r.source_rows);
+std::string AttachmentName(const Report& report) {
   std::string file = report.name;
   for (char& c : file)
     if (!std::isalnum(uint8_t(c)) && c != '-' && c != '_') c = '_';
+  return file + (report.format == Report::Format::kXlsx ? ".xlsx" : ".csv");
+}
+
+namespace {
+
+// Writes one row of cells; those at or after numeric_from that hold a number are numbers.
+lxw_error XlsxRow(lxw_worksheet* ws, lxw_row_t row, const std::vector<std::string>& cells,
+                  size_t numeric_from, lxw_format* f) {
+  for (size_t c = 0; c < cells.size(); ++c) {
+    double d;
+    lxw_error e;
+    if (c >= numeric_from && Number(json::value(cells[c]), &d))
+      e = worksheet_write_number(ws, row, lxw_col_t(c), d, f);
+    else
+      e = worksheet_write_string(ws, row, lxw_col_t(c), cells[c].c_str(), f);
+    if (e != LXW_NO_ERROR) return e;
+  }
+  return LXW_NO_ERROR;
+}
+
+}  // namespace
+
+Result<std::string> RenderXlsx(const Report& report, const Rendered& r) {
+  namespace fs = std::filesystem;
+  std::error_code fe;
+  std::string tmpl = (fs::temp_directory_path(fe) / "commcare-report-XXXXXX").string();
+  int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) return Status::Internal("report: cannot create a temp file for the XLSX");
+  ::close(fd);
+  struct Remove {
+    std::string path;
+    ~Remove() {
+      std::error_code ec;
+      fs::remove(path, ec);
+    }
+  } remove{tmpl};
+  lxw_workbook* wb = workbook_new(tmpl.c_str());
+  if (!wb) return Status::Internal("report: cannot start an XLSX workbook");
+  std::string sheet = AttachmentName(report);
+  sheet = sheet.substr(0, std::min<size_t>(31, sheet.rfind('.')));
+  lxw_worksheet* ws = workbook_add_worksheet(wb, sheet.c_str());
+  lxw_format* bold = workbook_add_format(wb);
+  format_set_bold(bold);
+  // Aggregation columns (after the group-by ones) hold numbers; a plain listing holds text.
+  const size_t numeric_from = report.aggregations.empty() ? SIZE_MAX : report.group_by.size();
+  lxw_error e = ws ? XlsxRow(ws, 0, r.header, SIZE_MAX, bold) : LXW_ERROR_MEMORY_MALLOC_FAILED;
+  lxw_row_t row = 1;
+  for (size_t i = 0; e == LXW_NO_ERROR && i < r.rows.size(); ++i)
+    e = XlsxRow(ws, row++, r.rows[i], numeric_from, nullptr);
+  if (e == LXW_NO_ERROR && !r.totals.empty()) e = XlsxRow(ws, row, r.totals, numeric_from, bold);
+  lxw_error closed = workbook_close(wb);
+  if (e == LXW_NO_ERROR) e = closed;
+  if (e != LXW_NO_ERROR) return Status::Internal(fmt::format("report: xlsx: {}", lxw_strerror(e)));
+  std::ifstream in(tmpl, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) return Status::Internal("report: cannot read the XLSX back");
+  return bytes;
+}
+
+Result<std::string> EmailPayload(const Report& report, const Rendered& r,
+                                 const std::vector<std::string>& to) {
+  json::array tos;
+  for (const auto& t : to) tos.emplace_back(t);
+  const bool xlsx = report.format == Report::Format::kXlsx;
+  const std::string subject = report.subject.empty() ? "Report: " + report.name : report.subject;
+  std::string text =
+      fmt::format("{}\n{} / {}: {} rows; the table is attached as {}.\n", subject, report.domain,
+                  report.table_id, r.source_rows, xlsx ? "XLSX" : "CSV");
+  std::string data = r.csv;
+  if (xlsx) {
+    CC_ASSIGN_OR_RETURN(data, RenderXlsx(report, r));
+  }
+  const char* type =
+      xlsx ? "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" : "text/csv";
   return json::serialize(
       json::object{{"to", tos},
                    {"subject", subject},
                    {"text", text},
                    {"html", r.html},
-                   {"attachments", json::array{json::object{{"name", file + ".csv"},
-                                                            {"content_type", "text/csv"},
-                                                            {"base64", EncodeBase64(r.csv)}}}}});
+                   {"attachments", json::array{json::object{{"name", AttachmentName(report)},
+                                                            {"content_type", type},
+                                                            {"base64", EncodeBase64(data)}}}}});
 }
 
 std::string ScheduleName(std::string_view domain, std::string_view name) {
@@ -414,7 +493,7 @@ Result<std::string> SendReport(TaskContext& c, const std::string& pillows_dir,
   CC_ASSIGN_OR_RETURN(std::vector<std::string> to, ResolveRecipients(r, meta));
   TaskSpec email;
   email.type = "email.send";
-  email.payload = EmailPayload(r, out, to);
+  CC_ASSIGN_OR_RETURN(email.payload, EmailPayload(r, out, to));
   email.domain = r.domain;
   email.queue = c.task().spec.queue;
   email.unique_key = fmt::format("report.send:{}", c.task().id);

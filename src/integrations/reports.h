@@ -42,7 +42,8 @@ struct Report {
   std::vector<Aggregation> aggregations;  // default with group_by: count
   std::vector<std::string> recipients;    // addresses, or usernames whose user_data has "email"
   std::string cron, time_zone = "UTC";    // the schedule ("" cron: only sent on demand)
-  std::string json;                       // the definition as given
+  enum class Format { kCsv, kXlsx } format = Format::kCsv;  // the attachment's
+  std::string json;                                         // the definition as given
 };
 
 // Parses and checks a definition; InvalidArgument names the field.
@@ -59,13 +60,21 @@ struct Rendered {
 // Renders the report from the table's rows (UcrRows' JSON objects).
 Result<Rendered> Render(const Report& report, const std::vector<std::string>& rows);
 
+// The rendered table as an XLSX workbook's bytes (one sheet named after the report, a bold
+// header row, aggregation and total cells as numbers), built with libxlsxwriter in a temp file.
+Result<std::string> RenderXlsx(const Report& report, const Rendered& r);
+
+// The attachment's file name: the report's name with characters other than letters, digits,
+// '-' and '_' replaced by '_', and ".csv" or ".xlsx".
+std::string AttachmentName(const Report& report);
+
 // The recipients' addresses: addresses as given, usernames through the MetaStore (members of
 // the report's domain with user_data "email"). InvalidArgument when none is left.
 Result<std::vector<std::string>> ResolveRecipients(const Report& report, meta::MetaStore* meta);
 
-// The email.send payload (CSV attached, HTML table in the body).
-std::string EmailPayload(const Report& report, const Rendered& r,
-                         const std::vector<std::string>& to);
+// The email.send payload (the CSV or XLSX attached, the HTML table in the body).
+Result<std::string> EmailPayload(const Report& report, const Rendered& r,
+                                 const std::vector<std::string>& to);
 
 std::string ScheduleName(std::string_view domain, std::string_view name);
 // The schedule that saves a report (cron required).

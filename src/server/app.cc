@@ -123,6 +123,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "exports_api";
     return ExportsApi(r, domain, rest.substr(11));
   }
+  if (rest == "api/reports" || rest.rfind("api/reports/", 0) == 0) {
+    *route = "reports_api";
+    return ReportsApi(r, domain, rest.substr(11));
+  }
   if (rest.rfind("api/ucr/", 0) == 0) {
     *route = "ucr_api";
     return UcrApi(r, domain, rest.substr(8));

@@ -1,5 +1,6 @@
 /* The C ABI, compiled as C: every entry point, error codes and messages, ownership.
  * Run plainly and (capi_leak_test) linked with LeakSanitizer over loops of 10,000 calls. */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include <commcare/c.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -421,6 +422,156 @@ static void test_pillows(void) {
   cc_engine_free(e);
 }
 
+struct progress {
+  int calls;
+  int stop_after; /* stop (non-zero) once calls reaches it; 0: never */
+  int64_t last_done;
+};
+static int on_progress(int64_t done, int64_t total, void* payload) {
+  struct progress* p = (struct progress*)payload;
+  p->calls++;
+  p->last_done = done;
+  (void)total;
+  return p->stop_after && p->calls >= p->stop_after;
+}
+
+static int file_contains(const char* path, const char* text) {
+  char buf[8192];
+  size_t n;
+  FILE* f = fopen(path, "rb");
+  if (!f) return 0;
+  n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  return strstr(buf, text) != NULL;
+}
+
+#define PATIENTS_UCR                                                                            \
+  "{\"domain\": \"demo\", \"table_id\": \"wards\", \"referenced_doc_type\": \"CommCareCase\", " \
+  "\"configured_indicators\": [{\"type\": \"raw\", \"column_id\": \"ward\", \"datatype\": "     \
+  "\"string\", \"property_name\": \"ward\"}]}"
+#define WARDS_REPORT(extra)                                                               \
+  "{\"name\": \"wards\", \"domain\": \"demo\", \"table_id\": \"wards\", \"recipients\": " \
+  "[\"lead@example.org\"], \"group_by\": [\"ward\"], \"aggregations\": [{\"fn\": "        \
+  "\"count\"}]" extra "}"
+
+/* Exports (run, saved definitions, tasks) and reports (saved, sent, previewed). */
+static void test_exports_and_reports(void) {
+  char dir[] = "/tmp/cc-capi-XXXXXX", path[256], config[512];
+  cc_engine_options o = CC_ENGINE_OPTIONS_INIT;
+  cc_engine *e = NULL, *mem = open_memory();
+  cc_submit_result* r = NULL;
+  cc_pillows* p = NULL;
+  char* json = NULL;
+  int64_t id = 0, n = 0;
+  struct progress pr = {0, 0, 0};
+  int i;
+
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(config, sizeof config,
+           "{\"backend\": \"sqlite\", \"data_dir\": \"%s/data\", "
+           "\"create\": true}",
+           dir);
+  o.config_json = config;
+  OK(cc_engine_open(&e, &o));
+  for (i = 0; i < 4; i++) {
+    char form[32], cid[32], body[256];
+    snprintf(form, sizeof form, "xf%d", i);
+    snprintf(cid, sizeof cid, "xc%d", i);
+    snprintf(body, sizeof body,
+             "<create><case_type>patient</case_type><case_name>P%d</case_name>"
+             "<owner_id>u1</owner_id></create><update><ward>w%d</ward></update>",
+             i, i % 2);
+    OK(submit(e, case_form(form, cid, body), &r));
+    cc_submit_result_free(r);
+  }
+
+  /* A run in this thread, with progress; stopped by the callback; a bad definition. */
+  snprintf(path, sizeof path, "%s/patients.csv", dir);
+  OK(cc_export_run(&json, e, "{\"domain\": \"demo\", \"columns\": [\"case_id\", \"ward\"]}", path,
+                   on_progress, &pr));
+  CHECK(json && strstr(json, "\"rows\":4") && strstr(json, "\"Cases\""));
+  cc_free(json);
+  CHECK(pr.calls >= 2 && pr.last_done == 4);
+  CHECK(file_contains(path, "case_id,ward\r\n") && file_contains(path, "xc3,w1\r\n"));
+  OK(cc_export_run(NULL, e, "{\"domain\": \"demo\", \"format\": \"xlsx\"}", path, NULL, NULL));
+  pr.stop_after = 1;
+  FAILS(cc_export_run(&json, e, "{\"domain\": \"demo\"}", path, on_progress, &pr), CC_EABORTED,
+        "cancelled");
+  CHECK(json == NULL);
+  FAILS(cc_export_run(&json, e, "{\"domain\": \"demo\", \"colour\": 1}", path, NULL, NULL),
+        CC_EINVALID, "colour");
+  FAILS(cc_export_run(&json, e, "{\"domain\": \"demo\"}", NULL, NULL, NULL), CC_EINVALID,
+        "out_path");
+
+  /* Saved definitions: need a data directory. */
+  FAILS(cc_export_save(mem, "{\"domain\": \"demo\", \"name\": \"x\"}"), CC_EPRECONDITION,
+        "data directory");
+  OK(cc_export_save(e, "{\"domain\": \"demo\", \"name\": \"wards\", \"columns\": [\"ward\"]}"));
+  FAILS(cc_export_save(e, "{\"domain\": \"demo\"}"), CC_EINVALID, "name");
+  OK(cc_export_list(&json, e, "demo"));
+  CHECK(json && strcmp(json, "[\"wards\"]") == 0);
+  cc_free(json);
+  OK(cc_export_load(&json, e, "demo", "wards"));
+  CHECK(json && strstr(json, "\"ward\""));
+  cc_free(json);
+  FAILS(cc_export_load(&json, e, "demo", "nope"), CC_ENOTFOUND, "nope");
+  OK(cc_export_enqueue(&id, e, "demo", "{\"saved\": \"wards\"}"));
+  CHECK(id > 0);
+  OK(cc_tasks_get(&json, e, id));
+  CHECK(json && strstr(json, "\"export.run\""));
+  cc_free(json);
+  OK(cc_export_enqueue(&id, e, "demo", "{\"kind\": \"case\", \"columns\": [\"case_id\"]}"));
+  FAILS(cc_export_enqueue(&id, e, "demo", "{\"saved\": \"nope\"}"), CC_ENOTFOUND, "nope");
+  FAILS(cc_export_enqueue(&id, e, "demo", "{\"domain\": \"other\"}"), CC_EPERMISSION, "domain");
+  OK(cc_export_delete(e, "demo", "wards"));
+  FAILS(cc_export_delete(e, "demo", "wards"), CC_ENOTFOUND, "wards");
+
+  /* Reports over a UCR table. */
+  OK(cc_pillows_open(&p, e, NULL));
+  OK(cc_pillows_ucr_load(&n, p, PATIENTS_UCR));
+  CHECK(n == 4);
+  cc_pillows_free(p);
+  FAILS(cc_report_set(&json, e, WARDS_REPORT("")), CC_EINVALID, "schedule");
+  FAILS(cc_report_set(&json, e, WARDS_REPORT(", \"format\": \"pdf\"")), CC_EINVALID, "format");
+  OK(cc_report_set(
+      &json, e, WARDS_REPORT(", \"format\": \"xlsx\", \"schedule\": {\"cron\": \"0 8 * * 1\"}")));
+  CHECK(json && strstr(json, "\"schedule\":\"report:demo:wards\"") && strstr(json, "next_run_at"));
+  cc_free(json);
+  OK(cc_report_list(&json, e, NULL));
+  CHECK(json && strstr(json, "report:demo:wards"));
+  cc_free(json);
+  OK(cc_report_list(&json, e, "other"));
+  CHECK(json && strcmp(json, "[]") == 0);
+  cc_free(json);
+  OK(cc_report_get(&json, e, "demo", "wards"));
+  CHECK(json && strstr(json, "\"xlsx\""));
+  cc_free(json);
+  OK(cc_report_preview(&json, e, "demo", "wards"));
+  CHECK(json && strstr(json, "\"header\":[\"ward\",\"count\"]") && strstr(json, "[\"w0\",\"2\"]") &&
+        strstr(json, "\"totals\":[\"Total\",\"4\"]"));
+  cc_free(json);
+  OK(cc_report_render(&json, e,
+                      WARDS_REPORT(", \"filters\": [{\"column\": \"ward\", "
+                                   "\"equals\": \"w1\"}]")));
+  CHECK(json && strstr(json, "\"source_rows\":2"));
+  cc_free(json);
+  OK(cc_report_send(&id, e, "demo", "wards"));
+  OK(cc_tasks_get(&json, e, id));
+  CHECK(json && strstr(json, "\"report.send\""));
+  cc_free(json);
+  FAILS(cc_report_send(&id, e, "demo", "nope"), CC_ENOTFOUND, "nope");
+  FAILS(cc_report_preview(&json, e, "demo", NULL), CC_EINVALID, "name");
+  OK(cc_report_delete(e, "demo", "wards"));
+  FAILS(cc_report_get(&json, e, "demo", "wards"), CC_ENOTFOUND, "wards");
+  CHECK(json == NULL);
+
+  cc_engine_free(mem);
+  cc_engine_free(e);
+  snprintf(config, sizeof config, "rm -rf '%s'", dir);
+  CHECK(system(config) == 0);
+}
+
 /* Ownership: 10,000 rounds of every allocating call, successful and failing (LeakSanitizer
  * checks the capi_leak_test build of this file at exit). */
 static void test_loops(int rounds) {
@@ -462,6 +613,7 @@ int main(int argc, char** argv) {
   test_submit_and_read();
   test_users_and_restore();
   test_pillows();
+  test_exports_and_reports();
   test_loops(rounds);
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);

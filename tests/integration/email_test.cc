@@ -312,3 +312,62 @@ TEST_CASE("Reports: report.send renders a UCR table and mails its CSV and HTML t
         std::string::npos);
   CHECK(m.find(EncodeBase64(rendered->html)) != std::string::npos);
 }
+
+namespace {
+
+// One member of a zip archive's bytes (unzip -p), "" if it cannot be read.
+std::string ZipMember(const std::string& bytes, const std::string& member) {
+  const std::string dir = cctest::TempDir("xlsx");
+  fs::create_directories(dir);
+  const std::string path = dir + "/book.xlsx";
+  std::ofstream(path, std::ios::binary) << bytes;
+  std::string out;
+  if (FILE* p = ::popen(("unzip -p '" + path + "' '" + member + "'").c_str(), "r")) {
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    ::pclose(p);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Reports: format xlsx attaches a workbook whose sheet holds the table") {
+  auto r = reports::ParseReport(R"({"name":"ages by owner","domain":"d","table_id":"t",
+    "recipients":["a@b.c"],"format":"xlsx","group_by":["owner"],
+    "aggregations":[{"fn":"count"},{"fn":"sum","column":"age"}]})");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(reports::AttachmentName(*r) == "ages_by_owner.xlsx");
+  auto out = reports::Render(*r, {R"({"owner":"u1","age":20})", R"({"owner":"u1","age":40})",
+                                  R"({"owner":"<u2>","age":"30"})"});
+  REQUIRE(out.ok());
+  auto xlsx = reports::RenderXlsx(*r, *out);
+  REQUIRE_MESSAGE(xlsx.ok(), xlsx.status().ToString());
+  CHECK(xlsx->substr(0, 2) == "PK");
+  const std::string sheet = ZipMember(*xlsx, "xl/worksheets/sheet1.xml");
+  const std::string strings = ZipMember(*xlsx, "xl/sharedStrings.xml");
+  const std::string book = ZipMember(*xlsx, "xl/workbook.xml");
+  CHECK(book.find("name=\"ages_by_owner\"") != std::string::npos);
+  for (const char* s : {"owner", "count", "sum_age", "u1", "&lt;u2&gt;", "Total"})
+    CHECK_MESSAGE(strings.find(fmt::format("<t>{}</t>", s)) != std::string::npos, s);
+  // Counts and sums are numbers: u1 2 60, <u2> 1 30, Total 3 90.
+  // The header and totals rows are bold (style 1); text cells are shared strings (t="s").
+  for (const char* v : {"<c r=\"A1\" s=\"1\" t=\"s\">", "<c r=\"B3\"><v>2</v>",
+                        "<c r=\"C3\"><v>60</v>", "<c r=\"C4\" s=\"1\"><v>90</v>"})
+    CHECK_MESSAGE(sheet.find(v) != std::string::npos, v);
+  auto payload = reports::EmailPayload(*r, *out, {"a@b.c"});
+  REQUIRE(payload.ok());
+  auto m = ParseEmailPayload(*payload);
+  REQUIRE(m.ok());
+  REQUIRE(m->attachments.size() == 1);
+  CHECK(m->attachments[0].name == "ages_by_owner.xlsx");
+  CHECK(m->attachments[0].content_type ==
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet");
+  CHECK(m->attachments[0].data.substr(0, 2) == "PK");
+  CHECK(m->html == out->html);
+  CHECK(reports::ParseReport(R"({"name":"r","domain":"d","table_id":"t","recipients":["a@b.c"],
+    "format":"pdf"})")
+            .status()
+            .message() == "format: must be csv or xlsx");
+}

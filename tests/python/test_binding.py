@@ -3,15 +3,20 @@
 Run with COMMCARE_LIBRARY pointing at libcommcare_c and bindings/python on PYTHONPATH
 (ctest does both)."""
 
+import csv
 import ctypes
+import email
+import email.policy
 import io
 import json
 import os
 import shutil
 import tempfile
 import threading
+import time
 import unittest
 import uuid
+import zipfile
 
 import commcare
 from commcare import _ffi
@@ -391,10 +396,6 @@ class OwnershipTest(unittest.TestCase):
         self.assertLess(grown, 2 * 1024 * 1024, "malloc'd bytes grew by %d" % grown)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class TasksTest(unittest.TestCase):
     """The task queue through the C ABI: Python handlers on a worker pool."""
 
@@ -468,3 +469,196 @@ class TasksTest(unittest.TestCase):
         self.assertTrue(s["next_run_at"].endswith(":30:00.000000Z"))
         e.delete_schedule("nightly")
         self.assertEqual(e.schedules(), [])
+
+
+class ExportsTest(unittest.TestCase):
+    """Exports through the C ABI: a run in this thread, saved definitions, export.run tasks."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="cc-py-exports-")
+        self.engine = commcare.Engine(os.path.join(self.dir, "data"))
+        for i in range(5):
+            self.engine.submit(case_form("f%d" % i, "c%d" % i,
+                                         create("c%d" % i, owner="u%d" % (1 + i % 2),
+                                                props="<age>%d</age>" % (10 * i))), "demo")
+
+    def tearDown(self):
+        self.engine.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_export_to_csv_and_xlsx_with_progress(self):
+        e, seen = self.engine, []
+        out = os.path.join(self.dir, "cases.csv")
+        r = e.export({"domain": "demo", "columns": ["case_id", "owner_id", "age"]}, out,
+                     progress=lambda done, total: seen.append((done, total)))
+        self.assertEqual(r, {"file": out, "rows": 5, "tables": ["Cases"]})
+        self.assertEqual(seen[-1], (5, 5))
+        with open(out, newline="") as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual(sorted((x["case_id"], x["owner_id"], x["age"]) for x in rows),
+                         [("c%d" % i, "u%d" % (1 + i % 2), str(10 * i)) for i in range(5)])
+        xlsx = os.path.join(self.dir, "cases.xlsx")
+        r = e.export(json.dumps({"domain": "demo", "format": "xlsx", "columns": ["case_id"]}),
+                     xlsx)
+        self.assertEqual(r["rows"], 5)
+        with zipfile.ZipFile(xlsx) as z:
+            sheet = z.read("xl/worksheets/sheet1.xml").decode()
+        for i in range(5):
+            self.assertIn(">c%d<" % i, sheet)
+        with self.assertRaises(commcare.AbortedError):
+            e.export({"domain": "demo"}, out, progress=lambda done, total: False)
+
+        class Boom(Exception):
+            pass
+
+        def explode(done, total):
+            raise Boom()
+
+        with self.assertRaises(Boom):
+            e.export({"domain": "demo"}, out, progress=explode)
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            e.export({"domain": "demo", "colour": 1}, out)
+        self.assertIn("colour", str(cm.exception))
+
+    def test_saved_definitions_and_export_tasks(self):
+        e = self.engine
+        e.save_export({"domain": "demo", "name": "ages", "columns": ["case_id", "age"]})
+        self.assertEqual(e.export_definitions("demo"), ["ages"])
+        self.assertEqual(e.export_definitions("other"), [])
+        self.assertEqual(e.load_export("demo", "ages")["name"], "ages")
+        w = e.workers(queues=[], poll_ms=50).start()
+        try:
+            t = e.enqueue_export("ages", domain="demo")
+            self.assertEqual((t["type"], t["domain"]), ("export.run", "demo"))
+            t = e.wait_task(t["id"], timeout=30)
+            self.assertEqual(t["state"], "succeeded", t["last_error"])
+            with open(t["result"]["file"], newline="") as f:
+                rows = list(csv.reader(f))
+            self.assertEqual(rows[0], ["case_id", "age"])
+            self.assertEqual(len(rows), 6)
+            t = e.wait_task(e.enqueue_export({"domain": "demo", "format": "xlsx"})["id"],
+                            timeout=30)
+            self.assertEqual(t["state"], "succeeded", t["last_error"])
+            self.assertTrue(zipfile.is_zipfile(t["result"]["file"]))
+        finally:
+            w.stop()
+        with self.assertRaises(commcare.NotFoundError):
+            e.enqueue_export("nope", domain="demo")
+        with self.assertRaises(commcare.PermissionDeniedError):
+            e.enqueue_export({"domain": "other"}, domain="demo")
+        e.delete_export("demo", "ages")
+        with self.assertRaises(commcare.NotFoundError):
+            e.load_export("demo", "ages")
+        with self.assertRaises(commcare.FailedPreconditionError):
+            commcare.Engine().save_export({"domain": "demo", "name": "x"})
+
+
+REPORT = {"name": "ages", "domain": "demo", "table_id": "patients", "subject": "Ages by owner",
+          "recipients": ["lead@example.org"], "group_by": ["owner"],
+          "aggregations": [{"fn": "count"}, {"fn": "sum", "column": "age"}], "format": "xlsx",
+          "schedule": {"cron": "0 8 * * 1", "time_zone": "Africa/Nairobi"}}
+
+
+class ReportsTest(unittest.TestCase):
+    """Scheduled reports through the C ABI: saved, previewed, sent to the SMTP sink as XLSX."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="cc-py-reports-")
+        self.engine = commcare.Engine(os.path.join(self.dir, "data"))
+        for i in range(5):  # owners u1 (ages 0, 20, 40) and u2 (10, 30)
+            self.engine.submit(case_form("f%d" % i, "c%d" % i,
+                                         create("c%d" % i, owner="u%d" % (1 + i % 2),
+                                                props="<age>%d</age>" % (10 * i))), "demo")
+        with self.engine.pillows() as p:
+            self.assertEqual(p.ucr_load({
+                "domain": "demo", "table_id": "patients", "referenced_doc_type": "CommCareCase",
+                "configured_indicators": [
+                    {"type": "raw", "column_id": "owner", "property_name": "owner_id"},
+                    {"type": "expression", "column_id": "age", "datatype": "integer",
+                     "expression": {"type": "property_name", "property_name": "age"}}]}), 5)
+
+    def tearDown(self):
+        self.engine.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_saved_listed_previewed_and_deleted(self):
+        e = self.engine
+        saved = e.set_report(REPORT)
+        self.assertEqual(saved["schedule"], "report:demo:ages")
+        self.assertEqual(saved["report"], REPORT)
+        self.assertTrue(saved["enabled"])
+        self.assertEqual([r["schedule"] for r in e.reports("demo")], ["report:demo:ages"])
+        self.assertEqual(e.reports("other"), [])
+        self.assertEqual(e.report("demo", "ages")["report"]["format"], "xlsx")
+        self.assertEqual(e.preview_report("demo", "ages"), {
+            "header": ["owner", "count", "sum_age"], "rows": [["u1", "3", "60"], ["u2", "2", "40"]],
+            "totals": ["Total", "5", "100"], "source_rows": 5})
+        unsaved = {k: v for k, v in REPORT.items() if k != "schedule"}
+        r = e.render_report(dict(unsaved, filters=[{"column": "age", "min": 20}]))
+        self.assertEqual(r["rows"], [["u1", "2", "60"], ["u2", "1", "30"]])
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            e.set_report(dict(REPORT, format="pdf"))
+        self.assertIn("format", str(cm.exception))
+        with self.assertRaises(commcare.NotFoundError):
+            e.send_report("demo", "nope")
+        e.delete_report("demo", "ages")
+        with self.assertRaises(commcare.NotFoundError):
+            e.report("demo", "ages")
+
+    def test_sent_to_the_smtp_sink_as_xlsx(self):
+        sink, sink_dir = os.environ.get("COMMCARE_TEST_SMTP"), os.environ.get("COMMCARE_TEST_SMTP_DIR")
+        if not sink or not sink_dir:
+            if os.environ.get("CI") == "true":
+                self.fail("CI=true but COMMCARE_TEST_SMTP is not set")
+            self.skipTest("no SMTP sink (run under scripts/with-test-servers)")
+        e = self.engine
+        e.set_report(dict(REPORT, recipients=["py-report@example.org"]))
+        before = set(os.listdir(sink_dir))
+        saved_env = {k: os.environ.get(k) for k in ("COMMCARE_SMTP_URL", "COMMCARE_SMTP_FROM")}
+        os.environ["COMMCARE_SMTP_URL"] = "smtp://%s?starttls=opportunistic&timeout_ms=10000" % sink
+        os.environ["COMMCARE_SMTP_FROM"] = "reports@commcare.test"
+        w = e.workers(queues=[], poll_ms=50).start()
+        try:
+            t = e.send_report("demo", "ages")
+            self.assertEqual(t["type"], "report.send")
+            t = e.wait_task(t["id"], timeout=30)
+            self.assertEqual(t["state"], "succeeded", t["last_error"])
+            self.assertEqual(t["result"]["rows"], 5)
+            mail = e.wait_task(t["result"]["email_task"], timeout=30)
+            self.assertEqual(mail["state"], "succeeded", mail["last_error"])
+        finally:
+            w.stop()
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        message = None
+        for _ in range(100):
+            for name in sorted(set(os.listdir(sink_dir)) - before):
+                if name.endswith(".json"):
+                    with open(os.path.join(sink_dir, name)) as f:
+                        if "py-report@example.org" in f.read():
+                            with open(os.path.join(sink_dir, name[:-5] + ".eml"), "rb") as f:
+                                message = email.message_from_bytes(f.read(),
+                                                                   policy=email.policy.default)
+            if message:
+                break
+            time.sleep(0.05)
+        self.assertIsNotNone(message, "the report never reached the sink")
+        self.assertEqual(message["Subject"], "Ages by owner")
+        self.assertIn("<tfoot><tr><th>Total</th><th>5</th><th>100</th></tr></tfoot>",
+                      message.get_body(("html",)).get_content())
+        (attachment,) = list(message.iter_attachments())
+        self.assertEqual(attachment.get_filename(), "ages.xlsx")
+        with zipfile.ZipFile(io.BytesIO(attachment.get_content())) as z:
+            sheet = z.read("xl/worksheets/sheet1.xml").decode()
+            strings = z.read("xl/sharedStrings.xml").decode()
+        for s in ("owner", "sum_age", "u1", "u2", "Total"):
+            self.assertIn("<t>%s</t>" % s, strings)
+        for v in ("<v>3</v>", "<v>60</v>", "<v>40</v>", "<v>100</v>"):
+            self.assertIn(v, sheet)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,10 +1,10 @@
-// The `commcare` tool's report commands: reports set|list|delete|send-now. A saved report is a
-// task-queue schedule "report:<domain>:<name>" running report.send with the report's JSON
+// The `commcare` tool's report commands: reports set|list|get|delete|send-now|preview, through
+// the public face include/commcare/reports.h (as REST, the C ABI and Python). A saved report is
+// a task-queue schedule "report:<domain>:<name>" running report.send with the report's JSON
 // (docs/email-and-reports.md). Output is JSON lines.
-#include "integrations/reports.h"
-
+#include <commcare/host.h>
+#include <commcare/reports.h>
 #include <commcare/tasks.h>
-#include <fmt/format.h>
 
 #include <boost/json.hpp>
 #include <iostream>
@@ -18,27 +18,21 @@ namespace json = boost::json;
 
 namespace {
 
-// One saved report as a JSON line: its definition plus the schedule's state.
-std::string ReportLine(const Schedule& s) {
-  boost::system::error_code ec;
-  json::value def = json::parse(s.task.payload, ec);
-  json::value sched = json::parse(s.ToJson(), ec);
-  json::object o;
-  o["schedule"] = s.name;
-  o["report"] = def;
-  if (sched.is_object()) {
-    for (const char* k : {"next_run_at", "last_run_at", "enabled"})
-      if (const auto* v = sched.get_object().if_contains(k)) o[k] = *v;
-  }
-  return json::serialize(o);
-}
-
-Result<Schedule> FindReport(TaskQueue* q, const std::string& domain, const std::string& name) {
-  CC_ASSIGN_OR_RETURN(auto all, q->Schedules());
-  const std::string want = reports::ScheduleName(domain, name);
-  for (auto& s : all)
-    if (s.name == want) return s;
-  return Status::NotFound(fmt::format("no report '{}' in domain '{}'", name, domain));
+// Opens the host and its task queue, then runs fn(queue, host); prints what it returns. With
+// usage, InvalidArgument (a bad definition) exits as a usage error.
+template <typename F>
+int WithQueue(const Args& a, F&& fn, bool usage = false) {
+  auto host = OpenHost(a, Access::kWriterOrReader);
+  if (!host.ok()) return FailStatus(host.status());
+  auto q = (*host)->Tasks();
+  if (!q.ok()) return FailStatus(q.status());
+  Result<std::string> out = fn(*q, host->get());
+  if (!out.ok() && usage && out.status().IsInvalidArgument())
+    return Fail(out.status().message(), kUsage);
+  if (!out.ok()) return FailStatus(out.status());
+  if (!out->empty()) std::cout << *out << "\n";
+  std::cout.flush();
+  return kOk;
 }
 
 int CmdSet(const Args& a) {
@@ -46,62 +40,46 @@ int CmdSet(const Args& a) {
   if (a.Has("--file") && !ReadFile(a.Get("--file"), &text))
     return Fail("cannot read " + a.Get("--file"), kUsage);
   if (text.empty()) return Fail("give the report as --file PATH or --json TEXT", kUsage);
-  auto r = reports::ParseReport(text);
-  if (!r.ok()) return Fail(r.status().message(), kUsage);
-  auto s = reports::ToSchedule(*r);
-  if (!s.ok()) return Fail(s.status().message(), kUsage);
-  auto host = OpenHost(a, Access::kWriterOrReader);
-  if (!host.ok()) return FailStatus(host.status());
-  auto q = (*host)->Tasks();
-  if (!q.ok()) return FailStatus(q.status());
-  if (Status st = (*q)->PutSchedule(*s); !st.ok()) return FailStatus(st);
-  auto saved = FindReport(*q, r->domain, r->name);
-  if (!saved.ok()) return FailStatus(saved.status());
-  std::cout << ReportLine(*saved) << std::endl;
-  return kOk;
+  if (Status st = ValidateReport(text); !st.ok()) return Fail(st.message(), kUsage);
+  return WithQueue(
+      a, [&](TaskQueue* q, Host*) { return SaveReport(q, text); }, true);
 }
 
 int CmdList(const Args& a) {
-  auto host = OpenHost(a, Access::kWriterOrReader);
-  if (!host.ok()) return FailStatus(host.status());
-  auto q = (*host)->Tasks();
-  if (!q.ok()) return FailStatus(q.status());
-  auto all = (*q)->Schedules();
-  if (!all.ok()) return FailStatus(all.status());
-  const std::string prefix =
-      a.Has("--domain") ? reports::ScheduleName(a.Get("--domain"), "") : "report:";
-  for (const auto& s : *all)
-    if (s.task.type == "report.send" && s.name.starts_with(prefix))
-      std::cout << ReportLine(s) << "\n";
-  std::cout.flush();
-  return kOk;
+  return WithQueue(a, [&](TaskQueue* q, Host*) -> Result<std::string> {
+    CC_ASSIGN_OR_RETURN(auto all, ListReports(q, a.Get("--domain")));
+    std::string out;
+    for (const auto& line : all) out += (out.empty() ? "" : "\n") + line;
+    return out;
+  });
+}
+
+int CmdGet(const Args& a) {
+  return WithQueue(
+      a, [&](TaskQueue* q, Host*) { return GetReport(q, a.Get("--domain"), a.Get("--name")); });
 }
 
 int CmdDelete(const Args& a) {
-  auto host = OpenHost(a, Access::kWriterOrReader);
-  if (!host.ok()) return FailStatus(host.status());
-  auto q = (*host)->Tasks();
-  if (!q.ok()) return FailStatus(q.status());
-  const std::string name = reports::ScheduleName(a.Get("--domain"), a.Get("--name"));
-  if (Status st = (*q)->DeleteSchedule(name); !st.ok()) return FailStatus(st);
-  std::cout << json::serialize(json::object{{"deleted", name}}) << std::endl;
-  return kOk;
+  return WithQueue(a, [&](TaskQueue* q, Host*) -> Result<std::string> {
+    CC_RETURN_IF_ERROR(DeleteReport(q, a.Get("--domain"), a.Get("--name")));
+    return json::serialize(
+        json::object{{"deleted", "report:" + a.Get("--domain") + ":" + a.Get("--name")}});
+  });
 }
 
 int CmdSendNow(const Args& a) {
-  auto host = OpenHost(a, Access::kWriterOrReader);
-  if (!host.ok()) return FailStatus(host.status());
-  auto q = (*host)->Tasks();
-  if (!q.ok()) return FailStatus(q.status());
-  auto s = FindReport(*q, a.Get("--domain"), a.Get("--name"));
-  if (!s.ok()) return FailStatus(s.status());
-  TaskSpec t = s->task;
-  t.run_at = 0;
-  t.unique_key.clear();
-  auto id = (*q)->Enqueue(t);
-  if (!id.ok()) return FailStatus(id.status());
-  std::cout << json::serialize(json::object{{"task", *id}, {"type", t.type}}) << std::endl;
-  return kOk;
+  return WithQueue(a, [&](TaskQueue* q, Host*) -> Result<std::string> {
+    CC_ASSIGN_OR_RETURN(int64_t id, SendReportNow(q, a.Get("--domain"), a.Get("--name")));
+    return json::serialize(json::object{{"task", id}, {"type", "report.send"}});
+  });
+}
+
+int CmdPreview(const Args& a) {
+  return WithQueue(a, [&](TaskQueue* q, Host* h) -> Result<std::string> {
+    CC_ASSIGN_OR_RETURN(ReportTable t,
+                        PreviewReport(q, h->PillowStore(), a.Get("--domain"), a.Get("--name")));
+    return t.ToJson();
+  });
 }
 
 }  // namespace
@@ -113,10 +91,17 @@ void RegisterReportCommands(Cli* cli) {
       .Str("--json", "the report's JSON definition");
   cli->Add(g, "list", "saved reports, one JSON line each", CmdList)
       .Str("--domain", "only this domain's");
+  cli->Add(g, "get", "one saved report", CmdGet)
+      .Str("--domain", "its domain", true)
+      .Str("--name", "its name", true);
   cli->Add(g, "delete", "delete a report", CmdDelete)
       .Str("--domain", "its domain", true)
       .Str("--name", "its name", true);
   cli->Add(g, "send-now", "queue a report.send task for a saved report now", CmdSendNow)
+      .Str("--domain", "its domain", true)
+      .Str("--name", "its name", true);
+  cli->Add(g, "preview", "render a saved report from its UCR table (JSON: header, rows, totals)",
+           CmdPreview)
       .Str("--domain", "its domain", true)
       .Str("--name", "its name", true);
 }

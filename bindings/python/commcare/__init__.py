@@ -401,6 +401,109 @@ class Engine(_Handle):
     def delete_schedule(self, name):
         _lib.cc_tasks_schedule_delete(self._handle(), _t(name))
 
+    # ---- exports (docs/exports.md) ----
+
+    def export(self, definition, out_path, progress=None):
+        """Runs an export (a definition: dict or JSON text) into out_path, in this thread;
+        returns {"file", "rows", "tables"} (a CSV export of several tables is written as a .zip,
+        named in "file"). progress(done, total) is called as rows go; returning False stops the
+        export (AbortedError). InvalidArgumentError names a bad field or column.
+
+            engine.export({"kind": "case", "domain": "demo", "format": "xlsx",
+                           "filters": {"case_type": "patient"}}, "/tmp/patients.xlsx")
+        """
+        failure = []
+
+        def cb(done, total, _payload):
+            try:
+                return 1 if progress(done, total) is False else 0
+            except BaseException as e:  # noqa: B902 (re-raised after the call returns)
+                failure.append(e)
+                return 1
+
+        fn = _ffi.PROGRESS_FN(cb) if progress is not None else _ffi.PROGRESS_FN()
+        out = ctypes.c_void_p()
+        try:
+            _lib.cc_export_run(ctypes.byref(out), self._handle(), _t(self._text(definition)),
+                               _t(str(out_path)), fn, None)
+        except AbortedError:
+            if failure:
+                raise failure[0]
+            raise
+        return json.loads(_ffi.take(out))
+
+    @staticmethod
+    def _text(value):
+        return value if isinstance(value, (str, bytes)) else json.dumps(value)
+
+    def save_export(self, definition):
+        """Saves (adds or replaces) an export definition under its domain and name (the
+        engine must be on a data directory)."""
+        _lib.cc_export_save(self._handle(), _t(self._text(definition)))
+
+    def export_definitions(self, domain):
+        """The names of the domain's saved export definitions."""
+        return _call_json(_lib.cc_export_list, self._handle(), _t(domain))
+
+    def load_export(self, domain, name):
+        """A saved export definition (dict); NotFoundError if absent."""
+        return _call_json(_lib.cc_export_load, self._handle(), _t(domain), _t(name))
+
+    def delete_export(self, domain, name):
+        """Deletes a saved export definition; NotFoundError if absent."""
+        _lib.cc_export_delete(self._handle(), _t(domain), _t(name))
+
+    def enqueue_export(self, definition, domain=None):
+        """Queues an export.run task and returns it (a dict, as task()): definition is a
+        definition (dict; domain defaults to its "domain") or the name of a saved one (domain
+        required). A worker pool runs it; its result's "file" is the export."""
+        if isinstance(definition, str) and not definition.lstrip().startswith("{"):
+            request = {"saved": definition}
+        else:
+            request = json.loads(definition) if isinstance(definition, (str, bytes)) \
+                else dict(definition)
+            domain = domain or request.get("domain")
+        n = ctypes.c_int64()
+        _lib.cc_export_enqueue(ctypes.byref(n), self._handle(), _t(domain),
+                               _t(json.dumps(request)))
+        return self.task(n.value)
+
+    # ---- scheduled reports (docs/email-and-reports.md) ----
+
+    def set_report(self, report):
+        """Saves (adds or replaces) a scheduled report (dict or JSON text; "schedule"
+        required); returns it as saved: {"schedule", "report", "next_run_at", "last_run_at",
+        "enabled"}."""
+        return _call_json(_lib.cc_report_set, self._handle(), _t(self._text(report)))
+
+    def reports(self, domain=None):
+        """Saved reports (of one domain, or every domain's), as set_report returns them."""
+        return _call_json(_lib.cc_report_list, self._handle(), _t(domain))
+
+    def report(self, domain, name):
+        """One saved report; NotFoundError if absent."""
+        return _call_json(_lib.cc_report_get, self._handle(), _t(domain), _t(name))
+
+    def delete_report(self, domain, name):
+        """Deletes a saved report; NotFoundError if absent."""
+        _lib.cc_report_delete(self._handle(), _t(domain), _t(name))
+
+    def send_report(self, domain, name):
+        """Queues a report.send task for a saved report now and returns it (a dict, as
+        task()); a worker pool renders the report and queues its email.send task."""
+        n = ctypes.c_int64()
+        _lib.cc_report_send(ctypes.byref(n), self._handle(), _t(domain), _t(name))
+        return self.task(n.value)
+
+    def preview_report(self, domain, name):
+        """A saved report rendered from its UCR table: {"header", "rows", "totals",
+        "source_rows"}."""
+        return _call_json(_lib.cc_report_preview, self._handle(), _t(domain), _t(name))
+
+    def render_report(self, report):
+        """A report definition (not saved) rendered as preview_report does."""
+        return _call_json(_lib.cc_report_render, self._handle(), _t(self._text(report)))
+
     def workers(self, **options):
         """A worker pool (not started): Workers(self, queues=[...], workers=N, ...)."""
         return Workers(self, **options)

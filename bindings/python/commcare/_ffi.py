@@ -59,6 +59,7 @@ SUBMIT_OPTIONS_VERSION = 1
 WRITE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 CHANGE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 TASK_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
+PROGRESS_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 
 
 def last_error():
@@ -137,6 +138,19 @@ _FUNCS = [
     ("cc_workers_register", [vp, cp, cp, TASK_FN, vp], ctypes.c_int, _check),
     ("cc_workers_start", [vp], ctypes.c_int, _check),
     ("cc_workers_free", [vp, i64], None, None),
+    ("cc_export_run", [out, vp, cp, cp, PROGRESS_FN, vp], ctypes.c_int, _check),
+    ("cc_export_save", [vp, cp], ctypes.c_int, _check),
+    ("cc_export_load", [out, vp, cp, cp], ctypes.c_int, _check),
+    ("cc_export_list", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_export_delete", [vp, cp, cp], ctypes.c_int, _check),
+    ("cc_export_enqueue", [P(i64), vp, cp, cp], ctypes.c_int, _check),
+    ("cc_report_set", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_report_list", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_report_get", [out, vp, cp, cp], ctypes.c_int, _check),
+    ("cc_report_delete", [vp, cp, cp], ctypes.c_int, _check),
+    ("cc_report_send", [P(i64), vp, cp, cp], ctypes.c_int, _check),
+    ("cc_report_preview", [out, vp, cp, cp], ctypes.c_int, _check),
+    ("cc_report_render", [out, vp, cp], ctypes.c_int, _check),
 ]
 
 for _name, _args, _res, _errcheck in _FUNCS:
