@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "commcare/exports.h"
+#include "commcare/tasks.h"
 #include "util/time.h"
 
 namespace commcare {
@@ -38,10 +39,27 @@ std::string Iso(int64_t t) { return util::FormatIsoTime(t); }
 
 // A saved definition's name: letters, digits, '-', '_', '.' (a file name).
 bool GoodName(std::string_view n) {
-  if (n.empty() || n.size() > 100 || n[0] == '.') return false;
+  if (n.empty() || n.size() > 100 || n[0] == '.' || n.find("..") != std::string_view::npos)
+    return false;
   for (char c : n)
     if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
   return true;
+}
+
+// "schedule": {"cron": "...", "time_zone": "..."} (time_zone defaults to UTC).
+Status ParseSchedule(const json::value& v, ExportDefinition* d) {
+  if (!v.is_object()) return Bad("schedule", "must be an object {\"cron\", \"time_zone\"}");
+  for (const auto& [k, val] : v.get_object()) {
+    std::string field = "schedule." + std::string(k);
+    if (k == "cron")
+      CC_RETURN_IF_ERROR(Str(val, field, &d->cron));
+    else if (k == "time_zone")
+      CC_RETURN_IF_ERROR(Str(val, field, &d->time_zone));
+    else
+      return Bad(field, "is not a schedule field (cron, time_zone)");
+  }
+  if (d->cron.empty()) return Bad("schedule.cron", "is required");
+  return Status::Ok();  // Validate checks the line and the zone
 }
 
 }  // namespace
@@ -131,8 +149,16 @@ Result<ExportDefinition> ExportDefinition::FromJson(std::string_view text) {
         }
         d.columns.push_back(std::move(col));
       }
+    } else if (k == "expiry_seconds") {
+      if (!val.is_int64() || val.get_int64() < 1 || val.get_int64() > 366LL * 24 * 3600)
+        return Bad(k, "must be a whole number of seconds from 1 to 31622400 (366 days)");
+      d.expiry_seconds = val.get_int64();
+    } else if (k == "schedule") {
+      CC_RETURN_IF_ERROR(ParseSchedule(val, &d));
     } else {
-      return Bad(k, "is not a field (kind, name, domain, filters, columns, format)");
+      return Bad(k,
+                 "is not a field (kind, name, domain, filters, columns, format, expiry_seconds, "
+                 "schedule)");
     }
   }
   CC_RETURN_IF_ERROR(d.Validate());
@@ -154,6 +180,13 @@ Status ExportDefinition::Validate() const {
     if (modified_from || modified_to)
       return Bad("filters.modified_from", "applies to case exports only");
   }
+  if (!cron.empty()) {
+    if (Status s = CheckSchedule(cron, "UTC"); !s.ok())
+      return Bad("schedule.cron", "is not valid: " + s.message());
+    if (Status s = CheckSchedule(cron, time_zone); !s.ok())
+      return Bad("schedule.time_zone", "is not valid: " + s.message());
+  }
+  if (expiry_seconds < 1) return Bad("expiry_seconds", "must be at least 1");
   for (const auto& c : columns) {
     if (c.path.empty()) return Bad("columns[].path", "is required");
     if (kind == Kind::kForm && c.path.rfind("form.", 0) != 0 &&
@@ -200,6 +233,8 @@ std::string ExportDefinition::ToJson() const {
                  {"columns", std::move(cols)},
                  {"format", format == Format::kCsv ? "csv" : "xlsx"}};
   if (!name.empty()) o["name"] = name;
+  if (expiry_seconds != ExportDefinition{}.expiry_seconds) o["expiry_seconds"] = expiry_seconds;
+  if (!cron.empty()) o["schedule"] = json::object{{"cron", cron}, {"time_zone", time_zone}};
   return json::serialize(o);
 }
 

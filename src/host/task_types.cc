@@ -10,6 +10,7 @@
 #include "commcare/tasks.h"
 #include "integrations/reports.h"
 #include "meta/meta_store.h"
+#include "util/time.h"
 
 namespace commcare::host {
 
@@ -31,18 +32,25 @@ Result<std::string> PruneTasks(Host* host, TaskContext& c) {
       days = d->get_int64();
   if (days < 0) return Status::InvalidArgument("commcare.prune_tasks: \"days\" must be >= 0");
   CC_ASSIGN_OR_RETURN(TaskQueue * q, host->Tasks());
-  CC_ASSIGN_OR_RETURN(int64_t n, q->Prune(std::chrono::hours(24 * days)));
-  json::object out{{"deleted", n}};
-  // Export files are kept 7 days (docs/exports.md).
+  json::object out;
+  // Export files go when they expire, or with their tasks (found from the tasks' results, so
+  // first); temp files an interrupted export left behind after 7 days (docs/exports.md).
   if (const std::string& dir = host->options().engine.data_dir; !dir.empty()) {
-    CC_ASSIGN_OR_RETURN(int64_t e, PruneExportFiles(dir, std::chrono::hours(24 * 7)));
-    out["exports_deleted"] = e;
+    CC_ASSIGN_OR_RETURN(auto blobs, ExportBlobStore(dir));
+    const int64_t now = util::NowMicros();
+    CC_ASSIGN_OR_RETURN(
+        int64_t e, PruneExpiredExports(q, blobs.get(), now, now - days * 24 * 3600 * 1'000'000));
+    CC_ASSIGN_OR_RETURN(int64_t t, PruneExportFiles(dir, std::chrono::hours(24 * 7)));
+    out["exports_deleted"] = e + t;
   }
+  CC_ASSIGN_OR_RETURN(int64_t n, q->Prune(std::chrono::hours(24 * days)));
+  out["deleted"] = n;
   return json::serialize(out);
 }
 
 // export.run: payload is an export definition, or {"saved": NAME} (the task's domain's saved
-// definition). Writes <data_dir>/exports/<task id>.<csv|zip|xlsx>; a rerun overwrites it.
+// definition). Writes <data_dir>/exports/<task id>.<csv|zip|xlsx>, then moves it to the export
+// blob store (exports/<domain>/<task id>.<ext>, expiring); a rerun overwrites both.
 Result<std::string> RunExportTask(Host* host, TaskContext& c) {
   const std::string& dir = host->options().engine.data_dir;
   if (dir.empty()) return Status::FailedPrecondition("export.run needs a data directory");
@@ -50,11 +58,12 @@ Result<std::string> RunExportTask(Host* host, TaskContext& c) {
   auto v = json::parse(c.payload(), ec);
   if (ec || !v.is_object()) return Status::InvalidArgument("export.run: payload must be an object");
   ExportDefinition def;
+  std::string saved_name;
   if (const auto* saved = v.get_object().if_contains("saved")) {
     if (!saved->is_string() || v.get_object().size() != 1)
       return Status::InvalidArgument("export.run: {\"saved\": NAME} takes a name only");
-    CC_ASSIGN_OR_RETURN(
-        def, LoadExportDefinition(dir, c.task().spec.domain, std::string(saved->get_string())));
+    saved_name = std::string(saved->get_string());
+    CC_ASSIGN_OR_RETURN(def, LoadExportDefinition(dir, c.task().spec.domain, saved_name));
   } else {
     CC_ASSIGN_OR_RETURN(def, ExportDefinition::FromJson(c.payload()));
   }
@@ -70,10 +79,16 @@ Result<std::string> RunExportTask(Host* host, TaskContext& c) {
                         c.Progress(done, total, "rows");
                         return !c.Cancelled();
                       }));
+  CC_ASSIGN_OR_RETURN(auto blobs, ExportBlobStore(dir));
+  CC_ASSIGN_OR_RETURN(StoredExport stored, StoreExportFile(blobs.get(), def, c.task().id, r.file,
+                                                           util::NowMicros(), saved_name));
+  json::value res = json::parse(stored.ToJson());
   json::array tables;
   for (const auto& t : r.tables) tables.emplace_back(t);
-  return json::serialize(
-      json::object{{"file", r.file}, {"rows", r.rows}, {"tables", std::move(tables)}});
+  res.get_object()["rows"] = r.rows;
+  res.get_object()["tables"] = std::move(tables);
+  if (!saved_name.empty()) res.get_object()["saved"] = saved_name;
+  return json::serialize(res);
 }
 
 }  // namespace

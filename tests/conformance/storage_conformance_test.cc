@@ -472,6 +472,44 @@ TEST_CASE("BlobStore: put returns a key to get, check and delete the blob by") {
   }
 }
 
+TEST_CASE("BlobStore: PutFile stores a file and ReadRange reads pieces of a blob") {
+  const std::string dir = TempDir("putfile");
+  std::string data(3'000'001, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 7919) >> 5);
+  const std::string path = dir + "/big.bin";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << data;
+  }
+  for (const auto& f : BlobFactories()) {
+    CAPTURE(std::string(f.name));
+    auto b = f.make();
+    auto k = b->PutFile("exports/demo/1.csv", path);
+    REQUIRE_MESSAGE(k.ok(), k.status().ToString());
+    CHECK(*b->Get(*k) == data);
+    std::string back;
+    for (uint64_t off = 0;;) {
+      auto piece = b->ReadRange(*k, off, 1u << 20);
+      REQUIRE_MESSAGE(piece.ok(), piece.status().ToString());
+      back += *piece;
+      off += piece->size();
+      if (piece->size() < (1u << 20)) break;
+    }
+    CHECK(back == data);
+    CHECK(*b->ReadRange(*k, 10, 5) == data.substr(10, 5));
+    CHECK(b->ReadRange(*k, data.size(), 10)->empty());
+    CHECK(b->ReadRange(*k, data.size() + 100, 10)->empty());
+    auto empty = b->Put("exports/demo/empty", "", true);
+    REQUIRE(empty.ok());
+    auto none = b->ReadRange(*empty, 0, 10);
+    REQUIRE_MESSAGE(none.ok(), none.status().ToString());
+    CHECK(none->empty());
+    REQUIRE(b->Delete(*k).ok());
+    CHECK(b->ReadRange(*k, 0, 10).status().IsNotFound());
+    CHECK(b->PutFile("exports/demo/2.csv", dir + "/missing").status().IsNotFound());
+  }
+}
+
 TEST_CASE("BlobStore: many concurrent puts all read back") {
   for (const auto& f : BlobFactories()) {
     CAPTURE(f.name);

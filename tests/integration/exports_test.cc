@@ -1,13 +1,18 @@
 // Exports: case and form exports to CSV (zip for several tables) and XLSX, HQ's rules (`number`
 // joining repeat rows, --- for missing values, split multi-selects), filters, renames, bad
-// definitions, and the export.run task.
+// definitions, the export.run task, export files in the blob store (expiry, pruning), saved
+// definitions with their schedules.
 #include <commcare/exports.h>
 #include <commcare/host.h>
+#include <commcare/storage/blob_store.h>
 #include <commcare/tasks.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <optional>
 
 #include "engine_helpers.h"
+#include "util/time.h"
 
 using namespace commcare;
 using namespace cctest;
@@ -282,55 +287,187 @@ TEST_CASE("Exports: a bad definition is InvalidArgument naming the field or colu
   CHECK(d2.ToJson() == d.ToJson());
 }
 
-TEST_CASE("Exports: export.run writes <data>/exports/<id>.<ext>, saved definitions") {
-  std::string dir = TempDir("exphost");
-  InitOptions io;
-  io.data_dir = dir;
-  REQUIRE(Engine::Init(io).ok());
-  HostOptions ho;
-  ho.engine.data_dir = dir;
-  auto h = Host::Open(ho);
-  REQUIRE_MESSAGE(h.ok(), h.status().ToString());
-  Load((*h)->engine());
-  auto q = (*h)->Tasks();
-  REQUIRE(q.ok());
-  TaskWorkersOptions wo;
-  wo.workers = 1;
-  auto w = (*h)->NewTaskWorkers(wo);
-  REQUIRE(w.ok());
-  REQUIRE((*w)->Start().ok());
-  TaskSpec s;
-  s.type = "export.run";
-  s.domain = "demo";
-  s.payload = R"({"kind":"case","domain":"demo","filters":{"case_type":"household"}})";
-  auto id = (*q)->Enqueue(s);
-  REQUIRE(id.ok());
-  auto t = (*q)->Wait(*id, std::chrono::seconds(30));
-  REQUIRE(t.ok());
-  REQUIRE_MESSAGE(t->state == TaskState::kSucceeded, t->last_error);
-  std::string file = fmt::format("{}/exports/{}.csv", dir, *id);
-  CHECK(t->result.find(file) != std::string::npos);
-  CHECK(t->result.find("\"rows\":2") != std::string::npos);
-  CHECK(ParseCsv(ReadFile(file)).size() == 3);
-  CHECK(t->progress_done == 2);
+namespace {
 
-  ExportDefinition d = Def(R"({"kind":"case","domain":"demo","name":"members",
-      "filters":{"case_type":"member"},"format":"xlsx"})");
-  REQUIRE(SaveExportDefinition(dir, d).ok());
-  CHECK(*ListExportDefinitions(dir, "demo") == std::vector<std::string>{"members"});
-  s.payload = R"({"saved":"members"})";
-  id = (*q)->Enqueue(s);
-  t = (*q)->Wait(*id, std::chrono::seconds(30));
-  REQUIRE_MESSAGE(t->state == TaskState::kSucceeded, t->last_error);
-  CHECK(t->result.find(fmt::format("exports/{}.xlsx", *id)) != std::string::npos);
+// A host on a fresh data directory with the test forms loaded and one worker running.
+struct ExportHost {
+  std::string dir;
+  std::unique_ptr<Host> host;
+  TaskQueue* q = nullptr;
+  std::unique_ptr<TaskWorkers> workers;
+  explicit ExportHost(const char* name) : dir(TempDir(name)) {
+    InitOptions io;
+    io.data_dir = dir;
+    REQUIRE(Engine::Init(io).ok());
+    HostOptions ho;
+    ho.engine.data_dir = dir;
+    auto h = Host::Open(ho);
+    REQUIRE_MESSAGE(h.ok(), h.status().ToString());
+    host = std::move(*h);
+    Load(host->engine());
+    auto tq = host->Tasks();
+    REQUIRE(tq.ok());
+    q = *tq;
+    TaskWorkersOptions wo;
+    wo.workers = 1;
+    auto w = host->NewTaskWorkers(wo);
+    REQUIRE(w.ok());
+    workers = std::move(*w);
+    REQUIRE(workers->Start().ok());
+  }
+  ~ExportHost() { workers->Stop(); }
+  // Runs a task of type with payload in domain demo to its end.
+  TaskInfo Run(const std::string& payload, const std::string& type = "export.run") {
+    TaskSpec s;
+    s.type = type;
+    s.domain = "demo";
+    s.payload = payload;
+    auto id = q->Enqueue(s);
+    REQUIRE(id.ok());
+    auto t = q->Wait(*id, std::chrono::seconds(30));
+    REQUIRE(t.ok());
+    return *t;
+  }
+};
+
+// A blob's bytes, read a MiB at a time as the download does.
+std::string ReadBlob(storage::BlobStore* b, const std::string& key) {
+  std::string out;
+  while (true) {
+    auto piece = b->ReadRange(key, out.size(), 1u << 20);
+    REQUIRE_MESSAGE(piece.ok(), piece.status().ToString());
+    out += *piece;
+    if (piece->size() < (1u << 20)) return out;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Exports: export.run stores the file in the blob store with an expiry") {
+  ExportHost h("exphost");
+  const int64_t before = util::NowMicros();
+  TaskInfo t = h.Run(R"({"kind":"case","domain":"demo","filters":{"case_type":"household"}})");
+  REQUIRE_MESSAGE(t.state == TaskState::kSucceeded, t.last_error);
+  auto stored = StoredExport::FromJson(t.result);
+  REQUIRE_MESSAGE(stored.ok(), t.result);
+  CHECK(stored->key == fmt::format("exports/demo/{}.csv", t.id));
+  CHECK(stored->file_name == fmt::format("{}.csv", t.id));
+  CHECK(t.result.find("\"rows\":2") != std::string::npos);
+  CHECK(t.progress_done == 2);
+  // Expires in 7 days by default; the temp file in <data>/exports is gone.
+  CHECK(stored->expires_at >= before + 7LL * 24 * 3600 * 1'000'000);
+  CHECK(stored->expires_at <= util::NowMicros() + 7LL * 24 * 3600 * 1'000'000);
+  CHECK_FALSE(std::filesystem::exists(fmt::format("{}/exports/{}.csv", h.dir, t.id)));
+  // The stored bytes are what RunExport writes locally.
+  auto blobs = ExportBlobStore(h.dir);
+  REQUIRE(blobs.ok());
+  auto local =
+      RunExport(h.host->engine(),
+                Def(R"({"kind":"case","domain":"demo","filters":{"case_type":"household"}})"),
+                h.dir + "/local.csv");
+  REQUIRE(local.ok());
+  const std::string bytes = ReadBlob(blobs->get(), stored->key);
+  CHECK(bytes == ReadFile(h.dir + "/local.csv"));
+  CHECK(stored->size == static_cast<int64_t>(bytes.size()));
+  CHECK(ParseCsv(bytes).size() == 3);
+
   // Another domain's definition is refused; a missing saved one is NotFound (dead at once).
-  s.payload = R"({"kind":"case","domain":"other"})";
-  id = (*q)->Enqueue(s);
-  t = (*q)->Wait(*id, std::chrono::seconds(30));
-  CHECK(t->state == TaskState::kDead);
-  REQUIRE(DeleteExportDefinition(dir, "demo", "members").ok());
-  CHECK(DeleteExportDefinition(dir, "demo", "members").IsNotFound());
-  (*w)->Stop();
-  CHECK(*PruneExportFiles(dir, std::chrono::hours(24)) == 0);
-  CHECK(*PruneExportFiles(dir, std::chrono::seconds(-10)) == 2);
+  CHECK(h.Run(R"({"kind":"case","domain":"other"})").state == TaskState::kDead);
+  CHECK(h.Run(R"({"saved":"nope"})").state == TaskState::kDead);
+}
+
+TEST_CASE("Exports: expired files and the files of pruned tasks are deleted from the blob store") {
+  ExportHost h("expprune");
+  TaskInfo quick = h.Run(R"({"kind":"case","domain":"demo","expiry_seconds":1})");
+  REQUIRE_MESSAGE(quick.state == TaskState::kSucceeded, quick.last_error);
+  TaskInfo kept = h.Run(R"({"kind":"case","domain":"demo"})");
+  REQUIRE_MESSAGE(kept.state == TaskState::kSucceeded, kept.last_error);
+  auto blobs = ExportBlobStore(h.dir);
+  REQUIRE(blobs.ok());
+  auto q = *StoredExport::FromJson(quick.result), k = *StoredExport::FromJson(kept.result);
+  CHECK(q.expires_at - util::NowMicros() <= 1'000'000);
+  CHECK(*(*blobs)->Exists(q.key));
+  // Nothing has expired a second before its time.
+  CHECK(*PruneExpiredExports(h.q, blobs->get(), q.expires_at - 1'000'000) == 0);
+  CHECK(*PruneExpiredExports(h.q, blobs->get(), q.expires_at + 1) == 1);
+  CHECK_FALSE(*(*blobs)->Exists(q.key));
+  CHECK(*(*blobs)->Exists(k.key));
+  CHECK(*PruneExpiredExports(h.q, blobs->get(), q.expires_at + 1) == 0);
+  // commcare.prune_tasks with days 0 deletes the tasks, and the files first.
+  TaskInfo p = h.Run(R"({"days":0})", "commcare.prune_tasks");
+  REQUIRE_MESSAGE(p.state == TaskState::kSucceeded, p.last_error);
+  CHECK(p.result.find("\"exports_deleted\":1") != std::string::npos);
+  CHECK_FALSE(*(*blobs)->Exists(k.key));
+  CHECK(h.q->Get(kept.id).status().IsNotFound());
+}
+
+TEST_CASE("Exports: saved definitions with schedules and their latest file") {
+  ExportHost h("expsaved");
+  auto schedule = [&](const std::string& name) -> std::optional<Schedule> {
+    auto all = h.q->Schedules();  // kept: a loop over *h.q->Schedules() would dangle
+    REQUIRE(all.ok());
+    for (const auto& s : *all)
+      if (s.name == name) return s;
+    return std::nullopt;
+  };
+  ExportDefinition d = Def(R"({"kind":"case","domain":"demo","name":"members",
+      "filters":{"case_type":"member"},"format":"xlsx",
+      "schedule":{"cron":"0 6 * * *","time_zone":"Africa/Nairobi"}})");
+  Status put = PutSavedExport(h.dir, h.q, d);
+  REQUIRE_MESSAGE(put.ok(), put.ToString());
+  CHECK(*ListExportDefinitions(h.dir, "demo") == std::vector<std::string>{"members"});
+  CHECK(SavedExportScheduleName("demo", "members") == "export:demo:members");
+  auto s = schedule("export:demo:members");
+  REQUIRE(s);
+  CHECK(s->cron == "0 6 * * *");
+  CHECK(s->time_zone == "Africa/Nairobi");
+  CHECK(s->task.type == "export.run");
+  CHECK(s->task.domain == "demo");
+  CHECK(s->task.payload == R"({"saved":"members"})");
+  CHECK(LoadExportDefinition(h.dir, "demo", "members")->ToJson() == d.ToJson());
+
+  // A run of the saved export becomes its latest file.
+  auto blobs = ExportBlobStore(h.dir);
+  REQUIRE(blobs.ok());
+  CHECK(LatestSavedExport(blobs->get(), "demo", "members").status().IsNotFound());
+  TaskInfo t = h.Run(s->task.payload);
+  REQUIRE_MESSAGE(t.state == TaskState::kSucceeded, t.last_error);
+  auto latest = LatestSavedExport(blobs->get(), "demo", "members");
+  REQUIRE_MESSAGE(latest.ok(), latest.status().ToString());
+  CHECK(latest->task_id == t.id);
+  CHECK(latest->key == fmt::format("exports/demo/{}.xlsx", t.id));
+  CHECK(*(*blobs)->Exists(latest->key));
+
+  // Saved again without a schedule: the schedule goes.
+  d.cron.clear();
+  REQUIRE(PutSavedExport(h.dir, h.q, d).ok());
+  CHECK_FALSE(schedule("export:demo:members"));
+  d.cron = "@daily";
+  REQUIRE(PutSavedExport(h.dir, h.q, d).ok());
+  CHECK(schedule("export:demo:members"));
+
+  // A bad cron line or zone is InvalidArgument naming it, and nothing is stored.
+  auto bad = ExportDefinition::FromJson(
+      R"({"domain":"demo","name":"x","schedule":{"cron":"61 * * * *"}})");
+  CHECK(bad.status().IsInvalidArgument());
+  CHECK(bad.status().message().find("schedule.cron") != std::string::npos);
+  bad = ExportDefinition::FromJson(
+      R"({"domain":"demo","name":"x","schedule":{"cron":"@daily","time_zone":"Mars/Base"}})");
+  CHECK(bad.status().message().find("schedule.time_zone") != std::string::npos);
+  ExportDefinition direct = d;
+  direct.name = "direct";
+  direct.time_zone = "Mars/Base";
+  CHECK(PutSavedExport(h.dir, h.q, direct).IsInvalidArgument());
+  CHECK(LoadExportDefinition(h.dir, "demo", "direct").status().IsNotFound());
+  CHECK(ExportDefinition::FromJson(R"({"domain":"demo","expiry_seconds":0})")
+            .status()
+            .message()
+            .find("expiry_seconds") != std::string::npos);
+
+  // Deleting removes the definition, its schedule and its pointer (not the file: it expires).
+  REQUIRE(DeleteSavedExport(h.dir, h.q, blobs->get(), "demo", "members").ok());
+  CHECK_FALSE(schedule("export:demo:members"));
+  CHECK(LatestSavedExport(blobs->get(), "demo", "members").status().IsNotFound());
+  CHECK(DeleteSavedExport(h.dir, h.q, blobs->get(), "demo", "members").IsNotFound());
+  CHECK(*PruneExportFiles(h.dir, std::chrono::hours(24)) == 0);
 }

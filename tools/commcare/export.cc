@@ -1,5 +1,6 @@
 // The `commcare` tool's export commands: export cases|forms, run in this process, with a
 // progress bar on stderr when it is a terminal. Output is one JSON line: rows, file, tables.
+// export saved list|show|set|delete: saved definitions and their schedules (JSON lines).
 #include <commcare/exports.h>
 #include <fmt/format.h>
 #include <unistd.h>
@@ -70,6 +71,82 @@ int CmdForms(const Args& a) {
   return RunIt(a, d);
 }
 
+// A definition from --file or --json, with --domain and --name filling in what it lacks.
+Result<ExportDefinition> DefinitionArg(const Args& a) {
+  std::string text = a.Get("--json");
+  if (a.Has("--file") && !ReadFile(a.Get("--file"), &text))
+    return Status::InvalidArgument("cannot read " + a.Get("--file"));
+  if (text.empty())
+    return Status::InvalidArgument("give the definition as --file PATH or --json TEXT");
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object()) return Status::InvalidArgument("the definition must be a JSON object");
+  for (const char* k : {"domain", "name"})
+    if (a.Has(std::string("--") + k) && !v.get_object().contains(k))
+      v.get_object()[k] = a.Get(std::string("--") + k);
+  CC_ASSIGN_OR_RETURN(ExportDefinition d, ExportDefinition::FromJson(json::serialize(v)));
+  if (d.name.empty()) return Status::InvalidArgument("export definition: \"name\" is required");
+  return d;
+}
+
+int CmdSavedList(const Args& a) {
+  auto host = OpenHost(a, Access::kReader);
+  if (!host.ok()) return FailStatus(host.status());
+  const std::string& dir = (*host)->options().engine.data_dir;
+  auto names = ListExportDefinitions(dir, a.Get("--domain"));
+  if (!names.ok()) return FailStatus(names.status());
+  for (const auto& n : *names)
+    if (auto d = LoadExportDefinition(dir, a.Get("--domain"), n); d.ok())
+      std::cout << d->ToJson() << "\n";
+  std::cout.flush();
+  return kOk;
+}
+
+int CmdSavedShow(const Args& a) {
+  auto host = OpenHost(a, Access::kReader);
+  if (!host.ok()) return FailStatus(host.status());
+  const std::string& dir = (*host)->options().engine.data_dir;
+  auto d = LoadExportDefinition(dir, a.Get("--domain"), a.Get("--name"));
+  if (!d.ok()) return FailStatus(d.status());
+  json::value v = json::parse(d->ToJson());
+  if (auto blobs = ExportBlobStore(dir); blobs.ok())
+    if (auto latest = LatestSavedExport(blobs->get(), d->domain, d->name); latest.ok())
+      v.get_object()["latest"] = json::parse(latest->ToJson());
+  std::cout << json::serialize(v) << std::endl;
+  return kOk;
+}
+
+int CmdSavedSet(const Args& a) {
+  auto d = DefinitionArg(a);
+  if (!d.ok()) return Fail(d.status().message(), kUsage);
+  auto host = OpenHost(a, Access::kWriterOrReader);
+  if (!host.ok()) return FailStatus(host.status());
+  auto q = (*host)->Tasks();
+  if (!q.ok()) return FailStatus(q.status());
+  Status s = PutSavedExport((*host)->options().engine.data_dir, *q, *d);
+  if (s.IsInvalidArgument()) return Fail(s.message(), kUsage);
+  if (!s.ok()) return FailStatus(s);
+  json::value v = json::parse(d->ToJson());
+  if (!d->cron.empty())
+    v.get_object()["schedule_name"] = SavedExportScheduleName(d->domain, d->name);
+  std::cout << json::serialize(v) << std::endl;
+  return kOk;
+}
+
+int CmdSavedDelete(const Args& a) {
+  auto host = OpenHost(a, Access::kWriterOrReader);
+  if (!host.ok()) return FailStatus(host.status());
+  auto q = (*host)->Tasks();
+  if (!q.ok()) return FailStatus(q.status());
+  const std::string& dir = (*host)->options().engine.data_dir;
+  auto blobs = ExportBlobStore(dir);
+  if (!blobs.ok()) return FailStatus(blobs.status());
+  Status s = DeleteSavedExport(dir, *q, blobs->get(), a.Get("--domain"), a.Get("--name"));
+  if (!s.ok()) return FailStatus(s);
+  std::cout << json::serialize(json::object{{"deleted", a.Get("--name")}}) << std::endl;
+  return kOk;
+}
+
 }  // namespace
 
 void RegisterExportCommands(Cli* cli) {
@@ -90,6 +167,20 @@ void RegisterExportCommands(Cli* cli) {
       .Str("--columns", "these columns only (form.q,...; default system columns + questions)")
       .Choice("--format", "csv (default) or xlsx", {"csv", "xlsx"})
       .Str("--out", "the output file (several CSV tables: a .zip beside it)", true);
+  CLI::App* saved = cli->Group(g, "saved", "saved export definitions (and daily saved exports)");
+  cli->Add(saved, "list", "a domain's saved definitions, one JSON line each", CmdSavedList)
+      .Str("--domain", "the domain", true);
+  cli->Add(saved, "show", "one saved definition, with its latest file", CmdSavedShow)
+      .Str("--domain", "its domain", true)
+      .Str("--name", "its name", true);
+  cli->Add(saved, "set", "add or replace a saved definition (and its schedule)", CmdSavedSet)
+      .Str("--file", "the definition's JSON in a file")
+      .Str("--json", "the definition's JSON")
+      .Str("--domain", "its domain, when the JSON has none")
+      .Str("--name", "its name, when the JSON has none");
+  cli->Add(saved, "delete", "delete a saved definition and its schedule", CmdSavedDelete)
+      .Str("--domain", "its domain", true)
+      .Str("--name", "its name", true);
 }
 
 }  // namespace commcare::cli

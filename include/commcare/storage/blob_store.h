@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -39,6 +40,16 @@ class BlobStore {
   // Whether every Put is durable when it returns, whatever its durable flag (S3): the engine
   // then keeps no journal copy of the blob with the rows.
   virtual bool PutsAreDurable() const { return false; }
+
+  // Streaming, for blobs too big to hold in memory (export files). Both have defaults built on
+  // Put and Get (which hold the whole blob); the file and S3 stores override them.
+  // Stores the file at local_path like Put(name, its bytes, durable=true) and returns the key;
+  // the file and S3 stores read it in pieces (S3: a multipart upload past multipart_threshold).
+  // NotFound when local_path cannot be opened.
+  virtual Result<std::string> PutFile(std::string_view name, const std::string& local_path);
+  // Up to len bytes of the blob from offset: fewer at its end, none from its end on. NotFound if
+  // there is no blob. The file store reads just those bytes, S3 sends a ranged GET.
+  virtual Result<std::string> ReadRange(std::string_view key, uint64_t offset, size_t len);
 };
 
 // An in-memory BlobStore.

@@ -10,7 +10,10 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -188,7 +191,10 @@ class S3BlobStore final : public BlobStore {
   Result<std::string> Put(std::string_view name, std::string_view data, bool) override {
     std::string key = o_.prefix + std::string(name);
     if (data.size() > o_.multipart_threshold) {
-      CC_RETURN_IF_ERROR(Multipart(key, data));
+      CC_RETURN_IF_ERROR(Multipart(key, data.size(), [&](size_t off, size_t n, std::string* part) {
+        part->assign(data.substr(off, n));
+        return Status::Ok();
+      }));
     } else {
       CC_ASSIGN_OR_RETURN(auto r, Request(http::verb::put, key, {}, data));
       CC_RETURN_IF_ERROR(Expect(r, "PUT", key));
@@ -219,6 +225,58 @@ class S3BlobStore final : public BlobStore {
     return true;
   }
 
+  // A file up to multipart_threshold goes up in one PUT (held in memory: at most that much);
+  // a bigger one as a multipart upload read from the file a part at a time.
+  Result<std::string> PutFile(std::string_view name, const std::string& local_path) override {
+    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(local_path.c_str(), "rb"), &std::fclose);
+    if (!f) return Status::NotFound(fmt::format("s3: cannot open {}", local_path));
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(local_path, ec);
+    if (ec) return Status::Internal(fmt::format("s3: {}: {}", local_path, ec.message()));
+    auto read = [&](size_t off, size_t n, std::string* out) -> Status {
+      out->resize(n);
+      if (std::fseek(f.get(), static_cast<long>(off), SEEK_SET) != 0 ||
+          std::fread(out->data(), 1, n, f.get()) != n)
+        return Status::Internal(fmt::format("s3: cannot read {}", local_path));
+      return Status::Ok();
+    };
+    std::string key = o_.prefix + std::string(name);
+    if (size > o_.multipart_threshold) {
+      CC_RETURN_IF_ERROR(Multipart(key, size, read));
+    } else {
+      std::string data;
+      CC_RETURN_IF_ERROR(read(0, size, &data));
+      CC_ASSIGN_OR_RETURN(auto r, Request(http::verb::put, key, {}, data));
+      CC_RETURN_IF_ERROR(Expect(r, "PUT", key));
+    }
+    return std::string(name);
+  }
+
+  // A ranged GET; 416 (the range starts at or past the end) is no bytes. The first read (offset
+  // 0) asks for the size first: a range of an empty object is 416 on S3 but a broken answer
+  // from some S3-compatible servers (s3rver).
+  Result<std::string> ReadRange(std::string_view name, uint64_t offset, size_t len) override {
+    if (len == 0) return std::string();
+    std::string key = o_.prefix + std::string(name);
+    if (offset == 0) {
+      CC_ASSIGN_OR_RETURN(auto h, Request(http::verb::head, key, {}, ""));
+      if (h.status == 404) return Status::NotFound(fmt::format("no blob {}", name));
+      CC_RETURN_IF_ERROR(Expect(h, "HEAD", key));
+      if (h.headers["content-length"] == "0") return std::string();
+    }
+    CC_ASSIGN_OR_RETURN(auto r, Request(http::verb::get, key, {}, "",
+                                        fmt::format("bytes={}-{}", offset, offset + len - 1)));
+    if (r.status == 404) return Status::NotFound(fmt::format("no blob {}", name));
+    if (r.status == 416) return std::string();
+    CC_RETURN_IF_ERROR(Expect(r, "GET", key));
+    // A server that ignores Range answers 200 with the whole blob.
+    if (r.status == 200 && (offset > 0 || r.body.size() > len)) {
+      if (offset >= r.body.size()) return std::string();
+      return r.body.substr(offset, len);
+    }
+    return std::move(r.body);
+  }
+
   // A PUT is durable when S3 answers it.
   Status Sync() override { return Status::Ok(); }
   bool PutsAreDurable() const override { return true; }
@@ -238,7 +296,12 @@ class S3BlobStore final : public BlobStore {
     return Status::InvalidArgument(text);
   }
 
-  Status Multipart(const std::string& key, std::string_view data) {
+  // Reads size bytes of a blob, part by part: *part = the n bytes from off.
+  using PartReader = std::function<Status(size_t off, size_t n, std::string* part)>;
+
+  // One multipart upload of size bytes read by read, a part (part_size, at least 5 MiB) at a
+  // time: memory holds one part. Aborted on any failure.
+  Status Multipart(const std::string& key, size_t size, const PartReader& read) {
     CC_ASSIGN_OR_RETURN(auto init, Request(http::verb::post, key, {{"uploads", ""}}, ""));
     CC_RETURN_IF_ERROR(Expect(init, "POST ?uploads", key));
     std::string upload = XmlText(init.body, "UploadId");
@@ -246,10 +309,11 @@ class S3BlobStore final : public BlobStore {
     std::string complete = "<CompleteMultipartUpload>";
     const size_t part = std::max<size_t>(o_.part_size, 5u << 20);
     Status s;
-    for (size_t off = 0, n = 1; off < data.size(); off += part, ++n) {
-      auto r =
-          Request(http::verb::put, key, {{"partNumber", std::to_string(n)}, {"uploadId", upload}},
-                  data.substr(off, std::min(part, data.size() - off)));
+    std::string bytes;
+    for (size_t off = 0, n = 1; off < size; off += part, ++n) {
+      if (s = read(off, std::min(part, size - off), &bytes); !s.ok()) break;
+      auto r = Request(http::verb::put, key,
+                       {{"partNumber", std::to_string(n)}, {"uploadId", upload}}, bytes);
       if (r.ok()) s = Expect(*r, "PUT part", key);
       if (!r.ok() || !s.ok()) {
         if (s.ok()) s = r.status();
@@ -273,7 +337,8 @@ class S3BlobStore final : public BlobStore {
 
   // One signed request, retried with backoff on 5xx, 429 and network errors.
   Result<Response> Request(http::verb verb, const std::string& key,
-                           const std::map<std::string, std::string>& query, std::string_view body) {
+                           const std::map<std::string, std::string>& query, std::string_view body,
+                           std::string_view range = {}) {
     std::string path = o_.path_style ? "/" + o_.bucket : "";
     if (!key.empty() || !o_.path_style) path += "/" + key;
     const std::string canonical_path = UriEncode(path, true);
@@ -291,6 +356,7 @@ class S3BlobStore final : public BlobStore {
           verb, qs.empty() ? canonical_path : canonical_path + "?" + qs, 11};
       req.set(http::field::host, host_header_);
       req.set(http::field::user_agent, "libcommcare");
+      if (!range.empty()) req.set(http::field::range, range);  // unsigned: S3 allows that
       Sign(req, http::to_string(verb), canonical_path, qs, payload_hash);
       req.body() = std::string(body);
       req.prepare_payload();
