@@ -6,6 +6,7 @@
 #include "commcare/exports.h"
 #include "commcare/reports.h"
 #include "commcare/tasks.h"
+#include "util/time.h"
 
 using namespace commcare;
 using namespace commcare::capi;
@@ -90,7 +91,9 @@ int cc_export_save(cc_engine* e, const char* definition_json) {
     CC_RETURN_IF_ERROR(DataDir(e, &use, &dir));
     CC_ASSIGN_OR_RETURN(ExportDefinition def, Definition(definition_json, "definition_json"));
     if (def.name.empty()) return Status::InvalidArgument("definition_json: name: is required");
-    return SaveExportDefinition(dir, def);
+    TaskQueue* q = nullptr;
+    CC_RETURN_IF_ERROR(Queue(e, &use, &q));
+    return PutSavedExport(dir, q, def);  // with its daily schedule, if it has one
   });
 }
 
@@ -130,7 +133,10 @@ int cc_export_delete(cc_engine* e, const char* domain, const char* name) {
     CC_RETURN_IF_ERROR(DataDir(e, &use, &dir));
     CC_RETURN_IF_ERROR(Arg(domain, "domain", &d));
     CC_RETURN_IF_ERROR(Arg(name, "name", &n));
-    return DeleteExportDefinition(dir, d, n);
+    TaskQueue* q = nullptr;
+    CC_RETURN_IF_ERROR(Queue(e, &use, &q));
+    CC_ASSIGN_OR_RETURN(auto blobs, ExportBlobStore(dir));
+    return DeleteSavedExport(dir, q, blobs.get(), d, n);
   });
 }
 
@@ -162,6 +168,25 @@ int cc_export_enqueue(int64_t* out_id, cc_engine* e, const char* domain, const c
       s.payload = def.ToJson();
     }
     CC_ASSIGN_OR_RETURN(*out_id, q->Enqueue(s));
+    return Status::Ok();
+  });
+}
+
+int cc_export_fetch(char** out_result, cc_engine* e, const char* domain, int64_t task_id,
+                    const char* out_path) {
+  return Fence([&]() -> Status {
+    if (out_result) *out_result = nullptr;
+    Use use;
+    std::string dir, d, path;
+    CC_RETURN_IF_ERROR(DataDir(e, &use, &dir));
+    CC_RETURN_IF_ERROR(Arg(domain, "domain", &d));
+    CC_RETURN_IF_ERROR(Arg(out_path, "out_path", &path));
+    TaskQueue* q = nullptr;
+    CC_RETURN_IF_ERROR(Queue(e, &use, &q));
+    CC_ASSIGN_OR_RETURN(auto blobs, ExportBlobStore(dir));
+    CC_ASSIGN_OR_RETURN(StoredExport s,
+                        FetchExportFile(q, blobs.get(), d, task_id, path, util::NowMicros()));
+    if (out_result) *out_result = Dup(s.ToJson());
     return Status::Ok();
   });
 }

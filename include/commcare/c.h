@@ -435,7 +435,7 @@ cc_export_run(char** out_result, cc_engine* engine, const char* definition_json,
               const char* out_path, cc_progress_fn progress, void* payload);
 
 /** Saves (adds or replaces) an export definition under its "domain" and "name" in the data
- *  directory. @return CC_EINVALID for a bad definition; CC_EPRECONDITION in memory */
+ *  directory, with its daily schedule when it has a "schedule" {"cron", "time_zone"}. @return CC_EINVALID for a bad definition; CC_EPRECONDITION in memory */
 CC_EXTERN(int) cc_export_save(cc_engine* engine, const char* definition_json);
 
 /** A saved export definition as JSON. @param out free with cc_free @return CC_ENOTFOUND */
@@ -447,12 +447,20 @@ CC_EXTERN(int) cc_export_list(char** out, cc_engine* engine, const char* domain)
 /** Deletes a saved export definition. @return CC_ENOTFOUND when there is none */
 CC_EXTERN(int) cc_export_delete(cc_engine* engine, const char* domain, const char* name);
 
-/** Queues an export.run task in domain (its file: the task's result "file").
+/** Queues an export.run task in domain (fetch its file with cc_export_fetch once it succeeded).
  *  @param request_json a definition (its domain defaults to domain) or {"saved": NAME}
  *  @param out_id the task's id @return CC_ENOTFOUND for no such saved definition,
  *         CC_EPERMISSION for a definition of another domain */
 CC_EXTERN(int)
 cc_export_enqueue(int64_t* out_id, cc_engine* engine, const char* domain, const char* request_json);
+
+/** Copies the file of export task task_id of domain to out_path (replaced atomically).
+ *  @param out_result {"task_id", "key", "file", "size", "expires_at"}; may be NULL; cc_free it
+ *  @return CC_ENOTFOUND: no such export task, or its file expired; CC_EPRECONDITION: the task
+ *          has not succeeded */
+CC_EXTERN(int)
+cc_export_fetch(char** out_result, cc_engine* engine, const char* domain, int64_t task_id,
+                const char* out_path);
 
 /** Saves (adds or replaces) a scheduled report; its "schedule" is required.
  *  @param out the saved report {"schedule", "report", "next_run_at", "last_run_at", "enabled"}

@@ -128,6 +128,12 @@ Result<StoredExport> StoreExportFile(storage::BlobStore* blobs, const ExportDefi
 // The latest stored file of a saved export; NotFound when it has not run successfully.
 Result<StoredExport> LatestSavedExport(storage::BlobStore* blobs, std::string_view domain,
                                        std::string_view name);
+// Copies the file of export.run task task_id in domain to out_path (replaced atomically), read
+// in 1 MiB ranges. NotFound: no such export task in the domain, or its file expired or is gone;
+// FailedPrecondition: the task has not succeeded (its state is named).
+Result<StoredExport> FetchExportFile(TaskQueue* tasks, storage::BlobStore* blobs,
+                                     std::string_view domain, int64_t task_id,
+                                     const std::string& out_path, int64_t now);
 // Deletes the files of succeeded export.run tasks that expired by now (µs) or finished before
 // finished_before (µs; 0 = none; their tasks are about to be pruned), found from the tasks'
 // results; returns how many were deleted.

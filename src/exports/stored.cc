@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -107,6 +110,42 @@ Result<StoredExport> LatestSavedExport(storage::BlobStore* blobs, std::string_vi
     return Status::NotFound(fmt::format("saved export \"{}\" has no file yet", name));
   if (!text.ok()) return text.status();
   return StoredExport::FromJson(*text);
+}
+
+Result<StoredExport> FetchExportFile(TaskQueue* tasks, storage::BlobStore* blobs,
+                                     std::string_view domain, int64_t task_id,
+                                     const std::string& out_path, int64_t now) {
+  auto t = tasks->Get(task_id);
+  if (!t.ok() || t->spec.domain != domain || t->spec.type != "export.run")
+    return Status::NotFound(fmt::format("export {} does not exist in domain {}", task_id, domain));
+  if (t->state != TaskState::kSucceeded)
+    return Status::FailedPrecondition(
+        fmt::format("export {} is {}, not succeeded", task_id, TaskStateName(t->state)));
+  auto s = StoredExport::FromJson(t->result);
+  if (!s.ok()) return Status::NotFound(fmt::format("export {}'s file is gone", task_id));
+  if (s->expires_at <= now) return Status::NotFound(fmt::format("export {} expired", task_id));
+  const std::string tmp = out_path + ".part";
+  FILE* f = fopen(tmp.c_str(), "wb");
+  if (!f) return Status::Internal(fmt::format("cannot create {}: {}", tmp, strerror(errno)));
+  Status st;
+  constexpr size_t kChunk = 1 << 20;
+  for (uint64_t off = 0; st.ok() && off < uint64_t(s->size); off += kChunk) {
+    auto part = blobs->ReadRange(s->key, off, kChunk);
+    if (!part.ok()) {
+      st = part.status().IsNotFound()
+               ? Status::NotFound(fmt::format("export {}'s file is gone", task_id))
+               : part.status();
+    } else if (part->empty() || fwrite(part->data(), 1, part->size(), f) != part->size()) {
+      st = Status::Internal(fmt::format("cannot write {} (or the stored file is short)", tmp));
+    }
+  }
+  if (fclose(f) != 0 && st.ok()) st = Status::Internal("cannot write " + tmp);
+  std::error_code ec;
+  if (st.ok()) fs::rename(tmp, out_path, ec);
+  if (st.ok() && ec) st = Status::Internal(fmt::format("cannot rename to {}", out_path));
+  if (!st.ok()) fs::remove(tmp, ec);
+  CC_RETURN_IF_ERROR(st);
+  return std::move(*s);
 }
 
 Result<int64_t> PruneExpiredExports(TaskQueue* tasks, storage::BlobStore* blobs, int64_t now,

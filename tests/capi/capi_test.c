@@ -522,6 +522,22 @@ static void test_exports_and_reports(void) {
   CHECK(json && strstr(json, "\"export.run\""));
   cc_free(json);
   OK(cc_export_enqueue(&id, e, "demo", "{\"kind\": \"case\", \"columns\": [\"case_id\"]}"));
+  /* No worker runs it here: its file cannot be fetched yet, nor from another domain. */
+  FAILS(cc_export_fetch(NULL, e, "demo", id, "cc-capi-export.csv"), CC_EPRECONDITION, "queued");
+  FAILS(cc_export_fetch(NULL, e, "other", id, "cc-capi-export.csv"), CC_ENOTFOUND, "other");
+  /* A saved export with a schedule is a daily saved export: saving puts its schedule. */
+  OK(cc_export_save(e, "{\"domain\": \"demo\", \"name\": \"daily\", \"schedule\": "
+                       "{\"cron\": \"0 6 * * *\", \"time_zone\": \"Africa/Nairobi\"}}"));
+  OK(cc_tasks_schedules(&json, e));
+  CHECK(json && strstr(json, "export:demo:daily"));
+  cc_free(json);
+  FAILS(cc_export_save(e, "{\"domain\": \"demo\", \"name\": \"bad\", \"schedule\": "
+                          "{\"cron\": \"61 * * * *\"}}"),
+        CC_EINVALID, "cron");
+  OK(cc_export_delete(e, "demo", "daily"));
+  OK(cc_tasks_schedules(&json, e));
+  CHECK(json && !strstr(json, "export:demo:daily"));
+  cc_free(json);
   FAILS(cc_export_enqueue(&id, e, "demo", "{\"saved\": \"nope\"}"), CC_ENOTFOUND, "nope");
   FAILS(cc_export_enqueue(&id, e, "demo", "{\"domain\": \"other\"}"), CC_EPERMISSION, "domain");
   OK(cc_export_delete(e, "demo", "wards"));

@@ -532,14 +532,20 @@ class ExportsTest(unittest.TestCase):
             self.assertEqual((t["type"], t["domain"]), ("export.run", "demo"))
             t = e.wait_task(t["id"], timeout=30)
             self.assertEqual(t["state"], "succeeded", t["last_error"])
-            with open(t["result"]["file"], newline="") as f:
+            got = os.path.join(self.dir, "fetched.csv")
+            with self.assertRaises(commcare.NotFoundError):
+                e.fetch_export("other", t["id"], got)
+            info = e.fetch_export("demo", t["id"], got)
+            self.assertEqual(info["size"], os.path.getsize(got))
+            with open(got, newline="") as f:
                 rows = list(csv.reader(f))
             self.assertEqual(rows[0], ["case_id", "age"])
             self.assertEqual(len(rows), 6)
             t = e.wait_task(e.enqueue_export({"domain": "demo", "format": "xlsx"})["id"],
                             timeout=30)
             self.assertEqual(t["state"], "succeeded", t["last_error"])
-            self.assertTrue(zipfile.is_zipfile(t["result"]["file"]))
+            e.fetch_export("demo", t["id"], os.path.join(self.dir, "fetched.xlsx"))
+            self.assertTrue(zipfile.is_zipfile(os.path.join(self.dir, "fetched.xlsx")))
         finally:
             w.stop()
         with self.assertRaises(commcare.NotFoundError):

@@ -8,6 +8,7 @@
 import ctypes
 import dataclasses
 import json
+import os
 import threading
 import time
 import weakref
@@ -456,7 +457,7 @@ class Engine(_Handle):
     def enqueue_export(self, definition, domain=None):
         """Queues an export.run task and returns it (a dict, as task()): definition is a
         definition (dict; domain defaults to its "domain") or the name of a saved one (domain
-        required). A worker pool runs it; its result's "file" is the export."""
+        required). A worker pool runs it; fetch_export copies its file once it succeeded."""
         if isinstance(definition, str) and not definition.lstrip().startswith("{"):
             request = {"saved": definition}
         else:
@@ -467,6 +468,13 @@ class Engine(_Handle):
         _lib.cc_export_enqueue(ctypes.byref(n), self._handle(), _t(domain),
                                _t(json.dumps(request)))
         return self.task(n.value)
+
+    def fetch_export(self, domain, task_id, out_path):
+        """Copies the file of export task task_id (kept in the blob store) to out_path and
+        returns {"task_id", "key", "file", "size", "expires_at"}; NotFoundError when there is
+        no such export or its file expired, FailedPreconditionError until it succeeded."""
+        return _call_json(_lib.cc_export_fetch, self._handle(), _t(domain), int(task_id),
+                          _t(os.fspath(out_path)))
 
     # ---- scheduled reports (docs/email-and-reports.md) ----
 

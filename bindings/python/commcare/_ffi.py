@@ -144,6 +144,7 @@ _FUNCS = [
     ("cc_export_list", [out, vp, cp], ctypes.c_int, _check),
     ("cc_export_delete", [vp, cp, cp], ctypes.c_int, _check),
     ("cc_export_enqueue", [P(i64), vp, cp, cp], ctypes.c_int, _check),
+    ("cc_export_fetch", [out, vp, cp, i64, cp], ctypes.c_int, _check),
     ("cc_report_set", [out, vp, cp], ctypes.c_int, _check),
     ("cc_report_list", [out, vp, cp], ctypes.c_int, _check),
     ("cc_report_get", [out, vp, cp, cp], ctypes.c_int, _check),
