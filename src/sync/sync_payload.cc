@@ -34,22 +34,16 @@ void Elem(std::string* o, std::string_view name, std::string_view text) {
   *o += '>';
 }
 
-// A case block as CommCare's generators write it for this restore version.
+// A case block as CommCare's generators write it for this restore version
+// (casexml/apps/case/xml/generator.py). A deleted case the phone holds gets the same block as
+// any other (HQ's restore does not set it apart) and a <close/>, so the phone purges it as the
+// new footprint does: commcare-core rejects a block without date_modified
+// (CaseXmlParser.java:87), and the whole restore with it.
 void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1) {
   const std::string_view case_id = c.Str("case_id");
-  if (c.Bool("deleted")) {  // gone from the server: the phone drops it
-    if (v1) {
-      *o += "<case><case_id>";
-      AppendXmlEscaped(o, case_id);
-      *o += "</case_id><close/></case>";
-    } else {
-      *o += "<case xmlns=\"http://commcarehq.org/case/transaction/v2\" case_id=\"";
-      AppendXmlEscaped(o, case_id);
-      *o += "\"><close/></case>";
-    }
-    return;
-  }
-  const std::string modified = FormatTime(c.Int("modified_on"));
+  // HQ's rebuild of a case left without forms sets modified_on to the rebuild's server date.
+  const int64_t modified_on = c.Int("modified_on");
+  const std::string modified = FormatTime(modified_on ? modified_on : c.Int("server_modified_on"));
   if (v1) {
     *o += "<case>";
     Elem(o, "case_id", case_id);
@@ -136,7 +130,7 @@ void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1) {
     }
     *o += "</attachment>";
   }
-  if (c.Bool("closed")) *o += "<close/>";
+  if (c.Bool("closed") || c.Bool("deleted")) *o += "<close/>";
   *o += "</case>";
 }
 

@@ -1,0 +1,134 @@
+// Mobile sync as CommCare HQ writes it and commcare-core parses it (issue 22, the audit in
+// research/hq-fidelity.md §2): each test cites the HQ or commcare-core file it follows.
+// commcare-core cannot run in CI, so CoreCheck below applies its parsers' rules to a payload.
+#include <commcare/sync.h>
+
+#include <map>
+#include <regex>
+#include <set>
+
+#include "engine_helpers.h"
+#include "sync_helpers.h"
+
+using namespace commcare;
+using cctest::Case;
+using cctest::CaseForm;
+using cctest::Create;
+using cctest::OpenMemory;
+using cctest::RestoreInto;
+using cctest::U1Request;
+
+namespace {
+
+// An attribute of the start tag `tag` ("" when absent; *found says whether it was there).
+std::string Attr(const std::string& tag, const std::string& name, bool* found = nullptr) {
+  std::smatch m;
+  const bool ok = std::regex_search(tag, m, std::regex("\\s" + name + "=\"([^\"]*)\""));
+  if (found) *found = ok;
+  return ok ? m[1].str() : "";
+}
+
+// The rules of commcare-core's restore parsers (dimagi/commcare-core 7b4b3a61d) that a payload
+// breaks a real phone's restore with, applied to the phone's case list *held (id -> closed).
+// Returns the errors (empty when the phone would accept the payload).
+std::vector<std::string> CoreCheck(const std::string& payload, std::map<std::string, bool>* held) {
+  std::vector<std::string> errors;
+  std::regex case_re("<case xmlns=\"http://commcarehq.org/case/transaction/v2\"[^>]*>");
+  for (auto it = std::sregex_iterator(payload.begin(), payload.end(), case_re);
+       it != std::sregex_iterator(); ++it) {
+    const std::string tag = (*it)[0];
+    const size_t start = static_cast<size_t>(it->position());
+    const std::string block = payload.substr(start, payload.find("</case>", start) - start);
+    const std::string id = Attr(tag, "case_id");
+    // CaseXmlParser.java:84-87: case_id and date_modified are mandatory (CaseXmlParserUtil
+    // validateMandatoryProperty throws InvalidStructureException).
+    if (id.empty()) errors.push_back("a <case> without case_id");
+    if (Attr(tag, "date_modified").empty())
+      errors.push_back("case " + id + ": date_modified wasn't set");
+    const bool create = block.find("<create>") != std::string::npos;
+    // CaseXmlParser.java:104,109 and 238-242: update and close load the case with
+    // errorIfMissing.
+    if (!create && !held->count(id)) errors.push_back("case " + id + ": not on the phone");
+    (*held)[id] = block.find("<close/>") != std::string::npos;
+  }
+  return errors;
+}
+
+std::string Token(const std::string& payload) {
+  std::smatch m;
+  REQUIRE(std::regex_search(payload, m, std::regex("<restore_id>([0-9a-f]+)</restore_id>")));
+  return m[1];
+}
+
+struct Fixture {
+  std::unique_ptr<Engine> e = OpenMemory();
+  std::unique_ptr<Sync> sync;
+  RestoreRequest req = U1Request();
+  std::map<std::string, bool> phone;  // what the phone holds: id -> closed
+  Fixture() {
+    auto s = Sync::Open(e.get(), "");
+    REQUIRE_MESSAGE(s.ok(), s.status().ToString());
+    sync = std::move(s).value();
+  }
+  // A restore (incremental after the first) that commcare-core's rules accept; the phone then
+  // purges its closed cases (CasePurgeFilter drops closed cases nothing live indexes).
+  RestoreResult Restore(std::string* payload) {
+    auto res = RestoreInto(sync.get(), req, payload);
+    REQUIRE(res.http_status == 200);
+    auto errors = CoreCheck(*payload, &phone);
+    for (const auto& err : errors) FAIL_CHECK(err);
+    for (auto it = phone.begin(); it != phone.end();) it = it->second ? phone.erase(it) : ++it;
+    req.since = Token(*payload);
+    return res;
+  }
+  std::vector<std::string> Held() const {
+    std::vector<std::string> out;
+    for (const auto& [id, closed] : phone) out.push_back(id);
+    return out;
+  }
+};
+
+}  // namespace
+
+// R1: HQ's V2CaseXMLGenerator.get_root_element (casexml/apps/case/xml/generator.py) sets
+// date_modified whenever modified_on is set, and a rebuild that leaves a case without forms sets
+// modified_on to the rebuild's server date (form_processor update_strategy.py
+// rebuild_from_transactions); its restore writes a deleted case like any other
+// (phone/data_providers/case/utils.py CaseSyncUpdate). commcare-core rejects a block without it.
+TEST_CASE("HQ fidelity: a deleted case the phone holds is sent with date_modified and a close") {
+  Fixture f;
+  REQUIRE(cctest::Submit(f.e.get(), CaseForm("creates-x", "x", Create("u1"))).http_status == 201);
+  Case(f.e.get(), "y", Create("u1"));
+  std::string p;
+  f.Restore(&p);
+  CHECK(f.Held() == std::vector<std::string>{"x", "y"});
+  REQUIRE(f.e->ArchiveForm("demo", "creates-x").ok());  // x is left without forms: deleted
+  auto r = f.Restore(&p);
+  CHECK(r.cases == 1);
+  std::smatch m;
+  REQUIRE(std::regex_search(p, m, std::regex("<case [^>]*case_id=\"x\"[^>]*>")));
+  CHECK(std::regex_match(Attr(m[0], "date_modified"),
+                         std::regex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\\.[0-9]{6}Z")));
+  bool has_user = false;
+  Attr(m[0], "user_id", &has_user);
+  CHECK(has_user);
+  // The phone closes and purges it, so its state hash is the server's footprint's.
+  CHECK(f.Held() == std::vector<std::string>{"y"});
+  auto log = f.sync->GetSyncLog(r.sync_id);
+  REQUIRE(log.ok());
+  CHECK(log->case_ids == f.Held());
+  f.req.state = CaseStateHash(f.Held());
+  CHECK(f.Restore(&p).http_status == 200);
+  // Version 1.0 writes date_modified as an element.
+  f.req.version = "1.0";
+  f.req.since.clear();
+  f.req.state.clear();
+  REQUIRE(cctest::Submit(f.e.get(), CaseForm("creates-z", "z", Create("u1"))).http_status == 201);
+  RestoreInto(f.sync.get(), f.req, &p);
+  const std::string t = Token(p);
+  REQUIRE(f.e->ArchiveForm("demo", "creates-z").ok());
+  f.req.since = t;
+  RestoreInto(f.sync.get(), f.req, &p);
+  CHECK(std::regex_search(p, std::regex("<case><case_id>z</case_id><date_modified>[0-9]{4}-"
+                                        "[^<]+</date_modified>.*<close/></case>")));
+}
