@@ -78,10 +78,13 @@ void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1) {
     Elem(o, "case_name", c.Str("name"));
     Elem(o, "owner_id", c.Str("owner_id"));
   }
-  if (!v1) {
-    if (auto ext = c.Str("external_id"); !ext.empty()) Elem(o, "external_id", ext);
-    Elem(o, "date_opened", FormatTime(c.Int("opened_on")));
-  }
+  // generator.py add_custom_properties: v2 writes external_id, v1 owner_id, when set; both
+  // write date_opened, when set, as a date (date_to_xml_string: commcare-core's
+  // DateUtils.parseDate reads nothing else, CaseXmlParser.java:210-211).
+  if (auto ext = c.Str("external_id"); !v1 && !ext.empty()) Elem(o, "external_id", ext);
+  if (auto owner = c.Str("owner_id"); v1 && !owner.empty()) Elem(o, "owner_id", owner);
+  if (const int64_t opened = c.Int("opened_on"); opened != 0)
+    Elem(o, "date_opened", FormatTime(opened).substr(0, 10));
   // Properties by name (the codec writes them sorted; sorted here too for any other writer).
   const json::object& props = c.Object("properties");
   std::vector<const json::key_value_pair*> kv;

@@ -49,6 +49,12 @@ std::vector<std::string> CoreCheck(const std::string& payload, std::map<std::str
     // CaseXmlParser.java:104,109 and 238-242: update and close load the case with
     // errorIfMissing.
     if (!create && !held->count(id)) errors.push_back("case " + id + ": not on the phone");
+    // CaseXmlParser.java:210-211: date_opened goes through DateUtils.parseDate, which gives
+    // null for anything but yyyy-mm-dd (DateUtils.java:484-513).
+    std::smatch m;
+    if (std::regex_search(block, m, std::regex("<date_opened>([^<]*)</date_opened>")) &&
+        !std::regex_match(m[1].str(), std::regex("[0-9]{4}-[0-9]{2}-[0-9]{2}")))
+      errors.push_back("case " + id + ": date_opened '" + m[1].str() + "' is not a date");
     (*held)[id] = block.find("<close/>") != std::string::npos;
   }
   return errors;
@@ -131,4 +137,28 @@ TEST_CASE("HQ fidelity: a deleted case the phone holds is sent with date_modifie
   RestoreInto(f.sync.get(), f.req, &p);
   CHECK(std::regex_search(p, std::regex("<case><case_id>z</case_id><date_modified>[0-9]{4}-"
                                         "[^<]+</date_modified>.*<close/></case>")));
+}
+
+// R2: generator.py add_custom_properties writes date_opened = date_to_xml_string(opened_on), a
+// yyyy-mm-dd date (json_format_date); commcare-core's CaseXmlParser.java:210-211 reads it with
+// DateUtils.parseDate, which gives null for a datetime (and the casedb instance then throws).
+// The v1 generator writes owner_id and date_opened in the update too.
+TEST_CASE("HQ fidelity: date_opened is a yyyy-mm-dd date in v2 and v1 blocks") {
+  Fixture f;
+  REQUIRE(cctest::Submit(f.e.get(), CaseForm("opens", "c", Create("u1"), "u1",
+                                             "2021-06-30T23:59:58.123+00:00"))
+              .http_status == 201);
+  std::string p;
+  f.Restore(&p);  // CoreCheck: every date_opened parses as a date
+  CHECK(p.find("<date_opened>2021-06-30</date_opened>") != std::string::npos);
+  // An incremental block (no create: base properties in the update) too.
+  Case(f.e.get(), "c", "<update><p>w</p></update>", "another-token");
+  f.Restore(&p);
+  CHECK(p.find("<owner_id>u1</owner_id><date_opened>2021-06-30</date_opened>") !=
+        std::string::npos);
+  f.req.version = "1.0";
+  f.req.since.clear();
+  RestoreInto(f.sync.get(), f.req, &p);
+  CHECK(p.find("<update><owner_id>u1</owner_id><date_opened>2021-06-30</date_opened>") !=
+        std::string::npos);
 }
