@@ -16,11 +16,10 @@ using util::AppendXmlEscaped;
 namespace sync_internal {
 namespace {
 
-std::string FormatQuantity(double v) {
-  if (v == static_cast<double>(static_cast<int64_t>(v)))
-    return std::to_string(static_cast<int64_t>(v));
-  return fmt::format("{}", v);
-}
+// stock.py _entry_xml writes quantity=str(int(quantity)); commcare-core parses it with
+// parseInt (LedgerXmlParsers.java:94,113). Balances stored before they were kept whole are
+// truncated the same way.
+std::string FormatQuantity(double v) { return std::to_string(static_cast<int64_t>(v)); }
 
 }  // namespace
 

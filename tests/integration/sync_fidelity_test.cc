@@ -57,6 +57,12 @@ std::vector<std::string> CoreCheck(const std::string& payload, std::map<std::str
       errors.push_back("case " + id + ": date_opened '" + m[1].str() + "' is not a date");
     (*held)[id] = block.find("<close/>") != std::string::npos;
   }
+  // LedgerXmlParsers.java:94,113: quantity goes through ElementParser.parseInt.
+  std::regex qty_re("<ns0:entry id=\"[^\"]*\" quantity=\"([^\"]*)\"");
+  for (auto it = std::sregex_iterator(payload.begin(), payload.end(), qty_re);
+       it != std::sregex_iterator(); ++it)
+    if (!std::regex_match((*it)[1].str(), std::regex("-?[0-9]+")))
+      errors.push_back("quantity '" + (*it)[1].str() + "' is not an integer");
   return errors;
 }
 
@@ -161,4 +167,53 @@ TEST_CASE("HQ fidelity: date_opened is a yyyy-mm-dd date in v2 and v1 blocks") {
   RestoreInto(f.sync.get(), f.req, &p);
   CHECK(p.find("<update><owner_id>u1</owner_id><date_opened>2021-06-30</date_opened>") !=
         std::string::npos);
+}
+
+namespace {
+
+// A form of u1 with a ledger block (balance or transfer XML) after a case update of `id`.
+void LedgerForm(Engine* e, const std::string& form_id, const std::string& id,
+                const std::string& ledger, const std::string& token = "") {
+  SubmitRequest r;
+  r.domain = "demo";
+  r.body = CaseForm(form_id, id, "<update><q>1</q></update>");
+  r.body.insert(r.body.find("</data>"), ledger);
+  r.last_sync_token = token;
+  auto resp = e->Submit(r);
+  REQUIRE_MESSAGE(resp.http_status == 201, resp.message);
+}
+
+std::string Balance(const std::string& case_id, const std::string& entries) {
+  return "<balance xmlns=\"http://commcarehq.org/ledger/v1\" entity-id=\"" + case_id +
+         "\" section-id=\"stock\" date=\"2020-01-01\">" + entries + "</balance>";
+}
+
+}  // namespace
+
+// R3: HQ's LedgerValue.balance is an IntegerField and its deltas BigIntegerFields
+// (corehq/form_processor/models/ledgers.py); the restore writes quantity=str(int(quantity))
+// (casexml stock payload _entry_xml); commcare-core's LedgerXmlParsers.java:94,113 parseInt it.
+TEST_CASE("HQ fidelity: ledger quantities are whole numbers, truncated as int(Decimal)") {
+  Fixture f;
+  Case(f.e.get(), "s", Create("u1"));
+  Case(f.e.get(), "d", Create("u1"));
+  LedgerForm(f.e.get(), "b1", "s",
+             Balance("s", "<entry id=\"p\" quantity=\"2.5\"/><entry id=\"n\" quantity=\"-2.5\"/>"));
+  LedgerForm(f.e.get(), "t1", "s",
+             "<transfer xmlns=\"http://commcarehq.org/ledger/v1\" src=\"s\" dest=\"d\" "
+             "section-id=\"stock\" date=\"2020-01-02\"><entry id=\"p\" quantity=\"1.9\"/>"
+             "</transfer>");
+  auto s = f.e->GetLedger("demo", "s");
+  REQUIRE(s.ok());
+  std::map<std::string, double> got;
+  for (const auto& v : *s) got[v.entry_id] = v.balance;
+  CHECK(got == std::map<std::string, double>{{"n", -2}, {"p", 1}});
+  auto d = f.e->GetLedger("demo", "d");
+  REQUIRE(d.ok());
+  REQUIRE(d->size() == 1);
+  CHECK((*d)[0].balance == 1);
+  std::string p;
+  f.Restore(&p);  // CoreCheck: every quantity is an integer
+  CHECK(p.find("entity-id=\"s\" section-id=\"stock\"><ns0:entry id=\"n\" quantity=\"-2\"/>"
+               "<ns0:entry id=\"p\" quantity=\"1\"/>") != std::string::npos);
 }
