@@ -354,10 +354,12 @@ Response App::RestoreApi(const Request& r, const std::string& domain, const std:
     return ota_error(
         412, fmt::format("user_id {} is not the user restored ({})", id->second, target.username));
   const std::string state = r.Param("state");
-  if (!state.empty() && (state.size() != 37 || state.rfind("ccsh:", 0) != 0 ||
-                         state.find_first_not_of("0123456789abcdef", 5) != std::string::npos))
+  // "ccsh:" is the empty footprint's hash (what a phone without cases sends).
+  if (!state.empty() &&
+      ((state.size() != 37 && state.size() != 5) || state.rfind("ccsh:", 0) != 0 ||
+       state.find_first_not_of("0123456789abcdef", 5) != std::string::npos))
     return ota_error(412,
-                     fmt::format("state '{}' is not a case state hash (ccsh:<32 hex>)", state));
+                     fmt::format("state '{}' is not a case state hash (ccsh:[32 hex])", state));
   auto q = meta::MakeRestoreRequest(meta_, target, domain);
   if (!q.ok()) return ota_error(500, q.status().message());
   if (target.username != user->username) q->user.password_hash.clear();  // never another's

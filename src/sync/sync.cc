@@ -50,7 +50,10 @@ using sync_internal::Out;
 using sync_internal::PerDatabase;
 using sync_internal::SyncLogStore;
 
-// XOR of md5(case_id), kept as 16 bytes so a footprint's hash can be updated per case.
+// XOR of md5(case_id), kept as 16 bytes so a footprint's hash can be updated per case. An
+// empty footprint's hash is "ccsh:", as HQ's Checksum([]).hexdigest() == '' (casexml
+// phone/checksum.py) and commcare-core's CaseDBUtils.computeCaseDbHash with no case
+// (CaseDBUtils.java:13-32): a phone that holds no case sends state=ccsh:.
 struct Hash {
   uint8_t b[16] = {};
   void Flip(std::string_view id) {
@@ -58,15 +61,30 @@ struct Hash {
     util::Md5Raw(id, d);
     for (int i = 0; i < 16; ++i) b[i] ^= d[i];
   }
-  // Parses "ccsh:<32 hex>" (false if it is not that).
-  bool Parse(std::string_view t) {
-    if (t.size() != 37 || t.substr(0, 5) != "ccsh:") return false;
-    auto hex = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-    for (int i = 0; i < 16; ++i)
-      b[i] = static_cast<uint8_t>(hex(t[5 + 2 * i]) * 16 + hex(t[6 + 2 * i]));
+  bool Empty() const {
+    for (uint8_t x : b)
+      if (x) return false;
     return true;
   }
-  std::string Text() const { return "ccsh:" + util::HexEncode(b, sizeof b); }
+  // Parses "ccsh:" or "ccsh:<32 hex>" (false if it is neither).
+  bool Parse(std::string_view t) {
+    if (t.substr(0, 5) != "ccsh:" || (t.size() != 5 && t.size() != 37)) return false;
+    if (t.size() == 5) {
+      *this = Hash();
+      return true;
+    }
+    auto hex = [](char c) {
+      return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
+    for (int i = 0; i < 16; ++i) {
+      const int hi = hex(t[5 + 2 * i]), lo = hex(t[6 + 2 * i]);
+      if (hi < 0 || lo < 0) return false;
+      b[i] = static_cast<uint8_t>(hi * 16 + lo);
+    }
+    return true;
+  }
+  bool operator==(const Hash& o) const { return std::equal(b, b + 16, o.b); }
+  std::string Text() const { return Empty() ? "ccsh:" : "ccsh:" + util::HexEncode(b, sizeof b); }
 };
 
 // The cases a phone holds: the token's sorted footprint, and what the phone's own forms added
@@ -190,7 +208,8 @@ class SyncImpl final : public Sync {
       phone_hash = prev_hash;
       CC_RETURN_IF_ERROR(
           ApplyChangesSince(req, prev, &phone, &phone_hash, &changed_elsewhere, &graph_unchanged));
-      if (!req.state.empty() && req.state != phone_hash.Text())
+      Hash sent;
+      if (!req.state.empty() && !(sent.Parse(req.state) && sent == phone_hash))
         return refuse(412, "Phone case list is inconsistent with server's record.");
     }
     timing("changes since the token");

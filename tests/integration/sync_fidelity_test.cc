@@ -217,3 +217,34 @@ TEST_CASE("HQ fidelity: ledger quantities are whole numbers, truncated as int(De
   CHECK(p.find("entity-id=\"s\" section-id=\"stock\"><ns0:entry id=\"n\" quantity=\"-2\"/>"
                "<ns0:entry id=\"p\" quantity=\"1\"/>") != std::string::npos);
 }
+
+// R4: an empty footprint's hash is "ccsh:": HQ's Checksum([]).hexdigest() is ''
+// (casexml/apps/phone/checksum.py) and commcare-core's CaseDBUtils.computeCaseDbHash returns ""
+// when the phone holds no case (CaseDBUtils.java:13-32), so such a phone sends state=ccsh:.
+TEST_CASE("HQ fidelity: a phone without cases sends state=ccsh: and is answered 200") {
+  Fixture f;
+  CHECK(CaseStateHash({}) == "ccsh:");
+  std::string p;
+  auto first = f.Restore(&p);
+  CHECK(first.footprint == 0);
+  auto log = f.sync->GetSyncLog(first.sync_id);
+  REQUIRE(log.ok());
+  CHECK(log->state_hash == "ccsh:");
+  f.req.state = "ccsh:";
+  CHECK(f.Restore(&p).http_status == 200);
+  // A case comes and goes: the hash is ccsh: again once the footprint is empty.
+  Case(f.e.get(), "c", Create("u1"));
+  f.req.state = "ccsh:";
+  f.Restore(&p);
+  f.req.state = CaseStateHash({"c"});
+  Case(f.e.get(), "c", "<close/>", "another-token");
+  f.Restore(&p);
+  f.req.state = "ccsh:";
+  auto last = f.Restore(&p);
+  CHECK(last.http_status == 200);
+  CHECK(f.sync->GetSyncLog(last.sync_id)->state_hash == "ccsh:");
+  // Anything else that is not the footprint's hash is still a 412.
+  f.req.state = "ccsh:00000000000000000000000000000001";
+  auto bad = RestoreInto(f.sync.get(), f.req, &p);
+  CHECK(bad.http_status == 412);
+}
