@@ -344,11 +344,9 @@ Response App::RestoreApi(const Request& r, const std::string& domain, const std:
           t->domains.size() != 1)
         return ota_error(404, fmt::format("no active mobile worker {} in domain {}", name, domain));
       target = *t;
-    } else if (k != "since" && k != "version" && k != "state" && k != "items" && k != "device_id" &&
-               k != "user_id" && k != "overwrite_cache" && k != "openrosa_version" &&
-               k != "skip_fixtures" && k != "fail_hard") {
-      return ota_error(400, fmt::format("unknown parameter '{}'", k));
     }
+    // Any other parameter is ignored, as HQ's get_restore_params (corehq/apps/ota/views.py)
+    // reads the ones it knows and nothing else (case_sync, cache busters, ...).
   }
   if (auto id = r.query.find("user_id"); id != r.query.end() && id->second != target.user_id)
     return ota_error(

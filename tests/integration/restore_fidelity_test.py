@@ -70,7 +70,7 @@ class RestoreFidelityTest(unittest.TestCase):
         s, _, body = self.request("GET", f"/a/demo/phone/restore/?{query}", auth=auth)
         return s, body
 
-    def test_empty_footprint_state(self):
+    def test_empty_footprint_state_and_unknown_parameters(self):
         # R4: commcare-core's CaseDBUtils.computeCaseDbHash returns "" with no case
         # (CaseDBUtils.java:13-32) and HQ's Checksum([]).hexdigest() is '' (phone/checksum.py),
         # so a phone without cases syncs with state=ccsh:.
@@ -83,6 +83,11 @@ class RestoreFidelityTest(unittest.TestCase):
         token = ET.fromstring(body).find("sync:Sync/sync:restore_id", NS).text
         s, body = self.restore(f"since={token}&state=ccsh:00000000000000000000000000000001", auth)
         self.assertEqual(s, 412, body)
+        # R5: HQ's get_restore_params (corehq/apps/ota/views.py) reads the parameters it knows
+        # and ignores any other.
+        s, body = self.restore("version=2.0&case_sync=livequery&foo=bar&_=1712345678", auth)
+        self.assertEqual(s, 200, body)
+        self.assertIn(b"ota_restore_success", body)
 
 
 if __name__ == "__main__":
