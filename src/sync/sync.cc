@@ -145,6 +145,12 @@ class SyncImpl final : public Sync {
       auto cached = FromCache(path, UserKey(req.domain, req.user.user_id), write);
       if (!cached.ok() || cached->http_status != 0) return cached;
     }
+    // As HQ's RestoreConfig.set_cached_payload_if_necessary (casexml/apps/phone/restore.py):
+    // a payload is kept only when computing it took longer than INITIAL_SYNC_CACHE_THRESHOLD
+    // (const.py, 60 s) or the request forces it; a fast restore is always computed afresh, so
+    // it never misses a case changed or assigned since. A copy is written as it streams (the
+    // duration is known only at the end) and dropped when it is not kept.
+    const auto began = std::chrono::steady_clock::now();
     const std::string tmp = path + "." + util::NewUuidHex() + ".tmp";
     std::ofstream copy(tmp, std::ios::binary);
     auto tee = [&](int status, std::string_view chunk) -> Status {
@@ -155,12 +161,21 @@ class SyncImpl final : public Sync {
     auto res = Compute(req, tee);
     copy.close();
     std::error_code ec;
-    if (res.ok() && res->http_status == 200 && copy) {
+    const bool keep = req.force_cache ||
+                      std::chrono::steady_clock::now() - began > std::chrono::seconds(kCacheAfter);
+    if (res.ok() && res->http_status == 200 && copy && keep) {
+      res->cached = true;
       std::ofstream(path + ".id") << res->sync_id << ' ' << res->cases << ' ' << res->ledgers << ' '
                                   << res->footprint;
       std::filesystem::rename(tmp, path, ec);
     } else {
       std::filesystem::remove(tmp, ec);
+      // An answer computed afresh supersedes what was kept (HQ's
+      // delete_cached_payload_if_necessary for overwrite_cache).
+      if (res.ok() && res->http_status == 200) {
+        std::filesystem::remove(path, ec);
+        std::filesystem::remove(path + ".id", ec);
+      }
     }
     return res;
   }
@@ -425,6 +440,7 @@ class SyncImpl final : public Sync {
   }
 
   static constexpr int64_t kCacheSeconds = 3600;  // CommCare keeps cached restores an hour
+  static constexpr int64_t kCacheAfter = 60;      // HQ's INITIAL_SYNC_CACHE_THRESHOLD
 
   static std::string UserKey(std::string_view domain, std::string_view user_id) {
     return util::Md5Hex(std::string(domain) + '\0' + std::string(user_id)).substr(0, 16) + "-";

@@ -248,3 +248,37 @@ TEST_CASE("HQ fidelity: a phone without cases sends state=ccsh: and is answered 
   auto bad = RestoreInto(f.sync.get(), f.req, &p);
   CHECK(bad.http_status == 412);
 }
+
+// R6: HQ keeps a restore's payload only when it took longer than INITIAL_SYNC_CACHE_THRESHOLD
+// (60 s, casexml/apps/phone/const.py), was asynchronous or forced
+// (RestoreConfig.set_cached_payload_if_necessary, casexml/apps/phone/restore.py), so a fast
+// first sync is never answered from a cache and misses nothing changed since.
+TEST_CASE("HQ fidelity: a fast first sync is computed afresh and sees what changed since") {
+  auto e = OpenMemory();
+  auto sync = Sync::Open(e.get(), "", cctest::FreshTempDir("cc-sync", "fresh"));
+  REQUIRE(sync.ok());
+  Case(e.get(), "mine", Create("u1") + "<update><village>v1</village></update>");
+  RestoreRequest r = U1Request();
+  std::string p1, p2;
+  auto first = RestoreInto(sync->get(), r, &p1);
+  CHECK_FALSE(first.cached);
+  // Another user changes the case and assigns a new one to u1 (u1 submits nothing).
+  Case(e.get(), "mine", "<update><village>v2</village></update>", "another-token");
+  Case(e.get(), "assigned", Create("u1"));
+  auto second = RestoreInto(sync->get(), r, &p2);
+  CHECK_FALSE(second.from_cache);
+  CHECK(second.sync_id != first.sync_id);
+  CHECK(p2.find("<village>v2</village>") != std::string::npos);
+  CHECK(p2.find("case_id=\"assigned\"") != std::string::npos);
+  // A forced one is kept and answered again; overwrite_cache drops it.
+  r.force_cache = true;
+  auto forced = RestoreInto(sync->get(), r, &p1);
+  CHECK(forced.cached);
+  r.force_cache = false;
+  CHECK(RestoreInto(sync->get(), r, &p2).from_cache);
+  CHECK(p2 == p1);
+  r.overwrite_cache = true;
+  CHECK_FALSE(RestoreInto(sync->get(), r, &p2).from_cache);
+  r.overwrite_cache = false;
+  CHECK_FALSE(RestoreInto(sync->get(), r, &p2).from_cache);
+}
