@@ -419,12 +419,20 @@ class SyncImpl final : public Sync {
                                   : (owned || !c.indices.empty()))
           *graph_unchanged = false;
         CC_ASSIGN_OR_RETURN(auto txs, db->GetCaseTransactions(id));
-        bool mine = false, others = false;
+        // A ledger-only transaction of the phone's own form (a balance or transfer on a case
+        // its form did not otherwise touch) neither adds the case to its footprint nor is
+        // echoed back (HQ's get_modified_case_ids skips the token's own transactions).
+        bool mine = false, others = false, mine_ledger = false;
         for (const auto& t : txs) {
           if (t.server_date < prev.date) continue;
-          (t.sync_log_id == prev.sync_id ? mine : others) = true;
+          if (t.sync_log_id != prev.sync_id)
+            others = true;
+          else if (t.type == (kTxForm | kTxLedger))
+            mine_ledger = true;
+          else
+            mine = true;
         }
-        if (!mine && !others) others = true;  // changed, but by no form since: the server's
+        if (!mine && !others && !mine_ledger) others = true;  // by no form since: the server's
         if (mine) {
           const bool keep = !c.closed && !c.deleted;
           if (keep != phone->count(id)) phone_hash->Flip(id);

@@ -282,3 +282,76 @@ TEST_CASE("HQ fidelity: a fast first sync is computed afresh and sees what chang
   r.overwrite_cache = false;
   CHECK_FALSE(RestoreInto(sync->get(), r, &p2).from_cache);
 }
+
+namespace {
+
+// A form of u1 with only ledger blocks (no case block).
+void LedgerOnly(Engine* e, const std::string& form_id, const std::string& ledger,
+                const std::string& token = "") {
+  SubmitRequest r;
+  r.domain = "demo";
+  r.body = fmt::format(
+      R"(<?xml version="1.0"?><data xmlns="http://example.org/form"><meta xmlns="http://openrosa.org/jr/xforms"><instanceID>{}</instanceID><userID>u1</userID></meta>{}</data>)",
+      form_id, ledger);
+  r.last_sync_token = token;
+  auto resp = e->Submit(r);
+  REQUIRE_MESSAGE(resp.http_status == 201, resp.message);
+}
+
+std::string Transfer(const std::string& src, const std::string& dest, const std::string& qty) {
+  return "<transfer xmlns=\"http://commcarehq.org/ledger/v1\" src=\"" + src + "\" dest=\"" + dest +
+         "\" section-id=\"stock\" date=\"2020-01-02\"><entry id=\"p\" quantity=\"" + qty +
+         "\"/></transfer>";
+}
+
+// The quantity of entry p of the case's stock balance in the payload ("" when not sent).
+std::string Sent(const std::string& payload, const std::string& case_id) {
+  std::smatch m;
+  if (!std::regex_search(
+          payload, m,
+          std::regex("entity-id=\"" + case_id +
+                     "\" section-id=\"stock\"><ns0:entry id=\"p\" quantity=\"(-?[0-9]+)\"")))
+    return "";
+  return m[1];
+}
+
+}  // namespace
+
+// R8: HQ marks every case a ledger block touches as changed (mark_cases_changed,
+// corehq/apps/commtrack/processing.py: "touch every case for proper ota restore logic syncing
+// to be preserved"), with a FORM|LEDGER transaction carrying the form's sync token
+// (CaseTransaction.ledger_transaction); get_modified_case_ids then sends it to the other phones
+// that hold it, with its balances (livequery.py compile_response: get_stock_payload per batch).
+TEST_CASE("HQ fidelity: ledger-only changes reach the phone on an incremental sync") {
+  Fixture f;
+  for (const char* id : {"s", "d", "e"}) Case(f.e.get(), id, Create("u1"));
+  LedgerOnly(f.e.get(), "l0",
+             Balance("s", "<entry id=\"p\" quantity=\"10\"/>") +
+                 Balance("e", "<entry id=\"p\" quantity=\"1\"/>"));
+  std::string p;
+  f.Restore(&p);
+  CHECK(Sent(p, "s") == "10");
+  // Someone else moves 4 from s to d and reports a new balance on e.
+  LedgerOnly(f.e.get(), "l1", Transfer("s", "d", "4"), "another-token");
+  LedgerOnly(f.e.get(), "l2", Balance("e", "<entry id=\"p\" quantity=\"7\"/>"), "another-token");
+  auto r = f.Restore(&p);
+  CHECK(r.cases == 3);
+  CHECK(Sent(p, "s") == "6");
+  CHECK(Sent(p, "d") == "4");
+  CHECK(Sent(p, "e") == "7");
+  // The phone's own ledger forms are not echoed, and a transfer to a case it does not hold
+  // does not put that case on it: its state hash still matches.
+  Case(f.e.get(), "elsewhere", Create("u9"));
+  LedgerOnly(f.e.get(), "l3", Transfer("s", "elsewhere", "1"), f.req.since);
+  f.req.state = CaseStateHash(f.Held());
+  r = f.Restore(&p);
+  CHECK(r.http_status == 200);
+  CHECK(r.cases == 0);
+  CHECK(Sent(p, "s").empty());
+  // ... but reach another phone of the same user (another token).
+  f.req.since.clear();
+  f.req.state.clear();
+  f.phone.clear();
+  f.Restore(&p);
+  CHECK(Sent(p, "s") == "5");
+}
