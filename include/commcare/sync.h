@@ -36,7 +36,10 @@ struct RestoreRequest {
   bool items = false;           // put items="N" on the root element
   std::string device_id;
   std::string app_id;
-  std::string fixtures;          // <fixture> elements the host built, written after <Registration>
+  std::string fixtures;  // <fixture> elements the host built, written after <Registration>
+  // "<scheme>://<host>" the phone reaches the server at: case attachments are sent as
+  // <url_base>/a/<domain>/api/case/attachment/<case_id>/<name> ("" = that path alone).
+  std::string url_base;
   bool overwrite_cache = false;  // do not answer from (and do replace) a cached payload
   // Keep this first sync's payload in the cache however fast it was (HQ's force_cache, which
   // its restore-priming task sets); otherwise only one that took over a minute is kept.

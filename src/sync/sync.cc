@@ -276,6 +276,8 @@ class SyncImpl final : public Sync {
     }));
     timing("ledgers");
     const bool v1 = req.version == "1.0";
+    const std::string attachment_base =
+        req.url_base + "/a/" + sync_internal::UrlEncode(req.domain) + "/api/case/attachment/";
     Out out(write);
     std::string& o = out.buf();
     o += "<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\"";
@@ -342,7 +344,8 @@ class SyncImpl final : public Sync {
           auto at = std::lower_bound(batch.begin(), batch.end(), id);
           if (at == batch.end() || *at != id)
             return Status::DataLoss(fmt::format("the store answered case '{}' unasked", id));
-          CaseBlock(&out->slots[static_cast<size_t>(at - batch.begin())], c, !phone.count(*at), v1);
+          CaseBlock(&out->slots[static_cast<size_t>(at - batch.begin())], c, !phone.count(*at), v1,
+                    attachment_base);
           ++out->cases;
           if (c.Bool("deleted")) out->dropped.push_back(*at);
           return Status::Ok();
@@ -455,9 +458,9 @@ class SyncImpl final : public Sync {
   }
   // The cache file of a first sync: per user, and per everything else that shapes the payload.
   std::string CachePath(const RestoreRequest& q) const {
-    std::string shape = q.version + '\0' + q.device_id + '\0' + q.app_id + '\0' + q.user.username +
-                        '\0' + q.user.password_hash + '\0' + q.fixtures + '\0' +
-                        (q.items ? "items" : "");
+    std::string shape = q.version + '\0' + q.device_id + '\0' + q.app_id + '\0' + q.url_base +
+                        '\0' + q.user.username + '\0' + q.user.password_hash + '\0' + q.fixtures +
+                        '\0' + (q.items ? "items" : "");
     for (const auto& o : q.user.owner_ids) shape += '\0' + o;
     for (const auto& [k, v] : q.user.user_data) shape += '\0' + k + '=' + v;
     return cache_dir_ + "/" + UserKey(q.domain, q.user.user_id) + util::Md5Hex(shape) + ".xml";

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "sync/sync_internal.h"
 #include "util/xml.h"
@@ -23,6 +24,21 @@ std::string FormatQuantity(double v) { return std::to_string(static_cast<int64_t
 
 }  // namespace
 
+std::string UrlEncode(std::string_view s) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
 void Elem(std::string* o, std::string_view name, std::string_view text) {
   *o += '<';
   *o += name;
@@ -38,7 +54,8 @@ void Elem(std::string* o, std::string_view name, std::string_view text) {
 // any other (HQ's restore does not set it apart) and a <close/>, so the phone purges it as the
 // new footprint does: commcare-core rejects a block without date_modified
 // (CaseXmlParser.java:87), and the whole restore with it.
-void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1) {
+void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1,
+               std::string_view attachment_base) {
   const std::string_view case_id = c.Str("case_id");
   // HQ's rebuild of a case left without forms sets modified_on to the rebuild's server date.
   const int64_t modified_on = c.Int("modified_on");
@@ -117,6 +134,9 @@ void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1) {
     }
     *o += "</index>";
   }
+  // generator.py add_attachments: src is the attachment's server URL
+  // (get_attachment_server_url: the api_case_attachment route), from="remote", so the phone
+  // downloads it (a "local" src names a file the phone does not have).
   if (const json::array& atts = c.Array("attachments"); !atts.empty() && !v1) {
     *o += "<attachment>";
     for (const auto& av : atts) {
@@ -125,10 +145,9 @@ void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1) {
       *o += '<';
       *o += a.Str("name");
       *o += " src=\"";
-      AppendXmlEscaped(o, a.Str("src"));
-      *o += "\" from=\"";
-      AppendXmlEscaped(o, a.Str("from").empty() ? "local" : a.Str("from"));
-      *o += "\"/>";
+      AppendXmlEscaped(
+          o, std::string(attachment_base) + UrlEncode(case_id) + '/' + UrlEncode(a.Str("name")));
+      *o += "\" from=\"remote\"/>";
     }
     *o += "</attachment>";
   }

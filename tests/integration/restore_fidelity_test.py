@@ -89,6 +89,48 @@ class RestoreFidelityTest(unittest.TestCase):
         self.assertEqual(s, 200, body)
         self.assertIn(b"ota_restore_success", body)
 
+    def test_case_attachments_are_remote_and_served_to_the_phone(self):
+        # R13: HQ's V2CaseXMLGenerator.add_attachments (casexml/apps/case/xml/generator.py)
+        # writes src=case.get_attachment_server_url(name) (the api_case_attachment route) and
+        # from="remote"; the phone downloads it with its own credentials.
+        auth = ("w.photo", "pw-photo")
+        me = json.loads(self.request("GET", "/a/demo/api/users/w.photo")[2])
+        xml = (f'<?xml version="1.0"?><data xmlns="http://example.org/photo">'
+               f'<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>photo-form</instanceID>'
+               f'<userID>{me["user_id"]}</userID></meta>'
+               f'<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="pc-1" '
+               f'date_modified="2020-01-01T00:00:00Z" user_id="{me["user_id"]}"><create>'
+               f'<case_type>patient</case_type><case_name>P</case_name>'
+               f'<owner_id>{me["user_id"]}</owner_id></create>'
+               f'<attachment><photo src="photo.jpg" from="local"/></attachment></case></data>').encode()
+        boundary = "----ccb"
+        body = b"".join([
+            (f'--{boundary}\r\nContent-Disposition: form-data; name="xml_submission_file"; '
+             f'filename="form.xml"\r\nContent-Type: text/xml\r\n\r\n').encode() + xml + b"\r\n",
+            (f'--{boundary}\r\nContent-Disposition: form-data; name="photo.jpg"; '
+             f'filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n').encode() + b"\xff\xd8jpeg\r\n",
+            f"--{boundary}--\r\n".encode()])
+        s, _, out = self.request("POST", "/a/demo/receiver/", body=body, auth=auth,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        self.assertEqual(s, 201, out)
+        s, payload = self.restore("version=2.0", auth)
+        self.assertEqual(s, 200, payload)
+        photo = ET.fromstring(payload).find("c:case[@case_id='pc-1']/c:attachment/c:photo", NS)
+        self.assertIsNotNone(photo, payload)
+        self.assertEqual(photo.get("from"), "remote")
+        url = urllib.parse.urlsplit(photo.get("src"))
+        self.assertEqual((url.scheme, url.netloc), ("http", f"127.0.0.1:{self.port}"))
+        self.assertEqual(url.path, "/a/demo/api/case/attachment/pc-1/photo")
+        # The phone fetches it with its own credentials; HQ's newer route answers too.
+        s, h, data = self.request("GET", url.path, auth=auth)
+        self.assertEqual((s, data, h["content-type"]), (200, b"\xff\xd8jpeg", "image/jpeg"))
+        s, _, data = self.request("GET", "/a/demo/api/case_attachment/v1/pc-1/photo", auth=auth)
+        self.assertEqual((s, data), (200, b"\xff\xd8jpeg"))
+        self.assertEqual(self.request("GET", "/a/demo/api/case/attachment/pc-1/nope", auth=auth)[0],
+                         404)
+        self.assertEqual(self.request("GET", url.path, auth=None)[0], 401)
+        self.assertEqual(self.request("GET", url.path, auth=("w.other", "pw-other"))[0], 403)
+
 
 if __name__ == "__main__":
     unittest.main()

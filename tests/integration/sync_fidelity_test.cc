@@ -355,3 +355,30 @@ TEST_CASE("HQ fidelity: ledger-only changes reach the phone on an incremental sy
   f.Restore(&p);
   CHECK(Sent(p, "s") == "5");
 }
+
+// R13: HQ's V2CaseXMLGenerator.add_attachments (casexml/apps/case/xml/generator.py) writes
+// src=case.get_attachment_server_url(name), an absolute URL of the api_case_attachment route,
+// and from="remote"; a "local" src names a file the phone does not have.
+TEST_CASE("HQ fidelity: case attachments are sent from remote with a URL the phone fetches") {
+  Fixture f;
+  SubmitRequest r;
+  r.domain = "demo";
+  r.content_type = "multipart/form-data; boundary=BB";
+  r.body = cctest::MultipartBody(
+      CaseForm("m1", "c:1",
+               Create("u1") + "<attachment><photo src=\"photo.jpg\" from=\"local\"/>"
+                              "</attachment>"),
+      "photo.jpg", "image/jpeg", "\xff\xd8JPEG");
+  REQUIRE(f.e->Submit(r).nature == "submit_success");
+  f.req.url_base = "https://cc.example.org:8443";
+  std::string p;
+  f.Restore(&p);
+  CHECK(p.find("<attachment><photo src=\"https://cc.example.org:8443/a/demo/api/case/attachment/"
+               "c%3A1/photo\" from=\"remote\"/></attachment>") != std::string::npos);
+  f.req.url_base.clear();  // no host known (the CLI): the path alone
+  f.req.since.clear();
+  f.phone.clear();
+  f.Restore(&p);
+  CHECK(p.find("<photo src=\"/a/demo/api/case/attachment/c%3A1/photo\" from=\"remote\"/>") !=
+        std::string::npos);
+}
