@@ -155,10 +155,30 @@ Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
   // Only a mobile worker's restore carries its password hash (for offline login, as HQ's);
   // a web user's or superuser's never does.
   if (!user.web_user && !user.is_superuser) q.user.password_hash = user.password_hash;
+  // HQ's session data (users/models.py get_user_session_data over UserData.to_dict): the
+  // custom fields, then the system ones, which win over a custom field of the same name:
+  // commcare_project, the location ids when the user has a location (the first is the
+  // primary), and the commcare_first_name/_last_name/_phone_number/_user_type fields (this
+  // user model keeps no names or phone numbers: they are empty, as HQ sends unset ones).
+  std::map<std::string, std::string> system = {
+      {"commcare_project", domain},
+      {"commcare_first_name", ""},
+      {"commcare_last_name", ""},
+      {"commcare_phone_number", ""},
+      {"commcare_user_type", user.web_user ? "web" : "commcare"}};
+  if (!user.location_ids.empty()) {
+    std::string ids;
+    for (const auto& id : user.location_ids) ids += (ids.empty() ? "" : " ") + id;
+    system["commcare_location_id"] = user.location_ids.front();
+    system["commcare_location_ids"] = ids;
+    system["commcare_primary_case_sharing_id"] = user.location_ids.front();
+  }
   for (const auto& kv : user.user_data)
-    q.user.user_data.emplace_back(std::string(kv.key()), kv.value().is_string()
-                                                             ? std::string(kv.value().get_string())
-                                                             : json::serialize(kv.value()));
+    if (!system.count(std::string(kv.key())))
+      q.user.user_data.emplace_back(std::string(kv.key()),
+                                    kv.value().is_string() ? std::string(kv.value().get_string())
+                                                           : json::serialize(kv.value()));
+  for (auto& [k, v] : system) q.user.user_data.emplace_back(k, std::move(v));
   CC_ASSIGN_OR_RETURN(q.user.owner_ids, meta->OwnerIds(user, domain));
   CC_ASSIGN_OR_RETURN(q.fixtures, meta->Fixtures(user, domain));
   return q;

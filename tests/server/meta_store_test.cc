@@ -213,6 +213,22 @@ TEST_CASE("the user-groups fixture lists the case-sharing groups and locations a
     CHECK(fx->substr(0, want.size()) == want);
     // The owner ids are the fixture's groups and the user.
     CHECK(*f.m->OwnerIds(u, "demo") == std::vector<std::string>{u.user_id, district, "g-share"});
+    // R7: the Registration's user_data carries HQ's system fields (users/models.py
+    // get_user_session_data, UserData.to_dict), over any custom field of the same name.
+    u.user_data = {{"district", "north"}, {"commcare_project", "spoofed"}};
+    u = f.m->PutUser(u).value();
+    auto q = meta::MakeRestoreRequest(f.m.get(), u, "demo");
+    REQUIRE(q.ok());
+    std::map<std::string, std::string> data(q->user.user_data.begin(), q->user.user_data.end());
+    CHECK(data == std::map<std::string, std::string>{{"commcare_first_name", ""},
+                                                     {"commcare_last_name", ""},
+                                                     {"commcare_location_id", region},
+                                                     {"commcare_location_ids", region},
+                                                     {"commcare_phone_number", ""},
+                                                     {"commcare_primary_case_sharing_id", region},
+                                                     {"commcare_project", "demo"},
+                                                     {"commcare_user_type", "commcare"},
+                                                     {"district", "north"}});
   }
 }
 
