@@ -36,8 +36,14 @@ struct RestoreRequest {
   bool items = false;           // put items="N" on the root element
   std::string device_id;
   std::string app_id;
-  std::string fixtures;          // <fixture> elements the host built, written after <Registration>
+  std::string fixtures;  // <fixture> elements the host built, written after <Registration>
+  // "<scheme>://<host>" the phone reaches the server at: case attachments are sent as
+  // <url_base>/a/<domain>/api/case/attachment/<case_id>/<name> ("" = that path alone).
+  std::string url_base;
   bool overwrite_cache = false;  // do not answer from (and do replace) a cached payload
+  // Keep this first sync's payload in the cache however fast it was (HQ's force_cache, which
+  // its restore-priming task sets); otherwise only one that took over a minute is kept.
+  bool force_cache = false;
 };
 
 // What a restore did.
@@ -49,6 +55,7 @@ struct RestoreResult {
   int64_t ledgers = 0;      // balance blocks written
   int64_t footprint = 0;    // cases on the phone after this restore
   bool from_cache = false;  // a first sync answered from the payload cache
+  bool cached = false;      // this first sync's payload was kept in the cache
   // Milliseconds per phase (changes since the token, livequery, ledgers, payload, log).
   std::vector<std::pair<std::string, double>> timings;
 };
@@ -83,8 +90,9 @@ class Sync {
   virtual ~Sync() = default;
   // Sync logs at synclog_path for the engine's cases: a SQLite file ("" = in memory), or
   // "postgres:<libpq connection string>" shared by every server of a deployment. With a
-  // cache_dir, first-sync payloads are kept there for an hour and answered again as they were
-  // (same restore_id) until the user submits (InvalidateCache) or asks overwrite_cache.
+  // cache_dir, a first sync that took over a minute to compute (or asked force_cache) is kept
+  // there for an hour and answered again as it was (same restore_id) until the user submits
+  // (InvalidateCache) or asks overwrite_cache; a fast one is never kept, as in HQ.
   static Result<std::unique_ptr<Sync>> Open(Engine* engine, const std::string& synclog_path,
                                             const std::string& cache_dir = "");
 

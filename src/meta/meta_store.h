@@ -144,12 +144,24 @@ class MetaStore {
   // with children or a role still assigned).
   Status DeleteDoc(std::string_view kind, std::string_view domain, std::string_view id,
                    int64_t rev);
-  // CommCare's owner ids of a user in a domain: the user id, the case-sharing groups the user
-  // is in, and the user's case-sharing locations (with their descendants where
-  // view_descendants is set).
+  // A group the user shares cases through: a case-sharing group they are in, or one of their
+  // case-sharing locations as HQ fakes a group of it (SQLLocation.case_sharing_group_object:
+  // id = the location id, name = "<path>-Cases", metadata commcare_location_type and
+  // commcare_location_<key> of the location's metadata).
+  struct SharingGroup {
+    std::string id, name;
+    boost::json::object metadata;
+  };
+  // The user's case-sharing groups in a domain as HQ's CommCareUser.get_case_sharing_groups
+  // lists them: the locations' first (with their descendants where view_descendants is set),
+  // then the groups.
+  Result<std::vector<SharingGroup>> CaseSharingGroups(const User& user, std::string_view domain);
+  // CommCare's owner ids of a user in a domain: the user id, then the ids of
+  // CaseSharingGroups, sorted.
   Result<std::vector<std::string>> OwnerIds(const User& user, std::string_view domain);
 
-  // The restore fixtures of a user: "user-groups" (the groups they are in) and "locations"
+  // The restore fixtures of a user: "user-groups" (CaseSharingGroups with their group_data, as
+  // HQ's UserGroupsFixtureProvider: the phone takes its owner ids from it) and "locations"
   // (the domain's locations, flat), as <fixture> elements.
   Result<std::string> Fixtures(const User& user, std::string_view domain);
 

@@ -155,10 +155,30 @@ Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
   // Only a mobile worker's restore carries its password hash (for offline login, as HQ's);
   // a web user's or superuser's never does.
   if (!user.web_user && !user.is_superuser) q.user.password_hash = user.password_hash;
+  // HQ's session data (users/models.py get_user_session_data over UserData.to_dict): the
+  // custom fields, then the system ones, which win over a custom field of the same name:
+  // commcare_project, the location ids when the user has a location (the first is the
+  // primary), and the commcare_first_name/_last_name/_phone_number/_user_type fields (this
+  // user model keeps no names or phone numbers: they are empty, as HQ sends unset ones).
+  std::map<std::string, std::string> system = {
+      {"commcare_project", domain},
+      {"commcare_first_name", ""},
+      {"commcare_last_name", ""},
+      {"commcare_phone_number", ""},
+      {"commcare_user_type", user.web_user ? "web" : "commcare"}};
+  if (!user.location_ids.empty()) {
+    std::string ids;
+    for (const auto& id : user.location_ids) ids += (ids.empty() ? "" : " ") + id;
+    system["commcare_location_id"] = user.location_ids.front();
+    system["commcare_location_ids"] = ids;
+    system["commcare_primary_case_sharing_id"] = user.location_ids.front();
+  }
   for (const auto& kv : user.user_data)
-    q.user.user_data.emplace_back(std::string(kv.key()), kv.value().is_string()
-                                                             ? std::string(kv.value().get_string())
-                                                             : json::serialize(kv.value()));
+    if (!system.count(std::string(kv.key())))
+      q.user.user_data.emplace_back(std::string(kv.key()),
+                                    kv.value().is_string() ? std::string(kv.value().get_string())
+                                                           : json::serialize(kv.value()));
+  for (auto& [k, v] : system) q.user.user_data.emplace_back(k, std::move(v));
   CC_ASSIGN_OR_RETURN(q.user.owner_ids, meta->OwnerIds(user, domain));
   CC_ASSIGN_OR_RETURN(q.fixtures, meta->Fixtures(user, domain));
   return q;
@@ -318,22 +338,30 @@ Result<std::vector<User>> MetaStore::ListUsers(std::string_view domain) {
 
 Result<std::string> MetaStore::Fixtures(const User& user, std::string_view domain) {
   using util::AppendXmlEscaped;
+  // corehq/apps/groups/fixtures.py group_fixture: id, name, and group_data from the metadata.
   std::string o = "<fixture id=\"user-groups\" user_id=\"";
   AppendXmlEscaped(&o, user.user_id);
   o += "\"><groups>";
-  CC_ASSIGN_OR_RETURN(auto groups, ListDocs("group", domain));
+  CC_ASSIGN_OR_RETURN(auto groups, CaseSharingGroups(user, domain));
   for (const auto& g : groups) {
-    const json::value* us = g.body.if_contains("users");
-    bool member = us && us->is_array() &&
-                  std::any_of(us->get_array().begin(), us->get_array().end(), [&](auto& x) {
-                    return x.is_string() && x.get_string() == user.user_id;
-                  });
-    if (!member) continue;
     o += "<group id=\"";
     AppendXmlEscaped(&o, g.id);
     o += "\"><name>";
-    AppendXmlEscaped(&o, GetStr(g.body, "name"));
-    o += "</name></group>";
+    AppendXmlEscaped(&o, g.name);
+    o += "</name>";
+    if (!g.metadata.empty()) {
+      o += "<group_data>";
+      for (const auto& kv : g.metadata) {
+        o += "<data key=\"";
+        AppendXmlEscaped(&o, kv.key());
+        o += "\">";
+        AppendXmlEscaped(&o, kv.value().is_string() ? std::string(kv.value().get_string())
+                                                    : json::serialize(kv.value()));
+        o += "</data>";
+      }
+      o += "</group_data>";
+    }
+    o += "</group>";
   }
   o += "</groups></fixture><fixture id=\"locations\" user_id=\"";
   AppendXmlEscaped(&o, user.user_id);
@@ -356,15 +384,9 @@ Result<std::string> MetaStore::Fixtures(const User& user, std::string_view domai
   return o;
 }
 
-Result<std::vector<std::string>> MetaStore::OwnerIds(const User& user, std::string_view domain) {
-  std::vector<std::string> out = {user.user_id};
-  CC_ASSIGN_OR_RETURN(auto groups, ListDocs("group", domain));
-  for (const auto& g : groups) {
-    if (!GetBool(g.body, "case_sharing")) continue;
-    if (const json::value* us = g.body.if_contains("users"); us && us->is_array())
-      for (const auto& x : us->get_array())
-        if (x.is_string() && x.get_string() == user.user_id) out.push_back(g.id);
-  }
+Result<std::vector<MetaStore::SharingGroup>> MetaStore::CaseSharingGroups(const User& user,
+                                                                          std::string_view domain) {
+  std::vector<SharingGroup> out;
   if (!user.location_ids.empty()) {
     CC_ASSIGN_OR_RETURN(auto locations, ListDocs("location", domain));
     std::map<std::string, const Doc*> by_id;
@@ -373,22 +395,65 @@ Result<std::vector<std::string>> MetaStore::OwnerIds(const User& user, std::stri
       by_id[l.id] = &l;
       children.emplace(GetStr(l.body, "parent_id"), &l);
     }
+    // get_path_display: the names from the root down, joined by '/'.
+    auto path = [&](const Doc* l) {
+      std::vector<std::string> names;
+      std::set<std::string> seen;
+      for (const Doc* at = l; at && seen.insert(at->id).second;) {
+        names.push_back(GetStr(at->body, "name"));
+        auto up = by_id.find(GetStr(at->body, "parent_id"));
+        at = up == by_id.end() ? nullptr : up->second;
+      }
+      std::string out;
+      for (auto it = names.rbegin(); it != names.rend(); ++it)
+        out += (out.empty() ? "" : "/") + *it;
+      return out;
+    };
     std::set<std::string> seen;
     // (location, whether an assigned ancestor lets the user see its descendants)
     std::vector<std::pair<const Doc*, bool>> todo;
-    for (const auto& id : user.location_ids)
-      if (auto it = by_id.find(id); it != by_id.end()) todo.emplace_back(it->second, false);
+    for (auto id = user.location_ids.rbegin(); id != user.location_ids.rend(); ++id)
+      if (auto it = by_id.find(*id); it != by_id.end()) todo.emplace_back(it->second, false);
     while (!todo.empty()) {
       auto [l, inherited] = todo.back();
       todo.pop_back();
       if (!seen.insert(l->id).second) continue;
-      if (GetBool(l->body, "shares_cases")) out.push_back(l->id);
+      if (GetBool(l->body, "shares_cases")) {
+        SharingGroup g{l->id, path(l) + "-Cases", {}};
+        g.metadata["commcare_location_type"] = GetStr(l->body, "location_type");
+        if (const json::value* md = l->body.if_contains("metadata"); md && md->is_object())
+          for (const auto& kv : md->get_object())
+            g.metadata["commcare_location_" + std::string(kv.key())] = kv.value();
+        out.push_back(std::move(g));
+      }
       if (inherited || GetBool(l->body, "view_descendants")) {
         auto [b, e] = children.equal_range(l->id);
-        for (auto it = b; it != e; ++it) todo.emplace_back(it->second, true);
+        std::vector<const Doc*> kids;
+        for (auto it = b; it != e; ++it) kids.push_back(it->second);
+        for (auto it = kids.rbegin(); it != kids.rend(); ++it) todo.emplace_back(*it, true);
       }
     }
   }
+  CC_ASSIGN_OR_RETURN(auto groups, ListDocs("group", domain));
+  for (const auto& g : groups) {
+    if (!GetBool(g.body, "case_sharing")) continue;
+    const json::value* us = g.body.if_contains("users");
+    if (!us || !us->is_array() ||
+        std::none_of(us->get_array().begin(), us->get_array().end(),
+                     [&](auto& x) { return x.is_string() && x.get_string() == user.user_id; }))
+      continue;
+    SharingGroup sg{g.id, GetStr(g.body, "name"), {}};
+    if (const json::value* md = g.body.if_contains("metadata"); md && md->is_object())
+      sg.metadata = md->get_object();
+    out.push_back(std::move(sg));
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> MetaStore::OwnerIds(const User& user, std::string_view domain) {
+  std::vector<std::string> out = {user.user_id};
+  CC_ASSIGN_OR_RETURN(auto groups, CaseSharingGroups(user, domain));
+  for (auto& g : groups) out.push_back(std::move(g.id));
   std::sort(out.begin() + 1, out.end());
   out.erase(std::unique(out.begin() + 1, out.end()), out.end());
   return out;

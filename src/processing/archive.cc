@@ -73,6 +73,18 @@ Status EngineImpl::SetArchived(std::string_view domain, std::string_view form_id
     AddCaseChange(&plan, db, rec, f->form_id, now);
   }
   for (const auto& id : ledger_cases) {
+    if (!case_ids.count(id)) {  // marked changed, as a submission's ledger-only cases are
+      const int db = map_.DatabaseFor(id);
+      CC_ASSIGN_OR_RETURN(auto cur, dbs_[db]->GetCase(id));
+      if (cur && cur->domain == domain) {
+        CaseRecord rec = std::move(*cur);
+        const int64_t expected_rev = rec.rev;
+        rec.rev = expected_rev + 1;
+        rec.server_modified_on = now;
+        plan.For(db).ops.emplace_back(storage::PutCase{rec, expected_rev});
+        AddCaseChange(&plan, db, rec, f->form_id, now);
+      }
+    }
     auto txs = archived ? std::vector<LedgerTransaction>{}
                         : LedgerTransactionsFor(changes, id, f->form_id, f->received_on);
     CC_RETURN_IF_ERROR(

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <unordered_map>
 
 #include "util/time.h"
@@ -233,6 +234,10 @@ bool ExtractLedgerChanges(const xform::ParsedForm& form, int64_t received_on,
       }
       double q;
       if (!ParseNumber(e.quantity, &q)) continue;  // non-numeric quantities are dropped
+      // HQ keeps whole numbers: LedgerValue.balance is an IntegerField and the deltas
+      // BigIntegerFields (form_processor/models/ledgers.py), so a quantity is truncated as
+      // int(Decimal) does; commcare-core's ledger parsers read nothing else.
+      q = std::trunc(q);
       if (!lb.is_transfer) {
         out->push_back({lb.entity_id, e.section_id, e.entry_id, 1, q, date, lb.type});
       } else {

@@ -147,9 +147,10 @@ class EngineImpl final : public Engine {
     std::vector<CaseBlocks> groups;  // the form's case blocks, by case
     std::vector<LedgerChange> ledger_changes;
     std::optional<CaseError> error;  // the first known error: the form becomes an ERROR form
-    std::set<std::string> case_ids, ledger_cases;  // every case locked (both versions)
-    std::map<std::string, Touched> touched;        // the new state of each case written
-    Plan plan;                                     // the write set
+    std::set<std::string> case_ids, ledger_cases;   // every case locked (both versions)
+    std::map<std::string, Touched> touched;         // the new state of each case written
+    std::map<std::string, CaseRecord> ledger_only;  // stored rows of cases only ledgers touch
+    Plan plan;                                      // the write set
   };
   // New, duplicate, edit, id clash (a new id) or replacement of an ERROR form.
   Status Classify(FormPlan* p);

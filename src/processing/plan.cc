@@ -272,6 +272,7 @@ Status EngineImpl::CheckLedgerCases(FormPlan* p) {
       p->error = CaseError{"IllegalCaseId", fmt::format("Ledger case '{}' does not exist", id)};
       break;
     }
+    p->ledger_only.emplace(id, std::move(*c));
   }
   return Status::Ok();
 }
@@ -332,10 +333,13 @@ void EngineImpl::WriteCases(FormPlan* p) {
 Status EngineImpl::WriteLedgers(FormPlan* p) {
   if (p->error && p->mode != Mode::kEdit) return Status::Ok();  // as WriteCases
   const FormRecord& form = p->form;
-  // Ledger-only cases get a FORM|LEDGER transaction.
+  // Ledger-only cases get a FORM|LEDGER transaction and are marked changed, as HQ's
+  // mark_cases_changed (corehq/apps/commtrack/processing.py: "touch every case for proper ota
+  // restore logic syncing to be preserved"): a phone holding one is sent it and its balances.
   if (!p->error) {
     for (const auto& id : p->ledger_cases) {
       if (p->touched.count(id)) continue;
+      const int db = map_.DatabaseFor(id);
       CaseTransaction tx;
       tx.case_id = id;
       tx.form_id = form.form_id;
@@ -343,7 +347,15 @@ Status EngineImpl::WriteLedgers(FormPlan* p) {
       tx.type = kTxForm | kTxLedger;
       tx.sync_log_id = form.last_sync_token;
       tx.xmlns = form.xmlns;
-      p->plan.For(map_.DatabaseFor(id)).ops.emplace_back(storage::PutCaseTransaction{tx});
+      p->plan.For(db).ops.emplace_back(storage::PutCaseTransaction{tx});
+      auto row = p->ledger_only.find(id);
+      if (row == p->ledger_only.end()) continue;
+      CaseRecord& rec = row->second;
+      const int64_t expected_rev = rec.rev;
+      rec.rev = expected_rev + 1;
+      rec.server_modified_on = form.received_on;
+      p->plan.For(db).ops.emplace_back(storage::PutCase{rec, expected_rev});
+      AddCaseChange(&p->plan, db, rec, form.form_id, p->now);
     }
   }
   for (const auto& id : p->ledger_cases) {

@@ -131,6 +131,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "ucr_api";
     return UcrApi(r, domain, rest.substr(8));
   }
+  if (rest.rfind("api/case/attachment/", 0) == 0 || rest.rfind("api/case_attachment/v1/", 0) == 0) {
+    *route = "case_attachment";
+    return CaseAttachment(r, domain, rest.substr(rest[8] == '/' ? 20 : 23));
+  }
   if (rest.rfind("api/form/attachment/", 0) == 0) {
     *route = "form_attachment";
     return Attachment(r, domain, rest.substr(20));
@@ -316,76 +320,6 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
       out.headers.emplace_back("Location",
                                fmt::format("{}://{}/", r.tls ? "https" : "http", *host));
   }
-  return out;
-}
-
-// GET /a/{domain}/phone/restore/[{app_id}/]: OTA restore, streamed. Parameters: since, version,
-// state, items, device_id, as (restore as another user: needs manage_users), user_id (must
-// name the user restored), overwrite_cache (ignore and replace a cached first sync).
-Response App::RestoreApi(const Request& r, const std::string& domain, const std::string& app_id) {
-  if (r.method != "GET") return Error(405, "restore is a GET");
-  Response deny;
-  auto user = Admit(r, domain, meta::kMobileEndpoints, &deny);
-  if (!user) return deny;
-  if (!sync_) return Error(503, "this server does not serve mobile sync");
-  auto ota_error = [](int status, std::string_view msg) {
-    Response out;
-    out.status = status;
-    out.content_type = "text/xml; charset=utf-8";
-    out.body = RestoreErrorPayload(msg);
-    return out;
-  };
-  meta::User target = *user;
-  for (const auto& [k, v] : r.query) {
-    if (k == "as") {
-      if (!user->Can(domain, meta::kManageUsers))
-        return ota_error(403,
-                         fmt::format("user {} may not restore as another user", user->username));
-      std::string name = v.find('@') == std::string::npos ? v : v.substr(0, v.find('@'));
-      auto t = meta_->GetUser(name);
-      // As HQ: only a mobile worker of this domain can be restored as.
-      if (!t.ok() || !t->InDomain(domain) || !t->is_active || t->is_superuser || t->web_user ||
-          t->domains.size() != 1)
-        return ota_error(404, fmt::format("no active mobile worker {} in domain {}", name, domain));
-      target = *t;
-    } else if (k != "since" && k != "version" && k != "state" && k != "items" && k != "device_id" &&
-               k != "user_id" && k != "overwrite_cache" && k != "openrosa_version" &&
-               k != "skip_fixtures" && k != "fail_hard") {
-      return ota_error(400, fmt::format("unknown parameter '{}'", k));
-    }
-  }
-  if (auto id = r.query.find("user_id"); id != r.query.end() && id->second != target.user_id)
-    return ota_error(
-        412, fmt::format("user_id {} is not the user restored ({})", id->second, target.username));
-  const std::string state = r.Param("state");
-  if (!state.empty() && (state.size() != 37 || state.rfind("ccsh:", 0) != 0 ||
-                         state.find_first_not_of("0123456789abcdef", 5) != std::string::npos))
-    return ota_error(412,
-                     fmt::format("state '{}' is not a case state hash (ccsh:<32 hex>)", state));
-  auto q = meta::MakeRestoreRequest(meta_, target, domain);
-  if (!q.ok()) return ota_error(500, q.status().message());
-  if (target.username != user->username) q->user.password_hash.clear();  // never another's
-  auto slot = TakeSlot(&streams_, user->username, limits_.streams_per_user, limits_.streams);
-  if (!slot) {
-    Response busy = ota_error(429, "too many restores in progress for this user or the server");
-    busy.headers.emplace_back("Retry-After", "5");
-    return busy;
-  }
-  q->since = r.Param("since");
-  q->version = r.Param("version", "2.0");
-  q->state = state;
-  q->items = r.Param("items") == "true";
-  q->device_id = r.Param("device_id");
-  q->app_id = app_id;
-  q->overwrite_cache = r.Param("overwrite_cache") == "true";
-  if (r.Param("skip_fixtures") == "true" && !q->since.empty()) q->fixtures.clear();
-  Response out;
-  out.content_type = "text/xml; charset=utf-8";
-  out.headers.emplace_back("X-OpenRosa-Version", "1.0");
-  out.stream = [this, q = std::move(*q), slot](const http::ChunkWriter& write) {
-    auto res = sync_->Restore(q, write);
-    return res.ok() ? Status::Ok() : res.status();
-  };
   return out;
 }
 

@@ -87,7 +87,9 @@ class App {
   http::Response ApiKeys(const http::Request& r, const std::string& domain, const meta::User& actor,
                          const std::string& name, const std::string& id);
   http::Response RestoreApi(const http::Request& r, const std::string& domain,
-                            const std::string& app_id);
+                            const std::string& app_id);  // sync_api.cc
+  http::Response CaseAttachment(const http::Request& r, const std::string& domain,
+                                const std::string& rest);  // sync_api.cc
   http::Response DocsApi(const http::Request& r, const std::string& domain, const std::string& kind,
                          const std::string& rest);
   http::Response Attachment(const http::Request& r, const std::string& domain,

@@ -50,7 +50,10 @@ using sync_internal::Out;
 using sync_internal::PerDatabase;
 using sync_internal::SyncLogStore;
 
-// XOR of md5(case_id), kept as 16 bytes so a footprint's hash can be updated per case.
+// XOR of md5(case_id), kept as 16 bytes so a footprint's hash can be updated per case. An
+// empty footprint's hash is "ccsh:", as HQ's Checksum([]).hexdigest() == '' (casexml
+// phone/checksum.py) and commcare-core's CaseDBUtils.computeCaseDbHash with no case
+// (CaseDBUtils.java:13-32): a phone that holds no case sends state=ccsh:.
 struct Hash {
   uint8_t b[16] = {};
   void Flip(std::string_view id) {
@@ -58,15 +61,30 @@ struct Hash {
     util::Md5Raw(id, d);
     for (int i = 0; i < 16; ++i) b[i] ^= d[i];
   }
-  // Parses "ccsh:<32 hex>" (false if it is not that).
-  bool Parse(std::string_view t) {
-    if (t.size() != 37 || t.substr(0, 5) != "ccsh:") return false;
-    auto hex = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-    for (int i = 0; i < 16; ++i)
-      b[i] = static_cast<uint8_t>(hex(t[5 + 2 * i]) * 16 + hex(t[6 + 2 * i]));
+  bool Empty() const {
+    for (uint8_t x : b)
+      if (x) return false;
     return true;
   }
-  std::string Text() const { return "ccsh:" + util::HexEncode(b, sizeof b); }
+  // Parses "ccsh:" or "ccsh:<32 hex>" (false if it is neither).
+  bool Parse(std::string_view t) {
+    if (t.substr(0, 5) != "ccsh:" || (t.size() != 5 && t.size() != 37)) return false;
+    if (t.size() == 5) {
+      *this = Hash();
+      return true;
+    }
+    auto hex = [](char c) {
+      return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
+    for (int i = 0; i < 16; ++i) {
+      const int hi = hex(t[5 + 2 * i]), lo = hex(t[6 + 2 * i]);
+      if (hi < 0 || lo < 0) return false;
+      b[i] = static_cast<uint8_t>(hi * 16 + lo);
+    }
+    return true;
+  }
+  bool operator==(const Hash& o) const { return std::equal(b, b + 16, o.b); }
+  std::string Text() const { return Empty() ? "ccsh:" : "ccsh:" + util::HexEncode(b, sizeof b); }
 };
 
 // The cases a phone holds: the token's sorted footprint, and what the phone's own forms added
@@ -127,6 +145,12 @@ class SyncImpl final : public Sync {
       auto cached = FromCache(path, UserKey(req.domain, req.user.user_id), write);
       if (!cached.ok() || cached->http_status != 0) return cached;
     }
+    // As HQ's RestoreConfig.set_cached_payload_if_necessary (casexml/apps/phone/restore.py):
+    // a payload is kept only when computing it took longer than INITIAL_SYNC_CACHE_THRESHOLD
+    // (const.py, 60 s) or the request forces it; a fast restore is always computed afresh, so
+    // it never misses a case changed or assigned since. A copy is written as it streams (the
+    // duration is known only at the end) and dropped when it is not kept.
+    const auto began = std::chrono::steady_clock::now();
     const std::string tmp = path + "." + util::NewUuidHex() + ".tmp";
     std::ofstream copy(tmp, std::ios::binary);
     auto tee = [&](int status, std::string_view chunk) -> Status {
@@ -137,12 +161,21 @@ class SyncImpl final : public Sync {
     auto res = Compute(req, tee);
     copy.close();
     std::error_code ec;
-    if (res.ok() && res->http_status == 200 && copy) {
+    const bool keep = req.force_cache ||
+                      std::chrono::steady_clock::now() - began > std::chrono::seconds(kCacheAfter);
+    if (res.ok() && res->http_status == 200 && copy && keep) {
+      res->cached = true;
       std::ofstream(path + ".id") << res->sync_id << ' ' << res->cases << ' ' << res->ledgers << ' '
                                   << res->footprint;
       std::filesystem::rename(tmp, path, ec);
     } else {
       std::filesystem::remove(tmp, ec);
+      // An answer computed afresh supersedes what was kept (HQ's
+      // delete_cached_payload_if_necessary for overwrite_cache).
+      if (res.ok() && res->http_status == 200) {
+        std::filesystem::remove(path, ec);
+        std::filesystem::remove(path + ".id", ec);
+      }
     }
     return res;
   }
@@ -190,7 +223,8 @@ class SyncImpl final : public Sync {
       phone_hash = prev_hash;
       CC_RETURN_IF_ERROR(
           ApplyChangesSince(req, prev, &phone, &phone_hash, &changed_elsewhere, &graph_unchanged));
-      if (!req.state.empty() && req.state != phone_hash.Text())
+      Hash sent;
+      if (!req.state.empty() && !(sent.Parse(req.state) && sent == phone_hash))
         return refuse(412, "Phone case list is inconsistent with server's record.");
     }
     timing("changes since the token");
@@ -242,6 +276,8 @@ class SyncImpl final : public Sync {
     }));
     timing("ledgers");
     const bool v1 = req.version == "1.0";
+    const std::string attachment_base =
+        req.url_base + "/a/" + sync_internal::UrlEncode(req.domain) + "/api/case/attachment/";
     Out out(write);
     std::string& o = out.buf();
     o += "<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\"";
@@ -308,7 +344,8 @@ class SyncImpl final : public Sync {
           auto at = std::lower_bound(batch.begin(), batch.end(), id);
           if (at == batch.end() || *at != id)
             return Status::DataLoss(fmt::format("the store answered case '{}' unasked", id));
-          CaseBlock(&out->slots[static_cast<size_t>(at - batch.begin())], c, !phone.count(*at), v1);
+          CaseBlock(&out->slots[static_cast<size_t>(at - batch.begin())], c, !phone.count(*at), v1,
+                    attachment_base);
           ++out->cases;
           if (c.Bool("deleted")) out->dropped.push_back(*at);
           return Status::Ok();
@@ -385,12 +422,20 @@ class SyncImpl final : public Sync {
                                   : (owned || !c.indices.empty()))
           *graph_unchanged = false;
         CC_ASSIGN_OR_RETURN(auto txs, db->GetCaseTransactions(id));
-        bool mine = false, others = false;
+        // A ledger-only transaction of the phone's own form (a balance or transfer on a case
+        // its form did not otherwise touch) neither adds the case to its footprint nor is
+        // echoed back (HQ's get_modified_case_ids skips the token's own transactions).
+        bool mine = false, others = false, mine_ledger = false;
         for (const auto& t : txs) {
           if (t.server_date < prev.date) continue;
-          (t.sync_log_id == prev.sync_id ? mine : others) = true;
+          if (t.sync_log_id != prev.sync_id)
+            others = true;
+          else if (t.type == (kTxForm | kTxLedger))
+            mine_ledger = true;
+          else
+            mine = true;
         }
-        if (!mine && !others) others = true;  // changed, but by no form since: the server's
+        if (!mine && !others && !mine_ledger) others = true;  // by no form since: the server's
         if (mine) {
           const bool keep = !c.closed && !c.deleted;
           if (keep != phone->count(id)) phone_hash->Flip(id);
@@ -406,15 +451,16 @@ class SyncImpl final : public Sync {
   }
 
   static constexpr int64_t kCacheSeconds = 3600;  // CommCare keeps cached restores an hour
+  static constexpr int64_t kCacheAfter = 60;      // HQ's INITIAL_SYNC_CACHE_THRESHOLD
 
   static std::string UserKey(std::string_view domain, std::string_view user_id) {
     return util::Md5Hex(std::string(domain) + '\0' + std::string(user_id)).substr(0, 16) + "-";
   }
   // The cache file of a first sync: per user, and per everything else that shapes the payload.
   std::string CachePath(const RestoreRequest& q) const {
-    std::string shape = q.version + '\0' + q.device_id + '\0' + q.app_id + '\0' + q.user.username +
-                        '\0' + q.user.password_hash + '\0' + q.fixtures + '\0' +
-                        (q.items ? "items" : "");
+    std::string shape = q.version + '\0' + q.device_id + '\0' + q.app_id + '\0' + q.url_base +
+                        '\0' + q.user.username + '\0' + q.user.password_hash + '\0' + q.fixtures +
+                        '\0' + (q.items ? "items" : "");
     for (const auto& o : q.user.owner_ids) shape += '\0' + o;
     for (const auto& [k, v] : q.user.user_data) shape += '\0' + k + '=' + v;
     return cache_dir_ + "/" + UserKey(q.domain, q.user.user_id) + util::Md5Hex(shape) + ".xml";

@@ -160,7 +160,11 @@ class CaseDocParser {
   json::parser parser_;
 };
 
-void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1);
+// Percent-encodes all but RFC 3986's unreserved characters.
+std::string UrlEncode(std::string_view s);
+// A case block; attachment_base + "<case_id>/<name>" is where the phone fetches an attachment.
+void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1,
+               std::string_view attachment_base);
 void BalanceBlocks(std::string* o, const std::vector<LedgerValue>& values);
 
 }  // namespace commcare::sync_internal

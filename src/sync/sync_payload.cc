@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "sync/sync_internal.h"
 #include "util/xml.h"
@@ -16,13 +17,27 @@ using util::AppendXmlEscaped;
 namespace sync_internal {
 namespace {
 
-std::string FormatQuantity(double v) {
-  if (v == static_cast<double>(static_cast<int64_t>(v)))
-    return std::to_string(static_cast<int64_t>(v));
-  return fmt::format("{}", v);
-}
+// stock.py _entry_xml writes quantity=str(int(quantity)); commcare-core parses it with
+// parseInt (LedgerXmlParsers.java:94,113). Balances stored before they were kept whole are
+// truncated the same way.
+std::string FormatQuantity(double v) { return std::to_string(static_cast<int64_t>(v)); }
 
 }  // namespace
+
+std::string UrlEncode(std::string_view s) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
 
 void Elem(std::string* o, std::string_view name, std::string_view text) {
   *o += '<';
@@ -34,22 +49,17 @@ void Elem(std::string* o, std::string_view name, std::string_view text) {
   *o += '>';
 }
 
-// A case block as CommCare's generators write it for this restore version.
-void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1) {
+// A case block as CommCare's generators write it for this restore version
+// (casexml/apps/case/xml/generator.py). A deleted case the phone holds gets the same block as
+// any other (HQ's restore does not set it apart) and a <close/>, so the phone purges it as the
+// new footprint does: commcare-core rejects a block without date_modified
+// (CaseXmlParser.java:87), and the whole restore with it.
+void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1,
+               std::string_view attachment_base) {
   const std::string_view case_id = c.Str("case_id");
-  if (c.Bool("deleted")) {  // gone from the server: the phone drops it
-    if (v1) {
-      *o += "<case><case_id>";
-      AppendXmlEscaped(o, case_id);
-      *o += "</case_id><close/></case>";
-    } else {
-      *o += "<case xmlns=\"http://commcarehq.org/case/transaction/v2\" case_id=\"";
-      AppendXmlEscaped(o, case_id);
-      *o += "\"><close/></case>";
-    }
-    return;
-  }
-  const std::string modified = FormatTime(c.Int("modified_on"));
+  // HQ's rebuild of a case left without forms sets modified_on to the rebuild's server date.
+  const int64_t modified_on = c.Int("modified_on");
+  const std::string modified = FormatTime(modified_on ? modified_on : c.Int("server_modified_on"));
   if (v1) {
     *o += "<case>";
     Elem(o, "case_id", case_id);
@@ -84,10 +94,13 @@ void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1) {
     Elem(o, "case_name", c.Str("name"));
     Elem(o, "owner_id", c.Str("owner_id"));
   }
-  if (!v1) {
-    if (auto ext = c.Str("external_id"); !ext.empty()) Elem(o, "external_id", ext);
-    Elem(o, "date_opened", FormatTime(c.Int("opened_on")));
-  }
+  // generator.py add_custom_properties: v2 writes external_id, v1 owner_id, when set; both
+  // write date_opened, when set, as a date (date_to_xml_string: commcare-core's
+  // DateUtils.parseDate reads nothing else, CaseXmlParser.java:210-211).
+  if (auto ext = c.Str("external_id"); !v1 && !ext.empty()) Elem(o, "external_id", ext);
+  if (auto owner = c.Str("owner_id"); v1 && !owner.empty()) Elem(o, "owner_id", owner);
+  if (const int64_t opened = c.Int("opened_on"); opened != 0)
+    Elem(o, "date_opened", FormatTime(opened).substr(0, 10));
   // Properties by name (the codec writes them sorted; sorted here too for any other writer).
   const json::object& props = c.Object("properties");
   std::vector<const json::key_value_pair*> kv;
@@ -121,6 +134,9 @@ void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1) {
     }
     *o += "</index>";
   }
+  // generator.py add_attachments: src is the attachment's server URL
+  // (get_attachment_server_url: the api_case_attachment route), from="remote", so the phone
+  // downloads it (a "local" src names a file the phone does not have).
   if (const json::array& atts = c.Array("attachments"); !atts.empty() && !v1) {
     *o += "<attachment>";
     for (const auto& av : atts) {
@@ -129,14 +145,13 @@ void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1) {
       *o += '<';
       *o += a.Str("name");
       *o += " src=\"";
-      AppendXmlEscaped(o, a.Str("src"));
-      *o += "\" from=\"";
-      AppendXmlEscaped(o, a.Str("from").empty() ? "local" : a.Str("from"));
-      *o += "\"/>";
+      AppendXmlEscaped(
+          o, std::string(attachment_base) + UrlEncode(case_id) + '/' + UrlEncode(a.Str("name")));
+      *o += "\" from=\"remote\"/>";
     }
     *o += "</attachment>";
   }
-  if (c.Bool("closed")) *o += "<close/>";
+  if (c.Bool("closed") || c.Bool("deleted")) *o += "<close/>";
   *o += "</case>";
 }
 

@@ -22,6 +22,7 @@ TEST_CASE("Postgres: servers sharing sync logs take each other's tokens and cach
   REQUIRE_MESSAGE(b.ok(), b.status().ToString());
   Case(e.get(), "a1", Create("u1"));
   RestoreRequest r = U1Request();
+  r.force_cache = true;
   auto run = [&](Sync* s, std::string* payload) { return RestoreInto(s, r, payload); };
   std::string p;
   auto first = run(a->get(), &p);

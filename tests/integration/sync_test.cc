@@ -449,12 +449,14 @@ TEST_CASE("a change to an indexed case recomputes the graph: a dropped parent le
   CHECK(sent == std::set<std::string>{"k", "q"});
 }
 
-TEST_CASE("first syncs are cached until the user submits, asks overwrite_cache or the log goes") {
+TEST_CASE(
+    "kept first syncs are answered until the user submits, asks overwrite_cache or the log goes") {
   auto e = OpenMemory();
   auto sync = Sync::Open(e.get(), "", cctest::FreshTempDir("cc-sync", "cache"));
   REQUIRE(sync.ok());
   Case(e.get(), "a", Create("u1"));
   RestoreRequest r = U1Request();
+  r.force_cache = true;  // kept however fast (see sync_fidelity_test.cc for the fast ones)
   auto run = [&](std::string* payload) { return RestoreInto(sync->get(), r, payload); };
   std::string p1, p2, p3;
   auto first = run(&p1);

@@ -167,6 +167,71 @@ TEST_CASE("owner ids: the user, case-sharing groups, case-sharing locations and 
   }
 }
 
+// R9 of research/hq-fidelity.md: HQ's UserGroupsFixtureProvider (corehq/apps/groups/fixtures.py)
+// lists restore_user.get_case_sharing_groups(): the user's case-sharing locations as faked
+// groups (SQLLocation.case_sharing_group_object: "<path>-Cases", commcare_location_* metadata)
+// and the case-sharing groups with their metadata as group_data; a reporting-only group is not
+// there. commcare-core takes the phone's owner ids from this fixture (CasePurgeFilter).
+TEST_CASE("the user-groups fixture lists the case-sharing groups and locations as HQ does") {
+  for (bool postgres : kStores) {
+    CAPTURE(postgres);
+    Fixture f(postgres);
+    if (!f.m) continue;
+    boost::json::object b{
+        {"name", "region"}, {"location_type", "state"}, {"view_descendants", true}};
+    auto region = f.m->PutDoc(MakeDoc("location", "demo", b, "region")).value().id;
+    b = {{"name", "district"},
+         {"location_type", "district"},
+         {"shares_cases", true},
+         {"parent_id", region},
+         {"metadata", {{"tier", "2"}}}};
+    auto district = f.m->PutDoc(MakeDoc("location", "demo", b, "district")).value().id;
+    REQUIRE(f.m->PutDoc(MakeDoc("group", "demo",
+                                {{"name", "s"},
+                                 {"case_sharing", true},
+                                 {"users", {f.worker.user_id}},
+                                 {"metadata", {{"leader", "x & y"}}}},
+                                "g-share"))
+                .ok());
+    REQUIRE(f.m->PutDoc(MakeDoc("group", "demo",
+                                {{"name", "r"}, {"reporting", true}, {"users", {f.worker.user_id}}},
+                                "g-report"))
+                .ok());
+    User u = f.worker;
+    u.location_ids = {region};
+    u = f.m->PutUser(u).value();
+    auto fx = f.m->Fixtures(u, "demo");
+    REQUIRE(fx.ok());
+    const std::string want =
+        "<fixture id=\"user-groups\" user_id=\"" + u.user_id + "\"><groups><group id=\"" +
+        district +
+        "\"><name>region/district-Cases</name><group_data><data "
+        "key=\"commcare_location_type\">district</data><data "
+        "key=\"commcare_location_tier\">2</data></group_data></group><group "
+        "id=\"g-share\"><name>s</name><group_data><data key=\"leader\">x &amp; "
+        "y</data></group_data></group></groups></fixture>";
+    CHECK(fx->substr(0, want.size()) == want);
+    // The owner ids are the fixture's groups and the user.
+    CHECK(*f.m->OwnerIds(u, "demo") == std::vector<std::string>{u.user_id, district, "g-share"});
+    // R7: the Registration's user_data carries HQ's system fields (users/models.py
+    // get_user_session_data, UserData.to_dict), over any custom field of the same name.
+    u.user_data = {{"district", "north"}, {"commcare_project", "spoofed"}};
+    u = f.m->PutUser(u).value();
+    auto q = meta::MakeRestoreRequest(f.m.get(), u, "demo");
+    REQUIRE(q.ok());
+    std::map<std::string, std::string> data(q->user.user_data.begin(), q->user.user_data.end());
+    CHECK(data == std::map<std::string, std::string>{{"commcare_first_name", ""},
+                                                     {"commcare_last_name", ""},
+                                                     {"commcare_location_id", region},
+                                                     {"commcare_location_ids", region},
+                                                     {"commcare_phone_number", ""},
+                                                     {"commcare_primary_case_sharing_id", region},
+                                                     {"commcare_project", "demo"},
+                                                     {"commcare_user_type", "commcare"},
+                                                     {"district", "north"}});
+  }
+}
+
 TEST_CASE("every write queues a change, the relay appends each once, even after a crash") {
   for (bool postgres : kStores) {
     CAPTURE(postgres);

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""The restore route as CommCare HQ answers it (issue 22; research/hq-fidelity.md §2), over a
+real server: each test cites the HQ or commcare-core file it follows.
+Usage: restore_fidelity_test.py COMMCARE"""
+import base64
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+import urllib.parse
+import xml.etree.ElementTree as ET
+
+CC = sys.argv[1]
+del sys.argv[1:2]
+
+NS = {"or": "http://openrosa.org/http/response", "sync": "http://commcarehq.org/sync",
+      "c": "http://commcarehq.org/case/transaction/v2"}
+
+
+def cc(*args):
+    p = subprocess.run([CC] + list(args), capture_output=True, text=True)
+    if p.returncode != 0:
+        raise AssertionError(f"{args}: exit {p.returncode}: {p.stdout} {p.stderr}")
+    return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+
+
+class RestoreFidelityTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="cc-restore-")
+        cls.data = os.path.join(cls.tmp, "data")
+        env = dict(os.environ, COMMCARE_ADMIN_USER="admin", COMMCARE_ADMIN_PASSWORD="s3cret",
+                   COMMCARE_DOMAIN="demo")
+        cls.proc = subprocess.Popen([CC, "serve", "--data", cls.data, "--listen", "127.0.0.1:0"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=env)
+        line = cls.proc.stdout.readline()
+        assert line, cls.proc.stderr.read()
+        cls.port = int(json.loads(line)["listening"].rsplit(":", 1)[1])
+        for user, pw in [("w.empty", "pw-empty"), ("w.photo", "pw-photo")]:
+            cc("admin", "user", "create", "--data", cls.data, "--domain", "demo", "--username",
+               user, "--password", pw)
+        cc("admin", "domain", "create", "--data", cls.data, "other")
+        cc("admin", "user", "create", "--data", cls.data, "--domain", "other", "--username",
+           "w.other", "--password", "pw-other")
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.proc.poll() is None:
+            cls.proc.kill()
+            cls.proc.wait()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def request(self, method, path, body=None, headers=None, auth=("admin", "s3cret")):
+        h = dict(headers or {})
+        if auth:
+            h["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+    def restore(self, query, auth):
+        s, _, body = self.request("GET", f"/a/demo/phone/restore/?{query}", auth=auth)
+        return s, body
+
+    def test_empty_footprint_state_and_unknown_parameters(self):
+        # R4: commcare-core's CaseDBUtils.computeCaseDbHash returns "" with no case
+        # (CaseDBUtils.java:13-32) and HQ's Checksum([]).hexdigest() is '' (phone/checksum.py),
+        # so a phone without cases syncs with state=ccsh:.
+        auth = ("w.empty", "pw-empty")
+        s, body = self.restore("version=2.0", auth)
+        self.assertEqual(s, 200, body)
+        token = ET.fromstring(body).find("sync:Sync/sync:restore_id", NS).text
+        s, body = self.restore(f"version=2.0&since={token}&state=ccsh:", auth)
+        self.assertEqual(s, 200, body)
+        token = ET.fromstring(body).find("sync:Sync/sync:restore_id", NS).text
+        s, body = self.restore(f"since={token}&state=ccsh:00000000000000000000000000000001", auth)
+        self.assertEqual(s, 412, body)
+        # R5: HQ's get_restore_params (corehq/apps/ota/views.py) reads the parameters it knows
+        # and ignores any other.
+        s, body = self.restore("version=2.0&case_sync=livequery&foo=bar&_=1712345678", auth)
+        self.assertEqual(s, 200, body)
+        self.assertIn(b"ota_restore_success", body)
+
+    def test_case_attachments_are_remote_and_served_to_the_phone(self):
+        # R13: HQ's V2CaseXMLGenerator.add_attachments (casexml/apps/case/xml/generator.py)
+        # writes src=case.get_attachment_server_url(name) (the api_case_attachment route) and
+        # from="remote"; the phone downloads it with its own credentials.
+        auth = ("w.photo", "pw-photo")
+        me = json.loads(self.request("GET", "/a/demo/api/users/w.photo")[2])
+        xml = (f'<?xml version="1.0"?><data xmlns="http://example.org/photo">'
+               f'<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>photo-form</instanceID>'
+               f'<userID>{me["user_id"]}</userID></meta>'
+               f'<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="pc-1" '
+               f'date_modified="2020-01-01T00:00:00Z" user_id="{me["user_id"]}"><create>'
+               f'<case_type>patient</case_type><case_name>P</case_name>'
+               f'<owner_id>{me["user_id"]}</owner_id></create>'
+               f'<attachment><photo src="photo.jpg" from="local"/></attachment></case></data>').encode()
+        boundary = "----ccb"
+        body = b"".join([
+            (f'--{boundary}\r\nContent-Disposition: form-data; name="xml_submission_file"; '
+             f'filename="form.xml"\r\nContent-Type: text/xml\r\n\r\n').encode() + xml + b"\r\n",
+            (f'--{boundary}\r\nContent-Disposition: form-data; name="photo.jpg"; '
+             f'filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n').encode() + b"\xff\xd8jpeg\r\n",
+            f"--{boundary}--\r\n".encode()])
+        s, _, out = self.request("POST", "/a/demo/receiver/", body=body, auth=auth,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        self.assertEqual(s, 201, out)
+        s, payload = self.restore("version=2.0", auth)
+        self.assertEqual(s, 200, payload)
+        photo = ET.fromstring(payload).find("c:case[@case_id='pc-1']/c:attachment/c:photo", NS)
+        self.assertIsNotNone(photo, payload)
+        self.assertEqual(photo.get("from"), "remote")
+        url = urllib.parse.urlsplit(photo.get("src"))
+        self.assertEqual((url.scheme, url.netloc), ("http", f"127.0.0.1:{self.port}"))
+        self.assertEqual(url.path, "/a/demo/api/case/attachment/pc-1/photo")
+        # The phone fetches it with its own credentials; HQ's newer route answers too.
+        s, h, data = self.request("GET", url.path, auth=auth)
+        self.assertEqual((s, data, h["content-type"]), (200, b"\xff\xd8jpeg", "image/jpeg"))
+        s, _, data = self.request("GET", "/a/demo/api/case_attachment/v1/pc-1/photo", auth=auth)
+        self.assertEqual((s, data), (200, b"\xff\xd8jpeg"))
+        self.assertEqual(self.request("GET", "/a/demo/api/case/attachment/pc-1/nope", auth=auth)[0],
+                         404)
+        self.assertEqual(self.request("GET", url.path, auth=None)[0], 401)
+        self.assertEqual(self.request("GET", url.path, auth=("w.other", "pw-other"))[0], 403)
+
+
+if __name__ == "__main__":
+    unittest.main()
