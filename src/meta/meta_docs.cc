@@ -18,12 +18,14 @@
 #include "util/codec.h"
 #include "util/hash.h"
 #include "util/sql_db.h"
+#include "util/xml.h"
 
 namespace commcare::meta {
 namespace {
 
 namespace json = boost::json;
 using codec::GetStr;
+using util::IsXmlName;
 
 const std::map<std::string_view, std::pair<std::string_view, std::string_view>> kDocTopics = {
     {"role", {"role", "UserRole"}},
@@ -50,6 +52,13 @@ Status CheckStringMap(const json::object& b, const char* k) {
       if (!kv.value().is_string())
         return Status::InvalidArgument(fmt::format("{}.{}: must be a string", k, kv.key()));
   }
+  return Status::Ok();
+}
+Status CheckNumber(const json::object& b, const char* k, double lo, double hi) {
+  const json::value* v = b.if_contains(k);
+  if (!v || v->is_null()) return Status::Ok();
+  if (!v->is_number() || v->to_number<double>() < lo || v->to_number<double>() > hi)
+    return Status::InvalidArgument(fmt::format("{}: must be a number from {} to {}", k, lo, hi));
   return Status::Ok();
 }
 Status CheckOnly(const json::object& b, std::initializer_list<std::string_view> keys) {
@@ -125,9 +134,25 @@ Result<Doc> MetaStore::PutDoc(Doc d) {
     }
   } else if (d.kind == "location") {
     CC_RETURN_IF_ERROR(CheckOnly(b, {"name", "site_code", "location_type", "parent_id",
-                                     "shares_cases", "view_descendants", "metadata"}));
+                                     "shares_cases", "view_descendants", "metadata",
+                                     "external_id", "latitude", "longitude"}));
     CC_RETURN_IF_ERROR(CheckString(b, "location_type", true));
     CC_RETURN_IF_ERROR(CheckString(b, "site_code", false));
+    CC_RETURN_IF_ERROR(CheckString(b, "external_id", false));
+    CC_RETURN_IF_ERROR(CheckNumber(b, "latitude", -90, 90));
+    CC_RETURN_IF_ERROR(CheckNumber(b, "longitude", -180, 180));
+    // The type code names fixture attributes ({code}_id) and metadata keys name elements, so
+    // both must be XML names (HQ: fixtures/utils.py is_identifier_invalid).
+    if (!IsXmlName(GetStr(b, "location_type")))
+      return Status::InvalidArgument(
+          "location_type: must start with a letter or _ and hold letters, digits, _, - or . only");
+    if (const json::value* md = b.if_contains("metadata"); md && md->is_object())
+      for (const auto& kv : md->get_object())
+        if (!IsXmlName(kv.key()))
+          return Status::InvalidArgument(fmt::format(
+              "metadata.{}: a key must start with a letter or _ and hold letters, digits, _, - "
+              "or . only",
+              std::string_view(kv.key())));
     CC_RETURN_IF_ERROR(CheckBool(b, "shares_cases"));
     CC_RETURN_IF_ERROR(CheckBool(b, "view_descendants"));
     CC_RETURN_IF_ERROR(CheckStringMap(b, "metadata"));

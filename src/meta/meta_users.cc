@@ -1,5 +1,5 @@
 // The MetaStore's users (meta_store.h): their stored form and the admin API's fields, writes
-// and reads, and what a user owns and sees in a restore (owner ids, fixtures).
+// and reads, and what a user owns in a restore (owner ids; the fixtures are meta_fixtures.cc).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -334,54 +334,6 @@ Result<std::vector<User>> MetaStore::ListUsers(std::string_view domain) {
     out.push_back(std::move(u));
   }
   return out;
-}
-
-Result<std::string> MetaStore::Fixtures(const User& user, std::string_view domain) {
-  using util::AppendXmlEscaped;
-  // corehq/apps/groups/fixtures.py group_fixture: id, name, and group_data from the metadata.
-  std::string o = "<fixture id=\"user-groups\" user_id=\"";
-  AppendXmlEscaped(&o, user.user_id);
-  o += "\"><groups>";
-  CC_ASSIGN_OR_RETURN(auto groups, CaseSharingGroups(user, domain));
-  for (const auto& g : groups) {
-    o += "<group id=\"";
-    AppendXmlEscaped(&o, g.id);
-    o += "\"><name>";
-    AppendXmlEscaped(&o, g.name);
-    o += "</name>";
-    if (!g.metadata.empty()) {
-      o += "<group_data>";
-      for (const auto& kv : g.metadata) {
-        o += "<data key=\"";
-        AppendXmlEscaped(&o, kv.key());
-        o += "\">";
-        AppendXmlEscaped(&o, kv.value().is_string() ? std::string(kv.value().get_string())
-                                                    : json::serialize(kv.value()));
-        o += "</data>";
-      }
-      o += "</group_data>";
-    }
-    o += "</group>";
-  }
-  o += "</groups></fixture><fixture id=\"locations\" user_id=\"";
-  AppendXmlEscaped(&o, user.user_id);
-  o += "\"><locations>";
-  CC_ASSIGN_OR_RETURN(auto locations, ListDocs("location", domain));
-  for (const auto& l : locations) {
-    o += "<location id=\"";
-    AppendXmlEscaped(&o, l.id);
-    o += "\" type=\"";
-    AppendXmlEscaped(&o, GetStr(l.body, "location_type"));
-    o += "\" parent_id=\"";
-    AppendXmlEscaped(&o, GetStr(l.body, "parent_id"));
-    o += "\"><name>";
-    AppendXmlEscaped(&o, GetStr(l.body, "name"));
-    o += "</name><site_code>";
-    AppendXmlEscaped(&o, GetStr(l.body, "site_code"));
-    o += "</site_code></location>";
-  }
-  o += "</locations></fixture>";
-  return o;
 }
 
 Result<std::vector<MetaStore::SharingGroup>> MetaStore::CaseSharingGroups(const User& user,

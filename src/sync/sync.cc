@@ -48,6 +48,23 @@ using sync_internal::LiveQuery;
 using sync_internal::Minus;
 using sync_internal::Out;
 using sync_internal::PerDatabase;
+
+// The elements at the top level of an XML fragment our writers made (text is escaped, so every
+// '<' starts a tag; no comments or CDATA).
+int64_t CountTopLevelElements(std::string_view xml) {
+  int64_t n = 0, depth = 0;
+  for (size_t p = xml.find('<'); p != std::string_view::npos; p = xml.find('<', p + 1)) {
+    if (p + 1 < xml.size() && xml[p + 1] == '/') {
+      --depth;
+      continue;
+    }
+    if (depth == 0) ++n;
+    const size_t end = xml.find('>', p);
+    if (end == std::string_view::npos) break;
+    if (xml[end - 1] != '/') ++depth;
+  }
+  return n;
+}
 using sync_internal::SyncLogStore;
 
 // XOR of md5(case_id), kept as 16 bytes so a footprint's hash can be updated per case. An
@@ -267,11 +284,11 @@ class SyncImpl final : public Sync {
     std::unordered_map<std::string, std::vector<LedgerValue>> ledgers;
     CC_RETURN_IF_ERROR(PerDatabase(e_, send, [&](storage::PrimaryStore* db, auto ids) {
       CC_ASSIGN_OR_RETURN(auto values, db->GetLedgerValuesOf(ids));
-      for (size_t i = 0; i < values.size(); ++i) {
-        res.ledgers += i == 0 || values[i].section_id != values[i - 1].section_id ||
-                       values[i].case_id != values[i - 1].case_id;
-        ledgers[values[i].case_id].push_back(std::move(values[i]));
-      }
+      // One <balance> block per (case, section).
+      std::set<std::pair<std::string_view, std::string_view>> blocks;
+      for (const auto& v : values) blocks.emplace(v.case_id, v.section_id);
+      res.ledgers += static_cast<int64_t>(blocks.size());
+      for (auto& v : values) ledgers[v.case_id].push_back(std::move(v));
       return Status::Ok();
     }));
     timing("ledgers");
@@ -282,12 +299,11 @@ class SyncImpl final : public Sync {
     std::string& o = out.buf();
     o += "<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\"";
     if (req.items) {
-      size_t fixtures = 0;
-      for (size_t p = req.fixtures.find("<fixture"); p != std::string::npos;
-           p = req.fixtures.find("<fixture", p + 1))
-        ++fixtures;
-      o += fmt::format(" items=\"{}\"", static_cast<int64_t>(send.size()) + res.ledgers +
-                                            static_cast<int64_t>(fixtures));
+      // HQ's RestoreContent: every top-level element after the message (Sync, Registration,
+      // each fixture and schema, each balance block, each case), plus one for the message.
+      const int64_t items = 3 + CountTopLevelElements(req.fixtures) + res.ledgers +
+                            static_cast<int64_t>(send.size());
+      o += fmt::format(" items=\"{}\"", items);
     }
     o += "><message nature=\"ota_restore_success\">Successfully restored account ";
     AppendXmlEscaped(&o, req.user.username);

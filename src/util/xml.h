@@ -1,6 +1,8 @@
-// Escaping text for XML element content and attribute values (internal).
+// Escaping text for XML element content and attribute values, and checking names (internal).
 #pragma once
 
+#include <algorithm>
+#include <cctype>
 #include <string>
 #include <string_view>
 
@@ -39,6 +41,17 @@ inline std::string XmlEscape(std::string_view s) {
   out.reserve(s.size());
   AppendXmlEscaped(&out, s);
   return out;
+}
+
+// Whether s can name an element or attribute a phone's parser takes: a letter or _ first, then
+// letters, digits, _, - or ., not starting with "xml" (HQ: fixtures/utils.py
+// is_identifier_invalid; ASCII only, stricter than XML 1.0).
+inline bool IsXmlName(std::string_view s) {
+  auto start = [](char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; };
+  if (s.empty() || s.starts_with("xml") || !start(s[0])) return false;
+  return std::all_of(s.begin(), s.end(), [&](char c) {
+    return start(c) || std::isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '.';
+  });
 }
 
 }  // namespace commcare::util

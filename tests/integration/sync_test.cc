@@ -194,7 +194,8 @@ TEST_CASE("the payload: registration, case blocks, indices, ledgers, items, vers
   CHECK(res.http_status == 200);
   CHECK(res.cases == 2);
   CHECK(res.ledgers == 1);
-  CHECK(p.find("<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\" items=\"3\">") == 0);
+  // HQ counts the message, Sync, Registration, each balance block and each case.
+  CHECK(p.find("<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\" items=\"6\">") == 0);
   CHECK(
       p.find(
           "<message nature=\"ota_restore_success\">Successfully restored account u1!</message>") !=

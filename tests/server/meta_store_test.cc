@@ -232,6 +232,90 @@ TEST_CASE("the user-groups fixture lists the case-sharing groups and locations a
   }
 }
 
+// R8 of research/hq-fidelity.md: HQ's flat location fixture (corehq/apps/locations/fixtures.py
+// FlatLocationSerializer, fixtures/utils.py get_index_schema_node): a <schema id="locations">
+// with the sorted indices, then one <location type id {code}_id...> per location the user syncs
+// (assigned, ancestors, descendants; get_location_fixture_queryset) ordered by site_code, with
+// the fixed fields and location_data holding every known field. R11: restore.py counts each
+// top-level element; the fixture and its schema are two.
+TEST_CASE("the locations fixture is HQ's flat fixture with its index schema") {
+  for (bool postgres : kStores) {
+    CAPTURE(postgres);
+    Fixture f(postgres);
+    if (!f.m) continue;
+    auto put = [&](const char* id, boost::json::object b) {
+      return f.m->PutDoc(MakeDoc("location", "demo", std::move(b), id));
+    };
+    REQUIRE(put("st", {{"name", "State"}, {"location_type", "state"}, {"site_code", "s1"}}).ok());
+    REQUIRE(put("di", {{"name", "District"},
+                       {"location_type", "district"},
+                       {"site_code", "d1"},
+                       {"parent_id", "st"},
+                       {"latitude", 1.5},
+                       {"external_id", "ext-d"},
+                       {"metadata", {{"tier", "2"}}}})
+                .ok());
+    REQUIRE(put("cl", {{"name", "Clinic"},
+                       {"location_type", "clinic"},
+                       {"site_code", "c1"},
+                       {"parent_id", "di"},
+                       {"metadata", {{"beds", "<9"}}}})
+                .ok());
+    REQUIRE(put("far", {{"name", "Far"}, {"location_type", "state"}, {"site_code", "a0"}}).ok());
+    // Names a phone cannot parse as elements or attributes are refused, naming the field.
+    auto bad = put("x", {{"name", "X"}, {"location_type", "2 words"}});
+    CHECK(bad.status().message().find("location_type") != std::string::npos);
+    bad = put("x", {{"name", "X"}, {"location_type", "t"}, {"metadata", {{"a b", "1"}}}});
+    CHECK(bad.status().message().find("metadata.a b") != std::string::npos);
+    CHECK_FALSE(put("x", {{"name", "X"}, {"location_type", "t"}, {"latitude", 91}}).ok());
+
+    User u = f.worker;
+    u.location_ids = {"di"};
+    u = f.m->PutUser(u).value();
+    auto fx = f.m->Fixtures(u, "demo");
+    REQUIRE(fx.ok());
+    const size_t at = fx->find("<schema id=\"locations\">");
+    REQUIRE(at != std::string::npos);
+    const std::string loc = [&] {
+      std::string o;
+      auto one = [&](const char* type, const char* id, const char* ids, const char* fields,
+                     const char* data) {
+        o += std::string("<location type=\"") + type + "\" id=\"" + id + "\" " + ids + ">" +
+             fields + "<location_data>" + data + "</location_data></location>";
+      };
+      // Ordered by site_code: c1, d1, s1 ("far" is not the user's).
+      one("clinic", "cl", "clinic_id=\"cl\" district_id=\"di\" state_id=\"st\"",
+          "<name>Clinic</name><site_code>c1</site_code><external_id></external_id><latitude>"
+          "</latitude><longitude></longitude><location_type>clinic</location_type>"
+          "<supply_point_id></supply_point_id>",
+          "<beds>&lt;9</beds><tier></tier>");
+      one("district", "di", "clinic_id=\"\" district_id=\"di\" state_id=\"st\"",
+          "<name>District</name><site_code>d1</site_code><external_id>ext-d</external_id>"
+          "<latitude>1.5</latitude><longitude></longitude><location_type>district"
+          "</location_type><supply_point_id></supply_point_id>",
+          "<beds></beds><tier>2</tier>");
+      one("state", "st", "clinic_id=\"\" district_id=\"\" state_id=\"st\"",
+          "<name>State</name><site_code>s1</site_code><external_id></external_id><latitude>"
+          "</latitude><longitude></longitude><location_type>state</location_type>"
+          "<supply_point_id></supply_point_id>",
+          "<beds></beds><tier></tier>");
+      return o;
+    }();
+    const std::string want =
+        "<schema id=\"locations\"><indices><index>@clinic_id</index><index>@district_id</index>"
+        "<index>@id</index><index>@state_id</index><index>@type</index><index>name</index>"
+        "</indices></schema><fixture id=\"locations\" user_id=\"" +
+        u.user_id + "\" indexed=\"true\"><locations>" + loc + "</locations></fixture>";
+    CHECK(fx->substr(at) == want);
+    // A user with no location gets the schema and an empty fixture; a domain without
+    // locations gets neither (HQ: only projects that use locations).
+    u.location_ids.clear();
+    u = f.m->PutUser(u).value();
+    CHECK(f.m->Fixtures(u, "demo")->find("<locations></locations>") != std::string::npos);
+    CHECK(f.m->Fixtures(u, "other")->find("locations") == std::string::npos);
+  }
+}
+
 TEST_CASE("every write queues a change, the relay appends each once, even after a crash") {
   for (bool postgres : kStores) {
     CAPTURE(postgres);
