@@ -31,7 +31,9 @@ const std::map<std::string_view, std::pair<std::string_view, std::string_view>> 
     {"role", {"role", "UserRole"}},
     {"group", {"group", "Group"}},
     {"location", {"location", "Location"}},
-    {"app", {"app", "Application"}}};
+    {"app", {"app", "Application"}},
+    {"lookup_table", {"lookup_table", "LookupTable"}},
+    {"lookup_item", {"lookup_table", "LookupTableRow"}}};
 
 Status CheckString(const json::object& b, const char* k, bool required) {
   const json::value* v = b.if_contains(k);
@@ -102,7 +104,8 @@ Result<Doc> MetaStore::PutDoc(Doc d) {
     return Status::InvalidArgument(
         fmt::format("id: '{}' must be 1-64 letters, digits, '-', '_' or '.'", d.id));
   const json::object& b = d.body;
-  CC_RETURN_IF_ERROR(CheckString(b, "name", true));
+  const bool lookup = d.kind == "lookup_table" || d.kind == "lookup_item";
+  if (!lookup) CC_RETURN_IF_ERROR(CheckString(b, "name", true));
   if (d.kind == "role") {
     CC_RETURN_IF_ERROR(CheckOnly(b, {"name", "permissions"}));
     if (const json::value* p = b.if_contains("permissions")) {
@@ -132,6 +135,8 @@ Result<Doc> MetaStore::PutDoc(Doc d) {
               fmt::format("users: {} is not the id of a user of {}", json::serialize(x), d.domain));
       }
     }
+  } else if (lookup) {
+    CC_RETURN_IF_ERROR(CheckLookupDoc(d));
   } else if (d.kind == "location") {
     CC_RETURN_IF_ERROR(CheckOnly(b, {"name", "site_code", "location_type", "parent_id",
                                      "shares_cases", "view_descendants", "metadata",
@@ -242,6 +247,13 @@ Status MetaStore::DeleteDoc(std::string_view kind, std::string_view domain, std:
       if (GetStr(c.body, "parent_id") == id)
         return Status::FailedPrecondition(
             fmt::format("location {} has child locations (first: {})", id, c.id));
+  }
+  if (kind == "lookup_table") {
+    CC_ASSIGN_OR_RETURN(auto items, ListDocs("lookup_item", domain));
+    for (const auto& i : items)
+      if (GetStr(i.body, "table_id") == id)
+        return Status::FailedPrecondition(
+            fmt::format("lookup table {} has items (first: {}); delete them first", id, i.id));
   }
   if (kind == "role") {
     CC_ASSIGN_OR_RETURN(auto users, ListUsers(domain));

@@ -177,6 +177,8 @@ std::string LocationsFixture(const User& user, const std::vector<Doc>& all) {
 Result<std::string> MetaStore::Fixtures(const User& user, std::string_view domain) {
   CC_ASSIGN_OR_RETURN(auto groups, CaseSharingGroups(user, domain));
   std::string o = GroupsFixture(user, groups);
+  CC_ASSIGN_OR_RETURN(std::string lookups, LookupFixtures(user, domain));
+  o += lookups;
   // HQ sends the location fixture only to projects that use locations.
   CC_ASSIGN_OR_RETURN(auto locations, ListDocs("location", domain));
   if (!locations.empty()) o += LocationsFixture(user, locations);

@@ -74,7 +74,13 @@ struct Doc {
 // role: name, permissions[]. group: name, users[] (user ids), case_sharing, reporting, metadata.
 // location: name, site_code, location_type, parent_id, shares_cases, view_descendants, metadata.
 // app: name and any other fields, kept as given.
-inline constexpr std::string_view kDocKinds[] = {"role", "group", "location", "app"};
+// lookup_table (HQ's lookup table, FixtureDataType): tag, fields[] ({field_name, properties[],
+// is_indexed} or a name), item_attributes[], is_global, is_indexed, description.
+// lookup_item (a row, FixtureDataItem): table_id, fields {name: value or [{value,
+// properties{}}]}, item_attributes {}, sort_key, owners {users[], groups[], locations[]}.
+// meta_lookup.cc validates both and writes them as item-list fixtures.
+inline constexpr std::string_view kDocKinds[] = {"role",     "group",        "location",
+                                                 "app",      "lookup_table", "lookup_item"};
 
 // A user as stored but for the credentials and the revision ("permissions" by domain).
 boost::json::object UserProfile(const User& u);
@@ -160,10 +166,12 @@ class MetaStore {
   // CaseSharingGroups, sorted.
   Result<std::vector<std::string>> OwnerIds(const User& user, std::string_view domain);
 
-  // The restore fixtures of a user: "user-groups" (CaseSharingGroups with their group_data, as
-  // HQ's UserGroupsFixtureProvider: the phone takes its owner ids from it) and "locations"
-  // (the domain's locations, flat), as <fixture> elements.
+  // The restore fixtures of a user, in HQ's order: "user-groups" (CaseSharingGroups with their
+  // group_data, as HQ's UserGroupsFixtureProvider: the phone takes its owner ids from it), the
+  // lookup tables ("item-list:<tag>", meta_lookup.cc) and "locations" (HQ's flat fixture).
   Result<std::string> Fixtures(const User& user, std::string_view domain);
+  // The "item-list:<tag>" fixtures (with their schemas) of the lookup tables the user sees.
+  Result<std::string> LookupFixtures(const User& user, std::string_view domain);
 
   // From now on every write relays its change records into log right after committing; also
   // relays what earlier writes left queued. log must outlive the store.
@@ -192,6 +200,7 @@ class MetaStore {
 
  private:
   struct Impl;
+  Status CheckLookupDoc(const Doc& d);  // a lookup_table or lookup_item's fields (PutDoc)
   void RelayAfterWrite();  // Relay, logging a failure (the changes stay queued)
   explicit MetaStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

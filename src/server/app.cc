@@ -414,7 +414,7 @@ Response App::ChangesApi(const Request& r, const std::string& domain) {
     state->read = now;
     json::array out;
     for (const char* topic : {"form-sql", "case-sql", "ledger", "domain", "commcare-user",
-                              "web-user", "role", "group", "location", "app"}) {
+                              "web-user", "role", "group", "location", "app", "lookup_table"}) {
       auto parts = log->Partitions(topic);
       if (!parts.ok()) continue;
       for (int p = 0; p < *parts && out.size() < limit; ++p) {

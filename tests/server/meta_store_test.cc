@@ -316,6 +316,99 @@ TEST_CASE("the locations fixture is HQ's flat fixture with its index schema") {
   }
 }
 
+// R10 of research/hq-fidelity.md §5.5: HQ's lookup tables as restore fixtures
+// (corehq/apps/fixtures/fixturegenerators.py ItemListsProvider, models.py to_xml): one
+// <fixture id="item-list:<tag>"> per table sorted by tag, holding <tag>_list/<tag> items sorted
+// by sort_key, every field of the table (empty when the item has none, repeated with its
+// properties as attributes); an indexed table sends its schema first and indexed="true"; a
+// global table goes to everyone, another to the owners of each item (user, group, location).
+TEST_CASE("lookup tables are item-list fixtures as HQ writes them") {
+  for (bool postgres : kStores) {
+    CAPTURE(postgres);
+    Fixture f(postgres);
+    if (!f.m) continue;
+    auto put = [&](const char* kind, const char* id, boost::json::object b) {
+      return f.m->PutDoc(MakeDoc(kind, "demo", std::move(b), id));
+    };
+    auto table_put = put("lookup_table", "t-district",
+                {{"tag", "district"},
+                 {"is_global", true},
+                 {"is_indexed", true},
+                 {"item_attributes", {"rank"}},
+                 {"fields",
+                  {boost::json::object{{"field_name", "name"}, {"properties", {"lang"}}},
+                   boost::json::object{{"field_name", "code"}, {"is_indexed", true}}}}});
+    INFO(table_put.status().message());
+    REQUIRE(table_put.ok());
+    REQUIRE(put("lookup_table", "t-cadre", {{"tag", "cadre"}, {"fields", {"title"}}}).ok());
+    // Two items of the global table, out of sort_key order; one with two names by language.
+    REQUIRE(put("lookup_item", "i2",
+                {{"table_id", "t-district"},
+                 {"sort_key", 2},
+                 {"fields", {{"code", "d2"}}},
+                 {"item_attributes", {{"rank", "2"}}}})
+                .ok());
+    REQUIRE(put("lookup_item", "i1",
+                {{"table_id", "t-district"},
+                 {"sort_key", 1},
+                 {"fields",
+                  {{"name",
+                    {boost::json::object{{"value", "North"}, {"properties", {{"lang", "en"}}}},
+                     boost::json::object{{"value", "Nord & co"},
+                                         {"properties", {{"lang", "fr"}}}}}},
+                   {"code", "d1"}}}})
+                .ok());
+    // The user-owned table: one item owned by the worker, one by a group they are not in.
+    REQUIRE(put("lookup_item", "c1",
+                {{"table_id", "t-cadre"},
+                 {"fields", {{"title", "nurse"}}},
+                 {"owners", {{"users", {f.worker.user_id}}}}})
+                .ok());
+    REQUIRE(put("lookup_item", "c2",
+                {{"table_id", "t-cadre"},
+                 {"fields", {{"title", "doctor"}}},
+                 {"owners", {{"groups", {"g-none"}}}}})
+                .ok());
+    // Bad documents are refused, naming the field.
+    auto msg = [&](const char* kind, boost::json::object b) {
+      auto r = put(kind, "bad", std::move(b));
+      return r.ok() ? std::string("accepted") : std::string(r.status().message());
+    };
+    CHECK(msg("lookup_table", {{"tag", "district"}, {"fields", {"x"}}}).find("tag") == 0);
+    CHECK(msg("lookup_table", {{"tag", "t2"}, {"fields", {"a b"}}}).find("fields[0]") == 0);
+    CHECK(msg("lookup_item", {{"table_id", "nope"}}).find("table_id") == 0);
+    CHECK(msg("lookup_item", {{"table_id", "t-cadre"}, {"fields", {{"salary", "1"}}}})
+              .find("fields.salary") == 0);
+    CHECK(msg("lookup_item",
+              {{"table_id", "t-district"},
+               {"fields",
+                {{"code", {boost::json::object{{"value", "x"}, {"properties", {{"zz", "1"}}}}}}}}})
+              .find("fields.code[0].properties.zz") == 0);
+    // A table with items cannot be deleted.
+    auto table = f.m->GetDoc("lookup_table", "demo", "t-cadre");
+    CHECK(f.m->DeleteDoc("lookup_table", "demo", "t-cadre", table->rev).code() ==
+          StatusCode::kFailedPrecondition);
+
+    auto fx = f.m->LookupFixtures(f.worker, "demo");
+    REQUIRE(fx.ok());
+    const std::string u = f.worker.user_id;
+    CHECK(*fx ==
+          "<fixture id=\"item-list:cadre\" user_id=\"" + u +
+              "\"><cadre_list><cadre><title>nurse</title></cadre></cadre_list></fixture>"
+              "<schema id=\"item-list:district\"><indices><index>code</index></indices></schema>"
+              "<fixture id=\"item-list:district\" user_id=\"" +
+              u +
+              "\" indexed=\"true\"><district_list><district rank=\"\"><name lang=\"en\">North"
+              "</name><name lang=\"fr\">Nord &amp; co</name><code>d1</code></district>"
+              "<district rank=\"2\"><name></name><code>d2</code></district></district_list>"
+              "</fixture>");
+    // They come between user-groups and locations, as HQ's FIXTURE_GENERATORS order them.
+    auto all = f.m->Fixtures(f.worker, "demo");
+    REQUIRE(all.ok());
+    CHECK(all->find("item-list:cadre") > all->find("user-groups"));
+  }
+}
+
 TEST_CASE("every write queues a change, the relay appends each once, even after a crash") {
   for (bool postgres : kStores) {
     CAPTURE(postgres);
