@@ -195,8 +195,10 @@ struct CaseSearchQuery {
     std::string value;     // a number, or a date/time (compared as ISO text)
   };
   std::vector<Range> ranges;
-  std::string text;    // full text over name and property values (SQLite: FTS5 query syntax;
-                       // PostgreSQL: websearch_to_tsquery syntax — plain words match both)
+  std::string text;    // full text over name and property values: the user's words, all
+                       // required, case-insensitive; punctuation separates words and is never
+                       // query syntax, except "a phrase" and a trailing '*' (prefix)
+                       // (docs/rest-api.md). No words (e.g. "\"") = no text condition.
   size_t limit = 20;   // 1..5000
   std::string cursor;  // from a previous page's next_cursor
   // Plan tuning: a property condition matching at least this many cases is checked per case

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -426,6 +427,80 @@ class PostgresCaseSearch final : public Processor {
   }
 };
 
+// The terms of a search text, each a phrase of one or more words. Words are as FTS5's
+// unicode61 tokenizer splits them: runs of letters, digits and non-ASCII characters; anything
+// else separates them and is never query syntax. The documented operators: "double quotes"
+// make a phrase (an unclosed quote runs to the end), and a term ending in '*' matches its last
+// word as a prefix (the star is kept as the term's last character).
+using SearchTerm = std::vector<std::string>;
+std::vector<SearchTerm> SearchTerms(std::string_view text) {
+  std::vector<SearchTerm> terms;
+  SearchTerm term;
+  std::string word;
+  bool quoted = false;
+  auto end_word = [&] {
+    if (!word.empty()) term.push_back(std::move(word));
+    word.clear();
+  };
+  auto end_term = [&] {
+    end_word();
+    if (!term.empty()) terms.push_back(std::move(term));
+    term.clear();
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x80 || std::isalnum(c)) {
+      word.push_back(static_cast<char>(c));
+    } else if (c == '*' && !word.empty() && (i + 1 == text.size() || text[i + 1] == '"' ||
+                                             std::isspace(static_cast<unsigned char>(text[i + 1])))) {
+      word.push_back('*');
+      end_word();
+      if (!quoted) end_term();
+    } else if (c == '"') {
+      end_term();
+      quoted = !quoted;
+    } else {
+      end_word();
+      if (!quoted) end_term();
+    }
+  }
+  end_term();
+  // A star inside a phrase applies to the phrase's last word only.
+  for (auto& t : terms)
+    for (size_t i = 0; i + 1 < t.size(); ++i)
+      if (t[i].back() == '*') t[i].pop_back();
+  return terms;
+}
+
+// The terms as an FTS5 query: each a quoted string (never an operator), all required.
+std::string FtsQuery(const std::vector<SearchTerm>& terms) {
+  std::string out;
+  for (const auto& t : terms) {
+    std::string phrase;
+    for (const auto& w : t) phrase += (phrase.empty() ? "" : " ") + w;
+    const bool prefix = phrase.back() == '*';
+    if (prefix) phrase.pop_back();
+    out += (out.empty() ? "\"" : " \"") + phrase + (prefix ? "\"*" : "\"");
+  }
+  return out;
+}
+
+// The terms as a PostgreSQL tsquery for to_tsquery('simple', ...): quoted lexemes, a phrase's
+// words joined by <->, the terms by &.
+std::string TsQuery(const std::vector<SearchTerm>& terms) {
+  std::string out;
+  for (const auto& t : terms) {
+    std::string phrase;
+    for (const auto& w : t) {
+      const bool prefix = w.back() == '*';
+      phrase += (phrase.empty() ? "'" : " <-> '") + w.substr(0, w.size() - (prefix ? 1 : 0)) +
+                (prefix ? "':*" : "'");
+    }
+    out += (out.empty() ? "(" : " & (") + phrase + ")";
+  }
+  return out;
+}
+
 // Case API v2 date fields a range filter may name directly (else it names a property).
 const char* DateColumn(std::string_view field) {
   if (field == "date_opened") return "c.date_opened";
@@ -504,9 +579,9 @@ Result<CaseSearchPage> SearchPostgres(StoreLease& db, const CaseSearchQuery& q, 
       text(r.value);
     }
   }
-  if (!q.text.empty()) {
-    sql += " AND c.fts @@ websearch_to_tsquery('simple', ?)";
-    text(q.text);
+  if (auto terms = SearchTerms(q.text); !terms.empty()) {
+    sql += " AND c.fts @@ to_tsquery('simple', ?)";
+    text(TsQuery(terms));
   }
   if (!q.cursor.empty()) {
     sql += " AND (c.indexed_on, c.id) > (?, ?)";
@@ -711,9 +786,9 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
                     "SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND value {} ?", op),
                 {q.domain, r.property, r.value}, {});
   }
-  if (!q.text.empty()) {
+  if (auto terms = pillows::SearchTerms(q.text); !terms.empty()) {
     sql += " AND c.id IN (SELECT rowid FROM cs_fts WHERE cs_fts MATCH ?)";
-    text(q.text);
+    text(pillows::FtsQuery(terms));
   }
   if (!q.cursor.empty()) {
     sql += " AND (c.indexed_on > ? OR (c.indexed_on = ? AND c.id > ?))";

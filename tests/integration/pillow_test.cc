@@ -160,6 +160,27 @@ TEST_CASE("case-search: the index answers the Case API v2 queries and follows up
     q.ranges.clear();
     q.text = "\"Name 17\"";
     CHECK(Ids(Search(dir, q)) == std::set<std::string>{"c-17"});
+    // The text is the user's words, never FTS5 or tsquery syntax (issue 22 item 12; HQ's case
+    // search quotes user input into its query the same way, corehq/apps/es/case_search.py).
+    q.text = "\"name 17";  // an unclosed quote runs to the end
+    CHECK(Ids(Search(dir, q)) == std::set<std::string>{"c-17"});
+    for (const char* syntax : {"\"", "*", "'", ":", "&|!", "((", "-"}) {
+      q.text = syntax;  // no words: no text condition
+      CHECK_MESSAGE(Search(dir, q).cases.size() == 60, syntax);
+    }
+    for (const char* words : {"name:17", "17 name)", "NOT 17 name", "17 AND name", "NEAR(name 17)",
+                              "name -17", "17 | name", "name & !17"}) {
+      q.text = words;  // operators of FTS5 and tsquery are words (or separators) here
+      auto r = SearchCases(dir, q);
+      REQUIRE_MESSAGE(r.ok(), words << ": " << r.status().ToString());
+      const bool plain = std::string_view(words).find_first_of("NOA") == std::string_view::npos;
+      CHECK_MESSAGE((plain ? Ids(*r).count("c-17") == 1 : r->cases.empty()), words);
+    }
+    q.text = "Nam*";  // the documented prefix operator
+    CHECK(Search(dir, q).cases.size() == 60);
+    q.text = "\"Name 1*\"";
+    CHECK(Ids(Search(dir, q)).count("c-17"));
+    CHECK(!Ids(Search(dir, q)).count("c-20"));
     q.text.clear();
     q.case_name = "Name 42";
     CHECK(Ids(Search(dir, q)) == std::set<std::string>{"c-42"});
