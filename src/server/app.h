@@ -79,7 +79,7 @@ class App {
   http::Response Receiver(const http::Request& r, const std::string& domain,
                           const std::string& rest);
   http::Response CaseWrite(const http::Request& r, const std::string& domain, const std::string& id,
-                           const meta::User& user);
+                           const meta::User& user, const std::string& external_id);  // case_api.cc
   http::Response BulkFetch(const http::Request& r, const std::string& domain);
   http::Response DomainsApi(const http::Request& r);
   http::Response UsersApi(const http::Request& r, const std::string& domain,

@@ -182,6 +182,29 @@ TEST_CASE("case-search: the index answers the Case API v2 queries and follows up
     CHECK(Ids(Search(dir, q)).count("c-17"));
     CHECK(!Ids(Search(dir, q)).count("c-20"));
     q.text.clear();
+    // HQ's get_list.py: a repeated parameter ORs its values, properties.<p>= matches an unset
+    // property, indices.<identifier> lists children, matching_records is the total.
+    CaseSearchQuery o;
+    o.domain = "demo";
+    o.limit = 5;
+    o.count = true;
+    o.any_of = {{"owner_id", {"u1", "u2"}}};
+    auto page = Search(dir, o);
+    CHECK(page.cases.size() == 5);
+    CHECK(page.total == 60);
+    o.cursor = page.next_cursor;
+    CHECK(Search(dir, o).total == 60);  // the total ignores the cursor, as HQ's es total
+    o.cursor.clear();
+    o.any_of = {{"properties.village", {"v1", "v2"}}, {"owner_id", {"u1"}}};
+    CHECK(Search(dir, o).total == 20);
+    o.any_of = {{"properties.nothing", {""}}, {"case_type", {"patient", "household"}}};
+    CHECK(Search(dir, o).total == 60);
+    o.any_of = {{"indices.parent", {"c-1"}}};
+    CHECK(Search(dir, o).total == 0);
+    o.any_of = {{"colour", {"red"}}};
+    CHECK(SearchCases(dir, o).status().message().find("'colour'") != std::string::npos);
+    CHECK(Search(dir, q).total == -1);  // no count asked
+    q.text.clear();
     q.case_name = "Name 42";
     CHECK(Ids(Search(dir, q)) == std::set<std::string>{"c-42"});
     q.case_name.clear();
