@@ -212,10 +212,10 @@ struct CaseSearchQuery {
     std::string value;     // a number, or a date/time (compared as ISO text)
   };
   std::vector<Range> ranges;
-  std::string text;    // full text over name and property values: the user's words, all
-                       // required, case-insensitive; punctuation separates words and is never
-                       // query syntax, except "a phrase" and a trailing '*' (prefix)
-                       // (docs/rest-api.md). No words (e.g. "\"") = no text condition.
+  std::string text;  // full text over name and property values: the user's words, all
+                     // required, case-insensitive; punctuation separates words and is never
+                     // query syntax, except "a phrase" and a trailing '*' (prefix)
+                     // (docs/rest-api.md). No words (e.g. "\"") = no text condition.
   // Further conditions, each a field and its values: a case matches when the field equals any
   // of the values (CommCare HQ ORs a repeated parameter) and every such condition holds.
   // field: case_type, owner_id, case_name, external_id, properties.<p> (the value "" also

@@ -451,8 +451,9 @@ std::vector<SearchTerm> SearchTerms(std::string_view text) {
     const unsigned char c = static_cast<unsigned char>(text[i]);
     if (c >= 0x80 || std::isalnum(c)) {
       word.push_back(static_cast<char>(c));
-    } else if (c == '*' && !word.empty() && (i + 1 == text.size() || text[i + 1] == '"' ||
-                                             std::isspace(static_cast<unsigned char>(text[i + 1])))) {
+    } else if (c == '*' && !word.empty() &&
+               (i + 1 == text.size() || text[i + 1] == '"' ||
+                std::isspace(static_cast<unsigned char>(text[i + 1])))) {
       word.push_back('*');
       end_word();
       if (!quoted) end_term();
@@ -551,7 +552,8 @@ Status AnyOfConditions(const CaseSearchQuery& q, bool postgres, std::string* sql
       lhs = "c.name";
     } else if (field.starts_with("properties.") && field.size() > 11) {
       key = field.substr(11);
-      lhs = postgres ? "COALESCE(c.props->>CAST(? AS TEXT), '')" : "COALESCE(cs_prop(c.props, ?), '')";
+      lhs = postgres ? "COALESCE(c.props->>CAST(? AS TEXT), '')"
+                     : "COALESCE(cs_prop(c.props, ?), '')";
     } else if (field.starts_with("indices.") && field.size() > 8) {
       key = field.substr(8);
       if (key.find_first_of("\"\\") != std::string::npos)
@@ -838,9 +840,9 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
     sql += " AND c.id IN (SELECT rowid FROM cs_fts WHERE cs_fts MATCH ?)";
     text(pillows::FtsQuery(terms));
   }
-  const std::string from =
-      driver.empty() ? std::string("cs_cases c")
-                     : "(" + driver + ") p CROSS JOIN cs_cases c ON c.id = p.case_rowid";
+  const std::string from = driver.empty()
+                               ? std::string("cs_cases c")
+                               : "(" + driver + ") p CROSS JOIN cs_cases c ON c.id = p.case_rowid";
   CaseSearchPage page;
   if (q.count) {  // every match, before the cursor's condition
     std::vector<std::function<void(sqlite3_stmt*, int)>> all = driver_binds;

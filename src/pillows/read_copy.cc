@@ -154,9 +154,9 @@ json::value Metadata(const json::object& form) {
   if (!meta || !meta->is_object()) return nullptr;
   json::object out = meta->get_object();
   out.erase("@xmlns");
-  for (const char* k : {"appVersion", "app_build_version", "commcare_version", "deviceID",
-                        "geo_point", "instanceID", "location", "timeEnd", "timeStart", "userID",
-                        "username"})
+  for (const char* k :
+       {"appVersion", "app_build_version", "commcare_version", "deviceID", "geo_point",
+        "instanceID", "location", "timeEnd", "timeStart", "userID", "username"})
     if (!out.contains(k)) out[k] = nullptr;
   return out;
 }
@@ -237,11 +237,10 @@ Result<FormListPage> ListForms(const std::string& pillows_dir, const FormListQue
   params.push_back(static_cast<int64_t>(q.limit));
   params.push_back(static_cast<int64_t>(q.offset));
   CC_ASSIGN_OR_RETURN(
-      auto rows,
-      db.Query("listing forms",
-               fmt::format("SELECT doc{} ORDER BY {} {}, id {} LIMIT ? OFFSET ?", where, order,
-                           desc ? "DESC" : "ASC", desc ? "DESC" : "ASC"),
-               params));
+      auto rows, db.Query("listing forms",
+                          fmt::format("SELECT doc{} ORDER BY {} {}, id {} LIMIT ? OFFSET ?", where,
+                                      order, desc ? "DESC" : "ASC", desc ? "DESC" : "ASC"),
+                          params));
   for (size_t r = 0; r < rows.size(); ++r) page.forms.emplace_back(rows.Str(r, 0));
   return page;
 }

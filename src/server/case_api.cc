@@ -242,8 +242,7 @@ Response App::BulkFetch(const Request& r, const std::string& domain) {
   std::vector<std::string> case_ids, external_ids;
   for (auto [key, out] :
        {std::pair{"case_ids", &case_ids}, std::pair{"external_ids", &external_ids}})
-    if (Status st = StringList(v.get_object(), key, out); !st.ok())
-      return Error(400, st.message());
+    if (Status st = StringList(v.get_object(), key, out); !st.ok()) return Error(400, st.message());
   if (case_ids.empty() && external_ids.empty())
     return Error(400, "Payload must include 'case_ids' or 'external_ids' fields");
   if (case_ids.size() + external_ids.size() > kMaxBulkFetch)
@@ -408,11 +407,16 @@ Result<CaseSearchQuery> ListQuery(const Request& r, const std::string& domain) {
                (k.rfind("properties.", 0) == 0 && k.size() > 11) ||
                (k.rfind("indices.", 0) == 0 && k.size() > 8)) {
       if (vals.size() == 1 && !v.empty() && k.rfind("indices.", 0) != 0) {
-        if (k == "case_type") q.case_type = v;
-        else if (k == "owner_id") q.owner_id = v;
-        else if (k == "case_name") q.case_name = v;
-        else if (k == "external_id") q.external_id = v;
-        else q.equals.emplace_back(k.substr(11), v);
+        if (k == "case_type")
+          q.case_type = v;
+        else if (k == "owner_id")
+          q.owner_id = v;
+        else if (k == "case_name")
+          q.case_name = v;
+        else if (k == "external_id")
+          q.external_id = v;
+        else
+          q.equals.emplace_back(k.substr(11), v);
       } else {
         q.any_of.emplace_back(k, vals);
       }
@@ -472,8 +476,8 @@ Response App::CaseApi(const Request& r, const std::string& domain, const std::st
         start = i + 1;
       }
     if (list.size() > kMaxBulkFetch)
-      return Error(400, fmt::format("You cannot request more than {} cases per request.",
-                                    kMaxBulkFetch));
+      return Error(
+          400, fmt::format("You cannot request more than {} cases per request.", kMaxBulkFetch));
     auto out = BulkCases(engine_, pillows_dir_, domain, list, {});
     if (!out.ok()) return Error(StatusFor(out.status()), out.status().message());
     return Json(200, *out);
