@@ -317,7 +317,8 @@ cc_pillows_requeue(int64_t* out_count, cc_pillows* pillows, const char* pillow, 
 
 /** Case search over the case-search pillow's index.
  *  @param query_json {"domain" (required), "case_type", "owner_id", "closed", "case_name",
- *         "external_id", "properties": {p: v}, "ranges": [{"property","op","value"}], "text",
+ *         "external_id", "properties": {p: v}, "ranges": [{"property","op","value"}], "text"
+ *         (the user's words: "a phrase" and a trailing * are its only operators),
  *         "limit", "cursor"}
  *  @param out {"cases": [...], "next_cursor": C}; free with cc_free */
 CC_EXTERN(int) cc_pillows_search(char** out, cc_pillows* pillows, const char* query_json);

@@ -150,22 +150,39 @@ class PillowHost {
   virtual Result<int64_t> UcrRebuild(std::string_view domain, std::string_view table_id) = 0;
 };
 
-// A form list over the read-copy pillow's store (CommCare's form API v0.5 filters).
+// A form list over the read-copy pillow's store (CommCare HQ's Form API v0.5 filters,
+// corehq/apps/api/es.py xform_param_consumers).
 struct FormListQuery {
   std::string domain;  // required
   std::string xmlns;
   std::string app_id;
   std::string user_id;
-  int64_t received_from = 0;  // µs, inclusive; 0 = open
-  int64_t received_to = 0;    // µs, exclusive; 0 = open
+  // Time ranges in µs, both ends inclusive (HQ's DateRangeParams: gte/lte); 0 = open.
+  int64_t received_from = 0;
+  int64_t received_to = 0;
+  int64_t server_modified_from = 0;
+  int64_t server_modified_to = 0;
+  int64_t indexed_from = 0;
+  int64_t indexed_to = 0;
   bool include_archived = false;
+  // received_on, server_modified_on or indexed_on, "-" first for descending; "" = HQ's
+  // default, newest received first.
+  std::string order_by;
   size_t limit = 20;  // 1..1000
   size_t offset = 0;
 };
 struct FormListPage {
-  std::vector<std::string> forms;  // FormToJson objects, by received_on
+  std::vector<std::string> forms;  // FormToApiJson objects, in the query's order
   int64_t total_count = 0;
 };
+// A form as CommCare HQ's Form API v0.5 serves it (XFormInstanceResource): id, form (the
+// answers as CommCare's form JSON, with @xmlns, @name and meta), metadata, type, version,
+// uiversion, archived, attachments {name: {content_type, length, url}}, received_on,
+// server_modified_on, indexed_on, resource_uri, ... Attachment urls are paths under
+// /a/{domain}/ (a server makes them absolute). indexed_on: µs, 0 = received_on.
+Result<std::string> FormToApiJson(const FormRecord& form, std::string_view form_xml,
+                                  int64_t indexed_on = 0);
+
 // Where a data directory's pillow databases live (PillowHostOptions::dir): "postgres:<conninfo>"
 // when its commcare.json names a "pillows" database, else <data_dir>/pillows.
 std::string PillowStoreAt(const std::string& data_dir);
@@ -195,8 +212,17 @@ struct CaseSearchQuery {
     std::string value;     // a number, or a date/time (compared as ISO text)
   };
   std::vector<Range> ranges;
-  std::string text;    // full text over name and property values (SQLite: FTS5 query syntax;
-                       // PostgreSQL: websearch_to_tsquery syntax — plain words match both)
+  std::string text;  // full text over name and property values: the user's words, all
+                     // required, case-insensitive; punctuation separates words and is never
+                     // query syntax, except "a phrase" and a trailing '*' (prefix)
+                     // (docs/rest-api.md). No words (e.g. "\"") = no text condition.
+  // Further conditions, each a field and its values: a case matches when the field equals any
+  // of the values (CommCare HQ ORs a repeated parameter) and every such condition holds.
+  // field: case_type, owner_id, case_name, external_id, properties.<p> (the value "" also
+  // matches a case without the property) or indices.<identifier> (cases whose index of that
+  // name points at the value: the value's children). InvalidArgument names another field.
+  std::vector<std::pair<std::string, std::vector<std::string>>> any_of;
+  bool count = false;  // also count every match, ignoring the cursor (CaseSearchPage::total)
   size_t limit = 20;   // 1..5000
   std::string cursor;  // from a previous page's next_cursor
   // Plan tuning: a property condition matching at least this many cases is checked per case
@@ -211,6 +237,7 @@ struct CaseSearchQuery {
 struct CaseSearchPage {
   std::vector<std::string> cases;
   std::string next_cursor;
+  int64_t total = -1;  // every match, with CaseSearchQuery::count; else -1
 };
 
 // Searches the case-search pillow's index (scan_above applies to SQLite; PostgreSQL plans alone).

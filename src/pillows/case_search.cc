@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -426,6 +427,81 @@ class PostgresCaseSearch final : public Processor {
   }
 };
 
+// The terms of a search text, each a phrase of one or more words. Words are as FTS5's
+// unicode61 tokenizer splits them: runs of letters, digits and non-ASCII characters; anything
+// else separates them and is never query syntax. The documented operators: "double quotes"
+// make a phrase (an unclosed quote runs to the end), and a term ending in '*' matches its last
+// word as a prefix (the star is kept as the term's last character).
+using SearchTerm = std::vector<std::string>;
+std::vector<SearchTerm> SearchTerms(std::string_view text) {
+  std::vector<SearchTerm> terms;
+  SearchTerm term;
+  std::string word;
+  bool quoted = false;
+  auto end_word = [&] {
+    if (!word.empty()) term.push_back(std::move(word));
+    word.clear();
+  };
+  auto end_term = [&] {
+    end_word();
+    if (!term.empty()) terms.push_back(std::move(term));
+    term.clear();
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x80 || std::isalnum(c)) {
+      word.push_back(static_cast<char>(c));
+    } else if (c == '*' && !word.empty() &&
+               (i + 1 == text.size() || text[i + 1] == '"' ||
+                std::isspace(static_cast<unsigned char>(text[i + 1])))) {
+      word.push_back('*');
+      end_word();
+      if (!quoted) end_term();
+    } else if (c == '"') {
+      end_term();
+      quoted = !quoted;
+    } else {
+      end_word();
+      if (!quoted) end_term();
+    }
+  }
+  end_term();
+  // A star inside a phrase applies to the phrase's last word only.
+  for (auto& t : terms)
+    for (size_t i = 0; i + 1 < t.size(); ++i)
+      if (t[i].back() == '*') t[i].pop_back();
+  return terms;
+}
+
+// The terms as an FTS5 query: each a quoted string (never an operator), all required.
+std::string FtsQuery(const std::vector<SearchTerm>& terms) {
+  std::string out;
+  for (const auto& t : terms) {
+    std::string phrase;
+    for (const auto& w : t) phrase += (phrase.empty() ? "" : " ") + w;
+    const bool prefix = phrase.back() == '*';
+    if (prefix) phrase.pop_back();
+    out += (out.empty() ? "\"" : " \"") + phrase + (prefix ? "\"*" : "\"");
+  }
+  return out;
+}
+
+// The terms as a PostgreSQL tsquery for to_tsquery('simple', ...): quoted lexemes, a phrase's
+// words joined by <->, the terms by &.
+std::string TsQuery(const std::vector<SearchTerm>& terms) {
+  std::string out;
+  for (const auto& t : terms) {
+    std::string phrase;
+    for (const auto& w : t) {
+      const bool prefix = w.back() == '*';
+      phrase += (phrase.empty() ? "'" : " <-> '") + w.substr(0, w.size() - (prefix ? 1 : 0)) +
+                (prefix ? "':*" : "'");
+    }
+    out += (out.empty() ? "(" : " & (") + phrase + ")";
+  }
+  return out;
+}
+
 // Case API v2 date fields a range filter may name directly (else it names a property).
 const char* DateColumn(std::string_view field) {
   if (field == "date_opened") return "c.date_opened";
@@ -461,6 +537,48 @@ void FieldConditions(const CaseSearchQuery& q, std::string* sql, F&& text) {
   if (q.closed) *sql += *q.closed ? " AND c.closed=1" : " AND c.closed=0";
 }
 
+// The any_of conditions (both backends: postgres picks the SQL of properties and indices),
+// their values given to text() in order.
+template <typename F>
+Status AnyOfConditions(const CaseSearchQuery& q, bool postgres, std::string* sql, F&& text) {
+  for (const auto& [field, values] : q.any_of) {
+    if (values.empty()) return Status::InvalidArgument(fmt::format("{}: no value to match", field));
+    std::string lhs, key;
+    if (field == "case_type") {
+      lhs = "c.type";
+    } else if (field == "owner_id" || field == "external_id") {
+      lhs = "c." + field;
+    } else if (field == "case_name") {
+      lhs = "c.name";
+    } else if (field.starts_with("properties.") && field.size() > 11) {
+      key = field.substr(11);
+      lhs = postgres ? "COALESCE(c.props->>CAST(? AS TEXT), '')"
+                     : "COALESCE(cs_prop(c.props, ?), '')";
+    } else if (field.starts_with("indices.") && field.size() > 8) {
+      key = field.substr(8);
+      if (key.find_first_of("\"\\") != std::string::npos)
+        return Status::InvalidArgument(
+            fmt::format("'{}' is not a valid parameter: not an index identifier", field));
+      if (postgres) {
+        lhs = "(CAST(c.doc AS JSONB)->'indices'->CAST(? AS TEXT)->>'case_id')";
+      } else {
+        lhs = "json_extract(c.doc, ?)";
+        key = "$.indices.\"" + key + "\".case_id";
+      }
+    } else {
+      return Status::InvalidArgument(fmt::format("'{}' is not a valid parameter", field));
+    }
+    if (!key.empty()) text(key);
+    *sql += " AND " + lhs + " IN (";
+    for (size_t i = 0; i < values.size(); ++i) {
+      *sql += i ? ",?" : "?";
+      text(values[i]);
+    }
+    *sql += ")";
+  }
+  return Status::Ok();
+}
+
 // A SQL string literal of text (keys go into the statement as literals, so that an expression
 // index such as ((cs_num(props->>'age'))) matches them).
 std::string Literal(std::string_view text) {
@@ -481,6 +599,7 @@ Result<CaseSearchPage> SearchPostgres(StoreLease& db, const CaseSearchQuery& q, 
   auto text = [&](std::string v) { params.emplace_back(hold.emplace_back(std::move(v))); };
   text(q.domain);
   FieldConditions(q, &sql, text);
+  CC_RETURN_IF_ERROR(AnyOfConditions(q, true, &sql, text));
   for (const auto& [k, v] : q.equals) {
     sql += " AND c.props @> CAST(? AS JSONB)";
     text(boost::json::serialize(boost::json::object{{k, v}}));
@@ -504,9 +623,15 @@ Result<CaseSearchPage> SearchPostgres(StoreLease& db, const CaseSearchQuery& q, 
       text(r.value);
     }
   }
-  if (!q.text.empty()) {
-    sql += " AND c.fts @@ websearch_to_tsquery('simple', ?)";
-    text(q.text);
+  if (auto terms = SearchTerms(q.text); !terms.empty()) {
+    sql += " AND c.fts @@ to_tsquery('simple', ?)";
+    text(TsQuery(terms));
+  }
+  CaseSearchPage page;
+  if (q.count) {
+    auto n = db.Query("counting cases", "SELECT COUNT(*)" + sql.substr(sql.find(" FROM ")), params);
+    if (!n.ok()) return n.status();
+    page.total = n->Int(0, 0);
   }
   if (!q.cursor.empty()) {
     sql += " AND (c.indexed_on, c.id) > (?, ?)";
@@ -521,7 +646,6 @@ Result<CaseSearchPage> SearchPostgres(StoreLease& db, const CaseSearchQuery& q, 
       return rows.status();
     return Status::InvalidArgument(fmt::format("case search failed: {}", rows.status().message()));
   }
-  CaseSearchPage page;
   for (size_t r = 0; r < rows->size(); ++r) {
     if (r == q.limit) {
       page.next_cursor = fmt::format("{}:{}", rows->Int(r - 1, 0), rows->Int(r - 1, 1));
@@ -651,6 +775,7 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
   };
   text(q.domain);
   pillows::FieldConditions(q, &sql, text);
+  CC_RETURN_IF_ERROR(pillows::AnyOfConditions(q, false, &sql, text));
   for (const auto& [k, v] : q.equals) {
     CC_ASSIGN_OR_RETURN(size_t matches,
                         plan(
@@ -711,9 +836,29 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
                     "SELECT case_rowid FROM cs_props WHERE domain=? AND key=? AND value {} ?", op),
                 {q.domain, r.property, r.value}, {});
   }
-  if (!q.text.empty()) {
+  if (auto terms = pillows::SearchTerms(q.text); !terms.empty()) {
     sql += " AND c.id IN (SELECT rowid FROM cs_fts WHERE cs_fts MATCH ?)";
-    text(q.text);
+    text(pillows::FtsQuery(terms));
+  }
+  const std::string from = driver.empty()
+                               ? std::string("cs_cases c")
+                               : "(" + driver + ") p CROSS JOIN cs_cases c ON c.id = p.case_rowid";
+  CaseSearchPage page;
+  if (q.count) {  // every match, before the cursor's condition
+    std::vector<std::function<void(sqlite3_stmt*, int)>> all = driver_binds;
+    all.insert(all.end(), binds.begin(), binds.end());
+    sqlite3_stmt* n = nullptr;
+    if (sqlite3_prepare_v2(db.db(), ("SELECT COUNT(*) FROM " + from + sql).c_str(), -1, &n,
+                           nullptr) != SQLITE_OK)
+      return db.Err("counting cases");
+    for (size_t i = 0; i < all.size(); ++i) all[i](n, static_cast<int>(i + 1));
+    const int rc = sqlite3_step(n);
+    if (rc == SQLITE_ROW) page.total = sqlite3_column_int64(n, 0);
+    Status counted = rc == SQLITE_ROW ? Status::Ok()
+                                      : Status::InvalidArgument(fmt::format(
+                                            "case search failed: {}", sqlite3_errmsg(db.db())));
+    sqlite3_finalize(n);
+    CC_RETURN_IF_ERROR(counted);
   }
   if (!q.cursor.empty()) {
     sql += " AND (c.indexed_on > ? OR (c.indexed_on = ? AND c.id > ?))";
@@ -725,16 +870,12 @@ Result<CaseSearchPage> SearchCases(const std::string& pillows_dir, const CaseSea
   binds.push_back([lim](sqlite3_stmt* s, int i) { Bind(s, i, lim); });
 
   // Ids first, documents after: sorting a driven plan's matches then moves no documents.
-  sql = "SELECT c.indexed_on, c.id FROM " +
-        (driver.empty() ? std::string("cs_cases c")
-                        : "(" + driver + ") p CROSS JOIN cs_cases c ON c.id = p.case_rowid") +
-        sql;
+  sql = "SELECT c.indexed_on, c.id FROM " + from + sql;
   binds.insert(binds.begin(), driver_binds.begin(), driver_binds.end());
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v2(db.db(), sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
     return db.Err("preparing a case search");
   for (size_t i = 0; i < binds.size(); ++i) binds[i](s, static_cast<int>(i + 1));
-  CaseSearchPage page;
   int rc;
   int64_t last_indexed = 0, last_id = 0;
   std::vector<int64_t> ids;

@@ -1,11 +1,15 @@
-// The form read copy: form metadata the REST API lists and filters (topic form-sql).
+// The form read copy: form metadata the REST API lists and filters (topic form-sql), each
+// form stored as CommCare HQ's Form API v0.5 object.
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <boost/json.hpp>
+#include <tuple>
 #include <unordered_set>
 
 #include "pillows/processor.h"
 #include "util/time.h"
+#include "xform/xml2json.h"
 
 namespace commcare::pillows {
 namespace {
@@ -55,6 +59,16 @@ class FormReadCopy final : public Processor {
                 .status());
         continue;
       }
+      const int64_t now = util::NowMicros();
+      auto xml = engine.GetFormXml(m.domain, m.document_id);
+      // A form without its XML (an error record) is listed with an empty form.
+      Result<std::string> doc = xml.ok() || xml.status().IsNotFound()
+                                    ? FormToApiJson(*f, xml.ok() ? *xml : std::string(), now)
+                                    : Result<std::string>(xml.status());
+      if (!doc.ok()) {
+        failed->emplace_back(i, doc.status().ToString());
+        continue;
+      }
       CC_RETURN_IF_ERROR(
           db.Run("writing a form copy",
                  "INSERT INTO rc_forms(form_id, domain, xmlns, user_id, app_id, state, "
@@ -65,7 +79,7 @@ class FormReadCopy final : public Processor {
                  "server_modified_on=excluded.server_modified_on, "
                  "indexed_on=excluded.indexed_on, doc=excluded.doc",
                  {f->form_id, f->domain, f->xmlns, f->user_id, f->app_id, FormStateName(f->state),
-                  f->received_on, f->server_modified_on, util::NowMicros(), FormToJson(*f)})
+                  f->received_on, f->server_modified_on, now, *doc})
               .status());
     }
     return Status::Ok();
@@ -119,30 +133,114 @@ std::unique_ptr<Processor> NewFormReadCopyProcessor() { return std::make_unique<
 }  // namespace commcare::pillows
 
 namespace commcare {
+namespace {
+
+namespace json = boost::json;
+
+json::value TimeOrNull(int64_t t) {
+  if (t == 0) return nullptr;
+  return json::value(util::FormatIsoTime(t));
+}
+json::value TextOrNull(const std::string& s) { return s.empty() ? json::value() : json::value(s); }
+json::value Attr(const json::object& o, const char* key) {
+  const json::value* v = o.if_contains(key);
+  return v && v->is_string() ? *v : json::value();
+}
+
+// HQ's clean_metadata over form.meta: the meta block without its @xmlns, with the fields of
+// couchforms' Metadata present (null when the form has none).
+json::value Metadata(const json::object& form) {
+  const json::value* meta = form.if_contains("meta");
+  if (!meta || !meta->is_object()) return nullptr;
+  json::object out = meta->get_object();
+  out.erase("@xmlns");
+  for (const char* k :
+       {"appVersion", "app_build_version", "commcare_version", "deviceID", "geo_point",
+        "instanceID", "location", "timeEnd", "timeStart", "userID", "username"})
+    if (!out.contains(k)) out[k] = nullptr;
+  return out;
+}
+
+}  // namespace
+
+Result<std::string> FormToApiJson(const FormRecord& f, std::string_view form_xml,
+                                  int64_t indexed_on) {
+  json::object form;
+  if (!form_xml.empty()) {
+    CC_ASSIGN_OR_RETURN(form, xform::FormXmlToJson(form_xml));
+  }
+  if (!form.contains("@xmlns")) form["@xmlns"] = f.xmlns;
+  json::object o;
+  o["id"] = f.form_id;
+  o["domain"] = f.domain;
+  o["type"] = Attr(form, "#type");
+  o["version"] = Attr(form, "@version");
+  o["uiversion"] = Attr(form, "@uiVersion");
+  o["metadata"] = Metadata(form);
+  o["received_on"] = TimeOrNull(f.received_on);
+  o["edited_on"] = TimeOrNull(f.edited_on);
+  o["server_modified_on"] = TimeOrNull(f.server_modified_on);
+  o["indexed_on"] = TimeOrNull(indexed_on ? indexed_on : f.received_on);
+  o["app_id"] = TextOrNull(f.app_id);
+  o["build_id"] = TextOrNull(f.build_id);
+  o["initial_processing_complete"] = true;
+  o["problem"] = TextOrNull(f.problem);
+  o["archived"] = f.state == FormState::kArchived;
+  o["submit_ip"] = TextOrNull(f.submit_ip);
+  json::object atts;
+  for (const auto& a : f.attachments)
+    atts[a.name] = json::object{
+        {"content_type", a.content_type},
+        {"length", a.length},
+        {"url", fmt::format("/a/{}/api/form/attachment/{}/{}", f.domain, f.form_id, a.name)}};
+  o["attachments"] = std::move(atts);
+  o["is_phone_submission"] = !f.openrosa_version.empty();
+  o["edited_by_user_id"] = f.edited_on ? json::value(f.user_id) : json::value();
+  o["resource_uri"] = fmt::format("/a/{}/api/v0.5/form/{}/", f.domain, f.form_id);
+  o["form"] = std::move(form);
+  return json::serialize(o);
+}
 
 Result<FormListPage> ListForms(const std::string& pillows_dir, const FormListQuery& q) {
   if (q.domain.empty()) return Status::InvalidArgument("a form list needs a domain");
   if (q.limit < 1 || q.limit > 1000)
     return Status::InvalidArgument(fmt::format("limit must be 1..1000 (got {})", q.limit));
+  std::string order = q.order_by.empty() ? "-received_on" : q.order_by;
+  const bool desc = order[0] == '-';
+  if (desc) order.erase(0, 1);
+  if (order != "received_on" && order != "server_modified_on" && order != "indexed_on")
+    return Status::InvalidArgument(fmt::format(
+        "order_by '{}' must be received_on, server_modified_on or indexed_on (- first for "
+        "descending)",
+        q.order_by));
   CC_ASSIGN_OR_RETURN(auto db, pillows::OpenStore(pillows_dir, "read-copy", {}, "rc_forms"));
-  const std::string where =
-      " FROM rc_forms WHERE domain=? AND (CAST(? AS TEXT)='' OR xmlns=?) AND (CAST(? AS TEXT)='' "
-      "OR app_id=?) AND (CAST(? AS TEXT)='' OR user_id=?) AND (CAST(? AS BIGINT)=0 OR "
-      "received_on>=?) AND (CAST(? AS BIGINT)=0 OR received_on<?) AND (state='normal' OR "
-      "(CAST(? AS INTEGER)=1 AND state='archived'))";
-  std::vector<util::SqlParam> params = {
-      q.domain,        q.xmlns,       q.xmlns,       q.app_id,
-      q.app_id,        q.user_id,     q.user_id,     q.received_from,
-      q.received_from, q.received_to, q.received_to, int64_t{q.include_archived ? 1 : 0}};
+  std::string where =
+      " FROM rc_forms WHERE domain=? AND (state='normal' OR (CAST(? AS INTEGER)=1 AND "
+      "state='archived'))";
+  std::vector<util::SqlParam> params = {q.domain, int64_t{q.include_archived ? 1 : 0}};
+  for (auto [col, value] : {std::pair{"xmlns", &q.xmlns}, std::pair{"app_id", &q.app_id},
+                            std::pair{"user_id", &q.user_id}})
+    if (!value->empty()) {
+      where += fmt::format(" AND {}=?", col);
+      params.emplace_back(*value);
+    }
+  for (auto [col, from, to] :
+       {std::tuple{"received_on", q.received_from, q.received_to},
+        std::tuple{"server_modified_on", q.server_modified_from, q.server_modified_to},
+        std::tuple{"indexed_on", q.indexed_from, q.indexed_to}}) {
+    if (from) where += fmt::format(" AND {}>=?", col), params.emplace_back(from);
+    if (to) where += fmt::format(" AND {}<=?", col), params.emplace_back(to);
+  }
   FormListPage page;
   CC_ASSIGN_OR_RETURN(auto n, db.Query("counting forms", "SELECT COUNT(*)" + where, params));
   page.total_count = n.Int(0, 0);
   params.push_back(static_cast<int64_t>(q.limit));
   params.push_back(static_cast<int64_t>(q.offset));
   CC_ASSIGN_OR_RETURN(
-      auto rows,
-      db.Query("listing forms", "SELECT doc" + where + " ORDER BY received_on, id LIMIT ? OFFSET ?",
-               params));
+      auto rows, db.Query("listing forms",
+                          fmt::format("SELECT doc{} ORDER BY {} {}, id {} LIMIT ? OFFSET ?", where,
+                                      order, desc ? "DESC" : "ASC", desc ? "DESC" : "ASC"),
+                          params));
   for (size_t r = 0; r < rows.size(); ++r) page.forms.emplace_back(rows.Str(r, 0));
   return page;
 }

@@ -144,6 +144,10 @@ SubmitResponse EngineImpl::SubmitImpl(const SubmitRequest& req) {
   if (!ps.ok()) return SaveErrorLog(req, xml, ps.message(), received_on);
   if (pf.xmlns.empty())
     return SaveErrorLog(req, xml, "Form is missing a required field: XMLNS", received_on);
+  // A device report is not a form: HQ's SubmissionPost hands it to process_device_log and saves
+  // no form (corehq/form_processor/submission_post.py), so it never reaches the form APIs, the
+  // change log, UCR or forwarding. libcommcare keeps no device logs (docs/architecture.md).
+  if (pf.device_report) return Respond(201, "submit_success", kSuccessText);
 
   for (int attempt = 0;; ++attempt) {
     auto r = ProcessForm(req, xml, pf, attachments, received_on, attempt > 0);

@@ -1,4 +1,5 @@
-// The reference server's routes: the OpenRosa receiver, the Case API v2 (first slice), health.
+// The reference server's routes: the OpenRosa receiver, the Case API v2 (case_api.cc), the Form
+// API v0.5 (form_api.cc), restore, admin, health.
 // Plain Request -> Response over an Engine, the MetaStore and the pillows' stores.
 #pragma once
 
@@ -79,8 +80,8 @@ class App {
   http::Response Receiver(const http::Request& r, const std::string& domain,
                           const std::string& rest);
   http::Response CaseWrite(const http::Request& r, const std::string& domain, const std::string& id,
-                           const meta::User& user);
-  http::Response BulkFetch(const http::Request& r, const std::string& domain);
+                           const meta::User& user, const std::string& external_id);  // case_api.cc
+  http::Response BulkFetch(const http::Request& r, const std::string& domain);       // case_api.cc
   http::Response DomainsApi(const http::Request& r);
   http::Response UsersApi(const http::Request& r, const std::string& domain,
                           const std::string& rest);
@@ -101,9 +102,9 @@ class App {
   std::string TaskMetrics();  // tasks_api.cc
   http::Response UcrApi(const http::Request& r, const std::string& domain, const std::string& rest);
   http::Response FormApi(const http::Request& r, const std::string& domain,
-                         const std::string& rest);
+                         const std::string& rest);  // form_api.cc
   http::Response CaseApi(const http::Request& r, const std::string& domain,
-                         const std::string& rest);
+                         const std::string& rest);  // case_api.cc
   // The authenticated user (Basic, Digest or ApiKey): the gate's, or checked now.
   // Unauthenticated says why (a message starting "stale" for an expired Digest nonce);
   // ResourceExhausted when failed logins of the user or the address must wait.

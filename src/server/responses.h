@@ -3,6 +3,7 @@
 #pragma once
 
 #include <boost/json.hpp>
+#include <string>
 #include <string_view>
 
 #include "commcare/status.h"
@@ -18,5 +19,7 @@ http::Response Error(int status, std::string_view message);
 int StatusFor(const Status& s);
 // 429 with Retry-After: the whole seconds of wait, rounded up, also named in the message.
 http::Response TooManyRequests(double wait, std::string_view message);
+// s percent-encoded for a URL's query (unreserved characters and ':' kept).
+std::string UrlEncode(std::string_view s);
 
 }  // namespace commcare::server

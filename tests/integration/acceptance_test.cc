@@ -137,8 +137,20 @@ TEST_CASE("Acceptance: bad XML, missing xmlns and device logs (receiverwrapper)"
   CHECK(inv.message.rfind("There was an error processing the form: Invalid XML", 0) == 0);
   CHECK(e->GetFormXml("demo", inv.form_id)->find("<foo>bar</foo") != std::string::npos);
   Cover("receiverwrapper__device_log.xml");
+  auto count_forms = [&] {
+    int forms = 0;
+    for (int i = 0; i < e->NumDatabases(); ++i)
+      REQUIRE(e->Database(i)->ScanForms([&](const FormRecord&) { return ++forms > 0; }).ok());
+    return forms;
+  };
+  const int forms_before = count_forms();
   auto d = SubmitSample(e.get(), "receiverwrapper__device_log.xml");
   CHECK(d.nature == "submit_success");
+  // HQ's SubmissionPost sends a device report to process_device_log and saves no form
+  // (corehq/form_processor/submission_post.py): 201, no form id, nothing stored.
+  CHECK(d.http_status == 201);
+  CHECK(d.form_id.empty());
+  CHECK(count_forms() == forms_before);
   int n = 0;
   REQUIRE(e->ListCases({}, [&](const CaseRecord&) {
              ++n;

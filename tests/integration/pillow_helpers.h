@@ -62,6 +62,7 @@ inline commcare::CaseSearchPage Search(const std::string& dir, commcare::CaseSea
   REQUIRE_MESSAGE(scanned.ok(), scanned.status().ToString());
   CHECK(scanned->cases == r->cases);
   CHECK(scanned->next_cursor == r->next_cursor);
+  CHECK(scanned->total == r->total);
   return *r;
 }
 

@@ -160,6 +160,50 @@ TEST_CASE("case-search: the index answers the Case API v2 queries and follows up
     q.ranges.clear();
     q.text = "\"Name 17\"";
     CHECK(Ids(Search(dir, q)) == std::set<std::string>{"c-17"});
+    // The text is the user's words, never FTS5 or tsquery syntax (issue 22 item 12; HQ's case
+    // search quotes user input into its query the same way, corehq/apps/es/case_search.py).
+    q.text = "\"name 17";  // an unclosed quote runs to the end
+    CHECK(Ids(Search(dir, q)) == std::set<std::string>{"c-17"});
+    for (const char* syntax : {"\"", "*", "'", ":", "&|!", "((", "-"}) {
+      q.text = syntax;  // no words: no text condition
+      CHECK_MESSAGE(Search(dir, q).cases.size() == 60, syntax);
+    }
+    for (const char* words : {"name:17", "17 name)", "NOT 17 name", "17 AND name", "NEAR(name 17)",
+                              "name -17", "17 | name", "name & !17"}) {
+      q.text = words;  // operators of FTS5 and tsquery are words (or separators) here
+      auto r = SearchCases(dir, q);
+      REQUIRE_MESSAGE(r.ok(), words << ": " << r.status().ToString());
+      const bool plain = std::string_view(words).find_first_of("NOA") == std::string_view::npos;
+      CHECK_MESSAGE((plain ? Ids(*r).count("c-17") == 1 : r->cases.empty()), words);
+    }
+    q.text = "Nam*";  // the documented prefix operator
+    CHECK(Search(dir, q).cases.size() == 60);
+    q.text = "\"Name 1*\"";
+    CHECK(Ids(Search(dir, q)).count("c-17"));
+    CHECK(!Ids(Search(dir, q)).count("c-20"));
+    q.text.clear();
+    // HQ's get_list.py: a repeated parameter ORs its values, properties.<p>= matches an unset
+    // property, indices.<identifier> lists children, matching_records is the total.
+    CaseSearchQuery o;
+    o.domain = "demo";
+    o.limit = 5;
+    o.count = true;
+    o.any_of = {{"owner_id", {"u1", "u2"}}};
+    auto page = Search(dir, o);
+    CHECK(page.cases.size() == 5);
+    CHECK(page.total == 60);
+    o.cursor = page.next_cursor;
+    CHECK(Search(dir, o).total == 60);  // the total ignores the cursor, as HQ's es total
+    o.cursor.clear();
+    o.any_of = {{"properties.village", {"v1", "v2"}}, {"owner_id", {"u1"}}};
+    CHECK(Search(dir, o).total == 20);
+    o.any_of = {{"properties.nothing", {""}}, {"case_type", {"patient", "household"}}};
+    CHECK(Search(dir, o).total == 60);
+    o.any_of = {{"indices.parent", {"c-1"}}};
+    CHECK(Search(dir, o).total == 0);
+    o.any_of = {{"colour", {"red"}}};
+    CHECK(SearchCases(dir, o).status().message().find("'colour'") != std::string::npos);
+    CHECK(Search(dir, q).total == -1);  // no count asked
     q.text.clear();
     q.case_name = "Name 42";
     CHECK(Ids(Search(dir, q)) == std::set<std::string>{"c-42"});

@@ -1,0 +1,503 @@
+// The Case API v2 (CommCare HQ's corehq/apps/hqcase/api/ and hqcase/views.py): reads from the
+// case-search index and the engine, writes as generated case_api forms through the engine.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <cctype>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "commcare/pillows.h"
+#include "server/app.h"
+#include "server/responses.h"
+#include "util/hash.h"
+#include "util/time.h"
+#include "util/xml.h"
+
+namespace commcare::server {
+namespace {
+
+using util::XmlEscape;
+
+namespace json = boost::json;
+using http::Request;
+using http::Response;
+
+bool XmlName(std::string_view s) {
+  if (s.empty() || s.size() > 255) return false;
+  if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.'))
+      return false;
+  return true;
+}
+
+// One case block of a Case API write; `at` names the item in errors ("" or "[3]").
+Result<std::string> CaseBlock(const json::value& v, const std::string& at, bool create,
+                              std::string case_id, const std::string& user_id,
+                              const std::map<std::string, std::string>& temp_ids,
+                              std::string* out_case_id) {
+  if (!v.is_object())
+    return Status::InvalidArgument(fmt::format("{}: must be an object", at.empty() ? "body" : at));
+  const auto& o = v.get_object();
+  auto field = [&](const char* k) { return at.empty() ? std::string(k) : at + "." + k; };
+  auto str = [&](const char* k, std::string* out) -> Status {
+    const json::value* x = o.if_contains(k);
+    if (!x || x->is_null()) return Status::Ok();
+    if (!x->is_string()) return Status::InvalidArgument(field(k) + ": must be a string");
+    *out = std::string(x->get_string());
+    return Status::Ok();
+  };
+  std::string type, name, owner, external;
+  CC_RETURN_IF_ERROR(str("case_type", &type));
+  CC_RETURN_IF_ERROR(str("case_name", &name));
+  CC_RETURN_IF_ERROR(str("owner_id", &owner));
+  CC_RETURN_IF_ERROR(str("external_id", &external));
+  for (const auto& kv : o) {
+    static const std::set<std::string_view> kKnown = {
+        "case_type", "case_name", "owner_id", "external_id", "properties",
+        "indices",   "close",     "create",   "case_id",     "temporary_id"};
+    if (!kKnown.count(kv.key()))
+      return Status::InvalidArgument(
+          fmt::format("{}: unknown field", field(std::string(kv.key()).c_str())));
+  }
+  if (create) {
+    if (type.empty()) return Status::InvalidArgument(field("case_type") + ": is required");
+    if (name.empty()) return Status::InvalidArgument(field("case_name") + ": is required");
+    if (owner.empty()) owner = user_id;
+  }
+  *out_case_id = case_id;
+  std::string xml = fmt::format(
+      R"(<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="{}" date_modified="{}" user_id="{}">)",
+      XmlEscape(case_id), util::FormatIsoTime(util::NowMicros()), XmlEscape(user_id));
+  if (create)
+    xml += fmt::format(
+        "<create><case_type>{}</case_type><case_name>{}</case_name><owner_id>{}</owner_id></"
+        "create>",
+        XmlEscape(type), XmlEscape(name), XmlEscape(owner));
+  std::string update;
+  if (!create) {
+    if (!type.empty()) update += "<case_type>" + XmlEscape(type) + "</case_type>";
+    if (!name.empty()) update += "<case_name>" + XmlEscape(name) + "</case_name>";
+    if (!owner.empty()) update += "<owner_id>" + XmlEscape(owner) + "</owner_id>";
+  }
+  if (!external.empty()) update += "<external_id>" + XmlEscape(external) + "</external_id>";
+  if (const json::value* props = o.if_contains("properties")) {
+    if (!props->is_object())
+      return Status::InvalidArgument(field("properties") + ": must be an object");
+    for (const auto& kv : props->get_object()) {
+      std::string k(kv.key());
+      std::string pf = field("properties") + "." + k;
+      if (!XmlName(k)) return Status::InvalidArgument(pf + ": not a valid property name");
+      if (!kv.value().is_string()) return Status::InvalidArgument(pf + ": must be a string");
+      update += fmt::format("<{0}>{1}</{0}>", k, XmlEscape(kv.value().get_string()));
+    }
+  }
+  if (!update.empty()) xml += "<update>" + update + "</update>";
+  if (const json::value* idx = o.if_contains("indices")) {
+    if (!idx->is_object()) return Status::InvalidArgument(field("indices") + ": must be an object");
+    std::string index;
+    for (const auto& kv : idx->get_object()) {
+      std::string k(kv.key());
+      std::string pf = field("indices") + "." + k;
+      if (!XmlName(k)) return Status::InvalidArgument(pf + ": not a valid index name");
+      if (!kv.value().is_object()) return Status::InvalidArgument(pf + ": must be an object");
+      const auto& io = kv.value().get_object();
+      auto get = [&](const char* f) {
+        const json::value* x = io.if_contains(f);
+        return x && x->is_string() ? std::string(x->get_string()) : std::string();
+      };
+      std::string target = get("case_id");
+      if (target.empty() && !get("temporary_id").empty()) {
+        auto t = temp_ids.find(get("temporary_id"));
+        if (t == temp_ids.end())
+          return Status::InvalidArgument(pf + ".temporary_id: no case in this request has it");
+        target = t->second;
+      }
+      std::string rel = get("relationship").empty() ? "child" : get("relationship");
+      if (rel != "child" && rel != "extension")
+        return Status::InvalidArgument(pf + ".relationship: must be child or extension");
+      if (get("case_type").empty()) return Status::InvalidArgument(pf + ".case_type: is required");
+      index += fmt::format(R"(<{0} case_type="{1}" relationship="{2}">{3}</{0}>)", k,
+                           XmlEscape(get("case_type")), rel, XmlEscape(target));
+    }
+    if (!index.empty()) xml += "<index>" + index + "</index>";
+  }
+  if (const json::value* c = o.if_contains("close")) {
+    if (!c->is_bool()) return Status::InvalidArgument(field("close") + ": must be true or false");
+    if (c->get_bool()) xml += "<close/>";
+  }
+  return xml + "</case>";
+}
+
+// The most cases one bulk fetch may name, case ids and external ids together (HQ's
+// get_bulk.py: MAX_PAGE_SIZE).
+constexpr size_t kMaxBulkFetch = 5000;
+
+// A case of the domain as the API serves it; NotFound for a deleted case or another domain's
+// (HQ's _get_single_case reads the case search index, which drops deleted cases).
+Result<CaseRecord> LiveCase(Engine* engine, const std::string& domain, std::string_view id) {
+  auto c = engine->GetCase(domain, id);
+  if (c.ok() && (c->deleted || c->domain != domain)) return Status::NotFound("deleted");
+  return c;
+}
+
+// The case id a case created through ext/{external_id}/ gets: derived from the external id, so
+// that a second PUT finds the case in the primary store even before the search index has it.
+std::string ExternalCaseId(const std::string& domain, const std::string& external_id) {
+  return util::Sha256Hex(domain + '\0' + external_id).substr(0, 32);
+}
+
+// The live case with an external id (nullopt if none); InvalidArgument if several have it
+// (HQ's _get_by_external_id: raise_multiple).
+Result<std::optional<CaseRecord>> ByExternalId(Engine* engine, const std::string& pillows_dir,
+                                               const std::string& domain,
+                                               const std::string& external_id) {
+  CaseSearchQuery q;
+  q.domain = domain;
+  q.external_id = external_id;
+  q.limit = 10;
+  std::vector<std::string> ids;
+  auto page = SearchCases(pillows_dir, q);
+  if (!page.ok() && !page.status().IsNotFound()) return page.status();
+  if (page.ok())
+    for (const auto& doc : page->cases)
+      ids.emplace_back(json::parse(doc).at("case_id").as_string());
+  const std::string derived = ExternalCaseId(domain, external_id);
+  if (std::find(ids.begin(), ids.end(), derived) == ids.end()) ids.push_back(derived);
+  std::vector<CaseRecord> found;
+  for (const auto& id : ids) {
+    auto c = LiveCase(engine, domain, id);
+    if (c.ok() && c->external_id == external_id) found.push_back(std::move(*c));
+  }
+  if (found.size() > 1) {
+    std::string list;
+    for (const auto& c : found) list += (list.empty() ? "" : ", ") + c.case_id;
+    return Status::InvalidArgument(
+        fmt::format("Multiple cases found with external_id '{}': {}", external_id, list));
+  }
+  if (found.empty()) return std::optional<CaseRecord>();
+  return std::optional<CaseRecord>(std::move(found[0]));
+}
+
+// HQ's bulk answer (get_bulk.py): one entry per id asked, in order, case ids first; a missing
+// id is {"case_id"|"external_id": id, "error": "not found"}.
+Result<json::object> BulkCases(Engine* engine, const std::string& pillows_dir,
+                               const std::string& domain, const std::vector<std::string>& case_ids,
+                               const std::vector<std::string>& external_ids) {
+  json::array cases;
+  int64_t missing = 0;
+  std::map<std::string, json::value> seen;  // a repeated id is read once
+  auto add = [&](const char* key, const std::string& id,
+                 const std::function<Result<std::optional<CaseRecord>>()>& find) -> Status {
+    auto it = seen.find(std::string(key) + ':' + id);
+    if (it == seen.end()) {
+      CC_ASSIGN_OR_RETURN(auto c, find());
+      json::value v = c ? json::parse(CaseToJson(*c))
+                        : json::value(json::object{{key, id}, {"error", "not found"}});
+      it = seen.emplace(std::string(key) + ':' + id, std::move(v)).first;
+    }
+    if (it->second.as_object().contains("error")) ++missing;
+    cases.push_back(it->second);
+    return Status::Ok();
+  };
+  for (const auto& id : case_ids)
+    CC_RETURN_IF_ERROR(add("case_id", id, [&]() -> Result<std::optional<CaseRecord>> {
+      auto c = LiveCase(engine, domain, id);
+      if (c.ok()) return std::optional<CaseRecord>(std::move(*c));
+      if (c.status().IsNotFound()) return std::optional<CaseRecord>();
+      return c.status();
+    }));
+  for (const auto& id : external_ids)
+    CC_RETURN_IF_ERROR(
+        add("external_id", id, [&] { return ByExternalId(engine, pillows_dir, domain, id); }));
+  const int64_t total = static_cast<int64_t>(cases.size());
+  return json::object{
+      {"matching_records", total - missing}, {"missing_records", missing}, {"cases", cases}};
+}
+
+// A body's list of strings at key (absent: empty).
+Status StringList(const json::object& o, const char* key, std::vector<std::string>* out) {
+  const json::value* v = o.if_contains(key);
+  if (!v || v->is_null()) return Status::Ok();
+  if (!v->is_array()) return Status::InvalidArgument(fmt::format("{}: must be a list", key));
+  for (const auto& x : v->get_array()) {
+    if (!x.is_string()) return Status::InvalidArgument(fmt::format("{}: must hold strings", key));
+    out->emplace_back(x.get_string());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+// POST .../case/v2/bulk-fetch/ {"case_ids": [...], "external_ids": [...]} (HQ's
+// _handle_bulk_fetch).
+Response App::BulkFetch(const Request& r, const std::string& domain) {
+  boost::system::error_code ec;
+  json::value v = json::parse(r.body, ec);
+  if (ec || !v.is_object()) return Error(400, "Payload must be valid JSON (an object)");
+  std::vector<std::string> case_ids, external_ids;
+  for (auto [key, out] :
+       {std::pair{"case_ids", &case_ids}, std::pair{"external_ids", &external_ids}})
+    if (Status st = StringList(v.get_object(), key, out); !st.ok()) return Error(400, st.message());
+  if (case_ids.empty() && external_ids.empty())
+    return Error(400, "Payload must include 'case_ids' or 'external_ids' fields");
+  if (case_ids.size() + external_ids.size() > kMaxBulkFetch)
+    return Error(400, fmt::format("You cannot request more than {} cases per request (got {}).",
+                                  kMaxBulkFetch, case_ids.size() + external_ids.size()));
+  auto out = BulkCases(engine_, pillows_dir_, domain, case_ids, external_ids);
+  if (!out.ok()) return Error(StatusFor(out.status()), out.status().message());
+  return Json(200, *out);
+}
+
+// POST (create) or PUT (update) one case or a list; with external_id, the PUT of
+// ext/{external_id}/ (HQ's _handle_ext_put): an update of the case with that external id, else
+// a create. HQ answers 200 with form_id (cases-v2.rst calls it xform_id: both are sent).
+Response App::CaseWrite(const Request& r, const std::string& domain, const std::string& id,
+                        const meta::User& user, const std::string& external_id) {
+  boost::system::error_code ec;
+  json::value v = json::parse(r.body, ec);
+  if (ec) return Error(400, "body: not JSON (" + ec.message() + ")");
+  const bool bulk = v.is_array();
+  if (bulk && r.method != "POST") return Error(400, "a bulk write is a POST of a list");
+  if (bulk && v.get_array().size() > 100) return Error(400, "body: at most 100 cases per request");
+  if (!bulk && !id.empty() && r.method != "PUT") return Error(405, "update a case with PUT");
+  if (r.method == "PUT" && id.empty() && external_id.empty())
+    return Error(400, "PUT needs /case/v2/{case_id} or /case/v2/ext/{external_id}");
+  std::optional<CaseRecord> ext_case;
+  if (!external_id.empty()) {
+    if (!v.is_object()) return Error(400, "Payload must be a single JSON object");
+    auto& o = v.get_object();
+    if (!o.contains("external_id")) o["external_id"] = external_id;
+    auto found = ByExternalId(engine_, pillows_dir_, domain, external_id);
+    if (!found.ok()) return Error(StatusFor(found.status()), found.status().message());
+    ext_case = std::move(*found);
+    const json::value* cid = o.if_contains("case_id");
+    if (ext_case && cid && (!cid->is_string() || cid->get_string() != ext_case->case_id))
+      return Error(400, fmt::format("The given value of \"case_id\" does not match the existing "
+                                    "value for the case identified by external_id = \"{}\". "
+                                    "\"case_id\" is read-only and cannot be modified.",
+                                    external_id));
+  }
+  std::vector<const json::value*> items;
+  if (bulk)
+    for (const auto& x : v.get_array()) items.push_back(&x);
+  else
+    items.push_back(&v);
+  // Case ids first (temporary ids may refer to cases created later in the list).
+  std::map<std::string, std::string> temp_ids;
+  std::vector<std::pair<bool, std::string>> plan;  // (create, case id)
+  for (size_t i = 0; i < items.size(); ++i) {
+    const std::string at = bulk ? fmt::format("[{}]", i) : "";
+    if (!items[i]->is_object())
+      return Error(400, (at.empty() ? "body" : at) + ": must be an object");
+    const auto& o = items[i]->get_object();
+    bool create = r.method == "POST" || (!external_id.empty() && !ext_case);
+    if (bulk) {
+      const json::value* c = o.if_contains("create");
+      if (!c || !c->is_bool()) return Error(400, at + ".create: is required (true or false)");
+      create = c->get_bool();
+    }
+    std::string case_id;
+    if (!external_id.empty()) {
+      case_id = ext_case ? ext_case->case_id : ExternalCaseId(domain, external_id);
+    } else if (create) {
+      case_id = util::NewUuidHex();
+    } else if (!bulk) {
+      case_id = id;
+    } else if (const json::value* cid = o.if_contains("case_id"); cid && cid->is_string()) {
+      case_id = std::string(cid->get_string());
+    } else {
+      return Error(400, at + ".case_id: is required to update a case");
+    }
+    if (!create && !LiveCase(engine_, domain, case_id).ok())
+      return Error(404, fmt::format("{}: no case {}", at.empty() ? "case_id" : at, case_id));
+    if (const json::value* t = o.if_contains("temporary_id"); t && t->is_string())
+      temp_ids[std::string(t->get_string())] = case_id;
+    plan.emplace_back(create, case_id);
+  }
+  std::string blocks;
+  for (size_t i = 0; i < items.size(); ++i) {
+    std::string cid;
+    auto b = CaseBlock(*items[i], bulk ? fmt::format("[{}]", i) : "", plan[i].first, plan[i].second,
+                       user.user_id, temp_ids, &cid);
+    if (!b.ok()) return Error(400, b.status().message());
+    blocks += *b;
+  }
+  const std::string form_id = util::NewUuidHex();
+  const std::string now = util::FormatIsoTime(util::NowMicros());
+  std::string xml = fmt::format(
+      R"(<?xml version="1.0"?><data xmlns="http://commcarehq.org/case_api"><meta xmlns="http://openrosa.org/jr/xforms"><deviceID>case_api</deviceID><timeStart>{1}</timeStart><timeEnd>{1}</timeEnd><username>{2}</username><userID>{3}</userID><instanceID>{0}</instanceID></meta>{4}</data>)",
+      form_id, now, XmlEscape(user.username), XmlEscape(user.user_id), blocks);
+  SubmitRequest s;
+  s.domain = domain;
+  s.user_id = user.user_id;
+  s.body = std::move(xml);
+  s.content_type = "text/xml";
+  s.openrosa_version = "3.0";
+  s.submit_ip = r.remote;
+  SubmitResponse sr = engine_->Submit(s);
+  if (sr.http_status != 201)
+    return Json(400, json::object{{"error", sr.message}, {"form_id", sr.form_id}});
+  json::array cases;
+  for (const auto& [create, cid] : plan) {
+    auto c = engine_->GetCase(domain, cid);
+    if (c.ok()) cases.push_back(json::parse(CaseToJson(*c)));
+  }
+  json::object out{{"form_id", form_id}, {"xform_id", form_id}};
+  if (bulk)
+    out["cases"] = std::move(cases);
+  else
+    out["case"] = cases.empty() ? json::value() : cases[0];
+  return Json(200, out);
+}
+
+namespace {
+
+// HQ's _to_boolean (get_list.py): "" and dimagi's FALSE_STRINGS are false, anything else true.
+bool ToBoolean(std::string v) {
+  for (auto& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  static const std::set<std::string> kFalse = {"", "false", "f", "no", "n", "off", "0", "none"};
+  return !kFalse.count(v);
+}
+
+bool IsRange(const std::string& k) {
+  auto dot = k.rfind('.');
+  if (dot == std::string::npos) return false;
+  const std::string op = k.substr(dot + 1);
+  return op == "gt" || op == "gte" || op == "lt" || op == "lte";
+}
+
+// The list's query from the request's parameters: a repeated parameter ORs its values (HQ's
+// _get_query); a single value uses the index-friendly field of CaseSearchQuery.
+Result<CaseSearchQuery> ListQuery(const Request& r, const std::string& domain) {
+  CaseSearchQuery q;
+  q.domain = domain;
+  q.count = true;
+  std::map<std::string, std::vector<std::string>> params;
+  for (const auto& [k, v] : r.query) params[k].push_back(v);
+  for (const auto& [k, vals] : params) {
+    const std::string& v = vals.back();
+    if (k == "q") {  // full text over name and property values (libcommcare's extension)
+      q.text = v;
+    } else if (k == "limit") {
+      char* end = nullptr;
+      long n = std::strtol(v.c_str(), &end, 10);
+      if (!*v.c_str() || *end || n < 1 || n > 5000)
+        return Status::InvalidArgument(
+            fmt::format("'{}' is not a valid value for 'limit' (1..5000)", v));
+      q.limit = static_cast<size_t>(n);
+    } else if (k == "cursor") {
+      q.cursor = v;
+    } else if (k == "closed") {
+      if (vals.size() == 1 || std::all_of(vals.begin(), vals.end(), [&](const std::string& x) {
+            return ToBoolean(x) == ToBoolean(v);
+          }))
+        q.closed = ToBoolean(v);
+      // open or closed: every case
+    } else if (IsRange(k)) {
+      const auto dot = k.rfind('.');
+      std::string field = k.substr(0, dot);
+      if (field.rfind("properties.", 0) == 0) field = field.substr(11);
+      for (const auto& x : vals) q.ranges.push_back({field, k.substr(dot + 1), x});
+    } else if (k == "case_type" || k == "owner_id" || k == "case_name" || k == "external_id" ||
+               (k.rfind("properties.", 0) == 0 && k.size() > 11) ||
+               (k.rfind("indices.", 0) == 0 && k.size() > 8)) {
+      if (vals.size() == 1 && !v.empty() && k.rfind("indices.", 0) != 0) {
+        if (k == "case_type")
+          q.case_type = v;
+        else if (k == "owner_id")
+          q.owner_id = v;
+        else if (k == "case_name")
+          q.case_name = v;
+        else if (k == "external_id")
+          q.external_id = v;
+        else
+          q.equals.emplace_back(k.substr(11), v);
+      } else {
+        q.any_of.emplace_back(k, vals);
+      }
+    } else {
+      return Status::InvalidArgument(fmt::format("'{}' is not a valid parameter.", k));
+    }
+  }
+  return q;
+}
+
+}  // namespace
+
+// GET .../case/v2/ (a list), /{id}, /{id},{id} (bulk), ext/{external_id}/; POST a case or a
+// list; POST bulk-fetch/; PUT /{id}, ext/{external_id}/ (HQ's corehq/apps/hqcase/views.py).
+Response App::CaseApi(const Request& r, const std::string& domain, const std::string& rest) {
+  if (r.method != "GET" && r.method != "POST" && r.method != "PUT")
+    return Error(405, "the Case API serves GET, POST and PUT");
+  Response deny;
+  auto user = Admit(r, domain, meta::kAccessApi, &deny);
+  if (!user) return deny;
+  std::string ids = rest;
+  while (!ids.empty() && ids.front() == '/') ids.erase(0, 1);
+  while (!ids.empty() && ids.back() == '/') ids.pop_back();
+  std::string external_id;
+  if (ids.rfind("ext/", 0) == 0) {
+    external_id = ids.substr(4);
+    if (external_id.empty()) return Error(404, "name a case: /case/v2/ext/{external_id}/");
+  }
+  if (r.method != "GET") {
+    if (!user->Can(domain, meta::kEditData))
+      return Error(403,
+                   fmt::format("user {} may not edit data in domain {}", user->username, domain));
+    if (ids == "bulk-fetch" && r.method == "POST") return BulkFetch(r, domain);
+    if (!external_id.empty() && r.method != "PUT")
+      return Error(405, "ext/{external_id}/ serves GET and PUT");
+    return CaseWrite(r, domain, external_id.empty() ? ids : "", *user, external_id);
+  }
+  if (ids == "bulk-fetch") return Error(405, "bulk-fetch/ is a POST");
+  if (!external_id.empty()) {
+    auto c = ByExternalId(engine_, pillows_dir_, domain, external_id);
+    if (!c.ok()) return Error(StatusFor(c.status()), c.status().message());
+    if (!*c) return Error(404, fmt::format("Case '{}' not found", external_id));
+    return Json(200, json::parse(CaseToJson(**c)));
+  }
+  if (!ids.empty() && ids.find(',') == std::string::npos) {
+    auto c = LiveCase(engine_, domain, ids);
+    if (c.status().IsNotFound()) return Error(404, fmt::format("Case '{}' not found", ids));
+    if (!c.ok()) return Error(StatusFor(c.status()), c.status().message());
+    return Json(200, json::parse(CaseToJson(*c)));
+  }
+  if (!ids.empty()) {  // several comma-separated: HQ's bulk answer
+    std::vector<std::string> list;
+    size_t start = 0;
+    for (size_t i = 0; i <= ids.size(); ++i)
+      if (i == ids.size() || ids[i] == ',') {
+        list.push_back(ids.substr(start, i - start));
+        start = i + 1;
+      }
+    if (list.size() > kMaxBulkFetch)
+      return Error(
+          400, fmt::format("You cannot request more than {} cases per request.", kMaxBulkFetch));
+    auto out = BulkCases(engine_, pillows_dir_, domain, list, {});
+    if (!out.ok()) return Error(StatusFor(out.status()), out.status().message());
+    return Json(200, *out);
+  }
+  auto q = ListQuery(r, domain);
+  if (!q.ok()) return Error(400, q.status().message());
+  auto page = SearchCases(pillows_dir_, *q);
+  if (!page.ok()) return Error(StatusFor(page.status()), page.status().message());
+  json::array cases;
+  for (const auto& c : page->cases) cases.push_back(json::parse(c));
+  json::object out{{"matching_records", page->total}, {"cases", cases}};
+  if (!page->next_cursor.empty()) {  // HQ: an absolute URL, absent on the last page
+    std::string link = "/a/" + domain + "/api/case/v2/?";
+    if (const auto* host = r.Header("host"))
+      link = fmt::format("{}://{}{}", r.tls ? "https" : "http", *host, link);
+    for (const auto& [k, v] : r.query)
+      if (k != "cursor") link += UrlEncode(k) + "=" + UrlEncode(v) + "&";
+    out["next"] = link + "cursor=" + UrlEncode(page->next_cursor);
+  }
+  return Json(200, out);
+}
+
+}  // namespace commcare::server

@@ -1,0 +1,134 @@
+// The Form API v0.5 (CommCare HQ's corehq/apps/api/resources/v0_4.py XFormInstanceResource with
+// the filters of corehq/apps/api/es.py): forms from the read-copy pillow's store, one form from
+// the engine, its XML.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+
+#include "commcare/pillows.h"
+#include "server/app.h"
+#include "server/responses.h"
+#include "util/time.h"
+
+namespace commcare::server {
+namespace {
+
+namespace json = boost::json;
+using http::Request;
+using http::Response;
+
+// HQ's attachment urls are absolute (absolute_reverse): the stored paths get this server's
+// scheme and host.
+void AbsoluteUrls(const Request& r, json::value* form) {
+  const auto* host = r.Header("host");
+  auto* atts = form->is_object() ? form->as_object().if_contains("attachments") : nullptr;
+  if (!host || !atts || !atts->is_object()) return;
+  for (auto& kv : atts->as_object())
+    if (auto* url = kv.value().is_object() ? kv.value().as_object().if_contains("url") : nullptr;
+        url && url->is_string() && !url->as_string().empty() && url->as_string()[0] == '/')
+      *url = fmt::format("{}://{}{}", r.tls ? "https" : "http", *host, url->as_string().c_str());
+}
+
+// The list's query from the request's parameters (HQ's es_query_from_get_params).
+Result<FormListQuery> ListQuery(const Request& r, const std::string& domain) {
+  FormListQuery q;
+  q.domain = domain;
+  for (const auto& [k, v] : r.query) {
+    if (k == "xmlns" || k == "xmlns.exact") {
+      q.xmlns = v;
+    } else if (k == "app_id") {
+      q.app_id = v;
+    } else if (k == "user_id") {
+      q.user_id = v;
+    } else if (k == "include_archived") {  // HQ: present at all, archived forms are included
+      q.include_archived = true;
+    } else if (k == "order_by") {
+      q.order_by = v;
+    } else if (k.ends_with("_start") || k.ends_with("_end")) {
+      const bool start = k.ends_with("_start");
+      const std::string field = k.substr(0, k.size() - (start ? 6 : 4));
+      int64_t* bound = nullptr;
+      if (field == "received_on")
+        bound = start ? &q.received_from : &q.received_to;
+      else if (field == "server_modified_on" || field == "server_date_modified")
+        bound = start ? &q.server_modified_from : &q.server_modified_to;
+      else if (field == "indexed_on")
+        bound = start ? &q.indexed_from : &q.indexed_to;
+      else
+        return Status::InvalidArgument(fmt::format("'{}' is not a valid parameter", k));
+      if (!util::ParseIsoTime(v, bound))
+        return Status::InvalidArgument(
+            fmt::format("Bad query parameter: {}: unknown date format: '{}'", k, v));
+    } else if (k == "limit" || k == "offset") {
+      char* end = nullptr;
+      long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || n < 0)
+        return Status::InvalidArgument(k + " must be a non-negative integer");
+      (k == "limit" ? q.limit : q.offset) = static_cast<size_t>(n);
+    } else if (k != "format") {
+      return Status::InvalidArgument(fmt::format("'{}' is not a valid parameter", k));
+    }
+  }
+  return q;
+}
+
+}  // namespace
+
+// GET /a/{domain}/api/v0.5/form/ (a list, newest first), /{id}/, /{id}/xml.
+Response App::FormApi(const Request& r, const std::string& domain, const std::string& rest) {
+  if (r.method != "GET") return Error(405, "the form API serves GET");
+  Response deny;
+  auto user = Admit(r, domain, meta::kAccessApi, &deny);
+  if (!user) return deny;
+  std::string id = rest;
+  while (!id.empty() && id.front() == '/') id.erase(0, 1);
+  while (!id.empty() && id.back() == '/') id.pop_back();
+  if (!id.empty()) {
+    bool xml = false;
+    if (id.size() > 4 && id.substr(id.size() - 4) == "/xml") {
+      xml = true;
+      id.resize(id.size() - 4);
+    }
+    auto f = engine_->GetForm(domain, id);
+    if (!f.ok()) return Error(StatusFor(f.status()), f.status().message());
+    auto body = engine_->GetFormXml(domain, id);
+    if (!body.ok()) return Error(StatusFor(body.status()), body.status().message());
+    if (!xml) {
+      auto doc = FormToApiJson(*f, *body);
+      if (!doc.ok()) return Error(StatusFor(doc.status()), doc.status().message());
+      json::value v = json::parse(*doc);
+      AbsoluteUrls(r, &v);
+      return Json(200, v);
+    }
+    Response x;
+    x.content_type = "text/xml; charset=utf-8";
+    x.body = std::move(*body);
+    return x;
+  }
+  auto q = ListQuery(r, domain);
+  if (!q.ok()) return Error(400, q.status().message());
+  auto page = ListForms(pillows_dir_, *q);
+  if (!page.ok()) return Error(StatusFor(page.status()), page.status().message());
+  json::array objects;
+  for (const auto& f : page->forms) {
+    objects.push_back(json::parse(f));
+    AbsoluteUrls(r, &objects.back());
+  }
+  auto link = [&](int64_t offset) -> json::value {
+    if (offset < 0 || offset >= page->total_count) return nullptr;
+    std::string l = fmt::format("/a/{}/api/v0.5/form/?", domain);
+    for (const auto& [k, v] : r.query)
+      if (k != "offset") l += UrlEncode(k) + "=" + UrlEncode(v) + "&";
+    return json::value(l + fmt::format("offset={}", offset));
+  };
+  const auto off = static_cast<int64_t>(q->offset), lim = static_cast<int64_t>(q->limit);
+  json::object meta{{"limit", q->limit},
+                    {"offset", q->offset},
+                    {"total_count", page->total_count},
+                    {"next", link(off + lim)},
+                    {"previous", off > 0 ? link(std::max<int64_t>(0, off - lim)) : json::value()}};
+  return Json(200, json::object{{"meta", meta}, {"objects", objects}});
+}
+
+}  // namespace commcare::server

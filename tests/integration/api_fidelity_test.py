@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""The Case API v2 and the Form API v0.5 as CommCare HQ answers them (issue 22 items 10 and 12;
+research/hq-fidelity.md §3-§4), over a real server: each test cites the HQ file it follows.
+Usage: api_fidelity_test.py COMMCARE SAMPLES"""
+import base64
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+CC, SAMPLES = sys.argv[1], sys.argv[2]
+del sys.argv[1:3]
+
+CASE_NS = "http://commcarehq.org/case/transaction/v2"
+
+
+def case_form(form_id, blocks, xmlns="http://example.org/fid", received=None):
+    return (f'<?xml version="1.0"?><data xmlns="{xmlns}" version="7" uiVersion="1" name="Visit">'
+            f'<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>{form_id}</instanceID>'
+            f'<userID>u1</userID><deviceID>dev</deviceID></meta><answer>42</answer>{blocks}</data>').encode()
+
+
+def case_block(case_id, owner, name, props="", index=""):
+    return (f'<case xmlns="{CASE_NS}" case_id="{case_id}" date_modified="2020-01-01T00:00:00Z" '
+            f'user_id="u1"><create><case_type>person</case_type><case_name>{name}</case_name>'
+            f'<owner_id>{owner}</owner_id></create>'
+            f'{"<update>" + props + "</update>" if props else ""}'
+            f'{"<index>" + index + "</index>" if index else ""}</case>')
+
+
+class ApiFidelityTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="cc-api-")
+        cls.data = os.path.join(cls.tmp, "data")
+        env = dict(os.environ, COMMCARE_ADMIN_USER="admin", COMMCARE_ADMIN_PASSWORD="s3cret",
+                   COMMCARE_DOMAIN="demo")
+        cls.proc = subprocess.Popen([CC, "serve", "--data", cls.data, "--listen", "127.0.0.1:0"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=env)
+        line = cls.proc.stdout.readline()
+        assert line, cls.proc.stderr.read()
+        cls.port = int(json.loads(line)["listening"].rsplit(":", 1)[1])
+        # Cases for the list filters: three people of owners A, B, C; a child of fid-mum.
+        blocks = (case_block("fid-mum", "A", "Maria Quokka", "<village>north</village>") +
+                  case_block("fid-dad", "B", "Joao", "<village></village>") +
+                  case_block("fid-gran", "C", "Rosa") +
+                  case_block("fid-kid", "A", "Bia", "",
+                             '<parent case_type="person">fid-mum</parent>'))
+        me = object.__new__(cls)  # the helpers below, before any test instance exists
+        s, _, body = me.request("POST", "/a/demo/receiver/", case_form("fid-cases", blocks),
+                                {"Content-Type": "text/xml"})
+        assert s == 201, body
+        me.wait_until(lambda: me.list("case_type=person")["matching_records"] == 4)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.proc.poll() is None:
+            cls.proc.kill()
+            cls.proc.wait()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def request(self, method, path, body=None, headers=None, auth=("admin", "s3cret")):
+        h = dict(headers or {})
+        if auth:
+            h["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+    def wait_until(self, cond):
+        for _ in range(400):
+            try:
+                if cond():
+                    return
+            except (KeyError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise AssertionError("timed out waiting for the pillows")
+
+    def list(self, query):
+        s, _, body = self.request("GET", f"/a/demo/api/case/v2/?{query}")
+        assert s == 200, (query, body)
+        return json.loads(body)
+
+    def ids(self, query):
+        return {c["case_id"] for c in self.list(query)["cases"]}
+
+    def js(self, method, path, body):
+        s, _, out = self.request(method, path, json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+        return s, json.loads(out)
+
+    # -- item 12: search text ------------------------------------------------------------------
+    def test_search_text_is_words_not_query_syntax(self):
+        # Case search in HQ quotes user input into its query (corehq/apps/es/case_search.py
+        # builds match queries from values, never query-string syntax): FTS5 syntax is text.
+        for q in ['"', "NEAR(", "*", "a:b", "((", "-"]:
+            s, _, body = self.request("GET", "/a/demo/api/case/v2/?" + urllib.parse.urlencode({"q": q}))
+            self.assertEqual(s, 200, (q, body))
+        self.assertEqual(self.ids("q=" + urllib.parse.quote("quokka NEAR(")), set())
+        self.assertEqual(self.ids("q=" + urllib.parse.quote('"maria quokka')), {"fid-mum"})
+        self.assertEqual(self.ids("q=" + urllib.parse.quote("maria:quokka")), {"fid-mum"})
+        self.assertEqual(self.ids("q=quok*"), {"fid-mum"})
+
+    # -- Case API v2 lists (corehq/apps/hqcase/api/get_list.py) --------------------------------
+    def test_matching_records_is_the_total_and_next_is_absolute(self):
+        # get_list: "matching_records": es_result.total; 'next' only while a page is full, made
+        # absolute by views._handle_list_view (reverse(..., absolute=True)).
+        page = self.list("case_type=person&limit=1")
+        self.assertEqual((len(page["cases"]), page["matching_records"]), (1, 4))
+        self.assertTrue(page["next"].startswith(f"http://127.0.0.1:{self.port}/a/demo/api/case/v2/?"))
+        seen, nxt = [c["case_id"] for c in page["cases"]], page["next"]
+        while nxt:
+            s, _, body = self.request("GET", nxt[len(f"http://127.0.0.1:{self.port}"):])
+            page = json.loads(body)
+            seen += [c["case_id"] for c in page["cases"]]
+            nxt = page.get("next")
+        self.assertEqual(sorted(seen), ["fid-dad", "fid-gran", "fid-kid", "fid-mum"])
+        self.assertNotIn("next", self.list("case_type=person&limit=10"))
+
+    def test_list_filters(self):
+        # get_list._get_query: a repeated parameter ORs its values; indices.<identifier> is
+        # reverse_index_case_query; closed goes through _to_boolean; an unknown key is
+        # "'k' is not a valid parameter."
+        self.assertEqual(self.ids("owner_id=A&owner_id=B&case_type=person"),
+                         {"fid-mum", "fid-kid", "fid-dad"})
+        self.assertEqual(self.ids("indices.parent=fid-mum"), {"fid-kid"})
+        self.assertEqual(self.ids("indices.parent=nobody"), set())
+        self.assertEqual(self.ids("closed=0&case_type=person"), self.ids("closed=false&case_type=person"))
+        self.assertEqual(len(self.ids("closed=0&case_type=person")), 4)
+        self.assertEqual(self.ids("closed=yes&case_type=person"), set())
+        # cases-v2.rst: properties.<p>= (empty) matches cases where p is unset or empty.
+        self.assertEqual(self.ids("properties.village=&case_type=person"),
+                         {"fid-dad", "fid-gran", "fid-kid"})
+        self.assertEqual(self.ids("properties.village=north&properties.village=south&case_type=person"),
+                         {"fid-mum"})
+        s, _, body = self.request("GET", "/a/demo/api/case/v2/?frobnicate=1")
+        self.assertEqual((s, json.loads(body)["error"]), (400, "'frobnicate' is not a valid parameter."))
+
+    # -- bulk reads (corehq/apps/hqcase/api/get_bulk.py, views._handle_bulk_fetch) -------------
+    def test_bulk_reads_keep_order_with_stubs(self):
+        s, _, body = self.request("GET", "/a/demo/api/case/v2/fid-mum,nope,fid-dad")
+        out = json.loads(body)
+        self.assertEqual((s, out["matching_records"], out["missing_records"]), (200, 2, 1))
+        self.assertEqual([c.get("case_id") for c in out["cases"]], ["fid-mum", "nope", "fid-dad"])
+        self.assertEqual(out["cases"][1], {"case_id": "nope", "error": "not found"})
+        s, out = self.js("POST", "/a/demo/api/case/v2/", {"case_type": "api", "case_name": "Ext",
+                                                          "external_id": "EXT-1"})
+        self.assertEqual(s, 200, out)
+        ext_case = out["case"]["case_id"]
+        self.wait_until(lambda: self.ids("external_id=EXT-1") == {ext_case})
+        s, out = self.js("POST", "/a/demo/api/case/v2/bulk-fetch/",
+                         {"case_ids": ["fid-mum", "x"], "external_ids": ["EXT-1", "EXT-404"]})
+        self.assertEqual(s, 200, out)
+        self.assertEqual((out["matching_records"], out["missing_records"]), (2, 2))
+        self.assertEqual([c.get("case_id") for c in out["cases"]], ["fid-mum", "x", ext_case, None])
+        self.assertEqual(out["cases"][3], {"external_id": "EXT-404", "error": "not found"})
+        s, out = self.js("POST", "/a/demo/api/case/v2/bulk-fetch/", {})
+        self.assertEqual(s, 400)
+        self.assertIn("'case_ids' or 'external_ids'", out["error"])
+
+    # -- writes (views.case_api, _handle_ext_put, _handle_case_update) -------------------------
+    def test_writes_answer_200_with_form_id_and_ext_upserts(self):
+        s, out = self.js("POST", "/a/demo/api/case/v2/", {"case_type": "api", "case_name": "W"})
+        self.assertEqual(s, 200, out)  # JsonResponse: status 200
+        self.assertTrue(out["form_id"])
+        self.assertEqual(out["xform_id"], out["form_id"])  # cases-v2.rst's older name
+        s, out = self.js("PUT", "/a/demo/api/case/v2/ext/E9/",
+                         {"case_type": "api", "case_name": "Nine", "properties": {"n": "1"}})
+        self.assertEqual(s, 200, out)
+        first = out["case"]["case_id"]
+        self.assertEqual(out["case"]["external_id"], "E9")
+        # At once (before the search index may have it), a second PUT updates the same case.
+        s, out = self.js("PUT", "/a/demo/api/case/v2/ext/E9/", {"properties": {"n": "2"}})
+        self.assertEqual((s, out["case"]["case_id"], out["case"]["properties"]["n"]), (200, first, "2"))
+        s, _, body = self.request("GET", "/a/demo/api/case/v2/ext/E9/")
+        self.assertEqual((s, json.loads(body)["case_id"]), (200, first))
+        s, out = self.js("PUT", "/a/demo/api/case/v2/ext/E9/", {"case_id": "other"})
+        self.assertEqual(s, 400)
+        self.assertIn("read-only", out["error"])
+        s, _, body = self.request("GET", "/a/demo/api/case/v2/ext/NOPE/")
+        self.assertEqual((s, json.loads(body)), (404, {"error": "Case 'NOPE' not found"}))
+
+    # -- Form API v0.5 (corehq/apps/api/resources/v0_4.py, corehq/apps/api/es.py) -------------
+    def test_form_api_objects_order_and_filters(self):
+        ids = []
+        for i in range(3):
+            s, h, _ = self.request("POST", "/a/demo/receiver/",
+                                   case_form(f"fa-{i}", "", xmlns="http://example.org/fa"),
+                                   {"Content-Type": "text/xml"})
+            self.assertEqual(s, 201)
+            ids.append(h["x-commcarehq-formid"])
+            time.sleep(0.01)
+        path = "/a/demo/api/v0.5/form/?xmlns=http://example.org/fa"
+        self.wait_until(lambda: json.loads(self.request("GET", path)[2])["meta"]["total_count"] == 3)
+        objs = json.loads(self.request("GET", path)[2])["objects"]
+        # obj_get_list(...).order_by('-received_on'): newest first.
+        self.assertEqual([o["id"] for o in objs], ["fa-2", "fa-1", "fa-0"])
+        o = objs[0]
+        for key in ["id", "domain", "form", "type", "version", "uiversion", "metadata", "received_on",
+                    "server_modified_on", "indexed_on", "archived", "attachments", "resource_uri",
+                    "app_id", "build_id", "problem", "edited_on", "is_phone_submission"]:
+            self.assertIn(key, o)
+        self.assertEqual((o["type"], o["version"], o["uiversion"], o["archived"]), ("data", "7", "1", False))
+        self.assertEqual(o["form"]["@xmlns"], "http://example.org/fa")
+        self.assertEqual(o["form"]["@name"], "Visit")
+        self.assertEqual(o["form"]["meta"]["instanceID"], "fa-2")
+        self.assertEqual(o["form"]["answer"], "42")
+        self.assertEqual(o["metadata"]["deviceID"], "dev")
+        self.assertNotIn("@xmlns", o["metadata"])
+        self.assertEqual(o["resource_uri"], "/a/demo/api/v0.5/form/fa-2/")
+        # dehydrate_attachments: {name: {content_type, length, url}}, url absolute.
+        att = o["attachments"]["form.xml"]
+        self.assertEqual(att["url"], f"http://127.0.0.1:{self.port}/a/demo/api/form/attachment/fa-2/form.xml")
+        self.assertGreater(att["length"], 0)
+        s, _, body = self.request("GET", "/a/demo/api/v0.5/form/fa-1/")
+        self.assertEqual((s, json.loads(body)["id"]), (200, "fa-1"))
+        # DateRangeParams: lte, so received_on_end is inclusive.
+        end = objs[1]["received_on"]
+        got = json.loads(self.request("GET", path + "&received_on_end=" + urllib.parse.quote(end))[2])
+        self.assertEqual([x["id"] for x in got["objects"]], ["fa-1", "fa-0"])
+        got = json.loads(self.request("GET", path + "&indexed_on_start=2000-01-01&order_by=received_on")[2])
+        self.assertEqual([x["id"] for x in got["objects"]], ["fa-0", "fa-1", "fa-2"])
+        self.assertEqual(self.request("GET", path + "&order_by=colour")[0], 400)
+
+    def test_device_logs_are_not_forms(self):
+        # submission_post.py: a DEVICE_LOG_XMLNS instance goes to process_device_log and is
+        # not saved as a form.
+        with open(os.path.join(SAMPLES, "receiverwrapper__device_log.xml"), "rb") as f:
+            xml = f.read()
+        s, h, body = self.request("POST", "/a/demo/receiver/", xml, {"Content-Type": "text/xml"})
+        self.assertEqual(s, 201, body)
+        self.assertIn(b"submit_success", body)
+        self.assertNotIn("x-commcarehq-formid", h)
+        # A later form reaches the read copy; the device report never does.
+        self.request("POST", "/a/demo/receiver/", case_form("after-devlog", "", xmlns="http://example.org/dl"),
+                     {"Content-Type": "text/xml"})
+        path = "/a/demo/api/v0.5/form/?xmlns=http://example.org/dl"
+        self.wait_until(lambda: json.loads(self.request("GET", path)[2])["meta"]["total_count"] == 1)
+        s, _, body = self.request("GET", "/a/demo/api/v0.5/form/?xmlns=http://code.javarosa.org/devicereport")
+        self.assertEqual(json.loads(body)["meta"]["total_count"], 0)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
