@@ -9,6 +9,7 @@
 #include "commcare/host.h"
 #include "commcare/tasks.h"
 #include "integrations/reports.h"
+#include "integrations/rules/tasks.h"
 #include "meta/meta_store.h"
 #include "util/time.h"
 
@@ -105,6 +106,9 @@ void RegisterTaskTypes(Host* host, TaskWorkers* w) {
     return reports::SendReport(c, host->PillowStore(), meta.ok() ? *meta : nullptr, q);
   });
   w->Register("export.run", [host](TaskContext& c) { return RunExportTask(host, c); });
+  // Case update rules (docs/rules.md): a scan can take minutes, its lease is renewed meanwhile.
+  w->Register("rule.run", rules::RunRuleHandler(host->engine()));
+  w->Register("rule.case", rules::CaseChangedHandler(host->engine(), [host] { return host->Tasks(); }));
 }
 
 }  // namespace commcare::host
