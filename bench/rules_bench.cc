@@ -54,8 +54,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> args;
   bool reuse = false;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--reuse") == 0) reuse = true;
-    else args.push_back(argv[i]);
+    if (std::strcmp(argv[i], "--reuse") == 0)
+      reuse = true;
+    else
+      args.push_back(argv[i]);
   }
   const long n = args.size() > 0 ? std::atol(args[0].c_str()) : 1000000;
   const std::string dir = args.size() > 1 ? args[1] : "/tmp/cc-rules-bench";

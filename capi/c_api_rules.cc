@@ -78,8 +78,7 @@ int cc_rule_run(char** out, cc_engine* e, const char* domain, const char* name, 
     };
     CC_ASSIGN_OR_RETURN(RuleRunSummary s, RunSavedRule(e->host->engine(), q, d, n, o));
     return fmt::format(R"({{"changes":{},"summary":{}}})",
-                       JsonArray(changes, [](const std::string& c) { return c; }),
-                       s.ToJson(d, n));
+                       JsonArray(changes, [](const std::string& c) { return c; }), s.ToJson(d, n));
   });
 }
 

@@ -1,6 +1,8 @@
 // Automatic case update rules (docs/rules.md): each criterion and action, the parent update,
 // the dry run, an idempotent rerun, schedule registration, bad rules refused, archive, and the
 // run-on-change pillow.
+#include "commcare/rules.h"
+
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
@@ -8,7 +10,6 @@
 
 #include "commcare/host.h"
 #include "commcare/pillows.h"
-#include "commcare/rules.h"
 #include "commcare/tasks.h"
 #include "engine_helpers.h"
 #include "integrations/rules/rule.h"
@@ -31,11 +32,11 @@ int64_t Iso(const char* s) {
 // A case of type patient (or type) with properties, optionally a child of parent.
 void MakeCase(Engine* e, const std::string& id, const std::string& props,
               const std::string& type = "patient", const std::string& parent = "") {
-  std::string idx = parent.empty()
-                        ? ""
-                        : fmt::format(R"(<index><parent case_type="household">{}</parent></index>)",
-                                      parent);
-  auto r = Submit(e, CaseForm("f-" + id,  id,
+  std::string idx =
+      parent.empty()
+          ? ""
+          : fmt::format(R"(<index><parent case_type="household">{}</parent></index>)", parent);
+  auto r = Submit(e, CaseForm("f-" + id, id,
                               fmt::format("<create><case_type>{}</case_type><case_name>{}</"
                                           "case_name><owner_id>u1</owner_id></create><update>{}</"
                                           "update>{}",
@@ -126,9 +127,10 @@ TEST_CASE("Rules: properties are set from constants and other properties and cas
   MakeCase(e.get(), "a", "<status>new</status><edd>2024-07-01</edd>");
   MakeCase(e.get(), "b", "<status>done</status>");
   MakeCase(e.get(), "h", "<status>new</status>", "household");
-  auto s = Run(e.get(),
-               RuleJson(R"({"property_name": "status", "match_type": "EQUAL", "property_value": "new"})",
-                        R"("update": [{"name": "stage", "value": "two"},
+  auto s =
+      Run(e.get(),
+          RuleJson(R"({"property_name": "status", "match_type": "EQUAL", "property_value": "new"})",
+                   R"("update": [{"name": "stage", "value": "two"},
                                       {"name": "due", "value_type": "CASE_PROPERTY", "value": "edd"}],
                            "close_case": true)"));
   CHECK(s.matched == 1);
@@ -147,8 +149,8 @@ TEST_CASE("Rules: properties are set from constants and other properties and cas
   CHECK(form->user_id == "system");
   // A closed case is not looked at by a rule on open cases (HQ's default), but is by one on
   // closed cases.
-  const std::string reopen = RuleJson("", R"("update": [{"name": "seen", "value": "1"}])",
-                                      R"(, "case_status": "closed")");
+  const std::string reopen =
+      RuleJson("", R"("update": [{"name": "seen", "value": "1"}])", R"(, "case_status": "closed")");
   CHECK(Run(e.get(), reopen).changed == 1);
   CHECK(Prop(e.get(), "a", "seen") == "1");
 }
@@ -158,9 +160,11 @@ TEST_CASE("Rules: a parent's property is matched and updated") {
   MakeCase(e.get(), "h1", "<visits>0</visits><area>north</area>", "household");
   MakeCase(e.get(), "c1", "<status>sick</status>", "patient", "h1");
   MakeCase(e.get(), "c2", "<status>sick</status>");  // no parent: parent/ criteria never hold
-  auto s = Run(e.get(),
-               RuleJson(R"({"property_name": "parent/area", "match_type": "EQUAL", "property_value": "north"})",
-                        R"("update": [{"name": "parent/alert", "value": "yes"},
+  auto s = Run(
+      e.get(),
+      RuleJson(
+          R"({"property_name": "parent/area", "match_type": "EQUAL", "property_value": "north"})",
+          R"("update": [{"name": "parent/alert", "value": "yes"},
                                       {"name": "area", "value_type": "CASE_PROPERTY", "value": "parent/area"}])"));
   CHECK(s.matched == 1);
   CHECK(Prop(e.get(), "h1", "alert") == "yes");
@@ -219,8 +223,9 @@ TEST_CASE("Rules: archiving a rule's form reverts the case") {
   auto e = OpenMemory();
   MakeCase(e.get(), "a", "<status>new</status>");
   std::vector<std::string> changes;
-  Run(e.get(), RuleJson("", R"("update": [{"name": "status", "value": "old"}], "close_case": true)"),
-      false, 0, &changes);
+  Run(e.get(),
+      RuleJson("", R"("update": [{"name": "status", "value": "old"}], "close_case": true)"), false,
+      0, &changes);
   REQUIRE(changes.size() == 1);
   CHECK(Prop(e.get(), "a", "status") == "old");
   const std::string form_id(json::parse(changes[0]).at("form_id").as_string());
@@ -235,9 +240,11 @@ TEST_CASE("Rules: bad rules are refused naming the field") {
   } bad[] = {
       {RuleJson(R"({"property_name": "x", "match_type": "LIKE", "property_value": "1"})", kSetFlag),
        "criteria[0].match_type"},
-      {RuleJson(R"({"property_name": "x", "match_type": "REGEX", "property_value": "(a"})", kSetFlag),
+      {RuleJson(R"({"property_name": "x", "match_type": "REGEX", "property_value": "(a"})",
+                kSetFlag),
        "criteria[0].property_value"},
-      {RuleJson(R"({"property_name": "x", "match_type": "DAYS", "property_value": "soon"})", kSetFlag),
+      {RuleJson(R"({"property_name": "x", "match_type": "DAYS", "property_value": "soon"})",
+                kSetFlag),
        "criteria[0].property_value"},
       {RuleJson(R"({"property_name": "a/b", "match_type": "HAS_VALUE"})", kSetFlag),
        "criteria[0].property_name"},
@@ -277,8 +284,8 @@ TEST_CASE("Rules: a saved rule is a daily schedule in its time zone that runs it
   Engine* e = (*h)->engine();
   TaskQueue* q = *(*h)->Tasks();
   MakeCase(e, "a", "<status>new</status>");
-  auto saved = SaveRule(q, RuleJson("", kSetFlag,
-                                    R"(, "schedule": "30 2 * * *", "time_zone": "Africa/Nairobi")"));
+  auto saved = SaveRule(
+      q, RuleJson("", kSetFlag, R"(, "schedule": "30 2 * * *", "time_zone": "Africa/Nairobi")"));
   REQUIRE_MESSAGE(saved.ok(), saved.status().ToString());
   CHECK(json::parse(*saved).at("schedule").as_string() == "rule:demo:r1");
   auto scheds = q->Schedules();
@@ -321,9 +328,12 @@ TEST_CASE("Rules: a case change runs the rules that ask for it") {
   Host* host = h->get();
   Engine* e = host->engine();
   TaskQueue* q = *host->Tasks();
-  REQUIRE(SaveRule(q, RuleJson(R"({"property_name": "status", "match_type": "EQUAL", "property_value": "new"})",
-                               kSetFlag, R"(, "run_on_change": true)"))
-              .ok());
+  REQUIRE(
+      SaveRule(
+          q,
+          RuleJson(R"({"property_name": "status", "match_type": "EQUAL", "property_value": "new"})",
+                   kSetFlag, R"(, "run_on_change": true)"))
+          .ok());
   auto pillows = host->OpenPillows({.builtin = false});
   REQUIRE(pillows.ok());
   REQUIRE((*pillows)

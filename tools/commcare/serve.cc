@@ -188,9 +188,8 @@ int CmdServe(const Args& a) {
     pillows = std::move(h).value();
     // Rules that run on each case change (docs/rules.md): rule.case tasks for the workers.
     commcare::Host* hp = host->get();
-    if (auto s = pillows->AddPillow(commcare::rules::ChangePillowConfig(),
-                                    commcare::rules::NewChangeProcessor([hp] { return hp->Tasks(); }));
-        !s.ok())
+    auto on_change = commcare::rules::NewChangeProcessor([hp] { return hp->Tasks(); });
+    if (auto s = pillows->AddPillow(commcare::rules::ChangePillowConfig(), on_change); !s.ok())
       return FailStatus(s);
     pillow_thread = std::thread([&] {
       if (auto s = pillows->Run(stop_pillows); !s.ok())

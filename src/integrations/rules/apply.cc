@@ -8,8 +8,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <boost/json.hpp>
+#include <cctype>
 #include <mutex>
 #include <thread>
 
@@ -43,8 +43,7 @@ std::string CaseBlockXml(const std::string& case_id, const std::string& when,
       util::XmlEscape(case_id), when);
   if (!update.empty()) {
     x += "<update>";
-    for (const auto& [k, v] : update)
-      x += fmt::format("<{0}>{1}</{0}>", k, util::XmlEscape(v));
+    for (const auto& [k, v] : update) x += fmt::format("<{0}>{1}</{0}>", k, util::XmlEscape(v));
     x += "</update>";
   }
   if (close) x += "<close/>";
@@ -75,9 +74,8 @@ Planned Plan(const rules::Rule& r, const CaseRecord& c, const CaseRecord* parent
   p.effect = rules::PlanEffect(r, c, parent);
   const int64_t parent_at = parent ? parent->server_modified_on : 0;
   p.at = std::max(c.server_modified_on, parent_at) + 1000;
-  p.form_id = util::Md5Hex(
-      fmt::format("{}\n{}\n{}\n{}\n{}", r.domain, r.name, c.case_id, c.server_modified_on,
-                  parent_at));
+  p.form_id = util::Md5Hex(fmt::format("{}\n{}\n{}\n{}\n{}", r.domain, r.name, c.case_id,
+                                       c.server_modified_on, parent_at));
   return p;
 }
 
@@ -89,7 +87,9 @@ bool Submit(Engine* engine, const rules::Rule& r, const Planned& p) {
         Log(LogLevel::kWarning,
             fmt::format("rule {}: property name \"{}\" cannot be written to case {}", r.name, k,
                         p.effect.case_id),
-            {{"component", "rules"}, {"domain", r.domain}, {"rule", r.name},
+            {{"component", "rules"},
+             {"domain", r.domain},
+             {"rule", r.name},
              {"next", "the case is skipped until the rule is fixed"}});
         return false;
       }
@@ -106,8 +106,11 @@ bool Submit(Engine* engine, const rules::Rule& r, const Planned& p) {
   Log(LogLevel::kWarning,
       fmt::format("rule {}: the form for case {} was refused ({}): {}", r.name, p.effect.case_id,
                   resp.http_status, resp.message),
-      {{"component", "rules"}, {"domain", r.domain}, {"rule", r.name},
-       {"case_id", p.effect.case_id}, {"next", "the case is tried again at the rule's next run"}});
+      {{"component", "rules"},
+       {"domain", r.domain},
+       {"rule", r.name},
+       {"case_id", p.effect.case_id},
+       {"next", "the case is tried again at the rule's next run"}});
   return false;
 }
 
@@ -125,10 +128,14 @@ std::optional<CaseRecord> ParentOf(Engine* engine, const rules::Rule& r, const C
 }  // namespace
 
 std::string RuleRunSummary::ToJson(std::string_view domain, std::string_view rule) const {
-  return json::serialize(json::object{{"rule", rule},         {"domain", domain},
-                                      {"dry_run", dry_run},   {"scanned", scanned},
-                                      {"matched", matched},   {"changed", changed},
-                                      {"unchanged", unchanged}, {"failed", failed}});
+  return json::serialize(json::object{{"rule", rule},
+                                      {"domain", domain},
+                                      {"dry_run", dry_run},
+                                      {"scanned", scanned},
+                                      {"matched", matched},
+                                      {"changed", changed},
+                                      {"unchanged", unchanged},
+                                      {"failed", failed}});
 }
 
 Result<RuleRunSummary> RunRule(Engine* engine, std::string_view rule_json,

@@ -38,9 +38,9 @@ using Match = Criterion::Match;
 
 const std::map<std::string_view, Match>& MatchTypes() {
   static const std::map<std::string_view, Match> m = {
-      {"EQUAL", Match::kEqual},         {"NOT_EQUAL", Match::kNotEqual},
-      {"HAS_VALUE", Match::kHasValue},  {"HAS_NO_VALUE", Match::kHasNoValue},
-      {"REGEX", Match::kRegex},         {"DAYS", Match::kDays},
+      {"EQUAL", Match::kEqual},           {"NOT_EQUAL", Match::kNotEqual},
+      {"HAS_VALUE", Match::kHasValue},    {"HAS_NO_VALUE", Match::kHasNoValue},
+      {"REGEX", Match::kRegex},           {"DAYS", Match::kDays},
       {"DAYS_BEFORE", Match::kDaysBefore}};
   return m;
 }
@@ -142,8 +142,8 @@ Status ParseUpdate(const json::value& v, const std::string& at, Update* u) {
   CC_RETURN_IF_ERROR(OnlyKeys(o, at, {"name", "value_type", "value"}));
   CC_RETURN_IF_ERROR(Str(o, at, "name", &u->name, true));
   CC_RETURN_IF_ERROR(CheckPropertyName(at + "name", u->name));
-  static const std::set<std::string_view> kFixed = {"case_id", "case_type", "closed", "date_opened",
-                                                    "modified_on", "server_modified_on"};
+  static const std::set<std::string_view> kFixed = {
+      "case_id", "case_type", "closed", "date_opened", "modified_on", "server_modified_on"};
   std::string_view bare = std::string_view(u->name).substr(u->name.starts_with("parent/") ? 7 : 0);
   if (kFixed.count(bare)) return Bad(at + "name", fmt::format("\"{}\" cannot be set", bare));
   std::string type = "EXACT";
@@ -177,10 +177,10 @@ Status ParseActions(const json::object& o, Rule* r) {
 }
 
 Status ParseRuleFields(const json::object& o, Rule* r) {
-  CC_RETURN_IF_ERROR(OnlyKeys(o, "", {"name", "domain", "case_type", "criteria_operator",
-                                      "criteria", "server_modified_boundary", "case_status",
-                                      "actions", "schedule", "time_zone", "run_on_change",
-                                      "active"}));
+  CC_RETURN_IF_ERROR(OnlyKeys(
+      o, "",
+      {"name", "domain", "case_type", "criteria_operator", "criteria", "server_modified_boundary",
+       "case_status", "actions", "schedule", "time_zone", "run_on_change", "active"}));
   CC_RETURN_IF_ERROR(Str(o, "", "name", &r->name, true));
   for (char ch : r->name)
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.')
@@ -192,10 +192,14 @@ Status ParseRuleFields(const json::object& o, Rule* r) {
   if (op != "ALL" && op != "ANY") return Bad("criteria_operator", "must be ALL or ANY");
   r->any = op == "ANY";
   CC_RETURN_IF_ERROR(Str(o, "", "case_status", &status, false));
-  if (status == "open") r->case_status = Rule::CaseStatus::kOpen;
-  else if (status == "closed") r->case_status = Rule::CaseStatus::kClosed;
-  else if (status == "any") r->case_status = Rule::CaseStatus::kAny;
-  else return Bad("case_status", "must be open, closed or any");
+  if (status == "open")
+    r->case_status = Rule::CaseStatus::kOpen;
+  else if (status == "closed")
+    r->case_status = Rule::CaseStatus::kClosed;
+  else if (status == "any")
+    r->case_status = Rule::CaseStatus::kAny;
+  else
+    return Bad("case_status", "must be open, closed or any");
   if (const json::value* b = o.if_contains("server_modified_boundary"); b && !b->is_null()) {
     if (!b->is_int64() || b->get_int64() < 0)
       return Bad("server_modified_boundary", "must be a whole number of days (>= 0) or null");
@@ -204,7 +208,8 @@ Status ParseRuleFields(const json::object& o, Rule* r) {
   CC_RETURN_IF_ERROR(Str(o, "", "schedule", &r->cron, false));
   CC_RETURN_IF_ERROR(Str(o, "", "time_zone", &r->time_zone, false));
   if (Status s = CheckSchedule(r->cron, "UTC"); !s.ok()) return Bad("schedule", s.message());
-  if (Status s = CheckSchedule(r->cron, r->time_zone); !s.ok()) return Bad("time_zone", s.message());
+  if (Status s = CheckSchedule(r->cron, r->time_zone); !s.ok())
+    return Bad("time_zone", s.message());
   CC_RETURN_IF_ERROR(Bool(o, "", "run_on_change", &r->run_on_change));
   CC_RETURN_IF_ERROR(Bool(o, "", "active", &r->active));
   return Status::Ok();
@@ -231,7 +236,8 @@ std::optional<std::string_view> Lookup(const CaseRecord& c, const CaseRecord* pa
   return Prop(c, name);
 }
 
-bool CheckCriterion(const Criterion& k, const CaseRecord& c, const CaseRecord* parent, int64_t today) {
+bool CheckCriterion(const Criterion& k, const CaseRecord& c, const CaseRecord* parent,
+                    int64_t today) {
   auto v = Lookup(c, parent, k.property_name);
   if (!v) return false;  // a parent/ criterion on a case without a parent
   switch (k.match) {

@@ -23,9 +23,9 @@ struct Criterion {
   enum class Match { kEqual, kNotEqual, kHasValue, kHasNoValue, kRegex, kDays, kDaysBefore };
   std::string property_name;
   Match match = Match::kEqual;
-  std::string value;                   // EQUAL, NOT_EQUAL, REGEX
-  int64_t days = 0;                    // DAYS, DAYS_BEFORE
-  std::shared_ptr<std::regex> regex;   // REGEX, compiled once
+  std::string value;                  // EQUAL, NOT_EQUAL, REGEX
+  int64_t days = 0;                   // DAYS, DAYS_BEFORE
+  std::shared_ptr<std::regex> regex;  // REGEX, compiled once
 };
 
 // One property to set. name may be "parent/<prop>"; so may a CASE_PROPERTY value.

@@ -105,7 +105,8 @@ TaskHandler CaseChangedHandler(Engine* engine, std::function<Result<TaskQueue*>(
       ++n;
       changed += s.changed;
     }
-    return json::serialize(json::object{{"case_id", o.case_id}, {"rules", n}, {"changed", changed}});
+    return json::serialize(
+        json::object{{"case_id", o.case_id}, {"rules", n}, {"changed", changed}});
   };
 }
 
