@@ -178,6 +178,7 @@ int Main(int argc, char** argv) {
   RegisterReportCommands(&cli);
   RegisterExportCommands(&cli);
   RegisterRuleCommands(&cli);
+  RegisterAlertCommands(&cli);
   try {
     root.parse(argc, argv);
   } catch (const CLI::CallForVersion&) {
