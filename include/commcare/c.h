@@ -492,6 +492,35 @@ cc_report_preview(char** out, cc_engine* engine, const char* domain, const char*
  *  @param out free with cc_free */
 CC_EXTERN(int) cc_report_render(char** out, cc_engine* engine, const char* report_json);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Automatic case update rules (include/commcare/rules.h, docs/rules.md).                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Saves (adds or replaces) a rule and its daily schedule.
+ *  @param out the saved rule {"schedule", "rule", "next_run_at", "last_run_at", "enabled"}
+ *         (may be NULL); free with cc_free @return CC_EINVALID naming a bad field */
+CC_EXTERN(int) cc_rule_set(char** out, cc_engine* engine, const char* rule_json);
+
+/** Saved rules as a JSON array (as cc_rule_set's out). @param domain NULL: every domain's */
+CC_EXTERN(int) cc_rule_list(char** out, cc_engine* engine, const char* domain);
+
+/** One saved rule. @param out free with cc_free @return CC_ENOTFOUND */
+CC_EXTERN(int) cc_rule_get(char** out, cc_engine* engine, const char* domain, const char* name);
+
+/** Deletes a saved rule and its schedule. @return CC_ENOTFOUND when there is none */
+CC_EXTERN(int) cc_rule_delete(cc_engine* engine, const char* domain, const char* name);
+
+/** Runs a saved rule in the calling thread (dry_run != 0: changes nothing).
+ *  @param out {"changes": [{"case_id", "update", "close", ...}], "summary": {"scanned",
+ *         "matched", "changed", "unchanged", "failed", ...}}; free with cc_free */
+CC_EXTERN(int)
+cc_rule_run(char** out, cc_engine* engine, const char* domain, const char* name, int dry_run);
+
+/** Queues a rule.run task for a saved rule now (a worker pool runs it).
+ *  @param out_id the task's id @return CC_ENOTFOUND */
+CC_EXTERN(int)
+cc_rule_run_later(int64_t* out_id, cc_engine* engine, const char* domain, const char* name);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,9 @@
 #include "commcare/host.h"
 #include "commcare/tasks.h"
 #include "integrations/reports.h"
+#include "integrations/reminders/sms.h"
+#include "integrations/reminders/tasks.h"
+#include "integrations/rules/tasks.h"
 #include "meta/meta_store.h"
 #include "util/time.h"
 
@@ -105,6 +108,13 @@ void RegisterTaskTypes(Host* host, TaskWorkers* w) {
     return reports::SendReport(c, host->PillowStore(), meta.ok() ? *meta : nullptr, q);
   });
   w->Register("export.run", [host](TaskContext& c) { return RunExportTask(host, c); });
+  // Case update rules (docs/rules.md): a scan can take minutes, its lease is renewed meanwhile.
+  w->Register("rule.run", rules::RunRuleHandler(host->engine()));
+  w->Register("rule.case",
+              rules::CaseChangedHandler(host->engine(), [host] { return host->Tasks(); }));
+  // Reminders: a scheduled check queues due messages; SMS through an HTTP gateway.
+  w->Register("reminder.check", reminders::CheckHandler(host));
+  w->Register("sms.send", reminders::SmsSendHandler());
 }
 
 }  // namespace commcare::host

@@ -116,6 +116,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "reports_api";
     return ReportsApi(r, domain, rest.substr(11));
   }
+  if (rest == "api/rules" || rest.rfind("api/rules/", 0) == 0) {
+    *route = "rules_api";
+    return RulesApi(r, domain, rest.substr(9));
+  }
   if (rest.rfind("api/ucr/", 0) == 0) {
     *route = "ucr_api";
     return UcrApi(r, domain, rest.substr(8));

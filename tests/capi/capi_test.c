@@ -590,6 +590,58 @@ static void test_exports_and_reports(void) {
 
 /* Ownership: 10,000 rounds of every allocating call, successful and failing (LeakSanitizer
  * checks the capi_leak_test build of this file at exit). */
+/* Case update rules: saved with their schedule, a bad one refused naming the field, a dry run
+ * that changes nothing, a run that does, a rerun that finds nothing left to do. */
+#define FLAG_RULE(extra)                                                                  \
+  "{\"name\": \"flag\", \"domain\": \"demo\", \"case_type\": \"patient\", "              \
+  "\"criteria\": [{\"property_name\": \"status\", \"match_type\": \"EQUAL\", "            \
+  "\"property_value\": \"new\"}], \"actions\": {\"update\": [{\"name\": \"flag\", "        \
+  "\"value\": \"yes\"}]}" extra "}"
+static void test_rules(void) {
+  cc_engine* e = open_memory();
+  cc_submit_result* r = NULL;
+  char* json = NULL;
+  int64_t id = 0;
+  OK(submit(e, case_form("rf1", "rc1",
+                         "<create><case_type>patient</case_type><case_name>A</case_name>"
+                         "<owner_id>u1</owner_id></create><update><status>new</status></update>"),
+            &r));
+  cc_submit_result_free(r);
+  FAILS(cc_rule_set(&json, e, FLAG_RULE(", \"time_zone\": \"Nowhere/City\"")), CC_EINVALID,
+        "time_zone");
+  FAILS(cc_rule_set(&json, e,
+                    "{\"name\": \"x\", \"domain\": \"demo\", \"case_type\": \"p\", "
+                    "\"criteria\": [{\"property_name\": \"a\", \"match_type\": \"REGEX\", "
+                    "\"property_value\": \"[\"}], \"actions\": {\"close_case\": true}}"),
+        CC_EINVALID, "criteria[0].property_value");
+  OK(cc_rule_set(&json, e, FLAG_RULE(", \"time_zone\": \"Asia/Kolkata\"")));
+  CHECK(json && strstr(json, "\"schedule\":\"rule:demo:flag\"") != NULL);
+  cc_free(json);
+  OK(cc_rule_list(&json, e, "demo"));
+  CHECK(json && strstr(json, "Asia/Kolkata") != NULL);
+  cc_free(json);
+  OK(cc_rule_run(&json, e, "demo", "flag", 1));
+  CHECK(json && strstr(json, "\"case_id\":\"rc1\"") && strstr(json, "\"changed\":1"));
+  cc_free(json);
+  OK(cc_engine_get_case(&json, e, "demo", "rc1"));
+  CHECK(json && strstr(json, "\"flag\"") == NULL);
+  cc_free(json);
+  OK(cc_rule_run(&json, e, "demo", "flag", 0));
+  CHECK(json && strstr(json, "\"changed\":1"));
+  cc_free(json);
+  OK(cc_engine_get_case(&json, e, "demo", "rc1"));
+  CHECK(json && strstr(json, "\"flag\":\"yes\"") != NULL);
+  cc_free(json);
+  OK(cc_rule_run(&json, e, "demo", "flag", 0));
+  CHECK(json && strstr(json, "\"changed\":0") && strstr(json, "\"unchanged\":1"));
+  cc_free(json);
+  OK(cc_rule_run_later(&id, e, "demo", "flag"));
+  CHECK(id > 0);
+  OK(cc_rule_delete(e, "demo", "flag"));
+  FAILS(cc_rule_get(&json, e, "demo", "flag"), CC_ENOTFOUND, "no rule");
+  cc_engine_free(e);
+}
+
 static void test_loops(int rounds) {
   cc_engine* e = open_memory();
   cc_submit_result* r = NULL;
@@ -630,6 +682,7 @@ int main(int argc, char** argv) {
   test_users_and_restore();
   test_pillows();
   test_exports_and_reports();
+  test_rules();
   test_loops(rounds);
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);

@@ -666,5 +666,54 @@ class ReportsTest(unittest.TestCase):
             self.assertIn(v, sheet)
 
 
+class RulesTest(unittest.TestCase):
+    """Automatic case update rules through the C ABI: saved with a schedule, a bad one refused,
+    a dry run, a run, a rerun that changes nothing, the parent's property updated."""
+
+    RULE = {"name": "adult", "domain": "demo", "case_type": "patient",
+            "criteria": [{"property_name": "dob", "match_type": "DAYS", "property_value": 365}],
+            "actions": {"update": [{"name": "status", "value": "adult"},
+                                   {"name": "parent/has_adult", "value": "yes"}]},
+            "schedule": "0 3 * * *", "time_zone": "Africa/Nairobi"}
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="cc-py-rules-")
+        self.engine = commcare.Engine(os.path.join(self.dir, "data"))
+        self.engine.submit(case_form("fh", "h1", create("h1", case_type="household")), "demo")
+        for cid, dob in (("old", "2000-01-01"), ("young", time.strftime("%Y-%m-%d"))):
+            self.engine.submit(case_form(
+                "f" + cid, cid,
+                create(cid, props="<dob>%s</dob>" % dob) +
+                '<index><parent case_type="household">h1</parent></index>'), "demo")
+
+    def tearDown(self):
+        self.engine.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_saved_dry_run_run_and_rerun(self):
+        e = self.engine
+        with self.assertRaises(commcare.InvalidArgumentError) as bad:
+            e.set_rule(dict(self.RULE, criteria=[{"property_name": "dob", "match_type": "SOON"}]))
+        self.assertIn("criteria[0].match_type", str(bad.exception))
+        saved = e.set_rule(self.RULE)
+        self.assertEqual(saved["schedule"], "rule:demo:adult")
+        self.assertEqual([r["rule"]["name"] for r in e.rules("demo")], ["adult"])
+        dry = e.run_rule("demo", "adult", dry_run=True)
+        self.assertEqual([c["case_id"] for c in dry["changes"]], ["old"])
+        self.assertEqual(dry["changes"][0]["parent_update"], {"has_adult": "yes"})
+        self.assertNotIn("status", e.case("demo", "old")["properties"])
+        run = e.run_rule("demo", "adult")
+        self.assertEqual(run["summary"]["changed"], 1)
+        self.assertEqual(e.case("demo", "old")["properties"]["status"], "adult")
+        self.assertEqual(e.case("demo", "h1")["properties"]["has_adult"], "yes")
+        self.assertNotIn("status", e.case("demo", "young")["properties"])
+        again = e.run_rule("demo", "adult")
+        self.assertEqual((again["summary"]["changed"], again["summary"]["unchanged"]), (0, 1))
+        self.assertEqual(e.run_rule_later("demo", "adult")["type"], "rule.run")
+        e.delete_rule("demo", "adult")
+        with self.assertRaises(commcare.NotFoundError):
+            e.rule("demo", "adult")
+
+
 if __name__ == "__main__":
     unittest.main()

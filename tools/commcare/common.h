@@ -95,6 +95,8 @@ void RegisterAdminCommands(Cli* cli);   // admin, restore
 void RegisterTaskCommands(Cli* cli);    // tasks
 void RegisterReportCommands(Cli* cli);  // reports
 void RegisterExportCommands(Cli* cli);  // export cases|forms
+void RegisterRuleCommands(Cli* cli);    // rules
+void RegisterAlertCommands(Cli* cli);   // alerts (reminders)
 
 // Helpers (common.cc).
 int Fail(const std::string& msg, int code = kFailed);

@@ -177,6 +177,8 @@ int Main(int argc, char** argv) {
   RegisterTaskCommands(&cli);
   RegisterReportCommands(&cli);
   RegisterExportCommands(&cli);
+  RegisterRuleCommands(&cli);
+  RegisterAlertCommands(&cli);
   try {
     root.parse(argc, argv);
   } catch (const CLI::CallForVersion&) {

@@ -27,6 +27,7 @@
 #include "commcare/log.h"
 #include "commcare/sync.h"
 #include "common.h"
+#include "integrations/rules/tasks.h"
 #include "http/server.h"
 #include "meta/meta_store.h"
 #include "server/app.h"
@@ -185,6 +186,11 @@ int CmdServe(const Args& a) {
     auto h = (*host)->OpenPillows({});
     if (!h.ok()) return FailStatus(h.status());
     pillows = std::move(h).value();
+    // Rules that run on each case change (docs/rules.md): rule.case tasks for the workers.
+    commcare::Host* hp = host->get();
+    auto on_change = commcare::rules::NewChangeProcessor([hp] { return hp->Tasks(); });
+    if (auto s = pillows->AddPillow(commcare::rules::ChangePillowConfig(), on_change); !s.ok())
+      return FailStatus(s);
     pillow_thread = std::thread([&] {
       if (auto s = pillows->Run(stop_pillows); !s.ok())
         Log(LogLevel::kError, "pillows stopped: " + s.ToString(),

@@ -512,6 +512,39 @@ class Engine(_Handle):
         """A report definition (not saved) rendered as preview_report does."""
         return _call_json(_lib.cc_report_render, self._handle(), _t(self._text(report)))
 
+    # ---- automatic case update rules (docs/rules.md) ----
+
+    def set_rule(self, rule):
+        """Saves (adds or replaces) a case update rule (dict or JSON text) and its daily
+        schedule; returns it as saved: {"schedule", "rule", "next_run_at", "last_run_at",
+        "enabled"}. InvalidArgumentError names a bad field."""
+        return _call_json(_lib.cc_rule_set, self._handle(), _t(self._text(rule)))
+
+    def rules(self, domain=None):
+        """Saved rules (of one domain, or every domain's), as set_rule returns them."""
+        return _call_json(_lib.cc_rule_list, self._handle(), _t(domain))
+
+    def rule(self, domain, name):
+        """One saved rule; NotFoundError if absent."""
+        return _call_json(_lib.cc_rule_get, self._handle(), _t(domain), _t(name))
+
+    def delete_rule(self, domain, name):
+        """Deletes a saved rule and its schedule; NotFoundError if absent."""
+        _lib.cc_rule_delete(self._handle(), _t(domain), _t(name))
+
+    def run_rule(self, domain, name, dry_run=False):
+        """Runs a saved rule here: {"changes": [{"case_id", "update", "close", ...}],
+        "summary": {"scanned", "matched", "changed", "unchanged", "failed", ...}}; with
+        dry_run, what it would change, changing nothing."""
+        return _call_json(_lib.cc_rule_run, self._handle(), _t(domain), _t(name),
+                          1 if dry_run else 0)
+
+    def run_rule_later(self, domain, name):
+        """Queues a rule.run task for a saved rule and returns it (a dict, as task())."""
+        n = ctypes.c_int64()
+        _lib.cc_rule_run_later(ctypes.byref(n), self._handle(), _t(domain), _t(name))
+        return self.task(n.value)
+
     def workers(self, **options):
         """A worker pool (not started): Workers(self, queues=[...], workers=N, ...)."""
         return Workers(self, **options)

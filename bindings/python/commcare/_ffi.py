@@ -152,6 +152,12 @@ _FUNCS = [
     ("cc_report_send", [P(i64), vp, cp, cp], ctypes.c_int, _check),
     ("cc_report_preview", [out, vp, cp, cp], ctypes.c_int, _check),
     ("cc_report_render", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_rule_set", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_rule_list", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_rule_get", [out, vp, cp, cp], ctypes.c_int, _check),
+    ("cc_rule_delete", [vp, cp, cp], ctypes.c_int, _check),
+    ("cc_rule_run", [out, vp, cp, cp, ctypes.c_int], ctypes.c_int, _check),
+    ("cc_rule_run_later", [P(i64), vp, cp, cp], ctypes.c_int, _check),
 ]
 
 for _name, _args, _res, _errcheck in _FUNCS:

@@ -1,0 +1,87 @@
+// A case update rule's definition and its evaluation on one case: the criteria (HQ's
+// MatchPropertyDefinition match types, the server-modified boundary, open/closed) and the
+// effect its actions would have (HQ's UpdateCaseDefinition). Pure logic: no engine, no I/O.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "commcare/records.h"
+#include "commcare/status.h"
+#include "commcare/tasks.h"
+
+namespace commcare::rules {
+
+// One criterion. property_name may be "parent/<prop>" (the case's parent's property).
+struct Criterion {
+  enum class Match { kEqual, kNotEqual, kHasValue, kHasNoValue, kRegex, kDays, kDaysBefore };
+  std::string property_name;
+  Match match = Match::kEqual;
+  std::string value;                  // EQUAL, NOT_EQUAL, REGEX
+  int64_t days = 0;                   // DAYS, DAYS_BEFORE
+  std::shared_ptr<std::regex> regex;  // REGEX, compiled once
+};
+
+// One property to set. name may be "parent/<prop>"; so may a CASE_PROPERTY value.
+struct Update {
+  std::string name;
+  bool from_property = false;  // value_type CASE_PROPERTY: value names a property
+  std::string value;
+};
+
+struct Rule {
+  std::string name, domain, case_type;
+  bool any = false;  // criteria_operator ANY (default ALL)
+  std::vector<Criterion> criteria;
+  std::optional<int64_t> modified_days;  // server_modified_boundary
+  enum class CaseStatus { kOpen, kClosed, kAny } case_status = CaseStatus::kOpen;
+  std::vector<Update> updates;
+  bool close_case = false;
+  std::string cron = "0 0 * * *", time_zone = "UTC";  // the daily run
+  bool run_on_change = false;
+  bool active = true;
+  std::string json;  // the definition as saved (normalised)
+
+  bool NeedsParent() const;
+};
+
+// Parses and checks a definition; InvalidArgument names the field.
+Result<Rule> ParseRule(std::string_view json_text);
+
+// What a rule's actions would do to one case; empty when nothing would change.
+struct Effect {
+  std::string case_id;
+  std::map<std::string, std::string> update;
+  bool close = false;
+  std::string parent_id;
+  std::map<std::string, std::string> parent_update;
+  bool Empty() const { return update.empty() && !close && parent_update.empty(); }
+  std::string ToJson(std::string_view form_id) const;
+};
+
+// The day number (days since 1970-01-01) of a date property ("2024-05-01", or an ISO
+// date-time's date part); nullopt for anything else.
+std::optional<int64_t> DayOf(std::string_view value);
+
+// The day number (days since 1970-01-01) of a µs time in a time zone.
+Result<int64_t> LocalDay(int64_t micros, const std::string& time_zone);
+
+// Whether the case meets the rule (type, status, deleted, criteria, boundary). parent may be
+// null (no parent, or not needed). today: LocalDay(now) in the rule's zone.
+bool Matches(const Rule& r, const CaseRecord& c, const CaseRecord* parent, int64_t now,
+             int64_t today);
+
+// The effect of the rule's actions on a matching case.
+Effect PlanEffect(const Rule& r, const CaseRecord& c, const CaseRecord* parent);
+
+std::string ScheduleName(std::string_view domain, std::string_view name);
+// The schedule that saves a rule (its task: rule.run with the rule's JSON).
+Schedule ToSchedule(const Rule& r);
+
+}  // namespace commcare::rules
