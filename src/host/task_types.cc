@@ -8,6 +8,7 @@
 #include "commcare/exports.h"
 #include "commcare/host.h"
 #include "commcare/tasks.h"
+#include "host/import_tasks.h"
 #include "integrations/reports.h"
 #include "meta/meta_store.h"
 #include "util/time.h"
@@ -105,6 +106,7 @@ void RegisterTaskTypes(Host* host, TaskWorkers* w) {
     return reports::SendReport(c, host->PillowStore(), meta.ok() ? *meta : nullptr, q);
   });
   w->Register("export.run", [host](TaskContext& c) { return RunExportTask(host, c); });
+  RegisterImportTaskTypes(host, w);
 }
 
 }  // namespace commcare::host

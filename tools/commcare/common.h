@@ -95,6 +95,7 @@ void RegisterAdminCommands(Cli* cli);   // admin, restore
 void RegisterTaskCommands(Cli* cli);    // tasks
 void RegisterReportCommands(Cli* cli);  // reports
 void RegisterExportCommands(Cli* cli);  // export cases|forms
+void RegisterImportCommands(Cli* cli);  // import cases|edit
 
 // Helpers (common.cc).
 int Fail(const std::string& msg, int code = kFailed);
