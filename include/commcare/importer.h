@@ -110,7 +110,8 @@ std::string CaseImportOptionsToJson(const CaseImportOptions& options);
 Result<BulkEditOptions> BulkEditOptionsFromJson(std::string_view json);
 std::string BulkEditOptionsToJson(const BulkEditOptions& options);
 
-// Checks a bulk edit (InvalidArgument names an unknown filter or a bad property name).
+// Checks a bulk edit (InvalidArgument names an unknown filter or a bad property name, or no
+// change given outside a preview).
 Status CheckBulkEdit(const BulkEditOptions& options);
 // Runs (or previews) a bulk edit. Matches are taken once, sorted by case id; a rerun after a
 // failure skips the forms already stored (matches come from the snapshot in snapshot_path when

@@ -129,7 +129,7 @@ Result<std::vector<std::string>> Snapshot(const std::string& path, Engine* e, co
 Status CheckBulkEdit(const BulkEditOptions& o) {
   if (o.domain.empty()) return Status::InvalidArgument("domain: is required");
   CC_RETURN_IF_ERROR(ParseFilter(o).status());
-  if (o.set.empty() && !o.close)
+  if (o.set.empty() && !o.close && !o.preview)
     return Status::InvalidArgument("name a change: properties to set, or close");
   static const char* kOwn[] = {"case_id", "case_type", "type", "closed", "user_id",
                                "date_modified", "index"};

@@ -102,7 +102,6 @@ Response App::ImportApi(const Request& r, const std::string& domain, std::string
     auto o = BulkEditOptionsFromJson(json::serialize(v));
     if (!o.ok()) return Error(400, o.status().message());
     if (o->preview) {
-      if (o->set.empty() && !o->close) o->close = true;  // a preview needs no change
       auto res = BulkEditCases(engine_, *o);
       if (!res.ok()) return Error(StatusFor(res.status()), res.status().message());
       return Json(200, json::parse(res->ToJson()));

@@ -191,7 +191,7 @@ class ImportCliTest(unittest.TestCase):
     def test_import_task_killed_mid_way_applies_each_row_once(self):
         if not os.environ.get("COMMCARE_LIBRARY"):
             self.skipTest("the Python binding is not set up (COMMCARE_LIBRARY)")
-        n = 3000
+        n = 4000
         path = self.write("big.csv", "external_id,name,n\n"
                           + "".join(f"K{i},k{i},{i}\n" for i in range(n)))
         # A writer process running a worker pool (tasks that write need the writer's engine).
@@ -201,7 +201,7 @@ class ImportCliTest(unittest.TestCase):
                   "w.start()\n"
                   "if sys.argv[2] == 'enqueue':\n"
                   "    t = e.enqueue_import(sys.argv[3], {'domain': 'demo', 'case_type': 'patient',"
-                  " 'search_field': 'external_id', 'create_new': True, 'chunk_size': 10})\n"
+                  " 'search_field': 'external_id', 'create_new': True, 'chunk_size': 1})\n"
                   "    print(t['id'], flush=True)\n"
                   "    time.sleep(600)\n"
                   "else:\n"

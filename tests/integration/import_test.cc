@@ -5,6 +5,7 @@
 #include <xlsxwriter.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "engine_helpers.h"
@@ -15,8 +16,15 @@ using namespace cctest;
 
 namespace {
 
+// A fresh directory of its own (TempDir names one; nothing creates it).
+std::string NewDir(const char* tag) {
+  std::string d = TempDir(tag);
+  std::filesystem::create_directories(d);
+  return d;
+}
+
 std::string WriteFile(const std::string& name, const std::string& text) {
-  std::string path = TempDir("import") + "/" + name;
+  std::string path = NewDir("import") + "/" + name;
   std::ofstream(path, std::ios::binary) << text;
   return path;
 }
@@ -38,7 +46,7 @@ std::vector<std::vector<std::string>> ReadAll(const std::string& path) {
 }  // namespace
 
 TEST_CASE("Import: XLSX numbers, dates and strings become HQ's text") {
-  const std::string path = TempDir("import-xlsx") + "/cases.xlsx";
+  const std::string path = NewDir("import-xlsx") + "/cases.xlsx";
   lxw_workbook* wb = workbook_new(path.c_str());
   lxw_worksheet* ws = workbook_add_worksheet(wb, nullptr);
   lxw_format* date = workbook_add_format(wb);

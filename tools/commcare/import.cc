@@ -86,9 +86,7 @@ int CmdImportEdit(const Args& a) {
   }
   for (const auto& [k, v] : where) filter[k] = v;
   o.filter_json = json::serialize(filter);
-  if (o.preview && o.set.empty() && !o.close) o.close = true;  // a preview needs no change
   if (Status s = CheckBulkEdit(o); !s.ok()) return Fail(s.message(), kUsage);
-  if (o.preview && !a.Has("--close")) o.close = false;
   auto host = OpenHost(a, o.preview ? Access::kWriterOrReader : Access::kWriter);
   if (!host.ok()) return FailStatus(host.status());
   if (Status s = ActingUser(host->get(), a, &o.user_id, &o.username); !s.ok()) return FailStatus(s);
