@@ -463,6 +463,36 @@ CC_EXTERN(int)
 cc_export_fetch(char** out_result, cc_engine* engine, const char* domain, int64_t task_id,
                 const char* out_path);
 
+/* ---- Case import and bulk case edit (docs/import.md) ---------------------------------------- */
+
+/** Imports cases from a CSV or XLSX file in the calling thread (HQ's case importer).
+ *  @param out_result HQ's result counts and errors plus "problems" (the first 1,000 problem rows:
+ *         {"row", "column", "error", "reason"}); may be NULL; free with cc_free
+ *  @param options_json {"domain", "case_type", "search_field", "create_new", "dry_run",
+ *         "columns", "user_id", "username", ...} @param progress may be NULL
+ *  @return CC_OK (problem rows are in the result); CC_EINVALID for a bad option or header;
+ *          CC_EABORTED if progress stopped it */
+CC_EXTERN(int)
+cc_import_cases(char** out_result, cc_engine* engine, const char* options_json, const char* path,
+                cc_progress_fn progress, void* payload);
+
+/** Stores the file's bytes in the export blob store and queues an import.cases task.
+ *  @param out_id the task's id (its result is the import's; cc_tasks_wait follows it) */
+CC_EXTERN(int)
+cc_import_enqueue(int64_t* out_id, cc_engine* engine, const char* options_json, const char* data,
+                  size_t len);
+
+/** Runs (or with "preview": true, counts) a bulk case edit in the calling thread.
+ *  @param out_result {"matched", "updated", "num_chunks", "sample", ...}; may be NULL; cc_free it
+ *  @param options_json {"domain", "filter": {Case API filters}, "set": {...}, "close",
+ *         "preview", "user_id", "username"} @return CC_EINVALID names a bad filter or property */
+CC_EXTERN(int)
+cc_bulk_edit(char** out_result, cc_engine* engine, const char* options_json,
+             cc_progress_fn progress, void* payload);
+
+/** Queues an import.bulk_edit task. @param out_id the task's id */
+CC_EXTERN(int) cc_bulk_edit_enqueue(int64_t* out_id, cc_engine* engine, const char* options_json);
+
 /** Saves (adds or replaces) a scheduled report; its "schedule" is required.
  *  @param out the saved report {"schedule", "report", "next_run_at", "last_run_at", "enabled"}
  *         (may be NULL); free with cc_free @return CC_EINVALID naming a bad field */

@@ -8,6 +8,7 @@
 #include "commcare/exports.h"
 #include "commcare/host.h"
 #include "commcare/tasks.h"
+#include "host/import_tasks.h"
 #include "integrations/reports.h"
 #include "integrations/reminders/sms.h"
 #include "integrations/reminders/tasks.h"
@@ -115,6 +116,7 @@ void RegisterTaskTypes(Host* host, TaskWorkers* w) {
   // Reminders: a scheduled check queues due messages; SMS through an HTTP gateway.
   w->Register("reminder.check", reminders::CheckHandler(host));
   w->Register("sms.send", reminders::SmsSendHandler());
+  RegisterImportTaskTypes(host, w);
 }
 
 }  // namespace commcare::host

@@ -112,6 +112,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "exports_api";
     return ExportsApi(r, domain, rest.substr(11));
   }
+  if (rest == "api/import" || rest.rfind("api/import/", 0) == 0) {
+    *route = "import_api";
+    return ImportApi(r, domain, rest.substr(10));  // import_api.cc
+  }
   if (rest == "api/reports" || rest.rfind("api/reports/", 0) == 0) {
     *route = "reports_api";
     return ReportsApi(r, domain, rest.substr(11));

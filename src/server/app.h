@@ -98,6 +98,7 @@ class App {
   http::Response ChangesApi(const http::Request& r, const std::string& domain);
   http::Response TasksApi(const http::Request& r, const std::string& domain, std::string rest);
   http::Response ExportsApi(const http::Request& r, const std::string& domain, std::string rest);
+  http::Response ImportApi(const http::Request& r, const std::string& domain, std::string rest);
   http::Response ReportsApi(const http::Request& r, const std::string& domain, std::string rest);
   http::Response RulesApi(const http::Request& r, const std::string& domain, std::string rest);
   std::string TaskMetrics();  // tasks_api.cc

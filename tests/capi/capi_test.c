@@ -588,6 +588,66 @@ static void test_exports_and_reports(void) {
   CHECK(system(config) == 0);
 }
 
+/* Case import (dry run, then for real, then again: nothing changes) and a bulk edit. */
+static void test_import_and_bulk_edit(void) {
+  char dir[] = "/tmp/cc-capi-import-XXXXXX", path[256], config[512];
+  const char* opts = "{\"domain\": \"demo\", \"case_type\": \"patient\", "
+                     "\"search_field\": \"external_id\", \"create_new\": true%s}";
+  char options[256];
+  cc_engine_options o = CC_ENGINE_OPTIONS_INIT;
+  cc_engine* e = NULL;
+  char* json = NULL;
+  int64_t id = 0;
+  FILE* f;
+
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(config, sizeof config, "{\"backend\": \"sqlite\", \"data_dir\": \"%s/data\", "
+           "\"create\": true}", dir);
+  o.config_json = config;
+  OK(cc_engine_open(&e, &o));
+  snprintf(path, sizeof path, "%s/p.csv", dir);
+  f = fopen(path, "w");
+  CHECK(f != NULL);
+  fputs("external_id,name,ward,close\nE1,Amina,w1,\nE2,Baraka,w2,maybe\nE1,,w3,\n", f);
+  fclose(f);
+  snprintf(options, sizeof options, opts, ", \"dry_run\": true");
+  OK(cc_import_cases(&json, e, options, path, NULL, NULL));
+  CHECK(json && strstr(json, "\"created_count\":1") && strstr(json, "\"match_count\":1") &&
+        strstr(json, "\"failed_count\":1") && strstr(json, "\"row\":3"));
+  cc_free(json);
+  OK(cc_bulk_edit(&json, e, "{\"domain\": \"demo\", \"filter\": {\"case_type\": \"patient\"}, "
+                  "\"preview\": true}", NULL, NULL));
+  CHECK(json && strstr(json, "\"matched\":0"));  /* the dry run wrote nothing */
+  cc_free(json);
+  snprintf(options, sizeof options, opts, "");
+  OK(cc_import_cases(&json, e, options, path, NULL, NULL));
+  CHECK(json && strstr(json, "\"created_count\":1") && strstr(json, "\"chunks_already_applied\":0"));
+  cc_free(json);
+  OK(cc_import_cases(&json, e, options, path, NULL, NULL));
+  CHECK(json && strstr(json, "\"chunks_already_applied\":2"));
+  cc_free(json);
+  FAILS(cc_import_cases(&json, e, "{\"domain\": \"demo\"}", path, NULL, NULL), CC_EINVALID,
+        "case_type");
+  FAILS(cc_import_cases(&json, e, "{\"colour\": 1}", path, NULL, NULL), CC_EINVALID, "colour");
+  OK(cc_bulk_edit(&json, e, "{\"domain\": \"demo\", \"filter\": {\"properties.ward\": \"w3\"}, "
+                  "\"set\": {\"flag\": \"yes\"}}", NULL, NULL));
+  CHECK(json && strstr(json, "\"updated\":1"));
+  cc_free(json);
+  FAILS(cc_bulk_edit(&json, e, "{\"domain\": \"demo\", \"filter\": {\"colour\": \"red\"}, "
+                     "\"close\": true}", NULL, NULL), CC_EINVALID, "colour");
+  OK(cc_import_enqueue(&id, e, options, "external_id,name\nE9,x\n", 22));
+  CHECK(id > 0);
+  OK(cc_tasks_get(&json, e, id));
+  CHECK(json && strstr(json, "\"import.cases\""));
+  cc_free(json);
+  OK(cc_bulk_edit_enqueue(&id, e, "{\"domain\": \"demo\", \"filter\": {\"case_type\": "
+                          "\"patient\"}, \"close\": true}"));
+  CHECK(id > 0);
+  cc_engine_free(e);
+  snprintf(config, sizeof config, "rm -rf '%s'", dir);
+  CHECK(system(config) == 0);
+}
+
 /* Ownership: 10,000 rounds of every allocating call, successful and failing (LeakSanitizer
  * checks the capi_leak_test build of this file at exit). */
 /* Case update rules: saved with their schedule, a bad one refused naming the field, a dry run
@@ -683,6 +743,7 @@ int main(int argc, char** argv) {
   test_pillows();
   test_exports_and_reports();
   test_rules();
+  test_import_and_bulk_edit();
   test_loops(rounds);
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);

@@ -486,6 +486,31 @@ class ExportsTest(unittest.TestCase):
         self.engine.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def test_import_cases_and_bulk_edit(self):
+        e = self.engine
+        path = os.path.join(self.dir, "import.csv")
+        with open(path, "w") as f:
+            f.write("case_id,age,close\nc0,99,\nc1,,yes\nnope,1,\nc2,3,perhaps\n")
+        dry = e.import_cases(path, {"domain": "demo", "case_type": "patient", "dry_run": True})
+        self.assertEqual((dry["match_count"], dry["skipped_count"], dry["failed_count"]), (2, 1, 1))
+        self.assertEqual([(p["row"], p["column"]) for p in dry["problems"]], [(5, "close")])
+        self.assertEqual(e.case("demo", "c0")["properties"]["age"], "0")  # nothing written
+        r = e.import_cases(path, {"domain": "demo", "case_type": "patient"})
+        self.assertEqual(r["match_count"], 2)
+        self.assertEqual(e.case("demo", "c0")["properties"]["age"], "99")
+        self.assertTrue(e.case("demo", "c1")["closed"])
+        with self.assertRaises(commcare.InvalidArgumentError):
+            e.import_cases(path, {"domain": "demo"})
+        prev = e.bulk_edit({"domain": "demo", "filter": {"owner_id": "u2"}, "preview": True})
+        self.assertEqual(prev["matched"], 2)
+        done = e.bulk_edit({"domain": "demo", "filter": {"owner_id": "u2"}, "set": {"ward": "9"}})
+        self.assertEqual(done["updated"], 2)
+        self.assertEqual(e.case("demo", "c1")["properties"]["ward"], "9")
+        task = e.enqueue_import(b"case_id,age\nc3,7\n", {"domain": "demo", "case_type": "patient"})
+        self.assertEqual((task["type"], task["state"]), ("import.cases", "queued"))
+        task = e.enqueue_bulk_edit({"domain": "demo", "filter": {"case_type": "patient"}, "close": True})
+        self.assertEqual(task["type"], "import.bulk_edit")
+
     def test_export_to_csv_and_xlsx_with_progress(self):
         e, seen = self.engine, []
         out = os.path.join(self.dir, "cases.csv")

@@ -97,6 +97,7 @@ void RegisterReportCommands(Cli* cli);  // reports
 void RegisterExportCommands(Cli* cli);  // export cases|forms
 void RegisterRuleCommands(Cli* cli);    // rules
 void RegisterAlertCommands(Cli* cli);   // alerts (reminders)
+void RegisterImportCommands(Cli* cli);  // import cases|edit
 
 // Helpers (common.cc).
 int Fail(const std::string& msg, int code = kFailed);

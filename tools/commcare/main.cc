@@ -179,6 +179,7 @@ int Main(int argc, char** argv) {
   RegisterExportCommands(&cli);
   RegisterRuleCommands(&cli);
   RegisterAlertCommands(&cli);
+  RegisterImportCommands(&cli);
   try {
     root.parse(argc, argv);
   } catch (const CLI::CallForVersion&) {

@@ -476,6 +476,65 @@ class Engine(_Handle):
         return _call_json(_lib.cc_export_fetch, self._handle(), _t(domain), int(task_id),
                           _t(os.fspath(out_path)))
 
+    # ---- case import and bulk case edit (docs/import.md) ----
+
+    def _with_progress(self, call, progress, *args):
+        """Runs call(out, handle, *args, progress_fn, None), re-raising an exception of
+        progress (or AbortedError when it returned False)."""
+        failure = []
+
+        def cb(done, total, _payload):
+            try:
+                return 1 if progress(done, total) is False else 0
+            except BaseException as e:  # noqa: B902 (re-raised after the call returns)
+                failure.append(e)
+                return 1
+
+        fn = _ffi.PROGRESS_FN(cb) if progress is not None else _ffi.PROGRESS_FN()
+        out = ctypes.c_void_p()
+        try:
+            call(ctypes.byref(out), self._handle(), *args, fn, None)
+        except AbortedError:
+            if failure:
+                raise failure[0]
+            raise
+        return json.loads(_ffi.take(out))
+
+    def import_cases(self, path, options, progress=None):
+        """Imports cases from a CSV or XLSX file in this thread (HQ's case importer) and
+        returns HQ's result counts and errors plus "problems" (problem rows: row, column,
+        error, reason). options: {"domain", "case_type", "search_field", "create_new",
+        "dry_run", "columns", "user_id", "username", ...}.
+
+            engine.import_cases("/tmp/p.csv", {"domain": "demo", "case_type": "patient",
+                                               "create_new": True, "dry_run": True})
+        """
+        return self._with_progress(_lib.cc_import_cases, progress, _t(self._text(options)),
+                                   _t(os.fspath(path)))
+
+    def enqueue_import(self, data, options):
+        """Stores the file's bytes (or a path's) and queues an import.cases task; returns the
+        task (a dict, as task()); its result is the import's once a worker ran it."""
+        if not isinstance(data, (bytes, bytearray)):
+            with open(os.fspath(data), "rb") as f:
+                data = f.read()
+        n = ctypes.c_int64()
+        _lib.cc_import_enqueue(ctypes.byref(n), self._handle(), _t(self._text(options)),
+                               bytes(data), len(data))
+        return self.task(n.value)
+
+    def bulk_edit(self, options, progress=None):
+        """Runs a bulk case edit in this thread, or counts it with "preview": True: options are
+        {"domain", "filter": {Case API filters}, "set": {...}, "close", "preview"}; returns
+        {"matched", "updated", "num_chunks", "sample", ...}."""
+        return self._with_progress(_lib.cc_bulk_edit, progress, _t(self._text(options)))
+
+    def enqueue_bulk_edit(self, options):
+        """Queues an import.bulk_edit task and returns it (a dict, as task())."""
+        n = ctypes.c_int64()
+        _lib.cc_bulk_edit_enqueue(ctypes.byref(n), self._handle(), _t(self._text(options)))
+        return self.task(n.value)
+
     # ---- scheduled reports (docs/email-and-reports.md) ----
 
     def set_report(self, report):
