@@ -19,4 +19,8 @@ int StatusFor(const Status& s);
 // 429 with Retry-After: the whole seconds of wait, rounded up, also named in the message.
 http::Response TooManyRequests(double wait, std::string_view message);
 
+// The console's sign-in route, and its session cookie's value in a request ("" if none).
+inline constexpr std::string_view kConsoleLoginPath = "/console/api/login";
+std::string SessionCookie(const http::Request& r);
+
 }  // namespace commcare::server
