@@ -149,7 +149,7 @@ async function browser(s, chromium) {
     const page = await ctx.newPage();
     const errors = [];
     page.on('pageerror', e => errors.push(e.message));
-    page.on('console', m => { if (m.type() === 'error' && !/401|429/.test(m.text())) errors.push(m.text()); });
+    page.on('console', m => { if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) errors.push(m.text()); });
     await signIn(page, s);
     const ids = await submissionsAndCase(page, s);
     await archive(page, s, ids);

@@ -7,6 +7,13 @@ async function tabTo(page, target, max = 80) {
   const loc = typeof target === 'string' ? page.locator(target).first() : target.first();
   await loc.waitFor();
   const handle = await loc.elementHandle();
+  // Behind the focus: start again from the top (the skip link), as a keyboard user would.
+  const behind = await page.evaluate(el => {
+    const a = document.activeElement;
+    return !a || a === document.body ||
+      !!(a.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_PRECEDING);
+  }, handle);
+  if (behind) await page.focus('.skip');
   for (let i = 0; i < max; ++i) {
     if (await page.evaluate(el => document.activeElement === el, handle)) return;
     await page.keyboard.press('Tab');
@@ -17,10 +24,10 @@ async function tabTo(page, target, max = 80) {
 // Tabs through the page from the top; each stop must be visible with an accessible name. At
 // least `min` stops, and focus must get past the navigation into the page's own controls.
 async function tabWalk(page, name, min) {
-  await page.evaluate(() => { document.activeElement?.blur(); window.scrollTo(0, 0); });
+  await page.focus('.skip');  // the first stop of every page
   const seen = [];
   for (let i = 0; i < 60; ++i) {
-    await page.keyboard.press('Tab');
+    if (i > 0) await page.keyboard.press('Tab');
     const stop = await page.evaluate(() => {
       const el = document.activeElement;
       if (!el || el === document.body) return null;
