@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS api_keys(key_hash TEXT PRIMARY KEY, username TEXT NOT
 CREATE TABLE IF NOT EXISTS user_api_keys(key_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
   created INTEGER NOT NULL, expires INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS user_api_keys_by_user ON user_api_keys(username, created);
+CREATE TABLE IF NOT EXISTS console_sessions(id_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
+  csrf TEXT NOT NULL, created INTEGER NOT NULL, expires INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS console_sessions_by_expiry ON console_sessions(expires);
 CREATE TABLE IF NOT EXISTS docs(kind TEXT NOT NULL, id TEXT NOT NULL, domain TEXT NOT NULL,
   doc TEXT NOT NULL, rev INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(kind, id)) WITHOUT ROWID;
@@ -58,6 +61,9 @@ CREATE TABLE IF NOT EXISTS api_keys(key_hash TEXT PRIMARY KEY, username TEXT NOT
 CREATE TABLE IF NOT EXISTS user_api_keys(key_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
   created BIGINT NOT NULL, expires BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS user_api_keys_by_user ON user_api_keys(username, created);
+CREATE TABLE IF NOT EXISTS console_sessions(id_hash TEXT PRIMARY KEY, username TEXT NOT NULL,
+  csrf TEXT NOT NULL, created BIGINT NOT NULL, expires BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS console_sessions_by_expiry ON console_sessions(expires);
 CREATE TABLE IF NOT EXISTS docs(kind TEXT NOT NULL, id TEXT COLLATE "C" NOT NULL, domain TEXT NOT NULL,
   doc JSONB NOT NULL, rev BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(kind, id));

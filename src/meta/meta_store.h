@@ -114,6 +114,15 @@ bool VerifyPassword(std::string_view password, std::string_view hash);
 // commcare.json names a shared "meta" database. For MetaStore::Open and Sync::Open.
 std::string StoreAt(const std::string& data_dir, std::string_view file);
 
+// A web console session (meta_sessions.cc): who signed in, the token the console must send
+// back in X-CSRF-Token with every state-changing request, and when it ends.
+struct Session {
+  std::string username;
+  std::string csrf_token;  // 64 hex digits
+  int64_t created = 0;     // seconds since the epoch
+  int64_t expires = 0;     // seconds since the epoch
+};
+
 class MetaStore;
 
 // A restore request for a user of the domain: owner ids, registration data and fixtures from
@@ -197,6 +206,17 @@ class MetaStore {
   Status RevokeApiKey(std::string_view username, std::string_view id);
   // The active user owning this key, if it has not expired.
   Result<User> AuthenticateApiKey(std::string_view username, std::string_view key);
+
+  // Console sessions, kept here (not in a server's memory) so every server of a deployment
+  // sharing this store knows them. Only the SHA-256 of a session id is stored.
+  // A new session of the user lasting ttl_seconds: its id (64 hex digits, 256 random bits),
+  // returned once; *session receives what is stored. Expired sessions are deleted on the way.
+  Result<std::string> CreateSession(std::string_view username, int64_t ttl_seconds,
+                                    Session* session);
+  // The live session with this id; Unauthenticated when there is none or it has expired.
+  Result<Session> GetSession(std::string_view id);
+  // Ends the session with this id (Ok when there was none).
+  Status DeleteSession(std::string_view id);
 
  private:
   struct Impl;

@@ -41,6 +41,9 @@ Response App::Handle(const Request& r) {
   auto t0 = std::chrono::steady_clock::now();
   std::string route = "other";
   Response resp = Route(r, &route);
+  // The console signs in with its own form: no browser credential dialog for its requests.
+  if (resp.status == 401 && r.Header("x-commcare-console"))
+    std::erase_if(resp.headers, [](const auto& h) { return h.first == "WWW-Authenticate"; });
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::lock_guard l(metrics_.mu);
   auto& m = metrics_.routes[route];
@@ -61,6 +64,7 @@ Response App::Handle(const Request& r) {
 }
 
 Response App::Route(const Request& r, std::string* route) {
+  if (auto console = Console(r, route)) return std::move(*console);
   if (r.path == "/api/domains" || r.path == "/api/domains/") {
     *route = "admin_domains";
     return DomainsApi(r);
@@ -135,6 +139,10 @@ Response App::Route(const Request& r, std::string* route) {
   if (rest.rfind("api/form/attachment/", 0) == 0) {
     *route = "form_attachment";
     return Attachment(r, domain, rest.substr(20));
+  }
+  if (rest.rfind("api/console/", 0) == 0) {
+    *route = "console_api";
+    return ConsoleApi(r, domain, rest.substr(12));
   }
   if (rest.rfind("api/v0.5/form", 0) == 0) {
     *route = "form_api";

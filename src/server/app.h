@@ -29,6 +29,7 @@ struct AppLimits {
   int streams_per_user = 4;  // restores being sent at once
   int streams = 128;
   LoginLimits login;
+  int session_seconds = 8 * 3600;  // a console session's lifetime from sign-in
 };
 
 class App {
@@ -107,6 +108,21 @@ class App {
                          const std::string& rest);  // form_api.cc
   http::Response CaseApi(const http::Request& r, const std::string& domain,
                          const std::string& rest);  // case_api.cc
+  // The web console (console.cc): its assets at / and /console/, and /console/api/ (login,
+  // logout, session, pillows); nullopt when the path is not the console's.
+  std::optional<http::Response> Console(const http::Request& r, std::string* route);
+  http::Response Login(const http::Request& r);
+  http::Response Logout(const http::Request& r);
+  http::Response SessionInfo(const http::Request& r);
+  http::Response PillowsJson(const http::Request& r);
+  // The console's data routes missing from the APIs (console_api.cc): /a/{domain}/api/console/
+  // case/{id}/history and form/{id}/archive|unarchive.
+  http::Response ConsoleApi(const http::Request& r, const std::string& domain,
+                            const std::string& rest);
+  // The user of the request's console session cookie, when it is live and the user active; a
+  // state-changing request must also carry the session's CSRF token (X-CSRF-Token) and, if it
+  // names an Origin, come from this server's. Unauthenticated or PermissionDenied otherwise.
+  Result<meta::User> SessionUser(const http::Request& r);
   // The authenticated user (Basic, Digest or ApiKey): the gate's, or checked now.
   // Unauthenticated says why (a message starting "stale" for an expired Digest nonce);
   // ResourceExhausted when failed logins of the user or the address must wait.

@@ -22,4 +22,8 @@ http::Response TooManyRequests(double wait, std::string_view message);
 // s percent-encoded for a URL's query (unreserved characters and ':' kept).
 std::string UrlEncode(std::string_view s);
 
+// The console's sign-in route, and its session cookie's value in a request ("" if none).
+inline constexpr std::string_view kConsoleLoginPath = "/console/api/login";
+std::string SessionCookie(const http::Request& r);
+
 }  // namespace commcare::server
