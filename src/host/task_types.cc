@@ -8,6 +8,7 @@
 #include "commcare/exports.h"
 #include "commcare/host.h"
 #include "commcare/tasks.h"
+#include "integrations/forwarding/forwarding.h"
 #include "integrations/reports.h"
 #include "meta/meta_store.h"
 #include "util/time.h"
@@ -105,6 +106,13 @@ void RegisterTaskTypes(Host* host, TaskWorkers* w) {
     return reports::SendReport(c, host->PillowStore(), meta.ok() ? *meta : nullptr, q);
   });
   w->Register("export.run", [host](TaskContext& c) { return RunExportTask(host, c); });
+  if (auto q = host->Tasks(); q.ok() && !host->PillowStore().empty()) {  // docs/forwarding.md
+    TaskTypeOptions deliver;
+    deliver.lease = std::chrono::seconds(10);  // a dead worker's records are resent soon
+    w->Register(forwarding::kDeliverTask,
+                forwarding::DeliverHandler(host->engine(), host->PillowStore()), deliver);
+    w->Register(forwarding::kSweepTask, forwarding::SweepHandler(host->PillowStore(), *q));
+  }
 }
 
 }  // namespace commcare::host

@@ -123,6 +123,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "exports_api";
     return ExportsApi(r, domain, rest.substr(11));
   }
+  if (rest == "api/forwarders" || rest.rfind("api/forwarders/", 0) == 0) {
+    *route = "forwarders_api";
+    return ForwardersApi(r, domain, rest.substr(14));
+  }
   if (rest == "api/reports" || rest.rfind("api/reports/", 0) == 0) {
     *route = "reports_api";
     return ReportsApi(r, domain, rest.substr(11));

@@ -95,6 +95,7 @@ void RegisterAdminCommands(Cli* cli);   // admin, restore
 void RegisterTaskCommands(Cli* cli);    // tasks
 void RegisterReportCommands(Cli* cli);  // reports
 void RegisterExportCommands(Cli* cli);  // export cases|forms
+void RegisterForwarderCommands(Cli* cli);  // forwarders (data forwarding)
 
 // Helpers (common.cc).
 int Fail(const std::string& msg, int code = kFailed);

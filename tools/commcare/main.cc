@@ -177,6 +177,7 @@ int Main(int argc, char** argv) {
   RegisterTaskCommands(&cli);
   RegisterReportCommands(&cli);
   RegisterExportCommands(&cli);
+  RegisterForwarderCommands(&cli);
   try {
     root.parse(argc, argv);
   } catch (const CLI::CallForVersion&) {

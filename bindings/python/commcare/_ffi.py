@@ -152,6 +152,13 @@ _FUNCS = [
     ("cc_report_send", [P(i64), vp, cp, cp], ctypes.c_int, _check),
     ("cc_report_preview", [out, vp, cp, cp], ctypes.c_int, _check),
     ("cc_report_render", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_forwarder_add", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_forwarder_list", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_forwarder_set_paused", [vp, cp, cp, ctypes.c_int], ctypes.c_int, _check),
+    ("cc_forwarder_delete", [vp, cp, cp], ctypes.c_int, _check),
+    ("cc_forward_records", [out, vp, cp, cp], ctypes.c_int, _check),
+    ("cc_forward_record", [out, vp, cp, i64], ctypes.c_int, _check),
+    ("cc_forward_resend", [P(i64), vp, cp, i64, cp], ctypes.c_int, _check),
 ]
 
 for _name, _args, _res, _errcheck in _FUNCS:
