@@ -551,6 +551,42 @@ cc_rule_run(char** out, cc_engine* engine, const char* domain, const char* name,
 CC_EXTERN(int)
 cc_rule_run_later(int64_t* out_id, cc_engine* engine, const char* domain, const char* name);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Data forwarding (include/commcare/forwarding.h, docs/forwarding.md). Records are made by    */
+/* the forwarding pillow (cc_pillows_open) and delivered by worker pools (cc_workers_open).    */
+
+/** Adds a forwarder. @param forwarder_json {"domain", "url", "kind": "form"|"case", "format",
+ *  "auth", "username", "password", "token", "headers", "xmlns", "case_types", "events", ...}
+ *  @param out the stored forwarder with its "id" (secrets as "***"); may be NULL; cc_free it
+ *  @return CC_EINVALID naming a bad field */
+CC_EXTERN(int) cc_forwarder_add(char** out, cc_engine* engine, const char* forwarder_json);
+
+/** A domain's forwarders, a JSON array. @param out free with cc_free */
+CC_EXTERN(int) cc_forwarder_list(char** out, cc_engine* engine, const char* domain);
+
+/** Pauses (paused != 0: records wait) or resumes a forwarder. @return CC_ENOTFOUND */
+CC_EXTERN(int)
+cc_forwarder_set_paused(cc_engine* engine, const char* domain, const char* id, int paused);
+
+/** Deletes a forwarder; its waiting records are cancelled. @return CC_ENOTFOUND */
+CC_EXTERN(int) cc_forwarder_delete(cc_engine* engine, const char* domain, const char* id);
+
+/** A domain's repeat records, newest first, a JSON array. @param filter_json NULL or
+ *  {"forwarder", "state": "pending"|"failed"|"succeeded"|"cancelled"|"empty"|"invalid_payload",
+ *  "limit": 1..1000, "before": id} @param out free with cc_free */
+CC_EXTERN(int)
+cc_forward_records(char** out, cc_engine* engine, const char* domain, const char* filter_json);
+
+/** One repeat record with its "attempt_log". @param out free with cc_free @return CC_ENOTFOUND */
+CC_EXTERN(int) cc_forward_record(char** out, cc_engine* engine, const char* domain, int64_t id);
+
+/** Sends record_id again now (record_id > 0), or every failed and cancelled record of the
+ *  domain (record_id 0; of forwarder_id only when not NULL). @param out_count how many; may be
+ *  NULL @return CC_ENOTFOUND for no such record or forwarder */
+CC_EXTERN(int)
+cc_forward_resend(int64_t* out_count, cc_engine* engine, const char* domain, int64_t record_id,
+                  const char* forwarder_id);
+
 #ifdef __cplusplus
 }
 #endif

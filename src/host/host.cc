@@ -14,6 +14,7 @@
 #include "commcare/sync.h"
 #include "commcare/tasks.h"
 #include "host/task_types.h"
+#include "integrations/forwarding/forwarding.h"
 #include "meta/meta_store.h"
 
 namespace commcare {
@@ -172,7 +173,12 @@ Result<std::unique_ptr<PillowHost>> Host::OpenPillows(const PillowHostOptions& o
   if (!engine_) return Status::FailedPrecondition("the host is closed");
   PillowHostOptions o = options;
   if (o.dir.empty()) o.dir = PillowStore();
-  return PillowHost::Open(engine_.get(), o);
+  CC_ASSIGN_OR_RETURN(auto h, PillowHost::Open(engine_.get(), o));
+  if (o.builtin) {  // data forwarding (docs/forwarding.md): records, then delivery tasks
+    auto tasks = const_cast<Host*>(this)->Tasks();
+    CC_RETURN_IF_ERROR(forwarding::AddForwardingPillow(h.get(), tasks.ok() ? *tasks : nullptr));
+  }
+  return h;
 }
 
 }  // namespace commcare

@@ -9,6 +9,7 @@
 #include "commcare/host.h"
 #include "commcare/tasks.h"
 #include "host/import_tasks.h"
+#include "integrations/forwarding/forwarding.h"
 #include "integrations/reports.h"
 #include "integrations/reminders/sms.h"
 #include "integrations/reminders/tasks.h"
@@ -117,6 +118,13 @@ void RegisterTaskTypes(Host* host, TaskWorkers* w) {
   w->Register("reminder.check", reminders::CheckHandler(host));
   w->Register("sms.send", reminders::SmsSendHandler());
   RegisterImportTaskTypes(host, w);
+  if (auto q = host->Tasks(); q.ok() && !host->PillowStore().empty()) {  // docs/forwarding.md
+    TaskTypeOptions deliver;
+    deliver.lease = std::chrono::seconds(10);  // a dead worker's records are resent soon
+    w->Register(forwarding::kDeliverTask,
+                forwarding::DeliverHandler(host->engine(), host->PillowStore()), deliver);
+    w->Register(forwarding::kSweepTask, forwarding::SweepHandler(host->PillowStore(), *q));
+  }
 }
 
 }  // namespace commcare::host

@@ -191,6 +191,9 @@ class Host final : public PillowHost {
     if (!p) return Status::InvalidArgument("a pillow needs a processor");
     return Add(config, NewUserProcessor(std::move(p)));
   }
+  Status AddBuiltin(const PillowConfig& config, std::unique_ptr<Processor> p) {
+    return Add(config, std::move(p));
+  }
 
   const std::string& Store() const override { return opts_.dir; }
 
@@ -398,6 +401,7 @@ class Host final : public PillowHost {
     return out;
   }
 
+  // Adds a pillow (also AddBuiltinPillow's way in).
   Status Add(const PillowConfig& cfg, std::unique_ptr<Processor> proc) {
     if (cfg.name.empty() || cfg.name.find_first_of("/\\. \"") != std::string::npos)
       return Status::InvalidArgument(fmt::format(
@@ -823,6 +827,7 @@ class Host final : public PillowHost {
       p.queued = -1;
       return s;
     }
+    p.proc->Committed();
     p.change_failures.Report(outcome, p.cfg.max_attempts);
     return static_cast<int64_t>(recs.size());
   }
@@ -871,6 +876,7 @@ class Host final : public PillowHost {
         p.queued = -1;
         return st;
       }
+      p.proc->Committed();
       p.change_failures.Report(outcome, p.cfg.max_attempts);
     }
     return static_cast<int64_t>(due.size());
@@ -886,6 +892,13 @@ class Host final : public PillowHost {
 };
 
 }  // namespace
+
+Status AddBuiltinPillow(PillowHost* host, const PillowConfig& config,
+                        std::unique_ptr<Processor> proc) {
+  auto* h = dynamic_cast<Host*>(host);
+  if (!h) return Status::InvalidArgument("AddBuiltinPillow needs a host from PillowHost::Open");
+  return h->AddBuiltin(config, std::move(proc));
+}
 
 }  // namespace commcare::pillows
 

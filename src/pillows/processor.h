@@ -40,6 +40,9 @@ class Processor {
   // return fails the whole batch (the host rolls back and retries one change at a time).
   virtual Status ProcessBatch(SqlDb& db, Engine& engine, const std::vector<const Change*>& changes,
                               Failures* failed) = 0;
+  // Called after a batch's transaction has committed (effects outside the database, e.g.
+  // enqueueing a task for what the batch wrote).
+  virtual void Committed() {}
   // Drops the store's contents (a rebuild from scratch follows).
   virtual Status Reset(SqlDb& db) = 0;
   // Changes to republish for documents missing from or stale in the store.
@@ -61,6 +64,11 @@ std::unique_ptr<Processor> NewCaseSearchProcessor(bool postgres);
 std::unique_ptr<Processor> NewFormReadCopyProcessor();
 // A user-defined ChangeProcessor, called for each change of a batch.
 std::unique_ptr<Processor> NewUserProcessor(std::shared_ptr<ChangeProcessor> p);
+
+// Adds a pillow with a built-in processor to a host made by PillowHost::Open (as the built-in
+// pillows are; Host::OpenPillows adds the forwarding pillow this way).
+Status AddBuiltinPillow(PillowHost* host, const PillowConfig& config,
+                        std::unique_ptr<Processor> proc);
 
 // The PostgreSQL schema that holds a pillow's tables.
 std::string PillowSchema(std::string_view pillow);

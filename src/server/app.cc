@@ -120,6 +120,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "import_api";
     return ImportApi(r, domain, rest.substr(10));  // import_api.cc
   }
+  if (rest == "api/forwarders" || rest.rfind("api/forwarders/", 0) == 0) {
+    *route = "forwarders_api";
+    return ForwardersApi(r, domain, rest.substr(14));
+  }
   if (rest == "api/reports" || rest.rfind("api/reports/", 0) == 0) {
     *route = "reports_api";
     return ReportsApi(r, domain, rest.substr(11));

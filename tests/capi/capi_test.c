@@ -455,6 +455,68 @@ static int file_contains(const char* path, const char* text) {
   "[\"lead@example.org\"], \"group_by\": [\"ward\"], \"aggregations\": [{\"fn\": "        \
   "\"count\"}]" extra "}"
 
+/* Data forwarding: forwarders added, listed, paused, deleted; records made by the pillow,
+ * listed, read and resent (delivery itself is tested in forwarding_test.py). */
+static void test_forwarding(void) {
+  char dir[] = "/tmp/cc-capi-fwd-XXXXXX", config[512];
+  cc_engine_options o = CC_ENGINE_OPTIONS_INIT;
+  cc_engine* e = NULL;
+  cc_submit_result* r = NULL;
+  cc_pillows* p = NULL;
+  char *json = NULL, id[64] = {0}, *at;
+  int64_t n = 0;
+
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(config, sizeof config,
+           "{\"backend\": \"sqlite\", \"data_dir\": \"%s/data\", \"create\": true}", dir);
+  o.config_json = config;
+  OK(cc_engine_open(&e, &o));
+  FAILS(cc_forwarder_add(&json, e, "{\"domain\": \"demo\", \"url\": \"ftp://x\"}"),
+        CC_EINVALID, "url");
+  FAILS(cc_forwarder_add(&json, e, "{\"domain\": \"demo\", \"url\": \"http://x\", \"colour\": 1}"),
+        CC_EINVALID, "colour");
+  OK(cc_forwarder_add(&json, e,
+                      "{\"domain\": \"demo\", \"kind\": \"case\", \"url\": "
+                      "\"http://127.0.0.1:1/in\", \"auth\": \"bearer\", \"token\": \"t0k\"}"));
+  CHECK(json && strstr(json, "\"token\":\"***\"") && !strstr(json, "t0k"));
+  at = json ? strstr(json, "\"id\":\"") : NULL;
+  CHECK(at != NULL);
+  if (at) memcpy(id, at + 6, 32);
+  cc_free(json);
+  OK(cc_forwarder_list(&json, e, "demo"));
+  CHECK(json && strstr(json, id));
+  cc_free(json);
+  OK(cc_forwarder_set_paused(e, "demo", id, 1));
+  FAILS(cc_forwarder_set_paused(e, "other", id, 1), CC_ENOTFOUND, "forwarder");
+  OK(submit(e, case_form("ff1", "fc1", "<create><case_type>patient</case_type><case_name>P"
+                                       "</case_name><owner_id>u1</owner_id></create>"), &r));
+  cc_submit_result_free(r);
+  OK(cc_pillows_open(&p, e, NULL));
+  OK(cc_pillows_run_until_caught_up(&n, p));
+  cc_pillows_free(p);
+  OK(cc_forward_records(&json, e, "demo", "{\"state\": \"pending\"}"));
+  CHECK(json && strstr(json, "\"doc_id\":\"fc1\"") && strstr(json, "\"event\":\"create\""));
+  cc_free(json);
+  FAILS(cc_forward_records(&json, e, "demo", "{\"state\": \"lost\"}"), CC_EINVALID, "state");
+  OK(cc_forward_record(&json, e, "demo", 1));
+  CHECK(json && strstr(json, "\"state\":\"pending\""));
+  cc_free(json);
+  FAILS(cc_forward_record(&json, e, "other", 1), CC_ENOTFOUND, "record");
+  OK(cc_forward_resend(&n, e, "demo", 0, NULL));
+  CHECK(n == 0); /* nothing failed yet */
+  OK(cc_forwarder_delete(e, "demo", id));
+  OK(cc_forward_records(&json, e, "demo", "{\"state\": \"cancelled\"}"));
+  CHECK(json && strstr(json, "fc1"));
+  cc_free(json);
+  OK(cc_forwarder_list(&json, e, "demo"));
+  CHECK(json && strcmp(json, "[]") == 0);
+  cc_free(json);
+  OK(cc_engine_close(e));
+  cc_engine_free(e);
+  snprintf(config, sizeof config, "rm -rf '%s'", dir);
+  CHECK(system(config) == 0);
+}
+
 /* Exports (run, saved definitions, tasks) and reports (saved, sent, previewed). */
 static void test_exports_and_reports(void) {
   char dir[] = "/tmp/cc-capi-XXXXXX", path[256], config[512];
@@ -744,6 +806,7 @@ int main(int argc, char** argv) {
   test_exports_and_reports();
   test_rules();
   test_import_and_bulk_edit();
+  test_forwarding();
   test_loops(rounds);
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);

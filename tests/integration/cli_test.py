@@ -512,7 +512,8 @@ class CliTest(unittest.TestCase):
             self.assertGreater(ran["processed"], 0)
             self.assertEqual(lines(cc("ucr", "load", "--data", self.data, config))[0]["rows"] > 0, True)
         status = lines(cc("pillows", "status", "--data", self.data))[0]
-        self.assertEqual({p["pillow"] for p in status}, {"case-search", "read-copy", "ucr"})
+        self.assertEqual({p["pillow"] for p in status},
+                         {"case-search", "read-copy", "ucr", "forwarding"})
         self.assertTrue(all(p["lag"] == 0 for p in status), status)
         # The index holds every live case of the domain.
         live = {c["case_id"] for c in lines(cc("case", "list", "--data", self.data, "--domain", "demo"))}
@@ -581,7 +582,7 @@ class CliTest(unittest.TestCase):
                 if set(lags.values()) == {0} or time.time() > deadline:
                     break
                 time.sleep(0.2)
-            self.assertEqual(lags, {"case-search": 0, "read-copy": 0, "ucr": 0})
+            self.assertEqual(lags, {"case-search": 0, "read-copy": 0, "ucr": 0, "forwarding": 0})
             self.assertNotRegex(out, r"[0-9]E-?[0-9]")
             self.assertRegex(out, r'"lag_seconds":[0-9]+\.[0-9]{3}[,}]')
         finally:

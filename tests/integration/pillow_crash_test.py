@@ -116,7 +116,7 @@ def main():
         dup = run(["pillows", "run", "--data", data, "--once"], check=False)
         assert dup.returncode != 0 and "already running" in dup.stdout, dup.stdout
         st = json.loads(run(["pillows", "status", "--data", data]).stdout)
-        assert {p["pillow"] for p in st} == {"case-search", "read-copy", "ucr"}, st
+        assert {p["pillow"] for p in st} == {"case-search", "read-copy", "ucr", "forwarding"}, st
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=60)
         assert worker.returncode == 0, (worker.returncode, out, err)

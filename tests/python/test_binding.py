@@ -584,6 +584,83 @@ class ExportsTest(unittest.TestCase):
             commcare.Engine().save_export({"domain": "demo", "name": "x"})
 
 
+class ForwardingTest(unittest.TestCase):
+    """Data forwarding through the C ABI: a forwarder to a receiver on loopback, records made
+    by the forwarding pillow and delivered by a worker pool; pause, resume, resend, delete."""
+
+    def setUp(self):
+        import http.server
+        self.dir = tempfile.mkdtemp(prefix="cc-py-fwd-")
+        self.engine = commcare.Engine(os.path.join(self.dir, "data"))
+        self.got, self.answers = [], [500, 200]
+        test = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = test.answers.pop(0) if len(test.answers) > 1 else test.answers[0]
+                test.got.append((body, self.headers.get("X-Key"), status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.rx = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.rx.serve_forever, daemon=True).start()
+
+    def tearDown(self):
+        self.rx.shutdown()
+        self.engine.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def deliver(self, want):
+        w = self.engine.workers(queues=[], poll_ms=20).start()
+        try:
+            for _ in range(500):
+                if len(self.got) >= want:
+                    break
+                time.sleep(0.01)
+        finally:
+            w.stop()
+
+    def test_forward_a_case_retry_pause_resend_delete(self):
+        e = self.engine
+        f = e.add_forwarder({"domain": "demo", "kind": "case", "format": "case_json",
+                             "url": "http://127.0.0.1:%d/in" % self.rx.server_address[1],
+                             "headers": {"X-Key": "k1"}})
+        self.assertEqual([x["id"] for x in e.forwarders("demo")], [f["id"]])
+        e.submit(case_form("f1", "c1", create("c1")), "demo")
+        with e.pillows() as p:
+            p.run_until_caught_up()
+        [rec] = e.forward_records("demo")
+        self.assertEqual((rec["doc_id"], rec["event"], rec["state"]), ("c1", "create", "pending"))
+        self.deliver(1)
+        rec = e.forward_record("demo", rec["id"])
+        self.assertEqual(rec["state"], "failed")
+        self.assertEqual(rec["attempt_log"][0]["http_status"], 500)
+        self.assertEqual(e.forward_records("demo", state="failed")[0]["id"], rec["id"])
+        e.pause_forwarder("demo", f["id"])
+        self.assertEqual(e.resend("demo"), 1)
+        self.deliver(2)
+        self.assertEqual(len(self.got), 1)  # paused: the record waits
+        e.pause_forwarder("demo", f["id"], paused=False)
+        self.deliver(2)
+        self.assertEqual(e.forward_record("demo", rec["id"])["state"], "succeeded")
+        body, key, status = self.got[1]
+        self.assertEqual((json.loads(body)["case_id"], key, status), ("c1", "k1", 200))
+        with self.assertRaises(commcare.NotFoundError):
+            e.forward_record("other", rec["id"])
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            e.add_forwarder({"domain": "demo", "url": "gopher://x"})
+        self.assertIn("url", str(cm.exception))
+        e.delete_forwarder("demo", f["id"])
+        self.assertEqual(e.forwarders("demo"), [])
+        with self.assertRaises(commcare.NotFoundError):
+            e.pause_forwarder("demo", f["id"])
+
+
 REPORT = {"name": "ages", "domain": "demo", "table_id": "patients", "subject": "Ages by owner",
           "recipients": ["lead@example.org"], "group_by": ["owner"],
           "aggregations": [{"fn": "count"}, {"fn": "sum", "column": "age"}], "format": "xlsx",

@@ -98,6 +98,7 @@ void RegisterExportCommands(Cli* cli);  // export cases|forms
 void RegisterRuleCommands(Cli* cli);    // rules
 void RegisterAlertCommands(Cli* cli);   // alerts (reminders)
 void RegisterImportCommands(Cli* cli);  // import cases|edit
+void RegisterForwarderCommands(Cli* cli);  // forwarders (data forwarding)
 
 // Helpers (common.cc).
 int Fail(const std::string& msg, int code = kFailed);

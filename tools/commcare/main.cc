@@ -180,6 +180,7 @@ int Main(int argc, char** argv) {
   RegisterRuleCommands(&cli);
   RegisterAlertCommands(&cli);
   RegisterImportCommands(&cli);
+  RegisterForwarderCommands(&cli);
   try {
     root.parse(argc, argv);
   } catch (const CLI::CallForVersion&) {

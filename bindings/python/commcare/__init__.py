@@ -604,6 +604,50 @@ class Engine(_Handle):
         _lib.cc_rule_run_later(ctypes.byref(n), self._handle(), _t(domain), _t(name))
         return self.task(n.value)
 
+    # ---- data forwarding (docs/forwarding.md) ----
+
+    def add_forwarder(self, forwarder):
+        """Adds a forwarder (dict or JSON text: "domain", "url", "kind", "format", "auth", ...)
+        and returns it with its "id" (secrets shown as "***")."""
+        return _call_json(_lib.cc_forwarder_add, self._handle(), _t(self._text(forwarder)))
+
+    def forwarders(self, domain):
+        """The domain's forwarders (list of dicts)."""
+        return _call_json(_lib.cc_forwarder_list, self._handle(), _t(domain))
+
+    def pause_forwarder(self, domain, forwarder_id, paused=True):
+        """Pauses (records wait) or, with paused=False, resumes a forwarder."""
+        _lib.cc_forwarder_set_paused(self._handle(), _t(domain), _t(forwarder_id),
+                                     1 if paused else 0)
+
+    def delete_forwarder(self, domain, forwarder_id):
+        """Deletes a forwarder; its waiting records are cancelled."""
+        _lib.cc_forwarder_delete(self._handle(), _t(domain), _t(forwarder_id))
+
+    def forward_records(self, domain, forwarder=None, state=None, limit=100, before=None):
+        """Repeat records, newest first (list of dicts: id, doc_id, state, attempts, ...)."""
+        f = {"limit": limit}
+        if forwarder:
+            f["forwarder"] = forwarder
+        if state:
+            f["state"] = state
+        if before:
+            f["before"] = before
+        return _call_json(_lib.cc_forward_records, self._handle(), _t(domain),
+                          _t(json.dumps(f)))
+
+    def forward_record(self, domain, record_id):
+        """One repeat record with its "attempt_log"; NotFoundError if absent."""
+        return _call_json(_lib.cc_forward_record, self._handle(), _t(domain), int(record_id))
+
+    def resend(self, domain, record_id=None, forwarder=None):
+        """Sends one record again now, or (no record_id) every failed and cancelled one (of
+        one forwarder); returns how many."""
+        n = ctypes.c_int64()
+        _lib.cc_forward_resend(ctypes.byref(n), self._handle(), _t(domain), int(record_id or 0),
+                               _t(forwarder))
+        return n.value
+
     def workers(self, **options):
         """A worker pool (not started): Workers(self, queues=[...], workers=N, ...)."""
         return Workers(self, **options)

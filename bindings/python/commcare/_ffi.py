@@ -162,6 +162,13 @@ _FUNCS = [
     ("cc_rule_delete", [vp, cp, cp], ctypes.c_int, _check),
     ("cc_rule_run", [out, vp, cp, cp, ctypes.c_int], ctypes.c_int, _check),
     ("cc_rule_run_later", [P(i64), vp, cp, cp], ctypes.c_int, _check),
+    ("cc_forwarder_add", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_forwarder_list", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_forwarder_set_paused", [vp, cp, cp, ctypes.c_int], ctypes.c_int, _check),
+    ("cc_forwarder_delete", [vp, cp, cp], ctypes.c_int, _check),
+    ("cc_forward_records", [out, vp, cp, cp], ctypes.c_int, _check),
+    ("cc_forward_record", [out, vp, cp, i64], ctypes.c_int, _check),
+    ("cc_forward_resend", [P(i64), vp, cp, i64, cp], ctypes.c_int, _check),
 ]
 
 for _name, _args, _res, _errcheck in _FUNCS:
