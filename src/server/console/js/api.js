@@ -27,3 +27,12 @@ export async function api(path, { method = 'GET', body, text = false } = {}) {
 
 // The URL of a domain's API path.
 export function dpath(domain, rest) { return `/a/${encodeURIComponent(domain)}/${rest}`; }
+
+// A Form API v0.5 object (HQ's shape: id, form with @xmlns, metadata, archived) with the flat
+// fields the pages show: form_id, xmlns, state, user_id, username.
+export function formRow(f) {
+  const meta = f.metadata || {};
+  return { ...f, form_id: f.id, xmlns: (f.form || {})['@xmlns'] || '',
+    state: f.archived ? 'archived' : 'normal', user_id: meta.userID || '',
+    username: meta.username || '' };
+}

@@ -1,6 +1,6 @@
 // A submission: its metadata, the cases it touched (from its XML), attachments and XML;
 // archive and unarchive with a confirmation.
-import { api, dpath } from '../api.js';
+import { api, dpath, formRow } from '../api.js';
 import { h, fields, fmtTime, table, confirmDialog, announce, errorBox } from '../ui.js';
 
 // The case ids of the case blocks in a form's XML.
@@ -40,7 +40,7 @@ export async function render(main, ctx) {
     h('h1', {}, 'Submission'), body);
   const reload = async () => {
     try {
-      const f = await api(dpath(domain, `api/v0.5/form/${encodeURIComponent(id)}/`));
+      const f = formRow(await api(dpath(domain, `api/v0.5/form/${encodeURIComponent(id)}/`)));
       const xml = await api(dpath(domain, `api/v0.5/form/${encodeURIComponent(id)}/xml`),
         { text: true });
       const attUrl = a => dpath(domain,

@@ -1,5 +1,5 @@
 // Submissions: the Form API's list with filters and server paging, refreshed while open.
-import { api, dpath } from '../api.js';
+import { api, dpath, formRow } from '../api.js';
 import { h, table, pager, fmtTime, field, errorBox } from '../ui.js';
 
 const kLimit = 25;
@@ -60,7 +60,7 @@ export async function render(main, ctx) {
       results.replaceChildren(
         h('p', { class: 'count' }, `${total} submission${total === 1 ? '' : 's'}` +
           (total ? `, showing ${offset + 1}–${Math.min(offset + kLimit, total)}` : '')),
-        table('Submissions by time received', columns(domain), page.objects, 'No submissions match.'),
+        table('Submissions by time received', columns(domain), page.objects.map(formRow), 'No submissions match.'),
         pager('Submission pages', offset > 0 ? move(Math.max(0, offset - kLimit)) : null,
           page.meta.next ? move(offset + kLimit) : null));
     } catch (e) {
