@@ -78,8 +78,10 @@ double Floor(const std::string& db_path, const std::string& out, size_t bytes_pe
       parsed_keys += long(p.release().get_object().size());
     }
     // The row's bytes: the document's own bytes where it is long enough (they were just read).
-    if (len >= bytes_per_row) fwrite(doc, 1, bytes_per_row, f);
-    else fwrite(pad.data(), 1, bytes_per_row, f);
+    if (len >= bytes_per_row)
+      fwrite(doc, 1, bytes_per_row, f);
+    else
+      fwrite(pad.data(), 1, bytes_per_row, f);
     ++n;
   }
   fclose(f);
@@ -97,9 +99,12 @@ int main(int argc, char** argv) {
   std::vector<std::string> args;
   bool reuse = false, csv_only = false;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--reuse") == 0) reuse = true;
-    else if (std::strcmp(argv[i], "--csv-only") == 0) csv_only = true;
-    else args.push_back(argv[i]);
+    if (std::strcmp(argv[i], "--reuse") == 0)
+      reuse = true;
+    else if (std::strcmp(argv[i], "--csv-only") == 0)
+      csv_only = true;
+    else
+      args.push_back(argv[i]);
   }
   const long n = args.size() > 0 ? std::atol(args[0].c_str()) : 100000;
   const std::string dir = args.size() > 1 ? args[1] : "/tmp/cc-export-bench";
@@ -160,9 +165,9 @@ int main(int argc, char** argv) {
   const std::string db = data + "/db/p0.sqlite";
   for (bool parse : {false, true}) {
     double rate = Floor(db, dir + "/floor.csv", given_bytes_per_row, parse, &rows);
-    fmt::print("floor{}: {} rows, {} bytes each = {:.0f} rows/s; csv (27 columns) / floor = {:.2f}\n",
-               parse ? " with JSON parse" : "", rows, given_bytes_per_row, rate,
-               given_rate / rate);
+    fmt::print(
+        "floor{}: {} rows, {} bytes each = {:.0f} rows/s; csv (27 columns) / floor = {:.2f}\n",
+        parse ? " with JSON parse" : "", rows, given_bytes_per_row, rate, given_rate / rate);
   }
   return 0;
 }

@@ -31,9 +31,10 @@ std::unique_ptr<Engine> Fresh(const std::string& data) {
 }
 
 std::string Props(long i) {
-  return fmt::format("<district>d{}</district><age>{}</age><sex>{}</sex><phone>+2547{:08}</phone>"
-                     "<status>active</status>",
-                     i % 47, i % 90, i % 2 ? "f" : "m", i);
+  return fmt::format(
+      "<district>d{}</district><age>{}</age><sex>{}</sex><phone>+2547{:08}</phone>"
+      "<status>active</status>",
+      i % 47, i % 90, i % 2 ? "f" : "m", i);
 }
 
 // The floor: the same blocks, already built, submitted 100 per form.
@@ -89,9 +90,10 @@ int main(int argc, char** argv) {
   auto r = ImportCases(e.get(), nullptr, o, csv);
   const double secs = bench::Seconds(t0, bench::Clock::now());
   if (!r.ok()) return fmt::print(stderr, "{}\n", r.status().ToString()), 1;
-  fmt::print("import: {} rows ({} created, {} forms) in {:.2f} s = {:.0f} rows/s (target <= 20 s "
-             "for 100k)\n",
-             r->rows, r->created_count, r->num_chunks, secs, r->rows / secs);
+  fmt::print(
+      "import: {} rows ({} created, {} forms) in {:.2f} s = {:.0f} rows/s (target <= 20 s "
+      "for 100k)\n",
+      r->rows, r->created_count, r->num_chunks, secs, r->rows / secs);
   // Visible through the Case API: each case read as Case API JSON, and counted.
   t0 = bench::Clock::now();
   long seen = 0, json_bytes = 0;
@@ -113,8 +115,9 @@ int main(int argc, char** argv) {
   auto fe = Fresh(dir + "/floor");
   if (!fe) return 1;
   const double floor = Floor(fe.get(), n);
-  fmt::print("floor: the same {} case blocks pre-built, {} forms submitted: {:.2f} s = {:.0f} "
-             "rows/s; import / floor = {:.2f}\n",
-             n, (n + 99) / 100, floor, n / floor, secs / floor);
+  fmt::print(
+      "floor: the same {} case blocks pre-built, {} forms submitted: {:.2f} s = {:.0f} "
+      "rows/s; import / floor = {:.2f}\n",
+      n, (n + 99) / 100, floor, n / floor, secs / floor);
   return seen == n ? 0 : 1;
 }

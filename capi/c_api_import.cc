@@ -72,8 +72,8 @@ int cc_import_enqueue(int64_t* out_id, cc_engine* e, const char* options_json, c
   });
 }
 
-int cc_bulk_edit(char** out_result, cc_engine* e, const char* options_json,
-                 cc_progress_fn progress, void* payload) {
+int cc_bulk_edit(char** out_result, cc_engine* e, const char* options_json, cc_progress_fn progress,
+                 void* payload) {
   return Fence([&]() -> Status {
     if (out_result) *out_result = nullptr;
     Use use;

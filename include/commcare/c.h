@@ -436,7 +436,8 @@ cc_export_run(char** out_result, cc_engine* engine, const char* definition_json,
               const char* out_path, cc_progress_fn progress, void* payload);
 
 /** Saves (adds or replaces) an export definition under its "domain" and "name" in the data
- *  directory, with its daily schedule when it has a "schedule" {"cron", "time_zone"}. @return CC_EINVALID for a bad definition; CC_EPRECONDITION in memory */
+ *  directory, with its daily schedule when it has a "schedule" {"cron", "time_zone"}. @return
+ * CC_EINVALID for a bad definition; CC_EPRECONDITION in memory */
 CC_EXTERN(int) cc_export_save(cc_engine* engine, const char* definition_json);
 
 /** A saved export definition as JSON. @param out free with cc_free @return CC_ENOTFOUND */

@@ -20,9 +20,9 @@ class TaskQueue;
 
 // Where to send what, and how. JSON form (FromJson/ToJson): the field names below.
 struct Forwarder {
-  std::string id;      // assigned by Add (32 hex digits)
-  std::string domain;  // the project whose documents it forwards
-  std::string name;    // a label
+  std::string id;                   // assigned by Add (32 hex digits)
+  std::string domain;               // the project whose documents it forwards
+  std::string name;                 // a label
   std::string kind = "form";        // "form" or "case"
   std::string format = "form_xml";  // form_xml | form_json (forms); case_xml | case_json (cases)
   std::string url;                  // http:// or https://
@@ -30,7 +30,7 @@ struct Forwarder {
   std::string username, password;   // basic and digest
   std::string token;                // bearer
   std::vector<std::pair<std::string, std::string>> headers;  // sent with every request
-  std::vector<std::string> xmlns;       // forms: only these xmlns (empty: all)
+  std::vector<std::string> xmlns;                            // forms: only these xmlns (empty: all)
   bool include_case_blocks = true;      // forms: false drops the <case> blocks from the payload
   bool include_app_id_param = true;     // forms: ?app_id=<the form's app> appended (HQ default)
   std::vector<std::string> case_types;  // cases: only these types (empty: all)
@@ -62,8 +62,8 @@ std::optional<RecordState> ParseRecordState(std::string_view name);
 struct ForwardAttempt {
   int64_t at = 0;  // when it started, µs since the epoch
   RecordState state = RecordState::kFailed;
-  int http_status = 0;     // 0: no answer (refused, timeout, unresolvable)
-  std::string message;     // the response's first 1,000 bytes, or the error
+  int http_status = 0;  // 0: no answer (refused, timeout, unresolvable)
+  std::string message;  // the response's first 1,000 bytes, or the error
   int64_t duration_us = 0;
 };
 

@@ -26,25 +26,25 @@ class MetaStore;  // src/meta/meta_store.h: owner_name / owner_id lookups
 // How to read and apply an import file.
 struct CaseImportOptions {
   std::string domain;
-  std::string case_type;                  // required
-  std::string search_field = "case_id";   // "case_id" or "external_id"
-  std::string search_column;              // the file's column holding it ("": search_field)
-  bool create_new = false;                // create a case when no case matches
+  std::string case_type;                       // required
+  std::string search_field = "case_id";        // "case_id" or "external_id"
+  std::string search_column;                   // the file's column holding it ("": search_field)
+  bool create_new = false;                     // create a case when no case matches
   std::map<std::string, std::string> columns;  // file column -> case property ("" ignores it)
-  std::string user_id, username;          // the importing user: forms' meta, default owner
-  bool dry_run = false;                   // check every row, write nothing
-  std::string import_id;  // names the import's forms and new cases ("": from file + options)
-  int chunk_size = 100;   // case blocks per form (HQ's CASEBLOCK_CHUNKSIZE)
+  std::string user_id, username;               // the importing user: forms' meta, default owner
+  bool dry_run = false;                        // check every row, write nothing
+  std::string import_id;    // names the import's forms and new cases ("": from file + options)
+  int chunk_size = 100;     // case blocks per form (HQ's CASEBLOCK_CHUNKSIZE)
   std::string result_path;  // "": none; else one JSON line per row (what it did) written here
   int64_t time = 0;         // the case blocks' date_modified, µs since the epoch (0: now)
 };
 
 // One problem with one row: which column and why (HQ's error title and description).
 struct ImportProblem {
-  int64_t row = 0;      // 1-based as in a spreadsheet; the header is row 1
-  std::string column;   // "" for the whole row
-  std::string title;    // e.g. "Invalid Owner Name"
-  std::string reason;   // a sentence
+  int64_t row = 0;             // 1-based as in a spreadsheet; the header is row 1
+  std::string column;          // "" for the whole row
+  std::string title;           // e.g. "Invalid Owner Name"
+  std::string reason;          // a sentence
   std::string ToJson() const;  // {"row", "column", "error", "reason"}
 };
 
@@ -54,11 +54,11 @@ struct CaseImportResult {
   bool dry_run = false;
   int64_t rows = 0;  // data rows read (header excluded)
   int64_t created_count = 0, match_count = 0, failed_count = 0;
-  int64_t skipped_count = 0;  // no match and create_new off (HQ skips them silently)
-  int64_t blank_count = 0;    // blank rows (skipped)
-  int64_t num_chunks = 0;     // forms submitted (or already there from an earlier run)
+  int64_t skipped_count = 0;           // no match and create_new off (HQ skips them silently)
+  int64_t blank_count = 0;             // blank rows (skipped)
+  int64_t num_chunks = 0;              // forms submitted (or already there from an earlier run)
   int64_t chunks_already_applied = 0;  // of those, found stored by an earlier run
-  std::string errors_json = "{}";  // HQ's {title: {column: {error, description, rows[]}}}
+  std::string errors_json = "{}";      // HQ's {title: {column: {error, description, rows[]}}}
   std::string result_path;
   std::string ToJson() const;
 };

@@ -160,20 +160,34 @@ std::string_view CaseSystemCell(const CaseDoc& c, size_t s, std::string* scratch
     return *scratch;
   };
   switch (s) {
-    case 0: return c.Str("case_id");
-    case 1: return c.Str("type");
-    case 2: return c.Str("name");
-    case 3: return Or(c.Str("owner_id"));
-    case 4: return Or(c.Str("external_id"));
-    case 5: return time("opened_on");
-    case 6: return Or(c.Str("opened_by"));
-    case 7: return time("modified_on");
-    case 8: return Or(c.Str("modified_by"));
-    case 9: return time("server_modified_on");
-    case 10: return c.Closed() ? "True" : "False";
-    case 11: return c.Closed() ? time("closed_on") : kMissing;
-    case 12: return Or(c.Str("closed_by"));
-    default: return Or(c.ParentId());
+    case 0:
+      return c.Str("case_id");
+    case 1:
+      return c.Str("type");
+    case 2:
+      return c.Str("name");
+    case 3:
+      return Or(c.Str("owner_id"));
+    case 4:
+      return Or(c.Str("external_id"));
+    case 5:
+      return time("opened_on");
+    case 6:
+      return Or(c.Str("opened_by"));
+    case 7:
+      return time("modified_on");
+    case 8:
+      return Or(c.Str("modified_by"));
+    case 9:
+      return time("server_modified_on");
+    case 10:
+      return c.Closed() ? "True" : "False";
+    case 11:
+      return c.Closed() ? time("closed_on") : kMissing;
+    case 12:
+      return Or(c.Str("closed_by"));
+    default:
+      return Or(c.ParentId());
   }
 }
 

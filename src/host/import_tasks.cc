@@ -106,10 +106,10 @@ Result<std::string> RunImport(Host* host, TaskContext& c) {
                        });
   fs::remove(base + ".upload", fe);
   if (!r.ok()) return r.status();
-  CC_ASSIGN_OR_RETURN(std::string result_key,
-                      blobs->PutFile(fmt::format("imports/{}/{}.result.jsonl", o.domain,
-                                                 c.task().id),
-                                     r->result_path));
+  CC_ASSIGN_OR_RETURN(
+      std::string result_key,
+      blobs->PutFile(fmt::format("imports/{}/{}.result.jsonl", o.domain, c.task().id),
+                     r->result_path));
   fs::remove(r->result_path, fe);
   json::value res = json::parse(r->ToJson());
   res.get_object().erase("result_file");
@@ -144,8 +144,10 @@ void RegisterImportTaskTypes(Host* host, TaskWorkers* w) {
   // A 20 s lease (heartbeats every 5 s): a dead worker's import is taken over soon.
   TaskTypeOptions o;
   o.lease = std::chrono::seconds(20);
-  w->Register("import.cases", [host](TaskContext& c) { return RunImport(host, c); }, o);
-  w->Register("import.bulk_edit", [host](TaskContext& c) { return RunBulkEdit(host, c); }, o);
+  w->Register(
+      "import.cases", [host](TaskContext& c) { return RunImport(host, c); }, o);
+  w->Register(
+      "import.bulk_edit", [host](TaskContext& c) { return RunBulkEdit(host, c); }, o);
 }
 
 }  // namespace host

@@ -73,10 +73,14 @@ Result<Filter> ParseFilter(const BulkEditOptions& o) {
       s = kv.value().get_bool() ? "true" : "false";
     else
       return Status::InvalidArgument(fmt::format("filter.{}: must be a string", k));
-    if (k == "case_type") f.base.type = s;
-    else if (k == "owner_id") f.base.owner_id = s;
-    else if (k == "case_name") f.case_name = s;
-    else if (k == "external_id") f.external_id = s;
+    if (k == "case_type")
+      f.base.type = s;
+    else if (k == "owner_id")
+      f.base.owner_id = s;
+    else if (k == "case_name")
+      f.case_name = s;
+    else if (k == "external_id")
+      f.external_id = s;
     else if (k == "closed") {
       if (s != "true" && s != "false")
         return Status::InvalidArgument("filter.closed: must be true or false");
@@ -131,10 +135,11 @@ Status CheckBulkEdit(const BulkEditOptions& o) {
   CC_RETURN_IF_ERROR(ParseFilter(o).status());
   if (o.set.empty() && !o.close && !o.preview)
     return Status::InvalidArgument("name a change: properties to set, or close");
-  static const char* kOwn[] = {"case_id", "case_type", "type", "closed", "user_id",
-                               "date_modified", "index"};
+  static const char* kOwn[] = {"case_id", "case_type",     "type", "closed",
+                               "user_id", "date_modified", "index"};
   for (const auto& [k, v] : o.set) {
-    if (!PropertyName(k)) return Status::InvalidArgument(fmt::format("set.{}: not a valid property name", k));
+    if (!PropertyName(k))
+      return Status::InvalidArgument(fmt::format("set.{}: not a valid property name", k));
     for (const char* own : kOwn)
       if (k == own) return Status::InvalidArgument(fmt::format("set.{}: a reserved name", k));
   }
@@ -150,7 +155,8 @@ Result<BulkEditResult> BulkEditCases(Engine* engine, const BulkEditOptions& o,
   CC_ASSIGN_OR_RETURN(Filter f, ParseFilter(o));
   BulkEditResult r;
   r.preview = o.preview;
-  CC_ASSIGN_OR_RETURN(auto ids, o.preview ? Matches(engine, f) : Snapshot(snapshot_path, engine, f));
+  CC_ASSIGN_OR_RETURN(auto ids,
+                      o.preview ? Matches(engine, f) : Snapshot(snapshot_path, engine, f));
   r.matched = static_cast<int64_t>(ids.size());
   for (size_t i = 0; i < ids.size() && i < 10; ++i) r.sample.push_back(ids[i]);
   std::string update;
@@ -166,7 +172,8 @@ Result<BulkEditResult> BulkEditCases(Engine* engine, const BulkEditOptions& o,
   const std::string when = util::FormatIsoTime(time);
   for (size_t start = 0; start < ids.size(); start += o.chunk_size) {
     const size_t end = std::min(ids.size(), start + o.chunk_size);
-    const std::string form_id = importer::DerivedId(fmt::format("{}/edit/{}", r.edit_id, r.num_chunks));
+    const std::string form_id =
+        importer::DerivedId(fmt::format("{}/edit/{}", r.edit_id, r.num_chunks));
     ++r.num_chunks;
     CC_ASSIGN_OR_RETURN(bool applied, importer::FormApplied(engine, o.domain, form_id));
     if (applied) {
@@ -181,8 +188,9 @@ Result<BulkEditResult> BulkEditCases(Engine* engine, const BulkEditOptions& o,
         if (o.close) blocks += "<close/>";
         blocks += "</case>";
       }
-      CC_RETURN_IF_ERROR(importer::SubmitBlocks(engine, o.domain, form_id, importer::kBulkEditDevice,
-                                                o.user_id, o.username, time, blocks));
+      CC_RETURN_IF_ERROR(importer::SubmitBlocks(engine, o.domain, form_id,
+                                                importer::kBulkEditDevice, o.user_id, o.username,
+                                                time, blocks));
     }
     r.updated += static_cast<int64_t>(end - start);
     if (progress && !progress(static_cast<int64_t>(end), r.matched))

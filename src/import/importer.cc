@@ -1,6 +1,8 @@
 // The case import run: header, rows planned one by one, chunks of case blocks submitted as
 // system forms with ids derived from the import id (a rerun skips the chunks stored), HQ's
 // result counts and errors, and a JSON line per row in the result file.
+#include "commcare/importer.h"
+
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
@@ -11,7 +13,6 @@
 #include <set>
 
 #include "commcare/engine.h"
-#include "commcare/importer.h"
 #include "commcare/log.h"
 #include "import/row_plan.h"
 #include "import/system_form.h"
@@ -114,10 +115,8 @@ class Results {
       for (const auto& [col, e] : cols) {
         json::array rows;
         for (int64_t x : e.rows) rows.push_back(x);
-        by_col[col] = json::object{{"error", title},
-                                   {"description", e.description},
-                                   {"rows", rows},
-                                   {"count", e.count}};
+        by_col[col] = json::object{
+            {"error", title}, {"description", e.description}, {"rows", rows}, {"count", e.count}};
       }
       errors[title] = by_col;
     }

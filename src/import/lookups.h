@@ -26,7 +26,8 @@ struct RowError {
 
 class OwnerLookup {
  public:
-  OwnerLookup(meta::MetaStore* meta, std::string domain) : meta_(meta), domain_(std::move(domain)) {}
+  OwnerLookup(meta::MetaStore* meta, std::string domain)
+      : meta_(meta), domain_(std::move(domain)) {}
   // The owner id for an owner_name: a username (plain or name@<domain>.commcarehq.org), then a
   // case-sharing group's name, then a location's name or site code. Errors name owner_name.
   Result<std::string> IdFromName(const std::string& name, RowError* err);
@@ -42,7 +43,7 @@ class OwnerLookup {
   std::set<std::string> users_;                      // member user ids
   std::map<std::string, bool> groups_;               // group id -> case_sharing
   std::multimap<std::string, std::string> group_by_name_;
-  std::map<std::string, bool> locations_;            // location id -> shares_cases
+  std::map<std::string, bool> locations_;                     // location id -> shares_cases
   std::multimap<std::string, std::string> location_by_name_;  // lower-case name / site code
 };
 
@@ -68,7 +69,7 @@ class CaseLookup {
   Engine* engine_;
   std::string domain_;
   std::map<std::string, std::multimap<std::string, std::string>> by_external_;  // type -> ext -> id
-  std::map<std::string, std::multimap<std::string, std::string>> created_;  // by this import
+  std::map<std::string, std::multimap<std::string, std::string>> created_;      // by this import
 };
 
 }  // namespace commcare::importer

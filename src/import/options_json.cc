@@ -18,21 +18,27 @@ class Reader {
   explicit Reader(const json::object& o) : o_(o) {}
   void Str(const char* k, std::string* out) {
     if (const auto* v = Seen(k); v) {
-      if (v->is_string()) *out = std::string(v->get_string());
-      else Bad(k, "must be a string");
+      if (v->is_string())
+        *out = std::string(v->get_string());
+      else
+        Bad(k, "must be a string");
     }
   }
   void Bool(const char* k, bool* out) {
     if (const auto* v = Seen(k); v) {
-      if (v->is_bool()) *out = v->get_bool();
-      else Bad(k, "must be true or false");
+      if (v->is_bool())
+        *out = v->get_bool();
+      else
+        Bad(k, "must be true or false");
     }
   }
   template <typename I>
   void Int(const char* k, I* out) {
     if (const auto* v = Seen(k); v) {
-      if (v->is_int64()) *out = static_cast<I>(v->get_int64());
-      else Bad(k, "must be a whole number");
+      if (v->is_int64())
+        *out = static_cast<I>(v->get_int64());
+      else
+        Bad(k, "must be a whole number");
     }
   }
   void Map(const char* k, std::map<std::string, std::string>* out) {
@@ -46,8 +52,10 @@ class Reader {
   }
   void Object(const char* k, std::string* out) {
     if (const auto* v = Seen(k); v) {
-      if (v->is_object()) *out = json::serialize(*v);
-      else Bad(k, "must be an object");
+      if (v->is_object())
+        *out = json::serialize(*v);
+      else
+        Bad(k, "must be an object");
     }
   }
   Status Done() {

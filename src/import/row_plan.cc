@@ -19,10 +19,17 @@ namespace {
 using util::XmlEscape;
 
 // Columns the importer reads itself (HQ's RESERVED_FIELDS it pops from a row).
-const std::set<std::string> kReserved = {
-    "name",          "external_id",       "parent_id", "parent_external_id", "parent_type",
-    "parent_relationship_type", "parent_identifier", "close", "owner_name", "owner_id",
-    "date_opened"};
+const std::set<std::string> kReserved = {"name",
+                                         "external_id",
+                                         "parent_id",
+                                         "parent_external_id",
+                                         "parent_type",
+                                         "parent_relationship_type",
+                                         "parent_identifier",
+                                         "close",
+                                         "owner_name",
+                                         "owner_id",
+                                         "date_opened"};
 // Names no column may map to: CommCare's own case fields.
 const std::set<std::string> kForbidden = {"type",    "closed",        "case_type", "case_name",
                                           "user_id", "date_modified", "case_id",   "index",
@@ -68,8 +75,9 @@ Result<Header> ReadHeader(const std::vector<std::string>& cells, const CaseImpor
     const std::string name = Trim(cells[i]);
     if (name.empty()) continue;  // a column without a header is not imported (as HQ)
     if (auto [it, fresh] = seen.emplace(name, i); !fresh)
-      return Status::InvalidArgument(fmt::format(
-          "bad header: column '{}' appears twice (columns {} and {})", name, it->second + 1, i + 1));
+      return Status::InvalidArgument(
+          fmt::format("bad header: column '{}' appears twice (columns {} and {})", name,
+                      it->second + 1, i + 1));
     if (name == search_col) {
       h.search_col = i;
       if (o.search_field == "external_id") h.fields.emplace_back(i, "external_id");
@@ -91,8 +99,8 @@ Result<Header> ReadHeader(const std::vector<std::string>& cells, const CaseImpor
           "starting with a letter or _)",
           name));
     if (auto [it, fresh] = fields.emplace(field, i); !fresh)
-      return Status::InvalidArgument(fmt::format(
-          "bad header: columns {} and {} both map to '{}'", it->second + 1, i + 1, field));
+      return Status::InvalidArgument(fmt::format("bad header: columns {} and {} both map to '{}'",
+                                                 it->second + 1, i + 1, field));
     h.fields.emplace_back(i, field);
   }
   for (const auto& [col, prop] : o.columns)
@@ -119,9 +127,10 @@ struct Row {
 
 // The <index> element of a row's parent columns ("" for none).
 Result<std::string> ParentIndex(const PlanContext& c, const Row& r, RowPlan* p) {
-  const std::string rel = r.Has("parent_relationship_type") && !r.Get("parent_relationship_type").empty()
-                              ? r.Get("parent_relationship_type")
-                              : "child";
+  const std::string rel =
+      r.Has("parent_relationship_type") && !r.Get("parent_relationship_type").empty()
+          ? r.Get("parent_relationship_type")
+          : "child";
   const std::string ident = r.Get("parent_identifier");
   std::string parent_type = r.Get("parent_type");
   if (parent_type.empty()) parent_type = c.options->case_type;
@@ -144,9 +153,10 @@ Result<std::string> ParentIndex(const PlanContext& c, const Row& r, RowPlan* p) 
       if (!ids.empty()) parent = ids[0];
     }
     if (parent.empty()) {
-      p->errors.push_back({col, "Invalid Parent ID",
-                           fmt::format("no case of type {} has {} '{}'", parent_type,
-                                       std::string(col) == "parent_id" ? "id" : "external id", id)});
+      p->errors.push_back(
+          {col, "Invalid Parent ID",
+           fmt::format("no case of type {} has {} '{}'", parent_type,
+                       std::string(col) == "parent_id" ? "id" : "external id", id)});
       return std::string();
     }
     if (rel != "child" && rel != "extension") {
@@ -188,7 +198,8 @@ std::string RowOwner(const PlanContext& c, const Row& r, RowPlan* p) {
 // Checks the row's typed reserved columns: close, date_opened, lengths.
 void CheckTypes(const Row& r, RowPlan* p, bool* close, std::string* date_opened) {
   std::string cl = r.Get("close");
-  std::transform(cl.begin(), cl.end(), cl.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  std::transform(cl.begin(), cl.end(), cl.begin(),
+                 [](unsigned char ch) { return std::tolower(ch); });
   if (cl == "yes" || cl == "true")
     *close = true;
   else if (!cl.empty() && cl != "no" && cl != "false")
@@ -198,14 +209,15 @@ void CheckTypes(const Row& r, RowPlan* p, bool* close, std::string* date_opened)
     if (iso.size() > 10 && iso[10] == ' ') iso[10] = 'T';
     int64_t t;
     if (!util::ParseIsoTime(iso, &t) && !util::ParseIsoTime(iso + "Z", &t))
-      p->errors.push_back({"date_opened", "Invalid Date",
-                           fmt::format("'{}' is not a date (YYYY-MM-DD)", d)});
+      p->errors.push_back(
+          {"date_opened", "Invalid Date", fmt::format("'{}' is not a date (YYYY-MM-DD)", d)});
     else
       *date_opened = d;
   }
   for (const char* col : {"name", "external_id"})
     if (r.Get(col).size() > 255)
-      p->errors.push_back({col, "Value Too Long", fmt::format("{} is at most 255 characters", col)});
+      p->errors.push_back(
+          {col, "Value Too Long", fmt::format("{} is at most 255 characters", col)});
 }
 
 }  // namespace
@@ -274,10 +286,11 @@ Result<RowPlan> PlanRow(const PlanContext& c, int64_t row, const std::vector<std
       p.case_id, util::FormatIsoTime(c.time), XmlEscape(o.user_id));
   std::string update;
   if (create) {
-    b += fmt::format("<create><case_type>{}</case_type><case_name>{}</case_name><owner_id>{}</"
-                     "owner_id></create>",
-                     XmlEscape(o.case_type), XmlEscape(r.Get("name")),
-                     XmlEscape(owner.empty() ? o.user_id : owner));
+    b += fmt::format(
+        "<create><case_type>{}</case_type><case_name>{}</case_name><owner_id>{}</"
+        "owner_id></create>",
+        XmlEscape(o.case_type), XmlEscape(r.Get("name")),
+        XmlEscape(owner.empty() ? o.user_id : owner));
     p.external_id = r.Get("external_id");
   } else {
     if (r.Has("name")) update += "<case_name>" + XmlEscape(r.Get("name")) + "</case_name>";

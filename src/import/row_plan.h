@@ -27,8 +27,8 @@ struct RowPlan {
   enum class Action { kCreate, kUpdate, kSkip, kFail, kBlank };
   Action action = Action::kFail;
   int64_t row = 0;
-  std::string case_id, external_id;  // external_id: a case this row creates with it
-  std::string block;                 // the <case> XML
+  std::string case_id, external_id;     // external_id: a case this row creates with it
+  std::string block;                    // the <case> XML
   std::vector<std::string> lookup_ids;  // search / parent ids (a flush when created just now)
   std::vector<RowError> errors;
 };

@@ -33,10 +33,10 @@ Status SubmitBlocks(Engine* engine, const std::string& domain, const std::string
       blocks);
   SubmitResponse r = engine->Submit(s);
   if (r.http_status >= 500)
-    return Status::Unavailable(fmt::format("the engine did not store form {}: {}", form_id,
-                                           r.message));
-  if (r.http_status != 201 || (r.state && *r.state != FormState::kNormal &&
-                               *r.state != FormState::kDuplicate))
+    return Status::Unavailable(
+        fmt::format("the engine did not store form {}: {}", form_id, r.message));
+  if (r.http_status != 201 ||
+      (r.state && *r.state != FormState::kNormal && *r.state != FormState::kDuplicate))
     return Status::InvalidArgument(fmt::format("form {} was not applied: {}", form_id, r.message));
   return Status::Ok();
 }

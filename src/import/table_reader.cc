@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <map>
@@ -159,9 +159,8 @@ Status ParseXml(const std::string& text, Handler* h, const char* what) {
   XML_SetElementHandler(
       p, [](void* u, const char* n, const char** a) { static_cast<Handler*>(u)->Start(n, a); },
       [](void* u, const char* n) { static_cast<Handler*>(u)->End(n); });
-  XML_SetCharacterDataHandler(p, [](void* u, const char* s, int len) {
-    static_cast<Handler*>(u)->Text(s, len);
-  });
+  XML_SetCharacterDataHandler(
+      p, [](void* u, const char* s, int len) { static_cast<Handler*>(u)->Text(s, len); });
   const bool ok = XML_Parse(p, text.data(), static_cast<int>(text.size()), 1) == XML_STATUS_OK;
   std::string err = ok ? "" : XML_ErrorString(XML_GetErrorCode(p));
   XML_ParserFree(p);
@@ -248,7 +247,8 @@ std::string SerialDate(double serial) {
   // civil_from_days (Howard Hinnant)
   int64_t z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
   int64_t doe = z - era * 146097, yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  int64_t y = yoe + era * 400, doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+  int64_t y = yoe + era * 400, doy = doe - (365 * yoe + yoe / 4 - yoe / 100),
+          mp = (5 * doy + 2) / 153;
   int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
   y += m <= 2;
   std::string out = fmt::format("{:04}-{:02}-{:02}", y, m, d);
@@ -285,7 +285,8 @@ class XlsxReader : public TableReader {
     parser_ = XML_ParserCreate("UTF-8");
     XML_SetUserData(parser_, this);
     XML_SetElementHandler(
-        parser_, [](void* u, const char* n, const char** a) { static_cast<XlsxReader*>(u)->Start(n, a); },
+        parser_,
+        [](void* u, const char* n, const char** a) { static_cast<XlsxReader*>(u)->Start(n, a); },
         [](void* u, const char* n) { static_cast<XlsxReader*>(u)->End(n); });
     XML_SetCharacterDataHandler(parser_, [](void* u, const char* s, int len) {
       auto* r = static_cast<XlsxReader*>(u);

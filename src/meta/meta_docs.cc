@@ -138,9 +138,9 @@ Result<Doc> MetaStore::PutDoc(Doc d) {
   } else if (lookup) {
     CC_RETURN_IF_ERROR(CheckLookupDoc(d));
   } else if (d.kind == "location") {
-    CC_RETURN_IF_ERROR(CheckOnly(b, {"name", "site_code", "location_type", "parent_id",
-                                     "shares_cases", "view_descendants", "metadata",
-                                     "external_id", "latitude", "longitude"}));
+    CC_RETURN_IF_ERROR(
+        CheckOnly(b, {"name", "site_code", "location_type", "parent_id", "shares_cases",
+                      "view_descendants", "metadata", "external_id", "latitude", "longitude"}));
     CC_RETURN_IF_ERROR(CheckString(b, "location_type", true));
     CC_RETURN_IF_ERROR(CheckString(b, "site_code", false));
     CC_RETURN_IF_ERROR(CheckString(b, "external_id", false));

@@ -19,8 +19,8 @@ namespace {
 
 namespace json = boost::json;
 using codec::GetStr;
-using util::IsXmlName;
 using util::AppendXmlEscaped;
+using util::IsXmlName;
 
 void Attr(std::string* o, std::string_view name, std::string_view value) {
   *o += ' ';
@@ -40,7 +40,6 @@ void Elem(std::string* o, std::string_view name, std::string_view text) {
   *o += '>';
 }
 
-
 // A location field as text: strings as they are, numbers (latitude, longitude) in their
 // shortest form, missing or null as ''.
 std::string Field(const json::object& body, std::string_view key) {
@@ -51,8 +50,7 @@ std::string Field(const json::object& body, std::string_view key) {
   return json::serialize(*v);
 }
 
-std::string GroupsFixture(const User& user,
-                          const std::vector<MetaStore::SharingGroup>& groups) {
+std::string GroupsFixture(const User& user, const std::vector<MetaStore::SharingGroup>& groups) {
   // corehq/apps/groups/fixtures.py group_fixture: id, name, and group_data from the metadata.
   std::string o = "<fixture id=\"user-groups\"";
   Attr(&o, "user_id", user.user_id);
@@ -148,7 +146,8 @@ std::string LocationsFixture(const User& user, const std::vector<Doc>& all) {
     for (const auto& t : types) ids[t + "_id"];
     std::set<std::string> seen;
     for (const Doc* at = l; at && seen.insert(at->id).second;) {
-      if (std::string t = GetStr(at->body, "location_type"); types.count(t)) ids[t + "_id"] = at->id;
+      if (std::string t = GetStr(at->body, "location_type"); types.count(t))
+        ids[t + "_id"] = at->id;
       auto p = by_id.find(GetStr(at->body, "parent_id"));
       at = p == by_id.end() ? nullptr : p->second;
     }

@@ -28,8 +28,9 @@ Status Bad(std::string_view field, std::string_view why) {
 
 Status CheckName(std::string_view field, const json::value& v) {
   if (!v.is_string() || !IsXmlName(v.get_string()))
-    return Bad(field, "must be a name starting with a letter or _ and holding letters, digits, "
-                      "_, - or . only");
+    return Bad(field,
+               "must be a name starting with a letter or _ and holding letters, digits, "
+               "_, - or . only");
   return Status::Ok();
 }
 
@@ -122,9 +123,8 @@ Status CheckItemField(const std::string& at, const json::value& v, const Field& 
       } else if (kv.key() == "properties") {
         if (!kv.value().is_object()) return Bad(here + ".properties", "must be an object");
         for (const auto& p : kv.value().get_object())
-          if (!p.value().is_string() ||
-              std::find(field.properties.begin(), field.properties.end(), p.key()) ==
-                  field.properties.end())
+          if (!p.value().is_string() || std::find(field.properties.begin(), field.properties.end(),
+                                                  p.key()) == field.properties.end())
             return Bad(fmt::format("{}.properties.{}", here, std::string_view(p.key())),
                        "must be a string property the table's field declares");
       } else {
@@ -152,8 +152,9 @@ Status MetaStore::CheckLookupDoc(const Doc& d) {
              .count(kv.key()))
       return Bad(kv.key(), "unknown field");
   auto table = GetDoc("lookup_table", d.domain, GetStr(b, "table_id"));
-  if (!table.ok()) return Bad("table_id", fmt::format("no lookup table '{}' in {}",
-                                                      GetStr(b, "table_id"), d.domain));
+  if (!table.ok())
+    return Bad("table_id",
+               fmt::format("no lookup table '{}' in {}", GetStr(b, "table_id"), d.domain));
   const auto fields = TableFields(table->body);
   if (const json::value* fs = b.if_contains("fields")) {
     if (!fs->is_object()) return Bad("fields", "must be an object of field values");
@@ -163,8 +164,8 @@ Status MetaStore::CheckLookupDoc(const Doc& d) {
       if (f == fields.end())
         return Bad(fmt::format("fields.{}", std::string_view(kv.key())),
                    "the table has no such field");
-      CC_RETURN_IF_ERROR(CheckItemField(fmt::format("fields.{}", std::string_view(kv.key())),
-                                        kv.value(), *f));
+      CC_RETURN_IF_ERROR(
+          CheckItemField(fmt::format("fields.{}", std::string_view(kv.key())), kv.value(), *f));
     }
   }
   if (const json::value* as = b.if_contains("item_attributes")) {
@@ -181,8 +182,10 @@ Status MetaStore::CheckLookupDoc(const Doc& d) {
   if (const json::value* k = b.if_contains("sort_key"); k && !k->is_int64())
     return Bad("sort_key", "must be a whole number");
   if (const json::value* o = b.if_contains("owners")) {
-    if (!o->is_object()) return Bad("owners", "must be {\"users\": [...], \"groups\": [...], "
-                                              "\"locations\": [...]}");
+    if (!o->is_object())
+      return Bad("owners",
+                 "must be {\"users\": [...], \"groups\": [...], "
+                 "\"locations\": [...]}");
     for (const auto& kv : o->get_object()) {
       if (kv.key() != "users" && kv.key() != "groups" && kv.key() != "locations")
         return Bad(fmt::format("owners.{}", std::string_view(kv.key())), "unknown field");
@@ -206,9 +209,8 @@ void AppendItem(std::string* o, const std::string& tag, const json::object& tabl
     const json::value* vals = item.if_contains("item_attributes");
     for (const auto& a : as->get_array()) {
       if (!a.is_string()) continue;
-      const json::value* v = vals && vals->is_object() ? vals->get_object().if_contains(
-                                                             a.get_string())
-                                                       : nullptr;
+      const json::value* v =
+          vals && vals->is_object() ? vals->get_object().if_contains(a.get_string()) : nullptr;
       *o += fmt::format(" {}=\"", std::string_view(a.get_string()));
       AppendXmlEscaped(o, v && v->is_string() ? std::string_view(v->get_string()) : "");
       *o += '"';
@@ -224,8 +226,8 @@ void AppendItem(std::string* o, const std::string& tag, const json::object& tabl
       if (props)
         for (const auto& p : *props) {
           *o += fmt::format(" {}=\"", std::string_view(p.key()));
-          AppendXmlEscaped(o, p.value().is_string() ? std::string_view(p.value().get_string())
-                                                    : "");
+          AppendXmlEscaped(o,
+                           p.value().is_string() ? std::string_view(p.value().get_string()) : "");
           *o += '"';
         }
       *o += '>';

@@ -79,8 +79,8 @@ struct Doc {
 // lookup_item (a row, FixtureDataItem): table_id, fields {name: value or [{value,
 // properties{}}]}, item_attributes {}, sort_key, owners {users[], groups[], locations[]}.
 // meta_lookup.cc validates both and writes them as item-list fixtures.
-inline constexpr std::string_view kDocKinds[] = {"role",     "group",        "location",
-                                                 "app",      "lookup_table", "lookup_item"};
+inline constexpr std::string_view kDocKinds[] = {"role", "group",        "location",
+                                                 "app",  "lookup_table", "lookup_item"};
 
 // A user as stored but for the credentials and the revision ("permissions" by domain).
 boost::json::object UserProfile(const User& u);
@@ -221,7 +221,7 @@ class MetaStore {
  private:
   struct Impl;
   Status CheckLookupDoc(const Doc& d);  // a lookup_table or lookup_item's fields (PutDoc)
-  void RelayAfterWrite();  // Relay, logging a failure (the changes stay queued)
+  void RelayAfterWrite();               // Relay, logging a failure (the changes stay queued)
   explicit MetaStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

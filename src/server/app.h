@@ -104,7 +104,7 @@ class App {
   http::Response RulesApi(const http::Request& r, const std::string& domain, std::string rest);
   http::Response ForwardersApi(const http::Request& r, const std::string& domain,
                                std::string rest);  // forwarders_api.cc
-  std::string TaskMetrics();  // tasks_api.cc
+  std::string TaskMetrics();                       // tasks_api.cc
   http::Response UcrApi(const http::Request& r, const std::string& domain, const std::string& rest);
   http::Response FormApi(const http::Request& r, const std::string& domain,
                          const std::string& rest);  // form_api.cc

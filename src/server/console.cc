@@ -90,12 +90,9 @@ Response Asset(const Request& r, std::string_view name) {
   if (r.method != "GET" && r.method != "HEAD") return Error(405, "use GET");
   Response out;
   const std::string etag = fmt::format("\"{}\"", a->etag);
-  out.headers = {{"Content-Security-Policy", kCsp},
-                 {"X-Content-Type-Options", "nosniff"},
-                 {"X-Frame-Options", "DENY"},
-                 {"Referrer-Policy", "no-referrer"},
-                 {"Cache-Control", "no-cache"},
-                 {"ETag", etag}};
+  out.headers = {{"Content-Security-Policy", kCsp}, {"X-Content-Type-Options", "nosniff"},
+                 {"X-Frame-Options", "DENY"},       {"Referrer-Policy", "no-referrer"},
+                 {"Cache-Control", "no-cache"},     {"ETag", etag}};
   if (const std::string* inm = r.Header("if-none-match"); inm && *inm == etag) {
     out.status = 304;
     out.content_type.clear();
@@ -130,7 +127,8 @@ Result<meta::User> App::SessionUser(const Request& r) {
   if (!SafeMethod(r.method)) {
     const std::string* token = r.Header("x-csrf-token");
     if (!token || !SameString(*token, s.csrf_token))
-      return Status::PermissionDenied("the console's CSRF token (X-CSRF-Token) is missing or wrong");
+      return Status::PermissionDenied(
+          "the console's CSRF token (X-CSRF-Token) is missing or wrong");
     if (!SameOrigin(r)) return Status::PermissionDenied("cross-origin request refused");
   }
   auto user = meta_->GetUser(s.username);
@@ -181,8 +179,7 @@ Response App::Login(const Request& r) {
   meta::Session s;
   auto id = meta_->CreateSession(user->username, limits_.session_seconds, &s);
   if (!id.ok()) return Error(StatusFor(id.status()), id.status().message());
-  Response out =
-      Json(200, json::object{{"username", s.username}, {"csrf_token", s.csrf_token}});
+  Response out = Json(200, json::object{{"username", s.username}, {"csrf_token", s.csrf_token}});
   out.headers.emplace_back("Set-Cookie", SetCookie(r, *id, limits_.session_seconds));
   out.headers.emplace_back("Cache-Control", "no-store");
   return out;

@@ -64,9 +64,10 @@ Response App::ConsoleApi(const Request& r, const std::string& domain, const std:
                                   {"forms", forms}});
   }
   if (!user->Can(domain, meta::kEditData))
-    return Error(403, fmt::format("user {} may not edit data in domain {}", user->username, domain));
-  Status st = action == "archive" ? engine_->ArchiveForm(domain, id)
-                                  : engine_->UnarchiveForm(domain, id);
+    return Error(403,
+                 fmt::format("user {} may not edit data in domain {}", user->username, domain));
+  Status st =
+      action == "archive" ? engine_->ArchiveForm(domain, id) : engine_->UnarchiveForm(domain, id);
   if (!st.ok()) return Error(StatusFor(st), st.message());
   auto f = engine_->GetForm(domain, id);
   if (!f.ok()) return Error(StatusFor(f.status()), f.status().message());

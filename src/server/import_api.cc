@@ -36,9 +36,12 @@ namespace {
 
 // Applies one option (from the query or a multipart field); false names a bad one in *err.
 bool Option(const std::string& k, const std::string& v, CaseImportOptions* o, std::string* err) {
-  if (k == "case_type") o->case_type = v;
-  else if (k == "search_field") o->search_field = v;
-  else if (k == "search_column") o->search_column = v;
+  if (k == "case_type")
+    o->case_type = v;
+  else if (k == "search_field")
+    o->search_field = v;
+  else if (k == "search_column")
+    o->search_column = v;
   else if (k == "create_new" || k == "dry_run") {
     if (v != "true" && v != "false") return *err = k + " must be true or false", false;
     (k == "create_new" ? o->create_new : o->dry_run) = v == "true";
@@ -66,11 +69,10 @@ Response DryRun(Engine* engine, meta::MetaStore* meta, const CaseImportOptions& 
   bool ok = ::write(fd, file.data(), file.size()) == static_cast<ssize_t>(file.size());
   ::close(fd);
   json::array problems;
-  auto r = ok ? ImportCases(engine, meta, o, tmpl, {},
-                            [&](const ImportProblem& p) {
-                              problems.push_back(json::parse(p.ToJson()));
-                            })
-              : Result<CaseImportResult>(Status::Internal("cannot write the dry run's temp file"));
+  auto r =
+      ok ? ImportCases(engine, meta, o, tmpl, {},
+                       [&](const ImportProblem& p) { problems.push_back(json::parse(p.ToJson())); })
+         : Result<CaseImportResult>(Status::Internal("cannot write the dry run's temp file"));
   std::remove(tmpl);
   if (!r.ok()) return Error(StatusFor(r.status()), r.status().message());
   json::value v = json::parse(r->ToJson());
@@ -151,7 +153,8 @@ Response App::ImportApi(const Request& r, const std::string& domain, std::string
   const std::string prefix = "cases/", suffix = "/result";
   if (!rest.starts_with(prefix) || !rest.ends_with(suffix) || r.method != "GET")
     return Error(404, "no such route: POST cases/, GET cases/{id}/result, POST edit/");
-  const std::string id_text = rest.substr(prefix.size(), rest.size() - prefix.size() - suffix.size());
+  const std::string id_text =
+      rest.substr(prefix.size(), rest.size() - prefix.size() - suffix.size());
   char* end = nullptr;
   const int64_t id = std::strtoll(id_text.c_str(), &end, 10);
   if (*end || id <= 0) return Error(404, "no such import");
@@ -162,7 +165,8 @@ Response App::ImportApi(const Request& r, const std::string& domain, std::string
     return Error(409, fmt::format("import {} is {}", id, TaskStateName(t->state)));
   boost::system::error_code ec;
   json::value res = json::parse(t->result, ec);
-  const json::value* key = ec || !res.is_object() ? nullptr : res.get_object().if_contains("result_key");
+  const json::value* key =
+      ec || !res.is_object() ? nullptr : res.get_object().if_contains("result_key");
   if (!key || !key->is_string()) return Error(404, fmt::format("import {} has no result file", id));
   auto blobs = ExportBlobStore(data_dir);
   if (!blobs.ok()) return Error(StatusFor(blobs.status()), blobs.status().message());

@@ -301,8 +301,8 @@ class SyncImpl final : public Sync {
     if (req.items) {
       // HQ's RestoreContent: every top-level element after the message (Sync, Registration,
       // each fixture and schema, each balance block, each case), plus one for the message.
-      const int64_t items = 3 + CountTopLevelElements(req.fixtures) + res.ledgers +
-                            static_cast<int64_t>(send.size());
+      const int64_t items =
+          3 + CountTopLevelElements(req.fixtures) + res.ledgers + static_cast<int64_t>(send.size());
       o += fmt::format(" items=\"{}\"", items);
     }
     o += "><message nature=\"ota_restore_success\">Successfully restored account ";

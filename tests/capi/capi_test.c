@@ -471,8 +471,8 @@ static void test_forwarding(void) {
            "{\"backend\": \"sqlite\", \"data_dir\": \"%s/data\", \"create\": true}", dir);
   o.config_json = config;
   OK(cc_engine_open(&e, &o));
-  FAILS(cc_forwarder_add(&json, e, "{\"domain\": \"demo\", \"url\": \"ftp://x\"}"),
-        CC_EINVALID, "url");
+  FAILS(cc_forwarder_add(&json, e, "{\"domain\": \"demo\", \"url\": \"ftp://x\"}"), CC_EINVALID,
+        "url");
   FAILS(cc_forwarder_add(&json, e, "{\"domain\": \"demo\", \"url\": \"http://x\", \"colour\": 1}"),
         CC_EINVALID, "colour");
   OK(cc_forwarder_add(&json, e,
@@ -488,8 +488,11 @@ static void test_forwarding(void) {
   cc_free(json);
   OK(cc_forwarder_set_paused(e, "demo", id, 1));
   FAILS(cc_forwarder_set_paused(e, "other", id, 1), CC_ENOTFOUND, "forwarder");
-  OK(submit(e, case_form("ff1", "fc1", "<create><case_type>patient</case_type><case_name>P"
-                                       "</case_name><owner_id>u1</owner_id></create>"), &r));
+  OK(submit(e,
+            case_form("ff1", "fc1",
+                      "<create><case_type>patient</case_type><case_name>P"
+                      "</case_name><owner_id>u1</owner_id></create>"),
+            &r));
   cc_submit_result_free(r);
   OK(cc_pillows_open(&p, e, NULL));
   OK(cc_pillows_run_until_caught_up(&n, p));
@@ -588,13 +591,15 @@ static void test_exports_and_reports(void) {
   FAILS(cc_export_fetch(NULL, e, "demo", id, "cc-capi-export.csv"), CC_EPRECONDITION, "queued");
   FAILS(cc_export_fetch(NULL, e, "other", id, "cc-capi-export.csv"), CC_ENOTFOUND, "other");
   /* A saved export with a schedule is a daily saved export: saving puts its schedule. */
-  OK(cc_export_save(e, "{\"domain\": \"demo\", \"name\": \"daily\", \"schedule\": "
-                       "{\"cron\": \"0 6 * * *\", \"time_zone\": \"Africa/Nairobi\"}}"));
+  OK(cc_export_save(e,
+                    "{\"domain\": \"demo\", \"name\": \"daily\", \"schedule\": "
+                    "{\"cron\": \"0 6 * * *\", \"time_zone\": \"Africa/Nairobi\"}}"));
   OK(cc_tasks_schedules(&json, e));
   CHECK(json && strstr(json, "export:demo:daily"));
   cc_free(json);
-  FAILS(cc_export_save(e, "{\"domain\": \"demo\", \"name\": \"bad\", \"schedule\": "
-                          "{\"cron\": \"61 * * * *\"}}"),
+  FAILS(cc_export_save(e,
+                       "{\"domain\": \"demo\", \"name\": \"bad\", \"schedule\": "
+                       "{\"cron\": \"61 * * * *\"}}"),
         CC_EINVALID, "cron");
   OK(cc_export_delete(e, "demo", "daily"));
   OK(cc_tasks_schedules(&json, e));
@@ -653,8 +658,9 @@ static void test_exports_and_reports(void) {
 /* Case import (dry run, then for real, then again: nothing changes) and a bulk edit. */
 static void test_import_and_bulk_edit(void) {
   char dir[] = "/tmp/cc-capi-import-XXXXXX", path[256], config[512];
-  const char* opts = "{\"domain\": \"demo\", \"case_type\": \"patient\", "
-                     "\"search_field\": \"external_id\", \"create_new\": true%s}";
+  const char* opts =
+      "{\"domain\": \"demo\", \"case_type\": \"patient\", "
+      "\"search_field\": \"external_id\", \"create_new\": true%s}";
   char options[256];
   cc_engine_options o = CC_ENGINE_OPTIONS_INIT;
   cc_engine* e = NULL;
@@ -663,8 +669,10 @@ static void test_import_and_bulk_edit(void) {
   FILE* f;
 
   CHECK(mkdtemp(dir) != NULL);
-  snprintf(config, sizeof config, "{\"backend\": \"sqlite\", \"data_dir\": \"%s/data\", "
-           "\"create\": true}", dir);
+  snprintf(config, sizeof config,
+           "{\"backend\": \"sqlite\", \"data_dir\": \"%s/data\", "
+           "\"create\": true}",
+           dir);
   o.config_json = config;
   OK(cc_engine_open(&e, &o));
   snprintf(path, sizeof path, "%s/p.csv", dir);
@@ -677,13 +685,16 @@ static void test_import_and_bulk_edit(void) {
   CHECK(json && strstr(json, "\"created_count\":1") && strstr(json, "\"match_count\":1") &&
         strstr(json, "\"failed_count\":1") && strstr(json, "\"row\":3"));
   cc_free(json);
-  OK(cc_bulk_edit(&json, e, "{\"domain\": \"demo\", \"filter\": {\"case_type\": \"patient\"}, "
-                  "\"preview\": true}", NULL, NULL));
-  CHECK(json && strstr(json, "\"matched\":0"));  /* the dry run wrote nothing */
+  OK(cc_bulk_edit(&json, e,
+                  "{\"domain\": \"demo\", \"filter\": {\"case_type\": \"patient\"}, "
+                  "\"preview\": true}",
+                  NULL, NULL));
+  CHECK(json && strstr(json, "\"matched\":0")); /* the dry run wrote nothing */
   cc_free(json);
   snprintf(options, sizeof options, opts, "");
   OK(cc_import_cases(&json, e, options, path, NULL, NULL));
-  CHECK(json && strstr(json, "\"created_count\":1") && strstr(json, "\"chunks_already_applied\":0"));
+  CHECK(json && strstr(json, "\"created_count\":1") &&
+        strstr(json, "\"chunks_already_applied\":0"));
   cc_free(json);
   OK(cc_import_cases(&json, e, options, path, NULL, NULL));
   CHECK(json && strstr(json, "\"chunks_already_applied\":2"));
@@ -691,18 +702,24 @@ static void test_import_and_bulk_edit(void) {
   FAILS(cc_import_cases(&json, e, "{\"domain\": \"demo\"}", path, NULL, NULL), CC_EINVALID,
         "case_type");
   FAILS(cc_import_cases(&json, e, "{\"colour\": 1}", path, NULL, NULL), CC_EINVALID, "colour");
-  OK(cc_bulk_edit(&json, e, "{\"domain\": \"demo\", \"filter\": {\"properties.ward\": \"w3\"}, "
-                  "\"set\": {\"flag\": \"yes\"}}", NULL, NULL));
+  OK(cc_bulk_edit(&json, e,
+                  "{\"domain\": \"demo\", \"filter\": {\"properties.ward\": \"w3\"}, "
+                  "\"set\": {\"flag\": \"yes\"}}",
+                  NULL, NULL));
   CHECK(json && strstr(json, "\"updated\":1"));
   cc_free(json);
-  FAILS(cc_bulk_edit(&json, e, "{\"domain\": \"demo\", \"filter\": {\"colour\": \"red\"}, "
-                     "\"close\": true}", NULL, NULL), CC_EINVALID, "colour");
+  FAILS(cc_bulk_edit(&json, e,
+                     "{\"domain\": \"demo\", \"filter\": {\"colour\": \"red\"}, "
+                     "\"close\": true}",
+                     NULL, NULL),
+        CC_EINVALID, "colour");
   OK(cc_import_enqueue(&id, e, options, "external_id,name\nE9,x\n", 22));
   CHECK(id > 0);
   OK(cc_tasks_get(&json, e, id));
   CHECK(json && strstr(json, "\"import.cases\""));
   cc_free(json);
-  OK(cc_bulk_edit_enqueue(&id, e, "{\"domain\": \"demo\", \"filter\": {\"case_type\": "
+  OK(cc_bulk_edit_enqueue(&id, e,
+                          "{\"domain\": \"demo\", \"filter\": {\"case_type\": "
                           "\"patient\"}, \"close\": true}"));
   CHECK(id > 0);
   cc_engine_free(e);
@@ -714,19 +731,20 @@ static void test_import_and_bulk_edit(void) {
  * checks the capi_leak_test build of this file at exit). */
 /* Case update rules: saved with their schedule, a bad one refused naming the field, a dry run
  * that changes nothing, a run that does, a rerun that finds nothing left to do. */
-#define FLAG_RULE(extra)                                                                  \
-  "{\"name\": \"flag\", \"domain\": \"demo\", \"case_type\": \"patient\", "              \
-  "\"criteria\": [{\"property_name\": \"status\", \"match_type\": \"EQUAL\", "            \
-  "\"property_value\": \"new\"}], \"actions\": {\"update\": [{\"name\": \"flag\", "        \
+#define FLAG_RULE(extra)                                                            \
+  "{\"name\": \"flag\", \"domain\": \"demo\", \"case_type\": \"patient\", "         \
+  "\"criteria\": [{\"property_name\": \"status\", \"match_type\": \"EQUAL\", "      \
+  "\"property_value\": \"new\"}], \"actions\": {\"update\": [{\"name\": \"flag\", " \
   "\"value\": \"yes\"}]}" extra "}"
 static void test_rules(void) {
   cc_engine* e = open_memory();
   cc_submit_result* r = NULL;
   char* json = NULL;
   int64_t id = 0;
-  OK(submit(e, case_form("rf1", "rc1",
-                         "<create><case_type>patient</case_type><case_name>A</case_name>"
-                         "<owner_id>u1</owner_id></create><update><status>new</status></update>"),
+  OK(submit(e,
+            case_form("rf1", "rc1",
+                      "<create><case_type>patient</case_type><case_name>A</case_name>"
+                      "<owner_id>u1</owner_id></create><update><status>new</status></update>"),
             &r));
   cc_submit_result_free(r);
   FAILS(cc_rule_set(&json, e, FLAG_RULE(", \"time_zone\": \"Nowhere/City\"")), CC_EINVALID,

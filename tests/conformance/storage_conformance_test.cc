@@ -1,6 +1,4 @@
 // One conformance suite that every PrimaryStore and BlobStore implementation runs.
-#include <algorithm>
-#include <boost/json.hpp>
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -10,7 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <boost/json.hpp>
 #include <filesystem>
 #include <fstream>
 #include <functional>

@@ -86,20 +86,21 @@ TEST_CASE("Import: XLSX numbers, dates and strings become HQ's text") {
   CHECK(r->rows == 2);  // the blank row is not a row of the sheet
   int seen = 0;
   REQUIRE(e->ListCases({.domain = "demo"}, [&](const CaseRecord& c) {
-            if (c.external_id == "1001") {
-              CHECK(c.properties.at("dob") == "1995-03-14");
-              CHECK(c.properties.at("age") == "31");
-              CHECK(c.properties.at("weight") == "61.5");
-              CHECK(c.owner_id == "u1");
-              ++seen;
-            }
-            return true;
-          }).ok());
+             if (c.external_id == "1001") {
+               CHECK(c.properties.at("dob") == "1995-03-14");
+               CHECK(c.properties.at("age") == "31");
+               CHECK(c.properties.at("weight") == "61.5");
+               CHECK(c.owner_id == "u1");
+               ++seen;
+             }
+             return true;
+           }).ok());
   CHECK(seen == 1);
 }
 
 TEST_CASE("Import: CSV quoting, a BOM, CRLF and an unclosed quote") {
-  auto rows = ReadAll(WriteFile("a.csv", "\xEF\xBB\xBFname,note\r\n\"A, B\",\"say \"\"hi\"\"\nok\"\r\nx,\r\n"));
+  auto rows = ReadAll(
+      WriteFile("a.csv", "\xEF\xBB\xBFname,note\r\n\"A, B\",\"say \"\"hi\"\"\nok\"\r\nx,\r\n"));
   REQUIRE(rows.size() == 3);
   CHECK(rows[0][0] == "name");
   CHECK(rows[1] == std::vector<std::string>{"A, B", "say \"hi\"\nok"});
@@ -139,10 +140,10 @@ TEST_CASE("Import: a rerun after a run stopped half-way applies each row once") 
   CHECK(again->chunks_already_applied == 1);
   int n = 0;
   REQUIRE(e->ListCases({.domain = "demo"}, [&](const CaseRecord& c) {
-            auto h = e->CaseHistory("demo", c.case_id);
-            CHECK((h.ok() && h->size() == 1));
-            return ++n, true;
-          }).ok());
+             auto h = e->CaseHistory("demo", c.case_id);
+             CHECK((h.ok() && h->size() == 1));
+             return ++n, true;
+           }).ok());
   CHECK(n == 25);
 }
 
@@ -152,9 +153,11 @@ TEST_CASE("Import: options JSON names an unknown or mistyped field") {
   CHECK(o->create_new);
   CHECK(CaseImportOptionsFromJson(R"({"colour": 1})").status().message().find("colour") !=
         std::string::npos);
-  CHECK(CaseImportOptionsFromJson(R"({"create_new": "yes"})").status().message().find(
-            "create_new") != std::string::npos);
-  auto b = BulkEditOptionsFromJson(R"({"domain": "d", "filter": {"case_type": "t"}, "set": {"a": "1"}})");
+  CHECK(
+      CaseImportOptionsFromJson(R"({"create_new": "yes"})").status().message().find("create_new") !=
+      std::string::npos);
+  auto b = BulkEditOptionsFromJson(
+      R"({"domain": "d", "filter": {"case_type": "t"}, "set": {"a": "1"}})");
   REQUIRE(b.ok());
   CHECK(CheckBulkEdit(*b).ok());
   b->filter_json = R"({"colour": "red"})";

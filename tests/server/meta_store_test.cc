@@ -331,13 +331,13 @@ TEST_CASE("lookup tables are item-list fixtures as HQ writes them") {
       return f.m->PutDoc(MakeDoc(kind, "demo", std::move(b), id));
     };
     auto table_put = put("lookup_table", "t-district",
-                {{"tag", "district"},
-                 {"is_global", true},
-                 {"is_indexed", true},
-                 {"item_attributes", {"rank"}},
-                 {"fields",
-                  {boost::json::object{{"field_name", "name"}, {"properties", {"lang"}}},
-                   boost::json::object{{"field_name", "code"}, {"is_indexed", true}}}}});
+                         {{"tag", "district"},
+                          {"is_global", true},
+                          {"is_indexed", true},
+                          {"item_attributes", {"rank"}},
+                          {"fields",
+                           {boost::json::object{{"field_name", "name"}, {"properties", {"lang"}}},
+                            boost::json::object{{"field_name", "code"}, {"is_indexed", true}}}}});
     INFO(table_put.status().message());
     REQUIRE(table_put.ok());
     REQUIRE(put("lookup_table", "t-cadre", {{"tag", "cadre"}, {"fields", {"title"}}}).ok());
@@ -348,16 +348,16 @@ TEST_CASE("lookup tables are item-list fixtures as HQ writes them") {
                  {"fields", {{"code", "d2"}}},
                  {"item_attributes", {{"rank", "2"}}}})
                 .ok());
-    REQUIRE(put("lookup_item", "i1",
-                {{"table_id", "t-district"},
-                 {"sort_key", 1},
-                 {"fields",
-                  {{"name",
-                    {boost::json::object{{"value", "North"}, {"properties", {{"lang", "en"}}}},
-                     boost::json::object{{"value", "Nord & co"},
-                                         {"properties", {{"lang", "fr"}}}}}},
-                   {"code", "d1"}}}})
-                .ok());
+    REQUIRE(
+        put("lookup_item", "i1",
+            {{"table_id", "t-district"},
+             {"sort_key", 1},
+             {"fields",
+              {{"name",
+                {boost::json::object{{"value", "North"}, {"properties", {{"lang", "en"}}}},
+                 boost::json::object{{"value", "Nord & co"}, {"properties", {{"lang", "fr"}}}}}},
+               {"code", "d1"}}}})
+            .ok());
     // The user-owned table: one item owned by the worker, one by a group they are not in.
     REQUIRE(put("lookup_item", "c1",
                 {{"table_id", "t-cadre"},

@@ -88,16 +88,16 @@ class Cli {
 };
 
 // Each group file registers its commands.
-void RegisterDataCommands(Cli* cli);    // init, migrate, submit, form, case, ledger, check
-void RegisterChangeCommands(Cli* cli);  // changes, pillows, search, ucr
-void RegisterServeCommand(Cli* cli);    // serve
-void RegisterAdminCommands(Cli* cli);   // admin, restore
-void RegisterTaskCommands(Cli* cli);    // tasks
-void RegisterReportCommands(Cli* cli);  // reports
-void RegisterExportCommands(Cli* cli);  // export cases|forms
-void RegisterRuleCommands(Cli* cli);    // rules
-void RegisterAlertCommands(Cli* cli);   // alerts (reminders)
-void RegisterImportCommands(Cli* cli);  // import cases|edit
+void RegisterDataCommands(Cli* cli);       // init, migrate, submit, form, case, ledger, check
+void RegisterChangeCommands(Cli* cli);     // changes, pillows, search, ucr
+void RegisterServeCommand(Cli* cli);       // serve
+void RegisterAdminCommands(Cli* cli);      // admin, restore
+void RegisterTaskCommands(Cli* cli);       // tasks
+void RegisterReportCommands(Cli* cli);     // reports
+void RegisterExportCommands(Cli* cli);     // export cases|forms
+void RegisterRuleCommands(Cli* cli);       // rules
+void RegisterAlertCommands(Cli* cli);      // alerts (reminders)
+void RegisterImportCommands(Cli* cli);     // import cases|edit
 void RegisterForwarderCommands(Cli* cli);  // forwarders (data forwarding)
 
 // Helpers (common.cc).

@@ -73,7 +73,7 @@ Result<Forwarder> FromArgs(const Args& a, const std::string& domain) {
   }
   if (a.Has("--header")) {
     json::object h = o.contains("headers") && o["headers"].is_object() ? o["headers"].get_object()
-                                                                         : json::object();
+                                                                       : json::object();
     auto [lo, hi] = a.multi.equal_range("--header");
     for (auto it = lo; it != hi; ++it) {
       size_t colon = it->second.find(':');
@@ -89,80 +89,89 @@ Result<Forwarder> FromArgs(const Args& a, const std::string& domain) {
 }
 
 int CmdList(const Args& a) {
-  return WithStore(a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
-    CC_ASSIGN_OR_RETURN(auto all, s->List(d));
-    std::vector<std::string> out;
-    for (const auto& f : all) out.push_back(f.ToJson());
-    return out;
-  });
+  return WithStore(
+      a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
+        CC_ASSIGN_OR_RETURN(auto all, s->List(d));
+        std::vector<std::string> out;
+        for (const auto& f : all) out.push_back(f.ToJson());
+        return out;
+      });
 }
 
 int CmdAdd(const Args& a) {
-  return WithStore(a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
-    CC_ASSIGN_OR_RETURN(Forwarder f, FromArgs(a, d));
-    CC_ASSIGN_OR_RETURN(f, s->Add(f));
-    return std::vector<std::string>{f.ToJson()};
-  });
+  return WithStore(
+      a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
+        CC_ASSIGN_OR_RETURN(Forwarder f, FromArgs(a, d));
+        CC_ASSIGN_OR_RETURN(f, s->Add(f));
+        return std::vector<std::string>{f.ToJson()};
+      });
 }
 
 int CmdPause(const Args& a, bool paused) {
-  return WithStore(a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
-    CC_RETURN_IF_ERROR(s->SetPaused(d, a.Get("--id"), paused));
-    CC_ASSIGN_OR_RETURN(Forwarder f, s->Get(d, a.Get("--id")));
-    return std::vector<std::string>{f.ToJson()};
-  });
+  return WithStore(
+      a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
+        CC_RETURN_IF_ERROR(s->SetPaused(d, a.Get("--id"), paused));
+        CC_ASSIGN_OR_RETURN(Forwarder f, s->Get(d, a.Get("--id")));
+        return std::vector<std::string>{f.ToJson()};
+      });
 }
 
 int CmdDelete(const Args& a) {
-  return WithStore(a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
-    CC_RETURN_IF_ERROR(s->Delete(d, a.Get("--id")));
-    return std::vector<std::string>{json::serialize(json::object{{"deleted", a.Get("--id")}})};
-  });
+  return WithStore(
+      a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
+        CC_RETURN_IF_ERROR(s->Delete(d, a.Get("--id")));
+        return std::vector<std::string>{json::serialize(json::object{{"deleted", a.Get("--id")}})};
+      });
 }
 
 int CmdRecords(const Args& a) {
-  return WithStore(a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
-    RecordFilter q;
-    q.domain = d;
-    q.forwarder_id = a.Get("--forwarder");
-    if (a.Has("--state")) {
-      q.state = ParseRecordState(a.Get("--state"));
-      if (!q.state)
-        return Status::InvalidArgument(
-            "--state must be pending, failed, succeeded, cancelled, empty or invalid_payload");
-    }
-    int64_t n = 0;
-    if (a.Has("--limit") && ParseInt(a.Get("--limit"), &n)) q.limit = static_cast<int>(n);
-    if (a.Has("--before") && ParseInt(a.Get("--before"), &n)) q.before_id = n;
-    CC_ASSIGN_OR_RETURN(auto all, s->Records(q));
-    std::vector<std::string> out;
-    for (const auto& r : all) out.push_back(r.ToJson());
-    return out;
-  });
+  return WithStore(
+      a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
+        RecordFilter q;
+        q.domain = d;
+        q.forwarder_id = a.Get("--forwarder");
+        if (a.Has("--state")) {
+          q.state = ParseRecordState(a.Get("--state"));
+          if (!q.state)
+            return Status::InvalidArgument(
+                "--state must be pending, failed, succeeded, cancelled, empty or invalid_payload");
+        }
+        int64_t n = 0;
+        if (a.Has("--limit") && ParseInt(a.Get("--limit"), &n)) q.limit = static_cast<int>(n);
+        if (a.Has("--before") && ParseInt(a.Get("--before"), &n)) q.before_id = n;
+        CC_ASSIGN_OR_RETURN(auto all, s->Records(q));
+        std::vector<std::string> out;
+        for (const auto& r : all) out.push_back(r.ToJson());
+        return out;
+      });
 }
 
 int CmdRecord(const Args& a) {
-  return WithStore(a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
-    int64_t id = 0;
-    if (!ParseInt(a.Get("--id"), &id)) return Status::InvalidArgument("--id must be a record id");
-    CC_ASSIGN_OR_RETURN(RepeatRecord r, s->Record(d, id));
-    return std::vector<std::string>{r.ToJson()};
-  });
+  return WithStore(
+      a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
+        int64_t id = 0;
+        if (!ParseInt(a.Get("--id"), &id))
+          return Status::InvalidArgument("--id must be a record id");
+        CC_ASSIGN_OR_RETURN(RepeatRecord r, s->Record(d, id));
+        return std::vector<std::string>{r.ToJson()};
+      });
 }
 
 int CmdResend(const Args& a) {
-  return WithStore(a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
-    if (a.Has("--record") == a.Has("--failed"))
-      return Status::InvalidArgument("give --record ID or --failed");
-    if (a.Has("--record")) {
-      int64_t id = 0;
-      if (!ParseInt(a.Get("--record"), &id)) return Status::InvalidArgument("--record must be an id");
-      CC_RETURN_IF_ERROR(s->Resend(d, id));
-      return std::vector<std::string>{json::serialize(json::object{{"resent", 1}})};
-    }
-    CC_ASSIGN_OR_RETURN(int64_t n, s->ResendFailed(d, a.Get("--forwarder")));
-    return std::vector<std::string>{json::serialize(json::object{{"resent", n}})};
-  });
+  return WithStore(
+      a, [&](ForwardingStore* s, const std::string& d) -> Result<std::vector<std::string>> {
+        if (a.Has("--record") == a.Has("--failed"))
+          return Status::InvalidArgument("give --record ID or --failed");
+        if (a.Has("--record")) {
+          int64_t id = 0;
+          if (!ParseInt(a.Get("--record"), &id))
+            return Status::InvalidArgument("--record must be an id");
+          CC_RETURN_IF_ERROR(s->Resend(d, id));
+          return std::vector<std::string>{json::serialize(json::object{{"resent", 1}})};
+        }
+        CC_ASSIGN_OR_RETURN(int64_t n, s->ResendFailed(d, a.Get("--forwarder")));
+        return std::vector<std::string>{json::serialize(json::object{{"resent", n}})};
+      });
 }
 
 }  // namespace
@@ -192,7 +201,8 @@ void RegisterForwarderCommands(Cli* cli) {
       .Int("--timeout-ms", "per request (default 60000)", 100)
       .Flag("--paused", "add it paused")
       .Str("--json", "the forwarder as JSON (options given override its fields)");
-  cli->Add(g, "pause", "pause a forwarder (records wait)", [](const Args& a) { return CmdPause(a, true); })
+  cli->Add(g, "pause", "pause a forwarder (records wait)",
+           [](const Args& a) { return CmdPause(a, true); })
       .Str("--domain", "the domain", true)
       .Str("--id", "the forwarder", true);
   cli->Add(g, "resume", "resume a forwarder", [](const Args& a) { return CmdPause(a, false); })

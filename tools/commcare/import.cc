@@ -119,8 +119,9 @@ void RegisterImportCommands(Cli* cli) {
            CmdImportEdit)
       .Str("--domain", "the domain", true)
       .Str("--filter", "Case API filters as a JSON object")
-      .Many("--where", "FILTER=VALUE: case_type, owner_id, case_name, external_id, closed, "
-                       "properties.P (repeatable)")
+      .Many("--where",
+            "FILTER=VALUE: case_type, owner_id, case_name, external_id, closed, "
+            "properties.P (repeatable)")
       .Many("--set", "PROPERTY=VALUE to set (repeatable)")
       .Flag("--close", "close the cases")
       .Flag("--preview", "count the matching cases, change nothing")

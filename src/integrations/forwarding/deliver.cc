@@ -23,7 +23,7 @@ namespace {
 
 constexpr int64_t kHour = 3600LL * 1'000'000;
 constexpr int kPage = 500;
-constexpr size_t kFlushEvery = 64;                    // outcomes per transaction, at most ...
+constexpr size_t kFlushEvery = 64;  // outcomes per transaction, at most ...
 constexpr auto kFlushAfter = std::chrono::milliseconds(200);  // ... or this old
 
 // One attempt's outcome, written with others in one transaction.
@@ -71,14 +71,14 @@ Status Flush(SharedDb& shared, std::vector<Done>* done) {
                                   {st, int64_t{Open(d.attempt.state)}, int64_t{d.tries},
                                    d.next_check, d.attempt.at, d.rec.id})
                                .status());
-        CC_RETURN_IF_ERROR(db.Run("recording an attempt",
-                                  "INSERT INTO fwd_attempts(record, n, at, state, http_status, "
-                                  "message, duration_us) VALUES(?,?,?,?,?,?,?) "
-                                  "ON CONFLICT(record, n) DO NOTHING",
-                                  {d.rec.id, int64_t{d.rec.attempts + 1}, d.attempt.at, st,
-                                   int64_t{d.attempt.http_status}, d.attempt.message,
-                                   d.attempt.duration_us})
-                               .status());
+        CC_RETURN_IF_ERROR(
+            db.Run("recording an attempt",
+                   "INSERT INTO fwd_attempts(record, n, at, state, http_status, "
+                   "message, duration_us) VALUES(?,?,?,?,?,?,?) "
+                   "ON CONFLICT(record, n) DO NOTHING",
+                   {d.rec.id, int64_t{d.rec.attempts + 1}, d.attempt.at, st,
+                    int64_t{d.attempt.http_status}, d.attempt.message, d.attempt.duration_us})
+                .status());
       }
       return Status::Ok();
     });
@@ -161,10 +161,17 @@ Result<int64_t> Pass(SharedDb& shared, Engine& engine, HttpSender& http, const F
       CC_ASSIGN_OR_RETURN(Done d, Attempt(engine, http, f, r));
       ++attempted;
       switch (d.attempt.state) {
-        case RecordState::kSucceeded: ++stats->succeeded; break;
-        case RecordState::kFailed: ++stats->failed, held.insert(key); break;
-        case RecordState::kCancelled: ++stats->cancelled; break;
-        default: ++stats->empty;
+        case RecordState::kSucceeded:
+          ++stats->succeeded;
+          break;
+        case RecordState::kFailed:
+          ++stats->failed, held.insert(key);
+          break;
+        case RecordState::kCancelled:
+          ++stats->cancelled;
+          break;
+        default:
+          ++stats->empty;
       }
       if (d.attempt.state != RecordState::kSucceeded && stats->first_error.empty())
         stats->first_error = d.attempt.message;
@@ -209,8 +216,9 @@ Result<std::string> Deliver(SharedDb& shared, Engine* engine, TaskContext& c) {
                     stats.failed, stats.cancelled, fid, stats.first_error),
         {{"component", "forwarding"},
          {"domain", c.task().spec.domain},
-         {"next", "failed records are tried again at their next_check (3 x the time since the "
-                  "last try, 1 h to 7 days); cancelled ones only when resent"}});
+         {"next",
+          "failed records are tried again at their next_check (3 x the time since the "
+          "last try, 1 h to 7 days); cancelled ones only when resent"}});
   json::object out{{"succeeded", stats.succeeded},
                    {"failed", stats.failed},
                    {"cancelled", stats.cancelled},

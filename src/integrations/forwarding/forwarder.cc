@@ -64,8 +64,7 @@ Status CheckForwarder(const Forwarder& f) {
     return bad("\"case_types\" and \"events\" are for case forwarders");
   if (f.kind == "case" && !f.xmlns.empty()) return bad("\"xmlns\" is for form forwarders");
   if (f.max_attempts < 1 || f.max_attempts > 100) return bad("\"max_attempts\" must be 1..100");
-  if (f.timeout_ms < 100 || f.timeout_ms > 600000)
-    return bad("\"timeout_ms\" must be 100..600000");
+  if (f.timeout_ms < 100 || f.timeout_ms > 600000) return bad("\"timeout_ms\" must be 100..600000");
   return Status::Ok();
 }
 
@@ -89,10 +88,26 @@ Result<Forwarder> Forwarder::FromJson(std::string_view text) {
   if (ec || !v.is_object()) return Status::InvalidArgument("a forwarder must be a JSON object");
   const json::object& o = v.get_object();
   Forwarder f;
-  static const char* const kKnown[] = {
-      "id",   "domain", "name",   "kind",    "format",  "url",   "auth", "username",
-      "password", "token", "headers", "xmlns", "include_case_blocks", "include_app_id_param",
-      "case_types", "events", "max_attempts", "timeout_ms", "paused", "created_at"};
+  static const char* const kKnown[] = {"id",
+                                       "domain",
+                                       "name",
+                                       "kind",
+                                       "format",
+                                       "url",
+                                       "auth",
+                                       "username",
+                                       "password",
+                                       "token",
+                                       "headers",
+                                       "xmlns",
+                                       "include_case_blocks",
+                                       "include_app_id_param",
+                                       "case_types",
+                                       "events",
+                                       "max_attempts",
+                                       "timeout_ms",
+                                       "paused",
+                                       "created_at"};
   for (const auto& kv : o) {
     bool known = false;
     for (const char* k : kKnown) known = known || kv.key() == k;
@@ -107,22 +122,24 @@ Result<Forwarder> Forwarder::FromJson(std::string_view text) {
   };
   auto boolean = [&](const char* key, bool* out) -> Status {
     if (const auto* x = o.if_contains(key); x && !x->is_null()) {
-      if (!x->is_bool()) return Status::InvalidArgument(fmt::format("\"{}\" must be true/false", key));
+      if (!x->is_bool())
+        return Status::InvalidArgument(fmt::format("\"{}\" must be true/false", key));
       *out = x->get_bool();
     }
     return Status::Ok();
   };
   auto integer = [&](const char* key, int64_t* out) -> Status {
     if (const auto* x = o.if_contains(key); x && !x->is_null()) {
-      if (!x->is_int64()) return Status::InvalidArgument(fmt::format("\"{}\" must be a number", key));
+      if (!x->is_int64())
+        return Status::InvalidArgument(fmt::format("\"{}\" must be a number", key));
       *out = x->get_int64();
     }
     return Status::Ok();
   };
   const std::pair<const char*, std::string*> texts[] = {
-      {"id", &f.id},     {"domain", &f.domain},     {"name", &f.name},
-      {"kind", &f.kind}, {"format", &f.format},     {"url", &f.url},
-      {"auth", &f.auth}, {"username", &f.username}, {"password", &f.password},
+      {"id", &f.id},      {"domain", &f.domain},     {"name", &f.name},
+      {"kind", &f.kind},  {"format", &f.format},     {"url", &f.url},
+      {"auth", &f.auth},  {"username", &f.username}, {"password", &f.password},
       {"token", &f.token}};
   for (const auto& [k, p] : texts) CC_RETURN_IF_ERROR(str(k, p));
   if (!o.contains("format") && f.kind == "case") f.format = "case_json";
@@ -134,7 +151,8 @@ Result<Forwarder> Forwarder::FromJson(std::string_view text) {
   CC_RETURN_IF_ERROR(integer("timeout_ms", &t));
   CC_RETURN_IF_ERROR(integer("created_at", &f.created_at));
   if (n < 1 || n > 100 || t < 100 || t > 600000)
-    return Status::InvalidArgument("\"max_attempts\" must be 1..100 and \"timeout_ms\" 100..600000");
+    return Status::InvalidArgument(
+        "\"max_attempts\" must be 1..100 and \"timeout_ms\" 100..600000");
   f.max_attempts = static_cast<int>(n);
   f.timeout_ms = static_cast<int>(t);
   CC_ASSIGN_OR_RETURN(f.xmlns, Strings(o, "xmlns"));

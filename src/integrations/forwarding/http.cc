@@ -70,9 +70,9 @@ HttpResult HttpSender::Post(const Forwarder& f, const Payload& p) {
   }
   const auto t0 = std::chrono::steady_clock::now();
   CURLcode rc = curl_easy_perform(c);
-  out.duration_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                        std::chrono::steady_clock::now() - t0)
-                        .count();
+  out.duration_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   curl_slist_free_all(headers);
   if (rc != CURLE_OK) {
     out.excerpt = fmt::format("{} ({})", curl_easy_strerror(rc), url);

@@ -21,11 +21,20 @@ constexpr const char* kCaseXmlns = "http://commcarehq.org/case/transaction/v2";
 void Escape(std::string* o, std::string_view s) {
   for (char ch : s) {
     switch (ch) {
-      case '&': *o += "&amp;"; break;
-      case '<': *o += "&lt;"; break;
-      case '>': *o += "&gt;"; break;
-      case '"': *o += "&quot;"; break;
-      default: *o += ch;
+      case '&':
+        *o += "&amp;";
+        break;
+      case '<':
+        *o += "&lt;";
+        break;
+      case '>':
+        *o += "&gt;";
+        break;
+      case '"':
+        *o += "&quot;";
+        break;
+      default:
+        *o += ch;
     }
   }
 }
@@ -147,7 +156,8 @@ Result<Payload> BuildPayload(Engine& engine, const Forwarder& f, const RepeatRec
   if (f.kind == "form") {
     CC_ASSIGN_OR_RETURN(FormRecord form, engine.GetForm(r.domain, r.doc_id));
     if (form.state != FormState::kNormal)
-      return Status::NotFound(fmt::format("form {} is {} now", r.doc_id, FormStateName(form.state)));
+      return Status::NotFound(
+          fmt::format("form {} is {} now", r.doc_id, FormStateName(form.state)));
     CC_ASSIGN_OR_RETURN(std::string xml, engine.GetFormXml(r.domain, r.doc_id));
     if (!f.include_case_blocks && f.format == "form_xml") xml = StripCaseBlocks(xml);
     if (f.format == "form_xml") {

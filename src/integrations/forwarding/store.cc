@@ -94,7 +94,8 @@ Result<std::unique_ptr<SqlDb>> OpenDb(const std::string& store) {
   }
   CC_ASSIGN_OR_RETURN(auto db, SqlDb::Open(pg ? store : store + "/forwarding.sqlite",
                                            pillows::PillowSchema(kPillow)));
-  CC_RETURN_IF_ERROR(db->Transaction("setting up forwarding", 7234618160, [&] { return Setup(*db); }));
+  CC_RETURN_IF_ERROR(
+      db->Transaction("setting up forwarding", 7234618160, [&] { return Setup(*db); }));
   return db;
 }
 
@@ -106,7 +107,8 @@ Result<std::vector<Forwarder>> ReadForwarders(SqlDb& db, const char* what, const
   std::vector<Forwarder> out;
   for (size_t i = 0; i < rows.size(); ++i) {
     auto f = Forwarder::FromJson(rows.Str(i, 0));
-    if (!f.ok()) return Status::DataLoss("a stored forwarder does not parse: " + f.status().ToString());
+    if (!f.ok())
+      return Status::DataLoss("a stored forwarder does not parse: " + f.status().ToString());
     f->paused = rows.Int(i, 1) != 0;
     out.push_back(std::move(*f));
   }
@@ -279,10 +281,10 @@ class Store final : public ForwardingStore {
 
  private:
   Result<RepeatRecord> ReadRecord(std::string_view domain, int64_t id) {
-    CC_ASSIGN_OR_RETURN(auto rows,
-                        db_->Query("reading a repeat record",
-                                   fmt::format("SELECT {} FROM fwd_records WHERE id=?", kRecordColumns),
-                                   std::vector<util::SqlParam>{id}));
+    CC_ASSIGN_OR_RETURN(
+        auto rows, db_->Query("reading a repeat record",
+                              fmt::format("SELECT {} FROM fwd_records WHERE id=?", kRecordColumns),
+                              std::vector<util::SqlParam>{id}));
     if (rows.empty() || rows.Str(0, 2) != domain)
       return Status::NotFound(fmt::format("no repeat record {} in {}", id, domain));
     RepeatRecord r = RecordFromRow(rows, 0);
