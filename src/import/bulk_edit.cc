@@ -33,15 +33,6 @@ std::string BulkEditResult::ToJson() const {
 
 namespace {
 
-bool PropertyName(std::string_view s) {
-  if (s.empty() || s.size() > 255) return false;
-  if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
-  for (char c : s)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.'))
-      return false;
-  return true;
-}
-
 // The Case API's list filters, read from JSON.
 struct Filter {
   storage::CaseFilter base;
@@ -85,7 +76,7 @@ Result<Filter> ParseFilter(const BulkEditOptions& o) {
       if (s != "true" && s != "false")
         return Status::InvalidArgument("filter.closed: must be true or false");
       f.base.closed = s == "true";
-    } else if (k.rfind("properties.", 0) == 0 && PropertyName(k.substr(11))) {
+    } else if (k.rfind("properties.", 0) == 0 && util::IsCasePropertyName(k.substr(11))) {
       f.props.emplace_back(k.substr(11), s);
     } else {
       return Status::InvalidArgument(fmt::format("filter: unknown filter '{}'", k));
@@ -138,7 +129,7 @@ Status CheckBulkEdit(const BulkEditOptions& o) {
   static const char* kOwn[] = {"case_id", "case_type",     "type", "closed",
                                "user_id", "date_modified", "index"};
   for (const auto& [k, v] : o.set) {
-    if (!PropertyName(k))
+    if (!util::IsCasePropertyName(k))
       return Status::InvalidArgument(fmt::format("set.{}: not a valid property name", k));
     for (const char* own : kOwn)
       if (k == own) return Status::InvalidArgument(fmt::format("set.{}: a reserved name", k));

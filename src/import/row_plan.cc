@@ -35,15 +35,6 @@ const std::set<std::string> kForbidden = {"type",    "closed",        "case_type
                                           "user_id", "date_modified", "case_id",   "index",
                                           "indices", "attachment"};
 
-bool XmlName(std::string_view s) {
-  if (s.empty() || s.size() > 255) return false;
-  if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
-  for (char c : s)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.'))
-      return false;
-  return true;
-}
-
 std::string Trim(std::string s) {
   const char* ws = " \t\r\n";
   s.erase(s.find_last_not_of(ws) + 1);
@@ -93,7 +84,7 @@ Result<Header> ReadHeader(const std::vector<std::string>& cells, const CaseImpor
     if (kForbidden.count(field))
       return Status::InvalidArgument(
           fmt::format("bad header: column '{}' maps to '{}', a reserved name", name, field));
-    if (!kReserved.count(field) && !XmlName(field))
+    if (!kReserved.count(field) && !util::IsCasePropertyName(field))
       return Status::InvalidArgument(fmt::format(
           "bad header: column '{}' is not a valid case property name (letters, digits, _ - .; "
           "starting with a letter or _)",
@@ -171,7 +162,7 @@ Result<std::string> ParentIndex(const PlanContext& c, const Row& r, RowPlan* p) 
       return std::string();
     }
     const std::string name = ident.empty() ? "parent" : ident;
-    if (!XmlName(name)) {
+    if (!util::IsCasePropertyName(name)) {
       p->errors.push_back({"parent_identifier", "Invalid Parent ID",
                            fmt::format("'{}' is not a valid index name", name)});
       return std::string();

@@ -26,15 +26,6 @@ namespace json = boost::json;
 using http::Request;
 using http::Response;
 
-bool XmlName(std::string_view s) {
-  if (s.empty() || s.size() > 255) return false;
-  if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
-  for (char c : s)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.'))
-      return false;
-  return true;
-}
-
 // One case block of a Case API write; `at` names the item in errors ("" or "[3]").
 Result<std::string> CaseBlock(const json::value& v, const std::string& at, bool create,
                               std::string case_id, const std::string& user_id,
@@ -91,7 +82,8 @@ Result<std::string> CaseBlock(const json::value& v, const std::string& at, bool 
     for (const auto& kv : props->get_object()) {
       std::string k(kv.key());
       std::string pf = field("properties") + "." + k;
-      if (!XmlName(k)) return Status::InvalidArgument(pf + ": not a valid property name");
+      if (!util::IsCasePropertyName(k))
+        return Status::InvalidArgument(pf + ": not a valid property name");
       if (!kv.value().is_string()) return Status::InvalidArgument(pf + ": must be a string");
       update += fmt::format("<{0}>{1}</{0}>", k, XmlEscape(kv.value().get_string()));
     }
@@ -103,7 +95,8 @@ Result<std::string> CaseBlock(const json::value& v, const std::string& at, bool 
     for (const auto& kv : idx->get_object()) {
       std::string k(kv.key());
       std::string pf = field("indices") + "." + k;
-      if (!XmlName(k)) return Status::InvalidArgument(pf + ": not a valid index name");
+      if (!util::IsCasePropertyName(k))
+        return Status::InvalidArgument(pf + ": not a valid index name");
       if (!kv.value().is_object()) return Status::InvalidArgument(pf + ": must be an object");
       const auto& io = kv.value().get_object();
       auto get = [&](const char* f) {

@@ -37,13 +37,13 @@ namespace commcare {
 namespace {
 
 namespace json = boost::json;
+using util::AppendXmlElement;
 using util::AppendXmlEscaped;
 
 using sync_internal::BalanceBlocks;
 using sync_internal::CaseBlock;
 using sync_internal::CaseDoc;
 using sync_internal::CaseDocParser;
-using sync_internal::Elem;
 using sync_internal::LiveQuery;
 using sync_internal::Minus;
 using sync_internal::Out;
@@ -310,11 +310,12 @@ class SyncImpl final : public Sync {
     o += "!</message><Sync xmlns=\"http://commcarehq.org/sync\"><restore_id>";
     o += log.sync_id;
     o += "</restore_id></Sync><Registration xmlns=\"http://openrosa.org/user/registration\">";
-    Elem(&o, "username", req.user.username);
-    Elem(&o, "password", req.user.password_hash);
-    Elem(&o, "uuid", req.user.user_id);
-    Elem(&o, "date",
-         FormatTime(req.user.date_joined ? req.user.date_joined : started).substr(0, 10));
+    AppendXmlElement(&o, "username", req.user.username);
+    AppendXmlElement(&o, "password", req.user.password_hash);
+    AppendXmlElement(&o, "uuid", req.user.user_id);
+    AppendXmlElement(
+        &o, "date",
+        FormatTime(req.user.date_joined ? req.user.date_joined : started).substr(0, 10));
     o += "<user_data>";
     for (const auto& [k, v] : req.user.user_data) {
       o += "<data key=\"";

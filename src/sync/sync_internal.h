@@ -113,8 +113,6 @@ class Out {
   std::string buf_;
 };
 
-void Elem(std::string* o, std::string_view name, std::string_view text);
-
 // A stored case document (the codec's case encoding), read in place: the restore formats
 // straight from it (decoding into CaseRecords and their property maps cost more than the
 // formatting).

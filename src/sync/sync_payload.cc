@@ -10,6 +10,7 @@
 namespace commcare {
 namespace {
 
+using util::AppendXmlElement;
 using util::AppendXmlEscaped;
 
 }  // namespace
@@ -39,16 +40,6 @@ std::string UrlEncode(std::string_view s) {
   return out;
 }
 
-void Elem(std::string* o, std::string_view name, std::string_view text) {
-  *o += '<';
-  *o += name;
-  *o += '>';
-  AppendXmlEscaped(o, text);
-  *o += "</";
-  *o += name;
-  *o += '>';
-}
-
 // A case block as CommCare's generators write it for this restore version
 // (casexml/apps/case/xml/generator.py). A deleted case the phone holds gets the same block as
 // any other (HQ's restore does not set it apart) and a <close/>, so the phone purges it as the
@@ -62,14 +53,14 @@ void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1,
   const std::string modified = FormatTime(modified_on ? modified_on : c.Int("server_modified_on"));
   if (v1) {
     *o += "<case>";
-    Elem(o, "case_id", case_id);
-    Elem(o, "date_modified", modified);
+    AppendXmlElement(o, "case_id", case_id);
+    AppendXmlElement(o, "date_modified", modified);
     if (create) {
       *o += "<create>";
-      Elem(o, "case_type_id", c.Str("type"));
-      Elem(o, "user_id", c.Str("opened_by"));
-      Elem(o, "case_name", c.Str("name"));
-      Elem(o, "external_id", c.Str("external_id"));
+      AppendXmlElement(o, "case_type_id", c.Str("type"));
+      AppendXmlElement(o, "user_id", c.Str("opened_by"));
+      AppendXmlElement(o, "case_name", c.Str("name"));
+      AppendXmlElement(o, "external_id", c.Str("external_id"));
       *o += "</create>";
     }
   } else {
@@ -82,25 +73,25 @@ void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1,
     *o += "\">";
     if (create) {
       *o += "<create>";
-      Elem(o, "case_type", c.Str("type"));
-      Elem(o, "case_name", c.Str("name"));
-      Elem(o, "owner_id", c.Str("owner_id"));
+      AppendXmlElement(o, "case_type", c.Str("type"));
+      AppendXmlElement(o, "case_name", c.Str("name"));
+      AppendXmlElement(o, "owner_id", c.Str("owner_id"));
       *o += "</create>";
     }
   }
   *o += "<update>";
   if (!create && !v1) {  // base properties go in the update when there is no create
-    Elem(o, "case_type", c.Str("type"));
-    Elem(o, "case_name", c.Str("name"));
-    Elem(o, "owner_id", c.Str("owner_id"));
+    AppendXmlElement(o, "case_type", c.Str("type"));
+    AppendXmlElement(o, "case_name", c.Str("name"));
+    AppendXmlElement(o, "owner_id", c.Str("owner_id"));
   }
   // generator.py add_custom_properties: v2 writes external_id, v1 owner_id, when set; both
   // write date_opened, when set, as a date (date_to_xml_string: commcare-core's
   // DateUtils.parseDate reads nothing else, CaseXmlParser.java:210-211).
-  if (auto ext = c.Str("external_id"); !v1 && !ext.empty()) Elem(o, "external_id", ext);
-  if (auto owner = c.Str("owner_id"); v1 && !owner.empty()) Elem(o, "owner_id", owner);
+  if (auto ext = c.Str("external_id"); !v1 && !ext.empty()) AppendXmlElement(o, "external_id", ext);
+  if (auto owner = c.Str("owner_id"); v1 && !owner.empty()) AppendXmlElement(o, "owner_id", owner);
   if (const int64_t opened = c.Int("opened_on"); opened != 0)
-    Elem(o, "date_opened", FormatTime(opened).substr(0, 10));
+    AppendXmlElement(o, "date_opened", FormatTime(opened).substr(0, 10));
   // Properties by name (the codec writes them sorted; sorted here too for any other writer).
   const json::object& props = c.Object("properties");
   std::vector<const json::key_value_pair*> kv;
@@ -109,7 +100,7 @@ void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1,
     if (p.value().is_string()) kv.push_back(&p);
   auto by_key = [](const auto* a, const auto* b) { return a->key() < b->key(); };
   if (!std::is_sorted(kv.begin(), kv.end(), by_key)) std::sort(kv.begin(), kv.end(), by_key);
-  for (const auto* p : kv) Elem(o, p->key(), p->value().get_string());
+  for (const auto* p : kv) AppendXmlElement(o, p->key(), p->value().get_string());
   *o += "</update>";
   if (const json::array& indices = c.Array("indices"); !indices.empty()) {
     std::vector<CaseDoc> ix;

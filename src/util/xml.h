@@ -36,11 +36,41 @@ inline void AppendXmlEscaped(std::string* out, std::string_view s) {
   out->append(s.data() + start, s.size() - start);
 }
 
+// Appends <name>text</name> with text escaped (name is written as it is: check it first).
+inline void AppendXmlElement(std::string* out, std::string_view name, std::string_view text) {
+  *out += '<';
+  *out += name;
+  *out += '>';
+  AppendXmlEscaped(out, text);
+  *out += "</";
+  *out += name;
+  *out += '>';
+}
+
+// Appends ` name="value"` with value escaped.
+inline void AppendXmlAttr(std::string* out, std::string_view name, std::string_view value) {
+  *out += ' ';
+  *out += name;
+  *out += "=\"";
+  AppendXmlEscaped(out, value);
+  *out += '"';
+}
+
 inline std::string XmlEscape(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   AppendXmlEscaped(&out, s);
   return out;
+}
+
+// Whether s can name a case property or index written as an element: a letter or _ first, then
+// letters, digits, _, - or ., at most 255 bytes (the names the Case API and importer accept).
+inline bool IsCasePropertyName(std::string_view s) {
+  auto alpha = [](char c) { return std::isalpha(static_cast<unsigned char>(c)) != 0; };
+  auto alnum = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
+  if (s.empty() || s.size() > 255 || !(alpha(s[0]) || s[0] == '_')) return false;
+  return std::all_of(s.begin(), s.end(),
+                     [&](char c) { return alnum(c) || c == '_' || c == '-' || c == '.'; });
 }
 
 // Whether s can name an element or attribute a phone's parser takes: a letter or _ first, then

@@ -8,51 +8,18 @@
 #include <iterator>
 
 #include "integrations/forwarding/forwarding.h"
+#include "util/xml.h"
 #include "xform/xml2json.h"
 
 namespace commcare::forwarding {
 
 namespace json = boost::json;
+using util::AppendXmlElement;
+using util::AppendXmlEscaped;
 
 namespace {
 
 constexpr const char* kCaseXmlns = "http://commcarehq.org/case/transaction/v2";
-
-void Escape(std::string* o, std::string_view s) {
-  for (char ch : s) {
-    switch (ch) {
-      case '&':
-        *o += "&amp;";
-        break;
-      case '<':
-        *o += "&lt;";
-        break;
-      case '>':
-        *o += "&gt;";
-        break;
-      case '"':
-        *o += "&quot;";
-        break;
-      default:
-        *o += ch;
-    }
-  }
-}
-
-void Element(std::string* o, std::string_view name, std::string_view text) {
-  fmt::format_to(std::back_inserter(*o), "<{}>", name);
-  Escape(o, text);
-  fmt::format_to(std::back_inserter(*o), "</{}>", name);
-}
-
-// An XML name is safe to write as a tag (case properties are XML names when they came in).
-bool IsName(std::string_view s) {
-  if (s.empty() || (s[0] >= '0' && s[0] <= '9') || s[0] == '-' || s[0] == '.') return false;
-  for (char c : s)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.'))
-      return false;
-  return true;
-}
 
 // Drops "case" members that are v2 case blocks, at any depth.
 void StripCases(json::value& v) {
@@ -81,30 +48,30 @@ std::string CaseXml(const CaseRecord& c) {
   std::string o;
   o.reserve(512);
   fmt::format_to(std::back_inserter(o), "<case xmlns=\"{}\" case_id=\"", kCaseXmlns);
-  Escape(&o, c.case_id);
+  AppendXmlEscaped(&o, c.case_id);
   o += "\" date_modified=\"";
-  Escape(&o, FormatTime(c.modified_on));
+  AppendXmlEscaped(&o, FormatTime(c.modified_on));
   o += "\" user_id=\"";
-  Escape(&o, c.modified_by);
+  AppendXmlEscaped(&o, c.modified_by);
   o += "\"><create>";
-  Element(&o, "case_type", c.type);
-  Element(&o, "case_name", c.name);
-  Element(&o, "owner_id", c.owner_id);
+  AppendXmlElement(&o, "case_type", c.type);
+  AppendXmlElement(&o, "case_name", c.name);
+  AppendXmlElement(&o, "owner_id", c.owner_id);
   o += "</create><update>";
-  if (!c.external_id.empty()) Element(&o, "external_id", c.external_id);
-  if (c.opened_on) Element(&o, "date_opened", FormatTime(c.opened_on).substr(0, 10));
+  if (!c.external_id.empty()) AppendXmlElement(&o, "external_id", c.external_id);
+  if (c.opened_on) AppendXmlElement(&o, "date_opened", FormatTime(c.opened_on).substr(0, 10));
   for (const auto& [k, v] : c.properties)
-    if (IsName(k)) Element(&o, k, v);
+    if (util::IsCasePropertyName(k)) AppendXmlElement(&o, k, v);
   o += "</update>";
   if (!c.indices.empty()) {
     o += "<index>";
     for (const auto& i : c.indices) {
-      if (!IsName(i.identifier)) continue;
+      if (!util::IsCasePropertyName(i.identifier)) continue;
       fmt::format_to(std::back_inserter(o), "<{} case_type=\"", i.identifier);
-      Escape(&o, i.referenced_type);
+      AppendXmlEscaped(&o, i.referenced_type);
       if (i.relationship == "extension") o += "\" relationship=\"extension";
       o += "\">";
-      Escape(&o, i.referenced_id);
+      AppendXmlEscaped(&o, i.referenced_id);
       fmt::format_to(std::back_inserter(o), "</{}>", i.identifier);
     }
     o += "</index>";
