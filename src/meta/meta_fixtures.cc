@@ -19,26 +19,10 @@ namespace {
 
 namespace json = boost::json;
 using codec::GetStr;
+using util::AppendXmlAttr;
+using util::AppendXmlElement;
 using util::AppendXmlEscaped;
 using util::IsXmlName;
-
-void Attr(std::string* o, std::string_view name, std::string_view value) {
-  *o += ' ';
-  *o += name;
-  *o += "=\"";
-  AppendXmlEscaped(o, value);
-  *o += '"';
-}
-
-void Elem(std::string* o, std::string_view name, std::string_view text) {
-  *o += '<';
-  *o += name;
-  *o += '>';
-  AppendXmlEscaped(o, text);
-  *o += "</";
-  *o += name;
-  *o += '>';
-}
 
 // A location field as text: strings as they are, numbers (latitude, longitude) in their
 // shortest form, missing or null as ''.
@@ -53,18 +37,18 @@ std::string Field(const json::object& body, std::string_view key) {
 std::string GroupsFixture(const User& user, const std::vector<MetaStore::SharingGroup>& groups) {
   // corehq/apps/groups/fixtures.py group_fixture: id, name, and group_data from the metadata.
   std::string o = "<fixture id=\"user-groups\"";
-  Attr(&o, "user_id", user.user_id);
+  AppendXmlAttr(&o, "user_id", user.user_id);
   o += "><groups>";
   for (const auto& g : groups) {
     o += "<group";
-    Attr(&o, "id", g.id);
+    AppendXmlAttr(&o, "id", g.id);
     o += '>';
-    Elem(&o, "name", g.name);
+    AppendXmlElement(&o, "name", g.name);
     if (!g.metadata.empty()) {
       o += "<group_data>";
       for (const auto& kv : g.metadata) {
         o += "<data";
-        Attr(&o, "key", kv.key());
+        AppendXmlAttr(&o, "key", kv.key());
         o += '>';
         AppendXmlEscaped(&o, kv.value().is_string() ? std::string(kv.value().get_string())
                                                     : json::serialize(kv.value()));
@@ -137,9 +121,9 @@ std::string LocationsFixture(const User& user, const std::vector<Doc>& all) {
   for (const auto& t : types) indices.push_back("@" + t + "_id");
   std::sort(indices.begin(), indices.end());  // as HQ's get_index_schema_node
   std::string o = "<schema id=\"locations\"><indices>";
-  for (const auto& i : indices) Elem(&o, "index", i);
+  for (const auto& i : indices) AppendXmlElement(&o, "index", i);
   o += "</indices></schema><fixture id=\"locations\"";
-  Attr(&o, "user_id", user.user_id);
+  AppendXmlAttr(&o, "user_id", user.user_id);
   o += " indexed=\"true\"><locations>";
   for (const Doc* l : LocationsToSync(user, all)) {
     std::map<std::string, std::string> ids;
@@ -152,18 +136,18 @@ std::string LocationsFixture(const User& user, const std::vector<Doc>& all) {
       at = p == by_id.end() ? nullptr : p->second;
     }
     o += "<location";
-    Attr(&o, "type", GetStr(l->body, "location_type"));
-    Attr(&o, "id", l->id);
-    for (const auto& [name, id] : ids) Attr(&o, name, id);
+    AppendXmlAttr(&o, "type", GetStr(l->body, "location_type"));
+    AppendXmlAttr(&o, "id", l->id);
+    for (const auto& [name, id] : ids) AppendXmlAttr(&o, name, id);
     o += '>';
     for (const char* f : {"name", "site_code", "external_id", "latitude", "longitude",
                           "location_type", "supply_point_id"})
-      Elem(&o, f, Field(l->body, f));
+      AppendXmlElement(&o, f, Field(l->body, f));
     o += "<location_data>";
     const json::value* md = l->body.if_contains("metadata");
     for (const auto& k : data_keys) {
       const json::value* v = md && md->is_object() ? md->get_object().if_contains(k) : nullptr;
-      Elem(&o, k, v && v->is_string() ? std::string(v->get_string()) : "");
+      AppendXmlElement(&o, k, v && v->is_string() ? std::string(v->get_string()) : "");
     }
     o += "</location_data></location>";
   }
@@ -173,15 +157,19 @@ std::string LocationsFixture(const User& user, const std::vector<Doc>& all) {
 
 }  // namespace
 
-Result<std::string> MetaStore::Fixtures(const User& user, std::string_view domain) {
-  CC_ASSIGN_OR_RETURN(auto groups, CaseSharingGroups(user, domain));
-  std::string o = GroupsFixture(user, groups);
-  CC_ASSIGN_OR_RETURN(std::string lookups, LookupFixtures(user, domain));
+Result<std::string> MetaStore::Fixtures(const User& user, std::string_view domain,
+                                        const Directory& dir) {
+  std::string o = GroupsFixture(user, CaseSharingGroups(user, dir));
+  CC_ASSIGN_OR_RETURN(std::string lookups, LookupFixtures(user, domain, dir));
   o += lookups;
   // HQ sends the location fixture only to projects that use locations.
-  CC_ASSIGN_OR_RETURN(auto locations, ListDocs("location", domain));
-  if (!locations.empty()) o += LocationsFixture(user, locations);
+  if (!dir.locations.empty()) o += LocationsFixture(user, dir.locations);
   return o;
+}
+
+Result<std::string> MetaStore::Fixtures(const User& user, std::string_view domain) {
+  CC_ASSIGN_OR_RETURN(auto dir, ReadDirectory(domain));
+  return Fixtures(user, domain, dir);
 }
 
 }  // namespace commcare::meta

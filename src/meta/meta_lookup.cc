@@ -251,7 +251,8 @@ void AppendItem(std::string* o, const std::string& tag, const json::object& tabl
 
 }  // namespace
 
-Result<std::string> MetaStore::LookupFixtures(const User& user, std::string_view domain) {
+Result<std::string> MetaStore::LookupFixtures(const User& user, std::string_view domain,
+                                              const Directory& dir) {
   CC_ASSIGN_OR_RETURN(auto tables, ListDocs("lookup_table", domain));
   if (tables.empty()) return std::string();
   CC_ASSIGN_OR_RETURN(auto items, ListDocs("lookup_item", domain));
@@ -259,8 +260,7 @@ Result<std::string> MetaStore::LookupFixtures(const User& user, std::string_view
   // are in, their locations.
   std::set<std::string> users = {user.user_id}, groups, locations;
   locations.insert(user.location_ids.begin(), user.location_ids.end());
-  CC_ASSIGN_OR_RETURN(auto all_groups, ListDocs("group", domain));
-  for (const auto& g : all_groups)
+  for (const auto& g : dir.groups)
     if (const json::value* us = g.body.if_contains("users"); us && us->is_array())
       for (const auto& x : us->get_array())
         if (x.is_string() && x.get_string() == user.user_id) groups.insert(g.id);

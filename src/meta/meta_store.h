@@ -170,17 +170,25 @@ class MetaStore {
   // The user's case-sharing groups in a domain as HQ's CommCareUser.get_case_sharing_groups
   // lists them: the locations' first (with their descendants where view_descendants is set),
   // then the groups.
-  Result<std::vector<SharingGroup>> CaseSharingGroups(const User& user, std::string_view domain);
+  // The domain's locations and groups, read once for what a restore derives from them.
+  struct Directory {
+    std::vector<Doc> locations, groups;
+  };
+  Result<Directory> ReadDirectory(std::string_view domain);
+  static std::vector<SharingGroup> CaseSharingGroups(const User& user, const Directory& dir);
   // CommCare's owner ids of a user in a domain: the user id, then the ids of
   // CaseSharingGroups, sorted.
+  static std::vector<std::string> OwnerIds(const User& user, const Directory& dir);
   Result<std::vector<std::string>> OwnerIds(const User& user, std::string_view domain);
 
   // The restore fixtures of a user, in HQ's order: "user-groups" (CaseSharingGroups with their
   // group_data, as HQ's UserGroupsFixtureProvider: the phone takes its owner ids from it), the
   // lookup tables ("item-list:<tag>", meta_lookup.cc) and "locations" (HQ's flat fixture).
+  Result<std::string> Fixtures(const User& user, std::string_view domain, const Directory& dir);
   Result<std::string> Fixtures(const User& user, std::string_view domain);
   // The "item-list:<tag>" fixtures (with their schemas) of the lookup tables the user sees.
-  Result<std::string> LookupFixtures(const User& user, std::string_view domain);
+  Result<std::string> LookupFixtures(const User& user, std::string_view domain,
+                                     const Directory& dir);
 
   // From now on every write relays its change records into log right after committing; also
   // relays what earlier writes left queued. log must outlive the store.

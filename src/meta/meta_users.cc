@@ -179,8 +179,9 @@ Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
                                     kv.value().is_string() ? std::string(kv.value().get_string())
                                                            : json::serialize(kv.value()));
   for (auto& [k, v] : system) q.user.user_data.emplace_back(k, std::move(v));
-  CC_ASSIGN_OR_RETURN(q.user.owner_ids, meta->OwnerIds(user, domain));
-  CC_ASSIGN_OR_RETURN(q.fixtures, meta->Fixtures(user, domain));
+  CC_ASSIGN_OR_RETURN(auto dir, meta->ReadDirectory(domain));
+  q.user.owner_ids = MetaStore::OwnerIds(user, dir);
+  CC_ASSIGN_OR_RETURN(q.fixtures, meta->Fixtures(user, domain, dir));
   return q;
 }
 
@@ -336,11 +337,18 @@ Result<std::vector<User>> MetaStore::ListUsers(std::string_view domain) {
   return out;
 }
 
-Result<std::vector<MetaStore::SharingGroup>> MetaStore::CaseSharingGroups(const User& user,
-                                                                          std::string_view domain) {
+Result<MetaStore::Directory> MetaStore::ReadDirectory(std::string_view domain) {
+  Directory dir;
+  CC_ASSIGN_OR_RETURN(dir.locations, ListDocs("location", domain));
+  CC_ASSIGN_OR_RETURN(dir.groups, ListDocs("group", domain));
+  return dir;
+}
+
+std::vector<MetaStore::SharingGroup> MetaStore::CaseSharingGroups(const User& user,
+                                                                  const Directory& dir) {
   std::vector<SharingGroup> out;
   if (!user.location_ids.empty()) {
-    CC_ASSIGN_OR_RETURN(auto locations, ListDocs("location", domain));
+    const std::vector<Doc>& locations = dir.locations;
     std::map<std::string, const Doc*> by_id;
     std::multimap<std::string, const Doc*> children;
     for (const auto& l : locations) {
@@ -386,8 +394,7 @@ Result<std::vector<MetaStore::SharingGroup>> MetaStore::CaseSharingGroups(const 
       }
     }
   }
-  CC_ASSIGN_OR_RETURN(auto groups, ListDocs("group", domain));
-  for (const auto& g : groups) {
+  for (const auto& g : dir.groups) {
     if (!GetBool(g.body, "case_sharing")) continue;
     const json::value* us = g.body.if_contains("users");
     if (!us || !us->is_array() ||
@@ -402,13 +409,17 @@ Result<std::vector<MetaStore::SharingGroup>> MetaStore::CaseSharingGroups(const 
   return out;
 }
 
-Result<std::vector<std::string>> MetaStore::OwnerIds(const User& user, std::string_view domain) {
+std::vector<std::string> MetaStore::OwnerIds(const User& user, const Directory& dir) {
   std::vector<std::string> out = {user.user_id};
-  CC_ASSIGN_OR_RETURN(auto groups, CaseSharingGroups(user, domain));
-  for (auto& g : groups) out.push_back(std::move(g.id));
+  for (auto& g : CaseSharingGroups(user, dir)) out.push_back(std::move(g.id));
   std::sort(out.begin() + 1, out.end());
   out.erase(std::unique(out.begin() + 1, out.end()), out.end());
   return out;
+}
+
+Result<std::vector<std::string>> MetaStore::OwnerIds(const User& user, std::string_view domain) {
+  CC_ASSIGN_OR_RETURN(auto dir, ReadDirectory(domain));
+  return OwnerIds(user, dir);
 }
 
 }  // namespace commcare::meta

@@ -389,7 +389,7 @@ TEST_CASE("lookup tables are item-list fixtures as HQ writes them") {
     CHECK(f.m->DeleteDoc("lookup_table", "demo", "t-cadre", table->rev).code() ==
           StatusCode::kFailedPrecondition);
 
-    auto fx = f.m->LookupFixtures(f.worker, "demo");
+    auto fx = f.m->LookupFixtures(f.worker, "demo", *f.m->ReadDirectory("demo"));
     REQUIRE(fx.ok());
     const std::string u = f.worker.user_id;
     CHECK(*fx ==
