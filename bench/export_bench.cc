@@ -14,33 +14,11 @@
 #include <cstring>
 #include <filesystem>
 
-#include "bench_util.h"
+#include "bench_engine.h"
 
 using namespace commcare;
 
 namespace {
-
-Status Load(Engine* e, long n) {
-  const long per_form = 50;
-  for (long f = 0; f * per_form < n; ++f) {
-    std::string cases;
-    for (long c = f * per_form; c < std::min(n, (f + 1) * per_form); ++c) {
-      std::string props;
-      for (int p = 0; p < 25; ++p) props += fmt::format("<p{:02}>v{}_{}</p{:02}>", p, c, p, p);
-      cases += fmt::format(
-          R"(<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="case-{0}" date_modified="2020-01-01T00:00:00Z" user_id="u1"><create><case_type>person</case_type><case_name>Person {0}</case_name><owner_id>o1</owner_id></create><update>{1}</update></case>)",
-          c, props);
-    }
-    SubmitRequest r;
-    r.domain = "bench";
-    r.body = fmt::format(
-        R"(<?xml version="1.0"?><data xmlns="http://example.org/bench"><meta xmlns="http://openrosa.org/jr/xforms"><instanceID>form-{}</instanceID><userID>u1</userID></meta>{}</data>)",
-        f, cases);
-    auto resp = e->Submit(r);
-    if (resp.http_status != 201) return Status::Internal("submit: " + resp.message);
-  }
-  return Status::Ok();
-}
 
 // The floor: every case document of the domain read with the store's scan query from the
 // database file, bytes_per_row bytes of each written through a 256 KiB buffer; with parse, each
@@ -109,22 +87,12 @@ int main(int argc, char** argv) {
   const long n = args.size() > 0 ? std::atol(args[0].c_str()) : 100000;
   const std::string dir = args.size() > 1 ? args[1] : "/tmp/cc-export-bench";
   const std::string data = dir + "/data";
-  const bool load = !reuse || !std::filesystem::exists(data + "/commcare.json");
-  if (load) {
-    std::filesystem::remove_all(dir);
-    InitOptions io;
-    io.data_dir = data;
-    if (!Engine::Init(io).ok()) return 1;
-  }
-  EngineOptions eo;
-  eo.data_dir = data;
-  auto e = Engine::Open(eo);
+  auto e = bench::OpenLoaded(dir, reuse, n, [](long c) {
+    std::string props;
+    for (int p = 0; p < 25; ++p) props += fmt::format("<p{:02}>v{}_{}</p{:02}>", p, c, p, p);
+    return props;
+  });
   if (!e.ok()) return fmt::print(stderr, "{}\n", e.status().ToString()), 1;
-  if (load) {
-    auto t0 = bench::Clock::now();
-    if (auto st = Load(e->get(), n); !st.ok()) return fmt::print(stderr, "{}\n", st.ToString()), 1;
-    fmt::print("loaded {} cases in {:.1f} s\n", n, bench::Seconds(t0, bench::Clock::now()));
-  }
   double given_rate = 0;
   size_t given_bytes_per_row = 0;
   for (int run = 0; run < (csv_only ? 1 : 3); ++run) {

@@ -13,30 +13,11 @@
 #include <cstring>
 #include <filesystem>
 
-#include "bench_util.h"
+#include "bench_engine.h"
 
 using namespace commcare;
 
 namespace {
-
-Status Load(Engine* e, long n) {
-  const long per_form = 50;
-  for (long f = 0; f * per_form < n; ++f) {
-    std::string cases;
-    for (long c = f * per_form; c < std::min(n, (f + 1) * per_form); ++c)
-      cases += fmt::format(
-          R"(<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="case-{0}" date_modified="2020-01-01T00:00:00Z" user_id="u1"><create><case_type>person</case_type><case_name>Person {0}</case_name><owner_id>o1</owner_id></create><update><status>{1}</status><dob>1990-01-01</dob><village>v{2}</village><phone>555{0}</phone></update></case>)",
-          c, c % 10 == 0 ? "new" : "old", c % 100);
-    SubmitRequest r;
-    r.domain = "bench";
-    r.body = fmt::format(
-        R"(<?xml version="1.0"?><data xmlns="http://example.org/bench"><meta xmlns="http://openrosa.org/jr/xforms"><instanceID>form-{}</instanceID><userID>u1</userID></meta>{}</data>)",
-        f, cases);
-    auto resp = e->Submit(r);
-    if (resp.http_status != 201) return Status::Internal("submit: " + resp.message);
-  }
-  return Status::Ok();
-}
 
 constexpr const char* kRule = R"({"name": "seen", "domain": "bench", "case_type": "person",
   "criteria": [{"property_name": "status", "match_type": "EQUAL", "property_value": "new"}],
@@ -61,23 +42,12 @@ int main(int argc, char** argv) {
   }
   const long n = args.size() > 0 ? std::atol(args[0].c_str()) : 1000000;
   const std::string dir = args.size() > 1 ? args[1] : "/tmp/cc-rules-bench";
-  const std::string data = dir + "/data";
-  const bool load = !reuse || !std::filesystem::exists(data + "/commcare.json");
-  if (load) {
-    std::filesystem::remove_all(dir);
-    InitOptions io;
-    io.data_dir = data;
-    if (!Engine::Init(io).ok()) return 1;
-  }
-  EngineOptions eo;
-  eo.data_dir = data;
-  auto e = Engine::Open(eo);
+  auto e = bench::OpenLoaded(dir, reuse, n, [](long c) {
+    return fmt::format(
+        "<status>{1}</status><dob>1990-01-01</dob><village>v{2}</village><phone>555{0}</phone>", c,
+        c % 10 == 0 ? "new" : "old", c % 100);
+  });
   if (!e.ok()) return fmt::print(stderr, "{}\n", e.status().ToString()), 1;
-  if (load) {
-    auto t0 = bench::Clock::now();
-    if (auto st = Load(e->get(), n); !st.ok()) return fmt::print(stderr, "{}\n", st.ToString()), 1;
-    fmt::print("loaded {} cases in {:.1f} s\n", n, bench::Seconds(t0, bench::Clock::now()));
-  }
   // The floor: the same scan the rule makes, with nothing judged.
   auto t0 = bench::Clock::now();
   RuleRunSummary floor;
