@@ -1,7 +1,6 @@
 // The MetaStore's credentials (meta_store.h): PBKDF2 passwords in Django's format, logins
 // with their cache of verified credentials, and API keys.
 #include <fmt/format.h>
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -15,6 +14,7 @@
 #include "meta/meta_store.h"
 #include "meta/meta_store_internal.h"
 #include "util/hash.h"
+#include "util/secret.h"
 #include "util/sql_db.h"
 #include "util/time.h"
 
@@ -73,8 +73,7 @@ bool VerifyPassword(std::string_view password, std::string_view hash) {
   int iterations = std::atoi(std::string(parts[1]).c_str());
   if (iterations <= 0 || iterations > 10'000'000) return false;
   std::string got = Derive(password, parts[2], iterations);
-  return got.size() == parts[3].size() &&
-         CRYPTO_memcmp(got.data(), parts[3].data(), got.size()) == 0;
+  return util::SameSecret(got, parts[3]);
 }
 
 Result<User> MetaStore::Authenticate(std::string_view username, std::string_view password) {
@@ -83,7 +82,8 @@ Result<User> MetaStore::Authenticate(std::string_view username, std::string_view
     std::lock_guard l(impl_->mu);
     impl_->ForgetIfChangedElsewhere();
     auto it = impl_->verified.find(std::string(username));
-    if (it != impl_->verified.end() && it->second.first == digest) return it->second.second;
+    if (it != impl_->verified.end() && util::SameSecret(it->second.first, digest))
+      return it->second.second;
   }
   std::lock_guard single(
       impl_->verifying[std::hash<std::string_view>{}(username) % impl_->verifying.size()]);
@@ -91,7 +91,8 @@ Result<User> MetaStore::Authenticate(std::string_view username, std::string_view
   {
     std::lock_guard l(impl_->mu);
     auto it = impl_->verified.find(std::string(username));
-    if (it != impl_->verified.end() && it->second.first == digest) return it->second.second;
+    if (it != impl_->verified.end() && util::SameSecret(it->second.first, digest))
+      return it->second.second;
     generation = impl_->generation;
   }
   auto u = GetUser(username);

@@ -38,6 +38,42 @@ bool AttachmentAllowed(const xform::MultipartPart& p) {
          ct == "application/octet-stream" || ct == "application/pdf";
 }
 
+// Why an attachment's name could not name a file in its form's folder (nullptr when it can): it
+// is empty, "." or "..", or holds a slash, a backslash or a control character, as written or
+// once %XX-decoded. Phones name attachments by their file names ("1701234567.jpg").
+const char* BadAttachmentName(std::string_view name) {
+  std::string decoded;
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (name[i] == '%' && i + 2 < name.size() &&
+        std::isxdigit(static_cast<unsigned char>(name[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(name[i + 2]))) {
+      decoded.push_back(
+          static_cast<char>(std::stoi(std::string(name.substr(i + 1, 2)), nullptr, 16)));
+      i += 2;
+    } else {
+      decoded.push_back(name[i]);
+    }
+  }
+  for (std::string_view n : {name, std::string_view(decoded)}) {
+    if (n.empty()) return "is empty";
+    if (n == "." || n == "..") return "names a folder";
+    for (unsigned char c : n) {
+      if (c == '/' || c == '\\') return "holds a path separator";
+      if (c < 0x20 || c == 0x7f) return "holds a control character";
+    }
+  }
+  return nullptr;
+}
+
+// name with control characters written as \xHH, for a message.
+std::string Printable(std::string_view name) {
+  std::string out;
+  for (unsigned char c : name)
+    out +=
+        c < 0x20 || c == 0x7f ? fmt::format("\\x{:02x}", c) : std::string(1, static_cast<char>(c));
+  return out;
+}
+
 bool ValidDomain(std::string_view d) {
   if (d.empty() || d.size() > 255) return false;
   for (char c : d)
@@ -120,6 +156,11 @@ SubmitResponse EngineImpl::SubmitImpl(const SubmitRequest& req) {
                       xml_part->filename));
     xml = xml_part->data;
     for (const auto& a : attachments) {
+      if (const char* why = BadAttachmentName(a.name))
+        return Respond(400, "submit_error",
+                       fmt::format("Attachment name '{}' {}: it must name a file in the form's "
+                                   "folder",
+                                   Printable(a.name), why));
       if (a.data.size() > opts_.max_attachment_bytes)
         return Respond(413, "submit_error",
                        fmt::format("Attachment '{}' is {} bytes, over the limit of {} bytes",

@@ -35,6 +35,11 @@ bool SplitDomainPath(const std::string& path, std::string* domain, std::string* 
   return !domain->empty();
 }
 
+// The tail of a route's path without its leading slash ("/{id}" -> "{id}").
+std::string NoSlash(const std::string& tail) {
+  return !tail.empty() && tail.front() == '/' ? tail.substr(1) : tail;
+}
+
 }  // namespace
 
 Response App::Handle(const Request& r) {
@@ -63,94 +68,131 @@ Response App::Handle(const Request& r) {
   return resp;
 }
 
+const std::vector<App::RouteSpec>& App::Routes() {
+  using M = RouteSpec::Match;
+  static const std::vector<RouteSpec> routes = [] {
+    // Global routes take the request alone; the console's own dispatch answers its paths.
+    auto console = [](App* a, const Request& r, const std::string&, const std::string&) {
+      std::string ignored;
+      return *a->Console(r, &ignored);
+    };
+    auto probe = [](App* a, const Request& r, const std::string&, const std::string&) {
+      if (r.method != "GET" && r.method != "HEAD") return Error(405, "use GET");
+      if (r.path.starts_with("/health/ready")) return a->Ready();
+      if (r.path.starts_with("/metrics")) return a->MetricsText();
+      return Json(200, json::object{{"status", "ok"}});
+    };
+    std::vector<RouteSpec> v = {
+        {"console", "/", false, M::kExact, console},
+        {"console_api", "/console/api/", false, M::kPrefix, console},
+        {"console", "/console", false, M::kSegment, console},
+        {"admin_domains", "/api/domains", false, M::kExact,
+         [](App* a, const Request& r, const std::string&, const std::string&) {
+           return a->DomainsApi(r);
+         }},
+        {"health/ready", "/health/ready", false, M::kExact, probe},
+        {"health", "/health", false, M::kExact, probe},
+        {"metrics", "/metrics", false, M::kExact, probe},
+        {"receiver", "receiver", true, M::kSegment,
+         [](App* a, const Request& r, const std::string& d, const std::string& t) {
+           return a->Receiver(r, d, NoSlash(t));
+         }},
+        {"case_api_v2", "api/case/v2", true, M::kPrefix,
+         [](App* a, const Request& r, const std::string& d, const std::string& t) {
+           return a->CaseApi(r, d, t);
+         }},
+        {"admin_users", "api/users", true, M::kSegment,
+         [](App* a, const Request& r, const std::string& d, const std::string& t) {
+           return a->UsersApi(r, d, NoSlash(t));
+         }}};
+    for (std::string_view kind : meta::kDocKinds)
+      v.push_back({fmt::format("admin_{}s", kind), fmt::format("api/{}s", kind), true, M::kSegment,
+                   [kind = std::string(kind)](App* a, const Request& r, const std::string& d,
+                                              const std::string& t) {
+                     return a->DocsApi(r, d, kind, NoSlash(t));
+                   }});
+    auto add = [&v](const char* name, const char* path, M match, auto fn) {
+      v.push_back({name, path, true, match, fn});
+    };
+    add("phone_restore", "phone/restore", M::kSegment,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          std::string app = NoSlash(t);
+          while (!app.empty() && app.back() == '/') app.pop_back();
+          return a->RestoreApi(r, d, app);
+        });
+    add("changes_api", "api/changes", M::kExact,
+        [](App* a, const Request& r, const std::string& d, const std::string&) {
+          return a->ChangesApi(r, d);
+        });
+    add("tasks_api", "api/tasks", M::kSegment,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          return a->TasksApi(r, d, t);
+        });
+    add("exports_api", "api/exports", M::kSegment,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          return a->ExportsApi(r, d, t);
+        });
+    add("import_api", "api/import", M::kSegment,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          return a->ImportApi(r, d, t);
+        });
+    add("forwarders_api", "api/forwarders", M::kSegment,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          return a->ForwardersApi(r, d, t);
+        });
+    add("reports_api", "api/reports", M::kSegment,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          return a->ReportsApi(r, d, t);
+        });
+    add("rules_api", "api/rules", M::kSegment,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          return a->RulesApi(r, d, t);
+        });
+    add("ucr_api", "api/ucr/", M::kPrefix,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          return a->UcrApi(r, d, t);
+        });
+    for (const char* path : {"api/case/attachment/", "api/case_attachment/v1/"})
+      add("case_attachment", path, M::kPrefix,
+          [](App* a, const Request& r, const std::string& d, const std::string& t) {
+            return a->CaseAttachment(r, d, t);
+          });
+    add("form_attachment", "api/form/attachment/", M::kPrefix,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          return a->Attachment(r, d, t);
+        });
+    add("console_api", "api/console/", M::kPrefix,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          return a->ConsoleApi(r, d, t);
+        });
+    add("form_api", "api/v0.5/form", M::kPrefix,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          return a->FormApi(r, d, t);
+        });
+    return v;
+  }();
+  return routes;
+}
+
+bool App::RouteSpec::Matches(const std::string& p) const {
+  switch (match) {
+    case kExact:
+      return p == path || (path != "/" && p == path + "/");
+    case kSegment:
+      return p == path || p.starts_with(path + "/");
+    case kPrefix:
+      return p.starts_with(path);
+  }
+  return false;
+}
+
 Response App::Route(const Request& r, std::string* route) {
-  if (auto console = Console(r, route)) return std::move(*console);
-  if (r.path == "/api/domains" || r.path == "/api/domains/") {
-    *route = "admin_domains";
-    return DomainsApi(r);
-  }
-  if (r.path == "/health" || r.path == "/health/ready" || r.path == "/metrics") {
-    *route = r.path.substr(1);
-    if (r.method != "GET" && r.method != "HEAD") return Error(405, "use GET");
-    if (r.path == "/health/ready") return Ready();
-    if (r.path == "/metrics") return MetricsText();
-    return Json(200, json::object{{"status", "ok"}});
-  }
   std::string domain, rest;
-  if (!SplitDomainPath(r.path, &domain, &rest)) return Error(404, "no such route");
-  if (rest == "receiver" || rest.rfind("receiver/", 0) == 0) {
-    *route = "receiver";
-    return Receiver(r, domain, rest.size() > 9 ? rest.substr(9) : "");
-  }
-  if (rest.rfind("api/case/v2", 0) == 0) {
-    *route = "case_api_v2";
-    return CaseApi(r, domain, rest.substr(11));
-  }
-  if (rest == "api/users" || rest.rfind("api/users/", 0) == 0) {
-    *route = "admin_users";
-    return UsersApi(r, domain, rest.size() > 10 ? rest.substr(10) : "");
-  }
-  for (std::string_view kind : meta::kDocKinds) {
-    const std::string base = fmt::format("api/{}s", kind);
-    if (rest == base || rest.rfind(base + "/", 0) == 0) {
-      *route = fmt::format("admin_{}s", kind);
-      return DocsApi(r, domain, std::string(kind),
-                     rest.substr(std::min(rest.size(), base.size() + 1)));
-    }
-  }
-  if (rest == "phone/restore" || rest.rfind("phone/restore/", 0) == 0) {
-    *route = "phone_restore";
-    std::string app = rest.size() > 14 ? rest.substr(14) : "";
-    while (!app.empty() && app.back() == '/') app.pop_back();
-    return RestoreApi(r, domain, app);
-  }
-  if (rest == "api/changes" || rest == "api/changes/") {
-    *route = "changes_api";
-    return ChangesApi(r, domain);
-  }
-  if (rest == "api/tasks" || rest.rfind("api/tasks/", 0) == 0) {
-    *route = "tasks_api";
-    return TasksApi(r, domain, rest.substr(9));
-  }
-  if (rest == "api/exports" || rest.rfind("api/exports/", 0) == 0) {
-    *route = "exports_api";
-    return ExportsApi(r, domain, rest.substr(11));
-  }
-  if (rest == "api/import" || rest.rfind("api/import/", 0) == 0) {
-    *route = "import_api";
-    return ImportApi(r, domain, rest.substr(10));  // import_api.cc
-  }
-  if (rest == "api/forwarders" || rest.rfind("api/forwarders/", 0) == 0) {
-    *route = "forwarders_api";
-    return ForwardersApi(r, domain, rest.substr(14));
-  }
-  if (rest == "api/reports" || rest.rfind("api/reports/", 0) == 0) {
-    *route = "reports_api";
-    return ReportsApi(r, domain, rest.substr(11));
-  }
-  if (rest == "api/rules" || rest.rfind("api/rules/", 0) == 0) {
-    *route = "rules_api";
-    return RulesApi(r, domain, rest.substr(9));
-  }
-  if (rest.rfind("api/ucr/", 0) == 0) {
-    *route = "ucr_api";
-    return UcrApi(r, domain, rest.substr(8));
-  }
-  if (rest.rfind("api/case/attachment/", 0) == 0 || rest.rfind("api/case_attachment/v1/", 0) == 0) {
-    *route = "case_attachment";
-    return CaseAttachment(r, domain, rest.substr(rest[8] == '/' ? 20 : 23));
-  }
-  if (rest.rfind("api/form/attachment/", 0) == 0) {
-    *route = "form_attachment";
-    return Attachment(r, domain, rest.substr(20));
-  }
-  if (rest.rfind("api/console/", 0) == 0) {
-    *route = "console_api";
-    return ConsoleApi(r, domain, rest.substr(12));
-  }
-  if (rest.rfind("api/v0.5/form", 0) == 0) {
-    *route = "form_api";
-    return FormApi(r, domain, rest.substr(13));
+  const bool under_domain = SplitDomainPath(r.path, &domain, &rest);
+  for (const RouteSpec& spec : Routes()) {
+    if (spec.domain != under_domain || !spec.Matches(spec.domain ? rest : r.path)) continue;
+    *route = spec.name;
+    return spec.handle(this, r, domain, spec.domain ? rest.substr(spec.path.size()) : "");
   }
   return Error(404, "no such route");
 }

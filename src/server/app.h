@@ -6,11 +6,13 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "commcare/engine.h"
 #include "commcare/pillows.h"
@@ -34,6 +36,20 @@ struct AppLimits {
 
 class App {
  public:
+  // One route: its name (the metrics label), its path ("/health", or under /a/{domain}/ when
+  // domain is set: "api/case/v2") and how a request's path is matched against it.
+  struct RouteSpec {
+    enum Match { kExact, kSegment, kPrefix };  // path or path/; path or path/...; path...
+    std::string name, path;
+    bool domain;
+    Match match;
+    std::function<http::Response(App*, const http::Request&, const std::string& domain,
+                                 const std::string& tail)>
+        handle;
+    bool Matches(const std::string& p) const;  // p: the path, or what follows /a/{domain}/
+  };
+  // Every route, in the order they are tried (`commcare serve --print-routes` lists them).
+  static const std::vector<RouteSpec>& Routes();
   App(Engine* engine, meta::MetaStore* meta, std::string pillows_dir);
   http::Response Handle(const http::Request& r);
   // The server's gate: authenticates from the headers alone, before a body is read (401 or

@@ -2,7 +2,6 @@
 // (nonces, counts) and ApiKey credentials, failed-login throttling, rate limits and the
 // slots that cap long-polls and streams. App's members; the routes are in app.cc.
 #include <fmt/format.h>
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -15,6 +14,7 @@
 #include "server/app.h"
 #include "server/responses.h"
 #include "util/hash.h"
+#include "util/secret.h"
 #include "util/time.h"
 
 namespace commcare::server {
@@ -98,9 +98,7 @@ bool App::NonceValid(std::string_view nonce, bool* stale) const {
   std::string ts(nonce.substr(0, dot));
   if (ts.find_first_not_of("0123456789abcdef") != std::string::npos) return false;
   const std::string mac = meta::Sha256Hex(secret_ + ":" + ts).substr(0, 32);
-  std::string_view got = nonce.substr(dot + 1);
-  if (got.size() != mac.size() || CRYPTO_memcmp(got.data(), mac.data(), mac.size()) != 0)
-    return false;
+  if (!util::SameSecret(nonce.substr(dot + 1), mac)) return false;
   const int64_t t = std::strtoll(ts.c_str(), nullptr, 16);
   const int64_t now = util::NowMicros() / 1'000'000;
   if (t > now + 5) return false;  // never issued: no nonce is dated in the future
@@ -190,7 +188,7 @@ Result<meta::User> App::AuthenticateDigest(const Request& r, std::map<std::strin
       H(fmt::format("{}:{}:{}:{}:{}:{}", ha1, p["nonce"], nc_text, p["cnonce"], p["qop"], ha2));
   std::string got = p["response"];
   for (char& c : got) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (got.size() != expected.size() || CRYPTO_memcmp(got.data(), expected.data(), got.size()) != 0)
+  if (!util::SameSecret(got, expected))
     return Status::Unauthenticated("wrong username or password");
   // A header seen before (same nonce, no higher count) is a replay: the client is told to
   // take a fresh nonce, as a client that lost count would be.

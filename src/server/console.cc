@@ -9,7 +9,6 @@
 // the session cookie as one more credential (SessionUser); their permission checks are the
 // same.
 #include <fmt/format.h>
-#include <openssl/crypto.h>
 
 #include <boost/json.hpp>
 #include <cmath>
@@ -18,6 +17,7 @@
 #include "server/app.h"
 #include "server/console_assets.h"
 #include "server/responses.h"
+#include "util/secret.h"
 
 namespace commcare::server {
 
@@ -34,10 +34,6 @@ constexpr const char* kCsp =
     "frame-ancestors 'none'";
 
 bool SafeMethod(const std::string& m) { return m == "GET" || m == "HEAD" || m == "OPTIONS"; }
-
-bool SameString(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
 
 // Whether an Origin header, if sent, names the Host the request was sent to.
 bool SameOrigin(const Request& r) {
@@ -126,7 +122,7 @@ Result<meta::User> App::SessionUser(const Request& r) {
   CC_ASSIGN_OR_RETURN(meta::Session s, meta_->GetSession(SessionCookie(r)));
   if (!SafeMethod(r.method)) {
     const std::string* token = r.Header("x-csrf-token");
-    if (!token || !SameString(*token, s.csrf_token))
+    if (!token || !util::SameSecret(*token, s.csrf_token))
       return Status::PermissionDenied(
           "the console's CSRF token (X-CSRF-Token) is missing or wrong");
     if (!SameOrigin(r)) return Status::PermissionDenied("cross-origin request refused");

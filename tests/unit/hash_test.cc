@@ -2,7 +2,12 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <string>
+#include <vector>
+
+#include "util/secret.h"
 
 using namespace commcare::util;
 
@@ -42,4 +47,35 @@ TEST_CASE("NewUuidHex gives distinct 32-hex-digit version-4 ids") {
   CHECK(a != b);
   CHECK(a[12] == '4');
   CHECK(a.find_first_not_of("0123456789abcdef") == std::string::npos);
+}
+
+TEST_CASE("SameSecret compares contents and lengths") {
+  CHECK(SameSecret("", ""));
+  CHECK(SameSecret("s3cret-token", "s3cret-token"));
+  CHECK_FALSE(SameSecret("s3cret-token", "s3cret-tokeN"));
+  CHECK_FALSE(SameSecret("s3cret-token", "s3cret-toke"));
+  CHECK_FALSE(SameSecret("", "x"));
+  CHECK_FALSE(SameSecret(std::string("a\0b", 3), std::string("a\0c", 3)));
+}
+
+TEST_CASE("SameSecret takes as long when the first byte differs as when the last does") {
+  // An early-exit compare (memcmp, ==) returns after one byte in the first case and after
+  // 4 MiB in the second: a ratio near 0, where a constant-time one is near 1.
+  const std::string secret(4 << 20, 'k');
+  std::string first = secret, last = secret;
+  first.front() = 'x';
+  last.back() = 'x';
+  auto time = [&](const std::string& guess) {
+    std::vector<double> runs;
+    for (int i = 0; i < 15; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      CHECK_FALSE(SameSecret(secret, guess));
+      runs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(runs.begin(), runs.end());
+    return runs[runs.size() / 2];
+  };
+  const double early = time(first), late = time(last);
+  INFO("first byte differs: " << early << " s; last byte differs: " << late << " s");
+  CHECK(early / late > 0.3);
 }

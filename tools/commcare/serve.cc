@@ -73,8 +73,26 @@ int MaxConnections() {
   return static_cast<int>(std::clamp<int64_t>(n - 128, 16, 10'000));
 }
 
+// --print-routes: one JSON line per route, in the order they are tried (a test walks them all).
+int PrintRoutes() {
+  for (const auto& route : server::App::Routes()) {
+    using M = server::App::RouteSpec::Match;
+    const char* match = route.match == M::kExact     ? "exact"
+                        : route.match == M::kSegment ? "segment"
+                                                     : "prefix";
+    std::cout << json::serialize(
+                     json::object{{"name", route.name},
+                                  {"path", (route.domain ? "/a/{domain}/" : "") + route.path},
+                                  {"domain", route.domain},
+                                  {"match", match}})
+              << "\n";
+  }
+  return 0;
+}
+
 int CmdServe(const Args& a) {
   namespace fs = std::filesystem;
+  if (a.Has("--print-routes")) return PrintRoutes();
   const std::string data = a.Get("--data");
   auto opts = HostOptionsOf(a, Access::kWriter);
   if (!opts.ok()) return FailStatus(opts.status());
@@ -253,6 +271,7 @@ void RegisterServeCommand(Cli* cli) {
                         CmdServe);
   c.Str("--listen", "HOST:PORT (default 127.0.0.1:8000)")
       .Flag("--no-pillows", "do not run the pillows in this process")
+      .Flag("--print-routes", "list the routes (JSON lines) and exit")
       .Int("--task-workers", "task worker threads in this process (default 2; 0: none)")
       .Str("--access-log", "FILE, or - for stderr")
       .Int("--threads", "I/O threads", 1)

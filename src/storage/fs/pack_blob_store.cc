@@ -118,7 +118,7 @@ class PackBlobStore final : public BlobStore {
     struct iovec iov[2] = {{header, kHeader}, {const_cast<char*>(data.data()), data.size()}};
     ssize_t n = ::pwritev(v->fd, iov, 2, static_cast<off_t>(off));
     if (n != static_cast<ssize_t>(size)) {
-      if (n >= 0) errno = EIO;
+      if (n >= 0) errno = ENOSPC;  // a short write to a file: the disk filled
       return Errno(fmt::format("writing blob '{}' to volume {}", name, v->id));
     }
     if (durable && ::fdatasync(v->fd) != 0) return Errno("syncing a blob volume");

@@ -229,8 +229,13 @@ Status SqlitePrimaryStore::AppendLog(int64_t lsn, std::span<WriteBatch* const> b
   std::memcpy(header + 8, &lsn, 8);
   std::memcpy(header + 16, &crc, 4);
   const ssize_t want = static_cast<ssize_t>(kLogHeader + len);
-  if (iov.size() > IOV_MAX || ::pwritev(log_fd_, iov.data(), static_cast<int>(iov.size()),
-                                        static_cast<off_t>(log_size_)) != want) {
+  errno = E2BIG;  // too many pieces for one write
+  const ssize_t wrote = iov.size() > IOV_MAX
+                            ? -1
+                            : ::pwritev(log_fd_, iov.data(), static_cast<int>(iov.size()),
+                                        static_cast<off_t>(log_size_));
+  if (wrote != want) {
+    if (wrote >= 0) errno = ENOSPC;  // a short write: the disk filled
     Status s = Status::Unavailable(fmt::format("writing {}: {}", log_path_, std::strerror(errno)));
     // Cut off whatever part of the record reached the file, so it never replays.
     if (::ftruncate(log_fd_, static_cast<off_t>(log_size_)) == 0) ::fdatasync(log_fd_);
@@ -248,11 +253,13 @@ Status SqlitePrimaryStore::PreallocateLog() {
   if (static_cast<uint64_t>(st.st_size) >= kLogPreallocBytes) return Status::Ok();
   std::string zeros(1 << 20, '\0');
   for (uint64_t off = static_cast<uint64_t>(st.st_size); off < kLogPreallocBytes;
-       off += zeros.size())
-    if (::pwrite(log_fd_, zeros.data(), zeros.size(), static_cast<off_t>(off)) !=
-        static_cast<ssize_t>(zeros.size()))
-      return Status::Unavailable(
-          fmt::format("preallocating {}: {}", log_path_, std::strerror(errno)));
+       off += zeros.size()) {
+    const ssize_t wrote = ::pwrite(log_fd_, zeros.data(), zeros.size(), static_cast<off_t>(off));
+    if (wrote != static_cast<ssize_t>(zeros.size()))
+      return Status::Unavailable(fmt::format("preallocating {} ({} MiB): {}", log_path_,
+                                             kLogPreallocBytes >> 20,
+                                             std::strerror(wrote >= 0 ? ENOSPC : errno)));
+  }
   if (::fsync(log_fd_) != 0) return Status::Unavailable("cannot sync " + log_path_);
   return Status::Ok();
 }
