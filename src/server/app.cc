@@ -132,6 +132,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "rules_api";
     return RulesApi(r, domain, rest.substr(9));
   }
+  if (rest == "api/alerts" || rest.rfind("api/alerts/", 0) == 0) {
+    *route = "alerts_api";
+    return AlertsApi(r, domain, rest.substr(10));
+  }
   if (rest.rfind("api/ucr/", 0) == 0) {
     *route = "ucr_api";
     return UcrApi(r, domain, rest.substr(8));
