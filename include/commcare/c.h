@@ -552,6 +552,39 @@ cc_rule_run(char** out, cc_engine* engine, const char* domain, const char* name,
 CC_EXTERN(int)
 cc_rule_run_later(int64_t* out_id, cc_engine* engine, const char* domain, const char* name);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Reminders: conditional alerts on cases (include/commcare/reminders.h, docs/rules.md).       */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Saves (adds or replaces) an alert and its check schedule.
+ *  @param out the saved alert {"schedule", "alert", "next_run_at", "last_run_at", "enabled"}
+ *         (may be NULL); free with cc_free @return CC_EINVALID naming a bad field */
+CC_EXTERN(int) cc_alert_set(char** out, cc_engine* engine, const char* alert_json);
+
+/** Saved alerts as a JSON array (as cc_alert_set's out). @param domain NULL: every domain's */
+CC_EXTERN(int) cc_alert_list(char** out, cc_engine* engine, const char* domain);
+
+/** One saved alert. @param out free with cc_free @return CC_ENOTFOUND naming it */
+CC_EXTERN(int) cc_alert_get(char** out, cc_engine* engine, const char* domain, const char* name);
+
+/** Deletes a saved alert (its logged messages stay). @return CC_ENOTFOUND when there is none */
+CC_EXTERN(int) cc_alert_delete(cc_engine* engine, const char* domain, const char* name);
+
+/** Looks for the alert's due messages now, in the calling thread, and queues each once.
+ *  @param out {"alert", "domain", "scanned", "matched", "queued", "skipped"}; free with cc_free */
+CC_EXTERN(int) cc_alert_check(char** out, cc_engine* engine, const char* domain, const char* name);
+
+/** Queues a reminder.check task for a saved alert now (a worker pool runs it).
+ *  @param out_id the task's id @return CC_ENOTFOUND */
+CC_EXTERN(int)
+cc_alert_check_later(int64_t* out_id, cc_engine* engine, const char* domain, const char* name);
+
+/** The message log, newest first, as a JSON array of {"alert", "case_id", "occurrence",
+ *  "due_at", "queued_at", "channel", "recipient", "message", "task_id", "outcome"}.
+ *  @param query_json {"domain" (required), "alert", "case_id", "outcome", "limit", "offset"}
+ *  @param out free with cc_free @return CC_EINVALID for an unknown outcome or a bad limit */
+CC_EXTERN(int) cc_alert_messages(char** out, cc_engine* engine, const char* query_json);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Data forwarding (include/commcare/forwarding.h, docs/forwarding.md). Records are made by    */
 /* the forwarding pillow (cc_pillows_open) and delivered by worker pools (cc_workers_open).    */

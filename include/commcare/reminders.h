@@ -35,10 +35,26 @@ Status DeleteAlert(Host* host, std::string_view domain, std::string_view name);
 // them; returns {"alert", "domain", "scanned", "matched", "queued", "skipped"}.
 Result<std::string> CheckAlertNow(Host* host, std::string_view domain, std::string_view name);
 
-// The message log of a domain, newest first: {"alert", "case_id", "occurrence", "due_at",
-// "queued_at", "channel", "recipient", "message", "task_id", "outcome"} (outcome: the send
-// task's state, or "skipped: <why>").
-Result<std::vector<std::string>> ListReminderMessages(Host* host, std::string_view domain,
-                                                      int limit = 100);
+// One saved alert, as SaveAlert returns it; NotFound names the alert when there is none.
+Result<std::string> GetAlert(Host* host, std::string_view domain, std::string_view name);
+
+// Queues a reminder.check task for a saved alert now (what its schedule queues), for a worker
+// pool; returns the task id. NotFound when there is no such alert.
+Result<int64_t> CheckAlertLater(Host* host, std::string_view domain, std::string_view name);
+
+// Which messages of the log to read, newest first: a domain's, optionally only one alert's, one
+// case's or one outcome's (a task state, or "skipped" for every skipped message), a page.
+struct ReminderMessageQuery {
+  std::string domain;
+  std::string alert, case_id, outcome;  // "": any
+  int64_t limit = 100;                  // at least 1
+  int64_t offset = 0;                   // messages of the filtered log passed over first
+};
+
+// The message log: {"alert", "case_id", "occurrence", "due_at", "queued_at", "channel",
+// "recipient", "message", "task_id", "outcome"} (outcome: the send task's state, or "skipped:
+// <why>"). InvalidArgument for an unknown outcome or a limit below 1.
+Result<std::vector<std::string>> ListReminderMessages(Host* host,
+                                                      const ReminderMessageQuery& query);
 
 }  // namespace commcare

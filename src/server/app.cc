@@ -148,6 +148,10 @@ const std::vector<App::RouteSpec>& App::Routes() {
         [](App* a, const Request& r, const std::string& d, const std::string& t) {
           return a->RulesApi(r, d, t);
         });
+    add("alerts_api", "api/alerts", M::kSegment,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          return a->AlertsApi(r, d, t);
+        });
     add("ucr_api", "api/ucr/", M::kPrefix,
         [](App* a, const Request& r, const std::string& d, const std::string& t) {
           return a->UcrApi(r, d, t);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "commcare/engine.h"
+#include "commcare/host.h"
 #include "commcare/pillows.h"
 #include "commcare/sync.h"
 #include "commcare/tasks.h"
@@ -69,6 +70,8 @@ class App {
     tasks_ = tasks;
     task_workers_ = workers;
   }
+  // The host the reminders API works through (alerts answer 503 without it).
+  void SetHost(Host* host) { host_ = host; }
   // Token-bucket limits on authenticated requests, per user and per domain (requests per
   // second, bursts of twice that; 0 = no limit). Over the limit: 429 with Retry-After.
   void SetRateLimits(double per_user, double per_domain) {
@@ -118,6 +121,13 @@ class App {
   http::Response ImportApi(const http::Request& r, const std::string& domain, std::string rest);
   http::Response ReportsApi(const http::Request& r, const std::string& domain, std::string rest);
   http::Response RulesApi(const http::Request& r, const std::string& domain, std::string rest);
+  http::Response AlertsApi(const http::Request& r, const std::string& domain,
+                           std::string rest);  // alerts_api.cc
+  // The start the saved-definition routes share (named_definitions.cc): the method (405 with
+  // `methods`), the user (API access to read, edit-data to write), the task queue (503); the
+  // answer to send when the request stops here.
+  std::optional<http::Response> AdmitNamed(const http::Request& r, const std::string& domain,
+                                           std::string_view methods);
   http::Response ForwardersApi(const http::Request& r, const std::string& domain,
                                std::string rest);  // forwarders_api.cc
   std::string TaskMetrics();                       // tasks_api.cc
@@ -186,6 +196,7 @@ class App {
   Sync* sync_ = nullptr;
   TaskQueue* tasks_ = nullptr;
   TaskWorkers* task_workers_ = nullptr;
+  Host* host_ = nullptr;
   double user_rate_ = 0, domain_rate_ = 0;
   struct Bucket {
     double tokens = 0;

@@ -11,6 +11,7 @@
 #include "commcare/rules.h"
 #include "commcare/tasks.h"
 #include "server/app.h"
+#include "server/named_definitions.h"
 #include "server/responses.h"
 
 namespace commcare::server {
@@ -23,51 +24,11 @@ namespace {
 
 Response Fail(const Status& s) { return Error(StatusFor(s), s.message()); }
 
-// The rule of a body: "domain" defaults to the URL's and must match it; so must "name" when the
-// URL has one.
-Result<std::string> Definition(const std::string& body, const std::string& domain,
-                               const std::string& name, int* status) {
-  boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
-  *status = 400;
-  if (ec || !v.is_object()) return Status::InvalidArgument("the body must be a JSON object");
-  json::object& o = v.get_object();
-  if (!name.empty() && !o.contains("name")) o["name"] = name;
-  if (!o.contains("domain")) o["domain"] = domain;
-  if (!name.empty() && (!o.at("name").is_string() || o.at("name").get_string() != name))
-    return Status::InvalidArgument("name: the body's name is not the URL's");
-  if (!o.at("domain").is_string() || o.at("domain").get_string() != domain) {
-    *status = 403;
-    return Status::PermissionDenied("domain: the rule's domain is not this domain");
-  }
-  return json::serialize(v);
-}
-
 }  // namespace
 
 Response App::RulesApi(const Request& r, const std::string& domain, std::string rest) {
-  while (!rest.empty() && rest.back() == '/') rest.pop_back();
-  if (!rest.empty() && rest.front() == '/') rest.erase(0, 1);
-  const auto slash = rest.find('/');
-  const std::string name = rest.substr(0, slash);
-  const std::string verb = slash == std::string::npos ? "" : rest.substr(slash + 1);
-  const bool write = r.method != "GET" && r.method != "HEAD";
-  if (r.method != "GET" && r.method != "PUT" && r.method != "DELETE" && r.method != "POST")
-    return Error(405, "use GET, POST, PUT or DELETE");
-  Response deny;
-  auto user = Admit(r, domain, write ? meta::kEditData : meta::kAccessApi, &deny);
-  if (!user) return deny;
-  if (!tasks_) return Error(503, "this server has no task queue");
-  if (name.empty()) {
-    if (r.method == "GET") {
-      auto all = ListRules(tasks_, domain);
-      if (!all.ok()) return Fail(all.status());
-      json::array objects;
-      for (const auto& line : all.value()) objects.push_back(json::parse(line));
-      return Json(200, json::object{{"objects", std::move(objects)}});
-    }
-    if (r.method != "POST") return Error(405, "GET lists the rules; POST adds one");
-  }
+  if (auto stop = AdmitNamed(r, domain, "use GET, POST, PUT or DELETE")) return *stop;
+  const auto [name, verb] = SplitNamedPath(std::move(rest));
   if (verb == "run") {
     if (r.method != "POST") return Error(405, "POST .../{name}/run");
     auto id = RunRuleLater(tasks_, domain, name);
@@ -101,27 +62,16 @@ Response App::RulesApi(const Request& r, const std::string& domain, std::string 
                                   {"summary", json::parse(s->ToJson(domain, name))}});
   }
   if (!verb.empty()) return Error(404, "no such route: .../rules/{name}[/run|/dry_run]");
-  if (r.method == "GET") {
-    auto line = GetRule(tasks_, domain, name);
-    if (!line.ok()) return Fail(line.status());
-    return Json(200, json::parse(*line));
-  }
-  if (r.method == "DELETE") {
-    Status st = DeleteRule(tasks_, domain, name);
-    if (!st.ok()) return Fail(st);
-    return Json(200, json::object{{"name", name}, {"deleted", true}});
-  }
-  if (r.method == "POST" && !name.empty()) return Error(405, "PUT .../rules/{name} saves a rule");
-  int status = 400;
-  auto def = Definition(r.body, domain, name, &status);
-  if (!def.ok()) return Error(status, def.status().message());
-  auto parsed = json::parse(*def);
-  const json::value* nv = parsed.get_object().if_contains("name");
-  const std::string rule_name = nv && nv->is_string() ? std::string(nv->get_string()) : "";
-  const bool existed = !rule_name.empty() && GetRule(tasks_, domain, rule_name).ok();
-  auto saved = SaveRule(tasks_, *def);
-  if (!saved.ok()) return Fail(saved.status());
-  return Json(existed ? 200 : 201, json::parse(*saved));
+  NamedDefinitions d;
+  d.list = [&] { return ListRules(tasks_, domain); };
+  d.get = [&](const std::string& n) { return GetRule(tasks_, domain, n); };
+  d.save = [&](const std::string& def) { return SaveRule(tasks_, def); };
+  d.remove = [&](const std::string& n) { return DeleteRule(tasks_, domain, n); };
+  d.post_adds = true;
+  d.texts = {"name: the body's name is not the URL's",
+             "domain: the rule's domain is not this domain", "GET lists the rules; POST adds one",
+             "PUT .../rules/{name} saves a rule"};
+  return ServeNamedDefinitions(r, domain, {name, verb}, d);
 }
 
 }  // namespace commcare::server

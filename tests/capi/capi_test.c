@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int failures = 0;
 
@@ -782,6 +783,62 @@ static void test_rules(void) {
   cc_engine_free(e);
 }
 
+/* Reminders: an alert saved with its check schedule, bad ones refused naming the field, a check
+ * that queues a due message once, the message log with its filters. */
+#define VISIT_ALERT(extra)                                                                     \
+  "{\"name\": \"visit\", \"domain\": \"demo\", \"case_type\": \"patient\", "                   \
+  "\"criteria\": [{\"property_name\": \"status\", \"match_type\": \"EQUAL\", "                 \
+  "\"property_value\": \"new\"}], \"start\": {\"property\": \"visit\", \"time\": \"00:00\"}, " \
+  "\"recipient\": \"nurse@example.org\", \"message\": \"Visit {case_name}\"" extra "}"
+static void test_alerts(void) {
+  cc_engine* e = open_memory();
+  cc_submit_result* r = NULL;
+  char* json = NULL;
+  char body[512], today[16];
+  int64_t id = 0;
+  time_t now = time(NULL);
+  strftime(today, sizeof today, "%Y-%m-%d", gmtime(&now));
+  snprintf(body, sizeof body,
+           "<create><case_type>patient</case_type><case_name>A</case_name>"
+           "<owner_id>u1</owner_id></create><update><status>new</status><visit>%s</visit>"
+           "</update>",
+           today);
+  OK(submit(e, case_form("af1", "ac1", body), &r));
+  cc_submit_result_free(r);
+  FAILS(cc_alert_set(&json, e, VISIT_ALERT(", \"check\": \"every 5 minutes\"")), CC_EINVALID,
+        "check");
+  OK(cc_alert_set(&json, e, VISIT_ALERT("")));
+  CHECK(json && strstr(json, "\"schedule\":\"alert:demo:visit\"") != NULL);
+  cc_free(json);
+  OK(cc_alert_list(&json, e, "demo"));
+  CHECK(json && strstr(json, "nurse@example.org") != NULL);
+  cc_free(json);
+  OK(cc_alert_get(&json, e, "demo", "visit"));
+  CHECK(json && strstr(json, "Visit {case_name}") != NULL);
+  cc_free(json);
+  FAILS(cc_alert_get(&json, e, "demo", "nope"), CC_ENOTFOUND, "no alert 'nope'");
+  OK(cc_alert_check(&json, e, "demo", "visit"));
+  CHECK(json && strstr(json, "\"matched\":1") && strstr(json, "\"queued\":1"));
+  cc_free(json);
+  OK(cc_alert_check(&json, e, "demo", "visit"));
+  CHECK(json && strstr(json, "\"queued\":0") != NULL); /* each message once */
+  cc_free(json);
+  OK(cc_alert_messages(&json, e, "{\"domain\": \"demo\", \"alert\": \"visit\"}"));
+  CHECK(json && strstr(json, "\"message\":\"Visit A\"") && strstr(json, "\"outcome\":\"queued\""));
+  cc_free(json);
+  OK(cc_alert_messages(&json, e, "{\"domain\": \"demo\", \"outcome\": \"skipped\"}"));
+  CHECK(json && strcmp(json, "[]") == 0);
+  cc_free(json);
+  FAILS(cc_alert_messages(&json, e, "{\"domain\": \"demo\", \"outcome\": \"sent\"}"), CC_EINVALID,
+        "outcome");
+  FAILS(cc_alert_messages(&json, e, "{\"alert\": \"visit\"}"), CC_EINVALID, "domain");
+  OK(cc_alert_check_later(&id, e, "demo", "visit"));
+  CHECK(id > 0);
+  OK(cc_alert_delete(e, "demo", "visit"));
+  FAILS(cc_alert_delete(e, "demo", "visit"), CC_ENOTFOUND, "no alert 'visit'");
+  cc_engine_free(e);
+}
+
 static void test_loops(int rounds) {
   cc_engine* e = open_memory();
   cc_submit_result* r = NULL;
@@ -823,6 +880,7 @@ int main(int argc, char** argv) {
   test_pillows();
   test_exports_and_reports();
   test_rules();
+  test_alerts();
   test_import_and_bulk_edit();
   test_forwarding();
   test_loops(rounds);

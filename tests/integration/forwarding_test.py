@@ -425,6 +425,34 @@ class ForwardingTest(unittest.TestCase):
         self.assertEqual(self.D("forwarders", "list"), [])
 
 
+class ForwardingPostgresTest(ForwardingTest):
+    """The same pillow and delivery with the primary store (forms, cases) on PostgreSQL: records
+    made, delivered byte for byte, case payloads read from it, retried after a 500 and a 503."""
+
+    KEEP = {"test_form_xml_delivered_once_and_byte_identical",
+            "test_500_then_200_retry_schedule_and_resend",
+            "test_fail_fail_cancelled_with_tripling_waits",
+            "test_case_formats_events_and_order_per_case"}
+
+    def setUp(self):
+        pg = os.environ.get("COMMCARE_TEST_PG")
+        self.assertTrue(pg, "COMMCARE_TEST_PG is not set: run under scripts/with-test-servers")
+        db = f"fwd_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        subprocess.run(["psql", "-q", f"{pg} dbname=postgres", "-c", f"CREATE DATABASE {db}"],
+                       check=True)
+        self.tmp = tempfile.mkdtemp(prefix="cc-fwd-pg-")
+        self.data = os.path.join(self.tmp, "data")
+        primary = {"kind": "postgres", "databases": [f"{pg} dbname={db}"]}
+        cc("init", "--data", self.data, "--shards", "64", "--primary", json.dumps(primary))
+        with open(os.path.join(self.data, "commcare.json")) as f:
+            self.assertEqual(json.load(f)["primary"]["kind"], "postgres")
+
+
+for _name in dir(ForwardingTest):  # only the tests above run again on PostgreSQL
+    if _name.startswith("test_") and _name not in ForwardingPostgresTest.KEEP:
+        setattr(ForwardingPostgresTest, _name, None)
+
+
 class ForwardingRestTest(unittest.TestCase):
     """/a/{domain}/api/forwarders/ on `commcare serve`, whose pillows make the records and whose
     task workers deliver them."""

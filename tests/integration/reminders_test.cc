@@ -120,7 +120,7 @@ TEST_CASE("Reminders: a check queues each due message once and stops for closed 
   REQUIRE(Submit(e.get(), CaseForm("close-p1", "p1", "<close/>")).http_status == 201);
   CHECK(RunAlert(e.get(), db->get(), q->get(), nullptr, *a, Iso("2024-06-11T07:00:00Z"))->queued ==
         0);
-  auto log = ListMessages(db->get(), q->get(), "demo", 10);
+  auto log = ListMessages(db->get(), q->get(), {.domain = "demo", .limit = 10});
   REQUIRE(log.ok());
   REQUIRE(log->size() == 2);
   auto row = json::parse(log->front());
@@ -135,4 +135,25 @@ TEST_CASE("Reminders: a check queues each due message once and stops for closed 
   CHECK(late->queued == 0);
   CHECK(late->skipped == 3);
   CHECK((*q)->List({.type = "email.send"})->size() == 2);
+  // The log's filters and pages.
+  auto count = [&](ReminderMessageQuery m) {
+    m.domain = "demo";
+    auto rows = ListMessages(db->get(), q->get(), m);
+    REQUIRE_MESSAGE(rows.ok(), rows.status().ToString());
+    return rows->size();
+  };
+  CHECK(count({.outcome = "skipped"}) == 3);
+  CHECK(count({.outcome = "queued"}) == 2);
+  CHECK(count({.outcome = "queued", .offset = 1}) == 1);
+  CHECK(count({.case_id = "p1"}) == 2);
+  CHECK(count({.case_id = "p4", .limit = 2}) == 2);
+  CHECK(count({.case_id = "p4", .limit = 2, .offset = 2}) == 1);
+  CHECK(count({.alert = "other"}) == 0);
+  auto page = ListMessages(db->get(), q->get(), {.domain = "demo", .limit = 1, .offset = 4});
+  auto all = ListMessages(db->get(), q->get(), {.domain = "demo"});
+  REQUIRE((page.ok() && all.ok() && page->size() == 1 && all->size() == 5));
+  CHECK(page->front() == all->back());
+  auto bad = ListMessages(db->get(), q->get(), {.domain = "demo", .outcome = "sent"});
+  CHECK(bad.status().IsInvalidArgument());
+  CHECK(bad.status().message().find("outcome: unknown outcome 'sent'") != std::string::npos);
 }

@@ -3,22 +3,21 @@
 send (202 with the report.send task, mailed to the SMTP sink as XLSX when COMMCARE_TEST_SMTP is
 set), auth and errors; and `commcare reports list|preview` beside the running server.
 Usage: reports_rest_test.py COMMCARE"""
-import base64
 import email
 import email.policy
-import http.client
+import functools
 import io
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import unittest
 import zipfile
 
+import rest_helpers
+
 CC = sys.argv.pop(1)
+cc = functools.partial(rest_helpers.cc, CC)
 
 UCR = {"domain": "demo", "table_id": "patients", "referenced_doc_type": "CommCareCase",
        "configured_indicators": [
@@ -28,13 +27,6 @@ UCR = {"domain": "demo", "table_id": "patients", "referenced_doc_type": "CommCar
 REPORT = {"subject": "Ages by owner", "table_id": "patients", "recipients": ["rest@example.org"],
           "group_by": ["owner"], "aggregations": [{"fn": "count"}, {"fn": "sum", "column": "age"}],
           "format": "xlsx", "schedule": {"cron": "0 8 * * 1", "time_zone": "Africa/Nairobi"}}
-
-
-def cc(*args, expect=0):
-    p = subprocess.run([CC] + list(args), capture_output=True, text=True)
-    if p.returncode != expect:
-        raise AssertionError(f"{args}: exit {p.returncode} (wanted {expect}): {p.stdout}{p.stderr}")
-    return [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
 
 
 def case_form(i):
@@ -54,21 +46,14 @@ class ReportsRestTest(unittest.TestCase):
     def setUpClass(cls):
         cls.smtp, cls.smtp_dir = os.environ.get("COMMCARE_TEST_SMTP"), os.environ.get(
             "COMMCARE_TEST_SMTP_DIR")
-        cls.tmp = tempfile.mkdtemp(prefix="cc-reports-rest-")
-        cls.data = os.path.join(cls.tmp, "data")
-        env = dict(os.environ, COMMCARE_ADMIN_USER="admin", COMMCARE_ADMIN_PASSWORD="s3cret",
-                   COMMCARE_DOMAIN="demo", COMMCARE_SMTP_FROM="reports@commcare.test")
+        env = {"COMMCARE_SMTP_FROM": "reports@commcare.test"}
         if cls.smtp:
             env["COMMCARE_SMTP_URL"] = f"smtp://{cls.smtp}?starttls=opportunistic&timeout_ms=10000"
-        cls.proc = subprocess.Popen(
-            [CC, "serve", "--data", cls.data, "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        line = cls.proc.stdout.readline()
-        assert line, cls.proc.stderr.read()
-        cls.port = int(json.loads(line)["listening"].rsplit(":", 1)[1])
+        cls.server = rest_helpers.Server(CC, "cc-reports-rest-", env=env)
+        cls.data, cls.tmp = cls.server.data, cls.server.tmp
+        cls.request = staticmethod(cls.server.request)
+        cls.wait_task = staticmethod(cls.server.wait_task)
         cc("admin", "domain", "create", "--data", cls.data, "other")
-        cc("admin", "user", "create", "--data", cls.data, "--domain", "demo", "--username",
-           "w.demo", "--password", "pw-demo")
         config = os.path.join(cls.tmp, "ucr.json")
         with open(config, "w") as f:
             json.dump(UCR, f)
@@ -76,34 +61,7 @@ class ReportsRestTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.proc.kill()
-        cls.proc.wait()
-        cls.proc.stdout.close()
-        cls.proc.stderr.close()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def request(self, method, path, body=None, auth=("admin", "s3cret")):
-        h = {}
-        if auth:
-            h["Authorization"] = "Basic " + base64.b64encode(
-                f"{auth[0]}:{auth[1]}".encode()).decode()
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        conn.request(method, path, body=body, headers=h)
-        r = conn.getresponse()
-        data = r.read()
-        conn.close()
-        return r.status, json.loads(data) if data.startswith(b"{") else data
-
-    def wait_task(self, task_id):
-        for _ in range(400):
-            s, t = self.request("GET", f"/a/demo/api/tasks/{task_id}/")
-            self.assertEqual(s, 200, t)
-            if t["state"] in ("succeeded", "dead", "cancelled"):
-                return t
-            time.sleep(0.05)
-        self.fail(f"task {task_id} never finished: {t}")
+        cls.server.close()
 
     def test_reports_api(self):
         for i in range(5):  # owners u1 (ages 0, 20, 40) and u2 (10, 30)

@@ -4,18 +4,19 @@ directory: bad rules exit 64 naming the field, a dry run changes nothing, a run 
 does not) and over REST (/a/{domain}/api/rules/: POST/PUT/GET/DELETE, dry_run, run as a
 rule.run task, auth and errors), and a rule that runs on each case change under `commcare serve`.
 Usage: rules_rest_test.py COMMCARE"""
-import base64
-import http.client
+import functools
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import unittest
 
+import rest_helpers
+
 CC = sys.argv.pop(1)
+cc = functools.partial(rest_helpers.cc, CC)
 
 RULE = {"name": "flag", "domain": "demo", "case_type": "patient",
         "criteria": [{"property_name": "status", "match_type": "EQUAL", "property_value": "new"}],
@@ -23,13 +24,6 @@ RULE = {"name": "flag", "domain": "demo", "case_type": "patient",
                                {"name": "copy", "value_type": "CASE_PROPERTY",
                                 "value": "status"}]},
         "schedule": "15 1 * * *", "time_zone": "America/New_York"}
-
-
-def cc(*args, expect=0):
-    p = subprocess.run([CC] + list(args), capture_output=True, text=True)
-    if p.returncode != expect:
-        raise AssertionError(f"{args}: exit {p.returncode} (wanted {expect}): {p.stdout}{p.stderr}")
-    return [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
 
 
 def case_form(i, status="new", form=None):
@@ -108,49 +102,13 @@ class RulesCliTest(unittest.TestCase):
 class RulesRestTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="cc-rules-rest-")
-        cls.data = os.path.join(cls.tmp, "data")
-        env = dict(os.environ, COMMCARE_ADMIN_USER="admin", COMMCARE_ADMIN_PASSWORD="s3cret",
-                   COMMCARE_DOMAIN="demo")
-        cls.proc = subprocess.Popen(
-            [CC, "serve", "--data", cls.data, "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        line = cls.proc.stdout.readline()
-        assert line, cls.proc.stderr.read()
-        cls.port = int(json.loads(line)["listening"].rsplit(":", 1)[1])
-        cc("admin", "user", "create", "--data", cls.data, "--domain", "demo", "--username",
-           "w.demo", "--password", "pw-demo")
+        cls.server = rest_helpers.Server(CC, "cc-rules-rest-")
+        cls.request = staticmethod(cls.server.request)
+        cls.wait_task = staticmethod(cls.server.wait_task)
 
     @classmethod
     def tearDownClass(cls):
-        cls.proc.kill()
-        cls.proc.wait()
-        cls.proc.stdout.close()
-        cls.proc.stderr.close()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def request(self, method, path, body=None, auth=("admin", "s3cret")):
-        h = {}
-        if auth:
-            h["Authorization"] = "Basic " + base64.b64encode(
-                f"{auth[0]}:{auth[1]}".encode()).decode()
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        conn.request(method, path, body=body, headers=h)
-        r = conn.getresponse()
-        data = r.read()
-        conn.close()
-        return r.status, json.loads(data) if data.startswith(b"{") else data
-
-    def wait_task(self, task_id):
-        for _ in range(400):
-            s, t = self.request("GET", f"/a/demo/api/tasks/{task_id}/")
-            self.assertEqual(s, 200, t)
-            if t["state"] in ("succeeded", "dead", "cancelled"):
-                return t
-            time.sleep(0.05)
-        self.fail(f"task {task_id} never finished: {t}")
+        cls.server.close()
 
     def case(self, i):
         s, body = self.request("GET", f"/a/demo/api/case/v2/rc{i}")

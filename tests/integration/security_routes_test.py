@@ -71,6 +71,7 @@ ROUTES = {
     ("forwarders_api", "/a/{domain}/api/forwarders"): [("GET", "api/forwarders/", None, {API})],
     ("reports_api", "/a/{domain}/api/reports"): [("GET", "api/reports/", None, {API})],
     ("rules_api", "/a/{domain}/api/rules"): [("GET", "api/rules/", None, {API})],
+    ("alerts_api", "/a/{domain}/api/alerts"): [("GET", "api/alerts/", None, {API})],
     ("ucr_api", "/a/{domain}/api/ucr/"): [("GET", "api/ucr/no_such_table/", None, {API})],
     ("case_attachment", "/a/{domain}/api/case/attachment/"): [
         ("GET", f"api/case/attachment/{CASE_ID}/photo", None, {API, MOBILE})],

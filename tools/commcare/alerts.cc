@@ -1,5 +1,5 @@
-// The `commcare` tool's reminder commands: alerts add|list|delete|check|messages, through the
-// public face include/commcare/reminders.h. A saved alert is a task-queue schedule
+// The `commcare` tool's reminder commands: alerts add|list|show|delete|check|messages,
+// through the public face include/commcare/reminders.h. A saved alert is a task-queue schedule
 // "alert:<domain>:<name>" running reminder.check; its messages go out as email.send and
 // sms.send tasks (`commcare tasks run` or a server's workers). Output is JSON lines.
 #include <commcare/host.h>
@@ -9,7 +9,7 @@
 #include <iostream>
 
 #include "CLI/CLI.hpp"
-#include "common.h"
+#include "definitions.h"
 
 namespace commcare::cli {
 
@@ -17,59 +17,62 @@ namespace json = boost::json;
 
 namespace {
 
+// Every alert call goes through the host (the message log lives beside its task queue).
 template <typename F>
-int WithHost(const Args& a, F&& fn, Access access = Access::kWriterOrReader) {
-  auto host = OpenHost(a, access);
-  if (!host.ok()) return FailStatus(host.status());
-  Result<std::string> out = fn(host->get());
-  if (!out.ok() && out.status().IsInvalidArgument()) return Fail(out.status().message(), kUsage);
-  if (!out.ok()) return FailStatus(out.status());
-  if (!out->empty()) std::cout << *out << "\n";
-  std::cout.flush();
-  return kOk;
-}
-
-std::string Lines(const std::vector<std::string>& all) {
-  std::string out;
-  for (const auto& line : all) out += (out.empty() ? "" : "\n") + line;
-  return out;
+int WithHost(const Args& a, F&& fn) {
+  return WithQueue(
+      a, [&](TaskQueue*, Host* h) -> Result<std::string> { return fn(h); }, true);
 }
 
 int CmdAdd(const Args& a) {
-  std::string text = a.Get("--json");
-  if (a.Has("--file") && !ReadFile(a.Get("--file"), &text))
-    return Fail("cannot read " + a.Get("--file"), kUsage);
-  if (text.empty()) return Fail("give the alert as --file PATH or --json TEXT", kUsage);
-  if (Status st = ValidateAlert(text); !st.ok()) return Fail(st.message(), kUsage);
+  std::string text;
+  if (int code = 0; !DefinitionArg(a, "the alert", ValidateAlert, &text, &code)) return code;
   return WithHost(a, [&](Host* h) { return SaveAlert(h, text); });
 }
 
 int CmdList(const Args& a) {
   return WithHost(a, [&](Host* h) -> Result<std::string> {
     CC_ASSIGN_OR_RETURN(auto all, ListAlerts(h, a.Get("--domain")));
-    return Lines(all);
+    return JsonLines(all);
   });
+}
+
+int CmdShow(const Args& a) {
+  return WithHost(a, [&](Host* h) { return GetAlert(h, a.Get("--domain"), a.Get("--name")); });
 }
 
 int CmdDelete(const Args& a) {
   return WithHost(a, [&](Host* h) -> Result<std::string> {
     CC_RETURN_IF_ERROR(DeleteAlert(h, a.Get("--domain"), a.Get("--name")));
-    return json::serialize(
-        json::object{{"deleted", "alert:" + a.Get("--domain") + ":" + a.Get("--name")}});
+    return DeletedLine("alert", a);
   });
 }
 
+// Checks here when this process holds the writer; beside a server (a reader) or with --later,
+// queues a reminder.check task for the server's workers instead.
 int CmdCheck(const Args& a) {
-  return WithHost(a, [&](Host* h) { return CheckAlertNow(h, a.Get("--domain"), a.Get("--name")); });
+  return WithHost(a, [&](Host* h) -> Result<std::string> {
+    if (a.Has("--later") || h->read_only()) {
+      CC_ASSIGN_OR_RETURN(int64_t id, CheckAlertLater(h, a.Get("--domain"), a.Get("--name")));
+      return json::serialize(json::object{{"task", id}, {"type", "reminder.check"}});
+    }
+    return CheckAlertNow(h, a.Get("--domain"), a.Get("--name"));
+  });
 }
 
 int CmdMessages(const Args& a) {
-  int64_t limit = 100;
-  if (a.Has("--limit") && !ParseInt(a.Get("--limit"), &limit))
+  ReminderMessageQuery m;
+  m.domain = a.Get("--domain");
+  m.alert = a.Get("--alert");
+  m.case_id = a.Get("--case");
+  m.outcome = a.Get("--outcome");
+  if (a.Has("--limit") && !ParseInt(a.Get("--limit"), &m.limit))
     return Fail("--limit must be a whole number", kUsage);
+  if (a.Has("--offset") && !ParseInt(a.Get("--offset"), &m.offset))
+    return Fail("--offset must be a whole number", kUsage);
   return WithHost(a, [&](Host* h) -> Result<std::string> {
-    CC_ASSIGN_OR_RETURN(auto all, ListReminderMessages(h, a.Get("--domain"), int(limit)));
-    return Lines(all);
+    CC_ASSIGN_OR_RETURN(auto all, ListReminderMessages(h, m));
+    return JsonLines(all);
   });
 }
 
@@ -82,15 +85,23 @@ void RegisterAlertCommands(Cli* cli) {
       .Str("--json", "the alert's JSON definition");
   cli->Add(g, "list", "saved alerts, one JSON line each", CmdList)
       .Str("--domain", "only this domain's");
+  cli->Add(g, "show", "one saved alert", CmdShow)
+      .Str("--domain", "its domain", true)
+      .Str("--name", "its name", true);
   cli->Add(g, "delete", "delete an alert (its logged messages stay)", CmdDelete)
       .Str("--domain", "its domain", true)
       .Str("--name", "its name", true);
   cli->Add(g, "check", "queue the alert's due messages now", CmdCheck)
       .Str("--domain", "its domain", true)
-      .Str("--name", "its name", true);
+      .Str("--name", "its name", true)
+      .Flag("--later", "queue a reminder.check task instead of checking here");
   cli->Add(g, "messages", "the message log, newest first, one JSON line each", CmdMessages)
       .Str("--domain", "the domain", true)
-      .Int("--limit", "at most this many (default 100)", 1);
+      .Str("--alert", "only this alert's")
+      .Str("--case", "only this case's")
+      .Str("--outcome", "only this outcome's (a task state, or skipped)")
+      .Int("--limit", "at most this many (default 100)", 1)
+      .Int("--offset", "pass over this many first", 0);
 }
 
 }  // namespace commcare::cli

@@ -10,7 +10,7 @@
 #include <iostream>
 
 #include "CLI/CLI.hpp"
-#include "common.h"
+#include "definitions.h"
 
 namespace commcare::cli {
 
@@ -18,28 +18,9 @@ namespace json = boost::json;
 
 namespace {
 
-// Opens the host and its task queue, runs fn(queue, host) and prints what it returns. With
-// usage, InvalidArgument (a bad rule) exits as a usage error.
-template <typename F>
-int WithQueue(const Args& a, F&& fn, bool usage = false) {
-  auto host = OpenHost(a, Access::kWriterOrReader);
-  if (!host.ok()) return FailStatus(host.status());
-  auto q = (*host)->Tasks();
-  if (!q.ok()) return FailStatus(q.status());
-  Result<std::string> out = fn(*q, host->get());
-  if (!out.ok() && usage && out.status().IsInvalidArgument())
-    return Fail(out.status().message(), kUsage);
-  if (!out.ok()) return FailStatus(out.status());
-  if (!out->empty()) std::cout << *out << "\n";
-  std::cout.flush();
-  return kOk;
-}
-
 int CmdAdd(const Args& a) {
-  std::string text = a.Get("--json");
-  if (a.Has("--file") && !ReadFile(a.Get("--file"), &text))
-    return Fail("cannot read " + a.Get("--file"), kUsage);
-  if (text.empty()) return Fail("give the rule as --file PATH or --json TEXT", kUsage);
+  std::string text;
+  if (int code = 0; !DefinitionArg(a, "the rule", nullptr, &text, &code)) return code;
   // --domain fills in a rule without one and must agree with one that has it.
   boost::system::error_code ec;
   json::value v = json::parse(text, ec);
@@ -58,9 +39,7 @@ int CmdAdd(const Args& a) {
 int CmdList(const Args& a) {
   return WithQueue(a, [&](TaskQueue* q, Host*) -> Result<std::string> {
     CC_ASSIGN_OR_RETURN(auto all, ListRules(q, a.Get("--domain")));
-    std::string out;
-    for (const auto& line : all) out += (out.empty() ? "" : "\n") + line;
-    return out;
+    return JsonLines(all);
   });
 }
 
@@ -72,8 +51,7 @@ int CmdShow(const Args& a) {
 int CmdDelete(const Args& a) {
   return WithQueue(a, [&](TaskQueue* q, Host*) -> Result<std::string> {
     CC_RETURN_IF_ERROR(DeleteRule(q, a.Get("--domain"), a.Get("--name")));
-    return json::serialize(
-        json::object{{"deleted", "rule:" + a.Get("--domain") + ":" + a.Get("--name")}});
+    return DeletedLine("rule", a);
   });
 }
 

@@ -233,6 +233,7 @@ int CmdServe(const Args& a) {
     if (Status s = workers->Start(); !s.ok()) return FailStatus(s);
   }
   app.SetTasks(*tasks, workers.get());
+  app.SetHost(host->get());
   auto server = commcare::http::Server::Start(
       so, [&app](const commcare::http::Request& r) { return app.Handle(r); },
       [&app](commcare::http::Request& head) { return app.Gate(head); });

@@ -604,6 +604,47 @@ class Engine(_Handle):
         _lib.cc_rule_run_later(ctypes.byref(n), self._handle(), _t(domain), _t(name))
         return self.task(n.value)
 
+    # ---- reminders: conditional alerts on cases (docs/rules.md, "Reminders") ----
+
+    def set_alert(self, alert):
+        """Saves (adds or replaces) an alert (dict or JSON text) and its check schedule;
+        returns it as saved: {"schedule", "alert", "next_run_at", "last_run_at", "enabled"}."""
+        return _call_json(_lib.cc_alert_set, self._handle(), _t(self._text(alert)))
+
+    def alerts(self, domain=None):
+        """Saved alerts (of one domain, or every domain's), as set_alert returns them."""
+        return _call_json(_lib.cc_alert_list, self._handle(), _t(domain))
+
+    def alert(self, domain, name):
+        """One saved alert; NotFoundError naming it if absent."""
+        return _call_json(_lib.cc_alert_get, self._handle(), _t(domain), _t(name))
+
+    def delete_alert(self, domain, name):
+        """Deletes a saved alert (its logged messages stay); NotFoundError if absent."""
+        _lib.cc_alert_delete(self._handle(), _t(domain), _t(name))
+
+    def check_alert(self, domain, name):
+        """Looks for the alert's due messages now and queues each once (email.send or
+        sms.send tasks); returns {"scanned", "matched", "queued", "skipped", ...}."""
+        return _call_json(_lib.cc_alert_check, self._handle(), _t(domain), _t(name))
+
+    def check_alert_later(self, domain, name):
+        """Queues a reminder.check task for a saved alert and returns it (a dict, as task())."""
+        n = ctypes.c_int64()
+        _lib.cc_alert_check_later(ctypes.byref(n), self._handle(), _t(domain), _t(name))
+        return self.task(n.value)
+
+    def alert_messages(self, domain, alert=None, case_id=None, outcome=None, limit=100,
+                       offset=0):
+        """The message log, newest first: [{"alert", "case_id", "occurrence", "due_at",
+        "recipient", "message", "task_id", "outcome", ...}], optionally one alert's, one
+        case's, one outcome's (a task state, or "skipped"), a page of limit from offset."""
+        query = {"domain": domain, "limit": limit, "offset": offset}
+        for key, value in (("alert", alert), ("case_id", case_id), ("outcome", outcome)):
+            if value is not None:
+                query[key] = value
+        return _call_json(_lib.cc_alert_messages, self._handle(), _t(json.dumps(query)))
+
     # ---- data forwarding (docs/forwarding.md) ----
 
     def add_forwarder(self, forwarder):

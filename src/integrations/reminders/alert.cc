@@ -311,35 +311,72 @@ Result<TickSummary> RunAlert(Engine* engine, util::SqlDb* db, TaskQueue* q, meta
   return sum;
 }
 
+namespace {
+
+// The row's outcome: its own ("skipped: why"), else its send task's state.
+std::string Outcome(const util::SqlRows& r, size_t i, TaskQueue* q) {
+  std::string outcome(r.Str(i, 9));
+  const int64_t task = r.Int(i, 8);
+  if (outcome.empty() && task && q) {
+    auto t = q->Get(task);
+    outcome = t.ok() ? std::string(TaskStateName(t->state)) : "task pruned";
+  }
+  return outcome;
+}
+
+std::string MessageJson(const util::SqlRows& r, size_t i, const std::string& outcome) {
+  return json::serialize(json::object{{"alert", std::string(r.Str(i, 0))},
+                                      {"case_id", std::string(r.Str(i, 1))},
+                                      {"occurrence", r.Int(i, 2)},
+                                      {"due_at", util::FormatIsoTime(r.Int(i, 3))},
+                                      {"queued_at", util::FormatIsoTime(r.Int(i, 4))},
+                                      {"channel", std::string(r.Str(i, 5))},
+                                      {"recipient", std::string(r.Str(i, 6))},
+                                      {"message", std::string(r.Str(i, 7))},
+                                      {"task_id", r.Int(i, 8)},
+                                      {"outcome", outcome}});
+}
+
+}  // namespace
+
+Status CheckOutcomeFilter(std::string_view outcome) {
+  if (outcome.empty() || outcome == "skipped" || outcome == "task pruned" ||
+      ParseTaskState(outcome))
+    return Status::Ok();
+  return Status::InvalidArgument(
+      fmt::format("outcome: unknown outcome '{}' (queued, running, retrying, succeeded, dead, "
+                  "cancelled or skipped)",
+                  outcome));
+}
+
 Result<std::vector<std::string>> ListMessages(util::SqlDb* db, TaskQueue* q,
-                                              std::string_view domain, int limit) {
+                                              const ReminderMessageQuery& m) {
+  CC_RETURN_IF_ERROR(CheckOutcomeFilter(m.outcome));
+  if (m.limit < 1 || m.offset < 0)
+    return Status::InvalidArgument("limit: must be at least 1 (and offset at least 0)");
   CC_RETURN_IF_ERROR(MigrateLog(db));
-  CC_ASSIGN_OR_RETURN(
-      util::SqlRows r,
-      db->Run("reading the reminder log",
-              "SELECT alert, case_id, occurrence, due_at, queued_at, channel, recipient, message, "
-              "COALESCE(task_id, 0), COALESCE(outcome, '') FROM reminder_messages WHERE domain = "
-              "? ORDER BY queued_at DESC, case_id, occurrence LIMIT ?",
-              {domain, int64_t(limit)}));
+  // An outcome filter is judged row by row (a task's state is the queue's): read in batches.
+  const int64_t batch = m.outcome.empty() ? m.limit : 500;
+  int64_t at = m.outcome.empty() ? m.offset : 0, to_skip = m.outcome.empty() ? 0 : m.offset;
   std::vector<std::string> out;
-  for (size_t i = 0; i < r.size(); ++i) {
-    const int64_t task = r.Int(i, 8);
-    std::string outcome(r.Str(i, 9));
-    if (outcome.empty() && task && q) {
-      auto t = q->Get(task);
-      outcome = t.ok() ? std::string(TaskStateName(t->state)) : "task pruned";
+  while (static_cast<int64_t>(out.size()) < m.limit) {
+    CC_ASSIGN_OR_RETURN(
+        util::SqlRows r,
+        db->Run("reading the reminder log",
+                "SELECT alert, case_id, occurrence, due_at, queued_at, channel, recipient, "
+                "message, COALESCE(task_id, 0), COALESCE(outcome, '') FROM reminder_messages "
+                "WHERE domain = ? AND (? = '' OR alert = ?) AND (? = '' OR case_id = ?) "
+                "ORDER BY queued_at DESC, alert, case_id, occurrence LIMIT ? OFFSET ?",
+                {m.domain, m.alert, m.alert, m.case_id, m.case_id, batch, at}));
+    for (size_t i = 0; i < r.size() && static_cast<int64_t>(out.size()) < m.limit; ++i) {
+      const std::string outcome = Outcome(r, i, q);
+      const bool skipped = m.outcome == "skipped" && outcome.starts_with("skipped");
+      if (!m.outcome.empty() && outcome != m.outcome && !skipped) continue;
+      if (to_skip > 0 && to_skip--) continue;
+      out.push_back(MessageJson(r, i, outcome));
     }
-    json::object o{{"alert", std::string(r.Str(i, 0))},
-                   {"case_id", std::string(r.Str(i, 1))},
-                   {"occurrence", r.Int(i, 2)},
-                   {"due_at", util::FormatIsoTime(r.Int(i, 3))},
-                   {"queued_at", util::FormatIsoTime(r.Int(i, 4))},
-                   {"channel", std::string(r.Str(i, 5))},
-                   {"recipient", std::string(r.Str(i, 6))},
-                   {"message", std::string(r.Str(i, 7))},
-                   {"task_id", task},
-                   {"outcome", outcome}};
-    out.push_back(json::serialize(o));
+    if (static_cast<int64_t>(r.size()) < batch) break;
+    at += batch;
   }
   return out;
 }

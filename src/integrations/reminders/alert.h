@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "commcare/records.h"
+#include "commcare/reminders.h"
 #include "commcare/status.h"
 #include "integrations/reminders/sms.h"
 #include "integrations/rules/rule.h"
@@ -72,11 +73,14 @@ struct TickSummary {
 Result<TickSummary> RunAlert(Engine* engine, util::SqlDb* db, TaskQueue* q, meta::MetaStore* meta,
                              const Alert& a, int64_t now);
 
-// The message log table (created if missing) and its rows for a domain, newest first, as JSON
-// objects {"alert", "case_id", "occurrence", "due_at", "queued_at", "channel", "recipient",
-// "message", "task_id", "outcome"} (outcome: the send task's state, or "skipped: why").
+// InvalidArgument naming an outcome filter that no row can have.
+Status CheckOutcomeFilter(std::string_view outcome);
+
+// The message log table (created if missing) and the rows a query asks for, as JSON objects
+// {"alert", "case_id", "occurrence", "due_at", "queued_at", "channel", "recipient", "message",
+// "task_id", "outcome"} (outcome: the send task's state, or "skipped: why").
 Status MigrateLog(util::SqlDb* db);
 Result<std::vector<std::string>> ListMessages(util::SqlDb* db, TaskQueue* q,
-                                              std::string_view domain, int limit);
+                                              const ReminderMessageQuery& query);
 
 }  // namespace commcare::reminders

@@ -141,11 +141,26 @@ Result<std::string> CheckAlertNow(Host* host, std::string_view domain, std::stri
   return t.ToJson(a.domain, a.name);
 }
 
-Result<std::vector<std::string>> ListReminderMessages(Host* host, std::string_view domain,
-                                                      int limit) {
+Result<std::string> GetAlert(Host* host, std::string_view domain, std::string_view name) {
+  CC_ASSIGN_OR_RETURN(TaskQueue * q, host->Tasks());
+  CC_ASSIGN_OR_RETURN(Schedule s, FindAlert(q, domain, name));
+  return AlertLine(s);
+}
+
+Result<int64_t> CheckAlertLater(Host* host, std::string_view domain, std::string_view name) {
+  CC_ASSIGN_OR_RETURN(TaskQueue * q, host->Tasks());
+  CC_ASSIGN_OR_RETURN(Schedule s, FindAlert(q, domain, name));
+  TaskSpec t = s.task;
+  t.run_at = 0;
+  t.unique_key = fmt::format("reminder.check:{}:{}", domain, name);  // one check at a time
+  return q->Enqueue(t);
+}
+
+Result<std::vector<std::string>> ListReminderMessages(Host* host,
+                                                      const ReminderMessageQuery& query) {
   CC_ASSIGN_OR_RETURN(TaskQueue * q, host->Tasks());
   CC_ASSIGN_OR_RETURN(reminders::LogDb log, reminders::OpenLog(host));
-  return reminders::ListMessages(log.db.get(), q, domain, limit);
+  return reminders::ListMessages(log.db.get(), q, query);
 }
 
 }  // namespace commcare
