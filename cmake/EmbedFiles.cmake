@@ -1,17 +1,30 @@
 # Turns every file under INPUT_DIR into a byte array in OUTPUT (a .cc defining
 # commcare::server::console::FindAsset, declared in src/server/console_assets.h).
-# Run as: cmake -DINPUT_DIR=... -DOUTPUT=... -P EmbedFiles.cmake
+# EXTRA adds files from elsewhere, "name=path|name=path" (the npm libraries of docs/console.md).
+# Run as: cmake -DINPUT_DIR=... -DOUTPUT=... [-DEXTRA=...] -P EmbedFiles.cmake
 file(GLOB_RECURSE files RELATIVE "${INPUT_DIR}" "${INPUT_DIR}/*")
 list(SORT files)
+set(sources "")
+foreach(f IN LISTS files)
+  list(APPEND sources "${f}=${INPUT_DIR}/${f}")
+endforeach()
+if(EXTRA)
+  string(REPLACE "|" ";" extra "${EXTRA}")
+  list(APPEND sources ${extra})
+endif()
 set(types "html=text/html\; charset=utf-8" "js=text/javascript\; charset=utf-8"
           "css=text/css\; charset=utf-8" "svg=image/svg+xml" "png=image/png"
           "json=application/json" "ico=image/x-icon" "txt=text/plain\; charset=utf-8")
 set(arrays "")
 set(table "")
 set(i 0)
-foreach(f IN LISTS files)
-  file(READ "${INPUT_DIR}/${f}" hex HEX)
-  file(SHA256 "${INPUT_DIR}/${f}" sha)
+foreach(entry IN LISTS sources)
+  string(FIND "${entry}" "=" eq)
+  string(SUBSTRING "${entry}" 0 ${eq} f)
+  math(EXPR eq "${eq} + 1")
+  string(SUBSTRING "${entry}" ${eq} -1 src)
+  file(READ "${src}" hex HEX)
+  file(SHA256 "${src}" sha)
   string(SUBSTRING "${sha}" 0 32 etag)
   string(LENGTH "${hex}" n)
   math(EXPR size "${n} / 2")

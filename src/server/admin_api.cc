@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
+#include <cstdlib>
 #include <string>
 
 #include "server/app.h"
@@ -160,10 +161,26 @@ Response App::UsersApi(const Request& r, const std::string& domain, const std::s
     }
     auto us = meta_->ListUsers(domain);
     if (!us.ok()) return Error(500, us.status().message());
+    // Optional paging: ?limit=1..1000&offset=N answers that slice, the total and the next offset.
+    char* end = nullptr;
+    const std::string limit_text = r.Param("limit", "0"), offset_text = r.Param("offset", "0");
+    const long long limit = std::strtoll(limit_text.c_str(), &end, 10);
+    if (*end || limit < 0 || limit > 1000) return Error(400, "limit: must be 1..1000");
+    const long long offset = std::strtoll(offset_text.c_str(), &end, 10);
+    if (*end || offset < 0) return Error(400, "offset: must be a whole number, 0 or more");
     json::array out;
-    for (const auto& u : *us)
-      if (!u.is_superuser || user->is_superuser) out.push_back(meta::UserJson(u, domain));
-    return Json(200, json::object{{"users", out}});
+    long long seen = 0;
+    for (const auto& u : *us) {
+      if (u.is_superuser && !user->is_superuser) continue;
+      if (seen++ >= offset && (limit == 0 || seen <= offset + limit))
+        out.push_back(meta::UserJson(u, domain));
+    }
+    json::object body{{"users", out}};
+    if (limit > 0) {
+      body["total"] = seen;
+      if (offset + limit < seen) body["next"] = offset + limit;
+    }
+    return Json(200, body);
   }
   if (r.method != "POST" && r.method != "PUT") return Error(405, "use GET, POST or PUT");
   boost::system::error_code ec;

@@ -137,12 +137,15 @@ class App {
   http::Response CaseApi(const http::Request& r, const std::string& domain,
                          const std::string& rest);  // case_api.cc
   // The web console (console.cc): its assets at / and /console/, and /console/api/ (login,
-  // logout, session, pillows); nullopt when the path is not the console's.
+  // logout, session, pillows[/...]); nullopt when the path is not the console's.
   std::optional<http::Response> Console(const http::Request& r, std::string* route);
   http::Response Login(const http::Request& r);
   http::Response Logout(const http::Request& r);
   http::Response SessionInfo(const http::Request& r);
   http::Response PillowsJson(const http::Request& r);
+  // /console/api/pillows/{name}/retries (GET) and .../requeue (POST), for superusers: a
+  // pillow's retry queue, and requeueing it (console_api.cc).
+  http::Response PillowQueue(const http::Request& r, const std::string& rest);
   // The console's data routes missing from the APIs (console_api.cc): /a/{domain}/api/console/
   // case/{id}/history and form/{id}/archive|unarchive.
   http::Response ConsoleApi(const http::Request& r, const std::string& domain,

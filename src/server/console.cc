@@ -4,7 +4,8 @@
 //                SameSite=Strict, Secure over TLS) and the session's CSRF token;
 //   POST logout  ends the session;
 //   GET  session who is signed in, the CSRF token, the domains and permissions;
-//   GET  pillows the pillows' status (per-partition lag, retries, dead letters).
+//   GET  pillows the pillows' status (per-partition lag, retries, dead letters);
+//   GET  pillows/{name}/retries, POST pillows/{name}/requeue (superusers; console_api.cc).
 // Sessions live in the MetaStore, so every server sharing it knows them. The API routes take
 // the session cookie as one more credential (SessionUser); their permission checks are the
 // same.
@@ -147,6 +148,7 @@ std::optional<Response> App::Console(const Request& r, std::string* route) {
     if (what == "logout") return Logout(r);
     if (what == "session") return SessionInfo(r);
     if (what == "pillows") return PillowsJson(r);
+    if (what.rfind("pillows/", 0) == 0) return PillowQueue(r, what.substr(8));
     return Error(404, "no such console route");
   }
   if (p.rfind("/console/", 0) == 0) {

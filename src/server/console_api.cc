@@ -4,12 +4,17 @@
 //   POST /a/{domain}/api/console/form/{id}/archive | unarchive  archives or restores a form
 //        (its case changes are revoked or replayed), answering the form as it is now.
 // API access to read; edit-data as well to archive. A console session's POST also needs its
-// CSRF token (checked with the session in auth.cc).
+// CSRF token (checked with the session in auth.cc). And, for superusers (a pillow spans
+// domains), a pillow's retry queue:
+//   GET  /console/api/pillows/{name}/retries  {"retries": [entry...]} (dead letters included);
+//   POST /console/api/pillows/{name}/requeue  {"doc_id": "" (all) or an id, "include_dead"}
+//        makes those entries due now with their attempts reset: {"requeued": n}.
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
 #include <set>
 
+#include "commcare/pillows.h"
 #include "server/app.h"
 #include "server/responses.h"
 
@@ -33,7 +38,56 @@ bool SplitRest(std::string rest, std::string* kind, std::string* id, std::string
   return id->find('/') == std::string::npos;
 }
 
+// The body of a requeue: {"doc_id": string, "include_dead": bool}, both optional.
+Status RequeueFields(const std::string& body, std::string* doc_id, bool* include_dead) {
+  if (body.empty()) return Status::Ok();
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec || !v.is_object()) return Status::InvalidArgument("the body must be a JSON object");
+  for (const auto& [k, val] : v.get_object()) {
+    if (k == "doc_id" && val.is_string())
+      *doc_id = std::string(val.get_string());
+    else if (k == "include_dead" && val.is_bool())
+      *include_dead = val.get_bool();
+    else
+      return Status::InvalidArgument(
+          fmt::format("\"{}\": expected \"doc_id\" (a string) and \"include_dead\" (true or false)",
+                      std::string(k)));
+  }
+  return Status::Ok();
+}
+
 }  // namespace
+
+Response App::PillowQueue(const Request& r, const std::string& rest) {
+  const auto slash = rest.find('/');
+  const std::string name = http::UrlDecode(rest.substr(0, slash), false);
+  const std::string action = slash == std::string::npos ? "" : rest.substr(slash + 1);
+  if (name.empty() || (action != "retries" && action != "requeue"))
+    return Error(404, "no such route: pillows/{name}/retries or pillows/{name}/requeue");
+  if (r.method != (action == "retries" ? "GET" : "POST"))
+    return Error(405, action == "retries" ? "use GET" : "requeue with POST");
+  auto user = Authenticate(r);
+  if (!user.ok()) return Unauthorized(user.status());
+  if (!user->is_superuser)
+    return Error(403,
+                 "only superusers see and requeue a pillow's retries (a pillow spans domains)");
+  if (!pillows_) return Error(404, "no pillows run beside this server");
+  if (action == "retries") {
+    auto list = pillows_->Retries(name);
+    if (!list.ok()) return Error(StatusFor(list.status()), list.status().message());
+    json::array out;
+    for (const auto& e : *list) out.push_back(json::parse(RetryEntryToJson(e)));
+    return Json(200, json::object{{"pillow", name}, {"retries", out}});
+  }
+  std::string doc_id;
+  bool include_dead = false;
+  if (Status st = RequeueFields(r.body, &doc_id, &include_dead); !st.ok())
+    return Error(400, st.message());
+  auto n = pillows_->Requeue(name, doc_id, include_dead);
+  if (!n.ok()) return Error(StatusFor(n.status()), n.status().message());
+  return Json(200, json::object{{"pillow", name}, {"requeued", *n}});
+}
 
 Response App::ConsoleApi(const Request& r, const std::string& domain, const std::string& rest) {
   std::string kind, id, action;
