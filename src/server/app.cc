@@ -132,6 +132,10 @@ Response App::Route(const Request& r, std::string* route) {
     *route = "rules_api";
     return RulesApi(r, domain, rest.substr(9));
   }
+  if (rest.rfind("api/ucr/report/", 0) == 0) {
+    *route = "ucr_report_api";
+    return UcrReportApi(r, domain, rest.substr(15));
+  }
   if (rest.rfind("api/ucr/", 0) == 0) {
     *route = "ucr_api";
     return UcrApi(r, domain, rest.substr(8));
