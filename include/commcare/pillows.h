@@ -165,6 +165,9 @@ struct FormListQuery {
   int64_t indexed_from = 0;
   int64_t indexed_to = 0;
   bool include_archived = false;
+  std::string app_version;  // form.meta.appVersion equals this ("" = any)
+  // Only these forms (HQ's case_id filter: the forms that touched a case); nullopt = any.
+  std::optional<std::vector<std::string>> form_ids;
   // received_on, server_modified_on or indexed_on, "-" first for descending; "" = HQ's
   // default, newest received first.
   std::string order_by;

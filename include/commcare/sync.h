@@ -44,6 +44,9 @@ struct RestoreRequest {
   // Keep this first sync's payload in the cache however fast it was (HQ's force_cache, which
   // its restore-priming task sets); otherwise only one that took over a minute is kept.
   bool force_cache = false;
+  // Called with (0, cases to send) before the first case and (sent, total) after each batch;
+  // the asynchronous restore task reports it as its progress (unset: not called).
+  std::function<void(int64_t done, int64_t total)> progress;
 };
 
 // What a restore did.
@@ -80,6 +83,12 @@ struct SyncLogInfo {
 // CommCare's restore error payload: an OpenRosaResponse whose message (nature
 // ota_restore_error) is message.
 std::string RestoreErrorPayload(std::string_view message);
+
+// HQ's AsyncRestoreResponse body (casexml/apps/phone/restore.py): an OpenRosaResponse whose
+// message (nature ota_restore_pending) says a restore for username is under way, then
+// <Sync><progress done total retry-after/></Sync>.
+std::string RestorePendingPayload(std::string_view username, int64_t done, int64_t total,
+                                  int retry_after_seconds);
 
 // CommCare's case state hash: "ccsh:" + hex of the XOR of md5(case_id) over the ids.
 std::string CaseStateHash(const std::vector<std::string>& case_ids);

@@ -15,6 +15,7 @@
 #include "integrations/reports.h"
 #include "integrations/rules/tasks.h"
 #include "meta/meta_store.h"
+#include "meta/restore_params.h"
 #include "util/time.h"
 
 namespace commcare::host {
@@ -110,6 +111,13 @@ void RegisterTaskTypes(Host* host, TaskWorkers* w) {
     return reports::SendReport(c, host->PillowStore(), meta.ok() ? *meta : nullptr, q);
   });
   w->Register("export.run", [host](TaskContext& c) { return RunExportTask(host, c); });
+  // A phone polls for it: a short lease, so that its progress is written every 2.5 s and a
+  // dead worker's restore runs again soon.
+  TaskTypeOptions restore;
+  restore.lease = std::chrono::seconds(10);
+  w->Register(
+      meta::kAsyncRestoreTask, [host](TaskContext& c) { return RunAsyncRestore(host, c); },
+      restore);
   // Case update rules (docs/rules.md): a scan can take minutes, its lease is renewed meanwhile.
   w->Register("rule.run", rules::RunRuleHandler(host->engine()));
   w->Register("rule.case",

@@ -260,8 +260,9 @@ Result<Domain> MetaStore::PutDomain(Domain d) {
                  "INSERT INTO domains(name, doc, rev) VALUES(?,?,?) "
                  "ON CONFLICT(name) DO UPDATE SET doc=excluded.doc, rev=excluded.rev",
                  {d.name,
-                  json::serialize(
-                      json::object{{"name", d.name}, {"secure_submissions", d.secure_submissions}}),
+                  json::serialize(json::object{{"name", d.name},
+                                               {"secure_submissions", d.secure_submissions},
+                                               {"async_restore", d.async_restore}}),
                   d.rev})
               .status());
       return impl_->Queue("domain", "Domain", d.name, d.name, false);
@@ -283,6 +284,8 @@ Result<Domain> MetaStore::GetDomain(std::string_view name) {
   if (ec || !v.is_object()) return Status::DataLoss(fmt::format("domain {} is not JSON", name));
   if (auto* p = v.as_object().if_contains("secure_submissions"); p && p->is_bool())
     d.secure_submissions = p->get_bool();
+  if (auto* p = v.as_object().if_contains("async_restore"); p && p->is_bool())
+    d.async_restore = p->get_bool();
   d.rev = r.Int(0, 1);
   return d;
 }

@@ -38,6 +38,9 @@ std::string Sha256Hex(std::string_view s);
 struct Domain {
   std::string name;
   bool secure_submissions = true;  // unauthenticated submissions refused
+  // HQ's ASYNC_RESTORE toggle: restores of OpenRosa >= 2.0 clients run as tasks, answered 202
+  // with progress until the payload is ready (docs/sync.md).
+  bool async_restore = false;
   int64_t rev = 0;
 };
 

@@ -224,6 +224,16 @@ Result<FormListPage> ListForms(const std::string& pillows_dir, const FormListQue
       where += fmt::format(" AND {}=?", col);
       params.emplace_back(*value);
     }
+  if (!q.app_version.empty()) {
+    where += db.pg ? " AND CAST(doc AS JSONB)->'metadata'->>'appVersion'=?"
+                   : " AND json_extract(doc, '$.metadata.appVersion')=?";
+    params.emplace_back(q.app_version);
+  }
+  if (q.form_ids) {
+    where += " AND form_id IN (''";
+    for (const auto& id : *q.form_ids) where += ",?", params.emplace_back(id);
+    where += ")";
+  }
   for (auto [col, from, to] :
        {std::tuple{"received_on", q.received_from, q.received_to},
         std::tuple{"server_modified_on", q.server_modified_from, q.server_modified_to},

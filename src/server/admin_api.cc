@@ -26,8 +26,10 @@ Response App::DomainsApi(const Request& r) {
     if (!ds.ok()) return Error(500, ds.status().message());
     json::array out;
     for (const auto& d : *ds)
-      out.push_back(json::object{
-          {"name", d.name}, {"secure_submissions", d.secure_submissions}, {"_rev", d.rev}});
+      out.push_back(json::object{{"name", d.name},
+                                 {"secure_submissions", d.secure_submissions},
+                                 {"async_restore", d.async_restore},
+                                 {"_rev", d.rev}});
     return Json(200, json::object{{"domains", out}});
   }
   if (r.method != "POST") return Error(405, "use GET or POST");
@@ -42,6 +44,10 @@ Response App::DomainsApi(const Request& r) {
   if (const json::value* s = o.if_contains("secure_submissions")) {
     if (!s->is_bool()) return Error(400, "secure_submissions: must be true or false");
     d.secure_submissions = s->get_bool();
+  }
+  if (const json::value* s = o.if_contains("async_restore")) {
+    if (!s->is_bool()) return Error(400, "async_restore: must be true or false");
+    d.async_restore = s->get_bool();
   }
   if (meta_->GetDomain(d.name).ok()) return Error(409, fmt::format("domain {} exists", d.name));
   auto put = meta_->PutDomain(d);

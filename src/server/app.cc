@@ -152,6 +152,10 @@ const std::vector<App::RouteSpec>& App::Routes() {
         [](App* a, const Request& r, const std::string& d, const std::string& t) {
           return a->AlertsApi(r, d, t);
         });
+    add("ucr_report_api", "api/ucr/report/", M::kPrefix,
+        [](App* a, const Request& r, const std::string& d, const std::string& t) {
+          return a->UcrReportApi(r, d, t);
+        });
     add("ucr_api", "api/ucr/", M::kPrefix,
         [](App* a, const Request& r, const std::string& d, const std::string& t) {
           return a->UcrApi(r, d, t);

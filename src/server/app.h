@@ -21,6 +21,7 @@
 #include "commcare/tasks.h"
 #include "http/server.h"
 #include "meta/meta_store.h"
+#include "meta/restore_params.h"
 #include "server/login_guard.h"
 
 namespace commcare::server {
@@ -109,6 +110,12 @@ class App {
                          const std::string& name, const std::string& id);
   http::Response RestoreApi(const http::Request& r, const std::string& domain,
                             const std::string& app_id);  // sync_api.cc
+  // An async_restore domain's restore (async_restore.cc): 202 with progress while its task
+  // runs, then the payload once.
+  http::Response AsyncRestore(const std::string& domain, const meta::User& target,
+                              const meta::RestoreParams& params);
+  http::Response AsyncPayload(const std::string& key, const std::string& username,
+                              const TaskInfo& task);
   http::Response CaseAttachment(const http::Request& r, const std::string& domain,
                                 const std::string& rest);  // sync_api.cc
   http::Response DocsApi(const http::Request& r, const std::string& domain, const std::string& kind,
@@ -132,6 +139,8 @@ class App {
                                std::string rest);  // forwarders_api.cc
   std::string TaskMetrics();                       // tasks_api.cc
   http::Response UcrApi(const http::Request& r, const std::string& domain, const std::string& rest);
+  // HQ's UCR report configurations at api/ucr/report/{id}/ (ucr_reports_api.cc).
+  http::Response UcrReportApi(const http::Request& r, const std::string& domain, std::string id);
   http::Response FormApi(const http::Request& r, const std::string& domain,
                          const std::string& rest);  // form_api.cc
   http::Response CaseApi(const http::Request& r, const std::string& domain,
@@ -209,6 +218,8 @@ class App {
   std::mutex buckets_mu_;
   std::map<std::string, Bucket> buckets_;
   Metrics metrics_;
+  std::mutex async_mu_;
+  std::map<std::string, int64_t> async_restores_;  // (domain, user, token, device) -> task
 };
 
 }  // namespace commcare::server

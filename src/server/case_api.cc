@@ -12,6 +12,7 @@
 
 #include "commcare/pillows.h"
 #include "server/app.h"
+#include "server/case_query.h"
 #include "server/responses.h"
 #include "util/hash.h"
 #include "util/time.h"
@@ -138,6 +139,16 @@ Result<CaseRecord> LiveCase(Engine* engine, const std::string& domain, std::stri
   return c;
 }
 
+// A case as HQ's serialize_case shapes it: CaseToJson plus indexed_on, which for a case read
+// from the primary store is the time the server last changed it (the search index's own
+// indexed_on trails it by the pillow's lag).
+json::value ApiCase(const CaseRecord& c) {
+  json::value v = json::parse(CaseToJson(c));
+  v.as_object()["indexed_on"] =
+      c.server_modified_on ? json::value(util::FormatIsoTime(c.server_modified_on)) : nullptr;
+  return v;
+}
+
 // The case id a case created through ext/{external_id}/ gets: derived from the external id, so
 // that a second PUT finds the case in the primary store even before the search index has it.
 std::string ExternalCaseId(const std::string& domain, const std::string& external_id) {
@@ -189,8 +200,8 @@ Result<json::object> BulkCases(Engine* engine, const std::string& pillows_dir,
     auto it = seen.find(std::string(key) + ':' + id);
     if (it == seen.end()) {
       CC_ASSIGN_OR_RETURN(auto c, find());
-      json::value v = c ? json::parse(CaseToJson(*c))
-                        : json::value(json::object{{key, id}, {"error", "not found"}});
+      json::value v =
+          c ? ApiCase(*c) : json::value(json::object{{key, id}, {"error", "not found"}});
       it = seen.emplace(std::string(key) + ':' + id, std::move(v)).first;
     }
     if (it->second.as_object().contains("error")) ++missing;
@@ -338,7 +349,7 @@ Response App::CaseWrite(const Request& r, const std::string& domain, const std::
   json::array cases;
   for (const auto& [create, cid] : plan) {
     auto c = engine_->GetCase(domain, cid);
-    if (c.ok()) cases.push_back(json::parse(CaseToJson(*c)));
+    if (c.ok()) cases.push_back(ApiCase(*c));
   }
   json::object out{{"form_id", form_id}, {"xform_id", form_id}};
   if (bulk)
@@ -385,6 +396,11 @@ Result<CaseSearchQuery> ListQuery(const Request& r, const std::string& domain) {
       q.limit = static_cast<size_t>(n);
     } else if (k == "cursor") {
       q.cursor = v;
+    } else if (k == "query") {  // HQ's XPath, the subset of case_query.h
+      for (const auto& x : vals) CC_RETURN_IF_ERROR(AddXPathQuery(x, &q));
+    } else if (k == "include_deprecated") {
+      // HQ leaves out cases of deprecated case types unless this is true; no case type is
+      // deprecated here (there is no data dictionary), so every value answers the same.
     } else if (k == "closed") {
       if (vals.size() == 1 || std::all_of(vals.begin(), vals.end(), [&](const std::string& x) {
             return ToBoolean(x) == ToBoolean(v);
@@ -452,13 +468,13 @@ Response App::CaseApi(const Request& r, const std::string& domain, const std::st
     auto c = ByExternalId(engine_, pillows_dir_, domain, external_id);
     if (!c.ok()) return Error(StatusFor(c.status()), c.status().message());
     if (!*c) return Error(404, fmt::format("Case '{}' not found", external_id));
-    return Json(200, json::parse(CaseToJson(**c)));
+    return Json(200, ApiCase(**c));
   }
   if (!ids.empty() && ids.find(',') == std::string::npos) {
     auto c = LiveCase(engine_, domain, ids);
     if (c.status().IsNotFound()) return Error(404, fmt::format("Case '{}' not found", ids));
     if (!c.ok()) return Error(StatusFor(c.status()), c.status().message());
-    return Json(200, json::parse(CaseToJson(*c)));
+    return Json(200, ApiCase(*c));
   }
   if (!ids.empty()) {  // several comma-separated: HQ's bulk answer
     std::vector<std::string> list;

@@ -30,12 +30,27 @@ void AbsoluteUrls(const Request& r, json::value* form) {
       *url = fmt::format("{}://{}{}", r.tls ? "https" : "http", *host, url->as_string().c_str());
 }
 
-// The list's query from the request's parameters (HQ's es_query_from_get_params).
-Result<FormListQuery> ListQuery(const Request& r, const std::string& domain) {
+// The list's query from the request's parameters (HQ's es_query_from_get_params, and
+// XFormInstanceResource.obj_get_list's case_id and appVersion).
+Result<FormListQuery> ListQuery(Engine* engine, const Request& r, const std::string& domain) {
   FormListQuery q;
   q.domain = domain;
   for (const auto& [k, v] : r.query) {
-    if (k == "xmlns" || k == "xmlns.exact") {
+    if (k == "case_id") {  // the forms whose case blocks touched the case
+      auto history = engine->CaseHistory(domain, v);
+      if (!history.ok() && !history.status().IsNotFound()) return history.status();
+      std::vector<std::string> ids;  // an unknown case: no form
+      if (history.ok())
+        for (const auto& t : *history)
+          if (!t.form_id.empty()) ids.push_back(t.form_id);
+      if (q.form_ids)  // a second case_id: forms that touched both
+        std::erase_if(ids, [&](const std::string& id) {
+          return std::find(q.form_ids->begin(), q.form_ids->end(), id) == q.form_ids->end();
+        });
+      q.form_ids = std::move(ids);
+    } else if (k == "appVersion") {
+      q.app_version = v;
+    } else if (k == "xmlns" || k == "xmlns.exact") {
       q.xmlns = v;
     } else if (k == "app_id") {
       q.app_id = v;
@@ -106,7 +121,7 @@ Response App::FormApi(const Request& r, const std::string& domain, const std::st
     x.body = std::move(*body);
     return x;
   }
-  auto q = ListQuery(r, domain);
+  auto q = ListQuery(engine_, r, domain);
   if (!q.ok()) return Error(400, q.status().message());
   auto page = ListForms(pillows_dir_, *q);
   if (!page.ok()) return Error(StatusFor(page.status()), page.status().message());

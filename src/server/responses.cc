@@ -59,4 +59,13 @@ std::string UrlEncode(std::string_view s) {
   return out;
 }
 
+http::Response OtaXml(int status, std::string body) {
+  http::Response out;
+  out.status = status;
+  out.content_type = "text/xml; charset=utf-8";
+  out.headers.emplace_back("X-OpenRosa-Version", "1.0");
+  out.body = std::move(body);
+  return out;
+}
+
 }  // namespace commcare::server

@@ -15,6 +15,8 @@ namespace commcare::server {
 http::Response Json(int status, const boost::json::value& v);
 // {"error": message} with status.
 http::Response Error(int status, std::string_view message);
+// An OTA restore route's answer: CommCare's OpenRosaResponse XML body with status.
+http::Response OtaXml(int status, std::string body);
 // The HTTP status for a Status (404, 400, 401, 403, 409, 412, 503, else 500).
 int StatusFor(const Status& s);
 // 429 with Retry-After: the whole seconds of wait, rounded up, also named in the message.

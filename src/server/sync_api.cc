@@ -2,7 +2,10 @@
 // payload points the phone at.
 #include <fmt/format.h>
 
+#include <cstdlib>
+
 #include "commcare/sync.h"
+#include "meta/restore_params.h"
 #include "server/app.h"
 #include "server/responses.h"
 
@@ -11,71 +14,94 @@ namespace commcare::server {
 using http::Request;
 using http::Response;
 
+namespace {
+
+// HQ answers a refused `as` with a plain-text 401 (get_restore_response, corehq/apps/ota/
+// views.py).
+Response PlainUnauthorized(std::string message) {
+  Response out;
+  out.status = 401;
+  out.content_type = "text/plain; charset=utf-8";
+  out.body = std::move(message);
+  return out;
+}
+
+// Whether the client speaks OpenRosa 2.0 or later (HQ's OPENROSA_VERSION_MAP['ASYNC_RESTORE']):
+// the X-OpenRosa-Version header, else the openrosa_version parameter, as get_restore_params.
+bool OpenRosaAtLeast2(const Request& r) {
+  const std::string* h = r.Header("x-openrosa-version");
+  const std::string v = h ? *h : r.Param("openrosa_version");
+  return std::strtol(v.c_str(), nullptr, 10) >= 2;
+}
+
+}  // namespace
+
 // GET /a/{domain}/phone/restore/[{app_id}/]: OTA restore, streamed. Parameters: since, version,
 // state, items, device_id, as (restore as another user: needs manage_users), user_id (must
-// name the user restored), overwrite_cache (ignore and replace a cached first sync).
+// name the authenticated user), overwrite_cache (ignore and replace a cached first sync),
+// skip_fixtures. In a domain with async_restore, an OpenRosa 2.0 client's restore runs as a
+// task (async_restore.cc).
 Response App::RestoreApi(const Request& r, const std::string& domain, const std::string& app_id) {
   if (r.method != "GET") return Error(405, "restore is a GET");
   Response deny;
   auto user = Admit(r, domain, meta::kMobileEndpoints, &deny);
   if (!user) return deny;
   if (!sync_) return Error(503, "this server does not serve mobile sync");
-  auto ota_error = [](int status, std::string_view msg) {
-    Response out;
-    out.status = status;
-    out.content_type = "text/xml; charset=utf-8";
-    out.body = RestoreErrorPayload(msg);
-    return out;
-  };
+  // As HQ's get_restore_response: user_id names the authenticated user (a phone of a user
+  // deleted and made again under the same name must restore afresh).
+  if (auto id = r.query.find("user_id"); id != r.query.end() && id->second != user->user_id)
+    return OtaXml(412, RestoreErrorPayload("Attempt to sync with invalid user."));
   meta::User target = *user;
-  for (const auto& [k, v] : r.query) {
-    if (k == "as") {
-      if (!user->Can(domain, meta::kManageUsers))
-        return ota_error(403,
-                         fmt::format("user {} may not restore as another user", user->username));
-      std::string name = v.find('@') == std::string::npos ? v : v.substr(0, v.find('@'));
-      auto t = meta_->GetUser(name);
-      // As HQ: only a mobile worker of this domain can be restored as.
-      if (!t.ok() || !t->InDomain(domain) || !t->is_active || t->is_superuser || t->web_user ||
-          t->domains.size() != 1)
-        return ota_error(404, fmt::format("no active mobile worker {} in domain {}", name, domain));
-      target = *t;
-    }
-    // Any other parameter is ignored, as HQ's get_restore_params (corehq/apps/ota/views.py)
-    // reads the ones it knows and nothing else (case_sync, cache busters, ...).
+  // Any parameter other than those read here is ignored, as HQ's get_restore_params reads the
+  // ones it knows and nothing else (case_sync, cache busters, ...).
+  if (auto as = r.query.find("as"); as != r.query.end()) {
+    const std::string& v = as->second;
+    // The permission first (HQ looks the user up first): a caller who may not restore as
+    // anyone learns nothing of which users exist.
+    if (!user->Can(domain, meta::kManageUsers))
+      return PlainUnauthorized(
+          fmt::format("{} does not have permissions to restore as {}", user->username, v));
+    std::string name = v.find('@') == std::string::npos ? v : v.substr(0, v.find('@'));
+    auto t = meta_->GetUser(name);
+    // As HQ: only a mobile worker of this domain can be restored as; 401 in plain text.
+    if (!t.ok() || !t->InDomain(domain) || !t->is_active || t->is_superuser || t->web_user ||
+        t->domains.size() != 1)
+      return PlainUnauthorized(fmt::format("Invalid restore as user {}", v));
+    target = *t;
   }
-  if (auto id = r.query.find("user_id"); id != r.query.end() && id->second != target.user_id)
-    return ota_error(
-        412, fmt::format("user_id {} is not the user restored ({})", id->second, target.username));
   const std::string state = r.Param("state");
   // "ccsh:" is the empty footprint's hash (what a phone without cases sends).
   if (!state.empty() &&
       ((state.size() != 37 && state.size() != 5) || state.rfind("ccsh:", 0) != 0 ||
        state.find_first_not_of("0123456789abcdef", 5) != std::string::npos))
-    return ota_error(412,
-                     fmt::format("state '{}' is not a case state hash (ccsh:[32 hex])", state));
-  auto q = meta::MakeRestoreRequest(meta_, target, domain);
-  if (!q.ok()) return ota_error(500, q.status().message());
-  if (target.username != user->username) q->user.password_hash.clear();  // never another's
+    return OtaXml(412, RestoreErrorPayload(fmt::format(
+                           "state '{}' is not a case state hash (ccsh:[32 hex])", state)));
+  meta::RestoreParams p;
+  p.username = target.username;
+  p.hide_password = target.username != user->username;
+  p.since = r.Param("since");
+  p.version = r.Param("version", "2.0");
+  p.state = state;
+  p.items = r.Param("items") == "true";
+  p.device_id = r.Param("device_id");
+  p.app_id = app_id;
+  if (const auto* host = r.Header("host"))  // where the phone fetches case attachments
+    p.url_base = fmt::format("{}://{}", r.tls ? "https" : "http", *host);
+  p.overwrite_cache = r.Param("overwrite_cache") == "true";
+  p.skip_fixtures = r.Param("skip_fixtures") == "true";
+  if (tasks_ && OpenRosaAtLeast2(r))
+    if (auto d = meta_->GetDomain(domain); d.ok() && d->async_restore)
+      return AsyncRestore(domain, target, p);
+  auto q = meta::MakeRestoreRequest(meta_, target, domain, p);
+  if (!q.ok()) return OtaXml(500, RestoreErrorPayload(q.status().message()));
   auto slot = TakeSlot(&streams_, user->username, limits_.streams_per_user, limits_.streams);
   if (!slot) {
-    Response busy = ota_error(429, "too many restores in progress for this user or the server");
+    Response busy = OtaXml(
+        429, RestoreErrorPayload("too many restores in progress for this user or the server"));
     busy.headers.emplace_back("Retry-After", "5");
     return busy;
   }
-  q->since = r.Param("since");
-  q->version = r.Param("version", "2.0");
-  q->state = state;
-  q->items = r.Param("items") == "true";
-  q->device_id = r.Param("device_id");
-  q->app_id = app_id;
-  if (const auto* host = r.Header("host"))  // where the phone fetches case attachments
-    q->url_base = fmt::format("{}://{}", r.tls ? "https" : "http", *host);
-  q->overwrite_cache = r.Param("overwrite_cache") == "true";
-  if (r.Param("skip_fixtures") == "true" && !q->since.empty()) q->fixtures.clear();
-  Response out;
-  out.content_type = "text/xml; charset=utf-8";
-  out.headers.emplace_back("X-OpenRosa-Version", "1.0");
+  Response out = OtaXml(200, "");
   out.stream = [this, q = std::move(*q), slot](const http::ChunkWriter& write) {
     auto res = sync_->Restore(q, write);
     return res.ok() ? Status::Ok() : res.status();

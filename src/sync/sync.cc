@@ -375,6 +375,8 @@ class SyncImpl final : public Sync {
       return Status::Ok();
     };
     Batch batches[2];
+    const auto total = static_cast<int64_t>(send.size());
+    if (req.progress) req.progress(0, total);
     for (size_t b = 0; b < send.size(); b += 2 * kBatch) {
       const int n = b + kBatch < send.size() ? 2 : 1;
       std::thread helper;
@@ -389,6 +391,7 @@ class SyncImpl final : public Sync {
         for (auto& id : batches[k].dropped) dropped.insert(std::move(id));
         CC_RETURN_IF_ERROR(out.Maybe());
       }
+      if (req.progress) req.progress(std::min<int64_t>(total, b + n * kBatch), total);
     }
     o += "</OpenRosaResponse>";
     CC_RETURN_IF_ERROR(out.Flush());

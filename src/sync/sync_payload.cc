@@ -183,4 +183,17 @@ std::string RestoreErrorPayload(std::string_view message) {
   return o;
 }
 
+std::string RestorePendingPayload(std::string_view username, int64_t done, int64_t total,
+                                  int retry_after_seconds) {
+  std::string o =
+      "<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\"><message "
+      "nature=\"ota_restore_pending\">Asynchronous restore under way for ";
+  AppendXmlEscaped(&o, username);
+  o += fmt::format(
+      "</message><Sync xmlns=\"http://commcarehq.org/sync\"><progress done=\"{}\" total=\"{}\" "
+      "retry-after=\"{}\"/></Sync></OpenRosaResponse>",
+      done, total, retry_after_seconds);
+  return o;
+}
+
 }  // namespace commcare

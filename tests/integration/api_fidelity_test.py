@@ -34,6 +34,10 @@ def case_block(case_id, owner, name, props="", index=""):
             f'{"<index>" + index + "</index>" if index else ""}</case>')
 
 
+def other_type(block):  # a case the list tests (of case_type=person) do not count
+    return block.replace("<case_type>person</case_type>", "<case_type>other</case_type>")
+
+
 class ApiFidelityTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -144,8 +148,43 @@ class ApiFidelityTest(unittest.TestCase):
                          {"fid-dad", "fid-gran", "fid-kid"})
         self.assertEqual(self.ids("properties.village=north&properties.village=south&case_type=person"),
                          {"fid-mum"})
+        # query=<xpath> (build_filter_from_xpath, corehq/apps/case_search/filter_dsl.py): the
+        # documented subset; anything else is a 400 naming it.
+        qx = lambda x: self.ids("query=" + urllib.parse.quote(x))
+        self.assertEqual(qx("village = 'north'"), {"fid-mum"})
+        self.assertEqual(qx("(village = 'north' or village = 'south') and @case_type = 'person'"),
+                         {"fid-mum"})
+        self.assertEqual(qx("@owner_id = 'A' and @status = 'open' and @case_type = 'person'"), {"fid-mum", "fid-kid"})
+        self.assertEqual(qx("name = 'Rosa' or name = 'Joao'"), {"fid-gran", "fid-dad"})
+        for bad, named in [("village != 'x'", "'!='"), ("selected(village)", "selected()"),
+                           ("selected(village, 'north')", "','"),
+                           ("village = 'a' or name = 'b'", "'or'"), ("village = 'x", "not closed")]:
+            s, _, body = self.request("GET", "/a/demo/api/case/v2/?query=" + urllib.parse.quote(bad))
+            self.assertEqual(s, 400, bad)
+            self.assertIn(named, json.loads(body)["error"], bad)
         s, _, body = self.request("GET", "/a/demo/api/case/v2/?frobnicate=1")
         self.assertEqual((s, json.loads(body)["error"]), (400, "'frobnicate' is not a valid parameter."))
+
+    def test_single_case_shape_deleted_and_include_deprecated(self):
+        # A9: serialize_case (corehq/apps/hqcase/api/core.py) has indexed_on; a case gone from
+        # the case search index (a deleted one) is get_single_case's 404 "Case 'X' not found".
+        s, _, body = self.request("GET", "/a/demo/api/case/v2/fid-mum")
+        case = json.loads(body)
+        self.assertEqual(s, 200, body)
+        self.assertRegex(case["indexed_on"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+        s, _, body = self.request("POST", "/a/demo/receiver/",
+                                  case_form("fid-del-form", other_type(case_block("fid-del", "A", "Gone"))),
+                                  {"Content-Type": "text/xml"})
+        self.assertEqual(s, 201, body)
+        self.assertEqual(self.request("GET", "/a/demo/api/case/v2/fid-del")[0], 200)
+        # Archiving the only form of a case deletes it (HQ's rebuild with no transaction left).
+        s, _, body = self.request("POST", "/a/demo/api/console/form/fid-del-form/archive")
+        self.assertEqual(s, 200, body)
+        s, _, body = self.request("GET", "/a/demo/api/case/v2/fid-del")
+        self.assertEqual((s, json.loads(body)), (404, {"error": "Case 'fid-del' not found"}))
+        # A7: get_list accepts include_deprecated (no case type is deprecated here).
+        self.assertEqual(self.ids("include_deprecated=true&case_type=person"),
+                         self.ids("case_type=person"))
 
     # -- bulk reads (corehq/apps/hqcase/api/get_bulk.py, views._handle_bulk_fetch) -------------
     def test_bulk_reads_keep_order_with_stubs(self):
@@ -232,6 +271,34 @@ class ApiFidelityTest(unittest.TestCase):
         got = json.loads(self.request("GET", path + "&indexed_on_start=2000-01-01&order_by=received_on")[2])
         self.assertEqual([x["id"] for x in got["objects"]], ["fa-0", "fa-1", "fa-2"])
         self.assertEqual(self.request("GET", path + "&order_by=colour")[0], 400)
+
+    def test_form_api_case_id_and_app_version(self):
+        # XFormInstanceResource.obj_get_list (corehq/apps/api/resources/v0_4.py): case_id
+        # keeps the forms whose case blocks touched the case, appVersion filters on
+        # form.meta.appVersion.
+        def form(fid, case_id, app_version):
+            return (f'<?xml version="1.0"?><data xmlns="http://example.org/fc">'
+                    f'<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>{fid}</instanceID>'
+                    f'<userID>u1</userID><appVersion>{app_version}</appVersion></meta>'
+                    f'<case xmlns="{CASE_NS}" case_id="{case_id}" date_modified="2020-01-01T00:00:00Z" '
+                    f'user_id="u1"><update><v>{fid}</v></update></case></data>').encode()
+        s, _, body = self.request("POST", "/a/demo/receiver/",
+                                  case_form("fc-0", other_type(case_block("fc-case", "A", "C")),
+                                            xmlns="http://example.org/fc"),
+                                  {"Content-Type": "text/xml"})
+        self.assertEqual(s, 201, body)
+        for fid, case_id, version in [("fc-1", "fc-case", "v1"), ("fc-2", "fid-gran", "v2")]:
+            s, _, body = self.request("POST", "/a/demo/receiver/", form(fid, case_id, version),
+                                      {"Content-Type": "text/xml"})
+            self.assertEqual(s, 201, body)
+        path = "/a/demo/api/v0.5/form/?xmlns=http://example.org/fc"
+        self.wait_until(lambda: json.loads(self.request("GET", path)[2])["meta"]["total_count"] == 3)
+        got = lambda q: [o["id"] for o in json.loads(self.request("GET", path + q)[2])["objects"]]
+        self.assertEqual(got("&case_id=fc-case"), ["fc-1", "fc-0"])
+        self.assertEqual(got("&case_id=fid-gran"), ["fc-2"])
+        self.assertEqual(got("&case_id=nobody"), [])
+        self.assertEqual(got("&appVersion=v2"), ["fc-2"])
+        self.assertEqual(got("&appVersion=v2&case_id=fc-case"), [])
 
     def test_device_logs_are_not_forms(self):
         # submission_post.py: a DEVICE_LOG_XMLNS instance goes to process_device_log and is

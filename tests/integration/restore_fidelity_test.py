@@ -9,7 +9,9 @@ import os
 import shutil
 import subprocess
 import sys
+import re
 import tempfile
+import time
 import unittest
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -33,8 +35,10 @@ class RestoreFidelityTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="cc-restore-")
         cls.data = os.path.join(cls.tmp, "data")
+        # The test-only knob of docs/sync.md: every asynchronous restore is held 12 s once it
+        # knows its case count, longer than HQ's 10 s first wait.
         env = dict(os.environ, COMMCARE_ADMIN_USER="admin", COMMCARE_ADMIN_PASSWORD="s3cret",
-                   COMMCARE_DOMAIN="demo")
+                   COMMCARE_DOMAIN="demo", COMMCARE_TEST_RESTORE_DELAY_MS="12000")
         cls.proc = subprocess.Popen([CC, "serve", "--data", cls.data, "--listen", "127.0.0.1:0"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     env=env)
@@ -47,6 +51,9 @@ class RestoreFidelityTest(unittest.TestCase):
         cc("admin", "domain", "create", "--data", cls.data, "other")
         cc("admin", "user", "create", "--data", cls.data, "--domain", "other", "--username",
            "w.other", "--password", "pw-other")
+        cc("admin", "domain", "create", "--data", cls.data, "--async-restore", "slow")
+        cc("admin", "user", "create", "--data", cls.data, "--domain", "slow", "--username",
+           "w.slow", "--password", "pw-slow")
 
     @classmethod
     def tearDownClass(cls):
@@ -130,6 +137,69 @@ class RestoreFidelityTest(unittest.TestCase):
                          404)
         self.assertEqual(self.request("GET", url.path, auth=None)[0], 401)
         self.assertEqual(self.request("GET", url.path, auth=("w.other", "pw-other"))[0], 403)
+
+    def test_restore_error_paths(self):
+        # R14: HQ's get_restore_response (corehq/apps/ota/views.py): user_id that is not the
+        # authenticated user's gives 412 "Attempt to sync with invalid user."; an `as` user that
+        # does not exist, or one the caller may not restore as, a plain-text 401.
+        s, body = self.restore("version=2.0&user_id=0123", ("w.empty", "pw-empty"))
+        self.assertEqual(s, 412, body)
+        msg = ET.fromstring(body).find("or:message", NS)
+        self.assertEqual((msg.get("nature"), msg.text),
+                         ("ota_restore_error", "Attempt to sync with invalid user."))
+        s, h, body = self.request("GET", "/a/demo/phone/restore/?as=nobody")
+        self.assertEqual((s, h["content-type"].split(";")[0], body),
+                         (401, "text/plain", b"Invalid restore as user nobody"))
+        s, h, body = self.request("GET", "/a/demo/phone/restore/?as=w.photo",
+                                  auth=("w.empty", "pw-empty"))
+        self.assertEqual((s, h["content-type"].split(";")[0]), (401, "text/plain"), body)
+        self.assertIn(b"w.empty", body)
+
+    def test_async_restore(self):
+        # R15 / audit §5.6: HQ's RestoreConfig._get_asynchronous_payload and
+        # AsyncRestoreResponse (casexml/apps/phone/restore.py), enabled per domain (the
+        # ASYNC_RESTORE toggle) for OpenRosa >= 2.0 (corehq/apps/ota/views.py).
+        auth = ("w.slow", "pw-slow")
+        me = json.loads(self.request("GET", "/a/slow/api/users/w.slow")[2])
+        xml = (f'<?xml version="1.0"?><data xmlns="http://example.org/slow">'
+               f'<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>slow-form</instanceID>'
+               f'<userID>{me["user_id"]}</userID></meta>'
+               f'<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="slow-1" '
+               f'date_modified="2020-01-01T00:00:00Z" user_id="{me["user_id"]}"><create>'
+               f'<case_type>patient</case_type><case_name>S</case_name>'
+               f'<owner_id>{me["user_id"]}</owner_id></create></case></data>').encode()
+        s, _, out = self.request("POST", "/a/slow/receiver/", body=xml, auth=auth,
+                                 headers={"Content-Type": "text/xml"})
+        self.assertEqual(s, 201, out)
+        path = "/a/slow/phone/restore/?version=2.0&device_id=dev-1"
+        v2 = {"X-OpenRosa-Version": "2.0"}
+        # An OpenRosa 1.0 client is answered synchronously, as HQ does.
+        s, _, sync_body = self.request("GET", path, auth=auth, headers={"X-OpenRosa-Version": "1.0"})
+        self.assertEqual(s, 200, sync_body)
+        began = time.monotonic()
+        s, h, body = self.request("GET", path, auth=auth, headers=v2)
+        waited = time.monotonic() - began
+        self.assertEqual((s, h.get("retry-after")), (202, "5"), body)
+        self.assertGreaterEqual(waited, 9.5)  # INITIAL_ASYNC_TIMEOUT_THRESHOLD
+        root = ET.fromstring(body)
+        msg = root.find("or:message", NS)
+        self.assertEqual((msg.get("nature"), msg.text),
+                         ("ota_restore_pending", "Asynchronous restore under way for w.slow"))
+        progress = root.find("sync:Sync/sync:progress", NS)
+        self.assertEqual(dict(progress.attrib), {"done": "0", "total": "1", "retry-after": "5"})
+        deadline = time.monotonic() + 30
+        while True:  # polls wait 1 s each (_get_task_timeout)
+            s, h, body = self.request("GET", path, auth=auth, headers=v2)
+            if s != 202 or time.monotonic() > deadline:
+                break
+        self.assertEqual(s, 200, body)
+        # Byte for byte a synchronous restore's payload, but for its own restore_id.
+        strip = lambda b: re.sub(rb"<restore_id>[0-9a-f]+</restore_id>", b"<restore_id/>", b)
+        self.assertEqual(strip(body), strip(sync_body))
+        self.assertIn(b'case_id="slow-1"', body)
+        # The payload is served once: the next request starts a new restore.
+        s, _, body = self.request("GET", path, auth=auth, headers=v2)
+        self.assertEqual(s, 202, body)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,8 @@ ROUTES = {
     ("reports_api", "/a/{domain}/api/reports"): [("GET", "api/reports/", None, {API})],
     ("rules_api", "/a/{domain}/api/rules"): [("GET", "api/rules/", None, {API})],
     ("alerts_api", "/a/{domain}/api/alerts"): [("GET", "api/alerts/", None, {API})],
+    ("ucr_report_api", "/a/{domain}/api/ucr/report/"): [
+        ("GET", "api/ucr/report/no_such_report/", None, {API})],
     ("ucr_api", "/a/{domain}/api/ucr/"): [("GET", "api/ucr/no_such_table/", None, {API})],
     ("case_attachment", "/a/{domain}/api/case/attachment/"): [
         ("GET", f"api/case/attachment/{CASE_ID}/photo", None, {API, MOBILE})],
@@ -85,7 +87,7 @@ ROUTES = {
                                                 ("GET", "api/v0.5/form/{form}/", None, {API})],
 }
 # Answers a positive control may give besides 2xx: a route that needs what this server lacks.
-CONTROL_OK = {"api/ucr/no_such_table/": 404, "api/import/edit/": 400}
+CONTROL_OK = {"api/ucr/no_such_table/": 404, "api/ucr/report/no_such_report/": 404, "api/import/edit/": 400}
 
 
 def print_routes():

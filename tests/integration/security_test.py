@@ -188,7 +188,7 @@ class DomainIsolationTest(unittest.TestCase):
                           ("/a/doma/phone/restore/?as=webA", ADMIN),
                           ("/a/doma/phone/restore/?as=admin", WEBA)]:
             r = s.request("GET", path, auth=who)
-            self.assertIn(r.status, (403, 404), (path, who[0], r.status))
+            self.assertIn(r.status, (401, 403), (path, who[0], r.status))
             self.assertNotIn(b"<password", r.body)
         for path, who, name in [("/a/domb/phone/restore/?as=mobB", WEBB, b"mobB"),
                                 ("/a/doma/phone/restore/?as=mobA", WEBA, b"mobA"),
