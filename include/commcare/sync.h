@@ -40,6 +40,9 @@ struct RestoreRequest {
   // "<scheme>://<host>" the phone reaches the server at: case attachments are sent as
   // <url_base>/a/<domain>/api/case/attachment/<case_id>/<name> ("" = that path alone).
   std::string url_base;
+  // Send case attachments (HQ's MM_CASE_PROPERTIES toggle; off as in HQ: commcare-core's bulk
+  // case parser rejects a restore whose case blocks carry them).
+  bool attachments = false;
   bool overwrite_cache = false;  // do not answer from (and do replace) a cached payload
   // Keep this first sync's payload in the cache however fast it was (HQ's force_cache, which
   // its restore-priming task sets); otherwise only one that took over a minute is kept.

@@ -260,9 +260,11 @@ Result<Domain> MetaStore::PutDomain(Domain d) {
                  "INSERT INTO domains(name, doc, rev) VALUES(?,?,?) "
                  "ON CONFLICT(name) DO UPDATE SET doc=excluded.doc, rev=excluded.rev",
                  {d.name,
-                  json::serialize(json::object{{"name", d.name},
-                                               {"secure_submissions", d.secure_submissions},
-                                               {"async_restore", d.async_restore}}),
+                  json::serialize(
+                      json::object{{"name", d.name},
+                                   {"secure_submissions", d.secure_submissions},
+                                   {"async_restore", d.async_restore},
+                                   {"case_attachments_in_restore", d.case_attachments_in_restore}}),
                   d.rev})
               .status());
       return impl_->Queue("domain", "Domain", d.name, d.name, false);
@@ -286,6 +288,8 @@ Result<Domain> MetaStore::GetDomain(std::string_view name) {
     d.secure_submissions = p->get_bool();
   if (auto* p = v.as_object().if_contains("async_restore"); p && p->is_bool())
     d.async_restore = p->get_bool();
+  if (auto* p = v.as_object().if_contains("case_attachments_in_restore"); p && p->is_bool())
+    d.case_attachments_in_restore = p->get_bool();
   d.rev = r.Int(0, 1);
   return d;
 }

@@ -41,6 +41,10 @@ struct Domain {
   // HQ's ASYNC_RESTORE toggle: restores of OpenRosa >= 2.0 clients run as tasks, answered 202
   // with progress until the payload is ready (docs/sync.md).
   bool async_restore = false;
+  // HQ's MM_CASE_PROPERTIES toggle: restores carry case attachments (<attachment> with
+  // from="remote" URLs). Off by default, as in HQ: commcare-core's bulk case parser
+  // (BulkProcessingCaseXmlParser) rejects the whole restore when a case block has one.
+  bool case_attachments_in_restore = false;
   int64_t rev = 0;
 };
 

@@ -150,6 +150,7 @@ Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
                                           const std::string& domain) {
   RestoreRequest q;
   q.domain = domain;
+  if (auto d = meta->GetDomain(domain); d.ok()) q.attachments = d->case_attachments_in_restore;
   q.user.username = user.username;
   q.user.user_id = user.user_id;
   // Only a mobile worker's restore carries its password hash (for offline login, as HQ's);

@@ -29,6 +29,7 @@ Response App::DomainsApi(const Request& r) {
       out.push_back(json::object{{"name", d.name},
                                  {"secure_submissions", d.secure_submissions},
                                  {"async_restore", d.async_restore},
+                                 {"case_attachments_in_restore", d.case_attachments_in_restore},
                                  {"_rev", d.rev}});
     return Json(200, json::object{{"domains", out}});
   }
@@ -48,6 +49,10 @@ Response App::DomainsApi(const Request& r) {
   if (const json::value* s = o.if_contains("async_restore")) {
     if (!s->is_bool()) return Error(400, "async_restore: must be true or false");
     d.async_restore = s->get_bool();
+  }
+  if (const json::value* s = o.if_contains("case_attachments_in_restore")) {
+    if (!s->is_bool()) return Error(400, "case_attachments_in_restore: must be true or false");
+    d.case_attachments_in_restore = s->get_bool();
   }
   if (meta_->GetDomain(d.name).ok()) return Error(409, fmt::format("domain {} exists", d.name));
   auto put = meta_->PutDomain(d);

@@ -293,8 +293,11 @@ class SyncImpl final : public Sync {
     }));
     timing("ledgers");
     const bool v1 = req.version == "1.0";
+    // "" sends no attachments (RestoreRequest::attachments).
     const std::string attachment_base =
-        req.url_base + "/a/" + sync_internal::UrlEncode(req.domain) + "/api/case/attachment/";
+        req.attachments
+            ? req.url_base + "/a/" + sync_internal::UrlEncode(req.domain) + "/api/case/attachment/"
+            : "";
     Out out(write);
     std::string& o = out.buf();
     o += "<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\"";
@@ -480,7 +483,8 @@ class SyncImpl final : public Sync {
   std::string CachePath(const RestoreRequest& q) const {
     std::string shape = q.version + '\0' + q.device_id + '\0' + q.app_id + '\0' + q.url_base +
                         '\0' + q.user.username + '\0' + q.user.password_hash + '\0' + q.fixtures +
-                        '\0' + (q.items ? "items" : "");
+                        '\0' + (q.items ? "items" : "") + '\0' +
+                        (q.attachments ? "attachments" : "");
     for (const auto& o : q.user.owner_ids) shape += '\0' + o;
     for (const auto& [k, v] : q.user.user_data) shape += '\0' + k + '=' + v;
     return cache_dir_ + "/" + UserKey(q.domain, q.user.user_id) + util::Md5Hex(shape) + ".xml";

@@ -128,7 +128,8 @@ void CaseBlock(std::string* o, const CaseDoc& c, bool create, bool v1,
   // generator.py add_attachments: src is the attachment's server URL
   // (get_attachment_server_url: the api_case_attachment route), from="remote", so the phone
   // downloads it (a "local" src names a file the phone does not have).
-  if (const json::array& atts = c.Array("attachments"); !atts.empty() && !v1) {
+  const json::array& atts = c.Array("attachments");
+  if (!atts.empty() && !v1 && !attachment_base.empty()) {
     *o += "<attachment>";
     for (const auto& av : atts) {
       if (!av.is_object()) continue;

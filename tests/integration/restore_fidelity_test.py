@@ -51,6 +51,9 @@ class RestoreFidelityTest(unittest.TestCase):
         cc("admin", "domain", "create", "--data", cls.data, "other")
         cc("admin", "user", "create", "--data", cls.data, "--domain", "other", "--username",
            "w.other", "--password", "pw-other")
+        cc("admin", "domain", "create", "--data", cls.data, "--restore-attachments", "media")
+        cc("admin", "user", "create", "--data", cls.data, "--domain", "media", "--username",
+           "w.media", "--password", "pw-media")
         cc("admin", "domain", "create", "--data", cls.data, "--async-restore", "slow")
         cc("admin", "user", "create", "--data", cls.data, "--domain", "slow", "--username",
            "w.slow", "--password", "pw-slow")
@@ -73,8 +76,8 @@ class RestoreFidelityTest(unittest.TestCase):
         conn.close()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, data
 
-    def restore(self, query, auth):
-        s, _, body = self.request("GET", f"/a/demo/phone/restore/?{query}", auth=auth)
+    def restore(self, query, auth, domain="demo"):
+        s, _, body = self.request("GET", f"/a/{domain}/phone/restore/?{query}", auth=auth)
         return s, body
 
     def test_empty_footprint_state_and_unknown_parameters(self):
@@ -96,16 +99,12 @@ class RestoreFidelityTest(unittest.TestCase):
         self.assertEqual(s, 200, body)
         self.assertIn(b"ota_restore_success", body)
 
-    def test_case_attachments_are_remote_and_served_to_the_phone(self):
-        # R13: HQ's V2CaseXMLGenerator.add_attachments (casexml/apps/case/xml/generator.py)
-        # writes src=case.get_attachment_server_url(name) (the api_case_attachment route) and
-        # from="remote"; the phone downloads it with its own credentials.
-        auth = ("w.photo", "pw-photo")
-        me = json.loads(self.request("GET", "/a/demo/api/users/w.photo")[2])
+    def submit_photo(self, domain, auth, case_id):
+        me = json.loads(self.request("GET", f"/a/{domain}/api/users/{auth[0]}")[2])
         xml = (f'<?xml version="1.0"?><data xmlns="http://example.org/photo">'
-               f'<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>photo-form</instanceID>'
+               f'<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>photo-{case_id}</instanceID>'
                f'<userID>{me["user_id"]}</userID></meta>'
-               f'<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="pc-1" '
+               f'<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="{case_id}" '
                f'date_modified="2020-01-01T00:00:00Z" user_id="{me["user_id"]}"><create>'
                f'<case_type>patient</case_type><case_name>P</case_name>'
                f'<owner_id>{me["user_id"]}</owner_id></create>'
@@ -117,23 +116,41 @@ class RestoreFidelityTest(unittest.TestCase):
             (f'--{boundary}\r\nContent-Disposition: form-data; name="photo.jpg"; '
              f'filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n').encode() + b"\xff\xd8jpeg\r\n",
             f"--{boundary}--\r\n".encode()])
-        s, _, out = self.request("POST", "/a/demo/receiver/", body=body, auth=auth,
+        s, _, out = self.request("POST", f"/a/{domain}/receiver/", body=body, auth=auth,
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         self.assertEqual(s, 201, out)
-        s, payload = self.restore("version=2.0", auth)
+        s, payload = self.restore("version=2.0", auth, domain)
         self.assertEqual(s, 200, payload)
+        return payload
+
+    def test_case_attachments_are_sent_only_where_the_domain_asks(self):
+        # HQ sends case attachments only with its MM_CASE_PROPERTIES toggle
+        # (casexml/apps/case/xml/generator.py add_attachments); commcare-core's bulk case parser
+        # throws on any (BulkProcessingCaseXmlParser.java:286) and fails the whole restore.
+        payload = self.submit_photo("demo", ("w.photo", "pw-photo"), "pc-0")
+        case = ET.fromstring(payload).find("c:case[@case_id='pc-0']", NS)
+        self.assertIsNotNone(case, payload)
+        self.assertIsNone(case.find("c:attachment", NS), payload)
+
+    def test_case_attachments_are_remote_and_served_to_the_phone(self):
+        # R13: HQ's V2CaseXMLGenerator.add_attachments (casexml/apps/case/xml/generator.py)
+        # writes src=case.get_attachment_server_url(name) (the api_case_attachment route) and
+        # from="remote"; the phone downloads it with its own credentials. The domain has the
+        # toggle (case_attachments_in_restore).
+        auth = ("w.media", "pw-media")
+        payload = self.submit_photo("media", auth, "pc-1")
         photo = ET.fromstring(payload).find("c:case[@case_id='pc-1']/c:attachment/c:photo", NS)
         self.assertIsNotNone(photo, payload)
         self.assertEqual(photo.get("from"), "remote")
         url = urllib.parse.urlsplit(photo.get("src"))
         self.assertEqual((url.scheme, url.netloc), ("http", f"127.0.0.1:{self.port}"))
-        self.assertEqual(url.path, "/a/demo/api/case/attachment/pc-1/photo")
+        self.assertEqual(url.path, "/a/media/api/case/attachment/pc-1/photo")
         # The phone fetches it with its own credentials; HQ's newer route answers too.
         s, h, data = self.request("GET", url.path, auth=auth)
         self.assertEqual((s, data, h["content-type"]), (200, b"\xff\xd8jpeg", "image/jpeg"))
-        s, _, data = self.request("GET", "/a/demo/api/case_attachment/v1/pc-1/photo", auth=auth)
+        s, _, data = self.request("GET", "/a/media/api/case_attachment/v1/pc-1/photo", auth=auth)
         self.assertEqual((s, data), (200, b"\xff\xd8jpeg"))
-        self.assertEqual(self.request("GET", "/a/demo/api/case/attachment/pc-1/nope", auth=auth)[0],
+        self.assertEqual(self.request("GET", "/a/media/api/case/attachment/pc-1/nope", auth=auth)[0],
                          404)
         self.assertEqual(self.request("GET", url.path, auth=None)[0], 401)
         self.assertEqual(self.request("GET", url.path, auth=("w.other", "pw-other"))[0], 403)

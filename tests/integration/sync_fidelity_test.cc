@@ -370,8 +370,16 @@ TEST_CASE("HQ fidelity: case attachments are sent from remote with a URL the pho
                               "</attachment>"),
       "photo.jpg", "image/jpeg", "\xff\xd8JPEG");
   REQUIRE(f.e->Submit(r).nature == "submit_success");
-  f.req.url_base = "https://cc.example.org:8443";
+  // Off by default, as HQ's MM_CASE_PROPERTIES toggle: commcare-core's bulk case parser
+  // (BulkProcessingCaseXmlParser.java:286) throws on any attachment and fails the restore.
   std::string p;
+  f.Restore(&p);
+  CHECK(p.find("case_id=\"c:1\"") != std::string::npos);
+  CHECK(p.find("<attachment>") == std::string::npos);
+  f.req.since.clear();
+  f.phone.clear();
+  f.req.attachments = true;
+  f.req.url_base = "https://cc.example.org:8443";
   f.Restore(&p);
   CHECK(p.find("<attachment><photo src=\"https://cc.example.org:8443/a/demo/api/case/attachment/"
                "c%3A1/photo\" from=\"remote\"/></attachment>") != std::string::npos);

@@ -129,6 +129,7 @@ int CmdAdmin(const std::string& verb, const Args& a) {
     d.name = a.pos[0];
     d.secure_submissions = !a.Has("--open-submissions");
     d.async_restore = a.Has("--async-restore");
+    d.case_attachments_in_restore = a.Has("--restore-attachments");
     auto r = (*meta)->PutDomain(d);
     if (!r.ok()) return FailStatus(r.status());
     std::cout << json::serialize(json::object{{"domain", r->name}, {"rev", r->rev}}) << std::endl;
@@ -177,6 +178,7 @@ void RegisterAdminCommands(Cli* cli) {
            [](const Args& a) { return CmdAdmin("domain create", a); })
       .Flag("--open-submissions", "accept submissions without credentials")
       .Flag("--async-restore", "restores run as tasks, 202 with progress (HQ's ASYNC_RESTORE)")
+      .Flag("--restore-attachments", "restores carry case attachments (HQ's MM_CASE_PROPERTIES)")
       .Positional("NAME", "the domain's name");
   CLI::App* user = cli->Group(admin, "user", "users");
   cli->Add(user, "create", "create (or update) a user",
