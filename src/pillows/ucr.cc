@@ -321,7 +321,8 @@ class Ucr final : public UcrProcessor {
     const char* kind = is_case ? "CommCareCase" : "XFormInstance";
     std::vector<const DataSource*> targets;
     for (const auto& [key, ds] : sources_)
-      if (key.first == m.domain && ds->referenced_doc_type == kind) targets.push_back(ds.get());
+      if (key.first == m.domain && ds->referenced_doc_type == kind && !ds->deactivated)
+        targets.push_back(ds.get());  // a deactivated data source keeps its rows as they are
     if (targets.empty()) return Status::Ok();
     json::value doc;
     bool found = false;

@@ -68,6 +68,8 @@ struct DataSource {
   std::vector<Column> columns;         // the indicators' columns (after doc_id, inserted_at and,
                                        // with a base item, repeat_iteration)
   std::string delete_sql, insert_sql;  // the statements the pillow runs per document
+  bool needs_xform_ids = false;  // the config reads a case's xform_ids (read from its history)
+  bool deactivated = false;      // is_deactivated: no rows are written
   // "ucr_<domain>_<table_id>" with anything but [A-Za-z0-9_] as '_'.
   std::string TableName() const;
   // Rows for a document: none if the filter rejects it; with a base item, one per item.

@@ -77,6 +77,7 @@ using internal::Bad;
 using internal::CompileExpr;
 using internal::CompileFilter;
 using internal::Compiler;
+using internal::CompileTransform;
 using internal::Datatype;
 using internal::PropertyGetter;
 using internal::Quote;
@@ -98,6 +99,22 @@ std::string Derived(const std::string& base, const std::string& suffix) {
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_') ch = '_';
   return id.substr(0, 63);
 }
+
+// The count indicator's filter.
+struct Always : Filter {
+  Result<bool> Test(const json::value&, EvalContext&) const override { return true; }
+};
+// An expression with an indicator transform applied to its value.
+struct Transformed : Expr {
+  std::unique_ptr<Expr> expr;
+  internal::Transform fn;
+  Transformed(std::unique_ptr<Expr> e, internal::Transform f)
+      : expr(std::move(e)), fn(std::move(f)) {}
+  Result<json::value> Eval(const json::value& item, EvalContext& ctx) const override {
+    CC_ASSIGN_OR_RETURN(json::value v, expr->Eval(item, ctx));
+    return fn(v);
+  }
+};
 
 }  // namespace
 
@@ -125,6 +142,14 @@ Result<std::unique_ptr<DataSource>> Compile(std::string_view config_json) {
   CC_RETURN_IF_ERROR(str("display_name", false, &ds->display_name));
   if (ds->referenced_doc_type != "CommCareCase" && ds->referenced_doc_type != "XFormInstance")
     return Bad("referenced_doc_type", "must be CommCareCase or XFormInstance");
+  // A case's xform_ids cost a history read per case: only for a config that names them.
+  ds->needs_xform_ids = ds->referenced_doc_type == "CommCareCase" &&
+                        config_json.find("xform_ids") != std::string_view::npos;
+  // models.py is_deactivated: a deactivated data source stops being updated.
+  if (const json::value* d = o.if_contains("is_deactivated")) {
+    if (!d->is_bool()) return Bad("is_deactivated", "must be true or false");
+    ds->deactivated = d->get_bool();
+  }
   if (const json::value* ne = o.if_contains("named_expressions")) {
     if (!ne->is_object()) return Bad("named_expressions", "must be an object");
     for (const auto& kv : ne->get_object()) {
@@ -141,7 +166,9 @@ Result<std::unique_ptr<DataSource>> Compile(std::string_view config_json) {
                           CompileFilter(kv.value(), "named_filters." + name, c));
     }
   }
-  if (const json::value* f = o.if_contains("configured_filter"); f && !f->is_null()) {
+  // models.py _get_filter: an empty configured_filter ({} is falsy) is no filter.
+  if (const json::value* f = o.if_contains("configured_filter");
+      f && !f->is_null() && !(f->is_object() && f->get_object().empty())) {
     CC_ASSIGN_OR_RETURN(ds->filter, CompileFilter(*f, "configured_filter", c));
   }
   if (const json::value* b = o.if_contains("base_item_expression");
@@ -174,15 +201,27 @@ Result<std::unique_ptr<DataSource>> Compile(std::string_view config_json) {
     if (!ValidColumnId(ind.column_id))
       return Bad(path + ".column_id",
                  fmt::format("column id '{}' must be 1-63 letters, digits or _", ind.column_id));
-    if (ind.kind == "boolean") {
+    if (ind.kind == "boolean" || ind.kind == "small_boolean") {
+      ind.kind = "boolean";
       const json::value* f = io.if_contains("filter");
       if (!f) return Bad(path + ".filter", "is required");
       CC_ASSIGN_OR_RETURN(ind.filter, CompileFilter(*f, path + ".filter", c));
       ind.datatype = "boolean";
       CC_RETURN_IF_ERROR(add_column(ind.column_id, "boolean", false, path + ".column_id"));
+    } else if (ind.kind == "count") {  // indicators/factory.py: a boolean that is always true
+      ind.kind = "boolean";
+      ind.filter = std::make_unique<Always>();
+      ind.datatype = "boolean";
+      CC_RETURN_IF_ERROR(add_column(ind.column_id, "boolean", false, path + ".column_id"));
     } else if (ind.kind == "expression") {
       CC_ASSIGN_OR_RETURN(ind.datatype, Datatype(io, path, true));
       CC_ASSIGN_OR_RETURN(ind.expr, SubExpr(io, "expression", path, c));
+      // indicators/specs.py ExpressionIndicatorSpec.parsed_expression: the transform applies
+      // to the expression's value, before the datatype.
+      if (const json::value* t = io.if_contains("transform")) {
+        CC_ASSIGN_OR_RETURN(auto fn, CompileTransform(*t, path + ".transform"));
+        if (fn) ind.expr = std::make_unique<Transformed>(std::move(ind.expr), std::move(fn));
+      }
       const json::value* nl = io.if_contains("is_nullable");
       bool nullable = !nl || !nl->is_bool() || nl->get_bool();
       CC_RETURN_IF_ERROR(add_column(ind.column_id, ind.datatype, nullable, path + ".column_id"));

@@ -61,22 +61,66 @@ std::string DateOf(int64_t days) {
   return util::FormatIsoTime(days * 86'400'000'000).substr(0, 10);
 }
 
-// Loose equality: numbers (or numeric strings beside numbers) numerically, else as values.
-bool Equal(const json::value& a, const json::value& b) {
-  if (a.is_null() || b.is_null()) return a.is_null() && b.is_null();
-  double x, y;
-  bool an = a.is_number() || a.is_bool(), bn = b.is_number() || b.is_bool();
-  if ((an || bn) && AsNumber(a, &x) && AsNumber(b, &y)) return x == y;
-  if (a.is_string() && b.is_string()) return a.get_string() == b.get_string();
-  return a == b;
+namespace {
+bool IsNumeric(const json::value& v) { return v.is_number() || v.is_bool(); }
+double Num(const json::value& v) {
+  double d = 0;
+  AsNumber(v, &d);
+  return d;
 }
-// Ordering: numeric if both are numbers, else text; nullopt if either is null.
+}  // namespace
+
+// Python's ==: numbers (bool among them) by value, strings by text, lists and dicts item by
+// item, None only to None; nothing across types (so "21" != 21).
+bool Equal(const json::value& a, const json::value& b) {
+  if (IsNumeric(a) && IsNumeric(b)) return Num(a) == Num(b);
+  if (a.kind() != b.kind()) return false;
+  if (a.is_array()) {
+    const auto &x = a.get_array(), &y = b.get_array();
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); ++i)
+      if (!Equal(x[i], y[i])) return false;
+    return true;
+  }
+  if (a.is_object()) {
+    const auto &x = a.get_object(), &y = b.get_object();
+    if (x.size() != y.size()) return false;
+    for (const auto& kv : x) {
+      const json::value* w = y.if_contains(kv.key());
+      if (!w || !Equal(kv.value(), *w)) return false;
+    }
+    return true;
+  }
+  return a == b;  // strings, null
+}
+// Python 3's ordering: numbers with numbers, strings with strings (by code point, which UTF-8
+// byte order keeps), lists item by item; nullopt where Python raises TypeError (None, mixed).
 std::optional<int> Compare(const json::value& a, const json::value& b) {
-  if (a.is_null() || b.is_null()) return std::nullopt;
-  double x, y;
-  if (AsNumber(a, &x) && AsNumber(b, &y)) return x < y ? -1 : x > y ? 1 : 0;
-  std::string s = AsString(a), t = AsString(b);
-  return s < t ? -1 : s > t ? 1 : 0;
+  if (IsNumeric(a) && IsNumeric(b)) {
+    double x = Num(a), y = Num(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  if (a.is_string() && b.is_string()) {
+    int c = std::string_view(a.get_string()).compare(std::string_view(b.get_string()));
+    return c < 0 ? -1 : c > 0 ? 1 : 0;
+  }
+  if (a.is_array() && b.is_array()) {
+    const auto &x = a.get_array(), &y = b.get_array();
+    for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
+      if (Equal(x[i], y[i])) continue;
+      return Compare(x[i], y[i]);
+    }
+    return x.size() < y.size() ? -1 : x.size() > y.size() ? 1 : 0;
+  }
+  return std::nullopt;
+}
+
+bool Truthy(const json::value& v) {
+  if (v.is_null()) return false;
+  if (IsNumeric(v)) return Num(v) != 0;
+  if (v.is_string()) return !v.get_string().empty();
+  if (v.is_array()) return !v.get_array().empty();
+  return !v.get_object().empty();
 }
 
 // A value as a column of the given datatype (null when it does not convert).
@@ -119,6 +163,24 @@ const json::value& Get(const json::value& item, std::string_view key) {
 }  // namespace internal
 
 using internal::AsString;
+
+namespace {
+// CommCareCase.xform_ids: the forms in the case's history, in order, each once (revoked ones
+// too, as HQ keeps them until a rebuild).
+Result<json::value> XformIds(Engine& engine, const std::string& domain, const json::value& doc) {
+  json::array ids;
+  auto history = engine.CaseHistory(domain, AsString(internal::Get(doc, "_id")));
+  if (!history.ok()) {
+    if (history.status().IsNotFound()) return json::value(std::move(ids));
+    return history.status();
+  }
+  std::set<std::string> seen;
+  for (const auto& t : *history)
+    if (!t.form_id.empty() && seen.insert(t.form_id).second) ids.emplace_back(t.form_id);
+  return json::value(std::move(ids));
+}
+}  // namespace
+
 using internal::Coerce;
 using internal::Get;
 
@@ -130,22 +192,29 @@ Result<std::vector<std::vector<json::value>>> DataSource::Rows(const json::value
   ctx.engine = engine;
   ctx.domain = domain;
   ctx.source = this;
-  if (AsString(Get(doc, "domain")) != domain ||
+  if (deactivated || AsString(Get(doc, "domain")) != domain ||
       AsString(Get(doc, "doc_type")) != referenced_doc_type)
     return rows;
+  json::value with_ids;  // the case with HQ's xform_ids, for a config that reads them
+  if (needs_xform_ids && engine && doc.is_object() && !doc.get_object().contains("xform_ids")) {
+    with_ids = doc;
+    CC_ASSIGN_OR_RETURN(with_ids.as_object()["xform_ids"], XformIds(*engine, domain, doc));
+    ctx.root = &with_ids;
+  }
+  const json::value& doc_in = *ctx.root;
   if (filter) {
-    CC_ASSIGN_OR_RETURN(bool pass, filter->Test(doc, ctx));
+    CC_ASSIGN_OR_RETURN(bool pass, filter->Test(doc_in, ctx));
     if (!pass) return rows;
   }
   std::vector<json::value> items;
   if (base_item) {
-    CC_ASSIGN_OR_RETURN(json::value b, base_item->Eval(doc, ctx));
+    CC_ASSIGN_OR_RETURN(json::value b, base_item->Eval(doc_in, ctx));
     if (b.is_array())
       for (auto& x : b.get_array()) items.push_back(std::move(x));
     else if (!b.is_null())
       items.push_back(std::move(b));
   } else {
-    items.push_back(doc);
+    items.push_back(doc_in);
   }
   const std::string now = util::FormatIsoTime(util::NowMicros());
   for (size_t it = 0; it < items.size(); ++it) {
@@ -216,7 +285,12 @@ json::object CaseDocument(const CaseRecord& c) {
   o["modified_on"] = t(c.modified_on);
   o["server_modified_on"] = t(c.server_modified_on);
   o["closed_on"] = t(c.closed_on);
-  o["indices"] = codec::EncodeIndices(c.indices);
+  o["modified_by"] = c.modified_by;
+  o["deleted"] = c.deleted;
+  // serializers.py CommCareCaseIndexSQLSerializer: each index also names its own case.
+  json::array indices = codec::EncodeIndices(c.indices);
+  for (auto& i : indices) i.as_object()["case_id"] = c.case_id;
+  o["indices"] = std::move(indices);
   return o;
 }
 
@@ -248,8 +322,19 @@ Result<json::object> FormDocument(const FormRecord& f, std::string_view xml) {
   o["xmlns"] = f.xmlns;
   o["app_id"] = f.app_id;
   o["user_id"] = f.user_id;
-  o["received_on"] = util::FormatIsoTime(f.received_on);
-  o["form"] = std::move(form);
+  auto t = [](int64_t us) { return us ? json::value(util::FormatIsoTime(us)) : json::value(); };
+  o["received_on"] = t(f.received_on);
+  o["server_modified_on"] = t(f.server_modified_on ? f.server_modified_on : f.received_on);
+  o["edited_on"] = t(f.edited_on);
+  o["build_id"] = f.build_id;
+  o["orig_id"] = f.orig_id.empty() ? json::value() : json::value(f.orig_id);
+  o["deprecated_form_id"] =
+      f.deprecated_form_id.empty() ? json::value() : json::value(f.deprecated_form_id);
+  o["problem"] = f.problem.empty() ? json::value() : json::value(f.problem);
+  o["last_sync_token"] = f.last_sync_token.empty() ? json::value() : json::value(f.last_sync_token);
+  json::value form_value(std::move(form));
+  xform::AdjustDatetimes(form_value);  // HQ stores the form JSON with UTC date-times
+  o["form"] = std::move(form_value);
   return o;
 }
 

@@ -8,6 +8,9 @@
 namespace commcare::pillows::ucr::internal {
 namespace {
 
+bool IsPyInt(const json::value& v) { return v.is_int64() || v.is_uint64() || v.is_bool(); }
+int64_t PyInt(const json::value& v) { return v.is_bool() ? v.get_bool() : v.to_number<int64_t>(); }
+
 // Expressions.
 struct Constant : Expr {
   json::value v;
@@ -43,9 +46,10 @@ struct Switch : Expr {
   std::vector<std::pair<std::string, std::unique_ptr<Expr>>> cases;
   Result<json::value> Eval(const json::value& item, EvalContext& ctx) const override {
     CC_ASSIGN_OR_RETURN(json::value key, on->Eval(item, ctx));
-    std::string k = AsString(key);
-    for (const auto& [v, e] : cases)
-      if (v == k) return e->Eval(item, ctx);
+    // specs.py SwitchExpressionSpec: `switch_value == c` with string keys, so 1 is not "1".
+    if (key.is_string())
+      for (const auto& [v, e] : cases)
+        if (v == key.get_string()) return e->Eval(item, ctx);
     if (!dflt) return json::value(nullptr);
     return dflt->Eval(item, ctx);
   }
@@ -55,10 +59,10 @@ struct ArrayIndex : Expr {
   Result<json::value> Eval(const json::value& item, EvalContext& ctx) const override {
     CC_ASSIGN_OR_RETURN(json::value a, array->Eval(item, ctx));
     CC_ASSIGN_OR_RETURN(json::value i, index->Eval(item, ctx));
-    double d;
-    if (!a.is_array() || !AsNumber(i, &d)) return json::value(nullptr);
+    // specs.py ArrayIndexExpressionSpec: None unless the index is a Python int.
+    if (!a.is_array() || !IsPyInt(i)) return json::value(nullptr);
     auto n = static_cast<int64_t>(a.get_array().size());
-    auto k = static_cast<int64_t>(d);
+    int64_t k = PyInt(i);
     if (k < 0) k += n;  // Python indexing
     if (k < 0 || k >= n) return json::value(nullptr);
     return a.get_array()[static_cast<size_t>(k)];
@@ -92,10 +96,9 @@ struct SplitString : Expr {
     }
     if (!index) return json::value(std::move(parts));
     CC_ASSIGN_OR_RETURN(json::value iv, index->Eval(item, ctx));
-    double d;
-    if (!AsNumber(iv, &d)) return json::value(nullptr);
+    if (!IsPyInt(iv)) return json::value(nullptr);  // as array_index
     auto n = static_cast<int64_t>(parts.size());
-    auto k = static_cast<int64_t>(d);
+    int64_t k = PyInt(iv);
     if (k < 0) k += n;
     if (k < 0 || k >= n) return json::value(nullptr);
     return parts[static_cast<size_t>(k)];
@@ -165,8 +168,9 @@ struct RelatedDoc : Expr {
       CC_ASSIGN_OR_RETURN(json::object fd, FormDocument(*f, xml));
       doc = std::move(fd);
     }
-    EvalContext sub = ctx;
+    EvalContext sub = ctx;  // specs.py: a new EvaluationContext(doc, 0)
     sub.root = &doc;
+    sub.iteration = 0;
     ++sub.depth;
     return value->Eval(doc, sub);
   }
@@ -264,7 +268,9 @@ Result<std::unique_ptr<Expr>> CompileExpr(const json::value& v, const std::strin
   CC_RETURN_IF_ERROR(err);
   if (type == "constant") {
     auto k = std::make_unique<Constant>();
-    if (const json::value* x = o.if_contains("constant")) k->v = *x;
+    const json::value* x = o.if_contains("constant");
+    if (!x) return Bad(path + ".constant", "is required");  // specs.py ConstantGetterSpec.wrap
+    k->v = *x;
     return std::unique_ptr<Expr>(std::move(k));
   }
   if (type == "identity") return std::unique_ptr<Expr>(std::make_unique<Identity>());
@@ -386,6 +392,8 @@ Result<std::unique_ptr<Expr>> CompileExpr(const json::value& v, const std::strin
   }
   if (type == "base_iteration_number")
     return std::unique_ptr<Expr>(std::make_unique<IterationNumber>());
+  CC_ASSIGN_OR_RETURN(auto more, CompileItemsExpr(type, o, path, c));
+  if (more) return more;
   return Bad(path + ".type", fmt::format("unknown expression type '{}'", type));
 }
 

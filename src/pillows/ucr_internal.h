@@ -1,6 +1,7 @@
 // What the UCR files share (internal to src/pillows): value helpers, compiler checks, Quote.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -20,8 +21,12 @@ bool AsNumber(const json::value& v, double* out);
 bool AsDays(const json::value& v, int64_t* days);
 int DaysInMonth(int y, int m);
 std::string DateOf(int64_t days);
+// Python's == (no coercion across types: "21" != 21).
 bool Equal(const json::value& a, const json::value& b);
+// Python 3's ordering; nullopt where Python raises TypeError (None, or str against a number).
 std::optional<int> Compare(const json::value& a, const json::value& b);
+// Python's truth value (None, False, 0, "", [] and {} are false).
+bool Truthy(const json::value& v);
 json::value Coerce(const json::value& v, const std::string& datatype);
 const json::value& Get(const json::value& item, std::string_view key);
 
@@ -39,6 +44,17 @@ Result<std::unique_ptr<Expr>> CompileExpr(const json::value& v, const std::strin
 Result<std::unique_ptr<Filter>> CompileFilter(const json::value& v, const std::string& path,
                                               Compiler& c);
 
+// The list and later expression types (ucr_expressions_items.cc); null for another type.
+Result<std::unique_ptr<Expr>> CompileItemsExpr(const std::string& type, const json::object& o,
+                                               const std::string& path, Compiler& c);
+
+// The evaluator expression (ucr_evaluator.cc).
+Result<std::unique_ptr<Expr>> CompileEvaluator(const json::object& o, const std::string& path,
+                                               Compiler& c);
+
+// The jsonpath expression (ucr_jsonpath.cc).
+Result<std::unique_ptr<Expr>> CompileJsonPath(const json::object& o, const std::string& path);
+
 Result<std::unique_ptr<Expr>> SubExpr(const json::object& o, const char* key,
                                       const std::string& path, Compiler& c, bool required = true);
 std::string TypeOf(const json::object& o, const std::string& path, Status* err);
@@ -46,6 +62,10 @@ Result<std::vector<std::string>> StringList(const json::object& o, const char* k
                                             const std::string& path, bool required);
 Result<std::string> Datatype(const json::object& o, const std::string& path, bool required);
 Result<std::unique_ptr<Expr>> PropertyGetter(const json::object& o, const std::string& path);
+
+// An indicator transform (ucr_transforms.cc): an empty function for {} (no transform).
+using Transform = std::function<json::value(const json::value&)>;
+Result<Transform> CompileTransform(const json::value& v, const std::string& path);
 
 // SQL (ucr.cc).
 std::string Quote(const std::string& id);

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "util/time.h"
+
 namespace commcare::xform {
 namespace {
 
@@ -121,6 +123,53 @@ Result<json::object> FormXmlToJson(std::string_view xml) {
   if (!ok) return Status::InvalidArgument(err);
   if (!st.done) return Status::InvalidArgument("form XML has no root element");
   return std::move(st.root);
+}
+
+namespace {
+
+// jsonobject's re_loose_datetime in its dashed form: a date, a time to the minute at least and
+// a zone (Z or +hh[[:]mm]), as HQ requires before it converts.
+bool IsZonedDatetime(std::string_view s) {
+  auto digits = [&](size_t at, size_t n) {
+    if (at + n > s.size()) return false;
+    for (size_t k = at; k < at + n; ++k)
+      if (!std::isdigit(static_cast<unsigned char>(s[k]))) return false;
+    return true;
+  };
+  if (s.size() < 17 || !digits(0, 4) || s[4] != '-' || !digits(5, 2) || s[7] != '-' ||
+      !digits(8, 2) || (s[10] != 'T' && s[10] != ' ') || !digits(11, 2) || s[13] != ':' ||
+      !digits(14, 2))
+    return false;
+  size_t i = 16;
+  if (i < s.size() && s[i] == ':') {
+    if (!digits(i + 1, 2)) return false;
+    i += 3;
+    if (i < s.size() && s[i] == '.') {
+      size_t b = ++i;
+      while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+      if (i - b < 3 || i - b > 6) return false;
+    }
+  }
+  std::string_view zone = s.substr(i);
+  if (zone == "Z" || zone == "z") return true;
+  if (zone.size() < 3 || (zone[0] != '+' && zone[0] != '-') || !digits(i + 1, 2)) return false;
+  zone.remove_prefix(3);
+  if (!zone.empty() && zone[0] == ':') zone.remove_prefix(1);
+  return zone.empty() || (zone.size() == 2 && digits(s.size() - 2, 2));
+}
+
+}  // namespace
+
+void AdjustDatetimes(boost::json::value& v) {
+  if (v.is_string()) {
+    int64_t us;
+    if (IsZonedDatetime(v.get_string()) && util::ParseIsoTime(v.get_string(), &us) && us != 0)
+      v = util::FormatIsoTime(us);
+  } else if (v.is_object()) {
+    for (auto& kv : v.get_object()) AdjustDatetimes(kv.value());
+  } else if (v.is_array()) {
+    for (auto& x : v.get_array()) AdjustDatetimes(x);
+  }
 }
 
 }  // namespace commcare::xform

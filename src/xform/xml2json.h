@@ -14,4 +14,9 @@ namespace commcare::xform {
 // object also has "#type": its local name.
 Result<boost::json::object> FormXmlToJson(std::string_view xml);
 
+// HQ's adjust_datetimes (corehq/form_processor/utils/xform.py): every string that is a date-time
+// with a zone ("2024-03-02T10:21:48.715+01:00") becomes UTC "2024-03-02T09:21:48.715000Z";
+// dates, zone-less times and other text are kept.
+void AdjustDatetimes(boost::json::value& v);
+
 }  // namespace commcare::xform
