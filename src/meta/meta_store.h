@@ -174,14 +174,14 @@ class MetaStore {
     std::string id, name;
     boost::json::object metadata;
   };
-  // The user's case-sharing groups in a domain as HQ's CommCareUser.get_case_sharing_groups
-  // lists them: the locations' first (with their descendants where view_descendants is set),
-  // then the groups.
   // The domain's locations and groups, read once for what a restore derives from them.
   struct Directory {
     std::vector<Doc> locations, groups;
   };
   Result<Directory> ReadDirectory(std::string_view domain);
+  // The user's case-sharing groups in a domain as HQ's CommCareUser.get_case_sharing_groups
+  // lists them: the locations' first (with their descendants where view_descendants is set),
+  // then the groups.
   static std::vector<SharingGroup> CaseSharingGroups(const User& user, const Directory& dir);
   // CommCare's owner ids of a user in a domain: the user id, then the ids of
   // CaseSharingGroups, sorted.
