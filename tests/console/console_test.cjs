@@ -1,7 +1,10 @@
 // End-to-end test of the web console in headless Chromium (playwright-core, no browser
-// download): sign in, watch a submitted form appear, open it and its case with the history,
-// archive the form and see the case revert, see the pillows' lag return to zero, run an
-// export and download it, sign out; every page walked with the keyboard alone and saved as a
+// download): sign in, watch a submitted form appear, open it and its case with the history and
+// the graph of related cases, archive the form and see the case revert, see the pillows'
+// charts move and their lag return to zero, requeue a dead task and see it succeed, run an
+// export and download it, resend a failed forwarded record and see it succeed, pause and
+// resume its forwarder, dry-run and run a rule and see the case it changed, create and
+// deactivate a user, sign out and find no administration as a plain user; every page walked with the keyboard alone and saved as a
 // screenshot.
 // Usage: node console_test.cjs COMMCARE NODE_MODULES SCREENSHOT_DIR
 // Fails, naming what is missing, when playwright-core or Chromium is not installed
@@ -12,6 +15,12 @@ const path = require('path');
 const { startServer, ADMIN, DOMAIN } = require('./server.cjs');
 const { checkSessions, checkThrottle, checkAssets } = require('./session_checks.cjs');
 const { tabWalk, tabTo } = require('./keyboard.cjs');
+const util = require('./util.cjs');
+const { eventually, shot } = util;
+const { pipeline, tasksAndExport, checkPillowQueue } = require('./pipeline_tasks.cjs');
+const { forwardingPage } = require('./forwarding.cjs');
+const { rulesPage } = require('./rules.cjs');
+const { usersPage, notAManager } = require('./users.cjs');
 
 const [commcare, modules, shots] = process.argv.slice(2);
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -19,19 +28,6 @@ const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 function skip(why) {
   console.error(`FAIL: ${why} (run scripts/setup, and the tests under scripts/with-test-servers)`);
   process.exit(1);
-}
-
-async function eventually(fn, what, ms = 20000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    try { if (await fn()) return; } catch (e) { if (Date.now() > end) throw e; }
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise(r => setTimeout(r, 250));
-  }
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
 }
 
 async function signIn(page, s) {
@@ -106,31 +102,31 @@ async function archive(page, s, ids) {
   await page.waitForSelector('#form-state');
 }
 
-async function pipeline(page) {
-  await page.goto(page.url().replace(/#.*/, `#/d/${DOMAIN}/pipeline`));
-  await page.waitForSelector('#total-lag[data-lag]');
-  await eventually(async () => (await page.getAttribute('#total-lag', 'data-lag')) === '0',
-    'the pillows catch up');
-  assert.ok(await page.locator('section.pillow').count() > 0);
-  await shot(page, '07-pipeline');
-  await tabWalk(page, 'pipeline', 5);
-}
-
-async function tasksAndExport(page) {
-  await tabTo(page, 'nav a:text-is("Tasks and exports")');
+// A child and an extension of the case: its graph links to both, reached with the keyboard,
+// and the child's graph links back to it.
+async function caseGraph(page, s, ids) {
+  const child = `${ids.caseId}c`, ext = `${ids.caseId}x`;
+  await s.submit(child, { age: '3' }, { create: true, name: 'Bobby',
+    indices: [{ name: 'parent', type: 'patient', id: ids.caseId }] });
+  await s.submit(ext, {}, { create: true, name: 'Visit',
+    indices: [{ name: 'host', type: 'patient', id: ids.caseId, relationship: 'extension' }] });
+  const at = `#/d/${DOMAIN}/cases/${ids.caseId}`;
+  await eventually(async () => {
+    // The same hash again is no navigation: reload so the page asks the index afresh.
+    if (page.url().endsWith(at)) await page.reload(); else await page.goto(page.url().replace(/#.*/, at));
+    await page.waitForSelector('#case-graph');
+    return await page.locator('#case-graph a.node.child').count() === 1 &&
+      await page.locator('#case-graph a.node.extension').count() === 1;
+  }, 'the child and the extension appear in the graph');
+  assert.equal(await page.textContent('#case-graph a.node.extension .name'), 'Visit');
+  await shot(page, '05b-case-graph');
+  await tabTo(page, '#case-graph a.node.child');
   await page.keyboard.press('Enter');
-  await page.waitForSelector('h1:text("Tasks and exports")');
-  await tabTo(page, '#f-export-type');
-  await page.keyboard.type('patient');
+  await page.waitForSelector('h1:text("Case: Bobby")');
+  await page.waitForSelector(`#case-graph a.node.parent[href$="/cases/${ids.caseId}"]`);
+  await tabTo(page, '#case-graph a.node.parent');
   await page.keyboard.press('Enter');
-  await page.waitForSelector('a.download', { timeout: 30000 });
-  await shot(page, '08-tasks');
-  await tabWalk(page, 'tasks', 6);
-  const [download] = await Promise.all([page.waitForEvent('download'),
-    (async () => { await tabTo(page, 'a.download'); await page.keyboard.press('Enter'); })()]);
-  const file = await download.path();
-  const text = fs.readFileSync(file, 'utf8');
-  assert.ok(text.includes('Alice'), `the export holds the case: ${text.slice(0, 200)}`);
+  await page.waitForSelector('h1:text("Case: Alice")');
 }
 
 async function signOut(page) {
@@ -148,19 +144,35 @@ async function browser(s, chromium) {
     const ctx = await b.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
     const page = await ctx.newPage();
     const errors = [];
+    page.on('pageerror', e => console.error('page error:', e.message));
     page.on('pageerror', e => errors.push(e.message));
     page.on('console', m => { if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) errors.push(m.text()); });
     await signIn(page, s);
     const ids = await submissionsAndCase(page, s);
     await archive(page, s, ids);
-    await pipeline(page);
-    await tasksAndExport(page);
+    await caseGraph(page, s, ids);
+    await pipeline(page, s);
+    await tasksAndExport(page, s);
+    await forwardingPage(page, s);
+    await rulesPage(page, s, ids.caseId);
+    await usersPage(page, s);
     await page.setViewportSize({ width: 390, height: 800 });
     await page.goto(page.url().replace(/#.*/, `#/d/${DOMAIN}/forms`));
     await page.waitForSelector('#form-results table');
     await shot(page, '09-submissions-narrow');
     await signOut(page);
+    await notAManager(page, s, ['worker1', 'pw-worker1']);
+    await signOut(page);
     assert.deepEqual(errors, [], 'no script errors (a CSP violation is one)');
+  } catch (e) {
+    // What the page showed when the test failed: a screenshot, its text and script errors.
+    const page = b.contexts()[0]?.pages()[0];
+    if (page) {
+      await shot(page, 'failure').catch(() => {});
+      const text = await page.locator('main').innerText().catch(() => '(no main)');
+      console.error(`at ${page.url()}\n--- page text ---\n${text.slice(0, 3000)}\n---`);
+    }
+    throw e;
   } finally {
     await b.close();
   }
@@ -173,10 +185,12 @@ async function main() {
   }
   if (!fs.existsSync(chromiumPath)) skip(`no Chromium at ${chromiumPath}`);
   fs.mkdirSync(shots, { recursive: true });
+  util.shots = shots;
   const s = await startServer(commcare);
   try {
     await checkAssets(s);
     await checkSessions(s);
+    await checkPillowQueue(s);
     await browser(s, chromium);
     await checkThrottle(s);
     console.log('console tests passed; screenshots in', shots);

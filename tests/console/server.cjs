@@ -34,8 +34,10 @@ async function startServer(commcare) {
     basic(user = ADMIN) {
       return 'Basic ' + Buffer.from(`${user[0]}:${user[1]}`).toString('base64');
     },
-    // A form with one case block (create on first use), through the receiver.
-    async submit(caseId, props, { create = false, name = 'Alice', xmlns = 'http://example/visit' } = {}) {
+    // A form with one case block (create on first use; indices: [{name, type, id,
+    // relationship}]), through the receiver.
+    async submit(caseId, props, { create = false, name = 'Alice', xmlns = 'http://example/visit',
+      indices = [] } = {}) {
       const formId = require('crypto').randomUUID().replace(/-/g, '');
       const update = Object.entries(props).map(([k, v]) => `<${k}>${v}</${k}>`).join('');
       const xml = `<?xml version="1.0"?><data xmlns="${xmlns}"><meta xmlns="http://openrosa.org/jr/xforms">` +
@@ -44,7 +46,9 @@ async function startServer(commcare) {
         `date_modified="${new Date().toISOString().replace(/\.\d+Z$/, "Z")}">` +
         (create ? `<create><case_type>patient</case_type><case_name>${name}</case_name>` +
           `<owner_id>o1</owner_id></create>` : '') +
-        `<update>${update}</update></case></data>`;
+        `<update>${update}</update>` + (indices.length ? '<index>' + indices.map(i =>
+          `<${i.name} case_type="${i.type}"${i.relationship ? ` relationship="${i.relationship}"` : ''}>` +
+          `${i.id}</${i.name}>`).join('') + '</index>' : '') + '</case></data>';
       const r = await fetch(`${base}/a/${DOMAIN}/receiver/api/`, { method: 'POST', body: xml,
         headers: { Authorization: this.basic(), 'Content-Type': 'text/xml' } });
       if (r.status !== 201) throw new Error(`submit: ${r.status} ${await r.text()}`);

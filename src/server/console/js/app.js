@@ -9,6 +9,9 @@ import * as cases from './pages/cases.js';
 import * as caseDetail from './pages/case.js';
 import * as pipeline from './pages/pipeline.js';
 import * as tasks from './pages/tasks.js';
+import * as forwarding from './pages/forwarding.js';
+import * as rules from './pages/rules.js';
+import * as users from './pages/users.js';
 
 const routes = [
   [/^#\/login$/, login, 'Sign in'],
@@ -19,9 +22,13 @@ const routes = [
   [/^#\/d\/([^/]+)\/cases\/([^/]+)$/, caseDetail, 'Case'],
   [/^#\/d\/([^/]+)\/pipeline$/, pipeline, 'Pipeline'],
   [/^#\/d\/([^/]+)\/tasks$/, tasks, 'Tasks and exports'],
+  [/^#\/d\/([^/]+)\/forwarding$/, forwarding, 'Forwarding'],
+  [/^#\/d\/([^/]+)\/rules$/, rules, 'Rules'],
+  [/^#\/d\/([^/]+)\/users$/, users, 'Users and domains'],
 ];
 const sections = [['forms', 'Submissions'], ['cases', 'Cases'], ['pipeline', 'Pipeline'],
-  ['tasks', 'Tasks and exports']];
+  ['tasks', 'Tasks and exports'], ['forwarding', 'Forwarding'],
+  ['rules', 'Rules'], ['users', 'Users', users.allowed]];
 
 const state = { session: null, cleanup: null };
 
@@ -43,9 +50,11 @@ function frame(domain, current) {
   const items = [h('a', { href: '#/domains', 'aria-current': current === 'domains' ? 'page' : null },
     domain ? `Domain: ${domain}` : 'Domains')];
   if (domain)
-    for (const [key, label] of sections)
+    for (const [key, label, shown] of sections) {
+      if (shown && !shown(state.session, domain)) continue;  // e.g. Users: managers only
       items.push(h('a', { href: `#/d/${encodeURIComponent(domain)}/${key}`,
         'aria-current': current === key ? 'page' : null }, label));
+    }
   nav.replaceChildren(...items);
 }
 

@@ -1,7 +1,8 @@
-// Tasks and exports: the domain's tasks with progress, export downloads, a form to run a case
-// export, and the saved exports with their daily schedules. Refreshed every two seconds.
+// Tasks and exports: the domain's tasks with progress, export downloads and a requeue button
+// for a dead or cancelled task, a form to run a case export, and the saved exports with their
+// daily schedules. Refreshed every two seconds.
 import { api, dpath } from '../api.js';
-import { h, table, fmtTime, field, select, announce, errorBox } from '../ui.js';
+import { h, table, fmtTime, field, select, announce, errorBox, confirmDialog } from '../ui.js';
 
 function progress(t) {
   const { done, total } = t.progress;
@@ -38,13 +39,31 @@ function exportForm(domain, refresh) {
   return form;
 }
 
-function taskTable(domain, list) {
+// Queues a dead or cancelled task again (POST .../tasks/{id}/retry) after a confirmation.
+function requeueButton(domain, t, refresh) {
+  if (t.state !== 'dead' && t.state !== 'cancelled') return '';
+  return h('button', { type: 'button', class: 'requeue', 'aria-label': `Requeue task ${t.id}`,
+    onclick: async () => {
+      if (!await confirmDialog(`Requeue task ${t.id}?`,
+        `Run ${t.type} task ${t.id} again, its attempts reset.`, 'Requeue')) return;
+      try {
+        await api(dpath(domain, `api/tasks/${t.id}/retry`), { method: 'POST' });
+        announce(`Task ${t.id} queued again.`);
+        await refresh();
+      } catch (e) {
+        announce(`Requeue failed: ${e.message}`);
+      }
+    } }, 'Requeue');
+}
+
+function taskTable(domain, list, refresh) {
   return table('Tasks, newest first', [
     { label: 'Task', cell: t => String(t.id) }, { label: 'Type', cell: t => t.type },
     { label: 'State', cell: t => h('span', { class: `badge t-${t.state}` }, t.state) },
-    { label: 'Progress', cell: progress }, { label: 'Created', cell: t => fmtTime(t.created_at) },
+    { label: 'Progress', cell: progress }, { label: 'Attempts', cell: t => String(t.attempts) }, { label: 'Created', cell: t => fmtTime(t.created_at) },
     { label: 'File', cell: t => download(domain, t) },
-    { label: 'Error', cell: t => t.last_error || '' }], list, 'No tasks in this domain.');
+    { label: 'Error', cell: t => t.last_error || '' },
+    { label: 'Action', cell: t => requeueButton(domain, t, refresh) }], list, 'No tasks in this domain.');
 }
 
 function savedTable(domain, list) {
@@ -70,7 +89,7 @@ export async function render(main, ctx) {
       const seen = JSON.stringify([t, s]);
       if (seen === last) return;
       last = seen;
-      tasks.replaceChildren(taskTable(domain, t.objects));
+      tasks.replaceChildren(taskTable(domain, t.objects, refresh));
       saved.replaceChildren(savedTable(domain, s.objects));
     } catch (e) {
       tasks.replaceChildren(errorBox(e));
