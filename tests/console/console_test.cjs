@@ -18,6 +18,7 @@ const { tabWalk, tabTo } = require('./keyboard.cjs');
 const util = require('./util.cjs');
 const { eventually, shot } = util;
 const { pipeline, tasksAndExport, checkPillowQueue } = require('./pipeline_tasks.cjs');
+const { remindersPage } = require('./reminders.cjs');
 const { forwardingPage } = require('./forwarding.cjs');
 const { rulesPage } = require('./rules.cjs');
 const { usersPage, notAManager } = require('./users.cjs');
@@ -155,6 +156,7 @@ async function browser(s, chromium) {
     await tasksAndExport(page, s);
     await forwardingPage(page, s);
     await rulesPage(page, s, ids.caseId);
+    await remindersPage(page, s);
     await usersPage(page, s);
     await page.setViewportSize({ width: 390, height: 800 });
     await page.goto(page.url().replace(/#.*/, `#/d/${DOMAIN}/forms`));

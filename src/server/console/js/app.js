@@ -11,6 +11,7 @@ import * as pipeline from './pages/pipeline.js';
 import * as tasks from './pages/tasks.js';
 import * as forwarding from './pages/forwarding.js';
 import * as rules from './pages/rules.js';
+import * as reminders from './pages/reminders.js';
 import * as users from './pages/users.js';
 
 const routes = [
@@ -24,11 +25,12 @@ const routes = [
   [/^#\/d\/([^/]+)\/tasks$/, tasks, 'Tasks and exports'],
   [/^#\/d\/([^/]+)\/forwarding$/, forwarding, 'Forwarding'],
   [/^#\/d\/([^/]+)\/rules$/, rules, 'Rules'],
+  [/^#\/d\/([^/]+)\/reminders$/, reminders, 'Reminders'],
   [/^#\/d\/([^/]+)\/users$/, users, 'Users and domains'],
 ];
 const sections = [['forms', 'Submissions'], ['cases', 'Cases'], ['pipeline', 'Pipeline'],
   ['tasks', 'Tasks and exports'], ['forwarding', 'Forwarding'],
-  ['rules', 'Rules'], ['users', 'Users', users.allowed]];
+  ['rules', 'Rules'], ['reminders', 'Reminders'], ['users', 'Users', users.allowed]];
 
 const state = { session: null, cleanup: null };
 
