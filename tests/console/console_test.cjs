@@ -128,6 +128,21 @@ async function caseGraph(page, s, ids) {
   await tabTo(page, '#case-graph a.node.parent');
   await page.keyboard.press('Enter');
   await page.waitForSelector('h1:text("Case: Alice")');
+  await searchCases(page, child);
+}
+
+// The case list: a text search typed with the keyboard finds the child by its name.
+async function searchCases(page, child) {
+  await tabTo(page, 'nav a:text-is("Cases")');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('h1:text("Cases")');
+  await tabTo(page, '#f-q');
+  await page.keyboard.type('Bobby');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector(`#case-results a[href$="/cases/${child}"]`);
+  assert.equal(await page.locator('#case-results tbody tr').count(), 1, 'only Bobby matches');
+  await shot(page, '05c-cases');
+  await tabWalk(page, 'cases', 8);
 }
 
 async function signOut(page) {
