@@ -194,7 +194,11 @@ SubmitResponse EngineImpl::SubmitImpl(const SubmitRequest& req) {
     auto r = ProcessForm(req, xml, pf, attachments, received_on, attempt > 0);
     if (r.ok()) return std::move(r).value();
     if (r.status().IsAborted() && attempt < 5) continue;  // lost a race: reload and redo
-    return Respond(r.status().code() == StatusCode::kUnavailable ? 503 : 500, "submit_error",
+    // A backend that is down (Unavailable) or a full disk (ResourceExhausted: nothing was
+    // stored) is a condition the phone should wait out: 503, and it keeps the form and retries.
+    const StatusCode c = r.status().code();
+    const bool wait = c == StatusCode::kUnavailable || c == StatusCode::kResourceExhausted;
+    return Respond(wait ? 503 : 500, "submit_error",
                    "There was an error processing the form: " + r.status().message());
   }
 }

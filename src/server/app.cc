@@ -373,6 +373,7 @@ Response App::Receiver(const Request& r, const std::string& domain, const std::s
   out.content_type = sr.content_type;
   out.body = std::move(sr.body);
   out.headers.emplace_back("X-OpenRosa-Version", "1.0");
+  if (out.status == 503) out.headers.emplace_back("Retry-After", "30");  // a backend or the disk
   if (!sr.form_id.empty()) {
     out.headers.emplace_back("X-CommCareHQ-FormID", sr.form_id);
     if (const auto* host = r.Header("host"))

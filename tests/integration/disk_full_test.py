@@ -65,8 +65,9 @@ class DiskFullTest(unittest.TestCase):
                 break
             self.assertIsNotNone(refused, "the disk never filled")
             self.assertGreater(len(acked), 0)
-            # A submit_error naming the full disk (HQ answers a store's failure 500 as well).
-            self.assertEqual(refused.status, 500, refused)
+            # A submit_error naming the full disk, answered as a backend that is down is.
+            self.assertEqual(refused.status, 503, refused)  # wait and retry: nothing was stored
+            self.assertEqual(refused.header("Retry-After"), "30", refused)
             self.assertIn(b'nature="submit_error"', refused.body)
             self.assertIn(b"No space left on device", refused.body)
             self.assertEqual(s.request("GET", "/health", auth=None).status, 200)
