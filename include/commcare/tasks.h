@@ -60,7 +60,8 @@ struct TaskFilter {
   std::string queue;   // "" any
   std::string type;    // "" any
   std::optional<TaskState> state;
-  int64_t before_id = 0;  // paging: ids below this (0: from the newest)
+  std::string unique_key;  // "" any; else the tasks enqueued with this key, finished or not
+  int64_t before_id = 0;   // paging: ids below this (0: from the newest)
   int limit = 100;
 };
 

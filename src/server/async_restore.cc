@@ -8,8 +8,10 @@
 
 #include <boost/json.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 
 #include "commcare/log.h"
 #include "commcare/sync.h"
@@ -36,6 +38,27 @@ void LogFailed(int64_t id, std::string error) {
       {{"task", std::to_string(id)}, {"error", std::move(error)}});
 }
 
+// The newest restore task of this unique key if it succeeded and its payload file is still
+// there (not yet served).
+std::optional<TaskInfo> FinishedAsyncRestore(TaskQueue* tasks, const std::string& domain,
+                                             const std::string& unique_key) {
+  TaskFilter f;
+  f.domain = domain;
+  f.type = meta::kAsyncRestoreTask;
+  f.unique_key = unique_key;
+  f.limit = 1;
+  auto list = tasks->List(f);
+  if (!list.ok() || list->empty() || list->front().state != TaskState::kSucceeded)
+    return std::nullopt;
+  boost::system::error_code ec;
+  json::value v = json::parse(list->front().result, ec);
+  const json::value* file = !ec && v.is_object() ? v.get_object().if_contains("file") : nullptr;
+  std::error_code fec;
+  if (!file || !file->is_string() || !std::filesystem::exists(std::string(file->get_string()), fec))
+    return std::nullopt;
+  return list->front();
+}
+
 }  // namespace
 
 Response App::AsyncRestore(const std::string& domain, const meta::User& target,
@@ -54,6 +77,13 @@ Response App::AsyncRestore(const std::string& domain, const meta::User& target,
       LogFailed(id, t.ok() ? t->last_error : t.status().message());
       id = 0;
     }
+  }
+  if (id == 0) {
+    // Not known to this process (a restart, or another server took the first request): a
+    // finished task of this key whose payload is still unserved is served now, as HQ's
+    // AsyncRestoreTaskIdCache (in Redis) outlives a web worker. Otherwise a new task starts.
+    if (auto done = FinishedAsyncRestore(tasks_, domain, "restore:" + util::Md5Hex(key)))
+      return AsyncPayload(key, target.username, *done);
   }
   if (id == 0) {
     TaskSpec spec;

@@ -181,6 +181,7 @@ Result<std::vector<TaskInfo>> SqlTaskQueue::List(const TaskFilter& f) {
   if (!f.queue.empty()) add(" AND queue=?", f.queue);
   if (!f.type.empty()) add(" AND type=?", f.type);
   if (f.state) add(" AND state=?", TaskStateName(*f.state));
+  if (!f.unique_key.empty()) add(" AND unique_key=?", f.unique_key);
   if (f.before_id > 0) add(" AND id<?", f.before_id);
   add(" ORDER BY id DESC LIMIT ?", int64_t{std::clamp(f.limit, 1, 10000)});
   std::lock_guard lk(mu_);

@@ -137,6 +137,7 @@ class Pool final : public TaskWorkers {
   std::deque<std::shared_ptr<Held>> waiting_;
   std::map<int64_t, std::shared_ptr<Held>> held_;  // waiting and running
   std::vector<Outcome> outcomes_;
+  std::vector<int64_t> interrupted_;  // handlers that gave up because the pool stops
   int running_ = 0;
 
   std::thread dispatcher_;
@@ -233,6 +234,20 @@ void Pool::Work() {
       r = Status::Internal("the handler threw");
     }
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    if (!r.ok() && stop_flag_ && !h->cancelled) {
+      // Stopped by the pool's shutdown, not by its own fault or a user's cancel: handed back
+      // whole (the attempt is not counted) for the next worker, as one not yet started is.
+      Log(LogLevel::kWarning, "a task was interrupted by shutdown",
+          {{"component", "tasks"},
+           {"task", std::to_string(h->task.id)},
+           {"type", h->task.spec.type},
+           {"next", "handed back: it runs again, this attempt not counted"}});
+      std::lock_guard lk(mu_);
+      interrupted_.push_back(h->task.id);
+      held_.erase(h->task.id);
+      --running_;
+      continue;
+    }
     Record(*h, r.status(), secs);
     Outcome o;
     o.id = h->task.id;
@@ -363,7 +378,9 @@ Status Pool::HandBack(milliseconds grace) {
   for (auto& t : threads_) t.join();
   threads_.clear();
   (void)FlushOutcomes();
-  return s;
+  Status r = q_->Release(interrupted_, id_);
+  interrupted_.clear();
+  return s.ok() ? r : s;
 }
 
 }  // namespace

@@ -211,6 +211,41 @@ TEST_CASE("Tasks: a running task sees its cancellation and ends cancelled") {
   CHECK(t.result == "\"stopped\"");
 }
 
+TEST_CASE("Tasks: a task interrupted by shutdown is handed back whole and runs again") {
+  auto q = OpenQueue();
+  TaskSpec s = Spec("long");
+  s.max_attempts = 1;  // were the interruption an attempt, the task would be dead now
+  auto id = q->Enqueue(s);
+  REQUIRE(id.ok());
+  std::atomic<bool> started{false};
+  {
+    auto w = NewTaskWorkers(q.get(), {.workers = 1, .poll = 50ms});
+    w->Register("long", [&](TaskContext& c) -> Result<std::string> {
+      started = true;
+      while (!c.Cancelled()) std::this_thread::sleep_for(5ms);
+      return Status::Aborted("stopped half way");
+    });
+    REQUIRE(w->Start().ok());
+    for (int i = 0; i < 400 && !started; ++i) std::this_thread::sleep_for(10ms);
+    REQUIRE(started);
+    w->Stop(100ms);  // the grace runs out: Cancelled() turns true and the handler gives up
+  }
+  auto t = q->Get(*id);
+  REQUIRE(t.ok());
+  CHECK(t->state == TaskState::kQueued);
+  CHECK(t->attempts == 0);
+  CHECK(t->finished_at == 0);
+  auto w = NewTaskWorkers(q.get(), {.workers = 1, .poll = 50ms});
+  w->Register("long", [](TaskContext& c) -> Result<std::string> {
+    return fmt::format("{}", c.task().attempts);
+  });
+  REQUIRE(w->Start().ok());
+  TaskInfo done = WaitDone(q.get(), *id);
+  CHECK(done.state == TaskState::kSucceeded);
+  CHECK(done.result == "1");  // one attempt counted: the one that ran to the end
+  w->Stop();
+}
+
 TEST_CASE("Tasks: a task whose worker died (lease passed) runs again elsewhere") {
   auto q = OpenQueue();
   auto id = q->Enqueue(Spec("job"));
