@@ -66,6 +66,11 @@ std::string UrlDecode(std::string_view s, bool form) {
 
 namespace {
 
+// The TLS 1.2 suites the server accepts: ECDHE (forward secrecy) with AES-GCM or ChaCha20.
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
 class ServerImpl;
 
 std::string JsonEscape(std::string_view s) {
@@ -166,6 +171,8 @@ class Session : public std::enable_shared_from_this<Session> {
         .count();
   }
 
+  std::optional<asio::steady_timer> body_timer_;  // the body's deadline (ReadBody)
+  bool body_timed_out_ = false;
   beast::tcp_stream stream_;  // the TCP connection (timeouts are set here)
   std::unique_ptr<asio::ssl::stream<beast::tcp_stream&>> tls_;  // with --tls-cert
   beast::flat_buffer buffer_;
@@ -215,9 +222,16 @@ class ServerImpl final : public Server {
       if (opts_.tls_cert.empty() || opts_.tls_key.empty())
         return Status::InvalidArgument("TLS needs both a certificate and a key file");
       tls_.emplace(asio::ssl::context::tls_server);
+      // TLS 1.2 and 1.3 only; for 1.2 only forward-secret AEAD suites (Mozilla's
+      // "intermediate" list), the server's order, no compression, no renegotiation
+      // (docs/security.md). TLS 1.3's suites are all AEAD and stay OpenSSL's.
       tls_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                         asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
-                        asio::ssl::context::no_tlsv1_1);
+                        asio::ssl::context::no_tlsv1_1 | asio::ssl::context::no_compression);
+      SSL_CTX_set_options(tls_->native_handle(),
+                          SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
+      if (SSL_CTX_set_cipher_list(tls_->native_handle(), kTls12Ciphers) != 1)
+        return Status::Internal("TLS: OpenSSL accepts none of the TLS 1.2 cipher suites");
       tls_->use_certificate_chain_file(opts_.tls_cert, ec);
       if (ec)
         return Status::InvalidArgument(
@@ -510,7 +524,19 @@ void Session::ReadBody(std::shared_ptr<Request> req) {
     reserved_ = need;
   }
   auto finish_read = [self = shared_from_this(), req] {
-    self->stream_.expires_after(std::chrono::milliseconds(self->server_->opts().body_timeout_ms));
+    // The body's deadline is a timer of its own that cancels the read, not the stream's
+    // expiry: that one closes the socket, and the client should read a 408 first.
+    self->stream_.expires_never();
+    self->body_timed_out_ = false;
+    self->body_timer_.emplace(self->stream_.get_executor(),
+                              std::chrono::milliseconds(self->server_->opts().body_timeout_ms));
+    self->body_timer_->async_wait([weak = self->weak_from_this()](beast::error_code ec) {
+      auto s = weak.lock();
+      if (ec || !s) return;
+      s->body_timed_out_ = true;
+      beast::error_code ignored;
+      s->stream_.socket().cancel(ignored);
+    });
     self->WithStream([&](auto& s) {
       bhttp::async_read(s, self->buffer_, *self->parser_,
                         [self, req](beast::error_code ec, std::size_t) { self->OnBody(ec, req); });
@@ -532,6 +558,8 @@ void Session::ReadBody(std::shared_ptr<Request> req) {
 }
 
 void Session::OnBody(beast::error_code ec, std::shared_ptr<Request> req) {
+  if (body_timer_) body_timer_->cancel();
+  if (body_timed_out_ && ec) return Fail(408, "the request body did not arrive in time");
   if (ec == bhttp::error::body_limit)
     return Fail(413, fmt::format("request body is larger than the limit of {} bytes",
                                  server_->opts().max_body_bytes));

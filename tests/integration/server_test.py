@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.parse
@@ -778,6 +779,72 @@ class TlsTest(unittest.TestCase):
                 conn.request("GET", "/health")
                 self.assertEqual(conn.getresponse().status, 200)
                 conn.close()
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_protocols_and_ciphers(self):
+        """TLS 1.2 with forward-secret AEAD suites and TLS 1.3 are taken; TLS 1.1, a CBC or
+        non-ECDHE TLS 1.2 suite, and TLS compression are refused. The client that is refused
+        is shown able to speak each refused setting to a Python server that allows it."""
+        import ssl
+        tmp = tempfile.mkdtemp(prefix="cc-tls-")
+        try:
+            cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                            "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                           check=True, capture_output=True)
+            proc = subprocess.Popen([CC, "serve", "--data", os.path.join(tmp, "data"), "--listen",
+                                     "127.0.0.1:0", "--no-pillows", "--tls-cert", cert, "--tls-key", key],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                    env=dict(os.environ, COMMCARE_ADMIN_PASSWORD="s3cret"))
+            try:
+                port = int(json.loads(proc.stdout.readline())["listening"].rsplit(":", 1)[1])
+
+                def client(version, ciphers=None):
+                    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                    ctx.set_ciphers((ciphers or "DEFAULT") + ":@SECLEVEL=0")
+                    ctx.minimum_version = ctx.maximum_version = version
+                    return ctx
+
+                def handshake(ctx, p):
+                    with socket.create_connection(("127.0.0.1", p), timeout=10) as raw:
+                        with ctx.wrap_socket(raw) as s:
+                            return s.version(), s.cipher()[0]
+
+                def control(ctx):
+                    """The same client against a Python server allowing anything: it connects."""
+                    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                    sctx.load_cert_chain(cert, key)
+                    sctx.set_ciphers("ALL:@SECLEVEL=0")
+                    sctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+                    ls = socket.create_server(("127.0.0.1", 0))
+                    t = threading.Thread(target=lambda: sctx.wrap_socket(ls.accept()[0], server_side=True).close())
+                    t.start()
+                    try:
+                        return handshake(ctx, ls.getsockname()[1])
+                    finally:
+                        t.join(10)
+                        ls.close()
+
+                V = ssl.TLSVersion
+                self.assertEqual(handshake(client(V.TLSv1_3), port)[0], "TLSv1.3")
+                self.assertEqual(handshake(client(V.TLSv1_2), port),
+                                 ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256"))  # the server's order, not the client's
+                for version, ciphers in ((V.TLSv1_1, None), (V.TLSv1_2, "AES128-SHA"),
+                                         (V.TLSv1_2, "ECDHE-RSA-AES128-SHA256"),
+                                         (V.TLSv1_2, "AES128-GCM-SHA256")):
+                    ctx = client(version, ciphers)
+                    self.assertEqual(control(ctx)[0], version.name.replace("_", "."),
+                                     "the control: this client can speak it")
+                    with self.assertRaises(ssl.SSLError, msg=f"{version} {ciphers}"):
+                        handshake(client(version, ciphers), port)
+                out = subprocess.run(["curl", "-sS", "-k", "-o", "/dev/null", "-w", "%{http_code}",
+                                      f"https://127.0.0.1:{port}/health"], capture_output=True, text=True)
+                self.assertEqual(out.stdout, "200", out.stderr)  # still serving after the refusals
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
