@@ -21,7 +21,9 @@ CREATE TABLE IF NOT EXISTS rc_forms(
   received_on INTEGER NOT NULL, server_modified_on INTEGER NOT NULL,
   indexed_on INTEGER NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS rc_forms_page ON rc_forms(domain, indexed_on, id);
-CREATE INDEX IF NOT EXISTS rc_forms_received ON rc_forms(domain, received_on);
+-- The list's count and its newest-first page read only this index (state is in it).
+DROP INDEX IF EXISTS rc_forms_received;
+CREATE INDEX IF NOT EXISTS rc_forms_state_received ON rc_forms(domain, state, received_on);
 )";
 constexpr const char* kPostgresSchema = R"(
 CREATE TABLE IF NOT EXISTS rc_forms(
@@ -31,7 +33,9 @@ CREATE TABLE IF NOT EXISTS rc_forms(
   received_on BIGINT NOT NULL, server_modified_on BIGINT NOT NULL, indexed_on BIGINT NOT NULL,
   doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS rc_forms_page ON rc_forms(domain, indexed_on, id);
-CREATE INDEX IF NOT EXISTS rc_forms_received ON rc_forms(domain, received_on);
+-- The list's count and its newest-first page read only this index (state is in it).
+DROP INDEX IF EXISTS rc_forms_received;
+CREATE INDEX IF NOT EXISTS rc_forms_state_received ON rc_forms(domain, state, received_on);
 )";
 
 class FormReadCopy final : public Processor {
@@ -214,10 +218,12 @@ Result<FormListPage> ListForms(const std::string& pillows_dir, const FormListQue
         "descending)",
         q.order_by));
   CC_ASSIGN_OR_RETURN(auto db, pillows::OpenStore(pillows_dir, "read-copy", {}, "rc_forms"));
-  std::string where =
-      " FROM rc_forms WHERE domain=? AND (state='normal' OR (CAST(? AS INTEGER)=1 AND "
-      "state='archived'))";
-  std::vector<util::SqlParam> params = {q.domain, int64_t{q.include_archived ? 1 : 0}};
+  // The states are literals, not a parameter, so the planner can use the (domain, state,
+  // received_on) index: counting 100,000 forms reads the index, not every row.
+  std::string where = q.include_archived
+                          ? " FROM rc_forms WHERE domain=? AND state IN ('normal','archived')"
+                          : " FROM rc_forms WHERE domain=? AND state='normal'";
+  std::vector<util::SqlParam> params = {q.domain};
   for (auto [col, value] : {std::pair{"xmlns", &q.xmlns}, std::pair{"app_id", &q.app_id},
                             std::pair{"user_id", &q.user_id}})
     if (!value->empty()) {
