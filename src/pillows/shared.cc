@@ -89,11 +89,13 @@ Result<StoreLease> OpenStore(const std::string& where, std::string_view pillow,
     return out;
   }
   std::string path = fmt::format("{}/{}.sqlite", where, pillow);
+  // Unavailable (503 over REST): the secondary store is not built yet, which the pillows
+  // fix; the message names the pillow, not the file (a REST client sees it).
   if (::access(path.c_str(), R_OK) != 0)
-    return Status::NotFound(
-        fmt::format("no {} database at {} (run `commcare pillows run` to "
-                    "build it)",
-                    pillow, path));
+    return Status::Unavailable(
+        fmt::format("the {} pillow has not built its database yet (run the server with its "
+                    "pillows, or `commcare pillows run`)",
+                    pillow));
   CC_ASSIGN_OR_RETURN(auto lease, util::ReadPool::Acquire(path, setup));
   out.sqlite.emplace(std::move(lease));
   return out;

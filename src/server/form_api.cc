@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <boost/json.hpp>
 
+#include "commcare/log.h"
 #include "commcare/pillows.h"
 #include "server/app.h"
 #include "server/responses.h"
@@ -108,7 +109,16 @@ Response App::FormApi(const Request& r, const std::string& domain, const std::st
     auto f = engine_->GetForm(domain, id);
     if (!f.ok()) return Error(StatusFor(f.status()), f.status().message());
     auto body = engine_->GetFormXml(domain, id);
-    if (!body.ok()) return Error(StatusFor(body.status()), body.status().message());
+    if (!body.ok()) {
+      // The form exists, so its XML should: a blob store's failure is the server's (500), and
+      // its text (file paths, bucket names) goes to the log, not to the client.
+      Log(LogLevel::kError, "a stored form's XML could not be read",
+          {{"component", "form_api"},
+           {"form", id},
+           {"error", body.status().ToString()},
+           {"next", "answered 500; run commcare check"}});
+      return Error(500, fmt::format("form {}: its XML could not be read from the blob store", id));
+    }
     if (!xml) {
       auto doc = FormToApiJson(*f, *body);
       if (!doc.ok()) return Error(StatusFor(doc.status()), doc.status().message());

@@ -99,6 +99,8 @@ class AlertsRestTest(unittest.TestCase):
             {"property_name": "risk", "match_type": "ABOUT", "property_value": "high"}]))
         self.assertEqual(s, 400, body)
         self.assertIn("criteria[0].match_type", body["error"])
+        s, body = self.request("POST", base, alert("messages"))  # the log's path
+        self.assertEqual((s, body["error"]), (400, "name: 'messages' is reserved for the message log"))
         s, body = self.request("PUT", base + "x", alert("other"))
         self.assertEqual((s, body["error"]), (400, "name: the body's name is not the URL's"))
         s, body = self.request("PUT", base + "x", dict(alert("x"), domain="elsewhere"))

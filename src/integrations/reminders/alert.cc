@@ -216,6 +216,8 @@ Result<Alert> ParseAlert(std::string_view json_text) {
   CC_ASSIGN_OR_RETURN(a.match, rules::ParseRule(json::serialize(rule)));
   a.name = a.match.name;
   a.domain = a.match.domain;
+  // The REST API serves the message log at .../alerts/messages/: no alert may hide behind it.
+  if (a.name == "messages") return Bad("name", "'messages' is reserved for the message log");
   CC_RETURN_IF_ERROR(ParseStart(o, &a));
   CC_RETURN_IF_ERROR(ParseRest(o, &a));
   a.json = json::serialize(v);
