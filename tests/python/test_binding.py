@@ -189,6 +189,25 @@ class EngineTest(unittest.TestCase):
         with self.assertRaises(commcare.AlreadyExistsError):
             e.create_domain("demo")
         self.assertEqual([d["name"] for d in e.domains()], ["demo"])
+        # HQ's ASYNC_RESTORE and MM_CASE_PROPERTIES toggles: off unless asked for.
+        d = e.domain("demo")
+        self.assertEqual((d["async_restore"], d["case_attachments_in_restore"], d["_rev"]),
+                         (False, False, 1))
+        slow = e.create_domain("slow", async_restore=True, case_attachments_in_restore=True)
+        self.assertEqual((slow["async_restore"], slow["case_attachments_in_restore"]),
+                         (True, True))
+        slow = e.update_domain("slow", _rev=slow["_rev"], async_restore=False)
+        self.assertEqual((slow["async_restore"], slow["case_attachments_in_restore"],
+                          slow["_rev"]), (False, True, 2))
+        self.assertFalse(e.domain("slow")["async_restore"])
+        with self.assertRaises(commcare.AbortedError):
+            e.update_domain("slow", _rev=1, async_restore=True)
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            e.update_domain("slow", _rev=2, async_restore="yes")
+        self.assertIn("async_restore", str(cm.exception))
+        with self.assertRaises(commcare.NotFoundError):
+            e.domain("nowhere")
+        self.assertEqual(sorted(x["name"] for x in e.domains()), ["demo", "slow"])
         u = e.put_user("nurse", domains=["demo"], password="pw12",
                        user_data={"district": "north"})
         self.assertEqual(e.authenticate("nurse", "pw12")["user_id"], u["user_id"])
