@@ -230,6 +230,63 @@ class ApiFidelityTest(unittest.TestCase):
         s, _, body = self.request("GET", "/a/demo/api/case/v2/ext/NOPE/")
         self.assertEqual((s, json.loads(body)), (404, {"error": "Case 'NOPE' not found"}))
 
+    def test_bulk_upsert_by_external_id(self):
+        # cases-v2.rst "Upsert" and hqcase/api/updates.py (handle_case_update, JsonCaseUpdate,
+        # CaseIDLookerUpper): a list's item with external_id, no case_id and no create flag is
+        # created when no case has the external id, else updated; PUT / takes a list as POST.
+        s, out = self.js("PUT", "/a/demo/api/case/v2/", [
+            {"external_id": "UP-1", "case_type": "api", "case_name": "One",
+             "properties": {"n": "1"}},
+            {"create": True, "case_type": "api", "case_name": "Two", "external_id": "UP-2"},
+            {"external_id": "UP-3", "case_type": "api", "case_name": "Kid",
+             "indices": {"parent": {"external_id": "UP-2", "case_type": "api",
+                                    "relationship": "child"}}}])
+        self.assertEqual(s, 200, out)
+        one, two, kid = out["cases"]
+        self.assertEqual((one["external_id"], one["properties"]["n"]), ("UP-1", "1"))
+        self.assertEqual(kid["indices"]["parent"]["case_id"], two["case_id"])
+        # At once, a second upsert of UP-1 updates the same case (its id derives from the
+        # external id); create:false finds UP-2 (a random id) once the search index has it.
+        self.wait_until(lambda: self.list("external_id=UP-2")["matching_records"] == 1)
+        s, out = self.js("POST", "/a/demo/api/case/v2/", [
+            {"external_id": "UP-1", "properties": {"n": "2"}},
+            {"create": False, "external_id": "UP-2", "properties": {"seen": "yes"}}])
+        self.assertEqual(s, 200, out)
+        self.assertEqual([c["case_id"] for c in out["cases"]], [one["case_id"], two["case_id"]])
+        self.assertEqual(out["cases"][0]["properties"]["n"], "2")
+        self.assertEqual(out["cases"][0]["case_name"], "One")
+        self.assertEqual(out["cases"][1]["properties"]["seen"], "yes")
+        # PUT / of one case without case_id upserts by its external_id.
+        s, out = self.js("PUT", "/a/demo/api/case/v2/", {"external_id": "UP-1",
+                                                          "properties": {"n": "3"}})
+        self.assertEqual((s, out["case"]["case_id"], out["case"]["properties"]["n"]),
+                         (200, one["case_id"], "3"))
+        # HQ's answers for what cannot be planned; nothing is written.
+        for body, status, text in [
+            ([{"case_type": "api", "case_name": "X"}], 400, "'create' flag is required"),
+            ([{"create": True, "case_id": "c1", "case_type": "api", "case_name": "X"}], 400,
+             "You cannot specify case_id when creating a new case"),
+            ([{"create": False, "external_id": "UP-NONE"}], 400,
+             "Could not find a case with external_id 'UP-NONE'"),
+            ([{"create": True, "case_type": "api", "case_name": "X",
+               "indices": {"p": {"external_id": "UP-NONE", "case_type": "api",
+                                 "relationship": "child"}}}], 400,
+             "Could not find a case with external_id 'UP-NONE'"),
+            ([{"create": True, "case_type": "api", "case_name": "X",
+               "indices": {"p": {"case_id": "a", "external_id": "UP-1", "case_type": "api",
+                                 "relationship": "child"}}}], 400, "only one"),
+            ([{"external_id": "UP-9", "case_type": "api", "case_name": "A"},
+              {"external_id": "UP-9", "case_type": "api", "case_name": "B"}], 400,
+             "'UP-9' is upserted twice"),
+            ({"properties": {"n": "1"}}, 400, "either a case_id or external_id"),
+        ]:
+            with self.subTest(body=body):
+                s, out = self.js("PUT", "/a/demo/api/case/v2/", body)
+                self.assertEqual(s, status, out)
+                self.assertIn(text, out["error"])
+        s, _, body = self.request("GET", "/a/demo/api/case/v2/ext/UP-9/")
+        self.assertEqual(s, 404, body)
+
     # -- Form API v0.5 (corehq/apps/api/resources/v0_4.py, corehq/apps/api/es.py) -------------
     def test_form_api_objects_order_and_filters(self):
         ids = []
