@@ -329,6 +329,30 @@ class ApiFidelityTest(unittest.TestCase):
         self.assertEqual([x["id"] for x in got["objects"]], ["fa-0", "fa-1", "fa-2"])
         self.assertEqual(self.request("GET", path + "&order_by=colour")[0], 400)
 
+    def test_form_api_datetimes_are_utc(self):
+        # HQ stores the form JSON through adjust_datetimes (corehq/form_processor/utils/xform.py):
+        # a date-time with a zone becomes UTC ...ffffffZ in form and metadata; dates and
+        # zone-less times are kept as sent.
+        xml = ('<?xml version="1.0"?><data xmlns="http://example.org/tz">'
+               '<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>tz-1</instanceID>'
+               '<userID>u1</userID><timeStart>2024-03-02T10:21:48.715+01:00</timeStart>'
+               '<timeEnd>2024-03-02T10:30:00-05:00</timeEnd></meta>'
+               '<seen>2024-03-02T10:21:48.715+01:00</seen><day>2024-03-02</day>'
+               '<local>2024-03-02T10:21:48</local></data>').encode()
+        s, _, body = self.request("POST", "/a/demo/receiver/", xml, {"Content-Type": "text/xml"})
+        self.assertEqual(s, 201, body)
+        s, _, body = self.request("GET", "/a/demo/api/v0.5/form/tz-1/")
+        self.assertEqual(s, 200, body)
+        o = json.loads(body)
+        self.assertEqual(o["form"]["meta"]["timeStart"], "2024-03-02T09:21:48.715000Z")
+        self.assertEqual(o["metadata"]["timeEnd"], "2024-03-02T15:30:00.000000Z")
+        self.assertEqual(o["form"]["seen"], "2024-03-02T09:21:48.715000Z")
+        self.assertEqual((o["form"]["day"], o["form"]["local"]), ("2024-03-02", "2024-03-02T10:21:48"))
+        path = "/a/demo/api/v0.5/form/?xmlns=http://example.org/tz"
+        self.wait_until(lambda: json.loads(self.request("GET", path)[2])["meta"]["total_count"] == 1)
+        (listed,) = json.loads(self.request("GET", path)[2])["objects"]
+        self.assertEqual(listed["form"]["seen"], "2024-03-02T09:21:48.715000Z")
+
     def test_form_api_case_id_and_app_version(self):
         # XFormInstanceResource.obj_get_list (corehq/apps/api/resources/v0_4.py): case_id
         # keeps the forms whose case blocks touched the case, appVersion filters on

@@ -530,6 +530,25 @@ class ExportsTest(unittest.TestCase):
         task = e.enqueue_bulk_edit({"domain": "demo", "filter": {"case_type": "patient"}, "close": True})
         self.assertEqual(task["type"], "import.bulk_edit")
 
+    def test_form_export_writes_zoned_datetimes_in_utc(self):
+        # HQ exports the stored form JSON, whose zoned date-times adjust_datetimes
+        # (corehq/form_processor/utils/xform.py) made UTC; dates and zone-less times are kept.
+        e = self.engine
+        e.submit('<?xml version="1.0"?><data xmlns="http://example.org/tz">'
+                 '<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>tz1</instanceID>'
+                 '<userID>u1</userID><timeStart>2024-03-02T10:21:48.715+01:00</timeStart>'
+                 '</meta><seen>2024-03-02T10:21:48.715+01:00</seen><day>2024-03-02</day>'
+                 '<local>2024-03-02T10:21:48</local></data>', "demo")
+        out = os.path.join(self.dir, "tz.csv")
+        e.export({"domain": "demo", "kind": "form", "filters": {"xmlns": "http://example.org/tz"},
+                  "columns": ["form_id", "started_time", "form.seen", "form.day",
+                              "form.local"]}, out)
+        with open(out, newline="") as f:
+            (row,) = list(csv.DictReader(f))
+        self.assertEqual(row["form.seen"], "2024-03-02T09:21:48.715000Z")
+        self.assertEqual(row["started_time"], "2024-03-02T09:21:48.715000Z")
+        self.assertEqual((row["form.day"], row["form.local"]), ("2024-03-02", "2024-03-02T10:21:48"))
+
     def test_export_to_csv_and_xlsx_with_progress(self):
         e, seen = self.engine, []
         out = os.path.join(self.dir, "cases.csv")
