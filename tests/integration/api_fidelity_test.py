@@ -287,6 +287,49 @@ class ApiFidelityTest(unittest.TestCase):
         s, _, body = self.request("GET", "/a/demo/api/case/v2/ext/UP-9/")
         self.assertEqual(s, 404, body)
 
+    # -- lookup tables, v0.5 (corehq/apps/fixtures/resources/v0_1.py) --------------------------
+    def test_lookup_tables_v05_resources(self):
+        s, out = self.js("POST", "/a/demo/api/lookup_tables/", {
+            "id": "lt-city", "tag": "city", "is_global": True,
+            "fields": [{"field_name": "name"}, {"field_name": "pop", "properties": ["unit"]}]})
+        self.assertEqual(s, 201, out)
+        for item in [{"id": "li-lyon", "table_id": "lt-city", "sort_key": 1,
+                      "fields": {"name": "Lyon", "pop": "500"}},
+                     {"id": "li-nice", "table_id": "lt-city", "sort_key": 2,
+                      "fields": {"name": "Nice",
+                                 "pop": [{"value": "340", "properties": {"unit": "k"}}]}}]:
+            s, out = self.js("POST", "/a/demo/api/lookup_items/", item)
+            self.assertEqual(s, 201, out)
+        get = lambda path: (lambda r: (r[0], json.loads(r[2])))(self.request("GET", path))
+        # FixtureResource: fields_without_attributes when every field is one plain value,
+        # else every field as its field_list (try_fields_without_attributes).
+        s, out = get("/a/demo/api/v0.5/fixture/?fixture_type=city")
+        self.assertEqual((s, out["meta"]["total_count"]), (200, 2), out)
+        by_id = {o["id"]: o for o in out["objects"]}
+        self.assertEqual(by_id["li-lyon"]["fields"], {"name": "Lyon", "pop": "500"})
+        self.assertEqual(by_id["li-lyon"]["fixture_type"], "city")
+        self.assertEqual(by_id["li-nice"]["fields"]["pop"],
+                         {"field_list": [{"field_value": "340", "properties": {"unit": "k"}}]})
+        self.assertEqual(get("/a/demo/api/v0.5/fixture/?fixture_type=nowhere")[1]["objects"], [])
+        s, one = get("/a/demo/api/v0.5/fixture/li-lyon/")
+        self.assertEqual((s, one["resource_uri"]), (200, "/a/demo/api/v0.5/fixture/li-lyon/"))
+        # LookupTableResource and LookupTableItemResource.
+        s, t = get("/a/demo/api/v0.5/lookup_table/lt-city/")
+        self.assertEqual((s, t["tag"], t["is_global"]), (200, "city", True))
+        self.assertEqual(t["fields"], [{"field_name": "name", "properties": []},
+                                       {"field_name": "pop", "properties": ["unit"]}])
+        s, i = get("/a/demo/api/v0.5/lookup_table_item/li-lyon/")
+        self.assertEqual((s, i["data_type_id"], i["sort_key"]), (200, "lt-city", 1))
+        self.assertEqual(i["fields"]["name"],
+                         {"field_list": [{"field_value": "Lyon", "properties": {}}]})
+        self.assertEqual(get("/a/demo/api/v0.5/lookup_table_item/nope/")[0], 404)
+        s, out = get("/a/demo/api/v0.5/fixture/?colour=red")
+        self.assertEqual(s, 400)
+        self.assertIn("'colour'", out["error"])
+        s, out = self.js("POST", "/a/demo/api/v0.5/lookup_table/", {"tag": "x"})
+        self.assertEqual(s, 405)
+        self.assertIn("/api/lookup_tables/", out["error"])
+
     # -- Form API v0.5 (corehq/apps/api/resources/v0_4.py, corehq/apps/api/es.py) -------------
     def test_form_api_objects_order_and_filters(self):
         ids = []
