@@ -112,9 +112,9 @@ Result<std::string> CaseBlock(const json::value& v, const std::string& at, bool 
       if (!get("external_id").empty()) {  // HQ's CaseIDLookerUpper.get_by_external_id
         auto t = ext_ids.find(get("external_id"));
         if (t == ext_ids.end())
-          return Status::InvalidArgument(fmt::format(
-              "{}.external_id: Could not find a case with external_id '{}'", pf,
-              get("external_id")));
+          return Status::InvalidArgument(
+              fmt::format("{}.external_id: Could not find a case with external_id '{}'", pf,
+                          get("external_id")));
         target = t->second;
       }
       if (target.empty() && !get("temporary_id").empty()) {
@@ -281,7 +281,8 @@ Response App::CaseWrite(const Request& r, const std::string& domain, const std::
   json::value v = json::parse(r.body, ec);
   if (ec) return Error(400, "body: not JSON (" + ec.message() + ")");
   const bool bulk = v.is_array();
-  if (bulk && !id.empty()) return Error(400, "a bulk write is a POST or PUT of a list to /case/v2/");
+  if (bulk && !id.empty())
+    return Error(400, "a bulk write is a POST or PUT of a list to /case/v2/");
   if (bulk && v.get_array().size() > 100) return Error(400, "body: at most 100 cases per request");
   if (!bulk && !id.empty() && r.method != "PUT") return Error(405, "update a case with PUT");
   std::string ext = external_id;
@@ -322,7 +323,7 @@ Response App::CaseWrite(const Request& r, const std::string& domain, const std::
   // Case ids first (temporary ids may refer to cases created later in the list, external ids to
   // cases of this request or stored ones).
   std::map<std::string, std::string> temp_ids, ext_ids;
-  std::set<std::string> upserted;  // external ids upserted by this request
+  std::set<std::string> upserted;                  // external ids upserted by this request
   std::vector<std::pair<bool, std::string>> plan;  // (create, case id)
   auto str_of = [](const json::object& o, const char* k) {
     const json::value* x = o.if_contains(k);
@@ -356,11 +357,11 @@ Response App::CaseWrite(const Request& r, const std::string& domain, const std::
       case_id = ext_case ? ext_case->case_id : ExternalCaseId(domain, ext);
     } else if (upsert) {
       if (!upserted.insert(item_ext).second)  // HQ would create duplicates (cases-v2.rst)
-        return Error(400, fmt::format("{}.external_id: '{}' is upserted twice in this request",
-                                      at, item_ext));
+        return Error(400, fmt::format("{}.external_id: '{}' is upserted twice in this request", at,
+                                      item_ext));
       auto found = ByExternalId(engine_, pillows_dir_, domain, item_ext);
-      if (!found.ok()) return Error(StatusFor(found.status()), at + ": " +
-                                                                   found.status().message());
+      if (!found.ok())
+        return Error(StatusFor(found.status()), at + ": " + found.status().message());
       create = !*found;
       case_id = *found ? (*found)->case_id : ExternalCaseId(domain, item_ext);
     } else if (create) {

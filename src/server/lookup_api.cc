@@ -68,9 +68,9 @@ json::object TableJson(const meta::Doc& t, const std::string& uri) {
         fields.push_back(json::object{{"field_name", x}, {"properties", json::array()}});
       } else if (x.is_object()) {
         const json::value* ps = x.get_object().if_contains("properties");
-        fields.push_back(json::object{
-            {"field_name", Str(x.get_object(), "field_name")},
-            {"properties", ps && ps->is_array() ? *ps : json::value(json::array())}});
+        fields.push_back(
+            json::object{{"field_name", Str(x.get_object(), "field_name")},
+                         {"properties", ps && ps->is_array() ? *ps : json::value(json::array())}});
       }
     }
   const json::value* attrs = t.body.if_contains("item_attributes");
