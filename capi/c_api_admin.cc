@@ -36,7 +36,18 @@ int MetaCall(char** out, cc_engine* engine, F&& fn) {
 }
 
 json::object DomainJson(const commcare::meta::Domain& d) {
-  return {{"name", d.name}, {"secure_submissions", d.secure_submissions}, {"_rev", d.rev}};
+  return {{"name", d.name},
+          {"secure_submissions", d.secure_submissions},
+          {"async_restore", d.async_restore},
+          {"case_attachments_in_restore", d.case_attachments_in_restore},
+          {"_rev", d.rev}};
+}
+
+// The domain flags a create or an update sets (those absent keep their value).
+Status ReadDomainFlags(const Reader& r, commcare::meta::Domain* d) {
+  CC_RETURN_IF_ERROR(r.Bool("secure_submissions", &d->secure_submissions));
+  CC_RETURN_IF_ERROR(r.Bool("async_restore", &d->async_restore));
+  return r.Bool("case_attachments_in_restore", &d->case_attachments_in_restore);
 }
 
 }  // namespace
@@ -48,13 +59,46 @@ int cc_engine_create_domain(char** out, cc_engine* engine, const char* domain_js
     json::object o;
     CC_RETURN_IF_ERROR(JsonArg(domain_json, "domain_json", &o));
     Reader r{o, "domain_json"};
-    CC_RETURN_IF_ERROR(r.Only({"name", "secure_submissions"}));
+    CC_RETURN_IF_ERROR(
+        r.Only({"name", "secure_submissions", "async_restore", "case_attachments_in_restore"}));
     commcare::meta::Domain d;
     CC_RETURN_IF_ERROR(r.Str("name", &d.name));
-    CC_RETURN_IF_ERROR(r.Bool("secure_submissions", &d.secure_submissions));
+    CC_RETURN_IF_ERROR(ReadDomainFlags(r, &d));
     if (d.name.empty()) return Status::InvalidArgument("domain_json: \"name\" is required");
     if (meta->GetDomain(d.name).ok())
       return Status::AlreadyExists(fmt::format("domain {} exists", d.name));
+    CC_ASSIGN_OR_RETURN(auto stored, meta->PutDomain(d));
+    return json::serialize(DomainJson(stored));
+  });
+}
+
+int cc_engine_get_domain(char** out, cc_engine* engine, const char* name) {
+  return MetaCall<true>(out, engine, [&](commcare::meta::MetaStore* meta) -> Result<std::string> {
+    std::string n;
+    CC_RETURN_IF_ERROR(Arg(name, "name", &n));
+    CC_ASSIGN_OR_RETURN(auto d, meta->GetDomain(n));
+    return json::serialize(DomainJson(d));
+  });
+}
+
+int cc_engine_update_domain(char** out, cc_engine* engine, const char* domain_json) {
+  return MetaCall<false>(out, engine, [&](commcare::meta::MetaStore* meta) -> Result<std::string> {
+    json::object o;
+    CC_RETURN_IF_ERROR(JsonArg(domain_json, "domain_json", &o));
+    Reader r{o, "domain_json"};
+    CC_RETURN_IF_ERROR(r.Only(
+        {"name", "_rev", "secure_submissions", "async_restore", "case_attachments_in_restore"}));
+    std::string name;
+    CC_RETURN_IF_ERROR(r.Str("name", &name));
+    if (name.empty()) return Status::InvalidArgument("domain_json: \"name\" is required");
+    int64_t rev = -1;
+    CC_RETURN_IF_ERROR(r.Int("_rev", &rev, 1, int64_t{1} << 62));
+    if (rev < 0)
+      return Status::InvalidArgument(
+          "domain_json: \"_rev\" (the revision read) is required to update a domain");
+    CC_ASSIGN_OR_RETURN(auto d, meta->GetDomain(name));
+    d.rev = rev;
+    CC_RETURN_IF_ERROR(ReadDomainFlags(r, &d));
     CC_ASSIGN_OR_RETURN(auto stored, meta->PutDomain(d));
     return json::serialize(DomainJson(stored));
   });

@@ -234,10 +234,21 @@ cc_engine_restore_buffer(char** out, size_t* out_len, cc_engine* engine, const c
 
 /* Users and domains (the MetaStore, <data_dir>/meta.sqlite). */
 
-/** Creates a domain. @param domain_json {"name": D, "secure_submissions": bool}
- *  @param out the stored domain as JSON (may be NULL); free with cc_free
- *  @return CC_OK, CC_EEXISTS, CC_EINVALID */
+/** Creates a domain. @param domain_json {"name": D, "secure_submissions": bool (default true),
+ *  "async_restore": bool (HQ's ASYNC_RESTORE), "case_attachments_in_restore": bool (HQ's
+ *  MM_CASE_PROPERTIES); both default false} @param out the stored domain as JSON (may be NULL);
+ *  free with cc_free @return CC_OK, CC_EEXISTS, CC_EINVALID */
 CC_EXTERN(int) cc_engine_create_domain(char** out, cc_engine* engine, const char* domain_json);
+
+/** A domain as JSON (its flags and "_rev"). @param out free with cc_free
+ *  @return CC_OK, CC_ENOTFOUND */
+CC_EXTERN(int) cc_engine_get_domain(char** out, cc_engine* engine, const char* name);
+
+/** Sets a domain's flags. @param domain_json {"name", "_rev": the revision read (required), and
+ *  any of the flags of cc_engine_create_domain; those absent keep their value}
+ *  @param out the stored domain as JSON (may be NULL); free with cc_free
+ *  @return CC_OK, CC_ENOTFOUND, CC_EABORTED for a stale _rev, CC_EINVALID */
+CC_EXTERN(int) cc_engine_update_domain(char** out, cc_engine* engine, const char* domain_json);
 
 /** Every domain as a JSON array. @param out free with cc_free */
 CC_EXTERN(int) cc_engine_list_domains(char** out, cc_engine* engine);

@@ -479,7 +479,10 @@ Status ScanMatchingForms(Engine* engine, const ExportDefinition& def,
       }
       auto doc = xform::FormXmlToJson(*xml);
       if (!doc.ok()) return true;  // a form that no longer parses is skipped
-      st = fn(f, *doc);
+      // HQ exports the stored form JSON, whose zoned date-times are UTC (adjust_datetimes).
+      json::value v(std::move(*doc));
+      xform::AdjustDatetimes(v);
+      st = fn(f, v.as_object());
       return st.ok();
     }));
   }

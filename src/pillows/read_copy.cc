@@ -172,6 +172,11 @@ Result<std::string> FormToApiJson(const FormRecord& f, std::string_view form_xml
   json::object form;
   if (!form_xml.empty()) {
     CC_ASSIGN_OR_RETURN(form, xform::FormXmlToJson(form_xml));
+    // HQ stores (and so serves) the form JSON with its zoned date-times in UTC (adjust_datetimes,
+    // corehq/form_processor/utils/xform.py): form.meta.timeStart and metadata.timeStart alike.
+    json::value v(std::move(form));
+    xform::AdjustDatetimes(v);
+    form = std::move(v.as_object());
   }
   if (!form.contains("@xmlns")) form["@xmlns"] = f.xmlns;
   json::object o;

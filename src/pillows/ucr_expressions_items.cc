@@ -1,6 +1,7 @@
 // UCR expressions over lists and the later additions to HQ's factory: coalesce,
 // concatenate_strings, filter_items, map_items, reduce_items, sort_items, flatten, add_hours,
-// utcnow and indexed_case (HQ's macro over related_doc); the door to evaluator and jsonpath.
+// utcnow, indexed_case (HQ's macro over related_doc) and get_case_forms; the door to evaluator
+// and jsonpath.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -176,6 +177,40 @@ struct UtcNow : Expr {
   }
 };
 
+// specs.py FormsExpressionSpec (get_case_forms): the form documents of the forms in the case's
+// history, in order, each once; only those whose xmlns is listed when xmlns is given. No case
+// id, or a case that does not exist: no forms.
+struct CaseForms : Expr {
+  std::unique_ptr<Expr> case_id;
+  std::vector<std::string> xmlns;
+  Result<json::value> Eval(const json::value& item, EvalContext& ctx) const override {
+    CC_ASSIGN_OR_RETURN(json::value idv, case_id->Eval(item, ctx));
+    json::array out;
+    if (!idv.is_string() || idv.get_string().empty() || !ctx.engine) return json::value(out);
+    auto history = ctx.engine->CaseHistory(ctx.domain, idv.get_string());
+    if (!history.ok())
+      return history.status().IsNotFound() ? Result<json::value>(json::value(out))
+                                           : Result<json::value>(history.status());
+    std::vector<std::string> seen;
+    for (const auto& t : *history) {
+      if (t.form_id.empty() || std::find(seen.begin(), seen.end(), t.form_id) != seen.end())
+        continue;
+      seen.push_back(t.form_id);
+      auto f = ctx.engine->GetForm(ctx.domain, t.form_id);
+      if (!f.ok()) {
+        if (f.status().IsNotFound()) continue;
+        return f.status();
+      }
+      if (!xmlns.empty() && std::find(xmlns.begin(), xmlns.end(), f->xmlns) == xmlns.end())
+        continue;
+      CC_ASSIGN_OR_RETURN(std::string xml, ctx.engine->GetFormXml(ctx.domain, t.form_id));
+      CC_ASSIGN_OR_RETURN(json::object doc, FormDocument(*f, xml));
+      out.push_back(std::move(doc));
+    }
+    return json::value(std::move(out));
+  }
+};
+
 // extension_expressions.py indexed_case_expression: related_doc(CommCareCase) of the
 // referenced_id of the first index of case_expression whose identifier is `index`.
 json::value IndexedCaseSpec(const json::object& o) {
@@ -275,6 +310,18 @@ Result<std::unique_ptr<Expr>> CompileItemsExpr(const std::string& type, const js
     auto e = std::make_unique<AddHours>();
     CC_ASSIGN_OR_RETURN(e->date, SubExpr(o, "date_expression", path, c));
     CC_ASSIGN_OR_RETURN(e->count, SubExpr(o, "count_expression", path, c));
+    return std::unique_ptr<Expr>(std::move(e));
+  }
+  if (type == "get_case_forms") {
+    auto e = std::make_unique<CaseForms>();
+    CC_ASSIGN_OR_RETURN(e->case_id, SubExpr(o, "case_id_expression", path, c));
+    if (const json::value* x = o.if_contains("xmlns"); x && !x->is_null()) {
+      if (!x->is_array()) return Bad(path + ".xmlns", "must be a list of strings");
+      for (const auto& v : x->get_array()) {
+        if (!v.is_string()) return Bad(path + ".xmlns", "must be a list of strings");
+        e->xmlns.emplace_back(v.get_string());
+      }
+    }
     return std::unique_ptr<Expr>(std::move(e));
   }
   if (type == "evaluator") return CompileEvaluator(o, path, c);

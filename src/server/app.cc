@@ -177,6 +177,13 @@ const std::vector<App::RouteSpec>& App::Routes() {
         [](App* a, const Request& r, const std::string& d, const std::string& t) {
           return a->FormApi(r, d, t);
         });
+    for (const char* resource : {"fixture", "lookup_table", "lookup_table_item"})
+      v.push_back({fmt::format("lookup_v05_{}", resource), fmt::format("api/v0.5/{}", resource),
+                   true, M::kSegment,
+                   [resource = std::string(resource)](App* a, const Request& r,
+                                                      const std::string& d, const std::string& t) {
+                     return a->LookupApi(r, d, resource, t);
+                   }});
     return v;
   }();
   return routes;

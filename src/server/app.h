@@ -145,6 +145,10 @@ class App {
                          const std::string& rest);  // form_api.cc
   http::Response CaseApi(const http::Request& r, const std::string& domain,
                          const std::string& rest);  // case_api.cc
+  // HQ's v0.5 fixture/, lookup_table/ and lookup_table_item/ resources, read-only
+  // (lookup_api.cc).
+  http::Response LookupApi(const http::Request& r, const std::string& domain,
+                           const std::string& resource, const std::string& rest);
   // The web console (console.cc): its assets at / and /console/, and /console/api/ (login,
   // logout, session, pillows[/...]); nullopt when the path is not the console's.
   std::optional<http::Response> Console(const http::Request& r, std::string* route);

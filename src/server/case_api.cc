@@ -31,6 +31,7 @@ using http::Response;
 Result<std::string> CaseBlock(const json::value& v, const std::string& at, bool create,
                               std::string case_id, const std::string& user_id,
                               const std::map<std::string, std::string>& temp_ids,
+                              const std::map<std::string, std::string>& ext_ids,
                               std::string* out_case_id) {
   if (!v.is_object())
     return Status::InvalidArgument(fmt::format("{}: must be an object", at.empty() ? "body" : at));
@@ -105,6 +106,17 @@ Result<std::string> CaseBlock(const json::value& v, const std::string& at, bool 
         return x && x->is_string() ? std::string(x->get_string()) : std::string();
       };
       std::string target = get("case_id");
+      if ((!target.empty()) + (!get("temporary_id").empty()) + (!get("external_id").empty()) > 1)
+        return Status::InvalidArgument(
+            pf + ": Indices must specify case_id, external_id, or temporary ID, and only one");
+      if (!get("external_id").empty()) {  // HQ's CaseIDLookerUpper.get_by_external_id
+        auto t = ext_ids.find(get("external_id"));
+        if (t == ext_ids.end())
+          return Status::InvalidArgument(
+              fmt::format("{}.external_id: Could not find a case with external_id '{}'", pf,
+                          get("external_id")));
+        target = t->second;
+      }
       if (target.empty() && !get("temporary_id").empty()) {
         auto t = temp_ids.find(get("temporary_id"));
         if (t == temp_ids.end())
@@ -257,26 +269,43 @@ Response App::BulkFetch(const Request& r, const std::string& domain) {
   return Json(200, *out);
 }
 
-// POST (create) or PUT (update) one case or a list; with external_id, the PUT of
-// ext/{external_id}/ (HQ's _handle_ext_put): an update of the case with that external id, else
-// a create. HQ answers 200 with form_id (cases-v2.rst calls it xform_id: both are sent).
+// POST (create) or PUT (update) one case, or POST/PUT a list (HQ's handle_case_update). With
+// external_id, the PUT of ext/{external_id}/ (HQ's _handle_ext_put) or of one case without a
+// case_id to /case/v2/: an update of the case with that external id, else a create. A list's
+// item with an external_id, no case_id and no "create" flag is upserted alike (cases-v2.rst
+// "Upsert"; an external id upserted twice in one request is refused, where HQ would create two
+// cases). HQ answers 200 with form_id (cases-v2.rst calls it xform_id: both are sent).
 Response App::CaseWrite(const Request& r, const std::string& domain, const std::string& id,
                         const meta::User& user, const std::string& external_id) {
   boost::system::error_code ec;
   json::value v = json::parse(r.body, ec);
   if (ec) return Error(400, "body: not JSON (" + ec.message() + ")");
   const bool bulk = v.is_array();
-  if (bulk && r.method != "POST") return Error(400, "a bulk write is a POST of a list");
+  if (bulk && !id.empty())
+    return Error(400, "a bulk write is a POST or PUT of a list to /case/v2/");
   if (bulk && v.get_array().size() > 100) return Error(400, "body: at most 100 cases per request");
   if (!bulk && !id.empty() && r.method != "PUT") return Error(405, "update a case with PUT");
-  if (r.method == "PUT" && id.empty() && external_id.empty())
-    return Error(400, "PUT needs /case/v2/{case_id} or /case/v2/ext/{external_id}");
+  std::string ext = external_id;
+  std::string single_id = id;
+  if (!bulk && r.method == "PUT" && id.empty() && ext.empty() && v.is_object()) {
+    // PUT /case/v2/ of one case (HQ's JsonCaseUpdate): by its case_id, else an upsert by its
+    // external_id, as PUT ext/{external_id}/.
+    const auto& o = v.get_object();
+    const json::value* cid = o.if_contains("case_id");
+    const json::value* eid = o.if_contains("external_id");
+    if (cid && cid->is_string() && !cid->get_string().empty())
+      single_id = std::string(cid->get_string());
+    else if (eid && eid->is_string() && !eid->get_string().empty())
+      ext = std::string(eid->get_string());
+    else
+      return Error(400, "Case updates must provide either a case_id or external_id");
+  }
   std::optional<CaseRecord> ext_case;
-  if (!external_id.empty()) {
+  if (!ext.empty()) {
     if (!v.is_object()) return Error(400, "Payload must be a single JSON object");
     auto& o = v.get_object();
-    if (!o.contains("external_id")) o["external_id"] = external_id;
-    auto found = ByExternalId(engine_, pillows_dir_, domain, external_id);
+    if (!o.contains("external_id")) o["external_id"] = ext;
+    auto found = ByExternalId(engine_, pillows_dir_, domain, ext);
     if (!found.ok()) return Error(StatusFor(found.status()), found.status().message());
     ext_case = std::move(*found);
     const json::value* cid = o.if_contains("case_id");
@@ -284,50 +313,106 @@ Response App::CaseWrite(const Request& r, const std::string& domain, const std::
       return Error(400, fmt::format("The given value of \"case_id\" does not match the existing "
                                     "value for the case identified by external_id = \"{}\". "
                                     "\"case_id\" is read-only and cannot be modified.",
-                                    external_id));
+                                    ext));
   }
   std::vector<const json::value*> items;
   if (bulk)
     for (const auto& x : v.get_array()) items.push_back(&x);
   else
     items.push_back(&v);
-  // Case ids first (temporary ids may refer to cases created later in the list).
-  std::map<std::string, std::string> temp_ids;
+  // Case ids first (temporary ids may refer to cases created later in the list, external ids to
+  // cases of this request or stored ones).
+  std::map<std::string, std::string> temp_ids, ext_ids;
+  std::set<std::string> upserted;                  // external ids upserted by this request
   std::vector<std::pair<bool, std::string>> plan;  // (create, case id)
+  auto str_of = [](const json::object& o, const char* k) {
+    const json::value* x = o.if_contains(k);
+    return x && x->is_string() ? std::string(x->get_string()) : std::string();
+  };
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string at = bulk ? fmt::format("[{}]", i) : "";
     if (!items[i]->is_object())
       return Error(400, (at.empty() ? "body" : at) + ": must be an object");
     const auto& o = items[i]->get_object();
-    bool create = r.method == "POST" || (!external_id.empty() && !ext_case);
+    bool create = r.method == "POST" || (!ext.empty() && !ext_case);
+    const std::string item_ext = str_of(o, "external_id");
+    const bool has_case_id = o.contains("case_id") && !o.at("case_id").is_null();
+    bool upsert = false;  // cases-v2.rst "Upsert": external_id, no case_id, no create flag
     if (bulk) {
       const json::value* c = o.if_contains("create");
-      if (!c || !c->is_bool()) return Error(400, at + ".create: is required (true or false)");
-      create = c->get_bool();
+      if (c && !c->is_bool()) return Error(400, at + ".create: must be true or false");
+      if (c) {
+        create = c->get_bool();
+      } else if (!item_ext.empty() && !has_case_id) {
+        upsert = true;
+      } else {
+        return Error(400, at + ".create: A 'create' flag is required for each update (or, to "
+                               "upsert, an external_id and no case_id)");
+      }
+      if (create && has_case_id)
+        return Error(400, at + ".case_id: You cannot specify case_id when creating a new case");
     }
     std::string case_id;
-    if (!external_id.empty()) {
-      case_id = ext_case ? ext_case->case_id : ExternalCaseId(domain, external_id);
+    if (!ext.empty()) {
+      case_id = ext_case ? ext_case->case_id : ExternalCaseId(domain, ext);
+    } else if (upsert) {
+      if (!upserted.insert(item_ext).second)  // HQ would create duplicates (cases-v2.rst)
+        return Error(400, fmt::format("{}.external_id: '{}' is upserted twice in this request", at,
+                                      item_ext));
+      auto found = ByExternalId(engine_, pillows_dir_, domain, item_ext);
+      if (!found.ok())
+        return Error(StatusFor(found.status()), at + ": " + found.status().message());
+      create = !*found;
+      case_id = *found ? (*found)->case_id : ExternalCaseId(domain, item_ext);
     } else if (create) {
       case_id = util::NewUuidHex();
     } else if (!bulk) {
-      case_id = id;
-    } else if (const json::value* cid = o.if_contains("case_id"); cid && cid->is_string()) {
-      case_id = std::string(cid->get_string());
+      case_id = single_id;
+    } else if (has_case_id) {
+      const json::value& cid = o.at("case_id");
+      if (!cid.is_string()) return Error(400, at + ".case_id: must be a string");
+      case_id = std::string(cid.get_string());
+    } else if (!item_ext.empty()) {  // HQ's JsonCaseUpdate.get_case_id: by external_id
+      if (auto in = ext_ids.find(item_ext); in != ext_ids.end()) {
+        case_id = in->second;
+      } else {
+        auto found = ByExternalId(engine_, pillows_dir_, domain, item_ext);
+        if (!found.ok())
+          return Error(StatusFor(found.status()), at + ": " + found.status().message());
+        if (!*found)
+          return Error(400, fmt::format("{}.external_id: Could not find a case with "
+                                        "external_id '{}'",
+                                        at, item_ext));
+        case_id = (*found)->case_id;
+      }
     } else {
-      return Error(400, at + ".case_id: is required to update a case");
+      return Error(400, at + ": Case updates must provide either a case_id or external_id");
     }
     if (!create && !LiveCase(engine_, domain, case_id).ok())
       return Error(404, fmt::format("{}: no case {}", at.empty() ? "case_id" : at, case_id));
     if (const json::value* t = o.if_contains("temporary_id"); t && t->is_string())
       temp_ids[std::string(t->get_string())] = case_id;
+    if (!item_ext.empty()) ext_ids[item_ext] = case_id;
     plan.emplace_back(create, case_id);
+  }
+  // Index targets named by external_id: a case of this request, else a stored one.
+  for (size_t i = 0; i < items.size(); ++i) {
+    const json::value* idx = items[i]->get_object().if_contains("indices");
+    if (!idx || !idx->is_object()) continue;
+    for (const auto& kv : idx->get_object()) {
+      if (!kv.value().is_object()) continue;
+      const std::string target = str_of(kv.value().get_object(), "external_id");
+      if (target.empty() || ext_ids.count(target)) continue;
+      auto found = ByExternalId(engine_, pillows_dir_, domain, target);
+      if (!found.ok()) return Error(StatusFor(found.status()), found.status().message());
+      if (*found) ext_ids[target] = (*found)->case_id;
+    }
   }
   std::string blocks;
   for (size_t i = 0; i < items.size(); ++i) {
     std::string cid;
     auto b = CaseBlock(*items[i], bulk ? fmt::format("[{}]", i) : "", plan[i].first, plan[i].second,
-                       user.user_id, temp_ids, &cid);
+                       user.user_id, temp_ids, ext_ids, &cid);
     if (!b.ok()) return Error(400, b.status().message());
     blocks += *b;
   }

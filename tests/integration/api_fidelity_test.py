@@ -230,6 +230,106 @@ class ApiFidelityTest(unittest.TestCase):
         s, _, body = self.request("GET", "/a/demo/api/case/v2/ext/NOPE/")
         self.assertEqual((s, json.loads(body)), (404, {"error": "Case 'NOPE' not found"}))
 
+    def test_bulk_upsert_by_external_id(self):
+        # cases-v2.rst "Upsert" and hqcase/api/updates.py (handle_case_update, JsonCaseUpdate,
+        # CaseIDLookerUpper): a list's item with external_id, no case_id and no create flag is
+        # created when no case has the external id, else updated; PUT / takes a list as POST.
+        s, out = self.js("PUT", "/a/demo/api/case/v2/", [
+            {"external_id": "UP-1", "case_type": "api", "case_name": "One",
+             "properties": {"n": "1"}},
+            {"create": True, "case_type": "api", "case_name": "Two", "external_id": "UP-2"},
+            {"external_id": "UP-3", "case_type": "api", "case_name": "Kid",
+             "indices": {"parent": {"external_id": "UP-2", "case_type": "api",
+                                    "relationship": "child"}}}])
+        self.assertEqual(s, 200, out)
+        one, two, kid = out["cases"]
+        self.assertEqual((one["external_id"], one["properties"]["n"]), ("UP-1", "1"))
+        self.assertEqual(kid["indices"]["parent"]["case_id"], two["case_id"])
+        # At once, a second upsert of UP-1 updates the same case (its id derives from the
+        # external id); create:false finds UP-2 (a random id) once the search index has it.
+        self.wait_until(lambda: self.list("external_id=UP-2")["matching_records"] == 1)
+        s, out = self.js("POST", "/a/demo/api/case/v2/", [
+            {"external_id": "UP-1", "properties": {"n": "2"}},
+            {"create": False, "external_id": "UP-2", "properties": {"seen": "yes"}}])
+        self.assertEqual(s, 200, out)
+        self.assertEqual([c["case_id"] for c in out["cases"]], [one["case_id"], two["case_id"]])
+        self.assertEqual(out["cases"][0]["properties"]["n"], "2")
+        self.assertEqual(out["cases"][0]["case_name"], "One")
+        self.assertEqual(out["cases"][1]["properties"]["seen"], "yes")
+        # PUT / of one case without case_id upserts by its external_id.
+        s, out = self.js("PUT", "/a/demo/api/case/v2/", {"external_id": "UP-1",
+                                                          "properties": {"n": "3"}})
+        self.assertEqual((s, out["case"]["case_id"], out["case"]["properties"]["n"]),
+                         (200, one["case_id"], "3"))
+        # HQ's answers for what cannot be planned; nothing is written.
+        for body, status, text in [
+            ([{"case_type": "api", "case_name": "X"}], 400, "'create' flag is required"),
+            ([{"create": True, "case_id": "c1", "case_type": "api", "case_name": "X"}], 400,
+             "You cannot specify case_id when creating a new case"),
+            ([{"create": False, "external_id": "UP-NONE"}], 400,
+             "Could not find a case with external_id 'UP-NONE'"),
+            ([{"create": True, "case_type": "api", "case_name": "X",
+               "indices": {"p": {"external_id": "UP-NONE", "case_type": "api",
+                                 "relationship": "child"}}}], 400,
+             "Could not find a case with external_id 'UP-NONE'"),
+            ([{"create": True, "case_type": "api", "case_name": "X",
+               "indices": {"p": {"case_id": "a", "external_id": "UP-1", "case_type": "api",
+                                 "relationship": "child"}}}], 400, "only one"),
+            ([{"external_id": "UP-9", "case_type": "api", "case_name": "A"},
+              {"external_id": "UP-9", "case_type": "api", "case_name": "B"}], 400,
+             "'UP-9' is upserted twice"),
+            ({"properties": {"n": "1"}}, 400, "either a case_id or external_id"),
+        ]:
+            with self.subTest(body=body):
+                s, out = self.js("PUT", "/a/demo/api/case/v2/", body)
+                self.assertEqual(s, status, out)
+                self.assertIn(text, out["error"])
+        s, _, body = self.request("GET", "/a/demo/api/case/v2/ext/UP-9/")
+        self.assertEqual(s, 404, body)
+
+    # -- lookup tables, v0.5 (corehq/apps/fixtures/resources/v0_1.py) --------------------------
+    def test_lookup_tables_v05_resources(self):
+        s, out = self.js("POST", "/a/demo/api/lookup_tables/", {
+            "id": "lt-city", "tag": "city", "is_global": True,
+            "fields": [{"field_name": "name"}, {"field_name": "pop", "properties": ["unit"]}]})
+        self.assertEqual(s, 201, out)
+        for item in [{"id": "li-lyon", "table_id": "lt-city", "sort_key": 1,
+                      "fields": {"name": "Lyon", "pop": "500"}},
+                     {"id": "li-nice", "table_id": "lt-city", "sort_key": 2,
+                      "fields": {"name": "Nice",
+                                 "pop": [{"value": "340", "properties": {"unit": "k"}}]}}]:
+            s, out = self.js("POST", "/a/demo/api/lookup_items/", item)
+            self.assertEqual(s, 201, out)
+        get = lambda path: (lambda r: (r[0], json.loads(r[2])))(self.request("GET", path))
+        # FixtureResource: fields_without_attributes when every field is one plain value,
+        # else every field as its field_list (try_fields_without_attributes).
+        s, out = get("/a/demo/api/v0.5/fixture/?fixture_type=city")
+        self.assertEqual((s, out["meta"]["total_count"]), (200, 2), out)
+        by_id = {o["id"]: o for o in out["objects"]}
+        self.assertEqual(by_id["li-lyon"]["fields"], {"name": "Lyon", "pop": "500"})
+        self.assertEqual(by_id["li-lyon"]["fixture_type"], "city")
+        self.assertEqual(by_id["li-nice"]["fields"]["pop"],
+                         {"field_list": [{"field_value": "340", "properties": {"unit": "k"}}]})
+        self.assertEqual(get("/a/demo/api/v0.5/fixture/?fixture_type=nowhere")[1]["objects"], [])
+        s, one = get("/a/demo/api/v0.5/fixture/li-lyon/")
+        self.assertEqual((s, one["resource_uri"]), (200, "/a/demo/api/v0.5/fixture/li-lyon/"))
+        # LookupTableResource and LookupTableItemResource.
+        s, t = get("/a/demo/api/v0.5/lookup_table/lt-city/")
+        self.assertEqual((s, t["tag"], t["is_global"]), (200, "city", True))
+        self.assertEqual(t["fields"], [{"field_name": "name", "properties": []},
+                                       {"field_name": "pop", "properties": ["unit"]}])
+        s, i = get("/a/demo/api/v0.5/lookup_table_item/li-lyon/")
+        self.assertEqual((s, i["data_type_id"], i["sort_key"]), (200, "lt-city", 1))
+        self.assertEqual(i["fields"]["name"],
+                         {"field_list": [{"field_value": "Lyon", "properties": {}}]})
+        self.assertEqual(get("/a/demo/api/v0.5/lookup_table_item/nope/")[0], 404)
+        s, out = get("/a/demo/api/v0.5/fixture/?colour=red")
+        self.assertEqual(s, 400)
+        self.assertIn("'colour'", out["error"])
+        s, out = self.js("POST", "/a/demo/api/v0.5/lookup_table/", {"tag": "x"})
+        self.assertEqual(s, 405)
+        self.assertIn("/api/lookup_tables/", out["error"])
+
     # -- Form API v0.5 (corehq/apps/api/resources/v0_4.py, corehq/apps/api/es.py) -------------
     def test_form_api_objects_order_and_filters(self):
         ids = []
@@ -271,6 +371,30 @@ class ApiFidelityTest(unittest.TestCase):
         got = json.loads(self.request("GET", path + "&indexed_on_start=2000-01-01&order_by=received_on")[2])
         self.assertEqual([x["id"] for x in got["objects"]], ["fa-0", "fa-1", "fa-2"])
         self.assertEqual(self.request("GET", path + "&order_by=colour")[0], 400)
+
+    def test_form_api_datetimes_are_utc(self):
+        # HQ stores the form JSON through adjust_datetimes (corehq/form_processor/utils/xform.py):
+        # a date-time with a zone becomes UTC ...ffffffZ in form and metadata; dates and
+        # zone-less times are kept as sent.
+        xml = ('<?xml version="1.0"?><data xmlns="http://example.org/tz">'
+               '<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>tz-1</instanceID>'
+               '<userID>u1</userID><timeStart>2024-03-02T10:21:48.715+01:00</timeStart>'
+               '<timeEnd>2024-03-02T10:30:00-05:00</timeEnd></meta>'
+               '<seen>2024-03-02T10:21:48.715+01:00</seen><day>2024-03-02</day>'
+               '<local>2024-03-02T10:21:48</local></data>').encode()
+        s, _, body = self.request("POST", "/a/demo/receiver/", xml, {"Content-Type": "text/xml"})
+        self.assertEqual(s, 201, body)
+        s, _, body = self.request("GET", "/a/demo/api/v0.5/form/tz-1/")
+        self.assertEqual(s, 200, body)
+        o = json.loads(body)
+        self.assertEqual(o["form"]["meta"]["timeStart"], "2024-03-02T09:21:48.715000Z")
+        self.assertEqual(o["metadata"]["timeEnd"], "2024-03-02T15:30:00.000000Z")
+        self.assertEqual(o["form"]["seen"], "2024-03-02T09:21:48.715000Z")
+        self.assertEqual((o["form"]["day"], o["form"]["local"]), ("2024-03-02", "2024-03-02T10:21:48"))
+        path = "/a/demo/api/v0.5/form/?xmlns=http://example.org/tz"
+        self.wait_until(lambda: json.loads(self.request("GET", path)[2])["meta"]["total_count"] == 1)
+        (listed,) = json.loads(self.request("GET", path)[2])["objects"]
+        self.assertEqual(listed["form"]["seen"], "2024-03-02T09:21:48.715000Z")
 
     def test_form_api_case_id_and_app_version(self):
         # XFormInstanceResource.obj_get_list (corehq/apps/api/resources/v0_4.py): case_id

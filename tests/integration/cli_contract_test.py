@@ -165,6 +165,8 @@ class CliContractTest(unittest.TestCase):
             (BOTH, ["pillows", "requeue"], "--pillow"),
             (BOTH, ["ucr", "rows"], "--table"),
             (BOTH, ["admin", "domain", "create"], "--open-submissions"),
+            (BOTH, ["admin", "domain", "create"], "--async-restore"),
+            (BOTH, ["admin", "domain", "create"], "--restore-attachments"),
             (BOTH, ["admin", "user", "create"], "--username"),
             ((CPP,), ["check"], "--data"),
             ((CPP,), ["serve"], "--listen"),

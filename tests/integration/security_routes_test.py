@@ -85,6 +85,16 @@ ROUTES = {
         ("GET", f"api/console/case/{CASE_ID}/history", None, {API})],
     ("form_api", "/a/{domain}/api/v0.5/form"): [("GET", "api/v0.5/form/", None, {API}),
                                                 ("GET", "api/v0.5/form/{form}/", None, {API})],
+    ("lookup_v05_fixture", "/a/{domain}/api/v0.5/fixture"): [
+        ("GET", "api/v0.5/fixture/", None, {API}),
+        ("GET", "api/v0.5/fixture/?fixture_type=tblA", None, {API}),
+        ("GET", "api/v0.5/fixture/itemA/", None, {API})],
+    ("lookup_v05_lookup_table", "/a/{domain}/api/v0.5/lookup_table"): [
+        ("GET", "api/v0.5/lookup_table/", None, {API}),
+        ("GET", "api/v0.5/lookup_table/tblA/", None, {API})],
+    ("lookup_v05_lookup_table_item", "/a/{domain}/api/v0.5/lookup_table_item"): [
+        ("GET", "api/v0.5/lookup_table_item/", None, {API}),
+        ("GET", "api/v0.5/lookup_table_item/itemA/", None, {API})],
 }
 # Answers a positive control may give besides 2xx: a route that needs what this server lacks.
 CONTROL_OK = {"api/ucr/no_such_table/": 404, "api/ucr/report/no_such_report/": 404, "api/import/edit/": 400}

@@ -189,6 +189,25 @@ class EngineTest(unittest.TestCase):
         with self.assertRaises(commcare.AlreadyExistsError):
             e.create_domain("demo")
         self.assertEqual([d["name"] for d in e.domains()], ["demo"])
+        # HQ's ASYNC_RESTORE and MM_CASE_PROPERTIES toggles: off unless asked for.
+        d = e.domain("demo")
+        self.assertEqual((d["async_restore"], d["case_attachments_in_restore"], d["_rev"]),
+                         (False, False, 1))
+        slow = e.create_domain("slow", async_restore=True, case_attachments_in_restore=True)
+        self.assertEqual((slow["async_restore"], slow["case_attachments_in_restore"]),
+                         (True, True))
+        slow = e.update_domain("slow", _rev=slow["_rev"], async_restore=False)
+        self.assertEqual((slow["async_restore"], slow["case_attachments_in_restore"],
+                          slow["_rev"]), (False, True, 2))
+        self.assertFalse(e.domain("slow")["async_restore"])
+        with self.assertRaises(commcare.AbortedError):
+            e.update_domain("slow", _rev=1, async_restore=True)
+        with self.assertRaises(commcare.InvalidArgumentError) as cm:
+            e.update_domain("slow", _rev=2, async_restore="yes")
+        self.assertIn("async_restore", str(cm.exception))
+        with self.assertRaises(commcare.NotFoundError):
+            e.domain("nowhere")
+        self.assertEqual(sorted(x["name"] for x in e.domains()), ["demo", "slow"])
         u = e.put_user("nurse", domains=["demo"], password="pw12",
                        user_data={"district": "north"})
         self.assertEqual(e.authenticate("nurse", "pw12")["user_id"], u["user_id"])
@@ -283,6 +302,48 @@ class PillowsTest(unittest.TestCase):
             self.assertEqual(len(self.engine.ucr_rows("demo", "wards", limit=4)), 4)
             with self.assertRaises(commcare.InvalidArgumentError):
                 p.ucr_load({"domain": "demo"})
+
+    def test_ucr_get_case_forms(self):
+        # specs.py FormsExpressionSpec: the forms of the case's history, those of the listed
+        # xmlns when xmlns is given; none for a case id that names no case.
+        self.engine.submit(case_form("visit0", "c0", "<update><seen>1</seen></update>",
+                                     xmlns="http://example.org/visit"), "demo")
+        forms = lambda xmlns=None: dict(
+            {"type": "get_case_forms",
+             "case_id_expression": {"type": "property_name", "property_name": "_id"}},
+            **({"xmlns": xmlns} if xmlns is not None else {}))
+        count = lambda items: {"type": "reduce_items", "items_expression": items,
+                               "aggregation_fn": "count"}
+        with self.engine.pillows() as p:
+            p.run_until_caught_up()
+            rows = p.ucr_load({
+                "domain": "demo", "table_id": "case_forms", "referenced_doc_type": "CommCareCase",
+                "configured_filter": {"type": "property_match", "property_name": "type",
+                                      "property_value": "patient"},
+                "configured_indicators": [
+                    {"type": "expression", "column_id": "forms", "datatype": "integer",
+                     "expression": count(forms())},
+                    {"type": "expression", "column_id": "visits", "datatype": "integer",
+                     "expression": count(forms(["http://example.org/visit"]))},
+                    {"type": "expression", "column_id": "last_xmlns", "datatype": "string",
+                     "expression": {"type": "nested",
+                                    "argument_expression": {"type": "reduce_items",
+                                                            "items_expression": forms(),
+                                                            "aggregation_fn": "last_item"},
+                                    "value_expression": {"type": "property_name",
+                                                         "property_name": "xmlns"}}}]})
+            self.assertEqual(rows, 6)
+            by_id = {r["doc_id"]: r for r in p.ucr_rows("demo", "case_forms")}
+            self.assertEqual((by_id["c0"]["forms"], by_id["c0"]["visits"]), (2, 1))
+            self.assertEqual(by_id["c0"]["last_xmlns"], "http://example.org/visit")
+            self.assertEqual((by_id["c1"]["forms"], by_id["c1"]["visits"]), (1, 0))
+            with self.assertRaises(commcare.InvalidArgumentError) as cm:
+                p.ucr_load({"domain": "demo", "table_id": "bad",
+                            "referenced_doc_type": "CommCareCase",
+                            "configured_indicators": [
+                                {"type": "expression", "column_id": "n", "datatype": "integer",
+                                 "expression": count(forms("http://example.org/visit"))}]})
+            self.assertIn("xmlns", str(cm.exception))
 
     def test_raising_processor_goes_to_retry_queue(self):
         calls = []
@@ -510,6 +571,25 @@ class ExportsTest(unittest.TestCase):
         self.assertEqual((task["type"], task["state"]), ("import.cases", "queued"))
         task = e.enqueue_bulk_edit({"domain": "demo", "filter": {"case_type": "patient"}, "close": True})
         self.assertEqual(task["type"], "import.bulk_edit")
+
+    def test_form_export_writes_zoned_datetimes_in_utc(self):
+        # HQ exports the stored form JSON, whose zoned date-times adjust_datetimes
+        # (corehq/form_processor/utils/xform.py) made UTC; dates and zone-less times are kept.
+        e = self.engine
+        e.submit('<?xml version="1.0"?><data xmlns="http://example.org/tz">'
+                 '<meta xmlns="http://openrosa.org/jr/xforms"><instanceID>tz1</instanceID>'
+                 '<userID>u1</userID><timeStart>2024-03-02T10:21:48.715+01:00</timeStart>'
+                 '</meta><seen>2024-03-02T10:21:48.715+01:00</seen><day>2024-03-02</day>'
+                 '<local>2024-03-02T10:21:48</local></data>', "demo")
+        out = os.path.join(self.dir, "tz.csv")
+        e.export({"domain": "demo", "kind": "form", "filters": {"xmlns": "http://example.org/tz"},
+                  "columns": ["form_id", "started_time", "form.seen", "form.day",
+                              "form.local"]}, out)
+        with open(out, newline="") as f:
+            (row,) = list(csv.DictReader(f))
+        self.assertEqual(row["form.seen"], "2024-03-02T09:21:48.715000Z")
+        self.assertEqual(row["started_time"], "2024-03-02T09:21:48.715000Z")
+        self.assertEqual((row["form.day"], row["form.local"]), ("2024-03-02", "2024-03-02T10:21:48"))
 
     def test_export_to_csv_and_xlsx_with_progress(self):
         e, seen = self.engine, []

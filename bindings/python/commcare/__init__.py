@@ -314,11 +314,27 @@ class Engine(_Handle):
 
     # -- users and domains --------------------------------------------------------------------
 
-    def create_domain(self, name, *, secure_submissions=True):
-        """Creates a domain; AlreadyExistsError if it exists."""
+    def create_domain(self, name, *, secure_submissions=True, async_restore=False,
+                      case_attachments_in_restore=False):
+        """Creates a domain; AlreadyExistsError if it exists. async_restore is HQ's
+        ASYNC_RESTORE toggle, case_attachments_in_restore its MM_CASE_PROPERTIES toggle."""
         return _call_json(_lib.cc_engine_create_domain, self._handle(),
                           _t(json.dumps({"name": name,
-                                         "secure_submissions": secure_submissions})))
+                                         "secure_submissions": secure_submissions,
+                                         "async_restore": async_restore,
+                                         "case_attachments_in_restore":
+                                             case_attachments_in_restore})))
+
+    def domain(self, name):
+        """A domain's flags and _rev; NotFoundError if absent."""
+        return _call_json(_lib.cc_engine_get_domain, self._handle(), _t(name))
+
+    def update_domain(self, name, *, _rev, **flags):
+        """Sets a domain's flags (secure_submissions, async_restore,
+        case_attachments_in_restore); _rev is the revision read (AbortedError if stale).
+        Returns the stored domain."""
+        return _call_json(_lib.cc_engine_update_domain, self._handle(),
+                          _t(json.dumps(dict(flags, name=name, _rev=_rev))))
 
     def domains(self):
         """Every domain."""

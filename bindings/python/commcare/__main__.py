@@ -233,7 +233,9 @@ def cmd_restore(a):
 def cmd_admin(a):
     with _engine(a) as e:
         if a.what == "domain":
-            _print(e.create_domain(a.name, secure_submissions=not a.open_submissions))
+            _print(e.create_domain(a.name, secure_submissions=not a.open_submissions,
+                                   async_restore=a.async_restore,
+                                   case_attachments_in_restore=a.restore_attachments))
         else:
             _print(e.put_user(a.username, domains=[a.domain], password=a.password,
                               web_user=a.web, is_superuser=a.superuser))
@@ -356,6 +358,10 @@ def _parser():
     p = command(domain, "create", cmd_admin, "create a domain")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--open-submissions", action="store_true")
+    p.add_argument("--async-restore", action="store_true",
+                   help="restores of OpenRosa 2.0 clients run as tasks (HQ's ASYNC_RESTORE)")
+    p.add_argument("--restore-attachments", action="store_true",
+                   help="restores carry case attachments (HQ's MM_CASE_PROPERTIES)")
     user = group("user", "users", subs=admin)
     p = command(user, "create", cmd_admin, "create a user", domain=True)
     p.add_argument("--username", required=True)

@@ -103,6 +103,8 @@ _FUNCS = [
     ("cc_engine_restore", [out, vp, cp, WRITE_FN, vp], ctypes.c_int, _check),
     ("cc_engine_restore_buffer", [out, P(sz), vp, cp], ctypes.c_int, _check),
     ("cc_engine_create_domain", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_engine_get_domain", [out, vp, cp], ctypes.c_int, _check),
+    ("cc_engine_update_domain", [out, vp, cp], ctypes.c_int, _check),
     ("cc_engine_list_domains", [out, vp], ctypes.c_int, _check),
     ("cc_engine_put_user", [out, vp, cp, cp], ctypes.c_int, _check),
     ("cc_engine_get_user", [out, vp, cp], ctypes.c_int, _check),

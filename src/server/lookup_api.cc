@@ -1,0 +1,193 @@
+// HQ's v0.5 lookup-table resources, read-only (corehq/apps/fixtures/resources/v0_1.py:
+// FixtureResource, LookupTableResource, LookupTableItemResource): /a/{domain}/api/v0.5/fixture/,
+// lookup_table/ and lookup_table_item/, over the lookup_table and lookup_item documents that
+// /api/lookup_tables/ and /api/lookup_items/ write (meta_lookup.cc).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <cstdint>
+#include <map>
+
+#include "server/app.h"
+#include "server/responses.h"
+
+namespace commcare::server {
+namespace {
+
+namespace json = boost::json;
+using http::Request;
+using http::Response;
+
+std::string Str(const json::object& o, const char* k) {
+  const json::value* v = o.if_contains(k);
+  return v && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+
+// A stored field value ("text" or [{"value", "properties"}]) as HQ's FieldList.to_api_json.
+json::object FieldList(const json::value& v) {
+  json::array list;
+  if (v.is_string()) {
+    list.push_back(json::object{{"field_value", v.get_string()}, {"properties", json::object()}});
+  } else if (v.is_array()) {
+    for (const auto& e : v.get_array()) {
+      if (!e.is_object()) continue;
+      const json::value* props = e.get_object().if_contains("properties");
+      list.push_back(json::object{
+          {"field_value", Str(e.get_object(), "value")},
+          {"properties", props && props->is_object() ? *props : json::value(json::object())}});
+    }
+  }
+  return {{"field_list", std::move(list)}};
+}
+
+json::object Fields(const json::object& item) {
+  json::object out;
+  if (const json::value* f = item.if_contains("fields"); f && f->is_object())
+    for (const auto& kv : f->get_object()) out[kv.key()] = FieldList(kv.value());
+  return out;
+}
+
+// HQ's try_fields_without_attributes: {name: value} when every field is one value without
+// properties, else every field as its field_list.
+json::object FieldsWithoutAttributes(const json::object& item) {
+  json::object lists = Fields(item), plain;
+  for (const auto& kv : lists) {
+    const auto& l = kv.value().get_object().at("field_list").get_array();
+    if (l.size() != 1 || !l[0].get_object().at("properties").get_object().empty()) return lists;
+    plain[kv.key()] = l[0].get_object().at("field_value");
+  }
+  return plain;
+}
+
+json::object TableJson(const meta::Doc& t, const std::string& uri) {
+  json::array fields;
+  if (const json::value* f = t.body.if_contains("fields"); f && f->is_array())
+    for (const auto& x : f->get_array()) {
+      if (x.is_string()) {
+        fields.push_back(json::object{{"field_name", x}, {"properties", json::array()}});
+      } else if (x.is_object()) {
+        const json::value* ps = x.get_object().if_contains("properties");
+        fields.push_back(
+            json::object{{"field_name", Str(x.get_object(), "field_name")},
+                         {"properties", ps && ps->is_array() ? *ps : json::value(json::array())}});
+      }
+    }
+  const json::value* attrs = t.body.if_contains("item_attributes");
+  const json::value* global = t.body.if_contains("is_global");
+  return {{"id", t.id},
+          {"tag", Str(t.body, "tag")},
+          {"is_global", global && global->is_bool() && global->get_bool()},
+          {"fields", std::move(fields)},
+          {"item_attributes", attrs && attrs->is_array() ? *attrs : json::value(json::array())},
+          {"resource_uri", uri}};
+}
+
+json::object ItemJson(const meta::Doc& i, const std::string& uri) {
+  const json::value* attrs = i.body.if_contains("item_attributes");
+  const json::value* sort = i.body.if_contains("sort_key");
+  return {{"id", i.id},
+          {"data_type_id", Str(i.body, "table_id")},
+          {"fields", Fields(i.body)},
+          {"item_attributes", attrs && attrs->is_object() ? *attrs : json::value(json::object())},
+          {"sort_key", sort && sort->is_int64() ? *sort : json::value(nullptr)},
+          {"resource_uri", uri}};
+}
+
+// Tastypie's list answer, every object on one page (HQ's FixtureResource has limit 0).
+json::object List(json::array objects) {
+  const auto n = static_cast<int64_t>(objects.size());
+  return {{"meta", json::object{{"limit", 0},
+                                {"next", nullptr},
+                                {"offset", 0},
+                                {"previous", nullptr},
+                                {"total_count", n}}},
+          {"objects", std::move(objects)}};
+}
+
+}  // namespace
+
+// GET /a/{domain}/api/v0.5/{fixture,lookup_table,lookup_table_item}/[{id}/]. Writes go to
+// /api/lookup_tables/ and /api/lookup_items/ (docs/rest-api.md).
+Response App::LookupApi(const Request& r, const std::string& domain, const std::string& resource,
+                        const std::string& rest) {
+  if (r.method != "GET")
+    return Error(405, fmt::format("the v0.5 {} resource is read-only here: write lookup tables "
+                                  "through /a/{}/api/lookup_tables/ and lookup_items/",
+                                  resource, domain));
+  Response deny;
+  auto user = Admit(r, domain, meta::kAccessApi, &deny);
+  if (!user) return deny;
+  std::string id = rest;
+  while (!id.empty() && id.front() == '/') id.erase(0, 1);
+  while (!id.empty() && id.back() == '/') id.pop_back();
+  if (id.find('/') != std::string::npos)
+    return Error(404, fmt::format("no {} resource at {}", resource, r.path));
+  const std::string base = fmt::format("/a/{}/api/v0.5/{}/", domain, resource);
+  auto tables = meta_->ListDocs("lookup_table", domain);
+  if (!tables.ok()) return Error(StatusFor(tables.status()), tables.status().message());
+  std::map<std::string, std::string> tag_of;  // table id -> tag
+  for (const auto& t : *tables) tag_of[t.id] = Str(t.body, "tag");
+  if (resource == "lookup_table") {
+    for (const auto& [k, v] : r.query)
+      if (k != "format") return Error(400, fmt::format("'{}' is not a valid parameter", k));
+    json::array out;
+    for (const auto& t : *tables) {
+      if (!id.empty() && t.id != id) continue;
+      out.push_back(TableJson(t, base + t.id + "/"));
+    }
+    if (!id.empty())
+      return out.empty() ? Error(404, fmt::format("Lookup table {} not found", id))
+                         : Json(200, out[0]);
+    return Json(200, List(std::move(out)));
+  }
+  // fixture and lookup_table_item: the rows. fixture_type (a tag) or fixture_type_id filters
+  // fixture/ (HQ's obj_get_list); its parent_id/child_type lookup is not served.
+  std::string type_id;
+  bool filtered = false;
+  for (const auto& [k, v] : r.query) {
+    if (k == "format") continue;
+    if (resource == "fixture" && (k == "fixture_type" || k == "fixture_type_id")) {
+      filtered = true;
+      for (const auto& [tid, tag] : tag_of)
+        if (k == "fixture_type" ? tag == v : tid == v) type_id = tid;
+      continue;
+    }
+    if (resource == "fixture" &&
+        (k == "parent_id" || k == "parent_ref_name" || k == "references" || k == "child_type"))
+      return Error(400, fmt::format("'{}' (HQ's parent lookup) is not supported", k));
+    return Error(400, fmt::format("'{}' is not a valid parameter", k));
+  }
+  auto items = meta_->ListDocs("lookup_item", domain);
+  if (!items.ok()) return Error(StatusFor(items.status()), items.status().message());
+  // HQ lists a table's rows by sort_key (the row order of the upload).
+  auto sort_key = [](const meta::Doc& d) {
+    const json::value* k = d.body.if_contains("sort_key");
+    return k && k->is_int64() ? k->get_int64() : INT64_MAX;
+  };
+  std::stable_sort(items->begin(), items->end(), [&](const meta::Doc& a, const meta::Doc& b) {
+    return sort_key(a) < sort_key(b);
+  });
+  json::array out;
+  for (const auto& i : *items) {
+    if (!id.empty() && i.id != id) continue;
+    const std::string table = Str(i.body, "table_id");
+    if (filtered && (type_id.empty() || table != type_id)) continue;
+    if (resource == "fixture") {
+      auto tag = tag_of.find(table);
+      out.push_back(json::object{
+          {"id", i.id},
+          {"fixture_type", tag == tag_of.end() ? json::value(nullptr) : json::value(tag->second)},
+          {"fields", FieldsWithoutAttributes(i.body)},
+          {"resource_uri", base + i.id + "/"}});
+    } else {
+      out.push_back(ItemJson(i, base + i.id + "/"));
+    }
+  }
+  if (!id.empty())
+    return out.empty() ? Error(404, fmt::format("Lookup table item {} not found", id))
+                       : Json(200, out[0]);
+  return Json(200, List(std::move(out)));
+}
+
+}  // namespace commcare::server
