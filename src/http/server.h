@@ -95,4 +95,10 @@ class Server {
 // Percent-decoding of a URL component ('+' as a space when form is true).
 std::string UrlDecode(std::string_view s, bool form);
 
+// Sets req's target as sent and, from it, its percent-decoded path and its query parameters
+// (request.cc; what the server does with every request line).
+void SetTarget(Request* req, std::string_view target);
+// Appends a header with its name in lower case.
+void AddHeader(Request* req, std::string_view name, std::string_view value);
+
 }  // namespace commcare::http
