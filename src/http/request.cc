@@ -40,6 +40,48 @@ std::string UrlDecode(std::string_view s, bool form) {
   return out;
 }
 
+namespace {
+
+// s with each byte that does not begin a well-formed UTF-8 sequence (RFC 3629: no overlong
+// forms, no surrogates, nothing past U+10FFFF) replaced by U+FFFD, as Django decodes a query
+// string (errors="replace"): parameters stay text that JSON can carry and read back.
+std::string ValidUtf8(std::string s) {
+  auto cont = [&](size_t i, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
+    if (i >= s.size()) return false;
+    const auto c = static_cast<unsigned char>(s[i]);
+    return c >= lo && c <= hi;
+  };
+  std::string out;
+  size_t i = 0;
+  bool changed = false;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    if (c < 0x80) {
+      n = 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      n = cont(i + 1) ? 2 : 0;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      const unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+      n = cont(i + 1, lo, hi) && cont(i + 2) ? 3 : 0;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      const unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+      n = cont(i + 1, lo, hi) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+    }
+    if (n == 0) {
+      out += "\xEF\xBF\xBD";
+      changed = true;
+      ++i;
+    } else {
+      out.append(s, i, n);
+      i += n;
+    }
+  }
+  return changed ? out : s;
+}
+
+}  // namespace
+
 void SetTarget(Request* req, std::string_view target) {
   req->target = std::string(target);
   req->query.clear();
@@ -52,8 +94,9 @@ void SetTarget(Request* req, std::string_view target) {
     std::string_view kv = qs.substr(0, amp);
     auto eq = kv.find('=');
     if (!kv.empty())
-      req->query.emplace(UrlDecode(kv.substr(0, eq), true),
-                         eq == std::string_view::npos ? "" : UrlDecode(kv.substr(eq + 1), true));
+      req->query.emplace(
+          ValidUtf8(UrlDecode(kv.substr(0, eq), true)),
+          eq == std::string_view::npos ? "" : ValidUtf8(UrlDecode(kv.substr(eq + 1), true)));
     if (amp == std::string_view::npos) break;
     qs.remove_prefix(amp + 1);
   }
