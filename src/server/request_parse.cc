@@ -114,6 +114,26 @@ Credentials ParseAuthorization(std::string_view a) {
 }
 
 // One case block of a Case API write; `at` names the item in errors ("" or "[3]").
+namespace {
+
+// InvalidArgument naming field when s holds a character XML 1.0 cannot carry (a control
+// character other than tab, newline and carriage return, or U+FFFE, U+FFFF): the case XML the
+// Case API writes would not be well-formed. s is UTF-8 (Boost.JSON checks it).
+Status XmlText(std::string_view s, const std::string& field) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const bool control = c < 0x20 && c != '\t' && c != '\n' && c != '\r';
+    const bool non_char = c == 0xEF && i + 2 < s.size() &&
+                          static_cast<unsigned char>(s[i + 1]) == 0xBF &&
+                          (static_cast<unsigned char>(s[i + 2]) & 0xFE) == 0xBE;
+    if (control || non_char)
+      return Status::InvalidArgument(field + ": holds a character XML cannot carry");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<std::string> CaseApiBlock(const json::value& v, const std::string& at, bool create,
                                  std::string case_id, const std::string& user_id,
                                  const std::map<std::string, std::string>& temp_ids,
@@ -127,8 +147,9 @@ Result<std::string> CaseApiBlock(const json::value& v, const std::string& at, bo
     if (!x || x->is_null()) return Status::Ok();
     if (!x->is_string()) return Status::InvalidArgument(field(k) + ": must be a string");
     *out = std::string(x->get_string());
-    return Status::Ok();
+    return XmlText(*out, field(k));
   };
+  CC_RETURN_IF_ERROR(XmlText(case_id, field("case_id")));
   std::string type, name, owner, external;
   CC_RETURN_IF_ERROR(str("case_type", &type));
   CC_RETURN_IF_ERROR(str("case_name", &name));
@@ -172,6 +193,7 @@ Result<std::string> CaseApiBlock(const json::value& v, const std::string& at, bo
       if (!util::IsCasePropertyName(k))
         return Status::InvalidArgument(pf + ": not a valid property name");
       if (!kv.value().is_string()) return Status::InvalidArgument(pf + ": must be a string");
+      CC_RETURN_IF_ERROR(XmlText(kv.value().get_string(), pf));
       update += fmt::format("<{0}>{1}</{0}>", k, XmlEscape(kv.value().get_string()));
     }
   }
@@ -190,6 +212,8 @@ Result<std::string> CaseApiBlock(const json::value& v, const std::string& at, bo
         const json::value* x = io.if_contains(f);
         return x && x->is_string() ? std::string(x->get_string()) : std::string();
       };
+      CC_RETURN_IF_ERROR(XmlText(get("case_id"), pf + ".case_id"));
+      CC_RETURN_IF_ERROR(XmlText(get("case_type"), pf + ".case_type"));
       std::string target = get("case_id");
       if (target.empty() && !get("temporary_id").empty()) {
         auto t = temp_ids.find(get("temporary_id"));
