@@ -31,39 +31,6 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
 
-const std::string* Request::Header(std::string_view name) const {
-  for (const auto& [k, v] : headers)
-    if (k == name) return &v;
-  return nullptr;
-}
-
-std::string Request::Param(std::string_view name, std::string_view def) const {
-  auto it = query.find(std::string(name));
-  return it == query.end() ? std::string(def) : it->second;
-}
-
-std::string UrlDecode(std::string_view s, bool form) {
-  std::string out;
-  out.reserve(s.size());
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
-      i += 2;
-    } else if (form && s[i] == '+') {
-      out.push_back(' ');
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-
 namespace {
 
 // The TLS 1.2 suites the server accepts: ECDHE (forward secrecy) with AES-GCM or ChaCha20.
@@ -482,28 +449,8 @@ std::shared_ptr<Request> Session::Head() {
   const auto& msg = parser_->get();
   auto req = std::make_shared<Request>();
   req->method = std::string(msg.method_string());
-  req->target = std::string(msg.target());
-  std::string_view t = req->target;
-  auto q = t.find('?');
-  req->path = UrlDecode(t.substr(0, q), false);
-  if (q != std::string_view::npos) {
-    std::string_view qs = t.substr(q + 1);
-    while (!qs.empty()) {
-      auto amp = qs.find('&');
-      std::string_view kv = qs.substr(0, amp);
-      auto eq = kv.find('=');
-      if (!kv.empty())
-        req->query.emplace(UrlDecode(kv.substr(0, eq), true),
-                           eq == std::string_view::npos ? "" : UrlDecode(kv.substr(eq + 1), true));
-      if (amp == std::string_view::npos) break;
-      qs.remove_prefix(amp + 1);
-    }
-  }
-  for (const auto& f : msg) {
-    std::string name(f.name_string());
-    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    req->headers.emplace_back(std::move(name), std::string(f.value()));
-  }
+  SetTarget(req.get(), msg.target());
+  for (const auto& f : msg) AddHeader(req.get(), f.name_string(), f.value());
   req->remote = remote_;
   req->tls = tls_ != nullptr;
   return req;

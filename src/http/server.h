@@ -19,7 +19,7 @@ struct Request {
   std::string method;                                        // "GET", "POST", "HEAD", ...
   std::string target;                                        // as sent: path and query
   std::string path;                                          // percent-decoded path, no query
-  std::multimap<std::string, std::string> query;             // decoded parameters
+  std::multimap<std::string, std::string> query;             // decoded parameters (UTF-8)
   std::vector<std::pair<std::string, std::string>> headers;  // names in lower case
   std::string body;
   std::string remote;  // peer address
@@ -94,5 +94,12 @@ class Server {
 
 // Percent-decoding of a URL component ('+' as a space when form is true).
 std::string UrlDecode(std::string_view s, bool form);
+
+// Sets req's target as sent and, from it, its percent-decoded path and its query parameters
+// (request.cc; what the server does with every request line). A decoded parameter that is not
+// UTF-8 has each offending byte replaced by U+FFFD, as Django reads a query string.
+void SetTarget(Request* req, std::string_view target);
+// Appends a header with its name in lower case.
+void AddHeader(Request* req, std::string_view name, std::string_view value);
 
 }  // namespace commcare::http

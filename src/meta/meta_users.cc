@@ -12,6 +12,7 @@
 
 #include "meta/meta_store.h"
 #include "meta/meta_store_internal.h"
+#include "meta/restore_params.h"
 #include "util/codec.h"
 #include "util/hash.h"
 #include "util/sql_db.h"
@@ -183,6 +184,23 @@ Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
   CC_ASSIGN_OR_RETURN(auto dir, meta->ReadDirectory(domain));
   q.user.owner_ids = MetaStore::OwnerIds(user, dir);
   CC_ASSIGN_OR_RETURN(q.fixtures, meta->Fixtures(user, domain, dir));
+  return q;
+}
+
+// The request with a restore route's parameters applied (restore_params.h).
+Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
+                                          const std::string& domain, const RestoreParams& p) {
+  CC_ASSIGN_OR_RETURN(RestoreRequest q, MakeRestoreRequest(meta, user, domain));
+  if (p.hide_password) q.user.password_hash.clear();  // never another user's
+  q.since = p.since;
+  q.version = p.version;
+  q.state = p.state;
+  q.items = p.items;
+  q.device_id = p.device_id;
+  q.app_id = p.app_id;
+  q.url_base = p.url_base;
+  q.overwrite_cache = p.overwrite_cache;
+  if (p.skip_fixtures && !q.since.empty()) q.fixtures.clear();
   return q;
 }
 

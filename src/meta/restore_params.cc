@@ -68,20 +68,4 @@ Result<RestoreParams> RestoreParams::FromJson(std::string_view text) {
   return p;
 }
 
-Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
-                                          const std::string& domain, const RestoreParams& p) {
-  CC_ASSIGN_OR_RETURN(RestoreRequest q, MakeRestoreRequest(meta, user, domain));
-  if (p.hide_password) q.user.password_hash.clear();  // never another user's
-  q.since = p.since;
-  q.version = p.version;
-  q.state = p.state;
-  q.items = p.items;
-  q.device_id = p.device_id;
-  q.app_id = p.app_id;
-  q.url_base = p.url_base;
-  q.overwrite_cache = p.overwrite_cache;
-  if (p.skip_fixtures && !q.since.empty()) q.fixtures.clear();
-  return q;
-}
-
 }  // namespace commcare::meta

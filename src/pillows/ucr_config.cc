@@ -4,8 +4,36 @@
 #include <set>
 
 #include "pillows/ucr_internal.h"
+#include "util/hash.h"
 
 namespace commcare::pillows::ucr {
+namespace internal {
+
+std::string Quote(const std::string& id) {
+  std::string q = "\"";
+  for (char ch : id) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return q + "\"";
+}
+
+}  // namespace internal
+
+// "ucr_<domain>_<table_id>_<hash>": the readable parts cut to fit PostgreSQL's 63-character
+// names, the hash (of both, unaltered) keeping the name one data source's alone: without it
+// (doma-pat, list) and (doma, pat_list) shared a table, and so each other's rows.
+std::string DataSource::TableName() const {
+  auto part = [](std::string_view s, size_t n) {
+    std::string out(s.substr(0, n));
+    for (char& ch : out)
+      if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+    return out;
+  };
+  std::string key = domain;
+  key.push_back('\0');
+  key += table_id;
+  return "ucr_" + part(domain, 20) + "_" + part(table_id, 20) + "_" +
+         util::Sha256Hex(key).substr(0, 12);
+}
+
 namespace internal {
 
 // ---- the compiler ----

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "commcare/pillows.h"
+#include "server/request_parse.h"
 #include "server/responses.h"
 #include "util/hash.h"
 #include "util/time.h"
@@ -25,15 +26,6 @@ using util::XmlEscape;
 namespace json = boost::json;
 using http::Request;
 using http::Response;
-
-// "/a/{domain}/{rest}" -> (domain, rest); false if the path is not under /a/.
-bool SplitDomainPath(const std::string& path, std::string* domain, std::string* rest) {
-  if (path.rfind("/a/", 0) != 0) return false;
-  auto slash = path.find('/', 3);
-  *domain = path.substr(3, slash == std::string::npos ? std::string::npos : slash - 3);
-  *rest = slash == std::string::npos ? "" : path.substr(slash + 1);
-  return !domain->empty();
-}
 
 // The tail of a route's path without its leading slash ("/{id}" -> "{id}").
 std::string NoSlash(const std::string& tail) {
@@ -187,18 +179,6 @@ const std::vector<App::RouteSpec>& App::Routes() {
     return v;
   }();
   return routes;
-}
-
-bool App::RouteSpec::Matches(const std::string& p) const {
-  switch (match) {
-    case kExact:
-      return p == path || (path != "/" && p == path + "/");
-    case kSegment:
-      return p == path || p.starts_with(path + "/");
-    case kPrefix:
-      return p.starts_with(path);
-  }
-  return false;
 }
 
 Response App::Route(const Request& r, std::string* route) {

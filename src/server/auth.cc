@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "server/app.h"
+#include "server/request_parse.h"
 #include "server/responses.h"
 #include "util/hash.h"
 #include "util/secret.h"
@@ -22,50 +23,6 @@ namespace {
 
 using http::Request;
 using http::Response;
-
-std::string Base64Decode(std::string_view in) {
-  std::string out(3 * ((in.size() + 3) / 4), '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()),
-                          static_cast<int>(in.size()));
-  if (n < 0) return {};
-  size_t pad = 0;
-  if (!in.empty() && in.back() == '=') ++pad;
-  if (in.size() > 1 && in[in.size() - 2] == '=') ++pad;
-  out.resize(static_cast<size_t>(n) - pad);
-  return out;
-}
-
-// key=value, key="quoted value", ... as in a Digest Authorization header.
-std::map<std::string, std::string> ParseAuthParams(std::string_view s) {
-  std::map<std::string, std::string> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    while (i < s.size() && (s[i] == ' ' || s[i] == ',')) ++i;
-    size_t eq = s.find('=', i);
-    if (eq == std::string_view::npos) break;
-    std::string key(s.substr(i, eq - i));
-    while (!key.empty() && key.back() == ' ') key.pop_back();
-    for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    i = eq + 1;
-    std::string value;
-    if (i < s.size() && s[i] == '"') {
-      ++i;
-      while (i < s.size() && s[i] != '"') {
-        if (s[i] == '\\' && i + 1 < s.size()) ++i;
-        value.push_back(s[i++]);
-      }
-      ++i;
-    } else {
-      size_t end = s.find(',', i);
-      value = std::string(s.substr(i, end == std::string_view::npos ? end : end - i));
-      while (!value.empty() && value.back() == ' ') value.pop_back();
-      i = end == std::string_view::npos ? s.size() : end;
-    }
-    out[key] = value;
-  }
-  return out;
-}
 
 std::string RandomHex(size_t bytes) {
   std::vector<unsigned char> raw(bytes);
@@ -281,34 +238,12 @@ Result<meta::User> App::CheckCredentials(const Request& r) {
   const std::string* auth = r.Header("authorization");
   if (!auth && !SessionCookie(r).empty()) return SessionUser(r);
   if (!auth) return Status::Unauthenticated("authentication required (Digest, Basic or ApiKey)");
-  std::string_view a = *auth;
-  auto space = a.find(' ');
-  std::string scheme(a.substr(0, space));
-  for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  std::string_view cred = space == std::string_view::npos ? "" : a.substr(space + 1);
-  while (!cred.empty() && cred.front() == ' ') cred.remove_prefix(1);
-  // The credential is read once: the username it claims, and its secret part.
-  std::string claimed, secret;
-  std::map<std::string, std::string> digest;
-  Status malformed =
-      Status::Unauthenticated(fmt::format("unsupported authorization scheme '{}'", scheme));
-  if (scheme == "basic" || scheme == "apikey") {
-    std::string text = scheme == "basic" ? Base64Decode(cred) : std::string(cred);
-    auto colon = text.find(':');
-    claimed = text.substr(0, colon);
-    if (colon != std::string::npos) {
-      secret = text.substr(colon + 1);
-      malformed = Status::Ok();
-    } else {
-      malformed = Status::Unauthenticated(scheme == "basic"
-                                              ? "malformed Basic credentials"
-                                              : "ApiKey credentials must be 'ApiKey user:key'");
-    }
-  } else if (scheme == "digest") {
-    digest = ParseAuthParams(cred);
-    if (auto u = digest.find("username"); u != digest.end()) claimed = u->second;
-    malformed = Status::Ok();
-  }
+  Credentials c = ParseAuthorization(*auth);
+  const std::string& scheme = c.scheme;
+  const std::string& claimed = c.claimed;
+  const std::string& secret = c.secret;
+  std::map<std::string, std::string>& digest = c.digest;
+  const Status& malformed = c.malformed;
   // Failed logins of this username or from this address wait before any check (a locked-out
   // guess costs no PBKDF2).
   if (double wait = login_guard_.Wait(claimed, r.remote); wait > 0)

@@ -13,6 +13,7 @@
 #include "commcare/pillows.h"
 #include "server/app.h"
 #include "server/case_query.h"
+#include "server/request_parse.h"
 #include "server/responses.h"
 #include "util/hash.h"
 #include "util/time.h"
@@ -26,118 +27,6 @@ using util::XmlEscape;
 namespace json = boost::json;
 using http::Request;
 using http::Response;
-
-// One case block of a Case API write; `at` names the item in errors ("" or "[3]").
-Result<std::string> CaseBlock(const json::value& v, const std::string& at, bool create,
-                              std::string case_id, const std::string& user_id,
-                              const std::map<std::string, std::string>& temp_ids,
-                              const std::map<std::string, std::string>& ext_ids,
-                              std::string* out_case_id) {
-  if (!v.is_object())
-    return Status::InvalidArgument(fmt::format("{}: must be an object", at.empty() ? "body" : at));
-  const auto& o = v.get_object();
-  auto field = [&](const char* k) { return at.empty() ? std::string(k) : at + "." + k; };
-  auto str = [&](const char* k, std::string* out) -> Status {
-    const json::value* x = o.if_contains(k);
-    if (!x || x->is_null()) return Status::Ok();
-    if (!x->is_string()) return Status::InvalidArgument(field(k) + ": must be a string");
-    *out = std::string(x->get_string());
-    return Status::Ok();
-  };
-  std::string type, name, owner, external;
-  CC_RETURN_IF_ERROR(str("case_type", &type));
-  CC_RETURN_IF_ERROR(str("case_name", &name));
-  CC_RETURN_IF_ERROR(str("owner_id", &owner));
-  CC_RETURN_IF_ERROR(str("external_id", &external));
-  for (const auto& kv : o) {
-    static const std::set<std::string_view> kKnown = {
-        "case_type", "case_name", "owner_id", "external_id", "properties",
-        "indices",   "close",     "create",   "case_id",     "temporary_id"};
-    if (!kKnown.count(kv.key()))
-      return Status::InvalidArgument(
-          fmt::format("{}: unknown field", field(std::string(kv.key()).c_str())));
-  }
-  if (create) {
-    if (type.empty()) return Status::InvalidArgument(field("case_type") + ": is required");
-    if (name.empty()) return Status::InvalidArgument(field("case_name") + ": is required");
-    if (owner.empty()) owner = user_id;
-  }
-  *out_case_id = case_id;
-  std::string xml = fmt::format(
-      R"(<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="{}" date_modified="{}" user_id="{}">)",
-      XmlEscape(case_id), util::FormatIsoTime(util::NowMicros()), XmlEscape(user_id));
-  if (create)
-    xml += fmt::format(
-        "<create><case_type>{}</case_type><case_name>{}</case_name><owner_id>{}</owner_id></"
-        "create>",
-        XmlEscape(type), XmlEscape(name), XmlEscape(owner));
-  std::string update;
-  if (!create) {
-    if (!type.empty()) update += "<case_type>" + XmlEscape(type) + "</case_type>";
-    if (!name.empty()) update += "<case_name>" + XmlEscape(name) + "</case_name>";
-    if (!owner.empty()) update += "<owner_id>" + XmlEscape(owner) + "</owner_id>";
-  }
-  if (!external.empty()) update += "<external_id>" + XmlEscape(external) + "</external_id>";
-  if (const json::value* props = o.if_contains("properties")) {
-    if (!props->is_object())
-      return Status::InvalidArgument(field("properties") + ": must be an object");
-    for (const auto& kv : props->get_object()) {
-      std::string k(kv.key());
-      std::string pf = field("properties") + "." + k;
-      if (!util::IsCasePropertyName(k))
-        return Status::InvalidArgument(pf + ": not a valid property name");
-      if (!kv.value().is_string()) return Status::InvalidArgument(pf + ": must be a string");
-      update += fmt::format("<{0}>{1}</{0}>", k, XmlEscape(kv.value().get_string()));
-    }
-  }
-  if (!update.empty()) xml += "<update>" + update + "</update>";
-  if (const json::value* idx = o.if_contains("indices")) {
-    if (!idx->is_object()) return Status::InvalidArgument(field("indices") + ": must be an object");
-    std::string index;
-    for (const auto& kv : idx->get_object()) {
-      std::string k(kv.key());
-      std::string pf = field("indices") + "." + k;
-      if (!util::IsCasePropertyName(k))
-        return Status::InvalidArgument(pf + ": not a valid index name");
-      if (!kv.value().is_object()) return Status::InvalidArgument(pf + ": must be an object");
-      const auto& io = kv.value().get_object();
-      auto get = [&](const char* f) {
-        const json::value* x = io.if_contains(f);
-        return x && x->is_string() ? std::string(x->get_string()) : std::string();
-      };
-      std::string target = get("case_id");
-      if ((!target.empty()) + (!get("temporary_id").empty()) + (!get("external_id").empty()) > 1)
-        return Status::InvalidArgument(
-            pf + ": Indices must specify case_id, external_id, or temporary ID, and only one");
-      if (!get("external_id").empty()) {  // HQ's CaseIDLookerUpper.get_by_external_id
-        auto t = ext_ids.find(get("external_id"));
-        if (t == ext_ids.end())
-          return Status::InvalidArgument(
-              fmt::format("{}.external_id: Could not find a case with external_id '{}'", pf,
-                          get("external_id")));
-        target = t->second;
-      }
-      if (target.empty() && !get("temporary_id").empty()) {
-        auto t = temp_ids.find(get("temporary_id"));
-        if (t == temp_ids.end())
-          return Status::InvalidArgument(pf + ".temporary_id: no case in this request has it");
-        target = t->second;
-      }
-      std::string rel = get("relationship").empty() ? "child" : get("relationship");
-      if (rel != "child" && rel != "extension")
-        return Status::InvalidArgument(pf + ".relationship: must be child or extension");
-      if (get("case_type").empty()) return Status::InvalidArgument(pf + ".case_type: is required");
-      index += fmt::format(R"(<{0} case_type="{1}" relationship="{2}">{3}</{0}>)", k,
-                           XmlEscape(get("case_type")), rel, XmlEscape(target));
-    }
-    if (!index.empty()) xml += "<index>" + index + "</index>";
-  }
-  if (const json::value* c = o.if_contains("close")) {
-    if (!c->is_bool()) return Status::InvalidArgument(field("close") + ": must be true or false");
-    if (c->get_bool()) xml += "<close/>";
-  }
-  return xml + "</case>";
-}
 
 // The most cases one bulk fetch may name, case ids and external ids together (HQ's
 // get_bulk.py: MAX_PAGE_SIZE).
@@ -411,8 +300,8 @@ Response App::CaseWrite(const Request& r, const std::string& domain, const std::
   std::string blocks;
   for (size_t i = 0; i < items.size(); ++i) {
     std::string cid;
-    auto b = CaseBlock(*items[i], bulk ? fmt::format("[{}]", i) : "", plan[i].first, plan[i].second,
-                       user.user_id, temp_ids, ext_ids, &cid);
+    auto b = CaseApiBlock(*items[i], bulk ? fmt::format("[{}]", i) : "", plan[i].first,
+                          plan[i].second, user.user_id, temp_ids, ext_ids, &cid);
     if (!b.ok()) return Error(400, b.status().message());
     blocks += *b;
   }
@@ -443,85 +332,6 @@ Response App::CaseWrite(const Request& r, const std::string& domain, const std::
     out["case"] = cases.empty() ? json::value() : cases[0];
   return Json(200, out);
 }
-
-namespace {
-
-// HQ's _to_boolean (get_list.py): "" and dimagi's FALSE_STRINGS are false, anything else true.
-bool ToBoolean(std::string v) {
-  for (auto& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  static const std::set<std::string> kFalse = {"", "false", "f", "no", "n", "off", "0", "none"};
-  return !kFalse.count(v);
-}
-
-bool IsRange(const std::string& k) {
-  auto dot = k.rfind('.');
-  if (dot == std::string::npos) return false;
-  const std::string op = k.substr(dot + 1);
-  return op == "gt" || op == "gte" || op == "lt" || op == "lte";
-}
-
-// The list's query from the request's parameters: a repeated parameter ORs its values (HQ's
-// _get_query); a single value uses the index-friendly field of CaseSearchQuery.
-Result<CaseSearchQuery> ListQuery(const Request& r, const std::string& domain) {
-  CaseSearchQuery q;
-  q.domain = domain;
-  q.count = true;
-  std::map<std::string, std::vector<std::string>> params;
-  for (const auto& [k, v] : r.query) params[k].push_back(v);
-  for (const auto& [k, vals] : params) {
-    const std::string& v = vals.back();
-    if (k == "q") {  // full text over name and property values (libcommcare's extension)
-      q.text = v;
-    } else if (k == "limit") {
-      char* end = nullptr;
-      long n = std::strtol(v.c_str(), &end, 10);
-      if (!*v.c_str() || *end || n < 1 || n > 5000)
-        return Status::InvalidArgument(
-            fmt::format("'{}' is not a valid value for 'limit' (1..5000)", v));
-      q.limit = static_cast<size_t>(n);
-    } else if (k == "cursor") {
-      q.cursor = v;
-    } else if (k == "query") {  // HQ's XPath, the subset of case_query.h
-      for (const auto& x : vals) CC_RETURN_IF_ERROR(AddXPathQuery(x, &q));
-    } else if (k == "include_deprecated") {
-      // HQ leaves out cases of deprecated case types unless this is true; no case type is
-      // deprecated here (there is no data dictionary), so every value answers the same.
-    } else if (k == "closed") {
-      if (vals.size() == 1 || std::all_of(vals.begin(), vals.end(), [&](const std::string& x) {
-            return ToBoolean(x) == ToBoolean(v);
-          }))
-        q.closed = ToBoolean(v);
-      // open or closed: every case
-    } else if (IsRange(k)) {
-      const auto dot = k.rfind('.');
-      std::string field = k.substr(0, dot);
-      if (field.rfind("properties.", 0) == 0) field = field.substr(11);
-      for (const auto& x : vals) q.ranges.push_back({field, k.substr(dot + 1), x});
-    } else if (k == "case_type" || k == "owner_id" || k == "case_name" || k == "external_id" ||
-               (k.rfind("properties.", 0) == 0 && k.size() > 11) ||
-               (k.rfind("indices.", 0) == 0 && k.size() > 8)) {
-      if (vals.size() == 1 && !v.empty() && k.rfind("indices.", 0) != 0) {
-        if (k == "case_type")
-          q.case_type = v;
-        else if (k == "owner_id")
-          q.owner_id = v;
-        else if (k == "case_name")
-          q.case_name = v;
-        else if (k == "external_id")
-          q.external_id = v;
-        else
-          q.equals.emplace_back(k.substr(11), v);
-      } else {
-        q.any_of.emplace_back(k, vals);
-      }
-    } else {
-      return Status::InvalidArgument(fmt::format("'{}' is not a valid parameter.", k));
-    }
-  }
-  return q;
-}
-
-}  // namespace
 
 // GET .../case/v2/ (a list), /{id}, /{id},{id} (bulk), ext/{external_id}/; POST a case or a
 // list; POST bulk-fetch/; PUT /{id}, ext/{external_id}/ (HQ's corehq/apps/hqcase/views.py).
@@ -576,7 +386,7 @@ Response App::CaseApi(const Request& r, const std::string& domain, const std::st
     if (!out.ok()) return Error(StatusFor(out.status()), out.status().message());
     return Json(200, *out);
   }
-  auto q = ListQuery(r, domain);
+  auto q = CaseListQuery(r, domain);
   if (!q.ok()) return Error(400, q.status().message());
   auto page = SearchCases(pillows_dir_, *q);
   if (!page.ok()) return Error(StatusFor(page.status()), page.status().message());

@@ -7,6 +7,7 @@
 #include "commcare/sync.h"
 #include "meta/restore_params.h"
 #include "server/app.h"
+#include "server/request_parse.h"
 #include "server/responses.h"
 
 namespace commcare::server {
@@ -69,26 +70,11 @@ Response App::RestoreApi(const Request& r, const std::string& domain, const std:
       return PlainUnauthorized(fmt::format("Invalid restore as user {}", v));
     target = *t;
   }
-  const std::string state = r.Param("state");
-  // "ccsh:" is the empty footprint's hash (what a phone without cases sends).
-  if (!state.empty() &&
-      ((state.size() != 37 && state.size() != 5) || state.rfind("ccsh:", 0) != 0 ||
-       state.find_first_not_of("0123456789abcdef", 5) != std::string::npos))
-    return OtaXml(412, RestoreErrorPayload(fmt::format(
-                           "state '{}' is not a case state hash (ccsh:[32 hex])", state)));
-  meta::RestoreParams p;
+  auto parsed = RestoreParamsFromRequest(r, app_id);
+  if (!parsed.ok()) return OtaXml(412, RestoreErrorPayload(parsed.status().message()));
+  meta::RestoreParams p = std::move(*parsed);
   p.username = target.username;
   p.hide_password = target.username != user->username;
-  p.since = r.Param("since");
-  p.version = r.Param("version", "2.0");
-  p.state = state;
-  p.items = r.Param("items") == "true";
-  p.device_id = r.Param("device_id");
-  p.app_id = app_id;
-  if (const auto* host = r.Header("host"))  // where the phone fetches case attachments
-    p.url_base = fmt::format("{}://{}", r.tls ? "https" : "http", *host);
-  p.overwrite_cache = r.Param("overwrite_cache") == "true";
-  p.skip_fixtures = r.Param("skip_fixtures") == "true";
   if (tasks_ && OpenRosaAtLeast2(r))
     if (auto d = meta_->GetDomain(domain); d.ok() && d->async_restore)
       return AsyncRestore(domain, target, p);

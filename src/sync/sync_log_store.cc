@@ -28,22 +28,38 @@ CREATE TABLE IF NOT EXISTS restore_invalidations(user_key TEXT PRIMARY KEY, at B
 // The PostgreSQL advisory lock a prune holds (writes of single logs need none).
 constexpr int64_t kPruneLock = 7234618150;
 
+// Ids one a line. An id may hold a newline (a case id sent as case_id="a&#10;b" in a form's XML),
+// so a newline in an id is stored as a backslash and 'n', a backslash as two; a backslash before
+// anything else is read as itself, which keeps logs stored before the escaping readable.
 std::string Join(const std::vector<std::string>& v) {
   std::string out;
-  for (const auto& s : v) {
-    if (!out.empty()) out.push_back('\n');
-    out += s;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) out.push_back('\n');
+    for (char c : v[i]) {
+      if (c == '\n') {
+        out += "\\n";
+      } else if (c == '\\') {
+        out += "\\\\";
+      } else {
+        out.push_back(c);
+      }
+    }
   }
   return out;
 }
 
 std::vector<std::string> Split(std::string_view s) {
   std::vector<std::string> out;
-  while (!s.empty()) {
-    size_t nl = s.find('\n');
-    out.emplace_back(s.substr(0, nl));
-    if (nl == std::string_view::npos) break;
-    s.remove_prefix(nl + 1);
+  if (s.empty()) return out;
+  out.emplace_back();
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\n') {
+      out.emplace_back();
+    } else if (s[i] == '\\' && i + 1 < s.size() && (s[i + 1] == 'n' || s[i + 1] == '\\')) {
+      out.back().push_back(s[++i] == 'n' ? '\n' : '\\');
+    } else {
+      out.back().push_back(s[i]);
+    }
   }
   return out;
 }
