@@ -79,7 +79,7 @@ struct StoreLease {
   std::optional<util::ReadPool::Lease> sqlite;
   std::optional<util::SqlDbLease> pg;
   std::string pg_table;  // PostgreSQL: the schema-qualified table a store without it lacks ...
-  std::string absent;    // ... and the NotFound message then
+  std::string absent;    // ... and the Unavailable message then
   // Runs a statement built at run time (`?` parameters); NotFound when the store has no
   // tables yet.
   Result<util::SqlRows> Query(const char* what, const std::string& sql,

@@ -82,9 +82,9 @@ Result<StoreLease> OpenStore(const std::string& where, std::string_view pillow,
     // Whether the table exists is asked only when a statement fails (not on every read).
     out.pg_table = fmt::format("\"{}\".{}", schema, table);
     out.absent = fmt::format(
-        "no {} database in PostgreSQL schema {} (run `commcare pillows run` "
-        "to build it)",
-        pillow, schema);
+        "the {} pillow has not built its tables yet (run the server with its pillows, or "
+        "`commcare pillows run`)",
+        pillow);
     out.pg.emplace(std::move(lease));
     return out;
   }
@@ -108,7 +108,8 @@ Result<util::SqlRows> StoreLease::Query(const char* what, const std::string& sql
     if (out.ok() || out.status().code() == StatusCode::kUnavailable) return out;
     auto known =
         (*pg)->Run("opening a pillow database", "SELECT CAST(to_regclass(?) AS TEXT)", {pg_table});
-    if (known.ok() && (known->empty() || known->Str(0, 0).empty())) return Status::NotFound(absent);
+    if (known.ok() && (known->empty() || known->Str(0, 0).empty()))
+      return Status::Unavailable(absent);
     return out;
   }
   Conn& db = **sqlite;
