@@ -9,6 +9,8 @@
 #include <initializer_list>
 #include <sstream>
 
+#include "util/durable_file.h"
+
 namespace commcare {
 namespace {
 
@@ -251,18 +253,10 @@ std::string Deployment::ToJson() const {
 }
 
 Status Deployment::Save(const std::string& data_dir) const {
-  namespace fs = std::filesystem;
-  const std::string tmp = data_dir + "/" + kFileName + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << ToJson() << "\n";
-    out.flush();
-    if (!out) return Status::Unavailable("cannot write " + tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, data_dir + "/" + kFileName, ec);
-  if (ec) return Status::Unavailable(fmt::format("cannot write {}: {}", kFileName, ec.message()));
-  return Status::Ok();
+  // Durably: a power cut after a `commcare init` (or a first `serve`) that acknowledged forms
+  // must not leave the directory without its commcare.json, or with an empty one (found by the
+  // power-cut simulation, tests/campaigns/powercut.py).
+  return util::WriteFileDurably(data_dir + "/" + kFileName, ToJson() + "\n");
 }
 
 std::string Deployment::StoreAt(const std::string& data_dir, std::string_view section,

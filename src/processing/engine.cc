@@ -21,6 +21,7 @@
 #include "processing/engine_impl.h"
 #include "storage/backends.h"
 #include "util/codec.h"
+#include "util/durable_file.h"
 #include "util/hash.h"
 #include "util/time.h"
 #include "util/xml.h"
@@ -374,9 +375,15 @@ Status Engine::Create(const std::string& data_dir, const Deployment& d) {
                                 : storage::OpenPostgresPrimaryStore(d.primary[i]);
     if (!db.ok()) return db.status();
   }
+  // The names just created are made durable before commcare.json says the directory is set
+  // up (a power cut must not leave a commcare.json whose databases' names were lost).
+  for (const char* sub : {"/db", "/blobs"})
+    CC_RETURN_IF_ERROR(util::SyncDirectory(data_dir + sub));
   // Last: a directory with a commcare.json is ready for any process to open, and one whose
-  // databases could not be created is not left half set up.
-  return d.Save(data_dir);
+  // databases could not be created is not left half set up. Save syncs data_dir; its own name
+  // lives in its parent.
+  CC_RETURN_IF_ERROR(d.Save(data_dir));
+  return util::SyncDirectory(util::ParentDirectory(data_dir));
 }
 
 Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {

@@ -21,6 +21,7 @@
 
 #include "commcare/storage/change_log.h"
 #include "storage/change_log_internal.h"
+#include "util/durable_file.h"
 #include "util/time.h"
 
 namespace commcare::storage {
@@ -89,6 +90,15 @@ class RocksDbChangeLog final : public ChangeLog {
       s = rocksdb::DB::Open(o, path_, &db);
     }
     CC_RETURN_IF_ERROR(FromRocks(s, fmt::format("opening the change log {}", path_)));
+    // RocksDB syncs the files and names inside its directory, not the directory's own name,
+    // which a writer may just have created: without this a power cut could drop the whole log
+    // (found by tests/campaigns/powercut.py).
+    if (!opts_.read_only) {
+      if (Status ds = util::SyncDirectory(util::ParentDirectory(path_)); !ds.ok()) {
+        delete db;
+        return ds;
+      }
+    }
     db_.reset(db);
     std::lock_guard l(mu_);
     return LoadLocked();

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "storage/sqlite/sqlite_store_impl.h"
+#include "util/durable_file.h"
 
 namespace commcare::storage::sqlite_internal {
 namespace {
@@ -108,6 +109,9 @@ Status SqlitePrimaryStore::Init() {
       if (log_fd_ < 0)
         return Status::Unavailable(
             fmt::format("cannot open {}: {}", log_path_, std::strerror(errno)));
+      // The log's name (and the database's, which SQLite does not sync) must be durable before
+      // any acknowledged group lives only in the log.
+      CC_RETURN_IF_ERROR(util::SyncDirectory(util::ParentDirectory(log_path_)));
       CC_RETURN_IF_ERROR(ReplayLog());
       CC_RETURN_IF_ERROR(PreallocateLog());
       sealer_ = std::thread([this] { SealLoop(); });
