@@ -75,6 +75,19 @@ export function field(label, attrs) {
   return h('div', { class: 'field' }, h('label', { for: id }, label), h('input', { id, ...attrs }));
 }
 
+// A form of filters with its submit button: on submit, go(the non-empty fields as a query).
+export function queryForm(attrs, fields, button, go) {
+  const form = h('form', { class: 'filters', ...attrs }, fields,
+    h('button', { type: 'submit' }, button));
+  form.addEventListener('submit', ev => {
+    ev.preventDefault();
+    const q = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
+    go(q);
+  });
+  return form;
+}
+
 export function select(label, name, options, value) {
   const id = `f-${name}`;
   return h('div', { class: 'field' }, h('label', { for: id }, label),

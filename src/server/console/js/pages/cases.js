@@ -1,26 +1,18 @@
 // Cases: search through the Case API (the case-search index), cursor paging.
 import { api, dpath } from '../api.js';
-import { h, table, pager, fmtTime, field, select, errorBox } from '../ui.js';
+import { h, table, pager, fmtTime, field, select, errorBox, queryForm } from '../ui.js';
 
 const kLimit = 25;
 const kFilters = ['q', 'case_type', 'owner_id', 'closed'];
 
 function searchForm(ctx, go) {
   const p = ctx.params;
-  const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Search cases' },
+  return queryForm({ role: 'search', 'aria-label': 'Search cases' }, [
     field('Text', { name: 'q', type: 'search', value: p.get('q') || '' }),
     field('Case type', { name: 'case_type', value: p.get('case_type') || '' }),
     field('Owner ID', { name: 'owner_id', value: p.get('owner_id') || '' }),
     select('Status', 'closed', [['', 'Open and closed'], ['false', 'Open'], ['true', 'Closed']],
-      p.get('closed') || ''),
-    h('button', { type: 'submit' }, 'Search'));
-  form.addEventListener('submit', ev => {
-    ev.preventDefault();
-    const q = new URLSearchParams();
-    for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
-    go(q);
-  });
-  return form;
+      p.get('closed') || '')], 'Search', go);
 }
 
 export async function render(main, ctx) {

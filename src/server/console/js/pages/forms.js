@@ -1,6 +1,6 @@
 // Submissions: the Form API's list with filters and server paging, refreshed while open.
 import { api, dpath, formRow } from '../api.js';
-import { h, table, pager, fmtTime, field, errorBox } from '../ui.js';
+import { h, table, pager, fmtTime, field, errorBox, queryForm } from '../ui.js';
 
 const kLimit = 25;
 const kFilters = ['xmlns', 'user_id', 'received_on_start', 'received_on_end', 'include_archived'];
@@ -19,7 +19,7 @@ function columns(domain) {
 
 function filterForm(ctx, go) {
   const p = ctx.params;
-  const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter submissions' },
+  return queryForm({ role: 'search', 'aria-label': 'Filter submissions' }, [
     field('Form xmlns', { name: 'xmlns', value: p.get('xmlns') || '' }),
     field('User ID', { name: 'user_id', value: p.get('user_id') || '' }),
     field('Received from', { name: 'received_on_start', type: 'date',
@@ -29,15 +29,7 @@ function filterForm(ctx, go) {
     h('div', { class: 'field check' },
       h('input', { type: 'checkbox', id: 'f-archived', name: 'include_archived', value: 'true',
         checked: p.get('include_archived') === 'true' }),
-      h('label', { for: 'f-archived' }, 'Include archived')),
-    h('button', { type: 'submit' }, 'Filter'));
-  form.addEventListener('submit', ev => {
-    ev.preventDefault();
-    const q = new URLSearchParams();
-    for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
-    go(q);
-  });
-  return form;
+      h('label', { for: 'f-archived' }, 'Include archived'))], 'Filter', go);
 }
 
 export async function render(main, ctx) {

@@ -2,7 +2,7 @@
 // attempts and each attempt's answer, resent one at a time or all failed at once. Records are
 // paged by the server (25 a page, `before` the last id); refreshed every 3 seconds.
 import { api, dpath } from '../api.js';
-import { h, table, pager, fmtTime, select, announce, errorBox, confirmDialog } from '../ui.js';
+import { h, table, pager, fmtTime, select, announce, errorBox, confirmDialog, queryForm } from '../ui.js';
 
 const kLimit = 25;
 const kStates = ['pending', 'failed', 'succeeded', 'cancelled', 'empty', 'invalid_payload'];
@@ -74,18 +74,10 @@ function recordTable(domain, names, list, refresh) {
 
 function filters(ctx, forwarders, go) {
   const p = ctx.params;
-  const form = h('form', { class: 'filters', 'aria-label': 'Filter records' },
+  return queryForm({ 'aria-label': 'Filter records' }, [
     select('State', 'state', [['', 'Any state'], ...kStates.map(s => [s, s])], p.get('state') || ''),
     select('Forwarder', 'forwarder', [['', 'Any forwarder'], ...forwarders.map(f => [f.id, f.name])],
-      p.get('forwarder') || ''),
-    h('button', { type: 'submit' }, 'Filter'));
-  form.addEventListener('submit', ev => {
-    ev.preventDefault();
-    const q = new URLSearchParams();
-    for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
-    go(q);
-  });
-  return form;
+      p.get('forwarder') || '')], 'Filter', go);
 }
 
 export async function render(main, ctx) {

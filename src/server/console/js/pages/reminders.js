@@ -2,7 +2,7 @@
 // "Check now", and the message log: every message an alert queued, to whom, for which case,
 // and what became of it. The log is paged by the server (25 a page); refreshed every 3 seconds.
 import { api, dpath } from '../api.js';
-import { h, table, pager, fmtTime, field, select, announce, errorBox, confirmDialog } from '../ui.js';
+import { h, table, pager, fmtTime, field, select, announce, errorBox, confirmDialog, queryForm } from '../ui.js';
 
 const kLimit = 25;
 const kOutcomes = ['queued', 'succeeded', 'retrying', 'dead', 'skipped'];
@@ -58,18 +58,10 @@ function messageTable(base, list) {
 
 function filters(ctx, alerts, go) {
   const p = ctx.params;
-  const form = h('form', { class: 'filters', 'aria-label': 'Filter messages' },
+  return queryForm({ 'aria-label': 'Filter messages' }, [
     select('Alert', 'alert', [['', 'Any alert'], ...alerts.map(a => [a.name, a.name])], p.get('alert') || ''),
     select('Outcome', 'outcome', [['', 'Any outcome'], ...kOutcomes.map(o => [o, o])], p.get('outcome') || ''),
-    field('Case ID', { name: 'case_id', value: p.get('case_id') || '' }),
-    h('button', { type: 'submit' }, 'Filter'));
-  form.addEventListener('submit', ev => {
-    ev.preventDefault();
-    const q = new URLSearchParams();
-    for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
-    go(q);
-  });
-  return form;
+    field('Case ID', { name: 'case_id', value: p.get('case_id') || '' })], 'Filter', go);
 }
 
 export async function render(main, ctx) {
