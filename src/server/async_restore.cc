@@ -65,6 +65,8 @@ Response App::AsyncRestore(const std::string& domain, const meta::User& target,
                            const meta::RestoreParams& params) {
   const std::string key =
       fmt::format("{}\n{}\n{}\n{}", domain, target.user_id, params.since, params.device_id);
+  // One restore task per key across servers and restarts (the queue's unique key).
+  const std::string unique_key = "restore:" + util::Md5Hex(key);
   int64_t id = 0;
   {
     std::lock_guard l(async_mu_);
@@ -82,7 +84,7 @@ Response App::AsyncRestore(const std::string& domain, const meta::User& target,
     // Not known to this process (a restart, or another server took the first request): a
     // finished task of this key whose payload is still unserved is served now, as HQ's
     // AsyncRestoreTaskIdCache (in Redis) outlives a web worker. Otherwise a new task starts.
-    if (auto done = FinishedAsyncRestore(tasks_, domain, "restore:" + util::Md5Hex(key)))
+    if (auto done = FinishedAsyncRestore(tasks_, domain, unique_key))
       return AsyncPayload(key, target.username, *done);
   }
   if (id == 0) {
@@ -91,8 +93,7 @@ Response App::AsyncRestore(const std::string& domain, const meta::User& target,
     spec.domain = domain;
     spec.payload = params.ToJson();
     spec.max_attempts = 3;
-    // One restore task per key across servers and restarts (the queue's unique key).
-    spec.unique_key = "restore:" + util::Md5Hex(key);
+    spec.unique_key = unique_key;
     auto e = tasks_->Enqueue(spec);
     if (!e.ok())
       return OtaXml(

@@ -341,9 +341,7 @@ Response App::CaseApi(const Request& r, const std::string& domain, const std::st
   Response deny;
   auto user = Admit(r, domain, meta::kAccessApi, &deny);
   if (!user) return deny;
-  std::string ids = rest;
-  while (!ids.empty() && ids.front() == '/') ids.erase(0, 1);
-  while (!ids.empty() && ids.back() == '/') ids.pop_back();
+  std::string ids = TrimSlashes(rest);
   std::string external_id;
   if (ids.rfind("ext/", 0) == 0) {
     external_id = ids.substr(4);

@@ -9,6 +9,7 @@
 #include "commcare/log.h"
 #include "commcare/pillows.h"
 #include "server/app.h"
+#include "server/request_parse.h"
 #include "server/responses.h"
 #include "util/time.h"
 
@@ -97,9 +98,7 @@ Response App::FormApi(const Request& r, const std::string& domain, const std::st
   Response deny;
   auto user = Admit(r, domain, meta::kAccessApi, &deny);
   if (!user) return deny;
-  std::string id = rest;
-  while (!id.empty() && id.front() == '/') id.erase(0, 1);
-  while (!id.empty() && id.back() == '/') id.pop_back();
+  std::string id = TrimSlashes(rest);
   if (!id.empty()) {
     bool xml = false;
     if (id.size() > 4 && id.substr(id.size() - 4) == "/xml") {

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "server/app.h"
+#include "server/request_parse.h"
 #include "server/responses.h"
 
 namespace commcare::server {
@@ -118,9 +119,7 @@ Response App::LookupApi(const Request& r, const std::string& domain, const std::
   Response deny;
   auto user = Admit(r, domain, meta::kAccessApi, &deny);
   if (!user) return deny;
-  std::string id = rest;
-  while (!id.empty() && id.front() == '/') id.erase(0, 1);
-  while (!id.empty() && id.back() == '/') id.pop_back();
+  std::string id = TrimSlashes(rest);
   if (id.find('/') != std::string::npos)
     return Error(404, fmt::format("no {} resource at {}", resource, r.path));
   const std::string base = fmt::format("/a/{}/api/v0.5/{}/", domain, resource);

@@ -20,6 +20,12 @@ namespace json = boost::json;
 using http::Request;
 using util::XmlEscape;
 
+std::string TrimSlashes(std::string_view rest) {
+  while (!rest.empty() && rest.front() == '/') rest.remove_prefix(1);
+  while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+  return std::string(rest);
+}
+
 bool SplitDomainPath(const std::string& path, std::string* domain, std::string* rest) {
   if (path.rfind("/a/", 0) != 0) return false;
   auto slash = path.find('/', 3);

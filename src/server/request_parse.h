@@ -16,6 +16,9 @@
 
 namespace commcare::server {
 
+// A route's rest without its leading and trailing slashes ("/abc/" -> "abc").
+std::string TrimSlashes(std::string_view rest);
+
 // "/a/{domain}/{rest}" -> (domain, rest); false if the path is not under /a/ or names no domain.
 bool SplitDomainPath(const std::string& path, std::string* domain, std::string* rest);
 
