@@ -377,8 +377,7 @@ Status Engine::Create(const std::string& data_dir, const Deployment& d) {
   }
   // The names just created are made durable before commcare.json says the directory is set
   // up (a power cut must not leave a commcare.json whose databases' names were lost).
-  for (const char* sub : {"/db", "/blobs"})
-    CC_RETURN_IF_ERROR(util::SyncDirectory(data_dir + sub));
+  for (const char* sub : {"/db", "/blobs"}) CC_RETURN_IF_ERROR(util::SyncDirectory(data_dir + sub));
   // Last: a directory with a commcare.json is ready for any process to open, and one whose
   // databases could not be created is not left half set up. Save syncs data_dir; its own name
   // lives in its parent.

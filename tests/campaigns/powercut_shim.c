@@ -35,9 +35,22 @@
 #include <unistd.h>
 
 enum {
-  OP_OPEN = 1, OP_WRITE = 2, OP_TRUNC = 3, OP_PUNCH = 4, OP_SYNC_BEGIN = 5, OP_SYNC_END = 6,
-  OP_RENAME = 7, OP_UNLINK = 8, OP_MKDIR = 9, OP_RMDIR = 10, OP_LINK = 11, OP_CLOSE = 12,
-  OP_MARK = 13, OP_MMAP = 14, OP_EXTEND = 15, OP_DUP = 16
+  OP_OPEN = 1,
+  OP_WRITE = 2,
+  OP_TRUNC = 3,
+  OP_PUNCH = 4,
+  OP_SYNC_BEGIN = 5,
+  OP_SYNC_END = 6,
+  OP_RENAME = 7,
+  OP_UNLINK = 8,
+  OP_MKDIR = 9,
+  OP_RMDIR = 10,
+  OP_LINK = 11,
+  OP_CLOSE = 12,
+  OP_MARK = 13,
+  OP_MMAP = 14,
+  OP_EXTEND = 15,
+  OP_DUP = 16
 };
 #define FLAG_ZERO 1
 
@@ -61,8 +74,8 @@ static size_t root_len;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static int64_t sync_token;
 
-#define REAL(ret, name, ...)                                   \
-  static ret (*real_##name)(__VA_ARGS__);                      \
+#define REAL(ret, name, ...)              \
+  static ret (*real_##name)(__VA_ARGS__); \
   if (!real_##name) real_##name = dlsym(RTLD_NEXT, #name);
 
 __attribute__((constructor)) static void init(void) {
@@ -79,8 +92,16 @@ __attribute__((constructor)) static void init(void) {
 static void emit(int op, int flags, int fd, int64_t a, int64_t b, const char* path,
                  const void* data, size_t dlen) {
   if (jfd < 0) return;
-  struct rec h = {0x43435043u, (uint8_t)op, (uint8_t)flags, 0, (int32_t)getpid(), fd, a, b,
-                  path ? (uint32_t)strlen(path) : 0, (uint32_t)dlen};
+  struct rec h = {0x43435043u,
+                  (uint8_t)op,
+                  (uint8_t)flags,
+                  0,
+                  (int32_t)getpid(),
+                  fd,
+                  a,
+                  b,
+                  path ? (uint32_t)strlen(path) : 0,
+                  (uint32_t)dlen};
   size_t total = sizeof h + h.plen + dlen;
   char stackbuf[4096];
   char* buf = total <= sizeof stackbuf ? stackbuf : malloc(total);
@@ -158,16 +179,16 @@ static int existed_at(int dirfd, const char* path) {
   return fstatat(dirfd, path, &st, 0) == 0;
 }
 
-#define OPEN_BODY(realname, dirfd, ...)                                   \
-  mode_t mode = 0;                                                        \
-  if (flags & (O_CREAT | O_TMPFILE)) {                                    \
-    va_list ap;                                                           \
-    va_start(ap, flags);                                                  \
-    mode = va_arg(ap, mode_t);                                            \
-    va_end(ap);                                                           \
-  }                                                                       \
+#define OPEN_BODY(realname, dirfd, ...)                                      \
+  mode_t mode = 0;                                                           \
+  if (flags & (O_CREAT | O_TMPFILE)) {                                       \
+    va_list ap;                                                              \
+    va_start(ap, flags);                                                     \
+    mode = va_arg(ap, mode_t);                                               \
+    va_end(ap);                                                              \
+  }                                                                          \
   int existed = jfd >= 0 && (flags & O_CREAT) ? existed_at(dirfd, path) : 1; \
-  int fd = real_##realname(__VA_ARGS__, flags, mode);                    \
+  int fd = real_##realname(__VA_ARGS__, flags, mode);                        \
   return after_open(dirfd, path, flags, fd, existed);
 
 int open(const char* path, int flags, ...) {
@@ -187,7 +208,9 @@ int openat64(int dirfd, const char* path, int flags, ...) {
   OPEN_BODY(openat64, dirfd, dirfd, path)
 }
 int creat(const char* path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
-int creat64(const char* path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
+int creat64(const char* path, mode_t mode) {
+  return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+}
 
 static FILE* after_fopen(const char* path, const char* m, FILE* f, int existed) {
   if (!f) return f;
@@ -274,7 +297,8 @@ ssize_t write(int fd, const void* buf, size_t n) {
 // (`commcare submit` prints each answer with std::endl once the form is durable).
 int fflush(FILE* f) {
   REAL(int, fflush, FILE*);
-  if (mark_stdout && jfd >= 0 && (f == stdout || f == NULL) && stdout->_IO_write_ptr > stdout->_IO_write_base)
+  if (mark_stdout && jfd >= 0 && (f == stdout || f == NULL) &&
+      stdout->_IO_write_ptr > stdout->_IO_write_base)
     emit(OP_MARK, 0, 1, 0, 0, NULL, stdout->_IO_write_base,
          (size_t)(stdout->_IO_write_ptr - stdout->_IO_write_base));
   return real_fflush(f);
@@ -286,21 +310,21 @@ ssize_t writev(int fd, const struct iovec* iov, int cnt) {
   if (r > 0 && is_tracked(fd)) emit_iov(fd, lseek(fd, 0, SEEK_CUR) - r, iov, cnt, r);
   return r;
 }
-#define PWRITE(name, offt)                                                       \
-  ssize_t name(int fd, const void* buf, size_t n, offt off) {                   \
-    REAL(ssize_t, name, int, const void*, size_t, offt);                        \
-    ssize_t r = real_##name(fd, buf, n, off);                                   \
-    if (r > 0 && is_tracked(fd)) emit_write(fd, (int64_t)off, buf, (size_t)r);  \
-    return r;                                                                   \
+#define PWRITE(name, offt)                                                     \
+  ssize_t name(int fd, const void* buf, size_t n, offt off) {                  \
+    REAL(ssize_t, name, int, const void*, size_t, offt);                       \
+    ssize_t r = real_##name(fd, buf, n, off);                                  \
+    if (r > 0 && is_tracked(fd)) emit_write(fd, (int64_t)off, buf, (size_t)r); \
+    return r;                                                                  \
   }
 PWRITE(pwrite, off_t)
 PWRITE(pwrite64, off64_t)
-#define PWRITEV(name, offt)                                                      \
-  ssize_t name(int fd, const struct iovec* iov, int cnt, offt off) {            \
-    REAL(ssize_t, name, int, const struct iovec*, int, offt);                   \
-    ssize_t r = real_##name(fd, iov, cnt, off);                                 \
-    if (r > 0 && is_tracked(fd)) emit_iov(fd, (int64_t)off, iov, cnt, r);       \
-    return r;                                                                   \
+#define PWRITEV(name, offt)                                               \
+  ssize_t name(int fd, const struct iovec* iov, int cnt, offt off) {      \
+    REAL(ssize_t, name, int, const struct iovec*, int, offt);             \
+    ssize_t r = real_##name(fd, iov, cnt, off);                           \
+    if (r > 0 && is_tracked(fd)) emit_iov(fd, (int64_t)off, iov, cnt, r); \
+    return r;                                                             \
   }
 PWRITEV(pwritev, off_t)
 PWRITEV(pwritev64, off64_t)
@@ -312,27 +336,27 @@ ssize_t pwritev2(int fd, const struct iovec* iov, int cnt, off_t off, int flags)
   return r;
 }
 
-#define FTRUNC(name, offt)                                                   \
-  int name(int fd, offt len) {                                              \
-    REAL(int, name, int, offt);                                             \
-    int r = real_##name(fd, len);                                           \
+#define FTRUNC(name, offt)                                                      \
+  int name(int fd, offt len) {                                                  \
+    REAL(int, name, int, offt);                                                 \
+    int r = real_##name(fd, len);                                               \
     if (r == 0 && is_tracked(fd)) emit(OP_TRUNC, 0, fd, len, 0, NULL, NULL, 0); \
-    return r;                                                               \
+    return r;                                                                   \
   }
 FTRUNC(ftruncate, off_t)
 FTRUNC(ftruncate64, off64_t)
 
-#define FALLOC(name, offt)                                                           \
-  int name(int fd, int mode, offt off, offt len) {                                  \
-    REAL(int, name, int, int, offt, offt);                                          \
-    int r = real_##name(fd, mode, off, len);                                        \
-    if (r == 0 && is_tracked(fd)) {                                                 \
-      if (mode & FALLOC_FL_PUNCH_HOLE)                                               \
-        emit(OP_PUNCH, 0, fd, off, len, NULL, NULL, 0);                             \
-      else if (!(mode & FALLOC_FL_KEEP_SIZE))                                        \
-        emit(OP_EXTEND, 0, fd, off, len, NULL, NULL, 0);                            \
-    }                                                                               \
-    return r;                                                                       \
+#define FALLOC(name, offt)                               \
+  int name(int fd, int mode, offt off, offt len) {       \
+    REAL(int, name, int, int, offt, offt);               \
+    int r = real_##name(fd, mode, off, len);             \
+    if (r == 0 && is_tracked(fd)) {                      \
+      if (mode & FALLOC_FL_PUNCH_HOLE)                   \
+        emit(OP_PUNCH, 0, fd, off, len, NULL, NULL, 0);  \
+      else if (!(mode & FALLOC_FL_KEEP_SIZE))            \
+        emit(OP_EXTEND, 0, fd, off, len, NULL, NULL, 0); \
+    }                                                    \
+    return r;                                            \
   }
 FALLOC(fallocate, off_t)
 FALLOC(fallocate64, off64_t)
@@ -365,7 +389,9 @@ int sync_file_range(int fd, off64_t off, off64_t n, unsigned int flags) {
   return r;
 }
 
-static void emit2(int op, const char* a, const char* b) { emit(op, 0, -1, 0, 0, a, b, b ? strlen(b) : 0); }
+static void emit2(int op, const char* a, const char* b) {
+  emit(op, 0, -1, 0, 0, a, b, b ? strlen(b) : 0);
+}
 
 int rename(const char* from, const char* to) {
   REAL(int, rename, const char*, const char*);

@@ -276,29 +276,32 @@ static void test_users_and_restore(void) {
   CHECK(json && strstr(json, "\"async_restore\":true") &&
         strstr(json, "\"case_attachments_in_restore\":true"));
   cc_free(json);
-  OK(cc_engine_update_domain(&json, e, "{\"name\": \"slow\", \"_rev\": 1, "
-                                       "\"async_restore\": false}"));
+  OK(cc_engine_update_domain(&json, e,
+                             "{\"name\": \"slow\", \"_rev\": 1, "
+                             "\"async_restore\": false}"));
   CHECK(json && strstr(json, "\"async_restore\":false") &&
         strstr(json, "\"case_attachments_in_restore\":true") && strstr(json, "\"_rev\":2"));
   cc_free(json);
   OK(cc_engine_get_domain(&json, e, "slow"));
   CHECK(json && strstr(json, "\"async_restore\":false") && strstr(json, "\"_rev\":2"));
   cc_free(json);
-  FAILS(cc_engine_update_domain(NULL, e, "{\"name\": \"slow\", \"_rev\": 1, "
-                                         "\"async_restore\": true}"),
+  FAILS(cc_engine_update_domain(NULL, e,
+                                "{\"name\": \"slow\", \"_rev\": 1, "
+                                "\"async_restore\": true}"),
         CC_EABORTED, "revision");
   FAILS(cc_engine_update_domain(NULL, e, "{\"name\": \"slow\", \"async_restore\": true}"),
         CC_EINVALID, "_rev");
-  FAILS(cc_engine_update_domain(NULL, e, "{\"name\": \"slow\", \"_rev\": 2, "
-                                         "\"async_restore\": \"yes\"}"),
+  FAILS(cc_engine_update_domain(NULL, e,
+                                "{\"name\": \"slow\", \"_rev\": 2, "
+                                "\"async_restore\": \"yes\"}"),
         CC_EINVALID, "async_restore");
   FAILS(cc_engine_update_domain(NULL, e, "{\"name\": \"slow\", \"_rev\": 2, \"colour\": 1}"),
         CC_EINVALID, "colour");
   FAILS(cc_engine_update_domain(NULL, e, "{\"name\": \"nowhere\", \"_rev\": 1}"), CC_ENOTFOUND,
         "nowhere");
   FAILS(cc_engine_get_domain(&json, e, "nowhere"), CC_ENOTFOUND, "nowhere");
-  FAILS(cc_engine_create_domain(NULL, e, "{\"name\": \"d2\", \"async_restore\": 1}"),
-        CC_EINVALID, "async_restore");
+  FAILS(cc_engine_create_domain(NULL, e, "{\"name\": \"d2\", \"async_restore\": 1}"), CC_EINVALID,
+        "async_restore");
 
   OK(cc_engine_put_user(&json, e, "{\"username\": \"nurse\", \"domains\": [\"demo\"]}", "pw12"));
   CHECK(json && strstr(json, "\"user_id\":\""));
