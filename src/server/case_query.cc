@@ -100,10 +100,15 @@ class Parser {
   }
   Result<std::unique_ptr<Node>> Primary() {
     if (t_[i_].kind == Token::kOpen) {
+      // Each '(' is two frames of recursion; a bound keeps a hostile query off the stack's end.
+      if (++depth_ > kMaxDepth)
+        return Status::InvalidArgument(
+            fmt::format("query: parentheses nest deeper than {}", kMaxDepth));
       ++i_;
       CC_ASSIGN_OR_RETURN(auto n, Either(Node::kOr));
       if (t_[i_].kind != Token::kClose) return Unsupported("an unclosed '('");
       ++i_;
+      --depth_;
       return n;
     }
     if (t_[i_].kind != Token::kName) return Unsupported(fmt::format("'{}' there", t_[i_].text));
@@ -119,8 +124,10 @@ class Parser {
     return n;
   }
 
+  static constexpr int kMaxDepth = 32;
   std::vector<Token> t_;
   size_t i_ = 0;
+  int depth_ = 0;
 };
 
 // The any_of field of a name.

@@ -158,7 +158,8 @@ class ApiFidelityTest(unittest.TestCase):
         self.assertEqual(qx("name = 'Rosa' or name = 'Joao'"), {"fid-gran", "fid-dad"})
         for bad, named in [("village != 'x'", "'!='"), ("selected(village)", "selected()"),
                            ("selected(village, 'north')", "','"),
-                           ("village = 'a' or name = 'b'", "'or'"), ("village = 'x", "not closed")]:
+                           ("village = 'a' or name = 'b'", "'or'"), ("village = 'x", "not closed"),
+                           ("(" * 40 + "village = 'x'" + ")" * 40, "deeper than 32")]:
             s, _, body = self.request("GET", "/a/demo/api/case/v2/?query=" + urllib.parse.quote(bad))
             self.assertEqual(s, 400, bad)
             self.assertIn(named, json.loads(body)["error"], bad)
