@@ -10,12 +10,15 @@
 //  * single: forms/s with one submitter (one durable commit per form) beside the disk's raw
 //            SQLite commit rate (one-row durable transactions) measured in the same run
 //  * RSS after every 100k forms
+//  * parse: single-thread CPU per form of the bench's own form generation, a bare Expat
+//    parse (the floor's) and the engine's ParseForm (--skip-parse to leave out)
 #include <commcare/engine.h>
 #include <expat.h>
 #include <fmt/format.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -28,6 +31,7 @@
 
 #include "bench_host.h"
 #include "bench_util.h"
+#include "xform/parser.h"
 
 namespace {
 
@@ -42,6 +46,7 @@ struct Args {
   std::string dir;
   bool skip_floor = false;
   bool skip_single = false;
+  bool skip_parse = false;
 };
 
 std::string g_primary;  // --primary: commcare.json's primary (PostgreSQL)
@@ -168,6 +173,30 @@ double RunFloor(const std::string& dir, long n, long ncases) {
   return s;
 }
 
+// Microseconds per form, one thread, of: making the form text; that plus a bare Expat parse;
+// that plus the engine's ParseForm.
+void RunParse(long n, long ncases) {
+  auto time_us = [&](auto&& each) {
+    auto t0 = Clock::now();
+    for (long i = 0; i < n; ++i) each(MakeForm(i, ncases));
+    return Seconds(t0, Clock::now()) * 1e6 / n;
+  };
+  const double make = time_us([](const std::string&) {});
+  const double expat = time_us([](const std::string& xml) {
+    XML_Parser p = XML_ParserCreateNS(nullptr, '\x01');
+    XML_Parse(p, xml.data(), static_cast<int>(xml.size()), XML_TRUE);
+    XML_ParserFree(p);
+  });
+  const double parse = time_us([](const std::string& xml) {
+    commcare::xform::ParsedForm pf;
+    (void)commcare::xform::ParseForm(xml, commcare::xform::ParseLimits{}, &pf);
+  });
+  fmt::print(
+      "parse, one thread, per form: Expat alone {:.1f} us, ParseForm {:.1f} us "
+      "(making the form text, {:.1f} us, left out)\n",
+      expat - make, parse - make, make);
+}
+
 // One-row durable SQLite transactions: the disk's raw commit rate.
 double RawCommitRate(const std::string& dir, int n) {
   std::filesystem::create_directories(dir);
@@ -217,6 +246,8 @@ int main(int argc, char** argv) {
       a.skip_floor = true;
     else if (k == "--skip-single")
       a.skip_single = true;
+    else if (k == "--skip-parse")
+      a.skip_parse = true;
     else if (k == "--primary")
       g_primary = next();
     else {
@@ -263,6 +294,7 @@ int main(int argc, char** argv) {
     fmt::print("single submitter: {:.0f} forms/s; raw SQLite durable commits: {:.0f}/s\n",
                a.single_forms / ssecs, raw);
   }
+  if (!a.skip_parse) RunParse(std::min(a.forms, 20000L), ncases);
   std::filesystem::remove_all(a.dir);
   return failures.load() == 0 ? 0 : 1;
 }

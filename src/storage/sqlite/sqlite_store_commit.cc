@@ -115,11 +115,7 @@ Status SqlitePrimaryStore::SyncLog() {
 Status SqlitePrimaryStore::ApplyGroup(std::span<WriteBatch* const> batches,
                                       std::vector<Status>* results, int64_t lsn) {
   results->assign(batches.size(), Status::Ok());
-  if (!txn_open_) {
-    CC_RETURN_IF_ERROR(writer_.Exec("BEGIN IMMEDIATE"));
-    txn_open_ = true;
-    txn_started_ = std::chrono::steady_clock::now();
-  }
+  CC_RETURN_IF_ERROR(BeginLocked());
   for (size_t i = 0; i < batches.size(); ++i) {
     // A batch's only expected failure is a rev check, made before it writes anything, so no
     // savepoint is needed (savepoints journal every page they touch). Any other failure
@@ -150,6 +146,16 @@ Status SqlitePrimaryStore::ApplyGroup(std::span<WriteBatch* const> batches,
     }
   }
   if (lsn == 0 || std::chrono::steady_clock::now() - txn_started_ >= kSeal) return SealLocked();
+  return Status::Ok();
+}
+
+Status SqlitePrimaryStore::BeginLocked() {
+  if (txn_open_) return Status::Ok();
+  CC_RETURN_IF_ERROR(writer_.Exec("BEGIN IMMEDIATE"));
+  txn_open_ = true;
+  txn_started_ = std::chrono::steady_clock::now();
+  // Only an opening wakes the sealer (it then sleeps until this transaction is due): a wake-up
+  // per group cost a context switch and a turn on the write lock for every commit.
   seal_cv_.notify_one();
   return Status::Ok();
 }
@@ -194,7 +200,10 @@ void SqlitePrimaryStore::CheckpointLoop() {
 void SqlitePrimaryStore::SealLoop() {
   std::unique_lock<std::recursive_mutex> lock(write_mu_);
   while (!stop_sealer_) {
-    seal_cv_.wait_for(lock, kSeal);
+    if (txn_open_)
+      seal_cv_.wait_until(lock, txn_started_ + kSeal);
+    else
+      seal_cv_.wait(lock);
     if (txn_open_ && std::chrono::steady_clock::now() - txn_started_ >= kSeal) (void)SealLocked();
   }
 }

@@ -61,6 +61,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
 
   // Commits the open SQLite transaction, if any, once the log holds all of it durably.
   Status SealLocked();
+  // Opens the writer's transaction if none is open (and wakes the sealer to time it).
+  Status BeginLocked();
 
   // Copies sealed WAL frames into the database from a second connection, beside the writer
   // (SQLite's PASSIVE checkpoint blocks no one), so the log checkpoint that must hold the

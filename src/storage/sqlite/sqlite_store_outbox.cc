@@ -12,11 +12,7 @@ using util::Col;
 
 Status SqlitePrimaryStore::SpillStagedBlobs() {
   if (staged_.empty()) return Status::Ok();
-  if (!txn_open_) {
-    CC_RETURN_IF_ERROR(writer_.Exec("BEGIN IMMEDIATE"));
-    txn_open_ = true;
-    txn_started_ = std::chrono::steady_clock::now();
-  }
+  CC_RETURN_IF_ERROR(BeginLocked());
   for (const auto& [seq, sb] : staged_) {
     sqlite3_stmt* s =
         writer_.Prep("INSERT OR REPLACE INTO blob_journal(seq, key, data) VALUES(?,?,?)");
