@@ -1,11 +1,12 @@
 // UCR expressions over lists and the later additions to HQ's factory: coalesce,
 // concatenate_strings, filter_items, map_items, reduce_items, sort_items, flatten, add_hours,
-// utcnow, indexed_case (HQ's macro over related_doc) and get_case_forms; the door to evaluator
-// and jsonpath.
+// utcnow, indexed_case (HQ's macro over related_doc), get_case_forms and get_subcases; the door
+// to evaluator and jsonpath.
 #include <fmt/format.h>
 
 #include <algorithm>
 
+#include "commcare/storage/primary_store.h"
 #include "pillows/ucr_internal.h"
 #include "util/time.h"
 
@@ -177,6 +178,36 @@ struct UtcNow : Expr {
   }
 };
 
+// specs.py SubcasesExpressionSpec (get_subcases): the case documents of every case with an
+// index (child or extension) to the case, as CommCareCase.objects.get_reverse_indexed_cases
+// reads them: deleted cases left out, closed ones kept. An index lives in its own case's
+// database, so every database is asked; each case once, by case id within a database.
+struct Subcases : Expr {
+  std::unique_ptr<Expr> case_id;
+  Result<json::value> Eval(const json::value& item, EvalContext& ctx) const override {
+    CC_ASSIGN_OR_RETURN(json::value idv, case_id->Eval(item, ctx));
+    json::array out;
+    if (!idv.is_string() || idv.get_string().empty() || !ctx.engine) return json::value(out);
+    const std::string id(idv.get_string());
+    std::vector<std::string> seen;
+    for (int d = 0; d < ctx.engine->NumDatabases(); ++d) {
+      CC_ASSIGN_OR_RETURN(auto edges,
+                          ctx.engine->Database(d)->IndicesPointingAt(std::span(&id, 1)));
+      for (const auto& e : edges) {
+        if (std::find(seen.begin(), seen.end(), e.case_id) != seen.end()) continue;
+        seen.push_back(e.case_id);
+        auto c = ctx.engine->GetCase(ctx.domain, e.case_id);
+        if (!c.ok()) {
+          if (c.status().IsNotFound()) continue;
+          return c.status();
+        }
+        if (!c->deleted) out.push_back(CaseDocument(*c));
+      }
+    }
+    return json::value(std::move(out));
+  }
+};
+
 // specs.py FormsExpressionSpec (get_case_forms): the form documents of the forms in the case's
 // history, in order, each once; only those whose xmlns is listed when xmlns is given. No case
 // id, or a case that does not exist: no forms.
@@ -322,6 +353,11 @@ Result<std::unique_ptr<Expr>> CompileItemsExpr(const std::string& type, const js
         e->xmlns.emplace_back(v.get_string());
       }
     }
+    return std::unique_ptr<Expr>(std::move(e));
+  }
+  if (type == "get_subcases") {
+    auto e = std::make_unique<Subcases>();
+    CC_ASSIGN_OR_RETURN(e->case_id, SubExpr(o, "case_id_expression", path, c));
     return std::unique_ptr<Expr>(std::move(e));
   }
   if (type == "evaluator") return CompileEvaluator(o, path, c);

@@ -382,6 +382,16 @@ TEST_CASE("PrimaryStore: mobile sync's graph reads") {
     CHECK((*exts)[0].case_id == "ext");
     CHECK((*exts)[0].index.identifier == "host");
     CHECK((*exts)[0].index.referenced_type == "person");
+    // Every relationship, closed cases' too, by the pointing case's id: closed, kid and other
+    // are children of h1, ext is host's extension.
+    auto pointing = s->IndicesPointingAt(hosts);
+    REQUIRE(pointing.ok());
+    std::vector<std::string> pointers;
+    for (const auto& e : *pointing) pointers.push_back(e.case_id + ">" + e.index.referenced_id);
+    CHECK(pointers == std::vector<std::string>{"closed>h1", "ext>host", "kid>h1", "other>h1"});
+    CHECK((*pointing)[1].index.relationship == "extension");
+    std::vector<std::string> nobody = {"kid", "missing"};
+    CHECK(s->IndicesPointingAt(nobody)->empty());
     // The stored documents, in the order asked, absent ids skipped, decoding to the cases.
     std::vector<std::string> docs_of = {"kid", "missing", "ext"};
     std::vector<CaseRecord> decoded;

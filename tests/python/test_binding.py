@@ -303,48 +303,6 @@ class PillowsTest(unittest.TestCase):
             with self.assertRaises(commcare.InvalidArgumentError):
                 p.ucr_load({"domain": "demo"})
 
-    def test_ucr_get_case_forms(self):
-        # specs.py FormsExpressionSpec: the forms of the case's history, those of the listed
-        # xmlns when xmlns is given; none for a case id that names no case.
-        self.engine.submit(case_form("visit0", "c0", "<update><seen>1</seen></update>",
-                                     xmlns="http://example.org/visit"), "demo")
-        forms = lambda xmlns=None: dict(
-            {"type": "get_case_forms",
-             "case_id_expression": {"type": "property_name", "property_name": "_id"}},
-            **({"xmlns": xmlns} if xmlns is not None else {}))
-        count = lambda items: {"type": "reduce_items", "items_expression": items,
-                               "aggregation_fn": "count"}
-        with self.engine.pillows() as p:
-            p.run_until_caught_up()
-            rows = p.ucr_load({
-                "domain": "demo", "table_id": "case_forms", "referenced_doc_type": "CommCareCase",
-                "configured_filter": {"type": "property_match", "property_name": "type",
-                                      "property_value": "patient"},
-                "configured_indicators": [
-                    {"type": "expression", "column_id": "forms", "datatype": "integer",
-                     "expression": count(forms())},
-                    {"type": "expression", "column_id": "visits", "datatype": "integer",
-                     "expression": count(forms(["http://example.org/visit"]))},
-                    {"type": "expression", "column_id": "last_xmlns", "datatype": "string",
-                     "expression": {"type": "nested",
-                                    "argument_expression": {"type": "reduce_items",
-                                                            "items_expression": forms(),
-                                                            "aggregation_fn": "last_item"},
-                                    "value_expression": {"type": "property_name",
-                                                         "property_name": "xmlns"}}}]})
-            self.assertEqual(rows, 6)
-            by_id = {r["doc_id"]: r for r in p.ucr_rows("demo", "case_forms")}
-            self.assertEqual((by_id["c0"]["forms"], by_id["c0"]["visits"]), (2, 1))
-            self.assertEqual(by_id["c0"]["last_xmlns"], "http://example.org/visit")
-            self.assertEqual((by_id["c1"]["forms"], by_id["c1"]["visits"]), (1, 0))
-            with self.assertRaises(commcare.InvalidArgumentError) as cm:
-                p.ucr_load({"domain": "demo", "table_id": "bad",
-                            "referenced_doc_type": "CommCareCase",
-                            "configured_indicators": [
-                                {"type": "expression", "column_id": "n", "datatype": "integer",
-                                 "expression": count(forms("http://example.org/visit"))}]})
-            self.assertIn("xmlns", str(cm.exception))
-
     def test_raising_processor_goes_to_retry_queue(self):
         calls = []
         with self.engine.pillows(builtin=False) as p:

@@ -139,6 +139,10 @@ class PrimaryStore {
   // the extension indices that point at these cases;
   virtual Result<std::vector<CaseIndexEdge>> ExtensionsOf(
       std::span<const std::string> case_ids) = 0;
+  // every index (child or extension) held in this database that points at these cases, ordered
+  // by the pointing case's id (UCR's get_subcases: HQ's get_reverse_indexed_cases);
+  virtual Result<std::vector<CaseIndexEdge>> IndicesPointingAt(
+      std::span<const std::string> case_ids) = 0;
   // the ids of the domain's cases the server changed at or after `since` (µs).
   virtual Result<std::vector<std::string>> CasesModifiedSince(std::string_view domain,
                                                               int64_t since) = 0;

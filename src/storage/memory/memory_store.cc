@@ -138,6 +138,15 @@ class MemoryPrimaryStore final : public PrimaryStore {
           out.push_back({id, ix});
     return out;
   }
+  Result<std::vector<CaseIndexEdge>> IndicesPointingAt(std::span<const std::string> ids) override {
+    std::shared_lock lock(mu_);
+    std::set<std::string_view> wanted(ids.begin(), ids.end());
+    std::vector<CaseIndexEdge> out;
+    for (const auto& [id, c] : t_.cases)  // an ordered map: by the pointing case's id
+      for (const auto& ix : c.indices)
+        if (wanted.count(ix.referenced_id)) out.push_back({id, ix});
+    return out;
+  }
   Result<std::vector<std::string>> CasesModifiedSince(std::string_view domain,
                                                       int64_t since) override {
     std::shared_lock lock(mu_);

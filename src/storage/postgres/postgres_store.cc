@@ -289,6 +289,13 @@ class PostgresStore final : public PrimaryStore {
         "ORDER BY i.n, x.case_id, x.identifier",
         ids);
   }
+  Result<std::vector<CaseIndexEdge>> IndicesPointingAt(std::span<const std::string> ids) override {
+    return Edges(
+        "SELECT x.case_id, x.identifier, x.referenced_id, x.referenced_type, x.relationship "
+        "FROM case_indices x WHERE x.referenced_id = ANY($1::text[]) "
+        "ORDER BY x.case_id, x.identifier",
+        ids);
+  }
   Result<std::vector<std::string>> CasesModifiedSince(std::string_view domain,
                                                       int64_t since) override {
     CC_ASSIGN_OR_RETURN(auto rows, Read("listing modified cases",

@@ -104,6 +104,7 @@ class SqlitePrimaryStore final : public PrimaryStore {
   Result<std::vector<CaseNode>> CaseNodes(std::span<const std::string> ids) override;
   Result<std::vector<CaseIndexEdge>> IndicesOf(std::span<const std::string> ids) override;
   Result<std::vector<CaseIndexEdge>> ExtensionsOf(std::span<const std::string> ids) override;
+  Result<std::vector<CaseIndexEdge>> IndicesPointingAt(std::span<const std::string> ids) override;
   Result<std::vector<std::string>> CasesModifiedSince(std::string_view domain,
                                                       int64_t since) override;
 

@@ -1,4 +1,6 @@
 // The SQLite store's reads (forms, cases, ledgers, mobile sync's) and its read connections.
+#include <algorithm>
+
 #include "storage/sqlite/sqlite_store_impl.h"
 #include "util/codec.h"
 
@@ -211,6 +213,17 @@ Result<std::vector<CaseIndexEdge>> SqlitePrimaryStore::ExtensionsOf(
                "SELECT case_id, identifier, referenced_id, referenced_type, relationship FROM "
                "case_indices INDEXED BY case_indices_ext WHERE referenced_id=? AND "
                "relationship='extension'");
+}
+
+Result<std::vector<CaseIndexEdge>> SqlitePrimaryStore::IndicesPointingAt(
+    std::span<const std::string> ids) {
+  CC_ASSIGN_OR_RETURN(auto edges, Edges(ids,
+                                        "SELECT case_id, identifier, referenced_id, "
+                                        "referenced_type, relationship FROM case_indices INDEXED "
+                                        "BY case_indices_ref WHERE referenced_id=?"));
+  std::stable_sort(edges.begin(), edges.end(),
+                   [](const auto& a, const auto& b) { return a.case_id < b.case_id; });
+  return edges;
 }
 
 Result<std::vector<std::string>> SqlitePrimaryStore::CasesModifiedSince(std::string_view domain,
