@@ -164,6 +164,8 @@ class TaskWorkers {
   virtual ~TaskWorkers() = default;
   // Registers a handler before Start. Types with no handler here are left for other workers.
   virtual void Register(std::string type, TaskHandler handler, TaskTypeOptions options = {}) = 0;
+  // Whether a handler is registered for this type (so this pool claims its tasks).
+  virtual bool Handles(std::string_view type) const = 0;
   virtual Status Start() = 0;
   // Stops claiming, lets running handlers finish (their tasks' leases are released when they
   // do not finish within grace), and joins the threads.

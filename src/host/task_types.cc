@@ -118,14 +118,9 @@ void RegisterTaskTypes(Host* host, TaskWorkers* w) {
   w->Register(
       meta::kAsyncRestoreTask, [host](TaskContext& c) { return RunAsyncRestore(host, c); },
       restore);
-  // Case update rules (docs/rules.md): a scan can take minutes, its lease is renewed meanwhile.
-  w->Register("rule.run", rules::RunRuleHandler(host->engine()));
-  w->Register("rule.case",
-              rules::CaseChangedHandler(host->engine(), [host] { return host->Tasks(); }));
   // Reminders: a scheduled check queues due messages; SMS through an HTTP gateway.
   w->Register("reminder.check", reminders::CheckHandler(host));
   w->Register("sms.send", reminders::SmsSendHandler());
-  RegisterImportTaskTypes(host, w);
   if (auto q = host->Tasks(); q.ok() && !host->PillowStore().empty()) {  // docs/forwarding.md
     TaskTypeOptions deliver;
     deliver.lease = std::chrono::seconds(10);  // a dead worker's records are resent soon
@@ -133,6 +128,15 @@ void RegisterTaskTypes(Host* host, TaskWorkers* w) {
                 forwarding::DeliverHandler(host->engine(), host->PillowStore()), deliver);
     w->Register(forwarding::kSweepTask, forwarding::SweepHandler(host->PillowStore(), *q));
   }
+  // The kinds that submit forms need the writer's engine. A read-only host (a worker beside a
+  // running server) leaves them unclaimed for a writer's workers, rather than claiming them to
+  // fail each attempt with "open read-only" until they are dead letters.
+  if (host->read_only()) return;
+  // Case update rules (docs/rules.md): a scan can take minutes, its lease is renewed meanwhile.
+  w->Register("rule.run", rules::RunRuleHandler(host->engine()));
+  w->Register("rule.case",
+              rules::CaseChangedHandler(host->engine(), [host] { return host->Tasks(); }));
+  RegisterImportTaskTypes(host, w);
 }
 
 }  // namespace commcare::host

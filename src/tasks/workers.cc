@@ -76,6 +76,9 @@ class Pool final : public TaskWorkers {
   void Register(std::string type, TaskHandler fn, TaskTypeOptions options) override {
     handlers_[std::move(type)] = Handler{std::move(fn), options};
   }
+  bool Handles(std::string_view type) const override {
+    return handlers_.count(std::string(type)) > 0;
+  }
 
   Status Start() override {
     if (started_) return Status::FailedPrecondition("the task workers are running already");

@@ -188,6 +188,39 @@ class ImportCliTest(unittest.TestCase):
         self.assertEqual(p.returncode, 64)
         self.assertIn("colour", p.stdout)
 
+    def test_writing_tasks_wait_for_the_writer(self):
+        # `commcare tasks run` beside a server is a reader: it must leave the kinds that submit
+        # forms (rule.run here) queued for a writer rather than fail them into dead letters;
+        # alone, it is the writer and runs them.
+        self.imp(self.write("p.csv", "external_id,name,status\nA1,a,new\nA2,b,new\nA3,c,old\n"),
+                 "--search-field", "external_id", "--create-new")
+        rule = {"name": "flag", "domain": "demo", "case_type": "patient",
+                "criteria": [{"property_name": "status", "match_type": "EQUAL",
+                              "property_value": "new"}],
+                "actions": {"update": [{"name": "flagged", "value": "yes"}]}}
+        cc("rules", "add", "--data", self.data, "--json", json.dumps(rule))
+        [queued] = cc("rules", "run", "--data", self.data, "--domain", "demo", "--name", "flag",
+                      "--later")
+        server = subprocess.Popen([CC, "serve", "--data", self.data, "--listen", "127.0.0.1:0",
+                                   "--task-workers", "0", "--no-pillows"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            self.assertIn("listening", server.stdout.readline())
+            p = subprocess.run([CC, "tasks", "run", "--data", self.data, "--until-idle"],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("rule.run", p.stderr)  # names what it leaves to the server
+            [t] = cc("tasks", "show", "--data", self.data, str(queued["task"]))
+            self.assertEqual((t["state"], t["attempts"]), ("queued", 0))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+        cc("tasks", "run", "--data", self.data, "--until-idle")
+        [t] = cc("tasks", "show", "--data", self.data, str(queued["task"]))
+        self.assertEqual((t["state"], t["attempts"]), ("succeeded", 1))
+        flags = {c["external_id"]: c["properties"].get("flagged") for c in self.cases()}
+        self.assertEqual(flags, {"A1": "yes", "A2": "yes", "A3": None})
+
     def test_import_task_killed_mid_way_applies_each_row_once(self):
         if not os.environ.get("COMMCARE_LIBRARY"):
             self.skipTest("the Python binding is not set up (COMMCARE_LIBRARY)")

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/json.hpp>
 #include <iostream>
@@ -159,6 +160,26 @@ int CmdScheduleDelete(const Args& a) {
   return kOk;
 }
 
+// --until-idle beside a server: idle too when nothing runs and every due task is of a type this
+// pool leaves to others (the kinds that need the writer).
+bool OnlyOthersDue(TaskQueue* q, const TaskWorkers& w, const std::vector<std::string>& queues) {
+  const int64_t now = util::NowMicros();
+  for (TaskState s : {TaskState::kRunning, TaskState::kQueued, TaskState::kRetrying}) {
+    TaskFilter f;
+    f.state = s;
+    f.limit = 1000;
+    auto tasks = q->List(f);
+    if (!tasks.ok()) return false;
+    for (const auto& t : *tasks) {
+      const bool mine =
+          queues.empty() || std::find(queues.begin(), queues.end(), t.spec.queue) != queues.end();
+      const bool due = t.spec.run_at <= now;
+      if (mine && (s == TaskState::kRunning || (due && w.Handles(t.spec.type)))) return false;
+    }
+  }
+  return true;
+}
+
 int CmdRun(const Args& a) {
   TaskWorkersOptions o;
   o.queues = SplitCommas(a.Get("--queues"));
@@ -166,8 +187,14 @@ int CmdRun(const Args& a) {
   if (a.Has("--workers")) ParseInt(a.Get("--workers"), &n);
   o.workers = int(n);
   if (a.Has("--prefetch") && ParseInt(a.Get("--prefetch"), &n)) o.prefetch = int(n);
-  auto host = OpenHost(a, Access::kReader);
+  // The writer when no server holds it, so that every kind runs; beside a server, a reader that
+  // leaves the kinds that submit forms (rules, imports) to the server's workers.
+  auto host = OpenHost(a, Access::kWriterOrReader);
   if (!host.ok()) return FailStatus(host.status());
+  if ((*host)->read_only())
+    std::cerr << "a server holds the writer's lock: rule.run, rule.case, import.cases and "
+                 "import.bulk_edit are left to its workers"
+              << std::endl;
   auto w = (*host)->NewTaskWorkers(o);
   if (!w.ok()) return FailStatus(w.status());
   if (Status s = (*w)->Start(); !s.ok()) return FailStatus(s);
@@ -191,6 +218,7 @@ int CmdRun(const Args& a) {
             (s.running > 0 || s.oldest_due_seconds > 0))
           busy = true;
       if (st.ok() && !busy) break;
+      if (st.ok() && OnlyOthersDue(q, **w, o.queues)) break;
     }
   }
   (*w)->Stop();
