@@ -364,3 +364,32 @@ TEST_CASE("Import: a bad lookup-table workbook names sheet, row and column, and 
             .status()
             .message() == "Invalid file-format. Please upload a valid xlsx file.");
 }
+
+// HQ's download layout of a field with properties (corehq/apps/fixtures/download.py: "field:
+// <name> <n>" and "<name>: <property> <n>"; upload/workbook.py _process_item_field), and an
+// indexed field ("field 1: is_indexed?").
+TEST_CASE("Import: a lookup-table field with properties, one value per numbered column") {
+  const std::string dir = NewDir("lookup-props");
+  auto m = std::move(meta::MetaStore::Open(dir + "/meta.sqlite")).value();
+  meta::Domain d;
+  d.name = "demo";
+  REQUIRE(m->PutDomain(d).ok());
+  const Rows types = {
+      {"table_id", "is_global?", "field 1", "field 1 : property 1", "field 1: is_indexed?"},
+      {"city", "yes", "name", "lang", "yes"}};
+  const Rows city = {{"field: name 1", "name: lang 1", "field: name 2", "name: lang 2"},
+                     {"Lyon", "en", "Lyons", "fr"},
+                     {"Nice", "en", "", ""}};
+  auto r = importer::UploadLookupTables(m.get(), "demo",
+                                        Workbook({{"types", types}, {"city", city}}), false);
+  REQUIRE_MESSAGE(r.ok(), r.status().message());
+  meta::User u;
+  u.user_id = "u1";
+  auto fx = m->LookupFixtures(u, "demo", *m->ReadDirectory("demo"));
+  REQUIRE(fx.ok());
+  CHECK(*fx ==
+        "<schema id=\"item-list:city\"><indices><index>name</index></indices></schema>"
+        "<fixture id=\"item-list:city\" user_id=\"u1\" indexed=\"true\"><city_list>"
+        "<city><name lang=\"en\">Lyon</name><name lang=\"fr\">Lyons</name></city>"
+        "<city><name lang=\"en\">Nice</name></city></city_list></fixture>");
+}
