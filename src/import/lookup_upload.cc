@@ -475,6 +475,10 @@ void PlanRows(const TableDef& t, const meta::Doc* table, const std::vector<RowDe
               LookupUploadResult* res, Problems* p) {
   const std::string table_id = table ? table->id : "";
   std::set<const meta::Doc*> claimed;
+  std::set<std::string> uids;  // a row the sheet names by UID is not matched by its values
+  for (const RowDef& r : rows)
+    if (!r.uid.empty() && !uids.insert(r.uid).second)
+      p->Add(sheet, r.row, "UID", fmt::format("'{}' names two rows of the sheet", r.uid));
   int64_t sort_key = 0;
   for (const RowDef& r : rows) {
     const meta::Doc* match = nullptr;
@@ -487,7 +491,7 @@ void PlanRows(const TableDef& t, const meta::Doc* table, const std::vector<RowDe
       if (it != items_by_id.end()) match = it->second;
     } else if (!r.del) {  // HQ's row_key: a row without a UID is its field values
       for (const meta::Doc* o : old)
-        if (!claimed.count(o) && o->body.if_contains("fields") &&
+        if (!claimed.count(o) && !uids.count(o->id) && o->body.if_contains("fields") &&
             o->body.at("fields") == json::value(r.fields)) {
           match = o;
           break;

@@ -353,6 +353,9 @@ TEST_CASE("Import: a bad lookup-table workbook names sheet, row and column, and 
                       {"Nice", "ghost"}}}})
               .find(fmt::format("sheet 'city', row 3, column '{}': Unknown", owner)) !=
           std::string::npos);
+  CHECK(problems(
+            {{"types", types}, {"city", {{"UID", "field: name"}, {"a1", "Lyon"}, {"a1", "Nice"}}}})
+            .find("sheet 'city', row 3, column 'UID': 'a1' names two rows") != std::string::npos);
   // A good sheet beside a bad one: nothing of either is written.
   const Rows types2 = {types[0], types[1], {"town", "yes", "name"}};
   CHECK(!problems(
