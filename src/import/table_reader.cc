@@ -1,4 +1,4 @@
-// CSV and XLSX readers for the case importer (table_reader.h).
+// CSV and XLSX readers for the case importer and the lookup-table upload (table_reader.h).
 #include "import/table_reader.h"
 
 #include <expat.h>
@@ -262,6 +262,55 @@ int ColumnIndex(const char* ref) {
   return col - 1;
 }
 
+// A sheet of the workbook: its name (xl/workbook.xml) and its zip member (the target of its
+// relationship in xl/_rels/workbook.xml.rels).
+struct SheetRef {
+  std::string name, rel_id, member;
+};
+
+struct WorkbookSheets {
+  std::vector<SheetRef> sheets;
+  void Start(const char* n, const char** a) {
+    if (LocalName(n) != "sheet") return;
+    const char* name = Attr(a, "name");
+    const char* id = Attr(a, "id");  // r:id
+    if (name && id) sheets.push_back({name, id, ""});
+  }
+  void End(const char*) {}
+  void Text(const char*, int) {}
+};
+
+struct Relationships {
+  std::map<std::string, std::string> target_by_id;
+  void Start(const char* n, const char** a) {
+    if (LocalName(n) != "Relationship") return;
+    const char* id = Attr(a, "Id");
+    const char* target = Attr(a, "Target");
+    if (id && target) target_by_id[id] = target;
+  }
+  void End(const char*) {}
+  void Text(const char*, int) {}
+};
+
+// The workbook's sheets in their order, each with its part ("worksheets/sheet2.xml" relative
+// to xl/, or "/xl/worksheets/sheet2.xml" absolute, as the relationship says).
+Result<std::vector<SheetRef>> ListSheets(unzFile z) {
+  CC_ASSIGN_OR_RETURN(std::string wb, ReadMember(z, "xl/workbook.xml", true));
+  WorkbookSheets names;
+  CC_RETURN_IF_ERROR(ParseXml(wb, &names, "xl/workbook.xml"));
+  CC_ASSIGN_OR_RETURN(std::string rels, ReadMember(z, "xl/_rels/workbook.xml.rels", true));
+  Relationships r;
+  CC_RETURN_IF_ERROR(ParseXml(rels, &r, "xl/_rels/workbook.xml.rels"));
+  for (auto& s : names.sheets) {
+    auto t = r.target_by_id.find(s.rel_id);
+    if (t == r.target_by_id.end())
+      return Status::InvalidArgument(
+          fmt::format("the workbook's sheet '{}' has no relationship {}", s.name, s.rel_id));
+    s.member = t->second.starts_with('/') ? t->second.substr(1) : "xl/" + t->second;
+  }
+  return std::move(names.sheets);
+}
+
 class XlsxReader : public TableReader {
  public:
   ~XlsxReader() override {
@@ -272,16 +321,28 @@ class XlsxReader : public TableReader {
     }
   }
 
-  Status Open(const std::string& path) {
+  // Opens the sheet named sheet ("": the first sheet, xl/worksheets/sheet1.xml).
+  Status Open(const std::string& path, const std::string& sheet) {
     zip_ = unzOpen64(path.c_str());
     if (!zip_) return Status::InvalidArgument(path + ": not a zip file (XLSX)");
+    std::string member = "xl/worksheets/sheet1.xml";
+    if (!sheet.empty()) {
+      CC_ASSIGN_OR_RETURN(auto sheets, ListSheets(zip_));
+      auto it = std::find_if(sheets.begin(), sheets.end(),
+                             [&](const SheetRef& s) { return s.name == sheet; });
+      if (it == sheets.end())
+        return Status::NotFound(fmt::format("the workbook has no sheet named '{}'", sheet));
+      member = it->member;
+    }
     CC_ASSIGN_OR_RETURN(std::string ss, ReadMember(zip_, "xl/sharedStrings.xml", false));
     if (!ss.empty()) CC_RETURN_IF_ERROR(ParseXml(ss, &strings_, "xl/sharedStrings.xml"));
     CC_ASSIGN_OR_RETURN(std::string st, ReadMember(zip_, "xl/styles.xml", false));
     if (!st.empty()) CC_RETURN_IF_ERROR(ParseXml(st, &styles_, "xl/styles.xml"));
-    if (unzLocateFile(zip_, "xl/worksheets/sheet1.xml", 0) != UNZ_OK ||
-        unzOpenCurrentFile(zip_) != UNZ_OK)
-      return Status::InvalidArgument(path + ": the workbook has no first sheet");
+    if (unzLocateFile(zip_, member.c_str(), 0) != UNZ_OK || unzOpenCurrentFile(zip_) != UNZ_OK)
+      return Status::InvalidArgument(
+          sheet.empty()
+              ? path + ": the workbook has no first sheet"
+              : fmt::format("{}: the workbook has no part {} for sheet '{}'", path, member, sheet));
     parser_ = XML_ParserCreate("UTF-8");
     XML_SetUserData(parser_, this);
     XML_SetElementHandler(
@@ -392,12 +453,32 @@ Result<std::unique_ptr<TableReader>> OpenTable(const std::string& path) {
   in.read(magic, 4);
   if (in.gcount() == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4) {
     auto x = std::make_unique<XlsxReader>();
-    CC_RETURN_IF_ERROR(x->Open(path));
+    CC_RETURN_IF_ERROR(x->Open(path, ""));
     return std::unique_ptr<TableReader>(std::move(x));
   }
   in.clear();
   in.seekg(0);
   return std::unique_ptr<TableReader>(std::make_unique<CsvReader>(std::move(in), CountLines(path)));
+}
+
+Result<std::vector<std::string>> SheetNames(const std::string& path) {
+  if (!std::ifstream(path)) return Status::NotFound(fmt::format("{}: no such file", path));
+  unzFile z = unzOpen64(path.c_str());
+  if (!z) return Status::InvalidArgument(path + ": not an XLSX workbook (not a zip file)");
+  auto sheets = ListSheets(z);
+  unzClose(z);
+  if (!sheets.ok()) return sheets.status();
+  std::vector<std::string> out;
+  for (const auto& s : *sheets) out.push_back(s.name);
+  return out;
+}
+
+Result<std::unique_ptr<TableReader>> OpenSheet(const std::string& path, const std::string& sheet) {
+  if (!std::ifstream(path)) return Status::NotFound(fmt::format("{}: no such file", path));
+  if (sheet.empty()) return Status::InvalidArgument("name the sheet to read");
+  auto x = std::make_unique<XlsxReader>();
+  CC_RETURN_IF_ERROR(x->Open(path, sheet));
+  return std::unique_ptr<TableReader>(std::move(x));
 }
 
 }  // namespace commcare::importer

@@ -149,6 +149,8 @@ class App {
   // (lookup_api.cc).
   http::Response LookupApi(const http::Request& r, const std::string& domain,
                            const std::string& resource, const std::string& rest);
+  // HQ's lookup-table Excel upload, POST fixtures/fixapi/ (lookup_api.cc).
+  http::Response LookupUploadApi(const http::Request& r, const std::string& domain);
   // The web console (console.cc): its assets at / and /console/, and /console/api/ (login,
   // logout, session, pillows[/...]); nullopt when the path is not the console's.
   std::optional<http::Response> Console(const http::Request& r, std::string* route);

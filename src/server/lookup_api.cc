@@ -1,17 +1,23 @@
 // HQ's v0.5 lookup-table resources, read-only (corehq/apps/fixtures/resources/v0_1.py:
 // FixtureResource, LookupTableResource, LookupTableItemResource): /a/{domain}/api/v0.5/fixture/,
 // lookup_table/ and lookup_table_item/, over the lookup_table and lookup_item documents that
-// /api/lookup_tables/ and /api/lookup_items/ write (meta_lookup.cc).
+// /api/lookup_tables/ and /api/lookup_items/ write (meta_lookup.cc); and HQ's Excel upload of
+// lookup tables, POST /a/{domain}/fixtures/fixapi/ (corehq/apps/fixtures/views.py
+// upload_fixture_api), through importer::UploadLookupTables.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <boost/json.hpp>
 #include <cstdint>
+#include <cstdio>
 #include <map>
 
+#include "import/lookup_upload.h"
 #include "server/app.h"
 #include "server/request_parse.h"
 #include "server/responses.h"
+#include "xform/parser.h"
 
 namespace commcare::server {
 namespace {
@@ -187,6 +193,77 @@ Response App::LookupApi(const Request& r, const std::string& domain, const std::
     return out.empty() ? Error(404, fmt::format("Lookup table item {} not found", id))
                        : Json(200, out[0]);
   return Json(200, List(std::move(out)));
+}
+
+namespace {
+
+// HQ's UploadFixtureAPIResponse: {"message", "code"}, code 200 (success) or 405 (fail); the
+// HTTP status here is the request's (HQ answers every one 200).
+Response FixApi(int status, const std::string& message, json::object extra = {}) {
+  extra["message"] = message;
+  extra["code"] = status == 200 ? 200 : 405;
+  return Json(status, extra);
+}
+
+}  // namespace
+
+// POST /a/{domain}/fixtures/fixapi/, multipart: file-to-upload (the XLSX workbook) and replace
+// (true or false); async=true is refused (the upload is always answered when done). The
+// permission is the lookup-table write routes' (/api/lookup_tables/: manage_users).
+Response App::LookupUploadApi(const Request& r, const std::string& domain) {
+  if (r.method != "POST") return Error(405, "POST the workbook as multipart/form-data");
+  Response deny;
+  auto user = Admit(r, domain, meta::kManageUsers, &deny);
+  if (!user) return deny;
+  const auto* ct = r.Header("content-type");
+  const std::string boundary = xform::MultipartBoundary(ct ? *ct : "");
+  std::vector<xform::MultipartPart> parts;
+  if (!boundary.empty())
+    if (Status s = xform::ParseMultipart(r.body, boundary, &parts); !s.ok())
+      return FixApi(400, s.message());
+  const xform::MultipartPart *file = nullptr, *replace = nullptr;
+  bool async = false;
+  for (const auto& p : parts) {
+    if (p.name == "file-to-upload") file = &p;
+    if (p.name == "replace") replace = &p;
+    if (p.name == "async") async = p.data == "true" || p.data == "True";
+  }
+  const std::string rv = replace ? std::string(replace->data) : "";
+  if (!file || (rv != "true" && rv != "false" && rv != "True" && rv != "False"))
+    return FixApi(400,
+                  "Invalid post request. Submit the form with field 'file-to-upload' and POST "
+                  "parameter 'replace' (true or false)");
+  if (async)
+    return FixApi(400, "async=true is not supported here: the upload is answered when done");
+  char path[] = "/tmp/commcare-fixapi-XXXXXX";
+  const int fd = mkstemp(path);
+  if (fd < 0) return FixApi(500, "cannot make a temp file for the workbook");
+  const bool written =
+      ::write(fd, file->data.data(), file->data.size()) == static_cast<ssize_t>(file->data.size());
+  ::close(fd);
+  std::vector<std::string> problems;
+  auto res =
+      written ? importer::UploadLookupTables(meta_, domain, path, rv[0] == 't' || rv[0] == 'T',
+                                             &problems)
+              : Result<importer::LookupUploadResult>(Status::Internal("cannot write the workbook"));
+  std::remove(path);
+  if (!problems.empty()) {
+    std::string msg = "Please fix the following formatting issues in your Excel file:";
+    json::array errors;
+    for (const auto& p : problems) msg += "\n" + p, errors.push_back(json::value(p));
+    return FixApi(400, msg, {{"errors", std::move(errors)}});
+  }
+  if (!res.ok()) return FixApi(StatusFor(res.status()), std::string(res.status().message()));
+  return FixApi(200, res->Message(),
+                {{"tables", json::object{{"total", res->tables},
+                                         {"created", res->tables_created},
+                                         {"updated", res->tables_updated},
+                                         {"deleted", res->tables_deleted},
+                                         {"unchanged", res->tables_unchanged}}},
+                 {"rows", json::object{{"created", res->rows_created},
+                                       {"updated", res->rows_updated},
+                                       {"deleted", res->rows_deleted},
+                                       {"unchanged", res->rows_unchanged}}}});
 }
 
 }  // namespace commcare::server

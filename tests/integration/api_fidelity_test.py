@@ -14,6 +14,8 @@ import time
 import unittest
 import urllib.parse
 
+from xlsx_helper import xlsx
+
 CC, SAMPLES = sys.argv[1], sys.argv[2]
 del sys.argv[1:3]
 
@@ -330,6 +332,96 @@ class ApiFidelityTest(unittest.TestCase):
         s, out = self.js("POST", "/a/demo/api/v0.5/lookup_table/", {"tag": "x"})
         self.assertEqual(s, 405)
         self.assertIn("/api/lookup_tables/", out["error"])
+
+    # -- lookup tables from Excel (corehq/apps/fixtures/views.py upload_fixture_api,
+    # upload/workbook.py, run_upload.py, failure_messages.py) ----------------------------------
+    def fixapi(self, workbook, replace="false", fields=None):
+        boundary = "lt" + os.urandom(8).hex()
+        parts = dict({"replace": replace} if replace is not None else {}, **(fields or {}))
+        body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n"
+                        f"{v}\r\n".encode() for k, v in parts.items())
+        if workbook is not None:
+            body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file-to-upload\"; "
+                     f"filename=\"t.xlsx\"\r\n\r\n").encode() + workbook + b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+        s, _, out = self.request("POST", "/a/demo/fixtures/fixapi/", body,
+                                 {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        return s, json.loads(out)
+
+    def test_lookup_tables_excel_upload(self):
+        s, nurse = self.js("POST", "/a/demo/api/users/", {"username": "lt-nurse", "password": "pw-lt"})
+        self.assertEqual(s, 201, nurse)
+        s, team = self.js("POST", "/a/demo/api/groups/", {"name": "lt-team", "users": [nurse["user_id"]]})
+        self.assertEqual(s, 201, team)
+        types = [["Delete(Y/N)", "table_id", "is_global?", "field 1", "field 2", "property 1"],
+                 ["N", "lt_district", "yes", "name", "code", ""],
+                 ["N", "lt_cadre", "no", "title", "", "grade"]]
+        district = [["UID", "Delete(Y/N)", "field: name", "field: code"],
+                    ["", "N", "North", "d1"], ["", "N", "South", "d2"]]
+        cadre = [["UID", "Delete(Y/N)", "field: title", "property: grade", "user 1", "group 1"],
+                 ["", "N", "nurse", "3", "LT-Nurse", ""], ["", "N", "doctor", "5", "", "lt-team"],
+                 ["", "N", "clerk", "1", "", ""]]
+        book = lambda d=district, c=cadre, t=types: xlsx({"types": t, "lt_district": d, "lt_cadre": c})
+        s, out = self.fixapi(book())
+        self.assertEqual((s, out["code"]), (200, 200), out)
+        self.assertEqual(out["tables"]["created"], 2, out)
+        self.assertEqual(out["rows"]["created"], 5, out)
+
+        def restore():
+            s, _, body = self.request("GET", "/a/demo/phone/restore/?version=2.0",
+                                      auth=("lt-nurse", "pw-lt"))
+            self.assertEqual(s, 200, body)
+            return body.decode()
+        payload = restore()
+        self.assertIn('<fixture id="item-list:lt_district"', payload)
+        self.assertIn("<lt_district_list><lt_district><name>North</name><code>d1</code></lt_district>"
+                      "<lt_district><name>South</name><code>d2</code></lt_district></lt_district_list>",
+                      payload)
+        # The user's own row and the group's row; the row nobody owns is not sent.
+        self.assertIn('<lt_cadre_list><lt_cadre grade="3"><title>nurse</title></lt_cadre>'
+                      '<lt_cadre grade="5"><title>doctor</title></lt_cadre></lt_cadre_list>', payload)
+        # The same workbook again changes nothing.
+        items = lambda: json.loads(self.request("GET", "/a/demo/api/lookup_items/")[2])["lookup_items"]
+        before = items()
+        s, out = self.fixapi(book())
+        self.assertEqual((s, out["rows"]["unchanged"], out["rows"]["created"]), (200, 5, 0), out)
+        self.assertEqual(items(), before)
+        # replace=true: the row the sheet no longer has is deleted.
+        s, out = self.fixapi(book(d=district[:2]), replace="true")
+        self.assertEqual((s, out["rows"]["deleted"]), (200, 1), out)
+        payload = restore()
+        self.assertIn("<name>North</name>", payload)
+        self.assertNotIn("<name>South</name>", payload)
+        before = items()
+        # Bad input answers 400 naming sheet, row and column, and writes nothing (not even the
+        # good sheet's new row).
+        east = district[:2] + [["", "N", "East", "d3"]]
+        bad = [
+            (book(d=east, c=cadre[:1] + [["", "N", "nurse", "3", "nobody", ""]]),
+             "sheet 'lt_cadre', row 2, column 'user 1': Unknown user: 'nobody'"),
+            (book(c=cadre[:2] + [["", "maybe", "doctor", "5", "", "lt-team"]]),
+             "sheet 'lt_cadre', row 3, column 'Delete(Y/N)'"),
+            (book(d=[district[0] + ["field: colour"]] + district[1:]),
+             "sheet 'lt_district', row 1, column 'field: colour'"),
+            (book(t=types + [["N", "9lives", "no", "x", "", ""]]),
+             "sheet 'types', row 4, column 'table_id'"),
+            (book(c=[["UID", "field: title", "group 1"], ["", "nurse", "no-such-team"]]),
+             "sheet 'lt_cadre', row 1, column 'property: grade'"),
+            (xlsx({"lt_district": district}), "Workbook does not contain a sheet called types"),
+            (b"not a workbook", "Invalid file-format. Please upload a valid xlsx file."),
+        ]
+        for workbook, text in bad:
+            with self.subTest(text=text):
+                s, out = self.fixapi(workbook)
+                self.assertEqual((s, out["code"]), (400, 405), out)
+                self.assertIn(text, out["message"])
+                self.assertEqual(items(), before)
+        s, out = self.fixapi(book(), replace=None)
+        self.assertEqual(s, 400, out)
+        self.assertIn("'replace'", out["message"])
+        s, out = self.fixapi(book(), fields={"async": "true"})
+        self.assertEqual(s, 400, out)
+        self.assertEqual(items(), before)
 
     # -- Form API v0.5 (corehq/apps/api/resources/v0_4.py, corehq/apps/api/es.py) -------------
     def test_form_api_objects_order_and_filters(self):

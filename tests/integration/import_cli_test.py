@@ -3,7 +3,8 @@
 (create, update by case_id and external_id, owner by username, parent_id/parent_external_id,
 blank cells and ---, close), dry runs that report every problem row and write nothing, bad
 headers, idempotent reruns, the import and bulk edit as tasks run by `commcare tasks run`, and a
-worker killed with SIGKILL mid-import (each row's effect exactly once after the rerun)."""
+worker killed with SIGKILL mid-import (each row's effect exactly once after the rerun); and
+`commcare lookup-tables upload` (HQ's fixture upload)."""
 import json
 import os
 import shutil
@@ -13,6 +14,8 @@ import sys
 import tempfile
 import time
 import unittest
+
+from xlsx_helper import xlsx
 
 CC = sys.argv.pop(1)
 
@@ -162,6 +165,29 @@ class ImportCliTest(unittest.TestCase):
         self.assertEqual(len(cases), 250)
         hist = cc("case", "history", "--data", self.data, "--domain", "demo", cases[0]["case_id"])
         self.assertEqual(len(hist), 1)
+
+    def test_lookup_tables_upload(self):
+        # corehq/apps/fixtures/upload/workbook.py and run_upload.py: a types sheet, a sheet per
+        # table; the second upload changes nothing; --replace deletes the row the sheet lacks.
+        types = [["table_id", "is_global?", "field 1"], ["city", "yes", "name"]]
+        path = os.path.join(self.tmp, "tables.xlsx")
+
+        def upload(rows, *extra, expect=0):
+            with open(path, "wb") as f:
+                f.write(xlsx({"types": types, "city": [["field: name", "user 1"]] + rows}))
+            return cc("lookup-tables", "upload", "--data", self.data, "--domain", "demo", path,
+                      *extra, expect=expect)[-1]
+        out = upload([["Lyon", ""], ["Nice", "amina"]])
+        self.assertEqual((out["tables_created"], out["rows_created"]), (1, 2), out)
+        out = upload([["Lyon", ""], ["Nice", "amina"]])
+        self.assertEqual((out["rows_unchanged"], out["rows_created"]), (2, 0), out)
+        out = upload([["Lyon", ""]])
+        self.assertEqual(out["rows_deleted"], 0, out)
+        out = upload([["Lyon", ""]], "--replace")
+        self.assertEqual(out["rows_deleted"], 1, out)
+        out = upload([["Lyon", "nobody"]], expect=1)
+        self.assertEqual(out["problems"],
+                         ["sheet 'city', row 2, column 'user 1': Unknown user: 'nobody'"])
 
     def test_bulk_edit(self):
         path = self.write("b.csv", "external_id,name,status\n"

@@ -95,9 +95,12 @@ ROUTES = {
     ("lookup_v05_lookup_table_item", "/a/{domain}/api/v0.5/lookup_table_item"): [
         ("GET", "api/v0.5/lookup_table_item/", None, {API}),
         ("GET", "api/v0.5/lookup_table_item/itemA/", None, {API})],
+    # HQ's lookup-table Excel upload: the lookup-table write routes' permission.
+    ("lookup_upload", "/a/{domain}/fixtures/fixapi"): [("POST", "fixtures/fixapi/", {}, {MANAGE})],
 }
 # Answers a positive control may give besides 2xx: a route that needs what this server lacks.
-CONTROL_OK = {"api/ucr/no_such_table/": 404, "api/ucr/report/no_such_report/": 404, "api/import/edit/": 400}
+CONTROL_OK = {"api/ucr/no_such_table/": 404, "api/ucr/report/no_such_report/": 404, "api/import/edit/": 400,
+              "fixtures/fixapi/": 400}
 
 
 def print_routes():

@@ -97,7 +97,7 @@ void RegisterReportCommands(Cli* cli);     // reports
 void RegisterExportCommands(Cli* cli);     // export cases|forms
 void RegisterRuleCommands(Cli* cli);       // rules
 void RegisterAlertCommands(Cli* cli);      // alerts (reminders)
-void RegisterImportCommands(Cli* cli);     // import cases|edit
+void RegisterImportCommands(Cli* cli);     // import cases|edit, lookup-tables upload
 void RegisterForwarderCommands(Cli* cli);  // forwarders (data forwarding)
 
 // Helpers (common.cc).

@@ -1,6 +1,7 @@
 // The `commcare` tool's import commands, run in this process: `import cases` (HQ's case importer
 // over a CSV or XLSX file: one JSON line per problem row, then the summary) and `import edit`
-// (a bulk case edit of the cases a Case API filter matches; --preview counts them).
+// (a bulk case edit of the cases a Case API filter matches; --preview counts them); and
+// `lookup-tables upload` (HQ's lookup-table Excel upload, src/import/lookup_upload.h).
 #include <commcare/importer.h>
 #include <fmt/format.h>
 
@@ -9,6 +10,7 @@
 
 #include "CLI/CLI.hpp"
 #include "common.h"
+#include "import/lookup_upload.h"
 
 namespace commcare::cli {
 
@@ -96,6 +98,37 @@ int CmdImportEdit(const Args& a) {
   return kOk;
 }
 
+// The upload's summary as JSON; a bad workbook prints its problems ({"error", "problems"}).
+int CmdLookupUpload(const Args& a) {
+  if (a.pos.empty()) return Fail("name the workbook to upload (XLSX)", kUsage);
+  auto host = OpenHost(a, Access::kWriterOrReader);
+  if (!host.ok()) return FailStatus(host.status());
+  auto meta = (*host)->Meta();
+  if (!meta.ok()) return FailStatus(meta.status());
+  std::vector<std::string> problems;
+  auto r = importer::UploadLookupTables(*meta, a.Get("--domain"), a.pos[0], a.Has("--replace"),
+                                        &problems);
+  if (!problems.empty()) {
+    json::array list;
+    for (const auto& p : problems) list.push_back(json::value(p));
+    std::cout << json::serialize(json::object{{"error", "the workbook has problems"},
+                                              {"problems", std::move(list)}})
+              << std::endl;
+    return kFailed;
+  }
+  if (!r.ok()) return FailStatus(r.status());
+  std::cout << json::serialize(json::object{{"message", r->Message()},
+                                            {"tables_created", r->tables_created},
+                                            {"tables_updated", r->tables_updated},
+                                            {"tables_deleted", r->tables_deleted},
+                                            {"rows_created", r->rows_created},
+                                            {"rows_updated", r->rows_updated},
+                                            {"rows_deleted", r->rows_deleted},
+                                            {"rows_unchanged", r->rows_unchanged}})
+            << std::endl;
+  return kOk;
+}
+
 }  // namespace
 
 void RegisterImportCommands(Cli* cli) {
@@ -127,6 +160,12 @@ void RegisterImportCommands(Cli* cli) {
       .Flag("--preview", "count the matching cases, change nothing")
       .Str("--user", "the editing user's username (default: system)")
       .Str("--edit-id", "names the edit's forms (default: from filter, changes and matches)");
+  CLI::App* lt = cli->Group(nullptr, "lookup-tables", "lookup tables (HQ's fixtures)");
+  cli->Add(lt, "upload", "upload lookup tables from an Excel workbook, as HQ's fixture upload",
+           CmdLookupUpload)
+      .Positional("file", "the XLSX workbook: a types sheet and a sheet per table")
+      .Str("--domain", "the domain", true)
+      .Flag("--replace", "delete the rows of an uploaded table that its sheet does not have");
 }
 
 }  // namespace commcare::cli
