@@ -5,6 +5,8 @@
  * through a line protocol on the control port (one command per connection, one reply line):
  *   create TOPIC PARTITIONS        -> "ok" | "error ..."
  *   down BROKER_ID | up BROKER_ID  -> broker fault injection
+ *   leader TOPIC PARTITION BROKER  -> moves the partition's leadership to the broker
+ *   coordinator transaction|group KEY BROKER -> the coordinator of a transactional or group id
  *   errors COUNT CODE              -> the next COUNT Produce requests fail with Kafka error CODE
  * Usage: kafka_mock_broker [--brokers N] [--topic NAME:PARTITIONS]... */
 #define _POSIX_C_SOURCE 200809L
@@ -32,7 +34,7 @@ static void reply(int fd, const char* text) {
 }
 
 static void serve(rd_kafka_mock_cluster_t* mc, int fd) {
-  char line[512], msg[600], topic[256];
+  char line[512], msg[600], topic[256], kind[32];
   ssize_t n = 0, r;
   int a = 0, b = 0;
   while (n < (ssize_t)sizeof line - 1 && (r = read(fd, line + n, sizeof line - 1 - n)) > 0) {
@@ -48,6 +50,10 @@ static void serve(rd_kafka_mock_cluster_t* mc, int fd) {
     } else {
       reply(fd, "ok\n");
     }
+  } else if (sscanf(line, "leader %255s %d %d", topic, &a, &b) == 3) {
+    reply(fd, rd_kafka_mock_partition_set_leader(mc, topic, a, b) ? "error\n" : "ok\n");
+  } else if (sscanf(line, "coordinator %31s %255s %d", kind, topic, &a) == 3) {
+    reply(fd, rd_kafka_mock_coordinator_set(mc, kind, topic, a) ? "error\n" : "ok\n");
   } else if (sscanf(line, "down %d", &a) == 1) {
     reply(fd, rd_kafka_mock_broker_set_down(mc, a) ? "error no such broker\n" : "ok\n");
   } else if (sscanf(line, "up %d", &a) == 1) {

@@ -4,7 +4,9 @@
 //   partition KafkaPartition(key, n) computes (the Java client's murmur2, as the embedded logs
 //   use), and, with a producer mark, a record keyed by the producer in the marks topic. The
 //   mark therefore commits with its records or not at all, and a relay that restarts never
-//   appends twice.
+//   appends twice. The mark is sent only once the brokers have acknowledged every record
+//   before it, so it never reaches the log ahead of them even where uncommitted records are
+//   readable (librdkafka's mock cluster before 2.15: docs/reliability.md, "Crash campaign").
 // - Readers use read_committed and explicit partition assignment (CommCare's worker rule, or
 //   a consumer group's, JoinGroup); offsets skip the transaction markers Kafka writes, so they
 //   increase but are not dense.
@@ -213,26 +215,16 @@ class KafkaChangeLog final : public ChangeLog {
       producer.reset();  // not in a state to begin: a new producer next time
       return FailError("begin", e);
     }
-    auto produce = [&](const std::string& topic, int partition, std::string_view key,
-                       std::string_view value) -> Status {
-      const std::string full = o_.topic_prefix + topic;
-      while (true) {
-        rd_kafka_resp_err_t err =
-            rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(full.c_str()), RD_KAFKA_V_PARTITION(partition),
-                              RD_KAFKA_V_KEY(key.data(), key.size()),
-                              RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return Status::Ok();
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return Fail("produce", err);
-        rd_kafka_poll(rk, 10);
-      }
-    };
+    rd_kafka_poll(rk, 0);  // delivery reports of an earlier transaction's purged records
+    const int64_t failed_before = delivery_failures_;
     Status s;
     for (const auto& m : messages) {
-      s = produce(m.topic, KafkaPartition(m.key, counts[m.topic]), m.key, m.value);
+      s = Produce(rk, m.topic, KafkaPartition(m.key, counts[m.topic]), m.key, m.value);
       if (!s.ok()) break;
     }
-    if (s.ok() && mark) s = produce(kMarksTopic, 0, mark->producer, std::to_string(mark->value));
+    if (s.ok() && mark) s = AwaitDelivery(rk, failed_before);
+    if (s.ok() && mark)
+      s = Produce(rk, kMarksTopic, 0, mark->producer, std::to_string(mark->value));
     if (s.ok()) {
       if (auto* e = rd_kafka_commit_transaction(rk, o_.timeout_ms)) s = FailError("commit", e);
     }
@@ -385,8 +377,45 @@ class KafkaChangeLog final : public ChangeLog {
     return KafkaHandle(rk);
   }
 
+  // One record into the open transaction (waits while librdkafka's queue is full).
+  Status Produce(rd_kafka_t* rk, const std::string& topic, int partition, std::string_view key,
+                 std::string_view value) {
+    const std::string full = o_.topic_prefix + topic;
+    while (true) {
+      rd_kafka_resp_err_t err =
+          rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(full.c_str()), RD_KAFKA_V_PARTITION(partition),
+                            RD_KAFKA_V_KEY(key.data(), key.size()),
+                            RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return Status::Ok();
+      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return Fail("produce", err);
+      rd_kafka_poll(rk, 10);
+    }
+  }
+
+  // Waits until the brokers have acknowledged every record produced so far; an error if one
+  // failed (delivery_failures_ grew past failed_before) or the wait timed out.
+  Status AwaitDelivery(rd_kafka_t* rk, int64_t failed_before) {
+    if (rd_kafka_resp_err_t err = rd_kafka_flush(rk, o_.timeout_ms))
+      return Fail("delivering the records before their mark", err);
+    if (int64_t failed = delivery_failures_ - failed_before; failed > 0)
+      return Status::Unavailable(
+          fmt::format("kafka: {} records were not delivered; their mark is not sent", failed));
+    return Status::Ok();
+  }
+
+  // librdkafka's delivery report (served in the appending thread's poll, flush, commit or
+  // abort): counts the records the brokers did not take.
+  static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+    if (m->err) ++static_cast<KafkaChangeLog*>(opaque)->delivery_failures_;
+  }
+
   Status NewProducer(const std::string& transactional_id) {
-    CC_ASSIGN_OR_RETURN(auto p, NewHandle(RD_KAFKA_PRODUCER, transactional_id));
+    CC_ASSIGN_OR_RETURN(
+        auto p, NewHandle(RD_KAFKA_PRODUCER, transactional_id, "", [this](rd_kafka_conf_t* conf) {
+          rd_kafka_conf_set_opaque(conf, this);
+          rd_kafka_conf_set_dr_msg_cb(conf, &OnDelivery);
+        }));
     if (auto* e = rd_kafka_init_transactions(p.get(), o_.timeout_ms))
       return FailError("init_transactions", e);
     producers_[transactional_id] = std::move(p);
@@ -564,6 +593,9 @@ class KafkaChangeLog final : public ChangeLog {
   KafkaChangeLogOptions o_;
   KafkaHandle consumer_;  // metadata, offsets, admin and reads (one partition at a time)
   std::mutex consumer_mu_;
+  // Records the brokers did not take, across the producers (OnDelivery; under producer_mu_).
+  // Declared before producers_: their last delivery reports may come as they are destroyed.
+  int64_t delivery_failures_ = 0;
   // Transactional producers by transactional id (see TransactionalIdFor); one transaction at
   // a time across them.
   std::map<std::string, KafkaHandle> producers_;
