@@ -254,13 +254,17 @@ class EngineTest(unittest.TestCase):
             e.restore_to(broken, "demo", "nurse")
 
 
+def six_patients(engine):
+    """c0..c5, patients of wards w0 and w1, one form each (f0..f5)."""
+    for i in range(6):
+        engine.submit(case_form("f%d" % i, "c%d" % i,
+                                create("c%d" % i, props="<ward>w%d</ward>" % (i % 2))), "demo")
+
+
 class PillowsTest(unittest.TestCase):
     def setUp(self):
         self.engine = commcare.Engine()
-        for i in range(6):
-            self.engine.submit(case_form("f%d" % i, "c%d" % i,
-                                         create("c%d" % i, props="<ward>w%d</ward>" % (i % 2))),
-                               "demo")
+        six_patients(self.engine)
 
     def tearDown(self):
         self.engine.close()

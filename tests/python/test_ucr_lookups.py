@@ -9,7 +9,7 @@ import tempfile
 import unittest
 
 import commcare
-from test_binding import case_form, create
+from test_binding import case_form, create, six_patients
 
 
 def count(items):
@@ -19,10 +19,7 @@ def count(items):
 class UcrLookupsTest(unittest.TestCase):
     def setUp(self):
         self.engine = commcare.Engine()
-        for i in range(6):
-            self.engine.submit(case_form("f%d" % i, "c%d" % i,
-                                         create("c%d" % i, props="<ward>w%d</ward>" % (i % 2))),
-                               "demo")
+        six_patients(self.engine)
 
     def tearDown(self):
         self.engine.close()
