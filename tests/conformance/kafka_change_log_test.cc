@@ -27,6 +27,12 @@ namespace {
 struct PrivateKafka {
   pid_t pid = -1;
   std::string bootstrap, control;
+  // Points options at this cluster, with a short timeout (brokers go down in these tests).
+  void Point(KafkaChangeLogOptions* o) const {
+    o->bootstrap_servers = bootstrap;
+    o->topic_control = control;
+    o->timeout_ms = 3000;
+  }
   PrivateKafka() {
     std::string exe =
         (std::filesystem::canonical("/proc/self/exe").parent_path() / "kafka_mock_broker").string();
@@ -108,9 +114,7 @@ TEST_CASE("Kafka ChangeLog: broker errors and a broker down lose and duplicate n
   auto o = KafkaForTests(dir);
   if (!o) return;
   PrivateKafka kafka;
-  o->bootstrap_servers = kafka.bootstrap;
-  o->topic_control = kafka.control;
-  o->timeout_ms = 3000;
+  kafka.Point(&*o);
   auto opened = OpenKafkaChangeLog(*o);
   REQUIRE_MESSAGE(opened.ok(), opened.status().ToString());
   auto& log = *opened;
@@ -191,9 +195,7 @@ TEST_CASE("Kafka ChangeLog: a mark never reaches the log before its records") {
   auto o = KafkaForTests(dir);
   if (!o) return;
   PrivateKafka kafka;
-  o->bootstrap_servers = kafka.bootstrap;
-  o->topic_control = kafka.control;
-  o->timeout_ms = 3000;
+  kafka.Point(&*o);
   auto control = [&](const std::string& cmd) {
     CAPTURE(cmd);
     CHECK(MockControl(kafka.control, cmd) == "ok\n");
