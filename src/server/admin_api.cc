@@ -246,9 +246,10 @@ Response App::UsersApi(const Request& r, const std::string& domain, const std::s
   return Json(r.method == "POST" ? 201 : 200, meta::UserJson(*put, domain));
 }
 
-// /a/{domain}/api/{roles,groups,locations,apps}/[{id}/]: list, read, create (POST), update
-// (PUT with the _rev read) and delete (DELETE ?_rev=N). Reading needs access_api or
-// manage_users; writing needs manage_users.
+// /a/{domain}/api/{roles,groups,locations,apps,lookup_tables,lookup_items}/[{id}/]: list, read,
+// create (POST), update (PUT with the _rev read) and delete (DELETE ?_rev=N). Reading needs
+// access_api or the writing permission: manage_users, or for lookup tables edit_data (HQ's
+// require_can_edit_fixtures, corehq/apps/fixtures/views.py).
 Response App::DocsApi(const Request& r, const std::string& domain, const std::string& kind,
                       const std::string& rest) {
   std::string id = rest;
@@ -256,8 +257,9 @@ Response App::DocsApi(const Request& r, const std::string& domain, const std::st
   Response deny;
   auto user = Admit(r, domain, "", &deny);
   if (!user) return deny;
-  const bool manager = user->Can(domain, meta::kManageUsers);
-  if (!manager && !(r.method == "GET" && user->Can(domain, meta::kAccessApi)))
+  const bool lookup = kind == "lookup_table" || kind == "lookup_item";
+  const bool writer = user->Can(domain, lookup ? meta::kEditData : meta::kManageUsers);
+  if (!writer && !(r.method == "GET" && user->Can(domain, meta::kAccessApi)))
     return Error(403, fmt::format("user {} may not {} {}s of domain {}", user->username,
                                   r.method == "GET" ? "read" : "change", kind, domain));
   auto to_json = [&](const meta::Doc& d) {

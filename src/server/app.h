@@ -145,10 +145,12 @@ class App {
                          const std::string& rest);  // form_api.cc
   http::Response CaseApi(const http::Request& r, const std::string& domain,
                          const std::string& rest);  // case_api.cc
-  // HQ's v0.5 fixture/, lookup_table/ and lookup_table_item/ resources, read-only
-  // (lookup_api.cc).
+  // HQ's v0.5 fixture/ (read-only), lookup_table/ and lookup_table_item/ resources
+  // (lookup_api.cc); LookupWrite answers their POST, PUT and DELETE.
   http::Response LookupApi(const http::Request& r, const std::string& domain,
                            const std::string& resource, const std::string& rest);
+  http::Response LookupWrite(const http::Request& r, const std::string& domain,
+                             const std::string& resource, const std::string& id);
   // HQ's lookup-table Excel upload, POST fixtures/fixapi/ (lookup_api.cc).
   http::Response LookupUploadApi(const http::Request& r, const std::string& domain);
   // The web console (console.cc): its assets at / and /console/, and /console/api/ (login,

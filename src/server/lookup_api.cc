@@ -1,7 +1,8 @@
-// HQ's v0.5 lookup-table resources, read-only (corehq/apps/fixtures/resources/v0_1.py:
-// FixtureResource, LookupTableResource, LookupTableItemResource): /a/{domain}/api/v0.5/fixture/,
-// lookup_table/ and lookup_table_item/, over the lookup_table and lookup_item documents that
-// /api/lookup_tables/ and /api/lookup_items/ write (meta_lookup.cc); and HQ's Excel upload of
+// HQ's v0.5 lookup-table resources (corehq/apps/fixtures/resources/v0_1.py: FixtureResource,
+// read-only; LookupTableResource and LookupTableItemResource, read and written):
+// /a/{domain}/api/v0.5/fixture/, lookup_table/ and lookup_table_item/, over the lookup_table and
+// lookup_item documents that /api/lookup_tables/ and /api/lookup_items/ also write
+// (meta_lookup.cc); and HQ's Excel upload of
 // lookup tables, POST /a/{domain}/fixtures/fixapi/ (corehq/apps/fixtures/views.py
 // upload_fixture_api), through importer::UploadLookupTables.
 #include <fmt/format.h>
@@ -112,22 +113,172 @@ json::object List(json::array objects) {
           {"objects", std::move(objects)}};
 }
 
+// HQ's TypeField as a request gives it ({"field_name" or "name", "properties", "is_indexed"})
+// as the stored table field; anything else is left for CheckTable to name.
+json::value TableField(const json::value& f) {
+  if (!f.is_object()) return f;
+  json::object o = f.get_object();
+  if (!o.if_contains("field_name") && o.if_contains("name")) {
+    o["field_name"] = o.at("name");
+    o.erase("name");
+  }
+  return o;
+}
+
+// HQ's FieldsDictField.hydrate: {name: {"field_list": [{"field_value" or "value",
+// "properties"}]}} as the stored {name: [{"value", "properties"}]}; a plain string stays one.
+Result<json::object> ItemFields(const json::value& v) {
+  if (!v.is_object()) return Status::InvalidArgument("fields: must be an object");
+  json::object out;
+  for (const auto& kv : v.get_object()) {
+    const std::string at = fmt::format("fields.{}", std::string_view(kv.key()));
+    if (kv.value().is_string()) {
+      out[kv.key()] = kv.value();
+      continue;
+    }
+    const json::value* list =
+        kv.value().is_object() ? kv.value().get_object().if_contains("field_list") : nullptr;
+    if (!list || !list->is_array())
+      return Status::InvalidArgument(at + ": must be {\"field_list\": [...]}");
+    json::array values;
+    for (const auto& e : list->get_array()) {
+      if (!e.is_object()) return Status::InvalidArgument(at + ".field_list: must hold objects");
+      json::object x = e.get_object();
+      if (!x.if_contains("value") && x.if_contains("field_value")) {
+        x["value"] = x.at("field_value");
+        x.erase("field_value");
+      }
+      values.push_back(std::move(x));
+    }
+    out[kv.key()] = std::move(values);
+  }
+  return out;
+}
+
+// The request body of a v0.5 write, without the read-only keys a client echoes from a GET.
+Result<json::object> WriteBody(const Request& r) {
+  boost::system::error_code ec;
+  json::value v = json::parse(r.body, ec);
+  if (ec || !v.is_object()) return Status::InvalidArgument("body: must be a JSON object");
+  json::object o = std::move(v.get_object());
+  for (const char* k : {"id", "resource_uri"}) o.erase(k);
+  return o;
+}
+
 }  // namespace
 
-// GET /a/{domain}/api/v0.5/{fixture,lookup_table,lookup_table_item}/[{id}/]. Writes go to
-// /api/lookup_tables/ and /api/lookup_items/ (docs/rest-api.md).
+// POST, PUT and DELETE of HQ's v0.5 lookup_table/ and lookup_table_item/ (obj_create,
+// obj_update, obj_delete): 201 with Location, 204, 202, as tastypie answers (a PUT to an unknown
+// id creates, there: put_detail's fallback); edit_data.
+Response App::LookupWrite(const Request& r, const std::string& domain, const std::string& resource,
+                          const std::string& id) {
+  if (resource == "fixture") return Error(405, "the v0.5 fixture resource is read-only");
+  if (r.method == "POST" && !id.empty()) return Error(405, "POST to the list creates; PUT updates");
+  if (r.method != "POST" && id.empty())
+    return Error(405, fmt::format("{} needs /api/v0.5/{}/{{id}}/", r.method, resource));
+  Response deny;
+  if (!Admit(r, domain, meta::kEditData, &deny)) return deny;
+  const bool table = resource == "lookup_table";
+  const std::string kind = table ? "lookup_table" : "lookup_item";
+  const std::string what = table ? "Lookup table" : "Lookup table item";
+  auto answer = [](const Status& s) { return Error(StatusFor(s), s.message()); };
+  meta::Doc d;
+  bool create = r.method == "POST";
+  if (!create) {
+    auto old = meta_->GetDoc(kind, domain, id);
+    if (old.ok()) {
+      d = std::move(*old);
+    } else if (r.method == "PUT" && old.status().IsNotFound()) {
+      create = true;  // tastypie's put_detail: obj_update's NotFound is an obj_create
+      d.id = id;
+    } else {
+      return Error(404, fmt::format("{} not found", what));
+    }
+  }
+  if (r.method == "DELETE") {
+    if (table) {  // HQ deletes the table's rows with it (a foreign key's cascade)
+      auto items = meta_->ListDocs("lookup_item", domain);
+      if (!items.ok()) return answer(items.status());
+      for (const auto& i : *items)
+        if (Str(i.body, "table_id") == id)
+          if (Status s = meta_->DeleteDoc("lookup_item", domain, i.id, i.rev); !s.ok())
+            return answer(s);
+    }
+    if (Status s = meta_->DeleteDoc(kind, domain, id, d.rev); !s.ok()) return answer(s);
+    Response out;
+    out.status = 202;
+    return out;
+  }
+  auto body = WriteBody(r);
+  if (!body.ok()) return Error(400, body.status().message());
+  if (table) {
+    const json::value* tag = body->if_contains("tag");
+    if (r.method == "PUT" && !tag) return Error(400, "tag must be specified");
+    if (!create && (!tag->is_string() || tag->get_string() != Str(d.body, "tag")))
+      return Error(400, "Lookup table tag cannot be changed");
+    if (create && tag && tag->is_string()) {
+      auto tables = meta_->ListDocs("lookup_table", domain);
+      if (!tables.ok()) return answer(tables.status());
+      for (const auto& t : *tables)
+        if (Str(t.body, "tag") == tag->get_string())
+          return Error(400, fmt::format("A lookup table with name {} already exists",
+                                        std::string_view(tag->get_string())));
+    }
+    if (const json::value* fs = body->if_contains("fields"); fs && fs->is_array())
+      for (auto& f : (*body)["fields"].get_array()) f = TableField(f);
+  } else {
+    const json::value* type_id = body->if_contains("data_type_id");
+    if (!type_id || !type_id->is_string() || type_id->get_string().empty())
+      return Error(400, "data_type_id must be specified");
+    if (!meta_->GetDoc("lookup_table", domain, type_id->get_string()).ok())
+      return Error(404, "Lookup table not found");
+    if (create) {  // the next sort_key of the table, as HQ's Max('sort_key') + 1
+      auto items = meta_->ListDocs("lookup_item", domain);
+      if (!items.ok()) return answer(items.status());
+      int64_t next = 0;
+      for (const auto& i : *items)
+        if (const json::value* k = i.body.if_contains("sort_key");
+            k && k->is_int64() && Str(i.body, "table_id") == type_id->get_string())
+          next = std::max(next, k->get_int64() + 1);
+      d.body["sort_key"] = next;
+    }
+    d.body["table_id"] = type_id->get_string();
+    body->erase("data_type_id");
+    if (const json::value* fs = body->if_contains("fields")) {
+      auto fields = ItemFields(*fs);
+      if (!fields.ok()) return Error(400, fields.status().message());
+      (*body)["fields"] = std::move(*fields);
+    }
+  }
+  for (auto& kv : *body) d.body[kv.key()] = kv.value();  // what the request names, replaced
+  d.kind = kind;
+  d.domain = domain;
+  auto put = meta_->PutDoc(std::move(d));
+  if (!put.ok()) return answer(put.status());
+  if (!create) {
+    Response out;
+    out.status = 204;
+    return out;
+  }
+  const std::string uri = fmt::format("/a/{}/api/v0.5/{}/{}/", domain, resource, put->id);
+  Response out = Json(201, table ? TableJson(*put, uri) : ItemJson(*put, uri));
+  out.headers.emplace_back("Location", uri);
+  return out;
+}
+
+// GET /a/{domain}/api/v0.5/{fixture,lookup_table,lookup_table_item}/[{id}/]; other methods
+// write (LookupWrite).
 Response App::LookupApi(const Request& r, const std::string& domain, const std::string& resource,
                         const std::string& rest) {
-  if (r.method != "GET")
-    return Error(405, fmt::format("the v0.5 {} resource is read-only here: write lookup tables "
-                                  "through /a/{}/api/lookup_tables/ and lookup_items/",
-                                  resource, domain));
-  Response deny;
-  auto user = Admit(r, domain, meta::kAccessApi, &deny);
-  if (!user) return deny;
   std::string id = TrimSlashes(rest);
   if (id.find('/') != std::string::npos)
     return Error(404, fmt::format("no {} resource at {}", resource, r.path));
+  if (r.method == "POST" || r.method == "PUT" || r.method == "DELETE")
+    return LookupWrite(r, domain, resource, id);
+  if (r.method != "GET") return Error(405, "use GET, POST, PUT or DELETE");
+  Response deny;
+  auto user = Admit(r, domain, meta::kAccessApi, &deny);
+  if (!user) return deny;
   const std::string base = fmt::format("/a/{}/api/v0.5/{}/", domain, resource);
   auto tables = meta_->ListDocs("lookup_table", domain);
   if (!tables.ok()) return Error(StatusFor(tables.status()), tables.status().message());
@@ -208,12 +359,12 @@ Response FixApi(int status, const std::string& message, json::object extra = {})
 }  // namespace
 
 // POST /a/{domain}/fixtures/fixapi/, multipart: file-to-upload (the XLSX workbook) and replace
-// (true or false); async=true is refused (the upload is always answered when done). The
-// permission is the lookup-table write routes' (/api/lookup_tables/: manage_users).
+// (true or false); async=true is refused (the upload is always answered when done). It needs
+// edit_data, as HQ's require_can_edit_fixtures and the other lookup-table writes.
 Response App::LookupUploadApi(const Request& r, const std::string& domain) {
   if (r.method != "POST") return Error(405, "POST the workbook as multipart/form-data");
   Response deny;
-  auto user = Admit(r, domain, meta::kManageUsers, &deny);
+  auto user = Admit(r, domain, meta::kEditData, &deny);
   if (!user) return deny;
   const auto* ct = r.Header("content-type");
   const std::string boundary = xform::MultipartBoundary(ct ? *ct : "");

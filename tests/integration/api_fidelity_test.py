@@ -329,9 +329,87 @@ class ApiFidelityTest(unittest.TestCase):
         s, out = get("/a/demo/api/v0.5/fixture/?colour=red")
         self.assertEqual(s, 400)
         self.assertIn("'colour'", out["error"])
-        s, out = self.js("POST", "/a/demo/api/v0.5/lookup_table/", {"tag": "x"})
-        self.assertEqual(s, 405)
-        self.assertIn("/api/lookup_tables/", out["error"])
+        s, out = self.js("POST", "/a/demo/api/v0.5/fixture/", {"tag": "x"})
+        self.assertEqual(s, 405, out)
+
+    def test_lookup_tables_v05_writes(self):
+        # LookupTableResource and LookupTableItemResource obj_create/obj_update/obj_delete
+        # (corehq/apps/fixtures/resources/v0_1.py): tastypie's 201 + Location, 204, 202.
+        s, h, body = self.request("POST", "/a/demo/api/v0.5/lookup_table/", json.dumps({
+            "tag": "district", "is_global": True,
+            "fields": [{"name": "name", "properties": ["lang"]}, {"field_name": "code"}]}).encode(),
+            {"Content-Type": "application/json"})
+        self.assertEqual(s, 201, body)
+        table = json.loads(body)
+        self.assertEqual(h["location"], f"/a/demo/api/v0.5/lookup_table/{table['id']}/")
+        self.assertEqual(table["fields"], [{"field_name": "name", "properties": ["lang"]},
+                                           {"field_name": "code", "properties": []}])
+        s, out = self.js("POST", "/a/demo/api/v0.5/lookup_table/", {"tag": "district",
+                                                                     "fields": ["x"]})
+        self.assertEqual((s, out["error"]), (400, "A lookup table with name district already exists"))
+        s, out = self.js("POST", "/a/demo/api/v0.5/lookup_table/", {"tag": "bad tag", "fields": ["x"]})
+        self.assertEqual(s, 400, out)
+        self.assertIn("tag", out["error"])
+        # Rows: data_type_id names the table; sort_key is the table's next (HQ: Max + 1, else 0).
+        ids = []
+        for name, code in [("Kigali", "K"), ("Huye", "H")]:
+            s, out = self.js("POST", "/a/demo/api/v0.5/lookup_table_item/", {
+                "data_type_id": table["id"],
+                "fields": {"name": {"field_list": [{"field_value": name,
+                                                    "properties": {"lang": "rw"}}]},
+                           "code": {"field_list": [{"field_value": code, "properties": {}}]}}})
+            self.assertEqual(s, 201, out)
+            ids.append(out["id"])
+            self.assertEqual(out["sort_key"], len(ids) - 1)
+        s, out = self.js("POST", "/a/demo/api/v0.5/lookup_table_item/", {"fields": {}})
+        self.assertEqual((s, out["error"]), (400, "data_type_id must be specified"))
+        s, out = self.js("POST", "/a/demo/api/v0.5/lookup_table_item/",
+                         {"data_type_id": "no-such-table", "fields": {}})
+        self.assertEqual((s, out["error"]), (404, "Lookup table not found"))
+        s, out = self.js("POST", "/a/demo/api/v0.5/lookup_table_item/", {
+            "data_type_id": table["id"], "fields": {"colour": {"field_list": []}}})
+        self.assertEqual(s, 400, out)
+        self.assertIn("fields.colour", out["error"])
+        # PUT replaces what it names; the tag cannot change; a GET's body can be PUT back.
+        get = lambda path: json.loads(self.request("GET", path)[2])
+        item = get(f"/a/demo/api/v0.5/lookup_table_item/{ids[1]}/")
+        item["fields"]["code"] = {"field_list": [{"field_value": "HY", "properties": {}}]}
+        s, _, body = self.request("PUT", f"/a/demo/api/v0.5/lookup_table_item/{ids[1]}/",
+                                  json.dumps(item).encode(), {"Content-Type": "application/json"})
+        self.assertEqual((s, body), (204, b""))
+        self.assertEqual(get(f"/a/demo/api/v0.5/fixture/{ids[1]}/")["fields"]["code"],
+                         {"field_list": [{"field_value": "HY", "properties": {}}]})
+        s, out = self.js("PUT", f"/a/demo/api/v0.5/lookup_table/{table['id']}/",
+                         {"tag": "province"})
+        self.assertEqual((s, out["error"]), (400, "Lookup table tag cannot be changed"))
+        s, out = self.js("PUT", f"/a/demo/api/v0.5/lookup_table/{table['id']}/", {"is_global": False})
+        self.assertEqual((s, out["error"]), (400, "tag must be specified"))
+        s, _, _ = self.request("PUT", f"/a/demo/api/v0.5/lookup_table/{table['id']}/",
+                               json.dumps({"tag": "district", "is_global": False}).encode(),
+                               {"Content-Type": "application/json"})
+        self.assertEqual(s, 204)
+        self.assertFalse(get(f"/a/demo/api/v0.5/lookup_table/{table['id']}/")["is_global"])
+        # Tastypie's put_detail creates when obj_update finds nothing (here at the URL's id).
+        s, out = self.js("PUT", "/a/demo/api/v0.5/lookup_table/lt-new/", {"tag": "newt",
+                                                                           "fields": ["a"]})
+        self.assertEqual((s, out["id"], out["tag"]), (201, "lt-new", "newt"))
+        # A user with access_api alone reads but may not write (edit_data, as HQ's fixtures).
+        s, out = self.js("POST", "/a/demo/api/users/", {"username": "lt-reader", "password": "pw-r",
+                                                         "web_user": True,
+                                                         "permissions": ["access_api"]})
+        self.assertEqual(s, 201, out)
+        reader = ("lt-reader", "pw-r")
+        self.assertEqual(self.request("GET", f"/a/demo/api/v0.5/lookup_table/{table['id']}/",
+                                      auth=reader)[0], 200)
+        self.assertEqual(self.request("DELETE", f"/a/demo/api/v0.5/lookup_table/{table['id']}/",
+                                      auth=reader)[0], 403)
+        # DELETE of a row, then of the table with its remaining row (HQ's cascade): 202.
+        s, _, _ = self.request("DELETE", f"/a/demo/api/v0.5/lookup_table_item/{ids[0]}/")
+        self.assertEqual(s, 202)
+        s, _, _ = self.request("DELETE", f"/a/demo/api/v0.5/lookup_table/{table['id']}/")
+        self.assertEqual(s, 202)
+        self.assertEqual(self.request("GET", f"/a/demo/api/v0.5/lookup_table_item/{ids[1]}/")[0], 404)
+        self.assertEqual(self.request("GET", f"/a/demo/api/v0.5/lookup_table/{table['id']}/")[0], 404)
 
     # -- lookup tables from Excel (corehq/apps/fixtures/views.py upload_fixture_api,
     # upload/workbook.py, run_upload.py, failure_messages.py) ----------------------------------

@@ -59,10 +59,10 @@ ROUTES = {
     ("admin_locations", "/a/{domain}/api/locations"): [("GET", "api/locations/", None, {API, MANAGE})],
     ("admin_apps", "/a/{domain}/api/apps"): [("GET", "api/apps/", None, {API, MANAGE})],
     ("admin_lookup_tables", "/a/{domain}/api/lookup_tables"): [
-        ("GET", "api/lookup_tables/", None, {API, MANAGE}),
-        ("GET", "api/lookup_tables/tblA/", None, {API, MANAGE})],
+        ("GET", "api/lookup_tables/", None, {API, EDIT}),
+        ("GET", "api/lookup_tables/tblA/", None, {API, EDIT})],
     ("admin_lookup_items", "/a/{domain}/api/lookup_items"): [
-        ("GET", "api/lookup_items/", None, {API, MANAGE})],
+        ("GET", "api/lookup_items/", None, {API, EDIT})],
     ("phone_restore", "/a/{domain}/phone/restore"): [("GET", "phone/restore/", None, {MOBILE})],
     ("changes_api", "/a/{domain}/api/changes"): [("GET", "api/changes/", None, {API})],
     ("tasks_api", "/a/{domain}/api/tasks"): [("GET", "api/tasks/", None, {API})],
@@ -91,12 +91,16 @@ ROUTES = {
         ("GET", "api/v0.5/fixture/itemA/", None, {API})],
     ("lookup_v05_lookup_table", "/a/{domain}/api/v0.5/lookup_table"): [
         ("GET", "api/v0.5/lookup_table/", None, {API}),
-        ("GET", "api/v0.5/lookup_table/tblA/", None, {API})],
+        ("GET", "api/v0.5/lookup_table/tblA/", None, {API}),
+        ("POST", "api/v0.5/lookup_table/", {"tag": "probe", "fields": ["v"]}, {EDIT}),
+        ("DELETE", "api/v0.5/lookup_table/tblA/", None, {EDIT})],
     ("lookup_v05_lookup_table_item", "/a/{domain}/api/v0.5/lookup_table_item"): [
         ("GET", "api/v0.5/lookup_table_item/", None, {API}),
-        ("GET", "api/v0.5/lookup_table_item/itemA/", None, {API})],
-    # HQ's lookup-table Excel upload: the lookup-table write routes' permission.
-    ("lookup_upload", "/a/{domain}/fixtures/fixapi"): [("POST", "fixtures/fixapi/", {}, {MANAGE})],
+        ("GET", "api/v0.5/lookup_table_item/itemA/", None, {API}),
+        ("PUT", "api/v0.5/lookup_table_item/itemA/",
+         {"data_type_id": "tblA", "fields": {"v": {"field_list": [{"field_value": "B"}]}}}, {EDIT})],
+    # HQ's lookup-table Excel upload: edit_data, as HQ's require_can_edit_fixtures.
+    ("lookup_upload", "/a/{domain}/fixtures/fixapi"): [("POST", "fixtures/fixapi/", {}, {EDIT})],
 }
 # Answers a positive control may give besides 2xx: a route that needs what this server lacks.
 CONTROL_OK = {"api/ucr/no_such_table/": 404, "api/ucr/report/no_such_report/": 404, "api/import/edit/": 400,
