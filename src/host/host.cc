@@ -14,6 +14,7 @@
 #include "commcare/sync.h"
 #include "commcare/tasks.h"
 #include "host/task_types.h"
+#include "host/ucr_directory.h"
 #include "integrations/forwarding/forwarding.h"
 #include "meta/meta_store.h"
 
@@ -174,7 +175,11 @@ Result<std::unique_ptr<PillowHost>> Host::OpenPillows(const PillowHostOptions& o
   PillowHostOptions o = options;
   if (o.dir.empty()) o.dir = PillowStore();
   CC_ASSIGN_OR_RETURN(auto h, PillowHost::Open(engine_.get(), o));
-  if (o.builtin) {  // data forwarding (docs/forwarding.md): records, then delivery tasks
+  if (o.builtin) {
+    // UCR's users, groups and locations (docs/ucr.md) come from the MetaStore.
+    CC_ASSIGN_OR_RETURN(meta::MetaStore * meta, const_cast<Host*>(this)->Meta());
+    CC_RETURN_IF_ERROR(pillows::ucr::SetDirectory(h.get(), NewMetaDirectory(meta)));
+    // Data forwarding (docs/forwarding.md): records, then delivery tasks.
     auto tasks = const_cast<Host*>(this)->Tasks();
     CC_RETURN_IF_ERROR(forwarding::AddForwardingPillow(h.get(), tasks.ok() ? *tasks : nullptr));
   }

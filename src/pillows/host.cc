@@ -194,6 +194,9 @@ class Host final : public PillowHost {
   Status AddBuiltin(const PillowConfig& config, std::unique_ptr<Processor> p) {
     return Add(config, std::move(p));
   }
+  void SetUcrDirectory(std::shared_ptr<ucr::Directory> d) {
+    if (ucr_) ucr_->SetDirectory(std::move(d));
+  }
 
   const std::string& Store() const override { return opts_.dir; }
 
@@ -892,6 +895,15 @@ class Host final : public PillowHost {
 };
 
 }  // namespace
+
+namespace ucr {
+Status SetDirectory(PillowHost* host, std::shared_ptr<Directory> directory) {
+  auto* h = dynamic_cast<Host*>(host);
+  if (!h) return Status::InvalidArgument("ucr::SetDirectory needs a host from PillowHost::Open");
+  h->SetUcrDirectory(std::move(directory));
+  return Status::Ok();
+}
+}  // namespace ucr
 
 Status AddBuiltinPillow(PillowHost* host, const PillowConfig& config,
                         std::unique_ptr<Processor> proc) {

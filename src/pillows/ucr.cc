@@ -140,7 +140,7 @@ class Ucr final : public UcrProcessor {
     int64_t rows = 0;
     Status inner;
     auto write = [&](const json::value& doc) {
-      auto r = ds.Rows(doc, &engine);
+      auto r = ds.Rows(doc, &engine, directory_.get());
       if (!r.ok()) return true;  // a document that fails evaluation gets no rows
       auto st = Insert(db, ds, *r);
       if (!st.ok()) {
@@ -323,7 +323,7 @@ class Ucr final : public UcrProcessor {
     for (const DataSource* ds : targets) {
       CC_RETURN_IF_ERROR(DeleteRows(db, *ds, m.document_id));  // delete-and-reinsert
       if (!found) continue;
-      auto rows = ds->Rows(doc, &engine);
+      auto rows = ds->Rows(doc, &engine, directory_.get());
       if (!rows.ok()) {  // its rows stay deleted; the change is retried
         if (first_error.ok())
           first_error = Status::InvalidArgument(
@@ -336,8 +336,13 @@ class Ucr final : public UcrProcessor {
     return first_error;
   }
 
+  void SetDirectory(std::shared_ptr<Directory> directory) override {
+    directory_ = std::move(directory);
+  }
+
   std::map<Key, std::unique_ptr<DataSource>> sources_;
   int64_t version_ = -1, count_ = -1;
+  std::shared_ptr<Directory> directory_;
 };
 
 }  // namespace

@@ -18,10 +18,25 @@ namespace json = boost::json;
 
 struct DataSource;
 
+// A domain's users, groups and locations as HQ's documents (CommCareUser, Group, Location), for
+// related_doc, get_case_sharing_groups, get_reporting_groups and ancestor_location. The host
+// backs it with the MetaStore; without one those expressions find nothing.
+class Directory {
+ public:
+  virtual ~Directory() = default;
+  // The document of doc_type with the id in the domain; NotFound when there is none.
+  virtual Result<json::object> Get(std::string_view domain, std::string_view doc_type,
+                                   std::string_view id) = 0;
+  // A user's case-sharing (else reporting) groups as Group documents; none for an unknown user.
+  virtual Result<json::array> Groups(std::string_view domain, std::string_view user_id,
+                                     bool case_sharing) = 0;
+};
+
 // What an expression or filter sees besides its item.
 struct EvalContext {
   const json::value* root = nullptr;  // the document
   Engine* engine = nullptr;           // related_doc, ledger_balances
+  Directory* directory = nullptr;     // users, groups and locations
   std::string domain;
   int64_t iteration = 0;  // base_item_expression's repeat iteration
   const DataSource* source = nullptr;
@@ -73,7 +88,8 @@ struct DataSource {
   // "ucr_<domain>_<table_id>" with anything but [A-Za-z0-9_] as '_'.
   std::string TableName() const;
   // Rows for a document: none if the filter rejects it; with a base item, one per item.
-  Result<std::vector<std::vector<json::value>>> Rows(const json::value& doc, Engine* engine) const;
+  Result<std::vector<std::vector<json::value>>> Rows(const json::value& doc, Engine* engine,
+                                                     Directory* directory = nullptr) const;
 };
 
 // Compiles a data source config; InvalidArgument names the offending path, e.g.
@@ -94,7 +110,12 @@ class UcrProcessor : public Processor {
   // Empties a data source's table and fills it from the primary store.
   virtual Result<int64_t> Rebuild(SqlDb& db, Engine& engine, std::string_view domain,
                                   std::string_view table_id) = 0;
+  // Where users, groups and locations are read from (none until set).
+  virtual void SetDirectory(std::shared_ptr<Directory> directory) = 0;
 };
 std::unique_ptr<UcrProcessor> NewUcrProcessor();
+// Gives the ucr pillow of a host from PillowHost::Open its Directory (the host's MetaStore);
+// before any change is processed.
+Status SetDirectory(PillowHost* host, std::shared_ptr<Directory> directory);
 
 }  // namespace commcare::pillows::ucr

@@ -185,11 +185,13 @@ using internal::Coerce;
 using internal::Get;
 
 Result<std::vector<std::vector<json::value>>> DataSource::Rows(const json::value& doc,
-                                                               Engine* engine) const {
+                                                               Engine* engine,
+                                                               Directory* directory) const {
   std::vector<std::vector<json::value>> rows;
   EvalContext ctx;
   ctx.root = &doc;
   ctx.engine = engine;
+  ctx.directory = directory;
   ctx.domain = domain;
   ctx.source = this;
   if (deactivated || AsString(Get(doc, "domain")) != domain ||

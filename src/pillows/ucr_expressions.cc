@@ -159,6 +159,13 @@ struct RelatedDoc : Expr {
         return c.status().IsNotFound() ? Result<json::value>(json::value(nullptr))
                                        : Result<json::value>(c.status());
       doc = CaseDocument(*c);
+    } else if (doc_type != "XFormInstance") {  // a user, group or location (the Directory)
+      if (!ctx.directory) return json::value(nullptr);
+      auto d = ctx.directory->Get(ctx.domain, doc_type, doc_id);
+      if (!d.ok())
+        return d.status().IsNotFound() ? Result<json::value>(json::value(nullptr))
+                                       : Result<json::value>(d.status());
+      doc = std::move(*d);
     } else {
       auto f = ctx.engine->GetForm(ctx.domain, doc_id);
       if (!f.ok())
@@ -356,8 +363,11 @@ Result<std::unique_ptr<Expr>> CompileExpr(const json::value& v, const std::strin
     const json::value* t = o.if_contains("related_doc_type");
     if (!t || !t->is_string()) return Bad(path + ".related_doc_type", "is required");
     e->doc_type = std::string(t->get_string());
-    if (e->doc_type != "CommCareCase" && e->doc_type != "XFormInstance")
-      return Bad(path + ".related_doc_type", "must be CommCareCase or XFormInstance");
+    static const char* kTypes[] = {"CommCareCase", "XFormInstance", "CommCareUser", "Group",
+                                   "Location"};
+    if (std::find(std::begin(kTypes), std::end(kTypes), e->doc_type) == std::end(kTypes))
+      return Bad(path + ".related_doc_type",
+                 "must be CommCareCase, XFormInstance, CommCareUser, Group or Location");
     CC_ASSIGN_OR_RETURN(e->id, SubExpr(o, "doc_id_expression", path, c));
     CC_ASSIGN_OR_RETURN(e->value, SubExpr(o, "value_expression", path, c));
     return std::unique_ptr<Expr>(std::move(e));

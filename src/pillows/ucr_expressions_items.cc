@@ -1,7 +1,8 @@
 // UCR expressions over lists and the later additions to HQ's factory: coalesce,
 // concatenate_strings, filter_items, map_items, reduce_items, sort_items, flatten, add_hours,
-// utcnow, indexed_case (HQ's macro over related_doc), get_case_forms and get_subcases; the door
-// to evaluator and jsonpath.
+// utcnow, indexed_case (HQ's macro over related_doc), get_case_forms and get_subcases; the
+// Directory's get_case_sharing_groups, get_reporting_groups, ancestor_location,
+// location_type_name and location_parent_id; the door to evaluator and jsonpath.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -242,6 +243,62 @@ struct CaseForms : Expr {
   }
 };
 
+// specs.py _GroupsExpressionSpec (get_case_sharing_groups, get_reporting_groups): the Group
+// documents of the user's case-sharing or reporting groups; none without a user id, or for a
+// user who is not a mobile worker of the domain.
+struct UserGroups : Expr {
+  std::unique_ptr<Expr> user_id;
+  bool case_sharing = true;
+  Result<json::value> Eval(const json::value& item, EvalContext& ctx) const override {
+    CC_ASSIGN_OR_RETURN(json::value idv, user_id->Eval(item, ctx));
+    if (!Truthy(idv) || !idv.is_string() || !ctx.directory) return json::value(json::array());
+    CC_ASSIGN_OR_RETURN(json::array groups,
+                        ctx.directory->Groups(ctx.domain, idv.get_string(), case_sharing));
+    return json::value(std::move(groups));
+  }
+};
+
+// The Location document with the id, or null (NotFound and no Directory alike).
+Result<json::value> LocationDoc(const json::value& id, EvalContext& ctx) {
+  if (!id.is_string() || id.get_string().empty() || !ctx.directory) return json::value(nullptr);
+  auto d = ctx.directory->Get(ctx.domain, "Location", id.get_string());
+  if (!d.ok())
+    return d.status().IsNotFound() ? Result<json::value>(json::value(nullptr))
+                                   : Result<json::value>(d.status());
+  return json::value(std::move(*d));
+}
+
+// corehq/apps/locations/ucr_expressions.py AncestorLocationExpression: the nearest ancestor
+// (not the location itself) whose location type is location_type, as to_json without lineage,
+// or its location_property; null when there is none.
+struct AncestorLocation : Expr {
+  std::unique_ptr<Expr> location_id, location_type;
+  std::string property;
+  Result<json::value> Eval(const json::value& item, EvalContext& ctx) const override {
+    CC_ASSIGN_OR_RETURN(json::value id, location_id->Eval(item, ctx));
+    CC_ASSIGN_OR_RETURN(json::value type, location_type->Eval(item, ctx));
+    CC_ASSIGN_OR_RETURN(json::value loc, LocationDoc(id, ctx));
+    for (int up = 0; loc.is_object() && up < 1000; ++up) {  // a cycle in bad data ends here
+      CC_ASSIGN_OR_RETURN(loc, LocationDoc(Get(loc, "parent_location_id"), ctx));
+      if (!loc.is_object() || !Equal(Get(loc, "location_type"), type)) continue;
+      loc.get_object().erase("lineage");
+      if (property.empty()) return loc;
+      return Get(loc, property);
+    }
+    return json::value(nullptr);
+  }
+};
+
+// ucr_expressions.py LocationTypeSpec (location_type_name): the location's type name.
+struct LocationTypeName : Expr {
+  std::unique_ptr<Expr> location_id;
+  Result<json::value> Eval(const json::value& item, EvalContext& ctx) const override {
+    CC_ASSIGN_OR_RETURN(json::value id, location_id->Eval(item, ctx));
+    CC_ASSIGN_OR_RETURN(json::value loc, LocationDoc(id, ctx));
+    return loc.is_object() ? Get(loc, "location_type") : json::value(nullptr);
+  }
+};
+
 // extension_expressions.py indexed_case_expression: related_doc(CommCareCase) of the
 // referenced_id of the first index of case_expression whose identifier is `index`.
 json::value IndexedCaseSpec(const json::object& o) {
@@ -359,6 +416,38 @@ Result<std::unique_ptr<Expr>> CompileItemsExpr(const std::string& type, const js
     auto e = std::make_unique<Subcases>();
     CC_ASSIGN_OR_RETURN(e->case_id, SubExpr(o, "case_id_expression", path, c));
     return std::unique_ptr<Expr>(std::move(e));
+  }
+  if (type == "get_case_sharing_groups" || type == "get_reporting_groups") {
+    auto e = std::make_unique<UserGroups>();
+    e->case_sharing = type == "get_case_sharing_groups";
+    CC_ASSIGN_OR_RETURN(e->user_id, SubExpr(o, "user_id_expression", path, c));
+    return std::unique_ptr<Expr>(std::move(e));
+  }
+  if (type == "ancestor_location") {
+    auto e = std::make_unique<AncestorLocation>();
+    CC_ASSIGN_OR_RETURN(e->location_id, SubExpr(o, "location_id", path, c));
+    CC_ASSIGN_OR_RETURN(e->location_type, SubExpr(o, "location_type", path, c));
+    if (const json::value* p = o.if_contains("location_property"); p && !p->is_null()) {
+      if (!p->is_string()) return Bad(path + ".location_property", "must be a string");
+      e->property = std::string(p->get_string());
+    }
+    return std::unique_ptr<Expr>(std::move(e));
+  }
+  if (type == "location_type_name") {
+    auto e = std::make_unique<LocationTypeName>();
+    CC_ASSIGN_OR_RETURN(e->location_id, SubExpr(o, "location_id_expression", path, c));
+    return std::unique_ptr<Expr>(std::move(e));
+  }
+  if (type == "location_parent_id") {  // HQ's macro: related_doc(Location).parent_location_id
+    const json::value* id = o.if_contains("location_id_expression");
+    if (!id) return Bad(path + ".location_id_expression", "is required");
+    return CompileExpr(
+        json::value{{"type", "related_doc"},
+                    {"related_doc_type", "Location"},
+                    {"doc_id_expression", *id},
+                    {"value_expression",
+                     {{"type", "property_name"}, {"property_name", "parent_location_id"}}}},
+        path, c);
   }
   if (type == "evaluator") return CompileEvaluator(o, path, c);
   if (type == "jsonpath") return CompileJsonPath(o, path);

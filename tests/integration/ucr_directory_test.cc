@@ -1,0 +1,159 @@
+// UCR's reads of users, groups and locations (the Directory the host gives the ucr pillow over
+// the MetaStore), as HQ evaluates them: corehq/apps/userreports/expressions/specs.py
+// (_GroupsExpressionSpec, RelatedDocExpressionSpec) and corehq/apps/locations/ucr_expressions.py
+// (AncestorLocationExpression, LocationTypeSpec, location_parent_id).
+#include <boost/json.hpp>
+#include <string>
+
+#include "commcare/host.h"
+#include "commcare/pillows.h"
+#include "engine_helpers.h"
+#include "meta/meta_store.h"
+
+using namespace commcare;
+namespace json = boost::json;
+using cctest::CaseForm;
+using cctest::Submit;
+using cctest::TempDir;
+
+namespace {
+
+void PutDoc(meta::MetaStore* m, const char* kind, const char* id, const std::string& body) {
+  meta::Doc d;
+  d.kind = kind;
+  d.id = id;
+  d.domain = "demo";
+  d.body = json::parse(body).as_object();
+  auto r = m->PutDoc(d);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+}
+
+// An indicator of the form data source: its expression evaluated against the form.
+std::string Ind(const std::string& column, const std::string& expr) {
+  return fmt::format(
+      R"({{"type":"expression","column_id":"{}","datatype":"string","expression":{}}})", column,
+      expr);
+}
+std::string Const(const std::string& v) {
+  return fmt::format(R"({{"type":"constant","constant":"{}"}})", v);
+}
+const char* kUser = R"({"type":"property_path","property_path":["form","meta","userID"]})";
+
+}  // namespace
+
+TEST_CASE("UCR HQ: users, groups and locations through the MetaStore") {
+  const std::string dir = TempDir("ucrdir");
+  InitOptions io;
+  io.data_dir = dir;
+  REQUIRE(Engine::Init(io).ok());
+  HostOptions ho;
+  ho.engine.data_dir = dir;
+  auto host = Host::Open(ho);
+  REQUIRE_MESSAGE(host.ok(), host.status().ToString());
+  auto meta = (*host)->Meta();
+  REQUIRE(meta.ok());
+  meta::MetaStore* m = *meta;
+  meta::Domain dom;
+  dom.name = "demo";
+  REQUIRE(m->PutDomain(dom).ok());
+  // country > state > district > village; the user works in the village, which shares cases.
+  PutDoc(m, "location", "loc-rw",
+         R"({"name":"Rwanda","site_code":"rw","location_type":"country"})");
+  PutDoc(m, "location", "loc-s",
+         R"({"name":"South","site_code":"south","location_type":"state","parent_id":"loc-rw"})");
+  PutDoc(m, "location", "loc-d",
+         R"({"name":"Huye","site_code":"huye","location_type":"district","parent_id":"loc-s"})");
+  PutDoc(m, "location", "loc-v",
+         R"({"name":"Tumba","site_code":"tumba","location_type":"village","parent_id":"loc-d",
+             "shares_cases":true})");
+  meta::User u;
+  u.username = "nurse";
+  u.domains = {"demo"};
+  u.location_ids = {"loc-v"};
+  auto put = m->PutUser(u, "pw-nurse");
+  REQUIRE_MESSAGE(put.ok(), put.status().ToString());
+  const std::string uid = put->user_id;
+  PutDoc(
+      m, "group", "g-team",
+      fmt::format(R"({{"name":"Team","users":["{}"],"case_sharing":true,"reporting":true}})", uid)
+          .c_str());
+  PutDoc(m, "group", "g-report",
+         fmt::format(R"({{"name":"Report","users":["{}"],"case_sharing":false,"reporting":true}})",
+                     uid)
+             .c_str());
+  PutDoc(m, "group", "g-other", R"({"name":"Other","users":[],"case_sharing":true})");
+  REQUIRE(Submit((*host)->engine(), CaseForm("f1", "c1",
+                                             "<create><case_type>p</case_type>"
+                                             "<case_name>n</case_name></create>",
+                                             uid))
+              .http_status == 201);
+
+  auto groups = [](const char* kind, const char* user) {
+    return fmt::format(
+        R"({{"type":"reduce_items","aggregation_fn":"join","items_expression":{{"type":"map_items","items_expression":{{"type":"{}","user_id_expression":{}}},"map_expression":{{"type":"property_name","property_name":"name"}}}}}})",
+        kind, user);
+  };
+  auto related = [](const char* type, const std::string& id, const char* prop) {
+    return fmt::format(
+        R"({{"type":"related_doc","related_doc_type":"{}","doc_id_expression":{},"value_expression":{{"type":"property_name","property_name":"{}"}}}})",
+        type, id, prop);
+  };
+  const std::string indicators = fmt::format(
+      "[{}]",
+      fmt::join(
+          std::vector<std::string>{
+              Ind("sharing", groups("get_case_sharing_groups", kUser)),
+              Ind("reporting", groups("get_reporting_groups", kUser)),
+              Ind("nobody", groups("get_case_sharing_groups", Const("no-such-user").c_str())),
+              Ind("state",
+                  R"({"type":"ancestor_location","location_id":{"type":"constant","constant":"loc-v"},"location_type":{"type":"constant","constant":"state"},"location_property":"name"})"),
+              Ind("country_lineage",
+                  R"({"type":"nested","argument_expression":{"type":"ancestor_location","location_id":{"type":"constant","constant":"loc-v"},"location_type":{"type":"constant","constant":"country"}},"value_expression":{"type":"property_name","property_name":"lineage"}})"),
+              Ind("self_type_is_not_an_ancestor",
+                  R"({"type":"ancestor_location","location_id":{"type":"constant","constant":"loc-v"},"location_type":{"type":"constant","constant":"village"},"location_property":"name"})"),
+              Ind("type",
+                  R"({"type":"location_type_name","location_id_expression":{"type":"constant","constant":"loc-d"}})"),
+              Ind("parent",
+                  R"({"type":"location_parent_id","location_id_expression":{"type":"constant","constant":"loc-d"}})"),
+              Ind("username", related("CommCareUser", kUser, "username")),
+              Ind("site_code", related("Location", Const("loc-s"), "site_code")),
+              Ind("lineage",
+                  fmt::format(
+                      R"({{"type":"reduce_items","aggregation_fn":"join","items_expression":{}}})",
+                      related("Location", Const("loc-v"), "lineage"))),
+              Ind("group_name", related("Group", Const("g-report"), "name")),
+              Ind("no_location", related("Location", Const("nowhere"), "name"))},
+          ","));
+  const std::string config = fmt::format(
+      R"({{"domain":"demo","table_id":"dir","referenced_doc_type":"XFormInstance","configured_indicators":{}}})",
+      indicators);
+  PillowHostOptions po;
+  auto pillows = (*host)->OpenPillows(po);
+  REQUIRE_MESSAGE(pillows.ok(), pillows.status().ToString());
+  auto n = (*pillows)->UcrLoad(config);
+  REQUIRE_MESSAGE(n.ok(), n.status().ToString());
+  CHECK(*n == 1);
+  auto rows = UcrRows((*pillows)->Store(), "demo", "dir");
+  REQUIRE(rows.ok());
+  REQUIRE(rows->size() == 1);
+  const json::object row = json::parse((*rows)[0]).as_object();
+  auto col = [&](const char* c) {
+    const json::value& v = row.at(c);
+    return v.is_null() ? std::string("<null>") : std::string(v.as_string());
+  };
+  // get_case_sharing_groups: the location's group first (HQ's get_case_sharing_groups), then
+  // the case-sharing groups; get_reporting_groups: the reporting groups (the default is true).
+  CHECK(col("sharing") == "Rwanda/South/Huye/Tumba-CasesTeam");  // join: "".join
+  CHECK(col("reporting") == "ReportTeam");                       // by group id
+  CHECK(col("nobody").empty());
+  CHECK(col("state") == "South");
+  CHECK(col("country_lineage") == "<null>");  // ancestor_location leaves lineage out
+  CHECK(col("self_type_is_not_an_ancestor") == "<null>");
+  CHECK(col("type") == "district");
+  CHECK(col("parent") == "loc-s");
+  CHECK(col("username") == "nurse");
+  CHECK(col("site_code") == "south");
+  CHECK(col("lineage") == "loc-dloc-sloc-rw");  // SQLLocation.lineage: nearest first
+  CHECK(col("group_name") == "Report");
+  CHECK(col("no_location") == "<null>");
+}
