@@ -41,6 +41,15 @@ bool AttachmentAllowed(const xform::MultipartPart& p) {
 // Why an attachment's name could not name a file in its form's folder (nullptr when it can): it
 // is empty, "." or "..", or holds a slash, a backslash or a control character, as written or
 // once %XX-decoded. Phones name attachments by their file names ("1701234567.jpg").
+// "", or digits separated by single dots ("3.0", "10.2.1"), at most 16 characters.
+bool IsVersionNumber(std::string_view v) {
+  if (v.empty()) return true;
+  if (v.size() > 16 || v.front() == '.' || v.back() == '.') return false;
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!(v[i] >= '0' && v[i] <= '9') && !(v[i] == '.' && v[i - 1] != '.')) return false;
+  return true;
+}
+
 const char* BadAttachmentName(std::string_view name) {
   std::string decoded;
   for (size_t i = 0; i < name.size(); ++i) {
@@ -113,11 +122,14 @@ SubmitResponse EngineImpl::Submit(const SubmitRequest& req) {
 SubmitResponse EngineImpl::SubmitImpl(const SubmitRequest& req) {
   if (opts_.read_only)
     return Respond(503, "submit_error", "This engine is open read-only and cannot accept forms");
+  // HQ's OpenRosaMiddleware keeps the header as sent: a newer client's version is accepted
+  // (refusing it would refuse every form of a phone updated before its server). Only what is
+  // no version number at all is refused.
   const std::string& v = req.openrosa_version;
-  if (!(v.empty() || v == "1.0" || v == "2.0" || v == "2.1" || v == "3.0"))
-    return Respond(
-        400, "submit_error",
-        fmt::format("Unsupported X-OpenRosa-Version '{}' (supported: 1.0, 2.0, 2.1, 3.0)", v));
+  if (!IsVersionNumber(v))
+    return Respond(400, "submit_error",
+                   fmt::format("X-OpenRosa-Version '{}' is not a version number (such as 3.0)",
+                               v.substr(0, 64)));
   if (!ValidDomain(req.domain))
     return Respond(400, "submit_error", fmt::format("Invalid domain name '{}'", req.domain));
   if (req.body.size() > opts_.max_body_bytes)

@@ -243,11 +243,25 @@ TEST_CASE("Engine: lenient implicit create by default, strict mode refuses") {
   CHECK(r.message.find("IllegalCaseId") == 0);
 }
 
+// A version newer than any known is kept as sent, as HQ's OpenRosaMiddleware keeps the header
+// (corehq/middleware.py): a phone updated before its server still submits.
+TEST_CASE("Engine: a newer X-OpenRosa-Version is accepted and kept") {
+  auto e = OpenMemory();
+  auto newer = Submit(
+      e.get(),
+      CaseForm("b0", "c0", "<create><case_type>t</case_type><case_name>n</case_name></create>"),
+      "9.9");
+  CHECK(newer.http_status == 201);
+  CHECK(e->GetForm("demo", "b0")->openrosa_version == "9.9");
+}
+
 TEST_CASE("Engine: bad input gets a clear error and writes nothing") {
   auto e = OpenMemory();
-  auto bad_version = Submit(e.get(), CaseForm("b1", "c", "<update/>"), "9.9");
+  auto bad_version = Submit(e.get(), CaseForm("b1", "c", "<update/>"), "three");
   CHECK(bad_version.http_status == 400);
-  CHECK(bad_version.message.find("X-OpenRosa-Version '9.9'") != std::string::npos);
+  CHECK(bad_version.message.find("X-OpenRosa-Version 'three' is not a version number") !=
+        std::string::npos);
+  CHECK(Submit(e.get(), CaseForm("b1", "c", "<update/>"), "3..0").http_status == 400);
   auto empty = Submit(e.get(), "");
   CHECK(empty.http_status == 400);
   auto bad_xml = Submit(e.get(), "<data xmlns='x'><a></data>");
