@@ -31,6 +31,16 @@ struct Property : Expr {
     return Coerce(*cur, datatype);
   }
 };
+// specs.py PropertyNameGetterSpec with an expression for property_name (HQ's DefaultProperty):
+// item.get(<the expression's value>), so only a string names a property.
+struct PropertyByExpr : Expr {
+  std::unique_ptr<Expr> name;
+  std::string datatype;
+  Result<json::value> Eval(const json::value& item, EvalContext& ctx) const override {
+    CC_ASSIGN_OR_RETURN(json::value n, name->Eval(item, ctx));
+    return Coerce(n.is_string() ? Get(item, n.get_string()) : json::value(), datatype);
+  }
+};
 struct Conditional : Expr {
   std::unique_ptr<Filter> test;
   std::unique_ptr<Expr> if_true, if_false;
@@ -281,6 +291,13 @@ Result<std::unique_ptr<Expr>> CompileExpr(const json::value& v, const std::strin
     return std::unique_ptr<Expr>(std::move(k));
   }
   if (type == "identity") return std::unique_ptr<Expr>(std::make_unique<Identity>());
+  if (const json::value* n = o.if_contains("property_name");
+      type == "property_name" && n && n->is_object()) {
+    auto e = std::make_unique<PropertyByExpr>();
+    CC_ASSIGN_OR_RETURN(e->name, CompileExpr(*n, path + ".property_name", c));
+    CC_ASSIGN_OR_RETURN(e->datatype, Datatype(o, path, false));
+    return std::unique_ptr<Expr>(std::move(e));
+  }
   if (type == "property_name" || type == "property_path") return PropertyGetter(o, path);
   if (type == "conditional") {
     auto e = std::make_unique<Conditional>();

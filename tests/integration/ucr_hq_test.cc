@@ -104,6 +104,28 @@ TEST_CASE("UCR HQ: property_value may be an expression") {
       R"({"type":"boolean_expression","expression":{"type":"property_name","property_name":"colour"},"operator":"eq","property_value":{"type":"property_name","property_name":"name"}})"));
 }
 
+// specs.py PropertyNameGetterSpec: property_name is a DefaultProperty compiled as an expression,
+// and the getter is item.get(<its value>): a property named by another property, nothing for a
+// value that is not a string.
+TEST_CASE("UCR HQ: property_name may be an expression") {
+  const std::string doc =
+      R"({"_id":"c1","domain":"demo","doc_type":"CommCareCase","pick":"colour","colour":"red"})";
+  CHECK(
+      Value(
+          R"({"type":"property_name","property_name":{"type":"property_name","property_name":"pick"}})",
+          doc) == json::value("red"));
+  CHECK(Value(R"({"type":"property_name","property_name":{"type":"constant","constant":"colour"}})",
+              doc) == json::value("red"));
+  CHECK(Value(R"({"type":"property_name","property_name":{"type":"constant","constant":5}})", doc)
+            .is_null());
+  CHECK(
+      CompileError(
+          Config(
+              "CommCareCase",
+              R"({"type":"expression","column_id":"x","datatype":"string","expression":{"type":"property_name","property_name":{"type":"nope"}}})"))
+          .find("property_name") != std::string::npos);
+}
+
 // models.py DataSourceConfiguration._get_filter: `if self.configured_filter` - an empty dict is
 // no filter (docs/ucr.rst's repeat sample uses "configured_filter": {}).
 TEST_CASE("UCR HQ: an empty configured_filter is no filter") { CHECK(Passes("{}")); }
