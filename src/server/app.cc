@@ -176,6 +176,10 @@ const std::vector<App::RouteSpec>& App::Routes() {
                                                       const std::string& d, const std::string& t) {
                      return a->LookupApi(r, d, resource, t);
                    }});
+    add("case_bulk_upload", "importer/excel/bulk_upload_api", M::kExact,
+        [](App* a, const Request& r, const std::string& d, const std::string&) {
+          return a->BulkUploadApi(r, d);
+        });
     add("lookup_upload", "fixtures/fixapi", M::kExact,
         [](App* a, const Request& r, const std::string& d, const std::string&) {
           return a->LookupUploadApi(r, d);

@@ -126,6 +126,8 @@ class App {
   http::Response TasksApi(const http::Request& r, const std::string& domain, std::string rest);
   http::Response ExportsApi(const http::Request& r, const std::string& domain, std::string rest);
   http::Response ImportApi(const http::Request& r, const std::string& domain, std::string rest);
+  // HQ's case importer API, POST importer/excel/bulk_upload_api/ (import_api.cc).
+  http::Response BulkUploadApi(const http::Request& r, const std::string& domain);
   http::Response ReportsApi(const http::Request& r, const std::string& domain, std::string rest);
   http::Response RulesApi(const http::Request& r, const std::string& domain, std::string rest);
   http::Response AlertsApi(const http::Request& r, const std::string& domain,

@@ -9,6 +9,10 @@
 //     import (404: no such import in the domain; 409: not finished).
 //   POST /a/{domain}/api/import/edit/ {"filter": {...}, "set": {...}, "close": bool,
 //     "preview": bool}: a preview answers 200 with the count; else 202 with the bulk edit task.
+//   POST /a/{domain}/importer/excel/bulk_upload_api/: HQ's case importer API
+//     (corehq/apps/case_importer/views.py bulk_case_upload_api): multipart file, case_type,
+//     search_field, search_column, create_new_cases ("on"), name_column, comment; answers
+//     {"code": 200, "message": "success", "status_url"} with the import task's URL.
 // Edit-data permission for all of it.
 #include <fmt/format.h>
 #include <unistd.h>
@@ -17,6 +21,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "commcare/exports.h"
 #include "commcare/importer.h"
@@ -176,6 +181,61 @@ Response App::ImportApi(const Request& r, const std::string& domain, std::string
   out.content_type = "application/x-ndjson";
   out.body = std::move(*body);
   return out;
+}
+
+// HQ's _bulk_case_upload_api: every column is a case property of its own name, but name_column
+// (default "name") sets the case name. HQ answers every failure {"code": 500, "message"} with
+// HTTP 500; here the body is the same and the HTTP status says whose fault it is (400 for the
+// request). The comment is accepted and not kept (imports here have none).
+Response App::BulkUploadApi(const Request& r, const std::string& domain) {
+  auto fail = [](int status, const std::string& message) {
+    return Json(status, json::object{{"code", 500}, {"message", message}});
+  };
+  if (r.method != "POST") return Error(405, "POST the file as multipart/form-data");
+  Response deny;
+  auto user = Admit(r, domain, meta::kEditData, &deny);
+  if (!user) return deny;
+  if (!tasks_) return fail(503, "this server has no task queue");
+  std::vector<xform::MultipartPart> parts;
+  const auto* ct = r.Header("content-type");
+  if (std::string b = xform::MultipartBoundary(ct ? *ct : ""); !b.empty())
+    if (Status s = xform::ParseMultipart(r.body, b, &parts); !s.ok()) return fail(400, s.message());
+  std::map<std::string, std::string> form;
+  std::string_view file;
+  for (const auto& p : parts) {
+    if (p.name == "file")
+      file = p.data;
+    else
+      form[p.name] = std::string(p.data);
+  }
+  if (file.empty() || form["case_type"].empty())
+    return fail(400, "Invalid POST request. Both 'file' and 'case_type' are required");
+  CaseImportOptions o;
+  o.domain = domain;
+  o.user_id = user->user_id;
+  o.username = user->username;
+  o.case_type = form["case_type"];
+  o.search_field = form.count("search_field") ? form["search_field"] : "case_id";
+  if (o.search_field != "case_id" && o.search_field != "external_id")
+    return fail(400, "Illegal value for search_field: " + o.search_field);
+  o.search_column = form.count("search_column") ? form["search_column"] : o.search_field;
+  o.create_new = form["create_new_cases"] == "on";
+  const std::string name_column = form.count("name_column") ? form["name_column"] : "name";
+  if (name_column != "name") o.columns[name_column] = "name";
+  for (const auto& [k, v] : form)
+    if (k != "case_type" && k != "search_field" && k != "search_column" &&
+        k != "create_new_cases" && k != "name_column" && k != "comment")
+      return fail(400, fmt::format("unknown field '{}'", k));
+  auto id = EnqueueCaseImport(tasks_, engine_->Options().data_dir, o, file);
+  if (!id.ok()) return fail(StatusFor(id.status()), std::string(id.status().message()));
+  // HQ's absolute_reverse: this server's scheme and host (the path alone without a Host).
+  const auto* host = r.Header("host");
+  const std::string origin =
+      host ? fmt::format("{}://{}", r.tls ? "https" : "http", *host) : std::string();
+  return Json(
+      200, json::object{{"code", 200},
+                        {"message", "success"},
+                        {"status_url", fmt::format("{}/a/{}/api/tasks/{}/", origin, domain, *id)}});
 }
 
 }  // namespace commcare::server

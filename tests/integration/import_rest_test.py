@@ -106,6 +106,57 @@ class ImportRestTest(unittest.TestCase):
                                       CSV, auth=("w.demo", "wrong"))[0], 401)
         self.assertEqual(self.request("GET", "/a/demo/api/import/cases/")[0], 405)
 
+    def bulk_upload(self, fields, csv=None):
+        boundary = uuid.uuid4().hex
+        body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n"
+                        f"{v}\r\n".encode() for k, v in fields.items())
+        if csv is not None:
+            body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                     f"filename=\"h.csv\"\r\nContent-Type: text/csv\r\n\r\n").encode() + csv + b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+        return self.request("POST", "/a/demo/importer/excel/bulk_upload_api/", body, headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+    def test_4_hq_bulk_upload_api(self):
+        # corehq/apps/case_importer/views.py bulk_case_upload_api / _bulk_case_upload_api:
+        # every column a property of its name, name_column the case name, create_new_cases=on,
+        # answered {"code": 200, "message": "success", "status_url"}.
+        csv = b"external_id,full_name,size\nHH-1,Uwase,4\nHH-2,Mugisha,6\n"
+        fields = {"case_type": "household", "search_field": "external_id",
+                  "create_new_cases": "on", "name_column": "full_name", "comment": "first"}
+        s, out = self.bulk_upload(fields, csv)
+        self.assertEqual((s, out["code"], out["message"]), (200, 200, "success"), out)
+        self.assertRegex(out["status_url"], r"^http://127\.0\.0\.1:\d+/a/demo/api/tasks/\d+/$")
+        task_id = int(out["status_url"].rstrip("/").rsplit("/", 1)[1])
+        t = self.server.wait_task(task_id)
+        self.assertEqual(t["state"], "succeeded", t["last_error"])
+        # The same external ids again update (no create_new_cases: rows that match only).
+        s, out = self.bulk_upload({"case_type": "household", "search_field": "external_id",
+                                   "name_column": "full_name"},
+                                  b"external_id,full_name,size\nHH-1,Uwase,5\nHH-9,Nobody,1\n")
+        self.assertEqual(s, 200, out)
+        t = self.server.wait_task(int(out["status_url"].rstrip("/").rsplit("/", 1)[1]))
+        self.assertEqual((t["state"], t["result"]["match_count"], t["result"]["created_count"]),
+                         ("succeeded", 1, 0))
+        for _ in range(200):
+            s, body = self.request("GET", "/a/demo/api/case/v2/?case_type=household")
+            if s == 200 and body["matching_records"] == 2 and any(
+                    c["properties"].get("size") == "5" for c in body["cases"]):
+                break
+            time.sleep(0.05)
+        by_ext = {c["external_id"]: c for c in body["cases"]}
+        self.assertEqual(sorted(by_ext), ["HH-1", "HH-2"])
+        self.assertEqual((by_ext["HH-1"]["case_name"], by_ext["HH-1"]["properties"]["size"]),
+                         ("Uwase", "5"))
+        self.assertNotIn("full_name", by_ext["HH-2"]["properties"])
+        # HQ's refusals, in its {"code": 500, "message"} body.
+        s, out = self.bulk_upload({"search_field": "external_id"}, csv)
+        self.assertEqual((s, out["code"], out["message"]), (400, 500, "Invalid POST request. "
+                         "Both 'file' and 'case_type' are required"))
+        s, out = self.bulk_upload({"case_type": "household", "search_field": "phone"}, csv)
+        self.assertEqual((s, out["message"]), (400, "Illegal value for search_field: phone"))
+        self.assertEqual(self.bulk_upload({"case_type": "household"})[0], 400)  # no file
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -99,12 +99,15 @@ ROUTES = {
         ("GET", "api/v0.5/lookup_table_item/itemA/", None, {API}),
         ("PUT", "api/v0.5/lookup_table_item/itemA/",
          {"data_type_id": "tblA", "fields": {"v": {"field_list": [{"field_value": "B"}]}}}, {EDIT})],
+    # HQ's case importer API: edit_data, as its require_can_edit_data.
+    ("case_bulk_upload", "/a/{domain}/importer/excel/bulk_upload_api"): [
+        ("POST", "importer/excel/bulk_upload_api/", {}, {EDIT})],
     # HQ's lookup-table Excel upload: edit_data, as HQ's require_can_edit_fixtures.
     ("lookup_upload", "/a/{domain}/fixtures/fixapi"): [("POST", "fixtures/fixapi/", {}, {EDIT})],
 }
 # Answers a positive control may give besides 2xx: a route that needs what this server lacks.
 CONTROL_OK = {"api/ucr/no_such_table/": 404, "api/ucr/report/no_such_report/": 404, "api/import/edit/": 400,
-              "fixtures/fixapi/": 400}
+              "fixtures/fixapi/": 400, "importer/excel/bulk_upload_api/": 400}
 
 
 def print_routes():
