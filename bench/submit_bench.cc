@@ -2,6 +2,7 @@
 //
 //   submit_bench [--forms N] [--threads T] [--dir DIR] [--warmup W] [--databases K]
 //                [--primary '{"kind": "postgres", "databases": [DSN, ...]}'] (fresh databases)
+//                [--pg-floor CONNINFO] (with --primary: the floor in PostgreSQL instead)
 //
 // Prints, for ~3 KB forms with meta and one case create-or-update of 20 properties:
 //  * engine: forms/s through Engine::Submit with T submitters, durable group commits
@@ -32,6 +33,9 @@
 #include "bench_host.h"
 #include "bench_util.h"
 #include "xform/parser.h"
+#ifdef COMMCARE_BENCH_PG
+#include "pg_floor.h"
+#endif
 
 namespace {
 
@@ -49,7 +53,8 @@ struct Args {
   bool skip_parse = false;
 };
 
-std::string g_primary;  // --primary: commcare.json's primary (PostgreSQL)
+std::string g_primary;   // --primary: commcare.json's primary (PostgreSQL)
+std::string g_pg_floor;  // --pg-floor: where the PostgreSQL floor writes
 
 std::unique_ptr<commcare::Host> OpenEngine(const std::string& dir, int databases) {
   std::filesystem::remove_all(dir);
@@ -250,6 +255,8 @@ int main(int argc, char** argv) {
       a.skip_parse = true;
     else if (k == "--primary")
       g_primary = next();
+    else if (k == "--pg-floor")
+      g_pg_floor = next();
     else {
       fmt::print(stderr, "unknown option {}\n", k);
       return 2;
@@ -275,7 +282,19 @@ int main(int argc, char** argv) {
              check.ok() && check->problems.empty() ? "ok" : "FAILED");
   fmt::print("bytes written per form: {}\n", written / a.forms);
 
-  if (!a.skip_floor) {
+  if (!a.skip_floor && !g_pg_floor.empty()) {
+#ifdef COMMCARE_BENCH_PG
+    double fsecs = bench::RunPgFloor(g_pg_floor, a.forms, ncases);
+    fmt::print(
+        "floor:  {:.0f} forms/s (Expat parse + PostgreSQL rows, one multi-row INSERT per table "
+        "per 1,000-form transaction, one connection)\n",
+        a.forms / fsecs);
+    fmt::print("ratio engine/floor: {:.2f}\n", engine_rate / (a.forms / fsecs));
+#else
+    fmt::print(stderr, "--pg-floor: built without PostgreSQL\n");
+    return 2;
+#endif
+  } else if (!a.skip_floor) {
     long long w0 = WrittenBytes();
     double fsecs = RunFloor(a.dir + "/floor", a.forms, ncases);
     double floor_rate = a.forms / fsecs;
