@@ -175,6 +175,31 @@ TEST_CASE("Rules: a parent's property is matched and updated") {
   CHECK(e->GetForm("demo", hist->back().form_id)->xmlns == kRuleFormXmlns);
 }
 
+// corehq/apps/data_interfaces/models.py ClosedParentDefinition.matches: a case whose parent
+// (identifier "parent", a child index) is closed; no parent, or an open one, does not match.
+TEST_CASE("Rules: the closed-parent criterion") {
+  auto e = OpenMemory();
+  MakeCase(e.get(), "h-open", "", "household");
+  MakeCase(e.get(), "h-shut", "", "household");
+  REQUIRE(Submit(e.get(), CaseForm("f-close", "h-shut", "<close/>")).http_status == 201);
+  MakeCase(e.get(), "p-open", "", "patient", "h-open");
+  MakeCase(e.get(), "p-shut", "", "patient", "h-shut");
+  MakeCase(e.get(), "p-none", "");
+  auto s = Run(e.get(), RuleJson(R"({"closed_parent": true})", R"("close_case": true)"));
+  CHECK(s.matched == 1);
+  CHECK(e->GetCase("demo", "p-shut")->closed);
+  CHECK(!e->GetCase("demo", "p-open")->closed);
+  CHECK(!e->GetCase("demo", "p-none")->closed);
+  CHECK(rules::ParseRule(RuleJson(R"({"closed_parent": false})", kSetFlag))
+            .status()
+            .message()
+            .find("criteria[0].closed_parent") != std::string::npos);
+  CHECK(rules::ParseRule(RuleJson(R"({"closed_parent": true, "property_name": "x"})", kSetFlag))
+            .status()
+            .message()
+            .find("criteria[0].property_name: unknown field") != std::string::npos);
+}
+
 TEST_CASE("Rules: a dry run lists what would change and changes nothing") {
   auto e = OpenMemory();
   MakeCase(e.get(), "a", "<status>new</status>");

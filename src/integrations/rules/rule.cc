@@ -100,6 +100,12 @@ Status CheckPropertyName(const std::string& field, const std::string& name) {
 Status ParseCriterion(const json::value& v, const std::string& at, Criterion* c) {
   if (!v.is_object()) return Bad(at.substr(0, at.size() - 1), "must be an object");
   const auto& o = v.get_object();
+  if (o.contains("closed_parent")) {  // HQ's ClosedParentDefinition (identifier parent, child)
+    CC_RETURN_IF_ERROR(OnlyKeys(o, at, {"closed_parent"}));
+    CC_RETURN_IF_ERROR(Bool(o, at, "closed_parent", &c->closed_parent));
+    if (!c->closed_parent) return Bad(at + "closed_parent", "must be true (or left out)");
+    return Status::Ok();
+  }
   CC_RETURN_IF_ERROR(OnlyKeys(o, at, {"property_name", "property_value", "match_type"}));
   std::string type;
   CC_RETURN_IF_ERROR(Str(o, at, "property_name", &c->property_name, true));
@@ -238,6 +244,7 @@ std::optional<std::string_view> Lookup(const CaseRecord& c, const CaseRecord* pa
 
 bool CheckCriterion(const Criterion& k, const CaseRecord& c, const CaseRecord* parent,
                     int64_t today) {
+  if (k.closed_parent) return parent && parent->closed;  // ClosedParentDefinition.matches
   auto v = Lookup(c, parent, k.property_name);
   if (!v) return false;  // a parent/ criterion on a case without a parent
   switch (k.match) {
@@ -265,7 +272,7 @@ bool CheckCriterion(const Criterion& k, const CaseRecord& c, const CaseRecord* p
 
 bool Rule::NeedsParent() const {
   for (const auto& c : criteria)
-    if (c.property_name.starts_with("parent/")) return true;
+    if (c.closed_parent || c.property_name.starts_with("parent/")) return true;
   for (const auto& u : updates)
     if (u.name.starts_with("parent/") || (u.from_property && u.value.starts_with("parent/")))
       return true;

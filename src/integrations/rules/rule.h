@@ -19,8 +19,11 @@
 namespace commcare::rules {
 
 // One criterion. property_name may be "parent/<prop>" (the case's parent's property).
+// closed_parent is HQ's ClosedParentDefinition instead: the case's "parent" (child index) is
+// closed.
 struct Criterion {
   enum class Match { kEqual, kNotEqual, kHasValue, kHasNoValue, kRegex, kDays, kDaysBefore };
+  bool closed_parent = false;
   std::string property_name;
   Match match = Match::kEqual;
   std::string value;                  // EQUAL, NOT_EQUAL, REGEX
