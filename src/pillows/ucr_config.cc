@@ -140,7 +140,7 @@ struct Transformed : Expr {
       : expr(std::move(e)), fn(std::move(f)) {}
   Result<json::value> Eval(const json::value& item, EvalContext& ctx) const override {
     CC_ASSIGN_OR_RETURN(json::value v, expr->Eval(item, ctx));
-    return fn(v);
+    return fn(v, ctx);
   }
 };
 

@@ -63,8 +63,9 @@ Result<std::vector<std::string>> StringList(const json::object& o, const char* k
 Result<std::string> Datatype(const json::object& o, const std::string& path, bool required);
 Result<std::unique_ptr<Expr>> PropertyGetter(const json::object& o, const std::string& path);
 
-// An indicator transform (ucr_transforms.cc): an empty function for {} (no transform).
-using Transform = std::function<json::value(const json::value&)>;
+// An indicator transform (ucr_transforms.cc): an empty function for {} (no transform). The
+// context is for the transforms that look a user or an owner up (its Directory).
+using Transform = std::function<json::value(const json::value&, EvalContext&)>;
 Result<Transform> CompileTransform(const json::value& v, const std::string& path);
 
 // SQL (ucr.cc).

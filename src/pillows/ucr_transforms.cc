@@ -1,5 +1,6 @@
 // UCR indicator transforms (transforms/specs.py): translation, multiple_value_string_translation,
-// number_format, date_format and the custom month_display and days_elapsed_from_date.
+// number_format, date_format and the custom month_display, days_elapsed_from_date, user_display,
+// user_without_domain_display and owner_display.
 #include <fmt/format.h>
 
 #include <ctime>
@@ -71,6 +72,39 @@ json::value DaysElapsed(const json::value& v) {
   return json::value(util::NowMicros() / 86'400'000'000 - days);
 }
 
+template <typename F>
+Transform Pure(F f) {
+  return [f](const json::value& x, EvalContext&) { return f(x); };
+}
+
+// users/util.py raw_username: the username without "@<domain>.commcarehq.org".
+std::string RawUsername(std::string_view u) {
+  const auto at = u.find('@');
+  return std::string(
+      at != std::string_view::npos && u.ends_with(".commcarehq.org") ? u.substr(0, at) : u);
+}
+
+// users/util.py cached_user_id_to_username (user_display) and cached_owner_id_to_display
+// (owner_display: get_wrapped_owner tries a user, then a group, then a location): null for an
+// empty or unknown id.
+Transform Display(bool owner) {
+  return [owner](const json::value& x, EvalContext& ctx) -> json::value {
+    if (!x.is_string() || x.get_string().empty() || !ctx.directory) return nullptr;
+    auto u = ctx.directory->Get(ctx.domain, "CommCareUser", x.get_string());
+    if (u.ok()) {
+      const json::value* name = u->if_contains("username");
+      return name && name->is_string() ? json::value(RawUsername(name->get_string())) : nullptr;
+    }
+    if (!owner) return nullptr;
+    for (const char* type : {"Group", "Location"})
+      if (auto d = ctx.directory->Get(ctx.domain, type, x.get_string()); d.ok()) {
+        const json::value* name = d->if_contains("name");
+        return name ? *name : json::value();
+      }
+    return nullptr;
+  };
+}
+
 }  // namespace
 
 Result<Transform> CompileTransform(const json::value& v, const std::string& path) {
@@ -90,12 +124,12 @@ Result<Transform> CompileTransform(const json::value& v, const std::string& path
     json::object table = t && t->is_object() ? t->get_object() : json::object();
     if (t && !t->is_object()) return Bad(path + ".translations", "must be an object");
     if (const json::value* m = o.if_contains("mobile_or_web"); m && *m == "mobile")
-      return Transform([](const json::value& x) { return x; });  // translated on the phone
+      return Pure([](const json::value& x) { return x; });  // translated on the phone
     if (type == "translation")
-      return Transform([table](const json::value& x) { return Translate(table, x); });
+      return Pure([table](const json::value& x) { return Translate(table, x); });
     CC_ASSIGN_OR_RETURN(std::string delim, str("delimiter"));
     if (delim.empty()) return Bad(path + ".delimiter", "must not be empty");
-    return Transform([table, delim](const json::value& x) {
+    return Pure([table, delim](const json::value& x) {
       if (!x.is_string()) return x;
       std::string_view s = x.get_string();
       std::string out;
@@ -113,19 +147,22 @@ Result<Transform> CompileTransform(const json::value& v, const std::string& path
   }
   if (type == "number_format") {
     CC_ASSIGN_OR_RETURN(std::string f, str("format_string"));
-    return Transform([f](const json::value& x) { return NumberFormat(f, x); });
+    return Pure([f](const json::value& x) { return NumberFormat(f, x); });
   }
   if (type == "date_format") {
     CC_ASSIGN_OR_RETURN(std::string f, str("format"));
-    return Transform([f](const json::value& x) { return DateFormat(f, x); });
+    return Pure([f](const json::value& x) { return DateFormat(f, x); });
   }
   if (type == "custom") {
     CC_ASSIGN_OR_RETURN(std::string ct, str("custom_type"));
-    if (ct == "month_display") return Transform(MonthDisplay);
-    if (ct == "days_elapsed_from_date") return Transform(DaysElapsed);
+    if (ct == "month_display") return Pure(MonthDisplay);
+    if (ct == "days_elapsed_from_date") return Pure(DaysElapsed);
+    if (ct == "user_display" || ct == "user_without_domain_display") return Display(false);
+    if (ct == "owner_display") return Display(true);
     return Bad(path + ".custom_type",
-               fmt::format("custom transform '{}' is not supported (month_display and "
-                           "days_elapsed_from_date are)",
+               fmt::format("custom transform '{}' is not supported (month_display, "
+                           "days_elapsed_from_date, user_display, user_without_domain_display "
+                           "and owner_display are)",
                            ct));
   }
   return Bad(path + ".type", fmt::format("unknown transform type '{}'", type));

@@ -38,6 +38,12 @@ std::string Const(const std::string& v) {
   return fmt::format(R"({{"type":"constant","constant":"{}"}})", v);
 }
 const char* kUser = R"({"type":"property_path","property_path":["form","meta","userID"]})";
+// An indicator whose value goes through a custom transform.
+std::string Transformed(const std::string& column, const std::string& expr, const char* custom) {
+  return fmt::format(
+      R"({{"type":"expression","column_id":"{}","datatype":"string","expression":{},"transform":{{"type":"custom","custom_type":"{}"}}}})",
+      column, expr, custom);
+}
 
 }  // namespace
 
@@ -122,7 +128,14 @@ TEST_CASE("UCR HQ: users, groups and locations through the MetaStore") {
                       R"({{"type":"reduce_items","aggregation_fn":"join","items_expression":{}}})",
                       related("Location", Const("loc-v"), "lineage"))),
               Ind("group_name", related("Group", Const("g-report"), "name")),
-              Ind("no_location", related("Location", Const("nowhere"), "name"))},
+              Ind("no_location", related("Location", Const("nowhere"), "name")),
+              // transforms/custom/users.py: user_display and owner_display.
+              Transformed("user_disp", kUser, "user_display"),
+              Transformed("owner_user", kUser, "owner_display"),
+              Transformed("owner_group", Const("g-team"), "owner_display"),
+              Transformed("owner_loc", Const("loc-v"), "owner_display"),
+              Transformed("user_of_group", Const("g-team"), "user_display"),
+              Transformed("owner_nobody", Const("nobody"), "owner_display")},
           ","));
   const std::string config = fmt::format(
       R"({{"domain":"demo","table_id":"dir","referenced_doc_type":"XFormInstance","configured_indicators":{}}})",
@@ -156,4 +169,10 @@ TEST_CASE("UCR HQ: users, groups and locations through the MetaStore") {
   CHECK(col("lineage") == "loc-dloc-sloc-rw");  // SQLLocation.lineage: nearest first
   CHECK(col("group_name") == "Report");
   CHECK(col("no_location") == "<null>");
+  CHECK(col("user_disp") == "nurse");
+  CHECK(col("owner_user") == "nurse");
+  CHECK(col("owner_group") == "Team");
+  CHECK(col("owner_loc") == "Tumba");
+  CHECK(col("user_of_group") == "<null>");
+  CHECK(col("owner_nobody") == "<null>");
 }

@@ -283,9 +283,9 @@ TEST_CASE("UCR HQ: the count indicator and indicator transforms") {
       CompileError(
           Config(
               "CommCareCase",
-              R"({"type":"expression","column_id":"v","datatype":"string","expression":1,"transform":{"type":"custom","custom_type":"owner_display"}})"))
+              R"({"type":"expression","column_id":"v","datatype":"string","expression":1,"transform":{"type":"custom","custom_type":"ethiopian_date_to_gregorian_date"}})"))
           .starts_with("configured_indicators[0].transform.custom_type: custom transform "
-                       "'owner_display' is not supported"));
+                       "'ethiopian_date_to_gregorian_date' is not supported"));
 }
 
 // specs.py SwitchExpressionSpec (`switch_value == c`, string keys), ArrayIndexExpressionSpec and
