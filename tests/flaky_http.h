@@ -18,15 +18,46 @@
 
 namespace cctest {
 
-// A fault injector in front of nothing: answers the bucket check, then every other request
-// with 500 (or, with hang, reads requests and never answers).
+// A fault injector: answers the bucket check, then every other request with 500 (or, with hang,
+// reads requests and never answers). With an upstream port, a connection accepted while
+// `failing` is false is relayed to the upstream server instead (the S3 server coming back).
 struct FlakyHttp {
   int fd = -1;
   int port = 0;
   std::atomic<int> requests{0};
   std::atomic<bool> stop{false};
+  std::atomic<bool> failing{true};
   std::thread t;
-  explicit FlakyHttp(bool hang) {
+  std::vector<std::thread> relays;
+  // Copies bytes both ways between a client and the upstream until either side closes.
+  void Relay(int c, int upstream_port, std::string first) {
+    int u = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(upstream_port));
+    if (::connect(u, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::write(u, first.data(), first.size()) != static_cast<ssize_t>(first.size())) {
+      ::close(u);
+      ::close(c);
+      return;
+    }
+    char buf[65536];
+    while (!stop) {
+      pollfd p[2] = {{c, POLLIN, 0}, {u, POLLIN, 0}};
+      if (::poll(p, 2, 50) <= 0) continue;
+      bool closed = false;
+      for (int i = 0; i < 2 && !closed; ++i) {
+        if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        ssize_t n = ::read(p[i].fd, buf, sizeof buf);
+        closed = n <= 0 || ::write(i == 0 ? u : c, buf, static_cast<size_t>(n)) != n;
+      }
+      if (closed) break;
+    }
+    ::close(u);
+    ::close(c);
+  }
+  explicit FlakyHttp(bool hang, int upstream_port = 0) {
     fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -36,7 +67,7 @@ struct FlakyHttp {
     REQUIRE(::listen(fd, 16) == 0);
     REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
     port = ntohs(a.sin_port);
-    t = std::thread([this, hang] {
+    t = std::thread([this, hang, upstream_port] {
       std::vector<int> held;
       while (!stop) {
         pollfd p{fd, POLLIN, 0};
@@ -52,6 +83,10 @@ struct FlakyHttp {
         }
         const bool bucket_check = req.rfind("HEAD /blobs HTTP", 0) == 0;
         ++requests;
+        if (upstream_port && !failing) {
+          relays.emplace_back([this, c, upstream_port, req] { Relay(c, upstream_port, req); });
+          continue;
+        }
         if (hang && !bucket_check) {
           held.push_back(c);
           continue;
@@ -71,6 +106,7 @@ struct FlakyHttp {
   ~FlakyHttp() {
     stop = true;
     t.join();
+    for (auto& r : relays) r.join();
     ::close(fd);
   }
 };

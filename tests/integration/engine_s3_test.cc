@@ -58,6 +58,30 @@ TEST_CASE("S3: forms and attachments go to the bucket, and a failing bucket fail
     CHECK(e->GetForm("demo", "s3-f2").status().IsNotFound());
     CHECK(e->GetCase("demo", "s3-c2").status().IsNotFound());
   }
+  {
+    // S3 answers 500s, then comes back: the refused form left nothing, and the same form is
+    // taken afresh once S3 answers again (no state is kept from the failure; issue 24 item 2).
+    const int s3_port = std::stoi(ep.substr(ep.rfind(':') + 1));
+    cctest::FlakyHttp s3(false, s3_port);
+    auto e = open(fmt::format(
+        R"({{"kind": "s3", "endpoint": "http://127.0.0.1:{}", "bucket": "blobs",
+            "access_key": "S3RVER", "secret_key": "S3RVER", "max_attempts": 2,
+            "prefix": "back-{}-{}/"}})",
+        s3.port, ::getpid(), std::rand()));
+    const std::string xml = cctest::CaseForm(
+        "s3-f3", "s3-c3", "<create><case_type>t</case_type><case_name>n</case_name></create>");
+    auto down = cctest::Submit(e.get(), xml);
+    CHECK(down.http_status == 503);
+    CHECK(e->GetForm("demo", "s3-f3").status().IsNotFound());
+    s3.failing = false;
+    auto back = cctest::Submit(e.get(), xml);
+    REQUIRE_MESSAGE(back.http_status == 201, back.message);
+    CHECK(*e->GetFormXml("demo", "s3-f3") == xml);
+    CHECK(e->GetCase("demo", "s3-c3")->name == "n");
+    auto check = e->Check();
+    REQUIRE(check.ok());
+    CHECK(check->problems.empty());
+  }
   InitOptions bad;
   bad.data_dir = cctest::TempDir("s3bad");
   bad.blob_store = R"({"kind": "s3", "endpoint": "http://x"})";
