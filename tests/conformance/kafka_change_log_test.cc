@@ -244,3 +244,44 @@ TEST_CASE("Kafka ChangeLog: a mark never reaches the log before its records") {
     CHECK(n == 1);
   }
 }
+
+TEST_CASE("Kafka ChangeLog: an offset query keeps to its timeout while the leader is down") {
+  // rd_kafka_query_watermark_offsets (librdkafka before 2.3.0, #2588) waited for ever for a
+  // partition whose leader was down; a pillow's lag report and the readiness check waited with
+  // it. The offsets now come from rd_kafka_offsets_for_times, which keeps to its timeout.
+  std::string dir = cctest::FreshTempDir("cc-log", "offset-timeout");
+  auto o = KafkaForTests(dir);
+  if (!o) return;
+  PrivateKafka kafka;
+  kafka.Point(&*o);
+  o->timeout_ms = 2000;
+  auto control = [&](const std::string& cmd) {
+    CAPTURE(cmd);
+    CHECK(MockControl(kafka.control, cmd) == "ok\n");
+  };
+  control(fmt::format("create {}g 1", o->topic_prefix));
+  control(fmt::format("leader {}g 0 2", o->topic_prefix));
+  auto opened = OpenKafkaChangeLog(*o);
+  REQUIRE_MESSAGE(opened.ok(), opened.status().ToString());
+  auto& log = *opened;
+  REQUIRE(log->CreateTopic("g", 1).ok());
+  REQUIRE(log->Append(Messages("g", 3, "a")).ok());
+  auto end = log->EndOffset("g", 0);
+  REQUIRE_MESSAGE(end.ok(), end.status().ToString());
+  CHECK(*end == 3);
+  CHECK(*log->StartOffset("g", 0) == 0);
+  control("down 2");
+  const auto t0 = std::chrono::steady_clock::now();
+  auto down = log->EndOffset("g", 0);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(!down.ok());
+  CHECK(waited < std::chrono::seconds(6));  // the 2 s timeout (leader lookup, then the query)
+  control("up 2");
+  Result<int64_t> back = Status::Unavailable("not asked yet");
+  for (int i = 0; i < 20 && !back.ok(); ++i) {
+    back = log->EndOffset("g", 0);
+    if (!back.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  REQUIRE_MESSAGE(back.ok(), back.status().ToString());
+  CHECK(*back == 3);
+}

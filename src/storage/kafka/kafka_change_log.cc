@@ -272,15 +272,11 @@ class KafkaChangeLog final : public ChangeLog {
   }
 
   Result<int64_t> EndOffset(std::string_view topic, int partition) override {
-    int64_t lo, hi;
-    CC_RETURN_IF_ERROR(Watermarks(topic, partition, &lo, &hi));
-    return hi;
+    return ListOffset(topic, partition, RD_KAFKA_OFFSET_END);
   }
 
   Result<int64_t> StartOffset(std::string_view topic, int partition) override {
-    int64_t lo, hi;
-    CC_RETURN_IF_ERROR(Watermarks(topic, partition, &lo, &hi));
-    return lo;
+    return ListOffset(topic, partition, RD_KAFKA_OFFSET_BEGINNING);
   }
 
   Result<int64_t> ApplyRetention(const RetentionPolicy&) override { return int64_t{0}; }
@@ -515,15 +511,26 @@ class KafkaChangeLog final : public ChangeLog {
     return Status::Ok();
   }
 
-  Status Watermarks(std::string_view topic, int partition, int64_t* lo, int64_t* hi) {
+  // A partition's end (RD_KAFKA_OFFSET_END) or start (RD_KAFKA_OFFSET_BEGINNING) offset, asked of
+  // its leader as a ListOffsets of timestamp -1 or -2. rd_kafka_offsets_for_times keeps to its
+  // timeout; rd_kafka_query_watermark_offsets in librdkafka before 2.3.0 (Debian 12 has 2.0.2)
+  // waits for ever when the partition's leader is down (librdkafka #2588, fixed by #4460), which
+  // held a pillow's lag report and the server's readiness check with it.
+  Result<int64_t> ListOffset(std::string_view topic, int partition, int64_t which) {
     CC_ASSIGN_OR_RETURN(int n, Partitions(topic));
     if (partition < 0 || partition >= n)
       return Status::NotFound(fmt::format("topic {} has no partition {}", topic, partition));
     const std::string full = o_.topic_prefix + std::string(topic);
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(consumer_.get(), full.c_str(),
-                                                               partition, lo, hi, o_.timeout_ms);
+    rd_kafka_topic_partition_list_t* tpl = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(tpl, full.c_str(), partition)->offset = which;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(consumer_.get(), tpl, o_.timeout_ms);
+    if (!err) err = tpl->elems[0].err;
+    const int64_t offset = tpl->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(tpl);
     if (err) return Fail(fmt::format("offsets of {}/{}", full, partition), err);
-    return Status::Ok();
+    if (offset < 0)  // no offset to answer (nothing written yet): the start of the log
+      return int64_t{0};
+    return offset;
   }
 
   // Records of [from, hi) (up to max), by assigning the partition to the reader.
