@@ -38,9 +38,15 @@ constexpr const char* kMarksTopic = "__commcare_producer_marks";
 
 using Clock = std::chrono::steady_clock;
 
+// A producer given up (its transaction could not be aborted) drops what it still holds before
+// it goes: records queued while the brokers were down must not be sent once they are back, as
+// a new producer sends the batch again (a consumer's purge is a no-op).
 struct KafkaDeleter {
   void operator()(rd_kafka_t* rk) const {
-    if (rk) rd_kafka_destroy(rk);
+    if (!rk) return;
+    rd_kafka_purge(
+        rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
+    rd_kafka_destroy(rk);
   }
 };
 using KafkaHandle = std::unique_ptr<rd_kafka_t, KafkaDeleter>;
@@ -521,16 +527,25 @@ class KafkaChangeLog final : public ChangeLog {
     if (partition < 0 || partition >= n)
       return Status::NotFound(fmt::format("topic {} has no partition {}", topic, partition));
     const std::string full = o_.topic_prefix + std::string(topic);
-    rd_kafka_topic_partition_list_t* tpl = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(tpl, full.c_str(), partition)->offset = which;
-    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(consumer_.get(), tpl, o_.timeout_ms);
-    if (!err) err = tpl->elems[0].err;
-    const int64_t offset = tpl->elems[0].offset;
-    rd_kafka_topic_partition_list_destroy(tpl);
-    if (err) return Fail(fmt::format("offsets of {}/{}", full, partition), err);
-    if (offset < 0)  // no offset to answer (nothing written yet): the start of the log
-      return int64_t{0};
-    return offset;
+    // A leader that has just moved or come back answers with a transient error: asked again
+    // until the timeout, as the watermark query waited for its answer.
+    const auto deadline = Clock::now() + std::chrono::milliseconds(o_.timeout_ms);
+    while (true) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      rd_kafka_topic_partition_list_t* tpl = rd_kafka_topic_partition_list_new(1);
+      rd_kafka_topic_partition_list_add(tpl, full.c_str(), partition)->offset = which;
+      rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(
+          consumer_.get(), tpl, static_cast<int>(std::max<int64_t>(1, left.count())));
+      if (!err) err = tpl->elems[0].err;
+      const int64_t offset = tpl->elems[0].offset;
+      rd_kafka_topic_partition_list_destroy(tpl);
+      if (!err) return offset < 0 ? int64_t{0} : offset;  // < 0: nothing written yet
+      if (err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC || err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+          Clock::now() + std::chrono::milliseconds(100) >= deadline)
+        return Fail(fmt::format("offsets of {}/{}", full, partition), err);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
 
   // Records of [from, hi) (up to max), by assigning the partition to the reader.
