@@ -181,6 +181,15 @@ class Engine {
 std::string CaseToJson(const CaseRecord& c);
 // Form metadata JSON (form_id, domain, xmlns, state, user_id, received_on, ...).
 std::string FormToJson(const FormRecord& f);
+// A form as CommCare HQ's Form API v0.5 serves it (XFormInstanceResource,
+// corehq/apps/api/resources/v0_4.py) and its FormRepeater sends it as form_json: id, form (the
+// answers as CommCare's form JSON, with @xmlns, @name and meta, zoned date-times in UTC),
+// metadata, type, version, uiversion, archived, attachments {name: {content_type, length, url}},
+// received_on, server_modified_on, indexed_on, resource_uri, ... Attachment urls are paths
+// under /a/{domain}/ (a server makes them absolute). indexed_on: µs, 0 = received_on.
+// InvalidArgument: form_xml does not parse. Thread-safe.
+Result<std::string> FormToApiJson(const FormRecord& form, std::string_view form_xml,
+                                  int64_t indexed_on = 0);
 // A case transaction as JSON.
 std::string CaseTransactionToJson(const CaseTransaction& t);
 // Ledger values as {"section": {"entry": balance}} JSON.

@@ -178,14 +178,6 @@ struct FormListPage {
   std::vector<std::string> forms;  // FormToApiJson objects, in the query's order
   int64_t total_count = 0;
 };
-// A form as CommCare HQ's Form API v0.5 serves it (XFormInstanceResource): id, form (the
-// answers as CommCare's form JSON, with @xmlns, @name and meta), metadata, type, version,
-// uiversion, archived, attachments {name: {content_type, length, url}}, received_on,
-// server_modified_on, indexed_on, resource_uri, ... Attachment urls are paths under
-// /a/{domain}/ (a server makes them absolute). indexed_on: µs, 0 = received_on.
-Result<std::string> FormToApiJson(const FormRecord& form, std::string_view form_xml,
-                                  int64_t indexed_on = 0);
-
 // Where a data directory's pillow databases live (PillowHostOptions::dir): "postgres:<conninfo>"
 // when its commcare.json names a "pillows" database, else <data_dir>/pillows.
 std::string PillowStoreAt(const std::string& data_dir);

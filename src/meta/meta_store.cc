@@ -153,6 +153,19 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& where) {
                               "ON CONFLICT(key_hash) DO NOTHING")
                            .status());
     CC_RETURN_IF_ERROR(db.Run("moving API keys", "DELETE FROM api_keys").status());
+    // Users stored before users kept date_joined joined, as far as the store can tell, when a
+    // libcommcare that keeps it first opened the store: a stable date for their restores'
+    // <Registration><date>. A no-op once every user has one.
+    const std::string now = util::FormatIsoTime(util::NowMicros());
+    CC_RETURN_IF_ERROR(
+        db.Run("dating users",
+               db.postgres()
+                   ? "UPDATE users SET doc=jsonb_set(doc, '{date_joined}', to_jsonb(CAST(? AS "
+                     "TEXT))) WHERE COALESCE(doc->>'date_joined', '')=''"
+                   : "UPDATE users SET doc=json_set(doc, '$.date_joined', ?) "
+                     "WHERE COALESCE(json_extract(doc, '$.date_joined'), '')=''",
+               {now})
+            .status());
     CC_ASSIGN_OR_RETURN(auto r, db.Run("reading the relay's producer name",
                                        "SELECT v FROM meta_info WHERE k='relay_producer'"));
     if (!r.empty()) {

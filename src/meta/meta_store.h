@@ -60,6 +60,13 @@ struct User {
   std::map<std::string, std::string> role_ids;  // domain -> role id
   std::vector<std::string> location_ids;        // assigned locations (case ownership)
   boost::json::object user_data;                // custom fields (restore's user_data)
+  // HQ's CouchUser first_name, last_name and phone_numbers (the first is the default number,
+  // default_phone_number): the restore's commcare_first_name, _last_name and _phone_number.
+  std::string first_name, last_name;
+  std::vector<std::string> phone_numbers;
+  // µs; when the user was first stored (HQ's date_joined, the restore's Registration <date>).
+  // PutUser keeps the stored value; a new user gets the one given, or now.
+  int64_t date_joined = 0;
   // Not stored: each role's permissions, by domain, as read with the user.
   std::map<std::string, std::vector<std::string>> role_permissions;
   std::string password_hash;  // Django's "pbkdf2_sha256$<iterations>$<salt>$<base64>"
@@ -98,9 +105,10 @@ boost::json::object UserJson(const User& u, std::string_view domain = "");
 
 // Applies the admin API's user fields from o to u: password (into *password, at least 4
 // characters), is_active, web_user, role_id and permissions (both for domain; a null role_id
-// removes it), location_ids, user_data, domains (the caller decides who may set it).
-// "username", "_rev" and "revoke_api_keys" are skipped; InvalidArgument names a field that
-// is unknown or of the wrong type.
+// removes it), location_ids, user_data, first_name, last_name, phone_numbers (strings; the
+// first is the default), domains (the caller decides who may set it). "username", "_rev" and
+// "revoke_api_keys" are skipped; InvalidArgument names a field that is unknown, of the wrong
+// type or not settable (date_joined).
 Status ApplyUserFields(const boost::json::object& o, std::string_view domain, User* u,
                        std::string* password);
 

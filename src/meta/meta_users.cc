@@ -16,6 +16,7 @@
 #include "util/codec.h"
 #include "util/hash.h"
 #include "util/sql_db.h"
+#include "util/time.h"
 #include "util/xml.h"
 
 namespace commcare::meta {
@@ -52,6 +53,12 @@ User DecodeUser(std::string_view text, int64_t rev) {
     for (const auto& x : l->get_array())
       if (x.is_string()) u.location_ids.emplace_back(x.get_string());
   if (auto* d = o.if_contains("user_data"); d && d->is_object()) u.user_data = d->get_object();
+  u.first_name = GetStr(o, "first_name");
+  u.last_name = GetStr(o, "last_name");
+  if (auto* p = o.if_contains("phone_numbers"); p && p->is_array())
+    for (const auto& x : p->get_array())
+      if (x.is_string()) u.phone_numbers.emplace_back(x.get_string());
+  if (std::string t = GetStr(o, "date_joined"); !t.empty()) util::ParseIsoTime(t, &u.date_joined);
   u.digest_md5 = GetStr(o, "digest_md5");
   u.digest_sha256 = GetStr(o, "digest_sha256");
   if (auto* a = o.if_contains("domains"); a && a->is_array())
@@ -121,6 +128,20 @@ Status ApplyUserFields(const json::object& o, std::string_view domain, User* u,
     } else if (k == "user_data") {
       if (!x.is_object()) return Status::InvalidArgument("user_data: must be an object");
       u->user_data = x.get_object();
+    } else if (k == "first_name" || k == "last_name") {
+      if (!x.is_string()) return Status::InvalidArgument(fmt::format("{}: must be a string", k));
+      (k == "first_name" ? u->first_name : u->last_name) = std::string(x.get_string());
+    } else if (k == "phone_numbers") {
+      if (!x.is_array())
+        return Status::InvalidArgument("phone_numbers: must be a list (the first is the default)");
+      u->phone_numbers.clear();
+      for (const auto& n : x.get_array()) {
+        if (!n.is_string() || n.get_string().empty())
+          return Status::InvalidArgument("phone_numbers: each must be a non-empty string");
+        u->phone_numbers.emplace_back(n.get_string());
+      }
+    } else if (k == "date_joined") {
+      return Status::InvalidArgument("date_joined: is set when the user is created");
     } else if (k == "permissions") {
       if (!x.is_array()) return Status::InvalidArgument("permissions: must be a list");
       auto& granted = u->permissions[std::string(domain)];
@@ -157,16 +178,19 @@ Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
   // Only a mobile worker's restore carries its password hash (for offline login, as HQ's);
   // a web user's or superuser's never does.
   if (!user.web_user && !user.is_superuser) q.user.password_hash = user.password_hash;
+  // HQ's Registration <date> (casexml/apps/phone/xml.py get_registration_element_data):
+  // date_to_xml_string(restore_user.date_joined).
+  q.user.date_joined = user.date_joined;
   // HQ's session data (users/models.py get_user_session_data over UserData.to_dict): the
   // custom fields, then the system ones, which win over a custom field of the same name:
   // commcare_project, the location ids when the user has a location (the first is the
-  // primary), and the commcare_first_name/_last_name/_phone_number/_user_type fields (this
-  // user model keeps no names or phone numbers: they are empty, as HQ sends unset ones).
+  // primary), and commcare_first_name, _last_name, _phone_number (the default number,
+  // phone_numbers[0]; empty when unset) and _user_type.
   std::map<std::string, std::string> system = {
       {"commcare_project", domain},
-      {"commcare_first_name", ""},
-      {"commcare_last_name", ""},
-      {"commcare_phone_number", ""},
+      {"commcare_first_name", user.first_name},
+      {"commcare_last_name", user.last_name},
+      {"commcare_phone_number", user.phone_numbers.empty() ? "" : user.phone_numbers.front()},
       {"commcare_user_type", user.web_user ? "web" : "commcare"}};
   if (!user.location_ids.empty()) {
     std::string ids;
@@ -205,9 +229,10 @@ Result<RestoreRequest> MakeRestoreRequest(MetaStore* meta, const User& user,
 }
 
 json::object UserProfile(const User& u) {
-  json::array domains, locations;
+  json::array domains, locations, phones;
   json::object roles, perms;
   for (const auto& d : u.domains) domains.emplace_back(d);
+  for (const auto& n : u.phone_numbers) phones.emplace_back(n);
   for (const auto& [d, list] : u.permissions) {
     json::array a;
     for (const auto& p : list) a.emplace_back(p);
@@ -215,11 +240,21 @@ json::object UserProfile(const User& u) {
   }
   for (const auto& l : u.location_ids) locations.emplace_back(l);
   for (const auto& [d, r] : u.role_ids) roles[d] = r;
-  return {{"username", u.username},         {"user_id", u.user_id},
-          {"web_user", u.web_user},         {"domains", domains},
-          {"is_superuser", u.is_superuser}, {"is_active", u.is_active},
-          {"permissions", perms},           {"role_ids", roles},
-          {"location_ids", locations},      {"user_data", u.user_data}};
+  return {{"username", u.username},
+          {"user_id", u.user_id},
+          {"web_user", u.web_user},
+          {"domains", domains},
+          {"is_superuser", u.is_superuser},
+          {"is_active", u.is_active},
+          {"permissions", perms},
+          {"role_ids", roles},
+          {"location_ids", locations},
+          {"user_data", u.user_data},
+          {"first_name", u.first_name},
+          {"last_name", u.last_name},
+          {"phone_numbers", phones},
+          {"date_joined",
+           u.date_joined ? json::value(util::FormatIsoTime(u.date_joined)) : json::value()}};
 }
 
 bool User::InDomain(std::string_view domain) const {
@@ -299,6 +334,9 @@ Result<User> MetaStore::PutUser(User u, std::string_view password) {
         return Status::Aborted(
             fmt::format("user {} is at revision {}, not {}", u.username, stored, u.rev));
       if (u.user_id.empty()) u.user_id = old ? old->user_id : util::NewUuidHex();
+      // Set once, when the user is first stored (Django's User.date_joined).
+      if (old && old->date_joined) u.date_joined = old->date_joined;
+      if (!u.date_joined) u.date_joined = util::NowMicros();
       if (u.password_hash.empty() && old) {
         u.password_hash = old->password_hash;
         u.digest_md5 = old->digest_md5;

@@ -1,15 +1,13 @@
 // The form read copy: form metadata the REST API lists and filters (topic form-sql), each
-// form stored as CommCare HQ's Form API v0.5 object.
+// form stored as CommCare HQ's Form API v0.5 object (FormToApiJson, src/processing/render.cc).
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include <boost/json.hpp>
 #include <tuple>
 #include <unordered_set>
 
 #include "pillows/processor.h"
 #include "util/time.h"
-#include "xform/xml2json.h"
 
 namespace commcare::pillows {
 namespace {
@@ -137,78 +135,6 @@ std::unique_ptr<Processor> NewFormReadCopyProcessor() { return std::make_unique<
 }  // namespace commcare::pillows
 
 namespace commcare {
-namespace {
-
-namespace json = boost::json;
-
-json::value TimeOrNull(int64_t t) {
-  if (t == 0) return nullptr;
-  return json::value(util::FormatIsoTime(t));
-}
-json::value TextOrNull(const std::string& s) { return s.empty() ? json::value() : json::value(s); }
-json::value Attr(const json::object& o, const char* key) {
-  const json::value* v = o.if_contains(key);
-  return v && v->is_string() ? *v : json::value();
-}
-
-// HQ's clean_metadata over form.meta: the meta block without its @xmlns, with the fields of
-// couchforms' Metadata present (null when the form has none).
-json::value Metadata(const json::object& form) {
-  const json::value* meta = form.if_contains("meta");
-  if (!meta || !meta->is_object()) return nullptr;
-  json::object out = meta->get_object();
-  out.erase("@xmlns");
-  for (const char* k :
-       {"appVersion", "app_build_version", "commcare_version", "deviceID", "geo_point",
-        "instanceID", "location", "timeEnd", "timeStart", "userID", "username"})
-    if (!out.contains(k)) out[k] = nullptr;
-  return out;
-}
-
-}  // namespace
-
-Result<std::string> FormToApiJson(const FormRecord& f, std::string_view form_xml,
-                                  int64_t indexed_on) {
-  json::object form;
-  if (!form_xml.empty()) {
-    CC_ASSIGN_OR_RETURN(form, xform::FormXmlToJson(form_xml));
-    // HQ stores (and so serves) the form JSON with its zoned date-times in UTC (adjust_datetimes,
-    // corehq/form_processor/utils/xform.py): form.meta.timeStart and metadata.timeStart alike.
-    json::value v(std::move(form));
-    xform::AdjustDatetimes(v);
-    form = std::move(v.as_object());
-  }
-  if (!form.contains("@xmlns")) form["@xmlns"] = f.xmlns;
-  json::object o;
-  o["id"] = f.form_id;
-  o["domain"] = f.domain;
-  o["type"] = Attr(form, "#type");
-  o["version"] = Attr(form, "@version");
-  o["uiversion"] = Attr(form, "@uiVersion");
-  o["metadata"] = Metadata(form);
-  o["received_on"] = TimeOrNull(f.received_on);
-  o["edited_on"] = TimeOrNull(f.edited_on);
-  o["server_modified_on"] = TimeOrNull(f.server_modified_on);
-  o["indexed_on"] = TimeOrNull(indexed_on ? indexed_on : f.received_on);
-  o["app_id"] = TextOrNull(f.app_id);
-  o["build_id"] = TextOrNull(f.build_id);
-  o["initial_processing_complete"] = true;
-  o["problem"] = TextOrNull(f.problem);
-  o["archived"] = f.state == FormState::kArchived;
-  o["submit_ip"] = TextOrNull(f.submit_ip);
-  json::object atts;
-  for (const auto& a : f.attachments)
-    atts[a.name] = json::object{
-        {"content_type", a.content_type},
-        {"length", a.length},
-        {"url", fmt::format("/a/{}/api/form/attachment/{}/{}", f.domain, f.form_id, a.name)}};
-  o["attachments"] = std::move(atts);
-  o["is_phone_submission"] = !f.openrosa_version.empty();
-  o["edited_by_user_id"] = f.edited_on ? json::value(f.user_id) : json::value();
-  o["resource_uri"] = fmt::format("/a/{}/api/v0.5/form/{}/", f.domain, f.form_id);
-  o["form"] = std::move(form);
-  return json::serialize(o);
-}
 
 Result<FormListPage> ListForms(const std::string& pillows_dir, const FormListQuery& q) {
   if (q.domain.empty()) return Status::InvalidArgument("a form list needs a domain");

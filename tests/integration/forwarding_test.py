@@ -316,11 +316,13 @@ class ForwardingTest(unittest.TestCase):
         self.add("--url", self.rx.url("/casexml"), "--kind", "case", "--format", "case_xml",
                  "--event", "close")
         cid = "c-" + uuid.uuid4().hex
-        self.submit(form_xml(cid, create=True, props={"age": "1"})[1])
+        created, xml = form_xml(cid, create=True, props={"age": "1"})
+        self.submit(xml)
         self.run_all()
         [first] = self.records("--forwarder", f["id"])
         self.assertEqual((first["state"], first["event"]), ("failed", "create"))
-        self.submit(form_xml(cid, props={"age": "2"}, modified="2024-01-02T10:00:00")[1])
+        updated, xml = form_xml(cid, props={"age": "2"}, modified="2024-01-02T10:00:00")
+        self.submit(xml)
         self.run_all()
         recs = self.records("--forwarder", f["id"])
         self.assertEqual([(r["event"], r["state"]) for r in recs], [("update", "pending"), ("create", "failed")])
@@ -332,8 +334,25 @@ class ForwardingTest(unittest.TestCase):
         self.assertEqual([r["state"] for r in self.records("--forwarder", f["id"])], ["succeeded"] * 2)
         self.assertLessEqual(got[1]["at"], got[2]["at"])
         body = json.loads(got[2]["body"])
-        self.assertEqual((body["case_id"], body["properties"]["age"]), (cid, "2"))
         self.assertEqual(got[2]["headers"]["Content-Type"], "application/json")
+        # HQ's CaseRepeaterJsonPayloadGenerator sends case.to_api_json(lite=True)
+        # (corehq/motech/repeaters/repeater_generators.py): CommCareCaseAPISerializer's fields in
+        # order, less reverse_indices (corehq/form_processor/serializers.py); the fixed case
+        # fields inside properties (models/cases.py get_properties_in_api_format); xform_ids the
+        # case's forms by server date; DRF's isoformat() of HQ's naive UTC datetimes (no "Z").
+        self.assertEqual(list(body), ["domain", "case_id", "user_id", "closed", "xform_ids",
+                                      "date_closed", "date_modified", "server_date_modified",
+                                      "properties", "indices", "attachments"])
+        self.assertEqual((body["domain"], body["case_id"], body["user_id"], body["closed"]),
+                         ("demo", cid, "u1", False))
+        self.assertEqual(body["xform_ids"], [created, updated])
+        self.assertEqual((body["date_closed"], body["date_modified"]), (None, "2024-01-02T10:00:00"))
+        self.assertRegex(body["server_date_modified"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?$")
+        self.assertEqual(body["properties"], {"age": "2", "external_id": None, "owner_id": "u1",
+                                              "case_name": "P", "case_type": "patient",
+                                              "date_opened": "2024-01-01T10:00:00"})
+        self.assertEqual((body["indices"], body["attachments"]), ({}, {}))
+        self.assertNotIn("reverse_indices", body)
         self.assertEqual(self.rx.bodies("/casexml"), [])  # not closed yet
         self.submit(form_xml(cid, close=True, modified="2024-01-03T10:00:00")[1])
         self.run_all()
@@ -352,12 +371,37 @@ class ForwardingTest(unittest.TestCase):
         self.run_all()
         [j] = self.rx.bodies("/json")
         doc = json.loads(j["body"])
-        self.assertEqual(doc["form_id"], fid)
+        # HQ's FormRepeaterJsonPayloadGenerator sends XFormInstanceResource over the form
+        # (corehq/motech/repeaters/repeater_generators.py; the fields in
+        # corehq/apps/api/resources/v0_4.py): the Form API object, as GET /api/v0.5/form/<id>/.
+        for key in ["id", "domain", "form", "type", "version", "uiversion", "metadata",
+                    "received_on", "edited_on", "server_modified_on", "indexed_on", "app_id",
+                    "build_id", "initial_processing_complete", "problem", "archived",
+                    "attachments", "is_phone_submission", "edited_by_user_id", "resource_uri"]:
+            self.assertIn(key, doc)
+        self.assertNotIn("form_id", doc)
+        self.assertEqual((doc["id"], doc["domain"], doc["type"], doc["archived"]),
+                         (fid, "demo", "data", False))
+        self.assertEqual(doc["form"]["@xmlns"], XMLNS)
+        self.assertEqual(doc["form"]["meta"]["instanceID"], fid)
+        self.assertEqual(doc["metadata"]["instanceID"], fid)
         self.assertEqual(doc["form"]["q"], "1")
         self.assertNotIn("case", doc["form"])
+        self.assertEqual(doc["attachments"]["form.xml"]["url"],
+                         f"/a/demo/api/form/attachment/{fid}/form.xml")
         [x] = self.rx.bodies("/xmlnocase")
         self.assertNotIn("<case", x["body"].decode())
         self.assertIn("<q>1</q>", x["body"].decode())
+        # Zoned date-times in the form are UTC, as HQ stores them (adjust_datetimes).
+        fid, xml = form_xml(None)
+        self.submit(xml.replace("<username>w</username>",
+                                "<username>w</username><timeStart>2024-03-02T10:21:48.715+01:00"
+                                "</timeStart>"))
+        self.run_all()
+        doc = json.loads(self.rx.bodies("/json")[1]["body"])
+        self.assertEqual(doc["id"], fid)
+        self.assertEqual(doc["form"]["meta"]["timeStart"], "2024-03-02T09:21:48.715000Z")
+        self.assertEqual(doc["metadata"]["timeStart"], "2024-03-02T09:21:48.715000Z")
 
     def test_pause_resume_delete(self):
         f = self.add("--url", self.rx.url("/paused"))

@@ -99,6 +99,54 @@ class RestoreFidelityTest(unittest.TestCase):
         self.assertEqual(s, 200, body)
         self.assertIn(b"ota_restore_success", body)
 
+    def registration(self, auth):
+        s, body = self.restore("version=2.0", auth)
+        self.assertEqual(s, 200, body)
+        reg = ET.fromstring(body).find("{http://openrosa.org/user/registration}Registration")
+        self.assertIsNotNone(reg, body)
+        ns = "{http://openrosa.org/user/registration}"
+        data = {d.get("key"): d.text or "" for d in reg.find(ns + "user_data")}
+        return reg.find(ns + "date").text, data
+
+    def test_registration_carries_the_users_names_phone_and_date_joined(self):
+        # R7: HQ's get_user_session_data (corehq/apps/users/models.py) puts the user's
+        # first_name, last_name and phone_number (default_phone_number: phone_numbers[0]) in the
+        # Registration's user_data as commcare_first_name, _last_name and _phone_number, and
+        # get_registration_element_data (casexml/apps/phone/xml.py) writes
+        # date_to_xml_string(restore_user.date_joined) as its <date>.
+        s, _, out = self.request("POST", "/a/demo/api/users/", body=json.dumps({
+            "username": "w.named", "password": "pw-named", "first_name": "Asha",
+            "last_name": "Mwangi", "phone_numbers": ["+254700000001", "+254700000002"]}))
+        self.assertEqual(s, 201, out)
+        user = json.loads(out)
+        self.assertEqual((user["first_name"], user["last_name"], user["phone_numbers"]),
+                         ("Asha", "Mwangi", ["+254700000001", "+254700000002"]))
+        date, data = self.registration(("w.named", "pw-named"))
+        self.assertEqual(date, user["date_joined"][:10])
+        self.assertEqual((data["commcare_first_name"], data["commcare_last_name"],
+                          data["commcare_phone_number"], data["commcare_project"],
+                          data["commcare_user_type"]),
+                         ("Asha", "Mwangi", "+254700000001", "demo", "commcare"))
+        # date_joined is the server's: a write cannot set it, and an update keeps it.
+        s, _, out = self.request("PUT", "/a/demo/api/users/w.named", body=json.dumps(
+            {"_rev": user["_rev"], "date_joined": "2001-01-01T00:00:00Z"}))
+        self.assertEqual(s, 400, out)
+        self.assertIn(b"date_joined", out)
+        s, _, out = self.request("PUT", "/a/demo/api/users/w.named", body=json.dumps(
+            {"_rev": user["_rev"], "first_name": "Neema", "phone_numbers": []}))
+        self.assertEqual(s, 200, out)
+        self.assertEqual(json.loads(out)["date_joined"], user["date_joined"])
+        _, data = self.registration(("w.named", "pw-named"))
+        self.assertEqual((data["commcare_first_name"], data["commcare_phone_number"]), ("Neema", ""))
+        # The CLI sets them too; running it again without them keeps them.
+        for _ in range(2):
+            cc("admin", "user", "create", "--data", self.data, "--domain", "demo", "--username",
+               "w.cli", "--password", "pw-cli", *([] if _ else ["--first-name", "Juma",
+               "--last-name", "Otieno", "--phone", "+255600000001", "--phone", "+255600000002"]))
+            _, data = self.registration(("w.cli", "pw-cli"))
+            self.assertEqual((data["commcare_first_name"], data["commcare_last_name"],
+                              data["commcare_phone_number"]), ("Juma", "Otieno", "+255600000001"))
+
     def submit_photo(self, domain, auth, case_id):
         me = json.loads(self.request("GET", f"/a/{domain}/api/users/{auth[0]}")[2])
         xml = (f'<?xml version="1.0"?><data xmlns="http://example.org/photo">'

@@ -179,6 +179,7 @@ TEST_CASE("livequery: owned open cases and the index rules of CommCare's example
 TEST_CASE("the payload: registration, case blocks, indices, ledgers, items, versions") {
   Fixture f;
   f.user.user_data = {{"district", "north & south"}};
+  f.user.date_joined = 1577934245000000;  // 2020-01-02T03:04:05Z: HQ's <date> is date_joined's
   Case(f.e.get(), "p", Create("u1", "mother"));
   Case(f.e.get(), "c", Create("u1", "child", Child("p")) + "<update><weight>3.1</weight></update>");
   SubmitRequest r;
@@ -202,7 +203,7 @@ TEST_CASE("the payload: registration, case blocks, indices, ledgers, items, vers
       std::string::npos);
   CHECK(p.find("<Sync xmlns=\"http://commcarehq.org/sync\"><restore_id>" + res.sync_id +
                "</restore_id></Sync>") != std::string::npos);
-  CHECK(p.find("<uuid>u1</uuid>") != std::string::npos);
+  CHECK(p.find("<uuid>u1</uuid><date>2020-01-02</date>") != std::string::npos);
   CHECK(p.find("<data key=\"district\">north &amp; south</data>") != std::string::npos);
   CHECK(p.find("<create><case_type>child</case_type><case_name>n</case_name><owner_id>u1</owner_id>"
                "</create>") != std::string::npos);

@@ -14,6 +14,8 @@
 
 #include "../test_util.h"
 #include "meta_store_helpers.h"
+#include "util/sql_db.h"
+#include "util/time.h"
 
 using namespace commcare;
 using cctest::Changes;
@@ -215,20 +217,82 @@ TEST_CASE("the user-groups fixture lists the case-sharing groups and locations a
     CHECK(*f.m->OwnerIds(u, "demo") == std::vector<std::string>{u.user_id, district, "g-share"});
     // R7: the Registration's user_data carries HQ's system fields (users/models.py
     // get_user_session_data, UserData.to_dict), over any custom field of the same name.
-    u.user_data = {{"district", "north"}, {"commcare_project", "spoofed"}};
+    // commcare_first_name, _last_name and _phone_number are the user's first_name, last_name
+    // and default (first) phone number; the Registration's date is date_joined (xml.py
+    // get_registration_element_data: date_to_xml_string(restore_user.date_joined)).
+    u.user_data = {
+        {"district", "north"}, {"commcare_project", "spoofed"}, {"commcare_first_name", "spoofed"}};
+    u.first_name = "Asha";
+    u.last_name = "Mwangi";
+    u.phone_numbers = {"+254700000001", "+254700000002"};
     u = f.m->PutUser(u).value();
+    CHECK(u.first_name == "Asha");
+    CHECK(u.phone_numbers == std::vector<std::string>{"+254700000001", "+254700000002"});
     auto q = meta::MakeRestoreRequest(f.m.get(), u, "demo");
     REQUIRE(q.ok());
+    CHECK(q->user.date_joined == f.worker.date_joined);
     std::map<std::string, std::string> data(q->user.user_data.begin(), q->user.user_data.end());
-    CHECK(data == std::map<std::string, std::string>{{"commcare_first_name", ""},
-                                                     {"commcare_last_name", ""},
+    CHECK(data == std::map<std::string, std::string>{{"commcare_first_name", "Asha"},
+                                                     {"commcare_last_name", "Mwangi"},
                                                      {"commcare_location_id", region},
                                                      {"commcare_location_ids", region},
-                                                     {"commcare_phone_number", ""},
+                                                     {"commcare_phone_number", "+254700000001"},
                                                      {"commcare_primary_case_sharing_id", region},
                                                      {"commcare_project", "demo"},
                                                      {"commcare_user_type", "commcare"},
                                                      {"district", "north"}});
+  }
+}
+
+// HQ's Registration <date> is the user's date_joined (casexml/apps/phone/xml.py
+// get_registration_element_data; Django's User.date_joined, set when the user is made).
+TEST_CASE("date_joined: set once when a user is first stored, and older users are dated at open") {
+  for (bool postgres : kStores) {
+    CAPTURE(postgres);
+    Fixture f(postgres);
+    if (!f.m) continue;
+    const int64_t joined = f.worker.date_joined;
+    CHECK(joined > 0);
+    // Later writes keep it, whatever they carry.
+    User u = f.worker;
+    u.date_joined = 1;
+    u = f.m->PutUser(u).value();
+    CHECK(u.date_joined == joined);
+    CHECK(f.m->GetUser("w")->date_joined == joined);
+    CHECK(meta::UserJson(u)["date_joined"] == boost::json::value(FormatTime(joined)));
+    // A new user may come with one (a user moved from elsewhere keeps its date).
+    User moved;
+    moved.username = "moved";
+    moved.domains = {"demo"};
+    moved.date_joined = 1577934245000000;  // 2020-01-02T03:04:05Z
+    CHECK(f.m->PutUser(moved, "pw-moved")->date_joined == 1577934245000000);
+    // The admin API cannot set it.
+    std::string pw;
+    auto st = meta::ApplyUserFields({{"date_joined", "2020-01-01"}}, "demo", &u, &pw);
+    CHECK(st.message().find("date_joined") != std::string::npos);
+    st = meta::ApplyUserFields({{"phone_numbers", {"+1", 2}}}, "demo", &u, &pw);
+    CHECK(st.message().find("phone_numbers") != std::string::npos);
+    // A user stored before users kept the date gets the time the store is next opened, once.
+    {
+      auto db = util::SqlDb::Open(f.where, "commcare_meta");
+      REQUIRE(db.ok());
+      REQUIRE((*db)
+                  ->Run("forgetting a date",
+                        postgres ? "UPDATE users SET doc=doc - 'date_joined' WHERE username='w'"
+                                 : "UPDATE users SET doc=json_remove(doc, '$.date_joined') "
+                                   "WHERE username='w'")
+                  .ok());
+    }
+    f.m.reset();
+    const int64_t before = util::NowMicros();
+    f.m = cctest::Open(f.where);
+    const int64_t dated = f.m->GetUser("w")->date_joined;
+    CHECK(dated >= before);
+    CHECK(dated <= util::NowMicros());
+    f.m.reset();
+    f.m = cctest::Open(f.where);
+    CHECK(f.m->GetUser("w")->date_joined == dated);
+    CHECK(f.m->GetUser("moved")->date_joined == 1577934245000000);
   }
 }
 

@@ -150,7 +150,19 @@ int CmdAdmin(const std::string& verb, const Args& a) {
       granted.emplace_back(commcare::meta::kAccessApi);
       granted.emplace_back(commcare::meta::kManageUsers);
     }
-    if (auto old = (*meta)->GetUser(u.username); old.ok()) u.rev = old->rev;
+    if (auto old = (*meta)->GetUser(u.username); old.ok()) {
+      u.rev = old->rev;
+      u.first_name = old->first_name;  // kept unless given again
+      u.last_name = old->last_name;
+      u.phone_numbers = old->phone_numbers;
+    }
+    if (a.Has("--first-name")) u.first_name = a.Get("--first-name");
+    if (a.Has("--last-name")) u.last_name = a.Get("--last-name");
+    if (a.Has("--phone")) {
+      u.phone_numbers.clear();
+      auto [lo, hi] = a.multi.equal_range("--phone");
+      for (auto it = lo; it != hi; ++it) u.phone_numbers.push_back(it->second);
+    }
     auto r = (*meta)->PutUser(u, a.Get("--password"));
     if (!r.ok()) return FailStatus(r.status());
     std::cout << json::serialize(json::object{
@@ -187,7 +199,10 @@ void RegisterAdminCommands(Cli* cli) {
       .Str("--password", "the password", true)
       .Str("--domain", "the user's domain", true)
       .Flag("--web", "a web user (API access, user management)")
-      .Flag("--superuser", "a superuser");
+      .Flag("--superuser", "a superuser")
+      .Str("--first-name", "the user's first name (the restore's commcare_first_name)")
+      .Str("--last-name", "the user's last name (commcare_last_name)")
+      .Many("--phone", "a phone number (repeatable; the first is commcare_phone_number)");
   CLI::App* apikey = cli->Group(admin, "apikey", "a user's API keys");
   cli->Add(apikey, "create", "mint an API key (shown once)",
            [](const Args& a) { return CmdAdmin("apikey create", a); })

@@ -57,6 +57,13 @@ struct Payload {
 Result<Payload> BuildPayload(Engine& engine, const Forwarder& f, const RepeatRecord& r);
 // A case as a full v2 case block (create, update, index, close).
 std::string CaseXml(const CaseRecord& c);
+// A case as HQ's CaseRepeater sends it as case_json: to_api_json(lite=True), i.e.
+// CommCareCaseAPISerializer without reverse_indices (domain, case_id, user_id, closed,
+// xform_ids, date_closed, date_modified, server_date_modified, properties with case_type,
+// case_name, owner_id, external_id and date_opened, indices and attachments as maps).
+std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string>& xform_ids);
+// HQ's CommCareCase.xform_ids from a case's history: its forms not revoked, by server date.
+std::vector<std::string> CaseXformIds(const std::vector<CaseTransaction>& history);
 // Drops the v2 <case> blocks from form XML.
 std::string StripCaseBlocks(std::string_view xml);
 

@@ -1,15 +1,18 @@
-// Payloads in HQ's formats, built when a record is sent (as HQ does): form_xml (the form's
-// stored XML, byte for byte), form_json (the form's metadata plus "form": its data as CommCare's
-// xml2json), case_xml (a full v2 case block) and case_json (the Case API v2 object).
+// Payloads in HQ's formats (corehq/motech/repeaters/repeater_generators.py), built when a record
+// is sent (as HQ does): form_xml (the form's stored XML, byte for byte), form_json (the Form API
+// object, XFormInstanceResource), case_xml (a full v2 case block) and case_json (the case's
+// to_api_json(lite=True)).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cctype>
 #include <iterator>
+#include <set>
 
 #include "integrations/forwarding/forwarding.h"
+#include "util/time.h"
 #include "util/xml.h"
-#include "xform/xml2json.h"
 
 namespace commcare::forwarding {
 
@@ -42,7 +45,76 @@ void StripCases(json::value& v) {
   for (auto& kv : o) StripCases(kv.value());
 }
 
+// A UTC time as Python's isoformat() writes HQ's naive UTC datetimes: no zone, and the fraction
+// only when there is one (six digits; three when millis, as DjangoJSONEncoder truncates).
+json::value NaiveIso(int64_t micros, bool millis) {
+  if (micros == 0) return nullptr;
+  const std::string t = FormatTime(micros);  // 2016-03-02T09:21:48.715000Z
+  const std::string_view fraction = std::string_view(t).substr(20, 6);
+  if (fraction == "000000") return json::value(t.substr(0, 19));
+  return json::value(t.substr(0, 19) + "." + std::string(fraction.substr(0, millis ? 3 : 6)));
+}
+
 }  // namespace
+
+std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string>& xform_ids) {
+  // CommCareCaseAPISerializer(lite=True), corehq/form_processor/serializers.py: its
+  // Meta.fields in order, less reverse_indices. DRF writes the DateTimeFields with isoformat()
+  // (HQ's datetimes are naive UTC); properties.date_opened is a datetime inside a JSONField, so
+  // the repeater's json.dumps(cls=DjangoJSONEncoder) writes it, to the millisecond.
+  json::object o;
+  o["domain"] = c.domain;
+  o["case_id"] = c.case_id;
+  o["user_id"] = c.modified_by;
+  o["closed"] = c.closed;
+  json::array ids;
+  for (const auto& id : xform_ids) ids.emplace_back(id);
+  o["xform_ids"] = std::move(ids);
+  o["date_closed"] = NaiveIso(c.closed_on, false);
+  o["date_modified"] = NaiveIso(c.modified_on, false);
+  o["server_date_modified"] = NaiveIso(c.server_modified_on, false);
+  // get_properties_in_api_format (corehq/form_processor/models/cases.py): case_json, then the
+  // five fixed fields, which win over a dynamic property of the same name.
+  json::object props;
+  for (const auto& [k, v] : c.properties) props[k] = v;
+  props["external_id"] = c.external_id.empty() ? json::value() : json::value(c.external_id);
+  props["owner_id"] = c.owner_id;
+  props["case_name"] = c.name;
+  props["case_type"] = c.type;
+  props["date_opened"] = NaiveIso(c.opened_on, true);
+  o["properties"] = std::move(props);
+  // get_index_map and get_attachment_map (models/cases.py). HQ's attachment url is absolute
+  // (get_url_base() + the api_case_attachment route); this one is the route's path.
+  json::object idx;
+  for (const auto& i : c.indices)
+    idx[i.identifier] = json::object{{"case_type", i.referenced_type},
+                                     {"case_id", i.referenced_id},
+                                     {"relationship", i.relationship}};
+  o["indices"] = std::move(idx);
+  json::object atts;
+  for (const auto& a : c.attachments)
+    atts[a.name] = json::object{
+        {"url", fmt::format("/a/{}/api/case/attachment/{}/{}", c.domain, c.case_id, a.name)},
+        {"content_type", a.content_type}};
+  o["attachments"] = std::move(atts);
+  return json::serialize(o);
+}
+
+std::vector<std::string> CaseXformIds(const std::vector<CaseTransaction>& history) {
+  // CommCareCase.xform_ids: get_case_transactions_by_type(case, TYPE_FORM)
+  // (corehq/sql_accessors/sql_templates/get_case_transactions_by_type.sql): the form
+  // transactions that are not revoked, by server date.
+  std::vector<const CaseTransaction*> forms;
+  for (const auto& t : history)
+    if ((t.type & kTxForm) && !t.revoked && !t.form_id.empty()) forms.push_back(&t);
+  std::stable_sort(forms.begin(), forms.end(),
+                   [](const auto* a, const auto* b) { return a->server_date < b->server_date; });
+  std::vector<std::string> out;
+  std::set<std::string_view> seen;
+  for (const auto* t : forms)
+    if (seen.insert(t->form_id).second) out.push_back(t->form_id);
+  return out;
+}
 
 std::string CaseXml(const CaseRecord& c) {
   std::string o;
@@ -131,13 +203,17 @@ Result<Payload> BuildPayload(Engine& engine, const Forwarder& f, const RepeatRec
       p.body = std::move(xml);
       p.content_type = "application/xml";
     } else {
-      auto data = xform::FormXmlToJson(xml);
-      if (!data.ok()) return Status::InvalidArgument("form XML: " + data.status().message());
-      json::value doc = json::parse(FormToJson(form));
-      json::value d(std::move(*data));
-      if (!f.include_case_blocks) StripCases(d);
-      doc.get_object()["form"] = std::move(d);
-      p.body = json::serialize(doc);
+      // FormRepeaterJsonPayloadGenerator: XFormInstanceResource over form_to_es_form(form), whose
+      // ES document is stamped inserted_at (indexed_on) as it is made, i.e. now.
+      auto doc = FormToApiJson(form, xml, util::NowMicros());
+      if (!doc.ok()) return Status::InvalidArgument("form XML: " + doc.status().message());
+      if (f.include_case_blocks) {
+        p.body = std::move(*doc);
+      } else {
+        json::value v = json::parse(*doc);
+        if (auto* d = v.get_object().if_contains("form")) StripCases(*d);
+        p.body = json::serialize(v);
+      }
       p.content_type = "application/json";
     }
     p.headers.emplace_back("received-on", FormatTime(form.received_on));
@@ -151,7 +227,8 @@ Result<Payload> BuildPayload(Engine& engine, const Forwarder& f, const RepeatRec
     p.body = CaseXml(c);
     p.content_type = "application/xml";
   } else {
-    p.body = CaseToJson(c);
+    CC_ASSIGN_OR_RETURN(auto history, engine.CaseHistory(r.domain, r.doc_id));
+    p.body = CaseToLiteApiJson(c, CaseXformIds(history));
     p.content_type = "application/json";
   }
   return p;
