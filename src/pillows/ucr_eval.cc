@@ -165,8 +165,9 @@ const json::value& Get(const json::value& item, std::string_view key) {
 using internal::AsString;
 
 namespace {
-// CommCareCase.xform_ids: the forms in the case's history, in order, each once (revoked ones
-// too, as HQ keeps them until a rebuild).
+// CommCareCase.xform_ids: the forms in the case's history, in order, each once, but for those
+// whose transactions are revoked (an archived form: HQ's xform_ids skips revoked transactions,
+// as forwarding's case_json does).
 Result<json::value> XformIds(Engine& engine, const std::string& domain, const json::value& doc) {
   json::array ids;
   auto history = engine.CaseHistory(domain, AsString(internal::Get(doc, "_id")));
@@ -176,7 +177,8 @@ Result<json::value> XformIds(Engine& engine, const std::string& domain, const js
   }
   std::set<std::string> seen;
   for (const auto& t : *history)
-    if (!t.form_id.empty() && seen.insert(t.form_id).second) ids.emplace_back(t.form_id);
+    if (!t.form_id.empty() && !t.revoked && seen.insert(t.form_id).second)
+      ids.emplace_back(t.form_id);
   return json::value(std::move(ids));
 }
 }  // namespace

@@ -370,6 +370,15 @@ TEST_CASE("UCR HQ: documents shaped as HQ's and indexed_case") {
   auto idx = json::parse(cdoc).at("indices").at(0);
   CHECK(idx.at("case_id") == "child");
   CHECK(idx.at("referenced_id") == "mother");
+  // An archived form's transactions are revoked: it leaves xform_ids.
+  REQUIRE(e->ArchiveForm("demo", "f3").ok());
+  rows = RowsOf(
+      Config(
+          "CommCareCase",
+          R"({"type":"expression","column_id":"forms","datatype":"array","expression":{"type":"property_name","property_name":"xform_ids"}})"),
+      json::serialize(ucr::CaseDocument(*e->GetCase("demo", "child"))), e.get());
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0][2] == R"(["f2"])");
 }
 
 // specs.py JsonpathExpressionSpec: no match is None, one match its value, several a list.
