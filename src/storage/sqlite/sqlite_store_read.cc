@@ -240,17 +240,31 @@ Result<std::vector<std::string>> SqlitePrimaryStore::CasesModifiedSince(std::str
   return out;
 }
 
+// In pages of 1,000 rows by id, the reader let go between pages (as ScanCaseDocs): fn may take
+// long (an export reads each form's XML), and holding the writer's connection for the whole
+// scan stalled every submission for as long (the soak's finding, docs/reliability.md). A form
+// keeps its id when it changes (an upsert), so each is seen once.
 Status SqlitePrimaryStore::ScanForms(const std::function<bool(const FormRecord&)>& fn) {
-  auto r = Reader();
-  sqlite3_stmt* s = r->Prep("SELECT doc FROM forms ORDER BY id");
-  int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    FormRecord f;
-    CC_RETURN_IF_ERROR(DecodeDoc(Col(s, 0), &f, codec::DecodeForm));
-    if (!fn(f)) return Status::Ok();
+  constexpr int kScanPage = 1000;
+  int64_t after = 0;
+  std::vector<FormRecord> page;
+  while (true) {
+    page.clear();
+    {
+      auto r = Reader();
+      sqlite3_stmt* s = r->Prep("SELECT id, doc FROM forms WHERE id>?1 ORDER BY id LIMIT 1000");
+      Bind(s, 1, after);
+      int rc;
+      while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        after = sqlite3_column_int64(s, 0);
+        CC_RETURN_IF_ERROR(DecodeDoc(Col(s, 1), &page.emplace_back(), codec::DecodeForm));
+      }
+      if (rc != SQLITE_DONE) return r->Err("scanning forms");
+    }
+    for (const auto& f : page)
+      if (!fn(f)) return Status::Ok();
+    if (static_cast<int>(page.size()) < kScanPage) return Status::Ok();
   }
-  if (rc != SQLITE_DONE) return r->Err("scanning forms");
-  return Status::Ok();
 }
 
 Result<std::vector<CaseIndexEdge>> SqlitePrimaryStore::Edges(std::span<const std::string> ids,
