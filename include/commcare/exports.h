@@ -34,7 +34,7 @@ struct ExportColumn {
 // What to export and how. Read from and written to JSON (docs/exports.md has the fields).
 struct ExportDefinition {
   enum class Kind { kCase, kForm };
-  enum class Format { kCsv, kXlsx };
+  enum class Format { kCsv, kXlsx, kHtml, kJson };
   Kind kind = Kind::kCase;
   std::string name;            // a label (the file's sheet names use the table names)
   std::string domain;          // required
@@ -71,12 +71,14 @@ struct ExportResult {
 using ExportProgress = std::function<bool(int64_t done, int64_t total)>;
 
 // Runs an export into out_path (replaced atomically). CSV with one table writes one .csv;
-// with several tables out_path is a .zip of one CSV per table. XLSX has one sheet per table.
+// with several tables out_path is a .zip of one CSV per table. XLSX has one sheet per table;
+// HTML and JSON are one document holding every table, as HQ's.
 // InvalidArgument for a bad definition or a column that does not exist.
 Result<ExportResult> RunExport(Engine* engine, const ExportDefinition& def,
                                const std::string& out_path, const ExportProgress& progress = {});
 
-// The file name extension of a definition's output: "csv" or "xlsx" (a CSV export of several
+// The file name extension of a definition's output: "csv", "xlsx", "html" or "json" (a CSV
+// export of several
 // tables is written as .zip instead; RunExport's file tells).
 std::string ExportExtension(const ExportDefinition& def);
 

@@ -87,8 +87,12 @@ Result<ExportDefinition> ExportDefinition::FromJson(std::string_view text) {
         d.format = Format::kCsv;
       else if (s == "xlsx")
         d.format = Format::kXlsx;
+      else if (s == "html")
+        d.format = Format::kHtml;
+      else if (s == "json")
+        d.format = Format::kJson;
       else
-        return Bad(k, "must be \"csv\" or \"xlsx\"");
+        return Bad(k, "must be \"csv\", \"xlsx\", \"html\" or \"json\"");
     } else if (k == "name") {
       CC_RETURN_IF_ERROR(Str(val, k, &d.name));
     } else if (k == "domain") {
@@ -231,7 +235,7 @@ std::string ExportDefinition::ToJson() const {
                  {"domain", domain},
                  {"filters", std::move(f)},
                  {"columns", std::move(cols)},
-                 {"format", format == Format::kCsv ? "csv" : "xlsx"}};
+                 {"format", ExportExtension(*this)}};
   if (!name.empty()) o["name"] = name;
   if (expiry_seconds != ExportDefinition{}.expiry_seconds) o["expiry_seconds"] = expiry_seconds;
   if (!cron.empty()) o["schedule"] = json::object{{"cron", cron}, {"time_zone", time_zone}};
@@ -239,7 +243,17 @@ std::string ExportDefinition::ToJson() const {
 }
 
 std::string ExportExtension(const ExportDefinition& def) {
-  return def.format == ExportDefinition::Format::kXlsx ? "xlsx" : "csv";
+  switch (def.format) {
+    case ExportDefinition::Format::kXlsx:
+      return "xlsx";
+    case ExportDefinition::Format::kHtml:
+      return "html";
+    case ExportDefinition::Format::kJson:
+      return "json";
+    case ExportDefinition::Format::kCsv:
+      break;
+  }
+  return "csv";
 }
 
 namespace {

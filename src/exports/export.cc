@@ -34,8 +34,16 @@ std::string OrMissing(const std::string& s) { return s.empty() ? std::string(kMi
 Result<std::unique_ptr<TableWriter>> NewWriter(const ExportDefinition& def,
                                                const std::string& out_path,
                                                std::vector<TableSpec> tables) {
-  if (def.format == ExportDefinition::Format::kXlsx)
-    return exports::NewXlsxWriter(out_path, std::move(tables));
+  switch (def.format) {
+    case ExportDefinition::Format::kXlsx:
+      return exports::NewXlsxWriter(out_path, std::move(tables));
+    case ExportDefinition::Format::kHtml:
+      return exports::NewHtmlWriter(out_path, std::move(tables));
+    case ExportDefinition::Format::kJson:
+      return exports::NewJsonWriter(out_path, std::move(tables));
+    case ExportDefinition::Format::kCsv:
+      break;
+  }
   return exports::NewCsvWriter(out_path, std::move(tables));
 }
 
@@ -308,6 +316,8 @@ Result<ExportResult> RunCaseExport(Engine* engine, const ExportDefinition& def,
 // A table of a form export: the main table ("form") or a repeat group's (its path).
 struct FormTable {
   std::string path;
+  size_t depth = 0;                    // repeat groups from the form down to this table (set
+                                       // once every form has been discovered)
   std::vector<std::string> questions;  // in first-seen order
   std::unordered_set<std::string> seen;
   std::vector<OutColumn> cols;                    // the output columns (after selection)
@@ -323,7 +333,7 @@ struct FormSchema {
     auto it = by_path.find(path);
     if (it != by_path.end()) return it->second;
     by_path[path] = tables.size();
-    tables.push_back(FormTable{path, {}, {}, {}, {}, 0, false});
+    tables.push_back(FormTable{path, 0, {}, {}, {}, {}, 0, false});
     return tables.size() - 1;
   }
 };
@@ -436,6 +446,13 @@ Status EmitRow(FormRows* r, size_t t, const json::object& obj, const std::string
   if (tab.written) {
     std::vector<std::string> cells;
     cells.push_back(number);
+    // HQ's RowNumberColumn: a repeat table also has each index of the number on its own
+    // (number__0 the form's, number__1 the outer repeat's, ...).
+    for (size_t i = 0, b = 0; tab.depth > 0 && i <= tab.depth; ++i) {
+      size_t e = std::min(number.find('.', b), number.size());
+      cells.push_back(b <= number.size() ? number.substr(b, e - b) : std::string());
+      b = e + 1;
+    }
     for (size_t i = 0; i < tab.cols.size(); ++i) {
       if (t == 0 && system_cols[i]) {
         std::string v = FormSystemValue(*form, tab.cols[i].source);
@@ -546,6 +563,16 @@ Result<ExportResult> RunFormExport(Engine* engine, const ExportDefinition& def,
   for (const auto& c : schema.tables[0].cols)
     system_cols.push_back(std::find(FormSystemColumns().begin(), FormSystemColumns().end(),
                                     c.source) != FormSystemColumns().end());
+  // A table's depth is its repeat ancestors (itself included) once every form is seen: a group
+  // found a repeat only in a later form still numbers the rows under it.
+  for (auto& tab : schema.tables) {
+    tab.depth = 0;
+    if (&tab == &schema.tables[0]) continue;
+    for (const auto& other : schema.tables)
+      if (&other != &schema.tables[0] &&
+          (other.path == tab.path || tab.path.rfind(other.path + ".", 0) == 0))
+        ++tab.depth;
+  }
   std::vector<TableSpec> specs;
   std::vector<std::string> names;
   for (auto& tab : schema.tables) {
@@ -553,6 +580,8 @@ Result<ExportResult> RunFormExport(Engine* engine, const ExportDefinition& def,
     if (!tab.written) continue;
     tab.out = specs.size();
     std::vector<std::string> headers{"number"};
+    for (size_t i = 0; tab.depth > 0 && i <= tab.depth; ++i)
+      headers.push_back(fmt::format("number__{}", i));
     Headers(tab.cols, &headers);
     names.push_back(TableName(tab.path));
     specs.push_back({names.back(), std::move(headers)});

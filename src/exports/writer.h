@@ -1,5 +1,6 @@
 // Table writers for exports: rows stream to disk (CSV files, zipped when there are several
-// tables; XLSX through libxlsxwriter's constant_memory mode), so memory stays flat.
+// tables; HTML and JSON documents; XLSX through libxlsxwriter's constant_memory mode), so memory
+// stays flat.
 #pragma once
 
 #include <memory>
@@ -38,11 +39,19 @@ class TableWriter {
 // out_path itself; several: out_path with its extension replaced by .zip, one <name>.csv each.
 Result<std::unique_ptr<TableWriter>> NewCsvWriter(const std::string& out_path,
                                                   std::vector<TableSpec> tables);
+// HQ's HTML export: one page, each table an <h2> of its name and a <table> (cells escaped).
+Result<std::unique_ptr<TableWriter>> NewHtmlWriter(const std::string& out_path,
+                                                   std::vector<TableSpec> tables);
+// HQ's JSON export: {"<table>": {"headers": [...], "rows": [[...], ...]}, ...}, cells as strings.
+Result<std::unique_ptr<TableWriter>> NewJsonWriter(const std::string& out_path,
+                                                   std::vector<TableSpec> tables);
 // XLSX: one sheet per table (names cut to 31 characters and made unique).
 Result<std::unique_ptr<TableWriter>> NewXlsxWriter(const std::string& out_path,
                                                    std::vector<TableSpec> tables);
 
 // Appends one RFC 4180 field (quoted when needed) to out.
 void AppendCsvField(std::string* out, std::string_view v);
+// Appends v with & < > " ' escaped for HTML.
+void AppendHtmlText(std::string* out, std::string_view v);
 
 }  // namespace commcare::exports

@@ -1,8 +1,9 @@
-// CSV, zip (minizip) and XLSX (libxlsxwriter, constant_memory) table writers.
+// CSV, zip (minizip), HTML, JSON and XLSX (libxlsxwriter, constant_memory) table writers.
 #include <fmt/format.h>
 #include <minizip/zip.h>
 #include <xlsxwriter.h>
 
+#include <boost/json/serialize.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <set>
@@ -34,6 +35,30 @@ void AppendCsvField(std::string* out, std::string_view v) {
   out->push_back('"');
 }
 
+void AppendHtmlText(std::string* out, std::string_view v) {
+  for (char c : v) {
+    switch (c) {
+      case '&':
+        out->append("&amp;");
+        break;
+      case '<':
+        out->append("&lt;");
+        break;
+      case '>':
+        out->append("&gt;");
+        break;
+      case '"':
+        out->append("&quot;");
+        break;
+      case '\'':
+        out->append("&#x27;");
+        break;
+      default:
+        out->push_back(c);
+    }
+  }
+}
+
 namespace {
 
 Status IoError(const std::string& what, const std::string& path) {
@@ -51,11 +76,14 @@ std::string SafeName(std::string_view n) {
   return out.empty() ? std::string("table") : out;
 }
 
-class CsvWriter : public TableWriter {
+// CSV, HTML and JSON: each table's rows are spooled to a file of their own (tables interleave),
+// then joined: CSV into a zip when there are several tables, HTML and JSON into one document.
+class SpoolWriter : public TableWriter {
  public:
-  CsvWriter(std::string out_path, std::vector<TableSpec> tables)
-      : out_path_(std::move(out_path)), tables_(std::move(tables)) {}
-  ~CsvWriter() override {
+  enum class Kind { kCsv, kHtml, kJson };
+  SpoolWriter(Kind kind, std::string out_path, std::vector<TableSpec> tables)
+      : kind_(kind), out_path_(std::move(out_path)), tables_(std::move(tables)) {}
+  ~SpoolWriter() override {
     for (size_t i = 0; i < files_.size(); ++i) {
       if (files_[i]) fclose(files_[i]);
       std::error_code ec;
@@ -69,7 +97,9 @@ class CsvWriter : public TableWriter {
       if (!f) return IoError("create", TmpPath(i));
       files_.push_back(f);
       bufs_.emplace_back().reserve(kFlushAt + 4096);
-      CC_RETURN_IF_ERROR(Row(i, tables_[i].headers));
+      rows_.push_back(0);
+      // HTML and JSON write the headers apart from the rows, when the tables are joined.
+      if (kind_ == Kind::kCsv) CC_RETURN_IF_ERROR(Row(i, tables_[i].headers));
     }
     return Status::Ok();
   }
@@ -77,11 +107,27 @@ class CsvWriter : public TableWriter {
   // Rows are gathered in a buffer per table and written 256 KiB at a time.
   Status WriteRow(size_t t, std::span<const std::string_view> cells) override {
     std::string& out = bufs_[t];
-    for (size_t i = 0; i < cells.size(); ++i) {
-      if (i) out.push_back(',');
-      AppendCsvField(&out, cells[i]);
+    switch (kind_) {
+      case Kind::kCsv:
+        for (size_t i = 0; i < cells.size(); ++i) {
+          if (i) out.push_back(',');
+          AppendCsvField(&out, cells[i]);
+        }
+        out.append("\r\n");
+        break;
+      case Kind::kHtml:
+        HtmlRow(&out, "td", cells);
+        break;
+      case Kind::kJson:
+        out.append(rows_[t] ? ",\n[" : "\n[");
+        for (size_t i = 0; i < cells.size(); ++i) {
+          if (i) out.push_back(',');
+          out.append(boost::json::serialize(boost::json::string_view(cells[i])));
+        }
+        out.push_back(']');
+        break;
     }
-    out.append("\r\n");
+    ++rows_[t];
     return out.size() >= kFlushAt ? Flush(t) : Status::Ok();
   }
 
@@ -93,6 +139,13 @@ class CsvWriter : public TableWriter {
       if (rc != 0) return IoError("write", TmpPath(i));
     }
     std::error_code ec;
+    if (kind_ != Kind::kCsv) {
+      std::string tmp = out_path_ + ".tmp";
+      CC_RETURN_IF_ERROR(Join(tmp));
+      fs::rename(tmp, out_path_, ec);
+      if (ec) return IoError("rename to", out_path_);
+      return out_path_;
+    }
     if (tables_.size() == 1) {
       fs::rename(TmpPath(0), out_path_, ec);
       if (ec) return IoError("rename to", out_path_);
@@ -117,6 +170,66 @@ class CsvWriter : public TableWriter {
       return IoError("write", TmpPath(t));
     b.clear();
     return Status::Ok();
+  }
+
+  static void HtmlRow(std::string* out, std::string_view tag,
+                      std::span<const std::string_view> cells) {
+    out->append("<tr>");
+    for (auto c : cells) {
+      out->append("<").append(tag).append(">");
+      AppendHtmlText(out, c);
+      out->append("</").append(tag).append(">");
+    }
+    out->append("</tr>\n");
+  }
+
+  // HQ's HTML export (a table per sheet under an <h2> of its name) or JSON export
+  // ({"<table>": {"headers": [...], "rows": [[...], ...]}, ...}) of every table, into path.
+  Status Join(const std::string& path) {
+    FILE* out = fopen(path.c_str(), "wb");
+    if (!out) return IoError("create", path);
+    std::string head;
+    if (kind_ == Kind::kHtml)
+      head =
+          "<!DOCTYPE HTML>\n<html>\n<head>\n<meta http-equiv=\"Content-Type\" "
+          "content=\"text/html; charset=UTF-8\">\n<title>Dashboard</title>\n</head>\n<body>\n";
+    else
+      head = "{";
+    Status st;
+    std::vector<char> buf(1 << 16);
+    for (size_t i = 0; i < tables_.size() && st.ok(); ++i) {
+      const auto& h = tables_[i].headers;
+      std::vector<std::string_view> hv(h.begin(), h.end());
+      if (kind_ == Kind::kHtml) {
+        head.append("<h2>");
+        AppendHtmlText(&head, tables_[i].name);
+        head.append("</h2>\n<table>\n<thead>\n");
+        HtmlRow(&head, "th", hv);
+        head.append("</thead>\n<tbody>\n");
+      } else {
+        if (i) head.push_back(',');
+        head.append("\n").append(boost::json::serialize(boost::json::string_view(tables_[i].name)));
+        head.append(": {\"headers\": [");
+        for (size_t c = 0; c < hv.size(); ++c) {
+          if (c) head.push_back(',');
+          head.append(boost::json::serialize(boost::json::string_view(hv[c])));
+        }
+        head.append("], \"rows\": [");
+      }
+      if (fwrite(head.data(), 1, head.size(), out) != head.size()) st = IoError("write", path);
+      head.clear();
+      FILE* f = st.ok() ? fopen(TmpPath(i).c_str(), "rb") : nullptr;
+      if (st.ok() && !f) st = IoError("read", TmpPath(i));
+      for (size_t n; st.ok() && (n = fread(buf.data(), 1, buf.size(), f)) > 0;)
+        if (fwrite(buf.data(), 1, n, out) != n) st = IoError("write", path);
+      if (f) fclose(f);
+      head = kind_ == Kind::kHtml ? "</tbody>\n</table>\n" : "]}";
+    }
+    head.append(kind_ == Kind::kHtml ? "</body>\n</html>\n" : "\n}\n");
+    if (st.ok() && fwrite(head.data(), 1, head.size(), out) != head.size())
+      st = IoError("write", path);
+    if (fclose(out) != 0 && st.ok()) st = IoError("write", path);
+    return st;
   }
 
   Status Zip(const std::string& path) {
@@ -148,10 +261,12 @@ class CsvWriter : public TableWriter {
     return st;
   }
 
+  Kind kind_;
   std::string out_path_;
   std::vector<TableSpec> tables_;
   std::vector<FILE*> files_;
   std::vector<std::string> bufs_;
+  std::vector<int64_t> rows_;  // rows written per table
 };
 
 // A sheet name: at most 31 characters, none of []:*?/\, unique in the workbook.
@@ -237,7 +352,21 @@ class XlsxWriter : public TableWriter {
 
 Result<std::unique_ptr<TableWriter>> NewCsvWriter(const std::string& out_path,
                                                   std::vector<TableSpec> tables) {
-  auto w = std::make_unique<CsvWriter>(out_path, std::move(tables));
+  auto w = std::make_unique<SpoolWriter>(SpoolWriter::Kind::kCsv, out_path, std::move(tables));
+  CC_RETURN_IF_ERROR(w->Open());
+  return std::unique_ptr<TableWriter>(std::move(w));
+}
+
+Result<std::unique_ptr<TableWriter>> NewHtmlWriter(const std::string& out_path,
+                                                   std::vector<TableSpec> tables) {
+  auto w = std::make_unique<SpoolWriter>(SpoolWriter::Kind::kHtml, out_path, std::move(tables));
+  CC_RETURN_IF_ERROR(w->Open());
+  return std::unique_ptr<TableWriter>(std::move(w));
+}
+
+Result<std::unique_ptr<TableWriter>> NewJsonWriter(const std::string& out_path,
+                                                   std::vector<TableSpec> tables) {
+  auto w = std::make_unique<SpoolWriter>(SpoolWriter::Kind::kJson, out_path, std::move(tables));
   CC_RETURN_IF_ERROR(w->Open());
   return std::unique_ptr<TableWriter>(std::move(w));
 }

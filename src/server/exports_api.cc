@@ -43,8 +43,10 @@ Response Download(std::shared_ptr<storage::BlobStore> blobs, const StoredExport&
   const std::string& f = s.file_name;
   out.content_type = f.ends_with(".xlsx")
                          ? "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-                     : f.ends_with(".zip") ? "application/zip"
-                                           : "text/csv; charset=utf-8";
+                     : f.ends_with(".zip")  ? "application/zip"
+                     : f.ends_with(".html") ? "text/html; charset=utf-8"
+                     : f.ends_with(".json") ? "application/json"
+                                            : "text/csv; charset=utf-8";
   out.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + f + "\"");
   out.stream = [blobs, key = s.key,
                 chunk = std::move(*first)](const http::ChunkWriter& w) mutable -> Status {

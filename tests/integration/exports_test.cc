@@ -7,6 +7,7 @@
 #include <commcare/storage/blob_store.h>
 #include <commcare/tasks.h>
 
+#include <boost/json.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -195,16 +196,67 @@ TEST_CASE("Exports: a form export has a table per repeat group joined by number"
   CHECK(Col(forms, "username")[f1] == "alice");
   CHECK(Col(forms, "xmlns")[f1] == "http://example.org/hh");
   REQUIRE(kids.size() == 4);
-  CHECK(kids[0] == std::vector<std::string>{"number", "form.child.name", "form.child.age"});
+  // HQ's RowNumberColumn: a repeat table's number, then each of its indexes on its own.
+  CHECK(kids[0] == std::vector<std::string>{"number", "number__0", "number__1", "form.child.name",
+                                            "form.child.age"});
   std::string p1 = std::to_string(f1), p2 = std::to_string(f2);
   std::vector<std::string> numbers = Col(kids, "number");
   std::sort(numbers.begin(), numbers.end());
   CHECK(numbers == std::vector<std::string>{"0.0", "0.1", "1.0"});
   for (size_t i = 1; i < kids.size(); ++i) {
     if (kids[i][0] == p1 + ".1")
-      CHECK(kids[i] == std::vector<std::string>{p1 + ".1", "kid1", "---"});
-    if (kids[i][0] == p1 + ".0") CHECK(kids[i] == std::vector<std::string>{p1 + ".0", "kid0", "3"});
-    if (kids[i][0] == p2 + ".0") CHECK(kids[i][1] == "kid0");  // one item: still a repeat row
+      CHECK(kids[i] == std::vector<std::string>{p1 + ".1", p1, "1", "kid1", "---"});
+    if (kids[i][0] == p1 + ".0")
+      CHECK(kids[i] == std::vector<std::string>{p1 + ".0", p1, "0", "kid0", "3"});
+    if (kids[i][0] == p2 + ".0") CHECK(kids[i][3] == "kid0");  // one item: still a repeat row
+  }
+}
+
+TEST_CASE("Exports: a repeat inside a repeat has number__0 to number__2, as HQ's") {
+  auto e = OpenSqlite();
+  std::string xml =
+      R"(<?xml version="1.0"?><data xmlns="http://example.org/nest"><meta xmlns="http://openrosa.org/jr/xforms"><instanceID>n1</instanceID><userID>u1</userID></meta><hh><name>A</name><m><v>x</v></m><m><v>y</v></m></hh><hh><name>B</name><m><v>z</v></m></hh></data>)";
+  REQUIRE(Submit(e.get(), xml).http_status == 201);
+  std::string dir = TempDir("exp");
+  auto r = RunExport(
+      e.get(),
+      Def(R"({"kind":"form","domain":"demo","filters":{"xmlns":"http://example.org/nest"}})"),
+      dir + "/n.csv");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(r->tables == std::vector<std::string>{"Forms", "Repeat- hh", "Repeat- hh.m"});
+  Rows forms = ParseCsv(Unzip(r->file, "Forms.csv"));
+  CHECK(forms[0][1] == "form_id");  // the main table has number alone
+  Rows hh = ParseCsv(Unzip(r->file, "Repeat- hh.csv"));
+  REQUIRE(hh.size() == 3);
+  CHECK(hh[0] == std::vector<std::string>{"number", "number__0", "number__1", "form.hh.name"});
+  CHECK(hh[2] == std::vector<std::string>{"0.1", "0", "1", "B"});
+  Rows m = ParseCsv(Unzip(r->file, "Repeat- hh.m.csv"));
+  REQUIRE(m.size() == 4);
+  CHECK(m[0] ==
+        std::vector<std::string>{"number", "number__0", "number__1", "number__2", "form.hh.m.v"});
+  CHECK(m[2] == std::vector<std::string>{"0.0.1", "0", "0", "1", "y"});
+  CHECK(m[3] == std::vector<std::string>{"0.1.0", "0", "1", "0", "z"});
+  // A form with one <hh> (a group, as far as that form shows) first: hh is a repeat all the
+  // same, once a later form has two, and its m rows keep their columns.
+  std::string one =
+      R"(<?xml version="1.0"?><data xmlns="http://example.org/nest2"><meta xmlns="http://openrosa.org/jr/xforms"><instanceID>n2</instanceID><userID>u1</userID><timeStart>2020-01-01T00:00:00Z</timeStart></meta><hh><name>A</name><m><v>x</v></m><m><v>y</v></m></hh></data>)";
+  std::string two =
+      R"(<?xml version="1.0"?><data xmlns="http://example.org/nest2"><meta xmlns="http://openrosa.org/jr/xforms"><instanceID>n3</instanceID><userID>u1</userID></meta><hh><name>B</name></hh><hh><name>C</name><m><v>z</v></m></hh></data>)";
+  REQUIRE(Submit(e.get(), one).http_status == 201);
+  REQUIRE(Submit(e.get(), two).http_status == 201);
+  r = RunExport(
+      e.get(),
+      Def(R"({"kind":"form","domain":"demo","filters":{"xmlns":"http://example.org/nest2"}})"),
+      dir + "/n2.csv");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  m = ParseCsv(Unzip(r->file, "Repeat- hh.m.csv"));
+  REQUIRE(m.size() == 4);
+  CHECK(m[0] ==
+        std::vector<std::string>{"number", "number__0", "number__1", "number__2", "form.hh.m.v"});
+  for (size_t i = 1; i < m.size(); ++i) {
+    CAPTURE(m[i]);
+    REQUIRE(m[i].size() == 5);
+    CHECK(m[i][0] == m[i][1] + "." + m[i][2] + "." + m[i][3]);
   }
 }
 
@@ -231,6 +283,61 @@ TEST_CASE("Exports: selected form columns, split multi-selects, received filter"
                 dir + "/none.csv");
   REQUIRE(r.ok());
   CHECK(r->rows == 0);
+}
+
+TEST_CASE("Exports: HTML and JSON hold every table in one document, as HQ's writers") {
+  auto e = OpenSqlite();
+  Load(e.get());
+  std::string dir = TempDir("exp");
+  auto r = RunExport(e.get(), Def(R"({"kind":"form","domain":"demo","format":"html",
+      "filters":{"xmlns":"http://example.org/hh"}})"),
+                     dir + "/f.html");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(r->file == dir + "/f.html");
+  CHECK(ExportExtension(Def(R"({"kind":"case","domain":"d","format":"html"})")) == "html");
+  std::string html = ReadFile(r->file);
+  CHECK(html.rfind("<!DOCTYPE HTML>\n<html>", 0) == 0);
+  CHECK(html.find("<title>Dashboard</title>") != std::string::npos);
+  auto forms_at =
+      html.find("<h2>Forms</h2>\n<table>\n<thead>\n<tr><th>number</th><th>form_id</th>");
+  auto kids_at = html.find(
+      "<h2>Repeat- child</h2>\n<table>\n<thead>\n<tr><th>number</th><th>number__0</th>"
+      "<th>number__1</th><th>form.child.name</th>");
+  CHECK(forms_at != std::string::npos);
+  CHECK(kids_at != std::string::npos);
+  CHECK(forms_at < kids_at);
+  CHECK(html.find("<td>Smith, &quot;Jr&quot;</td>") != std::string::npos);  // escaped
+  CHECK(html.find("<td>kid1</td><td>---</td></tr>") != std::string::npos);
+  CHECK(html.ends_with("</table>\n</body>\n</html>\n"));
+
+  r = RunExport(e.get(), Def(R"({"kind":"form","domain":"demo","format":"json",
+      "filters":{"xmlns":"http://example.org/hh"}})"),
+                dir + "/f.json");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  boost::system::error_code ec;
+  auto doc = boost::json::parse(ReadFile(r->file), ec);
+  REQUIRE_MESSAGE(!ec, ec.message());
+  const auto& o = doc.as_object();
+  CHECK(o.size() == 2);
+  const auto& forms = o.at("Forms").as_object();
+  CHECK(forms.at("headers").as_array().at(0).as_string() == "number");
+  CHECK(forms.at("rows").as_array().size() == 2);
+  const auto& kids = o.at("Repeat- child").as_object();
+  CHECK(kids.at("headers").as_array().size() == 5);
+  CHECK(kids.at("rows").as_array().size() == 3);
+  for (const auto& row : kids.at("rows").as_array()) {
+    CHECK(row.as_array().size() == 5);
+    if (row.as_array().at(3).as_string() == "kid1")
+      CHECK(row.as_array().at(4).as_string() == "---");
+  }
+  // A case export with no rows is still a table with its headers.
+  r = RunExport(e.get(), Def(R"({"kind":"case","domain":"other","format":"json"})"),
+                dir + "/c.json");
+  REQUIRE(r.ok());
+  auto cases = boost::json::parse(ReadFile(r->file), ec);
+  REQUIRE(!ec);
+  CHECK(cases.at("Cases").at("rows").as_array().empty());
+  CHECK(!cases.at("Cases").at("headers").as_array().empty());
 }
 
 TEST_CASE("Exports: XLSX has a sheet per table with the values") {

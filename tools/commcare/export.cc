@@ -24,8 +24,11 @@ bool Iso(const std::string& s, int64_t* out) {
 }
 
 int RunIt(const Args& a, ExportDefinition d) {
-  d.format = a.Get("--format", "csv") == "xlsx" ? ExportDefinition::Format::kXlsx
-                                                : ExportDefinition::Format::kCsv;
+  const std::string f = a.Get("--format", "csv");
+  d.format = f == "xlsx"   ? ExportDefinition::Format::kXlsx
+             : f == "html" ? ExportDefinition::Format::kHtml
+             : f == "json" ? ExportDefinition::Format::kJson
+                           : ExportDefinition::Format::kCsv;
   for (const auto& c : SplitCommas(a.Get("--columns"))) d.columns.push_back({c, "", {}});
   if (Status s = d.Validate(); !s.ok()) return Fail(s.message(), kUsage);
   auto host = OpenHost(a, Access::kWriterOrReader);
@@ -157,7 +160,7 @@ void RegisterExportCommands(Cli* cli) {
       .Str("--owner", "only this owner id")
       .Choice("--closed", "only closed (true) or open (false) cases", {"true", "false"})
       .Str("--columns", "these columns only (a,b,...; default system columns + properties)")
-      .Choice("--format", "csv (default) or xlsx", {"csv", "xlsx"})
+      .Choice("--format", "csv (default), xlsx, html or json", {"csv", "xlsx", "html", "json"})
       .Str("--out", "the output file (several CSV tables: a .zip beside it)", true);
   cli->Add(g, "forms", "export a domain's forms of one xmlns", CmdForms)
       .Str("--domain", "the domain", true)
@@ -165,7 +168,7 @@ void RegisterExportCommands(Cli* cli) {
       .Str("--user", "only this user id's forms")
       .Str("--received-since", "only forms received at or after this ISO 8601 date or time")
       .Str("--columns", "these columns only (form.q,...; default system columns + questions)")
-      .Choice("--format", "csv (default) or xlsx", {"csv", "xlsx"})
+      .Choice("--format", "csv (default), xlsx, html or json", {"csv", "xlsx", "html", "json"})
       .Str("--out", "the output file (several CSV tables: a .zip beside it)", true);
   CLI::App* saved = cli->Group(g, "saved", "saved export definitions (and daily saved exports)");
   cli->Add(saved, "list", "a domain's saved definitions, one JSON line each", CmdSavedList)
