@@ -70,6 +70,7 @@ struct Indicator {
   std::vector<std::string> choices;  // choice_list choices, ledger_balances product codes
   bool multiple = false;             // choice_list select_style "multiple"
   std::string ledger_section;
+  bool due_list = false;  // due_list_date: each balance as 1970-01-01 plus that many days
 };
 
 struct DataSource {

@@ -270,15 +270,19 @@ Result<std::unique_ptr<DataSource>> Compile(std::string_view config_json) {
       for (const auto& ch : ind.choices)
         CC_RETURN_IF_ERROR(
             add_column(Derived(ind.column_id, ch), "boolean", false, path + ".choices"));
-    } else if (ind.kind == "ledger_balances") {
+    } else if (ind.kind == "ledger_balances" || ind.kind == "due_list_date") {
+      // indicators/__init__.py DueListDateIndicator: ledger_balances' spec, date columns.
+      ind.due_list = ind.kind == "due_list_date";
+      ind.kind = "ledger_balances";
       const json::value* sec = io.if_contains("ledger_section");
       if (!sec || !sec->is_string()) return Bad(path + ".ledger_section", "is required");
       ind.ledger_section = std::string(sec->get_string());
       CC_ASSIGN_OR_RETURN(ind.choices, StringList(io, "product_codes", path, true));
       CC_ASSIGN_OR_RETURN(ind.expr, SubExpr(io, "case_id_expression", path, c));
       for (const auto& code : ind.choices)
-        CC_RETURN_IF_ERROR(
-            add_column(Derived(ind.column_id, code), "integer", false, path + ".product_codes"));
+        CC_RETURN_IF_ERROR(add_column(Derived(ind.column_id, code),
+                                      ind.due_list ? "date" : "integer", false,
+                                      path + ".product_codes"));
     } else {
       return Bad(path + ".type", fmt::format("unknown indicator type '{}'", ind.kind));
     }

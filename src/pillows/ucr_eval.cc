@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <map>
 #include <set>
@@ -58,7 +59,10 @@ int DaysInMonth(int y, int m) {
   return kLen[m - 1] + (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
 }
 std::string DateOf(int64_t days) {
-  return util::FormatIsoTime(days * 86'400'000'000).substr(0, 10);
+  // Not through FormatIsoTime, whose 0 is "no time": day 0 is 1970-01-01.
+  const std::chrono::year_month_day d{std::chrono::sys_days{std::chrono::days{days}}};
+  return fmt::format("{:04}-{:02}-{:02}", static_cast<int>(d.year()),
+                     static_cast<unsigned>(d.month()), static_cast<unsigned>(d.day()));
 }
 
 namespace {
@@ -260,7 +264,16 @@ Result<std::vector<std::vector<json::value>>> DataSource::Rows(const json::value
               if (lv.section_id == ind.ledger_section)
                 bal[lv.entry_id] = static_cast<int64_t>(lv.balance);
         }
-        for (const auto& code : ind.choices) row.push_back(json::value(bal[code]));
+        for (const auto& code : ind.choices) {
+          const int64_t v = bal[code];
+          // Python's date + timedelta raises OverflowError outside years 1 to 9999.
+          if (ind.due_list && (v < -719'162 || v > 2'932'896))
+            return Status::InvalidArgument(
+                fmt::format("due_list_date {}: a balance of {} days is past the year 9999 or "
+                            "before the year 1",
+                            ind.column_id, v));
+          row.push_back(ind.due_list ? json::value(internal::DateOf(v)) : json::value(v));
+        }
       }
     }
     rows.push_back(std::move(row));

@@ -417,6 +417,8 @@ Result<std::unique_ptr<Expr>> CompileExpr(const json::value& v, const std::strin
     c.expr_refs.insert(e->name + "\x01" + path + ".name");
     return std::unique_ptr<Expr>(std::move(e));
   }
+  if (type == "ethiopian_date_to_gregorian_date" || type == "gregorian_date_to_ethiopian_date")
+    return CompileEthiopianDate(type, o, path, c);
   if (type == "base_iteration_number")
     return std::unique_ptr<Expr>(std::make_unique<IterationNumber>());
   CC_ASSIGN_OR_RETURN(auto more, CompileItemsExpr(type, o, path, c));

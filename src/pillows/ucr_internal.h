@@ -52,6 +52,13 @@ Result<std::unique_ptr<Expr>> CompileItemsExpr(const std::string& type, const js
 Result<std::unique_ptr<Expr>> CompileEvaluator(const json::object& o, const std::string& path,
                                                Compiler& c);
 
+// The Ethiopian calendar (ucr_ethiopian.cc): the two expressions, and the conversions the
+// custom transforms of the same names share ("" for what does not convert, as HQ's).
+Result<std::unique_ptr<Expr>> CompileEthiopianDate(const std::string& type, const json::object& o,
+                                                   const std::string& path, Compiler& c);
+json::value EthiopianToGregorian(const json::value& v);  // "2009-09-11" -> "2017-05-19"
+json::value GregorianToEthiopian(const json::value& v);  // "2017-05-19" -> "2009-09-11"
+
 // The jsonpath expression (ucr_jsonpath.cc).
 Result<std::unique_ptr<Expr>> CompileJsonPath(const json::object& o, const std::string& path);
 

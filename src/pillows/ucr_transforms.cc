@@ -1,8 +1,10 @@
 // UCR indicator transforms (transforms/specs.py): translation, multiple_value_string_translation,
 // number_format, date_format and the custom month_display, days_elapsed_from_date, user_display,
-// user_without_domain_display and owner_display.
+// user_without_domain_display, owner_display, short_decimal_display and the Ethiopian dates.
 #include <fmt/format.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <ctime>
 
 #include "pillows/ucr_internal.h"
@@ -70,6 +72,18 @@ json::value DaysElapsed(const json::value& v) {
   int64_t days;
   if (!AsDays(v, &days)) return v;
   return json::value(util::NowMicros() / 86'400'000'000 - days);
+}
+
+// transforms/custom/numeric.py get_short_decimal_display: a whole number as an integer, else
+// Python's round(x, 2) (correctly rounded, half to even on the binary value, as printf's %.2f);
+// what is not a number (a string too: Python's '5' % 1 raises) is kept.
+json::value ShortDecimal(const json::value& v) {
+  double d;
+  if (v.is_bool()) return json::value(v.get_bool() ? 1 : 0);
+  if (!v.is_number() || !AsNumber(v, &d) || !std::isfinite(d)) return v;
+  if (v.is_int64() || v.is_uint64()) return v;
+  if (d == std::floor(d) && std::fabs(d) < 9.2e18) return json::value(static_cast<int64_t>(d));
+  return json::value(std::strtod(fmt::format("{:.2f}", d).c_str(), nullptr));
 }
 
 template <typename F>
@@ -159,10 +173,15 @@ Result<Transform> CompileTransform(const json::value& v, const std::string& path
     if (ct == "days_elapsed_from_date") return Pure(DaysElapsed);
     if (ct == "user_display" || ct == "user_without_domain_display") return Display(false);
     if (ct == "owner_display") return Display(true);
+    if (ct == "short_decimal_display") return Pure(ShortDecimal);
+    if (ct == "ethiopian_date_to_gregorian_date") return Pure(EthiopianToGregorian);
+    if (ct == "gregorian_date_to_ethiopian_date") return Pure(GregorianToEthiopian);
     return Bad(path + ".custom_type",
                fmt::format("custom transform '{}' is not supported (month_display, "
-                           "days_elapsed_from_date, user_display, user_without_domain_display "
-                           "and owner_display are)",
+                           "days_elapsed_from_date, user_display, user_without_domain_display, "
+                           "owner_display, short_decimal_display, "
+                           "ethiopian_date_to_gregorian_date and "
+                           "gregorian_date_to_ethiopian_date are)",
                            ct));
   }
   return Bad(path + ".type", fmt::format("unknown transform type '{}'", type));

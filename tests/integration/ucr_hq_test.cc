@@ -210,6 +210,11 @@ TEST_CASE("UCR HQ: add_hours and utcnow") {
   CHECK(Value(R"({"type":"add_hours","date_expression":"nope","count_expression":2})", kDoc,
               "datetime")
             .is_null());
+  // The epoch is a date like any other (it was once "", the "no time" of the engine's clock).
+  CHECK(Value(R"({"type":"add_days","date_expression":"1970-01-02","count_expression":-1})", kDoc,
+              "date") == "1970-01-01");
+  CHECK(Value(R"({"type":"month_start_date","date_expression":"1970-01-20"})", kDoc, "date") ==
+        "1970-01-01");
   std::string now = Value(R"({"type":"utcnow"})", kDoc, "datetime").as_string().c_str();
   CHECK(now.size() == 27);
   CHECK(now.ends_with("Z"));
@@ -283,9 +288,92 @@ TEST_CASE("UCR HQ: the count indicator and indicator transforms") {
       CompileError(
           Config(
               "CommCareCase",
-              R"({"type":"expression","column_id":"v","datatype":"string","expression":1,"transform":{"type":"custom","custom_type":"ethiopian_date_to_gregorian_date"}})"))
+              R"({"type":"expression","column_id":"v","datatype":"string","expression":1,"transform":{"type":"custom","custom_type":"ethiopian_date"}})"))
           .starts_with("configured_indicators[0].transform.custom_type: custom transform "
-                       "'ethiopian_date_to_gregorian_date' is not supported"));
+                       "'ethiopian_date' is not supported"));
+}
+
+// transforms/custom/numeric.py get_short_decimal_display (HQ's newest: whole numbers as ints,
+// else round(x, 2); what `% 1` refuses, a string, is kept).
+TEST_CASE("UCR HQ: the short_decimal_display transform") {
+  auto sd = [](const std::string& input, const std::string& datatype = "decimal") {
+    auto rows = RowsOf(
+        Config(
+            "CommCareCase",
+            fmt::format(
+                R"({{"type":"expression","column_id":"v","datatype":"{}","expression":{},"transform":{{"type":"custom","custom_type":"short_decimal_display"}}}})",
+                datatype, input)),
+        kDoc);
+    REQUIRE(rows.size() == 1);
+    return rows[0].back();
+  };
+  CHECK(sd("3.0", "string") == "3");
+  CHECK(sd("2.675") == 2.67);  // the double below 2.675: Python rounds it down too
+  CHECK(sd("0.125") == 0.12);  // an exact tie goes to even
+  CHECK(sd("1.23456") == 1.23);
+  CHECK(sd("-4.5", "string") == "-4.5");
+  CHECK(sd("7", "integer") == 7);
+  CHECK(sd(R"("5.678")", "string") == "5.678");
+  CHECK(sd("null", "string").is_null());
+}
+
+// expressions/date_specs.py (ethiopian_date_to_gregorian_date, gregorian_date_to_ethiopian_date)
+// and transforms/custom/date.py, over ethiopian-date-converter 0.1.5: the pairs of HQ's
+// test_date_expressions.py and test_transforms.py, and the converter's own edges.
+TEST_CASE("UCR HQ: Ethiopian dates, expressions and transforms") {
+  auto e2g = [](const std::string& input) {
+    return Value(
+        fmt::format(R"({{"type":"ethiopian_date_to_gregorian_date","date_expression":{}}})", input),
+        kDoc);
+  };
+  auto g2e = [](const std::string& input) {
+    return Value(
+        fmt::format(R"({{"type":"gregorian_date_to_ethiopian_date","date_expression":{}}})", input),
+        kDoc);
+  };
+  CHECK(e2g(R"("2015-01-20")") == "2022-09-30");
+  CHECK(e2g(R"("2014-13-05")") == "2022-09-10");  // Pagume: no Gregorian date, a good Ethiopian
+  CHECK(e2g(R"("2009-09-11 ")") == "2017-05-19");
+  CHECK(e2g(R"("2009-13-5 ")") == "2017-09-10");
+  CHECK(e2g(R"("2003-04-11")") == "2010-12-20");
+  CHECK(e2g(R"("2012-04-22")") == "2020-01-01");
+  CHECK(e2g(R"("2011-13-06")") == "2019-09-11");
+  CHECK(e2g(R"("2009-13-06")") == "2017-09-11");  // no range check: rolls over, as HQ's
+  // A date-time reads as its date: HQ converts a date object's Y-M-D, and dates here are strings.
+  CHECK(e2g(R"("2015-01-20T08:00:00Z")") == "2022-09-30");
+  CHECK(e2g(R"("2009-14-01")") == "");
+  CHECK(e2g(R"("2009_13_11")") == "");
+  CHECK(e2g(R"("abc-13-11")") == "");
+  CHECK(e2g(R"("2009-00-11")") == "");
+  CHECK(e2g("null") == "");
+  CHECK(e2g("20091311") == "");
+  CHECK(g2e(R"("2022-09-30")") == "2015-01-20");
+  CHECK(g2e(R"("2017-5-19")") == "2009-09-11");
+  CHECK(g2e(R"("2017-09-10")") == "2009-13-05");
+  CHECK(g2e(R"("2021-10-11")") == "2014-02-01");
+  CHECK(g2e(R"("2021-10-9")") == "2014-01-29");
+  CHECK(g2e(R"("2024-09-11")") == "2017-01-01");
+  CHECK(g2e(R"("2023-09-11")") == "2015-13-06");
+  CHECK(g2e(R"("2023-09-12")") == "2016-01-01");
+  CHECK(g2e(R"("2020-02-29")") == "2012-06-21");
+  CHECK(g2e(R"("2010-12-22")") == "2003-04-13");
+  CHECK(g2e(R"("2019-09-12")") == "2012-01-01");
+  CHECK(g2e(R"("2017-02-30")") == "2009-06-23");
+  CHECK(g2e(R"("2017-13-01")") == "2010-04-23");  // month 13: the library's table still has it
+  CHECK(g2e(R"("2017-14-01")") == "");            // month 14: its IndexError
+  CHECK(g2e(R"("2009-09--5")") == "");            // four parts to split('-')
+  CHECK(g2e(R"({"type":"property_name","property_name":"ghost"})") == "");
+  auto rows = RowsOf(
+      Config(
+          "CommCareCase",
+          R"({"type":"expression","column_id":"g","datatype":"date","expression":"2009-09-11","transform":{"type":"custom","custom_type":"ethiopian_date_to_gregorian_date"}},)"
+          R"({"type":"expression","column_id":"e","datatype":"string","expression":"2017-05-19","transform":{"type":"custom","custom_type":"gregorian_date_to_ethiopian_date"}},)"
+          R"({"type":"expression","column_id":"x","datatype":"string","expression":"nope","transform":{"type":"custom","custom_type":"gregorian_date_to_ethiopian_date"}})"),
+      kDoc);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0][2] == "2017-05-19");
+  CHECK(rows[0][3] == "2009-09-11");
+  CHECK(rows[0][4] == "");
 }
 
 // specs.py SwitchExpressionSpec (`switch_value == c`, string keys), ArrayIndexExpressionSpec and

@@ -5,6 +5,7 @@
 #include <commcare/pillows.h>
 
 #include <boost/json.hpp>
+#include <chrono>
 #include <map>
 #include <set>
 
@@ -306,6 +307,28 @@ TEST_CASE("UCR: indicators and base items over a real form, related docs and led
   REQUIRE(lrows.size() == 1);
   CHECK(lrows[0][2] == static_cast<int64_t>(lv.balance));
   CHECK(lrows[0][3] == 0);
+  // indicators/__init__.py DueListDateIndicator: the same spec, each balance as 1970-01-01 plus
+  // that many days; no ledger is the epoch.
+  auto drows = RowsOf(
+      Config(
+          "CommCareCase",
+          fmt::format(
+              R"({{"type":"due_list_date","column_id":"due","ledger_section":"{}","product_codes":["{}","none"],"case_id_expression":{{"type":"property_name","property_name":"_id"}}}})",
+              lv.section_id, lv.entry_id)),
+      json::serialize(ucr::CaseDocument(*c)), e.get());
+  REQUIRE(drows.size() == 1);
+  const std::chrono::year_month_day due{
+      std::chrono::sys_days{std::chrono::year{1970} / std::chrono::January / 1} +
+      std::chrono::days{static_cast<int64_t>(lv.balance)}};
+  CHECK(drows[0][2].as_string() == fmt::format("{:04}-{:02}-{:02}", int(due.year()),
+                                               unsigned(due.month()), unsigned(due.day())));
+  CHECK(drows[0][3].as_string() == "1970-01-01");
+  auto due_ds = ucr::Compile(Config(
+      "CommCareCase",
+      R"({"type":"due_list_date","column_id":"due","ledger_section":"s","product_codes":["p"],"case_id_expression":"x"})"));
+  REQUIRE(due_ds.ok());
+  CHECK((*due_ds)->columns.back().id == "due_p");
+  CHECK((*due_ds)->columns.back().datatype == "date");
 }
 
 TEST_CASE("UCR pillow: delete-and-reinsert, filtered-out and archived documents, rebuild") {
