@@ -8,6 +8,7 @@
 
 #include "commcare/log.h"
 #include "commcare/pillows.h"
+#include "integrations/forwarding/forwarding.h"
 #include "server/app.h"
 #include "server/request_parse.h"
 #include "server/responses.h"
@@ -30,6 +31,123 @@ void AbsoluteUrls(const Request& r, json::value* form) {
     if (auto* url = kv.value().is_object() ? kv.value().as_object().if_contains("url") : nullptr;
         url && url->is_string() && !url->as_string().empty() && url->as_string()[0] == '/')
       *url = fmt::format("{}://{}{}", r.tls ? "https" : "http", *host, url->as_string().c_str());
+}
+
+// cases__full (tastypie's UseIfRequested: "true" in any case, else the key is left out; of a
+// repeated parameter the last, as Django's QueryDict.get).
+bool CasesFull(const Request& r) {
+  bool full = false;
+  for (const auto& [k, v] : r.query)
+    if (k == "cases__full") {
+      std::string l = v;
+      for (auto& ch : l) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      full = l == "true";
+    }
+  return full;
+}
+
+// casexml/apps/case/xform.py extract_case_blocks: the ids of the case blocks in a form's JSON,
+// first seen first (a block is a "case" with @case_id or a case_id child; device reports are
+// not searched, nor is anything under a "case" key). Ledger-only cases are not there.
+void CaseIdsOf(const json::value& v, std::vector<std::string>* ids) {
+  auto block_id = [](const json::value& c) -> const json::value* {
+    if (!c.is_object()) return nullptr;
+    const auto& o = c.get_object();
+    if (const auto* id = o.if_contains("@case_id")) return id;
+    return o.if_contains("case_id");
+  };
+  if (v.is_array()) {
+    for (const auto& x : v.get_array()) CaseIdsOf(x, ids);
+    return;
+  }
+  if (!v.is_object()) return;
+  const auto& o = v.get_object();
+  if (const auto* ns = o.if_contains("@xmlns");
+      ns && ns->is_string() && ns->get_string() == "http://code.javarosa.org/devicereport")
+    return;
+  for (const auto& kv : o) {
+    if (kv.key() != "case") {
+      CaseIdsOf(kv.value(), ids);
+      continue;
+    }
+    const json::value& c = kv.value();
+    std::vector<const json::value*> blocks;
+    if (c.is_array())
+      for (const auto& x : c.get_array()) blocks.push_back(&x);
+    else
+      blocks.push_back(&c);
+    for (const auto* b : blocks) {
+      const json::value* id = block_id(*b);
+      if (!id) continue;
+      std::string s = id->is_string() ? std::string(id->get_string()) : "";
+      if (id->is_object())  // <case_id>x</case_id> with attributes
+        if (const auto* t = id->get_object().if_contains("#text"); t && t->is_string())
+          s = t->get_string();
+      if (!s.empty() && std::find(ids->begin(), ids->end(), s) == ids->end()) ids->push_back(s);
+    }
+  }
+}
+
+// HQ's naive UTC datetime as Python writes it: str() ("2024-03-01 12:34:56.789000"), as
+// tastypie's CharField writes a SQL case's dates, or isoformat() ("2024-03-01T12:34:56.789000"),
+// as its serializer's to_simple writes a datetime inside a dict; the fraction only when there
+// is one; null for none.
+json::value PyTime(int64_t micros, char sep = ' ') {
+  if (micros == 0) return nullptr;
+  std::string t = util::FormatIsoTime(micros);  // 2024-03-01T12:34:56.789000Z
+  t[10] = sep;
+  t.pop_back();
+  if (t.ends_with(".000000")) t.resize(t.size() - 7);
+  return json::value(t);
+}
+
+// v0_4.CommCareCaseResource's dehydration of a SQL CommCareCase (what cases__full nests).
+json::value CaseObject(Engine* engine, const CaseRecord& c) {
+  std::vector<std::string> xform_ids;
+  if (auto h = engine->CaseHistory(c.domain, c.case_id); h.ok())
+    xform_ids = forwarding::CaseXformIds(*h);
+  json::array ids;
+  for (const auto& id : xform_ids) ids.emplace_back(id);
+  json::object props;
+  for (const auto& [k, v] : c.properties) props[k] = v;
+  props["external_id"] = c.external_id.empty() ? json::value() : json::value(c.external_id);
+  props["owner_id"] = c.owner_id;
+  props["case_name"] = c.name;
+  props["case_type"] = c.type;
+  props["date_opened"] = PyTime(c.opened_on, 'T');
+  json::object idx;
+  for (const auto& i : c.indices)
+    idx[i.identifier] = json::object{{"case_type", i.referenced_type},
+                                     {"case_id", i.referenced_id},
+                                     {"relationship", i.relationship}};
+  // server_date_opened and indexed_on read attributes the SQL case has not: tastypie's default.
+  return json::object{{"id", c.case_id},
+                      {"case_id", c.case_id},
+                      {"user_id", c.modified_by},
+                      {"date_modified", PyTime(c.modified_on)},
+                      {"closed", c.closed},
+                      {"date_closed", PyTime(c.closed_on)},
+                      {"server_date_modified", PyTime(c.server_modified_on)},
+                      {"server_date_opened", "1900-01-01"},
+                      {"indexed_on", "1900-01-01"},
+                      {"domain", c.domain},
+                      {"opened_by", c.opened_by},
+                      {"closed_by", c.closed_by.empty() ? json::value() : json::value(c.closed_by)},
+                      {"xform_ids", std::move(ids)},
+                      {"properties", std::move(props)},
+                      {"indices", std::move(idx)},
+                      {"resource_uri", ""}};
+}
+
+// Adds "cases" to a form object: the cases its case blocks name that exist, fully.
+void AddCases(Engine* engine, const std::string& domain, json::value* form) {
+  if (!form->is_object()) return;
+  std::vector<std::string> ids;
+  if (const auto* f = form->as_object().if_contains("form")) CaseIdsOf(*f, &ids);
+  json::array cases;
+  for (const auto& id : ids)
+    if (auto c = engine->GetCase(domain, id); c.ok()) cases.push_back(CaseObject(engine, *c));
+  form->as_object()["cases"] = std::move(cases);
 }
 
 // The list's query from the request's parameters (HQ's es_query_from_get_params, and
@@ -83,7 +201,7 @@ Result<FormListQuery> ListQuery(Engine* engine, const Request& r, const std::str
       if (v.empty() || *end || n < 0)
         return Status::InvalidArgument(k + " must be a non-negative integer");
       (k == "limit" ? q.limit : q.offset) = static_cast<size_t>(n);
-    } else if (k != "format") {
+    } else if (k != "format" && k != "cases__full") {
       return Status::InvalidArgument(fmt::format("'{}' is not a valid parameter", k));
     }
   }
@@ -123,6 +241,7 @@ Response App::FormApi(const Request& r, const std::string& domain, const std::st
       if (!doc.ok()) return Error(StatusFor(doc.status()), doc.status().message());
       json::value v = json::parse(*doc);
       AbsoluteUrls(r, &v);
+      if (CasesFull(r)) AddCases(engine_, domain, &v);
       return Json(200, v);
     }
     Response x;
@@ -135,9 +254,11 @@ Response App::FormApi(const Request& r, const std::string& domain, const std::st
   auto page = ListForms(pillows_dir_, *q);
   if (!page.ok()) return Error(StatusFor(page.status()), page.status().message());
   json::array objects;
+  const bool full = CasesFull(r);
   for (const auto& f : page->forms) {
     objects.push_back(json::parse(f));
     AbsoluteUrls(r, &objects.back());
+    if (full) AddCases(engine_, domain, &objects.back());
   }
   auto link = [&](int64_t offset) -> json::value {
     if (offset < 0 || offset >= page->total_count) return nullptr;

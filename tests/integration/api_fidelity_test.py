@@ -595,6 +595,54 @@ class ApiFidelityTest(unittest.TestCase):
         self.assertEqual(got("&appVersion=v2"), ["fc-2"])
         self.assertEqual(got("&appVersion=v2&case_id=fc-case"), [])
 
+    def test_form_api_cases_full(self):
+        # XFormInstanceResource.cases (corehq/apps/api/resources/v0_4.py): UseIfRequested
+        # (corehq/apps/api/fields.py) adds "cases" only for cases__full=true (any case of
+        # "true"); _cases_referenced_by_xform takes the ids of the form's case blocks
+        # (extract_case_blocks) and dehydrates each with v0_4.CommCareCaseResource.
+        parent = other_type(case_block("cf-parent", "o1", "Parent"))
+        child = other_type(case_block("cf-child", "o1", "Child", props="<age>7</age>",
+                                      index=f'<parent case_type="other">cf-parent</parent>'))
+        s, _, body = self.request("POST", "/a/demo/receiver/",
+                                  case_form("cf-1", parent + child, xmlns="http://example.org/cf"),
+                                  {"Content-Type": "text/xml"})
+        self.assertEqual(s, 201, body)
+        s, _, body = self.request("POST", "/a/demo/receiver/",
+                                  case_form("cf-2", "", xmlns="http://example.org/cf"),
+                                  {"Content-Type": "text/xml"})
+        self.assertEqual(s, 201, body)
+        s, _, body = self.request("GET", "/a/demo/api/v0.5/form/cf-1/?cases__full=TRUE")
+        self.assertEqual(s, 200, body)
+        cases = json.loads(body)["cases"]
+        self.assertEqual(sorted(c["id"] for c in cases), ["cf-child", "cf-parent"])
+        c = next(c for c in cases if c["id"] == "cf-child")
+        self.assertEqual(set(c), {"id", "case_id", "user_id", "date_modified", "closed",
+                                  "date_closed", "server_date_modified", "server_date_opened",
+                                  "indexed_on", "domain", "opened_by", "closed_by", "xform_ids",
+                                  "properties", "indices", "resource_uri"})
+        self.assertEqual(c["case_id"], "cf-child")
+        self.assertEqual(c["xform_ids"], ["cf-1"])
+        self.assertFalse(c["closed"])
+        self.assertIsNone(c["date_closed"])
+        self.assertEqual(c["date_modified"], "2020-01-01 00:00:00")  # str() of a naive datetime
+        self.assertEqual(c["properties"]["age"], "7")
+        self.assertEqual(c["properties"]["case_name"], "Child")
+        self.assertEqual(c["properties"]["case_type"], "other")
+        self.assertEqual(c["properties"]["owner_id"], "o1")
+        # Inside the properties dict a datetime is isoformat() (tastypie's to_simple).
+        self.assertRegex(c["properties"]["date_opened"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+        self.assertEqual(c["indices"], {"parent": {"case_type": "other", "case_id": "cf-parent",
+                                                   "relationship": "child"}})
+        # Anything but "true" leaves the key out; a form with no case block has an empty list.
+        for q in ("", "?cases__full=false", "?cases__full=1", "?cases__full=true&cases__full=no"):
+            s, _, body = self.request("GET", "/a/demo/api/v0.5/form/cf-1/" + q)
+            self.assertEqual(s, 200, body)
+            self.assertNotIn("cases", json.loads(body))
+        path = "/a/demo/api/v0.5/form/?xmlns=http://example.org/cf"
+        self.wait_until(lambda: json.loads(self.request("GET", path)[2])["meta"]["total_count"] == 2)
+        objs = json.loads(self.request("GET", path + "&cases__full=true")[2])["objects"]
+        self.assertEqual({o["id"]: len(o["cases"]) for o in objs}, {"cf-1": 2, "cf-2": 0})
+
     def test_device_logs_are_not_forms(self):
         # submission_post.py: a DEVICE_LOG_XMLNS instance goes to process_device_log and is
         # not saved as a form.
