@@ -136,7 +136,6 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& where) {
   impl->where = where;
   CC_ASSIGN_OR_RETURN(impl->db, util::SqlDb::Open(where, "commcare_meta"));
   util::SqlDb& db = *impl->db;
-  if (!db.postgres()) CC_RETURN_IF_ERROR(db.Run("setting up", "PRAGMA synchronous=FULL").status());
   CC_RETURN_IF_ERROR(db.Migrate("meta", kSchemaVersion, kSqliteSchema, kPostgresSchema));
   // The relay's mark is per store: several servers' stores relay into one change log, each
   // numbering its own outbox (servers sharing one PostgreSQL store share its mark). A store

@@ -448,7 +448,7 @@ class Host final : public PillowHost {
     const PillowConfig& cfg = p->cfg;
     CC_ASSIGN_OR_RETURN(
         p->db, SqlDb::Open(pg_ ? opts_.dir : fmt::format("{}/{}.sqlite", opts_.dir, cfg.name),
-                           PillowSchema(cfg.name)));
+                           PillowSchema(cfg.name), /*durable=*/false));  // rebuilt from the log
     if (pg_ && !opts_.inspect_only && opts_.consumer_group.empty()) {
       const std::string id = fmt::format("pillow-worker\n{}\n{}\n{}", cfg.name, opts_.process_num,
                                          opts_.num_processes);
@@ -460,9 +460,8 @@ class Host final : public PillowHost {
             "pillow {} worker {} of {} is already running (another session holds its lock)",
             cfg.name, opts_.process_num, opts_.num_processes));
     }
-    // The store can be rebuilt from the log, but its checkpoint must not run ahead of it:
-    // NORMAL in WAL mode keeps every commit across a process crash.
-    if (!pg_) CC_RETURN_IF_ERROR(p->db->Exec("setting up a pillow", "PRAGMA synchronous=NORMAL"));
+    // The store can be rebuilt from the log, and its checkpoint never runs ahead of it: the
+    // checkpoint commits with the rows (NORMAL, WAL: a power cut takes both back together).
     CC_RETURN_IF_ERROR(
         p->db->Migrate("pillow", kHostSchemaVersion, kSqliteHostSchema, kPostgresHostSchema));
     CC_RETURN_IF_ERROR(p->db->Transaction("setting up a pillow", kSetupLock,

@@ -43,8 +43,9 @@ class SqliteDb final : public SqlDb {
   ~SqliteDb() override {
     for (auto& [k, st] : dynamic_) sqlite3_finalize(st);
   }
-  Status Open(const std::string& path) {
-    return db_.Open(path.empty() ? ":memory:" : path, false, false);
+  Status Open(const std::string& path, bool durable) {
+    CC_RETURN_IF_ERROR(db_.Open(path.empty() ? ":memory:" : path, false, false));
+    return durable ? db_.SyncEachCommit() : Status::Ok();
   }
   bool postgres() const override { return false; }
   Conn* sqlite() override { return &db_; }
@@ -174,10 +175,11 @@ int64_t SqlRows::Int(size_t row, size_t col) const {
 
 bool SqlDb::IsPostgres(std::string_view where) { return where.starts_with(kPostgresPrefix); }
 
-Result<std::unique_ptr<SqlDb>> SqlDb::Open(const std::string& where, const std::string& pg_schema) {
+Result<std::unique_ptr<SqlDb>> SqlDb::Open(const std::string& where, const std::string& pg_schema,
+                                           bool durable) {
   if (IsPostgres(where)) return OpenPostgresSqlDb(where.substr(kPostgresPrefix.size()), pg_schema);
   auto db = std::make_unique<SqliteDb>();
-  CC_RETURN_IF_ERROR(db->Open(where));
+  CC_RETURN_IF_ERROR(db->Open(where, durable));
   return std::unique_ptr<SqlDb>(std::move(db));
 }
 

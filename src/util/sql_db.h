@@ -43,9 +43,12 @@ class SqlDb {
 
   // Where names a database: "postgres:<libpq connection string>", else a SQLite file path (""
   // keeps the database in memory). On PostgreSQL the tables live in the schema pg_schema
-  // (created if missing), so several stores may share one database.
+  // (created if missing), so several stores may share one database. On SQLite, durable syncs
+  // every commit (a store whose writes are acknowledged: users, tasks, forwarders); without it
+  // a power cut can take the last commits back, never corrupt (pillows, sync logs: they
+  // rebuild). PostgreSQL commits are always durable.
   static Result<std::unique_ptr<SqlDb>> Open(const std::string& where,
-                                             const std::string& pg_schema);
+                                             const std::string& pg_schema, bool durable = true);
   // Whether where names a PostgreSQL database.
   static bool IsPostgres(std::string_view where);
 

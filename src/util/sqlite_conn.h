@@ -4,11 +4,13 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 
 #include "commcare/status.h"
+#include "util/durable_file.h"
 
 namespace commcare::util {
 
@@ -19,10 +21,16 @@ class Conn {
     for (auto& [k, s] : stmts_) sqlite3_finalize(s);
     if (db_) sqlite3_close(db_);
   }
-  // durable: the caller makes commits durable itself (NORMAL, no autocheckpoint); else OFF.
+  // durable: the caller makes commits durable itself (NORMAL, no autocheckpoint); else NORMAL
+  // with automatic checkpoints: a commit is not synced, but a power cut leaves the database
+  // as of an earlier commit, never corrupt (SyncEachCommit makes every commit durable). A file
+  // this creates has its directory synced, so that its name outlives a power cut too.
   Status Open(const std::string& path, bool read_only, bool durable) {
     int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     flags |= SQLITE_OPEN_NOMUTEX;
+    std::error_code ec;
+    const bool creates = !read_only && !path.empty() && path != ":memory:" &&
+                         !std::filesystem::exists(path, ec);
     if (sqlite3_open_v2(path.c_str(), &db_, flags, nullptr) != SQLITE_OK)
       return Status::Unavailable(
           fmt::format("cannot open SQLite database {}: {}", path, db_ ? sqlite3_errmsg(db_) : "?"));
@@ -32,15 +40,19 @@ class Conn {
       // A durable store is made durable by its redo log; SQLite commits without a sync
       // (NORMAL: a checkpoint still syncs the database before the WAL is reused) and the store
       // checkpoints explicitly before it truncates the log.
-      CC_RETURN_IF_ERROR(Exec(durable ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=OFF"));
+      CC_RETURN_IF_ERROR(Exec("PRAGMA synchronous=NORMAL"));
       CC_RETURN_IF_ERROR(
           Exec(durable ? "PRAGMA wal_autocheckpoint=0" : "PRAGMA wal_autocheckpoint=16384"));
+      if (creates) CC_RETURN_IF_ERROR(SyncDirectory(ParentDirectory(path)));
     }
     CC_RETURN_IF_ERROR(Exec(read_only ? "PRAGMA cache_size=-16000" : "PRAGMA cache_size=-65536"));
     CC_RETURN_IF_ERROR(Exec("PRAGMA mmap_size=268435456"));
     CC_RETURN_IF_ERROR(Exec("PRAGMA temp_store=MEMORY"));
     return Status::Ok();
   }
+  // Every commit synced to the WAL before it returns (synchronous=FULL): for stores whose writes
+  // are acknowledged to someone (users, tasks, forwarders).
+  Status SyncEachCommit() { return Exec("PRAGMA synchronous=FULL"); }
   Status Exec(const char* sql) {
     char* err = nullptr;
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {

@@ -18,6 +18,9 @@
    recovery, intent roll-forward, relay) must be clean, and every form acknowledged before P
    must be wholly there (its case, both shared-case updates, its ledger, its attachment), and
    no form may be half there. Before the first acknowledgement the directory need not open.
+   After the forms, `commcare tasks enqueue` and `commcare admin domain create` run in turn
+   (the task queue's tasks.db and the meta store's meta.sqlite): a task or a domain
+   acknowledged before P must be there, and both databases must pass integrity_check.
 
 Usage: powercut.py COMMCARE SHIM [--cuts N] [--seed S] [--forms-per-run F] [--runs R]
 """
@@ -26,6 +29,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -71,7 +75,7 @@ def form_body(i):
 
 
 # ---- recording ----
-def record(cc, shim, work, runs, per_run):
+def record(cc, shim, work, runs, per_run, meta_ops):
     root = os.path.join(work, "root")
     os.makedirs(root)
     journal = os.path.join(work, "journal")
@@ -100,6 +104,13 @@ def record(cc, shim, work, runs, per_run):
         for line in p.stdout.splitlines():
             if json.loads(line).get("status") != 201:
                 raise Failure(f"submit answered {line}")
+    for k in range(meta_ops):
+        args = (["tasks", "enqueue", "--data", data, "--type", "forward.sweep"] if k % 2 == 0
+                else ["admin", "domain", "create", "--data", data, f"pc{k}"])
+        p = subprocess.run([cc] + args, env=dict(env, PCUT_MARK_STDOUT="1"), capture_output=True,
+                           text=True)
+        if p.returncode:
+            raise Failure(f"{args[:2]}: {p.stdout} {p.stderr}")
     return journal, pairs
 
 
@@ -339,6 +350,35 @@ def cli(cc, *args):
     return subprocess.run([cc, *args], capture_output=True, text=True, timeout=120)
 
 
+def verify_meta(data, tasks_acked, domains_acked):
+    """The task queue's and the meta store's SQLite files: whole, and what was acknowledged."""
+    for name in ("tasks.db", "meta.sqlite"):
+        path = os.path.join(data, name)
+        if not os.path.exists(path):
+            if (tasks_acked if name == "tasks.db" else domains_acked):
+                raise Failure(f"{name} is gone after the cut")
+            continue
+        db = sqlite3.connect(path)
+        try:
+            ok = db.execute("PRAGMA integrity_check").fetchone()[0]
+            if ok != "ok":
+                raise Failure(f"{name} after the cut: integrity_check says {ok}")
+            if name == "tasks.db":
+                have = {r[0] for r in db.execute("SELECT id FROM tasks")} if tasks_acked else set()
+                if tasks_acked - have:
+                    raise Failure(f"tasks {sorted(tasks_acked - have)} were acknowledged "
+                                  "(enqueued) before the cut and are missing")
+            elif domains_acked:
+                have = {r[0] for r in db.execute("SELECT name FROM domains")}
+                if domains_acked - have:
+                    raise Failure(f"domains {sorted(domains_acked - have)} were acknowledged "
+                                  "(created) before the cut and are missing")
+        except sqlite3.Error as e:
+            raise Failure(f"{name} after the cut: {e}")
+        finally:
+            db.close()
+
+
 def verify(cc, data, acked, pairs, rng):
     p = cli(cc, "check", "--data", data)
     try:
@@ -385,6 +425,8 @@ def main():
     ap.add_argument("--cuts", type=int, default=200)
     ap.add_argument("--runs", type=int, default=3, help="commcare submit processes in turn")
     ap.add_argument("--forms-per-run", type=int, default=25)
+    ap.add_argument("--meta-ops", type=int, default=6,
+                    help="tasks enqueued and domains created after the forms, in turn")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("CRASH_TEST_SEED",
                                                                    random.randrange(1 << 30))))
     ap.add_argument("--keep", action="store_true")
@@ -396,11 +438,11 @@ def main():
     failures = []
     try:
         journal, pairs = record(args.commcare, os.path.abspath(args.shim), work, args.runs,
-                                args.forms_per_run)
+                                args.forms_per_run, args.meta_ops)
         recs = read_journal(journal)
         root = os.path.join(work, "root")
         # Acknowledgements: form i is acknowledged at the mark record that ends its line.
-        acks_at, buf = {}, b""
+        acks_at, task_acks, domain_acks, buf = {}, {}, {}, b""
         for idx, r in enumerate(recs):
             if r[0] == MARK:
                 buf += r[7]
@@ -409,6 +451,13 @@ def main():
                     j = json.loads(line)
                     if j.get("status") == 201:
                         acks_at[int(os.path.basename(j["file"])[1:-4])] = idx
+                    elif "id" in j:
+                        task_acks[j["id"]] = idx
+                    elif "domain" in j:
+                        domain_acks[j["domain"]] = idx
+        if len(task_acks) + len(domain_acks) != args.meta_ops:
+            raise Failure(f"{len(task_acks)} task and {len(domain_acks)} domain acknowledgements "
+                          f"in the journal for {args.meta_ops} operations")
         if len(acks_at) != len(pairs):
             raise Failure(f"{len(acks_at)} acknowledgements in the journal for {len(pairs)} forms")
         # Cut points: half uniform over the journal, half just before or after a flush's end or
@@ -421,6 +470,10 @@ def main():
             else:
                 e = rng.choice(edges)
                 cuts.add(min(len(recs), max(1, e + rng.choice((0, 1)))))
+        # And just after each task's and domain's acknowledgement: what was answered must be
+        # durable by then (a strict cut keeps nothing else).
+        ack_cuts = {min(len(recs), at + 1) for at in (*task_acks.values(), *domain_acks.values())}
+        cuts.update(ack_cuts)
         cuts = sorted(cuts)
         model = Model(root)
         pos = 0
@@ -430,11 +483,15 @@ def main():
                 model.step(recs[pos])
                 pos += 1
             acked = {i for i, at in acks_at.items() if at < cut}
-            mode = "strict" if n % 2 == 0 else "random"
+            mode = "strict" if n % 2 == 0 or cut in ack_cuts else "random"
             out = os.path.join(work, f"cut-{cut}")
             model.cut(out, root, rng, mode)
             try:
                 present_total += verify(args.commcare, os.path.join(out, "data"), acked, pairs, rng)
+                if acked:  # the directory opened: the task queue and meta store too
+                    verify_meta(os.path.join(out, "data"),
+                                {t for t, at in task_acks.items() if at < cut},
+                                {d for d, at in domain_acks.items() if at < cut})
             except Failure as e:
                 failures.append(f"cut {cut}/{len(recs)} ({mode}, {len(acked)} acked): {e}")
                 if args.keep:
