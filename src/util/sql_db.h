@@ -47,8 +47,8 @@ class SqlDb {
   // every commit (a store whose writes are acknowledged: users, tasks, forwarders); without it
   // a power cut can take the last commits back, never corrupt (pillows, sync logs: they
   // rebuild). PostgreSQL commits are always durable.
-  static Result<std::unique_ptr<SqlDb>> Open(const std::string& where,
-                                             const std::string& pg_schema, bool durable = true);
+  static Result<std::unique_ptr<SqlDb>> Open(const std::string& where, const std::string& pg_schema,
+                                             bool durable = true);
   // Whether where names a PostgreSQL database.
   static bool IsPostgres(std::string_view where);
 

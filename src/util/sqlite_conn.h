@@ -29,8 +29,8 @@ class Conn {
     int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     flags |= SQLITE_OPEN_NOMUTEX;
     std::error_code ec;
-    const bool creates = !read_only && !path.empty() && path != ":memory:" &&
-                         !std::filesystem::exists(path, ec);
+    const bool creates =
+        !read_only && !path.empty() && path != ":memory:" && !std::filesystem::exists(path, ec);
     if (sqlite3_open_v2(path.c_str(), &db_, flags, nullptr) != SQLITE_OK)
       return Status::Unavailable(
           fmt::format("cannot open SQLite database {}: {}", path, db_ ? sqlite3_errmsg(db_) : "?"));
