@@ -108,13 +108,7 @@ json::value CaseObject(Engine* engine, const CaseRecord& c) {
     xform_ids = forwarding::CaseXformIds(*h);
   json::array ids;
   for (const auto& id : xform_ids) ids.emplace_back(id);
-  json::object props;
-  for (const auto& [k, v] : c.properties) props[k] = v;
-  props["external_id"] = c.external_id.empty() ? json::value() : json::value(c.external_id);
-  props["owner_id"] = c.owner_id;
-  props["case_name"] = c.name;
-  props["case_type"] = c.type;
-  props["date_opened"] = PyTime(c.opened_on, 'T');
+  json::object props = forwarding::CaseApiProperties(c, PyTime(c.opened_on, 'T'));
   json::object idx;
   for (const auto& i : c.indices)
     idx[i.identifier] = json::object{{"case_type", i.referenced_type},

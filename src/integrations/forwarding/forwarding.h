@@ -2,6 +2,7 @@
 // payloads, the HTTP sender and the delivery tasks.
 #pragma once
 
+#include <boost/json/fwd.hpp>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -62,6 +63,10 @@ std::string CaseXml(const CaseRecord& c);
 // xform_ids, date_closed, date_modified, server_date_modified, properties with case_type,
 // case_name, owner_id, external_id and date_opened, indices and attachments as maps).
 std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string>& xform_ids);
+// HQ's get_properties_in_api_format: the case's properties, then external_id, owner_id,
+// case_name, case_type and date_opened (given: its format depends on the serializer), which
+// win over a dynamic property of the same name.
+boost::json::object CaseApiProperties(const CaseRecord& c, boost::json::value date_opened);
 // HQ's CommCareCase.xform_ids from a case's history: its forms not revoked, by server date.
 std::vector<std::string> CaseXformIds(const std::vector<CaseTransaction>& history);
 // Drops the v2 <case> blocks from form XML.

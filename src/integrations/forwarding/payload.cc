@@ -73,16 +73,7 @@ std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string
   o["date_closed"] = NaiveIso(c.closed_on, false);
   o["date_modified"] = NaiveIso(c.modified_on, false);
   o["server_date_modified"] = NaiveIso(c.server_modified_on, false);
-  // get_properties_in_api_format (corehq/form_processor/models/cases.py): case_json, then the
-  // five fixed fields, which win over a dynamic property of the same name.
-  json::object props;
-  for (const auto& [k, v] : c.properties) props[k] = v;
-  props["external_id"] = c.external_id.empty() ? json::value() : json::value(c.external_id);
-  props["owner_id"] = c.owner_id;
-  props["case_name"] = c.name;
-  props["case_type"] = c.type;
-  props["date_opened"] = NaiveIso(c.opened_on, true);
-  o["properties"] = std::move(props);
+  o["properties"] = CaseApiProperties(c, NaiveIso(c.opened_on, true));
   // get_index_map and get_attachment_map (models/cases.py). HQ's attachment url is absolute
   // (get_url_base() + the api_case_attachment route); this one is the route's path.
   json::object idx;
@@ -98,6 +89,18 @@ std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string
         {"content_type", a.content_type}};
   o["attachments"] = std::move(atts);
   return json::serialize(o);
+}
+
+json::object CaseApiProperties(const CaseRecord& c, json::value date_opened) {
+  // get_properties_in_api_format (corehq/form_processor/models/cases.py).
+  json::object props;
+  for (const auto& [k, v] : c.properties) props[k] = v;
+  props["external_id"] = c.external_id.empty() ? json::value() : json::value(c.external_id);
+  props["owner_id"] = c.owner_id;
+  props["case_name"] = c.name;
+  props["case_type"] = c.type;
+  props["date_opened"] = std::move(date_opened);
+  return props;
 }
 
 std::vector<std::string> CaseXformIds(const std::vector<CaseTransaction>& history) {
