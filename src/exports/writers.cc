@@ -119,12 +119,8 @@ class SpoolWriter : public TableWriter {
         HtmlRow(&out, "td", cells);
         break;
       case Kind::kJson:
-        out.append(rows_[t] ? ",\n[" : "\n[");
-        for (size_t i = 0; i < cells.size(); ++i) {
-          if (i) out.push_back(',');
-          out.append(boost::json::serialize(boost::json::string_view(cells[i])));
-        }
-        out.push_back(']');
+        out.append(rows_[t] ? ",\n" : "\n");
+        JsonArray(&out, cells);
         break;
     }
     ++rows_[t];
@@ -172,6 +168,16 @@ class SpoolWriter : public TableWriter {
     return Status::Ok();
   }
 
+  // ["a","b",...]: the cells as JSON strings.
+  static void JsonArray(std::string* out, std::span<const std::string_view> cells) {
+    out->push_back('[');
+    for (size_t i = 0; i < cells.size(); ++i) {
+      if (i) out->push_back(',');
+      out->append(boost::json::serialize(boost::json::string_view(cells[i])));
+    }
+    out->push_back(']');
+  }
+
   static void HtmlRow(std::string* out, std::string_view tag,
                       std::span<const std::string_view> cells) {
     out->append("<tr>");
@@ -209,12 +215,9 @@ class SpoolWriter : public TableWriter {
       } else {
         if (i) head.push_back(',');
         head.append("\n").append(boost::json::serialize(boost::json::string_view(tables_[i].name)));
-        head.append(": {\"headers\": [");
-        for (size_t c = 0; c < hv.size(); ++c) {
-          if (c) head.push_back(',');
-          head.append(boost::json::serialize(boost::json::string_view(hv[c])));
-        }
-        head.append("], \"rows\": [");
+        head.append(": {\"headers\": ");
+        JsonArray(&head, hv);
+        head.append(", \"rows\": [");
       }
       if (fwrite(head.data(), 1, head.size(), out) != head.size()) st = IoError("write", path);
       head.clear();
