@@ -506,8 +506,19 @@ Status ScanMatchingForms(Engine* engine, const ExportDefinition& def,
   return st;
 }
 
-std::string TableName(const std::string& path) {
-  return path == "form" ? std::string("Forms") : "Repeat- " + path.substr(5);
+// HQ's default table name (FormExportInstanceDefaults.get_default_table_name): the repeat's
+// last path element, with its parent's for a model iteration's "item". HQ writes "Repeat: ",
+// which a sheet name cannot hold. A name another table has already keeps its path under the
+// form, so sheets and zip entries stay distinct.
+std::string TableName(const std::string& path, const std::vector<std::string>& taken) {
+  if (path == "form") return "Forms";
+  const std::string under = path.substr(5);
+  size_t cut = under.rfind('.');
+  if (cut != std::string::npos && under.substr(cut + 1) == "item")
+    cut = cut == 0 ? std::string::npos : under.rfind('.', cut - 1);
+  std::string name = "Repeat- " + (cut == std::string::npos ? under : under.substr(cut + 1));
+  if (std::find(taken.begin(), taken.end(), name) != taken.end()) name = "Repeat- " + under;
+  return name;
 }
 
 Result<ExportResult> RunFormExport(Engine* engine, const ExportDefinition& def,
@@ -583,8 +594,11 @@ Result<ExportResult> RunFormExport(Engine* engine, const ExportDefinition& def,
     for (size_t i = 0; tab.depth > 0 && i <= tab.depth; ++i)
       headers.push_back(fmt::format("number__{}", i));
     Headers(tab.cols, &headers);
-    names.push_back(TableName(tab.path));
-    specs.push_back({names.back(), std::move(headers)});
+    names.push_back(TableName(tab.path, names));
+    // number__N are ints in HQ's RowNumberColumn (number itself is the dotted string).
+    std::vector<bool> whole(headers.size(), false);
+    for (size_t i = 1; tab.depth > 0 && i <= tab.depth + 1; ++i) whole[i] = true;
+    specs.push_back({names.back(), std::move(headers), std::move(whole)});
   }
   CC_ASSIGN_OR_RETURN(auto w, NewWriter(def, out_path, std::move(specs)));
   FormRows r{&schema, w.get()};

@@ -17,6 +17,9 @@ namespace commcare::exports {
 struct TableSpec {
   std::string name;
   std::vector<std::string> headers;
+  // Per column: its cells are whole numbers HQ's writers keep as numbers (number__N), so JSON
+  // writes them unquoted and XLSX as numeric cells. Empty: every cell is text.
+  std::vector<bool> whole_numbers = {};
 };
 
 class TableWriter {

@@ -61,6 +61,14 @@ void AppendHtmlText(std::string* out, std::string_view v) {
 
 namespace {
 
+// Digits only, at most 15 of them (exact as a double), no leading zero but "0".
+bool IsWholeNumber(std::string_view v) {
+  if (v.empty() || v.size() > 15 || (v.size() > 1 && v[0] == '0')) return false;
+  for (char c : v)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
 Status IoError(const std::string& what, const std::string& path) {
   return Status::Internal(fmt::format("export: cannot {} {}: {}", what, path, strerror(errno)));
 }
@@ -120,7 +128,7 @@ class SpoolWriter : public TableWriter {
         break;
       case Kind::kJson:
         out.append(rows_[t] ? ",\n" : "\n");
-        JsonArray(&out, cells);
+        JsonArray(&out, cells, tables_[t].whole_numbers);
         break;
     }
     ++rows_[t];
@@ -168,12 +176,16 @@ class SpoolWriter : public TableWriter {
     return Status::Ok();
   }
 
-  // ["a","b",...]: the cells as JSON strings.
-  static void JsonArray(std::string* out, std::span<const std::string_view> cells) {
+  // ["a","b",...]: the cells as JSON strings, or numbers where whole_numbers says so.
+  static void JsonArray(std::string* out, std::span<const std::string_view> cells,
+                        const std::vector<bool>& whole_numbers = {}) {
     out->push_back('[');
     for (size_t i = 0; i < cells.size(); ++i) {
       if (i) out->push_back(',');
-      out->append(boost::json::serialize(boost::json::string_view(cells[i])));
+      if (i < whole_numbers.size() && whole_numbers[i] && IsWholeNumber(cells[i]))
+        out->append(cells[i]);
+      else
+        out->append(boost::json::serialize(boost::json::string_view(cells[i])));
     }
     out->push_back(']');
   }
@@ -322,8 +334,15 @@ class XlsxWriter : public TableWriter {
                       tables_[t].name, LXW_ROW_MAX));
     for (size_t c = 0; c < cells.size(); ++c) {
       if (cells[c].empty()) continue;
-      cell_.assign(cells[c].substr(0, kXlsxStrMax));  // NUL-terminated, cut to the cell limit
-      lxw_error e = worksheet_write_string(sheets_[t], r, lxw_col_t(c), cell_.c_str(), nullptr);
+      const auto& whole = tables_[t].whole_numbers;
+      lxw_error e;
+      if (c < whole.size() && whole[c] && IsWholeNumber(cells[c])) {
+        e = worksheet_write_number(sheets_[t], r, lxw_col_t(c), std::stod(std::string(cells[c])),
+                                   nullptr);
+      } else {
+        cell_.assign(cells[c].substr(0, kXlsxStrMax));  // NUL-terminated, cut to the cell limit
+        e = worksheet_write_string(sheets_[t], r, lxw_col_t(c), cell_.c_str(), nullptr);
+      }
       if (e != LXW_NO_ERROR)
         return Status::Internal(fmt::format("export: xlsx: {}", lxw_strerror(e)));
     }

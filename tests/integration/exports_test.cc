@@ -212,6 +212,24 @@ TEST_CASE("Exports: a form export has a table per repeat group joined by number"
   }
 }
 
+TEST_CASE("Exports: repeat tables are named as HQ's: the last element, item with its parent") {
+  auto e = OpenSqlite();
+  std::string xml =
+      R"(<?xml version="1.0"?><data xmlns="http://example.org/names"><meta xmlns="http://openrosa.org/jr/xforms"><instanceID>t1</instanceID><userID>u1</userID></meta><a><m><v>1</v></m><m><v>2</v></m></a><b><m><v>3</v></m><m><v>4</v></m></b><g><item><v>5</v></item><item><v>6</v></item></g></data>)";
+  REQUIRE(Submit(e.get(), xml).http_status == 201);
+  auto r = RunExport(
+      e.get(),
+      Def(R"({"kind":"form","domain":"demo","filters":{"xmlns":"http://example.org/names"}})"),
+      TempDir("exp") + "/t.csv");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  // b.m would be a second "Repeat- m": it keeps its path, so sheets and zip entries differ.
+  CHECK(r->tables ==
+        std::vector<std::string>{"Forms", "Repeat- m", "Repeat- b.m", "Repeat- g.item"});
+  Rows bm = ParseCsv(Unzip(r->file, "Repeat- b.m.csv"));
+  REQUIRE(bm.size() == 3);
+  CHECK(bm[2].back() == "4");
+}
+
 TEST_CASE("Exports: a repeat inside a repeat has number__0 to number__2, as HQ's") {
   auto e = OpenSqlite();
   std::string xml =
@@ -223,14 +241,15 @@ TEST_CASE("Exports: a repeat inside a repeat has number__0 to number__2, as HQ's
       Def(R"({"kind":"form","domain":"demo","filters":{"xmlns":"http://example.org/nest"}})"),
       dir + "/n.csv");
   REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-  CHECK(r->tables == std::vector<std::string>{"Forms", "Repeat- hh", "Repeat- hh.m"});
+  // HQ names a repeat's table by its last path element (get_default_table_name).
+  CHECK(r->tables == std::vector<std::string>{"Forms", "Repeat- hh", "Repeat- m"});
   Rows forms = ParseCsv(Unzip(r->file, "Forms.csv"));
   CHECK(forms[0][1] == "form_id");  // the main table has number alone
   Rows hh = ParseCsv(Unzip(r->file, "Repeat- hh.csv"));
   REQUIRE(hh.size() == 3);
   CHECK(hh[0] == std::vector<std::string>{"number", "number__0", "number__1", "form.hh.name"});
   CHECK(hh[2] == std::vector<std::string>{"0.1", "0", "1", "B"});
-  Rows m = ParseCsv(Unzip(r->file, "Repeat- hh.m.csv"));
+  Rows m = ParseCsv(Unzip(r->file, "Repeat- m.csv"));
   REQUIRE(m.size() == 4);
   CHECK(m[0] ==
         std::vector<std::string>{"number", "number__0", "number__1", "number__2", "form.hh.m.v"});
@@ -249,7 +268,7 @@ TEST_CASE("Exports: a repeat inside a repeat has number__0 to number__2, as HQ's
       Def(R"({"kind":"form","domain":"demo","filters":{"xmlns":"http://example.org/nest2"}})"),
       dir + "/n2.csv");
   REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-  m = ParseCsv(Unzip(r->file, "Repeat- hh.m.csv"));
+  m = ParseCsv(Unzip(r->file, "Repeat- m.csv"));
   REQUIRE(m.size() == 4);
   CHECK(m[0] ==
         std::vector<std::string>{"number", "number__0", "number__1", "number__2", "form.hh.m.v"});
@@ -327,6 +346,12 @@ TEST_CASE("Exports: HTML and JSON hold every table in one document, as HQ's writ
   CHECK(kids.at("rows").as_array().size() == 3);
   for (const auto& row : kids.at("rows").as_array()) {
     CHECK(row.as_array().size() == 5);
+    // number is HQ's dotted string, number__N its ints (RowNumberColumn.get_value)
+    CHECK(row.as_array().at(0).is_string());
+    CHECK(row.as_array().at(1).is_int64());
+    CHECK(row.as_array().at(2).is_int64());
+    CHECK(row.as_array().at(0).as_string() ==
+          fmt::format("{}.{}", row.as_array().at(1).as_int64(), row.as_array().at(2).as_int64()));
     if (row.as_array().at(3).as_string() == "kid1")
       CHECK(row.as_array().at(4).as_string() == "---");
   }
@@ -359,6 +384,8 @@ TEST_CASE("Exports: XLSX has a sheet per table with the values") {
   CHECK(s1.find(">---<") != std::string::npos);
   CHECK(s2.find(">0.1<") != std::string::npos);
   CHECK(s2.find(">kid1<") != std::string::npos);
+  // number__1 of row 0.1 is a numeric cell (HQ's writer gets an int): <c r="C3"><v>1</v></c>
+  CHECK(s2.find("<c r=\"C3\"><v>1</v></c>") != std::string::npos);
   r = RunExport(e.get(), Def(R"({"kind":"case","domain":"demo","format":"xlsx"})"),
                 dir + "/c.xlsx");
   REQUIRE(r.ok());
