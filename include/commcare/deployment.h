@@ -28,6 +28,10 @@ struct Deployment {
   std::string meta;     // users, domains, sync logs: a PostgreSQL conninfo; "": SQLite in <data>
   std::string pillows;  // pillow state and secondary stores: PostgreSQL; "": <data>/pillows
   std::string tasks;    // the task queue: a PostgreSQL conninfo; "": SQLite <data>/tasks.db
+  // Where phones and integrators reach the servers ("https://hq.example.org", no trailing
+  // slash), HQ's BASE_ADDRESS: the start of absolute URLs made away from a request (forwarded
+  // payloads' attachment urls). "": those are paths.
+  std::string base_url;
 
   // Parses the JSON object of commcare.json (or of a host file's shared part); InvalidArgument
   // names the source and the bad key. Unknown keys are refused; "comment" and "data_dir" are

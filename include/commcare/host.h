@@ -56,6 +56,9 @@ class Host {
   Result<Sync*> Syncer();
   // Where the pillows keep their state: a directory or "postgres:<conninfo>" ("" in memory).
   std::string PillowStore() const;
+  // The deployment's base_url ("" in memory or when unset): absolute URLs made away from a
+  // request start with it.
+  std::string BaseUrl() const;
   // A pillow host on this engine; options.dir "" = PillowStore() (in memory: a temp dir).
   Result<std::unique_ptr<PillowHost>> OpenPillows(const PillowHostOptions& options) const;
   // The task queue (commcare.json's "tasks": PostgreSQL, else <data>/tasks.db), opened on first

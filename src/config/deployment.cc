@@ -145,17 +145,31 @@ Status ParsePrimary(const json::object& o, std::string_view src, int databases,
   return Status::Ok();
 }
 
+// scheme://host[:port][/path], no query, fragment, quote or space.
+bool IsBaseUrl(std::string_view u) {
+  std::string_view rest = u.starts_with("https://")  ? u.substr(8)
+                          : u.starts_with("http://") ? u.substr(7)
+                                                     : std::string_view();
+  return !rest.empty() && rest.front() != '/' &&
+         rest.find_first_of(" ?#\"\\<>") == std::string_view::npos;
+}
+
 Status ParseTop(const json::object& top, std::string_view src, Deployment* d,
                 std::string* data_dir) {
   Fields f(top, src);
-  CC_RETURN_IF_ERROR(f.Only({"format_version", "shards", "databases", "blob_store", "primary",
-                             "change_log", "meta", "pillows", "tasks", "comment", "data_dir"}));
+  CC_RETURN_IF_ERROR(
+      f.Only({"format_version", "shards", "databases", "blob_store", "primary", "change_log",
+              "meta", "pillows", "tasks", "base_url", "comment", "data_dir"}));
   int version = 1;
   CC_RETURN_IF_ERROR(f.Int("format_version", &version, 1, 1));
   CC_RETURN_IF_ERROR(f.Int("shards", &d->shards, 1, 1 << 20));
   if (d->shards & (d->shards - 1)) return f.Bad("shards", "must be a power of two");
   CC_RETURN_IF_ERROR(f.Int("databases", &d->databases, 1, 256));
   if (d->databases > d->shards) return f.Bad("databases", "must not exceed shards");
+  CC_RETURN_IF_ERROR(f.Str("base_url", &d->base_url));
+  while (!d->base_url.empty() && d->base_url.back() == '/') d->base_url.pop_back();
+  if (!d->base_url.empty() && !IsBaseUrl(d->base_url))
+    return f.Bad("base_url", "must be http:// or https:// and a host, e.g. https://hq.example.org");
   std::string dir;
   CC_RETURN_IF_ERROR(f.Str("data_dir", &dir));
   if (data_dir && !dir.empty()) *data_dir = dir;
@@ -249,6 +263,7 @@ std::string Deployment::ToJson() const {
   if (!meta.empty()) o["meta"] = json::object{{"kind", "postgres"}, {"database", meta}};
   if (!pillows.empty()) o["pillows"] = json::object{{"kind", "postgres"}, {"database", pillows}};
   if (!tasks.empty()) o["tasks"] = json::object{{"kind", "postgres"}, {"database", tasks}};
+  if (!base_url.empty()) o["base_url"] = base_url;
   return json::serialize(o);
 }
 

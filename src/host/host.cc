@@ -165,6 +165,10 @@ Result<std::unique_ptr<TaskWorkers>> Host::NewTaskWorkers(const TaskWorkersOptio
   return w;
 }
 
+std::string Host::BaseUrl() const {  // set at open, never changed: no lock, as PillowStore
+  return lazy_->deployment ? lazy_->deployment->base_url : std::string();
+}
+
 std::string Host::PillowStore() const {
   const auto& d = lazy_->deployment;
   return d ? d->StoreAt(options_.engine.data_dir, "pillows", "pillows") : std::string();

@@ -125,7 +125,8 @@ void RegisterTaskTypes(Host* host, TaskWorkers* w) {
     TaskTypeOptions deliver;
     deliver.lease = std::chrono::seconds(10);  // a dead worker's records are resent soon
     w->Register(forwarding::kDeliverTask,
-                forwarding::DeliverHandler(host->engine(), host->PillowStore()), deliver);
+                forwarding::DeliverHandler(host->engine(), host->PillowStore(), host->BaseUrl()),
+                deliver);
     w->Register(forwarding::kSweepTask, forwarding::SweepHandler(host->PillowStore(), *q));
   }
   // The kinds that submit forms need the writer's engine. A read-only host (a worker beside a

@@ -403,6 +403,31 @@ class ForwardingTest(unittest.TestCase):
         self.assertEqual(doc["form"]["meta"]["timeStart"], "2024-03-02T09:21:48.715000Z")
         self.assertEqual(doc["metadata"]["timeStart"], "2024-03-02T09:21:48.715000Z")
 
+    def test_base_url_makes_attachment_urls_absolute(self):
+        # HQ's attachment urls are absolute (absolute_reverse over BASE_ADDRESS); ours start
+        # with the deployment's base_url from commcare.json.
+        path = os.path.join(self.data, "commcare.json")
+        with open(path) as f:
+            conf = json.load(f)
+        conf["base_url"] = "ftp://hq.example.org"
+        with open(path, "w") as f:
+            json.dump(conf, f)
+        p = subprocess.run([CC, "forwarders", "list", "--data", self.data, "--domain", "demo"],
+                           capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("base_url must be http", p.stdout + p.stderr)  # refused, named
+        conf["base_url"] = "https://hq.example.org/"
+        with open(path, "w") as f:
+            json.dump(conf, f)
+        self.add("--url", self.rx.url("/abs"), "--format", "form_json")
+        fid, xml = form_xml(None)
+        self.submit(xml)
+        self.run_all()
+        [j] = self.rx.bodies("/abs")
+        doc = json.loads(j["body"])
+        self.assertEqual(doc["attachments"]["form.xml"]["url"],
+                         f"https://hq.example.org/a/demo/api/form/attachment/{fid}/form.xml")
+
     def test_pause_resume_delete(self):
         f = self.add("--url", self.rx.url("/paused"))
         [p] = self.D("forwarders", "pause", "--id", f["id"])

@@ -3,10 +3,12 @@
 #include <commcare/deployment.h>
 #include <commcare/host.h>
 
+#include <boost/json.hpp>
 #include <chrono>
 #include <thread>
 
 #include "engine_helpers.h"
+#include "integrations/forwarding/forwarding.h"
 
 using namespace commcare;
 using cctest::CaseForm;
@@ -88,6 +90,38 @@ TEST_CASE("Host: a fresh directory is set up from the Deployment and must match 
   // A directory never set up needs a deployment.
   auto fresh = Host::Open(At(cctest::TempDir("host-none"), std::nullopt));
   CHECK(fresh.status().IsNotFound());
+}
+
+TEST_CASE("Deployment: base_url (HQ's BASE_ADDRESS) starts forwarded attachment urls") {
+  auto d = Deployment::FromJson(R"({"shards": 64, "base_url": "https://hq.example.org:8443/"})",
+                                "commcare.json");
+  REQUIRE_MESSAGE(d.ok(), d.status().ToString());
+  CHECK(d->base_url == "https://hq.example.org:8443");  // the trailing slash is dropped
+  CHECK(d->ToJson().find("\"base_url\":\"https://hq.example.org:8443\"") != std::string::npos);
+  for (const char* bad : {"hq.example.org", "ftp://hq", "https://", "https:///a",
+                          "https://hq/a?b=1", "https://h q"}) {
+    CAPTURE(bad);
+    auto b = Deployment::FromJson(fmt::format(R"({{"base_url": "{}"}})", bad), "commcare.json");
+    REQUIRE_FALSE(b.ok());
+    CHECK(b.status().message().find("base_url") != std::string::npos);
+  }
+  const std::string dir = cctest::TempDir("baseurl");
+  auto h = Host::Open(At(dir, *d));
+  REQUIRE_MESSAGE(h.ok(), h.status().ToString());
+  CHECK((*h)->BaseUrl() == "https://hq.example.org:8443");
+  // The case_json payload's attachment urls (HQ: get_url_base() + api_case_attachment).
+  CaseRecord c;
+  c.domain = "demo";
+  c.case_id = "c1";
+  c.attachments.push_back({});
+  c.attachments.back().name = "photo";
+  c.attachments.back().content_type = "image/jpeg";
+  auto url = [&](std::string_view base) {
+    auto v = boost::json::parse(forwarding::CaseToLiteApiJson(c, {}, base));
+    return std::string(v.at("attachments").at("photo").at("url").as_string());
+  };
+  CHECK(url((*h)->BaseUrl()) == "https://hq.example.org:8443/a/demo/api/case/attachment/c1/photo");
+  CHECK(url("") == "/a/demo/api/case/attachment/c1/photo");
 }
 
 TEST_CASE("Host: beside an open writer a second Host is refused, or reads with reader_if_locked") {

@@ -89,10 +89,11 @@ Status Flush(SharedDb& shared, std::vector<Done>* done) {
 
 // Sends one record; its outcome. A storage error reading the document is returned as is (the
 // task is retried; nothing is recorded).
-Result<Done> Attempt(Engine& engine, HttpSender& http, const Forwarder& f, const RepeatRecord& r) {
+Result<Done> Attempt(Engine& engine, HttpSender& http, const Forwarder& f, const RepeatRecord& r,
+                     std::string_view base_url) {
   Done d{r, {}, r.tries, 0};
   d.attempt.at = util::NowMicros();
-  auto payload = BuildPayload(engine, f, r);
+  auto payload = BuildPayload(engine, f, r, base_url);
   if (!payload.ok()) {
     const Status& s = payload.status();
     if (s.IsNotFound()) {
@@ -132,7 +133,7 @@ struct RunStats {
 
 // One pass over the forwarder's open records; how many were attempted.
 Result<int64_t> Pass(SharedDb& shared, Engine& engine, HttpSender& http, const Forwarder& f,
-                     TaskContext& c, RunStats* stats) {
+                     std::string_view base_url, TaskContext& c, RunStats* stats) {
   std::set<std::string> held;  // documents with an earlier record still waiting
   std::vector<Done> done;
   auto first_unwritten = std::chrono::steady_clock::now();
@@ -158,7 +159,7 @@ Result<int64_t> Pass(SharedDb& shared, Engine& engine, HttpSender& http, const F
         held.insert(std::move(key));
         continue;
       }
-      CC_ASSIGN_OR_RETURN(Done d, Attempt(engine, http, f, r));
+      CC_ASSIGN_OR_RETURN(Done d, Attempt(engine, http, f, r, base_url));
       ++attempted;
       switch (d.attempt.state) {
         case RecordState::kSucceeded:
@@ -188,7 +189,8 @@ Result<int64_t> Pass(SharedDb& shared, Engine& engine, HttpSender& http, const F
   return attempted;
 }
 
-Result<std::string> Deliver(SharedDb& shared, Engine* engine, TaskContext& c) {
+Result<std::string> Deliver(SharedDb& shared, Engine* engine, std::string_view base_url,
+                            TaskContext& c) {
   boost::system::error_code ec;
   json::value v = json::parse(c.payload(), ec);
   const json::value* id = !ec && v.is_object() ? v.get_object().if_contains("forwarder") : nullptr;
@@ -206,7 +208,7 @@ Result<std::string> Deliver(SharedDb& shared, Engine* engine, TaskContext& c) {
     if (s.IsNotFound()) return std::string("{\"forwarder\":\"deleted\"}");
     CC_RETURN_IF_ERROR(s);
     if (f.paused) return std::string("{\"forwarder\":\"paused\"}");
-    CC_ASSIGN_OR_RETURN(int64_t n, Pass(shared, *engine, http, f, c, &stats));
+    CC_ASSIGN_OR_RETURN(int64_t n, Pass(shared, *engine, http, f, base_url, c, &stats));
     if (n == 0) break;  // nothing due now; new records enqueue this task again
   }
   if (stats.failed + stats.cancelled > 0)
@@ -234,9 +236,10 @@ int64_t RetryWaitMicros(int64_t now, int64_t last_checked) {
   return std::clamp<int64_t>(3 * (now - last_checked), lo, hi);
 }
 
-TaskHandler DeliverHandler(Engine* engine, std::string pillow_store) {
+TaskHandler DeliverHandler(Engine* engine, std::string pillow_store, std::string base_url) {
   auto shared = std::make_shared<SharedDb>(std::move(pillow_store));
-  return [shared, engine](TaskContext& c) { return Deliver(*shared, engine, c); };
+  return
+      [shared, engine, base_url](TaskContext& c) { return Deliver(*shared, engine, base_url, c); };
 }
 
 TaskHandler SweepHandler(std::string pillow_store, TaskQueue* tasks) {

@@ -55,14 +55,17 @@ struct Payload {
 };
 // Builds the payload of a record now (HQ builds it at send time). NotFound: the document is
 // gone (the record is Empty); InvalidArgument: it cannot be built (InvalidPayload).
-Result<Payload> BuildPayload(Engine& engine, const Forwarder& f, const RepeatRecord& r);
+// base_url: the deployment's, the start of its attachment urls ("": paths).
+Result<Payload> BuildPayload(Engine& engine, const Forwarder& f, const RepeatRecord& r,
+                             std::string_view base_url = {});
 // A case as a full v2 case block (create, update, index, close).
 std::string CaseXml(const CaseRecord& c);
 // A case as HQ's CaseRepeater sends it as case_json: to_api_json(lite=True), i.e.
 // CommCareCaseAPISerializer without reverse_indices (domain, case_id, user_id, closed,
 // xform_ids, date_closed, date_modified, server_date_modified, properties with case_type,
 // case_name, owner_id, external_id and date_opened, indices and attachments as maps).
-std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string>& xform_ids);
+std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string>& xform_ids,
+                              std::string_view base_url = {});
 // HQ's get_properties_in_api_format: the case's properties, then external_id, owner_id,
 // case_name, case_type and date_opened (given: its format depends on the serializer), which
 // win over a dynamic property of the same name.
@@ -96,7 +99,7 @@ int64_t RetryWaitMicros(int64_t now, int64_t last_checked);
 
 // The task handlers: deliver one forwarder's due records in order (payload {"forwarder": id});
 // enqueue delivery for every forwarder with due records.
-TaskHandler DeliverHandler(Engine* engine, std::string pillow_store);
+TaskHandler DeliverHandler(Engine* engine, std::string pillow_store, std::string base_url = {});
 TaskHandler SweepHandler(std::string pillow_store, TaskQueue* tasks);
 // Puts the minute sweep schedule (idempotent).
 Status EnsureSweepSchedule(TaskQueue* tasks);

@@ -55,9 +55,21 @@ json::value NaiveIso(int64_t micros, bool millis) {
   return json::value(t.substr(0, 19) + "." + std::string(fraction.substr(0, millis ? 3 : 6)));
 }
 
+// HQ's form attachment urls are absolute (absolute_reverse): FormToApiJson's paths get the
+// deployment's base_url.
+void PrefixAttachmentUrls(json::value* form, std::string_view base_url) {
+  auto* atts = form->as_object().if_contains("attachments");
+  if (base_url.empty() || !atts || !atts->is_object()) return;
+  for (auto& kv : atts->as_object())
+    if (auto* url = kv.value().is_object() ? kv.value().as_object().if_contains("url") : nullptr;
+        url && url->is_string() && url->as_string().starts_with("/"))
+      *url = fmt::format("{}{}", base_url, url->as_string().c_str());
+}
+
 }  // namespace
 
-std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string>& xform_ids) {
+std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string>& xform_ids,
+                              std::string_view base_url) {
   // CommCareCaseAPISerializer(lite=True), corehq/form_processor/serializers.py: its
   // Meta.fields in order, less reverse_indices. DRF writes the DateTimeFields with isoformat()
   // (HQ's datetimes are naive UTC); properties.date_opened is a datetime inside a JSONField, so
@@ -75,7 +87,7 @@ std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string
   o["server_date_modified"] = NaiveIso(c.server_modified_on, false);
   o["properties"] = CaseApiProperties(c, NaiveIso(c.opened_on, true));
   // get_index_map and get_attachment_map (models/cases.py). HQ's attachment url is absolute
-  // (get_url_base() + the api_case_attachment route); this one is the route's path.
+  // (get_url_base() + the api_case_attachment route): base_url + the route's path.
   json::object idx;
   for (const auto& i : c.indices)
     idx[i.identifier] = json::object{{"case_type", i.referenced_type},
@@ -84,9 +96,9 @@ std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string
   o["indices"] = std::move(idx);
   json::object atts;
   for (const auto& a : c.attachments)
-    atts[a.name] = json::object{
-        {"url", fmt::format("/a/{}/api/case/attachment/{}/{}", c.domain, c.case_id, a.name)},
-        {"content_type", a.content_type}};
+    atts[a.name] = json::object{{"url", fmt::format("{}/a/{}/api/case/attachment/{}/{}", base_url,
+                                                    c.domain, c.case_id, a.name)},
+                                {"content_type", a.content_type}};
   o["attachments"] = std::move(atts);
   return json::serialize(o);
 }
@@ -193,7 +205,8 @@ std::string StripCaseBlocks(std::string_view xml) {
   return out;
 }
 
-Result<Payload> BuildPayload(Engine& engine, const Forwarder& f, const RepeatRecord& r) {
+Result<Payload> BuildPayload(Engine& engine, const Forwarder& f, const RepeatRecord& r,
+                             std::string_view base_url) {
   Payload p;
   if (f.kind == "form") {
     CC_ASSIGN_OR_RETURN(FormRecord form, engine.GetForm(r.domain, r.doc_id));
@@ -210,11 +223,13 @@ Result<Payload> BuildPayload(Engine& engine, const Forwarder& f, const RepeatRec
       // ES document is stamped inserted_at (indexed_on) as it is made, i.e. now.
       auto doc = FormToApiJson(form, xml, util::NowMicros());
       if (!doc.ok()) return Status::InvalidArgument("form XML: " + doc.status().message());
-      if (f.include_case_blocks) {
+      if (f.include_case_blocks && base_url.empty()) {
         p.body = std::move(*doc);
       } else {
         json::value v = json::parse(*doc);
-        if (auto* d = v.get_object().if_contains("form")) StripCases(*d);
+        if (auto* d = v.get_object().if_contains("form"); d && !f.include_case_blocks)
+          StripCases(*d);
+        PrefixAttachmentUrls(&v, base_url);
         p.body = json::serialize(v);
       }
       p.content_type = "application/json";
@@ -231,7 +246,7 @@ Result<Payload> BuildPayload(Engine& engine, const Forwarder& f, const RepeatRec
     p.content_type = "application/xml";
   } else {
     CC_ASSIGN_OR_RETURN(auto history, engine.CaseHistory(r.domain, r.doc_id));
-    p.body = CaseToLiteApiJson(c, CaseXformIds(history));
+    p.body = CaseToLiteApiJson(c, CaseXformIds(history), base_url);
     p.content_type = "application/json";
   }
   return p;
