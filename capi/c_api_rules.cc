@@ -5,6 +5,7 @@
 #include "commcare/reminders.h"
 #include "commcare/rules.h"
 #include "commcare/tasks.h"
+#include "integrations/rules/locations.h"
 
 using namespace commcare;
 using namespace commcare::capi;
@@ -78,6 +79,8 @@ int cc_rule_run(char** out, cc_engine* e, const char* domain, const char* name, 
       changes.push_back(c);
       return true;
     };
+    CC_ASSIGN_OR_RETURN(meta::MetaStore * m, e->host->Meta());
+    CC_ASSIGN_OR_RETURN(o.locations, rules::LoadRuleLocations(m, d));
     CC_ASSIGN_OR_RETURN(RuleRunSummary s, RunSavedRule(e->host->engine(), q, d, n, o));
     return fmt::format(R"({{"changes":{},"summary":{}}})",
                        JsonArray(changes, [](const std::string& c) { return c; }), s.ToJson(d, n));

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,6 +46,13 @@ Status DeleteRule(TaskQueue* q, std::string_view domain, std::string_view name);
 // Queues a rule.run task for a saved rule now (its schedule is untouched); returns the task id.
 Result<int64_t> RunRuleLater(TaskQueue* q, std::string_view domain, std::string_view name);
 
+// A domain's locations and mobile workers, which a rule's location criteria (HQ's
+// LocationFilterDefinition) are judged against.
+struct RuleLocations {
+  std::map<std::string, std::string> parent_of;      // location id -> parent id ("": a root)
+  std::map<std::string, std::string> user_location;  // user id -> primary location id
+};
+
 // How a run goes.
 struct RuleRunOptions {
   bool dry_run = false;  // only report what would change
@@ -55,6 +64,9 @@ struct RuleRunOptions {
   std::function<bool(const std::string& change_json)> on_change;
   // Called every 1,000 cases scanned; returning false stops the run (a cancelled task).
   std::function<bool(int64_t scanned)> progress;
+  // Needed by a rule with a location criterion (FailedPrecondition without); callers with a
+  // Host load them from its MetaStore.
+  std::optional<RuleLocations> locations;
 };
 
 // What a run did.

@@ -134,9 +134,10 @@ void RegisterTaskTypes(Host* host, TaskWorkers* w) {
   // fail each attempt with "open read-only" until they are dead letters.
   if (host->read_only()) return;
   // Case update rules (docs/rules.md): a scan can take minutes, its lease is renewed meanwhile.
-  w->Register("rule.run", rules::RunRuleHandler(host->engine()));
-  w->Register("rule.case",
-              rules::CaseChangedHandler(host->engine(), [host] { return host->Tasks(); }));
+  auto meta = [host] { return host->Meta(); };
+  w->Register("rule.run", rules::RunRuleHandler(host->engine(), meta));
+  w->Register("rule.case", rules::CaseChangedHandler(
+                               host->engine(), [host] { return host->Tasks(); }, meta));
   RegisterImportTaskTypes(host, w);
 }
 

@@ -10,6 +10,7 @@
 
 #include "commcare/rules.h"
 #include "commcare/tasks.h"
+#include "integrations/rules/locations.h"
 #include "server/app.h"
 #include "server/named_definitions.h"
 #include "server/responses.h"
@@ -55,6 +56,9 @@ Response App::RulesApi(const Request& r, const std::string& domain, std::string 
       changes.push_back(json::parse(c));
       return true;
     };
+    auto locations = rules::LoadRuleLocations(meta_, domain);
+    if (!locations.ok()) return Fail(locations.status());
+    o.locations = std::move(*locations);
     auto s = RunSavedRule(engine_, tasks_, domain, name, o);
     if (!s.ok()) return Fail(s.status());
     return Json(200, json::object{{"changes", std::move(changes)},

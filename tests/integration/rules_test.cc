@@ -12,8 +12,10 @@
 #include "commcare/pillows.h"
 #include "commcare/tasks.h"
 #include "engine_helpers.h"
+#include "integrations/rules/locations.h"
 #include "integrations/rules/rule.h"
 #include "integrations/rules/tasks.h"
+#include "meta/meta_store.h"
 #include "util/time.h"
 
 using namespace commcare;
@@ -398,4 +400,101 @@ TEST_CASE("Rules: a case change runs the rules that ask for it") {
   }
   CHECK(changed == 1);
   (*w)->Stop();
+}
+
+// HQ's LocationFilterDefinition (corehq/apps/data_interfaces/models.py): the case's owner is
+// the location, or one under it (include_child_locations, default true; descendants include
+// the location itself), or a user whose primary location is.
+TEST_CASE("Rules: the location criterion, with the host's locations and users") {
+  std::string dir = TempDir("rules-loc");
+  InitOptions io;
+  io.data_dir = dir;
+  REQUIRE(Engine::Init(io).ok());
+  HostOptions ho;
+  ho.engine.data_dir = dir;
+  auto h = Host::Open(ho);
+  REQUIRE(h.ok());
+  Engine* e = (*h)->engine();
+  meta::MetaStore* m = *(*h)->Meta();
+  meta::Domain d;
+  d.name = "demo";
+  REQUIRE(m->PutDomain(d).ok());
+  auto loc = [&](const std::string& id, const std::string& parent) {
+    meta::Doc l;
+    l.kind = "location";
+    l.id = id;
+    l.domain = "demo";
+    l.body = {{"name", id}, {"location_type", "district"}};
+    if (!parent.empty()) l.body["parent_id"] = parent;
+    auto put = m->PutDoc(l);
+    REQUIRE_MESSAGE(put.ok(), put.status().ToString());
+  };
+  loc("loc-a", "");
+  loc("loc-b", "loc-a");
+  loc("loc-c", "");
+  meta::User u;
+  u.username = "nurse@demo.commcarehq.org";
+  u.domains = {"demo"};
+  u.location_ids = {"loc-b", "loc-c"};  // the first is the primary location
+  const std::string nurse = m->PutUser(u, "pw").value().user_id;
+  u.username = "clerk@demo.commcarehq.org";
+  u.location_ids = {"loc-c", "loc-a"};
+  const std::string clerk = m->PutUser(u, "pw").value().user_id;
+  for (const auto& [id, owner] :
+       std::vector<std::pair<std::string, std::string>>{{"on-a", "loc-a"},
+                                                        {"on-b", "loc-b"},
+                                                        {"on-c", "loc-c"},
+                                                        {"nurse", nurse},
+                                                        {"clerk", clerk},
+                                                        {"nobody", "someone-else"}}) {
+    auto r = Submit(e, CaseForm("f-" + id, id,
+                                fmt::format("<create><case_type>patient</case_type><case_name>{}"
+                                            "</case_name><owner_id>{}</owner_id></create>",
+                                            id, owner)));
+    REQUIRE_MESSAGE(r.http_status == 201, r.message);
+  }
+  auto matched = [&](const std::string& criterion) {
+    RuleRunOptions o;
+    o.dry_run = true;
+    o.locations = rules::LoadRuleLocations(m, "demo").value();
+    std::vector<std::string> ids;
+    o.on_change = [&](const std::string& c) {
+      ids.emplace_back(json::parse(c).at("case_id").as_string());
+      return true;
+    };
+    auto s = RunRule(e, RuleJson(criterion, kSetFlag), o);
+    REQUIRE_MESSAGE(s.ok(), s.status().ToString());
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  };
+  CHECK(matched(R"({"location_id": "loc-a"})") ==
+        std::vector<std::string>{"nurse", "on-a", "on-b"});
+  CHECK(matched(R"({"location_id": "loc-a", "include_child_locations": false})") ==
+        std::vector<std::string>{"on-a"});
+  CHECK(matched(R"({"location_id": "loc-c"})") == std::vector<std::string>{"clerk", "on-c"});
+  // Without the locations a run says what it needs; a bad criterion is refused by name.
+  auto bare = RunRule(e, RuleJson(R"({"location_id": "loc-a"})", kSetFlag), {});
+  CHECK(bare.status().code() == StatusCode::kFailedPrecondition);
+  CHECK(bare.status().message().find("location") != std::string::npos);
+  CHECK(ValidateRule(RuleJson(R"({"location_id": ""})", kSetFlag))
+            .message()
+            .find("criteria[0].location_id") != std::string::npos);
+  CHECK(ValidateRule(RuleJson(R"({"location_id": "x", "radius": 1})", kSetFlag))
+            .message()
+            .find("radius") != std::string::npos);
+  // Saved and run as a task: the worker loads the host's locations.
+  TaskQueue* q = *(*h)->Tasks();
+  REQUIRE(SaveRule(q, RuleJson(R"({"location_id": "loc-a"})", kSetFlag)).ok());
+  auto w = (*h)->NewTaskWorkers({.workers = 1, .poll = 50ms});
+  REQUIRE(w.ok());
+  REQUIRE((*w)->Start().ok());
+  auto id = RunRuleLater(q, "demo", "r1");
+  REQUIRE(id.ok());
+  auto t = q->Wait(*id, 30s);
+  (*w)->Stop();
+  REQUIRE(t.ok());
+  CHECK_MESSAGE(t->state == TaskState::kSucceeded, t->last_error);
+  CHECK(json::parse(t->result).at("changed").as_int64() == 3);
+  CHECK(Prop(e, "on-b", "flag") == "yes");
+  CHECK(Prop(e, "on-c", "flag") == "");
 }

@@ -11,6 +11,7 @@
 
 #include "CLI/CLI.hpp"
 #include "definitions.h"
+#include "integrations/rules/locations.h"
 
 namespace commcare::cli {
 
@@ -71,6 +72,8 @@ int CmdRun(const Args& a) {
       std::cout << line << "\n";
       return true;
     };
+    CC_ASSIGN_OR_RETURN(meta::MetaStore * m, h->Meta());
+    CC_ASSIGN_OR_RETURN(o.locations, rules::LoadRuleLocations(m, a.Get("--domain")));
     CC_ASSIGN_OR_RETURN(RuleRunSummary s,
                         RunSavedRule(h->engine(), q, a.Get("--domain"), a.Get("--name"), o));
     return s.ToJson(a.Get("--domain"), a.Get("--name"));

@@ -144,8 +144,14 @@ Result<RuleRunSummary> RunRule(Engine* engine, std::string_view rule_json,
   CC_ASSIGN_OR_RETURN(rules::Rule r, rules::ParseRule(rule_json));
   if (!o.dry_run && engine->Options().read_only)
     return Status::FailedPrecondition("a rule run needs a writable engine (or dry_run)");
+  if (r.NeedsLocations() && !o.locations)
+    return Status::FailedPrecondition(fmt::format(
+        "rule {} has a location criterion: the run needs the domain's locations and users "
+        "(RuleRunOptions::locations; the CLI, server and task workers load them)",
+        r.name));
   const int64_t now = o.now ? o.now : util::NowMicros();
   CC_ASSIGN_OR_RETURN(int64_t today, rules::LocalDay(now, r.time_zone));
+  const RuleLocations* locations = o.locations ? &*o.locations : nullptr;
   RuleRunSummary sum;
   sum.dry_run = o.dry_run;
   std::vector<Planned> todo;
@@ -157,7 +163,7 @@ Result<RuleRunSummary> RunRule(Engine* engine, std::string_view rule_json,
       return false;
     }
     std::optional<CaseRecord> parent = ParentOf(engine, r, c);
-    if (!rules::Matches(r, c, parent ? &*parent : nullptr, now, today)) return true;
+    if (!rules::Matches(r, c, parent ? &*parent : nullptr, now, today, locations)) return true;
     ++sum.matched;
     Planned p = Plan(r, c, parent ? &*parent : nullptr);
     if (p.effect.Empty()) {

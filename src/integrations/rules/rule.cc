@@ -106,6 +106,14 @@ Status ParseCriterion(const json::value& v, const std::string& at, Criterion* c)
     if (!c->closed_parent) return Bad(at + "closed_parent", "must be true (or left out)");
     return Status::Ok();
   }
+  if (o.contains("location_id")) {  // HQ's LocationFilterDefinition
+    CC_RETURN_IF_ERROR(OnlyKeys(o, at, {"location_id", "include_child_locations"}));
+    CC_RETURN_IF_ERROR(Str(o, at, "location_id", &c->location_id, true));
+    if (c->location_id.empty()) return Bad(at + "location_id", "must name a location");
+    if (o.contains("include_child_locations"))
+      CC_RETURN_IF_ERROR(Bool(o, at, "include_child_locations", &c->include_child_locations));
+    return Status::Ok();
+  }
   CC_RETURN_IF_ERROR(OnlyKeys(o, at, {"property_name", "property_value", "match_type"}));
   std::string type;
   CC_RETURN_IF_ERROR(Str(o, at, "property_name", &c->property_name, true));
@@ -242,9 +250,33 @@ std::optional<std::string_view> Lookup(const CaseRecord& c, const CaseRecord* pa
   return Prop(c, name);
 }
 
+// Whether location is the criterion's location or, with include_child_locations, under it
+// (SQLLocation.descendants_include_location: itself included).
+bool InLocation(const Criterion& k, const std::string& location, const RuleLocations& locs) {
+  if (!k.include_child_locations) return location == k.location_id;
+  std::string at = location;
+  for (size_t hops = 0; !at.empty() && hops <= locs.parent_of.size(); ++hops) {
+    if (at == k.location_id) return true;
+    auto it = locs.parent_of.find(at);
+    if (it == locs.parent_of.end()) return false;  // not a location of this domain
+    at = it->second;
+  }
+  return false;
+}
+
+// LocationFilterDefinition.matches: the owner is the location, or a user whose primary
+// location is.
+bool CheckLocation(const Criterion& k, const CaseRecord& c, const RuleLocations* locs) {
+  if (c.owner_id.empty() || !locs) return false;
+  if (InLocation(k, c.owner_id, *locs)) return true;
+  auto u = locs->user_location.find(c.owner_id);
+  return u != locs->user_location.end() && !u->second.empty() && InLocation(k, u->second, *locs);
+}
+
 bool CheckCriterion(const Criterion& k, const CaseRecord& c, const CaseRecord* parent,
-                    int64_t today) {
+                    int64_t today, const RuleLocations* locs) {
   if (k.closed_parent) return parent && parent->closed;  // ClosedParentDefinition.matches
+  if (!k.location_id.empty()) return CheckLocation(k, c, locs);
   auto v = Lookup(c, parent, k.property_name);
   if (!v) return false;  // a parent/ criterion on a case without a parent
   switch (k.match) {
@@ -276,6 +308,12 @@ bool Rule::NeedsParent() const {
   for (const auto& u : updates)
     if (u.name.starts_with("parent/") || (u.from_property && u.value.starts_with("parent/")))
       return true;
+  return false;
+}
+
+bool Rule::NeedsLocations() const {
+  for (const auto& c : criteria)
+    if (!c.location_id.empty()) return true;
   return false;
 }
 
@@ -311,7 +349,7 @@ Result<int64_t> LocalDay(int64_t micros, const std::string& time_zone) {
 }
 
 bool Matches(const Rule& r, const CaseRecord& c, const CaseRecord* parent, int64_t now,
-             int64_t today) {
+             int64_t today, const RuleLocations* locations) {
   if (c.deleted || c.type != r.case_type || c.domain != r.domain) return false;
   if (r.case_status == Rule::CaseStatus::kOpen && c.closed) return false;
   if (r.case_status == Rule::CaseStatus::kClosed && !c.closed) return false;
@@ -320,7 +358,8 @@ bool Matches(const Rule& r, const CaseRecord& c, const CaseRecord* parent, int64
   results.reserve(r.criteria.size() + 1);
   if (r.modified_days)
     results.push_back(c.server_modified_on < now - *r.modified_days * 86'400'000'000LL);
-  for (const auto& k : r.criteria) results.push_back(CheckCriterion(k, c, parent, today));
+  for (const auto& k : r.criteria)
+    results.push_back(CheckCriterion(k, c, parent, today, locations));
   if (results.empty()) return true;
   if (r.any) return std::find(results.begin(), results.end(), true) != results.end();
   return std::find(results.begin(), results.end(), false) == results.end();

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "commcare/records.h"
+#include "commcare/rules.h"
 #include "commcare/status.h"
 #include "commcare/tasks.h"
 
@@ -20,10 +21,14 @@ namespace commcare::rules {
 
 // One criterion. property_name may be "parent/<prop>" (the case's parent's property).
 // closed_parent is HQ's ClosedParentDefinition instead: the case's "parent" (child index) is
-// closed.
+// closed. location_id is HQ's LocationFilterDefinition instead: the case's owner is that
+// location (or, with include_child_locations, one under it), or a user whose primary location
+// is.
 struct Criterion {
   enum class Match { kEqual, kNotEqual, kHasValue, kHasNoValue, kRegex, kDays, kDaysBefore };
   bool closed_parent = false;
+  std::string location_id;
+  bool include_child_locations = true;  // HQ's default
   std::string property_name;
   Match match = Match::kEqual;
   std::string value;                  // EQUAL, NOT_EQUAL, REGEX
@@ -52,6 +57,7 @@ struct Rule {
   std::string json;  // the definition as saved (normalised)
 
   bool NeedsParent() const;
+  bool NeedsLocations() const;
 };
 
 // Parses and checks a definition; InvalidArgument names the field.
@@ -76,9 +82,10 @@ std::optional<int64_t> DayOf(std::string_view value);
 Result<int64_t> LocalDay(int64_t micros, const std::string& time_zone);
 
 // Whether the case meets the rule (type, status, deleted, criteria, boundary). parent may be
-// null (no parent, or not needed). today: LocalDay(now) in the rule's zone.
+// null (no parent, or not needed); so may locations when the rule has no location criterion.
+// today: LocalDay(now) in the rule's zone.
 bool Matches(const Rule& r, const CaseRecord& c, const CaseRecord* parent, int64_t now,
-             int64_t today);
+             int64_t today, const RuleLocations* locations = nullptr);
 
 // The effect of the rule's actions on a matching case.
 Effect PlanEffect(const Rule& r, const CaseRecord& c, const CaseRecord* parent);

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "commcare/rules.h"
+#include "integrations/rules/locations.h"
 #include "integrations/rules/rule.h"
 
 namespace commcare::rules {
@@ -72,8 +73,8 @@ class ChangeProcessorImpl : public ChangeProcessor {
 
 }  // namespace
 
-TaskHandler RunRuleHandler(Engine* engine) {
-  return [engine](TaskContext& c) -> Result<std::string> {
+TaskHandler RunRuleHandler(Engine* engine, MetaSource meta) {
+  return [engine, meta](TaskContext& c) -> Result<std::string> {
     CC_ASSIGN_OR_RETURN(Rule r, ParseRule(c.payload()));
     if (!c.task().spec.domain.empty() && r.domain != c.task().spec.domain)
       return Status::PermissionDenied("rule.run: the rule's domain is not the task's");
@@ -82,13 +83,18 @@ TaskHandler RunRuleHandler(Engine* engine) {
       c.Progress(scanned, 0, "cases scanned");
       return !c.Cancelled();
     };
+    if (r.NeedsLocations()) {
+      CC_ASSIGN_OR_RETURN(meta::MetaStore * m, meta());
+      CC_ASSIGN_OR_RETURN(o.locations, LoadRuleLocations(m, r.domain));
+    }
     CC_ASSIGN_OR_RETURN(RuleRunSummary s, RunRule(engine, c.payload(), o));
     return s.ToJson(r.domain, r.name);
   };
 }
 
-TaskHandler CaseChangedHandler(Engine* engine, std::function<Result<TaskQueue*>()> queue) {
-  return [engine, queue](TaskContext& c) -> Result<std::string> {
+TaskHandler CaseChangedHandler(Engine* engine, std::function<Result<TaskQueue*>()> queue,
+                               MetaSource meta) {
+  return [engine, queue, meta](TaskContext& c) -> Result<std::string> {
     boost::system::error_code ec;
     json::value v = json::parse(c.payload(), ec);
     const json::value* id = !ec && v.is_object() ? v.get_object().if_contains("case_id") : nullptr;
@@ -101,6 +107,10 @@ TaskHandler CaseChangedHandler(Engine* engine, std::function<Result<TaskQueue*>(
     int64_t n = 0, changed = 0;
     for (const auto& r : list) {
       if (r.domain != c.task().spec.domain) continue;
+      if (r.NeedsLocations() && !o.locations) {
+        CC_ASSIGN_OR_RETURN(meta::MetaStore * m, meta());
+        CC_ASSIGN_OR_RETURN(o.locations, LoadRuleLocations(m, r.domain));
+      }
       CC_ASSIGN_OR_RETURN(RuleRunSummary s, RunRule(engine, r.json, o));
       ++n;
       changed += s.changed;
