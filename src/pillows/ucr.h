@@ -97,6 +97,24 @@ struct DataSource {
 // "configured_indicators[3].expression.type: unknown expression type 'foo'".
 Result<std::unique_ptr<DataSource>> Compile(std::string_view config_json);
 
+// A UCR filter compiled on its own (a case rule's UCRFilterDefinition), tested against
+// documents of a domain. No named expressions or filters (there is no data source to hold
+// them).
+class DocFilter {
+ public:
+  // InvalidArgument names the path under where ("criteria[0].configured_filter.type: ...").
+  static Result<std::unique_ptr<DocFilter>> Compile(const json::value& spec,
+                                                    const std::string& where);
+  ~DocFilter();
+  // Whether doc passes; engine serves related_doc and friends (may be null).
+  Result<bool> Test(const json::value& doc, Engine* engine, std::string_view domain) const;
+
+ private:
+  DocFilter();
+  std::unique_ptr<DataSource> scope_;  // what the compiler and the evaluator refer to
+  std::unique_ptr<Filter> filter_;
+};
+
 // The UCR document of a case (CommCare's CommCareCase JSON: fields, properties at top level).
 json::object CaseDocument(const CaseRecord& c);
 // The UCR document of a form (XFormInstance JSON with the form's data under "form").

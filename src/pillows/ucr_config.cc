@@ -306,4 +306,31 @@ Result<std::unique_ptr<DataSource>> Compile(std::string_view config_json) {
   return ds;
 }
 
+DocFilter::DocFilter() = default;
+DocFilter::~DocFilter() = default;
+
+Result<std::unique_ptr<DocFilter>> DocFilter::Compile(const json::value& spec,
+                                                      const std::string& where) {
+  std::unique_ptr<DocFilter> f(new DocFilter());
+  f->scope_ = std::make_unique<DataSource>();
+  Compiler c{f->scope_.get(), {}, {}};
+  CC_ASSIGN_OR_RETURN(f->filter_, CompileFilter(spec, where, c));
+  if (!c.expr_refs.empty() || !c.filter_refs.empty()) {
+    const std::string& ref = !c.expr_refs.empty() ? *c.expr_refs.begin() : *c.filter_refs.begin();
+    return Bad(ref.substr(ref.find('\x01') + 1),
+               "a named expression or filter needs a data source; write it out here");
+  }
+  return f;
+}
+
+Result<bool> DocFilter::Test(const json::value& doc, Engine* engine,
+                             std::string_view domain) const {
+  EvalContext ctx;
+  ctx.root = &doc;
+  ctx.engine = engine;
+  ctx.domain = std::string(domain);
+  ctx.source = scope_.get();
+  return filter_->Test(doc, ctx);
+}
+
 }  // namespace commcare::pillows::ucr

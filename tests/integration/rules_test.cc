@@ -124,6 +124,42 @@ TEST_CASE("Rules: each match type selects the cases HQ's would") {
             .matched == 0);
 }
 
+// HQ's UCRFilterDefinition: a UCR filter on the case's JSON (case.to_json()).
+TEST_CASE("Rules: the UCR filter criterion") {
+  auto e = OpenMemory();
+  MakeCase(e.get(), "a", "<status>new</status>");
+  MakeCase(e.get(), "b", "<status>old</status>");
+  MakeCase(e.get(), "c", "<status>gone</status>");
+  std::vector<std::string> changes;
+  Run(e.get(),
+      RuleJson(R"({"configured_filter": {"type": "boolean_expression", "expression":
+                   {"type": "property_name", "property_name": "status"}, "operator": "in",
+                   "property_value": ["new", "old"]}})",
+               kSetFlag),
+      true, 0, &changes);
+  std::vector<std::string> ids;
+  for (const auto& c : changes) ids.emplace_back(json::parse(c).at("case_id").as_string());
+  std::sort(ids.begin(), ids.end());
+  CHECK(ids == std::vector<std::string>{"a", "b"});
+  // With ANY, beside a property criterion; a case field (owner_id) at the top level as HQ's.
+  changes.clear();
+  Run(e.get(),
+      RuleJson(R"({"property_name": "status", "match_type": "EQUAL", "property_value": "gone"},
+                  {"configured_filter": {"type": "boolean_expression", "expression":
+                   {"type": "property_name", "property_name": "owner_id"}, "operator": "eq",
+                   "property_value": "nobody"}})",
+               kSetFlag, R"(, "criteria_operator": "ANY")"),
+      true, 0, &changes);
+  REQUIRE(changes.size() == 1);
+  CHECK(json::parse(changes[0]).at("case_id").as_string() == "c");
+  CHECK(ValidateRule(RuleJson(R"({"configured_filter": {"type": "nope"}})", kSetFlag))
+            .message()
+            .find("criteria[0].configured_filter") != std::string::npos);
+  CHECK(ValidateRule(RuleJson(R"({"configured_filter": {"type": "named", "name": "x"}})", kSetFlag))
+            .message()
+            .find("named") != std::string::npos);
+}
+
 TEST_CASE("Rules: properties are set from constants and other properties and cases closed") {
   auto e = OpenMemory();
   MakeCase(e.get(), "a", "<status>new</status><edd>2024-07-01</edd>");

@@ -163,7 +163,8 @@ Result<RuleRunSummary> RunRule(Engine* engine, std::string_view rule_json,
       return false;
     }
     std::optional<CaseRecord> parent = ParentOf(engine, r, c);
-    if (!rules::Matches(r, c, parent ? &*parent : nullptr, now, today, locations)) return true;
+    if (!rules::Matches(r, c, parent ? &*parent : nullptr, now, today, locations, engine))
+      return true;
     ++sum.matched;
     Planned p = Plan(r, c, parent ? &*parent : nullptr);
     if (p.effect.Empty()) {

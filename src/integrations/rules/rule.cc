@@ -13,6 +13,8 @@
 #include <charconv>
 #include <set>
 
+#include "pillows/ucr.h"
+
 namespace commcare::rules {
 
 namespace json = boost::json;
@@ -104,6 +106,12 @@ Status ParseCriterion(const json::value& v, const std::string& at, Criterion* c)
     CC_RETURN_IF_ERROR(OnlyKeys(o, at, {"closed_parent"}));
     CC_RETURN_IF_ERROR(Bool(o, at, "closed_parent", &c->closed_parent));
     if (!c->closed_parent) return Bad(at + "closed_parent", "must be true (or left out)");
+    return Status::Ok();
+  }
+  if (o.contains("configured_filter")) {  // HQ's UCRFilterDefinition
+    CC_RETURN_IF_ERROR(OnlyKeys(o, at, {"configured_filter"}));
+    CC_ASSIGN_OR_RETURN(c->ucr_filter, pillows::ucr::DocFilter::Compile(o.at("configured_filter"),
+                                                                        at + "configured_filter"));
     return Status::Ok();
   }
   if (o.contains("location_id")) {  // HQ's LocationFilterDefinition
@@ -273,10 +281,19 @@ bool CheckLocation(const Criterion& k, const CaseRecord& c, const RuleLocations*
   return u != locs->user_location.end() && !u->second.empty() && InLocation(k, u->second, *locs);
 }
 
+// UCRFilterDefinition.matches: the filter on case.to_json(). A filter that cannot be evaluated
+// on this case (a type error HQ would raise) does not match.
+bool CheckUcr(const Criterion& k, const CaseRecord& c, Engine* engine) {
+  const json::value doc(pillows::ucr::CaseDocument(c));
+  auto pass = k.ucr_filter->Test(doc, engine, c.domain);
+  return pass.ok() && *pass;
+}
+
 bool CheckCriterion(const Criterion& k, const CaseRecord& c, const CaseRecord* parent,
-                    int64_t today, const RuleLocations* locs) {
+                    int64_t today, const RuleLocations* locs, Engine* engine) {
   if (k.closed_parent) return parent && parent->closed;  // ClosedParentDefinition.matches
   if (!k.location_id.empty()) return CheckLocation(k, c, locs);
+  if (k.ucr_filter) return CheckUcr(k, c, engine);
   auto v = Lookup(c, parent, k.property_name);
   if (!v) return false;  // a parent/ criterion on a case without a parent
   switch (k.match) {
@@ -349,7 +366,7 @@ Result<int64_t> LocalDay(int64_t micros, const std::string& time_zone) {
 }
 
 bool Matches(const Rule& r, const CaseRecord& c, const CaseRecord* parent, int64_t now,
-             int64_t today, const RuleLocations* locations) {
+             int64_t today, const RuleLocations* locations, Engine* engine) {
   if (c.deleted || c.type != r.case_type || c.domain != r.domain) return false;
   if (r.case_status == Rule::CaseStatus::kOpen && c.closed) return false;
   if (r.case_status == Rule::CaseStatus::kClosed && !c.closed) return false;
@@ -359,7 +376,7 @@ bool Matches(const Rule& r, const CaseRecord& c, const CaseRecord* parent, int64
   if (r.modified_days)
     results.push_back(c.server_modified_on < now - *r.modified_days * 86'400'000'000LL);
   for (const auto& k : r.criteria)
-    results.push_back(CheckCriterion(k, c, parent, today, locations));
+    results.push_back(CheckCriterion(k, c, parent, today, locations, engine));
   if (results.empty()) return true;
   if (r.any) return std::find(results.begin(), results.end(), true) != results.end();
   return std::find(results.begin(), results.end(), false) == results.end();

@@ -17,18 +17,26 @@
 #include "commcare/status.h"
 #include "commcare/tasks.h"
 
+namespace commcare {
+class Engine;
+namespace pillows::ucr {
+class DocFilter;
+}
+}  // namespace commcare
+
 namespace commcare::rules {
 
 // One criterion. property_name may be "parent/<prop>" (the case's parent's property).
 // closed_parent is HQ's ClosedParentDefinition instead: the case's "parent" (child index) is
 // closed. location_id is HQ's LocationFilterDefinition instead: the case's owner is that
 // location (or, with include_child_locations, one under it), or a user whose primary location
-// is.
+// is. ucr_filter is HQ's UCRFilterDefinition instead: a UCR filter passes on the case's JSON.
 struct Criterion {
   enum class Match { kEqual, kNotEqual, kHasValue, kHasNoValue, kRegex, kDays, kDaysBefore };
   bool closed_parent = false;
   std::string location_id;
   bool include_child_locations = true;  // HQ's default
+  std::shared_ptr<const pillows::ucr::DocFilter> ucr_filter;
   std::string property_name;
   Match match = Match::kEqual;
   std::string value;                  // EQUAL, NOT_EQUAL, REGEX
@@ -83,9 +91,9 @@ Result<int64_t> LocalDay(int64_t micros, const std::string& time_zone);
 
 // Whether the case meets the rule (type, status, deleted, criteria, boundary). parent may be
 // null (no parent, or not needed); so may locations when the rule has no location criterion.
-// today: LocalDay(now) in the rule's zone.
+// today: LocalDay(now) in the rule's zone. engine: what a UCR criterion's related_doc reads.
 bool Matches(const Rule& r, const CaseRecord& c, const CaseRecord* parent, int64_t now,
-             int64_t today, const RuleLocations* locations = nullptr);
+             int64_t today, const RuleLocations* locations = nullptr, Engine* engine = nullptr);
 
 // The effect of the rule's actions on a matching case.
 Effect PlanEffect(const Rule& r, const CaseRecord& c, const CaseRecord* parent);
