@@ -64,6 +64,25 @@ class MetaDirectory final : public pillows::ucr::Directory {
     return Status::NotFound(fmt::format("no {} documents here", doc_type));
   }
 
+  Result<std::vector<std::string>> Ids(std::string_view domain,
+                                       std::string_view doc_type) override {
+    std::vector<std::string> out;
+    if (doc_type == "Location") {
+      CC_ASSIGN_OR_RETURN(auto all, meta_->ListDocs("location", domain));
+      for (const auto& l : all) out.push_back(l.id);
+    } else if (doc_type == "CommCareUser") {
+      CC_ASSIGN_OR_RETURN(auto all, meta_->ListUsers(domain));
+      for (const auto& u : all)
+        if (!u.web_user) out.push_back(u.user_id);
+    }
+    return out;
+  }
+
+  void Forget(std::string_view domain) override {
+    std::lock_guard l(mu_);
+    by_domain_.erase(std::string(domain));
+  }
+
   // CommCareUser.get_case_sharing_groups (the locations' groups, then the groups) or
   // get_reporting_groups; a web user is no CommCareUser (HQ's AccountTypeError: none).
   Result<json::array> Groups(std::string_view domain, std::string_view user_id,

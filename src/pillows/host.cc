@@ -156,7 +156,8 @@ class Host final : public PillowHost {
       CC_RETURN_IF_ERROR(Add(rc, NewFormReadCopyProcessor()));
       PillowConfig u;
       u.name = "ucr";
-      u.topics = {"case-sql", "form-sql"};
+      // Users and locations: the meta store's changes (data sources on CommCareUser, Location).
+      u.topics = {"case-sql", "form-sql", "commcare-user", "location"};
       auto ucr = ucr::NewUcrProcessor();
       ucr::UcrProcessor* raw = ucr.get();
       CC_RETURN_IF_ERROR(Add(u, std::move(ucr)));

@@ -84,7 +84,10 @@ class Ucr final : public UcrProcessor {
 
   bool Wants(SqlDb& db, const std::string& topic) override {
     if (!Reload(db, false).ok()) return true;  // unsure: read it
-    const char* kind = topic == "case-sql" ? "CommCareCase" : "XFormInstance";
+    const char* kind = topic == "case-sql"        ? "CommCareCase"
+                       : topic == "commcare-user" ? "CommCareUser"
+                       : topic == "location"      ? "Location"
+                                                  : "XFormInstance";
     for (const auto& [key, ds] : sources_)
       if (ds->referenced_doc_type == kind) return true;
     return false;
@@ -150,7 +153,16 @@ class Ucr final : public UcrProcessor {
       rows += static_cast<int64_t>(r->size());
       return true;
     };
-    if (ds.referenced_doc_type == "CommCareCase") {
+    if (ds.referenced_doc_type == "CommCareUser" || ds.referenced_doc_type == "Location") {
+      if (!directory_) return rows;  // no users or locations here
+      CC_ASSIGN_OR_RETURN(auto ids, directory_->Ids(ds.domain, ds.referenced_doc_type));
+      for (const auto& id : ids) {
+        auto doc = directory_->Get(ds.domain, ds.referenced_doc_type, id);
+        if (doc.status().IsNotFound()) continue;  // gone since it was listed
+        CC_RETURN_IF_ERROR(doc.status());
+        if (!write(json::value(std::move(*doc)))) break;
+      }
+    } else if (ds.referenced_doc_type == "CommCareCase") {
       storage::CaseFilter f;
       f.domain = ds.domain;
       CC_RETURN_IF_ERROR(engine.ListCases(
@@ -282,6 +294,14 @@ class Ucr final : public UcrProcessor {
   static bool IsCase(const ChangeMeta& m) {
     return m.topic == "case-sql" || m.data_source_name == "case-sql";
   }
+  // The document type a change is about: the meta store's users and locations, or a case or
+  // form of the primary store.
+  static const char* KindOf(const ChangeMeta& m) {
+    if (IsCase(m)) return "CommCareCase";
+    if (m.topic == "commcare-user") return "CommCareUser";
+    if (m.topic == "location") return "Location";
+    return "XFormInstance";
+  }
   bool HasSources(const std::string& domain, const char* kind) const {
     for (auto it = sources_.lower_bound({domain, ""});
          it != sources_.end() && it->first.first == domain; ++it)
@@ -292,7 +312,9 @@ class Ucr final : public UcrProcessor {
   // fetched: the case read ahead (case changes only), or nullptr to read it here.
   Status ProcessOne(SqlDb& db, Engine& engine, const ChangeMeta& m, Result<CaseRecord>* fetched) {
     const bool is_case = IsCase(m);
-    const char* kind = is_case ? "CommCareCase" : "XFormInstance";
+    const char* kind = KindOf(m);
+    const std::string_view k = kind;
+    const bool is_meta = k == "CommCareUser" || k == "Location";
     std::vector<const DataSource*> targets;
     for (const auto& [key, ds] : sources_)
       if (key.first == m.domain && ds->referenced_doc_type == kind && !ds->deactivated)
@@ -300,7 +322,16 @@ class Ucr final : public UcrProcessor {
     if (targets.empty()) return Status::Ok();
     json::value doc;
     bool found = false;
-    if (is_case) {
+    if (is_meta) {
+      if (!directory_) return Status::Ok();  // no users or locations here: no rows either
+      directory_->Forget(m.domain);          // a new user is found at once
+      auto d = directory_->Get(m.domain, kind, m.document_id);
+      if (!d.ok() && !d.status().IsNotFound()) return d.status();
+      if (d.ok()) {
+        doc = std::move(*d);
+        found = true;
+      }
+    } else if (is_case) {
       Result<CaseRecord> c =
           fetched ? std::move(*fetched) : engine.GetCase(m.domain, m.document_id);
       if (!c.ok() && !c.status().IsNotFound()) return c.status();

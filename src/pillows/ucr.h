@@ -30,6 +30,15 @@ class Directory {
   // A user's case-sharing (else reporting) groups as Group documents; none for an unknown user.
   virtual Result<json::array> Groups(std::string_view domain, std::string_view user_id,
                                      bool case_sharing) = 0;
+  // The ids of the domain's documents of doc_type (CommCareUser: mobile workers; Location),
+  // for a data source on them to be rebuilt. None by default.
+  virtual Result<std::vector<std::string>> Ids(std::string_view /*domain*/,
+                                               std::string_view /*doc_type*/) {
+    return std::vector<std::string>();
+  }
+  // Drops what is cached of the domain: a change says a document changed (a new user is then
+  // found at once).
+  virtual void Forget(std::string_view /*domain*/) {}
 };
 
 // What an expression or filter sees besides its item.

@@ -168,8 +168,10 @@ Result<std::unique_ptr<DataSource>> Compile(std::string_view config_json) {
   CC_RETURN_IF_ERROR(str("table_id", true, &ds->table_id));
   CC_RETURN_IF_ERROR(str("referenced_doc_type", true, &ds->referenced_doc_type));
   CC_RETURN_IF_ERROR(str("display_name", false, &ds->display_name));
-  if (ds->referenced_doc_type != "CommCareCase" && ds->referenced_doc_type != "XFormInstance")
-    return Bad("referenced_doc_type", "must be CommCareCase or XFormInstance");
+  if (ds->referenced_doc_type != "CommCareCase" && ds->referenced_doc_type != "XFormInstance" &&
+      ds->referenced_doc_type != "CommCareUser" && ds->referenced_doc_type != "Location")
+    return Bad("referenced_doc_type",
+               "must be CommCareCase, XFormInstance, CommCareUser or Location");
   // A case's xform_ids cost a history read per case: only for a config that names them.
   ds->needs_xform_ids = ds->referenced_doc_type == "CommCareCase" &&
                         config_json.find("xform_ids") != std::string_view::npos;

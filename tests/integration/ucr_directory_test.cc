@@ -176,3 +176,94 @@ TEST_CASE("UCR HQ: users, groups and locations through the MetaStore") {
   CHECK(col("user_of_group") == "<null>");
   CHECK(col("owner_nobody") == "<null>");
 }
+
+// Data sources on users and locations (HQ's referenced_doc_type CommCareUser and Location): the
+// rows of HQ's document shapes, built on load and kept up by the meta store's changes.
+TEST_CASE("UCR HQ: data sources on CommCareUser and Location follow the MetaStore") {
+  const std::string dir = TempDir("ucrmeta");
+  InitOptions io;
+  io.data_dir = dir;
+  REQUIRE(Engine::Init(io).ok());
+  HostOptions ho;
+  ho.engine.data_dir = dir;
+  auto host = Host::Open(ho);
+  REQUIRE_MESSAGE(host.ok(), host.status().ToString());
+  auto meta = (*host)->Meta();
+  REQUIRE(meta.ok());
+  meta::MetaStore* m = *meta;
+  meta::Domain dom;
+  dom.name = "demo";
+  REQUIRE(m->PutDomain(dom).ok());
+  PutDoc(m, "location", "loc-a", R"({"name":"North","site_code":"n","location_type":"state"})");
+  PutDoc(m, "location", "loc-b",
+         R"({"name":"Huye","site_code":"h","location_type":"district","parent_id":"loc-a"})");
+  meta::User u;
+  u.username = "nurse";
+  u.domains = {"demo"};
+  u.location_ids = {"loc-b"};
+  auto nurse = m->PutUser(u, "pw-nurse");
+  REQUIRE_MESSAGE(nurse.ok(), nurse.status().ToString());
+  meta::User web;
+  web.username = "admin@example.org";
+  web.web_user = true;
+  web.domains = {"demo"};
+  REQUIRE(m->PutUser(web, "pw-admin").ok());  // a web user is no CommCareUser
+
+  auto prop = [](const char* column, const char* name) {
+    return fmt::format(
+        R"({{"type":"expression","column_id":"{}","datatype":"string","expression":{{"type":"property_name","property_name":"{}"}}}})",
+        column, name);
+  };
+  const std::string users = fmt::format(
+      R"({{"domain":"demo","table_id":"workers","referenced_doc_type":"CommCareUser","configured_indicators":[{},{}]}})",
+      prop("username", "username"), prop("location", "location_id"));
+  const std::string places = fmt::format(
+      R"({{"domain":"demo","table_id":"places","referenced_doc_type":"Location","configured_indicators":[{},{}]}})",
+      prop("name", "name"), prop("parent", "parent_location_id"));
+  PillowHostOptions po;
+  auto pillows = (*host)->OpenPillows(po);
+  REQUIRE_MESSAGE(pillows.ok(), pillows.status().ToString());
+  auto n = (*pillows)->UcrLoad(users);
+  REQUIRE_MESSAGE(n.ok(), n.status().ToString());
+  CHECK(*n == 1);
+  n = (*pillows)->UcrLoad(places);
+  REQUIRE_MESSAGE(n.ok(), n.status().ToString());
+  CHECK(*n == 2);
+  auto table = [&](const char* id, const char* key, const char* value) {
+    std::map<std::string, std::string> out;
+    auto rows = UcrRows((*pillows)->Store(), "demo", id);
+    REQUIRE(rows.ok());
+    for (const auto& r : *rows) {
+      const json::object o = json::parse(r).as_object();
+      const json::value& v = o.at(value);
+      out[std::string(o.at(key).as_string())] =
+          v.is_null() ? std::string("<null>") : std::string(v.as_string());
+    }
+    return out;
+  };
+  CHECK(table("workers", "username", "location") ==
+        std::map<std::string, std::string>{{"nurse", "loc-b"}});
+  CHECK(table("places", "name", "parent") ==
+        std::map<std::string, std::string>{{"North", "<null>"}, {"Huye", "loc-a"}});
+  // Changes: a new worker, a worker moved, a new location; the pillow follows.
+  u = *nurse;
+  u.location_ids = {"loc-c"};
+  PutDoc(m, "location", "loc-c",
+         R"({"name":"Tumba","location_type":"village","parent_id":"loc-b"})");
+  REQUIRE(m->PutUser(u).ok());
+  meta::User clerk;
+  clerk.username = "clerk";
+  clerk.domains = {"demo"};
+  REQUIRE(m->PutUser(clerk, "pw-clerk").ok());
+  REQUIRE((*pillows)->RunUntilCaughtUp().ok());
+  CHECK(table("workers", "username", "location") ==
+        std::map<std::string, std::string>{{"nurse", "loc-c"}, {"clerk", "<null>"}});
+  CHECK(table("places", "name", "parent") ==
+        std::map<std::string, std::string>{
+            {"North", "<null>"}, {"Huye", "loc-a"}, {"Tumba", "loc-b"}});
+  // A bad doc type is refused naming the field.
+  auto bad = (*pillows)->UcrLoad(
+      R"({"domain":"demo","table_id":"x","referenced_doc_type":"WebUser","configured_indicators":[]})");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().message().find("referenced_doc_type") != std::string::npos);
+}
