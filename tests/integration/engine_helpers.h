@@ -2,6 +2,7 @@
 #pragma once
 
 #include <commcare/engine.h>
+#include <commcare/host.h>
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 #include <unistd.h>
@@ -20,6 +21,19 @@ inline std::string TempDir(const char* tag) { return FreshTempDir("cc-eng", tag)
 
 // Where a pillow test keeps its pillow databases: a fresh directory, and a fresh PostgreSQL
 // database ("postgres:<conninfo>") when the test cluster is there (always under CI=true).
+// A Host on a fresh data directory set up by Engine::Init (in *dir when given).
+inline std::unique_ptr<commcare::Host> NewHost(const char* tag, std::string* dir = nullptr) {
+  commcare::InitOptions io;
+  io.data_dir = TempDir(tag);
+  REQUIRE(commcare::Engine::Init(io).ok());
+  commcare::HostOptions ho;
+  ho.engine.data_dir = io.data_dir;
+  auto h = commcare::Host::Open(ho);
+  REQUIRE_MESSAGE(h.ok(), h.status().ToString());
+  if (dir) *dir = io.data_dir;
+  return std::move(*h);
+}
+
 inline std::vector<std::string> PillowStores(const char* tag) {
   std::vector<std::string> out = {TempDir(tag)};
   for (const auto& dsn : NewPostgresDatabases(1)) out.push_back("postgres:" + dsn);

@@ -429,15 +429,7 @@ struct ExportHost {
   std::unique_ptr<Host> host;
   TaskQueue* q = nullptr;
   std::unique_ptr<TaskWorkers> workers;
-  explicit ExportHost(const char* name) : dir(TempDir(name)) {
-    InitOptions io;
-    io.data_dir = dir;
-    REQUIRE(Engine::Init(io).ok());
-    HostOptions ho;
-    ho.engine.data_dir = dir;
-    auto h = Host::Open(ho);
-    REQUIRE_MESSAGE(h.ok(), h.status().ToString());
-    host = std::move(*h);
+  explicit ExportHost(const char* name) : host(NewHost(name, &dir)) {
     Load(host->engine());
     auto tq = host->Tasks();
     REQUIRE(tq.ok());

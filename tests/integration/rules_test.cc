@@ -77,6 +77,21 @@ RuleRunSummary Run(Engine* e, const std::string& rule, bool dry = false, int64_t
 
 const char* kSetFlag = R"("update": [{"name": "flag", "value": "yes"}])";
 
+// Runs saved rule r1 now through the queue with one worker, as its schedule's firing does;
+// the task's result.
+json::object RunSavedNow(Host* h, TaskQueue* q) {
+  auto w = h->NewTaskWorkers({.workers = 1, .poll = 50ms});
+  REQUIRE(w.ok());
+  REQUIRE((*w)->Start().ok());
+  auto id = RunRuleLater(q, "demo", "r1");
+  REQUIRE(id.ok());
+  auto t = q->Wait(*id, 30s);
+  (*w)->Stop();
+  REQUIRE(t.ok());
+  CHECK_MESSAGE(t->state == TaskState::kSucceeded, t->last_error);
+  return json::parse(t->result).as_object();
+}
+
 }  // namespace
 
 TEST_CASE("Rules: each match type selects the cases HQ's would") {
@@ -336,16 +351,9 @@ TEST_CASE("Rules: bad rules are refused naming the field") {
 }
 
 TEST_CASE("Rules: a saved rule is a daily schedule in its time zone that runs it") {
-  std::string dir = TempDir("rules-host");
-  InitOptions io;
-  io.data_dir = dir;
-  REQUIRE(Engine::Init(io).ok());
-  HostOptions ho;
-  ho.engine.data_dir = dir;
-  auto h = Host::Open(ho);
-  REQUIRE(h.ok());
-  Engine* e = (*h)->engine();
-  TaskQueue* q = *(*h)->Tasks();
+  auto h = NewHost("rules-host");
+  Engine* e = h->engine();
+  TaskQueue* q = *h->Tasks();
   MakeCase(e, "a", "<status>new</status>");
   auto saved = SaveRule(
       q, RuleJson("", kSetFlag, R"(, "schedule": "30 2 * * *", "time_zone": "Africa/Nairobi")"));
@@ -363,16 +371,7 @@ TEST_CASE("Rules: a saved rule is a daily schedule in its time zone that runs it
   CHECK(ListRules(q, "demo")->size() == 1);
   CHECK(ListRules(q, "other")->empty());
   // Run now through the queue, as the schedule's firing does.
-  auto w = (*h)->NewTaskWorkers({.workers = 1, .poll = 50ms});
-  REQUIRE(w.ok());
-  REQUIRE((*w)->Start().ok());
-  auto id = RunRuleLater(q, "demo", "r1");
-  REQUIRE(id.ok());
-  auto t = q->Wait(*id, 30s);
-  (*w)->Stop();
-  REQUIRE(t.ok());
-  CHECK_MESSAGE(t->state == TaskState::kSucceeded, t->last_error);
-  CHECK(json::parse(t->result).at("changed").as_int64() == 1);
+  CHECK(RunSavedNow(h.get(), q).at("changed").as_int64() == 1);
   CHECK(Prop(e, "a", "flag") == "yes");
   CHECK(DeleteRule(q, "demo", "r1").ok());
   CHECK(DeleteRule(q, "demo", "r1").IsNotFound());
@@ -380,15 +379,8 @@ TEST_CASE("Rules: a saved rule is a daily schedule in its time zone that runs it
 }
 
 TEST_CASE("Rules: a case change runs the rules that ask for it") {
-  std::string dir = TempDir("rules-change");
-  InitOptions io;
-  io.data_dir = dir;
-  REQUIRE(Engine::Init(io).ok());
-  HostOptions ho;
-  ho.engine.data_dir = dir;
-  auto h = Host::Open(ho);
-  REQUIRE(h.ok());
-  Host* host = h->get();
+  auto h = NewHost("rules-change");
+  Host* host = h.get();
   Engine* e = host->engine();
   TaskQueue* q = *host->Tasks();
   REQUIRE(
@@ -442,16 +434,9 @@ TEST_CASE("Rules: a case change runs the rules that ask for it") {
 // the location, or one under it (include_child_locations, default true; descendants include
 // the location itself), or a user whose primary location is.
 TEST_CASE("Rules: the location criterion, with the host's locations and users") {
-  std::string dir = TempDir("rules-loc");
-  InitOptions io;
-  io.data_dir = dir;
-  REQUIRE(Engine::Init(io).ok());
-  HostOptions ho;
-  ho.engine.data_dir = dir;
-  auto h = Host::Open(ho);
-  REQUIRE(h.ok());
-  Engine* e = (*h)->engine();
-  meta::MetaStore* m = *(*h)->Meta();
+  auto h = NewHost("rules-loc");
+  Engine* e = h->engine();
+  meta::MetaStore* m = *h->Meta();
   meta::Domain d;
   d.name = "demo";
   REQUIRE(m->PutDomain(d).ok());
@@ -519,18 +504,9 @@ TEST_CASE("Rules: the location criterion, with the host's locations and users") 
             .message()
             .find("radius") != std::string::npos);
   // Saved and run as a task: the worker loads the host's locations.
-  TaskQueue* q = *(*h)->Tasks();
+  TaskQueue* q = *h->Tasks();
   REQUIRE(SaveRule(q, RuleJson(R"({"location_id": "loc-a"})", kSetFlag)).ok());
-  auto w = (*h)->NewTaskWorkers({.workers = 1, .poll = 50ms});
-  REQUIRE(w.ok());
-  REQUIRE((*w)->Start().ok());
-  auto id = RunRuleLater(q, "demo", "r1");
-  REQUIRE(id.ok());
-  auto t = q->Wait(*id, 30s);
-  (*w)->Stop();
-  REQUIRE(t.ok());
-  CHECK_MESSAGE(t->state == TaskState::kSucceeded, t->last_error);
-  CHECK(json::parse(t->result).at("changed").as_int64() == 3);
+  CHECK(RunSavedNow(h.get(), q).at("changed").as_int64() == 3);
   CHECK(Prop(e, "on-b", "flag") == "yes");
   CHECK(Prop(e, "on-c", "flag") == "");
 }

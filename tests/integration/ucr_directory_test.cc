@@ -45,23 +45,21 @@ std::string Transformed(const std::string& column, const std::string& expr, cons
       column, expr, custom);
 }
 
+// The host's MetaStore with the domain demo.
+meta::MetaStore* DemoMeta(Host* host) {
+  auto meta = host->Meta();
+  REQUIRE(meta.ok());
+  meta::Domain dom;
+  dom.name = "demo";
+  REQUIRE((*meta)->PutDomain(dom).ok());
+  return *meta;
+}
+
 }  // namespace
 
 TEST_CASE("UCR HQ: users, groups and locations through the MetaStore") {
-  const std::string dir = TempDir("ucrdir");
-  InitOptions io;
-  io.data_dir = dir;
-  REQUIRE(Engine::Init(io).ok());
-  HostOptions ho;
-  ho.engine.data_dir = dir;
-  auto host = Host::Open(ho);
-  REQUIRE_MESSAGE(host.ok(), host.status().ToString());
-  auto meta = (*host)->Meta();
-  REQUIRE(meta.ok());
-  meta::MetaStore* m = *meta;
-  meta::Domain dom;
-  dom.name = "demo";
-  REQUIRE(m->PutDomain(dom).ok());
+  auto host = cctest::NewHost("ucrdir");
+  meta::MetaStore* m = DemoMeta(host.get());
   // country > state > district > village; the user works in the village, which shares cases.
   PutDoc(m, "location", "loc-rw",
          R"({"name":"Rwanda","site_code":"rw","location_type":"country"})");
@@ -88,10 +86,10 @@ TEST_CASE("UCR HQ: users, groups and locations through the MetaStore") {
                      uid)
              .c_str());
   PutDoc(m, "group", "g-other", R"({"name":"Other","users":[],"case_sharing":true})");
-  REQUIRE(Submit((*host)->engine(), CaseForm("f1", "c1",
-                                             "<create><case_type>p</case_type>"
-                                             "<case_name>n</case_name></create>",
-                                             uid))
+  REQUIRE(Submit(host->engine(), CaseForm("f1", "c1",
+                                          "<create><case_type>p</case_type>"
+                                          "<case_name>n</case_name></create>",
+                                          uid))
               .http_status == 201);
 
   auto groups = [](const char* kind, const char* user) {
@@ -141,7 +139,7 @@ TEST_CASE("UCR HQ: users, groups and locations through the MetaStore") {
       R"({{"domain":"demo","table_id":"dir","referenced_doc_type":"XFormInstance","configured_indicators":{}}})",
       indicators);
   PillowHostOptions po;
-  auto pillows = (*host)->OpenPillows(po);
+  auto pillows = host->OpenPillows(po);
   REQUIRE_MESSAGE(pillows.ok(), pillows.status().ToString());
   auto n = (*pillows)->UcrLoad(config);
   REQUIRE_MESSAGE(n.ok(), n.status().ToString());
@@ -180,20 +178,8 @@ TEST_CASE("UCR HQ: users, groups and locations through the MetaStore") {
 // Data sources on users and locations (HQ's referenced_doc_type CommCareUser and Location): the
 // rows of HQ's document shapes, built on load and kept up by the meta store's changes.
 TEST_CASE("UCR HQ: data sources on CommCareUser and Location follow the MetaStore") {
-  const std::string dir = TempDir("ucrmeta");
-  InitOptions io;
-  io.data_dir = dir;
-  REQUIRE(Engine::Init(io).ok());
-  HostOptions ho;
-  ho.engine.data_dir = dir;
-  auto host = Host::Open(ho);
-  REQUIRE_MESSAGE(host.ok(), host.status().ToString());
-  auto meta = (*host)->Meta();
-  REQUIRE(meta.ok());
-  meta::MetaStore* m = *meta;
-  meta::Domain dom;
-  dom.name = "demo";
-  REQUIRE(m->PutDomain(dom).ok());
+  auto host = cctest::NewHost("ucrmeta");
+  meta::MetaStore* m = DemoMeta(host.get());
   PutDoc(m, "location", "loc-a", R"({"name":"North","site_code":"n","location_type":"state"})");
   PutDoc(m, "location", "loc-b",
          R"({"name":"Huye","site_code":"h","location_type":"district","parent_id":"loc-a"})");
@@ -221,7 +207,7 @@ TEST_CASE("UCR HQ: data sources on CommCareUser and Location follow the MetaStor
       R"({{"domain":"demo","table_id":"places","referenced_doc_type":"Location","configured_indicators":[{},{}]}})",
       prop("name", "name"), prop("parent", "parent_location_id"));
   PillowHostOptions po;
-  auto pillows = (*host)->OpenPillows(po);
+  auto pillows = host->OpenPillows(po);
   REQUIRE_MESSAGE(pillows.ok(), pillows.status().ToString());
   auto n = (*pillows)->UcrLoad(users);
   REQUIRE_MESSAGE(n.ok(), n.status().ToString());
