@@ -90,7 +90,6 @@ EngineImpl::~EngineImpl() {
     flusher_.join();
     (void)FlushBlobs();
   }
-  if (!committers_.empty() && !opts_.read_only) (void)DeleteSpentIntents();  // else: on reopen
   committers_.clear();
   dbs_.clear();
   if (lock_fd_ >= 0) ::close(lock_fd_);
@@ -165,7 +164,6 @@ Status EngineImpl::OpenStores() {
   for (auto& db : dbs_) committers_.push_back(std::make_unique<GroupCommitter>(db.get()));
   released_.assign(dbs_.size(), 0);
   relayed_.assign(dbs_.size(), -1);
-  spent_intents_.assign(dbs_.size(), {});
   if (!opts_.read_only) {
     CC_RETURN_IF_ERROR(RecoverIntents());
     CC_RETURN_IF_ERROR(RecoverBlobs());
@@ -244,10 +242,8 @@ Result<std::vector<LedgerValue>> EngineImpl::GetLedger(std::string_view domain,
 
 Result<CheckReport> EngineImpl::Check() {
   CheckReport r;
-  if (!opts_.read_only) {
-    CC_RETURN_IF_ERROR(DeleteSpentIntents());
+  if (!opts_.read_only)
     for (auto& db : dbs_) CC_RETURN_IF_ERROR(db->Flush());
-  }
   std::set<std::string> changed_docs;
   for (auto& db : dbs_) {
     int64_t after = 0;

@@ -213,10 +213,6 @@ class EngineImpl final : public Engine {
   // Whether this process relays now (the store's relay lease); fences the log on taking over.
   Status LeadRelay(bool* leading);
   int64_t RelayRound(log::FailureStreak* failures);
-  // Commits batch to database db with the deletes of that database's spent intents.
-  Status CommitCarrying(int db, storage::WriteBatch* batch);
-  // Deletes every spent intent now (Check, close).
-  Status DeleteSpentIntents();
   void RelayLoop();
   void KickRelay();
   Status SetArchived(std::string_view domain, std::string_view form_id, bool archived);
@@ -246,10 +242,6 @@ class EngineImpl final : public Engine {
   std::condition_variable relay_cv_;
   bool stop_relay_ = false;
   std::atomic<bool> relay_idle_{false};
-  // Per database: cross-database intents whose parts are all applied, deleted by that
-  // database's next batch (CommitCarrying).
-  std::mutex spent_mu_;
-  std::vector<std::vector<std::string>> spent_intents_;
 };
 
 }  // namespace commcare::processing

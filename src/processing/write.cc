@@ -138,7 +138,7 @@ Status EngineImpl::CommitPlanImpl(Plan* plan, int home_db) {
   if (plan->batches.empty()) return Status::Ok();
   if (plan->batches.size() == 1) {
     auto& [db, batch] = *plan->batches.begin();
-    return CommitCarrying(db, &batch);
+    return committers_[db]->Commit(&batch);
   }
   // Several databases: write the intent (the other databases' batches) with the home batch,
   // then apply each other batch at most once (its applied marker), then drop the intent.
@@ -151,7 +151,7 @@ Status EngineImpl::CommitPlanImpl(Plan* plan, int home_db) {
   }
   storage::WriteBatch& home = plan->For(home_db);
   home.ops.emplace_back(storage::PutIntent{intent_id, json::serialize(parts)});
-  CC_RETURN_IF_ERROR(CommitCarrying(home_db, &home));
+  CC_RETURN_IF_ERROR(committers_[home_db]->Commit(&home));
   MaybeCrashForTest("COMMCARE_TEST_CRASH_AFTER_INTENT");
   for (auto& [db, batch] : plan->batches) {
     if (db == home_db) continue;
@@ -161,42 +161,9 @@ Status EngineImpl::CommitPlanImpl(Plan* plan, int home_db) {
           "committed in database {} but not yet in {} ({}); it is rolled forward on restart",
           home_db, db, s.ToString()));
   }
-  // The intent is spent: the home database's next batch deletes it (until then, replaying it
-  // after a crash is a no-op, its parts' markers being applied), not a commit of its own.
-  std::lock_guard l(spent_mu_);
-  spent_intents_[home_db].push_back(intent_id);
-  return Status::Ok();
-}
-
-Status EngineImpl::CommitCarrying(int db, storage::WriteBatch* batch) {
-  std::vector<std::string> carried;
-  {
-    std::lock_guard l(spent_mu_);
-    carried.swap(spent_intents_[db]);
-  }
-  for (const auto& id : carried) batch->ops.emplace_back(storage::DeleteIntent{id});
-  Status s = committers_[db]->Commit(batch);
-  if (!s.ok() && !carried.empty()) {
-    // Not written: the batch goes back as it was (its caller may retry it), the deletes to
-    // the next batch.
-    batch->ops.resize(batch->ops.size() - carried.size());
-    std::lock_guard l(spent_mu_);
-    auto& v = spent_intents_[db];
-    v.insert(v.end(), carried.begin(), carried.end());
-  }
-  return s;
-}
-
-Status EngineImpl::DeleteSpentIntents() {
-  for (int db = 0; db < static_cast<int>(dbs_.size()); ++db) {
-    {
-      std::lock_guard l(spent_mu_);
-      if (spent_intents_[db].empty()) continue;
-    }
-    storage::WriteBatch b;
-    CC_RETURN_IF_ERROR(CommitCarrying(db, &b));
-  }
-  return Status::Ok();
+  storage::WriteBatch done;
+  done.ops.emplace_back(storage::DeleteIntent{intent_id});
+  return committers_[home_db]->Commit(&done);
 }
 
 Status EngineImpl::RecoverIntents() {
