@@ -145,13 +145,16 @@ Status ParsePrimary(const json::object& o, std::string_view src, int databases,
   return Status::Ok();
 }
 
-// scheme://host[:port][/path], no query, fragment, quote or space.
+// scheme://host[:port][/path]: a host, no credentials (they would be in every payload), no
+// query, fragment, quote, space or control character.
 bool IsBaseUrl(std::string_view u) {
   std::string_view rest = u.starts_with("https://")  ? u.substr(8)
                           : u.starts_with("http://") ? u.substr(7)
                                                      : std::string_view();
-  return !rest.empty() && rest.front() != '/' &&
-         rest.find_first_of(" ?#\"\\<>") == std::string_view::npos;
+  if (rest.empty() || rest.front() == '/' || rest.front() == ':') return false;
+  for (char c : rest)
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) return false;
+  return rest.find_first_of("?#\"\\<>@") == std::string_view::npos;
 }
 
 Status ParseTop(const json::object& top, std::string_view src, Deployment* d,

@@ -508,16 +508,21 @@ Status ScanMatchingForms(Engine* engine, const ExportDefinition& def,
 
 // HQ's default table name (FormExportInstanceDefaults.get_default_table_name): the repeat's
 // last path element, with its parent's for a model iteration's "item". HQ writes "Repeat: ",
-// which a sheet name cannot hold. A name another table has already keeps its path under the
-// form, so sheets and zip entries stay distinct.
+// which a sheet name cannot hold. A name another table has already takes its path under the
+// form (and a number after it if that is taken too), so table names stay distinct.
 std::string TableName(const std::string& path, const std::vector<std::string>& taken) {
   if (path == "form") return "Forms";
   const std::string under = path.substr(5);
   size_t cut = under.rfind('.');
   if (cut != std::string::npos && under.substr(cut + 1) == "item")
     cut = cut == 0 ? std::string::npos : under.rfind('.', cut - 1);
+  auto free = [&](const std::string& n) {
+    return std::find(taken.begin(), taken.end(), n) == taken.end();
+  };
   std::string name = "Repeat- " + (cut == std::string::npos ? under : under.substr(cut + 1));
-  if (std::find(taken.begin(), taken.end(), name) != taken.end()) name = "Repeat- " + under;
+  if (free(name)) return name;
+  name = "Repeat- " + under;
+  for (int n = 2; !free(name); ++n) name = fmt::format("Repeat- {} ({})", under, n);
   return name;
 }
 

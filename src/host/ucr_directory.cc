@@ -78,9 +78,12 @@ class MetaDirectory final : public pillows::ucr::Directory {
     return out;
   }
 
+  // The next miss refreshes the id map at once; known ids stay mapped (GetUser reads the user
+  // itself fresh), so a burst of user changes lists the users once per new id, not per change.
   void Forget(std::string_view domain) override {
     std::lock_guard l(mu_);
-    by_domain_.erase(std::string(domain));
+    if (auto it = by_domain_.find(std::string(domain)); it != by_domain_.end())
+      it->second.read = {};
   }
 
   // CommCareUser.get_case_sharing_groups (the locations' groups, then the groups) or

@@ -154,7 +154,8 @@ class Ucr final : public UcrProcessor {
       return true;
     };
     if (ds.referenced_doc_type == "CommCareUser" || ds.referenced_doc_type == "Location") {
-      if (!directory_) return rows;  // no users or locations here
+      if (!directory_) return rows;   // no users or locations here
+      directory_->Forget(ds.domain);  // a user added since the last look is found
       CC_ASSIGN_OR_RETURN(auto ids, directory_->Ids(ds.domain, ds.referenced_doc_type));
       for (const auto& id : ids) {
         auto doc = directory_->Get(ds.domain, ds.referenced_doc_type, id);
@@ -324,7 +325,7 @@ class Ucr final : public UcrProcessor {
     bool found = false;
     if (is_meta) {
       if (!directory_) return Status::Ok();  // no users or locations here: no rows either
-      directory_->Forget(m.domain);          // a new user is found at once
+      if (k == "CommCareUser") directory_->Forget(m.domain);  // a new user is found at once
       auto d = directory_->Get(m.domain, kind, m.document_id);
       if (!d.ok() && !d.status().IsNotFound()) return d.status();
       if (d.ok()) {

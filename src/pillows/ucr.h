@@ -36,8 +36,8 @@ class Directory {
                                                std::string_view /*doc_type*/) {
     return std::vector<std::string>();
   }
-  // Drops what is cached of the domain: a change says a document changed (a new user is then
-  // found at once).
+  // A change says a user of the domain changed: an id not yet known is looked up at once,
+  // not after the cache's usual wait.
   virtual void Forget(std::string_view /*domain*/) {}
 };
 

@@ -98,8 +98,9 @@ TEST_CASE("Deployment: base_url (HQ's BASE_ADDRESS) starts forwarded attachment 
   REQUIRE_MESSAGE(d.ok(), d.status().ToString());
   CHECK(d->base_url == "https://hq.example.org:8443");  // the trailing slash is dropped
   CHECK(d->ToJson().find("\"base_url\":\"https://hq.example.org:8443\"") != std::string::npos);
-  for (const char* bad : {"hq.example.org", "ftp://hq", "https://", "https:///a",
-                          "https://hq/a?b=1", "https://h q"}) {
+  for (const char* bad :
+       {"hq.example.org", "ftp://hq", "https://", "https:///a", "https://hq/a?b=1", "https://h q",
+        "https://:8080", "https://u:pw@hq", "https://hq\\t"}) {
     CAPTURE(bad);
     auto b = Deployment::FromJson(fmt::format(R"({{"base_url": "{}"}})", bad), "commcare.json");
     REQUIRE_FALSE(b.ok());

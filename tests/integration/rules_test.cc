@@ -467,7 +467,8 @@ TEST_CASE("Rules: the location criterion, with the host's locations and users") 
                                                         {"on-c", "loc-c"},
                                                         {"nurse", nurse},
                                                         {"clerk", clerk},
-                                                        {"nobody", "someone-else"}}) {
+                                                        {"nobody", "someone-else"},
+                                                        {"on-gone", "loc-gone"}}) {
     auto r = Submit(e, CaseForm("f-" + id, id,
                                 fmt::format("<create><case_type>patient</case_type><case_name>{}"
                                             "</case_name><owner_id>{}</owner_id></create>",
@@ -493,6 +494,10 @@ TEST_CASE("Rules: the location criterion, with the host's locations and users") 
   CHECK(matched(R"({"location_id": "loc-a", "include_child_locations": false})") ==
         std::vector<std::string>{"on-a"});
   CHECK(matched(R"({"location_id": "loc-c"})") == std::vector<std::string>{"clerk", "on-c"});
+  // No such location: HQ's location is None, so only the exact id matches, without children.
+  CHECK(matched(R"({"location_id": "loc-gone"})").empty());
+  CHECK(matched(R"({"location_id": "loc-gone", "include_child_locations": false})") ==
+        std::vector<std::string>{"on-gone"});
   // Without the locations a run says what it needs; a bad criterion is refused by name.
   auto bare = RunRule(e, RuleJson(R"({"location_id": "loc-a"})", kSetFlag), {});
   CHECK(bare.status().code() == StatusCode::kFailedPrecondition);

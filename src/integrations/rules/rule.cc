@@ -262,6 +262,7 @@ std::optional<std::string_view> Lookup(const CaseRecord& c, const CaseRecord* pa
 // (SQLLocation.descendants_include_location: itself included).
 bool InLocation(const Criterion& k, const std::string& location, const RuleLocations& locs) {
   if (!k.include_child_locations) return location == k.location_id;
+  if (!locs.parent_of.count(k.location_id)) return false;  // HQ: no such location, no match
   std::string at = location;
   for (size_t hops = 0; !at.empty() && hops <= locs.parent_of.size(); ++hops) {
     if (at == k.location_id) return true;
