@@ -24,13 +24,8 @@ using http::Response;
 // HQ's attachment urls are absolute (absolute_reverse): the stored paths get this server's
 // scheme and host.
 void AbsoluteUrls(const Request& r, json::value* form) {
-  const auto* host = r.Header("host");
-  auto* atts = form->is_object() ? form->as_object().if_contains("attachments") : nullptr;
-  if (!host || !atts || !atts->is_object()) return;
-  for (auto& kv : atts->as_object())
-    if (auto* url = kv.value().is_object() ? kv.value().as_object().if_contains("url") : nullptr;
-        url && url->is_string() && !url->as_string().empty() && url->as_string()[0] == '/')
-      *url = fmt::format("{}://{}{}", r.tls ? "https" : "http", *host, url->as_string().c_str());
+  if (const auto* host = r.Header("host"))
+    forwarding::PrefixAttachmentUrls(form, fmt::format("{}://{}", r.tls ? "https" : "http", *host));
 }
 
 // cases__full (tastypie's UseIfRequested: "true" in any case, else the key is left out; of a

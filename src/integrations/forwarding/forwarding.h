@@ -66,6 +66,9 @@ std::string CaseXml(const CaseRecord& c);
 // case_name, owner_id, external_id and date_opened, indices and attachments as maps).
 std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string>& xform_ids,
                               std::string_view base_url = {});
+// HQ's attachment urls are absolute (absolute_reverse): the Form API object's attachment paths
+// ("/a/...") get base_url ("scheme://host") in front; nothing changes when it is "".
+void PrefixAttachmentUrls(boost::json::value* form, std::string_view base_url);
 // HQ's get_properties_in_api_format: the case's properties, then external_id, owner_id,
 // case_name, case_type and date_opened (given: its format depends on the serializer), which
 // win over a dynamic property of the same name.

@@ -55,18 +55,16 @@ json::value NaiveIso(int64_t micros, bool millis) {
   return json::value(t.substr(0, 19) + "." + std::string(fraction.substr(0, millis ? 3 : 6)));
 }
 
-// HQ's form attachment urls are absolute (absolute_reverse): FormToApiJson's paths get the
-// deployment's base_url.
+}  // namespace
+
 void PrefixAttachmentUrls(json::value* form, std::string_view base_url) {
-  auto* atts = form->as_object().if_contains("attachments");
+  auto* atts = form->is_object() ? form->as_object().if_contains("attachments") : nullptr;
   if (base_url.empty() || !atts || !atts->is_object()) return;
   for (auto& kv : atts->as_object())
     if (auto* url = kv.value().is_object() ? kv.value().as_object().if_contains("url") : nullptr;
         url && url->is_string() && url->as_string().starts_with("/"))
       *url = fmt::format("{}{}", base_url, url->as_string().c_str());
 }
-
-}  // namespace
 
 std::string CaseToLiteApiJson(const CaseRecord& c, const std::vector<std::string>& xform_ids,
                               std::string_view base_url) {
