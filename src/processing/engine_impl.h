@@ -185,6 +185,11 @@ class EngineImpl final : public Engine {
   Status CommitPlan(Plan* plan, int home_db);
   Status CommitPlanImpl(Plan* plan, int home_db);
   Status RecoverIntents();
+  // The other databases' batches an intent carries, each marked with the intent's id.
+  Result<std::vector<std::pair<int, storage::WriteBatch>>> DecodeIntent(
+      const storage::Intent& in) const;
+  // Deletes the applied markers of intents no longer pending (at open and from the flusher).
+  Status PruneSpentMarkers();
   std::string NewIdInDatabase(int db) const;
   // Puts the form's XML (whose md5 the form already has) and attachments in the blob store (not yet
   // durably) and journals a copy of each in the home database's batch, so the rows' commit makes

@@ -163,11 +163,17 @@ int64_t EngineImpl::RelayRound(log::FailureStreak* failures) {
   return total;
 }
 
+namespace {
+constexpr auto kMarkerPruneEvery = std::chrono::minutes(10);
+}  // namespace
+
 void EngineImpl::RelayLoop() {
   const auto window = std::chrono::milliseconds(std::max(1, opts_.relay_batch_window_ms));
-  log::FailureStreak relay_failures("relay"), retention_failures("change-retention");
+  log::FailureStreak relay_failures("relay"), retention_failures("change-retention"),
+      prune_failures("marker-prune");
   bool busy = false;
   auto next_retention = std::chrono::steady_clock::now();
+  auto next_prune = next_retention + kMarkerPruneEvery;
   std::unique_lock l(relay_wait_mu_);
   while (!stop_relay_) {
     if (busy) {
@@ -188,6 +194,14 @@ void EngineImpl::RelayLoop() {
       else
         retention_failures.Succeeded();
       next_retention = std::chrono::steady_clock::now() + std::chrono::hours(1);
+    }
+    // Each cross-database batch leaves a marker; those of finished intents go now and then.
+    if (dbs_.size() > 1 && std::chrono::steady_clock::now() >= next_prune) {
+      if (Status s = PruneSpentMarkers(); !s.ok())
+        prune_failures.Failed(s, "deleting spent applied markers", "retrying in ten minutes");
+      else
+        prune_failures.Succeeded();
+      next_prune = std::chrono::steady_clock::now() + kMarkerPruneEvery;
     }
     l.lock();
   }

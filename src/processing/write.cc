@@ -166,21 +166,61 @@ Status EngineImpl::CommitPlanImpl(Plan* plan, int home_db) {
   return committers_[home_db]->Commit(&done);
 }
 
+namespace {
+
+// The case lock keys ("case:<id>") of the rows an intent's batch writes.
+void CaseKeysOf(const storage::WriteBatch& b, std::set<std::string>* keys) {
+  for (const auto& op : b.ops) {
+    if (const auto* o = std::get_if<storage::PutCase>(&op))
+      keys->insert("case:" + o->record.case_id);
+    if (const auto* o = std::get_if<storage::PutCaseTransaction>(&op))
+      keys->insert("case:" + o->tx.case_id);
+    if (const auto* o = std::get_if<storage::PutLedgerValue>(&op))
+      keys->insert("case:" + o->value.case_id);
+    if (const auto* o = std::get_if<storage::ReplaceLedgerTransactions>(&op))
+      keys->insert("case:" + o->case_id);
+  }
+}
+
+}  // namespace
+
+Result<std::vector<std::pair<int, storage::WriteBatch>>> EngineImpl::DecodeIntent(
+    const storage::Intent& in) const {
+  auto parts = codec::ParseJson(in.payload);
+  if (!parts.ok() || !parts->is_array())
+    return Status::DataLoss(fmt::format("intent {} has a corrupt payload", in.intent_id));
+  std::vector<std::pair<int, storage::WriteBatch>> out;
+  for (const auto& p : parts->get_array()) {
+    if (!p.is_object()) return Status::DataLoss("intent part is not an object");
+    int db = static_cast<int>(codec::GetInt(p.get_object(), "db"));
+    if (db < 0 || db >= static_cast<int>(dbs_.size()))
+      return Status::DataLoss(fmt::format("intent {} names database {}", in.intent_id, db));
+    storage::WriteBatch b;
+    CC_RETURN_IF_ERROR(codec::DecodeBatch(codec::GetStr(p.get_object(), "batch"), &b));
+    b.applied_marker = in.intent_id;
+    out.emplace_back(db, std::move(b));
+  }
+  return out;
+}
+
+// Rolls each pending intent forward. Another process writing the same store (PostgreSQL) may
+// be committing an intent right now: its case locks are taken first, so recovery waits for a
+// live writer to finish and then finds the intent gone; a dead writer's locks went with its
+// connections.
 Status EngineImpl::RecoverIntents() {
   for (size_t home = 0; home < dbs_.size(); ++home) {
     CC_ASSIGN_OR_RETURN(auto intents, dbs_[home]->PendingIntents());
     for (const auto& in : intents) {
-      auto parts = codec::ParseJson(in.payload);
-      if (!parts.ok() || !parts->is_array())
-        return Status::DataLoss(fmt::format("intent {} has a corrupt payload", in.intent_id));
-      for (const auto& p : parts->get_array()) {
-        if (!p.is_object()) return Status::DataLoss("intent part is not an object");
-        int db = static_cast<int>(codec::GetInt(p.get_object(), "db"));
-        if (db < 0 || db >= static_cast<int>(dbs_.size()))
-          return Status::DataLoss(fmt::format("intent {} names database {}", in.intent_id, db));
-        storage::WriteBatch b;
-        CC_RETURN_IF_ERROR(codec::DecodeBatch(codec::GetStr(p.get_object(), "batch"), &b));
-        b.applied_marker = in.intent_id;
+      CC_ASSIGN_OR_RETURN(auto parts, DecodeIntent(in));
+      std::set<std::string> keys;
+      for (const auto& [db, b] : parts) CaseKeysOf(b, &keys);
+      CC_ASSIGN_OR_RETURN(auto held,
+                          LockAcross({keys.begin(), keys.end()}, static_cast<int>(home), false));
+      CC_ASSIGN_OR_RETURN(auto still, dbs_[home]->PendingIntents());
+      if (std::none_of(still.begin(), still.end(),
+                       [&](const storage::Intent& i) { return i.intent_id == in.intent_id; }))
+        continue;  // its writer finished it while recovery waited for the locks
+      for (auto& [db, b] : parts) {
         std::vector<Status> results;
         storage::WriteBatch* arr[] = {&b};
         CC_RETURN_IF_ERROR(dbs_[db]->CommitGroup(arr, &results));
@@ -195,7 +235,31 @@ Status EngineImpl::RecoverIntents() {
       CC_RETURN_IF_ERROR(dbs_[home]->CommitGroup(arr, &results));
     }
   }
-  for (auto& db : dbs_) CC_RETURN_IF_ERROR(db->PruneAppliedMarkers({}));
+  return PruneSpentMarkers();
+}
+
+// A marker may go once its intent is deleted (nothing replays it again). The markers are read
+// before the intents: a marker written after that read is not in the list, so one whose intent
+// is still being committed by another process (written after our read of the intents) stays.
+Status EngineImpl::PruneSpentMarkers() {
+  std::vector<std::vector<std::string>> markers;
+  for (auto& db : dbs_) {
+    CC_ASSIGN_OR_RETURN(auto m, db->AppliedMarkers());
+    markers.push_back(std::move(m));
+  }
+  std::set<std::string> pending;
+  for (auto& db : dbs_) {
+    CC_ASSIGN_OR_RETURN(auto intents, db->PendingIntents());
+    for (auto& i : intents) pending.insert(std::move(i.intent_id));
+  }
+  for (size_t i = 0; i < dbs_.size(); ++i) {
+    std::erase_if(markers[i], [&](const std::string& m) { return pending.count(m) > 0; });
+    constexpr size_t kChunk = 5000;
+    for (size_t at = 0; at < markers[i].size(); at += kChunk)
+      CC_RETURN_IF_ERROR(dbs_[i]->DeleteAppliedMarkers(
+          std::span<const std::string>(markers[i])
+              .subspan(at, std::min(kChunk, markers[i].size() - at))));
+  }
   return Status::Ok();
 }
 

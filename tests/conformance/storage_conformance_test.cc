@@ -330,7 +330,10 @@ TEST_CASE("PrimaryStore: a marked batch applies at most once, intents list until
     del.ops.emplace_back(DeleteIntent{"i9"});
     REQUIRE(CommitOne(s.get(), &del).ok());
     CHECK(s->PendingIntents()->empty());
-    REQUIRE(s->PruneAppliedMarkers({}).ok());
+    REQUIRE(*s->AppliedMarkers() == std::vector<std::string>{"intent-1"});
+    const std::vector<std::string> gone = {"intent-0", "intent-1"};  // an absent one is ignored
+    REQUIRE(s->DeleteAppliedMarkers(gone).ok());
+    CHECK(s->AppliedMarkers()->empty());
     WriteBatch third = b;
     third.ops.pop_back();
     REQUIRE(CommitOne(s.get(), &third).ok());

@@ -4,12 +4,14 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <boost/json.hpp>
 #include <functional>
 #include <map>
 #include <thread>
 
 #include "../private_postgres.h"
 #include "engine_helpers.h"
+#include "util/codec.h"
 
 using namespace commcare;
 using namespace cctest;
@@ -273,4 +275,92 @@ TEST_CASE(
   o.pillows = R"({"kind": "postgres", "database": "host=h dbname=p"})";
   REQUIRE(Engine::Init(o).ok());
   CHECK(PillowStoreAt(o.data_dir) == "postgres:host=h dbname=p");
+}
+
+namespace {
+
+Status CommitOne(storage::PrimaryStore* s, storage::WriteBatch* b) {
+  std::vector<Status> results;
+  storage::WriteBatch* arr[] = {b};
+  CC_RETURN_IF_ERROR(s->CommitGroup(arr, &results));
+  return results[0];
+}
+
+}  // namespace
+
+TEST_CASE("Postgres: a writer opening beside another's cross-database commit waits for it") {
+  // Engine A is between its intent and its other database's batch, holding the case's lock
+  // (PrimaryStore::LockKeys, as ProcessForm does). Engine B opens on the same store: it must not
+  // roll A's intent forward under A, nor prune the marker A is about to write; B waits for A's
+  // locks, finds the intent finished, and A's batch applies exactly once.
+  const std::vector<std::string> dsns = cctest::NewPostgresDatabases(2);
+  if (dsns.empty()) return;
+  const std::string base = cctest::TempDir("pgintent");
+  auto open = [&](int k) {
+    InitOptions io;
+    io.data_dir = fmt::format("{}/server{}", base, k);
+    io.shards = 16;
+    io.databases = 2;
+    io.primary =
+        fmt::format(R"({{"kind": "postgres", "databases": ["{}", "{}"]}})", dsns[0], dsns[1]);
+    auto st = Engine::Init(io);
+    REQUIRE_MESSAGE(st.ok(), st.ToString());
+    EngineOptions eo;
+    eo.data_dir = io.data_dir;
+    return Engine::Open(eo);
+  };
+  auto a = open(0);
+  REQUIRE_MESSAGE(a.ok(), a.status().ToString());
+  Engine* ea = a->get();
+  std::string id;
+  for (int n = 0; id.empty() || ea->DatabaseFor(id) != 1; ++n) id = fmt::format("x{}", n);
+  REQUIRE(Submit(ea, CaseForm("make-x", id,
+                              "<create><case_type>t</case_type><owner_id>o"
+                              "</owner_id></create><update><n>1</n></update>"))
+              .http_status == 201);
+  auto cur = ea->GetCase("demo", id);
+  REQUIRE(cur.ok());
+  const std::string key = "case:" + id;
+  auto held = ea->Database(1)->LockKeys(std::span<const std::string>(&key, 1));
+  REQUIRE(held.ok());
+  REQUIRE(*held);
+  storage::WriteBatch other;
+  CaseRecord next = *cur;
+  next.rev = cur->rev + 1;
+  next.properties["n"] = "2";
+  other.ops.emplace_back(storage::PutCase{next, cur->rev});
+  ChangeMeta m;
+  m.document_id = id;
+  m.domain = "demo";
+  other.ops.emplace_back(storage::AddOutbox{m});
+  other.applied_marker = "intent-under-a";
+  storage::WriteBatch home;
+  home.ops.emplace_back(storage::PutIntent{
+      other.applied_marker,
+      fmt::format(R"([{{"db": 1, "batch": {}}}])",
+                  boost::json::serialize(boost::json::value(codec::EncodeBatch(other))))});
+  REQUIRE(CommitOne(ea->Database(0), &home).ok());
+
+  std::atomic<bool> opened{false};
+  Result<std::unique_ptr<Engine>> b = Status::Internal("not opened");
+  std::thread opener([&] {
+    b = open(1);
+    opened = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  CHECK_FALSE(opened.load());  // waiting for A's lock
+  storage::WriteBatch again = other;
+  CHECK(CommitOne(ea->Database(1), &again).ok());  // A applies its batch: not applied before
+  storage::WriteBatch done;
+  done.ops.emplace_back(storage::DeleteIntent{other.applied_marker});
+  REQUIRE(CommitOne(ea->Database(0), &done).ok());
+  held->reset();  // A's commit is over: its locks go
+  opener.join();
+  REQUIRE_MESSAGE(b.ok(), b.status().ToString());
+  auto got = (*b)->GetCase("demo", id);
+  REQUIRE(got.ok());
+  CHECK(got->rev == cur->rev + 1);
+  CHECK(got->properties.at("n") == "2");
+  CHECK(ea->Database(0)->PendingIntents()->empty());
+  CHECK(ea->Database(1)->AppliedMarkers()->empty());  // spent: pruned by B's open
 }

@@ -158,8 +158,10 @@ class PrimaryStore {
   virtual Result<int64_t> MaxStagedBlobSeq() = 0;
   // Intents written and not yet deleted.
   virtual Result<std::vector<Intent>> PendingIntents() = 0;
-  // Removes applied markers that are not in keep (recovery housekeeping).
-  virtual Status PruneAppliedMarkers(const std::vector<std::string>& keep) = 0;
+  // Every applied marker this database holds (cross-database batches already applied here).
+  virtual Result<std::vector<std::string>> AppliedMarkers() = 0;
+  // Removes these applied markers (those of intents since deleted; absent ones are ignored).
+  virtual Status DeleteAppliedMarkers(std::span<const std::string> markers) = 0;
 
  protected:
   // GetCases for a store that overrides ReadCaseDocs: its documents, decoded.

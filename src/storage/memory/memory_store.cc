@@ -189,10 +189,13 @@ class MemoryPrimaryStore final : public PrimaryStore {
     for (const auto& [k, v] : t_.intents) out.push_back({k, v});
     return out;
   }
-  Status PruneAppliedMarkers(const std::vector<std::string>& keep) override {
+  Result<std::vector<std::string>> AppliedMarkers() override {
+    std::shared_lock lock(mu_);
+    return std::vector<std::string>(t_.markers.begin(), t_.markers.end());
+  }
+  Status DeleteAppliedMarkers(std::span<const std::string> markers) override {
     std::unique_lock lock(mu_);
-    std::set<std::string> k(keep.begin(), keep.end());
-    std::erase_if(t_.markers, [&](const std::string& m) { return !k.count(m); });
+    for (const auto& m : markers) t_.markers.erase(m);
     return Status::Ok();
   }
 

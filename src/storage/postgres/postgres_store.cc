@@ -425,11 +425,20 @@ class PostgresStore final : public PrimaryStore {
     return lease_held_;
   }
 
-  Status PruneAppliedMarkers(const std::vector<std::string>& keep) override {
+  Result<std::vector<std::string>> AppliedMarkers() override {
+    CC_ASSIGN_OR_RETURN(auto rows, Read("reading applied markers",
+                                        "SELECT marker FROM applied_markers ORDER BY marker", {}));
+    std::vector<std::string> out;
+    for (int i = 0; i < rows->rows(); ++i) out.emplace_back(rows->At(i, 0));
+    return out;
+  }
+
+  Status DeleteAppliedMarkers(std::span<const std::string> markers) override {
+    if (markers.empty()) return Status::Ok();
     CC_ASSIGN_OR_RETURN(auto c, Take());
-    CC_RETURN_IF_ERROR(c->Exec("pruning markers",
-                               "DELETE FROM applied_markers WHERE NOT (marker = ANY($1::text[]))",
-                               {ArrayLiteral(keep)}));
+    CC_RETURN_IF_ERROR(c->Exec("deleting applied markers",
+                               "DELETE FROM applied_markers WHERE marker = ANY($1::text[])",
+                               {ArrayLiteral(markers)}));
     Give(std::move(c));
     return Status::Ok();
   }

@@ -114,7 +114,8 @@ class SqlitePrimaryStore final : public PrimaryStore {
   Result<std::vector<StagedBlob>> ReadStagedBlobs(int64_t after_seq, size_t max) override;
   Result<int64_t> MaxStagedBlobSeq() override;
   Result<std::vector<Intent>> PendingIntents() override;
-  Status PruneAppliedMarkers(const std::vector<std::string>& keep) override;
+  Result<std::vector<std::string>> AppliedMarkers() override;
+  Status DeleteAppliedMarkers(std::span<const std::string> markers) override;
 
  private:
   // A pooled read connection, returned to the pool when the handle dies.

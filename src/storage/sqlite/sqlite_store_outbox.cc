@@ -86,21 +86,31 @@ Result<std::vector<Intent>> SqlitePrimaryStore::PendingIntents() {
   return out;
 }
 
-Status SqlitePrimaryStore::PruneAppliedMarkers(const std::vector<std::string>& keep) {
+Result<std::vector<std::string>> SqlitePrimaryStore::AppliedMarkers() {
+  auto r = Reader();
+  sqlite3_stmt* s = r->Prep("SELECT marker FROM applied_markers ORDER BY marker");
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) out.emplace_back(Col(s, 0));
+  if (rc != SQLITE_DONE) return r->Err("reading applied markers");
+  return out;
+}
+
+Status SqlitePrimaryStore::DeleteAppliedMarkers(std::span<const std::string> markers) {
+  if (markers.empty()) return Status::Ok();
   if (read_only_) return Status::FailedPrecondition("the store is open read-only");
   std::lock_guard<std::recursive_mutex> lock(write_mu_);
   CC_RETURN_IF_ERROR(SealLocked());
   CC_RETURN_IF_ERROR(writer_.Exec("BEGIN IMMEDIATE"));
-  CC_RETURN_IF_ERROR(
-      writer_.Exec("CREATE TEMP TABLE IF NOT EXISTS keep_markers(m TEXT PRIMARY KEY)"));
-  CC_RETURN_IF_ERROR(writer_.Exec("DELETE FROM keep_markers"));
-  for (const auto& k : keep) {
-    sqlite3_stmt* s = writer_.Prep("INSERT OR IGNORE INTO keep_markers VALUES(?)");
-    Bind(s, 1, k);
-    if (sqlite3_step(s) != SQLITE_DONE) return writer_.Err("pruning markers");
+  for (const auto& m : markers) {
+    sqlite3_stmt* s = writer_.Prep("DELETE FROM applied_markers WHERE marker=?");
+    Bind(s, 1, m);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+      Status e = writer_.Err("deleting applied markers");
+      (void)writer_.Exec("ROLLBACK");
+      return e;
+    }
   }
-  CC_RETURN_IF_ERROR(
-      writer_.Exec("DELETE FROM applied_markers WHERE marker NOT IN (SELECT m FROM keep_markers)"));
   return writer_.Exec("COMMIT");
 }
 
