@@ -615,6 +615,18 @@ class ApiFidelityTest(unittest.TestCase):
         self.assertEqual(s, 200, body)
         cases = json.loads(body)["cases"]
         self.assertEqual(sorted(c["id"] for c in cases), ["cf-child", "cf-parent"])
+        # Tastypie's serializer writes json.dumps(..., sort_keys=True): keys sorted at every depth.
+        def key_orders(v, out):
+            if isinstance(v, dict):
+                out.append(list(v))
+                for x in v.values():
+                    key_orders(x, out)
+            elif isinstance(v, list):
+                for x in v:
+                    key_orders(x, out)
+            return out
+        for keys in key_orders(json.loads(body), []):
+            self.assertEqual(keys, sorted(keys))
         c = next(c for c in cases if c["id"] == "cf-child")
         self.assertEqual(set(c), {"id", "case_id", "user_id", "date_modified", "closed",
                                   "date_closed", "server_date_modified", "server_date_opened",
@@ -640,7 +652,10 @@ class ApiFidelityTest(unittest.TestCase):
             self.assertNotIn("cases", json.loads(body))
         path = "/a/demo/api/v0.5/form/?xmlns=http://example.org/cf"
         self.wait_until(lambda: json.loads(self.request("GET", path)[2])["meta"]["total_count"] == 2)
-        objs = json.loads(self.request("GET", path + "&cases__full=true")[2])["objects"]
+        listing = json.loads(self.request("GET", path + "&cases__full=true")[2])
+        for keys in key_orders(listing, []):
+            self.assertEqual(keys, sorted(keys))
+        objs = listing["objects"]
         self.assertEqual({o["id"]: len(o["cases"]) for o in objs}, {"cf-1": 2, "cf-2": 0})
 
     def test_device_logs_are_not_forms(self):
