@@ -357,9 +357,16 @@ Result<User> MetaStore::PutUser(User u, std::string_view password) {
                                   "INSERT INTO user_domains(domain, username) VALUES(?,?)",
                                   {dom, u.username})
                                .status());
-      return impl_->Queue(u.web_user ? "web-user" : "commcare-user",
-                          u.web_user ? "WebUser" : "CommCareUser", u.user_id,
-                          u.web_user || u.domains.empty() ? "" : u.domains[0], false);
+      const std::string domain = u.web_user || u.domains.empty() ? "" : u.domains[0];
+      CC_RETURN_IF_ERROR(impl_->Queue(u.web_user ? "web-user" : "commcare-user",
+                                      u.web_user ? "WebUser" : "CommCareUser", u.user_id, domain,
+                                      false));
+      // A mobile worker made a web user, or moved to another domain, is no longer that domain's
+      // CommCareUser: readers of the commcare-user topic (UCR) are told so.
+      if (!old || old->web_user) return Status::Ok();
+      const std::string was = old->domains.empty() ? "" : old->domains[0];
+      if (!u.web_user && was == domain) return Status::Ok();
+      return impl_->Queue("commcare-user", "CommCareUser", u.user_id, was, true);
     }));
     impl_->Forget();  // a changed password or deactivation counts at once
     CC_ASSIGN_OR_RETURN(auto fresh, impl_->LoadUser(u.username));

@@ -247,6 +247,21 @@ TEST_CASE("UCR HQ: data sources on CommCareUser and Location follow the MetaStor
   CHECK(table("places", "name", "parent") ==
         std::map<std::string, std::string>{
             {"North", "<null>"}, {"Huye", "loc-a"}, {"Tumba", "loc-b"}});
+  // A worker made a web user, or moved to another domain, leaves the domain's table.
+  auto now_web = m->GetUser("nurse");
+  REQUIRE(now_web.ok());
+  now_web->web_user = true;
+  REQUIRE(m->PutUser(*now_web).ok());
+  auto moved = m->GetUser("clerk");
+  REQUIRE(moved.ok());
+  meta::Domain elsewhere;
+  elsewhere.name = "elsewhere";
+  REQUIRE(m->PutDomain(elsewhere).ok());
+  moved->domains = {"elsewhere"};
+  auto put = m->PutUser(*moved);
+  REQUIRE_MESSAGE(put.ok(), put.status().ToString());
+  REQUIRE((*pillows)->RunUntilCaughtUp().ok());
+  CHECK(table("workers", "username", "location").empty());
   // A bad doc type is refused naming the field.
   auto bad = (*pillows)->UcrLoad(
       R"({"domain":"demo","table_id":"x","referenced_doc_type":"WebUser","configured_indicators":[]})");
