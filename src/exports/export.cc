@@ -13,6 +13,7 @@
 #include "commcare/engine.h"
 #include "commcare/exports.h"
 #include "commcare/storage/primary_store.h"
+#include "exports/stream.h"
 #include "exports/writer.h"
 #include "util/time.h"
 #include "xform/xml2json.h"
@@ -20,6 +21,7 @@
 namespace commcare {
 
 namespace json = boost::json;
+using exports::ExportSink;
 using exports::TableSpec;
 using exports::TableWriter;
 
@@ -241,7 +243,7 @@ Status ScanCases(Engine* engine, const ExportDefinition& def,
 }
 
 Result<ExportResult> RunCaseExport(Engine* engine, const ExportDefinition& def,
-                                   const std::string& out_path, const ExportProgress& progress) {
+                                   const ExportSink& sink, const ExportProgress& progress) {
   std::vector<OutColumn> cols;
   int64_t total = 0;
   if (def.columns.empty()) {
@@ -268,7 +270,7 @@ Result<ExportResult> RunCaseExport(Engine* engine, const ExportDefinition& def,
   std::vector<std::string> headers;
   Headers(cols, &headers);
   std::vector<TableSpec> tables{{"Cases", headers}};
-  CC_ASSIGN_OR_RETURN(auto w, NewWriter(def, out_path, tables));
+  CC_ASSIGN_OR_RETURN(auto w, sink.make(std::move(tables)));
   int64_t rows = 0;
   if (progress && !progress(0, total)) return Status::Aborted("export cancelled");
   // A row's cells are views into the parsed document, or into per-column scratch strings
@@ -408,6 +410,7 @@ struct FormRows {
   FormSchema* schema;
   TableWriter* w;
   int64_t rows = 0;
+  size_t root = 0;  // the length of the form's own number, which may hold dots (a form id)
 };
 
 void Collect(FormSchema* s, size_t t, const json::object& obj, const std::string& prefix, bool top,
@@ -449,7 +452,7 @@ Status EmitRow(FormRows* r, size_t t, const json::object& obj, const std::string
     // HQ's RowNumberColumn: a repeat table also has each index of the number on its own
     // (number__0 the form's, number__1 the outer repeat's, ...).
     for (size_t i = 0, b = 0; tab.depth > 0 && i <= tab.depth; ++i) {
-      size_t e = std::min(number.find('.', b), number.size());
+      size_t e = i == 0 ? r->root : std::min(number.find('.', b), number.size());
       cells.push_back(b <= number.size() ? number.substr(b, e - b) : std::string());
       b = e + 1;
     }
@@ -527,7 +530,7 @@ std::string TableName(const std::string& path, const std::vector<std::string>& t
 }
 
 Result<ExportResult> RunFormExport(Engine* engine, const ExportDefinition& def,
-                                   const std::string& out_path, const ExportProgress& progress) {
+                                   const ExportSink& sink, const ExportProgress& progress) {
   FormSchema schema;
   schema.Table("form");
   int64_t total = 0;
@@ -605,13 +608,15 @@ Result<ExportResult> RunFormExport(Engine* engine, const ExportDefinition& def,
     for (size_t i = 1; tab.depth > 0 && i <= tab.depth + 1; ++i) whole[i] = true;
     specs.push_back({names.back(), std::move(headers), std::move(whole)});
   }
-  CC_ASSIGN_OR_RETURN(auto w, NewWriter(def, out_path, std::move(specs)));
+  CC_ASSIGN_OR_RETURN(auto w, sink.make(std::move(specs)));
   FormRows r{&schema, w.get()};
   int64_t done = 0;
   if (progress && !progress(0, total)) return Status::Aborted("export cancelled");
   CC_RETURN_IF_ERROR(
       ScanMatchingForms(engine, def, [&](const FormRecord& f, const json::object& doc) {
-        CC_RETURN_IF_ERROR(EmitRow(&r, 0, doc, std::to_string(done), &f, system_cols));
+        const std::string number = sink.number_by_form_id ? f.form_id : std::to_string(done);
+        r.root = number.size();
+        CC_RETURN_IF_ERROR(EmitRow(&r, 0, doc, number, &f, system_cols));
         ++done;
         if (progress && done % kProgressEvery == 0 && !progress(done, std::max(total, done)))
           return Status::Aborted("export cancelled");
@@ -624,6 +629,14 @@ Result<ExportResult> RunFormExport(Engine* engine, const ExportDefinition& def,
 
 }  // namespace
 
+Result<ExportResult> exports::RunExportInto(Engine* engine, const ExportDefinition& def,
+                                            const ExportSink& sink,
+                                            const ExportProgress& progress) {
+  CC_RETURN_IF_ERROR(def.Validate());
+  if (def.kind == ExportDefinition::Kind::kCase) return RunCaseExport(engine, def, sink, progress);
+  return RunFormExport(engine, def, sink, progress);
+}
+
 Result<ExportResult> RunExport(Engine* engine, const ExportDefinition& def,
                                const std::string& out_path, const ExportProgress& progress) {
   CC_RETURN_IF_ERROR(def.Validate());
@@ -633,9 +646,11 @@ Result<ExportResult> RunExport(Engine* engine, const ExportDefinition& def,
     if (ec)
       return Status::Internal("export: cannot create " + parent.string() + ": " + ec.message());
   }
-  if (def.kind == ExportDefinition::Kind::kCase)
-    return RunCaseExport(engine, def, out_path, progress);
-  return RunFormExport(engine, def, out_path, progress);
+  ExportSink sink;
+  sink.make = [&](std::vector<TableSpec> tables) {
+    return NewWriter(def, out_path, std::move(tables));
+  };
+  return exports::RunExportInto(engine, def, sink, progress);
 }
 
 }  // namespace commcare

@@ -165,6 +165,14 @@ const std::vector<App::RouteSpec>& App::Routes() {
         [](App* a, const Request& r, const std::string& d, const std::string& t) {
           return a->ConsoleApi(r, d, t);
         });
+    for (const char* kind : {"cases", "forms"})
+      for (const char* path : {"api/odata/{}/v1/", "api/v0.5/odata/{}/"})
+        v.push_back({fmt::format("odata_{}", kind), fmt::format(fmt::runtime(path), kind), true,
+                     M::kPrefix,
+                     [kind = std::string(kind)](App* a, const Request& r, const std::string& d,
+                                                const std::string& t) {
+                       return a->ODataApi(r, d, kind, t);
+                     }});
     add("form_api", "api/v0.5/form", M::kPrefix,
         [](App* a, const Request& r, const std::string& d, const std::string& t) {
           return a->FormApi(r, d, t);

@@ -143,6 +143,9 @@ class App {
   http::Response UcrApi(const http::Request& r, const std::string& domain, const std::string& rest);
   // HQ's UCR report configurations at api/ucr/report/{id}/ (ucr_reports_api.cc).
   http::Response UcrReportApi(const http::Request& r, const std::string& domain, std::string id);
+  // OData feeds of saved exports (odata_api.cc); kind is "cases" or "forms".
+  http::Response ODataApi(const http::Request& r, const std::string& domain, std::string_view kind,
+                          const std::string& rest);
   http::Response FormApi(const http::Request& r, const std::string& domain,
                          const std::string& rest);  // form_api.cc
   http::Response CaseApi(const http::Request& r, const std::string& domain,

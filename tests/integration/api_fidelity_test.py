@@ -675,6 +675,91 @@ class ApiFidelityTest(unittest.TestCase):
         s, _, body = self.request("GET", "/a/demo/api/v0.5/form/?xmlns=http://code.javarosa.org/devicereport")
         self.assertEqual(json.loads(body)["meta"]["total_count"], 0)
 
+    # -- OData feeds of saved exports ----------------------------------------------------------
+    def test_odata_feeds(self):
+        # corehq/apps/api/odata/{urls,views,serializers,utils}.py and resources/v0_5.py
+        # (ODataCaseResource, ODataFormResource); templates/api/odata_metadata.xml.
+        xmlns = "http://example.org/odata"
+        for i in range(3):
+            block = case_block(f"od-{i}", "o1", f"Home {i}", props=f"<hh.size>{i}</hh.size>")
+            block = block.replace("<case_type>person</case_type>", "<case_type>odata</case_type>")
+            xml = case_form(f"od.form.{i}", block + "<m><q>a</q></m><m><q>b</q></m>", xmlns=xmlns)
+            s, _, body = self.request("POST", "/a/demo/receiver/", xml, {"Content-Type": "text/xml"})
+            self.assertEqual(s, 201, body)
+        for name, definition in [("od-cases", {"kind": "case", "filters": {"case_type": "odata"}}),
+                                 ("od-forms", {"kind": "form", "filters": {"xmlns": xmlns}})]:
+            s, out = self.js("PUT", f"/a/demo/api/exports/saved/{name}", definition)
+            self.assertEqual(s, 200, out)
+        root = "/a/demo/api/odata/cases/v1/od-cases/"
+        # The service document names the one entity set, "feed"; its context is $metadata.
+        s, h, body = self.request("GET", root)
+        self.assertEqual(s, 200, body)
+        self.assertEqual(h["odata-version"], "4.0")
+        doc = json.loads(body)
+        self.assertTrue(doc["@odata.context"].endswith(root + "$metadata"), doc)
+        self.assertEqual(doc["value"], [{"name": "feed", "kind": "EntitySet", "url": "feed"}])
+        # $metadata: EDMX 4.0, key caseid, HQ's special types, labels cleaned ('.' is a space).
+        s, h, body = self.request("GET", root + "$metadata")
+        self.assertEqual((s, h["content-type"], h["odata-version"]), (200, "application/xml", "4.0"))
+        import xml.etree.ElementTree as ET
+        edm = "{http://docs.oasis-open.org/odata/ns/edm}"
+        tree = ET.fromstring(body)
+        self.assertEqual(tree.tag, "{http://docs.oasis-open.org/odata/ns/edmx}Edmx")
+        entity = tree.find(f".//{edm}Schema[@Namespace='CommCare']/{edm}EntityType[@Name='feed']")
+        self.assertEqual(entity.find(f"{edm}Key/{edm}PropertyRef").get("Name"), "caseid")
+        types = {p.get("Name"): p.get("Type") for p in entity.findall(f"{edm}Property")}
+        self.assertEqual(types["closed"], "Edm.Boolean")
+        self.assertEqual(types["opened_on"], "Edm.DateTimeOffset")
+        self.assertEqual(types["hh size"], "Edm.String")
+        self.assertNotIn("case_id", types)
+        self.assertIsNotNone(tree.find(f".//{edm}EntityContainer[@Name='Container']/"
+                                       f"{edm}EntitySet[@Name='feed'][@EntityType='CommCare.feed']"))
+        # The feed: pages of `limit` rows linked by @odata.nextLink, every value a string, keys
+        # sorted (json.dumps(sort_keys=True)).
+        url, rows = root + "feed?limit=2", []
+        while url:
+            s, h, body = self.request("GET", url)
+            self.assertEqual((s, h["content-type"]), (200, "application/json; charset=utf-8"), body)
+            page = json.loads(body)
+            self.assertTrue(page["@odata.context"].endswith(root + "$metadata#feed"))
+            for row in page["value"]:
+                self.assertEqual(list(row), sorted(row))
+                self.assertTrue(all(isinstance(v, str) for v in row.values()), row)
+            self.assertLessEqual(len(page["value"]), 2)
+            rows += page["value"]
+            url = page.get("@odata.nextLink")
+            if url:
+                url = urllib.parse.urlsplit(url)
+                self.assertEqual(url.netloc, f"127.0.0.1:{self.port}")
+                url = url.path + "?" + url.query
+        self.assertEqual(sorted(r["caseid"] for r in rows), ["od-0", "od-1", "od-2"])
+        self.assertEqual({r["caseid"]: r["hh size"] for r in rows}, {"od-0": "0", "od-1": "1", "od-2": "2"})
+        self.assertEqual({r["closed"] for r in rows}, {"False"})
+        # A form feed's repeat table (table 1): rows numbered from the form id, which may hold
+        # dots; the key is number. The v0.5 path serves the same feed.
+        s, _, body = self.request("GET", "/a/demo/api/v0.5/odata/forms/od-forms/1/feed")
+        self.assertEqual(s, 200, body)
+        page = json.loads(body)
+        self.assertTrue(page["@odata.context"].endswith("/a/demo/api/v0.5/odata/forms/od-forms/1/$metadata#feed"))
+        got = sorted((r["number"], r["number__0"], r["number__1"], r["form m q"]) for r in page["value"])
+        self.assertEqual(got[:2], [("od.form.0.0", "od.form.0", "0", "a"), ("od.form.0.1", "od.form.0", "1", "b")])
+        self.assertEqual(len(got), 6)
+        s, _, body = self.request("GET", "/a/demo/api/odata/forms/v1/od-forms/feed")
+        self.assertEqual(sorted(r["formid"] for r in json.loads(body)["value"]),
+                         ["od.form.0", "od.form.1", "od.form.2"])
+        # Refusals name the problem.
+        for path, status, words in [
+                ("/a/demo/api/odata/cases/v1/no-such/feed", 404, "no-such"),
+                ("/a/demo/api/odata/forms/v1/od-cases/feed", 404, "od-cases"),  # a case export
+                ("/a/demo/api/odata/forms/v1/od-forms/9/feed", 404, "table 9"),
+                ("/a/demo/api/odata/cases/v1/od-cases/feed?limit=x", 400, "limit"),
+                ("/a/demo/api/odata/cases/v1/od-cases/other", 404, "other")]:
+            s, _, body = self.request("GET", path)
+            self.assertEqual(s, status, (path, body))
+            self.assertIn(words, json.loads(body)["error"], path)
+        self.assertEqual(self.request("POST", root + "feed", b"{}")[0], 405)
+        self.assertEqual(self.request("GET", root + "feed", auth=None)[0], 401)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -85,6 +85,17 @@ ROUTES = {
         ("GET", f"api/console/case/{CASE_ID}/history", None, {API})],
     ("form_api", "/a/{domain}/api/v0.5/form"): [("GET", "api/v0.5/form/", None, {API}),
                                                 ("GET", "api/v0.5/form/{form}/", None, {API})],
+    # HQ's OData feeds (basic_auth_or_try_api_key_auth; we admit every scheme, access_api).
+    ("odata_cases", "/a/{domain}/api/odata/cases/v1/"): [
+        ("GET", "api/odata/cases/v1/secA/feed", None, {API}),
+        ("GET", "api/odata/cases/v1/secA/$metadata", None, {API})],
+    ("odata_cases", "/a/{domain}/api/v0.5/odata/cases/"): [
+        ("GET", "api/v0.5/odata/cases/secA/feed", None, {API})],
+    ("odata_forms", "/a/{domain}/api/odata/forms/v1/"): [
+        ("GET", "api/odata/forms/v1/secF/feed", None, {API}),
+        ("GET", "api/odata/forms/v1/secF/", None, {API})],
+    ("odata_forms", "/a/{domain}/api/v0.5/odata/forms/"): [
+        ("GET", "api/v0.5/odata/forms/secF/feed", None, {API})],
     ("lookup_v05_fixture", "/a/{domain}/api/v0.5/fixture"): [
         ("GET", "api/v0.5/fixture/", None, {API}),
         ("GET", "api/v0.5/fixture/?fixture_type=tblA", None, {API}),
@@ -164,6 +175,10 @@ class RouteIsolationTest(unittest.TestCase):
                                             "fields": {"v": [{"value": SECRETS[3]}]}})]:
             r = s.request("POST", f"/a/doma/api/{kind}/", doc)
             assert r.status == 201, (kind, r)
+        for name, definition in [("secA", {"kind": "case"}),
+                                 ("secF", {"kind": "form", "filters": {"xmlns": "http://example/sec"}})]:
+            r = s.request("PUT", f"/a/doma/api/exports/saved/{name}", definition)
+            assert r.status == 200, (name, r)
         # A member of A per set of permissions a probe needs, holding every other permission.
         cls.lacking = {}
         for need in {frozenset(p[3]) for v in ROUTES.values() if isinstance(v, list) for p in v}:
