@@ -71,6 +71,14 @@ async function tasksAndExport(page, s) {
     (async () => { await tabTo(page, 'a.download'); await page.keyboard.press('Enter'); })()]);
   const text = fs.readFileSync(await download.path(), 'utf8');
   assert.ok(text.includes('Alice'), `the export holds the case: ${text.slice(0, 200)}`);
+  // The saved export's OData feed, as the page shows it for a BI tool, serves the same case.
+  const service = (await page.locator('code.odata').first().textContent()).trim();
+  assert.match(service, /\/api\/odata\/cases\/v1\/later\/$/);
+  const auth = { headers: { Authorization: s.basic() } };
+  const doc = await (await fetch(service, auth)).json();
+  assert.equal(doc.value[0].url, 'feed');
+  const feed = await (await fetch(service + 'feed', auth)).json();
+  assert.ok(feed.value.some(row => row.name === 'Alice'), JSON.stringify(feed).slice(0, 300));
 }
 
 // The pillows' retry-queue routes over HTTP: superusers only, a bad body or pillow named.

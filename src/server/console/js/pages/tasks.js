@@ -73,7 +73,10 @@ function savedTable(domain, list) {
     { label: 'Schedule', cell: s => s.schedule
       ? `${s.schedule.cron} (${s.schedule.time_zone || 'UTC'})` : 'none' },
     { label: 'Latest file', cell: s => s.latest ? h('a', { href: dpath(domain,
-      `api/exports/saved/${encodeURIComponent(s.name)}/download`) }, 'Download') : '—' }],
+      `api/exports/saved/${encodeURIComponent(s.name)}/download`) }, 'Download') : '—' },
+    // What Power BI, Tableau or Excel is given (docs/exports.md, "OData feeds").
+    { label: 'OData feed', cell: s => h('code', { class: 'odata' }, location.origin + dpath(domain,
+      `api/odata/${s.kind === 'form' ? 'forms' : 'cases'}/v1/${encodeURIComponent(s.name)}/`)) }],
   list, 'No saved exports.');
 }
 
