@@ -188,7 +188,7 @@ class EngineImpl final : public Engine {
   // The other databases' batches an intent carries, each marked with the intent's id.
   Result<std::vector<std::pair<int, storage::WriteBatch>>> DecodeIntent(
       const storage::Intent& in) const;
-  // Deletes the applied markers of intents no longer pending (at open and from the flusher).
+  // Deletes the applied markers of intents no longer pending (at open and from the relay thread).
   Status PruneSpentMarkers();
   std::string NewIdInDatabase(int db) const;
   // Puts the form's XML (whose md5 the form already has) and attachments in the blob store (not yet

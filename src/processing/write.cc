@@ -252,6 +252,9 @@ Status EngineImpl::PruneSpentMarkers() {
     CC_ASSIGN_OR_RETURN(auto intents, db->PendingIntents());
     for (auto& i : intents) pending.insert(std::move(i.intent_id));
   }
+  // An intent's delete is seen once its group is applied, which may be before that group is
+  // flushed: flush, so that no marker goes while a crash could still bring its intent back.
+  for (auto& db : dbs_) CC_RETURN_IF_ERROR(db->Sync());
   for (size_t i = 0; i < dbs_.size(); ++i) {
     std::erase_if(markers[i], [&](const std::string& m) { return pending.count(m) > 0; });
     constexpr size_t kChunk = 5000;

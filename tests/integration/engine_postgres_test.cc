@@ -350,7 +350,8 @@ TEST_CASE("Postgres: a writer opening beside another's cross-database commit wai
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
   CHECK_FALSE(opened.load());  // waiting for A's lock
   storage::WriteBatch again = other;
-  CHECK(CommitOne(ea->Database(1), &again).ok());  // A applies its batch: not applied before
+  CHECK(CommitOne(ea->Database(1), &again).ok());
+  CHECK(again.outbox_seqs.size() == 1);  // A's batch wrote its rows: B had not applied it
   storage::WriteBatch done;
   done.ops.emplace_back(storage::DeleteIntent{other.applied_marker});
   REQUIRE(CommitOne(ea->Database(0), &done).ok());
