@@ -9,6 +9,7 @@
 
 #include <boost/json.hpp>
 #include <map>
+#include <set>
 
 #include "commcare/engine.h"
 #include "commcare/exports.h"
@@ -25,6 +26,7 @@ using http::Response;
 namespace {
 
 constexpr int64_t kDefaultLimit = 2000, kMaxLimit = 10000;  // HQ's Meta.limit and max_limit
+constexpr int64_t kMaxOffset = int64_t{1} << 40;  // far past any export; offset + limit fits
 
 // What a request names: the definition, the table, and the document asked for.
 struct FeedPath {
@@ -175,6 +177,7 @@ Response App::ODataApi(const Request& r, const std::string& domain, std::string_
   auto path = ParseFeedPath(rest);
   if (!path.ok()) return Error(404, path.status().message());
   const std::string& data_dir = engine_->Options().data_dir;
+  if (data_dir.empty()) return Error(503, "OData feeds need a data directory (saved exports)");
   auto def = LoadExportDefinition(data_dir, domain, path->name);
   const auto want = kind == "cases" ? ExportDefinition::Kind::kCase : ExportDefinition::Kind::kForm;
   if (!def.ok() || def->kind != want)
@@ -203,8 +206,9 @@ Response App::ODataApi(const Request& r, const std::string& domain, std::string_
     if (k != "limit" && k != "offset") continue;
     char* end = nullptr;
     long long n = std::strtoll(v.c_str(), &end, 10);
-    if (v.empty() || *end || n < 0)
-      return Error(400, fmt::format("{} must be a whole number of 0 or more, not \"{}\"", k, v));
+    if (v.empty() || *end || n < 0 || n > kMaxOffset)
+      return Error(
+          400, fmt::format("{} must be a whole number from 0 to {}, not \"{}\"", k, kMaxOffset, v));
     (k == "limit" ? limit : offset) = n;
   }
   if (limit == 0 || limit > kMaxLimit) limit = kMaxLimit;  // tastypie's Paginator
@@ -212,8 +216,16 @@ Response App::ODataApi(const Request& r, const std::string& domain, std::string_
   auto page = ReadPage(engine_, *def, path->table, offset, meta_only ? 0 : limit);
   if (!page.ok()) return Error(StatusFor(page.status()), page.status().message());
   const auto& headers = page->tables[path->table].headers;
+  // Cleaned names may clash ("a.b" and "a b"): a later one gets " (2)", " (3)", ...
   std::vector<std::string> names;
-  for (const auto& h : headers) names.push_back(ODataName(h, path->table == 0));
+  std::set<std::string> taken;
+  for (const auto& h : headers) {
+    std::string n = ODataName(h, path->table == 0);
+    for (int k = 2; taken.count(n); ++k)
+      n = fmt::format("{} ({})", ODataName(h, path->table == 0), k);
+    taken.insert(n);
+    names.push_back(std::move(n));
+  }
   if (meta_only) {
     const std::string key = path->table != 0                             ? "number"
                             : def->kind == ExportDefinition::Kind::kCase ? "caseid"

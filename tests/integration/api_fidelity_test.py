@@ -757,6 +757,15 @@ class ApiFidelityTest(unittest.TestCase):
             s, _, body = self.request("GET", path)
             self.assertEqual(s, status, (path, body))
             self.assertIn(words, json.loads(body)["error"], path)
+        # Two columns that clean to one name stay two properties.
+        s, out = self.js("PUT", "/a/demo/api/exports/saved/od-clash", {
+            "kind": "case", "filters": {"case_type": "odata"},
+            "columns": ["case_id", "hh.size", {"path": "name", "label": "hh size"}]})
+        self.assertEqual(s, 200, out)
+        s, _, body = self.request("GET", "/a/demo/api/odata/cases/v1/od-clash/feed?limit=1")
+        self.assertEqual(set(json.loads(body)["value"][0]), {"caseid", "hh size", "hh size (2)"})
+        s, _, body = self.request("GET", root + "feed?offset=99999999999999999999")
+        self.assertEqual(s, 400, body)
         self.assertEqual(self.request("POST", root + "feed", b"{}")[0], 405)
         self.assertEqual(self.request("GET", root + "feed", auth=None)[0], 401)
 
