@@ -515,3 +515,91 @@ TEST_CASE("Rules: the location criterion, with the host's locations and users") 
   CHECK(Prop(e, "on-b", "flag") == "yes");
   CHECK(Prop(e, "on-c", "flag") == "");
 }
+
+// HQ's CaseDeduplicationActionDefinition (corehq/apps/data_interfaces/models.py) and
+// find_duplicate_case_ids (deduplication.py): cases of the type whose listed properties are
+// equal (exactly, case-sensitively; blanks do not match), the rule's filters applied to each,
+// closed cases left out unless include_closed; the updates go to each duplicate.
+TEST_CASE("Rules: a deduplicate rule flags the cases whose properties match") {
+  auto e = OpenMemory();
+  MakeCase(e.get(), "p1", "<first>Ana</first><dob>2020-01-01</dob><village>n</village>");
+  MakeCase(e.get(), "p2", "<first>Ana</first><dob>2020-01-01</dob><village>s</village>");
+  MakeCase(e.get(), "p3", "<first>ana</first><dob>2020-01-01</dob>");  // case differs
+  MakeCase(e.get(), "p4", "<first>Bo</first><dob>2021-02-02</dob><village>n</village>");
+  MakeCase(e.get(), "p5", "<first>Bo</first><dob>2021-02-02</dob><village>x</village>");
+  MakeCase(e.get(), "p6", "<dob>1999-09-09</dob>");
+  MakeCase(e.get(), "p7", "<dob>1999-09-09</dob>");  // first blank in both: still equal under ALL
+  MakeCase(e.get(), "p8", "");                       // every listed property blank: never
+  MakeCase(e.get(), "p9", "");
+  MakeCase(e.get(), "h1", "<first>Ana</first><dob>2020-01-01</dob>", "household");  // other type
+  auto dedup = [](const char* match, const char* extra = "") {
+    return RuleJson(
+        R"({"property_name": "village", "match_type": "NOT_EQUAL", "property_value": "x"})",
+        fmt::format(
+            R"("deduplicate": {{"match_type": "{}", "case_properties": ["first", "dob"]{}}}, )"
+            R"("update": [{{"name": "potential_duplicate", "value": "yes"}}])",
+            match, extra));
+  };
+  std::vector<std::string> changes;
+  auto s = Run(e.get(), dedup("ALL"), true, 0, &changes);
+  CHECK(s.scanned == 9);
+  CHECK(s.matched == 4);  // p1, p2; p6, p7 (p5 fails the filter, so p4 has no duplicate)
+  std::map<std::string, std::vector<std::string>> dups;
+  for (const auto& c : changes) {
+    auto v = json::parse(c);
+    for (const auto& d : v.at("duplicates").as_array())
+      dups[std::string(v.at("case_id").as_string())].emplace_back(d.as_string());
+  }
+  CHECK(dups == std::map<std::string, std::vector<std::string>>{
+                    {"p1", {"p2"}}, {"p2", {"p1"}}, {"p6", {"p7"}}, {"p7", {"p6"}}});
+  CHECK(Prop(e.get(), "p1", "potential_duplicate") == "");  // a dry run
+  s = Run(e.get(), dedup("ALL"));
+  CHECK(s.changed == 4);
+  for (const char* id : {"p1", "p2", "p6", "p7"})
+    CHECK(Prop(e.get(), id, "potential_duplicate") == "yes");
+  for (const char* id : {"p3", "p4", "p5", "p8", "p9"})
+    CHECK(Prop(e.get(), id, "potential_duplicate") == "");
+  CHECK(Run(e.get(), dedup("ALL")).changed == 0);  // idempotent
+  // ANY: one equal non-blank value links cases (p3 shares dob with p1 and p2).
+  s = Run(e.get(), dedup("ANY"), true, 0, &changes);
+  CHECK(s.matched == 5);
+  CHECK(s.changed == 1);  // p3; the others are flagged already
+  // One changed case (a run on change): only its group is looked at.
+  RuleRunOptions one;
+  one.dry_run = true;
+  one.case_id = "p4";
+  auto only = RunRule(e.get(), dedup("ANY"), one);
+  REQUIRE(only.ok());
+  CHECK(only->matched == 0);  // p4's duplicate p5 fails the filter
+  // Closed cases are left out unless include_closed.
+  REQUIRE(Submit(e.get(), CaseForm("close-p2", "p2", "<close/>")).http_status == 201);
+  CHECK(Run(e.get(), dedup("ALL"), true).matched == 2);  // p6, p7
+  CHECK(Run(e.get(), dedup("ALL", R"(, "include_closed": true)"), true).matched == 4);
+}
+
+TEST_CASE("Rules: bad deduplicate rules are refused naming the field") {
+  auto bad = [](const std::string& actions, const std::string& extra = "") {
+    Status s = ValidateRule(RuleJson("", actions, extra));
+    REQUIRE_FALSE(s.ok());
+    return s.message();
+  };
+  const char* flag = R"("update": [{"name": "dup", "value": "yes"}])";
+  CHECK(bad(fmt::format(R"("deduplicate": {{"case_properties": []}}, {})", flag))
+            .find("actions.deduplicate.case_properties") != std::string::npos);
+  CHECK(bad(fmt::format(R"("deduplicate": {{"case_properties": ["a"], "match_type": "SOME"}}, {})",
+                        flag))
+            .find("actions.deduplicate.match_type") != std::string::npos);
+  CHECK(bad(fmt::format(R"("deduplicate": {{"case_properties": ["a", "a"]}}, {})", flag))
+            .find("listed twice") != std::string::npos);
+  CHECK(bad(fmt::format(R"("deduplicate": {{"case_properties": ["a"], "fuzzy": true}}, {})", flag))
+            .find("actions.deduplicate.fuzzy") != std::string::npos);
+  CHECK(
+      bad(R"("deduplicate": {"case_properties": ["dup"]}, "update": [{"name": "dup", "value": "y"}])")
+          .find("matched on") != std::string::npos);
+  CHECK(bad(fmt::format(R"("deduplicate": {{"case_properties": ["a"]}}, "close_case": true, {})",
+                        flag))
+            .find("actions.close_case") != std::string::npos);
+  CHECK(bad(fmt::format(R"("deduplicate": {{"case_properties": ["a"]}}, {})", flag),
+            R"(, "case_status": "any")")
+            .find("case_status") != std::string::npos);
+}

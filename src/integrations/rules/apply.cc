@@ -10,6 +10,7 @@
 #include <atomic>
 #include <boost/json.hpp>
 #include <cctype>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -125,6 +126,49 @@ std::optional<CaseRecord> ParentOf(Engine* engine, const rules::Rule& r, const C
   return std::nullopt;
 }
 
+// One case a deduplicate rule compares: its id and the values of the listed properties.
+struct Compared {
+  std::string case_id;
+  std::vector<std::string> values;
+};
+
+// The duplicate groups among the compared cases (each of two or more, ids sorted): ALL, the
+// cases whose listed values are all equal; ANY, the cases linked by any one equal non-blank
+// value, transitively.
+std::vector<std::vector<std::string>> DuplicateGroups(const rules::Deduplicate& d,
+                                                      const std::vector<Compared>& cases) {
+  std::vector<size_t> up(cases.size());
+  for (size_t i = 0; i < up.size(); ++i) up[i] = i;
+  auto root = [&](size_t i) {
+    while (up[i] != i) i = up[i] = up[up[i]];
+    return i;
+  };
+  if (d.any) {
+    std::map<std::pair<size_t, std::string_view>, size_t> first;
+    for (size_t i = 0; i < cases.size(); ++i)
+      for (size_t p = 0; p < cases[i].values.size(); ++p) {
+        if (cases[i].values[p].empty()) continue;
+        auto [it, fresh] = first.try_emplace({p, cases[i].values[p]}, i);
+        if (!fresh) up[root(i)] = root(it->second);
+      }
+  } else {
+    std::map<std::vector<std::string>, size_t> first;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      auto [it, fresh] = first.try_emplace(cases[i].values, i);
+      if (!fresh) up[root(i)] = root(it->second);
+    }
+  }
+  std::map<size_t, std::vector<std::string>> by_root;
+  for (size_t i = 0; i < cases.size(); ++i) by_root[root(i)].push_back(cases[i].case_id);
+  std::vector<std::vector<std::string>> groups;
+  for (auto& [r, ids] : by_root)
+    if (ids.size() > 1) {
+      std::sort(ids.begin(), ids.end());
+      groups.push_back(std::move(ids));
+    }
+  return groups;
+}
+
 }  // namespace
 
 std::string RuleRunSummary::ToJson(std::string_view domain, std::string_view rule) const {
@@ -174,7 +218,47 @@ Result<RuleRunSummary> RunRule(Engine* engine, std::string_view rule_json,
     todo.push_back(std::move(p));
     return true;
   };
-  if (!o.case_id.empty()) {
+  std::vector<Compared> compared;  // a deduplicate rule's cases, planned once all are seen
+  auto compare = [&](const CaseRecord& c) {
+    ++sum.scanned;
+    if (o.progress && sum.scanned % 1000 == 0 && !o.progress(sum.scanned)) {
+      stopped = true;
+      return false;
+    }
+    std::optional<CaseRecord> parent = ParentOf(engine, r, c);
+    if (!rules::Matches(r, c, parent ? &*parent : nullptr, now, today, locations, engine))
+      return true;
+    if (auto values = rules::DedupValues(r, c)) compared.push_back({c.case_id, std::move(*values)});
+    return true;
+  };
+  if (r.deduplicate) {
+    // Every case of the type is compared, even for one changed case: its duplicates may be
+    // anywhere among them.
+    storage::CaseFilter f;
+    f.domain = r.domain;
+    f.type = r.case_type;
+    if (!r.deduplicate->include_closed) f.closed = false;
+    CC_RETURN_IF_ERROR(engine->ListCases(f, compare));
+    for (auto& group : DuplicateGroups(*r.deduplicate, compared)) {
+      if (stopped) break;
+      if (!o.case_id.empty() && !std::binary_search(group.begin(), group.end(), o.case_id))
+        continue;
+      for (const auto& id : group) {
+        auto c = engine->GetCase(r.domain, id);
+        if (!c.ok()) continue;  // deleted since the scan
+        std::optional<CaseRecord> parent = ParentOf(engine, r, *c);
+        ++sum.matched;
+        Planned p = Plan(r, *c, parent ? &*parent : nullptr);
+        for (const auto& other : group)
+          if (other != id) p.effect.duplicates.push_back(other);
+        if (p.effect.Empty()) {
+          ++sum.unchanged;
+          continue;
+        }
+        todo.push_back(std::move(p));
+      }
+    }
+  } else if (!o.case_id.empty()) {
     auto c = engine->GetCase(r.domain, o.case_id);
     if (!c.ok() && !c.status().IsNotFound()) return c.status();
     if (c.ok()) visit(*c);

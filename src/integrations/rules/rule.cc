@@ -178,12 +178,43 @@ Status ParseUpdate(const json::value& v, const std::string& at, Update* u) {
   return Status::Ok();
 }
 
+// actions.deduplicate: HQ's CaseDeduplicationActionDefinition fields.
+Status ParseDeduplicate(const json::value& v, Rule* r) {
+  const std::string at = "actions.deduplicate.";
+  if (!v.is_object()) return Bad("actions.deduplicate", "must be an object");
+  const auto& o = v.get_object();
+  CC_RETURN_IF_ERROR(OnlyKeys(o, at, {"match_type", "case_properties", "include_closed"}));
+  Deduplicate d;
+  std::string match = "ALL";
+  CC_RETURN_IF_ERROR(Str(o, at, "match_type", &match, false));
+  if (match != "ALL" && match != "ANY") return Bad(at + "match_type", "must be ALL or ANY");
+  d.any = match == "ANY";
+  CC_RETURN_IF_ERROR(Bool(o, at, "include_closed", &d.include_closed));
+  const json::value* p = o.if_contains("case_properties");
+  if (!p || !p->is_array() || p->get_array().empty())
+    return Bad(at + "case_properties", "is required (a list of property names)");
+  for (const auto& x : p->get_array()) {
+    if (!x.is_string() || x.get_string().empty())
+      return Bad(at + "case_properties", "must hold property names");
+    std::string name(x.get_string());
+    if (name.starts_with("parent/"))
+      return Bad(at + "case_properties", "names the case's own properties");
+    if (std::find(d.properties.begin(), d.properties.end(), name) != d.properties.end())
+      return Bad(at + "case_properties", fmt::format("\"{}\" is listed twice", name));
+    d.properties.push_back(std::move(name));
+  }
+  r->deduplicate = std::move(d);
+  return Status::Ok();
+}
+
 Status ParseActions(const json::object& o, Rule* r) {
   const json::value* a = o.if_contains("actions");
   if (!a || !a->is_object()) return Bad("actions", "is required (an object)");
   const auto& ao = a->get_object();
-  CC_RETURN_IF_ERROR(OnlyKeys(ao, "actions.", {"update", "close_case"}));
+  CC_RETURN_IF_ERROR(OnlyKeys(ao, "actions.", {"update", "close_case", "deduplicate"}));
   CC_RETURN_IF_ERROR(Bool(ao, "actions.", "close_case", &r->close_case));
+  if (const json::value* d = ao.if_contains("deduplicate"); d && !d->is_null())
+    CC_RETURN_IF_ERROR(ParseDeduplicate(*d, r));
   if (const json::value* u = ao.if_contains("update"); u && !u->is_null()) {
     if (!u->is_array()) return Bad("actions.update", "must be a list");
     for (size_t i = 0; i < u->get_array().size(); ++i) {
@@ -195,6 +226,17 @@ Status ParseActions(const json::object& o, Rule* r) {
   }
   if (r->updates.empty() && !r->close_case)
     return Bad("actions", "needs \"update\" or \"close_case\"");
+  if (r->deduplicate) {
+    if (r->close_case)
+      return Bad("actions.close_case",
+                 "a deduplicate rule updates its duplicates, not closes them");
+    for (const auto& u : r->updates) {
+      const auto& props = r->deduplicate->properties;
+      if (std::find(props.begin(), props.end(), u.name) != props.end())
+        return Bad("actions.update",
+                   fmt::format("\"{}\" is a property the duplicates are matched on", u.name));
+    }
+  }
   return Status::Ok();
 }
 
@@ -351,6 +393,12 @@ Result<Rule> ParseRule(std::string_view json_text) {
     }
   }
   CC_RETURN_IF_ERROR(ParseActions(o, &r));
+  if (r.deduplicate) {  // HQ: include_closed says which cases are compared
+    if (o.contains("case_status"))
+      return Bad("case_status", "a deduplicate rule takes actions.deduplicate.include_closed");
+    r.case_status =
+        r.deduplicate->include_closed ? Rule::CaseStatus::kAny : Rule::CaseStatus::kOpen;
+  }
   r.json = json::serialize(v);
   return r;
 }
@@ -383,6 +431,17 @@ bool Matches(const Rule& r, const CaseRecord& c, const CaseRecord* parent, int64
   return std::find(results.begin(), results.end(), false) == results.end();
 }
 
+std::optional<std::vector<std::string>> DedupValues(const Rule& r, const CaseRecord& c) {
+  std::vector<std::string> out;
+  bool any = false;
+  for (const auto& p : r.deduplicate->properties) {
+    out.emplace_back(Prop(c, p));
+    any = any || !out.back().empty();
+  }
+  if (!any) return std::nullopt;
+  return out;
+}
+
 Effect PlanEffect(const Rule& r, const CaseRecord& c, const CaseRecord* parent) {
   Effect e;
   e.case_id = c.case_id;
@@ -411,6 +470,11 @@ std::string Effect::ToJson(std::string_view form_id) const {
   for (const auto& [k, v] : update) u[k] = v;
   for (const auto& [k, v] : parent_update) pu[k] = v;
   json::object o{{"case_id", case_id}, {"update", std::move(u)}, {"close", close}};
+  if (!duplicates.empty()) {
+    json::array d;
+    for (const auto& id : duplicates) d.emplace_back(id);
+    o["duplicates"] = std::move(d);
+  }
   if (!parent_id.empty()) {
     o["parent_id"] = parent_id;
     o["parent_update"] = std::move(pu);

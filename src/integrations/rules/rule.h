@@ -51,6 +51,14 @@ struct Update {
   std::string value;
 };
 
+// HQ's CaseDeduplicationActionDefinition: cases of the rule's type (and criteria) whose listed
+// properties match are duplicates of each other; the rule's updates go to each of them.
+struct Deduplicate {
+  bool any = false;  // match_type ANY: one equal property suffices (default ALL: every one)
+  std::vector<std::string> properties;
+  bool include_closed = false;
+};
+
 struct Rule {
   std::string name, domain, case_type;
   bool any = false;  // criteria_operator ANY (default ALL)
@@ -59,6 +67,7 @@ struct Rule {
   enum class CaseStatus { kOpen, kClosed, kAny } case_status = CaseStatus::kOpen;
   std::vector<Update> updates;
   bool close_case = false;
+  std::optional<Deduplicate> deduplicate;
   std::string cron = "0 0 * * *", time_zone = "UTC";  // the daily run
   bool run_on_change = false;
   bool active = true;
@@ -78,6 +87,7 @@ struct Effect {
   bool close = false;
   std::string parent_id;
   std::map<std::string, std::string> parent_update;
+  std::vector<std::string> duplicates;  // a deduplicate rule: the case's duplicates
   bool Empty() const { return update.empty() && !close && parent_update.empty(); }
   std::string ToJson(std::string_view form_id) const;
 };
@@ -94,6 +104,10 @@ Result<int64_t> LocalDay(int64_t micros, const std::string& time_zone);
 // today: LocalDay(now) in the rule's zone. engine: what a UCR criterion's related_doc reads.
 bool Matches(const Rule& r, const CaseRecord& c, const CaseRecord* parent, int64_t now,
              int64_t today, const RuleLocations* locations = nullptr, Engine* engine = nullptr);
+
+// The values a deduplicate rule compares, one per listed property ("" when blank); nullopt when
+// every one is blank (HQ: such a case has no duplicates).
+std::optional<std::vector<std::string>> DedupValues(const Rule& r, const CaseRecord& c);
 
 // The effect of the rule's actions on a matching case.
 Effect PlanEffect(const Rule& r, const CaseRecord& c, const CaseRecord* parent);
