@@ -16,6 +16,22 @@
 using namespace commcare;
 using namespace cctest;
 
+namespace {
+
+// The init options of server k (its own data directory under base) on two shared databases.
+InitOptions ServerOnTwoDatabases(const std::string& base, int k,
+                                 const std::vector<std::string>& dsns) {
+  InitOptions io;
+  io.data_dir = fmt::format("{}/server{}", base, k);
+  io.shards = 16;
+  io.databases = 2;
+  io.primary =
+      fmt::format(R"({{"kind": "postgres", "databases": ["{}", "{}"]}})", dsns[0], dsns[1]);
+  return io;
+}
+
+}  // namespace
+
 TEST_CASE("Postgres: the engine on two PostgreSQL databases, across a reopen") {
   const std::vector<std::string> dsns = cctest::NewPostgresDatabases(2);
   if (dsns.empty()) return;
@@ -119,12 +135,7 @@ TEST_CASE("Postgres: two engines on one store lose no update and relay each chan
   const std::string base = cctest::TempDir("pgtwo");
   std::unique_ptr<Engine> engines[2];
   for (int k = 0; k < 2; ++k) {
-    InitOptions io;
-    io.data_dir = fmt::format("{}/server{}", base, k);
-    io.shards = 16;
-    io.databases = 2;
-    io.primary =
-        fmt::format(R"({{"kind": "postgres", "databases": ["{}", "{}"]}})", dsns[0], dsns[1]);
+    InitOptions io = ServerOnTwoDatabases(base, k, dsns);
     io.change_log = fmt::format(
         R"({{"kind": "kafka", "bootstrap_servers": "{}", "topic_control": "{}",
             "topic_prefix": "two{:x}.", "partitions": 8}})",
@@ -297,12 +308,7 @@ TEST_CASE("Postgres: a writer opening beside another's cross-database commit wai
   if (dsns.empty()) return;
   const std::string base = cctest::TempDir("pgintent");
   auto open = [&](int k) {
-    InitOptions io;
-    io.data_dir = fmt::format("{}/server{}", base, k);
-    io.shards = 16;
-    io.databases = 2;
-    io.primary =
-        fmt::format(R"({{"kind": "postgres", "databases": ["{}", "{}"]}})", dsns[0], dsns[1]);
+    InitOptions io = ServerOnTwoDatabases(base, k, dsns);
     auto st = Engine::Init(io);
     REQUIRE_MESSAGE(st.ok(), st.ToString());
     EngineOptions eo;

@@ -200,6 +200,7 @@ Result<RuleRunSummary> RunRule(Engine* engine, std::string_view rule_json,
   sum.dry_run = o.dry_run;
   std::vector<Planned> todo;
   std::atomic<bool> stopped{false};
+  std::vector<Compared> compared;  // a deduplicate rule's cases, planned once all are seen
   auto visit = [&](const CaseRecord& c) {
     ++sum.scanned;
     if (o.progress && sum.scanned % 1000 == 0 && !o.progress(sum.scanned)) {
@@ -209,6 +210,11 @@ Result<RuleRunSummary> RunRule(Engine* engine, std::string_view rule_json,
     std::optional<CaseRecord> parent = ParentOf(engine, r, c);
     if (!rules::Matches(r, c, parent ? &*parent : nullptr, now, today, locations, engine))
       return true;
+    if (r.deduplicate) {
+      if (auto values = rules::DedupValues(r, c))
+        compared.push_back({c.case_id, std::move(*values)});
+      return true;
+    }
     ++sum.matched;
     Planned p = Plan(r, c, parent ? &*parent : nullptr);
     if (p.effect.Empty()) {
@@ -218,19 +224,6 @@ Result<RuleRunSummary> RunRule(Engine* engine, std::string_view rule_json,
     todo.push_back(std::move(p));
     return true;
   };
-  std::vector<Compared> compared;  // a deduplicate rule's cases, planned once all are seen
-  auto compare = [&](const CaseRecord& c) {
-    ++sum.scanned;
-    if (o.progress && sum.scanned % 1000 == 0 && !o.progress(sum.scanned)) {
-      stopped = true;
-      return false;
-    }
-    std::optional<CaseRecord> parent = ParentOf(engine, r, c);
-    if (!rules::Matches(r, c, parent ? &*parent : nullptr, now, today, locations, engine))
-      return true;
-    if (auto values = rules::DedupValues(r, c)) compared.push_back({c.case_id, std::move(*values)});
-    return true;
-  };
   if (r.deduplicate) {
     // Every case of the type is compared, even for one changed case: its duplicates may be
     // anywhere among them.
@@ -238,7 +231,7 @@ Result<RuleRunSummary> RunRule(Engine* engine, std::string_view rule_json,
     f.domain = r.domain;
     f.type = r.case_type;
     if (!r.deduplicate->include_closed) f.closed = false;
-    CC_RETURN_IF_ERROR(engine->ListCases(f, compare));
+    CC_RETURN_IF_ERROR(engine->ListCases(f, visit));
     for (auto& group : DuplicateGroups(*r.deduplicate, compared)) {
       if (stopped) break;
       if (!o.case_id.empty() && !std::binary_search(group.begin(), group.end(), o.case_id))
