@@ -28,31 +28,6 @@ void AbsoluteUrls(const Request& r, json::value* form) {
     forwarding::PrefixAttachmentUrls(form, fmt::format("{}://{}", r.tls ? "https" : "http", *host));
 }
 
-// Tastypie's JSON serializer writes with sort_keys=True: every object's keys in code-point order
-// (bytewise on UTF-8), at every depth.
-void SortKeys(json::value* v) {
-  if (v->is_array()) {
-    for (auto& x : v->as_array()) SortKeys(&x);
-    return;
-  }
-  if (!v->is_object()) return;
-  json::object& o = v->as_object();
-  std::vector<std::pair<std::string, json::value>> kv;
-  kv.reserve(o.size());
-  for (auto& e : o) kv.emplace_back(std::string(e.key()), std::move(e.value()));
-  std::sort(kv.begin(), kv.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  o.clear();
-  for (auto& [k, x] : kv) {
-    SortKeys(&x);
-    o.emplace(k, std::move(x));
-  }
-}
-
-Response SortedJson(json::value v) {
-  SortKeys(&v);
-  return Json(200, v);
-}
-
 // cases__full (tastypie's UseIfRequested: "true" in any case, else the key is left out; of a
 // repeated parameter the last, as Django's QueryDict.get).
 bool CasesFull(const Request& r) {
@@ -256,7 +231,7 @@ Response App::FormApi(const Request& r, const std::string& domain, const std::st
       json::value v = json::parse(*doc);
       AbsoluteUrls(r, &v);
       if (CasesFull(r)) AddCases(engine_, domain, &v);
-      return SortedJson(std::move(v));
+      return SortedJson(200, std::move(v));
     }
     Response x;
     x.content_type = "text/xml; charset=utf-8";
@@ -287,7 +262,7 @@ Response App::FormApi(const Request& r, const std::string& domain, const std::st
                     {"total_count", page->total_count},
                     {"next", link(off + lim)},
                     {"previous", off > 0 ? link(std::max<int64_t>(0, off - lim)) : json::value()}};
-  return SortedJson(json::object{{"meta", meta}, {"objects", objects}});
+  return SortedJson(200, json::object{{"meta", meta}, {"objects", objects}});
 }
 
 }  // namespace commcare::server

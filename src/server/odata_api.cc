@@ -8,7 +8,6 @@
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
-#include <map>
 #include <set>
 
 #include "commcare/engine.h"
@@ -255,10 +254,8 @@ Response App::ODataApi(const Request& r, const std::string& domain, std::string_
   }
   json::array value;
   for (const auto& row : page->rows) {
-    std::map<std::string, std::string> sorted;  // HQ writes sort_keys=True
-    for (size_t i = 0; i < names.size() && i < row.size(); ++i) sorted[names[i]] = row[i];
     json::object o;
-    for (auto& [k, v] : sorted) o[k] = v;
+    for (size_t i = 0; i < names.size() && i < row.size(); ++i) o[names[i]] = row[i];
     value.push_back(std::move(o));
   }
   json::object body{{"@odata.context", metadata + "#feed"}};
@@ -269,7 +266,7 @@ Response App::ODataApi(const Request& r, const std::string& domain, std::string_
     body["@odata.nextLink"] = next + fmt::format("limit={}&offset={}", limit, offset + limit);
   }
   body["value"] = std::move(value);
-  Response out = Json(200, body);
+  Response out = SortedJson(200, std::move(body));  // HQ's serializer: sort_keys=True
   out.content_type = "application/json; charset=utf-8";
   return ODataResponse(std::move(out));
 }

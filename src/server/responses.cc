@@ -2,9 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace commcare::server {
 
@@ -15,6 +18,32 @@ http::Response Json(int status, const json::value& v) {
   r.status = status;
   r.body = json::serialize(v);
   return r;
+}
+namespace {
+
+void SortKeys(json::value* v) {
+  if (v->is_array()) {
+    for (auto& x : v->as_array()) SortKeys(&x);
+    return;
+  }
+  if (!v->is_object()) return;
+  json::object& o = v->as_object();
+  std::vector<std::pair<std::string, json::value>> kv;
+  kv.reserve(o.size());
+  for (auto& e : o) kv.emplace_back(std::string(e.key()), std::move(e.value()));
+  std::sort(kv.begin(), kv.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  o.clear();
+  for (auto& [k, x] : kv) {
+    SortKeys(&x);
+    o.emplace(k, std::move(x));
+  }
+}
+
+}  // namespace
+
+http::Response SortedJson(int status, json::value v) {
+  SortKeys(&v);
+  return Json(status, v);
 }
 http::Response Error(int status, std::string_view message) {
   return Json(status, json::object{{"error", message}});

@@ -13,6 +13,9 @@ namespace commcare::server {
 
 // A JSON answer.
 http::Response Json(int status, const boost::json::value& v);
+// A JSON answer with every object's keys sorted, at every depth, as HQ's tastypie serializer
+// writes them (json.dumps(sort_keys=True): code-point order, bytewise on UTF-8).
+http::Response SortedJson(int status, boost::json::value v);
 // {"error": message} with status.
 http::Response Error(int status, std::string_view message);
 // An OTA restore route's answer: CommCare's OpenRosaResponse XML body with status.
