@@ -15,6 +15,7 @@
 #include "exports/stream.h"
 #include "server/app.h"
 #include "server/responses.h"
+#include "util/xml.h"
 
 namespace commcare::server {
 
@@ -155,12 +156,6 @@ Result<Page> ReadPage(Engine* engine, const ExportDefinition& def, size_t table,
   return page;
 }
 
-std::string Escape(std::string_view s) {
-  std::string out;
-  exports::AppendHtmlText(&out, s);
-  return out;
-}
-
 Response ODataResponse(Response r) {
   r.headers.emplace_back("OData-Version", "4.0");
   return r;
@@ -192,8 +187,10 @@ Response App::ODataApi(const Request& r, const std::string& domain, std::string_
   const std::string metadata = base + "$metadata";
 
   if (path->doc == FeedPath::Doc::kService) {
-    auto page = ReadPage(engine_, *def, path->table, 0, 0);  // the table must exist
-    if (!page.ok()) return Error(StatusFor(page.status()), page.status().message());
+    if (path->table != 0) {  // a repeat table must exist: the export's columns tell
+      auto page = ReadPage(engine_, *def, path->table, 0, 0);
+      if (!page.ok()) return Error(StatusFor(page.status()), page.status().message());
+    }
     return ODataResponse(Json(
         200,
         json::object{{"@odata.context", metadata},
@@ -238,7 +235,7 @@ Response App::ODataApi(const Request& r, const std::string& domain, std::string_
     if (std::find(names.begin(), names.end(), key) != names.end())
       x += fmt::format("        <Key><PropertyRef Name=\"{}\" /></Key>\n", key);
     for (size_t i = 0; i < names.size(); ++i)
-      x += fmt::format("        <Property Name=\"{}\" Type=\"{}\" />\n", Escape(names[i]),
+      x += fmt::format("        <Property Name=\"{}\" Type=\"{}\" />\n", util::XmlEscape(names[i]),
                        ODataType(*def, headers[i]));
     x += "      </EntityType>\n"
          "      <EntityContainer Name=\"Container\">\n"
