@@ -639,15 +639,14 @@ Result<ExportResult> exports::RunExportInto(Engine* engine, const ExportDefiniti
 
 Result<ExportResult> RunExport(Engine* engine, const ExportDefinition& def,
                                const std::string& out_path, const ExportProgress& progress) {
-  CC_RETURN_IF_ERROR(def.Validate());
-  if (auto parent = std::filesystem::path(out_path).parent_path(); !parent.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(parent, ec);
-    if (ec)
-      return Status::Internal("export: cannot create " + parent.string() + ": " + ec.message());
-  }
-  ExportSink sink;
-  sink.make = [&](std::vector<TableSpec> tables) {
+  ExportSink sink;  // the definition is validated first, so a bad one creates no directory
+  sink.make = [&](std::vector<TableSpec> tables) -> Result<std::unique_ptr<TableWriter>> {
+    if (auto parent = std::filesystem::path(out_path).parent_path(); !parent.empty()) {
+      std::error_code ec;
+      std::filesystem::create_directories(parent, ec);
+      if (ec)
+        return Status::Internal("export: cannot create " + parent.string() + ": " + ec.message());
+    }
     return NewWriter(def, out_path, std::move(tables));
   };
   return exports::RunExportInto(engine, def, sink, progress);
