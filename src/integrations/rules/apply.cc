@@ -238,6 +238,7 @@ Result<RuleRunSummary> RunRule(Engine* engine, std::string_view rule_json,
         continue;
       for (const auto& id : group) {
         auto c = engine->GetCase(r.domain, id);
+        if (!c.ok() && !c.status().IsNotFound()) return c.status();
         if (!c.ok()) continue;  // deleted since the scan
         std::optional<CaseRecord> parent = ParentOf(engine, r, *c);
         ++sum.matched;
