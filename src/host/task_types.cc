@@ -3,7 +3,10 @@
 #include "host/task_types.h"
 
 #include <boost/json.hpp>
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "commcare/exports.h"
 #include "commcare/host.h"
@@ -54,6 +57,17 @@ Result<std::string> PruneTasks(Host* host, TaskContext& c) {
   return json::serialize(out);
 }
 
+// Test-only: COMMCARE_TEST_EXPORT_DELAY_MS holds every export that long (or until it is
+// cancelled) after its first progress report, so that tests see an export still under way.
+void HoldExportForTest(TaskContext& c) {
+  static const char* v = std::getenv("COMMCARE_TEST_EXPORT_DELAY_MS");
+  if (!v) return;
+  const auto until = std::chrono::steady_clock::now() +
+                     std::chrono::milliseconds(std::strtoll(v, nullptr, 10));
+  while (std::chrono::steady_clock::now() < until && !c.Cancelled())
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+}
+
 // export.run: payload is an export definition, or {"saved": NAME} (the task's domain's saved
 // definition). Writes <data_dir>/exports/<task id>.<csv|zip|xlsx>, then moves it to the export
 // blob store (exports/<domain>/<task id>.<ext>, expiring); a rerun overwrites both.
@@ -80,9 +94,12 @@ Result<std::string> RunExportTask(Host* host, TaskContext& c) {
   std::filesystem::create_directories(out_dir, fe);
   if (fe) return Status::Internal("cannot create " + out_dir.string() + ": " + fe.message());
   std::string out = (out_dir / (std::to_string(c.task().id) + "." + ExportExtension(def))).string();
+  // The writers spool to temporary files they remove, so an export cancelled or failed half way
+  // leaves nothing in exports/.
   CC_ASSIGN_OR_RETURN(ExportResult r,
                       RunExport(host->engine(), def, out, [&c](int64_t done, int64_t total) {
                         c.Progress(done, total, "rows");
+                        if (done == 0) HoldExportForTest(c);
                         return !c.Cancelled();
                       }));
   CC_ASSIGN_OR_RETURN(auto blobs, ExportBlobStore(dir));

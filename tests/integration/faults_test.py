@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Faults with a documented outcome (issue 24 item 2, docs/reliability.md): clients that stall
-(sending headers, sending a body, reading an answer) and SIGTERM while a restore runs.
+(sending headers, sending a body, reading an answer) and SIGTERM while a restore or an export
+runs.
 
 Usage: faults_test.py COMMCARE"""
 import json
@@ -14,7 +15,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import cc_server  # noqa: E402
-from cc_server import ADMIN, Server, basic, form_xml  # noqa: E402
+from cc_server import ADMIN, Server, basic, case_block, form_xml  # noqa: E402
 
 CC = sys.argv.pop(1) if len(sys.argv) > 1 else "commcare"
 
@@ -113,8 +114,9 @@ class StalledClientTest(unittest.TestCase):
 
 
 class SigtermTest(unittest.TestCase):
-    """SIGTERM to `commcare serve` while an asynchronous restore runs past the shutdown grace:
-    the server stops in time, and the restore is handed back and finished after the restart."""
+    """SIGTERM to `commcare serve` while an asynchronous restore or an export runs past the
+    shutdown grace: the server stops in time, and the task is handed back and finished after
+    the restart."""
 
     def test_sigterm_during_async_restore(self):
         env = dict(cc_server.ENV, COMMCARE_TEST_RESTORE_DELAY_MS="120000")
@@ -154,6 +156,57 @@ class SigtermTest(unittest.TestCase):
             tasks = s2.request("GET", "/a/slow/api/tasks/?type=restore.async").json()["objects"]
             self.assertEqual([(t["state"], t["attempts"]) for t in tasks], [("succeeded", 1)],
                              json.dumps(tasks))
+        finally:
+            s2.stop()
+            s.stop()
+
+    def test_sigterm_during_export(self):
+        """An export still running at shutdown is handed back whole and leaves no half file;
+        after the restart it runs again, once, and its file is complete."""
+        env = dict(cc_server.ENV, COMMCARE_TEST_EXPORT_DELAY_MS="120000")
+        s = Server(CC, env=env)
+        data, tasks = s.data, "/a/doma/api/tasks/?type=export.run"
+        try:
+            user = s.make_user("doma", "w.exp", "pw-exp")
+            for i in range(3):
+                block = case_block(f"exp-{i}", user["user_id"], user["user_id"], "s", f"N{i}")
+                self.assertEqual(s.submit(form_xml(block), "doma", ("w.exp", "pw-exp")).status, 201)
+            r = s.request("POST", "/a/doma/api/exports/",
+                          json.dumps({"kind": "case", "columns": ["case_id", "name"]}))
+            self.assertEqual(r.status, 202, r)
+            tid = r.json()["id"]
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # running, held by the test delay
+                states = [t["state"] for t in s.request("GET", tasks).json()["objects"]]
+                if states == ["running"]:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(states, ["running"])
+            began = time.monotonic()
+            s.proc.send_signal(signal.SIGTERM)
+            code = s.proc.wait(timeout=30)
+            self.assertEqual(code, 0, s.stderr())
+            self.assertLess(time.monotonic() - began, 15, "the server outlived its shutdown grace")
+            self.assertIn("a task was interrupted by shutdown", s.stderr())
+            left = os.listdir(os.path.join(data, "exports"))
+            self.assertFalse([f for f in left if f.startswith(f"{tid}.")], left)
+        finally:
+            s.stop(cleanup=False)
+        s2 = Server(CC, data=data)  # without the delay now
+        try:
+            deadline, r = time.monotonic() + 60, None
+            while time.monotonic() < deadline:
+                r = s2.request("GET", f"/a/doma/api/exports/{tid}/download")
+                if r.status != 409:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(r.status, 200, r)
+            rows = r.body.decode().split("\r\n")
+            self.assertEqual(rows[0], "case_id,name")
+            self.assertEqual(sorted(rows[1:-1]), [f"exp-{i},N{i}" for i in range(3)])
+            got = s2.request("GET", tasks).json()["objects"]
+            self.assertEqual([(t["state"], t["attempts"]) for t in got], [("succeeded", 1)],
+                             json.dumps(got))
         finally:
             s2.stop()
             s.stop()
