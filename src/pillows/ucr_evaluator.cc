@@ -85,7 +85,32 @@ class Parser {
     i_ = save;
     return ok;
   }
+  // The parser recurses once per nesting ('(', '[', a call's arguments, 'not', a sign), and the
+  // tree it builds is one level taller per operator or subscript of a chain ('a + b + c',
+  // 'x[0][1]'), which evaluation and destruction then recurse through. Their sum along any
+  // path is bounded, so a statement cannot exhaust the stack (found by fuzz/ucr: 8 KB of
+  // "not not ..." overflowed it). Python's own parser stops nesting at 200.
+  static constexpr int kMaxDepth = 200;
+  class Deeper {  // `levels` more for its scope; More() adds another
+   public:
+    explicit Deeper(int* d, int levels = 1) : d_(d), n_(levels) { *d_ += n_; }
+    ~Deeper() { *d_ -= n_; }
+    void More() {
+      ++*d_;
+      ++n_;
+    }
+
+   private:
+    int* d_;
+    int n_;
+  };
+  Status TooDeep() const {
+    if (depth_ <= kMaxDepth) return Status::Ok();
+    return Err(fmt::format("the statement nests or chains more than {} levels deep", kMaxDepth));
+  }
   Result<NodeP> Expr() {
+    Deeper guard(&depth_);
+    CC_RETURN_IF_ERROR(TooDeep());
     CC_ASSIGN_OR_RETURN(NodeP a, Or());
     if (!Eat("if")) return a;
     CC_ASSIGN_OR_RETURN(NodeP cond, Or());
@@ -112,6 +137,8 @@ class Parser {
   }
   Result<NodeP> Not() {
     if (!Eat("not")) return Cmp();
+    Deeper guard(&depth_);
+    CC_RETURN_IF_ERROR(TooDeep());
     CC_ASSIGN_OR_RETURN(NodeP a, Not());
     NodeP n = Make(Node::kNot);
     n->kids.push_back(std::move(a));
@@ -146,6 +173,7 @@ class Parser {
   }
   Result<NodeP> Binary(std::initializer_list<const char*> ops, Result<NodeP> (Parser::*next)()) {
     CC_ASSIGN_OR_RETURN(NodeP a, (this->*next)());
+    Deeper guard(&depth_, 0);
     while (true) {
       std::string op;
       for (const char* o : ops)
@@ -154,6 +182,8 @@ class Parser {
           break;
         }
       if (op.empty()) return a;
+      guard.More();
+      CC_RETURN_IF_ERROR(TooDeep());
       CC_ASSIGN_OR_RETURN(NodeP b, (this->*next)());
       NodeP n = Make(Node::kBinary, op);
       n->kids.push_back(std::move(a));
@@ -169,6 +199,8 @@ class Parser {
   Result<NodeP> Unary() {
     for (const char* o : {"-", "+"})
       if (Eat(o)) {
+        Deeper guard(&depth_);
+        CC_RETURN_IF_ERROR(TooDeep());
         CC_ASSIGN_OR_RETURN(NodeP a, Unary());
         NodeP n = Make(Node::kUnary, o);
         n->kids.push_back(std::move(a));
@@ -180,15 +212,21 @@ class Parser {
   }
   Result<NodeP> Postfix() {
     CC_ASSIGN_OR_RETURN(NodeP a, Atom());
+    Deeper guard(&depth_, 0);
     while (true) {
-      if (Eat("[")) {
+      const bool index = Eat("["), attr = !index && Eat(".");
+      const bool call = !index && !attr && a->kind == Node::kName && Eat("(");
+      if (!index && !attr && !call) return a;
+      guard.More();
+      CC_RETURN_IF_ERROR(TooDeep());
+      if (index) {
         CC_ASSIGN_OR_RETURN(NodeP k, Expr());
         if (!Eat("]")) return Err("expected ']'");
         NodeP n = Make(Node::kIndex);
         n->kids.push_back(std::move(a));
         n->kids.push_back(std::move(k));
         a = std::move(n);
-      } else if (Eat(".")) {
+      } else if (attr) {
         Skip();
         size_t b = i_;
         while (i_ < s_.size() && IsIdent(s_[i_])) ++i_;
@@ -196,15 +234,13 @@ class Parser {
         NodeP n = Make(Node::kAttr, std::string(s_.substr(b, i_ - b)));
         n->kids.push_back(std::move(a));
         a = std::move(n);
-      } else if (a->kind == Node::kName && Eat("(")) {
+      } else {
         static const std::set<std::string> kFns = {"int",   "float",   "str",         "round",
                                                    "range", "context", "root_context"};
         if (!kFns.count(a->op)) return Err(fmt::format("function '{}' is not available", a->op));
         NodeP n = Make(Node::kCall, a->op);
         CC_RETURN_IF_ERROR(List(")", n.get()));
         a = std::move(n);
-      } else {
-        return a;
       }
     }
   }
@@ -282,6 +318,7 @@ class Parser {
 
   std::string_view s_;
   size_t i_ = 0;
+  int depth_ = 0;
 };
 
 // Where HQ's evaluator gives None (TypeError, ZeroDivisionError, InvalidExpression...).

@@ -259,6 +259,28 @@ TEST_CASE("UCR HQ: evaluator") {
               "CommCareCase",
               R"j({"type":"expression","column_id":"v","datatype":"string","expression":{"type":"evaluator","statement":"open('x')","context_variables":{}}})j"))
           .find("function 'open' is not available") != std::string::npos);
+  // Nesting and chains are bounded (fuzz/ucr found 8 KB of "not not ..." overflowing the
+  // parser's stack): 60 levels parse, deeper statements are refused with the reason.
+  auto nested = [](const std::string& open, const std::string& close, int n) {
+    std::string s;
+    for (int i = 0; i < n; ++i) s += open;
+    s += "a";
+    for (int i = 0; i < n; ++i) s += close;
+    return s;
+  };
+  CHECK(ev(nested("(", ")", 60), R"({"a":7})", "integer") == 7);
+  CHECK(ev(nested("- ", "", 60), R"({"a":7})", "integer") == 7);
+  CHECK(ev(nested("", "+a", 150), R"({"a":1})", "integer") == 151);
+  for (const auto& deep :
+       {nested("(", ")", 100000), nested("not ", "", 100000), nested("-", "", 100000),
+        nested("x[", "]", 100000), nested("", "+a", 100000), nested("", "[0]", 100000),
+        nested("", ".k", 100000), nested("int(", ")", 100000)}) {
+    std::string e = CompileError(Config(
+        "CommCareCase",
+        R"({"type":"expression","column_id":"v","datatype":"string","expression":{"type":"evaluator","statement":")" +
+            deep + R"(","context_variables":{"a":1,"x":{"type":"dict","properties":{}}}}})"));
+    CHECK(e.find("more than 200 levels deep") != std::string::npos);
+  }
 }
 
 // indicators/factory.py: count is a boolean indicator that is always 1; indicators/specs.py
