@@ -189,6 +189,9 @@ async function browser(s, chromium) {
       const text = await page.locator('main').innerText().catch(() => '(no main)');
       console.error(`at ${page.url()}\n--- page text ---\n${text.slice(0, 3000)}\n---`);
     }
+    // And what the server logged: a background failure behind the page's state shows here.
+    const log = fs.readFileSync(path.join(s.tmp, 'stderr.log'), 'utf8');
+    console.error(`--- server log (last 4,000 characters) ---\n${log.slice(-4000)}\n---`);
     throw e;
   } finally {
     await b.close();

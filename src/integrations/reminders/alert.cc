@@ -356,7 +356,6 @@ Result<std::vector<std::string>> ListMessages(util::SqlDb* db, TaskQueue* q,
   CC_RETURN_IF_ERROR(CheckOutcomeFilter(m.outcome));
   if (m.limit < 1 || m.offset < 0)
     return Status::InvalidArgument("limit: must be at least 1 (and offset at least 0)");
-  CC_RETURN_IF_ERROR(MigrateLog(db));
   // An outcome filter is judged row by row (a task's state is the queue's): read in batches.
   const int64_t batch = m.outcome.empty() ? m.limit : 500;
   int64_t at = m.outcome.empty() ? m.offset : 0, to_skip = m.outcome.empty() ? 0 : m.offset;

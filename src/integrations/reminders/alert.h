@@ -76,9 +76,10 @@ Result<TickSummary> RunAlert(Engine* engine, util::SqlDb* db, TaskQueue* q, meta
 // InvalidArgument naming an outcome filter that no row can have.
 Status CheckOutcomeFilter(std::string_view outcome);
 
-// The message log table (created if missing) and the rows a query asks for, as JSON objects
-// {"alert", "case_id", "occurrence", "due_at", "queued_at", "channel", "recipient", "message",
-// "task_id", "outcome"} (outcome: the send task's state, or "skipped: why").
+// The message log table (created if missing; OpenLog and RunAlert do it), and the rows a query
+// asks for, as JSON objects {"alert", "case_id", "occurrence", "due_at", "queued_at",
+// "channel", "recipient", "message", "task_id", "outcome"} (outcome: the send task's state, or
+// "skipped: why").
 Status MigrateLog(util::SqlDb* db);
 Result<std::vector<std::string>> ListMessages(util::SqlDb* db, TaskQueue* q,
                                               const ReminderMessageQuery& query);

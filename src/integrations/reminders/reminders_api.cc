@@ -50,29 +50,33 @@ Result<Schedule> FindAlert(TaskQueue* q, std::string_view domain, std::string_vi
 namespace reminders {
 
 Result<LogDb> OpenLog(Host* host) {
+  // A SQLite connection is opened without SQLite's own mutex (util::SqlDb), so the one kept
+  // per directory comes with a mutex its users hold: a check in a worker and a page reading
+  // the log at the same moment once corrupted the connection's transactions.
   static std::mutex mu;
-  static std::map<std::string, std::shared_ptr<util::SqlDb>> open;
+  static std::map<std::string, LogDb> open;
   const std::string& dir = host->options().engine.data_dir;
   std::lock_guard l(mu);
-  LogDb out;
-  if (dir.empty()) {  // an in-memory host: a log of its own, tasks through the queue
-    CC_ASSIGN_OR_RETURN(out.queue, host->Tasks());
-    auto& db = open["memory:" + std::to_string(reinterpret_cast<uintptr_t>(host))];
-    if (!db) {
-      CC_ASSIGN_OR_RETURN(auto d, util::SqlDb::Open("", "commcare_tasks"));
-      db = std::move(d);
+  const std::string key =
+      dir.empty() ? "memory:" + std::to_string(reinterpret_cast<uintptr_t>(host)) : dir;
+  LogDb& log = open[key];
+  if (!log.db) {
+    std::unique_ptr<util::SqlDb> db;
+    if (dir.empty()) {  // an in-memory host: a log of its own, tasks through the queue
+      CC_ASSIGN_OR_RETURN(db, util::SqlDb::Open("", "commcare_tasks"));
+    } else {
+      CC_ASSIGN_OR_RETURN(Deployment d, Deployment::Load(dir));
+      CC_ASSIGN_OR_RETURN(db, util::SqlDb::Open(d.StoreAt(dir, "tasks", "tasks.db"),
+                                                "commcare_tasks"));
     }
-    out.db = db;
-    return out;
+    CC_RETURN_IF_ERROR(reminders::MigrateLog(db.get()));
+    log.db = std::move(db);
+    log.mu = std::make_shared<std::mutex>();
   }
-  auto& db = open[dir];
-  if (!db) {
-    CC_ASSIGN_OR_RETURN(Deployment d, Deployment::Load(dir));
-    CC_ASSIGN_OR_RETURN(auto opened,
-                        util::SqlDb::Open(d.StoreAt(dir, "tasks", "tasks.db"), "commcare_tasks"));
-    db = std::move(opened);
+  LogDb out = log;
+  if (dir.empty()) {
+    CC_ASSIGN_OR_RETURN(out.queue, host->Tasks());
   }
-  out.db = db;
   return out;
 }
 
@@ -83,6 +87,7 @@ TaskHandler CheckHandler(Host* host) {
       return Status::PermissionDenied("reminder.check: the alert's domain is not the task's");
     CC_ASSIGN_OR_RETURN(LogDb log, OpenLog(host));
     auto meta = host->Meta();
+    std::lock_guard g(*log.mu);
     CC_ASSIGN_OR_RETURN(TickSummary s, RunAlert(host->engine(), log.db.get(), log.queue,
                                                 meta.ok() ? *meta : nullptr, a, util::NowMicros()));
     return s.ToJson(a.domain, a.name);
@@ -135,6 +140,7 @@ Result<std::string> CheckAlertNow(Host* host, std::string_view domain, std::stri
   CC_ASSIGN_OR_RETURN(reminders::Alert a, reminders::ParseAlert(s.task.payload));
   CC_ASSIGN_OR_RETURN(reminders::LogDb log, reminders::OpenLog(host));
   auto meta = host->Meta();
+  std::lock_guard g(*log.mu);
   CC_ASSIGN_OR_RETURN(reminders::TickSummary t,
                       reminders::RunAlert(host->engine(), log.db.get(), log.queue,
                                           meta.ok() ? *meta : nullptr, a, util::NowMicros()));
@@ -160,6 +166,7 @@ Result<std::vector<std::string>> ListReminderMessages(Host* host,
                                                       const ReminderMessageQuery& query) {
   CC_ASSIGN_OR_RETURN(TaskQueue * q, host->Tasks());
   CC_ASSIGN_OR_RETURN(reminders::LogDb log, reminders::OpenLog(host));
+  std::lock_guard g(*log.mu);
   return reminders::ListMessages(log.db.get(), q, query);
 }
 
