@@ -62,8 +62,8 @@ Result<std::string> PruneTasks(Host* host, TaskContext& c) {
 void HoldExportForTest(TaskContext& c) {
   static const char* v = std::getenv("COMMCARE_TEST_EXPORT_DELAY_MS");
   if (!v) return;
-  const auto until = std::chrono::steady_clock::now() +
-                     std::chrono::milliseconds(std::strtoll(v, nullptr, 10));
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(std::strtoll(v, nullptr, 10));
   while (std::chrono::steady_clock::now() < until && !c.Cancelled())
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
 }

@@ -397,11 +397,23 @@ class Host final : public PillowHost {
     if (!p.ok() || !ucr_)
       return Status::FailedPrecondition("the ucr pillow is not run by this host");
     std::lock_guard l((*p)->mu);
+    SqlDb& db = *(*p)->db;
+    // A data source is configuration, not a copy the pillow can rebuild, yet it lives in the
+    // pillow's database, whose commits SQLite does not sync (synchronous=NORMAL): this one is
+    // synced, or a power cut could take back a data source whose load was acknowledged (found
+    // by the power-cut simulation of a long-lived host; docs/reliability.md).
+    if (!db.postgres())
+      CC_RETURN_IF_ERROR(db.Exec("syncing a data source", "PRAGMA synchronous=FULL"));
     int64_t out = 0;
-    CC_RETURN_IF_ERROR((*p)->db->Transaction("changing a data source", kUcrLock, [&] {
-      CC_ASSIGN_OR_RETURN(out, fn(*(*p)->db));
+    Status st = db.Transaction("changing a data source", kUcrLock, [&] {
+      CC_ASSIGN_OR_RETURN(out, fn(db));
       return Status::Ok();
-    }));
+    });
+    if (!db.postgres()) {
+      Status back = db.Exec("syncing a data source", "PRAGMA synchronous=NORMAL");
+      if (st.ok()) st = back;
+    }
+    CC_RETURN_IF_ERROR(st);
     return out;
   }
 

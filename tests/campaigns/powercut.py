@@ -22,7 +22,14 @@
    (the task queue's tasks.db and the meta store's meta.sqlite): a task or a domain
    acknowledged before P must be there, and both databases must pass integrity_check.
 
-Usage: powercut.py COMMCARE SHIM [--cuts N] [--seed S] [--forms-per-run F] [--runs R]
+With --serve the recording is of `commcare serve` instead, with its pillows (case search, a UCR
+data source, the form read copy) and relay writing beside the receiver, and forms submitted
+over HTTP by several clients at once; the harness appends each 201 to the journal as a mark.
+Each cut is then also checked for its secondary stores: once `commcare pillows run --once` has
+caught them up from what survived, the case-search index holds exactly the primary's cases
+with their properties, and the UCR table equals its rebuild from the primary.
+
+Usage: powercut.py COMMCARE SHIM [--cuts N] [--seed S] [--forms-per-run F] [--runs R] [--serve]
 """
 import argparse
 import json
@@ -34,11 +41,12 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from cc_server import multipart  # noqa: E402
+from cc_server import Server, multipart  # noqa: E402
 
 HDR = struct.Struct("<IBBHiiqqII")
 (OPEN, WRITE, TRUNC, PUNCH, SYNC_BEGIN, SYNC_END, RENAME, UNLINK, MKDIR, RMDIR, LINK, CLOSE,
@@ -111,6 +119,110 @@ def record(cc, shim, work, runs, per_run, meta_ops):
                            text=True)
         if p.returncode:
             raise Failure(f"{args[:2]}: {p.stdout} {p.stderr}")
+    return journal, pairs
+
+
+UCR = {"domain": "demo", "table_id": "pcut_cases", "referenced_doc_type": "CommCareCase",
+       "configured_filter": {},
+       "configured_indicators": [
+           {"type": "raw", "column_id": "owner", "property_name": "owner_id"},
+           {"type": "expression", "column_id": "n", "datatype": "integer",
+            "expression": {"type": "property_name", "property_name": "n"}}]}
+SERVE_ENV = {"COMMCARE_ADMIN_USER": "admin", "COMMCARE_ADMIN_PASSWORD": "adminpw",
+             "COMMCARE_DOMAIN": "demo"}
+
+
+BINDING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bindings",
+                       "python")
+UCR_LOADER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import commcare
+pillows = commcare.Engine(sys.argv[2], create=False).pillows()
+with open(sys.argv[3]) as f:
+    pillows.ucr_load(f.read())
+print("loaded", flush=True)
+time.sleep(600)
+"""
+
+
+def append_mark(jfd, obj):
+    """An acknowledgement this process saw, as the shim records one (one write(2) on O_APPEND:
+    after every record a server wrote before it answered)."""
+    line = json.dumps(obj).encode() + b"\n"
+    os.write(jfd, HDR.pack(0x43435043, MARK, 0, 0, os.getpid(), 1, 0, len(line), 0, len(line))
+             + line)
+
+
+def record_serve(cc, shim, work, nforms, clients):
+    """`commcare serve` (pillows on) under the shim, nforms submitted over HTTP by `clients`
+    threads; each 201 is appended to the journal as a mark record by this process, after every
+    record the server wrote before answering (one write(2) to the O_APPEND journal)."""
+    root = os.path.join(work, "root")
+    os.makedirs(root)
+    journal = os.path.join(work, "journal")
+    env = dict(os.environ, LD_PRELOAD=shim, PCUT_JOURNAL=journal, PCUT_ROOT=root, **SERVE_ENV)
+    data = os.path.join(root, "data")
+    config = os.path.join(work, "ucr.json")
+    with open(config, "w") as f:
+        json.dump(UCR, f)
+    p = subprocess.run([cc, "init", "--data", data, "--shards", "16", "--databases", "2"],
+                       env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise Failure(f"init: {p.stdout} {p.stderr}")
+    jfd = os.open(journal, os.O_WRONLY | os.O_APPEND)
+    # The data source is loaded by an embedding program that stays open (the Python binding),
+    # as a long-lived host does: its acknowledgement must not wait for the process to end.
+    lib = os.environ.get("COMMCARE_LIBRARY") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(cc))), "lib", "libcommcare_c.so")
+    loader = subprocess.Popen([sys.executable, "-c", UCR_LOADER, BINDING, data, config],
+                              env=dict(env, COMMCARE_LIBRARY=lib), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    line = loader.stdout.readline()
+    if line.strip() != "loaded":
+        loader.kill()
+        raise Failure(f"the UCR loader: {line} {loader.communicate()[1][-1500:]}")
+    append_mark(jfd, {"ucr_loaded": True})  # acknowledged: the data source must survive
+    loader.kill()  # a crash: no close, no checkpoint
+    loader.wait()
+    srv = Server(cc, "--task-workers", "1", pillows=True, env=env, data=data)
+    pairs, lock, errors, nxt = {}, threading.Lock(), [], iter(range(nforms))
+
+    def client():
+        while not errors:
+            with lock:
+                i = next(nxt, None)
+            if i is None:
+                return
+            body, pair = form_body(i)
+            with lock:
+                pairs[i] = pair
+            r = srv.submit(body, "demo", ("admin", "adminpw"), headers={
+                "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+            if r.status != 201:
+                errors.append(f"form-{i} answered {r.status}: {r.body[:300]!r}")
+                return
+            append_mark(jfd, {"status": 201, "form": i})
+
+    try:
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise Failure(errors[0])
+        # Let the pillows and the relay finish, so that the journal holds their catching up.
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            r = srv.request("GET", "/a/demo/api/v0.5/form/?limit=1", auth=("admin", "adminpw"))
+            if r.status == 200 and r.json()["meta"]["total_count"] == nforms:
+                break
+            time.sleep(0.2)
+    finally:
+        srv.proc.kill()  # the end of the journal is a crash too
+        srv.stop(cleanup=True)
+        os.close(jfd)
     return journal, pairs
 
 
@@ -379,7 +491,65 @@ def verify_meta(data, tasks_acked, domains_acked):
             db.close()
 
 
-def verify(cc, data, acked, pairs, rng):
+def search_all(cc, data):
+    """The case-search index, every page: case_id -> case."""
+    index, cursor = {}, None
+    while True:
+        args = ["search", "--data", data, "--domain", "demo", "--limit", "5000"]
+        if cursor:
+            args += ["--cursor", cursor]
+        p = cli(cc, *args)
+        if p.returncode:
+            raise Failure(f"search: {p.stdout[-1000:]} {p.stderr[-1000:]}")
+        page = json.loads(p.stdout)
+        for c in page["cases"]:
+            if c["case_id"] in index:
+                raise Failure(f"{c['case_id']} listed twice by the index")
+            index[c["case_id"]] = c
+        cursor = page["next"]
+        if not cursor:
+            return index
+
+
+def ucr_rows(cc, data):
+    p = cli(cc, "ucr", "rows", "--data", data, "--domain", "demo", "--table", "pcut_cases",
+            "--limit", "1000000")
+    if p.returncode:
+        raise Failure(f"ucr rows: {p.stdout[-1000:]} {p.stderr[-1000:]}")
+    rows = []
+    for line in p.stdout.splitlines():
+        r = json.loads(line)
+        r.pop("inserted_at", None)
+        rows.append(json.dumps(r, sort_keys=True))
+    return sorted(rows)
+
+
+def verify_secondary(cc, data, cases, ucr_acked):
+    """The pillows' stores after the cut, caught up from what survived: equal to the primary.
+    The UCR data source itself must be there once `ucr load` was acknowledged."""
+    p = cli(cc, "pillows", "run", "--data", data, "--once")
+    if p.returncode:
+        raise Failure(f"pillows run --once after the cut: {p.stdout[-1500:]} {p.stderr[-1500:]}")
+    index = search_all(cc, data)
+    if set(index) != set(cases):
+        raise Failure(f"the case-search index differs from the primary: missing "
+                      f"{sorted(set(cases) - set(index))[:5]}, extra {sorted(set(index) - set(cases))[:5]}")
+    for cid, c in cases.items():
+        if index[cid]["properties"] != c["properties"] or index[cid]["closed"] != c["closed"]:
+            raise Failure(f"case {cid} in the index differs from the primary")
+    if not ucr_acked:
+        return
+    rows = ucr_rows(cc, data)
+    if len(rows) != len(cases):
+        raise Failure(f"the UCR table has {len(rows)} rows for {len(cases)} cases")
+    p = cli(cc, "ucr", "rebuild", "--data", data, "--domain", "demo", "--table", "pcut_cases")
+    if p.returncode:
+        raise Failure(f"ucr rebuild: {p.stdout[-1000:]} {p.stderr[-1000:]}")
+    if ucr_rows(cc, data) != rows:
+        raise Failure("the UCR rows after the cut differ from a rebuild from the primary")
+
+
+def verify(cc, data, acked, pairs, rng, secondary=False, ucr_acked=False):
     p = cli(cc, "check", "--data", data)
     try:
         rep = json.loads(p.stdout)
@@ -415,6 +585,8 @@ def verify(cc, data, acked, pairs, rng):
         meta = cli(cc, "form", "get", "--data", data, "--domain", "demo", f"form-{i}")
         if meta.returncode or "photo.jpg" not in meta.stdout:
             raise Failure(f"form-{i}'s attachment after the cut: {meta.stdout} {meta.stderr}")
+    if secondary:
+        verify_secondary(cc, data, cases, ucr_acked)
     return len(present)
 
 
@@ -429,20 +601,29 @@ def main():
                     help="tasks enqueued and domains created after the forms, in turn")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("CRASH_TEST_SEED",
                                                                    random.randrange(1 << 30))))
+    ap.add_argument("--serve", action="store_true",
+                    help="record `commcare serve` with its pillows under HTTP load instead")
+    ap.add_argument("--clients", type=int, default=4, help="--serve: HTTP clients at once")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
+    if args.serve:
+        args.meta_ops = 0
     print(f"seed {args.seed}", flush=True)
     rng = random.Random(args.seed)
     work = tempfile.mkdtemp(prefix="cc-powercut-")
     t0 = time.time()
     failures = []
     try:
-        journal, pairs = record(args.commcare, os.path.abspath(args.shim), work, args.runs,
-                                args.forms_per_run, args.meta_ops)
+        if args.serve:
+            journal, pairs = record_serve(args.commcare, os.path.abspath(args.shim), work,
+                                          args.runs * args.forms_per_run, args.clients)
+        else:
+            journal, pairs = record(args.commcare, os.path.abspath(args.shim), work, args.runs,
+                                    args.forms_per_run, args.meta_ops)
         recs = read_journal(journal)
         root = os.path.join(work, "root")
         # Acknowledgements: form i is acknowledged at the mark record that ends its line.
-        acks_at, task_acks, domain_acks, buf = {}, {}, {}, b""
+        acks_at, task_acks, domain_acks, buf, ucr_at = {}, {}, {}, b"", None
         for idx, r in enumerate(recs):
             if r[0] == MARK:
                 buf += r[7]
@@ -450,7 +631,10 @@ def main():
                     line, buf = buf.split(b"\n", 1)
                     j = json.loads(line)
                     if j.get("status") == 201:
-                        acks_at[int(os.path.basename(j["file"])[1:-4])] = idx
+                        n = j["form"] if "form" in j else int(os.path.basename(j["file"])[1:-4])
+                        acks_at[n] = idx
+                    elif "ucr_loaded" in j:
+                        ucr_at = idx
                     elif "id" in j:
                         task_acks[j["id"]] = idx
                     elif "domain" in j:
@@ -472,7 +656,8 @@ def main():
                 cuts.add(min(len(recs), max(1, e + rng.choice((0, 1)))))
         # And just after each task's and domain's acknowledgement: what was answered must be
         # durable by then (a strict cut keeps nothing else).
-        ack_cuts = {min(len(recs), at + 1) for at in (*task_acks.values(), *domain_acks.values())}
+        ack_cuts = {min(len(recs), at + 1) for at in (*task_acks.values(), *domain_acks.values(),
+                                                      *([ucr_at] if ucr_at is not None else []))}
         cuts.update(ack_cuts)
         cuts = sorted(cuts)
         model = Model(root)
@@ -487,7 +672,9 @@ def main():
             out = os.path.join(work, f"cut-{cut}")
             model.cut(out, root, rng, mode)
             try:
-                present_total += verify(args.commcare, os.path.join(out, "data"), acked, pairs, rng)
+                present_total += verify(args.commcare, os.path.join(out, "data"), acked, pairs,
+                                        rng, secondary=args.serve,
+                                        ucr_acked=ucr_at is not None and ucr_at < cut)
                 if acked:  # the directory opened: the task queue and meta store too
                     verify_meta(os.path.join(out, "data"),
                                 {t for t, at in task_acks.items() if at < cut},

@@ -1,6 +1,8 @@
 // Reminders (conditional alerts): the definition refused naming the field, due times relative
 // to a case date in a time zone, placeholders, and a check that queues each due message once,
 // stops for a closed or no longer matching case, and logs everything.
+#include "commcare/reminders.h"
+
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
@@ -12,7 +14,6 @@
 
 #include "commcare/deployment.h"
 #include "commcare/host.h"
-#include "commcare/reminders.h"
 #include "commcare/tasks.h"
 #include "engine_helpers.h"
 #include "integrations/reminders/alert.h"

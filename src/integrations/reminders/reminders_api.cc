@@ -66,8 +66,8 @@ Result<LogDb> OpenLog(Host* host) {
       CC_ASSIGN_OR_RETURN(db, util::SqlDb::Open("", "commcare_tasks"));
     } else {
       CC_ASSIGN_OR_RETURN(Deployment d, Deployment::Load(dir));
-      CC_ASSIGN_OR_RETURN(db, util::SqlDb::Open(d.StoreAt(dir, "tasks", "tasks.db"),
-                                                "commcare_tasks"));
+      CC_ASSIGN_OR_RETURN(db,
+                          util::SqlDb::Open(d.StoreAt(dir, "tasks", "tasks.db"), "commcare_tasks"));
     }
     CC_RETURN_IF_ERROR(reminders::MigrateLog(db.get()));
     log.db = std::move(db);
