@@ -74,6 +74,32 @@ def check(cond, msg):
         raise Failure(msg)
 
 
+def pg_init_args(data, tag):
+    """`commcare init` arguments for PostgreSQL (2 primary databases, meta, pillows), S3 and
+    Kafka: the servers of scripts/with-test-servers, every name under tag (its databases are
+    created here)."""
+    pg, s3, kafka = (os.environ.get(k) for k in
+                     ("COMMCARE_TEST_PG", "COMMCARE_TEST_S3", "COMMCARE_TEST_KAFKA"))
+    check(pg and s3 and kafka, "the pg configuration needs COMMCARE_TEST_PG, _S3 and _KAFKA "
+          "(run under scripts/with-test-servers)")
+    dbs = [f"{tag}_p0", f"{tag}_p1", f"{tag}_meta", f"{tag}_pillows"]
+    for db in dbs:
+        subprocess.run(["psql", "-q", f"{pg} dbname=postgres", "-c", f"CREATE DATABASE {db}"],
+                       check=True, capture_output=True)
+    return ["init", "--data", data, "--shards", "64", "--databases", "2",
+            "--primary", json.dumps({"kind": "postgres",
+                                     "databases": [f"{pg} dbname={d}" for d in dbs[:2]]}),
+            "--meta", json.dumps({"kind": "postgres", "database": f"{pg} dbname={dbs[2]}"}),
+            "--pillows", json.dumps({"kind": "postgres", "database": f"{pg} dbname={dbs[3]}"}),
+            "--blob-store", json.dumps({"kind": "s3", "endpoint": s3, "bucket": "blobs",
+                                        "access_key": "S3RVER", "secret_key": "S3RVER",
+                                        "prefix": f"{tag}/"}),
+            "--change-log", json.dumps({"kind": "kafka", "bootstrap_servers": kafka,
+                                        "topic_control": os.environ.get("COMMCARE_TEST_KAFKA_CONTROL", ""),
+                                        "topic_prefix": f"{tag}.", "partitions": 2,
+                                        "session_timeout_ms": 4000})]
+
+
 class Campaign:
     def __init__(self, cc, config, rng, tmp, threads):
         self.cc, self.config, self.rng, self.threads = cc, config, rng, threads
@@ -109,27 +135,8 @@ class Campaign:
         elif self.config == "multi4":
             self.cli("init", "--data", self.data, "--shards", "64", "--databases", "4")
         else:
-            pg, s3, kafka = (os.environ.get(k) for k in
-                             ("COMMCARE_TEST_PG", "COMMCARE_TEST_S3", "COMMCARE_TEST_KAFKA"))
-            check(pg and s3 and kafka, "the pg configuration needs COMMCARE_TEST_PG, _S3 and _KAFKA "
-                  "(run under scripts/with-test-servers)")
-            tag = self.tag = f"crash_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-            dbs = [f"{tag}_p0", f"{tag}_p1", f"{tag}_meta", f"{tag}_pillows"]
-            for db in dbs:
-                subprocess.run(["psql", "-q", f"{pg} dbname=postgres", "-c", f"CREATE DATABASE {db}"],
-                               check=True, capture_output=True)
-            self.cli("init", "--data", self.data, "--shards", "64", "--databases", "2",
-                     "--primary", json.dumps({"kind": "postgres",
-                                              "databases": [f"{pg} dbname={d}" for d in dbs[:2]]}),
-                     "--meta", json.dumps({"kind": "postgres", "database": f"{pg} dbname={dbs[2]}"}),
-                     "--pillows", json.dumps({"kind": "postgres", "database": f"{pg} dbname={dbs[3]}"}),
-                     "--blob-store", json.dumps({"kind": "s3", "endpoint": s3, "bucket": "blobs",
-                                                 "access_key": "S3RVER", "secret_key": "S3RVER",
-                                                 "prefix": f"{tag}/"}),
-                     "--change-log", json.dumps({"kind": "kafka", "bootstrap_servers": kafka,
-                                                 "topic_control": os.environ.get("COMMCARE_TEST_KAFKA_CONTROL", ""),
-                                                 "topic_prefix": f"{tag}.", "partitions": 2,
-                                                 "session_timeout_ms": 4000}))
+            self.tag = f"crash_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+            self.cli(*pg_init_args(self.data, self.tag))
         config = os.path.join(os.path.dirname(self.data), f"ucr-{self.config}.json")
         with open(config, "w") as f:
             json.dump(UCR, f)

@@ -56,6 +56,7 @@ import queue
 import random
 import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -64,6 +65,7 @@ from urllib.parse import quote, urlsplit
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from cc_server import Server, basic, multipart  # noqa: E402
+from crash_campaign import pg_init_args  # noqa: E402
 
 ENV = dict(os.environ, COMMCARE_ADMIN_USER="admin", COMMCARE_ADMIN_PASSWORD="adminpw",
            COMMCARE_DOMAIN="demo")
@@ -414,10 +416,14 @@ class Soak:
             self.stats.messages.append(f"probe: {type(e).__name__}: {e}")
             return None, None, None, None
 
-    def sample(self, phase, interval_s, ticks_before):
+    def sample(self, phase, ticks_before):
         st = self.proc_status()
         fds, db_conns = self.fd_counts()
+        # CPU over the time between two readings of the ticks (not between samples: a slow
+        # probe would otherwise shrink the interval the ticks are divided by).
+        now = time.monotonic()
         ticks = self.cpu_ticks()
+        interval_s, self.ticks_at = max(1e-3, now - self.ticks_at), now
         lag, lag_s, waiting, dead = self.probe()
         lat, err, size = self.stats.take()
         row = {"t_s": round(time.monotonic() - self.t0, 1), "phase": phase,
@@ -444,7 +450,14 @@ class Soak:
     # ---- the run ----
     def setup(self):
         flags = ["--access-log", os.path.join(self.args.out, "access.log")] if self.args.access_log else []
-        self.srv = Server(self.args.commcare, *flags, pillows=True, env=ENV)
+        data = None
+        if self.args.backends == "pg":  # PostgreSQL + S3 + Kafka, as the crash campaign's pg
+            data = os.path.join(self.args.out, "data")
+            tag = f"soak_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+            p = subprocess.run([self.args.commcare, *pg_init_args(data, tag)], env=ENV,
+                               capture_output=True, text=True)
+            assert p.returncode == 0, f"init: {p.stdout[-1500:]} {p.stderr[-1500:]}"
+        self.srv = Server(self.args.commcare, *flags, pillows=True, env=ENV, data=data)
         for i in range(self.args.users):
             pw = f"pw-m{i}"
             uid = self.srv.make_user("demo", f"m{i}", pw)["user_id"]
@@ -473,7 +486,7 @@ class Soak:
             pacers.append(threading.Thread(target=self.leak_sockets, daemon=True))
         for t in workers:
             t.start()
-        self.t0 = time.monotonic()
+        self.t0 = self.ticks_at = time.monotonic()
         ticks = self.cpu_ticks()
         for t in pacers:
             t.start()
@@ -481,15 +494,13 @@ class Soak:
               f"(server pid {self.srv.pid}, data {self.srv.data})", flush=True)
         next_sample = self.t0 + a.sample
         end = self.t0 + duration
-        last = self.t0
         while True:
             now = time.monotonic()
             if now >= end:
                 break
             time.sleep(max(0, min(next_sample, end) - now))
             if time.monotonic() >= next_sample:
-                ticks = self.sample("load", time.monotonic() - last, ticks)
-                last = time.monotonic()
+                ticks = self.sample("load", ticks)
                 next_sample += a.sample
                 self.progress()
         self.stop_load.set()
@@ -510,13 +521,12 @@ class Soak:
                 self.lag_end = lag
                 break
             if time.monotonic() >= next_sample:
-                ticks = self.sample("drain", time.monotonic() - last, ticks)
-                last = time.monotonic()
+                ticks = self.sample("drain", ticks)
                 next_sample += a.sample
                 self.progress()
             time.sleep(0.5)
         self.drain_s = round(time.monotonic() - self.t0 - self.load_end, 1)
-        ticks = self.sample("end", max(0.1, time.monotonic() - last), ticks)
+        ticks = self.sample("end", ticks)
         self.progress()
         for conn in self.held:
             conn.close()
@@ -741,7 +751,7 @@ def chart(x0, y0, w, h, title, times, series, marks, ylog=False):
     return "\n".join(out)
 
 
-def write_svg(path, samples, load_end, caption):
+def write_svg(path, samples, load_end, caption, store="embedded store"):
     times = [s["t_s"] for s in samples]
     load = [s for s in samples if s["phase"] == "load"]
     n = len(load)
@@ -794,7 +804,7 @@ def write_svg(path, samples, load_end, caption):
              f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
              f'<rect width="{width}" height="{height}" fill="white"/>',
              f'<text x="12" y="18" font-size="14" font-weight="bold">libcommcare soak: commcare serve, '
-             f'embedded store</text>']
+             f'{store}</text>']
     for i, line in enumerate(caption[:2]):
         parts.append(f'<text x="12" y="{32 + 12 * i}" font-size="10" fill="#444">{_esc(line)}</text>')
     for i, (title, series, ylog) in enumerate(charts):
@@ -834,6 +844,8 @@ def main():
     ap.add_argument("--access-log", action="store_true", help="keep the server's access log in --out")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("SOAK_SEED", random.randrange(1 << 30))))
     ap.add_argument("--keep", action="store_true", help="keep the server's data directory")
+    ap.add_argument("--backends", choices=["embedded", "pg"], default="embedded",
+                    help="pg: PostgreSQL (2 databases), S3 and Kafka of scripts/with-test-servers")
     args = ap.parse_args()
     if args.cases_per_user < 10:
         ap.error("--cases-per-user must be at least 10 (8 submitters may hold a slot each)")
@@ -859,7 +871,8 @@ def main():
                f"{summary['drain_s']:g} s; mean load average {summary['mean_loadavg1']}",
                "rates/s: " + ", ".join(f"{k} {v['rate_per_s']:g}" for k, v in summary["requests"].items())
                + f"; seed {args.seed}"]
-    write_svg(os.path.join(args.out, "soak.svg"), soak.samples, soak.load_end, caption)
+    write_svg(os.path.join(args.out, "soak.svg"), soak.samples, soak.load_end, caption,
+              "PostgreSQL + S3 + Kafka" if args.backends == "pg" else "embedded store")
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     print(json.dumps(summary, indent=1))
