@@ -38,6 +38,16 @@ def read_until_closed(sock, limit_s):
     return out, None
 
 
+def poll(request, pending, secs=60):
+    """request() again every 0.1 s while it answers the status pending; its last answer."""
+    deadline = time.monotonic() + secs
+    while True:
+        r = request()
+        if r.status != pending or time.monotonic() > deadline:
+            return r
+        time.sleep(0.1)
+
+
 class StalledClientTest(unittest.TestCase):
     """A client that stops half way holds its connection only until the server's timeout, and
     nobody else waits for it."""
@@ -118,6 +128,15 @@ class SigtermTest(unittest.TestCase):
     shutdown grace: the server stops in time, and the task is handed back and finished after
     the restart."""
 
+    def stop_within_grace(self, s):
+        """SIGTERM while a task runs: exit 0 within the 10 s grace, the task handed back."""
+        began = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        code = s.proc.wait(timeout=30)
+        self.assertEqual(code, 0, s.stderr())
+        self.assertLess(time.monotonic() - began, 15, "the server outlived its 10 s shutdown grace")
+        self.assertIn("a task was interrupted by shutdown", s.stderr())
+
     def test_sigterm_during_async_restore(self):
         env = dict(cc_server.ENV, COMMCARE_TEST_RESTORE_DELAY_MS="120000")
         s = Server(CC, env=env)
@@ -135,22 +154,13 @@ class SigtermTest(unittest.TestCase):
             v2 = {"X-OpenRosa-Version": "2.0"}
             r = s.request("GET", path, auth=("w.slow", "pw-slow"), headers=v2, timeout=30)
             self.assertEqual(r.status, 202, r)  # the restore task runs (held 120 s)
-            began = time.monotonic()
-            s.proc.send_signal(signal.SIGTERM)
-            code = s.proc.wait(timeout=30)
-            stopped = time.monotonic() - began
-            self.assertEqual(code, 0, s.stderr())
-            self.assertLess(stopped, 15, "the server outlived its 10 s shutdown grace")
-            self.assertIn("a task was interrupted by shutdown", s.stderr())
+            self.stop_within_grace(s)
         finally:
             s.stop(cleanup=False)
         s2 = Server(CC, data=data)  # without the delay now
         try:
-            deadline, r = time.monotonic() + 60, None
-            while time.monotonic() < deadline:
-                r = s2.request("GET", path, auth=("w.slow", "pw-slow"), headers=v2, timeout=30)
-                if r.status != 202:
-                    break
+            r = poll(lambda: s2.request("GET", path, auth=("w.slow", "pw-slow"), headers=v2,
+                                        timeout=30), 202)
             self.assertEqual(r.status, 200, r)
             self.assertIn(b'case_id="slow-1"', r.body)
             tasks = s2.request("GET", "/a/slow/api/tasks/?type=restore.async").json()["objects"]
@@ -182,24 +192,14 @@ class SigtermTest(unittest.TestCase):
                     break
                 time.sleep(0.1)
             self.assertEqual(states, ["running"])
-            began = time.monotonic()
-            s.proc.send_signal(signal.SIGTERM)
-            code = s.proc.wait(timeout=30)
-            self.assertEqual(code, 0, s.stderr())
-            self.assertLess(time.monotonic() - began, 15, "the server outlived its shutdown grace")
-            self.assertIn("a task was interrupted by shutdown", s.stderr())
+            self.stop_within_grace(s)
             left = os.listdir(os.path.join(data, "exports"))
             self.assertFalse([f for f in left if f.startswith(f"{tid}.")], left)
         finally:
             s.stop(cleanup=False)
         s2 = Server(CC, data=data)  # without the delay now
         try:
-            deadline, r = time.monotonic() + 60, None
-            while time.monotonic() < deadline:
-                r = s2.request("GET", f"/a/doma/api/exports/{tid}/download")
-                if r.status != 409:
-                    break
-                time.sleep(0.1)
+            r = poll(lambda: s2.request("GET", f"/a/doma/api/exports/{tid}/download"), 409)
             self.assertEqual(r.status, 200, r)
             rows = r.body.decode().split("\r\n")
             self.assertEqual(rows[0], "case_id,name")
