@@ -175,6 +175,12 @@ Result<std::unique_ptr<DataSource>> Compile(std::string_view config_json) {
   // A case's xform_ids cost a history read per case: only for a config that names them.
   ds->needs_xform_ids = ds->referenced_doc_type == "CommCareCase" &&
                         config_json.find("xform_ids") != std::string_view::npos;
+  // models.py validations: a document failing one is kept out of the table (InvalidUCRData).
+  // Not evaluated here, so a data source that has some is refused rather than given rows HQ
+  // would not have.
+  if (const json::value* va = o.if_contains("validations");
+      va && !(va->is_array() && va->get_array().empty()))
+    return Bad("validations", "are not supported (HQ keeps failing documents out of the table)");
   // models.py is_deactivated: a deactivated data source stops being updated.
   if (const json::value* d = o.if_contains("is_deactivated")) {
     if (!d->is_bool()) return Bad("is_deactivated", "must be true or false");

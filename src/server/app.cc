@@ -93,6 +93,11 @@ const std::vector<App::RouteSpec>& App::Routes() {
          [](App* a, const Request& r, const std::string& d, const std::string& t) {
            return a->CaseApi(r, d, t);
          }},
+        // HQ serves the Case API v2 under v0.6/case/ too (corehq/apps/api/urls.py).
+        {"case_api_v06", "api/v0.6/case", true, M::kPrefix,
+         [](App* a, const Request& r, const std::string& d, const std::string& t) {
+           return a->CaseApi(r, d, t);
+         }},
         {"admin_users", "api/users", true, M::kSegment,
          [](App* a, const Request& r, const std::string& d, const std::string& t) {
            return a->UsersApi(r, d, NoSlash(t));

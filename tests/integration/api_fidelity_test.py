@@ -210,6 +210,11 @@ class ApiFidelityTest(unittest.TestCase):
         s, out = self.js("POST", "/a/demo/api/case/v2/bulk-fetch/", {})
         self.assertEqual(s, 400)
         self.assertIn("'case_ids' or 'external_ids'", out["error"])
+        # HQ's urls.py serves the same API under v0.6/case/ (bulk-fetch included).
+        s, out = self.js("POST", "/a/demo/api/v0.6/case/bulk-fetch/", {"case_ids": ["fid-mum"]})
+        self.assertEqual((s, [c["case_id"] for c in out["cases"]]), (200, ["fid-mum"]))
+        s, _, body = self.request("GET", "/a/demo/api/v0.6/case/fid-mum")
+        self.assertEqual((s, json.loads(body)["case_id"]), (200, "fid-mum"))
 
     # -- writes (views.case_api, _handle_ext_put, _handle_case_update) -------------------------
     def test_writes_answer_200_with_form_id_and_ext_upserts(self):

@@ -52,6 +52,10 @@ ROUTES = {
         ("POST", "api/case/v2/bulk-fetch/", {"case_ids": [CASE_ID]}, {API}),
         ("PUT", f"api/case/v2/{CASE_ID}", {"properties": {"secret": "overwritten"}}, {API}),
     ],
+    ("case_api_v06", "/a/{domain}/api/v0.6/case"): [
+        ("GET", "api/v0.6/case/", None, {API}),
+        ("POST", "api/v0.6/case/bulk-fetch/", {"case_ids": [CASE_ID]}, {API}),
+    ],
     ("admin_users", "/a/{domain}/api/users"): [("GET", "api/users/", None, {MANAGE}),
                                                ("GET", "api/users/mobA/", None, {MANAGE})],
     ("admin_roles", "/a/{domain}/api/roles"): [("GET", "api/roles/", None, {API, MANAGE})],

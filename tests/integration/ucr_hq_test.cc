@@ -419,6 +419,18 @@ TEST_CASE("UCR HQ: switch array_index split_string and constant are strict") {
 }
 
 // models.py DataSourceConfiguration.is_deactivated: a deactivated data source writes no rows.
+// models.py DataSourceConfiguration.validations: documents failing one are kept out of HQ's
+// table; not evaluated here, so a data source with validations is refused by name.
+TEST_CASE("UCR HQ: validations are refused by name, an empty list is accepted") {
+  const char* ind = R"({"type":"raw","column_id":"n","property_name":"name"})";
+  CHECK(CompileError(Config("CommCareCase", ind,
+                            R"("validations":[{"name":"v","error_message":"x","expression":)"
+                            R"({"type":"boolean_expression","expression":1,"operator":"eq",)"
+                            R"("property_value":1}}])"))
+            .find("validations") != std::string::npos);
+  CHECK(ucr::Compile(Config("CommCareCase", ind, R"("validations":[])")).ok());
+}
+
 TEST_CASE("UCR HQ: a deactivated data source writes no rows") {
   CHECK(RowsOf(Config("CommCareCase", R"({"type":"count","column_id":"c"})",
                       R"("is_deactivated":true)"),

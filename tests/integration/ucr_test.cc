@@ -265,7 +265,10 @@ TEST_CASE("UCR: indicators and base items over a real form, related docs and led
       R"({"type":"expression","column_id":"delivered","datatype":"date","expression":{"type":"root_doc","expression":{"type":"property_path","property_path":["form","delivery_date"]}}},)"
       R"({"type":"choice_list","column_id":"bf","choices":["1","2"],"property_name":"breastfeeding"},)"
       R"({"type":"boolean","column_id":"is_case","filter":{"type":"boolean_expression","expression":{"type":"property_path","property_path":["case","create","case_type_id"]},"operator":"eq","property_value":"newborn_hiv_child"}},)"
-      R"({"type":"expression","column_id":"mother","datatype":"string","expression":{"type":"related_doc","related_doc_type":"CommCareCase","doc_id_expression":{"type":"property_path","property_path":["case","case_id"]},"value_expression":{"type":"property_name","property_name":"name"}}})",
+      R"({"type":"expression","column_id":"mother","datatype":"string","expression":{"type":"related_doc","related_doc_type":"CommCareCase","doc_id_expression":{"type":"property_path","property_path":["case","case_id"]},"value_expression":{"type":"property_name","property_name":"name"}}},)"
+      // specs.py RelatedDocExpressionSpec: the related document is a new EvaluationContext
+      // (doc, 0), so its iteration number is 0 whatever the row's.
+      R"({"type":"expression","column_id":"related_iteration","datatype":"integer","expression":{"type":"related_doc","related_doc_type":"CommCareCase","doc_id_expression":{"type":"property_path","property_path":["case","case_id"]},"value_expression":{"type":"base_iteration_number"}}})",
       R"("base_item_expression":{"type":"property_path","property_path":["form","child_repeat"]})");
   auto ds = ucr::Compile(config);
   REQUIRE_MESSAGE(ds.ok(), ds.status().ToString());
@@ -281,9 +284,11 @@ TEST_CASE("UCR: indicators and base items over a real form, related docs and led
     if (i == 1) {  // the second child has no case block
       CHECK(r[8] == 0);
       CHECK(r[9].is_null());
+      CHECK(r[10].is_null());
     } else {
       CHECK(r[8] == 1);      // is_case
       CHECK(r[9] == "ADG");  // related_doc: the case the repeat created
+      CHECK(r[10] == 0);     // its iteration, not the row's (2 for the third child)
     }
   }
   // ledger_balances over the ledger sample's case.
