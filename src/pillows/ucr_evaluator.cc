@@ -41,6 +41,7 @@ struct Node {
   json::value lit;
   std::vector<std::unique_ptr<Node>> kids;
   std::vector<std::string> ops;  // kCmp: the operators between kids
+  int height = 1;                // levels of the tree from here down (Parser::Adopt keeps it)
 };
 using NodeP = std::unique_ptr<Node>;
 
@@ -85,28 +86,30 @@ class Parser {
     i_ = save;
     return ok;
   }
-  // The parser recurses once per nesting ('(', '[', a call's arguments, 'not', a sign), and the
-  // tree it builds is one level taller per operator or subscript of a chain ('a + b + c',
-  // 'x[0][1]'), which evaluation and destruction then recurse through. Their sum along any
-  // path is bounded, so a statement cannot exhaust the stack (found by fuzz/ucr: 8 KB of
-  // "not not ..." overflowed it). Python's own parser stops nesting at 200.
-  static constexpr int kMaxDepth = 200;
-  class Deeper {  // `levels` more for its scope; More() adds another
+  // Two bounds keep a statement from exhausting the stack (fuzz/ucr found 8 KB of
+  // "not not ..." overflowing it): the parser recurses once per nesting ('(', '[', a call's
+  // arguments, 'not', a sign), at most kMaxNesting deep (Python's own parser stops at 200
+  // parentheses); and the tree it builds, which evaluation and destruction recurse through,
+  // is at most kMaxHeight tall (a chain 'a + b + c' or 'x[0][1]' is one level per operator).
+  static constexpr int kMaxNesting = 200, kMaxHeight = 500;
+  class Deeper {  // one level of nesting for its scope
    public:
-    explicit Deeper(int* d, int levels = 1) : d_(d), n_(levels) { *d_ += n_; }
-    ~Deeper() { *d_ -= n_; }
-    void More() {
-      ++*d_;
-      ++n_;
-    }
+    explicit Deeper(int* d) : d_(d) { ++*d_; }
+    ~Deeper() { --*d_; }
 
    private:
     int* d_;
-    int n_;
   };
   Status TooDeep() const {
-    if (depth_ <= kMaxDepth) return Status::Ok();
-    return Err(fmt::format("the statement nests or chains more than {} levels deep", kMaxDepth));
+    if (depth_ <= kMaxNesting) return Status::Ok();
+    return Err(fmt::format("the statement nests more than {} levels deep", kMaxNesting));
+  }
+  // Makes kid a child of n, refusing a tree taller than kMaxHeight.
+  Status Adopt(Node& n, NodeP kid) {
+    n.height = std::max(n.height, kid->height + 1);
+    n.kids.push_back(std::move(kid));
+    if (n.height <= kMaxHeight) return Status::Ok();
+    return Err(fmt::format("the statement's expression is more than {} levels deep", kMaxHeight));
   }
   Result<NodeP> Expr() {
     Deeper guard(&depth_);
@@ -117,9 +120,9 @@ class Parser {
     if (!Eat("else")) return Err("expected 'else'");
     CC_ASSIGN_OR_RETURN(NodeP b, Expr());
     NodeP n = Make(Node::kIf);
-    n->kids.push_back(std::move(cond));
-    n->kids.push_back(std::move(a));
-    n->kids.push_back(std::move(b));
+    CC_RETURN_IF_ERROR(Adopt(*n, std::move(cond)));
+    CC_RETURN_IF_ERROR(Adopt(*n, std::move(a)));
+    CC_RETURN_IF_ERROR(Adopt(*n, std::move(b)));
     return n;
   }
   Result<NodeP> Or() { return Chain(Node::kOr, "or", &Parser::And); }
@@ -128,10 +131,10 @@ class Parser {
     CC_ASSIGN_OR_RETURN(NodeP a, (this->*next)());
     if (!Peek(word)) return a;
     NodeP n = Make(k);
-    n->kids.push_back(std::move(a));
+    CC_RETURN_IF_ERROR(Adopt(*n, std::move(a)));
     while (Eat(word)) {
       CC_ASSIGN_OR_RETURN(NodeP b, (this->*next)());
-      n->kids.push_back(std::move(b));
+      CC_RETURN_IF_ERROR(Adopt(*n, std::move(b)));
     }
     return n;
   }
@@ -141,13 +144,13 @@ class Parser {
     CC_RETURN_IF_ERROR(TooDeep());
     CC_ASSIGN_OR_RETURN(NodeP a, Not());
     NodeP n = Make(Node::kNot);
-    n->kids.push_back(std::move(a));
+    CC_RETURN_IF_ERROR(Adopt(*n, std::move(a)));
     return n;
   }
   Result<NodeP> Cmp() {
     CC_ASSIGN_OR_RETURN(NodeP a, Sum());
     NodeP n = Make(Node::kCmp);
-    n->kids.push_back(std::move(a));
+    CC_RETURN_IF_ERROR(Adopt(*n, std::move(a)));
     while (true) {
       std::string op;
       for (const char* o : {"==", "!=", "<=", ">=", "<", ">", "in"})
@@ -166,14 +169,13 @@ class Parser {
       if (op.empty()) break;
       CC_ASSIGN_OR_RETURN(NodeP b, Sum());
       n->ops.push_back(op);
-      n->kids.push_back(std::move(b));
+      CC_RETURN_IF_ERROR(Adopt(*n, std::move(b)));
     }
     if (n->ops.empty()) return std::move(n->kids[0]);
     return n;
   }
   Result<NodeP> Binary(std::initializer_list<const char*> ops, Result<NodeP> (Parser::*next)()) {
     CC_ASSIGN_OR_RETURN(NodeP a, (this->*next)());
-    Deeper guard(&depth_, 0);
     while (true) {
       std::string op;
       for (const char* o : ops)
@@ -182,12 +184,10 @@ class Parser {
           break;
         }
       if (op.empty()) return a;
-      guard.More();
-      CC_RETURN_IF_ERROR(TooDeep());
       CC_ASSIGN_OR_RETURN(NodeP b, (this->*next)());
       NodeP n = Make(Node::kBinary, op);
-      n->kids.push_back(std::move(a));
-      n->kids.push_back(std::move(b));
+      CC_RETURN_IF_ERROR(Adopt(*n, std::move(a)));
+      CC_RETURN_IF_ERROR(Adopt(*n, std::move(b)));
       a = std::move(n);
     }
   }
@@ -203,7 +203,7 @@ class Parser {
         CC_RETURN_IF_ERROR(TooDeep());
         CC_ASSIGN_OR_RETURN(NodeP a, Unary());
         NodeP n = Make(Node::kUnary, o);
-        n->kids.push_back(std::move(a));
+        CC_RETURN_IF_ERROR(Adopt(*n, std::move(a)));
         return n;
       }
     CC_ASSIGN_OR_RETURN(NodeP a, Postfix());
@@ -212,19 +212,16 @@ class Parser {
   }
   Result<NodeP> Postfix() {
     CC_ASSIGN_OR_RETURN(NodeP a, Atom());
-    Deeper guard(&depth_, 0);
     while (true) {
       const bool index = Eat("["), attr = !index && Eat(".");
       const bool call = !index && !attr && a->kind == Node::kName && Eat("(");
       if (!index && !attr && !call) return a;
-      guard.More();
-      CC_RETURN_IF_ERROR(TooDeep());
       if (index) {
         CC_ASSIGN_OR_RETURN(NodeP k, Expr());
         if (!Eat("]")) return Err("expected ']'");
         NodeP n = Make(Node::kIndex);
-        n->kids.push_back(std::move(a));
-        n->kids.push_back(std::move(k));
+        CC_RETURN_IF_ERROR(Adopt(*n, std::move(a)));
+        CC_RETURN_IF_ERROR(Adopt(*n, std::move(k)));
         a = std::move(n);
       } else if (attr) {
         Skip();
@@ -232,7 +229,7 @@ class Parser {
         while (i_ < s_.size() && IsIdent(s_[i_])) ++i_;
         if (b == i_) return Err("expected a name after '.'");
         NodeP n = Make(Node::kAttr, std::string(s_.substr(b, i_ - b)));
-        n->kids.push_back(std::move(a));
+        CC_RETURN_IF_ERROR(Adopt(*n, std::move(a)));
         a = std::move(n);
       } else {
         static const std::set<std::string> kFns = {"int",   "float",   "str",         "round",
@@ -248,7 +245,7 @@ class Parser {
     if (Eat(close)) return Status::Ok();
     while (true) {
       CC_ASSIGN_OR_RETURN(NodeP x, Expr());
-      into->kids.push_back(std::move(x));
+      CC_RETURN_IF_ERROR(Adopt(*into, std::move(x)));
       if (Eat(close)) return Status::Ok();
       if (!Eat(",")) return Err(fmt::format("expected ',' or '{}'", close));
     }

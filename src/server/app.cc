@@ -89,12 +89,12 @@ const std::vector<App::RouteSpec>& App::Routes() {
          [](App* a, const Request& r, const std::string& d, const std::string& t) {
            return a->Receiver(r, d, NoSlash(t));
          }},
-        {"case_api_v2", "api/case/v2", true, M::kPrefix,
+        {"case_api_v2", "api/case/v2", true, M::kSegment,
          [](App* a, const Request& r, const std::string& d, const std::string& t) {
            return a->CaseApi(r, d, t);
          }},
         // HQ serves the Case API v2 under v0.6/case/ too (corehq/apps/api/urls.py).
-        {"case_api_v06", "api/v0.6/case", true, M::kPrefix,
+        {"case_api_v06", "api/v0.6/case", true, M::kSegment,
          [](App* a, const Request& r, const std::string& d, const std::string& t) {
            return a->CaseApi(r, d, t);
          }},

@@ -555,7 +555,8 @@ def verify(cc, data, acked, pairs, rng, secondary=False, ucr_acked=False):
         rep = json.loads(p.stdout)
     except ValueError:
         rep = None
-    if not acked and (rep is None or not os.path.exists(os.path.join(data, "commcare.json"))):
+    if not acked and not ucr_acked and (rep is None or not os.path.exists(
+            os.path.join(data, "commcare.json"))):
         return 0  # cut before the first acknowledgement, during init: need not open
     if p.returncode != 0 or not rep or not rep.get("ok") or rep.get("pending_intents"):
         raise Failure(f"check after the cut: rc={p.returncode} {p.stdout[-1500:]} {p.stderr[-1500:]}")

@@ -259,8 +259,9 @@ TEST_CASE("UCR HQ: evaluator") {
               "CommCareCase",
               R"j({"type":"expression","column_id":"v","datatype":"string","expression":{"type":"evaluator","statement":"open('x')","context_variables":{}}})j"))
           .find("function 'open' is not available") != std::string::npos);
-  // Nesting and chains are bounded (fuzz/ucr found 8 KB of "not not ..." overflowing the
-  // parser's stack): 60 levels parse, deeper statements are refused with the reason.
+  // Nesting and the expression tree's height are bounded (fuzz/ucr found 8 KB of
+  // "not not ..." overflowing the parser's stack): ordinary statements parse, deeper ones are
+  // refused with the reason.
   auto nested = [](const std::string& open, const std::string& close, int n) {
     std::string s;
     for (int i = 0; i < n; ++i) s += open;
@@ -271,16 +272,22 @@ TEST_CASE("UCR HQ: evaluator") {
   CHECK(ev(nested("(", ")", 60), R"({"a":7})", "integer") == 7);
   CHECK(ev(nested("- ", "", 60), R"({"a":7})", "integer") == 7);
   CHECK(ev(nested("", "+a", 150), R"({"a":1})", "integer") == 151);
-  for (const auto& deep :
-       {nested("(", ")", 100000), nested("not ", "", 100000), nested("-", "", 100000),
-        nested("x[", "]", 100000), nested("", "+a", 100000), nested("", "[0]", 100000),
-        nested("", ".k", 100000), nested("int(", ")", 100000)}) {
-    std::string e = CompileError(Config(
+  auto refused = [](const std::string& statement) {
+    return CompileError(Config(
         "CommCareCase",
         R"({"type":"expression","column_id":"v","datatype":"string","expression":{"type":"evaluator","statement":")" +
-            deep + R"(","context_variables":{"a":1,"x":{"type":"dict","properties":{}}}}})"));
-    CHECK(e.find("more than 200 levels deep") != std::string::npos);
-  }
+            statement + R"(","context_variables":{"a":1,"x":{"type":"dict","properties":{}}}}})"));
+  };
+  for (const auto& deep :
+       {nested("(", ")", 100000), nested("not ", "", 100000), nested("-", "", 100000),
+        nested("x[", "]", 100000), nested("int(", ")", 100000)})
+    CHECK(refused(deep).find("nests more than 200 levels deep") != std::string::npos);
+  // Chains, alone or carried out of parentheses into an outer chain, count in the tree.
+  std::string carried = "a";
+  for (int j = 0; j < 10; ++j) carried = "(" + nested("", "+a", 150).replace(0, 1, carried) + ")";
+  for (const auto& tall :
+       {nested("", "+a", 100000), nested("", "[0]", 100000), nested("", ".k", 100000), carried})
+    CHECK(refused(tall).find("more than 500 levels deep") != std::string::npos);
 }
 
 // indicators/factory.py: count is a boolean indicator that is always 1; indicators/specs.py
