@@ -3,6 +3,7 @@
 #include <commcare/pillows.h>
 #include <commcare/tasks.h>
 #include <fmt/format.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -93,6 +94,12 @@ int PrintRoutes() {
 int CmdServe(const Args& a) {
   namespace fs = std::filesystem;
   if (a.Has("--print-routes")) return PrintRoutes();
+  // A long-running server's heap should not keep what its largest transient buffers held.
+  // glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB), so
+  // blocks that size then come from the heap and their memory stays with the process after
+  // free: RssAnon grew with each export as the exports grew (docs/reliability.md, "Soak").
+  // A fixed threshold keeps blocks of 1 MiB and more in their own mappings, returned on free.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   const std::string data = a.Get("--data");
   auto opts = HostOptionsOf(a, Access::kWriter);
   if (!opts.ok()) return FailStatus(opts.status());

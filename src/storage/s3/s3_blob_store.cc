@@ -138,6 +138,7 @@ class Connection {
     return out;
   }
   bool keep_alive() const { return keep_alive_; }
+  std::chrono::steady_clock::time_point last_used;  // when the pool last got it back
 
  private:
   // Runs the pending operation to its end (or its deadline: beast reports timeout).
@@ -417,14 +418,24 @@ class S3BlobStore final : public BlobStore {
     return c;
   }
   std::unique_ptr<Connection> Take() {
+    const auto now = std::chrono::steady_clock::now();
     std::lock_guard l(pool_mu_);
+    std::erase_if(pool_, [&](const auto& p) { return now - p->last_used > kIdle; });
     if (pool_.empty()) return nullptr;
     auto c = std::move(pool_.back());
     pool_.pop_back();
     return c;
   }
+  // The pool is a stack: the most recently used connection is taken first, so those at the
+  // bottom sit idle once a burst is over. They are closed after kIdle (servers close idle
+  // keep-alive connections after a few seconds themselves: s3rver after 5 s, S3 after ~20 s),
+  // so the pool follows the current concurrency instead of the highest it ever saw.
+  static constexpr auto kIdle = std::chrono::seconds(4);
   void Give(std::unique_ptr<Connection> c) {
+    const auto now = std::chrono::steady_clock::now();
+    c->last_used = now;
     std::lock_guard l(pool_mu_);
+    std::erase_if(pool_, [&](const auto& p) { return now - p->last_used > kIdle; });
     if (pool_.size() < 64) pool_.push_back(std::move(c));
   }
 
