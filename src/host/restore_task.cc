@@ -7,11 +7,8 @@
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
-#include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <thread>
 
 #include "commcare/host.h"
 #include "commcare/sync.h"
@@ -25,17 +22,6 @@ namespace commcare::host {
 namespace json = boost::json;
 namespace fs = std::filesystem;
 
-namespace {
-
-// Test-only: COMMCARE_TEST_RESTORE_DELAY_MS holds every asynchronous restore that long after
-// it reports its first progress (0 of N cases), so that tests see a restore still under way.
-std::chrono::milliseconds TestDelay() {
-  const char* v = std::getenv("COMMCARE_TEST_RESTORE_DELAY_MS");
-  return std::chrono::milliseconds(v ? std::strtoll(v, nullptr, 10) : 0);
-}
-
-}  // namespace
-
 Result<std::string> RunAsyncRestore(Host* host, TaskContext& c) {
   const std::string& dir = host->options().engine.data_dir;
   if (dir.empty()) return Status::FailedPrecondition("restore.async needs a data directory");
@@ -48,13 +34,10 @@ Result<std::string> RunAsyncRestore(Host* host, TaskContext& c) {
     return Status::PermissionDenied(
         fmt::format("restore.async: {} is no active user of {}", user.username, domain));
   CC_ASSIGN_OR_RETURN(RestoreRequest q, meta::MakeRestoreRequest(meta, user, domain, params));
-  const auto delay = TestDelay();
-  q.progress = [&c, delay](int64_t done, int64_t total) {
+  q.progress = [&c](int64_t done, int64_t total) {
     c.Progress(done, total, "cases");
-    if (done != 0 || delay.count() <= 0) return;
-    const auto until = std::chrono::steady_clock::now() + delay;
-    while (std::chrono::steady_clock::now() < until && !c.Cancelled())
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // Test-only: COMMCARE_TEST_RESTORE_DELAY_MS holds a restore after its first progress.
+    if (done == 0) HoldForTest("COMMCARE_TEST_RESTORE_DELAY_MS", c);
   };
   std::error_code ec;
   fs::create_directories(fs::path(dir) / "restore-async", ec);

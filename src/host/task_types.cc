@@ -57,17 +57,6 @@ Result<std::string> PruneTasks(Host* host, TaskContext& c) {
   return json::serialize(out);
 }
 
-// Test-only: COMMCARE_TEST_EXPORT_DELAY_MS holds every export that long (or until it is
-// cancelled) after its first progress report, so that tests see an export still under way.
-void HoldExportForTest(TaskContext& c) {
-  static const char* v = std::getenv("COMMCARE_TEST_EXPORT_DELAY_MS");
-  if (!v) return;
-  const auto until =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(std::strtoll(v, nullptr, 10));
-  while (std::chrono::steady_clock::now() < until && !c.Cancelled())
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-}
-
 // export.run: payload is an export definition, or {"saved": NAME} (the task's domain's saved
 // definition). Writes <data_dir>/exports/<task id>.<csv|zip|xlsx>, then moves it to the export
 // blob store (exports/<domain>/<task id>.<ext>, expiring); a rerun overwrites both.
@@ -99,7 +88,8 @@ Result<std::string> RunExportTask(Host* host, TaskContext& c) {
   CC_ASSIGN_OR_RETURN(ExportResult r,
                       RunExport(host->engine(), def, out, [&c](int64_t done, int64_t total) {
                         c.Progress(done, total, "rows");
-                        if (done == 0) HoldExportForTest(c);
+                        // Test-only: COMMCARE_TEST_EXPORT_DELAY_MS holds an export at its start.
+                        if (done == 0) HoldForTest("COMMCARE_TEST_EXPORT_DELAY_MS", c);
                         return !c.Cancelled();
                       }));
   CC_ASSIGN_OR_RETURN(auto blobs, ExportBlobStore(dir));
@@ -115,6 +105,15 @@ Result<std::string> RunExportTask(Host* host, TaskContext& c) {
 }
 
 }  // namespace
+
+void HoldForTest(const char* env, TaskContext& c) {
+  const char* v = std::getenv(env);
+  if (!v) return;
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(std::strtoll(v, nullptr, 10));
+  while (std::chrono::steady_clock::now() < until && !c.Cancelled())
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+}
 
 void RegisterTaskTypes(Host* host, TaskWorkers* w) {
   w->Register("commcare.noop", Noop);

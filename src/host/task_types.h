@@ -22,4 +22,8 @@ void RegisterTaskTypes(Host* host, TaskWorkers* workers);
 // "cases"}.
 Result<std::string> RunAsyncRestore(Host* host, TaskContext& c);
 
+// Test-only: holds the calling task for the milliseconds the environment variable env names
+// (none: no hold), or until the task is cancelled, so that tests see a task still under way.
+void HoldForTest(const char* env, TaskContext& c);
+
 }  // namespace commcare::host

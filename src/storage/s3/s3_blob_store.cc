@@ -418,9 +418,8 @@ class S3BlobStore final : public BlobStore {
     return c;
   }
   std::unique_ptr<Connection> Take() {
-    const auto now = std::chrono::steady_clock::now();
     std::lock_guard l(pool_mu_);
-    std::erase_if(pool_, [&](const auto& p) { return now - p->last_used > kIdle; });
+    DropIdle(std::chrono::steady_clock::now());
     if (pool_.empty()) return nullptr;
     auto c = std::move(pool_.back());
     pool_.pop_back();
@@ -432,11 +431,13 @@ class S3BlobStore final : public BlobStore {
   // so the pool follows the current concurrency instead of the highest it ever saw.
   static constexpr auto kIdle = std::chrono::seconds(4);
   void Give(std::unique_ptr<Connection> c) {
-    const auto now = std::chrono::steady_clock::now();
-    c->last_used = now;
+    c->last_used = std::chrono::steady_clock::now();
     std::lock_guard l(pool_mu_);
-    std::erase_if(pool_, [&](const auto& p) { return now - p->last_used > kIdle; });
+    DropIdle(c->last_used);
     if (pool_.size() < 64) pool_.push_back(std::move(c));
+  }
+  void DropIdle(std::chrono::steady_clock::time_point now) {  // pool_mu_ held
+    std::erase_if(pool_, [&](const auto& p) { return now - p->last_used > kIdle; });
   }
 
   S3Options o_;
