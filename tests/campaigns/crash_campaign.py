@@ -100,6 +100,52 @@ def pg_init_args(data, tag):
                                         "session_timeout_ms": 4000})]
 
 
+def ucr_rows(run, data, table):
+    """The rows of UCR table `table` of domain demo, each as sorted JSON, sorted."""
+    out = run("ucr", "rows", "--data", data, "--domain", "demo", "--table", table,
+              "--limit", "1000000")
+    rows = []
+    for line in out.splitlines():
+        r = json.loads(line)
+        r.pop("inserted_at", None)
+        rows.append(json.dumps(r, sort_keys=True))
+    return sorted(rows)
+
+
+def verify_secondary(run, data, cases, table, ucr_expected):
+    """The secondary stores of data, once `pillows run --once` has caught them up, against the
+    primary's cases (case_id -> case, from `case list`): the case-search index holds exactly
+    them with their properties and closed flags; UCR table `table` has ucr_expected rows and
+    equals its rebuild from the primary (not checked when ucr_expected is None). run(*args)
+    runs `commcare` and answers its stdout, raising Failure when it fails."""
+    run("pillows", "run", "--data", data, "--once")
+    index, cursor = {}, None
+    while True:
+        args = ["search", "--data", data, "--domain", "demo", "--limit", "5000"]
+        if cursor:
+            args += ["--cursor", cursor]
+        page = json.loads(run(*args))
+        for c in page["cases"]:
+            check(c["case_id"] not in index, f"{c['case_id']} listed twice by the index")
+            index[c["case_id"]] = c
+        cursor = page["next"]
+        if not cursor:
+            break
+    check(set(index) == set(cases),
+          f"case search index differs from the primary: missing {sorted(set(cases) - set(index))[:5]}, "
+          f"extra {sorted(set(index) - set(cases))[:5]}")
+    for cid, c in cases.items():
+        check(index[cid]["properties"] == c["properties"] and index[cid]["closed"] == c["closed"],
+              f"case {cid} in the index differs from the primary")
+    if ucr_expected is None:
+        return
+    rows = ucr_rows(run, data, table)
+    check(len(rows) == ucr_expected, f"UCR has {len(rows)} rows, {ucr_expected} expected")
+    run("ucr", "rebuild", "--data", data, "--domain", "demo", "--table", table)
+    check(ucr_rows(run, data, table) == rows,
+          "UCR rows after the crash differ from a rebuild from the primary")
+
+
 class Campaign:
     def __init__(self, cc, config, rng, tmp, threads):
         self.cc, self.config, self.rng, self.threads = cc, config, rng, threads
@@ -336,41 +382,9 @@ class Campaign:
         return [(max([m for m in marks if m <= kill] or [0]), kill) for kill in self.kills_ms]
 
     def verify_secondary(self):
-        self.cli("pillows", "run", "--data", self.data, "--once")
-        index, cursor = {}, None
-        while True:
-            args = ["search", "--data", self.data, "--domain", "demo", "--limit", "5000"]
-            if cursor:
-                args += ["--cursor", cursor]
-            page = json.loads(self.cli(*args).stdout)
-            for c in page["cases"]:
-                check(c["case_id"] not in index, f"{c['case_id']} listed twice by the index")
-                index[c["case_id"]] = c
-            cursor = page["next"]
-            if not cursor:
-                break
-        prim = self.primary_cases
-        check(set(index) == set(prim),
-              f"case search index differs from the primary: missing {sorted(set(prim) - set(index))[:5]}, "
-              f"extra {sorted(set(index) - set(prim))[:5]}")
-        for cid, c in prim.items():
-            check(index[cid]["properties"] == c["properties"] and index[cid]["closed"] == c["closed"],
-                  f"case {cid} in the index differs from the primary")
-        rows = self.ucr_rows()
-        check(len(rows) == len([c for c in prim.values() if c["properties"].get("kind") == "own"]),
-              f"UCR has {len(rows)} rows")
-        self.cli("ucr", "rebuild", "--data", self.data, "--domain", "demo", "--table", "crash_cases")
-        check(self.ucr_rows() == rows, "UCR rows after kill -9 differ from a rebuild from the primary")
-
-    def ucr_rows(self):
-        out = self.cli("ucr", "rows", "--data", self.data, "--domain", "demo", "--table", "crash_cases",
-                       "--limit", "1000000").stdout
-        rows = []
-        for line in out.splitlines():
-            r = json.loads(line)
-            r.pop("inserted_at", None)
-            rows.append(json.dumps(r, sort_keys=True))
-        return sorted(rows)
+        own = len([c for c in self.primary_cases.values() if c["properties"].get("kind") == "own"])
+        verify_secondary(lambda *a: self.cli(*a).stdout, self.data, self.primary_cases,
+                         "crash_cases", own)
 
     def verify_after_restart(self, srv):
         # The form read copy: the form API counts every stored form (the setup form included).
